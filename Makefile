@@ -1,0 +1,58 @@
+# Developer entry points. On a fresh clone, `make demo` and `make test` set up
+# everything they need (a virtualenv in .venv with the project installed).
+
+SHELL := /bin/bash
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# Re-install when pyproject.toml is newer than this file.
+STAMP := $(VENV)/.installed-stamp
+
+# The Postgres server the Postgres tests use (they fail, never skip, without it).
+DURABLE_JOBS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export DURABLE_JOBS_TEST_POSTGRES_URL
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help demo test lint typecheck bench clean
+
+help:
+	@echo "make demo       set up .venv and run examples/demo.py (SQLite store in ./demo-data/)"
+	@echo "make test       set up .venv, then lint, type-check and run the whole test suite"
+	@echo "make lint       ruff check"
+	@echo "make typecheck  mypy (strict)"
+	@echo "make bench      run benchmarks/*.py"
+	@echo "make clean      remove .venv and caches"
+
+$(PY):
+	if command -v python3.11 >/dev/null; then python3.11 -m venv $(VENV); else python3 -m venv $(VENV); fi
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+# `ruff format --check .` is not run yet: the tree is not formatted.
+test: $(STAMP)
+	scripts/ensure-postgres
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	@if ls benchmarks/*.py >/dev/null 2>&1; then \
+		for f in benchmarks/*.py; do echo "== $$f"; $(PY) "$$f" || exit 1; done; \
+	else \
+		echo "No benchmarks yet (they go in benchmarks/*.py)."; \
+	fi
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
+	find . \( -path ./.git -o -path ./$(VENV) \) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

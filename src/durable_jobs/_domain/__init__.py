@@ -1,0 +1,1 @@
+"""Pure, synchronous domain: job-instance aggregates, their events and policies."""

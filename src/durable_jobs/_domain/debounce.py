@@ -1,0 +1,227 @@
+"""Debounce instances: collect events into batches, flush each batch once.
+
+Events go to the *open* batch. A flush first closes the open batch (it joins
+a queue of *closed* batches, frozen with their events' count and state); the
+flush handler then runs on the oldest closed batch, outside the instance lock,
+and a second commit records ``flushed`` or ``run_failed``. Events added in
+between open the next batch, so nothing is lost or flushed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from durable_jobs._domain.instance import (
+    Batch,
+    ExhaustedAction,
+    FlushReason,
+    JobInstance,
+    RunTicket,
+    register_aggregate,
+)
+
+__all__ = ["DebounceInstance", "FlushTicket"]
+
+
+@dataclass(frozen=True)
+class FlushTicket:
+    """A flush about to run: the batch it flushes, why, and which try it is."""
+
+    batch: Batch
+    reason: FlushReason
+    ticket: RunTicket
+
+
+@register_aggregate
+class DebounceInstance(JobInstance):
+    """One instance of a debounce job."""
+
+    kind = "debounce"
+
+    # ---- queries ---------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``debouncing``, ``failed`` (a closed batch is paused), ``idle`` or ``terminated``."""
+        d = self.d
+        if not d.live:
+            return "terminated"
+        if d.closed and d.paused:
+            return "failed"
+        return "debouncing" if d.closed or d.event_count else "idle"
+
+    @property
+    def buffered_events(self) -> int:
+        """Every event not yet flushed: the closed batches' and the open batch's."""
+        return self.d.event_count + sum(b.event_count for b in self.d.closed)
+
+    @property
+    def current_state(self) -> Any:
+        """The state of the batch that flushes next."""
+        return self.d.closed[0].state if self.d.closed else self.d.state
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the batch that flushes next received its first event."""
+        return self.d.closed[0].started_at if self.d.closed else self.d.batch_started_at
+
+    @property
+    def batch_state(self) -> Any:
+        """The open batch's state (what ``on_event`` folds into); None if it is empty."""
+        return self.d.state if self.d.event_count else None
+
+    # ---- commands --------------------------------------------------------------
+
+    @classmethod
+    def add(
+        cls,
+        existing: DebounceInstance | None,
+        job: str,
+        instance_id: str,
+        event: Any,
+        *,
+        now: datetime,
+        new_state: Any,
+        idempotency_key: str | None,
+        window: timedelta,
+        flush_after: timedelta,
+        max_events: int | None,
+    ) -> tuple[DebounceInstance, bool]:
+        """Add an event whose folded state is ``new_state``; True if it opened a batch.
+
+        The caller checks :meth:`is_duplicate` first. The batch's window is
+        fixed by its first event; reaching ``max_events`` closes the batch in
+        this same commit and makes its flush due now.
+        """
+        if existing is None:
+            inst = cls.create(job, instance_id, now=now, state=None)
+        else:
+            inst = existing
+            if not inst.live:
+                inst.restart(now=now, state=None)
+        opened = inst.d.event_count == 0
+        inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
+        inst.set_state(new_state, now=now)
+        if max_events is not None and inst.d.event_count >= max_events:
+            inst.close_batch("max_events", now=now)
+        inst.sync_alarm(now=now, flush_after=flush_after)
+        return inst, opened
+
+    def close_batch(self, reason: FlushReason, *, now: datetime) -> None:
+        """Freeze the open batch into the queue of closed batches."""
+        assert self.d.event_count > 0, "close_batch() needs an open batch"
+        self.trigger_event(
+            self.BatchClosed,
+            timestamp=now,
+            batch_no=self.d.next_batch_no,
+            reason=reason,
+            event_count=self.d.event_count,
+        )
+
+    def desired_alarm(self, *, flush_after: timedelta) -> datetime | None:
+        """When the instance next needs attention (None: never, on its own)."""
+        d = self.d
+        if not d.live:
+            return None
+        if d.closed:
+            return None if d.paused else d.closed_due_at
+        if d.event_count and d.batch_started_at is not None:
+            return d.batch_started_at + flush_after
+        return None
+
+    def sync_alarm(self, *, now: datetime, flush_after: timedelta) -> None:
+        """Record an alarm change if :meth:`desired_alarm` moved."""
+        self.set_alarm(self.desired_alarm(flush_after=flush_after), now=now)
+
+    def begin_flush(
+        self, *, now: datetime, manual: bool, flush_after: timedelta
+    ) -> FlushTicket | None:
+        """Pick the batch to flush now (closing the open one if its time came).
+
+        Returns None when nothing is due (or, for ``manual``, nothing is
+        buffered). A manual flush also runs a paused or retry-waiting batch
+        at once, as a fresh run with ``reason="manual"``.
+        """
+        d = self.d
+        if not d.live:
+            return None
+        if not d.closed:
+            due = d.batch_started_at is not None and d.batch_started_at + flush_after <= now
+            if not d.event_count or not (manual or due):
+                return None
+            self.close_batch("manual" if manual else "flush_after", now=now)
+            self.sync_alarm(now=now, flush_after=flush_after)
+        elif not manual and (d.paused or d.closed_due_at is None or d.closed_due_at > now):
+            return None
+        head = d.closed[0]
+        return FlushTicket(
+            batch=head,
+            reason="manual" if manual else head.reason,
+            ticket=self.next_ticket(fresh=manual),
+        )
+
+    def _is_head(self, flush: FlushTicket) -> bool:
+        return bool(
+            self.d.live and self.d.closed and self.d.closed[0].batch_no == flush.batch.batch_no
+        )
+
+    def flush_succeeded(
+        self, flush: FlushTicket, *, now: datetime, duration: float, flush_after: timedelta
+    ) -> bool:
+        """Commit a flush whose handler returned; False if its batch is gone (cleared)."""
+        if not self._is_head(flush):
+            return False
+        self.record_success(flush.ticket, handler="execute", now=now, duration=duration)
+        self.trigger_event(
+            self.Flushed,
+            timestamp=now,
+            batch_no=flush.batch.batch_no,
+            reason=flush.reason,
+            event_count=flush.batch.event_count,
+        )
+        self.sync_alarm(now=now, flush_after=flush_after)
+        return True
+
+    def flush_failed(
+        self,
+        flush: FlushTicket,
+        error: BaseException,
+        *,
+        now: datetime,
+        retry_at: datetime | None,
+        exhausted: ExhaustedAction | None,
+        flush_after: timedelta,
+    ) -> bool:
+        """Commit a flush whose handler raised; the batch is kept.
+
+        With ``retry_at`` the batch waits for its retry (same reason). Else it
+        is paused (status ``failed``) unless ``exhausted`` is ``terminate``;
+        ``exhausted`` is None when the job has no retry policy.
+        """
+        if not self._is_head(flush):
+            return False
+        self.record_failure(
+            flush.ticket,
+            error,
+            handler="execute",
+            now=now,
+            retry_at=retry_at,
+            flush_reason=flush.reason,
+        )
+        if retry_at is None and exhausted is not None:
+            self.record_exhausted(flush.ticket, exhausted, now=now)
+            if exhausted == "terminate":
+                self.terminate(now=now, reason="retries exhausted")
+                return True
+        self.sync_alarm(now=now, flush_after=flush_after)
+        return True
+
+    def clear(self, *, now: datetime) -> int:
+        """Drop every buffered event unprocessed; returns how many (0: nothing recorded)."""
+        discarded = self.buffered_events if self.d.live else 0
+        if discarded:
+            self.trigger_event(self.Cleared, timestamp=now, discarded_events=discarded)
+            self.set_alarm(None, now=now)
+        return discarded

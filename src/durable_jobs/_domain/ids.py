@@ -1,0 +1,75 @@
+"""Identity of job instances: names, kinds and deterministic aggregate ids."""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal, get_args
+from uuid import UUID, uuid5
+
+from durable_jobs._errors import ConfigurationError, ValidationError
+
+__all__ = [
+    "KINDS",
+    "MAX_INSTANCE_ID_LENGTH",
+    "Kind",
+    "check_instance_id",
+    "check_job_name",
+    "instance_uuid",
+]
+
+Kind = Literal["continuous", "debounce", "task"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+
+#: Namespace of the uuid5 ids of instance aggregates. Never change it: stored logs use it.
+NAMESPACE: Final = UUID("6f1d4b8e-8a53-5c2e-9d64-0d6b2a3c9e71")
+MAX_INSTANCE_ID_LENGTH: Final = 512
+_JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_job_name(name: object) -> str:
+    """Return ``name`` if it is a valid job name, else raise :class:`ConfigurationError`.
+
+    Job names are 1-128 characters of letters, digits, ``_``, ``.`` and ``-`` (no ``:``),
+    which keeps ``"{kind}:{job}:{instance_id}"`` unambiguous.
+    """
+    if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
+        msg = (
+            f"Invalid job name {name!r}: use 1-128 characters of letters, digits, "
+            "'_', '.' and '-', starting with a letter, digit or '_'."
+        )
+        raise ConfigurationError(msg)
+    return name
+
+
+def check_instance_id(instance_id: object) -> str:
+    """Return ``instance_id`` if it is a usable instance id, else raise ValidationError."""
+    if not isinstance(instance_id, str):
+        msg = f"An instance id must be a str, not {type(instance_id).__name__}: {instance_id!r}"
+        raise ValidationError(msg)
+    if not instance_id or len(instance_id) > MAX_INSTANCE_ID_LENGTH:
+        msg = (
+            f"An instance id must be 1-{MAX_INSTANCE_ID_LENGTH} characters long "
+            f"(got {len(instance_id)})."
+        )
+        raise ValidationError(msg)
+    if "\x00" in instance_id:
+        raise ValidationError("An instance id must not contain NUL characters.")
+    return instance_id
+
+
+def check_kind(kind: object) -> Kind:
+    """Return ``kind`` if it is one of :data:`KINDS`, else raise ConfigurationError."""
+    if kind not in KINDS:
+        msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
+        raise ConfigurationError(msg)
+    return kind
+
+
+def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
+    """The aggregate id of the instance ``instance_id`` of ``job`` (of ``kind``).
+
+    Deterministic, so any process finds the same log: ``uuid5(NAMESPACE,
+    f"{kind}:{job}:{instance_id}")``. Job names contain no ``:``, so distinct
+    triples give distinct strings.
+    """
+    return uuid5(NAMESPACE, f"{check_kind(kind)}:{check_job_name(job)}:{instance_id}")

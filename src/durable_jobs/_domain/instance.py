@@ -1,0 +1,630 @@
+"""The job-instance aggregate shared by all kinds: its data, events and snapshots.
+
+An instance is an eventsourcing :class:`~eventsourcing.domain.Aggregate` whose
+attributes live in one pydantic model (``agg.d``) so that snapshots are plain
+JSON. Events are explicit classes with an ``apply`` method; commands (the
+"decide" functions) are methods of the kind-specific subclasses that check
+preconditions and trigger events. Every event gets its ``timestamp`` from the
+caller: the domain never reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
+
+from eventsourcing.domain import Aggregate, Snapshot
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+from durable_jobs._domain.backoff import Retry, retry_decision
+from durable_jobs._domain.ids import Kind, instance_uuid
+
+__all__ = [
+    "UNCHANGED",
+    "Batch",
+    "Handler",
+    "InstanceData",
+    "InstanceSnapshot",
+    "Intents",
+    "JobInstance",
+    "RunTicket",
+]
+
+Handler = Literal["execute", "on_event", "on_idle", "on_error"]
+FlushReason = Literal["flush_after", "max_events", "manual"]
+ExhaustedAction = Literal["terminate", "pause", "continue"]
+
+_I = TypeVar("_I", bound="JobInstance")
+
+
+class _Unchanged:
+    """Marker: a handler left this part of the instance as it was."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
+
+
+class Batch(BaseModel):
+    """A debounce batch closed for a flush that has not succeeded yet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_no: int
+    event_count: int
+    state: JsonValue
+    started_at: datetime
+    reason: FlushReason
+
+
+class InstanceData(BaseModel):
+    """Everything an instance knows; rebuilt from its log, stored whole in snapshots."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    kind: Kind
+    job: str
+    instance_id: str
+    generation: int = 1
+    live: bool = True
+    created_at: datetime
+    state: JsonValue = None
+    alarm_at: datetime | None = None
+    run_count: int = 0
+    # The last failed try of the run that is waiting for a retry (0: none waiting).
+    attempt: int = 0
+    first_failure_at: datetime | None = None
+    paused: bool = False
+    # Task: events received; debounce: events in the open batch.
+    event_count: int = 0
+    execute_count: int = 0
+    # Debounce: the open batch and the queue of closed batches.
+    batch_started_at: datetime | None = None
+    next_batch_no: int = 1
+    closed: list[Batch] = []
+    closed_due_at: datetime | None = None
+    # Accepted idempotency keys and when they were accepted.
+    idempotency: dict[str, datetime] = {}
+
+
+@dataclass(frozen=True)
+class RunTicket:
+    """Which run (and which try of it) a handler call is."""
+
+    run_count: int
+    attempt: int
+
+    @property
+    def is_retry(self) -> bool:
+        return self.attempt > 1
+
+
+@dataclass(frozen=True)
+class Intents:
+    """What a handler asked for through its context, committed after it returns.
+
+    ``state`` and ``schedule`` are :data:`UNCHANGED` unless the handler set them;
+    ``schedule=None`` means the handler cancelled the alarm.
+    """
+
+    state: Any = UNCHANGED
+    schedule: Any = UNCHANGED
+    terminate: bool = False
+    terminate_reason: str | None = None
+
+    @property
+    def state_changed(self) -> bool:
+        return self.state is not UNCHANGED
+
+    @property
+    def schedule_changed(self) -> bool:
+        return self.schedule is not UNCHANGED
+
+
+@dataclass(frozen=True)
+class InstanceSnapshot(Snapshot):
+    """A snapshot whose ``state`` is the instance data as JSON."""
+
+    @classmethod
+    def take(cls, aggregate: Any) -> InstanceSnapshot:
+        agg = cast("JobInstance", aggregate)
+        return cls(
+            originator_id=agg.id,
+            originator_version=agg.version,
+            timestamp=agg.modified_on,
+            topic=stored_topic(type(agg)),
+            state={
+                "created_on": agg.created_on.isoformat(),
+                "data": agg.d.model_dump(mode="json"),
+            },
+        )
+
+    def mutate(self, _: None) -> Any:
+        cls = _AGGREGATES_BY_TOPIC[self.topic]
+        agg = object.__new__(cls)
+        agg._id = self.originator_id
+        agg._version = self.originator_version
+        agg._created_on = datetime.fromisoformat(self.state["created_on"])
+        agg._modified_on = self.timestamp
+        agg._pending_events = []
+        agg.d = cls.data_model.model_validate(self.state["data"])
+        return agg
+
+
+class JobInstance(Aggregate):
+    """Base aggregate of a job instance; see the kind-specific subclasses."""
+
+    # Annotations only for type checkers: eventsourcing turns class-body
+    # annotations of an aggregate into fields of its created event.
+    if TYPE_CHECKING:
+        kind: ClassVar[Kind]
+        d: InstanceData
+    data_model = InstanceData
+    Snapshot = InstanceSnapshot
+
+    # ---- events ----------------------------------------------------------------
+
+    class Event(Aggregate.Event):
+        """Base of the instance events."""
+
+        NAME: ClassVar[str] = ""
+
+    class Started(Event, Aggregate.Created):
+        """The instance was created (its first generation started)."""
+
+        NAME: ClassVar[str] = "started"
+        kind: str
+        job: str
+        instance_id: str
+        state: JsonValue
+
+        def apply(self, aggregate: Any) -> None:
+            agg = cast("JobInstance", aggregate)
+            agg.d = agg.data_model(
+                kind=cast("Kind", self.kind),
+                job=self.job,
+                instance_id=self.instance_id,
+                created_at=self.timestamp,
+                state=self.state,
+            )
+
+    class Restarted(Event):
+        """A terminated instance started again: a new generation, fresh counters."""
+
+        NAME: ClassVar[str] = "started"
+        state: JsonValue
+
+        def apply(self, aggregate: Any) -> None:
+            agg = cast("JobInstance", aggregate)
+            old = agg.d
+            agg.d = agg.data_model(
+                kind=old.kind,
+                job=old.job,
+                instance_id=old.instance_id,
+                generation=old.generation + 1,
+                created_at=self.timestamp,
+                state=self.state,
+                idempotency=old.idempotency,
+                next_batch_no=old.next_batch_no,
+            )
+
+    class Terminated(Event):
+        """The instance ended: alarm cancelled, state and buffers removed."""
+
+        NAME: ClassVar[str] = "terminated"
+        reason: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            d.live = False
+            d.state = None
+            d.alarm_at = None
+            d.attempt = 0
+            d.first_failure_at = None
+            d.paused = False
+            d.event_count = 0
+            d.batch_started_at = None
+            d.closed = []
+            d.closed_due_at = None
+
+    class StateChanged(Event):
+        """The state (for debounce: the open batch's state) was replaced."""
+
+        NAME: ClassVar[str] = "state_changed"
+        state: JsonValue
+
+        def apply(self, aggregate: Any) -> None:
+            cast("JobInstance", aggregate).d.state = self.state
+
+    class AlarmSet(Event):
+        """The instance's one alarm now rings at ``at`` (replacing any other)."""
+
+        NAME: ClassVar[str] = "alarm_set"
+        at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            cast("JobInstance", aggregate).d.alarm_at = self.at
+
+    class AlarmCleared(Event):
+        """The instance has no alarm any more."""
+
+        NAME: ClassVar[str] = "alarm_cleared"
+
+        def apply(self, aggregate: Any) -> None:
+            cast("JobInstance", aggregate).d.alarm_at = None
+
+    class RunSucceeded(Event):
+        """A handler run returned normally."""
+
+        NAME: ClassVar[str] = "run_succeeded"
+        handler: str
+        run_count: int
+        attempt: int
+        duration: float
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            if self.handler == "execute":
+                d.run_count = self.run_count
+                d.execute_count = self.run_count
+                d.attempt = 0
+                d.first_failure_at = None
+                d.paused = False
+
+    class RunFailed(Event):
+        """A handler run raised; none of its changes were committed."""
+
+        NAME: ClassVar[str] = "run_failed"
+        handler: str
+        run_count: int
+        attempt: int
+        error_type: str
+        message: str
+        will_retry: bool
+        retry_at: datetime | None = None
+        flush_reason: str | None = None
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            if self.handler != "execute":
+                return
+            d.run_count = self.run_count
+            d.execute_count = self.run_count
+            if self.will_retry:
+                if self.attempt == 1 or d.first_failure_at is None:
+                    d.first_failure_at = self.timestamp
+                d.attempt = self.attempt
+            else:
+                d.attempt = 0
+                d.first_failure_at = None
+            if d.kind != "debounce":
+                d.paused = False
+                return
+            # Debounce: the failed batch waits for its retry, or is kept, paused.
+            d.paused = not self.will_retry
+            d.closed_due_at = self.retry_at
+            if d.closed and self.flush_reason is not None:
+                d.closed[0] = d.closed[0].model_copy(
+                    update={"reason": cast("FlushReason", self.flush_reason)}
+                )
+
+    class RetryExhausted(Event):
+        """The last allowed try failed; ``action`` says what happened next."""
+
+        NAME: ClassVar[str] = "retry_exhausted"
+        run_count: int
+        attempt: int
+        action: str
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            d.attempt = 0
+            d.first_failure_at = None
+            d.paused = self.action == "pause"
+
+    class EventAdded(Event):
+        """An input event was accepted (debounce ``add``, task ``send``)."""
+
+        NAME: ClassVar[str] = "event_added"
+        event: JsonValue
+        idempotency_key: str | None
+        expired_keys: list[str]
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            for key in self.expired_keys:
+                d.idempotency.pop(key, None)
+            if self.idempotency_key is not None:
+                d.idempotency[self.idempotency_key] = self.timestamp
+            if d.kind == "debounce" and d.event_count == 0:
+                d.batch_started_at = self.timestamp
+            d.event_count += 1
+
+    class BatchClosed(Event):
+        """Debounce: the open batch was frozen for a flush."""
+
+        NAME: ClassVar[str] = "batch_closed"
+        batch_no: int
+        reason: str
+        event_count: int
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            assert d.batch_started_at is not None
+            d.closed.append(
+                Batch(
+                    batch_no=self.batch_no,
+                    event_count=d.event_count,
+                    state=d.state,
+                    started_at=d.batch_started_at,
+                    reason=cast("FlushReason", self.reason),
+                )
+            )
+            if len(d.closed) == 1:
+                d.closed_due_at = self.timestamp
+            d.next_batch_no = self.batch_no + 1
+            d.event_count = 0
+            d.state = None
+            d.batch_started_at = None
+
+    class Flushed(Event):
+        """Debounce: the oldest closed batch was flushed successfully."""
+
+        NAME: ClassVar[str] = "flushed"
+        batch_no: int
+        reason: str
+        event_count: int
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            d.closed = [b for b in d.closed if b.batch_no != self.batch_no]
+            d.closed_due_at = self.timestamp if d.closed else None
+            d.attempt = 0
+            d.first_failure_at = None
+            d.paused = False
+
+    class Cleared(Event):
+        """Debounce: every buffered event was dropped unprocessed."""
+
+        NAME: ClassVar[str] = "cleared"
+        discarded_events: int
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            d.event_count = 0
+            d.state = None
+            d.batch_started_at = None
+            d.closed = []
+            d.closed_due_at = None
+            d.attempt = 0
+            d.first_failure_at = None
+            d.paused = False
+
+    # ---- construction ----------------------------------------------------------
+
+    @classmethod
+    def create(cls: type[_I], job: str, instance_id: str, *, now: datetime, state: Any) -> _I:
+        """A new instance of this kind (its ``started`` event is pending)."""
+        return cls._create(
+            cls.Started,
+            id=instance_uuid(cls.kind, job, instance_id),
+            timestamp=now,
+            kind=cls.kind,
+            job=job,
+            instance_id=instance_id,
+            state=state,
+        )
+
+    def restart(self, *, now: datetime, state: Any) -> None:
+        """Start a new generation of a terminated instance."""
+        assert not self.d.live, "restart() is for terminated instances"
+        self.trigger_event(self.Restarted, timestamp=now, state=state)
+
+    # ---- common commands -------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """False once terminated (until started again)."""
+        return self.d.live
+
+    @property
+    def status(self) -> str:
+        """The kind-specific status name, or ``"terminated"``."""
+        raise NotImplementedError
+
+    def terminate(self, *, now: datetime, reason: str | None = None) -> bool:
+        """End a live instance; False (and no event) if it is not live."""
+        if not self.d.live:
+            return False
+        self.trigger_event(self.Terminated, timestamp=now, reason=reason)
+        return True
+
+    def set_alarm(self, at: datetime | None, *, now: datetime) -> None:
+        """Make the instance's one alarm ring at ``at`` (None: no alarm)."""
+        if at == self.d.alarm_at:
+            return
+        if at is None:
+            self.trigger_event(self.AlarmCleared, timestamp=now)
+        else:
+            self.trigger_event(self.AlarmSet, timestamp=now, at=at)
+
+    def set_state(self, state: Any, *, now: datetime) -> None:
+        """Replace the state (recorded even when equal: the handler asked for it)."""
+        self.trigger_event(self.StateChanged, timestamp=now, state=state)
+
+    def is_duplicate(self, key: str, *, now: datetime, window: timedelta) -> bool:
+        """Whether ``key`` was accepted less than ``window`` ago."""
+        accepted = self.d.idempotency.get(key)
+        return accepted is not None and now < accepted + window
+
+    def expired_keys(self, *, now: datetime, window: timedelta) -> list[str]:
+        """Accepted keys whose window has passed (forgotten with the next event)."""
+        return [k for k, at in self.d.idempotency.items() if now >= at + window]
+
+    def record_event(
+        self,
+        event: Any,
+        *,
+        now: datetime,
+        idempotency_key: str | None,
+        window: timedelta,
+    ) -> None:
+        """Record an accepted input event (and its idempotency key)."""
+        self.trigger_event(
+            self.EventAdded,
+            timestamp=now,
+            event=event,
+            idempotency_key=idempotency_key,
+            expired_keys=self.expired_keys(now=now, window=window),
+        )
+
+    def apply_intents(self, intents: Intents, *, now: datetime, alarm: datetime | None) -> None:
+        """Commit what a handler asked for: state, then termination or the alarm.
+
+        ``alarm`` is the alarm to keep if the handler did not schedule anything.
+        """
+        if intents.state_changed:
+            self.set_state(intents.state, now=now)
+        if intents.terminate:
+            self.terminate(now=now, reason=intents.terminate_reason)
+            return
+        self.set_alarm(intents.schedule if intents.schedule_changed else alarm, now=now)
+
+    def record_success(
+        self, ticket: RunTicket, *, handler: Handler, now: datetime, duration: float
+    ) -> None:
+        self.trigger_event(
+            self.RunSucceeded,
+            timestamp=now,
+            handler=handler,
+            run_count=ticket.run_count,
+            attempt=ticket.attempt,
+            duration=duration,
+        )
+
+    def record_failure(
+        self,
+        ticket: RunTicket,
+        error: BaseException,
+        *,
+        handler: Handler,
+        now: datetime,
+        retry_at: datetime | None,
+        flush_reason: str | None = None,
+    ) -> None:
+        """Record a failed handler run; ``retry_at`` is when it will be tried again."""
+        self.trigger_event(
+            self.RunFailed,
+            timestamp=now,
+            handler=handler,
+            run_count=ticket.run_count,
+            attempt=ticket.attempt,
+            error_type=error_type_name(error),
+            message=str(error),
+            will_retry=retry_at is not None,
+            retry_at=retry_at,
+            flush_reason=flush_reason,
+        )
+
+    def record_exhausted(
+        self, ticket: RunTicket, action: ExhaustedAction, *, now: datetime
+    ) -> None:
+        self.trigger_event(
+            self.RetryExhausted,
+            timestamp=now,
+            run_count=ticket.run_count,
+            attempt=ticket.attempt,
+            action=action,
+        )
+
+    def next_ticket(self, *, fresh: bool) -> RunTicket:
+        """The ticket of the next execute run: a retry of the waiting run unless ``fresh``."""
+        if self.d.attempt and not fresh:
+            return RunTicket(self.d.run_count, self.d.attempt + 1)
+        return RunTicket(self.d.run_count + 1, 1)
+
+    def plan_retry(
+        self, ticket: RunTicket, retry: Retry | None, *, now: datetime
+    ) -> datetime | None:
+        """When the failed try ``ticket`` runs again under ``retry``, or None if it won't.
+
+        Jitter is derived from the instance id and run number, so a replay of
+        the same history computes the same times.
+        """
+        first = self.d.first_failure_at if ticket.attempt > 1 else None
+        return retry_decision(
+            retry,
+            attempt=ticket.attempt,
+            first_failure_at=first or now,
+            now=now,
+            jitter_seed=(self.id.int & 0xFFFFFFFFFFFF) ^ ticket.run_count,
+        )
+
+
+def error_type_name(error: BaseException) -> str:
+    """``module.QualName`` of an exception's type (builtins without the module)."""
+    t = type(error)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+_AGGREGATES_BY_TOPIC: dict[str, type[JobInstance]] = {}
+
+
+def stored_topic(cls: type[JobInstance]) -> str:
+    """The topic that stored rows use for aggregate class ``cls``.
+
+    Short and independent of the module layout (``durable_jobs:TaskInstance``),
+    so moving code never strands stored logs.
+    """
+    return f"durable_jobs:{cls.__name__}"
+
+
+def register_aggregate(cls: type[_I]) -> type[_I]:
+    """Class decorator: allow ``cls`` to be rebuilt from stored events and snapshots."""
+    _AGGREGATES_BY_TOPIC[stored_topic(cls)] = cls
+    return cls
+
+
+def aggregate_classes() -> dict[str, type[JobInstance]]:
+    """The aggregate classes that stored data may name, by stored topic."""
+    return dict(_AGGREGATES_BY_TOPIC)
+
+
+EVENT_NAMES: tuple[str, ...] = (
+    "Started",
+    "Restarted",
+    "Terminated",
+    "StateChanged",
+    "AlarmSet",
+    "AlarmCleared",
+    "RunSucceeded",
+    "RunFailed",
+    "RetryExhausted",
+    "EventAdded",
+    "BatchClosed",
+    "Flushed",
+    "Cleared",
+)
+
+
+def event_classes() -> dict[str, type[JobInstance.Event]]:
+    """The stored topic of every event class of every registered aggregate.
+
+    Topics are ``durable_jobs:{Aggregate}.{Event}``: short, and independent of
+    the module layout, so moving code never strands stored logs.
+    """
+    return {
+        f"durable_jobs:{agg.__name__}.{name}": getattr(agg, name)
+        for agg in _AGGREGATES_BY_TOPIC.values()
+        for name in EVENT_NAMES
+    }

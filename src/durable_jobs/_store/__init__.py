@@ -1,0 +1,1 @@
+"""Store layer: the eventsourcing application, mapper, alarm index and URL handling."""

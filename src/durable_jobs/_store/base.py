@@ -1,0 +1,332 @@
+"""The store: instance logs kept by eventsourcing, plus the instance index.
+
+A :class:`Store` owns an eventsourcing :class:`~eventsourcing.application.Application`
+whose recorder is one of our adapters (``durable_jobs.stores.*``). Saving an
+instance writes its new events and its index row in one transaction; loading
+rebuilds it from its latest snapshot and the events after it. Every driver or
+decoding failure comes out as :class:`~durable_jobs.StoreError` (or
+:class:`~durable_jobs.ConcurrencyError` for a version conflict).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Self, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import (
+    EventStore,
+    InfrastructureFactory,
+    IntegrityError,
+    Mapper,
+)
+from eventsourcing.utils import Environment
+
+from durable_jobs._domain import continuous, debounce, task  # noqa: F401  (registers kinds)
+from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
+from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
+from durable_jobs._errors import ConcurrencyError, ConfigurationError, DurableJobsError, StoreError
+from durable_jobs._store.index import IndexRow, InstanceIndex
+from durable_jobs._store.mapper import CorruptEventError, JsonMapper
+from durable_jobs._store.urls import StoreURL
+
+__all__ = ["DEFAULT_SNAPSHOT_INTERVAL", "Store"]
+
+log = logging.getLogger("durable_jobs.store")
+_T = TypeVar("_T")
+
+DEFAULT_SNAPSHOT_INTERVAL = 100
+INDEX_KWARG = "dj_index"
+
+
+class _JobsApplication(Application[UUID]):
+    """eventsourcing application wired to one store adapter and our JSON mapper."""
+
+    name = "DurableJobs"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        super().__init__()
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # Deliberately not os.environ: eventsourcing settings of other apps in the
+        # same process must not reconfigure our store.
+        return Environment(name, {"IS_SNAPSHOTTING_ENABLED": "y", **self._store._factory_env()})
+
+    def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        return self._store._make_factory(env)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return JsonMapper()
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        # Snapshot the in-memory aggregate (no re-read) whenever a save crosses a
+        # multiple of the interval. The events are committed already: a failed
+        # snapshot is logged, never raised, since a snapshot is only a cache.
+        interval = self._store.snapshot_interval
+        if not interval or self.snapshots is None:
+            return
+        crossed = {
+            e.originator_id
+            for e in processing_event.events
+            if e.originator_version % interval == 0
+        }
+        for uuid in crossed:
+            agg = processing_event.aggregates.get(uuid)
+            if agg is None:
+                continue
+            try:
+                self.snapshots.put([InstanceSnapshot.take(agg)])
+            except Exception:
+                log.warning(
+                    "Could not snapshot instance %s; it will replay its events",
+                    uuid,
+                    exc_info=True,
+                )
+
+
+class Store(ABC):
+    """Where job instances live. Open one with :func:`durable_jobs.open_store`.
+
+    Methods are synchronous and thread-safe; the runtime calls them from
+    worker threads. Subclasses (the adapters) supply the eventsourcing factory
+    whose application recorder also implements :class:`InstanceIndex`.
+    """
+
+    #: URL scheme(s) of the adapter (documentation; resolution is by entry point).
+    scheme: ClassVar[str]
+    #: ``?name=value`` options the adapter's URL accepts.
+    url_options: ClassVar[frozenset[str]] = frozenset()
+    #: Whether what is saved survives the process.
+    durable: ClassVar[bool] = True
+
+    def __init__(
+        self, url: StoreURL, *, snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
+    ) -> None:
+        if not isinstance(snapshot_interval, int) or snapshot_interval < 0:
+            msg = (
+                "snapshot_interval must be a whole number >= 0 (0 turns snapshots off), "
+                f"not {snapshot_interval!r}."
+            )
+            raise ConfigurationError(msg)
+        url.check_options(set(self.url_options))
+        self.url = url
+        self.snapshot_interval = snapshot_interval
+        self._app = self._open_application()
+
+    @classmethod
+    def from_url(cls, url: StoreURL, **options: Any) -> Self:
+        """Open the store named by ``url`` (already parsed; its scheme is this adapter's)."""
+        return cls(url, **options)
+
+    # ---- adapter hooks -----------------------------------------------------------
+
+    def _factory_env(self) -> dict[str, str]:
+        """eventsourcing environment settings for :meth:`_make_factory`."""
+        return {}
+
+    @abstractmethod
+    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        """The eventsourcing factory whose application recorder is our adapter."""
+
+    def _is_version_conflict(self, exc: IntegrityError) -> bool:
+        """Whether ``exc`` means an event version was already taken (not another constraint).
+
+        The default recognises SQLite's and eventsourcing's in-memory messages;
+        adapters whose drivers say it differently override this.
+        """
+        text = str(exc)
+        return "UNIQUE constraint failed: stored_events" in text or "already recorded" in text
+
+    def _open_application(self) -> _JobsApplication:
+        try:
+            return _JobsApplication(self)
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"Could not open the store {self.url}: {_describe(exc)}") from exc
+
+    @property
+    def index(self) -> InstanceIndex:
+        """The recorder's instance index."""
+        return cast("InstanceIndex", self._app.recorder)
+
+    @property
+    def events(self) -> EventStore[UUID]:
+        """The eventsourcing event store (for tools that read raw logs)."""
+        return self._app.events
+
+    # ---- instances ---------------------------------------------------------------
+
+    def get(self, kind: Kind, job: str, instance_id: str) -> JobInstance | None:
+        """Rebuild an instance from its log, or None if it never existed."""
+        check_instance_id(instance_id)
+        return self.get_by_uuid(
+            instance_uuid(kind, job, instance_id), label=_label(kind, job, instance_id)
+        )
+
+    def get_by_uuid(
+        self, uuid: UUID, *, version: int | None = None, label: str | None = None
+    ) -> JobInstance | None:
+        """Rebuild the instance with aggregate id ``uuid`` (at ``version`` if given)."""
+        try:
+            return cast("JobInstance", self._app.repository.get(uuid, version=version))
+        except AggregateNotFoundError:
+            return None
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            raise self._read_error(uuid, label, exc) from exc
+
+    def save(self, *instances: JobInstance) -> None:
+        """Commit the pending events of ``instances`` and their index rows atomically.
+
+        Raises :class:`ConcurrencyError` if another writer saved one of them
+        first; then nothing was written and the instances must be reloaded.
+        """
+        rows = [_index_row(i) for i in instances if i.pending_events]
+        if not rows:
+            return
+        try:
+            self._app.save(*instances, **{INDEX_KWARG: rows})
+        except IntegrityError as exc:
+            if not self._is_version_conflict(exc):
+                msg = (
+                    f"The store {self.url} refused the write ({_describe(exc)}); "
+                    "nothing was written."
+                )
+                raise StoreError(msg) from exc
+            names = ", ".join(_label(r.kind, r.job, r.instance_id) for r in rows)
+            msg = (
+                f"Another writer changed {names} first (version conflict); nothing was "
+                "written. Reload the instance and decide again."
+            )
+            raise ConcurrencyError(msg) from exc
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            msg = f"Could not save to the store {self.url}: {_describe(exc)}; nothing was written."
+            raise StoreError(msg) from exc
+
+    def history(
+        self, uuid: UUID, *, gt: int | None = None, lte: int | None = None
+    ) -> list[JobInstance.Event]:
+        """The recorded events of one instance, oldest first."""
+        try:
+            return cast(list[JobInstance.Event], list(self._app.events.get(uuid, gt=gt, lte=lte)))
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            raise self._read_error(uuid, None, exc) from exc
+
+    # ---- the index ---------------------------------------------------------------
+
+    def due_alarms(self, before: datetime, limit: int = 1000) -> list[IndexRow]:
+        """Instances whose alarm is due at or before ``before``, earliest first."""
+        return self._query(lambda: self.index.due_alarms(before, limit))
+
+    def next_alarms(self, limit: int = 1000, after: datetime | None = None) -> list[IndexRow]:
+        """The next ``limit`` alarms, earliest first."""
+        return self._query(lambda: self.index.next_alarms(limit, after))
+
+    def index_row(self, uuid: UUID) -> IndexRow | None:
+        """The index row of one instance."""
+        return self._query(lambda: self.index.index_row(uuid))
+
+    def list_instances(
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[IndexRow]:
+        """Index rows ordered by (kind, job, instance_id); page with ``after``."""
+        return self._query(
+            lambda: self.index.select_index(
+                kind=kind, job=job, status=status, after=after, limit=limit
+            )
+        )
+
+    def iter_instances(self, **filters: Any) -> Iterator[IndexRow]:
+        """Every index row matching ``filters`` (see :meth:`list_instances`), paged."""
+        after: tuple[str, str, str] | None = None
+        while True:
+            page = self.list_instances(after=after, limit=500, **filters)
+            yield from page
+            if len(page) < 500:
+                return
+            last = page[-1]
+            after = (last.kind, last.job, last.instance_id)
+
+    def _query(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"Could not read the store {self.url}: {_describe(exc)}") from exc
+
+    def _read_error(self, uuid: UUID, label: str | None, exc: Exception) -> StoreError:
+        if label is None:
+            try:
+                row = self.index.index_row(uuid)
+            except Exception:  # the index itself may be what is broken
+                row = None
+            label = _label(row.kind, row.job, row.instance_id) if row else f"instance {uuid}"
+        if isinstance(exc, CorruptEventError):
+            msg = (
+                f"Cannot read {label}: stored event version {exc.version} is corrupt "
+                f"({exc.problem}). Nothing was changed; repair or purge that instance."
+            )
+        else:
+            msg = f"Cannot read {label} from the store {self.url}: {_describe(exc)}"
+        return StoreError(msg)
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+        self._app.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+def _label(kind: str, job: str, instance_id: str) -> str:
+    return f"{kind} job {job!r} instance {instance_id!r}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+
+
+def _index_row(inst: JobInstance) -> IndexRow:
+    d = inst.d
+    return IndexRow(
+        instance_uuid=inst.id,
+        kind=d.kind,
+        job=d.job,
+        instance_id=d.instance_id,
+        status=inst.status,
+        due_at=d.alarm_at,
+        version=inst.version,
+        updated_at=inst.modified_on,
+    )
+
+
+def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:
+    """The index rows a save passed down to ``insert_events``."""
+    return cast("Sequence[IndexRow]", kwargs.get(INDEX_KWARG) or ())

@@ -1,0 +1,109 @@
+"""The instance index: one row per instance, with its next alarm.
+
+Written by the store adapters in the same transaction as the instance's
+events, so an alarm can never be lost or orphaned by a crash. It answers
+"which alarms are due" and "which instances exist" without rebuilding any
+aggregate.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+__all__ = ["IndexRow", "InstanceIndex", "from_epoch", "to_epoch"]
+
+
+def to_epoch(at: datetime | None) -> float | None:
+    """Seconds since the epoch (how the index stores times), None for None."""
+    return None if at is None else at.timestamp()
+
+
+def from_epoch(seconds: float | None) -> datetime | None:
+    """The UTC datetime of epoch ``seconds``, None for None."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What the index knows of one instance."""
+
+    instance_uuid: UUID
+    kind: str
+    job: str
+    instance_id: str
+    status: str
+    due_at: datetime | None
+    version: int
+    updated_at: datetime
+
+    def as_params(self) -> tuple[Any, ...]:
+        """The row as SQL parameters, in column order."""
+        return (
+            self.instance_uuid.hex,
+            self.kind,
+            self.job,
+            self.instance_id,
+            self.status,
+            to_epoch(self.due_at),
+            self.version,
+            to_epoch(self.updated_at),
+        )
+
+    @classmethod
+    def from_params(cls, row: Sequence[Any]) -> IndexRow:
+        """Inverse of :meth:`as_params` (a row read back from SQL)."""
+        uuid, kind, job, instance_id, status, due_at, version, updated_at = row
+        return cls(
+            instance_uuid=uuid if isinstance(uuid, UUID) else UUID(hex=uuid),
+            kind=kind,
+            job=job,
+            instance_id=instance_id,
+            status=status,
+            due_at=from_epoch(due_at),
+            version=int(version),
+            updated_at=datetime.fromtimestamp(float(updated_at), UTC),
+        )
+
+
+INDEX_COLUMNS = "instance_uuid, kind, job, instance_id, status, due_at, version, updated_at"
+
+
+class InstanceIndex(ABC):
+    """Queries every store adapter's recorder answers from its instance index."""
+
+    #: Test seam: called inside the write transaction after the index rows were
+    #: written and before it commits. Raising there must leave nothing behind.
+    fault_hook: Callable[[], None] | None = None
+
+    def _run_fault_hook(self) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook()
+
+    @abstractmethod
+    def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
+        """Instances whose alarm is at or before ``before``, earliest first."""
+
+    @abstractmethod
+    def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
+        """The next ``limit`` alarms (strictly after ``after`` if given), earliest first."""
+
+    @abstractmethod
+    def index_row(self, instance_uuid: UUID) -> IndexRow | None:
+        """The index row of one instance, or None."""
+
+    @abstractmethod
+    def select_index(
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[IndexRow]:
+        """Rows ordered by (kind, job, instance_id), filtered, after the key ``after``."""

@@ -1,0 +1,147 @@
+"""JSON mapping between instance events and stored rows.
+
+Stored topics are looked up in a fixed table of our own event classes (never
+imported by name from the row), and every stored event is validated against
+its class with pydantic, so a corrupt or foreign row is reported instead of
+turning into a wrong value. No pickle, no eval: JSON only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic, resolve_topic
+from pydantic import TypeAdapter
+
+from durable_jobs._domain.instance import (
+    InstanceSnapshot,
+    aggregate_classes,
+    event_classes,
+    stored_topic,
+)
+
+__all__ = ["CorruptEventError", "JsonMapper"]
+
+SNAPSHOT_TOPIC = "durable_jobs:Snapshot"
+_ID_FIELDS = ("originator_id", "originator_version")
+
+
+class CorruptEventError(Exception):
+    """A stored row could not be turned into an event (the store maps it to StoreError)."""
+
+    def __init__(self, originator_id: UUID | str, version: int, problem: str) -> None:
+        self.originator_id = originator_id
+        self.version = version
+        self.problem = problem
+        super().__init__(f"stored event version {version} of {originator_id}: {problem}")
+
+
+class _NullTranscoder(Transcoder):
+    """The mapper encodes by itself; this only satisfies the base class."""
+
+    def encode(self, obj: Any) -> bytes:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+@cache
+def _topics() -> tuple[dict[str, type[Any]], dict[type[Any], str]]:
+    by_topic: dict[str, type[Any]] = dict(event_classes())
+    by_topic[SNAPSHOT_TOPIC] = InstanceSnapshot
+    return by_topic, {cls: topic for topic, cls in by_topic.items()}
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+_FIELDS: dict[type[Any], frozenset[str]] = {}
+
+
+def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    return adapter
+
+
+def _payload_fields(cls: type[Any]) -> frozenset[str]:
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        names = (f.name for f in dataclasses.fields(cls) if f.name not in _ID_FIELDS)
+        fields = _FIELDS[cls] = frozenset(names)
+    return fields
+
+
+class JsonMapper(Mapper[UUID]):
+    """Maps instance events and snapshots to JSON rows and back."""
+
+    def __init__(self) -> None:
+        super().__init__(transcoder=_NullTranscoder())
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        _, by_class = _topics()
+        cls = type(domain_event)
+        try:
+            topic = by_class[cls]
+        except KeyError:
+            msg = f"{cls.__qualname__} is not an event this store records"
+            raise TypeError(msg) from None
+        payload = _adapter(cls).dump_python(domain_event, mode="json")
+        for name in _ID_FIELDS:
+            payload.pop(name, None)
+        if "originator_topic" in payload:
+            # Store the short aggregate topic, not eventsourcing's module path.
+            payload["originator_topic"] = stored_topic(resolve_topic(payload["originator_topic"]))
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=topic,
+            state=json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        by_topic, _ = _topics()
+        oid, version = stored_event.originator_id, stored_event.originator_version
+        cls = by_topic.get(stored_event.topic)
+        if cls is None:
+            raise CorruptEventError(oid, version, f"unknown topic {stored_event.topic!r}")
+        try:
+            payload = json.loads(stored_event.state)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptEventError(oid, version, f"not JSON ({exc})") from exc
+        if not isinstance(payload, dict) or set(payload) != _payload_fields(cls):
+            got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            raise CorruptEventError(
+                oid,
+                version,
+                f"{stored_event.topic} has fields {got}, expected {sorted(_payload_fields(cls))}",
+            )
+        _check_topics(cls, payload, oid, version)
+        payload["originator_id"] = oid if isinstance(oid, UUID) else UUID(str(oid))
+        payload["originator_version"] = version
+        try:
+            return _adapter(cls).validate_python(payload)
+        except ValueError as exc:
+            raise CorruptEventError(oid, version, str(exc)) from exc
+
+
+def _check_topics(cls: type[Any], payload: dict[str, Any], oid: Any, version: int) -> None:
+    """Refuse rows that would make eventsourcing import or build a foreign class.
+
+    A created event's ``originator_topic`` is translated back from our short
+    topic to the class's eventsourcing topic, which then resolves from cache.
+    """
+    allowed = aggregate_classes()
+    key = "topic" if cls is InstanceSnapshot else "originator_topic"
+    if key not in payload:
+        return
+    agg = allowed.get(payload[key]) if isinstance(payload[key], str) else None
+    if agg is None:
+        raise CorruptEventError(oid, version, f"unknown aggregate topic {payload[key]!r}")
+    if key == "originator_topic":
+        payload[key] = get_topic(agg)

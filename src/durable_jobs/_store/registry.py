@@ -1,0 +1,53 @@
+"""Finding a store adapter by URL scheme (entry-point group ``durable_jobs.stores``)."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from durable_jobs._errors import ConfigurationError
+from durable_jobs._store.base import Store
+from durable_jobs._store.urls import StoreURL
+
+__all__ = ["ENTRY_POINT_GROUP", "open_store", "store_schemes"]
+
+ENTRY_POINT_GROUP = "durable_jobs.stores"
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def store_schemes() -> list[str]:
+    """The URL schemes of every installed store adapter."""
+    return sorted(_entry_points())
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store named by ``url``; close it with ``store.close()`` or ``with``.
+
+    ``url`` is ``memory://``, ``sqlite:///path.db`` (relative) or
+    ``sqlite:////abs/path.db``, or ``postgresql://user:password@host:port/db``
+    (``?schema=NAME`` optional); other schemes come from third-party adapters
+    registered under the ``durable_jobs.stores`` entry-point group.
+    ``options``: ``snapshot_interval`` (events between snapshots, default 100;
+    0 turns snapshots off) and adapter-specific settings.
+    """
+    parsed = StoreURL.parse(url)
+    adapters = _entry_points()
+    ep = adapters.get(parsed.scheme)
+    if ep is None:
+        accepted = (
+            ", ".join(f"{s}://" for s in sorted(adapters)) or "none (is durable-jobs installed?)"
+        )
+        msg = f"Unknown store scheme {parsed.scheme!r} in {str(parsed)!r}; accepted: {accepted}."
+        raise ConfigurationError(msg)
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        msg = f"The store adapter for {parsed.scheme!r} ({ep.value}) failed to import: {exc}"
+        raise ConfigurationError(msg) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Store)):
+        msg = f"The entry point {ep.value} for {parsed.scheme!r} is not a durable_jobs Store."
+        raise ConfigurationError(msg)
+    return cls.from_url(parsed, **options)

@@ -1,0 +1,443 @@
+"""The store conformance suite: what every store adapter must do.
+
+Use it from a pytest module::
+
+    from durable_jobs.testing import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def store_url(self, tmp_path):
+            return f"mystore://{tmp_path}/db"   # a fresh, empty location per test
+
+Each test opens the URL with :func:`durable_jobs.open_store`. For durable
+stores (``Store.durable``) the suite opens the same URL twice to play two
+processes; for a non-durable store it uses one store object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from uuid import UUID
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from durable_jobs._domain.backoff import Retry
+from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._domain.debounce import DebounceInstance
+from durable_jobs._domain.instance import Intents, JobInstance
+from durable_jobs._domain.schedules import every
+from durable_jobs._domain.task import TaskInstance
+from durable_jobs._errors import ConcurrencyError, StoreError
+from durable_jobs._store.base import Store
+from durable_jobs._store.registry import open_store
+
+__all__ = ["StoreConformance"]
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+HOURLY = every(timedelta(hours=1))
+WINDOW = timedelta(hours=24)
+
+
+class InjectedFault(Exception):
+    """Raised by the conformance suite inside a store's write transaction."""
+
+
+def _raise_fault() -> None:
+    raise InjectedFault("fault injected between the event write and the index write")
+
+
+def _continuous(
+    job: str,
+    instance_id: str,
+    *,
+    at: datetime = T0,
+    due: datetime | None = None,
+    state: Any = None,
+) -> ContinuousInstance:
+    inst, _ = ContinuousInstance.start(
+        None,
+        job,
+        instance_id,
+        now=at,
+        state=state if state is not None else {"n": 0},
+        first_run_at=due or at,
+    )
+    return inst
+
+
+def _run(inst: ContinuousInstance, n: int, *, start: datetime = T0) -> None:
+    """``n`` successful runs, each incrementing ``state["n"]``."""
+    for i in range(n):
+        ticket = inst.next_ticket(fresh=False)
+        now = start + timedelta(minutes=i + 1)
+        inst.complete_run(
+            ticket,
+            Intents(state={"n": _count(inst) + 1}),
+            now=now,
+            duration=0.01,
+            schedule=HOURLY,
+        )
+
+
+def _count(inst: JobInstance) -> int:
+    state = inst.d.state
+    assert isinstance(state, dict)
+    n = state["n"]
+    assert isinstance(n, int)
+    return n
+
+
+def _replay(events: list[JobInstance.Event]) -> JobInstance:
+    agg: Any = None
+    for event in events:
+        agg = event.mutate(agg)
+    assert isinstance(agg, JobInstance)
+    return agg
+
+
+class StoreConformance:
+    """Checks every store adapter must pass. Override the ``store_url`` fixture."""
+
+    #: Events between snapshots used by the suite (small, so snapshots happen).
+    snapshot_interval: ClassVar[int] = 7
+
+    @pytest.fixture
+    def store_url(self) -> str:
+        """A URL of a fresh, empty store location (override in your subclass)."""
+        raise NotImplementedError(
+            "Override the store_url fixture in your StoreConformance subclass."
+        )
+
+    @pytest.fixture
+    def store(self, store_url: str) -> Iterator[Store]:
+        with open_store(store_url, snapshot_interval=self.snapshot_interval) as store:
+            yield store
+
+    @pytest.fixture
+    def second_store(self, store: Store, store_url: str) -> Iterator[Store]:
+        """A second handle on the same data: another process for durable stores."""
+        if not store.durable:
+            yield store
+            return
+        with open_store(store_url, snapshot_interval=self.snapshot_interval) as other:
+            yield other
+
+    # ---- round trips -------------------------------------------------------------
+
+    def test_unknown_instance_is_none(self, store: Store) -> None:
+        assert store.get("continuous", "job", "nobody") is None
+        assert store.list_instances() == []
+        assert store.due_alarms(T0 + timedelta(days=365)) == []
+
+    def test_saved_instances_rebuild_equal(self, store: Store, second_store: Store) -> None:
+        cont = _continuous("c", "i1", state={"nested": {"list": [1, 2.5, "x", None, True]}})
+        deb, _ = DebounceInstance.add(
+            None,
+            "d",
+            "i1",
+            {"e": 1},
+            now=T0,
+            new_state=[1],
+            idempotency_key="k1",
+            window=WINDOW,
+            flush_after=timedelta(minutes=5),
+            max_events=None,
+        )
+        task, _ = TaskInstance.receive(
+            None, "t", "i1", {"cmd": "go"}, now=T0, idempotency_key=None, window=WINDOW
+        )
+        task.apply_intents(
+            Intents(state="s", schedule=T0 + timedelta(seconds=5)), now=T0, alarm=None
+        )
+        store.save(cont, deb, task)
+        for inst in (cont, deb, task):
+            again = second_store.get(inst.d.kind, inst.d.job, "i1")
+            assert again == inst
+            assert again is not None and again.version == inst.version
+
+    def test_instances_are_keyed_by_kind_job_and_id(self, store: Store) -> None:
+        store.save(_continuous("job", "x"), _continuous("job", "y"), _continuous("other", "x"))
+        task, _ = TaskInstance.receive(
+            None, "job", "x", 1, now=T0, idempotency_key=None, window=WINDOW
+        )
+        store.save(task)
+        keys = [(r.kind, r.job, r.instance_id) for r in store.list_instances()]
+        assert keys == [
+            ("continuous", "job", "x"),
+            ("continuous", "job", "y"),
+            ("continuous", "other", "x"),
+            ("task", "job", "x"),
+        ]
+
+    def test_any_characters_in_instance_ids(self, store: Store) -> None:
+        ids = ["a/b:c", "spaces and tabs\t", "üñíçødé ✓", "'; DROP TABLE x; --", "%_*?"]
+        store.save(*(_continuous("job", i) for i in ids))
+        for i in ids:
+            inst = store.get("continuous", "job", i)
+            assert inst is not None and inst.d.instance_id == i
+        assert sorted(r.instance_id for r in store.list_instances()) == sorted(ids)
+
+    def test_history_is_the_log_in_order(self, store: Store) -> None:
+        inst = _continuous("job", "h")
+        _run(inst, 3)
+        store.save(inst)
+        history = store.history(inst.id)
+        assert [e.originator_version for e in history] == list(range(1, inst.version + 1))
+        assert [type(e).__name__ for e in history[:5]] == [
+            "Started",
+            "AlarmSet",
+            "RunSucceeded",
+            "StateChanged",
+            "AlarmSet",
+        ]
+        assert _replay(history) == inst
+
+    # ---- atomicity -----------------------------------------------------------------
+
+    def test_fault_between_events_and_index_leaves_nothing(self, store: Store) -> None:
+        inst = _continuous("job", "f")
+        store.index.fault_hook = _raise_fault
+        try:
+            with pytest.raises((InjectedFault, StoreError)):
+                store.save(inst)
+        finally:
+            store.index.fault_hook = None
+        assert store.get("continuous", "job", "f") is None
+        assert store.index_row(inst.id) is None
+        assert store.history(inst.id) == []
+        assert store.due_alarms(T0 + timedelta(days=1)) == []
+
+    def test_fault_on_update_keeps_the_previous_version(self, store: Store) -> None:
+        inst = _continuous("job", "f2")
+        store.save(inst)
+        saved_version = inst.version
+        loaded = store.get("continuous", "job", "f2")
+        assert isinstance(loaded, ContinuousInstance)
+        loaded.terminate(now=T0 + timedelta(minutes=1), reason="test")
+        store.index.fault_hook = _raise_fault
+        try:
+            with pytest.raises((InjectedFault, StoreError)):
+                store.save(loaded)
+        finally:
+            store.index.fault_hook = None
+        again = store.get("continuous", "job", "f2")
+        assert again is not None and again.version == saved_version and again.live
+        row = store.index_row(inst.id)
+        assert row is not None
+        assert (row.version, row.status, row.due_at) == (saved_version, "running", T0)
+        assert [r.instance_id for r in store.due_alarms(T0)] == ["f2"]
+
+    # ---- concurrency ---------------------------------------------------------------
+
+    def test_two_writers_of_one_version_one_wins(self, store: Store, second_store: Store) -> None:
+        store.save(_continuous("job", "race"))
+        first = store.get("continuous", "job", "race")
+        second = second_store.get("continuous", "job", "race")
+        assert isinstance(first, ContinuousInstance) and isinstance(second, ContinuousInstance)
+        _run(first, 1)
+        second.terminate(now=T0, reason="loser")
+        store.save(first)
+        with pytest.raises(ConcurrencyError):
+            second_store.save(second)
+        winner = store.get("continuous", "job", "race")
+        assert winner == first
+        row = store.index_row(first.id)
+        assert row is not None and row.version == first.version and row.status == "running"
+
+    def test_conflict_in_a_group_commit_writes_nothing(
+        self, store: Store, second_store: Store
+    ) -> None:
+        store.save(_continuous("job", "g1"))
+        a = store.get("continuous", "job", "g1")
+        b = second_store.get("continuous", "job", "g1")
+        assert isinstance(a, ContinuousInstance) and isinstance(b, ContinuousInstance)
+        _run(a, 1)
+        store.save(a)
+        fresh = _continuous("job", "g2")
+        _run(b, 2)
+        with pytest.raises(ConcurrencyError):
+            second_store.save(fresh, b)
+        assert store.get("continuous", "job", "g2") is None
+        assert store.index_row(fresh.id) is None
+
+    # ---- the alarm index -----------------------------------------------------------
+
+    def test_due_alarms_are_ordered_filtered_and_limited(self, store: Store) -> None:
+        dues = {f"i{n}": T0 + timedelta(minutes=m) for n, m in enumerate([30, -5, 10, 0, 90])}
+        store.save(*(_continuous("job", i, due=at) for i, at in dues.items()))
+        no_alarm = _continuous("job", "paused")
+        no_alarm.set_alarm(None, now=T0)
+        store.save(no_alarm)
+        due = store.due_alarms(T0 + timedelta(minutes=30))
+        assert [r.instance_id for r in due] == ["i1", "i3", "i2", "i0"]
+        assert [r.due_at for r in due] == sorted(r.due_at for r in due if r.due_at)
+        assert [r.instance_id for r in store.due_alarms(T0 + timedelta(minutes=30), limit=2)] == [
+            "i1",
+            "i3",
+        ]
+        assert [r.instance_id for r in store.next_alarms(2, after=T0)] == ["i2", "i0"]
+        assert len(store.next_alarms(100)) == 5
+
+    def test_changed_and_cleared_alarms_follow_the_instance(self, store: Store) -> None:
+        inst = _continuous("job", "a", due=T0)
+        store.save(inst)
+        inst.set_alarm(T0 + timedelta(hours=2), now=T0)
+        store.save(inst)
+        assert store.due_alarms(T0 + timedelta(hours=1)) == []
+        assert [r.due_at for r in store.next_alarms(10)] == [T0 + timedelta(hours=2)]
+        inst.terminate(now=T0, reason=None)
+        store.save(inst)
+        assert store.next_alarms(10) == []
+        row = store.index_row(inst.id)
+        assert row is not None and row.status == "terminated" and row.due_at is None
+
+    def test_list_instances_filters_and_pages(self, store: Store) -> None:
+        store.save(*(_continuous("job", f"{n:03}") for n in range(25)))
+        deb, _ = DebounceInstance.add(
+            None,
+            "job",
+            "d",
+            1,
+            now=T0,
+            new_state=1,
+            idempotency_key=None,
+            window=WINDOW,
+            flush_after=timedelta(minutes=1),
+            max_events=None,
+        )
+        store.save(deb)
+        assert [r.instance_id for r in store.list_instances(kind="debounce")] == ["d"]
+        assert [r.status for r in store.list_instances(status="debouncing")] == ["debouncing"]
+        pages: list[str] = []
+        after = None
+        while True:
+            page = store.list_instances(kind="continuous", job="job", after=after, limit=10)
+            pages += [r.instance_id for r in page]
+            if len(page) < 10:
+                break
+            after = (page[-1].kind, page[-1].job, page[-1].instance_id)
+        assert pages == [f"{n:03}" for n in range(25)]
+        assert len(list(store.iter_instances())) == 26
+
+    # ---- snapshots and replay ------------------------------------------------------
+
+    def test_snapshot_rebuild_equals_full_replay(self, store: Store, second_store: Store) -> None:
+        inst = _continuous("job", "s")
+        store.save(inst)
+        for _ in range(10):  # several saves, so snapshots are taken along the way
+            _run(inst, 3)
+            store.save(inst)
+        rebuilt = second_store.get("continuous", "job", "s")
+        replayed = _replay(store.history(inst.id))
+        assert rebuilt == replayed == inst
+        assert inst.d.state == {"n": 30}
+
+    def test_rebuild_at_a_version_is_the_state_then(self, store: Store) -> None:
+        inst = _continuous("job", "v")
+        store.save(inst)
+        seen: dict[int, Any] = {}
+        for _ in range(6):
+            _run(inst, 1)
+            store.save(inst)
+            seen[inst.version] = inst.d.state
+        for version, state in seen.items():
+            old = store.get_by_uuid(inst.id, version=version)
+            assert old is not None and old.version == version and old.d.state == state
+
+    def test_rebuild_reads_only_events_after_the_latest_snapshot(self, store: Store) -> None:
+        inst = _continuous("job", "long")
+        store.save(inst)
+        for _ in range(60):
+            _run(inst, 5)
+            store.save(inst)
+        assert inst.version > 20 * self.snapshot_interval
+        recorder = store.events.recorder
+        read: list[int] = []
+        original = recorder.select_events
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            rows = original(*args, **kwargs)
+            read.append(len(rows))
+            return rows
+
+        recorder.select_events = counting  # type: ignore[method-assign]
+        try:
+            rebuilt = store.get("continuous", "job", "long")
+        finally:
+            del recorder.select_events
+        assert rebuilt == inst
+        # One snapshot plus fewer events than one save writes past an interval.
+        assert sum(read) <= self.snapshot_interval + 3 * 5
+
+    # ---- bad data ------------------------------------------------------------------
+
+    def _insert_raw(
+        self, store: Store, uuid: UUID, version: int, topic: str, state: bytes
+    ) -> None:
+        store.events.recorder.insert_events([StoredEvent(uuid, version, topic, state)])
+
+    @pytest.mark.parametrize(
+        ("topic", "state", "problem"),
+        [
+            ("durable_jobs:ContinuousInstance.StateChanged", b"{not json", "not JSON"),
+            ("durable_jobs:ContinuousInstance.StateChanged", b'{"timestamp": 1}', "fields"),
+            (
+                "durable_jobs:ContinuousInstance.AlarmSet",
+                b'{"timestamp":"2026-03-01T12:00:00Z","at":"yesterday"}',
+                "at",
+            ),
+            ("os:system", b"{}", "unknown topic"),
+        ],
+    )
+    def test_corrupt_event_is_a_store_error_naming_the_instance(
+        self, store: Store, topic: str, state: bytes, problem: str
+    ) -> None:
+        inst = _continuous("job", "bad")
+        other = _continuous("job", "good")
+        store.save(inst, other)
+        self._insert_raw(store, inst.id, inst.version + 1, topic, state)
+        with pytest.raises(StoreError) as info:
+            store.get("continuous", "job", "bad")
+        message = str(info.value)
+        assert "'bad'" in message and f"version {inst.version + 1}" in message
+        assert problem in message
+        assert info.value.__cause__ is not None
+        assert store.get("continuous", "job", "good") == other
+        with pytest.raises(StoreError):
+            store.history(inst.id)
+
+    def test_created_event_naming_a_foreign_class_is_refused(self, store: Store) -> None:
+        inst = _continuous("job", "evil")
+        stored = store.events.mapper.to_stored_event(inst.collect_events()[0])
+        state = stored.state.replace(b"durable_jobs:ContinuousInstance", b"os:system")
+        self._insert_raw(store, inst.id, 1, stored.topic, state)
+        with pytest.raises(StoreError, match="unknown aggregate topic"):
+            store.get("continuous", "job", "evil")
+
+    # ---- durability ----------------------------------------------------------------
+
+    def test_reopened_store_has_everything(self, store: Store, store_url: str) -> None:
+        """A durable store keeps committed instances; a non-durable one starts empty."""
+        inst = _continuous("job", "keep", due=T0 + timedelta(minutes=5))
+        inst.fail_run(
+            inst.next_ticket(fresh=False),
+            RuntimeError("boom"),
+            now=T0,
+            schedule=HOURLY,
+            retry=Retry(3),
+            retry_at=T0 + timedelta(seconds=1),
+        )
+        store.save(inst)
+        store.close()
+        with open_store(store_url) as again:
+            if not again.durable:
+                assert again.get("continuous", "job", "keep") is None
+                assert again.next_alarms(10) == []
+                return
+            assert again.get("continuous", "job", "keep") == inst
+            assert [r.due_at for r in again.due_alarms(T0 + timedelta(hours=1))] == [
+                T0 + timedelta(seconds=1)
+            ]

@@ -1,0 +1,101 @@
+"""``memory://``: everything in this process's memory (tests, demos). Not durable."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory, StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
+from eventsourcing.utils import Environment
+
+from durable_jobs._errors import ConfigurationError
+from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._store.index import IndexRow, InstanceIndex
+
+__all__ = ["MemoryApplicationRecorder", "MemoryStore"]
+
+
+class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
+    """eventsourcing's in-memory recorder plus a dict of index rows, updated under its lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._index: dict[UUID, IndexRow] = {}
+
+    def _insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        with self._database_lock:
+            self._assert_uniqueness(stored_events, **kwargs)
+            rows = index_rows_from(kwargs)
+            # Nothing is applied before this point, so a fault leaves no trace.
+            self._run_fault_hook()
+            ids = self._update_table(stored_events, **kwargs)
+            for row in rows:
+                self._index[row.instance_uuid] = row
+            return ids
+
+    def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
+        with self._database_lock:
+            due = [r for r in self._index.values() if r.due_at is not None and r.due_at <= before]
+        return heapq.nsmallest(limit, due, key=_alarm_key)
+
+    def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
+        with self._database_lock:
+            rows = [
+                r
+                for r in self._index.values()
+                if r.due_at is not None and (after is None or r.due_at > after)
+            ]
+        return heapq.nsmallest(limit, rows, key=_alarm_key)
+
+    def index_row(self, instance_uuid: UUID) -> IndexRow | None:
+        with self._database_lock:
+            return self._index.get(instance_uuid)
+
+    def select_index(
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[IndexRow]:
+        with self._database_lock:
+            rows = [
+                r
+                for r in self._index.values()
+                if (kind is None or r.kind == kind)
+                and (job is None or r.job == job)
+                and (status is None or r.status == status)
+                and (after is None or (r.kind, r.job, r.instance_id) > after)
+            ]
+        return heapq.nsmallest(limit, rows, key=lambda r: (r.kind, r.job, r.instance_id))
+
+
+def _alarm_key(row: IndexRow) -> tuple[datetime, str]:
+    assert row.due_at is not None
+    return (row.due_at, row.instance_uuid.hex)
+
+
+class _MemoryFactory(POPOFactory):
+    def application_recorder(self) -> ApplicationRecorder:
+        return MemoryApplicationRecorder()
+
+
+class MemoryStore(Store):
+    """``memory://`` — a store in this process's memory; gone when the process ends."""
+
+    scheme = "memory"
+    durable = False
+
+    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        if self.url.host or self.url.path not in ("", "/"):
+            msg = f"The memory store takes no location: use 'memory://', not {str(self.url)!r}."
+            raise ConfigurationError(msg)
+        return _MemoryFactory(env)

@@ -1,0 +1,380 @@
+"""``postgresql://user:password@host:port/db``: the multi-process store.
+
+Options: ``?schema=NAME`` (default ``public``; created with the tables if
+missing, so several apps can share one database), ``?connect_timeout=SECONDS``
+(default 5, at least 2 in effect: how long opening the store waits for the
+server, per address, and how long an operation waits for a pooled
+connection) and ``?pool_size=N`` (default 5: connections kept open, and the
+most this store uses at once). ``postgres://`` is accepted as an alias.
+Schema names are lower-case identifiers (eventsourcing looks its types up by
+unquoted name). The password never appears in messages or reprs.
+
+Events are kept by eventsourcing's Postgres recorder; the instance index is the
+``dj_instances`` table of the same schema, written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from urllib.parse import quote
+
+import psycopg
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
+from eventsourcing.utils import Environment, retry
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
+
+from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
+from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+    from uuid import UUID
+
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+    from durable_jobs._store.base import _JobsApplication
+    from durable_jobs._store.urls import StoreURL
+
+__all__ = ["PostgresApplicationRecorderWithIndex", "PostgresFactoryWithIndex", "PostgresStore"]
+
+INDEX_TABLE: Final = "dj_instances"
+DUE_INDEX: Final = "dj_instances_due_at"
+EXAMPLE_URL: Final = "postgresql://user:password@localhost:5432/dbname?schema=jobs"
+#: Schema names eventsourcing handles: it looks its composite type up by the
+#: unquoted name ``schema.type``, so upper case or punctuation would break it.
+_SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _retry_reads(func: _F) -> _F:
+    """Retry a read after a dropped connection, as upstream's reads do."""
+    return cast(_F, retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)(func))
+
+
+class PostgresApplicationRecorderWithIndex(PostgresApplicationRecorder, InstanceIndex):
+    """eventsourcing's Postgres application recorder that also keeps the instance index.
+
+    Index rows are upserted by :meth:`_insert_events`, which upstream runs in
+    the insert transaction before the events table is locked and the events
+    inserted: both commit or neither does. The schema is created (if missing)
+    by :meth:`create_table`.
+    """
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        if datastore.enable_db_functions:
+            # Upstream's db-function insert path never calls _insert_events.
+            msg = "The durable_jobs recorder cannot run with POSTGRES_ENABLE_DB_FUNCTIONS on."
+            raise ConfigurationError(msg)
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema, table = Identifier(datastore.schema), Identifier(INDEX_TABLE)
+        self.sql_create_statements.extend(
+            [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                    "instance_uuid uuid PRIMARY KEY, "
+                    'kind text COLLATE "C" NOT NULL, '
+                    'job text COLLATE "C" NOT NULL, '
+                    'instance_id text COLLATE "C" NOT NULL, '
+                    "status text NOT NULL, "
+                    "due_at double precision, "
+                    "version bigint NOT NULL, "
+                    "updated_at double precision NOT NULL, "
+                    "UNIQUE (kind, job, instance_id))"
+                ).format(schema=schema, table=table),
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} "
+                    "(due_at, instance_uuid) WHERE due_at IS NOT NULL"
+                ).format(index=Identifier(DUE_INDEX), schema=schema, table=table),
+            ]
+        )
+        columns = SQL(", ").join(Identifier(c) for c in _COLUMNS)
+        self._upsert_index = SQL(
+            "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
+            "%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], "
+            "%s::float8[], %s::int8[], %s::float8[]) "
+            "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
+            "due_at = excluded.due_at, version = excluded.version, "
+            "updated_at = excluded.updated_at WHERE excluded.version > t.version"
+        ).format(schema=schema, table=table, columns=columns)
+        select = SQL("SELECT {columns} FROM {schema}.{table} ").format(
+            columns=columns, schema=schema, table=table
+        )
+        self._select = select
+        #: The alarm queries, answered from the partial index on (due_at, instance_uuid).
+        self.sql_due_alarms = select + SQL(
+            "WHERE due_at IS NOT NULL AND due_at <= %s ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_next_alarms = select + SQL(
+            "WHERE due_at IS NOT NULL ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_next_alarms_after = select + SQL(
+            "WHERE due_at IS NOT NULL AND due_at > %s ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_index_row = select + SQL("WHERE instance_uuid = %s")
+
+    def create_table(self) -> None:
+        """Create the schema (if missing), the event tables and the index table."""
+        # Two processes creating the same objects at once can collide in the
+        # catalogs (a unique violation, even with IF NOT EXISTS): try again.
+        for attempt in range(3):
+            try:
+                self._create_schema()
+                super().create_table()
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+            else:
+                return
+
+    def _create_schema(self) -> None:
+        # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on
+        # the database even when the schema exists (e.g. made by a DBA).
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.datastore.schema,)
+            )
+            if curs.fetchone() is None:
+                curs.execute(
+                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        Identifier(self.datastore.schema)
+                    )
+                )
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        rows = index_rows_from(kwargs)
+        if rows:
+            # ON CONFLICT cannot touch one row twice in a statement: keep each
+            # instance's newest row. Sorted, so concurrent saves lock rows in
+            # one order and cannot deadlock each other.
+            newest: dict[UUID, IndexRow] = {}
+            for row in rows:
+                seen = newest.get(row.instance_uuid)
+                if seen is None or row.version > seen.version:
+                    newest[row.instance_uuid] = row
+            ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
+            params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
+            curs.execute(self._upsert_index, params)
+        self._run_fault_hook()
+
+    @_retry_reads
+    def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute(query, params)
+            return [IndexRow.from_params(r) for r in curs.fetchall()]
+
+    def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
+        return self._rows(self.sql_due_alarms, (to_epoch(before), limit))
+
+    def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
+        if after is None:
+            return self._rows(self.sql_next_alarms, (limit,))
+        return self._rows(self.sql_next_alarms_after, (to_epoch(after), limit))
+
+    def index_row(self, instance_uuid: UUID) -> IndexRow | None:
+        rows = self._rows(self.sql_index_row, (instance_uuid,))
+        return rows[0] if rows else None
+
+    def select_index(
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[IndexRow]:
+        where: list[Composed] = []
+        params: list[Any] = []
+        for column, value in (("kind", kind), ("job", job), ("status", status)):
+            if value is not None:
+                where.append(SQL("{} = %s").format(Identifier(column)))
+                params.append(value)
+        if after is not None:
+            where.append(SQL("(kind, job, instance_id) > (%s, %s, %s)").format())
+            params.extend(after)
+        clause = SQL("WHERE {} ").format(SQL(" AND ").join(where)) if where else SQL("")
+        query = self._select + clause + SQL("ORDER BY kind, job, instance_id LIMIT %s")
+        return self._rows(query, (*params, limit))
+
+
+def _row_params(row: IndexRow) -> tuple[Any, ...]:
+    _, *rest = row.as_params()
+    return (row.instance_uuid, *rest)
+
+
+class PostgresFactoryWithIndex(PostgresFactory):
+    """eventsourcing's Postgres factory whose application recorder keeps the index."""
+
+    application_recorder_class = PostgresApplicationRecorderWithIndex
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        if self.datastore.enable_db_functions:
+            self.close()
+            msg = (
+                "POSTGRES_ENABLE_DB_FUNCTIONS must be off for durable_jobs: its insert "
+                "path skips the hook that writes the instance index."
+            )
+            raise ConfigurationError(msg)
+
+
+class PostgresStore(Store):
+    """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
+
+    scheme = "postgresql"
+    url_options = frozenset({"schema", "connect_timeout", "pool_size"})
+
+    _factory: PostgresFactoryWithIndex | None = None
+
+    @property
+    def schema(self) -> str:
+        """The schema holding this store's tables."""
+        schema = self.url.option("schema", "public") or ""
+        if not _SCHEMA_NAME.fullmatch(schema):
+            msg = (
+                f"Invalid schema {schema!r} in store URL {str(self.url)!r}: use 1-63 "
+                "lower-case letters, digits and '_', not starting with a digit."
+            )
+            raise ConfigurationError(msg)
+        return schema
+
+    def _is_version_conflict(self, exc: IntegrityError) -> bool:
+        """Only a duplicate (originator_id, originator_version) is a version conflict."""
+        cause = exc.__cause__
+        recorder = self._app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+        return isinstance(cause, psycopg.errors.UniqueViolation) and (
+            cause.diag.table_name == recorder.events_table_name
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        url = self.url
+        dbname = url.path[1:] if url.path.startswith("/") else url.path
+        missing = [
+            what
+            for what, value in (("user", url.username), ("host", url.host), ("database", dbname))
+            if not value
+        ]
+        if missing or "/" in dbname:
+            problem = f"no {' and no '.join(missing)}" if missing else "a malformed database name"
+            msg = f"The Postgres store URL {str(url)!r} has {problem}; use e.g. {EXAMPLE_URL!r}."
+            raise ConfigurationError(msg)
+        return {
+            "host": url.host,
+            "port": url.port or 5432,
+            "dbname": dbname,
+            "user": url.username,
+            "password": url.password or "",
+            "connect_timeout": _whole(url, "connect_timeout", "5"),
+            "pool_size": _whole(url, "pool_size", "5"),
+        }
+
+    def _factory_env(self) -> dict[str, str]:
+        s = self._settings()
+        return {
+            PostgresFactory.POSTGRES_HOST: s["host"],
+            PostgresFactory.POSTGRES_PORT: str(s["port"]),
+            PostgresFactory.POSTGRES_DBNAME: s["dbname"],
+            PostgresFactory.POSTGRES_USER: s["user"],
+            PostgresFactory.POSTGRES_PASSWORD: s["password"],
+            PostgresFactory.POSTGRES_CONNECT_TIMEOUT: str(s["connect_timeout"]),
+            PostgresFactory.POSTGRES_POOL_SIZE: str(s["pool_size"]),
+            PostgresFactory.POSTGRES_MAX_OVERFLOW: "0",
+            PostgresFactory.POSTGRES_SCHEMA: self.schema,
+            PostgresFactory.POSTGRES_ENABLE_DB_FUNCTIONS: "no",
+        }
+
+    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        self._probe()
+        self._factory = PostgresFactoryWithIndex(env)
+        return self._factory
+
+    def _probe(self) -> None:
+        """Connect once, so an unreachable server fails within ``connect_timeout``.
+
+        eventsourcing's pool would otherwise retry for minutes.
+        """
+        s = self._settings()
+        try:
+            psycopg.connect(
+                host=s["host"],
+                port=s["port"],
+                dbname=s["dbname"],
+                user=s["user"],
+                password=s["password"],
+                connect_timeout=s["connect_timeout"],
+            ).close()
+        except psycopg.Error as exc:
+            _scrub_chain(exc, self.url.password)
+            detail = _scrub(str(exc).strip() or type(exc).__name__, self.url.password)
+            msg = f"Could not connect to the Postgres store {self.url}: {detail}"
+            raise StoreError(msg) from exc
+
+    def _open_application(self) -> _JobsApplication:
+        try:
+            return super()._open_application()
+        except BaseException as exc:
+            if self._factory is not None:
+                self._factory.close()
+            if isinstance(exc, DurableJobsError):
+                _scrub_chain(exc, self.url.password)
+            raise
+
+
+def _whole(url: StoreURL, name: str, default: str) -> int:
+    value = url.option(name, default) or ""
+    if not value.isdigit() or int(value) < 1:
+        msg = f"{name} must be a whole number >= 1, not {value!r}."
+        raise ConfigurationError(msg)
+    return int(value)
+
+
+def _scrub(text: str, password: str | None) -> str:
+    """``text`` without ``password`` (nor its URL-quoted form)."""
+    if not password:
+        return text
+    for form in {password, quote(password, safe=""), quote(password)}:
+        text = text.replace(form, "***")
+    return text
+
+
+def _scrub_chain(exc: BaseException, password: str | None) -> None:
+    """Remove ``password`` from the messages of ``exc`` and its causes (in place)."""
+    if not password:
+        return
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(isinstance(a, str) for a in current.args):
+            current.args = tuple(
+                _scrub(a, password) if isinstance(a, str) else a for a in current.args
+            )
+        current = current.__cause__ or current.__context__

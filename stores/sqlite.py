@@ -1,0 +1,187 @@
+"""``sqlite:///path.db``: the embedded default store (one process, WAL, durable commits).
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; option
+``?synchronous=full`` (default: a committed run survives power loss) or
+``?synchronous=normal`` (faster; in WAL mode a power loss can drop the last
+commits, never corrupt the file); ``?lock_timeout=SECONDS`` (default 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import InfrastructureFactory, StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteFactory,
+)
+from eventsourcing.utils import Environment
+
+from durable_jobs._errors import ConfigurationError
+from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
+
+__all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore"]
+
+# Statements built from constants only; every value is a bound parameter.
+INDEX_TABLE = "dj_instances"
+_SELECT = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} "  # noqa: S608
+_UPSERT = (
+    f"INSERT INTO {INDEX_TABLE} ({INDEX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "  # noqa: S608
+    "ON CONFLICT (instance_uuid) DO UPDATE SET status=excluded.status, "
+    "due_at=excluded.due_at, version=excluded.version, updated_at=excluded.updated_at "
+    f"WHERE excluded.version > {INDEX_TABLE}.version"
+)
+
+
+class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceIndex):
+    """eventsourcing's SQLite recorder that also keeps the instance index.
+
+    The index rows are written by :meth:`_insert_events`, which upstream runs
+    inside the insert transaction right after the events: both commit or
+    neither does.
+    """
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {INDEX_TABLE} ("
+            "instance_uuid TEXT PRIMARY KEY, kind TEXT NOT NULL, job TEXT NOT NULL, "
+            "instance_id TEXT NOT NULL, status TEXT NOT NULL, due_at REAL, "
+            "version INTEGER NOT NULL, updated_at REAL NOT NULL, "
+            "UNIQUE (kind, job, instance_id)) WITHOUT ROWID",
+            f"CREATE INDEX IF NOT EXISTS {INDEX_TABLE}_due_at "
+            f"ON {INDEX_TABLE} (due_at, instance_uuid) WHERE due_at IS NOT NULL",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        rows = index_rows_from(kwargs)
+        if rows:
+            c.executemany(_UPSERT, [r.as_params() for r in rows])
+        self._run_fault_hook()
+        return ids
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[IndexRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [IndexRow.from_params(tuple(r)) for r in c.fetchall()]
+
+    def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
+        return self._rows(
+            _SELECT + "WHERE due_at IS NOT NULL AND due_at <= ? "
+            "ORDER BY due_at, instance_uuid LIMIT ?",
+            (to_epoch(before), limit),
+        )
+
+    def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
+        if after is None:
+            return self._rows(
+                _SELECT + "WHERE due_at IS NOT NULL ORDER BY due_at, instance_uuid LIMIT ?",
+                (limit,),
+            )
+        return self._rows(
+            _SELECT + "WHERE due_at IS NOT NULL AND due_at > ? "
+            "ORDER BY due_at, instance_uuid LIMIT ?",
+            (to_epoch(after), limit),
+        )
+
+    def index_row(self, instance_uuid: UUID) -> IndexRow | None:
+        rows = self._rows(_SELECT + "WHERE instance_uuid = ?", (instance_uuid.hex,))
+        return rows[0] if rows else None
+
+    def select_index(
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[IndexRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("kind", kind), ("job", job), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if after is not None:
+            where.append("(kind, job, instance_id) > (?, ?, ?)")
+            params.extend(after)
+        sql = _SELECT + (f"WHERE {' AND '.join(where)} " if where else "")
+        return self._rows(sql + "ORDER BY kind, job, instance_id LIMIT ?", (*params, limit))
+
+
+class _SQLitePool(SQLiteConnectionPool):
+    """Connections with our durability setting applied before first use."""
+
+    synchronous = "FULL"
+
+    def _create_connection(self) -> SQLiteConnection:
+        conn = super()._create_connection()
+        cursor = conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA synchronous={self.synchronous}")
+        finally:
+            cursor.sqlite_cursor.close()
+        return conn
+
+
+class _SQLiteFactory(SQLiteFactory):
+    application_recorder_class = SQLiteApplicationRecorderWithIndex
+
+    def __init__(self, env: Environment, *, synchronous: str = "FULL") -> None:
+        super().__init__(env)
+        old = self.datastore.pool
+        pool = _SQLitePool(db_name=old.db_name, lock_timeout=old.lock_timeout)
+        pool.synchronous = synchronous
+        old.close()
+        self.datastore.pool = pool
+
+
+class SQLiteStore(Store):
+    """``sqlite:///path.db`` — an SQLite file in WAL mode, written by one process."""
+
+    scheme = "sqlite"
+    url_options = frozenset({"synchronous", "lock_timeout"})
+
+    @property
+    def path(self) -> str:
+        """The database file's path (relative paths are relative to the working directory)."""
+        path = self.url.path
+        if self.url.host or not path.startswith("/") or path in ("/", ""):
+            msg = (
+                f"Malformed SQLite URL {str(self.url)!r}: use 'sqlite:///relative/path.db' "
+                "or 'sqlite:////absolute/path.db' (three slashes, then the path)."
+            )
+            raise ConfigurationError(msg)
+        path = path[1:]
+        if path == ":memory:" or "mode=memory" in path:
+            msg = "An in-memory SQLite database is not supported: use 'memory://' instead."
+            raise ConfigurationError(msg)
+        return path
+
+    def _factory_env(self) -> dict[str, str]:
+        timeout = self.url.option("lock_timeout", "5") or "5"
+        if not timeout.isdigit():
+            msg = f"lock_timeout must be a whole number of seconds, not {timeout!r}."
+            raise ConfigurationError(msg)
+        return {"SQLITE_DBNAME": self.path, "SQLITE_LOCK_TIMEOUT": timeout}
+
+    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        synchronous = (self.url.option("synchronous", "full") or "").upper()
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            msg = (
+                "synchronous must be 'full' (default), 'normal' or 'extra', "
+                f"not {synchronous.lower()!r}."
+            )
+            raise ConfigurationError(msg)
+        return _SQLiteFactory(env, synchronous=synchronous)

@@ -1,0 +1,55 @@
+"""The public surface: what `import durable_jobs` offers, and nothing private leaks."""
+
+from __future__ import annotations
+
+import durable_jobs
+import durable_jobs.testing
+
+EXPECTED = {
+    "Backoff",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DurableJobsError",
+    "HandlerError",
+    "JobNotFound",
+    "Retry",
+    "Store",
+    "StoreError",
+    "ValidationError",
+    "__version__",
+    "cron",
+    "every",
+    "open_store",
+    "store_schemes",
+}
+
+
+def test_public_names() -> None:
+    assert set(durable_jobs.__all__) == EXPECTED
+    for name in EXPECTED:
+        assert hasattr(durable_jobs, name), name
+
+
+def test_no_stray_public_attributes() -> None:
+    public = {n for n in dir(durable_jobs) if not n.startswith("_")}
+    # Submodules are the only extra public attributes (imported for their side effects).
+    assert public - EXPECTED <= {"stores", "testing"}
+
+
+def test_errors_share_one_root() -> None:
+    for name in EXPECTED:
+        obj = getattr(durable_jobs, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, durable_jobs.DurableJobsError), name
+    assert issubclass(durable_jobs.ConcurrencyError, durable_jobs.StoreError)
+
+
+def test_testing_surface() -> None:
+    assert durable_jobs.testing.__all__ == ["StoreConformance"]
+
+
+def test_job_not_found_names_kind_and_name() -> None:
+    err = durable_jobs.JobNotFound("debounce", "nope", ["a", "b"])
+    assert (err.kind, err.name) == ("debounce", "nope")
+    assert "debounce" in str(err) and "'nope'" in str(err) and "a, b" in str(err)
+    assert isinstance(err, LookupError)

@@ -1,0 +1,185 @@
+"""The JSON mapper: every event round-trips exactly; nothing foreign is decoded."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+from hypothesis import given
+from hypothesis import strategies as st
+
+from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._domain.debounce import DebounceInstance
+from durable_jobs._domain.instance import EVENT_NAMES, InstanceSnapshot, Intents, event_classes
+from durable_jobs._domain.schedules import every
+from durable_jobs._domain.task import TaskInstance
+from durable_jobs._store.mapper import CorruptEventError, JsonMapper
+
+T = datetime(2026, 3, 1, 12, tzinfo=UTC)
+W = timedelta(hours=1)
+mapper = JsonMapper()
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _roundtrip(event: Any) -> Any:
+    stored = mapper.to_stored_event(event)
+    json.loads(stored.state)  # plain JSON on disk
+    return mapper.to_domain_event(stored)
+
+
+def _every_event() -> list[Any]:
+    cont, _ = ContinuousInstance.start(None, "c", "1", now=T, state={"n": 1}, first_run_at=T)
+    ticket = cont.next_ticket(fresh=False)
+    cont.fail_run(ticket, ValueError("bad"), now=T, schedule=every(W), retry=None, retry_at=T + W)
+    ticket = cont.next_ticket(fresh=False)
+    cont.fail_run(ticket, KeyError("k"), now=T, schedule=every(W), retry=None, retry_at=None)
+    cont.complete_run(
+        cont.next_ticket(fresh=True),
+        Intents(state=[1, "x"]),
+        now=T,
+        duration=0.5,
+        schedule=every(W),
+    )
+    cont.terminate(now=T, reason="done")
+    cont.restart(now=T, state=None)
+    cont.set_alarm(None, now=T)
+    deb, _ = DebounceInstance.add(
+        None,
+        "d",
+        "1",
+        {"e": 1},
+        now=T,
+        new_state=[{"e": 1}],
+        idempotency_key="k",
+        window=W,
+        flush_after=W,
+        max_events=1,
+    )
+    flush = deb.begin_flush(now=T, manual=False, flush_after=W)
+    assert flush is not None
+    deb.flush_succeeded(flush, now=T, duration=1.0, flush_after=W)
+    deb.add(
+        deb,
+        "d",
+        "1",
+        2,
+        now=T,
+        new_state=2,
+        idempotency_key=None,
+        window=W,
+        flush_after=W,
+        max_events=None,
+    )
+    deb.clear(now=T)
+    from durable_jobs._domain.instance import RunTicket
+
+    deb.record_exhausted(RunTicket(1, 3), "pause", now=T)
+    task, _ = TaskInstance.receive(None, "t", "1", "go", now=T, idempotency_key=None, window=W)
+    return [*cont.collect_events(), *deb.collect_events(), *task.collect_events()]
+
+
+def test_every_event_class_round_trips() -> None:
+    events = _every_event()
+    names = {type(e).__name__ for e in events}
+    assert names == set(EVENT_NAMES)
+    for event in events:
+        assert _roundtrip(event) == event
+
+
+def test_topics_are_short_and_stable() -> None:
+    topics = event_classes()
+    assert "durable_jobs:TaskInstance.EventAdded" in topics
+    assert all(t.startswith("durable_jobs:") for t in topics)
+    started = mapper.to_stored_event(_every_event()[0])
+    assert b'"originator_topic":"durable_jobs:ContinuousInstance"' in started.state
+
+
+@given(json_values)
+def test_any_json_state_round_trips_exactly(value: Any) -> None:
+    inst, _ = TaskInstance.receive(None, "t", "1", value, now=T, idempotency_key=None, window=W)
+    inst.set_state(value, now=T)
+    for event in inst.collect_events():
+        back = _roundtrip(event)
+        assert back == event
+    assert _same(back.state, value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return bool(type(a) is type(b) and a == b)
+
+
+def test_dicts_that_look_like_transcoded_objects_stay_dicts() -> None:
+    """eventsourcing's JSONTranscoder would turn this into a datetime; ours must not."""
+    tricky = {"_type_": "datetime_iso", "_data_": "2026-01-01T00:00:00+00:00"}
+    inst, _ = TaskInstance.receive(None, "t", "1", tricky, now=T, idempotency_key=None, window=W)
+    added = inst.collect_events()[1]
+    assert _roundtrip(added).event == tricky
+
+
+def test_snapshot_round_trips() -> None:
+    deb, _ = DebounceInstance.add(
+        None,
+        "d",
+        "1",
+        1,
+        now=T,
+        new_state=[1],
+        idempotency_key="k",
+        window=W,
+        flush_after=W,
+        max_events=1,
+    )
+    deb.collect_events()
+    snap = InstanceSnapshot.take(deb)
+    back = _roundtrip(snap)
+    assert back == snap
+    assert back.mutate(None) == deb
+
+
+@pytest.mark.parametrize(
+    ("topic", "state", "problem"),
+    [
+        ("eventsourcing.domain:Aggregate.Created", b"{}", "unknown topic"),
+        ("durable_jobs:TaskInstance.Cleared", b"\xff\xfe", "not JSON"),
+        ("durable_jobs:TaskInstance.Cleared", b"[1, 2]", "fields"),
+        ("durable_jobs:TaskInstance.Cleared", b'{"timestamp": "2026-01-01T00:00:00Z"}', "fields"),
+        (
+            "durable_jobs:TaskInstance.Cleared",
+            b'{"timestamp": "2026-01-01T00:00:00Z", "discarded_events": "many"}',
+            "discarded_events",
+        ),
+        (
+            "durable_jobs:TaskInstance.Cleared",
+            b'{"timestamp": "2026-01-01T00:00:00Z", "discarded_events": 1, "extra": 1}',
+            "fields",
+        ),
+    ],
+)
+def test_corrupt_rows_raise_with_version(topic: str, state: bytes, problem: str) -> None:
+    uid = uuid4()
+    with pytest.raises(CorruptEventError, match=problem) as info:
+        mapper.to_domain_event(StoredEvent(uid, 7, topic, state))
+    assert info.value.version == 7 and info.value.originator_id == uid
+
+
+def test_events_of_other_classes_are_refused() -> None:
+    with pytest.raises(TypeError, match="not an event this store records"):
+        mapper.to_stored_event(object())

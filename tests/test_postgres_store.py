@@ -1,0 +1,520 @@
+"""What is Postgres-specific: URLs and options, connection errors (fast, no
+password anywhere), schemas, atomicity of events and index rows, conflicts
+between processes, and the alarm index."""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment
+from psycopg import sql
+
+from durable_jobs import ConcurrencyError, ConfigurationError, StoreError, open_store
+from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._store.index import IndexRow
+from durable_jobs._store.urls import StoreURL
+from durable_jobs.stores.postgres import (
+    PostgresApplicationRecorderWithIndex,
+    PostgresFactoryWithIndex,
+    PostgresStore,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from durable_jobs._store.base import Store
+
+pytestmark = pytest.mark.postgres
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+SECRET = "Zq7-sEcReT-pw"
+
+
+def _start(job: str = "job", instance_id: str = "id-1", at: datetime = T) -> ContinuousInstance:
+    inst, _ = ContinuousInstance.start(
+        None, job, instance_id, now=T, state={"n": 0}, first_run_at=at
+    )
+    return inst
+
+
+def _recorder(store: Store) -> PostgresApplicationRecorderWithIndex:
+    recorder = store.index
+    assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+    return recorder
+
+
+def _count(store: Store, table: str) -> int:
+    recorder = _recorder(store)
+    query = sql.SQL("SELECT count(*) AS n FROM {}.{}").format(
+        sql.Identifier(recorder.datastore.schema), sql.Identifier(table)
+    )
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(query)
+        row = curs.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _with_auth(base: str, user: str, password: str, dbname: str | None = None) -> str:
+    parts = urlsplit(base)
+    db = dbname if dbname is not None else parts.path.lstrip("/")
+    return (
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+        f"@{parts.hostname}:{parts.port or 5432}/{db}"
+    )
+
+
+@pytest.fixture
+def opened(pg_url: str) -> Iterator[list[Store]]:
+    """Stores opened by the test, closed after it (before its schema is dropped)."""
+    stores: list[Store] = []
+    yield stores
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def pg_store(pg_url: str, opened: list[Store]) -> Store:
+    s = open_store(pg_url)
+    opened.append(s)
+    return s
+
+
+# ---- URLs and options ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432", "postgresql://user:password@"),
+        ("postgresql://postgres@127.0.0.1:5432/", "no database"),
+        ("postgresql://127.0.0.1:5432/test", "no user"),
+        ("postgresql://postgres@:5432/test", "no host"),
+        ("postgresql://postgres@127.0.0.1/a/b", "malformed database name"),
+        ("postgresql://postgres@127.0.0.1/test?sslmode=require", "sslmode"),
+        ("postgresql://postgres@127.0.0.1/test?schema=MySchema", "lower-case"),
+        ("postgresql://postgres@127.0.0.1/test?schema=a-b", "lower-case"),
+        ("postgresql://postgres@127.0.0.1/test?schema=", "lower-case"),
+        (f"postgresql://postgres@127.0.0.1/test?schema={'s' * 64}", "lower-case"),
+        ("postgresql://postgres@127.0.0.1/test?connect_timeout=soon", "connect_timeout"),
+        ("postgresql://postgres@127.0.0.1/test?connect_timeout=0", "connect_timeout"),
+        ("postgresql://postgres@127.0.0.1/test?pool_size=-1", "pool_size"),
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str, needle: str) -> None:
+    with pytest.raises(ConfigurationError, match=needle) as info:
+        open_store(url)
+    if "no " in needle:
+        assert "postgresql://user:password@localhost:5432/dbname" in str(info.value)
+
+
+def test_postgres_scheme_alias_and_options(postgres_url: str, pg_schema: str) -> None:
+    alias = postgres_url.replace("postgresql://", "postgres://", 1)
+    with open_store(f"{alias}?schema={pg_schema}&pool_size=3&connect_timeout=7") as store:
+        assert isinstance(store, PostgresStore)
+        assert store.schema == pg_schema
+        datastore = _recorder(store).datastore
+        assert datastore.schema == pg_schema
+        assert datastore.pool.max_size == 3
+        assert datastore.pool.timeout == 7
+        assert not datastore.enable_db_functions
+
+
+def test_default_schema_is_public(postgres_url: str) -> None:
+    store = PostgresStore.__new__(PostgresStore)  # settings only: nothing is opened
+    store.url = StoreURL.parse(postgres_url)
+    assert store.schema == "public"
+    env = store._factory_env()
+    assert env[PostgresFactory.POSTGRES_SCHEMA] == "public"
+    assert env[PostgresFactory.POSTGRES_POOL_SIZE] == "5"
+    assert env[PostgresFactory.POSTGRES_CONNECT_TIMEOUT] == "5"
+    assert env[PostgresFactory.POSTGRES_ENABLE_DB_FUNCTIONS] == "no"
+
+
+def test_db_functions_are_refused(postgres_url: str, pg_schema: str) -> None:
+    parts = urlsplit(postgres_url)
+    env = Environment(
+        "DurableJobs",
+        {
+            PostgresFactory.POSTGRES_DBNAME: parts.path.lstrip("/"),
+            PostgresFactory.POSTGRES_HOST: parts.hostname or "",
+            PostgresFactory.POSTGRES_USER: parts.username or "",
+            PostgresFactory.POSTGRES_PASSWORD: "",
+            PostgresFactory.POSTGRES_SCHEMA: pg_schema,
+            PostgresFactory.POSTGRES_ENABLE_DB_FUNCTIONS: "y",
+        },
+    )
+    with pytest.raises(ConfigurationError, match="POSTGRES_ENABLE_DB_FUNCTIONS"):
+        PostgresFactoryWithIndex(env)
+    datastore = PostgresDatastore(
+        parts.path.lstrip("/"),
+        parts.hostname or "",
+        parts.port or 5432,
+        parts.username or "",
+        "",
+        schema=pg_schema,
+        enable_db_functions=True,
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="POSTGRES_ENABLE_DB_FUNCTIONS"):
+            PostgresApplicationRecorderWithIndex(datastore)
+    finally:
+        datastore.close()
+
+
+# ---- connection failures -------------------------------------------------------------
+
+
+def _assert_no_secret(err: BaseException, *extra: object) -> None:
+    texts = [str(err), repr(err), "".join(traceback.format_exception(err))]
+    texts += [str(x) for x in extra] + [repr(x) for x in extra]
+    for text in texts:
+        assert SECRET not in text
+        assert quote(SECRET, safe="") not in text
+
+
+def test_closed_port_fails_fast_without_password() -> None:
+    url = f"postgresql://someone:{SECRET}@127.0.0.1:1/test?connect_timeout=3"
+    started = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        open_store(url)
+    assert time.monotonic() - started < 3
+    err = info.value
+    assert isinstance(err.__cause__, psycopg.OperationalError)
+    assert "127.0.0.1:1" in str(err)
+    assert "***" in str(err)
+    _assert_no_secret(err)
+
+
+def test_silent_server_fails_within_connect_timeout() -> None:
+    # A socket that accepts TCP connections and never answers: a hung server.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        url = f"postgresql://someone:{SECRET}@127.0.0.1:{port}/test?connect_timeout=2"
+        started = time.monotonic()
+        with pytest.raises(StoreError) as info:
+            open_store(url)
+        elapsed = time.monotonic() - started
+    assert elapsed < 2 + 1.5, elapsed
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    _assert_no_secret(info.value)
+
+
+@pytest.mark.parametrize("problem", ["user", "database"])
+def test_live_server_wrong_user_or_db_without_password(postgres_url: str, problem: str) -> None:
+    parts = urlsplit(postgres_url)
+    user = "dj_no_such_user" if problem == "user" else (parts.username or "postgres")
+    dbname = "dj_no_such_db" if problem == "database" else None
+    url = _with_auth(postgres_url, user, SECRET, dbname)
+    started = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        open_store(url)
+    assert time.monotonic() - started < 5
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert ("dj_no_such_user" if problem == "user" else "dj_no_such_db") in str(info.value)
+    _assert_no_secret(info.value)
+
+
+def test_password_never_shown_by_an_open_store(
+    postgres_url: str, pg_schema: str, opened: list[Store]
+) -> None:
+    # Trust auth accepts any password, so the store opens.
+    parts = urlsplit(postgres_url)
+    password = SECRET + "@:/%?&"
+    url = _with_auth(postgres_url, parts.username or "postgres", password)
+    store = open_store(f"{url}?schema={pg_schema}")
+    opened.append(store)
+    for text in (str(store), repr(store), str(store.url), repr(store.url)):
+        assert SECRET not in text
+    assert "***" in str(store)
+
+
+# ---- schemas -------------------------------------------------------------------------
+
+
+def test_schema_and_tables_are_created(pg_store: Store, postgres_url: str, pg_schema: str) -> None:
+    with psycopg.connect(postgres_url) as conn:
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (pg_schema,),
+            )
+        }
+        indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (pg_schema,)
+            )
+        }
+    assert {"durablejobs_events", "durablejobs_snapshots", "dj_instances"} <= tables
+    assert "dj_instances_due_at" in indexes
+
+
+def test_reopening_a_schema_keeps_its_instances(pg_url: str, opened: list[Store]) -> None:
+    first = open_store(pg_url)
+    opened.append(first)
+    first.save(_start())
+    first.close()
+    second = open_store(pg_url)
+    opened.append(second)
+    inst = second.get("continuous", "job", "id-1")
+    assert inst is not None
+    assert inst.version == 2
+    assert [r.instance_id for r in second.due_alarms(T)] == ["id-1"]
+
+
+def test_schemas_are_isolated(postgres_url: str, pg_schema: str, opened: list[Store]) -> None:
+    other_schema = pg_schema + "_b"
+    try:
+        a = open_store(f"{postgres_url}?schema={pg_schema}")
+        opened.append(a)
+        b = open_store(f"{postgres_url}?schema={other_schema}")
+        opened.append(b)
+        a.save(_start())
+        assert a.get("continuous", "job", "id-1") is not None
+        assert b.get("continuous", "job", "id-1") is None
+        assert b.due_alarms(T + timedelta(days=1)) == []
+        assert b.next_alarms() == []
+        assert b.list_instances() == []
+        b.save(_start(instance_id="id-2"))
+        assert [r.instance_id for r in a.list_instances()] == ["id-1"]
+        assert [r.instance_id for r in b.list_instances()] == ["id-2"]
+    finally:
+        for s in opened:
+            s.close()
+        opened.clear()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other_schema))
+            )
+
+
+# ---- atomicity -----------------------------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def _boom() -> None:
+    raise Boom("injected")
+
+
+def _assert_nothing_committed(store: Store, events: int, version: int | None) -> None:
+    assert _count(store, "durablejobs_events") == events
+    row = store.index_row(_start().id)
+    assert (row.version if row else None) == version
+    inst = store.get("continuous", "job", "id-1")
+    assert (inst.version if inst else None) == version
+
+
+def test_python_fault_in_the_transaction_commits_nothing(pg_store: Store) -> None:
+    recorder = _recorder(pg_store)
+    recorder.fault_hook = _boom
+    with pytest.raises(StoreError) as info:
+        pg_store.save(_start())
+    assert isinstance(info.value.__cause__, Boom)
+    _assert_nothing_committed(pg_store, events=0, version=None)
+    assert _count(pg_store, "dj_instances") == 0
+
+    # An update of an existing instance rolls back too.
+    recorder.fault_hook = None
+    inst = _start()
+    pg_store.save(inst)
+    inst.reschedule(T + timedelta(hours=1), now=T)
+    recorder.fault_hook = _boom
+    with pytest.raises(StoreError):
+        pg_store.save(inst)
+    _assert_nothing_committed(pg_store, events=2, version=2)
+    row = pg_store.index_row(inst.id)
+    assert row is not None
+    assert row.due_at == T
+
+
+@pytest.mark.parametrize("failure", ["trigger", "check"])
+def test_database_failure_of_the_index_upsert_commits_nothing(
+    pg_store: Store, postgres_url: str, pg_schema: str, failure: str
+) -> None:
+    inst = _start()
+    pg_store.save(inst)
+    schema = sql.Identifier(pg_schema)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        if failure == "trigger":
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION {}.dj_fail() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN RAISE EXCEPTION 'index write refused'; END$$"
+                ).format(schema)
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TRIGGER dj_fail BEFORE INSERT OR UPDATE ON {}.dj_instances "
+                    "FOR EACH ROW EXECUTE FUNCTION {}.dj_fail()"
+                ).format(schema, schema)
+            )
+        else:
+            conn.execute(
+                sql.SQL(
+                    "ALTER TABLE {}.dj_instances ADD CONSTRAINT dj_fail CHECK (version < 3)"
+                ).format(schema)
+            )
+    inst.reschedule(T + timedelta(hours=1), now=T)
+    with pytest.raises(StoreError) as info:
+        pg_store.save(inst)
+    if failure == "trigger":
+        assert "index write refused" in str(info.value)
+    _assert_nothing_committed(pg_store, events=2, version=2)
+    # A new instance fails the same way (trigger) or goes through (check).
+    if failure == "trigger":
+        with pytest.raises(StoreError):
+            pg_store.save(_start(instance_id="id-2"))
+        assert _count(pg_store, "durablejobs_events") == 2
+
+
+def test_duplicate_rows_in_one_save_keep_the_newest(pg_store: Store) -> None:
+    recorder = _recorder(pg_store)
+    inst = _start()
+    # The same instance twice in one save: one upsert cannot touch a row twice.
+    pg_store.save(inst, inst)
+    row = pg_store.index_row(inst.id)
+    assert row is not None
+    assert row.version == 2
+
+    def row_at(version: int, due: datetime) -> IndexRow:
+        return IndexRow(inst.id, "continuous", "job", "id-1", "running", due, version, T)
+
+    rows = [
+        row_at(5, T + timedelta(hours=5)),
+        row_at(7, T + timedelta(hours=7)),
+        row_at(6, T + timedelta(hours=6)),
+    ]
+    recorder.insert_events([], dj_index=rows)
+    row = pg_store.index_row(inst.id)
+    assert row is not None
+    assert (row.version, row.due_at) == (7, T + timedelta(hours=7))
+    # An older row never overwrites a newer one.
+    recorder.insert_events([], dj_index=[row_at(4, T)])
+    row = pg_store.index_row(inst.id)
+    assert row is not None
+    assert row.version == 7
+
+
+# ---- concurrency ---------------------------------------------------------------------
+
+
+def test_two_writers_of_one_version_conflict(pg_url: str, opened: list[Store]) -> None:
+    a = open_store(pg_url)
+    opened.append(a)
+    b = open_store(pg_url)
+    opened.append(b)
+    a.save(_start())
+    mine = a.get("continuous", "job", "id-1")
+    theirs = b.get("continuous", "job", "id-1")
+    assert isinstance(mine, ContinuousInstance)
+    assert isinstance(theirs, ContinuousInstance)
+    mine.reschedule(T + timedelta(hours=1), now=T)
+    theirs.reschedule(T + timedelta(hours=2), now=T)
+    a.save(mine)
+    with pytest.raises(ConcurrencyError) as info:
+        b.save(theirs)
+    assert isinstance(info.value.__cause__, IntegrityError)
+    assert "job" in str(info.value)
+    for s in (a, b):
+        inst = s.get("continuous", "job", "id-1")
+        assert inst is not None
+        assert inst.version == 3
+        assert inst.d.alarm_at == T + timedelta(hours=1)
+        row = s.index_row(inst.id)
+        assert row is not None
+        assert (row.version, row.due_at) == (3, T + timedelta(hours=1))
+
+
+def test_integrity_error_becomes_concurrency_error(pg_store: Store) -> None:
+    inst = _start()
+    pg_store.save(inst)
+    stale = _start()  # a second "first" version of the same instance
+    with pytest.raises(ConcurrencyError) as info:
+        pg_store.save(stale)
+    assert isinstance(info.value.__cause__, IntegrityError)
+    assert _count(pg_store, "durablejobs_events") == 2
+
+
+# ---- the alarm index -----------------------------------------------------------------
+
+
+def test_alarm_and_listing_queries(pg_store: Store) -> None:
+    ids = ["b", "A", "é", "Z", "a", "id-10", "id-9"]
+    for n, instance_id in enumerate(ids):
+        pg_store.save(_start(instance_id=instance_id, at=T + timedelta(minutes=n)))
+    due = pg_store.due_alarms(T + timedelta(minutes=2), limit=10)
+    assert [r.instance_id for r in due] == ids[:3]
+    assert [r.instance_id for r in pg_store.due_alarms(T + timedelta(hours=1), limit=2)] == ids[:2]
+    after = pg_store.next_alarms(limit=2, after=T + timedelta(minutes=4))
+    assert [r.instance_id for r in after] == ids[5:7]
+    assert len(pg_store.next_alarms()) == len(ids)
+    # Listing order is code-point order, as in the other stores (collation "C").
+    listed = [r.instance_id for r in pg_store.iter_instances(kind="continuous")]
+    assert listed == sorted(ids)
+    page = pg_store.list_instances(after=("continuous", "job", "Z"), limit=2)
+    assert [r.instance_id for r in page] == sorted(ids)[2:4]
+    assert pg_store.list_instances(kind="task") == []
+    assert len(pg_store.list_instances(job="job", status="running", limit=100)) == len(ids)
+
+
+def test_due_alarm_queries_can_use_the_partial_index(pg_store: Store) -> None:
+    for n in range(20):
+        pg_store.save(_start(instance_id=f"id-{n}", at=T + timedelta(minutes=n)))
+    recorder = _recorder(pg_store)
+    queries: list[tuple[Any, tuple[Any, ...]]] = [
+        (recorder.sql_due_alarms, (T.timestamp(), 10)),
+        (recorder.sql_next_alarms, (10,)),
+        (recorder.sql_next_alarms_after, (T.timestamp(), 10)),
+    ]
+    with recorder.datastore.transaction(commit=False) as curs:
+        # With so few rows a sequential scan is cheaper; forbid it to see whether
+        # the index matches the queries at all.
+        curs.execute("SET LOCAL enable_seqscan = off")
+        for query, params in queries:
+            curs.execute(sql.SQL("EXPLAIN ") + query, params)
+            plan = "\n".join(str(next(iter(r.values()))) for r in curs.fetchall())
+            assert "dj_instances_due_at" in plan, plan
+
+
+def test_opens_a_schema_made_by_a_dba_without_database_privileges(
+    postgres_url: str, pg_schema: str, opened: list[Store]
+) -> None:
+    # The app's role owns its schema but may not create schemas in the database.
+    role = f"{pg_schema}_role"
+    ident = sql.Identifier(role)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        conn.execute(
+            sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(pg_schema), ident)
+        )
+    try:
+        url = _with_auth(postgres_url, role, "")
+        store = open_store(f"{url}?schema={pg_schema}")
+        opened.append(store)
+        store.save(_start())
+        assert store.get("continuous", "job", "id-1") is not None
+    finally:
+        for s in opened:
+            s.close()
+        opened.clear()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(pg_schema))
+            )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
