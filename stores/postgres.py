@@ -151,14 +151,10 @@ class PostgresApplicationRecorderWithIndex(PostgresApplicationRecorder, Instance
         # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on
         # the database even when the schema exists (e.g. made by a DBA).
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.datastore.schema,)
-            )
+            curs.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.datastore.schema,))
             if curs.fetchone() is None:
                 curs.execute(
-                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                        Identifier(self.datastore.schema)
-                    )
+                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.datastore.schema))
                 )
 
     def _insert_events(

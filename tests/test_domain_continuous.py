@@ -10,6 +10,7 @@ ticket, "run" the handler, commit its outcome with ``complete_run`` or
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -27,6 +28,7 @@ from durable_jobs._domain.instance import (
     error_type_name,
 )
 from durable_jobs._domain.schedules import Schedule, cron, every
+from durable_jobs._errors import DurableJobsError
 
 T = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -273,7 +275,7 @@ def test_restart_after_terminate_is_a_new_generation() -> None:
     assert log.names()[:2] == ["started", "alarm_set"]
     assert "terminated" in log.names()
     assert log.names().count("started") == 2
-    assert inst.next_ticket(fresh=False) == RunTicket(1, 1)
+    assert inst.next_ticket(fresh=False) == RunTicket(1, 1, generation=2)
     assert replay(log.events) == inst
     old = replay(log.events[: terminated.originator_version])
     assert old.d.generation == 1
@@ -757,6 +759,69 @@ def test_reschedule_moves_the_alarm_once() -> None:
     new = log.take(inst)
     assert names(new) == ["alarm_set"]
     assert alarm(inst) == T + HOUR
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed with a retry", "failed"])
+def test_a_run_committed_after_terminate_does_not_revive_the_instance(outcome: str) -> None:
+    """C14 No run after terminate; SPEC §2 terminate cancels the alarm and removes the state.
+
+    A run in flight when a client's terminate commits first (the runtime then
+    reloads the aggregate after the version conflict and commits the run again)
+    must leave the instance terminated: no alarm, no state.
+    """
+    inst = start(counter(0))
+    ticket = inst.next_ticket(fresh=False)
+    assert inst.terminate(now=T + SECOND, reason="user requested")
+    inst.collect_events()
+    try:
+        if outcome == "succeeded":
+            inst.complete_run(
+                ticket,
+                Intents(state=counter(1)),
+                now=T + 2 * SECOND,
+                duration=1.0,
+                schedule=EVERY_30_MIN,
+            )
+        else:
+            retry = Retry(3, jitter=0) if outcome == "failed with a retry" else None
+            inst.fail_run(
+                ticket,
+                RuntimeError("x"),
+                now=T + 2 * SECOND,
+                schedule=EVERY_30_MIN,
+                retry=retry,
+                retry_at=inst.plan_retry(ticket, retry, now=T + 2 * SECOND),
+            )
+    except (ValueError, AssertionError, DurableJobsError):
+        pass
+    assert not live(inst)
+    assert alarm(inst) is None
+    assert inst.d.state is None
+
+
+def test_a_run_of_an_old_generation_does_not_touch_the_new_one() -> None:
+    """L05 A new start gives a fresh instance with the new input, even against a late commit."""
+    inst = start(counter(0))
+    for n in range(3):
+        succeed(inst, now=T + n * HALF_HOUR)
+    old_ticket = inst.next_ticket(fresh=False)
+    inst.terminate(now=T + 2 * HOUR)
+    ContinuousInstance.start(
+        inst, JOB, "c1", now=T + 2 * HOUR, state=counter(50), first_run_at=T + 3 * HOUR
+    )
+    inst.collect_events()
+    with contextlib.suppress(ValueError, AssertionError, DurableJobsError):
+        inst.complete_run(
+            old_ticket,
+            Intents(state=counter(4)),
+            now=T + 2 * HOUR + SECOND,
+            duration=1.0,
+            schedule=EVERY_30_MIN,
+        )
+    assert inst.d.generation == 2
+    assert inst.d.state == counter(50)
+    assert inst.d.run_count == 0
+    assert alarm(inst) == T + 3 * HOUR
 
 
 # --- recorded events ---------------------------------------------------------------------------

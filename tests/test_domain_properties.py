@@ -152,9 +152,9 @@ def test_continuous_command_sequences(data: st.DataObject, retry: Retry | None) 
             ticket = inst.next_ticket(fresh=fresh)
             retrying = m.attempt > 0 and not fresh
             if retrying:
-                expected = RunTicket(m.run_count, m.attempt + 1)
+                expected = RunTicket(m.run_count, m.attempt + 1, inst.d.generation)
             else:
-                expected = RunTicket(m.run_count + 1, 1)
+                expected = RunTicket(m.run_count + 1, 1, inst.d.generation)
             assert ticket == expected
             m.run_count = ticket.run_count
             if data.draw(st.booleans(), label="succeeds"):
@@ -277,7 +277,8 @@ def test_debounce_command_sequences(
                     continue
             event = m.next_event
             m.next_event += 1
-            was_empty = inst is None or inst.d.event_count == 0 or not inst.live
+            # SPEC's `created`: the add opened a batch on a new, idle or terminated instance.
+            was_empty = inst is None or not inst.live or inst.status == "idle"
             state = None if inst is None else inst.batch_state
             inst, opened = DebounceInstance.add(
                 inst,
@@ -472,7 +473,9 @@ def test_task_command_sequences(data: st.DataObject) -> None:
                 m = TaskModel(live=True)
             m.event_count += 1
             intents = _intents(data, now)
-            inst.record_success(RunTicket(0, 1), handler="on_event", now=now, duration=0.0)
+            inst.record_success(
+                RunTicket(0, 1, inst.d.generation), handler="on_event", now=now, duration=0.0
+            )
             inst.apply_intents(intents, now=now, alarm=inst.d.alarm_at)
             m = _apply(m, intents, base=m.alarm_at)
         elif inst is None:
@@ -487,7 +490,7 @@ def test_task_command_sequences(data: st.DataObject) -> None:
                 now = max(now, m.alarm_at)
             base = None if fired_by_alarm else m.alarm_at
             ticket = inst.next_ticket(fresh=True)
-            assert ticket == RunTicket(m.execute_count + 1, 1)
+            assert ticket == RunTicket(m.execute_count + 1, 1, inst.d.generation)
             m.execute_count += 1
             intents = _intents(data, now)
             if data.draw(st.booleans(), label="succeeds"):

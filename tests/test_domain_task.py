@@ -18,6 +18,7 @@ from typing import Any, cast
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import UNCHANGED, Handler, Intents, JobInstance, RunTicket
 from durable_jobs._domain.task import TaskInstance
+from durable_jobs._errors import DurableJobsError
 
 T = datetime(2026, 3, 1, 12, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -410,6 +411,23 @@ def test_terminate_from_the_client() -> None:
     assert alarm(inst) is None
     assert inst.d.state is None
     assert inst.terminate(now=T + 2 * SECOND) is False
+
+
+def test_a_handler_outcome_committed_after_terminate_does_not_revive_the_instance() -> None:
+    """T11 Terminate purges state and cancels the alarm, also against a late commit."""
+    inst, _ = receive(None)
+    assert inst.terminate(now=T + SECOND)
+    inst.collect_events()
+    try:
+        inst.record_success(RunTicket(1, 1), handler="execute", now=T + 2 * SECOND, duration=1.0)
+        inst.apply_intents(
+            Intents(state={"count": 1}, schedule=T + MINUTE), now=T + 2 * SECOND, alarm=None
+        )
+    except (ValueError, AssertionError, DurableJobsError):
+        pass
+    assert not inst.live
+    assert alarm(inst) is None
+    assert inst.d.state is None
 
 
 def test_status_follows_the_alarm() -> None:

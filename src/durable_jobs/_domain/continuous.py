@@ -61,10 +61,16 @@ class ContinuousInstance(JobInstance):
         now: datetime,
         duration: float,
         schedule: Schedule,
-    ) -> None:
-        """Commit a run that returned: its state, then termination or the next run."""
-        self.record_success(ticket, handler="execute", now=now, duration=duration)
+    ) -> bool:
+        """Commit a run that returned: its state, then termination or the next run.
+
+        False (nothing recorded) if the run is stale: the instance was
+        terminated, or started again, while the run was in flight.
+        """
+        if not self.record_success(ticket, handler="execute", now=now, duration=duration):
+            return False
         self.apply_intents(intents, now=now, alarm=schedule.next_fire(now))
+        return True
 
     def fail_run(
         self,
@@ -76,7 +82,7 @@ class ContinuousInstance(JobInstance):
         retry: Retry | None,
         retry_at: datetime | None,
         exhausted: ExhaustedAction | None = None,
-    ) -> None:
+    ) -> bool:
         """Commit a run that raised; none of its state changes are kept.
 
         ``retry_at`` comes from :meth:`plan_retry`. When it is None and there is
@@ -84,14 +90,16 @@ class ContinuousInstance(JobInstance):
         hook decided) says what happens: ``terminate``, ``pause`` (status
         ``failed``, no alarm) or ``continue`` (next regular run). With no retry
         policy the next regular run is scheduled and the status stays ``running``.
+        False (nothing recorded) if the run is stale.
         """
-        self.record_failure(ticket, error, handler="execute", now=now, retry_at=retry_at)
+        if not self.record_failure(ticket, error, handler="execute", now=now, retry_at=retry_at):
+            return False
         if retry_at is not None:
             self.set_alarm(retry_at, now=now)
-            return
+            return True
         if retry is None:
             self.set_alarm(schedule.next_fire(now), now=now)
-            return
+            return True
         action: ExhaustedAction = exhausted or "terminate"
         self.record_exhausted(ticket, action, now=now)
         if action == "terminate":
@@ -100,6 +108,12 @@ class ContinuousInstance(JobInstance):
             self.set_alarm(None, now=now)
         else:
             self.set_alarm(schedule.next_fire(now), now=now)
+        return True
+
+    @staticmethod
+    def first_run_at(schedule: Schedule, *, now: datetime, start_immediately: bool) -> datetime:
+        """When a new instance runs first: now, or at its schedule's first time."""
+        return now if start_immediately else schedule.next_fire(now)
 
     def reschedule(self, at: datetime, *, now: datetime) -> None:
         """Move the next run (misfire handling); nothing if it is already at ``at``."""

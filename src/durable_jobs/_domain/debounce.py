@@ -68,6 +68,11 @@ class DebounceInstance(JobInstance):
         return self.d.closed[0].started_at if self.d.closed else self.d.batch_started_at
 
     @property
+    def will_flush_at(self) -> datetime | None:
+        """When the next flush is due (the alarm); None while paused or empty."""
+        return self.d.alarm_at
+
+    @property
     def batch_state(self) -> Any:
         """The open batch's state (what ``on_event`` folds into); None if it is empty."""
         return self.d.state if self.d.event_count else None
@@ -101,7 +106,8 @@ class DebounceInstance(JobInstance):
             inst = existing
             if not inst.live:
                 inst.restart(now=now, state=None)
-        opened = inst.d.event_count == 0
+        # SPEC's ``created``: this add opened a batch on a new or idle instance.
+        opened = inst.status == "idle"
         inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
         inst.set_state(new_state, now=now)
         if max_events is not None and inst.d.event_count >= max_events:
@@ -198,10 +204,13 @@ class DebounceInstance(JobInstance):
 
         With ``retry_at`` the batch waits for its retry (same reason). Else it
         is paused (status ``failed``) unless ``exhausted`` is ``terminate``;
-        ``exhausted`` is None when the job has no retry policy.
+        ``exhausted`` is None when the job has no retry policy. ``continue``
+        (meant for continuous jobs) pauses too: a batch is never dropped silently.
         """
         if not self._is_head(flush):
             return False
+        if exhausted == "continue":
+            exhausted = "pause"
         self.record_failure(
             flush.ticket,
             error,

@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate, Snapshot
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from durable_jobs._domain.backoff import Retry, retry_decision
-from durable_jobs._domain.ids import Kind, instance_uuid
+from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 
 __all__ = [
     "UNCHANGED",
@@ -99,10 +99,16 @@ class InstanceData(BaseModel):
 
 @dataclass(frozen=True)
 class RunTicket:
-    """Which run (and which try of it) a handler call is."""
+    """Which run (and which try of it) a handler call is, of which generation.
+
+    A run is committed only if its instance is still live and in the same
+    generation: a late commit never revives a terminated instance or lands on
+    the instance a later ``start`` created.
+    """
 
     run_count: int
     attempt: int
+    generation: int = 1
 
     @property
     def is_retry(self) -> bool:
@@ -415,6 +421,7 @@ class JobInstance(Aggregate):
     @classmethod
     def create(cls: type[_I], job: str, instance_id: str, *, now: datetime, state: Any) -> _I:
         """A new instance of this kind (its ``started`` event is pending)."""
+        check_instance_id(instance_id)
         return cls._create(
             cls.Started,
             id=instance_uuid(cls.kind, job, instance_id),
@@ -427,7 +434,9 @@ class JobInstance(Aggregate):
 
     def restart(self, *, now: datetime, state: Any) -> None:
         """Start a new generation of a terminated instance."""
-        assert not self.d.live, "restart() is for terminated instances"
+        if self.d.live:
+            msg = "restart() is for terminated instances; this one is live"
+            raise ValueError(msg)
         self.trigger_event(self.Restarted, timestamp=now, state=state)
 
     # ---- common commands -------------------------------------------------------
@@ -451,6 +460,9 @@ class JobInstance(Aggregate):
 
     def set_alarm(self, at: datetime | None, *, now: datetime) -> None:
         """Make the instance's one alarm ring at ``at`` (None: no alarm)."""
+        if at is not None and at.tzinfo is None:
+            msg = f"An alarm time must be timezone-aware, not {at!r}"
+            raise ValueError(msg)
         if at == self.d.alarm_at:
             return
         if at is None:
@@ -492,7 +504,10 @@ class JobInstance(Aggregate):
         """Commit what a handler asked for: state, then termination or the alarm.
 
         ``alarm`` is the alarm to keep if the handler did not schedule anything.
+        Nothing is recorded on an instance that is no longer live.
         """
+        if not self.d.live:
+            return
         if intents.state_changed:
             self.set_state(intents.state, now=now)
         if intents.terminate:
@@ -500,9 +515,16 @@ class JobInstance(Aggregate):
             return
         self.set_alarm(intents.schedule if intents.schedule_changed else alarm, now=now)
 
+    def accepts(self, ticket: RunTicket) -> bool:
+        """Whether a run with ``ticket`` may still be committed (live, same generation)."""
+        return self.d.live and ticket.generation == self.d.generation
+
     def record_success(
         self, ticket: RunTicket, *, handler: Handler, now: datetime, duration: float
-    ) -> None:
+    ) -> bool:
+        """Record a handler run that returned; False (nothing recorded) if it is stale."""
+        if not self.accepts(ticket):
+            return False
         self.trigger_event(
             self.RunSucceeded,
             timestamp=now,
@@ -511,6 +533,7 @@ class JobInstance(Aggregate):
             attempt=ticket.attempt,
             duration=duration,
         )
+        return True
 
     def record_failure(
         self,
@@ -521,8 +544,13 @@ class JobInstance(Aggregate):
         now: datetime,
         retry_at: datetime | None,
         flush_reason: str | None = None,
-    ) -> None:
-        """Record a failed handler run; ``retry_at`` is when it will be tried again."""
+    ) -> bool:
+        """Record a failed handler run; ``retry_at`` is when it will be tried again.
+
+        False (nothing recorded) if the run is stale (see :meth:`accepts`).
+        """
+        if not self.accepts(ticket):
+            return False
         self.trigger_event(
             self.RunFailed,
             timestamp=now,
@@ -535,6 +563,7 @@ class JobInstance(Aggregate):
             retry_at=retry_at,
             flush_reason=flush_reason,
         )
+        return True
 
     def record_exhausted(
         self, ticket: RunTicket, action: ExhaustedAction, *, now: datetime
@@ -549,9 +578,10 @@ class JobInstance(Aggregate):
 
     def next_ticket(self, *, fresh: bool) -> RunTicket:
         """The ticket of the next execute run: a retry of the waiting run unless ``fresh``."""
-        if self.d.attempt and not fresh:
-            return RunTicket(self.d.run_count, self.d.attempt + 1)
-        return RunTicket(self.d.run_count + 1, 1)
+        d = self.d
+        if d.attempt and not fresh:
+            return RunTicket(d.run_count, d.attempt + 1, d.generation)
+        return RunTicket(d.run_count + 1, 1, d.generation)
 
     def plan_retry(
         self, ticket: RunTicket, retry: Retry | None, *, now: datetime

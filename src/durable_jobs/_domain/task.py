@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from durable_jobs._domain.instance import JobInstance, register_aggregate
@@ -40,7 +40,7 @@ class TaskInstance(JobInstance):
         *,
         now: datetime,
         idempotency_key: str | None,
-        window: Any,
+        window: timedelta,
     ) -> tuple[TaskInstance, bool]:
         """Record a validated event, creating (or restarting) the instance; True if created."""
         created = existing is None or not existing.live
