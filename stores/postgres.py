@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
-from urllib.parse import quote
 
 import psycopg
 from eventsourcing.persistence import (
@@ -40,6 +39,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
 from durable_jobs._store.base import Store, index_rows_from
 from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
+from durable_jobs._store.urls import scrub, scrub_chain
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -328,8 +328,8 @@ class PostgresStore(Store):
                 connect_timeout=s["connect_timeout"],
             ).close()
         except psycopg.Error as exc:
-            _scrub_chain(exc, self.url.password)
-            detail = _scrub(str(exc).strip() or type(exc).__name__, self.url.password)
+            scrub_chain(exc, self.url.password)
+            detail = scrub(str(exc).strip() or type(exc).__name__, self.url.password)
             msg = f"Could not connect to the Postgres store {self.url}: {detail}"
             raise StoreError(msg) from exc
 
@@ -340,7 +340,7 @@ class PostgresStore(Store):
             if self._factory is not None:
                 self._factory.close()
             if isinstance(exc, DurableJobsError):
-                _scrub_chain(exc, self.url.password)
+                scrub_chain(exc, self.url.password)
             raise
 
 
@@ -350,27 +350,3 @@ def _whole(url: StoreURL, name: str, default: str) -> int:
         msg = f"{name} must be a whole number >= 1, not {value!r}."
         raise ConfigurationError(msg)
     return int(value)
-
-
-def _scrub(text: str, password: str | None) -> str:
-    """``text`` without ``password`` (nor its URL-quoted form)."""
-    if not password:
-        return text
-    for form in {password, quote(password, safe=""), quote(password)}:
-        text = text.replace(form, "***")
-    return text
-
-
-def _scrub_chain(exc: BaseException, password: str | None) -> None:
-    """Remove ``password`` from the messages of ``exc`` and its causes (in place)."""
-    if not password:
-        return
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if any(isinstance(a, str) for a in current.args):
-            current.args = tuple(
-                _scrub(a, password) if isinstance(a, str) else a for a in current.args
-            )
-        current = current.__cause__ or current.__context__

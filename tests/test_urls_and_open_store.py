@@ -183,3 +183,30 @@ def test_sqlite_tables_are_plain_json(sqlite_url: str) -> None:
     assert rows[0][0] == "durable_jobs:ContinuousInstance.Started"
     assert rows[0][1].startswith(b"{") and b'"state":{"a":1}' in rows[0][1]
     assert index == [("continuous", "j", "i", "running", t.timestamp())]
+
+
+def test_sqlite_alarm_queries_use_the_due_at_index(sqlite_url: str) -> None:
+    """The due-alarm queries are index scans: no aggregate, no table scan."""
+    from durable_jobs.stores import sqlite as adapter
+
+    with dj.open_store(sqlite_url) as store:
+        assert isinstance(store, SQLiteStore)
+        datastore = store._app.factory.datastore  # type: ignore[attr-defined]
+        queries = [
+            (
+                adapter._SELECT + "WHERE due_at IS NOT NULL AND due_at <= ? "
+                "ORDER BY due_at, instance_uuid LIMIT ?",
+                (1.0, 10),
+            ),
+            (
+                adapter._SELECT
+                + "WHERE due_at IS NOT NULL ORDER BY due_at, instance_uuid LIMIT ?",
+                (10,),
+            ),
+        ]
+        for sql, params in queries:
+            with datastore.transaction(commit=False) as c:
+                c.execute("EXPLAIN QUERY PLAN " + sql, params)
+                plan = " ".join(str(row[-1]) for row in c.fetchall())
+            assert "USING INDEX dj_instances_due_at" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan

@@ -32,7 +32,7 @@ from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
 from durable_jobs._errors import ConcurrencyError, ConfigurationError, DurableJobsError, StoreError
 from durable_jobs._store.index import IndexRow, InstanceIndex
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
-from durable_jobs._store.urls import StoreURL
+from durable_jobs._store.urls import StoreURL, scrub, scrub_chain
 
 __all__ = ["DEFAULT_SNAPSHOT_INTERVAL", "Store"]
 
@@ -148,7 +148,9 @@ class Store(ABC):
         except DurableJobsError:
             raise
         except Exception as exc:
-            raise StoreError(f"Could not open the store {self.url}: {_describe(exc)}") from exc
+            raise StoreError(
+                f"Could not open the store {self.url}: {self._describe(exc)}"
+            ) from exc
 
     @property
     def index(self) -> InstanceIndex:
@@ -196,7 +198,7 @@ class Store(ABC):
         except IntegrityError as exc:
             if not self._is_version_conflict(exc):
                 msg = (
-                    f"The store {self.url} refused the write ({_describe(exc)}); "
+                    f"The store {self.url} refused the write ({self._describe(exc)}); "
                     "nothing was written."
                 )
                 raise StoreError(msg) from exc
@@ -209,7 +211,10 @@ class Store(ABC):
         except DurableJobsError:
             raise
         except Exception as exc:
-            msg = f"Could not save to the store {self.url}: {_describe(exc)}; nothing was written."
+            msg = (
+                f"Could not save to the store {self.url}: {self._describe(exc)}; "
+                "nothing was written."
+            )
             raise StoreError(msg) from exc
 
     def history(
@@ -270,7 +275,14 @@ class Store(ABC):
         except DurableJobsError:
             raise
         except Exception as exc:
-            raise StoreError(f"Could not read the store {self.url}: {_describe(exc)}") from exc
+            raise StoreError(
+                f"Could not read the store {self.url}: {self._describe(exc)}"
+            ) from exc
+
+    def _describe(self, exc: BaseException) -> str:
+        """A one-line account of a driver error, with the URL's password removed everywhere."""
+        scrub_chain(exc, self.url.password)
+        return scrub(_describe(exc), self.url.password)
 
     def _read_error(self, uuid: UUID, label: str | None, exc: Exception) -> StoreError:
         if label is None:
@@ -285,7 +297,7 @@ class Store(ABC):
                 f"({exc.problem}). Nothing was changed; repair or purge that instance."
             )
         else:
-            msg = f"Cannot read {label} from the store {self.url}: {_describe(exc)}"
+            msg = f"Cannot read {label} from the store {self.url}: {self._describe(exc)}"
         return StoreError(msg)
 
     # ---- lifecycle ---------------------------------------------------------------

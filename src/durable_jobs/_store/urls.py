@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from durable_jobs._errors import ConfigurationError
 
-__all__ = ["StoreURL", "redact"]
+__all__ = ["StoreURL", "redact", "scrub", "scrub_chain"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,27 @@ def redact(url: str) -> str:
             auth = auth.split(":", 1)[0] + ":***"
         netloc = f"{auth}@{hostport}"
     return f"{scheme}://{netloc}{slash}{tail}"
+
+
+def scrub(text: str, password: str | None) -> str:
+    """``text`` without ``password`` (nor its URL-quoted form)."""
+    if not password:
+        return text
+    for form in {password, quote(password, safe=""), quote(password)}:
+        text = text.replace(form, "***")
+    return text
+
+
+def scrub_chain(exc: BaseException, password: str | None) -> None:
+    """Remove ``password`` from the messages of ``exc`` and its causes (in place)."""
+    if not password:
+        return
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(isinstance(a, str) for a in current.args):
+            current.args = tuple(
+                scrub(a, password) if isinstance(a, str) else a for a in current.args
+            )
+        current = current.__cause__ or current.__context__

@@ -16,6 +16,7 @@ processes; for a non-durable store it uses one store object.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -262,6 +263,57 @@ class StoreConformance:
             second_store.save(fresh, b)
         assert store.get("continuous", "job", "g2") is None
         assert store.index_row(fresh.id) is None
+
+    def test_racing_threads_commit_each_version_once(
+        self, store: Store, second_store: Store
+    ) -> None:
+        """Writers on threads (as the runtime's workers are) never both commit a version."""
+        store.save(_continuous("job", "hot"))
+        stores = [store, second_store] * 4
+        results: list[str] = []
+        barrier = threading.Barrier(len(stores))
+
+        def worker(n: int, target: Store) -> None:
+            inst = target.get("continuous", "job", "hot")
+            assert isinstance(inst, ContinuousInstance)
+            _run(inst, 1 + n % 3)
+            barrier.wait(timeout=30)
+            try:
+                target.save(inst)
+            except ConcurrencyError:
+                results.append("conflict")
+            else:
+                results.append("won")
+
+        threads = [threading.Thread(target=worker, args=(n, s)) for n, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(results) == ["conflict"] * (len(stores) - 1) + ["won"]
+        winner = store.get("continuous", "job", "hot")
+        assert winner is not None
+        row = store.index_row(winner.id)
+        assert row is not None and row.version == winner.version
+        assert _replay(store.history(winner.id)) == winner
+
+    def test_threads_saving_different_instances_all_commit(self, store: Store) -> None:
+        def worker(n: int) -> None:
+            for i in range(5):
+                inst = _continuous("job", f"t{n}-{i}", due=T0 + timedelta(seconds=n * 10 + i))
+                _run(inst, 2)
+                store.save(inst)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        rows = store.list_instances(limit=100)
+        assert len(rows) == 30
+        for row in rows:
+            inst = store.get("continuous", "job", row.instance_id)
+            assert inst is not None and inst.version == row.version
 
     # ---- the alarm index -----------------------------------------------------------
 
