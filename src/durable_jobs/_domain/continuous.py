@@ -45,11 +45,7 @@ class ContinuousInstance(JobInstance):
         """Start an instance; a live one is returned unchanged (``created`` False)."""
         if existing is not None and existing.live:
             return existing, False
-        if existing is None:
-            inst = cls.create(job, instance_id, now=now, state=state)
-        else:
-            inst = existing
-            inst.restart(now=now, state=state)
+        inst = cls.live_instance(existing, job, instance_id, now=now, state=state)
         inst.set_alarm(first_run_at, now=now)
         return inst, True
 

@@ -100,12 +100,7 @@ class DebounceInstance(JobInstance):
         fixed by its first event; reaching ``max_events`` closes the batch in
         this same commit and makes its flush due now.
         """
-        if existing is None:
-            inst = cls.create(job, instance_id, now=now, state=None)
-        else:
-            inst = existing
-            if not inst.live:
-                inst.restart(now=now, state=None)
+        inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
         # SPEC's ``created``: this add opened a batch on a new or idle instance.
         opened = inst.status == "idle"
         inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)

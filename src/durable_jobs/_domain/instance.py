@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 from eventsourcing.domain import Aggregate, Snapshot
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from durable_jobs._domain.backoff import Retry, retry_decision
+from durable_jobs._domain.backoff import OnExhausted, Retry, retry_decision
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 
 Handler = Literal["execute", "on_event", "on_idle", "on_error"]
 FlushReason = Literal["flush_after", "max_events", "manual"]
-ExhaustedAction = Literal["terminate", "pause", "continue"]
+ExhaustedAction = OnExhausted
 
 _I = TypeVar("_I", bound="JobInstance")
 
@@ -431,6 +431,23 @@ class JobInstance(Aggregate):
             instance_id=instance_id,
             state=state,
         )
+
+    @classmethod
+    def live_instance(
+        cls: type[_I],
+        existing: _I | None,
+        job: str,
+        instance_id: str,
+        *,
+        now: datetime,
+        state: Any,
+    ) -> _I:
+        """``existing`` if live, else a new instance (or generation) starting with ``state``."""
+        if existing is None:
+            return cls.create(job, instance_id, now=now, state=state)
+        if not existing.live:
+            existing.restart(now=now, state=state)
+        return existing
 
     def restart(self, *, now: datetime, state: Any) -> None:
         """Start a new generation of a terminated instance."""

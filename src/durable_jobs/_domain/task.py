@@ -44,11 +44,6 @@ class TaskInstance(JobInstance):
     ) -> tuple[TaskInstance, bool]:
         """Record a validated event, creating (or restarting) the instance; True if created."""
         created = existing is None or not existing.live
-        if existing is None:
-            inst = cls.create(job, instance_id, now=now, state=None)
-        else:
-            inst = existing
-            if not inst.live:
-                inst.restart(now=now, state=None)
+        inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
         inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
         return inst, created
