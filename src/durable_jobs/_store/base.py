@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     EventStore,
     InfrastructureFactory,
@@ -62,31 +62,6 @@ class _JobsApplication(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return JsonMapper()
-
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        # Snapshot the in-memory aggregate (no re-read) whenever a save crosses a
-        # multiple of the interval. The events are committed already: a failed
-        # snapshot is logged, never raised, since a snapshot is only a cache.
-        interval = self._store.snapshot_interval
-        if not interval or self.snapshots is None:
-            return
-        crossed = {
-            e.originator_id
-            for e in processing_event.events
-            if e.originator_version % interval == 0
-        }
-        for uuid in crossed:
-            agg = processing_event.aggregates.get(uuid)
-            if agg is None:
-                continue
-            try:
-                self.snapshots.put([InstanceSnapshot.take(agg)])
-            except Exception:
-                log.warning(
-                    "Could not snapshot instance %s; it will replay its events",
-                    uuid,
-                    exc_info=True,
-                )
 
 
 class Store(ABC):
@@ -193,8 +168,11 @@ class Store(ABC):
         rows = [_index_row(i) for i in instances if i.pending_events]
         if not rows:
             return
+        # Straight to the event store: eventsourcing's Application.save adds
+        # nothing we use here but costs runtime protocol checks on every object.
+        events = [e for inst in instances for e in inst.collect_events()]
         try:
-            self._app.save(*instances, **{INDEX_KWARG: rows})
+            self._app.events.put(events, **{INDEX_KWARG: rows})
         except IntegrityError as exc:
             if not self._is_version_conflict(exc):
                 msg = (
@@ -216,6 +194,31 @@ class Store(ABC):
                 "nothing was written."
             )
             raise StoreError(msg) from exc
+        self._snapshot(instances, events)
+
+    def _snapshot(self, instances: Sequence[JobInstance], events: Sequence[Any]) -> None:
+        """Snapshot each saved instance whose new events crossed a multiple of the interval.
+
+        The in-memory aggregate is snapshotted (no re-read). The events are
+        committed already: a failed snapshot is logged, never raised, since a
+        snapshot is only a cache.
+        """
+        interval = self.snapshot_interval
+        snapshots = self._app.snapshots
+        if not interval or snapshots is None:
+            return
+        crossed = {e.originator_id for e in events if e.originator_version % interval == 0}
+        for inst in instances:
+            if inst.id not in crossed:
+                continue
+            try:
+                snapshots.put([InstanceSnapshot.take(inst)])
+            except Exception:
+                log.warning(
+                    "Could not snapshot instance %s; it will replay its events",
+                    inst.id,
+                    exc_info=True,
+                )
 
     def history(
         self, uuid: UUID, *, gt: int | None = None, lte: int | None = None

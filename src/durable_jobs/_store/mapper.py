@@ -29,6 +29,7 @@ __all__ = ["CorruptEventError", "JsonMapper"]
 
 SNAPSHOT_TOPIC = "durable_jobs:Snapshot"
 _ID_FIELDS = ("originator_id", "originator_version")
+_EXCLUDE = set(_ID_FIELDS)
 
 
 class CorruptEventError(Exception):
@@ -91,17 +92,19 @@ class JsonMapper(Mapper[UUID]):
         except KeyError:
             msg = f"{cls.__qualname__} is not an event this store records"
             raise TypeError(msg) from None
-        payload = _adapter(cls).dump_python(domain_event, mode="json")
-        for name in _ID_FIELDS:
-            payload.pop(name, None)
-        if "originator_topic" in payload:
-            # Store the short aggregate topic, not eventsourcing's module path.
+        adapter = _adapter(cls)
+        if "originator_topic" in _payload_fields(cls):
+            # Created events: store the short aggregate topic, not eventsourcing's module path.
+            payload = adapter.dump_python(domain_event, mode="json", exclude=_EXCLUDE)
             payload["originator_topic"] = stored_topic(resolve_topic(payload["originator_topic"]))
+            state = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            state = adapter.dump_json(domain_event, exclude=_EXCLUDE)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=topic,
-            state=json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(),
+            state=state,
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
