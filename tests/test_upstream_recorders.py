@@ -8,6 +8,8 @@ Each store gets:
   on our application recorder (plus upstream's optional subscription test
   where the recorder supports subscriptions);
 - ``InfrastructureFactoryTestCase`` on our factory subclass;
+- ``TrackingRecorderTestCase`` on the tracking recorder our factory builds
+  (upstream's class: our factories must keep building a working one);
 - ``AggregateRecorderTestCase`` on the aggregate recorder our factory builds
   for snapshots. (It cannot run on an application recorder: it asserts that
   ``insert_events`` returns None, where an application recorder must return
@@ -104,6 +106,11 @@ class TestMemorySnapshotRecorder(JoinsStrayThreads, upstream.AggregateRecorderTe
         return _MemoryFactory(Environment("DurableJobs")).aggregate_recorder("snapshots")
 
 
+class TestMemoryTrackingRecorder(JoinsStrayThreads, upstream.TrackingRecorderTestCase):
+    def create_recorder(self) -> TrackingRecorder:
+        return _MemoryFactory(Environment("DurableJobs")).tracking_recorder()
+
+
 class TestMemoryFactory(JoinsStrayThreads, upstream.InfrastructureFactoryTestCase[_MemoryFactory]):
     class TrackingRecorderSubclass(POPOTrackingRecorder):
         pass
@@ -185,6 +192,18 @@ class TestSQLiteSnapshotRecorder(
         )
         self._datastores.append(factory.datastore)
         return factory.aggregate_recorder("snapshots")
+
+
+class TestSQLiteTrackingRecorder(
+    JoinsStrayThreads, SQLiteFiles, upstream.TrackingRecorderTestCase
+):
+    def create_recorder(self) -> TrackingRecorder:
+        path = Path(self._tmp.name) / f"tracking-{secrets.token_hex(4)}.db"
+        factory = _SQLiteFactory(
+            Environment("DurableJobs", {SQLiteFactory.SQLITE_DBNAME: str(path)})
+        )
+        self._datastores.append(factory.datastore)
+        return factory.tracking_recorder()
 
 
 class TestSQLiteFactory(JoinsStrayThreads, upstream.InfrastructureFactoryTestCase[_SQLiteFactory]):
@@ -304,6 +323,17 @@ class TestPostgresSnapshotRecorder(
         recorder = factory.aggregate_recorder("snapshots")
         assert isinstance(recorder, PostgresAggregateRecorder)
         return recorder
+
+
+@pytest.mark.postgres
+class TestPostgresTrackingRecorder(
+    JoinsStrayThreads, PostgresSchema, upstream.TrackingRecorderTestCase
+):
+    def create_recorder(self) -> TrackingRecorder:
+        factory = PostgresFactoryWithIndex(Environment("DurableJobs", self.connection_env()))
+        self.addCleanup(factory.close)
+        factory.application_recorder()  # creates the schema
+        return factory.tracking_recorder()
 
 
 @pytest.mark.postgres
