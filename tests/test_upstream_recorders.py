@@ -53,6 +53,7 @@ from durable_jobs.stores.memory import MemoryApplicationRecorder, _MemoryFactory
 from durable_jobs.stores.postgres import (
     PostgresApplicationRecorderWithIndex,
     PostgresFactoryWithIndex,
+    PostgresSnapshotRecorder,
 )
 from durable_jobs.stores.sqlite import SQLiteApplicationRecorderWithIndex, _SQLiteFactory
 
@@ -358,7 +359,7 @@ class TestPostgresFactory(
         return PostgresFactoryWithIndex
 
     def expected_aggregate_recorder_class(self) -> type[AggregateRecorder]:
-        return PostgresAggregateRecorder
+        return PostgresSnapshotRecorder
 
     def expected_application_recorder_class(self) -> type[ApplicationRecorder]:
         return PostgresApplicationRecorderWithIndex
