@@ -296,7 +296,8 @@ def test_terminate_without_a_reason_records_none() -> None:
     log = Log()
     inst = start(log=log)
     inst.terminate(now=T + SECOND)
-    (event,) = log.take(inst)
+    cleared, event = log.take(inst)
+    assert isinstance(cleared, ContinuousInstance.AlarmCleared)
     assert isinstance(event, ContinuousInstance.Terminated)
     assert event.reason is None
     assert event.timestamp == T + SECOND
@@ -404,7 +405,7 @@ def test_complete_run_with_terminate_ends_the_instance() -> None:
     )
     new = log.take(inst)
 
-    assert names(new) == ["run_succeeded", "terminated"]
+    assert names(new) == ["run_succeeded", "alarm_cleared", "terminated"]
     terminated = new[-1]
     assert isinstance(terminated, ContinuousInstance.Terminated)
     assert terminated.reason == "max runs reached"
@@ -431,7 +432,7 @@ def test_terminate_with_a_state_change_records_both_and_sets_no_alarm() -> None:
         ),
     )
     new = log.take(inst)
-    assert names(new) == ["run_succeeded", "state_changed", "terminated"]
+    assert names(new) == ["run_succeeded", "state_changed", "alarm_cleared", "terminated"]
     assert cast(ContinuousInstance.RunSucceeded, new[0]).run_count == 2
     assert inst.status == "terminated"
     assert alarm(inst) is None
@@ -642,8 +643,8 @@ def test_exhausted_retries_with_terminate_end_the_instance() -> None:
 
     assert ticket == RunTicket(1, 2)
     assert at2 is None
-    assert names(new) == ["run_failed", "retry_exhausted", "terminated"]
-    failed, exhausted, terminated = new
+    assert names(new) == ["run_failed", "retry_exhausted", "alarm_cleared", "terminated"]
+    failed, exhausted, _cleared, terminated = new
     assert isinstance(failed, ContinuousInstance.RunFailed)
     assert (failed.attempt, failed.will_retry) == (2, False)
     assert isinstance(exhausted, ContinuousInstance.RetryExhausted)

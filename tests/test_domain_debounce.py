@@ -625,7 +625,12 @@ def test_exhausted_retries_with_terminate_end_the_instance() -> None:
     assert again.ticket == RunTicket(1, 2)
     n = len(b.log.events)
     b.failed(again, now=at, retry=retry)
-    assert names(b.log.events[n:]) == ["run_failed", "retry_exhausted", "terminated"]
+    assert names(b.log.events[n:]) == [
+        "run_failed",
+        "retry_exhausted",
+        "alarm_cleared",
+        "terminated",
+    ]
     exhausted = b.log.events[n + 1]
     assert isinstance(exhausted, DebounceInstance.RetryExhausted)
     assert (exhausted.attempt, exhausted.action) == (2, "terminate")

@@ -384,7 +384,7 @@ def test_a_handler_can_terminate() -> None:
     log.take(inst)
     on_event(inst, Intents(state={"count": 2}, terminate=True, terminate_reason="done"), now=T)
     new = log.take(inst)
-    assert names(new) == ["run_succeeded", "state_changed", "terminated"]
+    assert names(new) == ["run_succeeded", "state_changed", "alarm_cleared", "terminated"]
     terminated = new[-1]
     assert isinstance(terminated, TaskInstance.Terminated)
     assert terminated.reason == "done"

@@ -472,6 +472,8 @@ class JobInstance(Aggregate):
         """End a live instance; False (and no event) if it is not live."""
         if not self.d.live:
             return False
+        # Record the alarm's end explicitly, so the history says what happened to it.
+        self.set_alarm(None, now=now)
         self.trigger_event(self.Terminated, timestamp=now, reason=reason)
         return True
 
