@@ -316,6 +316,7 @@ def test_server_going_away_is_a_store_error_not_a_hang(postgres_url: str, pg_sch
                 store.save(inst)
             assert not isinstance(saving.value, ConcurrencyError)
             assert isinstance(saving.value.__cause__, Exception)
+            assert "may or may not have been committed" in str(saving.value)
             _assert_no_secret(saving.value, store)
             with pytest.raises(StoreError) as reading:
                 store.get("continuous", "j", "gone")

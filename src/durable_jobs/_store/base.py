@@ -22,7 +22,9 @@ from eventsourcing.persistence import (
     EventStore,
     InfrastructureFactory,
     IntegrityError,
+    InterfaceError,
     Mapper,
+    OperationalError,
 )
 from eventsourcing.utils import Environment
 
@@ -189,10 +191,15 @@ class Store(ABC):
         except DurableJobsError:
             raise
         except Exception as exc:
-            msg = (
-                f"Could not save to the store {self.url}: {self._describe(exc)}; "
-                "nothing was written."
-            )
+            if isinstance(exc, OperationalError | InterfaceError):
+                # The connection failed: the commit itself may have gone through.
+                outcome = (
+                    "the connection failed, so the write may or may not have been "
+                    "committed: reload the instance to find out"
+                )
+            else:
+                outcome = "nothing was written"
+            msg = f"Could not save to the store {self.url}: {self._describe(exc)}; {outcome}."
             raise StoreError(msg) from exc
         self._snapshot(instances, events)
 
