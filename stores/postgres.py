@@ -16,6 +16,7 @@ Events are kept by eventsourcing's Postgres recorder; the instance index is the
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
@@ -74,6 +75,8 @@ def _retry_reads(func: _F) -> _F:
     """
     return cast(_F, retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)(func))
 
+
+_WRITE_TRIES: Final = 3
 
 # Upstream's methods without their 10-attempt retry decorators (functools.wraps keeps them).
 _insert_events_once = PostgresApplicationRecorder.insert_events.__wrapped__
@@ -187,11 +190,44 @@ class PostgresApplicationRecorderWithIndex(PostgresApplicationRecorder, Instance
             curs.execute(self._upsert_index, params)
         self._run_fault_hook()
 
-    @_retry_reads
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        return cast("Sequence[int] | None", _insert_events_once(self, stored_events, **kwargs))
+        """Upstream's insert, tried up to 3 times on a dropped connection.
+
+        A connection can drop after the server committed but before it said
+        so; the next try then finds its own events already there. That is
+        recognised (the stored rows equal ours) and reported as success, not
+        as a version conflict. Notification ids are unknown then: None.
+        """
+        uncertain = False
+        for attempt in range(1, _WRITE_TRIES + 1):
+            try:
+                return cast(
+                    "Sequence[int] | None", _insert_events_once(self, stored_events, **kwargs)
+                )
+            except (InterfaceError, OperationalError):
+                if attempt == _WRITE_TRIES:
+                    raise
+                uncertain = True
+                time.sleep(0.2)
+            except IntegrityError:
+                if uncertain and self._already_recorded(stored_events):
+                    return None
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _already_recorded(self, stored_events: Sequence[StoredEvent]) -> bool:
+        """Whether every one of ``stored_events`` is in the table exactly as given."""
+        by_id: dict[UUID | str, dict[int, StoredEvent]] = {}
+        for e in stored_events:
+            by_id.setdefault(e.originator_id, {})[e.originator_version] = e
+        for originator_id, mine in by_id.items():
+            found = self.select_events(originator_id, gt=min(mine) - 1, lte=max(mine))
+            theirs = {e.originator_version: (e.topic, bytes(e.state)) for e in found}
+            if theirs != {v: (e.topic, bytes(e.state)) for v, e in mine.items()}:
+                return False
+        return True
 
     @_retry_reads
     def select_events(

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg import sql
@@ -23,6 +23,7 @@ from durable_jobs import ConcurrencyError, ConfigurationError, StoreError, open_
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.urls import StoreURL
+from durable_jobs.stores import postgres as postgres_adapter
 from durable_jobs.stores.postgres import (
     PostgresApplicationRecorderWithIndex,
     PostgresFactoryWithIndex,
@@ -329,6 +330,43 @@ def test_server_going_away_is_a_store_error_not_a_hang(postgres_url: str, pg_sch
     with open_store(f"{postgres_url}?schema={pg_schema}") as direct:
         again = direct.get("continuous", "j", "gone")
         assert again is not None and again.live
+
+
+def test_a_commit_whose_acknowledgement_was_lost_is_not_a_conflict(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server committed, the connection dropped before it said so: the retry must
+    recognise its own events instead of reporting a version conflict."""
+    inst, _ = ContinuousInstance.start(None, "j", "lost-ack", now=T, state=1, first_run_at=T)
+    calls: list[str] = []
+    real = postgres_adapter._insert_events_once
+    first_try = {"mode": "commit, then drop"}
+
+    def flaky(self: Any, stored_events: Any, **kwargs: Any) -> Any:
+        calls.append(first_try["mode"] if not calls else "retry")
+        if len(calls) == 1 and first_try["mode"] == "drop before commit":
+            raise OperationalError("server closed the connection unexpectedly")
+        result = real(self, stored_events, **kwargs)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    monkeypatch.setattr(postgres_adapter, "_insert_events_once", flaky)
+    pg_store.save(inst)
+    assert calls == ["commit, then drop", "retry"]
+    assert pg_store.get("continuous", "j", "lost-ack") == inst
+
+    # Another writer's commit found by the retry is still a conflict.
+    other = pg_store.get("continuous", "j", "lost-ack")
+    assert isinstance(other, ContinuousInstance)
+    other.terminate(now=T)
+    pg_store.save(other)
+    calls.clear()
+    first_try["mode"] = "drop before commit"
+    inst.set_alarm(None, now=T + timedelta(seconds=1))
+    with pytest.raises(ConcurrencyError):
+        pg_store.save(inst)
+    assert calls == ["drop before commit", "retry"]
 
 
 # ---- schemas -------------------------------------------------------------------------

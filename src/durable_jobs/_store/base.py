@@ -166,13 +166,27 @@ class Store(ABC):
 
         Raises :class:`ConcurrencyError` if another writer saved one of them
         first; then nothing was written and the instances must be reloaded.
+        After any error the instances keep their pending events, so a save
+        that failed for a passing reason can simply be tried again.
         """
         rows = [_index_row(i) for i in instances if i.pending_events]
         if not rows:
             return
         # Straight to the event store: eventsourcing's Application.save adds
         # nothing we use here but costs runtime protocol checks on every object.
-        events = [e for inst in instances for e in inst.collect_events()]
+        pending = [(inst, inst.collect_events()) for inst in instances]
+        events = [e for _, evs in pending for e in evs]
+        try:
+            self._put(events, rows)
+        except BaseException:
+            # Keep the instances as they were: a failed save can be retried as is.
+            for inst, evs in pending:
+                inst.pending_events[:0] = evs
+            raise
+        self._snapshot(instances, events)
+
+    def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
+        """Write ``events`` and the index ``rows`` in one transaction, mapping driver errors."""
         try:
             self._app.events.put(events, **{INDEX_KWARG: rows})
         except IntegrityError as exc:
@@ -201,7 +215,6 @@ class Store(ABC):
                 outcome = "nothing was written"
             msg = f"Could not save to the store {self.url}: {self._describe(exc)}; {outcome}."
             raise StoreError(msg) from exc
-        self._snapshot(instances, events)
 
     def _snapshot(self, instances: Sequence[JobInstance], events: Sequence[Any]) -> None:
         """Snapshot each saved instance whose new events crossed a multiple of the interval.

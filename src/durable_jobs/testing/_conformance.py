@@ -231,6 +231,23 @@ class StoreConformance:
         assert (row.version, row.status, row.due_at) == (saved_version, "running", T0)
         assert [r.instance_id for r in store.due_alarms(T0)] == ["f2"]
 
+    def test_a_failed_save_can_be_tried_again(self, store: Store) -> None:
+        """After an error the instance keeps its pending events; the retry writes them all."""
+        inst = _continuous("job", "again")
+        _run(inst, 2)
+        store.index.fault_hook = _raise_fault
+        try:
+            with pytest.raises((InjectedFault, StoreError)):
+                store.save(inst)
+        finally:
+            store.index.fault_hook = None
+        assert len(inst.pending_events) == inst.version
+        store.save(inst)
+        assert inst.pending_events == []
+        assert store.get("continuous", "job", "again") == inst
+        row = store.index_row(inst.id)
+        assert row is not None and row.version == inst.version
+
     # ---- concurrency ---------------------------------------------------------------
 
     def test_two_writers_of_one_version_one_wins(self, store: Store, second_store: Store) -> None:
