@@ -84,7 +84,28 @@ _select_events_once = PostgresApplicationRecorder.select_events.__wrapped__
 _aggregate_insert_once = PostgresAggregateRecorder.insert_events.__wrapped__
 
 
-class PostgresApplicationRecorderWithIndex(PostgresApplicationRecorder, InstanceIndex):
+class _ReadsTriedThrice:
+    """Upstream's ``select_events`` with 3 tries instead of 10 (see :func:`_retry_reads`)."""
+
+    @_retry_reads
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return cast(
+            "Sequence[StoredEvent]",
+            _select_events_once(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
+        )
+
+
+class PostgresApplicationRecorderWithIndex(
+    _ReadsTriedThrice, PostgresApplicationRecorder, InstanceIndex
+):
     """eventsourcing's Postgres application recorder that also keeps the instance index.
 
     Index rows are upserted by :meth:`_insert_events`, which upstream runs in
@@ -230,21 +251,6 @@ class PostgresApplicationRecorderWithIndex(PostgresApplicationRecorder, Instance
         return True
 
     @_retry_reads
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        return cast(
-            "Sequence[StoredEvent]",
-            _select_events_once(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
-        )
-
-    @_retry_reads
     def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
         with (
             self.datastore.get_connection() as conn,
@@ -293,7 +299,7 @@ def _row_params(row: IndexRow) -> tuple[Any, ...]:
     return (row.instance_uuid, *rest)
 
 
-class PostgresSnapshotRecorder(PostgresAggregateRecorder):
+class PostgresSnapshotRecorder(_ReadsTriedThrice, PostgresAggregateRecorder):
     """eventsourcing's Postgres aggregate recorder (for snapshots) with 3 tries, not 10."""
 
     @_retry_reads
@@ -301,21 +307,6 @@ class PostgresSnapshotRecorder(PostgresAggregateRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         return cast("Sequence[int] | None", _aggregate_insert_once(self, stored_events, **kwargs))
-
-    @_retry_reads
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        return cast(
-            "Sequence[StoredEvent]",
-            _select_events_once(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
-        )
 
 
 class PostgresFactoryWithIndex(PostgresFactory):
