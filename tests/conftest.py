@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 from psycopg.rows import TupleRow
 
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from durable_jobs._store.base import Store
+
+# Hypothesis: no per-example deadline (a loaded CI machine is not a bug), and a
+# "thorough" profile for long local runs: HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("default", deadline=None, print_blob=True)
+settings.register_profile("thorough", deadline=None, print_blob=True, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 POSTGRES_URL_ENV = "DURABLE_JOBS_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
