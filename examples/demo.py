@@ -123,15 +123,18 @@ def main() -> int:
 
         inst = store.get("continuous", "heartbeat", "demo")
         assert inst is not None
-        print(f"\nHistory of heartbeat/demo (last 6 of {inst.version} events):")
-        for event in store.history(inst.id)[-6:]:
+        history = store.history(inst.id)
+        shown_count = min(6, len(history))
+        print(f"\nHistory of heartbeat/demo (the last {shown_count} of {len(history)} events):")
+        for event in history[-6:]:
             fields = {
-                k: v
+                k: v.isoformat(timespec="seconds") if isinstance(v, datetime) else v
                 for k, v in vars(event).items()
                 if k
                 not in ("originator_id", "originator_version", "timestamp", "originator_topic")
             }
-            print(f"  v{event.originator_version:<4} {event.NAME:<14} {fields}")
+            shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+            print(f"  v{event.originator_version:<4} {event.NAME:<14} {shown}")
 
     print(
         "\nStopped. Everything above is committed in demo-data/jobs.db: run `make demo` again"

@@ -183,3 +183,28 @@ def test_corrupt_rows_raise_with_version(topic: str, state: bytes, problem: str)
 def test_events_of_other_classes_are_refused() -> None:
     with pytest.raises(TypeError, match="not an event this store records"):
         mapper.to_stored_event(object())
+
+
+def test_decoded_times_are_plain_utc() -> None:
+    """Times read back use ``datetime.UTC``, not a parser's own tzinfo object."""
+    for event in _every_event():
+        back = _roundtrip(event)
+        for value in vars(back).values():
+            if isinstance(value, datetime):
+                assert value.tzinfo is UTC
+    deb, _ = DebounceInstance.add(
+        None,
+        "d",
+        "1",
+        1,
+        now=T,
+        new_state=[1],
+        idempotency_key="k",
+        window=W,
+        flush_after=W,
+        max_events=1,
+    )
+    rebuilt = _roundtrip(InstanceSnapshot.take(deb)).mutate(None)
+    assert rebuilt.d.created_at.tzinfo is UTC
+    assert rebuilt.d.closed[0].started_at.tzinfo is UTC
+    assert rebuilt.d.idempotency["k"].tzinfo is UTC

@@ -11,11 +11,11 @@ caller: the domain never reads a clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, cast
 
 from eventsourcing.domain import Aggregate, Snapshot
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
 
 from durable_jobs._domain.backoff import OnExhausted, Retry, retry_decision
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
@@ -36,6 +36,18 @@ FlushReason = Literal["flush_after", "max_events", "manual"]
 ExhaustedAction = OnExhausted
 
 _I = TypeVar("_I", bound="JobInstance")
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Stored times come back as ``datetime.UTC`` times (pydantic would give its own tzinfo)."""
+    if value.tzinfo is None:
+        msg = "a stored time must be timezone-aware"
+        raise ValueError(msg)
+    return value.astimezone(UTC)
+
+
+#: A timezone-aware datetime that is normalised to ``datetime.UTC`` when validated.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _Unchanged:
@@ -63,7 +75,7 @@ class Batch(BaseModel):
     batch_no: int
     event_count: int
     state: JsonValue
-    started_at: datetime
+    started_at: UtcDatetime
     reason: FlushReason
 
 
@@ -77,24 +89,24 @@ class InstanceData(BaseModel):
     instance_id: str
     generation: int = 1
     live: bool = True
-    created_at: datetime
+    created_at: UtcDatetime
     state: JsonValue = None
-    alarm_at: datetime | None = None
+    alarm_at: UtcDatetime | None = None
     run_count: int = 0
     # The last failed try of the run that is waiting for a retry (0: none waiting).
     attempt: int = 0
-    first_failure_at: datetime | None = None
+    first_failure_at: UtcDatetime | None = None
     paused: bool = False
     # Task: events received; debounce: events in the open batch.
     event_count: int = 0
     execute_count: int = 0
     # Debounce: the open batch and the queue of closed batches.
-    batch_started_at: datetime | None = None
+    batch_started_at: UtcDatetime | None = None
     next_batch_no: int = 1
     closed: list[Batch] = []
-    closed_due_at: datetime | None = None
+    closed_due_at: UtcDatetime | None = None
     # Accepted idempotency keys and when they were accepted.
-    idempotency: dict[str, datetime] = {}
+    idempotency: dict[str, UtcDatetime] = {}
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ class InstanceSnapshot(Snapshot):
         agg = object.__new__(cls)
         agg._id = self.originator_id
         agg._version = self.originator_version
-        agg._created_on = datetime.fromisoformat(self.state["created_on"])
+        agg._created_on = datetime.fromisoformat(self.state["created_on"]).astimezone(UTC)
         agg._modified_on = self.timestamp
         agg._pending_events = []
         agg.d = cls.data_model.model_validate(self.state["data"])
@@ -256,7 +268,7 @@ class JobInstance(Aggregate):
         """The instance's one alarm now rings at ``at`` (replacing any other)."""
 
         NAME: ClassVar[str] = "alarm_set"
-        at: datetime
+        at: UtcDatetime
 
         def apply(self, aggregate: Any) -> None:
             cast("JobInstance", aggregate).d.alarm_at = self.at
@@ -297,7 +309,7 @@ class JobInstance(Aggregate):
         error_type: str
         message: str
         will_retry: bool
-        retry_at: datetime | None = None
+        retry_at: UtcDatetime | None = None
         flush_reason: str | None = None
 
         def apply(self, aggregate: Any) -> None:

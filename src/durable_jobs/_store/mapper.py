@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -128,9 +129,13 @@ class JsonMapper(Mapper[UUID]):
         payload["originator_id"] = oid if isinstance(oid, UUID) else UUID(str(oid))
         payload["originator_version"] = version
         try:
-            return _adapter(cls).validate_python(payload)
+            event = _adapter(cls).validate_python(payload)
         except ValueError as exc:
             raise CorruptEventError(oid, version, str(exc)) from exc
+        # eventsourcing's own field: give it datetime.UTC like our annotated fields.
+        if event.timestamp.tzinfo is not UTC:
+            object.__setattr__(event, "timestamp", event.timestamp.astimezone(UTC))
+        return event
 
 
 def _check_topics(cls: type[Any], payload: dict[str, Any], oid: Any, version: int) -> None:
