@@ -134,7 +134,8 @@ def test_dicts_that_look_like_transcoded_objects_stay_dicts() -> None:
     assert _roundtrip(added).event == tricky
 
 
-def test_snapshot_round_trips() -> None:
+def _closed_batch() -> DebounceInstance:
+    """A debounce instance holding one closed batch and one idempotency key."""
     deb, _ = DebounceInstance.add(
         None,
         "d",
@@ -147,6 +148,11 @@ def test_snapshot_round_trips() -> None:
         flush_after=W,
         max_events=1,
     )
+    return deb
+
+
+def test_snapshot_round_trips() -> None:
+    deb = _closed_batch()
     deb.collect_events()
     snap = InstanceSnapshot.take(deb)
     back = _roundtrip(snap)
@@ -192,18 +198,7 @@ def test_decoded_times_are_plain_utc() -> None:
         for value in vars(back).values():
             if isinstance(value, datetime):
                 assert value.tzinfo is UTC
-    deb, _ = DebounceInstance.add(
-        None,
-        "d",
-        "1",
-        1,
-        now=T,
-        new_state=[1],
-        idempotency_key="k",
-        window=W,
-        flush_after=W,
-        max_events=1,
-    )
+    deb = _closed_batch()
     rebuilt = _roundtrip(InstanceSnapshot.take(deb)).mutate(None)
     assert rebuilt.d.created_at.tzinfo is UTC
     assert rebuilt.d.closed[0].started_at.tzinfo is UTC

@@ -50,6 +50,16 @@ def _raise_fault() -> None:
     raise InjectedFault("fault injected between the event write and the index write")
 
 
+def _save_failing(store: Store, *instances: JobInstance) -> None:
+    """Save with a fault injected inside the write transaction; the save must fail."""
+    store.index.fault_hook = _raise_fault
+    try:
+        with pytest.raises((InjectedFault, StoreError)):
+            store.save(*instances)
+    finally:
+        store.index.fault_hook = None
+
+
 def _continuous(
     job: str,
     instance_id: str,
@@ -200,12 +210,7 @@ class StoreConformance:
 
     def test_fault_between_events_and_index_leaves_nothing(self, store: Store) -> None:
         inst = _continuous("job", "f")
-        store.index.fault_hook = _raise_fault
-        try:
-            with pytest.raises((InjectedFault, StoreError)):
-                store.save(inst)
-        finally:
-            store.index.fault_hook = None
+        _save_failing(store, inst)
         assert store.get("continuous", "job", "f") is None
         assert store.index_row(inst.id) is None
         assert store.history(inst.id) == []
@@ -218,12 +223,7 @@ class StoreConformance:
         loaded = store.get("continuous", "job", "f2")
         assert isinstance(loaded, ContinuousInstance)
         loaded.terminate(now=T0 + timedelta(minutes=1), reason="test")
-        store.index.fault_hook = _raise_fault
-        try:
-            with pytest.raises((InjectedFault, StoreError)):
-                store.save(loaded)
-        finally:
-            store.index.fault_hook = None
+        _save_failing(store, loaded)
         again = store.get("continuous", "job", "f2")
         assert again is not None and again.version == saved_version and again.live
         row = store.index_row(inst.id)
@@ -235,12 +235,7 @@ class StoreConformance:
         """After an error the instance keeps its pending events; the retry writes them all."""
         inst = _continuous("job", "again")
         _run(inst, 2)
-        store.index.fault_hook = _raise_fault
-        try:
-            with pytest.raises((InjectedFault, StoreError)):
-                store.save(inst)
-        finally:
-            store.index.fault_hook = None
+        _save_failing(store, inst)
         assert len(inst.pending_events) == inst.version
         store.save(inst)
         assert inst.pending_events == []
