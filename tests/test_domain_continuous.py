@@ -959,3 +959,13 @@ def test_the_log_rebuilds_the_live_instance() -> None:
     assert rebuilt == inst
     assert rebuilt.status == "failed"
     assert rebuilt.version == len(log.events)
+
+
+def test_first_run_at_is_now_or_the_first_scheduled_time() -> None:
+    """C01/C03 start_immediately runs now; otherwise the first scheduled time."""
+    assert ContinuousInstance.first_run_at(EVERY_HOUR, now=T, start_immediately=True) == T
+    assert ContinuousInstance.first_run_at(EVERY_HOUR, now=T, start_immediately=False) == T + HOUR
+    nine = cron("0 9 * * *", tz="UTC")
+    assert ContinuousInstance.first_run_at(nine, now=T, start_immediately=False) == datetime(
+        2026, 3, 2, 9, tzinfo=UTC
+    )

@@ -251,9 +251,11 @@ def test_reaching_max_events_closes_the_batch_and_makes_the_flush_due_now() -> N
     """D04 Reaching max_events flushes at once (will_flush_at = now)."""
     b = Batcher(max_events=3, flush_after=timedelta(minutes=10))
     b.add(1, now=T)
+    assert b.i.will_flush_at == T + timedelta(minutes=10)
     b.add(2, now=T + SECOND)
     n = len(b.log.events)
     b.add(3, now=T + 2 * SECOND)
+    assert b.i.will_flush_at == T + 2 * SECOND
 
     new = b.log.events[n:]
     assert names(new) == ["event_added", "state_changed", "batch_closed", "alarm_set"]

@@ -38,7 +38,7 @@ ExhaustedAction = OnExhausted
 _I = TypeVar("_I", bound="JobInstance")
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     """Stored times come back as ``datetime.UTC`` times (pydantic would give its own tzinfo)."""
     if value.tzinfo is None:
         msg = "a stored time must be timezone-aware"
@@ -47,7 +47,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 #: A timezone-aware datetime that is normalised to ``datetime.UTC`` when validated.
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class _Unchanged:
@@ -172,7 +172,7 @@ class InstanceSnapshot(Snapshot):
         agg = object.__new__(cls)
         agg._id = self.originator_id
         agg._version = self.originator_version
-        agg._created_on = datetime.fromisoformat(self.state["created_on"]).astimezone(UTC)
+        agg._created_on = as_utc(datetime.fromisoformat(self.state["created_on"]))
         agg._modified_on = self.timestamp
         agg._pending_events = []
         agg.d = cls.data_model.model_validate(self.state["data"])

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 from durable_jobs._domain.instance import (
     InstanceSnapshot,
     aggregate_classes,
+    as_utc,
     event_classes,
     stored_topic,
 )
@@ -134,7 +135,7 @@ class JsonMapper(Mapper[UUID]):
             raise CorruptEventError(oid, version, str(exc)) from exc
         # eventsourcing's own field: give it datetime.UTC like our annotated fields.
         if event.timestamp.tzinfo is not UTC:
-            object.__setattr__(event, "timestamp", event.timestamp.astimezone(UTC))
+            object.__setattr__(event, "timestamp", as_utc(event.timestamp))
         return event
 
 
