@@ -331,6 +331,7 @@ class PostgresStore(Store):
 
     scheme = "postgresql"
     url_options = frozenset({"schema", "connect_timeout", "pool_size"})
+    shared = True
 
     _factory: PostgresFactoryWithIndex | None = None
 
@@ -345,6 +346,11 @@ class PostgresStore(Store):
             )
             raise ConfigurationError(msg)
         return schema
+
+    @property
+    def max_concurrency(self) -> int:
+        """One call per pooled connection."""
+        return int(self._settings()["pool_size"])
 
     def _is_version_conflict(self, exc: IntegrityError) -> bool:
         """Only a duplicate (originator_id, originator_version) is a version conflict."""

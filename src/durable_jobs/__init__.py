@@ -1,9 +1,29 @@
 """Durable continuous, debounce and task jobs for trio applications.
 
 Every job instance is an event-sourced aggregate rebuilt from its append-only
-log, kept in memory, SQLite or Postgres.
+log, kept in memory, SQLite or Postgres, and driven by a trio scheduler that
+picks its pending alarms back up after a restart.
 """
 
+from durable_jobs._client import (
+    AddResult,
+    ClearResult,
+    ContinuousClient,
+    ContinuousStatus,
+    DebounceClient,
+    DebounceStatus,
+    FlushResult,
+    Jobs,
+    SendResult,
+    StartResult,
+    TaskClient,
+    TaskState,
+    TaskStatus,
+    TerminateResult,
+    TriggerResult,
+    open_jobs,
+    serve,
+)
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import cron, every
 from durable_jobs._errors import (
@@ -15,24 +35,63 @@ from durable_jobs._errors import (
     StoreError,
     ValidationError,
 )
+from durable_jobs._records import RecordedEvent
+from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
+from durable_jobs._runtime.clock import Clock, SystemClock, VirtualClock
+from durable_jobs._runtime.contexts import (
+    ContinuousContext,
+    DebounceContext,
+    DebounceEventContext,
+    TaskContext,
+)
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store, store_schemes
 
 __all__ = [
+    "AddResult",
     "Backoff",
+    "ClearResult",
+    "Clock",
     "ConcurrencyError",
     "ConfigurationError",
+    "ContinuousClient",
+    "ContinuousContext",
+    "ContinuousJob",
+    "ContinuousStatus",
+    "DebounceClient",
+    "DebounceContext",
+    "DebounceEventContext",
+    "DebounceJob",
+    "DebounceStatus",
     "DurableJobsError",
+    "FlushResult",
     "HandlerError",
+    "JobDefinition",
     "JobNotFound",
+    "Jobs",
+    "RecordedEvent",
+    "Registry",
     "Retry",
+    "SendResult",
+    "StartResult",
     "Store",
     "StoreError",
+    "SystemClock",
+    "TaskClient",
+    "TaskContext",
+    "TaskJob",
+    "TaskState",
+    "TaskStatus",
+    "TerminateResult",
+    "TriggerResult",
     "ValidationError",
+    "VirtualClock",
     "__version__",
     "cron",
     "every",
+    "open_jobs",
     "open_store",
+    "serve",
     "store_schemes",
 ]
 

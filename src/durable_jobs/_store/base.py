@@ -80,6 +80,13 @@ class Store(ABC):
     url_options: ClassVar[frozenset[str]] = frozenset()
     #: Whether what is saved survives the process.
     durable: ClassVar[bool] = True
+    #: Whether other processes may write to the same store at the same time.
+    shared: ClassVar[bool] = False
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many calls the runtime makes at once (threads); SQLite has one writer."""
+        return 1
 
     def __init__(
         self, url: StoreURL, *, snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL

@@ -1,0 +1,550 @@
+"""The jobs client: ``open_jobs``/``serve``, the per-kind clients and their result types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, Literal, TypeVar, final, overload
+
+import trio
+
+from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._domain.debounce import DebounceInstance
+from durable_jobs._domain.ids import check_instance_id
+from durable_jobs._domain.task import TaskInstance
+from durable_jobs._errors import ConfigurationError
+from durable_jobs._records import RecordedEvent
+from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
+from durable_jobs._runtime.clock import Clock, SystemClock, hold_virtual_time
+from durable_jobs._runtime.runtime import Observer, Runtime, check_key
+from durable_jobs._store.base import Store
+from durable_jobs._store.registry import open_store
+
+__all__ = [
+    "AddResult",
+    "ClearResult",
+    "ContinuousClient",
+    "ContinuousStatus",
+    "DebounceClient",
+    "DebounceStatus",
+    "FlushResult",
+    "Jobs",
+    "SendResult",
+    "StartResult",
+    "TaskClient",
+    "TaskState",
+    "TaskStatus",
+    "TerminateResult",
+    "TriggerResult",
+    "open_jobs",
+    "serve",
+]
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+# ---- result types ------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ContinuousStatus:
+    """``status`` is ``running`` (also while a retry waits), ``failed`` or ``not_found``."""
+
+    status: Literal["running", "failed", "not_found"]
+    run_count: int
+    next_run_at: datetime | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """``created`` is False when the instance already existed (it is left unchanged)."""
+
+    created: bool
+    status: ContinuousStatus
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    """What a run started by hand did."""
+
+    triggered: bool
+    terminated: bool
+    retry_scheduled: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TerminateResult:
+    terminated: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """``created``: this add opened a batch; ``duplicate``: its idempotency key was seen."""
+
+    event_count: int
+    will_flush_at: datetime | None
+    created: bool
+    duplicate: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """``reason`` is ``manual`` (flushed), ``empty`` (nothing ran) or ``failed``."""
+
+    flushed: bool
+    event_count: int
+    reason: Literal["manual", "empty", "failed"]
+    retry_scheduled: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClearResult:
+    cleared: bool
+    discarded_events: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DebounceStatus:
+    """``status`` is ``debouncing``, ``failed``, ``idle`` or ``not_found``."""
+
+    status: Literal["debouncing", "failed", "idle", "not_found"]
+    event_count: int
+    started_at: datetime | None
+    will_flush_at: datetime | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """``scheduled_at`` is the alarm as committed after ``on_event`` (and ``on_idle``)."""
+
+    created: bool
+    scheduled_at: datetime | None
+    duplicate: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """``status`` is ``active`` (an alarm is set), ``idle`` or ``not_found``."""
+
+    status: Literal["active", "idle", "not_found"]
+    scheduled_at: datetime | None
+    event_count: int
+    execute_count: int
+    created_at: datetime | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TaskState(Generic[S]):
+    state: S | None
+    scheduled_at: datetime | None
+
+
+# ---- per-kind clients --------------------------------------------------------------------
+
+
+def _continuous_status(agg: ContinuousInstance | None) -> ContinuousStatus:
+    if agg is None or not agg.live:
+        return ContinuousStatus("not_found", 0, None)
+    status: Literal["running", "failed"] = "failed" if agg.d.paused else "running"
+    return ContinuousStatus(status, agg.d.run_count, agg.d.alarm_at)
+
+
+class _KindClient:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def _history(self, kind: Any, job: str, instance_id: str) -> list[RecordedEvent]:
+        self._rt.check_open()
+        return await self._rt.history(kind, job, instance_id)
+
+
+@final
+class ContinuousClient(_KindClient, Generic[S]):
+    """Commands and reads of one continuous job's instances."""
+
+    def __init__(self, runtime: Runtime, job: ContinuousJob[S]) -> None:
+        super().__init__(runtime)
+        self.job = job
+
+    async def start(self, id: str, input: S) -> StartResult:
+        """Create instance ``id`` with ``input`` as its state (an existing one is kept)."""
+        check_instance_id(id)
+        state_json = self.job.state_codec.to_json(input)
+
+        async def run() -> StartResult:
+            agg, created = await self._rt.continuous_start(self.job, id, state_json)
+            return StartResult(created, _continuous_status(agg))
+
+        return await self._rt.command(run)
+
+    async def trigger(self, id: str) -> TriggerResult:
+        """Run now, bypassing the schedule, and return after the run committed."""
+        check_instance_id(id)
+
+        async def run() -> TriggerResult:
+            return TriggerResult(*await self._rt.continuous_run(self.job, id, manual=True))
+
+        return await self._rt.command(run)
+
+    async def status(self, id: str) -> ContinuousStatus:
+        check_instance_id(id)
+        self._rt.check_open()
+        return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
+
+    async def get_state(self, id: str) -> S | None:
+        """The committed state, or None if there is no such (live) instance."""
+        check_instance_id(id)
+        self._rt.check_open()
+        agg = await self._rt.load(ContinuousInstance, self.job.name, id)
+        if agg is None or not agg.live:
+            return None
+        return self._rt.decode_state(self.job.state_codec, agg, agg.d.state)  # type: ignore[no-any-return]
+
+    async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
+        """Cancel the alarm and remove the state; the history stays."""
+        check_instance_id(id)
+
+        async def run() -> TerminateResult:
+            return TerminateResult(
+                await self._rt.terminate(ContinuousInstance, self.job.name, id, reason)
+            )
+
+        return await self._rt.command(run)
+
+    async def history(self, id: str) -> list[RecordedEvent]:
+        """Every record of the instance's log, oldest first (all its generations)."""
+        check_instance_id(id)
+        return await self._history("continuous", self.job.name, id)
+
+
+def _debounce_status(agg: DebounceInstance | None) -> DebounceStatus:
+    if agg is None or not agg.live:
+        return DebounceStatus("not_found", 0, None, None)
+    return DebounceStatus(
+        agg.status,  # type: ignore[arg-type]
+        agg.buffered_events,
+        agg.started_at,
+        agg.will_flush_at,
+    )
+
+
+@final
+class DebounceClient(_KindClient, Generic[E, S]):
+    """Commands and reads of one debounce job's instances."""
+
+    def __init__(self, runtime: Runtime, job: DebounceJob[E, S]) -> None:
+        super().__init__(runtime)
+        self.job = job
+
+    async def add(
+        self,
+        id: str,
+        event: E,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """Add ``event`` to the open batch; returns without waiting for any flush."""
+        check_instance_id(id)
+        key = check_key(idempotency_key)
+        value = self.job.event_codec.validate(event)
+        event_json = self.job.event_codec.to_json(value)
+
+        async def run() -> AddResult:
+            agg, opened, duplicate = await self._rt.debounce_add(
+                self.job, id, value, event_json, key
+            )
+            return AddResult(agg.buffered_events, agg.will_flush_at, opened, duplicate)
+
+        return await self._rt.command(run)
+
+    async def flush(self, id: str) -> FlushResult:
+        """Flush the next batch now and return after the flush committed (or failed)."""
+        check_instance_id(id)
+
+        async def run() -> FlushResult:
+            flushed, count, reason, retry = await self._rt.flush(self.job, id, manual=True)
+            return FlushResult(flushed, count, reason, retry)  # type: ignore[arg-type]
+
+        return await self._rt.command(run)
+
+    async def clear(self, id: str) -> ClearResult:
+        """Drop every buffered event unprocessed."""
+        check_instance_id(id)
+
+        async def run() -> ClearResult:
+            discarded = await self._rt.clear(self.job, id)
+            return ClearResult(discarded > 0, discarded)
+
+        return await self._rt.command(run)
+
+    async def status(self, id: str) -> DebounceStatus:
+        check_instance_id(id)
+        self._rt.check_open()
+        return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
+
+    async def get_state(self, id: str) -> S | None:
+        """The state of the batch that flushes next, or None."""
+        check_instance_id(id)
+        self._rt.check_open()
+        agg = await self._rt.load(DebounceInstance, self.job.name, id)
+        if agg is None or not agg.live:
+            return None
+        return self._rt.decode_state(self.job.state_codec, agg, agg.current_state)  # type: ignore[no-any-return]
+
+    async def history(self, id: str) -> list[RecordedEvent]:
+        check_instance_id(id)
+        return await self._history("debounce", self.job.name, id)
+
+
+def _task_status(agg: TaskInstance | None) -> TaskStatus:
+    if agg is None or not agg.live:
+        return TaskStatus("not_found", None, 0, 0, None)
+    d = agg.d
+    status: Literal["active", "idle"] = "active" if d.alarm_at is not None else "idle"
+    return TaskStatus(status, d.alarm_at, d.event_count, d.execute_count, d.created_at)
+
+
+@final
+class TaskClient(_KindClient, Generic[E, S]):
+    """Commands and reads of one task job's instances."""
+
+    def __init__(self, runtime: Runtime, job: TaskJob[E, S]) -> None:
+        super().__init__(runtime)
+        self.job = job
+
+    async def send(
+        self,
+        id: str,
+        event: E,
+        idempotency_key: str | None = None,
+    ) -> SendResult:
+        """Deliver ``event``: runs ``on_event`` (and ``on_idle``) and commits."""
+        check_instance_id(id)
+        key = check_key(idempotency_key)
+        value = self.job.event_codec.validate(event)
+        event_json = self.job.event_codec.to_json(value)
+
+        async def run() -> SendResult:
+            agg, created, duplicate = await self._rt.task_send(
+                self.job, id, value, event_json, key
+            )
+            return SendResult(created, agg.d.alarm_at, duplicate)
+
+        return await self._rt.command(run)
+
+    async def trigger(self, id: str) -> TriggerResult:
+        """Run ``execute`` now and return after it committed; the alarm stays."""
+        check_instance_id(id)
+
+        async def run() -> TriggerResult:
+            return TriggerResult(*await self._rt.task_execute(self.job, id, by_alarm=False))
+
+        return await self._rt.command(run)
+
+    async def status(self, id: str) -> TaskStatus:
+        check_instance_id(id)
+        self._rt.check_open()
+        return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
+
+    async def get_state(self, id: str) -> TaskState[S] | None:
+        check_instance_id(id)
+        self._rt.check_open()
+        agg = await self._rt.load(TaskInstance, self.job.name, id)
+        if agg is None or not agg.live:
+            return None
+        state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state)
+        return TaskState(state, agg.d.alarm_at)
+
+    async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
+        check_instance_id(id)
+
+        async def run() -> TerminateResult:
+            return TerminateResult(
+                await self._rt.terminate(TaskInstance, self.job.name, id, reason)
+            )
+
+        return await self._rt.command(run)
+
+    async def history(self, id: str) -> list[RecordedEvent]:
+        check_instance_id(id)
+        return await self._history("task", self.job.name, id)
+
+
+# ---- the facade --------------------------------------------------------------------------
+
+
+@final
+class Jobs:
+    """The client of a running registry; get it from :func:`open_jobs` or :func:`serve`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    @property
+    def registry(self) -> Registry:
+        return self._rt.registry
+
+    @property
+    def store(self) -> Store:
+        return self._rt.store
+
+    @property
+    def clock(self) -> Clock:
+        return self._rt.clock
+
+    @overload
+    def continuous(self, job: ContinuousJob[S]) -> ContinuousClient[S]: ...
+    @overload
+    def continuous(self, job: str) -> ContinuousClient[Any]: ...
+    def continuous(self, job: str | ContinuousJob[Any]) -> ContinuousClient[Any]:
+        """The client of a continuous job (by name or definition); JobNotFound if unknown."""
+        name = job if isinstance(job, str) else job.name
+        return ContinuousClient(self._rt, self._rt.registry.get("continuous", name))
+
+    @overload
+    def debounce(self, job: DebounceJob[E, S]) -> DebounceClient[E, S]: ...
+    @overload
+    def debounce(self, job: str) -> DebounceClient[Any, Any]: ...
+    def debounce(self, job: str | DebounceJob[Any, Any]) -> DebounceClient[Any, Any]:
+        """The client of a debounce job (by name or definition); JobNotFound if unknown."""
+        name = job if isinstance(job, str) else job.name
+        return DebounceClient(self._rt, self._rt.registry.get("debounce", name))
+
+    @overload
+    def task(self, job: TaskJob[E, S]) -> TaskClient[E, S]: ...
+    @overload
+    def task(self, job: str) -> TaskClient[Any, Any]: ...
+    def task(self, job: str | TaskJob[Any, Any]) -> TaskClient[Any, Any]:
+        """The client of a task job (by name or definition); JobNotFound if unknown."""
+        name = job if isinstance(job, str) else job.name
+        return TaskClient(self._rt, self._rt.registry.get("task", name))
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(record)`` for every event committed from now on; returns an
+        unsubscribe function. Observers run synchronously after each commit; one that
+        raises is logged and ignored."""
+        return self._rt.subscribe(observer)
+
+    async def wait_idle(self) -> None:
+        """Return once every due alarm has run and committed (for tests and scripts)."""
+        await self._rt.wait_idle()
+
+    def __repr__(self) -> str:
+        return f"<Jobs {self._rt.registry!r} on {self._rt.store!r}>"
+
+
+def _positive(name: str, value: object) -> timedelta:
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise ConfigurationError(f"{name} must be a timedelta >= 0, got {value!r}")
+    return value
+
+
+@asynccontextmanager
+async def open_jobs(
+    registry: Registry,
+    store: str | Store,
+    *,
+    clock: Clock | None = None,
+    max_concurrent_runs: int = 100,
+    shutdown_grace: timedelta = timedelta(seconds=5),
+    alarm_window: int = 1000,
+    poll_interval: timedelta | Literal["auto"] | None = "auto",
+    cache_size: int = 10_000,
+    observers: Sequence[Observer] = (),
+) -> AsyncIterator[Jobs]:
+    """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
+
+    ``store`` is a URL (opened and closed here) or an open :class:`Store` (left
+    open). On exit no new run starts; runs in flight get ``shutdown_grace`` to
+    commit, then are cancelled (they run again after the next start).
+    ``poll_interval`` re-reads the alarm index periodically, to see alarms that
+    other processes set: ``"auto"`` is 5 s on shared stores (Postgres) and
+    never on single-process ones; None turns it off.
+    """
+    if not isinstance(registry, Registry):
+        raise ConfigurationError(f"open_jobs() needs a durable_jobs.Registry, got {registry!r}")
+    registry.check()
+    clock = SystemClock() if clock is None else clock
+    if not isinstance(clock, Clock):
+        raise ConfigurationError(f"clock must be a durable_jobs.Clock, got {clock!r}")
+    for name, value in (
+        ("max_concurrent_runs", max_concurrent_runs),
+        ("alarm_window", alarm_window),
+        ("cache_size", cache_size),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    _positive("shutdown_grace", shutdown_grace)
+    if poll_interval not in ("auto", None) and (
+        _positive("poll_interval", poll_interval) == timedelta(0)
+    ):
+        raise ConfigurationError("poll_interval must be positive, 'auto' or None")
+    owned = isinstance(store, str)
+    if isinstance(store, str):
+        url = store
+        with hold_virtual_time():
+            opened = await trio.to_thread.run_sync(open_store, url)
+    elif isinstance(store, Store):
+        opened = store
+    else:
+        raise ConfigurationError(
+            f"store must be a store URL (e.g. 'sqlite:///jobs.db') or a Store, got {store!r}"
+        )
+    if poll_interval == "auto":
+        poll_interval = timedelta(seconds=5) if opened.shared else None
+    try:
+        runtime = Runtime(
+            registry,
+            opened,
+            clock=clock,
+            max_concurrent_runs=max_concurrent_runs,
+            shutdown_grace=shutdown_grace,
+            alarm_window=alarm_window,
+            poll_interval=poll_interval,
+            cache_size=cache_size,
+            observers=observers,
+        )
+        # The block's own exception is re-raised as it is, not wrapped in an
+        # ExceptionGroup by the runtime's nursery.
+        body_error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            try:
+                yield Jobs(runtime)
+            except BaseException as exc:
+                body_error = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    await runtime.shutdown()
+        if body_error is not None:
+            raise body_error
+    finally:
+        if owned:
+            with trio.CancelScope(shield=True), hold_virtual_time():
+                await trio.to_thread.run_sync(opened.close)
+
+
+async def serve(
+    registry: Registry,
+    store: str | Store,
+    *,
+    task_status: trio.TaskStatus[Jobs] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``registry`` until cancelled: ``jobs = await nursery.start(serve, registry, url)``."""
+    async with open_jobs(registry, store, **options) as jobs:
+        task_status.started(jobs)
+        await trio.sleep_forever()

@@ -1,0 +1,88 @@
+"""Recorded events as the history API and observers see them (SPEC §6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, final
+from uuid import UUID
+
+from durable_jobs._domain.debounce import DebounceInstance
+from durable_jobs._domain.instance import JobInstance
+
+__all__ = ["RecordedEvent", "to_records"]
+
+_BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+_RUN_RECORDS = frozenset({"run_succeeded", "run_failed", "retry_exhausted"})
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class RecordedEvent:
+    """One record of an instance's log.
+
+    ``name`` is the SPEC §6 name (``started``, ``run_succeeded``, …); ``data``
+    holds its own fields (``docs/events.md``). Run records also carry
+    ``run_count``, ``attempt`` and ``state_before``: the state (as JSON) that
+    the run started from. ``(instance_uuid, version)`` is unique.
+    """
+
+    name: str
+    kind: str
+    job: str
+    instance_id: str
+    instance_uuid: UUID
+    version: int
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+    run_count: int | None = None
+    attempt: int | None = None
+    state_before: Any = None
+
+    @property
+    def is_run(self) -> bool:
+        """Whether this records a handler run (or its retries running out)."""
+        return self.name in _RUN_RECORDS
+
+
+def _state_of(agg: JobInstance | None) -> Any:
+    if agg is None:
+        return None
+    if isinstance(agg, DebounceInstance):
+        return agg.current_state
+    return agg.d.state
+
+
+def to_records(
+    events: Iterable[JobInstance.Event],
+    *,
+    kind: str,
+    job: str,
+    instance_id: str,
+    before: JobInstance | None = None,
+) -> list[RecordedEvent]:
+    """Records of ``events`` (in order), replayed on ``before`` to know each run's state."""
+    agg = before
+    out: list[RecordedEvent] = []
+    for event in events:
+        data = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+        name = event.NAME
+        run = name in _RUN_RECORDS
+        out.append(
+            RecordedEvent(
+                name=name,
+                kind=kind,
+                job=job,
+                instance_id=instance_id,
+                instance_uuid=event.originator_id,
+                version=event.originator_version,
+                at=event.timestamp,
+                data=data,
+                run_count=data.get("run_count") if run else None,
+                attempt=data.get("attempt") if run else None,
+                state_before=_state_of(agg) if run else None,
+            )
+        )
+        agg = event.mutate(agg)
+    return out

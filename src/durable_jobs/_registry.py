@@ -1,0 +1,460 @@
+"""Job definitions and the :class:`Registry` that holds them.
+
+A definition is made once, at import time, by a decorator on the job's main
+handler; everything that can be checked without running the job is checked
+there (names, schedules, handler signatures, types), so a mistake is a
+:class:`~durable_jobs.ConfigurationError` when the module loads, not at the
+first run. Handlers added afterwards (``.on_event`` and friends) are checked
+when they are attached, and :meth:`Registry.check` (run by ``open_jobs``)
+catches a job that is still missing one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Generic, Literal, TypeVar, cast, final, overload
+
+import pydantic
+import pydantic_core
+
+from durable_jobs._domain.backoff import Retry
+from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
+from durable_jobs._domain.schedules import MisfirePolicy, Schedule
+from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
+
+__all__ = [
+    "ContinuousJob",
+    "DebounceJob",
+    "JobDefinition",
+    "Registry",
+    "TaskJob",
+]
+
+S = TypeVar("S")
+E = TypeVar("E")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class TypeCodec(Generic[S]):
+    """Validates and (de)serialises one user type with a ``pydantic.TypeAdapter``."""
+
+    def __init__(self, tp: Any, *, what: str, job: str) -> None:
+        self.tp = tp
+        self.what = what
+        self.job = job
+        try:
+            self.adapter: pydantic.TypeAdapter[S] = pydantic.TypeAdapter(tp)
+            self.adapter.json_schema()  # a type pydantic cannot serialise fails now
+        except Exception as exc:
+            msg = (
+                f"The {what} type of job {job!r} ({tp!r}) is not a type pydantic can "
+                f"validate and store as JSON: {exc}. Use a pydantic model, a dataclass, "
+                "a TypedDict or a plain type such as int or dict[str, Any]."
+            )
+            raise ConfigurationError(msg) from exc
+
+    def validate(self, value: Any) -> S:
+        """``value`` as the type, or :class:`ValidationError` (caller's input)."""
+        try:
+            return self.adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
+            raise ValidationError(msg) from exc
+
+    def to_json(self, value: Any) -> Any:
+        """A validated value as plain JSON data (what the log stores)."""
+        return self.adapter.dump_python(self.validate(value), mode="json")
+
+    def from_json(self, data: Any) -> S:
+        """Stored JSON data as the type; raises pydantic's error if it no longer fits."""
+        return self.adapter.validate_json(pydantic_core.to_json(data))
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects too
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _check_handler(
+    fn: object, *, job: str, role: str, params: str, may_be_sync: bool = False
+) -> None:
+    """Raise ConfigurationError unless ``fn`` is a handler taking ``params``."""
+    count = len(params.split(","))
+    usage = f"{'def' if may_be_sync else 'async def'} {role}({params})"
+    if not callable(fn):
+        msg = f"The {role} handler of job {job!r} must be callable, like `{usage}`; got {fn!r}."
+        raise ConfigurationError(msg)
+    if not may_be_sync and not _is_async(fn):
+        msg = (
+            f"The {role} handler of job {job!r} ({getattr(fn, '__qualname__', fn)!r}) must be "
+            f"an async function: `{usage}: ...`."
+        )
+        raise ConfigurationError(msg)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        sig.bind(*([None] * count))
+    except TypeError:
+        msg = (
+            f"The {role} handler of job {job!r} ({getattr(fn, '__qualname__', fn)!r}) must "
+            f"take {count} positional argument{'s' if count > 1 else ''}: `{usage}`; "
+            f"its signature is {sig}."
+        )
+        raise ConfigurationError(msg) from None
+
+
+def _check_retry(retry: object, job: str) -> Retry | None:
+    if retry is not None and not isinstance(retry, Retry):
+        msg = f"retry of job {job!r} must be a durable_jobs.Retry or None, got {retry!r}."
+        raise ConfigurationError(msg)
+    return retry
+
+
+def _check_window(window: object, job: str) -> timedelta:
+    if not isinstance(window, timedelta) or window <= timedelta(0):
+        msg = (
+            f"idempotency_window of job {job!r} must be a positive timedelta "
+            f"(default 24 hours), got {window!r}."
+        )
+        raise ConfigurationError(msg)
+    return window
+
+
+class JobDefinition:
+    """What all job definitions share: a kind, a name and a state type."""
+
+    kind: Kind
+    name: str
+    state_type: Any
+    retry: Retry | None
+    state_codec: TypeCodec[Any]
+
+    def missing(self) -> list[str]:
+        """Handlers this job still needs (empty when it is complete)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind} {self.name!r}>"
+
+
+@final
+class ContinuousJob(JobDefinition, Generic[S]):
+    """A continuous job: ``execute(ctx)`` runs on a schedule."""
+
+    kind: Kind = "continuous"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: Any,
+        schedule: Schedule,
+        execute: Callable[[Any], Awaitable[None]],
+        start_immediately: bool = True,
+        retry: Retry | None = None,
+        misfire: MisfirePolicy = "run_once",
+    ) -> None:
+        self.name = check_job_name(name)
+        if not isinstance(cast(object, schedule), Schedule):
+            msg = (
+                f"schedule of continuous job {name!r} must come from durable_jobs.every() "
+                f"or durable_jobs.cron(), got {schedule!r}."
+            )
+            raise ConfigurationError(msg)
+        if misfire not in ("run_once", "skip"):
+            msg = f"misfire of job {name!r} must be 'run_once' or 'skip', got {misfire!r}."
+            raise ConfigurationError(msg)
+        if not isinstance(cast(object, start_immediately), bool):
+            msg = f"start_immediately of job {name!r} must be True or False."
+            raise ConfigurationError(msg)
+        _check_handler(execute, job=name, role="execute", params="ctx")
+        self.state_type = state
+        self.state_codec = TypeCodec(state, what="state", job=name)
+        self.schedule = schedule
+        self.execute = execute
+        self.start_immediately = start_immediately
+        self.retry = _check_retry(retry, name)
+        self.misfire: MisfirePolicy = misfire
+
+
+@final
+class DebounceJob(JobDefinition, Generic[E, S]):
+    """A debounce job: events are collected and ``execute(ctx)`` flushes each batch once."""
+
+    kind: Kind = "debounce"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        event: Any,
+        state: Any,
+        flush_after: timedelta,
+        execute: Callable[[Any], Awaitable[None]],
+        max_events: int | None = None,
+        retry: Retry | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> None:
+        self.name = check_job_name(name)
+        if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
+            msg = (
+                f"flush_after of debounce job {name!r} must be a positive timedelta, "
+                f"got {flush_after!r}."
+            )
+            raise ConfigurationError(msg)
+        if max_events is not None and (
+            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
+        ):
+            msg = f"max_events of debounce job {name!r} must be an int >= 1 or None."
+            raise ConfigurationError(msg)
+        retry = _check_retry(retry, name)
+        if retry is not None and retry.on_exhausted == "continue":
+            msg = (
+                f"on_exhausted='continue' is for continuous jobs; debounce job {name!r} "
+                "would drop a batch. Use 'pause' (keep it, status failed), 'terminate' "
+                "or a hook."
+            )
+            raise ConfigurationError(msg)
+        _check_handler(execute, job=name, role="execute", params="ctx")
+        self.event_type = event
+        self.event_codec: TypeCodec[E] = TypeCodec(event, what="event", job=name)
+        self.state_type = event if state is None else state
+        self.state_codec = (
+            self.event_codec if state is None else TypeCodec(state, what="state", job=name)
+        )
+        self.flush_after = flush_after
+        self.max_events = max_events
+        self.execute = execute
+        self.retry = retry
+        self.idempotency_window = _check_window(idempotency_window, name)
+        self.reducer: Callable[[Any], Any] | None = None
+
+    def on_event(self, fn: F) -> F:
+        """Decorator: the reducer ``on_event(ctx) -> new_state`` (plain or async)."""
+        _check_handler(fn, job=self.name, role="on_event", params="ctx", may_be_sync=True)
+        if self.reducer is not None:
+            msg = f"Debounce job {self.name!r} already has an on_event reducer."
+            raise ConfigurationError(msg)
+        self.reducer = fn
+        return fn
+
+
+@final
+class TaskJob(JobDefinition, Generic[E, S]):
+    """A task job: ``on_event(event, ctx)`` reacts to events, ``execute(ctx)`` to its alarm."""
+
+    kind: Kind = "task"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        event: Any,
+        state: Any,
+        execute: Callable[[Any], Awaitable[None]],
+        on_event: Callable[[Any, Any], Awaitable[None]] | None = None,
+        on_idle: Callable[[Any], Awaitable[None]] | None = None,
+        on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> None:
+        self.name = check_job_name(name)
+        _check_handler(execute, job=name, role="execute", params="ctx")
+        self.event_type = event
+        self.event_codec: TypeCodec[E] = TypeCodec(event, what="event", job=name)
+        self.state_type = state
+        self.state_codec = TypeCodec(state, what="state", job=name)
+        self.execute = execute
+        self.retry = None
+        self.idempotency_window = _check_window(idempotency_window, name)
+        self.event_handler: Callable[[Any, Any], Awaitable[None]] | None = None
+        self.idle_handler: Callable[[Any], Awaitable[None]] | None = None
+        self.error_handler: Callable[[BaseException, Any], Awaitable[None]] | None = None
+        if on_event is not None:
+            self.on_event(on_event)
+        if on_idle is not None:
+            self.on_idle(on_idle)
+        if on_error is not None:
+            self.on_error(on_error)
+
+    def _attach(self, attr: str, role: str, params: str, fn: Any) -> None:
+        _check_handler(fn, job=self.name, role=role, params=params)
+        if getattr(self, attr) is not None:
+            msg = f"Task job {self.name!r} already has an {role} handler."
+            raise ConfigurationError(msg)
+        setattr(self, attr, fn)
+
+    def on_event(self, fn: F) -> F:
+        """Decorator: ``async def on_event(event, ctx)``, run for every ``send``."""
+        self._attach("event_handler", "on_event", "event, ctx", fn)
+        return fn
+
+    def on_idle(self, fn: F) -> F:
+        """Decorator: ``async def on_idle(ctx)``, run after a handler that left no alarm."""
+        self._attach("idle_handler", "on_idle", "ctx", fn)
+        return fn
+
+    def on_error(self, fn: F) -> F:
+        """Decorator: ``async def on_error(error, ctx)``, run when a handler raised."""
+        self._attach("error_handler", "on_error", "error, ctx", fn)
+        return fn
+
+    def missing(self) -> list[str]:
+        return [] if self.event_handler is not None else ["on_event"]
+
+
+@final
+class Registry:
+    """The job definitions of an application, by kind and name.
+
+    Define jobs with the :meth:`continuous`, :meth:`debounce` and :meth:`task`
+    decorators, then serve the registry with ``durable_jobs.open_jobs``.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[Kind, dict[str, JobDefinition]] = {k: {} for k in KINDS}
+
+    def _add(self, job: JobDefinition) -> None:
+        jobs = self._jobs[job.kind]
+        if job.name in jobs:
+            msg = (
+                f"A {job.kind} job named {job.name!r} is already registered; job names "
+                "are unique per kind."
+            )
+            raise ConfigurationError(msg)
+        jobs[job.name] = job
+
+    def continuous(
+        self,
+        name: str,
+        *,
+        state: type[S] | Any,
+        schedule: Schedule,
+        start_immediately: bool = True,
+        retry: Retry | None = None,
+        misfire: MisfirePolicy = "run_once",
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[S]]:
+        """Decorator: register ``async def execute(ctx)`` as a continuous job."""
+        check_job_name(name)
+
+        def register(execute: Callable[[Any], Awaitable[None]]) -> ContinuousJob[S]:
+            job: ContinuousJob[S] = ContinuousJob(
+                name,
+                state=state,
+                schedule=schedule,
+                execute=execute,
+                start_immediately=start_immediately,
+                retry=retry,
+                misfire=misfire,
+            )
+            self._add(job)
+            return job
+
+        return register
+
+    def debounce(
+        self,
+        name: str,
+        *,
+        event: type[E] | Any,
+        state: type[S] | Any = None,
+        flush_after: timedelta,
+        max_events: int | None = None,
+        retry: Retry | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[E, S]]:
+        """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
+
+        ``state`` defaults to the event type; add a reducer with ``@job.on_event``.
+        """
+        check_job_name(name)
+
+        def register(execute: Callable[[Any], Awaitable[None]]) -> DebounceJob[E, S]:
+            job: DebounceJob[E, S] = DebounceJob(
+                name,
+                event=event,
+                state=state,
+                flush_after=flush_after,
+                execute=execute,
+                max_events=max_events,
+                retry=retry,
+                idempotency_window=idempotency_window,
+            )
+            self._add(job)
+            return job
+
+        return register
+
+    def task(
+        self,
+        name: str,
+        *,
+        event: type[E] | Any,
+        state: type[S] | Any,
+        on_event: Callable[[Any, Any], Awaitable[None]] | None = None,
+        on_idle: Callable[[Any], Awaitable[None]] | None = None,
+        on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[E, S]]:
+        """Decorator: register ``async def execute(ctx)`` (run by the alarm) as a task job.
+
+        Attach ``@job.on_event`` (required), ``@job.on_idle`` and ``@job.on_error``,
+        or pass them here.
+        """
+        check_job_name(name)
+
+        def register(execute: Callable[[Any], Awaitable[None]]) -> TaskJob[E, S]:
+            job: TaskJob[E, S] = TaskJob(
+                name,
+                event=event,
+                state=state,
+                execute=execute,
+                on_event=on_event,
+                on_idle=on_idle,
+                on_error=on_error,
+                idempotency_window=idempotency_window,
+            )
+            self._add(job)
+            return job
+
+        return register
+
+    def names(self, kind: Kind) -> list[str]:
+        """The names of the registered jobs of ``kind``, sorted."""
+        return sorted(self._jobs[check_kind(kind)])
+
+    @overload
+    def get(self, kind: Literal["continuous"], name: str) -> ContinuousJob[Any]: ...
+    @overload
+    def get(self, kind: Literal["debounce"], name: str) -> DebounceJob[Any, Any]: ...
+    @overload
+    def get(self, kind: Literal["task"], name: str) -> TaskJob[Any, Any]: ...
+    @overload
+    def get(self, kind: Kind, name: str) -> JobDefinition: ...
+    def get(self, kind: Kind, name: str) -> JobDefinition:
+        """The definition of the ``kind`` job ``name``, or :class:`JobNotFound`."""
+        jobs = self._jobs[check_kind(kind)]
+        try:
+            return jobs[name]
+        except KeyError:
+            raise JobNotFound(kind, name, list(jobs)) from None
+
+    def check(self) -> None:
+        """Raise :class:`ConfigurationError` if a job is missing a required handler."""
+        problems = [
+            f"{job.kind} job {job.name!r} has no {handler} handler (add @{job.name}.{handler})"
+            for jobs in self._jobs.values()
+            for job in jobs.values()
+            for handler in job.missing()
+        ]
+        if problems:
+            raise ConfigurationError("Incomplete job definitions: " + "; ".join(problems) + ".")
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in self._jobs.items())
+        return f"<Registry {counts}>"

@@ -1,0 +1,1 @@
+"""The trio runtime: clock, scheduler, runs, and ``open_jobs``."""

@@ -1,0 +1,161 @@
+"""Where the runtime's time comes from: :class:`SystemClock` or :class:`VirtualClock`.
+
+The domain never reads a clock; the runtime asks its :class:`Clock` for "now"
+(a UTC datetime) and for the trio deadline at which a given time will have
+come. Alarms are absolute times, so a clock that jumps (the wall clock set
+forward or back) moves when they fire but can neither lose one nor fire one
+twice: a run moves or clears its alarm in the same commit.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import final
+
+import trio
+from trio.testing import MockClock
+
+from durable_jobs._errors import ConfigurationError
+
+__all__ = ["Clock", "SystemClock", "VirtualClock", "hold_virtual_time"]
+
+#: Where a VirtualClock starts unless told otherwise.
+VIRTUAL_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock(ABC):
+    """The time of a job runtime. Subclass to supply your own."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], None]] = []
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+
+    @abstractmethod
+    def deadline(self, when: datetime) -> float:
+        """The ``trio.current_time()`` at which to look at the clock again to catch ``when``.
+
+        It may be earlier than ``when`` (the runtime then checks and sleeps
+        again), never meaningfully later.
+        """
+
+    def on_jump(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` whenever the clock jumps; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _jumped(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+
+@final
+class SystemClock(Clock):
+    """The system wall clock (UTC). Jumps are noticed within ``max_nap``."""
+
+    def __init__(self, max_nap: timedelta = timedelta(seconds=1)) -> None:
+        super().__init__()
+        if not isinstance(max_nap, timedelta) or max_nap <= timedelta(0):
+            raise ConfigurationError(f"max_nap must be a positive timedelta, got {max_nap!r}")
+        self._max_nap = max_nap.total_seconds()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def deadline(self, when: datetime) -> float:
+        wait = (when - self.now()).total_seconds()
+        return trio.current_time() + max(0.0, min(wait, self._max_nap))
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+@final
+class VirtualClock(Clock):
+    """Job time that follows trio's clock: under ``trio.testing.MockClock`` it is virtual.
+
+    ``now()`` is ``start`` plus the trio time elapsed since the clock was first
+    read, plus every :meth:`jump`. With ``MockClock(autojump_threshold=0)`` a
+    test of "every hour for a week" runs in milliseconds. Store calls made by
+    the runtime take no virtual time (see :func:`hold_virtual_time`).
+    """
+
+    def __init__(self, start: datetime = VIRTUAL_EPOCH) -> None:
+        super().__init__()
+        if not isinstance(start, datetime) or start.utcoffset() is None:
+            raise ConfigurationError(
+                f"VirtualClock start must be a timezone-aware datetime, got {start!r}"
+            )
+        self._start = start.astimezone(UTC)
+        self._base: float | None = None
+        self._offset = timedelta(0)
+
+    def _elapsed_us(self) -> int:
+        t = trio.current_time()
+        if self._base is None:
+            self._base = t
+        return round((t - self._base) * 1_000_000)
+
+    def now(self) -> datetime:
+        return self._start + self._offset + timedelta(microseconds=self._elapsed_us())
+
+    def deadline(self, when: datetime) -> float:
+        self._elapsed_us()
+        assert self._base is not None
+        us = (when - self._start - self._offset) // timedelta(microseconds=1)
+        return self._base + us / 1_000_000
+
+    def jump(self, delta: timedelta) -> None:
+        """Move this clock's time by ``delta`` (forward or back) without trio time passing.
+
+        Models the wall clock being set: alarms are absolute times, so a jump
+        forward makes those it passes due at once, a jump back delays them.
+        """
+        if not isinstance(delta, timedelta):
+            raise ConfigurationError(f"jump() takes a timedelta, got {delta!r}")
+        self._offset += delta
+        self._jumped()
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(start={self._start.isoformat()})"
+
+
+_holds: weakref.WeakKeyDictionary[MockClock, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def hold_virtual_time() -> Iterator[None]:
+    """Stop a ``MockClock`` from autojumping while the block runs (store I/O in a thread).
+
+    A task waiting for a worker thread counts as blocked, so autojump would
+    otherwise move virtual time while a store call is in flight and fire
+    alarms early. Outside a ``MockClock`` this does nothing.
+    """
+    try:
+        clock = trio.lowlevel.current_clock()
+    except RuntimeError:
+        clock = None
+    if not isinstance(clock, MockClock):
+        yield
+        return
+    count, saved = _holds.get(clock, (0, clock.autojump_threshold))
+    if count == 0:
+        saved = clock.autojump_threshold
+        clock.autojump_threshold = math.inf
+    _holds[clock] = (count + 1, saved)
+    try:
+        yield
+    finally:
+        count, saved = _holds[clock]
+        if count == 1:
+            del _holds[clock]
+            clock.autojump_threshold = saved
+        else:
+            _holds[clock] = (count - 1, saved)

@@ -1,0 +1,312 @@
+"""The ``ctx`` objects handlers receive.
+
+Context methods only record intent; the runtime commits all of it together
+after the handler returns (and none of it if the handler raises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+from durable_jobs._domain.instance import UNCHANGED, Intents
+from durable_jobs._errors import ValidationError
+
+if TYPE_CHECKING:
+    from durable_jobs._registry import TypeCodec
+
+__all__ = [
+    "ContinuousContext",
+    "DebounceContext",
+    "DebounceEventContext",
+    "TaskContext",
+]
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+class _StatefulContext(Generic[S]):
+    """State intents shared by the continuous and task contexts."""
+
+    def __init__(self, *, codec: TypeCodec[Any], state: S, instance_id: str, job_name: str):
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
+        self._instance_id = instance_id
+        self._job_name = job_name
+
+    @property
+    def instance_id(self) -> str:
+        """The instance's id, as the caller gave it."""
+        return self._instance_id
+
+    @property
+    def job_name(self) -> str:
+        """The job's registered name."""
+        return self._job_name
+
+    @property
+    def state(self) -> S:
+        """The state: as committed, or as this handler last set it."""
+        return self._state if self._new_state is UNCHANGED else self._new_state
+
+    def set_state(self, new: S) -> None:
+        """Replace the state when the handler returns (validated now)."""
+        self._new_state = self._codec.validate(new)
+
+    def update_state(self, fn: Callable[[S], S]) -> None:
+        """Replace the state with ``fn(state)`` (``state`` may be None: nothing set yet)."""
+        self.set_state(fn(self.state))
+
+    def _intents(self, schedule: Any = UNCHANGED) -> Intents:
+        state = UNCHANGED
+        if self._new_state is not UNCHANGED:
+            state = self._codec.to_json(self._new_state)
+        return Intents(
+            state=state,
+            schedule=schedule,
+            terminate=self._terminate,
+            terminate_reason=self._terminate_reason,
+        )
+
+
+@final
+class ContinuousContext(_StatefulContext[S]):
+    """What a continuous job's ``execute(ctx)`` sees and can ask for."""
+
+    def __init__(
+        self,
+        *,
+        codec: TypeCodec[Any],
+        state: S,
+        instance_id: str,
+        job_name: str,
+        run_count: int,
+        attempt: int,
+    ) -> None:
+        super().__init__(codec=codec, state=state, instance_id=instance_id, job_name=job_name)
+        self._run_count = run_count
+        self._attempt = attempt
+
+    @property
+    def run_count(self) -> int:
+        """Which run this is (1 on the first; a retry keeps its run's number)."""
+        return self._run_count
+
+    @property
+    def attempt(self) -> int:
+        """Which try of this run (1 on the first)."""
+        return self._attempt
+
+    @property
+    def is_retry(self) -> bool:
+        """Whether this try retries a failed one."""
+        return self._attempt > 1
+
+    def terminate(self, reason: str | None = None) -> None:
+        """End the instance when the handler returns (alarm cancelled, state removed)."""
+        self._terminate = True
+        self._terminate_reason = reason
+
+    def __repr__(self) -> str:
+        return (
+            f"<ContinuousContext {self._job_name}/{self._instance_id} run {self._run_count} "
+            f"attempt {self._attempt}>"
+        )
+
+
+@final
+class DebounceEventContext(Generic[E, S]):
+    """What a debounce job's ``on_event(ctx)`` reducer sees; it returns the new state."""
+
+    def __init__(
+        self, *, event: E, state: S | None, event_count: int, instance_id: str, job_name: str
+    ) -> None:
+        self._event = event
+        self._state = state
+        self._event_count = event_count
+        self._instance_id = instance_id
+        self._job_name = job_name
+
+    @property
+    def event(self) -> E:
+        """The event being added (validated)."""
+        return self._event
+
+    @property
+    def state(self) -> S | None:
+        """The batch's state so far; None for the first event of a batch."""
+        return self._state
+
+    @property
+    def event_count(self) -> int:
+        """Events in the batch, including this one."""
+        return self._event_count
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @property
+    def job_name(self) -> str:
+        return self._job_name
+
+
+@final
+class DebounceContext(Generic[S]):
+    """What a debounce job's ``execute(ctx)`` (the flush) sees."""
+
+    def __init__(
+        self,
+        *,
+        state: S,
+        event_count: int,
+        debounce_started_at: datetime,
+        flush_reason: str,
+        attempt: int,
+        instance_id: str,
+        job_name: str,
+    ) -> None:
+        self._state = state
+        self._event_count = event_count
+        self._started = debounce_started_at
+        self._reason = flush_reason
+        self._attempt = attempt
+        self._instance_id = instance_id
+        self._job_name = job_name
+
+    @property
+    def state(self) -> S:
+        """The batch's accumulated state."""
+        return self._state
+
+    @property
+    def event_count(self) -> int:
+        """Events in the batch."""
+        return self._event_count
+
+    @property
+    def debounce_started_at(self) -> datetime:
+        """When the batch received its first event."""
+        return self._started
+
+    @property
+    def flush_reason(self) -> str:
+        """``flush_after``, ``max_events`` or ``manual`` (a retry keeps the first try's)."""
+        return self._reason
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def is_retry(self) -> bool:
+        return self._attempt > 1
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @property
+    def job_name(self) -> str:
+        return self._job_name
+
+    def __repr__(self) -> str:
+        return (
+            f"<DebounceContext {self._job_name}/{self._instance_id} {self._event_count} events "
+            f"({self._reason}) attempt {self._attempt}>"
+        )
+
+
+def to_alarm_time(when: object, now: datetime) -> datetime:
+    """``schedule(when)``'s argument as a UTC time: a timedelta from now, an aware
+    datetime, or epoch seconds."""
+    if isinstance(when, timedelta):
+        return now + when
+    if isinstance(when, datetime):
+        if when.utcoffset() is None:
+            msg = (
+                f"schedule() got a naive datetime {when!r}; pass a timezone-aware one "
+                "(e.g. datetime.now(UTC) + ...) or a timedelta from now."
+            )
+            raise ValidationError(msg)
+        return when.astimezone(UTC)
+    if isinstance(when, int | float) and not isinstance(when, bool):
+        try:
+            return datetime.fromtimestamp(when, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValidationError(f"schedule() got epoch seconds out of range: {when!r}") from exc
+    msg = (
+        f"schedule() takes a timedelta (from now), a timezone-aware datetime or epoch "
+        f"seconds, not {when!r}."
+    )
+    raise ValidationError(msg)
+
+
+@final
+class TaskContext(_StatefulContext[S]):
+    """What every handler of a task job sees and can ask for."""
+
+    def __init__(
+        self,
+        *,
+        codec: TypeCodec[Any],
+        state: S,
+        instance_id: str,
+        job_name: str,
+        now: Callable[[], datetime],
+        scheduled_at: datetime | None,
+        event_count: int,
+        execute_count: int,
+        created_at: datetime,
+    ) -> None:
+        super().__init__(codec=codec, state=state, instance_id=instance_id, job_name=job_name)
+        self._now = now
+        self._scheduled: Any = UNCHANGED
+        self._committed_alarm = scheduled_at
+        self._event_count = event_count
+        self._execute_count = execute_count
+        self._created_at = created_at
+
+    def schedule(self, when: timedelta | datetime | float) -> None:
+        """Set the one alarm: a timedelta from now, an aware datetime, or epoch seconds."""
+        self._scheduled = to_alarm_time(when, self._now())
+
+    def cancel_schedule(self) -> None:
+        """Remove the alarm."""
+        self._scheduled = None
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """The alarm as it stands (None: no alarm)."""
+        return self._committed_alarm if self._scheduled is UNCHANGED else self._scheduled
+
+    def terminate(self, reason: str | None = None) -> None:
+        """End the instance when the handler returns (alarm cancelled, state removed)."""
+        self._terminate = True
+        self._terminate_reason = reason
+
+    @property
+    def event_count(self) -> int:
+        """Events received by this instance."""
+        return self._event_count
+
+    @property
+    def execute_count(self) -> int:
+        """Runs of ``execute`` so far (including this one, inside ``execute``)."""
+        return self._execute_count
+
+    @property
+    def created_at(self) -> datetime:
+        """When the instance was created (the job clock's time)."""
+        return self._created_at
+
+    def intents(self) -> Intents:
+        return self._intents(self._scheduled)
+
+    def __repr__(self) -> str:
+        return f"<TaskContext {self._job_name}/{self._instance_id}>"

@@ -1,0 +1,109 @@
+"""The scheduler's bounded in-memory window of the next alarms.
+
+The store's instance index holds every alarm; the window holds the earliest
+``size`` of them (loaded with one index query, no aggregate rebuilt) plus
+every change this process commits below its horizon. Memory stays bounded
+however many alarms are pending: beyond the horizon, alarms stay in the
+store until the window reaches them and reloads.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from durable_jobs._store.index import IndexRow
+
+__all__ = ["AlarmKey", "AlarmWindow"]
+
+
+@dataclass(frozen=True)
+class AlarmKey:
+    """Which instance an alarm belongs to."""
+
+    uuid: UUID
+    kind: str
+    job: str
+    instance_id: str
+
+
+class AlarmWindow:
+    """Alarms known to be due before ``horizon`` (all of them when ``complete``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._heap: list[tuple[datetime, int, AlarmKey]] = []
+        self._due: dict[UUID, datetime] = {}
+        self._seq = 0
+        self.complete = True
+        self.horizon: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def load(self, rows: Sequence[IndexRow]) -> None:
+        """Replace the window with ``rows`` (the earliest alarms, earliest first)."""
+        self._heap.clear()
+        self._due.clear()
+        self.complete = len(rows) < self.size
+        self.horizon = None if self.complete or not rows else rows[-1].due_at
+        for row in rows:
+            if row.due_at is not None:
+                key = AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
+                self._push(key, row.due_at)
+
+    def _push(self, key: AlarmKey, due: datetime) -> None:
+        self._due[key.uuid] = due
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, key))
+
+    def set(self, key: AlarmKey, due: datetime | None) -> None:
+        """Record that ``key``'s alarm is now ``due`` (None: it has none)."""
+        if due is None or not (self.complete or (self.horizon is not None and due < self.horizon)):
+            self._due.pop(key.uuid, None)
+            return
+        if self._due.get(key.uuid) != due:
+            self._push(key, due)
+
+    def discard(self, uuid: UUID) -> None:
+        """Forget ``uuid``'s alarm (its run will set the next one)."""
+        self._due.pop(uuid, None)
+
+    def _clean(self) -> None:
+        heap = self._heap
+        while heap and self._due.get(heap[0][2].uuid) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def next_due(self) -> datetime | None:
+        """The earliest alarm in the window."""
+        self._clean()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: datetime) -> list[AlarmKey]:
+        """Remove and return every alarm due at or before ``now``, earliest first."""
+        due: list[AlarmKey] = []
+        while True:
+            self._clean()
+            if not self._heap or self._heap[0][0] > now:
+                return due
+            _, _, key = heapq.heappop(self._heap)
+            del self._due[key.uuid]
+            due.append(key)
+
+    def has_due(self, now: datetime) -> bool:
+        nxt = self.next_due()
+        return nxt is not None and nxt <= now
+
+    def needs_reload(self, now: datetime) -> bool:
+        """Whether alarms beyond the horizon may be due by ``now``."""
+        return not self.complete and (self.horizon is None or self.horizon <= now)
+
+    def wake_at(self) -> datetime | None:
+        """When the scheduler must look again: the next alarm or the horizon."""
+        nxt = self.next_due()
+        if not self.complete and self.horizon is not None:
+            return self.horizon if nxt is None else min(nxt, self.horizon)
+        return nxt

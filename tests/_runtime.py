@@ -1,0 +1,55 @@
+"""Helpers for runtime tests: open a registry on a store URL in virtual time.
+
+Tests that use these take pytest-trio's ``autojump_clock`` fixture, so trio
+runs on ``MockClock(autojump_threshold=0)`` and the jobs' ``VirtualClock``
+follows it: hours pass in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import trio
+
+import durable_jobs as dj
+
+#: The virtual clock's start: "T" in SCENARIOS.md.
+T = datetime(2026, 1, 1, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+@asynccontextmanager
+async def running(
+    registry: dj.Registry,
+    url: str,
+    *,
+    clock: dj.Clock | None = None,
+    records: list[dj.RecordedEvent] | None = None,
+    **options: Any,
+) -> AsyncIterator[dj.Jobs]:
+    """``open_jobs`` on ``url`` with a VirtualClock starting at T (or ``clock``).
+
+    ``records``, if given, collects every committed record (the observer hook).
+    Polling is off: these tests run one process per store.
+    """
+    options.setdefault("poll_interval", None)
+    observers = [records.append] if records is not None else []
+    async with dj.open_jobs(
+        registry, url, clock=clock or dj.VirtualClock(T), observers=observers, **options
+    ) as jobs:
+        yield jobs
+
+
+async def advance(jobs: dj.Jobs, delta: timedelta) -> None:
+    """Let ``delta`` of virtual time pass, then wait until everything due has run."""
+    await trio.sleep(delta.total_seconds())
+    await jobs.wait_idle()
+
+
+def names(records: list[dj.RecordedEvent]) -> list[str]:
+    return [r.name for r in records]
