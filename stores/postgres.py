@@ -15,7 +15,9 @@ Events are kept by eventsourcing's Postgres recorder; the instance index is the
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -351,6 +353,59 @@ class PostgresStore(Store):
     def max_concurrency(self) -> int:
         """One call per pooled connection."""
         return int(self._settings()["pool_size"])
+
+    # ---- cross-process instance locks: session advisory locks -----------------------
+    #
+    # One dedicated connection per store holds this process's locks, so a process
+    # that dies (kill -9 included) releases all of them with its session, at once:
+    # no lease to expire, no stale owner to fence (the aggregate version still
+    # fences a late commit).
+
+    _lock_conn: psycopg.Connection[Any] | None = None
+    _lock_mutex: threading.Lock | None = None
+
+    def _lock_key(self, uuid: UUID, scope: str) -> int:
+        digest = hashlib.blake2b(
+            f"{self.schema}:{scope}:{uuid}".encode(), digest_size=8, person=b"dj-instance-lk"
+        ).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    def _locking(self, query: str, uuid: UUID, scope: str) -> bool:
+        if self._lock_mutex is None:
+            self._lock_mutex = threading.Lock()
+        with self._lock_mutex:
+            try:
+                if self._lock_conn is None or self._lock_conn.closed:
+                    s = self._settings()
+                    self._lock_conn = psycopg.connect(
+                        host=s["host"],
+                        port=s["port"],
+                        dbname=s["dbname"],
+                        user=s["user"],
+                        password=s["password"],
+                        connect_timeout=s["connect_timeout"],
+                        autocommit=True,
+                    )
+                row = self._lock_conn.execute(query, (self._lock_key(uuid, scope),)).fetchone()
+            except psycopg.Error as exc:
+                if self._lock_conn is not None:
+                    self._lock_conn.close()
+                    self._lock_conn = None
+                msg = f"Could not take or release an instance lock on {self.url}: "
+                raise StoreError(msg + self._describe(exc)) from exc
+            return bool(row and row[0])
+
+    def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
+        return self._locking("SELECT pg_try_advisory_lock(%s)", uuid, scope)
+
+    def unlock(self, uuid: UUID, scope: str = "instance") -> None:
+        self._locking("SELECT pg_advisory_unlock(%s)", uuid, scope)
+
+    def close(self) -> None:
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+        super().close()
 
     def _is_version_conflict(self, exc: IntegrityError) -> bool:
         """Only a duplicate (originator_id, originator_version) is a version conflict."""

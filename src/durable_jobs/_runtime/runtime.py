@@ -71,6 +71,14 @@ COMMAND_TRIES = 5
 #: Delay before a run that failed inside the runtime (store down, corrupt row) is tried again.
 RETRY_BROKEN_AFTER = timedelta(seconds=5)
 MAX_RETRY_BROKEN_AFTER = timedelta(minutes=5)
+#: How often a command polls for an instance lock another process holds.
+CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
+#: When an alarm whose instance another process is running is looked at again.
+BUSY_RECHECK = timedelta(seconds=1)
+
+
+class _Busy(Exception):
+    """Another process holds the instance: its alarm is looked at again later."""
 
 
 def clone(agg: _A) -> _A:
@@ -222,6 +230,35 @@ class Runtime:
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         self._observers.append(observer)
         return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    # ---- instance locks ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _hold(
+        self, uuid: UUID, *, scope: str = "instance", wait: bool = True
+    ) -> AsyncIterator[bool]:
+        """Hold ``uuid``'s ``scope`` lock in this process and, on a shared store, across
+        processes; yields False (not held) if ``wait`` is False and another process has it."""
+        locks = self._locks if scope == "instance" else self._flush_locks
+        async with locks(uuid):
+            if not self.store.shared:
+                yield True
+                return
+            while not await self.io(self.store.try_lock, uuid, scope):
+                if not wait:
+                    break
+                await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
+            else:
+                try:
+                    yield True
+                finally:
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self.io(self.store.unlock, uuid, scope)
+                        except DurableJobsError:
+                            log.warning("Could not release the lock of %s", uuid, exc_info=True)
+                return
+            yield False
 
     # ---- store access ----------------------------------------------------------------
 
@@ -377,6 +414,12 @@ class Runtime:
             async with self._run_limiter:
                 await self._fire(key)
             self._broken.pop(key.uuid, None)
+        except _Busy:
+            self._window.set(key, self.clock.now() + BUSY_RECHECK)
+        except ConcurrencyError:
+            # Another process committed to this instance first: look at it afresh.
+            self._evict(key.uuid)
+            self._window.set(key, self.clock.now())
         except Exception as exc:
             self._run_broke(key, exc)
         finally:
@@ -463,7 +506,7 @@ class Runtime:
         self, job: ContinuousJob[Any], instance_id: str, state_json: Any
     ) -> tuple[ContinuousInstance, bool]:
         uuid = instance_uuid("continuous", job.name, instance_id)
-        async with self._locks(uuid):
+        async with self._hold(uuid):
             committed = await self.load(ContinuousInstance, job.name, instance_id)
             if committed is not None and committed.live:
                 return committed, False
@@ -483,7 +526,9 @@ class Runtime:
     ) -> tuple[bool, bool, bool]:
         """One run of ``execute``: (triggered, terminated, retry_scheduled)."""
         uuid = instance_uuid("continuous", job.name, instance_id)
-        async with self._locks(uuid):
+        async with self._hold(uuid, wait=manual) as held:
+            if not held:
+                raise _Busy
             committed = await self.load(ContinuousInstance, job.name, instance_id)
             if committed is None or not committed.live:
                 return False, False, False
@@ -545,7 +590,7 @@ class Runtime:
         self, cls: type[JobInstance], job: str, instance_id: str, reason: str | None
     ) -> bool:
         uuid = instance_uuid(cls.kind, job, instance_id)
-        async with self._locks(uuid):
+        async with self._hold(uuid):
             committed = await self.load(cls, job, instance_id)
             if committed is None or not committed.live:
                 return False
@@ -566,7 +611,7 @@ class Runtime:
     ) -> tuple[DebounceInstance, bool, bool]:
         """(instance, opened a batch, duplicate)."""
         uuid = instance_uuid("debounce", job.name, instance_id)
-        async with self._locks(uuid):
+        async with self._hold(uuid):
             committed = await self.load(DebounceInstance, job.name, instance_id)
             now = self.clock.now()
             live = committed if committed is not None and committed.live else None
@@ -621,8 +666,10 @@ class Runtime:
     ) -> tuple[bool, int, str, bool]:
         """One flush: (flushed, event_count, reason, retry_scheduled)."""
         uuid = instance_uuid("debounce", job.name, instance_id)
-        async with self._flush_locks(uuid):
-            async with self._locks(uuid):
+        async with self._hold(uuid, scope="flush", wait=manual) as held:
+            if not held:
+                raise _Busy
+            async with self._hold(uuid):
                 committed = await self.load(DebounceInstance, job.name, instance_id)
                 if committed is None:
                     return False, 0, "empty", False
@@ -656,7 +703,7 @@ class Runtime:
         except Exception as exc:
             error = exc
         uuid = instance_uuid("debounce", job.name, instance_id)
-        async with self._locks(uuid):
+        async with self._hold(uuid):
             committed = await self.load(DebounceInstance, job.name, instance_id)
             if committed is None:  # pragma: no cover - the batch was committed above
                 return False, count, "empty", False
@@ -688,7 +735,7 @@ class Runtime:
 
     async def clear(self, job: DebounceJob[Any, Any], instance_id: str) -> int:
         uuid = instance_uuid("debounce", job.name, instance_id)
-        async with self._locks(uuid):
+        async with self._hold(uuid):
             committed = await self.load(DebounceInstance, job.name, instance_id)
             if committed is None:
                 return 0
@@ -788,7 +835,7 @@ class Runtime:
         uuid = instance_uuid("task", job.name, instance_id)
         assert job.event_handler is not None
         on_event = job.event_handler
-        async with self._locks(uuid):
+        async with self._hold(uuid):
             committed = await self.load(TaskInstance, job.name, instance_id)
             now = self.clock.now()
             if (
@@ -847,7 +894,9 @@ class Runtime:
         """Run ``execute``: (triggered, terminated, retry_scheduled); HandlerError if unhandled."""
         uuid = instance_uuid("task", job.name, instance_id)
         execute = job.execute
-        async with self._locks(uuid):
+        async with self._hold(uuid, wait=not by_alarm) as held:
+            if not held:
+                raise _Busy
             committed = await self.load(TaskInstance, job.name, instance_id)
             if committed is None or not committed.live:
                 return False, False, False

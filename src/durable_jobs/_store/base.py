@@ -88,6 +88,20 @@ class Store(ABC):
         """How many calls the runtime makes at once (threads); SQLite has one writer."""
         return 1
 
+    # ---- cross-process instance locks ----------------------------------------------
+
+    def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
+        """Take the ``scope`` lock of instance ``uuid`` for this process, without waiting.
+
+        Shared stores (several processes) serialise runs of one instance with
+        it; it is released by :meth:`unlock` or when the process dies. Stores
+        written by one process need none: this default always succeeds.
+        """
+        return True
+
+    def unlock(self, uuid: UUID, scope: str = "instance") -> None:  # noqa: B027 - a no-op here
+        """Release a lock taken with :meth:`try_lock`."""
+
     def __init__(
         self, url: StoreURL, *, snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
     ) -> None:

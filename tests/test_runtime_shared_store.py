@@ -1,0 +1,91 @@
+"""Several runtimes on one Postgres store (as several worker processes would be).
+
+Each runtime opens its own store, so each has its own connections and its own
+advisory-lock session, exactly as a separate process would: runs of one
+instance never overlap, and each alarm is run once, by one of them.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+import pytest
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from _runtime import MINUTE, T, running
+
+pytestmark = pytest.mark.postgres
+
+
+def shared_registry(log: list[tuple[str, int]], inside: dict[str, int]) -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        inside[ctx.instance_id] = inside.get(ctx.instance_id, 0) + 1
+        try:
+            assert inside[ctx.instance_id] == 1, "two runs of one instance at once"
+            log.append((ctx.instance_id, ctx.run_count))
+            await trio.sleep(5)  # a run takes a while: the other runtime looks meanwhile
+            ctx.set_state(ctx.state + 1)
+        finally:
+            inside[ctx.instance_id] -= 1
+
+    return registry
+
+
+async def test_two_runtimes_run_each_alarm_once(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Per-instance serialisation across processes: every run once, never two at once."""
+    log: list[tuple[str, int]] = []
+    inside: dict[str, int] = {}
+    clock = dj.VirtualClock(T)
+    ids = [f"i{n}" for n in range(4)]
+    async with AsyncExitStack() as stack:
+        workers = [
+            await stack.enter_async_context(
+                running(
+                    shared_registry(log, inside),
+                    pg_url,
+                    clock=clock,
+                    poll_interval=timedelta(seconds=1),
+                )
+            )
+            for _ in range(2)
+        ]
+        for n, instance_id in enumerate(ids):
+            await workers[n % 2].continuous("tick").start(instance_id, 0)
+        await trio.sleep((10 * MINUTE).total_seconds())
+        for worker in workers:
+            await worker.wait_idle()
+        for instance_id in ids:
+            counts = [c for i, c in log if i == instance_id]
+            assert counts == list(range(1, len(counts) + 1)), counts
+            assert len(counts) >= 9
+            status = await workers[0].continuous("tick").status(instance_id)
+            assert status.run_count == len(counts)
+            assert await workers[1].continuous("tick").get_state(instance_id) == len(counts)
+
+
+async def test_a_client_call_waits_for_a_run_in_another_runtime(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A trigger from one process waits while another process runs the same instance."""
+    log: list[tuple[str, int]] = []
+    inside: dict[str, int] = {}
+    clock = dj.VirtualClock(T)
+    async with (
+        running(shared_registry(log, inside), pg_url, clock=clock) as first,
+        running(shared_registry(log, inside), pg_url, clock=clock) as second,
+    ):
+        await first.continuous("tick").start("x", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        # The first runtime's immediate run sleeps 5 s; the trigger must wait for it.
+        result = await second.continuous("tick").trigger("x")
+        assert result == dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=False)
+        assert [c for _, c in log] == [1, 2]
+        assert await second.continuous("tick").get_state("x") == 2
