@@ -93,6 +93,7 @@ class MemoryStore(Store):
 
     scheme = "memory"
     durable = False
+    blocking = False
 
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         if self.url.host or self.url.path not in ("", "/"):

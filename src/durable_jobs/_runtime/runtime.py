@@ -86,7 +86,11 @@ def clone(agg: _A) -> _A:
     new = object.__new__(type(agg))
     new.__dict__.update(agg.__dict__)
     new._pending_events = []
-    new.d = agg.d.model_copy(deep=True)
+    d = agg.d
+    # Events replace values (states are never mutated in place) except these two
+    # containers, which they update: copying them is enough, and much cheaper
+    # than a deep copy.
+    new.d = d.model_copy(update={"closed": list(d.closed), "idempotency": dict(d.idempotency)})
     return new
 
 
@@ -264,6 +268,9 @@ class Runtime:
 
     async def io(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Call the synchronous store in a worker thread (taking no virtual time)."""
+        if not self.store.blocking:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
         with hold_virtual_time():
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 

@@ -82,6 +82,9 @@ class Store(ABC):
     durable: ClassVar[bool] = True
     #: Whether other processes may write to the same store at the same time.
     shared: ClassVar[bool] = False
+    #: Whether calls may block (on disk or network): the runtime then makes them in
+    #: worker threads; calls of a store that never blocks are made inline.
+    blocking: ClassVar[bool] = True
 
     @property
     def max_concurrency(self) -> int:
