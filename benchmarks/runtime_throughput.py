@@ -86,12 +86,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for label, make_url in (
-            ("memory", lambda name: "memory://"),
-            ("sqlite (synchronous=full)", lambda name: f"sqlite:///{Path(tmp) / name}"),
-        ):
-            runs, ours = through_runtime(make_url("runtime.db"), args.seconds, args.instances)
-            base = baseline(make_url("baseline.db"), runs, args.instances)
+        stores = (
+            ("memory", "memory://", "memory://"),
+            (
+                "sqlite (synchronous=full)",
+                f"sqlite:///{Path(tmp) / 'runtime.db'}",
+                f"sqlite:///{Path(tmp) / 'baseline.db'}",
+            ),
+        )
+        for label, runtime_url, baseline_url in stores:
+            runs, ours = through_runtime(runtime_url, args.seconds, args.instances)
+            base = baseline(baseline_url, runs, args.instances)
             print(
                 f"{label:<28} runtime {ours:8.0f} runs/s   Store.save alone {base:8.0f} "
                 f"commits/s   ratio {ours / base:.2f}x  ({runs} runs)"

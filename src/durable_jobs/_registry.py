@@ -329,21 +329,43 @@ class Registry:
             raise ConfigurationError(msg)
         jobs[job.name] = job
 
+    @overload
     def continuous(
         self,
         name: str,
         *,
-        state: type[S] | Any,
+        state: type[S],
         schedule: Schedule,
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[S]]:
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[S]]: ...
+    @overload
+    def continuous(
+        self,
+        name: str,
+        *,
+        state: Any,
+        schedule: Schedule,
+        start_immediately: bool = True,
+        retry: Retry | None = None,
+        misfire: MisfirePolicy = "run_once",
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[Any]]: ...
+    def continuous(
+        self,
+        name: str,
+        *,
+        state: Any,
+        schedule: Schedule,
+        start_immediately: bool = True,
+        retry: Retry | None = None,
+        misfire: MisfirePolicy = "run_once",
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[Any]]:
         """Decorator: register ``async def execute(ctx)`` as a continuous job."""
         check_job_name(name)
 
-        def register(execute: Callable[[Any], Awaitable[None]]) -> ContinuousJob[S]:
-            job: ContinuousJob[S] = ContinuousJob(
+        def register(execute: Callable[[Any], Awaitable[None]]) -> ContinuousJob[Any]:
+            job: ContinuousJob[Any] = ContinuousJob(
                 name,
                 state=state,
                 schedule=schedule,
@@ -357,25 +379,61 @@ class Registry:
 
         return register
 
+    @overload
     def debounce(
         self,
         name: str,
         *,
-        event: type[E] | Any,
-        state: type[S] | Any = None,
+        event: type[E],
+        state: None = None,
         flush_after: timedelta,
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[E, S]]:
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[E, E]]: ...
+    @overload
+    def debounce(
+        self,
+        name: str,
+        *,
+        event: type[E],
+        state: type[S],
+        flush_after: timedelta,
+        max_events: int | None = None,
+        retry: Retry | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[E, S]]: ...
+    @overload
+    def debounce(
+        self,
+        name: str,
+        *,
+        event: Any,
+        state: Any = None,
+        flush_after: timedelta,
+        max_events: int | None = None,
+        retry: Retry | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]: ...
+    def debounce(
+        self,
+        name: str,
+        *,
+        event: Any,
+        state: Any = None,
+        flush_after: timedelta,
+        max_events: int | None = None,
+        retry: Retry | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
 
         ``state`` defaults to the event type; add a reducer with ``@job.on_event``.
         """
         check_job_name(name)
 
-        def register(execute: Callable[[Any], Awaitable[None]]) -> DebounceJob[E, S]:
-            job: DebounceJob[E, S] = DebounceJob(
+        def register(execute: Callable[[Any], Awaitable[None]]) -> DebounceJob[Any, Any]:
+            job: DebounceJob[Any, Any] = DebounceJob(
                 name,
                 event=event,
                 state=state,
@@ -390,17 +448,41 @@ class Registry:
 
         return register
 
+    @overload
     def task(
         self,
         name: str,
         *,
-        event: type[E] | Any,
-        state: type[S] | Any,
+        event: type[E],
+        state: type[S],
         on_event: Callable[[Any, Any], Awaitable[None]] | None = None,
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[E, S]]:
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[E, S]]: ...
+    @overload
+    def task(
+        self,
+        name: str,
+        *,
+        event: Any,
+        state: Any,
+        on_event: Callable[[Any, Any], Awaitable[None]] | None = None,
+        on_idle: Callable[[Any], Awaitable[None]] | None = None,
+        on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[Any, Any]]: ...
+    def task(
+        self,
+        name: str,
+        *,
+        event: Any,
+        state: Any,
+        on_event: Callable[[Any, Any], Awaitable[None]] | None = None,
+        on_idle: Callable[[Any], Awaitable[None]] | None = None,
+        on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
+        idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` (run by the alarm) as a task job.
 
         Attach ``@job.on_event`` (required), ``@job.on_idle`` and ``@job.on_error``,
@@ -408,8 +490,8 @@ class Registry:
         """
         check_job_name(name)
 
-        def register(execute: Callable[[Any], Awaitable[None]]) -> TaskJob[E, S]:
-            job: TaskJob[E, S] = TaskJob(
+        def register(execute: Callable[[Any], Awaitable[None]]) -> TaskJob[Any, Any]:
+            job: TaskJob[Any, Any] = TaskJob(
                 name,
                 event=event,
                 state=state,
