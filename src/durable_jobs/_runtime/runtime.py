@@ -77,6 +77,21 @@ CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
 BUSY_RECHECK = timedelta(seconds=1)
 
 
+#: Most commits written in one transaction.
+MAX_GROUP_COMMIT = 100
+
+
+class _Commit:
+    """One aggregate waiting to be written, and the outcome of its write."""
+
+    __slots__ = ("agg", "done", "error")
+
+    def __init__(self, agg: JobInstance) -> None:
+        self.agg = agg
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
 class _Busy(Exception):
     """Another process holds the instance: its alarm is looked at again later."""
 
@@ -160,6 +175,9 @@ class Runtime:
         self._closing = False
         self._closed = False
         self._runs_nursery: trio.Nursery | None = None
+        self._group_commit = False
+        self._commit_queue: list[_Commit] = []
+        self._commit_ready = trio.Event()
         self._scheduler_scope: trio.CancelScope | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -168,12 +186,20 @@ class Runtime:
         """Serve until :meth:`shutdown`: the scheduler, then every run it started."""
         unsubscribe = self.clock.on_jump(self._kick)
         try:
-            async with trio.open_nursery() as runs:
-                self._runs_nursery = runs
-                async with trio.open_nursery() as sched:
-                    self._scheduler_scope = sched.cancel_scope
-                    await sched.start(self._scheduler)
-                    task_status.started()
+            async with trio.open_nursery() as system:
+                if self.store.blocking:
+                    for _ in range(max(1, self.store.max_concurrency)):
+                        system.start_soon(self._committer)
+                    self._group_commit = True
+                async with trio.open_nursery() as runs:
+                    self._runs_nursery = runs
+                    async with trio.open_nursery() as sched:
+                        self._scheduler_scope = sched.cancel_scope
+                        await sched.start(self._scheduler)
+                        task_status.started()
+                # Every run has ended, so no commit is waiting: stop the committers.
+                self._group_commit = False
+                system.cancel_scope.cancel()
         finally:
             unsubscribe()
             self._closed = True
@@ -313,7 +339,7 @@ class Runtime:
             return
         events = list(agg.pending_events)
         try:
-            await self.io(self.store.save, agg)
+            await self._commit(agg)
         except BaseException:
             self._evict(agg.id)
             raise
@@ -324,6 +350,49 @@ class Runtime:
         self._kick()
         if self._observers:
             self._emit(events, agg, before)
+
+    # ---- group commit --------------------------------------------------------------------
+
+    async def _commit(self, agg: JobInstance) -> None:
+        """Save ``agg``, in one transaction with whatever other commits are waiting."""
+        if not self._group_commit:
+            await self.io(self.store.save, agg)
+            return
+        item = _Commit(agg)
+        self._commit_queue.append(item)
+        self._commit_ready.set()
+        # The write is already on its way: wait for its outcome even if cancelled.
+        with trio.CancelScope(shield=True):
+            await item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    async def _committer(self) -> None:
+        """Write waiting commits together: everything that queued during the last write."""
+        while True:
+            while not self._commit_queue:
+                await self._commit_ready.wait()
+                self._commit_ready = trio.Event()
+            batch = self._commit_queue[:MAX_GROUP_COMMIT]
+            del self._commit_queue[:MAX_GROUP_COMMIT]
+            with trio.CancelScope(shield=True):
+                await self._write(batch)
+
+    async def _write(self, batch: list[_Commit]) -> None:
+        try:
+            await self.io(self.store.save, *(c.agg for c in batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                # One commit's conflict must not fail the others: write each alone.
+                for c in batch:
+                    try:
+                        await self.io(self.store.save, c.agg)
+                    except Exception as one:
+                        c.error = one
+        for c in batch:
+            c.done.set()
 
     def _emit(self, events: list[Any], agg: JobInstance, before: JobInstance | None) -> None:
         d = agg.d
@@ -351,7 +420,8 @@ class Runtime:
             d = agg.d
             msg = (
                 f"The stored state of {d.kind} job {d.job!r} instance {d.instance_id!r} "
-                f"(version {agg.version}) does not fit the job's state type "
+                f"(version {agg.version - len(agg.pending_events)}) does not fit the job's "
+                "state type "
                 f"{codec.tp!r}: {exc}. Nothing was changed; migrate or terminate the instance."
             )
             raise StoreError(msg) from exc
@@ -754,7 +824,12 @@ class Runtime:
     # ---- task --------------------------------------------------------------------------
 
     def _task_ctx(
-        self, job: TaskJob[Any, Any], agg: TaskInstance, *, execute_count: int | None = None
+        self,
+        job: TaskJob[Any, Any],
+        agg: TaskInstance,
+        *,
+        alarm: datetime | None,
+        execute_count: int | None = None,
     ) -> TaskContext[Any]:
         d = agg.d
         return TaskContext(
@@ -763,7 +838,7 @@ class Runtime:
             instance_id=d.instance_id,
             job_name=job.name,
             now=self.clock.now,
-            scheduled_at=d.alarm_at,
+            scheduled_at=alarm,
             event_count=d.event_count,
             execute_count=d.execute_count if execute_count is None else execute_count,
             created_at=d.created_at,
@@ -787,7 +862,10 @@ class Runtime:
         ``on_idle`` runs.
         """
         ctx = self._task_ctx(
-            job, agg, execute_count=ticket.run_count if handler == "execute" else None
+            job,
+            agg,
+            alarm=alarm,
+            execute_count=ticket.run_count if handler == "execute" else None,
         )
         started = self.clock.now()
         try:
@@ -912,7 +990,6 @@ class Runtime:
                 return False, False, False
             agg = clone(committed)
             ticket = agg.next_ticket(fresh=True)
-            failures_before = sum(1 for e in agg.pending_events)
             error = await self._task_handler(
                 job,
                 agg,
@@ -922,8 +999,7 @@ class Runtime:
                 alarm=None if by_alarm else agg.d.alarm_at,
             )
             failed = error is not None or any(
-                getattr(e, "NAME", "") == "run_failed"
-                for e in agg.pending_events[failures_before:]
+                getattr(e, "NAME", "") == "run_failed" for e in agg.pending_events
             )
             await self.save(agg, before=committed)
             if error is not None and not by_alarm:
@@ -939,7 +1015,9 @@ class Runtime:
                     instance_id,
                     error,
                 )
-            retry = failed and agg.live and agg.d.alarm_at is not None
+            # A retry is pending if on_error set an alarm (not the one a trigger kept).
+            alarm = agg.d.alarm_at if agg.live else None
+            retry = failed and alarm is not None and (by_alarm or alarm != committed.d.alarm_at)
             return True, not agg.live, retry
 
     # ---- reads -------------------------------------------------------------------------
