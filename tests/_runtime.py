@@ -26,7 +26,7 @@ HOUR = timedelta(hours=1)
 @asynccontextmanager
 async def running(
     registry: dj.Registry,
-    url: str,
+    url: str | dj.Store,
     *,
     clock: dj.Clock | None = None,
     records: list[dj.RecordedEvent] | None = None,

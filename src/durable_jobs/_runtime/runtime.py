@@ -623,14 +623,18 @@ class Runtime:
                         return False, False, False
             agg = clone(committed)
             ticket = agg.next_ticket(fresh=manual)
-            ctx: ContinuousContext[Any] = ContinuousContext(
-                codec=job.state_codec,
-                state=self.decode_state(job.state_codec, committed, committed.d.state),
-                instance_id=instance_id,
-                job_name=job.name,
-                run_count=ticket.run_count,
-                attempt=ticket.attempt,
-            )
+
+            def new_ctx() -> ContinuousContext[Any]:
+                return ContinuousContext(
+                    codec=job.state_codec,
+                    state=self.decode_state(job.state_codec, committed, committed.d.state),
+                    instance_id=instance_id,
+                    job_name=job.name,
+                    run_count=ticket.run_count,
+                    attempt=ticket.attempt,
+                )
+
+            ctx = new_ctx()
             started = self.clock.now()
             try:
                 await job.execute(ctx)
@@ -640,7 +644,8 @@ class Runtime:
                 retry_at = agg.plan_retry(ticket, job.retry, now=end)
                 exhausted = None
                 if retry_at is None and job.retry is not None:
-                    exhausted = await self._exhausted_action(job, exc, ctx)
+                    # The hook sees the committed state, not the failed try's changes.
+                    exhausted = await self._exhausted_action(job, exc, new_ctx())
                 agg.fail_run(
                     ticket,
                     exc,

@@ -1,0 +1,90 @@
+"""Group commit: runs that finish together are written in one transaction (SPEC §1).
+
+The store is a real SQLite (or Postgres) store; the test only wraps its
+``save`` to see how many instances each transaction carried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from _runtime import MINUTE, T, advance, running
+from durable_jobs._domain.instance import JobInstance
+
+
+def ticking_registry() -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.set_state(ctx.state + 1)
+
+    return registry
+
+
+class CountingSaves:
+    """Wraps ``store.save`` to record the size of every transaction."""
+
+    def __init__(self, store: dj.Store) -> None:
+        self.sizes: list[int] = []
+        self.fail_next_batch = False
+        self._save = store.save
+        store.save = self  # type: ignore[method-assign]
+
+    def __call__(self, *instances: JobInstance) -> None:
+        self.sizes.append(len(instances))
+        if self.fail_next_batch and len(instances) > 1:
+            self.fail_next_batch = False
+            msg = "injected failure of a whole batch"
+            raise dj.StoreError(msg)
+        self._save(*instances)
+
+
+async def test_runs_due_together_share_transactions(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Forty instances due at the same minute commit in fewer transactions than runs."""
+    store = dj.open_store(durable_store_url)
+    try:
+        counting = CountingSaves(store)
+        async with running(ticking_registry(), store) as jobs:
+            client = jobs.continuous("tick")
+            for n in range(40):
+                await client.start(f"i{n}", 0)
+            await jobs.wait_idle()
+            counting.sizes.clear()
+            await advance(jobs, MINUTE)
+            assert sum(counting.sizes) == 40  # every run committed once
+            assert len(counting.sizes) < 40  # ...in fewer transactions
+            assert max(counting.sizes) > 1
+            for n in range(40):
+                assert await client.get_state(f"i{n}") == 2
+    finally:
+        store.close()
+
+
+async def test_a_failed_batch_is_written_one_by_one(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A batch that fails as a whole is retried commit by commit: no run is lost."""
+    store = dj.open_store(sqlite_url)
+    try:
+        counting = CountingSaves(store)
+        async with running(ticking_registry(), store) as jobs:
+            client = jobs.continuous("tick")
+            for n in range(20):
+                await client.start(f"i{n}", 0)
+            await jobs.wait_idle()
+            counting.fail_next_batch = True
+            await advance(jobs, MINUTE)
+            assert not counting.fail_next_batch  # a batch did fail
+            states: list[Any] = [await client.get_state(f"i{n}") for n in range(20)]
+            assert states == [2] * 20
+            status = await client.status("i0")
+            assert status.next_run_at == T + 2 * MINUTE
+    finally:
+        store.close()
