@@ -1,0 +1,140 @@
+"""Kill -9 a running jobs app, again and again; then audit the store and run on.
+
+The child (``tests/_runtime_crash_child.py``) serves a continuous, a debounce
+and a task job on a real store with the system clock, adds and sends events
+continuously, and prints every committed record and every acknowledged call.
+The parent SIGKILLs it after a different number of lines each cycle, then
+checks that nothing committed or acknowledged is lost, that every instance's
+index row (its alarm) matches its log, and finally that a new runtime picks
+the alarms up and runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from _runtime_crash_child import make_registry
+from durable_jobs._domain.debounce import DebounceInstance
+
+pytestmark = pytest.mark.slow
+
+CHILD = Path(__file__).resolve().with_name("_runtime_crash_child.py")
+READ_TIMEOUT = 60.0
+KILL_AFTER = (40, 90, 25, 140)
+
+
+def run_and_kill(url: str, first: int, lines: int) -> list[str]:
+    """Run the child until it printed ``lines`` lines, SIGKILL it, return what it printed."""
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), url, str(first)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(CHILD.parent)},
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while len(seen) < lines:
+            if not selector.select(READ_TIMEOUT):
+                pytest.fail(f"the child printed nothing for {READ_TIMEOUT} s (a hang)")
+            line = proc.stdout.readline()
+            if not line:
+                _, err = proc.communicate()
+                pytest.fail(f"the child exited early: {err.decode()[-2000:]}")
+            seen.append(line.decode().strip())
+        proc.send_signal(signal.SIGKILL)
+        # Lines already written before the kill are acknowledgements too.
+        rest, _ = proc.communicate()
+        seen.extend(x for x in rest.decode().splitlines() if x)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        selector.close()
+    assert proc.returncode == -signal.SIGKILL
+    return seen
+
+
+def audit(store: dj.Store, lines: list[str], acked_adds: set[int]) -> None:
+    """Everything the child saw committed or acknowledged is in the store, consistently."""
+    committed: dict[tuple[str, str], dict[int, str]] = {}
+    for line in lines:
+        word, *rest = line.split()
+        if word == "commit":
+            kind, instance_id, number, name = rest
+            committed.setdefault((kind, instance_id), {})[int(number)] = name
+        elif word == "added":
+            acked_adds.add(int(rest[0]))
+    keys = {"continuous": "beat", "debounce": "digest", "task": "ping"}
+    for (kind, instance_id), versions in committed.items():
+        inst = store.get(kind, keys[kind], instance_id)  # type: ignore[arg-type]
+        assert inst is not None
+        history = store.history(inst.id)
+        assert [e.originator_version for e in history] == list(range(1, len(history) + 1))
+        by_version = {e.originator_version: e.NAME for e in history}
+        for version_no, name in versions.items():
+            assert by_version.get(version_no) == name, (kind, instance_id, version_no, name)
+    for row in store.list_instances():
+        inst = store.get(row.kind, row.job, row.instance_id)  # type: ignore[arg-type]
+        assert inst is not None
+        assert (row.version, row.status, row.due_at) == (
+            inst.version,
+            inst.status,
+            inst.d.alarm_at,
+        ), row
+        if inst.kind in ("continuous", "task"):
+            assert inst.d.alarm_at is not None, f"{row.instance_id} lost its alarm"
+    digest = store.get("debounce", "digest", "d1")
+    assert isinstance(digest, DebounceInstance)
+    history = store.history(digest.id)
+    added = [e.event for e in history if e.NAME == "event_added"]  # type: ignore[attr-defined]
+    assert acked_adds <= set(added), sorted(acked_adds - set(added))[:10]
+    assert len(added) == len(set(added)), "an event was added twice"
+    flushed = sum(e.event_count for e in history if e.NAME == "flushed")  # type: ignore[attr-defined]
+    assert flushed + digest.buffered_events == len(added)
+
+
+async def resume(url: str) -> None:
+    """A new runtime picks the alarms up: overdue ones run, buffered batches flush."""
+    store = dj.open_store(url)
+    try:
+        before = store.get("continuous", "beat", "b1")
+        assert before is not None
+        clock = dj.VirtualClock(datetime.now(UTC))
+        async with dj.open_jobs(make_registry(), store, clock=clock, poll_interval=None) as jobs:
+            await trio.sleep(1)
+            await jobs.wait_idle()
+            status = await jobs.continuous("beat").status("b1")
+            assert status.status == "running"
+            assert status.run_count > before.d.run_count
+            digest = await jobs.debounce("digest").status("d1")
+            assert digest.status in ("idle", "debouncing")
+            assert digest.event_count < 3
+            assert (await jobs.task("ping").status("p1")).status == "active"
+    finally:
+        store.close()
+
+
+def test_kill_9_loses_nothing(durable_store_url: str) -> None:
+    """A crash at any point loses no committed state, acknowledged event or alarm."""
+    acked: set[int] = set()
+    first = 0
+    for cycle, lines in enumerate(KILL_AFTER):
+        seen = run_and_kill(durable_store_url, first, lines + 7 * cycle)
+        with dj.open_store(durable_store_url) as store:
+            audit(store, seen, acked)
+        first += 10_000  # distinct event numbers per cycle
+    trio.run(resume, durable_store_url, clock=trio.testing.MockClock(autojump_threshold=0))
