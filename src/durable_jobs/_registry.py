@@ -66,8 +66,19 @@ class TypeCodec(Generic[S]):
             raise ValidationError(msg) from exc
 
     def to_json(self, value: Any) -> Any:
-        """A validated value as plain JSON data (what the log stores)."""
-        return self.adapter.dump_python(self.validate(value), mode="json")
+        """A validated value as plain JSON data (what the log stores).
+
+        The JSON is validated again, as it will be read back: a model instance
+        built without validation (``model_construct``) is passed through by
+        pydantic's first check, and must not be stored if it cannot be read.
+        """
+        try:
+            data = self.adapter.dump_python(self.validate(value), mode="json", warnings="error")
+            self.from_json(data)
+        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
+            msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
+            raise ValidationError(msg) from exc
+        return data
 
     def from_json(self, data: Any) -> S:
         """Stored JSON data as the type; raises pydantic's error if it no longer fits."""

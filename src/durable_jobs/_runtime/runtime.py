@@ -92,6 +92,15 @@ class _Commit:
         self.error: Exception | None = None
 
 
+class RuntimeClosed(DurableJobsError):
+    """The ``open_jobs`` block has ended: no new run starts."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This jobs runtime is closed (its open_jobs block has ended); no new run starts."
+        )
+
+
 class _Busy(Exception):
     """Another process holds the instance: its alarm is looked at again later."""
 
@@ -168,6 +177,7 @@ class Runtime:
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
         self._unknown_jobs: set[tuple[str, str]] = set()
         self._pending = 0
+        self._commands = 0
         self._dirty = True
         self._wake = trio.Event()
         self._changed = trio.Event()
@@ -210,7 +220,7 @@ class Runtime:
         if self._scheduler_scope is not None:
             self._scheduler_scope.cancel()
         with trio.move_on_after(self.shutdown_grace.total_seconds()):
-            while self._pending:
+            while self._pending or self._commands:
                 await self._wait_changed()
         if self._pending:
             log.warning(
@@ -224,8 +234,7 @@ class Runtime:
 
     def check_open(self) -> None:
         if self._closing or self._closed:
-            msg = "This jobs runtime is closed (its open_jobs block has ended)."
-            raise DurableJobsError(msg)
+            raise RuntimeClosed
 
     # ---- bookkeeping -------------------------------------------------------------------
 
@@ -265,12 +274,18 @@ class Runtime:
 
     @asynccontextmanager
     async def _hold(
-        self, uuid: UUID, *, scope: str = "instance", wait: bool = True
+        self, uuid: UUID, *, scope: str = "instance", wait: bool = True, starting: bool = True
     ) -> AsyncIterator[bool]:
         """Hold ``uuid``'s ``scope`` lock in this process and, on a shared store, across
-        processes; yields False (not held) if ``wait`` is False and another process has it."""
+        processes; yields False (not held) if ``wait`` is False and another process has it.
+
+        Work that *starts* under the lock (``starting``) is refused once shutdown began:
+        a call that waited for a busy instance must not run after the block ended.
+        """
         locks = self._locks if scope == "instance" else self._flush_locks
         async with locks(uuid):
+            if starting and self._closing:
+                raise RuntimeClosed
             if not self.store.shared:
                 yield True
                 return
@@ -429,14 +444,19 @@ class Runtime:
     async def command(self, fn: Callable[[], Awaitable[_T]]) -> _T:
         """Run a client command, again (reloaded) if another process won a version race."""
         self.check_open()
-        for attempt in range(1, COMMAND_TRIES + 1):
-            try:
-                return await fn()
-            except ConcurrencyError:
-                if attempt == COMMAND_TRIES:
-                    raise
-                log.info("version conflict, retrying the command (try %d)", attempt + 1)
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._commands += 1
+        try:
+            for attempt in range(1, COMMAND_TRIES + 1):
+                try:
+                    return await fn()
+                except ConcurrencyError:
+                    if attempt == COMMAND_TRIES:
+                        raise
+                    log.info("version conflict, retrying the command (try %d)", attempt + 1)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._commands -= 1
+            self._notify()
 
     # ---- the scheduler -----------------------------------------------------------------
 
@@ -493,6 +513,8 @@ class Runtime:
             self._broken.pop(key.uuid, None)
         except _Busy:
             self._window.set(key, self.clock.now() + BUSY_RECHECK)
+        except RuntimeClosed:
+            pass  # shutting down: the alarm stays in the store for the next start
         except ConcurrencyError:
             # Another process committed to this instance first: look at it afresh.
             self._evict(key.uuid)
@@ -785,7 +807,7 @@ class Runtime:
         except Exception as exc:
             error = exc
         uuid = instance_uuid("debounce", job.name, instance_id)
-        async with self._hold(uuid):
+        async with self._hold(uuid, starting=False):
             committed = await self.load(DebounceInstance, job.name, instance_id)
             if committed is None:  # pragma: no cover - the batch was committed above
                 return False, count, "empty", False

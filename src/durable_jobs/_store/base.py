@@ -340,7 +340,7 @@ class Store(ABC):
             label = _label(row.kind, row.job, row.instance_id) if row else f"instance {uuid}"
         if isinstance(exc, CorruptEventError):
             msg = (
-                f"Cannot read {label}: stored event version {exc.version} is corrupt "
+                f"Cannot read {label}: stored {exc.row} version {exc.version} is corrupt "
                 f"({exc.problem}). Nothing was changed; repair or purge that instance."
             )
         else:

@@ -37,11 +37,15 @@ _EXCLUDE = set(_ID_FIELDS)
 class CorruptEventError(Exception):
     """A stored row could not be turned into an event (the store maps it to StoreError)."""
 
-    def __init__(self, originator_id: UUID | str, version: int, problem: str) -> None:
+    def __init__(
+        self, originator_id: UUID | str, version: int, problem: str, row: str = "event"
+    ) -> None:
         self.originator_id = originator_id
         self.version = version
         self.problem = problem
-        super().__init__(f"stored event version {version} of {originator_id}: {problem}")
+        #: ``event`` or ``snapshot``: which kind of row is corrupt.
+        self.row = row
+        super().__init__(f"stored {row} version {version} of {originator_id}: {problem}")
 
 
 class _NullTranscoder(Transcoder):
@@ -110,6 +114,15 @@ class JsonMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        try:
+            return self._to_domain_event(stored_event)
+        except CorruptEventError as exc:
+            if stored_event.topic == SNAPSHOT_TOPIC:
+                exc.row = "snapshot"
+                exc.args = (f"stored snapshot version {exc.version}: {exc.problem}",)
+            raise
+
+    def _to_domain_event(self, stored_event: StoredEvent) -> Any:
         by_topic, _ = _topics()
         oid, version = stored_event.originator_id, stored_event.originator_version
         cls = by_topic.get(stored_event.topic)
