@@ -376,16 +376,7 @@ class PostgresStore(Store):
         with self._lock_mutex:
             try:
                 if self._lock_conn is None or self._lock_conn.closed:
-                    s = self._settings()
-                    self._lock_conn = psycopg.connect(
-                        host=s["host"],
-                        port=s["port"],
-                        dbname=s["dbname"],
-                        user=s["user"],
-                        password=s["password"],
-                        connect_timeout=s["connect_timeout"],
-                        autocommit=True,
-                    )
+                    self._lock_conn = self._connect(autocommit=True)
                 row = self._lock_conn.execute(query, (self._lock_key(uuid, scope),)).fetchone()
             except psycopg.Error as exc:
                 if self._lock_conn is not None:
@@ -458,21 +449,26 @@ class PostgresStore(Store):
         self._factory = PostgresFactoryWithIndex(env)
         return self._factory
 
+    def _connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+        """A new connection of our own (outside eventsourcing's pool)."""
+        s = self._settings()
+        return psycopg.connect(
+            host=s["host"],
+            port=s["port"],
+            dbname=s["dbname"],
+            user=s["user"],
+            password=s["password"],
+            connect_timeout=s["connect_timeout"],
+            autocommit=autocommit,
+        )
+
     def _probe(self) -> None:
         """Connect once, so an unreachable server fails within ``connect_timeout``.
 
         eventsourcing's pool would otherwise retry for minutes.
         """
-        s = self._settings()
         try:
-            psycopg.connect(
-                host=s["host"],
-                port=s["port"],
-                dbname=s["dbname"],
-                user=s["user"],
-                password=s["password"],
-                connect_timeout=s["connect_timeout"],
-            ).close()
+            self._connect().close()
         except psycopg.Error as exc:
             scrub_chain(exc, self.url.password)
             detail = scrub(str(exc).strip() or type(exc).__name__, self.url.password)
