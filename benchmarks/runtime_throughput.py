@@ -12,13 +12,16 @@ ratio is what the scheduler, locks, threads and handler calls cost on top.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import trio
 import trio.testing
+from psycopg import sql
 
 import durable_jobs as dj
 from durable_jobs._domain.continuous import ContinuousInstance
@@ -80,23 +83,50 @@ def through_runtime(url: str, seconds: int, instances: int) -> tuple[int, float]
     return count[0], count[0] / elapsed
 
 
+def postgres_reachable(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+def drop_schema(url: str) -> None:
+    """Start each Postgres measurement on a fresh schema."""
+    base, _, query = url.partition("?schema=")
+    if query:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(query)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        stores = (
+        stores: list[tuple[str, str, str]] = [
             ("memory", "memory://", "memory://"),
             (
                 "sqlite (synchronous=full)",
                 f"sqlite:///{Path(tmp) / 'runtime.db'}",
                 f"sqlite:///{Path(tmp) / 'baseline.db'}",
             ),
+        ]
+        pg = os.environ.get(
+            "DURABLE_JOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
         )
+        if postgres_reachable(pg):
+            stores += (("postgres", f"{pg}?schema=dj_bench_rt", f"{pg}?schema=dj_bench_base"),)
+        else:
+            print(f"(Postgres at {pg.rpartition('@')[2]} unreachable: skipped)")
         for label, runtime_url, baseline_url in stores:
+            for url in (runtime_url, baseline_url):
+                drop_schema(url)
             runs, ours = through_runtime(runtime_url, args.seconds, args.instances)
             base = baseline(baseline_url, runs, args.instances)
+            for url in (runtime_url, baseline_url):
+                drop_schema(url)
             print(
                 f"{label:<28} runtime {ours:8.0f} runs/s   Store.save alone {base:8.0f} "
                 f"commits/s   ratio {ours / base:.2f}x  ({runs} runs)"
