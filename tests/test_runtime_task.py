@@ -883,6 +883,25 @@ async def test_k01_k02_a_repeated_key_is_a_duplicate(
         assert len(await client.history("t1")) == len(history)
 
 
+async def test_k06_a_key_outlives_a_termination(
+    store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """K06 A key outlives its batch, not its window (task: it outlives terminate too)."""
+    log: Log = []
+    async with running(keyed_registry(log), store_url) as jobs:
+        client = jobs.task("t")
+        await client.send("t1", "a", idempotency_key="k1")
+        await client.send("t1", "b", idempotency_key="k2")
+        assert await client.terminate("t1") == dj.TerminateResult(terminated=True)
+        for key in ("k1", "k2"):  # both repeats alike: acknowledged, nothing created
+            again = await client.send("t1", "c", idempotency_key=key)
+            assert again == dj.SendResult(created=False, scheduled_at=None, duplicate=True)
+        assert (await client.status("t1")).status == "not_found"
+        fresh = await client.send("t1", "d", idempotency_key="k3")
+        assert fresh.created and not fresh.duplicate
+        assert log == [("on_event", "a"), ("on_event", "b"), ("on_event", "d")]
+
+
 async def test_k03_concurrent_repeats_count_once(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:

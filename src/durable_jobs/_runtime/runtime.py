@@ -719,12 +719,13 @@ class Runtime:
             committed = await self.load(DebounceInstance, job.name, instance_id)
             now = self.clock.now()
             live = committed if committed is not None and committed.live else None
+            # Keys outlive a termination too (a restarted instance keeps them).
             if (
                 key is not None
-                and live is not None
-                and live.is_duplicate(key, now=now, window=job.idempotency_window)
+                and committed is not None
+                and committed.is_duplicate(key, now=now, window=job.idempotency_window)
             ):
-                return live, False, True
+                return committed, False, True
             if job.reducer is None:
                 new_json = event_json
             else:
@@ -953,7 +954,6 @@ class Runtime:
             if (
                 key is not None
                 and committed is not None
-                and committed.live
                 and committed.is_duplicate(key, now=now, window=job.idempotency_window)
             ):
                 return committed, False, True
