@@ -1010,3 +1010,44 @@ async def test_an_exception_in_the_body_propagates_unwrapped(
         await fail_during_a_run()
     assert type(app.value) is AppError
     assert not isinstance(app.value, BaseExceptionGroup)
+
+
+async def test_the_scheduler_survives_a_failing_alarm_index(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store outage while reading the alarm index is logged and retried, not fatal."""
+    store = dj.open_store(sqlite_url)
+    try:
+        real = store.next_alarms
+        failures = [0]
+
+        def flaky(limit: int = 1000, after: datetime | None = None) -> list[Any]:
+            if 1 <= failures[0] <= 3:
+                failures[0] += 1
+                msg = "the database is down"
+                raise dj.StoreError(msg)
+            return real(limit, after)
+
+        store.next_alarms = flaky  # type: ignore[method-assign]
+        registry = dj.Registry()
+        runs: list[int] = []
+
+        @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+        async def tick(ctx: dj.ContinuousContext[int]) -> None:
+            runs.append(ctx.run_count)
+
+        clock = dj.VirtualClock(T)
+        async with running(registry, store, clock=clock) as jobs:
+            await jobs.continuous("tick").start("a", 0)
+            await jobs.continuous("tick").start("b", 0)
+            await jobs.wait_idle()
+        # Reopened with a one-alarm window: the scheduler reads the index at every alarm.
+        async with running(registry, store, clock=clock, alarm_window=1) as jobs:
+            failures[0] = 1  # the next three reads fail
+            await advance(jobs, 10 * MINUTE)
+            assert failures[0] == 4
+            assert "Could not read the alarm index" in caplog.text
+            status = await jobs.continuous("tick").status("a")
+            assert status.run_count >= 9
+    finally:
+        store.close()

@@ -71,6 +71,9 @@ COMMAND_TRIES = 5
 #: Delay before a run that failed inside the runtime (store down, corrupt row) is tried again.
 RETRY_BROKEN_AFTER = timedelta(seconds=5)
 MAX_RETRY_BROKEN_AFTER = timedelta(minutes=5)
+#: First and longest wait before the alarm index is read again after a failed read.
+RELOAD_BACKOFF = timedelta(seconds=1)
+MAX_RELOAD_BACKOFF = timedelta(seconds=30)
 #: How often a command polls for an instance lock another process holds.
 CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
 #: When an alarm whose instance another process is running is looked at again.
@@ -469,6 +472,7 @@ class Runtime:
     async def _scheduler(self, *, task_status: trio.TaskStatus[None]) -> None:
         await self._reload()
         last_poll = trio.current_time()
+        outage = timedelta(0)
         task_status.started()
         while True:
             now = self.clock.now()
@@ -476,7 +480,16 @@ class Runtime:
             if (self._window.needs_reload(now) and not self._reload_blocked) or (
                 poll is not None and trio.current_time() >= last_poll + poll.total_seconds()
             ):
-                await self._reload()
+                try:
+                    await self._reload()
+                except DurableJobsError as exc:
+                    # The store is down for a while: keep serving what the window
+                    # holds (its runs will fail and back off) and read it again later.
+                    outage = min(outage * 2, MAX_RELOAD_BACKOFF) if outage else RELOAD_BACKOFF
+                    log.warning("Could not read the alarm index (%s); again in %s", exc, outage)
+                    await trio.sleep(outage.total_seconds())
+                    continue
+                outage = timedelta(0)
                 last_poll = trio.current_time()
                 continue
             for key in self._window.pop_due(now):
