@@ -67,6 +67,23 @@ class AlarmWindow:
             return
         if self._due.get(key.uuid) != due:
             self._push(key, due)
+            if len(self._due) > 2 * self.size:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Keep the earliest ``size`` alarms; the rest wait in the store until reloaded.
+
+        Every alarm due before the new horizon is among those kept, so the
+        window stays exact below it.
+        """
+        keys = {key.uuid: key for _, _, key in self._heap}
+        kept = heapq.nsmallest(self.size, ((due, uuid) for uuid, due in self._due.items()))
+        self.complete = False
+        self.horizon = kept[-1][0]
+        self._heap.clear()
+        self._due.clear()
+        for due, uuid in kept:
+            self._push(keys[uuid], due)
 
     def discard(self, uuid: UUID) -> None:
         """Forget ``uuid``'s alarm (its run will set the next one)."""
