@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -169,6 +170,10 @@ class PostgresApplicationRecorderWithIndex(
             "WHERE due_at IS NOT NULL AND due_at > %s ORDER BY due_at, instance_uuid LIMIT %s"
         )
         self.sql_index_row = select + SQL("WHERE instance_uuid = %s")
+        #: NOTIFY channel on which commits that set an alarm are announced, and the
+        #: payload (the writing store's token, so a listener can skip its own).
+        self.alarm_channel = alarm_channel(datastore.schema)
+        self.notify_token = ""
 
     def create_table(self) -> None:
         """Create the schema (if missing), the event tables and the index table."""
@@ -211,6 +216,9 @@ class PostgresApplicationRecorderWithIndex(
             ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
             params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
             curs.execute(self._upsert_index, params)
+            if any(r.due_at is not None for r in ordered):
+                # Delivered on commit only: other processes' schedulers look again.
+                curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, self.notify_token))
         self._run_fault_hook()
 
     def insert_events(
@@ -328,6 +336,45 @@ class PostgresFactoryWithIndex(PostgresFactory):
             raise ConfigurationError(msg)
 
 
+def alarm_channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's alarms (short: channel names stop at 63 bytes)."""
+    return "dj_alarms_" + hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
+
+
+class PostgresAlarmListener:
+    """A LISTEN connection on the alarm channel, read without blocking.
+
+    The runtime waits for :meth:`fileno` to be readable, then calls :meth:`drain`.
+    """
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], token: str, describe: Callable[[BaseException], str]
+    ) -> None:
+        self._conn = conn
+        self._token = token.encode()
+        self._describe = describe
+
+    def fileno(self) -> int:
+        return int(self._conn.pgconn.socket)
+
+    def drain(self) -> bool:
+        """Read what arrived; True if another store announced an alarm."""
+        pgconn = self._conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.Error as exc:
+            raise StoreError(
+                "The alarm listener lost its connection: " + self._describe(exc)
+            ) from exc
+        foreign = False
+        while (note := pgconn.notifies()) is not None:
+            foreign = foreign or note.extra != self._token
+        return foreign
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class PostgresStore(Store):
     """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
 
@@ -388,6 +435,20 @@ class PostgresStore(Store):
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
         return self._locking("SELECT pg_try_advisory_lock(%s)", uuid, scope)
+
+    def open_alarm_listener(self) -> PostgresAlarmListener:
+        """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""
+        recorder = self._app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+        if not recorder.notify_token:
+            recorder.notify_token = secrets.token_hex(8)
+        try:
+            conn = self._connect(autocommit=True)
+            conn.execute(SQL("LISTEN {}").format(Identifier(recorder.alarm_channel)))
+        except psycopg.Error as exc:
+            msg = f"Could not listen for alarms on {self.url}: {self._describe(exc)}"
+            raise StoreError(msg) from exc
+        return PostgresAlarmListener(conn, recorder.notify_token, self._describe)
 
     def unlock(self, uuid: UUID, scope: str = "instance") -> None:
         self._locking("SELECT pg_advisory_unlock(%s)", uuid, scope)

@@ -89,3 +89,39 @@ async def test_a_client_call_waits_for_a_run_in_another_runtime(
         assert result == dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=False)
         assert [c for _, c in log] == [1, 2]
         assert await second.continuous("tick").get_state("x") == 2
+
+
+def later_registry(ran: list[str], name: str) -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.continuous("later", state=int, schedule=dj.every(MINUTE), start_immediately=False)
+    async def later(ctx: dj.ContinuousContext[int]) -> None:
+        ran.append(name)
+
+    return registry
+
+
+async def test_an_alarm_committed_elsewhere_is_heard_without_polling(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """LISTEN/NOTIFY: a runtime hears of an alarm another process committed (no polling)."""
+    ran: list[str] = []
+    clock = dj.VirtualClock(T)
+    # Let real time pass before virtual time jumps, so the notification (real
+    # network I/O) reaches the worker before the alarm is due.
+    autojump_clock.autojump_threshold = 0.05
+    async with running(later_registry(ran, "worker"), pg_url, clock=clock) as worker:
+        # poll_interval is off in both (the helper's default): only NOTIFY can tell.
+        async with running(later_registry(ran, "client"), pg_url, clock=clock) as client:
+            await client.continuous("later").start("y", 0)
+        # The client went away before the first run (due in a minute).
+        for _ in range(100):
+            await trio.sleep(5)
+            if ran:
+                break
+        await worker.wait_idle()
+        assert ran == ["worker"]
+        status = await worker.continuous("later").status("y")
+        assert status == dj.ContinuousStatus("running", 1, status.next_run_at)
+        assert status.next_run_at is not None
+        assert status.next_run_at > T + MINUTE

@@ -185,6 +185,7 @@ class Runtime:
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._reload_blocked = False
+        self._reload_now = False
         self._closing = False
         self._closed = False
         self._runs_nursery: trio.Nursery | None = None
@@ -200,6 +201,7 @@ class Runtime:
         unsubscribe = self.clock.on_jump(self._kick)
         try:
             async with trio.open_nursery() as system:
+                system.start_soon(self._listen)
                 if self.store.blocking:
                     for _ in range(max(1, self.store.max_concurrency)):
                         system.start_soon(self._committer)
@@ -477,9 +479,12 @@ class Runtime:
         while True:
             now = self.clock.now()
             poll = self.poll_interval
-            if (self._window.needs_reload(now) and not self._reload_blocked) or (
-                poll is not None and trio.current_time() >= last_poll + poll.total_seconds()
+            if (
+                self._reload_now
+                or (self._window.needs_reload(now) and not self._reload_blocked)
+                or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
             ):
+                self._reload_now = False
                 try:
                     await self._reload()
                 except DurableJobsError as exc:
@@ -507,6 +512,38 @@ class Runtime:
             with trio.move_on_at(deadline):
                 await self._wake.wait()
             self._wake = trio.Event()
+
+    async def _listen(self) -> None:
+        """Hear of alarms that other processes commit, and make the scheduler reload.
+
+        Without a listener (single-process stores) this returns at once; if the
+        listener's connection fails it is opened again, backing off, while the
+        poll (``poll_interval``) keeps alarms from being missed meanwhile.
+        """
+        backoff = RELOAD_BACKOFF
+        while True:
+            try:
+                listener = await self.io(self.store.open_alarm_listener)
+            except DurableJobsError as exc:
+                log.warning("Could not listen for other processes' alarms (%s)", exc)
+            else:
+                if listener is None:
+                    return
+                fd = listener.fileno()
+                try:
+                    while True:
+                        await trio.lowlevel.wait_readable(fd)
+                        if listener.drain():
+                            self._reload_now = True
+                            self._kick()
+                        backoff = RELOAD_BACKOFF
+                except DurableJobsError as exc:
+                    log.warning("The alarm listener stopped (%s); opening it again", exc)
+                finally:
+                    trio.lowlevel.notify_closing(fd)
+                    listener.close()
+            await trio.sleep(backoff.total_seconds())
+            backoff = min(backoff * 2, MAX_RELOAD_BACKOFF)
 
     def _dispatch(self, key: AlarmKey, now: datetime) -> None:
         if key.uuid in self._queued or self._runs_nursery is None:

@@ -14,7 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Self, TypeVar, cast
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -43,6 +43,16 @@ _T = TypeVar("_T")
 
 DEFAULT_SNAPSHOT_INTERVAL = 100
 INDEX_KWARG = "dj_index"
+
+
+class AlarmListener(Protocol):
+    """What :meth:`Store.open_alarm_listener` returns."""
+
+    def fileno(self) -> int: ...
+
+    def drain(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class _JobsApplication(Application[UUID]):
@@ -104,6 +114,14 @@ class Store(ABC):
 
     def unlock(self, uuid: UUID, scope: str = "instance") -> None:  # noqa: B027 - a no-op here
         """Release a lock taken with :meth:`try_lock`."""
+
+    def open_alarm_listener(self) -> AlarmListener | None:
+        """A way to hear of alarms other processes commit, or None (then only polling).
+
+        The runtime waits until ``fileno()`` is readable and then calls ``drain()``,
+        which reads without blocking and says whether another process set an alarm.
+        """
+        return None
 
     def __init__(
         self, url: StoreURL, *, snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
