@@ -126,6 +126,7 @@ def define_jobs(show: Show) -> DemoJobs:
     @registry.task("reminder", event=Note, state=Reminder)
     async def remind(ctx: dj.TaskContext[Reminder]) -> None:
         note = ctx.state
+        assert note is not None  # on_event set it before scheduling the alarm
         show.say(
             "reminder/demo",
             f"execute #{ctx.execute_count} from its alarm "

@@ -611,6 +611,7 @@ async def test_a_flush_or_task_run_cancelled_at_shutdown_runs_again(
 
     @registry.task("t", event=int, state=int)
     async def execute(ctx: dj.TaskContext[int]) -> None:
+        assert ctx.state is not None
         calls.append((ctx.state, ctx.execute_count, clock.now()))
         ctx.set_state(ctx.state + 100)
         await block_first_call()

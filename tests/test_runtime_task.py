@@ -668,7 +668,9 @@ async def test_s07_optional_fields_survive(
         if event == "init":
             ctx.set_state(Item(count=1, name="test"))
         else:
-            ctx.update_state(lambda item: item.model_copy(update={"flag": True}))
+            ctx.update_state(
+                lambda item: Item.model_validate(item).model_copy(update={"flag": True})
+            )
 
     async with running(task_registry(on_event), store_url) as jobs:
         client = jobs.task("t")
@@ -781,7 +783,8 @@ async def test_x14_handler_error_with_on_error_schedules_a_retry(
         if len(tries) == 1:
             ctx.set_state(Item(count=99, name="lost"))
             raise Boom("first try fails")
-        ctx.update_state(lambda item: item.model_copy(update={"count": item.count + 1}))
+        item = Item.model_validate(ctx.state)
+        ctx.set_state(item.model_copy(update={"count": item.count + 1}))
 
     async def on_error(error: BaseException, ctx: Ctx) -> None:
         errors.append(error)
@@ -824,7 +827,7 @@ async def test_x15_scheduled_at_is_the_committed_alarm(
         # the same instant and run concurrently, so record per instance.
         mine = seen.setdefault(ctx.instance_id, [])
         mine.append(ctx.scheduled_at)
-        if ctx.state.name == "again":
+        if Item.model_validate(ctx.state).name == "again":
             ctx.schedule(timedelta(minutes=1))
             mine.append(ctx.scheduled_at)
 
@@ -1222,7 +1225,7 @@ async def test_plain_int_state(store_url: str, autojump_clock: trio.testing.Mock
 
     async def execute(ctx: Ctx) -> None:
         seen.append(ctx.state)
-        ctx.set_state(ctx.state * 10)
+        ctx.set_state((ctx.state or 0) * 10)
 
     registry = task_registry(on_event, execute=execute, event=int, state=int)
     async with running(registry, store_url) as jobs:

@@ -49,18 +49,12 @@ class _StatefulContext(Generic[S]):
         """The job's registered name."""
         return self._job_name
 
-    @property
-    def state(self) -> S:
-        """The state: as committed, or as this handler last set it."""
+    def _current(self) -> Any:
         return self._state if self._new_state is UNCHANGED else self._new_state
 
     def set_state(self, new: S) -> None:
         """Replace the state when the handler returns (validated now)."""
         self._new_state = self._codec.validate(new)
-
-    def update_state(self, fn: Callable[[S], S]) -> None:
-        """Replace the state with ``fn(state)`` (``state`` may be None: nothing set yet)."""
-        self.set_state(fn(self.state))
 
     def _intents(self, schedule: Any = UNCHANGED) -> Intents:
         state = UNCHANGED
@@ -91,6 +85,15 @@ class ContinuousContext(_StatefulContext[S]):
         super().__init__(codec=codec, state=state, instance_id=instance_id, job_name=job_name)
         self._run_count = run_count
         self._attempt = attempt
+
+    @property
+    def state(self) -> S:
+        """The state: as committed, or as this handler last set it."""
+        return self._current()  # type: ignore[no-any-return]
+
+    def update_state(self, fn: Callable[[S], S]) -> None:
+        """Replace the state with ``fn(state)``."""
+        self.set_state(fn(self.state))
 
     @property
     def run_count(self) -> int:
@@ -271,6 +274,15 @@ class TaskContext(_StatefulContext[S]):
         self._event_count = event_count
         self._execute_count = execute_count
         self._created_at = created_at
+
+    @property
+    def state(self) -> S | None:
+        """The state: as committed (None until a handler set one), or as this handler set it."""
+        return self._current()  # type: ignore[no-any-return]
+
+    def update_state(self, fn: Callable[[S | None], S]) -> None:
+        """Replace the state with ``fn(state)``; ``state`` is None until a handler set one."""
+        self.set_state(fn(self.state))
 
     def schedule(self, when: timedelta | datetime | float) -> None:
         """Set the one alarm: a timedelta from now, an aware datetime, or epoch seconds."""
