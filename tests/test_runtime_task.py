@@ -75,11 +75,11 @@ def counter_registry(
     registry = dj.Registry()
 
     @registry.task("t", event=Cmd, state=Tally)
-    async def job(ctx: dj.TaskContext[Tally | None]) -> None:
+    async def job(ctx: dj.TaskContext[Tally]) -> None:
         log.append(("execute", ctx.execute_count))
 
     @job.on_event
-    async def on_event(event: Cmd, ctx: dj.TaskContext[Tally | None]) -> None:
+    async def on_event(event: Cmd, ctx: dj.TaskContext[Tally]) -> None:
         log.append(("on_event", event))
         ctx.set_state(applied(ctx.state, event, float(ctx.event_count)))
         if schedule_in is not None:
@@ -88,7 +88,7 @@ def counter_registry(
     if idle or rearm is not None:
 
         @job.on_idle
-        async def on_idle(ctx: dj.TaskContext[Tally | None]) -> None:
+        async def on_idle(ctx: dj.TaskContext[Tally]) -> None:
             log.append(("on_idle", ctx.scheduled_at))
             if rearm is not None:
                 ctx.schedule(rearm)

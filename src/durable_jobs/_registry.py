@@ -23,6 +23,7 @@ from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
+from durable_jobs._runtime.contexts import ContinuousContext, DebounceContext, TaskContext
 
 __all__ = [
     "ContinuousJob",
@@ -350,7 +351,7 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[S]]: ...
+    ) -> Callable[[Callable[[ContinuousContext[S]], Awaitable[None]]], ContinuousJob[S]]: ...
     @overload
     def continuous(
         self,
@@ -361,7 +362,7 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[Any]]: ...
+    ) -> Callable[[Callable[[ContinuousContext[Any]], Awaitable[None]]], ContinuousJob[Any]]: ...
     def continuous(
         self,
         name: str,
@@ -401,7 +402,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[E, E]]: ...
+    ) -> Callable[[Callable[[DebounceContext[E]], Awaitable[None]]], DebounceJob[E, E]]: ...
     @overload
     def debounce(
         self,
@@ -413,7 +414,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[E, S]]: ...
+    ) -> Callable[[Callable[[DebounceContext[S]], Awaitable[None]]], DebounceJob[E, S]]: ...
     @overload
     def debounce(
         self,
@@ -425,7 +426,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]: ...
+    ) -> Callable[[Callable[[DebounceContext[Any]], Awaitable[None]]], DebounceJob[Any, Any]]: ...
     def debounce(
         self,
         name: str,
@@ -470,7 +471,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[E, S]]: ...
+    ) -> Callable[[Callable[[TaskContext[S]], Awaitable[None]]], TaskJob[E, S]]: ...
     @overload
     def task(
         self,
@@ -482,7 +483,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
-    ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[Any, Any]]: ...
+    ) -> Callable[[Callable[[TaskContext[Any]], Awaitable[None]]], TaskJob[Any, Any]]: ...
     def task(
         self,
         name: str,
