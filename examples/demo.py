@@ -163,11 +163,14 @@ async def tour() -> None:
             print(f"durable-jobs demo on {URL}: fresh start, no previous state.\n")
         else:
             task = await reminder.status(ID)
-            created = f"{task.created_at:%Y-%m-%d %H:%M:%S} UTC" if task.created_at else "?"
+            created = (
+                f"was created {task.created_at:%Y-%m-%d %H:%M:%S} UTC"
+                if task.created_at
+                else "was not created yet: the previous run stopped early"
+            )
             print(
                 f"durable-jobs demo on {URL}: restarted, picked up the previous run's state "
-                f"(heartbeat/demo has {before.run_count} runs; reminder/demo was created "
-                f"{created})."
+                f"(heartbeat/demo has {before.run_count} runs; reminder/demo {created})."
             )
             if before.next_run_at is not None and before.next_run_at < datetime.now(UTC):
                 late = (datetime.now(UTC) - before.next_run_at).total_seconds()
