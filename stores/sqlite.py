@@ -8,9 +8,10 @@ commits, never corrupt the file); ``?lock_timeout=SECONDS`` (default 5).
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, StoredEvent
@@ -168,6 +169,40 @@ class SQLiteStore(Store):
             msg = "An in-memory SQLite database is not supported: use 'memory://' instead."
             raise ConfigurationError(msg)
         return path
+
+    _runtime_lock: IO[bytes] | None = None
+
+    def claim_runtime(self) -> None:
+        """Refuse a second runtime on this file, in this process or another.
+
+        SQLite is served by one process: two schedulers on one file would both
+        run its alarms. The claim is an advisory ``flock`` on ``PATH.runtime-lock``,
+        released by :meth:`release_runtime`, by :meth:`close`, or when the
+        process dies (``kill -9`` included). Readers (``open_store``) need none.
+        """
+        if self._runtime_lock is not None:
+            raise ConfigurationError(f"A jobs runtime already serves {self.url} in this process.")
+        lock = open(f"{self.path}.runtime-lock", "a+b")  # noqa: SIM115 - held until released
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            msg = (
+                f"Another jobs runtime already serves {self.url}. An SQLite store is served "
+                "by one process (and one open_jobs) at a time; to run several worker "
+                "processes, use a Postgres store."
+            )
+            raise ConfigurationError(msg) from None
+        self._runtime_lock = lock
+
+    def release_runtime(self) -> None:
+        if self._runtime_lock is not None:
+            self._runtime_lock.close()  # closing the file releases the flock
+            self._runtime_lock = None
+
+    def close(self) -> None:
+        self.release_runtime()
+        super().close()
 
     def _factory_env(self) -> dict[str, str]:
         timeout = self.url.option("lock_timeout", "5") or "5"

@@ -1052,3 +1052,24 @@ async def test_the_scheduler_survives_a_failing_alarm_index(
             assert status.run_count >= 9
     finally:
         store.close()
+
+
+async def test_one_runtime_per_sqlite_file(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """SQLite is served by one process: a second open_jobs on the file is refused, clearly."""
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    async with running(registry, sqlite_url):
+        with pytest.raises(dj.ConfigurationError, match="use a Postgres store"):
+            async with running(registry, sqlite_url):
+                pass  # pragma: no cover - refused before the block
+        # Readers are fine meanwhile (the CLI and tests open the store directly).
+        with dj.open_store(sqlite_url) as reader:
+            assert reader.list_instances() == []
+    async with running(registry, sqlite_url) as jobs:  # released when the first ended
+        await jobs.continuous("tick").start("a", 0)

@@ -506,6 +506,7 @@ async def open_jobs(
     if poll_interval == "auto":
         poll_interval = timedelta(seconds=5) if opened.shared else None
     try:
+        opened.claim_runtime()
         runtime = Runtime(
             registry,
             opened,
@@ -532,6 +533,7 @@ async def open_jobs(
         if body_error is not None:
             raise body_error
     finally:
+        opened.release_runtime()
         if owned:
             with trio.CancelScope(shield=True), hold_virtual_time():
                 await trio.to_thread.run_sync(opened.close)

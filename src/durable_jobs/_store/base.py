@@ -115,6 +115,13 @@ class Store(ABC):
     def unlock(self, uuid: UUID, scope: str = "instance") -> None:  # noqa: B027 - a no-op here
         """Release a lock taken with :meth:`try_lock`."""
 
+    def claim_runtime(self) -> None:  # noqa: B027 - nothing to claim here
+        """Called by ``open_jobs`` before serving: a store that only one runtime may
+        serve at a time raises :class:`ConfigurationError` if another one does."""
+
+    def release_runtime(self) -> None:  # noqa: B027 - nothing to release here
+        """Called when ``open_jobs`` ends: undo :meth:`claim_runtime`."""
+
     def open_alarm_listener(self) -> AlarmListener | None:
         """A way to hear of alarms other processes commit, or None (then only polling).
 
