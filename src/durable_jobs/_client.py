@@ -488,6 +488,11 @@ async def open_jobs(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
     _positive("shutdown_grace", shutdown_grace)
+    for observer in observers:
+        if not callable(observer):
+            raise ConfigurationError(
+                f"observers must be callables (record) -> None, got {observer!r}"
+            )
     if poll_interval not in ("auto", None) and (
         _positive("poll_interval", poll_interval) == timedelta(0)
     ):

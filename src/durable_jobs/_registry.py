@@ -541,7 +541,8 @@ class Registry:
     def check(self) -> None:
         """Raise :class:`ConfigurationError` if a job is missing a required handler."""
         problems = [
-            f"{job.kind} job {job.name!r} has no {handler} handler (add @{job.name}.{handler})"
+            f"{job.kind} job {job.name!r} has no {handler} handler (decorate one with "
+            f"@<the job's definition>.{handler}, or pass {handler}= to registry.{job.kind}())"
             for jobs in self._jobs.values()
             for job in jobs.values()
             for handler in job.missing()
