@@ -27,15 +27,10 @@ S = TypeVar("S")
 E = TypeVar("E")
 
 
-class _StatefulContext(Generic[S]):
-    """State intents shared by the continuous and task contexts."""
+class _Context:
+    """What every context says: whose handler this is."""
 
-    def __init__(self, *, codec: TypeCodec[Any], state: S, instance_id: str, job_name: str):
-        self._codec = codec
-        self._state = state
-        self._new_state: Any = UNCHANGED
-        self._terminate = False
-        self._terminate_reason: str | None = None
+    def __init__(self, *, instance_id: str, job_name: str) -> None:
         self._instance_id = instance_id
         self._job_name = job_name
 
@@ -48,6 +43,18 @@ class _StatefulContext(Generic[S]):
     def job_name(self) -> str:
         """The job's registered name."""
         return self._job_name
+
+
+class _StatefulContext(_Context, Generic[S]):
+    """State intents shared by the continuous and task contexts."""
+
+    def __init__(self, *, codec: TypeCodec[Any], state: S, instance_id: str, job_name: str):
+        super().__init__(instance_id=instance_id, job_name=job_name)
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
 
     def _current(self) -> Any:
         return self._state if self._new_state is UNCHANGED else self._new_state
@@ -123,17 +130,16 @@ class ContinuousContext(_StatefulContext[S]):
 
 
 @final
-class DebounceEventContext(Generic[E, S]):
+class DebounceEventContext(_Context, Generic[E, S]):
     """What a debounce job's ``on_event(ctx)`` reducer sees; it returns the new state."""
 
     def __init__(
         self, *, event: E, state: S | None, event_count: int, instance_id: str, job_name: str
     ) -> None:
+        super().__init__(instance_id=instance_id, job_name=job_name)
         self._event = event
         self._state = state
         self._event_count = event_count
-        self._instance_id = instance_id
-        self._job_name = job_name
 
     @property
     def event(self) -> E:
@@ -150,17 +156,9 @@ class DebounceEventContext(Generic[E, S]):
         """Events in the batch, including this one."""
         return self._event_count
 
-    @property
-    def instance_id(self) -> str:
-        return self._instance_id
-
-    @property
-    def job_name(self) -> str:
-        return self._job_name
-
 
 @final
-class DebounceContext(Generic[S]):
+class DebounceContext(_Context, Generic[S]):
     """What a debounce job's ``execute(ctx)`` (the flush) sees."""
 
     def __init__(
@@ -179,8 +177,7 @@ class DebounceContext(Generic[S]):
         self._started = debounce_started_at
         self._reason = flush_reason
         self._attempt = attempt
-        self._instance_id = instance_id
-        self._job_name = job_name
+        super().__init__(instance_id=instance_id, job_name=job_name)
 
     @property
     def state(self) -> S:
@@ -209,14 +206,6 @@ class DebounceContext(Generic[S]):
     @property
     def is_retry(self) -> bool:
         return self._attempt > 1
-
-    @property
-    def instance_id(self) -> str:
-        return self._instance_id
-
-    @property
-    def job_name(self) -> str:
-        return self._job_name
 
     def __repr__(self) -> str:
         return (
