@@ -142,10 +142,6 @@ class _KeyedLocks:
             if users[0] == 0:
                 del self._locks[key]
 
-    def busy(self, key: UUID) -> bool:
-        entry = self._locks.get(key)
-        return entry is not None and entry[0].locked()
-
 
 class Runtime:
     """Owns the scheduler, the runs and the hot aggregates of one ``open_jobs``."""

@@ -85,10 +85,6 @@ class AlarmWindow:
         for due, uuid in kept:
             self._push(keys[uuid], due)
 
-    def discard(self, uuid: UUID) -> None:
-        """Forget ``uuid``'s alarm (its run will set the next one)."""
-        self._due.pop(uuid, None)
-
     def _clean(self) -> None:
         heap = self._heap
         while heap and self._due.get(heap[0][2].uuid) != heap[0][0]:
