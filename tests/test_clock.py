@@ -1,0 +1,76 @@
+"""Clocks: the system clock's naps, the virtual clock's mapping to trio time, held time."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from durable_jobs._runtime.clock import hold_virtual_time
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_virtual_time_follows_trio_and_jumps(autojump_clock: trio.testing.MockClock) -> None:
+    clock = dj.VirtualClock(T)
+    assert clock.now() == T
+    await trio.sleep(90)
+    assert clock.now() == T + timedelta(seconds=90)
+    jumped: list[int] = []
+    unsubscribe = clock.on_jump(lambda: jumped.append(1))
+    clock.jump(timedelta(hours=-1))
+    assert clock.now() == T + timedelta(seconds=90) - timedelta(hours=1)
+    unsubscribe()
+    clock.jump(timedelta(hours=1))
+    assert jumped == [1]
+
+
+async def test_a_virtual_deadline_is_exact(autojump_clock: trio.testing.MockClock) -> None:
+    """Sleeping until deadline(t) lands exactly on t (no off-by-a-microsecond spin)."""
+    clock = dj.VirtualClock(T)
+    for target in (
+        T + timedelta(microseconds=1),
+        T + timedelta(seconds=1.000001),
+        T + timedelta(days=3),
+    ):
+        await trio.sleep_until(clock.deadline(target))
+        assert clock.now() == target
+
+
+async def test_the_system_clock_naps_at_most_max_nap() -> None:
+    clock = dj.SystemClock(max_nap=timedelta(milliseconds=200))
+    now = trio.current_time()
+    far = clock.deadline(clock.now() + timedelta(hours=1))
+    assert now <= far <= trio.current_time() + 0.2
+    past = clock.deadline(clock.now() - timedelta(hours=1))
+    assert past <= trio.current_time()
+    assert clock.now().tzinfo is UTC
+
+
+def test_clock_settings_are_checked() -> None:
+    with pytest.raises(dj.ConfigurationError):
+        dj.SystemClock(max_nap=timedelta(0))
+    with pytest.raises(dj.ConfigurationError):
+        dj.VirtualClock(datetime(2026, 1, 1))  # naive
+    with pytest.raises(dj.ConfigurationError):
+        dj.VirtualClock(T).jump(5)  # type: ignore[arg-type]
+
+
+async def test_held_time_stops_autojump_and_restores_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with hold_virtual_time():
+        assert autojump_clock.autojump_threshold == math.inf
+        with hold_virtual_time():
+            assert autojump_clock.autojump_threshold == math.inf
+        assert autojump_clock.autojump_threshold == math.inf
+    assert autojump_clock.autojump_threshold == 0
+
+
+async def test_held_time_is_a_no_op_outside_a_mock_clock() -> None:
+    with hold_virtual_time():
+        await trio.lowlevel.checkpoint()
