@@ -74,3 +74,16 @@ async def test_held_time_stops_autojump_and_restores_it(
 async def test_held_time_is_a_no_op_outside_a_mock_clock() -> None:
     with hold_virtual_time():
         await trio.lowlevel.checkpoint()
+
+
+async def test_a_mock_clock_with_the_system_clock_is_pointed_out(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Virtual trio time with wall-clock jobs would wait for real time: say so."""
+    async with dj.open_jobs(dj.Registry(), "memory://"):
+        pass
+    assert "pass clock=durable_jobs.VirtualClock()" in caplog.text
+    caplog.clear()
+    async with dj.open_jobs(dj.Registry(), "memory://", clock=dj.VirtualClock()):
+        pass
+    assert "VirtualClock" not in caplog.text

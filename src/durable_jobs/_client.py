@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar, final, overload
 
 import trio
+import trio.testing
 
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.debounce import DebounceInstance
@@ -41,6 +43,8 @@ __all__ = [
     "open_jobs",
     "serve",
 ]
+
+log = logging.getLogger("durable_jobs.runtime")
 
 S = TypeVar("S")
 E = TypeVar("E")
@@ -477,7 +481,14 @@ async def open_jobs(
     if not isinstance(registry, Registry):
         raise ConfigurationError(f"open_jobs() needs a durable_jobs.Registry, got {registry!r}")
     registry.check()
-    clock = SystemClock() if clock is None else clock
+    if clock is None:
+        clock = SystemClock()
+        if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+            log.warning(
+                "trio runs on a MockClock but these jobs use the system clock, so their "
+                "alarms wait for real time; pass clock=durable_jobs.VirtualClock() to run "
+                "them in the mock clock's virtual time"
+            )
     if not isinstance(clock, Clock):
         raise ConfigurationError(f"clock must be a durable_jobs.Clock, got {clock!r}")
     for name, value in (
