@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import trio
@@ -87,3 +88,25 @@ async def test_a_mock_clock_with_the_system_clock_is_pointed_out(
     async with dj.open_jobs(dj.Registry(), "memory://", clock=dj.VirtualClock()):
         pass
     assert "VirtualClock" not in caplog.text
+
+
+async def test_durations_may_be_given_in_seconds(autojump_clock: trio.testing.MockClock) -> None:
+    """shutdown_grace=5 means five seconds, as SPEC writes it; nonsense is refused."""
+    async with dj.open_jobs(
+        dj.Registry(), "memory://", clock=dj.VirtualClock(), shutdown_grace=5, poll_interval=2.5
+    ):
+        pass
+    bad_options: list[dict[str, Any]] = [
+        {"shutdown_grace": -1},
+        {"poll_interval": 0},
+        {"shutdown_grace": "5s"},
+    ]
+    for bad in bad_options:
+        with pytest.raises(dj.ConfigurationError):
+            async with dj.open_jobs(
+                dj.Registry(),
+                "memory://",
+                clock=dj.VirtualClock(),
+                **bad,
+            ):
+                pass  # pragma: no cover

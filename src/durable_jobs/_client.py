@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -450,34 +451,28 @@ class Jobs:
         return f"<Jobs {self._rt.registry!r} on {self._rt.store!r}>"
 
 
-def _positive(name: str, value: object) -> timedelta:
+def _duration(name: str, value: object) -> timedelta:
+    """A timedelta >= 0 from a timedelta or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        value = timedelta(seconds=value)
     if not isinstance(value, timedelta) or value < timedelta(0):
-        raise ConfigurationError(f"{name} must be a timedelta >= 0, got {value!r}")
+        raise ConfigurationError(
+            f"{name} must be a timedelta (or seconds) >= 0, got {value!r}; "
+            "write e.g. timedelta(seconds=5)"
+        )
     return value
 
 
-@asynccontextmanager
-async def open_jobs(
-    registry: Registry,
-    store: str | Store,
+def _check_options(
+    registry: object,
     *,
-    clock: Clock | None = None,
-    max_concurrent_runs: int = 100,
-    shutdown_grace: timedelta = timedelta(seconds=5),
-    alarm_window: int = 1000,
-    poll_interval: timedelta | Literal["auto"] | None = "auto",
-    cache_size: int = 10_000,
-    observers: Sequence[Observer] = (),
-) -> AsyncIterator[Jobs]:
-    """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
-
-    ``store`` is a URL (opened and closed here) or an open :class:`Store` (left
-    open). On exit no new run starts; runs in flight get ``shutdown_grace`` to
-    commit, then are cancelled (they run again after the next start).
-    ``poll_interval`` re-reads the alarm index periodically, to see alarms that
-    other processes set: ``"auto"`` is 5 s on shared stores (Postgres) and
-    never on single-process ones; None turns it off.
-    """
+    clock: Clock | None,
+    counts: dict[str, object],
+    shutdown_grace: object,
+    poll_interval: object,
+    observers: Sequence[object],
+) -> tuple[Clock, timedelta, timedelta | Literal["auto"] | None]:
+    """``open_jobs``'s arguments checked (ConfigurationError) and normalised."""
     if not isinstance(registry, Registry):
         raise ConfigurationError(f"open_jobs() needs a durable_jobs.Registry, got {registry!r}")
     registry.check()
@@ -491,23 +486,58 @@ async def open_jobs(
             )
     if not isinstance(clock, Clock):
         raise ConfigurationError(f"clock must be a durable_jobs.Clock, got {clock!r}")
-    for name, value in (
-        ("max_concurrent_runs", max_concurrent_runs),
-        ("alarm_window", alarm_window),
-        ("cache_size", cache_size),
-    ):
+    for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-    _positive("shutdown_grace", shutdown_grace)
     for observer in observers:
         if not callable(observer):
             raise ConfigurationError(
                 f"observers must be callables (record) -> None, got {observer!r}"
             )
-    if poll_interval not in ("auto", None) and (
-        _positive("poll_interval", poll_interval) == timedelta(0)
-    ):
-        raise ConfigurationError("poll_interval must be positive, 'auto' or None")
+    poll: timedelta | Literal["auto"] | None = None
+    if poll_interval == "auto":
+        poll = "auto"
+    elif poll_interval is not None:
+        poll = _duration("poll_interval", poll_interval)
+        if poll == timedelta(0):
+            raise ConfigurationError("poll_interval must be positive, 'auto' or None")
+    return clock, _duration("shutdown_grace", shutdown_grace), poll
+
+
+@asynccontextmanager
+async def open_jobs(
+    registry: Registry,
+    store: str | Store,
+    *,
+    clock: Clock | None = None,
+    max_concurrent_runs: int = 100,
+    shutdown_grace: timedelta | float = timedelta(seconds=5),
+    alarm_window: int = 1000,
+    poll_interval: timedelta | float | Literal["auto"] | None = "auto",
+    cache_size: int = 10_000,
+    observers: Sequence[Observer] = (),
+) -> AsyncIterator[Jobs]:
+    """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
+
+    ``store`` is a URL (opened and closed here) or an open :class:`Store` (left
+    open). On exit no new run starts; runs in flight get ``shutdown_grace`` to
+    commit, then are cancelled (they run again after the next start).
+    ``poll_interval`` re-reads the alarm index periodically, to see alarms that
+    other processes set: ``"auto"`` is 5 s on shared stores (Postgres) and
+    never on single-process ones; None turns it off.
+    """
+    clock, shutdown_grace, poll_interval = _check_options(
+        registry,
+        clock=clock,
+        counts={
+            "max_concurrent_runs": max_concurrent_runs,
+            "alarm_window": alarm_window,
+            "cache_size": cache_size,
+        },
+        shutdown_grace=shutdown_grace,
+        poll_interval=poll_interval,
+        observers=observers,
+    )
     owned = isinstance(store, str)
     if isinstance(store, str):
         url = store
