@@ -10,12 +10,14 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
+import psycopg
 import pytest
 import trio
 import trio.testing
 
 import durable_jobs as dj
 from _runtime import MINUTE, T, running
+from durable_jobs.stores.postgres import alarm_channel
 
 pytestmark = pytest.mark.postgres
 
@@ -125,3 +127,29 @@ async def test_an_alarm_committed_elsewhere_is_heard_without_polling(
         assert status == dj.ContinuousStatus("running", 1, status.next_run_at)
         assert status.next_run_at is not None
         assert status.next_run_at > T + MINUTE
+
+
+async def test_a_dropped_listener_connection_is_opened_again(
+    pg_url: str, pg_schema: str, postgres_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The server ends the LISTEN session: the runtime listens again and still hears alarms."""
+    ran: list[str] = []
+    clock = dj.VirtualClock(T)
+    autojump_clock.autojump_threshold = 0.05
+    async with running(later_registry(ran, "worker"), pg_url, clock=clock) as worker:
+        await trio.sleep(1)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s",
+                (f'LISTEN "{alarm_channel(pg_schema)}"',),
+            ).fetchall()
+        assert ended  # the worker's listener was there, and is gone now
+        await trio.sleep(5)  # the listener notices and opens again (1 s backoff)
+        async with running(later_registry(ran, "client"), pg_url, clock=clock) as client:
+            await client.continuous("later").start("z", 0)
+        for _ in range(100):
+            await trio.sleep(5)
+            if ran:
+                break
+        await worker.wait_idle()
+        assert ran == ["worker"]
