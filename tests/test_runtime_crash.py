@@ -16,6 +16,7 @@ import selectors
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,38 +35,56 @@ READ_TIMEOUT = 60.0
 KILL_AFTER = (40, 90, 25, 140)
 
 
+class Child:
+    """One jobs app process whose lines the parent reads."""
+
+    def __init__(self, url: str, first: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), url, str(first)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(CHILD.parent)},
+        )
+        assert self.proc.stdout is not None
+        self.stdout = self.proc.stdout
+        self.lines: list[str] = []
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.stdout, selectors.EVENT_READ)
+
+    def read_until(self, done: Callable[[list[str]], bool]) -> None:
+        """Read lines until ``done(lines)``; a child that hangs or exits fails the test."""
+        while not done(self.lines):
+            if not self._selector.select(READ_TIMEOUT):
+                pytest.fail(f"the child printed nothing for {READ_TIMEOUT} s (a hang)")
+            line = self.stdout.readline()
+            if not line:
+                _, err = self.proc.communicate()
+                pytest.fail(f"the child exited early: {err.decode()[-2000:]}")
+            self.lines.append(line.decode().strip())
+
+    def kill(self) -> list[str]:
+        """SIGKILL it; every line it wrote before dying is an acknowledgement too."""
+        self.proc.send_signal(signal.SIGKILL)
+        rest, _ = self.proc.communicate()
+        self.lines.extend(x for x in rest.decode().splitlines() if x)
+        self._selector.close()
+        assert self.proc.returncode == -signal.SIGKILL
+        return self.lines
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run_and_kill(url: str, first: int, lines: int) -> list[str]:
     """Run the child until it printed ``lines`` lines, SIGKILL it, return what it printed."""
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), url, str(first)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(CHILD.parent)},
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
+    child = Child(url, first)
     try:
-        while len(seen) < lines:
-            if not selector.select(READ_TIMEOUT):
-                pytest.fail(f"the child printed nothing for {READ_TIMEOUT} s (a hang)")
-            line = proc.stdout.readline()
-            if not line:
-                _, err = proc.communicate()
-                pytest.fail(f"the child exited early: {err.decode()[-2000:]}")
-            seen.append(line.decode().strip())
-        proc.send_signal(signal.SIGKILL)
-        # Lines already written before the kill are acknowledgements too.
-        rest, _ = proc.communicate()
-        seen.extend(x for x in rest.decode().splitlines() if x)
+        child.read_until(lambda seen: len(seen) >= lines)
+        return child.kill()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        selector.close()
-    assert proc.returncode == -signal.SIGKILL
-    return seen
+        child.cleanup()
 
 
 def audit(store: dj.Store, lines: list[str], acked_adds: set[int]) -> None:
@@ -138,3 +157,32 @@ def test_kill_9_loses_nothing(durable_store_url: str) -> None:
             audit(store, seen, acked)
         first += 10_000  # distinct event numbers per cycle
     trio.run(resume, durable_store_url, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def beat_runs(lines: list[str]) -> int:
+    return sum(1 for x in lines if x.startswith("commit continuous b1 ") and "run_succeeded" in x)
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_mid_flight_is_taken_over(pg_url: str) -> None:
+    """Two workers on one Postgres store; kill -9 one: the other runs on, and no run of
+    an instance was ever committed twice."""
+    first, second = Child(pg_url, 0), Child(pg_url, 500_000)
+    try:
+        first.read_until(lambda seen: len(seen) >= 40)
+        second.read_until(lambda seen: len(seen) >= 40)
+        before = beat_runs(second.lines)
+        lines = first.kill()
+        # The survivor keeps the heartbeat going, whichever worker was running it.
+        second.read_until(lambda seen: beat_runs(seen) >= before + 5)
+        lines = lines + second.kill()
+    finally:
+        first.cleanup()
+        second.cleanup()
+    acked: set[int] = set()
+    with dj.open_store(pg_url) as store:
+        audit(store, lines, acked)
+        beat = store.get("continuous", "beat", "b1")
+        assert beat is not None
+        runs = [e.run_count for e in store.history(beat.id) if e.NAME == "run_succeeded"]  # type: ignore[attr-defined]
+        assert runs == list(range(1, len(runs) + 1)), "a run was committed twice or skipped"
