@@ -3,9 +3,11 @@ debounce parts of X03-X07 and X13, on each store, in virtual time."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import pytest
 import trio
@@ -16,6 +18,17 @@ import durable_jobs as dj
 from _runtime import HOUR, MINUTE, SECOND, T, advance, names, running
 
 FLUSH_AFTER = 5 * MINUTE
+T5 = T + FLUSH_AFTER  # when the window opened at T ends
+
+#: Three tries a minute apart.
+RETRY_EVERY_MINUTE = dj.Retry(max_attempts=3, delay=dj.Backoff.constant(MINUTE), jitter=0)
+
+
+def retry_twice(on_exhausted: Literal["terminate", "pause"]) -> dj.Retry:
+    """Two tries a second apart, then ``on_exhausted``."""
+    return dj.Retry(
+        max_attempts=2, delay=dj.Backoff.constant(SECOND), jitter=0, on_exhausted=on_exhausted
+    )
 
 
 class Hook(BaseModel):
@@ -30,6 +43,11 @@ class Batch(BaseModel):
 
 def hook(n: int) -> Hook:
     return Hook(type="webhook", payload={"n": n})
+
+
+def batch(*numbers: int, first_event_at: datetime = T) -> Batch:
+    """The state ``fold`` builds from ``hook(n)`` for each of ``numbers``."""
+    return Batch(events=[hook(n) for n in numbers], first_event_at=first_event_at.timestamp())
 
 
 def batch_json(events: list[Hook], first_event_at: datetime) -> dict[str, Any]:
@@ -57,15 +75,28 @@ class Flush:
 class Probe:
     """Records handler calls; can make ``execute`` fail or block until released."""
 
-    def __init__(self, clock: dj.VirtualClock) -> None:
+    def __init__(
+        self,
+        clock: dj.VirtualClock,
+        *,
+        failures: int = 0,
+        always_fail: bool = False,
+        gated: bool = False,
+    ) -> None:
         self.clock = clock
         self.flushes: list[Flush] = []
         self.reducer_calls: list[tuple[Hook, Batch | None, int]] = []
-        self.failures = 0  # fail the next N flushes
-        self.always_fail = False
+        self.failures = failures  # fail the next N flushes
+        self.always_fail = always_fail
         self.reducer_error = False
-        self.gate: trio.Event | None = None  # execute waits for it when set
+        # execute waits for the gate when set
+        self.gate: trio.Event | None = trio.Event() if gated else None
         self.entered = trio.Event()  # set whenever execute starts
+
+    def release(self) -> None:
+        """Let the flushes blocked at the gate go on."""
+        assert self.gate is not None
+        self.gate.set()
 
     async def execute(self, ctx: dj.DebounceContext[Batch]) -> None:
         self.flushes.append(
@@ -98,27 +129,66 @@ class Probe:
         )
 
 
-def make_job(
-    probe: Probe,
+Client = dj.DebounceClient[Hook, Batch]
+Opened = tuple[Probe, dj.Jobs, Client]
+
+
+async def add_all(client: Client, *numbers: int, instance: str = "b1") -> list[dj.AddResult]:
+    """Add ``hook(n)`` for each of ``numbers``, one after the other."""
+    return [await client.add(instance, hook(n)) for n in numbers]
+
+
+@dataclass(frozen=True)
+class Rig:
+    """A virtual clock at T, a probe and a registry holding one debounce job."""
+
+    clock: dj.VirtualClock
+    probe: Probe
+    registry: dj.Registry
+    job: dj.DebounceJob[Hook, Batch]
+
+    @asynccontextmanager
+    async def run(
+        self, url: str, *numbers: int, instance: str = "b1", **options: Any
+    ) -> AsyncIterator[Opened]:
+        """``running`` on ``url``, having added ``hook(n)`` for each of ``numbers``."""
+        async with running(self.registry, url, clock=self.clock, **options) as jobs:
+            client = jobs.debounce(self.job)
+            await add_all(client, *numbers, instance=instance)
+            yield self.probe, jobs, client
+
+
+class Settings(TypedDict, total=False):
+    """What ``registry.debounce`` takes besides the name and the types."""
+
+    flush_after: timedelta
+    max_events: int | None
+    retry: dj.Retry | None
+    idempotency_window: timedelta
+
+
+def batcher(
     *,
     name: str = "batcher",
-    flush_after: timedelta = FLUSH_AFTER,
-    max_events: int | None = 10,
-    retry: dj.Retry | None = None,
-    idempotency_window: timedelta = timedelta(hours=24),
     reducer: Literal["sync", "async"] = "sync",
-) -> tuple[dj.Registry, dj.DebounceJob[Hook, Batch]]:
-    """``batcher`` (SCENARIOS §2) by default; ``small`` is flush_after=10 min, max_events=3."""
+    failures: int = 0,
+    always_fail: bool = False,
+    gated: bool = False,
+    **options: Unpack[Settings],
+) -> Rig:
+    """``batcher`` (SCENARIOS §2: flush_after=5 min, max_events=10, a 24-hour
+    idempotency window) with a fresh probe; ``options`` override those settings."""
+    clock = dj.VirtualClock(T)
+    probe = Probe(clock, failures=failures, always_fail=always_fail, gated=gated)
     registry = dj.Registry()
-    job: dj.DebounceJob[Hook, Batch] = registry.debounce(
-        name,
-        event=Hook,
-        state=Batch,
-        flush_after=flush_after,
-        max_events=max_events,
-        retry=retry,
-        idempotency_window=idempotency_window,
-    )(probe.execute)
+    settings: Settings = {
+        "flush_after": FLUSH_AFTER,
+        "max_events": 10,
+        "idempotency_window": 24 * HOUR,
+        **options,
+    }
+    register = registry.debounce(name, event=Hook, state=Batch, **settings)
+    job: dj.DebounceJob[Hook, Batch] = register(probe.execute)
     if reducer == "sync":
         job.on_event(probe.fold)
     else:
@@ -128,27 +198,43 @@ def make_job(
             return probe.fold(ctx)
 
         job.on_event(fold_async)
-    return registry, job
+    return Rig(clock, probe, registry, job)
 
 
-def small_job(probe: Probe, **options: Any) -> tuple[dj.Registry, dj.DebounceJob[Hook, Batch]]:
-    return make_job(probe, name="small", flush_after=10 * MINUTE, max_events=3, **options)
+def small(**options: Any) -> Rig:
+    """``small``: flush_after=10 min, max_events=3."""
+    return batcher(name="small", flush_after=10 * MINUTE, max_events=3, **options)
 
 
-def batcher(
+@asynccontextmanager
+async def open_batcher(
+    url: str,
+    *numbers: int,
+    records: list[dj.RecordedEvent] | None = None,
     **options: Any,
-) -> tuple[dj.VirtualClock, Probe, dj.Registry, dj.DebounceJob[Hook, Batch]]:
-    """A virtual clock at T, a probe and ``batcher`` (flush_after=5 min, max_events=10)."""
-    clock = dj.VirtualClock(T)
-    probe = Probe(clock)
-    registry, job = make_job(probe, **options)
-    return clock, probe, registry, job
+) -> AsyncIterator[Opened]:
+    """``batcher(**options)`` running on ``url``, with ``hook(n)`` added to ``b1`` for each
+    of ``numbers``."""
+    async with batcher(**options).run(url, *numbers, records=records) as opened:
+        yield opened
 
 
 async def flush_started(probe: Probe) -> None:
     """Wait until ``execute`` runs (failing, not hanging, if it never does)."""
     with trio.fail_after(HOUR.total_seconds()):
         await probe.entered.wait()
+
+
+async def alarm_flush_started(probe: Probe) -> None:
+    """Let the window opened at T end, then wait until its flush runs."""
+    await trio.sleep(FLUSH_AFTER.total_seconds())
+    await flush_started(probe)
+
+
+async def nothing_more_flushes(jobs: dj.Jobs, probe: Probe, count: int) -> None:
+    """An hour later ``execute`` has still run ``count`` times: nothing else was due."""
+    await advance(jobs, HOUR)
+    assert len(probe.flushes) == count
 
 
 def summary(flushes: list[Flush]) -> list[tuple[int, list[int], str, int, datetime]]:
@@ -161,6 +247,8 @@ def summary(flushes: list[Flush]) -> list[tuple[int, list[int], str, int, dateti
 
 IDLE = dj.DebounceStatus("idle", 0, None, None)
 NOT_FOUND = dj.DebounceStatus("not_found", 0, None, None)
+#: What add returns for a known key while no batch is open.
+DUPLICATE_WHILE_IDLE = dj.AddResult(0, None, created=False, duplicate=True)
 
 
 # ---- 2. Debounce jobs ------------------------------------------------------------------
@@ -170,9 +258,7 @@ async def test_d01_first_add_opens_the_window(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D01 The first add opens the window."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (probe, jobs, client):
         result = await client.add("b1", Hook(type="webhook", payload={"data": 1}))
         assert result == dj.AddResult(
             event_count=1, will_flush_at=T + FLUSH_AFTER, created=True, duplicate=False
@@ -193,10 +279,7 @@ async def test_d01_later_adds_do_not_move_the_alarm(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """D01 The first add opens the window (a fixed window: later adds keep its end)."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, "memory://", clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    async with open_batcher("memory://", 1) as (probe, jobs, client):
         await advance(jobs, 4 * MINUTE)
         second = await client.add("b1", hook(2))
         assert second == dj.AddResult(2, T + FLUSH_AFTER, created=False, duplicate=False)
@@ -209,11 +292,9 @@ async def test_d02_on_event_folds_each_event(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D02 on_event folds each event into the state."""
-    clock, probe, registry, job = batcher()
     first = Hook(type="webhook", payload={"first": True})
     second = Hook(type="webhook", payload={"second": True})
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (probe, jobs, client):
         await client.add("b1", first)
         await advance(jobs, MINUTE)
         await client.add("b1", second)
@@ -232,14 +313,8 @@ async def test_d02_reducer_may_be_sync_or_async(
     reducer: Literal["sync", "async"], autojump_clock: trio.testing.MockClock
 ) -> None:
     """D02 on_event folds each event into the state (a plain or an async reducer)."""
-    clock, probe, registry, job = batcher(reducer=reducer)
-    async with running(registry, "memory://", clock=clock) as jobs:
-        client = jobs.debounce(job)
-        for n in (1, 2, 3):
-            await client.add("b1", hook(n))
-        assert await client.get_state("b1") == Batch(
-            events=[hook(1), hook(2), hook(3)], first_event_at=T.timestamp()
-        )
+    async with open_batcher("memory://", 1, 2, 3, reducer=reducer) as (probe, _, client):
+        assert await client.get_state("b1") == batch(1, 2, 3)
         assert [(e.payload["n"], s is None, c) for e, s, c in probe.reducer_calls] == [
             (1, True, 1),
             (2, False, 2),
@@ -255,28 +330,20 @@ async def test_d02_first_event_of_each_batch_sees_no_state(
 ) -> None:
     """D02 on_event folds each event into the state (ctx.state is None for the first
     event of every batch, not only the first batch)."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, "memory://", clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
+    async with open_batcher("memory://", 1, 2) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
         assert len(probe.flushes) == 1
-        await client.add("b1", hook(3))
-        await client.add("b1", hook(4))
+        await add_all(client, 3, 4)
         await client.clear("b1")
         await client.add("b1", hook(5))
-        later = T + FLUSH_AFTER
         assert probe.reducer_calls == [
             (hook(1), None, 1),
-            (hook(2), Batch(events=[hook(1)], first_event_at=T.timestamp()), 2),
+            (hook(2), batch(1), 2),
             (hook(3), None, 1),
-            (hook(4), Batch(events=[hook(3)], first_event_at=later.timestamp()), 2),
+            (hook(4), batch(3, first_event_at=T5), 2),
             (hook(5), None, 1),
         ]
-        assert await client.get_state("b1") == Batch(
-            events=[hook(5)], first_event_at=later.timestamp()
-        )
+        assert await client.get_state("b1") == batch(5, first_event_at=T5)
 
 
 async def test_d02_without_on_event_the_state_is_the_latest_event(
@@ -305,10 +372,8 @@ async def test_d02_a_raising_reducer_writes_nothing(
 ) -> None:
     """D02 on_event folds each event into the state (a reducer that raises gives
     HandlerError and nothing is written)."""
-    clock, probe, registry, job = batcher()
     records: list[dj.RecordedEvent] = []
-    async with running(registry, "memory://", clock=clock, records=records) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher("memory://", records=records) as (probe, _, client):
         probe.reducer_error = True
         with pytest.raises(dj.HandlerError) as info:
             await client.add("b1", hook(1), idempotency_key="k1")
@@ -324,9 +389,7 @@ async def test_d02_a_raising_reducer_writes_nothing(
             await client.add("b1", hook(3), idempotency_key="k1")
         assert await client.history("b1") == before
         assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, T + FLUSH_AFTER)
-        assert await client.get_state("b1") == Batch(
-            events=[hook(2)], first_event_at=T.timestamp()
-        )
+        assert await client.get_state("b1") == batch(2)
         probe.reducer_error = False
         # The key of the refused add was not remembered.
         accepted = await client.add("b1", hook(4), idempotency_key="k1")
@@ -337,10 +400,8 @@ async def test_d03_event_count_counts_the_adds(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D03 event_count counts the adds."""
-    clock, _, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        results = [await client.add("b1", hook(n)) for n in (1, 2, 3)]
+    async with open_batcher(store_url) as (_, _, client):
+        results = await add_all(client, 1, 2, 3)
         assert [(r.event_count, r.created, r.duplicate) for r in results] == [
             (1, True, False),
             (2, False, False),
@@ -353,40 +414,22 @@ async def test_d04_reaching_max_events_flushes_at_once(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D04 Reaching max_events flushes at once."""
-    clock = dj.VirtualClock(T)
-    probe = Probe(clock)
-    registry, job = small_job(probe)
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        first = await client.add("s1", hook(1))
+    async with small().run(store_url) as (probe, jobs, client):
+        first, _, third = await add_all(client, 1, 2, 3, instance="s1")
         assert first.will_flush_at == T + 10 * MINUTE
-        await client.add("s1", hook(2))
-        third = await client.add("s1", hook(3))
         assert third == dj.AddResult(3, T, created=False, duplicate=False)
         assert probe.flushes == []  # add does not run the flush itself
         await jobs.wait_idle()
-        assert clock.now() == T
+        assert probe.clock.now() == T
         assert summary(probe.flushes) == [(3, [1, 2, 3], "max_events", 1, T)]
-        assert probe.flushes[0].state == Batch(
-            events=[hook(1), hook(2), hook(3)], first_event_at=T.timestamp()
-        )
+        assert probe.flushes[0].state == batch(1, 2, 3)
         assert await client.status("s1") == IDLE
         history = await client.history("s1")
-        assert names(history) == [
-            "started",
-            "event_added",
-            "state_changed",
-            "alarm_set",
-            "event_added",
-            "state_changed",
-            "event_added",
-            "state_changed",
-            "batch_closed",
-            "alarm_set",
-            "run_succeeded",
-            "flushed",
-            "alarm_cleared",
-        ]
+        assert names(history) == (
+            ["started", "event_added", "state_changed", "alarm_set"]  # the first add
+            + ["event_added", "state_changed"] * 2  # the second and the third
+            + ["batch_closed", "alarm_set", "run_succeeded", "flushed", "alarm_cleared"]
+        )
         closed = history[8]
         assert (closed.data["reason"], closed.data["event_count"]) == ("max_events", 3)
         assert history[9].data["at"] == T
@@ -400,10 +443,7 @@ async def test_d05_the_window_end_flushes(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D05 The window's end flushes."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    async with open_batcher(store_url, 1) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
         assert summary(probe.flushes) == [(1, [1], "flush_after", 1, T + FLUSH_AFTER)]
         flush = probe.flushes[0]
@@ -414,42 +454,33 @@ async def test_d05_the_window_end_flushes(
         assert run.state_before == batch_json([hook(1)], T)
         assert run.at == T + FLUSH_AFTER
         assert await client.status("b1") == IDLE
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 1
+        await nothing_more_flushes(jobs, probe, 1)
 
 
 async def test_d06_manual_flush_below_max_events(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D06 Manual flush below max_events."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    async with open_batcher(store_url, 1) as (probe, jobs, client):
         result = await client.flush("b1")
         assert result == dj.FlushResult(
             flushed=True, event_count=1, reason="manual", retry_scheduled=False
         )
         assert summary(probe.flushes) == [(1, [1], "manual", 1, T)]
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 1
+        await nothing_more_flushes(jobs, probe, 1)
 
 
 async def test_d07_a_successful_flush_empties_the_instance(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D07 A successful flush empties the instance."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    async with open_batcher(store_url, 1) as (probe, jobs, client):
         await client.flush("b1")
         assert await client.status("b1") == IDLE
         assert await client.get_state("b1") is None
         history = await client.history("b1")
         assert names(history)[-3:] == ["run_succeeded", "flushed", "alarm_cleared"]
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 1
+        await nothing_more_flushes(jobs, probe, 1)
         assert await client.status("b1") == IDLE
 
 
@@ -457,10 +488,8 @@ async def test_d08_flushing_an_empty_instance_runs_nothing(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D08 Flushing an empty instance runs nothing."""
-    clock, probe, registry, job = batcher()
     empty = dj.FlushResult(flushed=False, event_count=0, reason="empty", retry_scheduled=False)
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (probe, _, client):
         assert await client.flush("b1") == empty
         assert await client.status("b1") == NOT_FOUND
         assert await client.history("b1") == []
@@ -476,11 +505,7 @@ async def test_d09_clear_drops_the_buffer_unprocessed(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D09 Clear drops the buffer unprocessed."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
+    async with open_batcher(store_url, 1, 2) as (probe, jobs, client):
         assert await client.clear("b1") == dj.ClearResult(cleared=True, discarded_events=2)
         assert await client.status("b1") == IDLE
         assert await client.get_state("b1") is None
@@ -499,22 +524,16 @@ async def test_d09_clear_during_a_flush_in_flight(
 ) -> None:
     """D09 Clear drops the buffer unprocessed (while a flush is in flight: clear does
     not wait for it, every unflushed event is dropped and none of them flushes later)."""
-    clock, probe, registry, job = batcher()
-    probe.gate = trio.Event()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
-        await trio.sleep(FLUSH_AFTER.total_seconds())
-        await flush_started(probe)  # the alarm's flush is blocked in execute
+    async with open_batcher(store_url, 1, 2, gated=True) as (probe, jobs, client):
+        await alarm_flush_started(probe)  # the alarm's flush is blocked in execute
         with trio.fail_after(1):  # virtual time moves only if a call waits for the flush
             await client.add("b1", hook(3))  # opens the next batch
             cleared = await client.clear("b1")
             assert cleared == dj.ClearResult(cleared=True, discarded_events=3)
             assert await client.status("b1") == IDLE
             assert await client.get_state("b1") is None
-        assert clock.now() == T + FLUSH_AFTER
-        probe.gate.set()
+        assert probe.clock.now() == T + FLUSH_AFTER
+        probe.release()
         await jobs.wait_idle()
         assert await client.status("b1") == IDLE
         assert await client.get_state("b1") is None
@@ -532,11 +551,7 @@ async def test_d10_status_while_debouncing(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """D10 Status while debouncing."""
-    clock, _, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
+    async with open_batcher(store_url, 1, 2) as (_, _, client):
         assert await client.status("b1") == dj.DebounceStatus(
             status="debouncing", event_count=2, started_at=T, will_flush_at=T + FLUSH_AFTER
         )
@@ -549,9 +564,7 @@ async def test_k01_a_new_key_is_accepted(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K01 A new key is accepted."""
-    clock, _, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (_, _, client):
         result = await client.add("b1", hook(1), idempotency_key="event-123")
         assert result == dj.AddResult(1, T + FLUSH_AFTER, created=True, duplicate=False)
         added = [r for r in await client.history("b1") if r.name == "event_added"]
@@ -562,10 +575,8 @@ async def test_k02_an_accepted_key_is_recognised(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K02 An accepted key is recognised."""
-    clock, probe, registry, job = batcher()
     records: list[dj.RecordedEvent] = []
-    async with running(registry, store_url, clock=clock, records=records) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url, records=records) as (probe, jobs, client):
         await client.add("b1", hook(1), idempotency_key="event-123")
         history = await client.history("b1")
         written = len(records)
@@ -576,9 +587,7 @@ async def test_k02_an_accepted_key_is_recognised(
         assert await client.history("b1") == history
         assert len(records) == written
         assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, T + FLUSH_AFTER)
-        assert await client.get_state("b1") == Batch(
-            events=[hook(1)], first_event_at=T.timestamp()
-        )
+        assert await client.get_state("b1") == batch(1)
         await advance(jobs, FLUSH_AFTER)
         assert summary(probe.flushes) == [(1, [1], "flush_after", 1, T + FLUSH_AFTER)]
 
@@ -587,10 +596,8 @@ async def test_k03_accept_and_record_is_atomic(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K03 Accept-and-record is atomic."""
-    clock, probe, registry, job = batcher()
     results: list[dj.AddResult] = []
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (probe, jobs, client):
 
         async def add(n: int) -> None:
             results.append(await client.add("b1", hook(n), idempotency_key="same-key"))
@@ -612,9 +619,7 @@ async def test_k04_repeats_stay_duplicates(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K04 Repeats stay duplicates."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (probe, jobs, client):
         first = await client.add("b1", hook(1), idempotency_key="once")
         await client.add("b1", hook(2))  # no key: counts
         repeats = [await client.add("b1", hook(3), idempotency_key="once") for _ in range(2)]
@@ -629,9 +634,7 @@ async def test_k05_keys_are_independent(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K05 Keys are independent."""
-    clock, _, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (_, _, client):
         a = await client.add("b1", hook(1), idempotency_key="event-a")
         b = await client.add("b1", hook(2), idempotency_key="event-b")
         c = await client.add("b1", hook(3), idempotency_key="event-c")
@@ -650,20 +653,18 @@ async def test_k06_a_key_outlives_its_batch_not_its_window(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K06 A key outlives its batch, not its window."""
-    clock, probe, registry, job = batcher(idempotency_window=10 * MINUTE)
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url, idempotency_window=10 * MINUTE) as (probe, jobs, client):
         await client.add("b1", hook(1), idempotency_key="event-x")
         assert (await client.flush("b1")).flushed
         after_flush = await client.add("b1", hook(2), idempotency_key="event-x")
-        assert after_flush == dj.AddResult(0, None, created=False, duplicate=True)
+        assert after_flush == DUPLICATE_WHILE_IDLE
         await client.add("b1", hook(3), idempotency_key="event-y")
         assert await client.clear("b1") == dj.ClearResult(True, 1)
         after_clear = await client.add("b1", hook(4), idempotency_key="event-y")
-        assert after_clear == dj.AddResult(0, None, created=False, duplicate=True)
+        assert after_clear == DUPLICATE_WHILE_IDLE
         await advance(jobs, 10 * MINUTE - SECOND)
         still = await client.add("b1", hook(5), idempotency_key="event-x")
-        assert still == dj.AddResult(0, None, created=False, duplicate=True)
+        assert still == DUPLICATE_WHILE_IDLE
         assert await client.status("b1") == IDLE
         await advance(jobs, 2 * SECOND)
         now = T + 10 * MINUTE + SECOND
@@ -687,10 +688,7 @@ async def test_k06_keys_after_retries_ran_out_with_terminate(
     on_exhausted "terminate" dropped are all treated alike: SPEC §1 remembers keys
     per instance for the window, so each repeat is a duplicate)."""
     retry = dj.Retry(max_attempts=1, on_exhausted="terminate")
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.always_fail = True
-    async with running(registry, "memory://", clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher("memory://", retry=retry, always_fail=True) as (probe, jobs, client):
         await client.add("b1", hook(1), idempotency_key="k1")
         await client.add("b1", hook(2), idempotency_key="k2")
         await advance(jobs, FLUSH_AFTER)
@@ -714,9 +712,7 @@ async def test_k07_any_characters_work_in_keys(
         "ключ-键-🔑",
         "x" * 1024,
     ]
-    clock, probe, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (probe, _, client):
         for n, key in enumerate(keys, start=1):
             result = await client.add("b1", hook(n), idempotency_key=key)
             assert (result.event_count, result.duplicate) == (n, False), key
@@ -736,8 +732,7 @@ async def test_k07_keys_must_be_non_empty_bounded_strings(
 ) -> None:
     """K07 Any characters work in keys (but a key is a non-empty str of bounded length:
     anything else is a ValidationError and writes nothing)."""
-    clock, probe, registry, _ = batcher()
-    async with running(registry, "memory://", clock=clock) as jobs:
+    async with open_batcher("memory://") as (probe, jobs, _):
         client: dj.DebounceClient[Any, Any] = jobs.debounce("batcher")
         bad_keys: list[Any] = ["", "x" * 1025, 123]
         for bad in bad_keys:
@@ -751,9 +746,7 @@ async def test_k08_keys_that_prefix_each_other_do_not_collide(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K08 Keys that prefix each other do not collide."""
-    clock, _, registry, job = batcher()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with open_batcher(store_url) as (_, _, client):
         for n, key in enumerate(["123", "1234", "12345"], start=1):
             assert (await client.add("b1", hook(n), idempotency_key=key)).duplicate is False
         result = await client.add("b1", hook(4), idempotency_key="123456")
@@ -770,25 +763,22 @@ async def test_x03_idempotency_keys_survive_a_restart(
     durable_store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """X03 Idempotency keys survive a restart."""
-    clock, probe, registry, job = batcher()
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        first = await jobs.debounce(job).add("b1", hook(1), idempotency_key="k1")
+    rig = batcher()
+    async with rig.run(durable_store_url) as (_, _, client):
+        first = await client.add("b1", hook(1), idempotency_key="k1")
         assert first == dj.AddResult(1, T + FLUSH_AFTER, created=True, duplicate=False)
     await trio.sleep(MINUTE.total_seconds())
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with rig.run(durable_store_url) as (probe, jobs, client):
         repeat = await client.add("b1", hook(2), idempotency_key="k1")
         assert repeat == dj.AddResult(1, T + FLUSH_AFTER, created=False, duplicate=True)
         assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, T + FLUSH_AFTER)
         await advance(jobs, FLUSH_AFTER)
         assert summary(probe.flushes) == [(1, [1], "flush_after", 1, T + FLUSH_AFTER)]
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with rig.run(durable_store_url) as (probe, jobs, client):
         after_flush = await client.add("b1", hook(3), idempotency_key="k1")
-        assert after_flush == dj.AddResult(0, None, created=False, duplicate=True)
+        assert after_flush == DUPLICATE_WHILE_IDLE
         assert await client.status("b1") == IDLE
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 1
+        await nothing_more_flushes(jobs, probe, 1)
         assert len(probe.reducer_calls) == 1
 
 
@@ -796,19 +786,12 @@ async def test_x04_events_added_during_a_running_flush(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """X04 Events added during a flush belong to the next batch (execute blocked)."""
-    clock, probe, registry, job = batcher()
-    probe.gate = trio.Event()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
-        await trio.sleep(FLUSH_AFTER.total_seconds())
-        await flush_started(probe)
-        closed = Batch(events=[hook(1), hook(2)], first_event_at=T.timestamp())
-        t5 = T + FLUSH_AFTER
+    async with open_batcher(store_url, 1, 2, gated=True) as (probe, jobs, client):
+        await alarm_flush_started(probe)
+        closed = batch(1, 2)
         with trio.fail_after(2 * MINUTE.total_seconds()):  # fails if a call waits for the flush
             third = await client.add("b1", hook(3))
-            assert clock.now() == t5  # add returned at once
+            assert probe.clock.now() == T5  # add returned at once
             assert (third.event_count, third.created, third.duplicate) == (3, False, False)
             assert await client.get_state("b1") == closed
             status = await client.status("b1")
@@ -817,20 +800,18 @@ async def test_x04_events_added_during_a_running_flush(
             fourth = await client.add("b1", hook(4))
             assert fourth.event_count == 4
             assert await client.get_state("b1") == closed
-            assert clock.now() == t5 + MINUTE
-        probe.gate.set()
+            assert probe.clock.now() == T5 + MINUTE
+        probe.release()
         await jobs.wait_idle()
-        assert summary(probe.flushes) == [(2, [1, 2], "flush_after", 1, t5)]
+        assert summary(probe.flushes) == [(2, [1, 2], "flush_after", 1, T5)]
         assert probe.flushes[0].state == closed
         assert await client.status("b1") == dj.DebounceStatus(
-            "debouncing", 2, t5, t5 + FLUSH_AFTER
+            "debouncing", 2, T5, T5 + FLUSH_AFTER
         )
-        assert await client.get_state("b1") == Batch(
-            events=[hook(3), hook(4)], first_event_at=t5.timestamp()
-        )
+        assert await client.get_state("b1") == batch(3, 4, first_event_at=T5)
         assert probe.reducer_calls[2] == (hook(3), None, 1)
         await advance(jobs, FLUSH_AFTER - MINUTE)
-        assert summary(probe.flushes)[1:] == [(2, [3, 4], "flush_after", 1, t5 + FLUSH_AFTER)]
+        assert summary(probe.flushes)[1:] == [(2, [3, 4], "flush_after", 1, T5 + FLUSH_AFTER)]
         assert await client.status("b1") == IDLE
         await advance(jobs, HOUR)
         flushed = [e.payload["n"] for f in probe.flushes for e in f.state.events]
@@ -844,12 +825,8 @@ async def test_x04_add_never_waits_for_a_manual_flush(
 ) -> None:
     """X04 Events added during a flush belong to the next batch (a manual flush in
     flight: add returns at once, flush reports the batch it tried)."""
-    clock, probe, registry, job = batcher()
-    probe.gate = trio.Event()
     flush_results: list[dj.FlushResult] = []
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    async with open_batcher(store_url, 1, gated=True) as (probe, jobs, client):
 
         async def flush() -> None:
             flush_results.append(await client.flush("b1"))
@@ -861,7 +838,7 @@ async def test_x04_add_never_waits_for_a_manual_flush(
                 second = await client.add("b1", hook(2))
             assert second.event_count == 2
             assert flush_results == []
-            probe.gate.set()
+            probe.release()
         assert flush_results == [dj.FlushResult(True, 1, "manual", False)]
         assert summary(probe.flushes) == [(1, [1], "manual", 1, T)]
         assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, T + FLUSH_AFTER)
@@ -875,18 +852,10 @@ async def test_x04_max_events_while_flushing_closes_a_second_batch(
     """X04 Events added during a flush belong to the next batch (max_events reached
     meanwhile closes a second batch: never more than max_events per batch; status
     counts every unflushed event, get_state shows the batch that flushes next)."""
-    clock = dj.VirtualClock(T)
-    probe = Probe(clock)
-    registry, job = small_job(probe)
-    probe.gate = trio.Event()
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        for n in (1, 2, 3):
-            await client.add("s1", hook(n))
+    async with small(gated=True).run(store_url, 1, 2, 3, instance="s1") as (probe, jobs, client):
         await flush_started(probe)  # batch 1 is flushing
-        first = Batch(events=[hook(1), hook(2), hook(3)], first_event_at=T.timestamp())
         with trio.fail_after(1):  # fails if a call waits for the flush
-            results = [await client.add("s1", hook(n)) for n in (4, 5, 6, 7)]
+            results = await add_all(client, 4, 5, 6, 7, instance="s1")
             assert [(r.event_count, r.created) for r in results] == [
                 (4, False),
                 (5, False),
@@ -895,24 +864,22 @@ async def test_x04_max_events_while_flushing_closes_a_second_batch(
             ]
             assert results[2].will_flush_at == T  # the add that filled batch 2
             assert await client.status("s1") == dj.DebounceStatus("debouncing", 7, T, T)
-            assert await client.get_state("s1") == first
+            assert await client.get_state("s1") == batch(1, 2, 3)
             closes = [r.data for r in await client.history("s1") if r.name == "batch_closed"]
             assert [(c["batch_no"], c["reason"], c["event_count"]) for c in closes] == [
                 (1, "max_events", 3),
                 (2, "max_events", 3),
             ]
-        assert clock.now() == T
-        probe.gate.set()
+        assert probe.clock.now() == T
+        probe.release()
         await jobs.wait_idle()
-        assert clock.now() == T
+        assert probe.clock.now() == T
         assert summary(probe.flushes) == [
             (3, [1, 2, 3], "max_events", 1, T),
             (3, [4, 5, 6], "max_events", 1, T),
         ]
         assert await client.status("s1") == dj.DebounceStatus("debouncing", 1, T, T + 10 * MINUTE)
-        assert await client.get_state("s1") == Batch(
-            events=[hook(7)], first_event_at=T.timestamp()
-        )
+        assert await client.get_state("s1") == batch(7)
         await advance(jobs, 10 * MINUTE)
         assert summary(probe.flushes)[2:] == [(1, [7], "flush_after", 1, T + 10 * MINUTE)]
         assert max(f.event_count for f in probe.flushes) == 3
@@ -924,28 +891,21 @@ async def test_x04_events_added_while_a_retry_waits(
 ) -> None:
     """X04 Events added during a flush belong to the next batch (the flush waits for a
     retry)."""
-    retry = dj.Retry(max_attempts=3, delay=dj.Backoff.constant(MINUTE), jitter=0)
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.failures = 1
-    t5 = T + FLUSH_AFTER
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
+    rig = batcher(retry=RETRY_EVERY_MINUTE, failures=1)
+    async with rig.run(store_url, 1, 2) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
-        assert await client.status("b1") == dj.DebounceStatus("debouncing", 2, T, t5 + MINUTE)
+        assert await client.status("b1") == dj.DebounceStatus("debouncing", 2, T, T5 + MINUTE)
         await advance(jobs, 30 * SECOND)
         third = await client.add("b1", hook(3))
         assert (third.event_count, third.created, third.duplicate) == (3, False, False)
-        closed = Batch(events=[hook(1), hook(2)], first_event_at=T.timestamp())
-        assert await client.get_state("b1") == closed
-        assert await client.status("b1") == dj.DebounceStatus("debouncing", 3, T, t5 + MINUTE)
+        assert await client.get_state("b1") == batch(1, 2)
+        assert await client.status("b1") == dj.DebounceStatus("debouncing", 3, T, T5 + MINUTE)
         await advance(jobs, 30 * SECOND)
         assert summary(probe.flushes) == [
-            (2, [1, 2], "flush_after", 1, t5),
-            (2, [1, 2], "flush_after", 2, t5 + MINUTE),
+            (2, [1, 2], "flush_after", 1, T5),
+            (2, [1, 2], "flush_after", 2, T5 + MINUTE),
         ]
-        t3 = t5 + 30 * SECOND  # when event 3 opened the next batch
+        t3 = T5 + 30 * SECOND  # when event 3 opened the next batch
         assert await client.status("b1") == dj.DebounceStatus(
             "debouncing", 1, t3, t3 + FLUSH_AFTER
         )
@@ -960,16 +920,10 @@ async def test_x05_a_failed_flush_keeps_its_buffer(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """X05 A failed flush keeps its buffer."""
-    clock, probe, registry, job = batcher()
-    probe.failures = 2
-    t5 = T + FLUSH_AFTER
-    closed = Batch(events=[hook(1), hook(2)], first_event_at=T.timestamp())
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
+    closed = batch(1, 2)
+    async with open_batcher(store_url, 1, 2, failures=2) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
-        assert summary(probe.flushes) == [(2, [1, 2], "flush_after", 1, t5)]
+        assert summary(probe.flushes) == [(2, [1, 2], "flush_after", 1, T5)]
         assert await client.status("b1") == dj.DebounceStatus("failed", 2, T, None)
         assert await client.get_state("b1") == closed
         history = await client.history("b1")
@@ -982,9 +936,8 @@ async def test_x05_a_failed_flush_keeps_its_buffer(
         assert failed.data["message"] == "Intentional flush failure"
         assert (failed.run_count, failed.attempt) == (1, 1)
         assert failed.state_before == batch_json([hook(1), hook(2)], T)
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 1  # no alarm: nothing reruns on its own
-        now = t5 + HOUR
+        await nothing_more_flushes(jobs, probe, 1)  # no alarm: nothing reruns on its own
+        now = T5 + HOUR
         again = await client.flush("b1")  # fails once more, still no retry policy
         assert again == dj.FlushResult(False, 2, "failed", retry_scheduled=False)
         assert await client.status("b1") == dj.DebounceStatus("failed", 2, T, None)
@@ -1007,19 +960,14 @@ async def test_x06_retries_follow_the_policy(
     """X06 Retries follow the policy (a retry keeps the flush_reason of the failed
     flush)."""
     retry = dj.Retry(max_attempts=3, delay=dj.Backoff.exponential(), jitter=0)
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.failures = 2
-    t5 = T + FLUSH_AFTER
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    async with open_batcher(store_url, 1, retry=retry, failures=2) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
-        assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, t5 + SECOND)
+        assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, T5 + SECOND)
         await advance(jobs, 10 * SECOND)
         assert summary(probe.flushes) == [
-            (1, [1], "flush_after", 1, t5),
-            (1, [1], "flush_after", 2, t5 + SECOND),
-            (1, [1], "flush_after", 3, t5 + 3 * SECOND),
+            (1, [1], "flush_after", 1, T5),
+            (1, [1], "flush_after", 2, T5 + SECOND),
+            (1, [1], "flush_after", 3, T5 + 3 * SECOND),
         ]
         assert [f.is_retry for f in probe.flushes] == [False, True, True]
         assert await client.status("b1") == IDLE
@@ -1030,7 +978,7 @@ async def test_x06_retries_follow_the_policy(
             ("run_failed", 1, 2),
             ("run_succeeded", 1, 3),
         ]
-        for failed, retry_at in zip(runs[:2], [t5 + SECOND, t5 + 3 * SECOND], strict=True):
+        for failed, retry_at in zip(runs[:2], [T5 + SECOND, T5 + 3 * SECOND], strict=True):
             assert failed.data["will_retry"] is True
             assert failed.data["retry_at"] == retry_at
             assert failed.data["message"] == "Intentional flush failure"
@@ -1043,12 +991,8 @@ async def test_x06_a_manual_flush_retries_as_manual(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """X06 Retries follow the policy (the retry of a failed manual flush is manual too)."""
-    retry = dj.Retry(max_attempts=3, delay=dj.Backoff.constant(MINUTE), jitter=0)
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.failures = 1
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    rig = batcher(retry=RETRY_EVERY_MINUTE, failures=1)
+    async with rig.run(store_url, 1) as (probe, jobs, client):
         result = await client.flush("b1")
         assert result == dj.FlushResult(False, 1, "failed", retry_scheduled=True)
         assert await client.status("b1") == dj.DebounceStatus("debouncing", 1, T, T + MINUTE)
@@ -1058,8 +1002,7 @@ async def test_x06_a_manual_flush_retries_as_manual(
             (1, [1], "manual", 2, T + MINUTE),
         ]
         assert await client.status("b1") == IDLE
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 2
+        await nothing_more_flushes(jobs, probe, 2)
 
 
 async def test_x06_a_flush_during_the_wait_restarts_at_attempt_1(
@@ -1067,25 +1010,19 @@ async def test_x06_a_flush_during_the_wait_restarts_at_attempt_1(
 ) -> None:
     """X06 Retries follow the policy (a flush by hand during the wait restarts at
     attempt 1, as a manual flush, and the pending retry is gone)."""
-    retry = dj.Retry(max_attempts=3, delay=dj.Backoff.constant(MINUTE), jitter=0)
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.failures = 1
-    t5 = T + FLUSH_AFTER
-    async with running(registry, "memory://", clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    rig = batcher(retry=RETRY_EVERY_MINUTE, failures=1)
+    async with rig.run("memory://", 1) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
         await advance(jobs, 10 * SECOND)
         result = await client.flush("b1")
         assert result == dj.FlushResult(True, 1, "manual", retry_scheduled=False)
         assert summary(probe.flushes) == [
-            (1, [1], "flush_after", 1, t5),
-            (1, [1], "manual", 1, t5 + 10 * SECOND),
+            (1, [1], "flush_after", 1, T5),
+            (1, [1], "manual", 1, T5 + 10 * SECOND),
         ]
         assert [f.is_retry for f in probe.flushes] == [False, False]
         assert await client.status("b1") == IDLE
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 2
+        await nothing_more_flushes(jobs, probe, 2)
         runs = [r for r in await client.history("b1") if r.is_run]
         assert [(r.name, r.run_count, r.attempt) for r in runs] == [
             ("run_failed", 1, 1),
@@ -1098,22 +1035,14 @@ async def test_x07_on_exhausted_pause_then_flush_resumes(
 ) -> None:
     """X07 on_exhausted "terminate" and "pause" (pause: the batch is kept, status
     failed, no alarm; flush resumes it)."""
-    retry = dj.Retry(
-        max_attempts=2, delay=dj.Backoff.constant(SECOND), jitter=0, on_exhausted="pause"
-    )
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.always_fail = True
-    t5 = T + FLUSH_AFTER
-    closed = Batch(events=[hook(1), hook(2)], first_event_at=T.timestamp())
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
+    closed = batch(1, 2)
+    rig = batcher(retry=retry_twice("pause"), always_fail=True)
+    async with rig.run(store_url, 1, 2) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
         await advance(jobs, SECOND)
         assert summary(probe.flushes) == [
-            (2, [1, 2], "flush_after", 1, t5),
-            (2, [1, 2], "flush_after", 2, t5 + SECOND),
+            (2, [1, 2], "flush_after", 1, T5),
+            (2, [1, 2], "flush_after", 2, T5 + SECOND),
         ]
         history = await client.history("b1")
         assert names(history)[-3:] == ["run_failed", "retry_exhausted", "alarm_cleared"]
@@ -1126,12 +1055,11 @@ async def test_x07_on_exhausted_pause_then_flush_resumes(
         assert history[-3].data["will_retry"] is False
         assert await client.status("b1") == dj.DebounceStatus("failed", 2, T, None)
         assert await client.get_state("b1") == closed
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 2
+        await nothing_more_flushes(jobs, probe, 2)
         probe.always_fail = False
         result = await client.flush("b1")
         assert result == dj.FlushResult(True, 2, "manual", retry_scheduled=False)
-        assert summary(probe.flushes)[2:] == [(2, [1, 2], "manual", 1, t5 + SECOND + HOUR)]
+        assert summary(probe.flushes)[2:] == [(2, [1, 2], "manual", 1, T5 + SECOND + HOUR)]
         assert probe.flushes[2].state == closed
         assert await client.status("b1") == IDLE
 
@@ -1140,15 +1068,8 @@ async def test_x07_on_exhausted_terminate(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """X07 on_exhausted "terminate" and "pause" (terminate: the instance is not_found)."""
-    retry = dj.Retry(
-        max_attempts=2, delay=dj.Backoff.constant(SECOND), jitter=0, on_exhausted="terminate"
-    )
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.always_fail = True
-    t5 = T + FLUSH_AFTER
-    async with running(registry, store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
+    rig = batcher(retry=retry_twice("terminate"), always_fail=True)
+    async with rig.run(store_url, 1) as (probe, jobs, client):
         await advance(jobs, FLUSH_AFTER)
         await advance(jobs, SECOND)
         assert [f.attempt for f in probe.flushes] == [1, 2]
@@ -1162,14 +1083,13 @@ async def test_x07_on_exhausted_terminate(
             "terminated",
         ]
         assert history[-3].data["action"] == "terminate"
-        assert all(r.at == t5 + SECOND for r in history[-4:])
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 2
+        assert all(r.at == T5 + SECOND for r in history[-4:])
+        await nothing_more_flushes(jobs, probe, 2)
         assert await client.flush("b1") == dj.FlushResult(False, 0, "empty", False)
         assert len(probe.flushes) == 2
         probe.always_fail = False
         fresh = await client.add("b1", hook(3))
-        now = t5 + SECOND + HOUR
+        now = T5 + SECOND + HOUR
         assert fresh == dj.AddResult(1, now + FLUSH_AFTER, created=True, duplicate=False)
         await advance(jobs, FLUSH_AFTER)
         assert summary(probe.flushes)[2:] == [(1, [3], "flush_after", 1, now + FLUSH_AFTER)]
@@ -1179,9 +1099,8 @@ async def test_x13_bad_events_write_nothing(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """X13 Bad input writes nothing."""
-    clock, probe, registry, _ = batcher()
     records: list[dj.RecordedEvent] = []
-    async with running(registry, store_url, clock=clock, records=records) as jobs:
+    async with open_batcher(store_url, records=records) as (probe, jobs, _):
         client: dj.DebounceClient[Any, Any] = jobs.debounce("batcher")
         with pytest.raises(dj.ValidationError):
             await client.add("b1", {"invalid": "event"})
@@ -1209,30 +1128,24 @@ async def test_x04_restart_while_a_flush_is_in_flight(
     """X04 Events added during a flush belong to the next batch (even when the app
     stops while that flush runs: the closed batch flushes again after the restart,
     the event added meanwhile flushes once, in its own batch)."""
-    clock, probe, registry, job = batcher()
-    probe.gate = trio.Event()  # never released: the flush is cut off by the shutdown
-    t5 = T + FLUSH_AFTER
-    async with running(registry, durable_store_url, clock=clock, shutdown_grace=SECOND) as jobs:
-        client = jobs.debounce(job)
-        await client.add("b1", hook(1))
-        await client.add("b1", hook(2))
-        await trio.sleep(FLUSH_AFTER.total_seconds())
-        await flush_started(probe)
+    # The gate is never released: the flush is cut off by the shutdown.
+    rig = batcher(gated=True)
+    async with rig.run(durable_store_url, 1, 2, shutdown_grace=SECOND) as (probe, _, client):
+        await alarm_flush_started(probe)
         with trio.fail_after(1):
             await client.add("b1", hook(3))
-    assert summary(probe.flushes) == [(2, [1, 2], "flush_after", 1, t5)]
+    assert summary(probe.flushes) == [(2, [1, 2], "flush_after", 1, T5)]
     probe.gate = None
-    restart = t5 + SECOND
-    assert clock.now() == restart
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    restart = T5 + SECOND
+    assert probe.clock.now() == restart
+    async with rig.run(durable_store_url) as (probe, jobs, client):
         await jobs.wait_idle()
         assert summary(probe.flushes)[1:] == [(2, [1, 2], "flush_after", 1, restart)]
         assert await client.status("b1") == dj.DebounceStatus(
-            "debouncing", 1, t5, t5 + FLUSH_AFTER
+            "debouncing", 1, T5, T5 + FLUSH_AFTER
         )
         await advance(jobs, FLUSH_AFTER)
-        assert summary(probe.flushes)[2:] == [(1, [3], "flush_after", 1, t5 + FLUSH_AFTER)]
+        assert summary(probe.flushes)[2:] == [(1, [3], "flush_after", 1, T5 + FLUSH_AFTER)]
         assert await client.status("b1") == IDLE
         flushed = [
             r.data["event_count"] for r in await client.history("b1") if r.name == "flushed"
@@ -1245,21 +1158,15 @@ async def test_x06_a_pending_retry_survives_a_restart(
 ) -> None:
     """X06 Retries follow the policy (a retry is an alarm: it survives a restart and
     keeps its attempt and flush_reason)."""
-    retry = dj.Retry(max_attempts=3, delay=dj.Backoff.constant(MINUTE), jitter=0)
-    clock, probe, registry, job = batcher(retry=retry)
-    probe.failures = 1
-    t5 = T + FLUSH_AFTER
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        await jobs.debounce(job).add("b1", hook(1))
+    rig = batcher(retry=RETRY_EVERY_MINUTE, failures=1)
+    async with rig.run(durable_store_url, 1) as (_, jobs, _):
         await advance(jobs, FLUSH_AFTER)
     await trio.sleep((2 * MINUTE).total_seconds())  # down while the retry falls due
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        client = jobs.debounce(job)
+    async with rig.run(durable_store_url) as (probe, jobs, client):
         await jobs.wait_idle()
         assert summary(probe.flushes) == [
-            (1, [1], "flush_after", 1, t5),
-            (1, [1], "flush_after", 2, t5 + 2 * MINUTE),
+            (1, [1], "flush_after", 1, T5),
+            (1, [1], "flush_after", 2, T5 + 2 * MINUTE),
         ]
         assert await client.status("b1") == IDLE
-        await advance(jobs, HOUR)
-        assert len(probe.flushes) == 2
+        await nothing_more_flushes(jobs, probe, 2)
