@@ -61,6 +61,14 @@ __all__ = ["PostgresApplicationRecorderWithIndex", "PostgresFactoryWithIndex", "
 
 INDEX_TABLE: Final = "dj_instances"
 DUE_INDEX: Final = "dj_instances_due_at"
+#: Advisory-lock queries over an array of keys, one result row per key, in order.
+TRY_LOCKS: Final = (
+    "SELECT pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) "
+    "ORDER BY i"
+)
+UNLOCKS: Final = (
+    "SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i"
+)
 EXAMPLE_URL: Final = "postgresql://user:password@localhost:5432/dbname?schema=jobs"
 #: Schema names eventsourcing handles: it looks its composite type up by the
 #: unquoted name ``schema.type``, so upper case or punctuation would break it.
@@ -417,24 +425,47 @@ class PostgresStore(Store):
         ).digest()
         return int.from_bytes(digest, "big", signed=True)
 
-    def _locking(self, query: str, uuid: UUID, scope: str) -> bool:
+    def _on_lock_connection(self, query: str | Composed, params: Sequence[Any]) -> list[Any]:
+        """Run one query on the lock connection (opened again if it dropped)."""
         if self._lock_mutex is None:
             self._lock_mutex = threading.Lock()
         with self._lock_mutex:
             try:
                 if self._lock_conn is None or self._lock_conn.closed:
                     self._lock_conn = self._connect(autocommit=True)
-                row = self._lock_conn.execute(query, (self._lock_key(uuid, scope),)).fetchone()
+                return self._lock_conn.execute(query, params).fetchall()
             except psycopg.Error as exc:
                 if self._lock_conn is not None:
                     self._lock_conn.close()
                     self._lock_conn = None
                 msg = f"Could not take or release an instance lock on {self.url}: "
                 raise StoreError(msg + self._describe(exc)) from exc
-            return bool(row and row[0])
+
+    def _locking(self, query: str, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
+        """Run a lock query (:data:`TRY_LOCKS` or :data:`UNLOCKS`) on every key, in one
+        round trip on the lock connection."""
+        rows = self._on_lock_connection(query, ([self._lock_key(u, s) for u, s in keys],))
+        return [bool(row[0]) for row in rows]
+
+    def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
+        """Read on the lock connection (right after taking locks, never from the pool)."""
+        query = SQL(
+            "SELECT instance_uuid, version FROM {}.{} WHERE instance_uuid = ANY(%s::uuid[])"
+        ).format(Identifier(self.schema), Identifier(INDEX_TABLE))
+        rows = self._on_lock_connection(query, (list(uuids),))
+        return {row[0]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
-        return self._locking("SELECT pg_try_advisory_lock(%s)", uuid, scope)
+        return self._locking(TRY_LOCKS, [(uuid, scope)])[0]
+
+    def unlock(self, uuid: UUID, scope: str = "instance") -> None:
+        self._locking(UNLOCKS, [(uuid, scope)])
+
+    def try_lock_many(self, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
+        return self._locking(TRY_LOCKS, keys)
+
+    def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
+        self._locking(UNLOCKS, keys)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:
         """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""
@@ -449,9 +480,6 @@ class PostgresStore(Store):
             msg = f"Could not listen for alarms on {self.url}: {self._describe(exc)}"
             raise StoreError(msg) from exc
         return PostgresAlarmListener(conn, recorder.notify_token, self._describe)
-
-    def unlock(self, uuid: UUID, scope: str = "instance") -> None:
-        self._locking("SELECT pg_advisory_unlock(%s)", uuid, scope)
 
     def close(self) -> None:
         if self._lock_conn is not None:

@@ -104,6 +104,22 @@ class RuntimeClosed(DurableJobsError):
         )
 
 
+class _LockRequest:
+    """One cross-process lock call waiting to be made, and its outcome."""
+
+    __slots__ = ("done", "error", "op", "result", "scope", "uuid", "version")
+
+    def __init__(self, op: str, uuid: UUID, scope: str) -> None:
+        self.op = op
+        self.uuid = uuid
+        self.scope = scope
+        self.done = trio.Event()
+        self.result = False
+        #: The instance's index version, read once the lock was taken (None: no row).
+        self.version: int | None = None
+        self.error: Exception | None = None
+
+
 class _Busy(Exception):
     """Another process holds the instance: its alarm is looked at again later."""
 
@@ -168,6 +184,12 @@ class Runtime:
         self._observers: list[Observer] = list(observers)
         self._limiter = trio.CapacityLimiter(max(1, store.max_concurrency))
         self._run_limiter = trio.CapacityLimiter(max_concurrent_runs)
+        self._lock_limiter = trio.CapacityLimiter(1)
+        self._lock_queue: list[_LockRequest] = []
+        #: Index versions of the instances this process holds across processes.
+        self._fresh: dict[UUID, int | None] = {}
+        self._lock_ready = trio.Event()
+        self._locker_running = False
         self._locks = _KeyedLocks()
         self._flush_locks = _KeyedLocks()
         self._cache: OrderedDict[UUID, JobInstance] = OrderedDict()
@@ -198,9 +220,13 @@ class Runtime:
         try:
             async with trio.open_nursery() as system:
                 system.start_soon(self._listen)
+                if self.store.shared:
+                    system.start_soon(self._locker)
                 if self.store.blocking:
-                    for _ in range(max(1, self.store.max_concurrency)):
-                        system.start_soon(self._committer)
+                    # One committer: commits serialise in the store anyway (SQLite has
+                    # one writer; eventsourcing's Postgres recorder locks the events
+                    # table), so a single writer makes the biggest groups.
+                    system.start_soon(self._committer)
                     self._group_commit = True
                 async with trio.open_nursery() as runs:
                     self._runs_nursery = runs
@@ -290,17 +316,21 @@ class Runtime:
             if not self.store.shared:
                 yield True
                 return
-            while not await self.io(self.store.try_lock, uuid, scope):
+            while not (taken := await self._lock_call("lock", uuid, scope)).result:
                 if not wait:
                     break
                 await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
             else:
+                if scope == "instance":
+                    # Read under the lock: no other process can change it meanwhile.
+                    self._fresh[uuid] = taken.version
                 try:
                     yield True
                 finally:
+                    self._fresh.pop(uuid, None)
                     with trio.CancelScope(shield=True):
                         try:
-                            await self.io(self.store.unlock, uuid, scope)
+                            await self._lock_call("unlock", uuid, scope)
                         except DurableJobsError:
                             log.warning("Could not release the lock of %s", uuid, exc_info=True)
                 return
@@ -315,6 +345,72 @@ class Runtime:
             return fn(*args)
         with hold_virtual_time():
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def _lock_call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:
+        """Take (``op="lock"``, without waiting) or release a cross-process lock.
+
+        Calls that queue while one is in flight go to the store together, in one
+        round trip (like group commit). The wait is shielded: a lock the store
+        took must be known, so that it is released.
+        """
+        request = _LockRequest(op, uuid, scope)
+        if not self._locker_running:
+            await self._lock_batch([request])
+        else:
+            self._lock_queue.append(request)
+            self._lock_ready.set()
+            with trio.CancelScope(shield=True):
+                await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request
+
+    async def _locker(self) -> None:
+        self._locker_running = True
+        try:
+            while True:
+                while not self._lock_queue:
+                    await self._lock_ready.wait()
+                    self._lock_ready = trio.Event()
+                batch, self._lock_queue = self._lock_queue, []
+                with trio.CancelScope(shield=True):
+                    await self._lock_batch(batch)
+        finally:
+            self._locker_running = False
+
+    async def _lock_batch(self, batch: list[_LockRequest]) -> None:
+        """Releases first, then takes, each group in one store call on the store's own
+        lock connection (it neither waits for nor holds up the pooled connections);
+        for instance locks taken, the index versions are read in the same call."""
+        store = self.store
+
+        def take(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
+            held = store.try_lock_many(keys)
+            taken = [uuid for (uuid, scope), ok in zip(keys, held, strict=True) if ok]
+            return held, (store.index_versions(taken) if taken else {})
+
+        def release(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
+            store.unlock_many(keys)
+            return [True] * len(keys), {}
+
+        for op, call in (("unlock", release), ("lock", take)):
+            group = [r for r in batch if r.op == op]
+            if not group:
+                continue
+            try:
+                with hold_virtual_time():
+                    held, versions = await trio.to_thread.run_sync(
+                        call, [(r.uuid, r.scope) for r in group], limiter=self._lock_limiter
+                    )
+            except Exception as exc:
+                for r in group:
+                    r.error = exc
+            else:
+                for r, ok in zip(group, held, strict=True):
+                    r.result = ok
+                    r.version = versions.get(r.uuid)
+        for r in batch:
+            r.done.set()
 
     def _remember(self, agg: JobInstance) -> None:
         cached = self._cache.get(agg.id)
@@ -333,8 +429,14 @@ class Runtime:
         uuid = instance_uuid(cls.kind, job, instance_id)
         agg = self._cache.get(uuid)
         if agg is not None and self.store.shared:
-            row = await self.io(self.store.index_row, uuid)
-            if row is None or row.version != agg.version:
+            # Another process may have changed it: check the version, which the
+            # lock call already read if this task holds the instance.
+            if uuid in self._fresh:
+                version = self._fresh[uuid]
+            else:
+                row = await self.io(self.store.index_row, uuid)
+                version = None if row is None else row.version
+            if version != agg.version:
                 self._evict(uuid)
                 agg = None
         if agg is None:
@@ -360,6 +462,8 @@ class Runtime:
             self._evict(agg.id)
             raise
         self._remember(agg)
+        if agg.id in self._fresh:
+            self._fresh[agg.id] = agg.version
         d = agg.d
         self._window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
         self._reload_blocked = False

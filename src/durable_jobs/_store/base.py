@@ -115,6 +115,20 @@ class Store(ABC):
     def unlock(self, uuid: UUID, scope: str = "instance") -> None:  # noqa: B027 - a no-op here
         """Release a lock taken with :meth:`try_lock`."""
 
+    def try_lock_many(self, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
+        """:meth:`try_lock` for each ``(uuid, scope)``; an adapter may do it in one round trip."""
+        return [self.try_lock(uuid, scope) for uuid, scope in keys]
+
+    def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
+        """The index version of each of ``uuids`` that has an index row."""
+        rows = (self.index_row(uuid) for uuid in uuids)
+        return {row.instance_uuid: row.version for row in rows if row is not None}
+
+    def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
+        """:meth:`unlock` for each ``(uuid, scope)``."""
+        for uuid, scope in keys:
+            self.unlock(uuid, scope)
+
     def claim_runtime(self) -> None:  # noqa: B027 - nothing to claim here
         """Called by ``open_jobs`` before serving: a store that only one runtime may
         serve at a time raises :class:`ConfigurationError` if another one does."""
