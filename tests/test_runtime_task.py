@@ -8,9 +8,10 @@ committed is read back through the client (``status``, ``get_state``,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import pydantic
@@ -42,13 +43,26 @@ class Item(BaseModel):
 
 
 Ctx = dj.TaskContext[Any]
+Client = dj.TaskClient[Any, Any]
 Log = list[tuple[str, Any]]
 OnEvent = Callable[[Any, Ctx], Awaitable[None]]
 OnCtx = Callable[[Ctx], Awaitable[None]]
 OnError = Callable[[BaseException, Ctx], Awaitable[None]]
+When = timedelta | datetime | float
+#: A runtime and the client of its task job.
+Opened = tuple[dj.Jobs, Client]
+#: A runtime, the client of its task job and what the job's handlers logged.
+Logged = tuple[dj.Jobs, Client, Log]
+#: A runtime, the client of its task job and when its ``execute`` ran.
+Timed = tuple[dj.Jobs, Client, list[datetime]]
+#: Opens the runtime of a registry (see ``restarts``).
+Start = Callable[[dj.Registry], AbstractAsyncContextManager[dj.Jobs]]
 
 EPOCH_T = T.timestamp()
 INC10 = Cmd(type="increment", amount=10)
+NOT_FOUND = dj.TaskStatus("not_found", None, 0, 0, None)
+NOTHING_RAN = dj.TriggerResult(triggered=False, terminated=False, retry_scheduled=False)
+RAN = dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=False)
 
 
 def applied(state: Tally | None, cmd: Cmd, at: float) -> Tally:
@@ -61,6 +75,14 @@ def applied(state: Tally | None, cmd: Cmd, at: float) -> Tally:
     else:
         counter = 0
     return Tally(counter=counter, last_updated=at)
+
+
+class CounterOptions(TypedDict, total=False):
+    """What ``counter_registry`` takes besides the log."""
+
+    schedule_in: timedelta | None
+    idle: bool
+    rearm: timedelta | None
 
 
 def counter_registry(
@@ -96,8 +118,38 @@ def counter_registry(
     return registry
 
 
+@asynccontextmanager
+async def open_counter(
+    url: str,
+    *,
+    records: list[dj.RecordedEvent] | None = None,
+    **options: Unpack[CounterOptions],
+) -> AsyncIterator[Logged]:
+    """``counter_registry(log, **options)`` running on ``url``."""
+    log: Log = []
+    async with running(counter_registry(log, **options), url, records=records) as jobs:
+        yield jobs, jobs.task("t"), log
+
+
+def executed(log: Log) -> Log:
+    """The ``execute`` entries of a counter log."""
+    return [e for e in log if e[0] == "execute"]
+
+
 async def _nothing(ctx: Ctx) -> None:
     return None
+
+
+class TaskOptions(TypedDict, total=False):
+    """What ``task_registry`` takes besides ``on_event``."""
+
+    execute: OnCtx
+    on_idle: OnCtx | None
+    on_error: OnError | None
+    event: Any
+    state: Any
+    name: str
+    idempotency_window: timedelta
 
 
 def task_registry(
@@ -125,6 +177,58 @@ def task_registry(
     return registry
 
 
+@asynccontextmanager
+async def open_task(
+    url: str, on_event: OnEvent, **options: Unpack[TaskOptions]
+) -> AsyncIterator[Opened]:
+    """``task_registry(on_event, **options)`` running on ``url``."""
+    async with running(task_registry(on_event, **options), url) as jobs:
+        yield jobs, jobs.task(options.get("name", "t"))
+
+
+def restarts(url: str) -> Start:
+    """``running`` on ``url``, every time on one virtual clock from T: each call (re)starts."""
+    clock = dj.VirtualClock(T)
+    return lambda registry: running(registry, url, clock=clock)
+
+
+@asynccontextmanager
+async def open_timed(url: str, on_event: OnEvent) -> AsyncIterator[Timed]:
+    """``open_task`` with an ``execute`` that notes the virtual time of each of its runs."""
+    ran: list[datetime] = []
+
+    async def execute(ctx: Ctx) -> None:
+        ran.append(jobs.clock.now())
+
+    async with open_task(url, on_event, execute=execute) as (jobs, client):
+        yield jobs, client, ran
+
+
+def scheduling(*whens: When, cancel: bool = False) -> OnEvent:
+    """An ``on_event`` that schedules each of ``whens`` in turn, then cancels if ``cancel``."""
+
+    async def on_event(event: Any, ctx: Ctx) -> None:
+        for when in whens:
+            ctx.schedule(when)
+        if cancel:
+            ctx.cancel_schedule()
+
+    return on_event
+
+
+def storing(state: BaseModel) -> OnEvent:
+    """An ``on_event`` that sets ``state``."""
+
+    async def on_event(event: Any, ctx: Ctx) -> None:
+        ctx.set_state(state)
+
+    return on_event
+
+
+def named(history: list[dj.RecordedEvent], name: str) -> list[dj.RecordedEvent]:
+    return [r for r in history if r.name == name]
+
+
 def handler_names(history: list[dj.RecordedEvent]) -> list[tuple[str, Any]]:
     return [(r.name, r.data.get("handler")) for r in history if r.is_run]
 
@@ -136,17 +240,14 @@ async def test_t01_send_validates_the_event(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T01 send validates the event."""
-    log: Log = []
     records: list[dj.RecordedEvent] = []
-    async with running(counter_registry(log), store_url, records=records) as jobs:
-        client = jobs.task("t")
-        with pytest.raises(dj.ValidationError):
-            await client.send("t1", {"invalid": "event"})
-        with pytest.raises(dj.ValidationError):
-            await client.send("t1", {"type": "explode"})
+    async with open_counter(store_url, records=records) as (jobs, client, log):
+        for invalid in ({"invalid": "event"}, {"type": "explode"}):
+            with pytest.raises(dj.ValidationError):
+                await client.send("t1", invalid)
         await jobs.wait_idle()
         assert log == []
-        assert await client.status("t1") == dj.TaskStatus("not_found", None, 0, 0, None)
+        assert await client.status("t1") == NOT_FOUND
         assert await client.get_state("t1") is None
         assert await client.history("t1") == []
     assert records == []
@@ -156,9 +257,7 @@ async def test_t02_first_send_creates_every_send_counts(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T02 The first send creates; every send counts."""
-    log: Log = []
-    async with running(counter_registry(log), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url) as (_, client, _):
         first = await client.send("t1", Cmd(type="increment"))
         second = await client.send("t1", Cmd(type="increment", amount=2))
         assert first == dj.SendResult(created=True, scheduled_at=None, duplicate=False)
@@ -176,13 +275,11 @@ async def test_t03_on_event_gets_the_validated_event(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T03 on_event gets the validated event."""
-    log: Log = []
-    async with running(counter_registry(log), store_url) as jobs:
-        await jobs.task("t").send("t1", {"type": "increment", "amount": 10})
+    async with open_counter(store_url) as (_, client, log):
+        await client.send("t1", {"type": "increment", "amount": 10})
         assert log == [("on_event", INC10)]
         assert isinstance(log[0][1], Cmd)
-        history = await jobs.task("t").history("t1")
-        added = [r for r in history if r.name == "event_added"]
+        added = named(await client.history("t1"), "event_added")
         assert [r.data["event"] for r in added] == [{"type": "increment", "amount": 10}]
 
 
@@ -190,12 +287,9 @@ async def test_t04_trigger_runs_execute_and_counts_it(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T04 trigger runs execute and counts it."""
-    log: Log = []
-    async with running(counter_registry(log), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url) as (_, client, log):
         await client.send("t1", INC10)
-        result = await client.trigger("t1")
-        assert result == dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=False)
+        assert await client.trigger("t1") == RAN
         assert log == [("on_event", INC10), ("execute", 1)]
         status = await client.status("t1")
         assert (status.execute_count, status.event_count) == (1, 1)
@@ -207,11 +301,8 @@ async def test_t05_trigger_of_an_unknown_id(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T05 trigger of an unknown id."""
-    log: Log = []
-    async with running(counter_registry(log), store_url) as jobs:
-        client = jobs.task("t")
-        result = await client.trigger("t1")
-        assert result == dj.TriggerResult(triggered=False, terminated=False, retry_scheduled=False)
+    async with open_counter(store_url) as (jobs, client, log):
+        assert await client.trigger("t1") == NOTHING_RAN
         await jobs.wait_idle()
         assert log == []
         assert (await client.status("t1")).status == "not_found"
@@ -222,16 +313,14 @@ async def test_t06_schedule_in_on_event_sets_the_alarm(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T06 ctx.schedule in on_event sets the alarm."""
-    log: Log = []
-    async with running(counter_registry(log, schedule_in=5 * SECOND), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url, schedule_in=5 * SECOND) as (_, client, _):
         result = await client.send("t1", Cmd(type="increment"))
         assert result == dj.SendResult(created=True, scheduled_at=T + 5 * SECOND, duplicate=False)
         assert await client.status("t1") == dj.TaskStatus("active", T + 5 * SECOND, 1, 0, T)
         state = await client.get_state("t1")
         assert state is not None
         assert state.scheduled_at == T + 5 * SECOND
-        alarms = [r for r in await client.history("t1") if r.name == "alarm_set"]
+        alarms = named(await client.history("t1"), "alarm_set")
         assert [(r.data["at"], r.at) for r in alarms] == [(T + 5 * SECOND, T)]
 
 
@@ -239,13 +328,8 @@ async def test_t07_cancel_schedule_removes_the_alarm(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T07 cancel_schedule removes the alarm."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(timedelta(seconds=5))
-        ctx.cancel_schedule()
-
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    on_event = scheduling(timedelta(seconds=5), cancel=True)
+    async with open_task(store_url, on_event) as (_, client):
         result = await client.send("t1", "go")
         assert result == dj.SendResult(created=True, scheduled_at=None, duplicate=False)
         assert await client.status("t1") == dj.TaskStatus("idle", None, 1, 0, T)
@@ -258,29 +342,25 @@ async def test_t08_the_alarm_runs_execute(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T08 The alarm runs execute."""
-    log: Log = []
-    async with running(counter_registry(log, schedule_in=5 * SECOND), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url, schedule_in=5 * SECOND) as (jobs, client, log):
         await client.send("t1", Cmd(type="increment"))
         await advance(jobs, 4 * SECOND)
-        assert [e for e in log if e[0] == "execute"] == []
+        assert executed(log) == []
         await advance(jobs, 1 * SECOND)
-        assert [e for e in log if e[0] == "execute"] == [("execute", 1)]
+        assert executed(log) == [("execute", 1)]
         status = await client.status("t1")
         assert (status.execute_count, status.status, status.scheduled_at) == (1, "idle", None)
         ran = [r for r in await client.history("t1") if r.data.get("handler") == "execute"]
         assert [(r.name, r.at, r.run_count) for r in ran] == [("run_succeeded", T + 5 * SECOND, 1)]
         await advance(jobs, timedelta(hours=1))
-        assert [e for e in log if e[0] == "execute"] == [("execute", 1)]
+        assert executed(log) == [("execute", 1)]
 
 
 async def test_t09_on_idle_follows_on_event(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T09 on_idle follows on_event when nothing is scheduled."""
-    log: Log = []
-    async with running(counter_registry(log, idle=True), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url, idle=True) as (_, client, log):
         result = await client.send("t1", INC10)
         assert result.scheduled_at is None
         assert log == [("on_event", INC10), ("on_idle", None)]
@@ -293,10 +373,8 @@ async def test_t09b_on_idle_skipped_when_an_alarm_is_set(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """T09 on_idle follows on_event when nothing is scheduled (and only then)."""
-    log: Log = []
-    registry = counter_registry(log, schedule_in=5 * SECOND, idle=True)
-    async with running(registry, "memory://") as jobs:
-        await jobs.task("t").send("t1", INC10)
+    async with open_counter("memory://", schedule_in=5 * SECOND, idle=True) as (_, client, log):
+        await client.send("t1", INC10)
         assert log == [("on_event", INC10)]
 
 
@@ -304,9 +382,7 @@ async def test_t10_on_idle_can_rearm(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T10 on_idle can re-arm."""
-    log: Log = []
-    async with running(counter_registry(log, rearm=10 * SECOND), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url, rearm=10 * SECOND) as (_, client, log):
         result = await client.send("t1", INC10)
         assert log == [("on_event", INC10), ("on_idle", None)]
         assert result.scheduled_at == T + 10 * SECOND
@@ -317,16 +393,14 @@ async def test_t11_terminate_purges_state_and_cancels_the_alarm(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """T11 Terminate purges state and cancels the alarm."""
-    log: Log = []
-    async with running(counter_registry(log, schedule_in=5 * SECOND), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_counter(store_url, schedule_in=5 * SECOND) as (jobs, client, log):
         await client.send("t1", INC10)
         result = await client.terminate("t1")
         assert result == dj.TerminateResult(terminated=True)
-        assert await client.status("t1") == dj.TaskStatus("not_found", None, 0, 0, None)
+        assert await client.status("t1") == NOT_FOUND
         assert await client.get_state("t1") is None
         await advance(jobs, MINUTE)
-        assert [e for e in log if e[0] == "execute"] == []
+        assert executed(log) == []
         assert names(await client.history("t1"))[-2:] == ["alarm_cleared", "terminated"]
         assert await client.terminate("t1") == dj.TerminateResult(terminated=False)
 
@@ -334,39 +408,46 @@ async def test_t11_terminate_purges_state_and_cancels_the_alarm(
 # ---- 5. Alarms set from handlers -----------------------------------------------------------
 
 
+async def scheduled(
+    url: str, when: When, *, after: timedelta | None = None
+) -> tuple[dj.SendResult, dj.TaskStatus]:
+    """Send "go" to "t1" of a job whose ``on_event`` schedules ``when`` (once ``after`` has
+    passed, if given): what the send returned and the status then."""
+    async with open_task(url, scheduling(when)) as (jobs, client):
+        if after is not None:
+            await advance(jobs, after)
+        return await client.send("t1", "go"), await client.status("t1")
+
+
 async def test_a01_epoch_seconds_are_absolute(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A01 Epoch seconds are absolute."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(EPOCH_T + 500)
-
-    async with running(task_registry(on_event), store_url) as jobs:
-        await advance(jobs, 100 * SECOND)  # "now" is not T: epoch seconds do not move
-        result = await jobs.task("t").send("t1", "go")
-        assert result.scheduled_at == T + 500 * SECOND
-        assert (await jobs.task("t").status("t1")).scheduled_at == T + 500 * SECOND
+    # "now" is not T: epoch seconds do not move
+    result, status = await scheduled(store_url, EPOCH_T + 500, after=100 * SECOND)
+    assert result.scheduled_at == T + 500 * SECOND
+    assert status.scheduled_at == T + 500 * SECOND
 
 
+TARGET = datetime.fromtimestamp(EPOCH_T + 1000, UTC)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(TARGET, id="utc"),
+        pytest.param(TARGET.astimezone(ZoneInfo("America/New_York")), id="eastern"),
+    ],
+)
 async def test_a02_an_aware_datetime_is_absolute(
-    store_url: str, autojump_clock: trio.testing.MockClock
+    target: datetime, store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A02 An aware datetime is absolute."""
-    target = datetime.fromtimestamp(EPOCH_T + 1000, UTC)
-    eastern = target.astimezone(ZoneInfo("America/New_York"))
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(target if event == "utc" else eastern)
-
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
-        assert (await client.send("t1", "utc")).scheduled_at == T + 1000 * SECOND
-        assert (await client.send("t2", "eastern")).scheduled_at == T + 1000 * SECOND
-        status = await client.status("t2")
-        assert status.scheduled_at == T + 1000 * SECOND
-        assert status.scheduled_at is not None
-        assert status.scheduled_at.utcoffset() == timedelta(0)
+    result, status = await scheduled(store_url, target)
+    assert result.scheduled_at == T + 1000 * SECOND
+    assert status.scheduled_at == T + 1000 * SECOND
+    assert status.scheduled_at is not None
+    assert status.scheduled_at.utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize("minutes", [30, 5])
@@ -374,14 +455,9 @@ async def test_a03_a_timedelta_is_relative_to_now(
     minutes: int, store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A03 A timedelta is relative to now."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(timedelta(minutes=minutes))
-
-    async with running(task_registry(on_event), store_url) as jobs:
-        result = await jobs.task("t").send("t1", "go")
-        assert result.scheduled_at == T + minutes * MINUTE
-        assert (await jobs.task("t").status("t1")).scheduled_at == T + minutes * MINUTE
+    result, status = await scheduled(store_url, timedelta(minutes=minutes))
+    assert result.scheduled_at == T + minutes * MINUTE
+    assert status.scheduled_at == T + minutes * MINUTE
 
 
 async def test_a04_cancel_schedule_undoes_schedule(
@@ -390,17 +466,14 @@ async def test_a04_cancel_schedule_undoes_schedule(
     """A04 cancel_schedule undoes schedule."""
     ran: list[str] = []
 
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(EPOCH_T + 1000)
-        ctx.cancel_schedule()
-
     async def execute(ctx: Ctx) -> None:
         ran.append(ctx.instance_id)
 
-    async with running(task_registry(on_event, execute=execute), store_url) as jobs:
-        result = await jobs.task("t").send("t1", "go")
+    on_event = scheduling(EPOCH_T + 1000, cancel=True)
+    async with open_task(store_url, on_event, execute=execute) as (jobs, client):
+        result = await client.send("t1", "go")
         assert result.scheduled_at is None
-        assert (await jobs.task("t").status("t1")).status == "idle"
+        assert (await client.status("t1")).status == "idle"
         await advance(jobs, 2000 * SECOND)
         assert ran == []
 
@@ -416,8 +489,7 @@ async def test_a04b_cancel_schedule_removes_a_committed_alarm(
         else:
             ctx.cancel_schedule()
 
-    async with running(task_registry(on_event), "memory://") as jobs:
-        client = jobs.task("t")
+    async with open_task("memory://", on_event) as (_, client):
         assert (await client.send("t1", "arm")).scheduled_at == T + 1000 * SECOND
         assert (await client.send("t1", "disarm")).scheduled_at is None
         assert (await client.status("t1")).status == "idle"
@@ -435,8 +507,7 @@ async def test_a05_scheduled_at_reads_the_alarm(
         ctx.schedule(EPOCH_T + 500)
         seen.append(ctx.scheduled_at)
 
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event) as (_, client):
         await client.send("t1", "go")
         assert seen == [None, T + 500 * SECOND]
         assert (await client.status("t1")).scheduled_at == T + 500 * SECOND
@@ -448,20 +519,10 @@ async def test_a06_the_last_schedule_wins(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A06 The last schedule wins."""
-    ran: list[datetime] = []
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(EPOCH_T + 500)
-        ctx.schedule(EPOCH_T + 1000)
-        ctx.schedule(EPOCH_T + 200)
-
-    async def execute(ctx: Ctx) -> None:
-        ran.append(jobs.clock.now())
-
-    async with running(task_registry(on_event, execute=execute), store_url) as jobs:
-        client = jobs.task("t")
+    on_event = scheduling(EPOCH_T + 500, EPOCH_T + 1000, EPOCH_T + 200)
+    async with open_timed(store_url, on_event) as (jobs, client, ran):
         assert (await client.send("t1", "go")).scheduled_at == T + 200 * SECOND
-        alarms = [r.data["at"] for r in await client.history("t1") if r.name == "alarm_set"]
+        alarms = [r.data["at"] for r in named(await client.history("t1"), "alarm_set")]
         assert alarms == [T + 200 * SECOND]
         await advance(jobs, 1100 * SECOND)
         assert ran == [T + 200 * SECOND]
@@ -472,16 +533,7 @@ async def test_a07_relative_times_use_the_current_clock(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A07 Relative times use the current clock."""
-    ran: list[datetime] = []
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(timedelta(minutes=1))
-
-    async def execute(ctx: Ctx) -> None:
-        ran.append(jobs.clock.now())
-
-    async with running(task_registry(on_event, execute=execute), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_timed(store_url, scheduling(timedelta(minutes=1))) as (jobs, client, ran):
         assert (await client.send("t1", "first")).scheduled_at == T + MINUTE
         await advance(jobs, 30 * SECOND)
         assert (await client.send("t1", "second")).scheduled_at == T + 90 * SECOND
@@ -497,6 +549,17 @@ async def test_a07_relative_times_use_the_current_clock(
 # ---- 6. Stored state -----------------------------------------------------------------------
 
 
+async def reloaded(url: str, state: BaseModel, instance: str) -> dj.TaskState[Any] | None:
+    """Send once to ``instance`` of a job whose ``on_event`` sets ``state``; then restart
+    and read the state back."""
+    registry = task_registry(storing(state), state=type(state))
+    start = restarts(url)
+    async with start(registry) as jobs:
+        await jobs.task("t").send(instance, "go")
+    async with start(registry) as jobs:
+        return await jobs.task("t").get_state(instance)
+
+
 async def test_s01_no_state_until_a_handler_sets_one(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -506,8 +569,7 @@ async def test_s01_no_state_until_a_handler_sets_one(
     async def on_event(event: str, ctx: Ctx) -> None:
         seen.append(ctx.state)
 
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event) as (_, client):
         await client.send("i1", "go")
         await client.send("i1", "again")
         assert seen == [None, None]
@@ -519,19 +581,10 @@ async def test_s02_set_state_round_trips(
     durable_store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S02 set_state round-trips (after reload)."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.set_state(Item(count=42, name="test"))
-
-    registry = task_registry(on_event)
-    clock = dj.VirtualClock(T)
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        await jobs.task("t").send("i1", "go")
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        state = await jobs.task("t").get_state("i1")
-        assert state == dj.TaskState(Item(count=42, name="test"), None)
-        assert state is not None
-        assert isinstance(state.state, Item)
+    state = await reloaded(durable_store_url, Item(count=42, name="test"), "i1")
+    assert state == dj.TaskState(Item(count=42, name="test"), None)
+    assert state is not None
+    assert isinstance(state.state, Item)
 
 
 async def test_s03_update_state_applies_a_function(
@@ -553,8 +606,7 @@ async def test_s03_update_state_applies_a_function(
             ctx.update_state(add5)
             seen.append(ctx.state)
 
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event) as (_, client):
         await client.send("i1", "init")
         await client.send("i1", "add5")
         assert seen == [Item(count=10, name="original"), Item(count=15, name="original")]
@@ -574,24 +626,17 @@ async def test_s04_update_state_with_no_state_passes_none(
     async def on_event(event: str, ctx: Ctx) -> None:
         ctx.update_state(fresh)
 
-    async with running(task_registry(on_event), store_url) as jobs:
-        await jobs.task("t").send("i1", "go")
+    async with open_task(store_url, on_event) as (_, client):
+        await client.send("i1", "go")
         assert seen == [None]
-        assert await jobs.task("t").get_state("i1") == dj.TaskState(
-            Item(count=1, name="fresh"), None
-        )
+        assert await client.get_state("i1") == dj.TaskState(Item(count=1, name="fresh"), None)
 
 
 async def test_s05_terminate_deletes_the_state(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S05 Terminate deletes the state."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.set_state(Item(count=42, name="test"))
-
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, storing(Item(count=42, name="test"))) as (_, client):
         await client.send("i1", "go")
         assert await client.terminate("i1", reason="done") == dj.TerminateResult(True)
         assert await client.get_state("i1") is None
@@ -616,10 +661,6 @@ async def test_s06_a_stored_state_that_no_longer_fits_is_refused(
     durable_store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S06 A stored state that no longer fits its type is refused."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.set_state(Item(count=42, name="test"))
-
     ran: list[str] = []
 
     async def on_event_new(event: str, ctx: Ctx) -> None:
@@ -628,14 +669,14 @@ async def test_s06_a_stored_state_that_no_longer_fits_is_refused(
     async def execute_new(ctx: Ctx) -> None:
         ran.append("execute")
 
-    old = task_registry(on_event, name="items")
+    old = task_registry(storing(Item(count=42, name="test")), name="items")
     new = task_registry(on_event_new, execute=execute_new, state=Renamed, name="items")
-    clock = dj.VirtualClock(T)
-    async with running(old, durable_store_url, clock=clock) as jobs:
+    start = restarts(durable_store_url)
+    async with start(old) as jobs:
         await jobs.task("items").send("i1", "go")
         before = await jobs.task("items").history("i1")
     version = before[-1].version
-    async with running(new, durable_store_url, clock=clock) as jobs:
+    async with start(new) as jobs:
         client = jobs.task("items")
         reads: dict[str, Callable[[], Awaitable[object]]] = {
             "get_state": lambda: client.get_state("i1"),
@@ -653,7 +694,7 @@ async def test_s06_a_stored_state_that_no_longer_fits_is_refused(
         assert ran == []
         assert len(await client.history("i1")) == len(before)
         assert (await client.status("i1")).event_count == 1
-    async with running(old, durable_store_url, clock=clock) as jobs:
+    async with start(old) as jobs:
         assert await jobs.task("items").get_state("i1") == dj.TaskState(
             Item(count=42, name="test"), None
         )
@@ -672,8 +713,7 @@ async def test_s07_optional_fields_survive(
                 lambda item: Item.model_validate(item).model_copy(update={"flag": True})
             )
 
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event) as (_, client):
         await client.send("i1", "init")
         first = await client.get_state("i1")
         assert first is not None
@@ -712,20 +752,11 @@ async def test_s08_nested_structures_round_trip(
     durable_store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S08 Nested structures round-trip (after reload)."""
-
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.set_state(NESTED)
-
-    registry = task_registry(on_event, state=Order)
-    clock = dj.VirtualClock(T)
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        await jobs.task("t").send("o1", "go")
-    async with running(registry, durable_store_url, clock=clock) as jobs:
-        state = await jobs.task("t").get_state("o1")
-        assert state == dj.TaskState(NESTED, None)
-        assert state is not None
-        assert isinstance(state.state, Order)
-        assert state.state.metadata["nested"] == {"depth": 2, "tags": ["x", "y"], "ok": True}
+    state = await reloaded(durable_store_url, NESTED, "o1")
+    assert state == dj.TaskState(NESTED, None)
+    assert state is not None
+    assert isinstance(state.state, Order)
+    assert state.state.metadata["nested"] == {"depth": 2, "tags": ["x", "y"], "ok": True}
 
 
 # ---- 10. X14, X15 --------------------------------------------------------------------------
@@ -749,8 +780,7 @@ async def test_x14_handler_error_without_on_error(
         ctx.schedule(timedelta(minutes=1))
         raise Boom("execute blew up")
 
-    async with running(task_registry(on_event, execute=execute), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event, execute=execute) as (_, client):
         await client.send("t1", "go")
         with pytest.raises(dj.HandlerError) as info:
             await client.trigger("t1")
@@ -759,7 +789,7 @@ async def test_x14_handler_error_without_on_error(
         assert await client.get_state("t1") == dj.TaskState(
             Item(count=1, name="kept"), T + timedelta(hours=1)
         )
-        failed = [r for r in await client.history("t1") if r.name == "run_failed"]
+        failed = named(await client.history("t1"), "run_failed")
         assert len(failed) == 1
         assert failed[0].data["handler"] == "execute"
         assert failed[0].data["message"] == "execute blew up"
@@ -775,9 +805,6 @@ async def test_x14_handler_error_with_on_error_schedules_a_retry(
     errors: list[BaseException] = []
     tries: list[int] = []
 
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.set_state(Item(count=1, name="kept"))
-
     async def execute(ctx: Ctx) -> None:
         tries.append(ctx.execute_count)
         if len(tries) == 1:
@@ -791,9 +818,9 @@ async def test_x14_handler_error_with_on_error_schedules_a_retry(
         assert ctx.state == Item(count=1, name="kept")
         ctx.schedule(timedelta(seconds=30))
 
-    registry = task_registry(on_event, execute=execute, on_error=on_error)
-    async with running(registry, store_url) as jobs:
-        client = jobs.task("t")
+    on_event = storing(Item(count=1, name="kept"))
+    async with open_task(store_url, on_event, execute=execute, on_error=on_error) as opened:
+        jobs, client = opened
         await client.send("t1", "go")
         await advance(jobs, 10 * SECOND)
         result = await client.trigger("t1")
@@ -831,8 +858,7 @@ async def test_x15_scheduled_at_is_the_committed_alarm(
             ctx.schedule(timedelta(minutes=1))
             mine.append(ctx.scheduled_at)
 
-    async with running(task_registry(on_event, execute=execute), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event, execute=execute) as (jobs, client):
         await client.send("once", "once")
         await client.send("rearm", "again")
         await advance(jobs, 5 * SECOND)
@@ -863,17 +889,25 @@ def keyed_registry(log: Log, *, window: timedelta = timedelta(hours=24)) -> dj.R
     return task_registry(on_event, idempotency_window=window)
 
 
+@asynccontextmanager
+async def open_keyed(
+    url: str, *, window: timedelta = timedelta(hours=24)
+) -> AsyncIterator[Logged]:
+    """``keyed_registry(log, window=window)`` running on ``url``."""
+    log: Log = []
+    async with running(keyed_registry(log, window=window), url) as jobs:
+        yield jobs, jobs.task("t"), log
+
+
 async def test_k01_k02_a_repeated_key_is_a_duplicate(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K01/K02 A new key is accepted; an accepted key is recognised (task send)."""
-    log: Log = []
-    async with running(keyed_registry(log), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_keyed(store_url) as (jobs, client, log):
         first = await client.send("t1", "a", idempotency_key="event-123")
         assert first == dj.SendResult(created=True, scheduled_at=T + 5 * SECOND, duplicate=False)
         history = await client.history("t1")
-        added = [r for r in history if r.name == "event_added"]
+        added = named(history, "event_added")
         assert [r.data["idempotency_key"] for r in added] == ["event-123"]
         await advance(jobs, 2 * SECOND)
         again = await client.send("t1", "b", idempotency_key="event-123")
@@ -890,9 +924,7 @@ async def test_k06_a_key_outlives_a_termination(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K06 A key outlives its batch, not its window (task: it outlives terminate too)."""
-    log: Log = []
-    async with running(keyed_registry(log), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_keyed(store_url) as (_, client, log):
         await client.send("t1", "a", idempotency_key="k1")
         await client.send("t1", "b", idempotency_key="k2")
         assert await client.terminate("t1") == dj.TerminateResult(terminated=True)
@@ -909,10 +941,8 @@ async def test_k03_concurrent_repeats_count_once(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K03 Accept-and-record is atomic (task send)."""
-    log: Log = []
-    results: list[dj.SendResult] = []
-    async with running(keyed_registry(log), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_keyed(store_url) as (_, client, log):
+        results: list[dj.SendResult] = []
 
         async def send(event: str) -> None:
             results.append(await client.send("t1", event, idempotency_key="same"))
@@ -930,9 +960,7 @@ async def test_k04_repeats_stay_duplicates(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K04 Repeats stay duplicates (task send)."""
-    log: Log = []
-    async with running(keyed_registry(log), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_keyed(store_url) as (_, client, log):
         results = [await client.send("t1", "a", idempotency_key="k") for _ in range(3)]
         assert [(r.created, r.duplicate) for r in results] == [
             (True, False),
@@ -947,7 +975,6 @@ async def test_k05_k07_k08_keys_are_independent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """K05/K07/K08 Keys are independent, may hold any characters, and prefixes differ."""
-    log: Log = []
     keys = [
         "event-a",
         "event-b",
@@ -958,8 +985,7 @@ async def test_k05_k07_k08_keys_are_independent(
         "12345",
         "123456",
     ]
-    async with running(keyed_registry(log), "memory://") as jobs:
-        client = jobs.task("t")
+    async with open_keyed("memory://") as (_, client, log):
         for key in keys:
             assert not (await client.send("t1", key, idempotency_key=key)).duplicate, key
         for key in keys:
@@ -972,9 +998,7 @@ async def test_k06_a_key_outlives_runs_not_its_window(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """K06 A key outlives its batch (here: execute runs), not its window (task send)."""
-    log: Log = []
-    async with running(keyed_registry(log, window=timedelta(hours=1)), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_keyed(store_url, window=timedelta(hours=1)) as (jobs, client, log):
         await client.send("t1", "a", idempotency_key="event-x")
         await advance(jobs, 10 * SECOND)  # the alarm ran execute
         assert (await client.status("t1")).execute_count == 1
@@ -994,10 +1018,10 @@ async def test_x03_task_keys_survive_a_restart(
     """X03 Idempotency keys survive a restart (task send)."""
     log: Log = []
     registry = keyed_registry(log)
-    clock = dj.VirtualClock(T)
-    async with running(registry, durable_store_url, clock=clock) as jobs:
+    start = restarts(durable_store_url)
+    async with start(registry) as jobs:
         await jobs.task("t").send("t1", "a", idempotency_key="k1")
-    async with running(registry, durable_store_url, clock=clock) as jobs:
+    async with start(registry) as jobs:
         result = await jobs.task("t").send("t1", "b", idempotency_key="k1")
         assert (result.created, result.duplicate) == (False, True)
         assert log == [("on_event", "a")]
@@ -1017,15 +1041,14 @@ async def test_failed_on_event_does_not_keep_its_key(
             raise Boom("not yet")
         ctx.set_state(Item(count=1, name=event))
 
-    async with running(task_registry(on_event), store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event) as (_, client):
         with pytest.raises(dj.HandlerError) as info:
             await client.send("t1", "first", idempotency_key="k")
         assert isinstance(info.value.__cause__, Boom)
         assert await client.get_state("t1") == dj.TaskState(None, None)
         history = await client.history("t1")
         assert handler_names(history) == [("run_failed", "on_event")]
-        assert [r.data["idempotency_key"] for r in history if r.name == "event_added"] == [None]
+        assert [r.data["idempotency_key"] for r in named(history, "event_added")] == [None]
         retry = await client.send("t1", "retry", idempotency_key="k")
         assert (retry.created, retry.duplicate) == (False, False)
         assert calls == ["first", "retry"]
@@ -1048,8 +1071,7 @@ async def test_handled_on_event_failure_keeps_its_key(
     async def on_error(error: BaseException, ctx: Ctx) -> None:
         calls.append("on_error")
 
-    async with running(task_registry(on_event, on_error=on_error), "memory://") as jobs:
-        client = jobs.task("t")
+    async with open_task("memory://", on_event, on_error=on_error) as (_, client):
         first = await client.send("t1", "a", idempotency_key="k")
         assert first == dj.SendResult(created=True, scheduled_at=None, duplicate=False)
         again = await client.send("t1", "b", idempotency_key="k")
@@ -1077,9 +1099,7 @@ async def test_on_idle_runs_after_execute_when_no_alarm_is_left(
     async def on_idle(ctx: Ctx) -> None:
         log.append(("on_idle", ctx.execute_count))
 
-    registry = task_registry(on_event, execute=execute, on_idle=on_idle)
-    async with running(registry, store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event, execute=execute, on_idle=on_idle) as (jobs, client):
         await client.send("t1", "arm")
         assert log == [("on_event", "arm")]
         await advance(jobs, 5 * SECOND)
@@ -1100,7 +1120,6 @@ async def test_on_error_can_terminate(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """SPEC §4: on_error may terminate; trigger reports terminated, send returns normally."""
-    errors: list[str] = []
 
     async def on_event(event: str, ctx: Ctx) -> None:
         if event == "bad":
@@ -1111,17 +1130,18 @@ async def test_on_error_can_terminate(
     async def execute(ctx: Ctx) -> None:
         raise Boom("bad run")
 
+    errors: list[str] = []
+
     async def on_error(error: BaseException, ctx: Ctx) -> None:
         errors.append(str(error))
         ctx.terminate("gave up")
 
-    registry = task_registry(on_event, execute=execute, on_error=on_error)
-    async with running(registry, store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event, execute=execute, on_error=on_error) as opened:
+        jobs, client = opened
         await client.send("t1", "ok")
         result = await client.trigger("t1")
         assert result == dj.TriggerResult(triggered=True, terminated=True, retry_scheduled=False)
-        assert await client.status("t1") == dj.TaskStatus("not_found", None, 0, 0, None)
+        assert await client.status("t1") == NOT_FOUND
         assert await client.get_state("t1") is None
         history = await client.history("t1")
         assert names(history)[-2:] == ["alarm_cleared", "terminated"]
@@ -1140,20 +1160,16 @@ async def test_trigger_keeps_an_existing_alarm_unless_changed(
     """SPEC §4: trigger runs execute now; an existing alarm stays unless a handler changes it."""
     ran: list[tuple[int, datetime, datetime | None]] = []
 
-    async def on_event(event: str, ctx: Ctx) -> None:
-        ctx.schedule(timedelta(seconds=5))
-
     async def execute(ctx: Ctx) -> None:
         ran.append((ctx.execute_count, jobs.clock.now(), ctx.scheduled_at))
         if ctx.execute_count == 2:
             ctx.schedule(timedelta(minutes=1))
 
-    async with running(task_registry(on_event, execute=execute), store_url) as jobs:
-        client = jobs.task("t")
+    on_event = scheduling(timedelta(seconds=5))
+    async with open_task(store_url, on_event, execute=execute) as (jobs, client):
         await client.send("t1", "go")
         await advance(jobs, SECOND)
-        result = await client.trigger("t1")
-        assert result == dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=False)
+        assert await client.trigger("t1") == RAN
         assert await client.status("t1") == dj.TaskStatus("active", T + 5 * SECOND, 1, 1, T)
         assert ran == [(1, T + SECOND, T + 5 * SECOND)]
         await client.trigger("t1")  # this run schedules: the alarm moves
@@ -1193,9 +1209,7 @@ async def test_context_counters_and_created_at(
     async def execute(ctx: Ctx) -> None:
         note("execute", ctx)
 
-    registry = task_registry(on_event, execute=execute, name="counting")
-    async with running(registry, store_url) as jobs:
-        client = jobs.task("counting")
+    async with open_task(store_url, on_event, execute=execute, name="counting") as (jobs, client):
         await advance(jobs, 3 * SECOND)
         created = T + 3 * SECOND
         await client.send("Order/42", "a")
@@ -1227,16 +1241,15 @@ async def test_plain_int_state(store_url: str, autojump_clock: trio.testing.Mock
         seen.append(ctx.state)
         ctx.set_state((ctx.state or 0) * 10)
 
-    registry = task_registry(on_event, execute=execute, event=int, state=int)
-    async with running(registry, store_url) as jobs:
-        client = jobs.task("t")
+    async with open_task(store_url, on_event, execute=execute, event=int, state=int) as opened:
+        _, client = opened
         await client.send("n", 3)
         await client.send("n", 4)
         assert await client.get_state("n") == dj.TaskState(7, None)
         await client.trigger("n")
         assert await client.get_state("n") == dj.TaskState(70, None)
         assert seen == [None, 3, 7]
-        changes = [r.data["state"] for r in await client.history("n") if r.name == "state_changed"]
+        changes = [r.data["state"] for r in named(await client.history("n"), "state_changed")]
         assert changes == [3, 7, 70]
         with pytest.raises(dj.ValidationError):
             await client.send("n", "not a number")
