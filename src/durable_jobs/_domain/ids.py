@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final, Literal, get_args
 from uuid import UUID, uuid5
@@ -65,6 +66,7 @@ def check_kind(kind: object) -> Kind:
     return kind
 
 
+@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
 def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     """The aggregate id of the instance ``instance_id`` of ``job`` (of ``kind``).
 
