@@ -1073,3 +1073,38 @@ async def test_one_runtime_per_sqlite_file(
             assert reader.list_instances() == []
     async with running(registry, sqlite_url) as jobs:  # released when the first ended
         await jobs.continuous("tick").start("a", 0)
+
+
+async def test_a_pending_retry_survives_a_restart(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """SPEC §5: a retry is an alarm; it survives restarts like any alarm."""
+    tries: list[tuple[int, int, bool, datetime]] = []
+    clock = dj.VirtualClock(T)
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "flaky",
+        state=int,
+        schedule=dj.every(HOUR),
+        retry=dj.Retry(max_attempts=3, delay=dj.Backoff.constant(10 * MINUTE), jitter=0),
+    )
+    async def flaky(ctx: dj.ContinuousContext[int]) -> None:
+        tries.append((ctx.run_count, ctx.attempt, ctx.is_retry, clock.now()))
+        if ctx.attempt == 1:
+            msg = "first try fails"
+            raise RuntimeError(msg)
+        ctx.set_state(ctx.state + 1)
+
+    async with running(registry, durable_store_url, clock=clock) as jobs:
+        await jobs.continuous("flaky").start("f", 0)
+        await jobs.wait_idle()
+        status = await jobs.continuous("flaky").status("f")
+        assert status == dj.ContinuousStatus("running", 1, T + 10 * MINUTE)
+    await trio.sleep((4 * MINUTE).total_seconds())  # down while the retry waits
+    async with running(registry, durable_store_url, clock=clock) as jobs:
+        await advance(jobs, 10 * MINUTE)
+        assert tries == [(1, 1, False, T), (1, 2, True, T + 10 * MINUTE)]
+        status = await jobs.continuous("flaky").status("f")
+        assert status == dj.ContinuousStatus("running", 1, T + 70 * MINUTE)
+        assert await jobs.continuous("flaky").get_state("f") == 1
