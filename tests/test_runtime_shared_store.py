@@ -153,3 +153,48 @@ async def test_a_dropped_listener_connection_is_opened_again(
                 break
         await worker.wait_idle()
         assert ran == ["worker"]
+
+
+async def test_a_client_only_process_leaves_alarms_to_the_workers(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """run_alarms=False (a web process): its calls work, its due runs go to a worker."""
+    log: list[tuple[str, int]] = []
+    inside: dict[str, int] = {}
+    ran_in: list[str] = []
+    clock = dj.VirtualClock(T)
+    autojump_clock.autojump_threshold = 0.05  # let NOTIFY arrive before time jumps
+
+    def registry_for(name: str) -> dj.Registry:
+        registry = shared_registry(log, inside)
+
+        @registry.continuous("now", state=int, schedule=dj.every(MINUTE))
+        async def now(ctx: dj.ContinuousContext[int]) -> None:
+            ran_in.append(name)
+
+        return registry
+
+    async with (
+        running(registry_for("worker"), pg_url, clock=clock) as worker,
+        running(registry_for("client"), pg_url, clock=clock, run_alarms=False) as client,
+    ):
+        started = await client.continuous("now").start("n", 0)  # due at once
+        assert started.status.next_run_at == T
+        await client.wait_idle()  # nothing to wait for in a client
+        for _ in range(100):
+            await trio.sleep(0.5)
+            if ran_in:
+                break
+        await worker.wait_idle()
+        assert ran_in == ["worker"]
+        # A trigger from the client still runs its handler in the client.
+        assert (await client.continuous("now").trigger("n")).triggered
+        assert ran_in == ["worker", "client"]
+
+
+async def test_a_client_only_process_needs_a_shared_store(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    with pytest.raises(dj.ConfigurationError, match="Postgres"):
+        async with running(dj.Registry(), sqlite_url, run_alarms=False):
+            pass  # pragma: no cover

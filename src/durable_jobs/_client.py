@@ -516,6 +516,7 @@ async def open_jobs(
     poll_interval: timedelta | float | Literal["auto"] | None = "auto",
     cache_size: int = 10_000,
     observers: Sequence[Observer] = (),
+    run_alarms: bool = True,
 ) -> AsyncIterator[Jobs]:
     """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
 
@@ -524,7 +525,11 @@ async def open_jobs(
     commit, then are cancelled (they run again after the next start).
     ``poll_interval`` re-reads the alarm index periodically, to see alarms that
     other processes set: ``"auto"`` is 5 s on shared stores (Postgres) and
-    never on single-process ones; None turns it off.
+    never on single-process ones; None turns it off. ``run_alarms=False`` makes
+    a client only (say, a web process): its calls work, and ``trigger``/``flush``
+    still run their handler in the caller, but alarms (including runs made due
+    now by ``start`` or a full batch) are left to the worker processes serving
+    the same shared store.
     """
     clock, shutdown_grace, poll_interval = _check_options(
         registry,
@@ -549,6 +554,16 @@ async def open_jobs(
         raise ConfigurationError(
             f"store must be a store URL (e.g. 'sqlite:///jobs.db') or a Store, got {store!r}"
         )
+    if not isinstance(run_alarms, bool):
+        raise ConfigurationError(f"run_alarms must be True or False, got {run_alarms!r}")
+    if not run_alarms and not opened.shared:
+        msg = (
+            f"run_alarms=False needs a store that several processes serve (Postgres); on "
+            f"{opened.url} nothing else would run the alarms."
+        )
+        if owned:
+            opened.close()
+        raise ConfigurationError(msg)
     if poll_interval == "auto":
         poll_interval = timedelta(seconds=5) if opened.shared else None
     try:
@@ -563,6 +578,7 @@ async def open_jobs(
             poll_interval=poll_interval,
             cache_size=cache_size,
             observers=observers,
+            run_alarms=run_alarms,
         )
         # The block's own exception is re-raised as it is, not wrapped in an
         # ExceptionGroup by the runtime's nursery.

@@ -174,8 +174,11 @@ class Runtime:
         poll_interval: timedelta | None,
         cache_size: int,
         observers: Sequence[Observer],
+        run_alarms: bool = True,
     ) -> None:
         self.registry = registry
+        #: False: a client only (commands run, alarms are left to other processes).
+        self.run_alarms = run_alarms
         self.store = store
         self.clock = clock
         self.shutdown_grace = shutdown_grace
@@ -199,7 +202,7 @@ class Runtime:
         self._unknown_jobs: set[tuple[str, str]] = set()
         self._pending = 0
         self._commands = 0
-        self._dirty = True
+        self._dirty = run_alarms
         self._wake = trio.Event()
         self._changed = trio.Event()
         self._reload_blocked = False
@@ -219,7 +222,8 @@ class Runtime:
         unsubscribe = self.clock.on_jump(self._kick)
         try:
             async with trio.open_nursery() as system:
-                system.start_soon(self._listen)
+                if self.run_alarms:
+                    system.start_soon(self._listen)
                 if self.store.shared:
                     system.start_soon(self._locker)
                 if self.store.blocking:
@@ -232,7 +236,10 @@ class Runtime:
                     self._runs_nursery = runs
                     async with trio.open_nursery() as sched:
                         self._scheduler_scope = sched.cancel_scope
-                        await sched.start(self._scheduler)
+                        if self.run_alarms:
+                            await sched.start(self._scheduler)
+                        else:
+                            sched.start_soon(trio.sleep_forever)
                         task_status.started()
                 # Every run has ended, so no commit is waiting: stop the committers.
                 self._group_commit = False
@@ -274,7 +281,7 @@ class Runtime:
 
     def _kick(self) -> None:
         """Make the scheduler look at its window again."""
-        self._dirty = True
+        self._dirty = self.run_alarms
         self._wake.set()
         self._notify()
 
@@ -465,7 +472,8 @@ class Runtime:
         if agg.id in self._fresh:
             self._fresh[agg.id] = agg.version
         d = agg.d
-        self._window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
+        if self.run_alarms:
+            self._window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
         self._reload_blocked = False
         self._kick()
         if self._observers:
