@@ -66,7 +66,6 @@ def check_kind(kind: object) -> Kind:
     return kind
 
 
-@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
 def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     """The aggregate id of the instance ``instance_id`` of ``job`` (of ``kind``).
 
@@ -74,4 +73,9 @@ def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     f"{kind}:{job}:{instance_id}")``. Job names contain no ``:``, so distinct
     triples give distinct strings.
     """
+    return _instance_uuid(kind, job, instance_id)
+
+
+@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
+def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     return uuid5(NAMESPACE, f"{check_kind(kind)}:{check_job_name(job)}:{instance_id}")
