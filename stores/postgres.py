@@ -184,18 +184,38 @@ class PostgresApplicationRecorderWithIndex(
         self.notify_token = ""
 
     def create_table(self) -> None:
-        """Create the schema (if missing), the event tables and the index table."""
-        # Two processes creating the same objects at once can collide in the
-        # catalogs (a unique violation, even with IF NOT EXISTS): try again.
-        for attempt in range(3):
+        """Create the schema (if missing), the event tables and the index table.
+
+        Processes that start together on a fresh schema would collide in the
+        catalogs (a unique violation, even with IF NOT EXISTS), so the DDL runs
+        under a session advisory lock of the schema: one process at a time.
+        """
+        key = int.from_bytes(
+            hashlib.blake2b(
+                self.datastore.schema.encode(), digest_size=8, person=b"dj-schema-ddl"
+            ).digest(),
+            "big",
+            signed=True,
+        )
+        # Its own connection (not a pooled one: a pool of one would deadlock).
+        pool = self.datastore.pool
+        kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
+        params = {k: v for k, v in kwargs.items() if k != "row_factory"}
+        with psycopg.connect(**params, autocommit=True, connect_timeout=int(pool.timeout)) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             try:
-                self._create_schema()
-                super().create_table()
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-            else:
-                return
+                for attempt in range(3):  # and still, a passing collision is tried again
+                    try:
+                        self._create_schema()
+                        super().create_table()
+                    except IntegrityError:
+                        if attempt == 2:
+                            raise
+                        time.sleep(0.1 * (attempt + 1))
+                    else:
+                        return
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def _create_schema(self) -> None:
         # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on

@@ -37,7 +37,7 @@ def test_a_full_load_has_a_horizon_and_asks_for_a_reload_there() -> None:
     assert window.horizon == T + timedelta(minutes=1)
     window.set(key(3), T + timedelta(minutes=5))  # beyond the horizon: left in the store
     assert len(window) == 2
-    assert window.wake_at() == T
+    assert window.next_due() == T
     assert not window.needs_reload(T)
     assert window.needs_reload(T + timedelta(minutes=1))
 

@@ -72,9 +72,14 @@ class Child:
         return self.lines
 
     def cleanup(self) -> None:
+        """Whatever happened: no child left running, no pipe left open."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        self._selector.close()
 
 
 def run_and_kill(url: str, first: int, lines: int) -> list[str]:

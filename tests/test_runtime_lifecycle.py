@@ -1108,3 +1108,45 @@ async def test_a_pending_retry_survives_a_restart(
         status = await jobs.continuous("flaky").status("f")
         assert status == dj.ContinuousStatus("running", 1, T + 70 * MINUTE)
         assert await jobs.continuous("flaky").get_state("f") == 1
+
+
+class CountingClock(dj.Clock):
+    """A VirtualClock that counts how often the scheduler asks when to wake."""
+
+    def __init__(self, inner: dj.VirtualClock) -> None:
+        super().__init__()
+        self.inner = inner
+        self.deadlines = 0
+
+    def now(self) -> datetime:
+        return self.inner.now()
+
+    def deadline(self, when: datetime) -> float:
+        self.deadlines += 1
+        # Fail fast (the error ends the runtime) rather than spin for hours.
+        assert self.deadlines < 10_000, "the scheduler is busy-looping"
+        return self.inner.deadline(when)
+
+
+async def test_a_reload_waiting_for_a_long_run_does_not_spin(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A window past its horizon waits for the run in flight without busy-looping."""
+    clock = CountingClock(dj.VirtualClock(T))
+    registry = dj.Registry()
+    runs: list[tuple[str, datetime]] = []
+
+    @registry.continuous("slow", state=int, schedule=dj.every(HOUR), start_immediately=False)
+    async def slow(ctx: dj.ContinuousContext[int]) -> None:
+        runs.append((ctx.instance_id, clock.now()))
+        await trio.sleep(60)  # a minute of work
+
+    async with running(registry, sqlite_url, clock=clock) as jobs:
+        for name in ("a", "b", "c"):
+            await jobs.continuous("slow").start(name, 0)
+    async with running(registry, sqlite_url, clock=clock, alarm_window=1) as jobs:
+        clock.deadlines = 0
+        await advance(jobs, 2 * HOUR + 10 * MINUTE)
+        assert sorted(name for name, _ in runs) == ["a", "a", "b", "b", "c", "c"]
+        # A handful per alarm, not one per microsecond of the runs' minutes.
+        assert clock.deadlines < 200, clock.deadlines

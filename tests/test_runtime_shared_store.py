@@ -7,6 +7,7 @@ instance never overlap, and each alarm is run once, by one of them.
 
 from __future__ import annotations
 
+import threading
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -198,3 +199,23 @@ async def test_a_client_only_process_needs_a_shared_store(
     with pytest.raises(dj.ConfigurationError, match="Postgres"):
         async with running(dj.Registry(), sqlite_url, run_alarms=False):
             pass  # pragma: no cover
+
+
+def test_workers_starting_together_on_a_fresh_schema(pg_url: str) -> None:
+    """Several processes opening one new schema at once all succeed (serialised DDL)."""
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            dj.open_store(pg_url).close()
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

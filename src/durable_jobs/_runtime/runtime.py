@@ -583,6 +583,7 @@ class Runtime:
         await self._reload()
         last_poll = trio.current_time()
         outage = timedelta(0)
+        retry_reload_at = -math.inf
         task_status.started()
         while True:
             now = self.clock.now()
@@ -591,25 +592,32 @@ class Runtime:
                 self._reload_now
                 or (self._window.needs_reload(now) and not self._reload_blocked)
                 or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
-            ):
+            ) and trio.current_time() >= retry_reload_at:
                 self._reload_now = False
                 try:
                     await self._reload()
                 except DurableJobsError as exc:
                     # The store is down for a while: keep serving what the window
-                    # holds (its runs will fail and back off) and read it again later.
+                    # holds (its runs fail and back off) and read it again later.
                     outage = min(outage * 2, MAX_RELOAD_BACKOFF) if outage else RELOAD_BACKOFF
                     log.warning("Could not read the alarm index (%s); again in %s", exc, outage)
-                    await trio.sleep(outage.total_seconds())
+                    retry_reload_at = trio.current_time() + outage.total_seconds()
+                else:
+                    outage = timedelta(0)
+                    retry_reload_at = -math.inf
+                    last_poll = trio.current_time()
                     continue
-                outage = timedelta(0)
-                last_poll = trio.current_time()
-                continue
             for key in self._window.pop_due(now):
                 self._dispatch(key, now)
             self._dirty = False
             self._notify()
-            wake_at = self._window.wake_at()
+            # The next alarm, or the horizon while it is ahead. A horizon already
+            # passed means a reload that waits (for runs in flight, or after a failed
+            # read): a finished run kicks the scheduler, the retry time is below.
+            wake_at = self._window.next_due()
+            horizon = None if self._window.complete else self._window.horizon
+            if horizon is not None and horizon > now:
+                wake_at = horizon if wake_at is None else min(wake_at, horizon)
             deadline = math.inf
             if wake_at is not None:
                 deadline = self.clock.deadline(wake_at)
@@ -617,6 +625,8 @@ class Runtime:
                     deadline = trio.current_time() + 1e-6
             if poll is not None:
                 deadline = min(deadline, last_poll + poll.total_seconds())
+            if outage:
+                deadline = min(deadline, retry_reload_at)
             with trio.move_on_at(deadline):
                 await self._wake.wait()
             self._wake = trio.Event()

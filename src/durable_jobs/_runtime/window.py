@@ -113,10 +113,3 @@ class AlarmWindow:
     def needs_reload(self, now: datetime) -> bool:
         """Whether alarms beyond the horizon may be due by ``now``."""
         return not self.complete and (self.horizon is None or self.horizon <= now)
-
-    def wake_at(self) -> datetime | None:
-        """When the scheduler must look again: the next alarm or the horizon."""
-        nxt = self.next_due()
-        if not self.complete and self.horizon is not None:
-            return self.horizon if nxt is None else min(nxt, self.horizon)
-        return nxt
