@@ -1150,3 +1150,22 @@ async def test_a_reload_waiting_for_a_long_run_does_not_spin(
         assert sorted(name for name, _ in runs) == ["a", "a", "b", "b", "c", "c"]
         # A handful per alarm, not one per microsecond of the runs' minutes.
         assert clock.deadlines < 200, clock.deadlines
+
+
+async def test_a_store_failing_at_start_raises_its_own_error(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A runtime that cannot start says why with our error, not an ExceptionGroup."""
+    store = dj.open_store(sqlite_url)
+    try:
+
+        def broken(limit: int = 1000, after: datetime | None = None) -> list[Any]:
+            msg = "the alarm index is unreadable"
+            raise dj.StoreError(msg)
+
+        store.next_alarms = broken  # type: ignore[method-assign]
+        with pytest.raises(dj.StoreError, match="unreadable"):
+            async with running(dj.Registry(), store):
+                pass  # pragma: no cover - the runtime never starts
+    finally:
+        store.close()

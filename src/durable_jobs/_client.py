@@ -463,6 +463,16 @@ def _duration(name: str, value: object) -> timedelta:
     return value
 
 
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one error inside nested single-error groups (None if there are several)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        if len(error.exceptions) != 1:
+            return None
+        error = error.exceptions[0]
+    return error
+
+
 def _check_options(
     registry: object,
     *,
@@ -583,15 +593,23 @@ async def open_jobs(
         # The block's own exception is re-raised as it is, not wrapped in an
         # ExceptionGroup by the runtime's nursery.
         body_error: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            await nursery.start(runtime.run)
-            try:
-                yield Jobs(runtime)
-            except BaseException as exc:
-                body_error = exc
-            finally:
-                with trio.CancelScope(shield=True):
-                    await runtime.shutdown()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.run)
+                try:
+                    yield Jobs(runtime)
+                except BaseException as exc:
+                    body_error = exc
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await runtime.shutdown()
+        except BaseExceptionGroup as group:
+            # The runtime failed (a bug, or a store that broke while starting): one
+            # error comes out as itself, so `except dj.StoreError` catches it.
+            leaf = _only_error(group)
+            if leaf is None:
+                raise
+            raise leaf from None
         if body_error is not None:
             raise body_error
     finally:
