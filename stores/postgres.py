@@ -190,13 +190,7 @@ class PostgresApplicationRecorderWithIndex(
         catalogs (a unique violation, even with IF NOT EXISTS), so the DDL runs
         under a session advisory lock of the schema: one process at a time.
         """
-        key = int.from_bytes(
-            hashlib.blake2b(
-                self.datastore.schema.encode(), digest_size=8, person=b"dj-schema-ddl"
-            ).digest(),
-            "big",
-            signed=True,
-        )
+        key = advisory_key(f"ddl:{self.datastore.schema}")
         # Its own connection (not a pooled one: a pool of one would deadlock).
         pool = self.datastore.pool
         kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
@@ -364,6 +358,12 @@ class PostgresFactoryWithIndex(PostgresFactory):
             raise ConfigurationError(msg)
 
 
+def advisory_key(name: str) -> int:
+    """The 64-bit key of the advisory lock called ``name`` (signed, as Postgres wants)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"dj-advisory-lk").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def alarm_channel(schema: str) -> str:
     """The NOTIFY channel of a schema's alarms (short: channel names stop at 63 bytes)."""
     return "dj_alarms_" + hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
@@ -440,10 +440,7 @@ class PostgresStore(Store):
     _lock_mutex: threading.Lock | None = None
 
     def _lock_key(self, uuid: UUID, scope: str) -> int:
-        digest = hashlib.blake2b(
-            f"{self.schema}:{scope}:{uuid}".encode(), digest_size=8, person=b"dj-instance-lk"
-        ).digest()
-        return int.from_bytes(digest, "big", signed=True)
+        return advisory_key(f"{self.schema}:{scope}:{uuid}")
 
     def _on_lock_connection(self, query: str | Composed, params: Sequence[Any]) -> list[Any]:
         """Run one query on the lock connection (opened again if it dropped)."""

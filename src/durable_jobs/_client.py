@@ -20,7 +20,7 @@ from durable_jobs._domain.task import TaskInstance
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
-from durable_jobs._runtime.clock import Clock, SystemClock, hold_virtual_time
+from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
 from durable_jobs._runtime.runtime import Observer, Runtime, check_key
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
@@ -265,7 +265,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
         check_instance_id(id)
         key = check_key(idempotency_key)
         value = self.job.event_codec.validate(event)
-        event_json = self.job.event_codec.to_json(value)
+        event_json = self.job.event_codec.dump(value)
 
         async def run() -> AddResult:
             agg, opened, duplicate = await self._rt.debounce_add(
@@ -340,7 +340,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         check_instance_id(id)
         key = check_key(idempotency_key)
         value = self.job.event_codec.validate(event)
-        event_json = self.job.event_codec.to_json(value)
+        event_json = self.job.event_codec.dump(value)
 
         async def run() -> SendResult:
             agg, created, duplicate = await self._rt.task_send(
@@ -556,8 +556,7 @@ async def open_jobs(
     owned = isinstance(store, str)
     if isinstance(store, str):
         url = store
-        with hold_virtual_time():
-            opened = await trio.to_thread.run_sync(open_store, url)
+        opened = await in_thread(open_store, url)
     elif isinstance(store, Store):
         opened = store
     else:
@@ -615,8 +614,8 @@ async def open_jobs(
     finally:
         opened.release_runtime()
         if owned:
-            with trio.CancelScope(shield=True), hold_virtual_time():
-                await trio.to_thread.run_sync(opened.close)
+            with trio.CancelScope(shield=True):
+                await in_thread(opened.close)
 
 
 async def serve(

@@ -67,14 +67,18 @@ class TypeCodec(Generic[S]):
             raise ValidationError(msg) from exc
 
     def to_json(self, value: Any) -> Any:
-        """A validated value as plain JSON data (what the log stores).
+        """``value`` validated, as plain JSON data (what the log stores)."""
+        return self.dump(self.validate(value))
+
+    def dump(self, value: S) -> Any:
+        """A value :meth:`validate` returned, as plain JSON data.
 
         The JSON is validated again, as it will be read back: a model instance
         built without validation (``model_construct``) is passed through by
         pydantic's first check, and must not be stored if it cannot be read.
         """
         try:
-            data = self.adapter.dump_python(self.validate(value), mode="json", warnings="error")
+            data = self.adapter.dump_python(value, mode="json", warnings="error")
             self.from_json(data)
         except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
             msg = f"Invalid {self.what} for job {self.job!r}: {exc}"

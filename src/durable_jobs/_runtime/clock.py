@@ -15,14 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import final
+from typing import Any, TypeVar, final
 
 import trio
 from trio.testing import MockClock
 
 from durable_jobs._errors import ConfigurationError
 
-__all__ = ["Clock", "SystemClock", "VirtualClock", "hold_virtual_time"]
+__all__ = ["Clock", "SystemClock", "VirtualClock", "hold_virtual_time", "in_thread"]
+
+_T = TypeVar("_T")
 
 #: Where a VirtualClock starts unless told otherwise.
 VIRTUAL_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -159,3 +161,11 @@ def hold_virtual_time() -> Iterator[None]:
             clock.autojump_threshold = saved
         else:
             _holds[clock] = (count - 1, saved)
+
+
+async def in_thread(
+    fn: Callable[..., _T], *args: Any, limiter: trio.CapacityLimiter | None = None
+) -> _T:
+    """``fn(*args)`` in a worker thread, taking no virtual time (:func:`hold_virtual_time`)."""
+    with hold_virtual_time():
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)

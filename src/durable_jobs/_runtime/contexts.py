@@ -66,7 +66,7 @@ class _StatefulContext(_Context, Generic[S]):
     def _intents(self, schedule: Any = UNCHANGED) -> Intents:
         state = UNCHANGED
         if self._new_state is not UNCHANGED:
-            state = self._codec.to_json(self._new_state)
+            state = self._codec.dump(self._new_state)  # set_state validated it
         return Intents(
             state=state,
             schedule=schedule,

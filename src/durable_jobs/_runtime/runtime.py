@@ -46,7 +46,7 @@ from durable_jobs._registry import (
     TaskJob,
     TypeCodec,
 )
-from durable_jobs._runtime.clock import Clock, hold_virtual_time
+from durable_jobs._runtime.clock import Clock, in_thread
 from durable_jobs._runtime.contexts import (
     ContinuousContext,
     DebounceContext,
@@ -350,8 +350,7 @@ class Runtime:
         if not self.store.blocking:
             await trio.lowlevel.checkpoint()
             return fn(*args)
-        with hold_virtual_time():
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await in_thread(fn, *args, limiter=self._limiter)
 
     async def _lock_call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:
         """Take (``op="lock"``, without waiting) or release a cross-process lock.
@@ -405,10 +404,9 @@ class Runtime:
             if not group:
                 continue
             try:
-                with hold_virtual_time():
-                    held, versions = await trio.to_thread.run_sync(
-                        call, [(r.uuid, r.scope) for r in group], limiter=self._lock_limiter
-                    )
+                held, versions = await in_thread(
+                    call, [(r.uuid, r.scope) for r in group], limiter=self._lock_limiter
+                )
             except Exception as exc:
                 for r in group:
                     r.error = exc
