@@ -1,4 +1,4 @@
-"""Shared fixtures: a store URL per adapter, and an open store per test.
+"""Shared fixtures (tests/ and property_tests/): a store URL per adapter, an open store.
 
 Postgres tests use the server named by ``DURABLE_JOBS_TEST_POSTGRES_URL``
 (default ``postgresql://postgres@127.0.0.1:5432/test``), each in a fresh

@@ -1,0 +1,200 @@
+"""The ``durable-jobs`` command group and what every command shares.
+
+Commands live in ``_read.py`` (list, status, history, state, diff, alarms,
+stats) and ``_maintain.py`` (replay, export, import, tail, purge); each module
+registers its commands on :data:`app` with ``@app.command()``.
+
+Shared rules:
+
+- the store comes from ``--store URL`` or ``DURABLE_JOBS_STORE`` (a group
+  option, so it goes before the command name, or in the environment);
+- every command takes ``--store`` after its name too (:func:`store_option`)
+  and ``--json`` (:func:`json_option`) and then prints exactly
+  one JSON document (or JSON lines, for ``export``/``tail``) to stdout;
+- human output goes through :func:`console` (rich: colour on a terminal, plain
+  text when piped);
+- a :class:`~durable_jobs.DurableJobsError` becomes one line on stderr,
+  ``error: ...``, and exit code 1; a store URL is always shown redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from durable_jobs._errors import ConfigurationError, DurableJobsError
+from durable_jobs._store.base import Store
+from durable_jobs._store.registry import open_store
+from durable_jobs._store.urls import StoreURL, redact
+
+__all__ = [
+    "STORE_ENV",
+    "CliState",
+    "app",
+    "console",
+    "emit_json",
+    "fail",
+    "json_option",
+    "opened_store",
+    "run",
+    "set_exit_code",
+    "store_option",
+]
+
+STORE_ENV = "DURABLE_JOBS_STORE"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db list
+  durable-jobs --store sqlite:///jobs.db history continuous sync acct-42
+  DURABLE_JOBS_STORE=postgresql://app@db/jobs durable-jobs alarms --overdue
+  durable-jobs --store sqlite:///jobs.db status task order o-7 --json
+"""
+
+
+@dataclass
+class CliState:
+    """What the group passes to its commands (``click.pass_obj``)."""
+
+    store_url: str | None
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
+@click.option(
+    "--store",
+    "store_url",
+    envvar=STORE_ENV,
+    metavar="URL",
+    help=f"Store URL (memory://, sqlite:///path.db, postgresql://...); default: ${STORE_ENV}.",
+)
+@click.version_option(package_name="durable-jobs", prog_name="durable-jobs")
+@click.pass_context
+def app(ctx: click.Context, store_url: str | None) -> None:
+    """Inspect, replay and maintain the jobs in a durable-jobs store.
+
+    Every command reads the store without running any job, and writes nothing
+    unless its help says so (import, purge).
+    """
+    ctx.obj = CliState(store_url=store_url)
+
+
+def json_option(fn: _F) -> _F:
+    """``--json``: print one machine-readable document instead of human output."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print JSON (a documented, stable shape) instead of human output.",
+    )(fn)
+
+
+def _store_after_command(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(CliState).store_url = value
+
+
+def store_option(fn: _F) -> _F:
+    """``--store`` accepted after the command name too (it overrides the group's)."""
+    return click.option(
+        "--store",
+        metavar="URL",
+        expose_value=False,
+        is_eager=True,
+        callback=_store_after_command,
+        help=f"Store URL; the same as the option before the command (default: ${STORE_ENV}).",
+    )(fn)
+
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The rich console on stdout: colour on a terminal, plain text when piped."""
+    global _console  # noqa: PLW0603 - one console per process, made on first use
+    if _console is None or _console.file is not sys.stdout:
+        _console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    return _console
+
+
+def emit_json(document: Any) -> None:
+    """Print ``document`` as JSON (datetimes and UUIDs as strings) and a newline."""
+    click.echo(json.dumps(document, default=str, ensure_ascii=False, sort_keys=False))
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with ``error: message`` on stderr and exit code 1."""
+    raise DurableJobsError(message)
+
+
+@contextmanager
+def opened_store(state: CliState, *, must_exist: bool = True) -> Iterator[Store]:
+    """The store named by ``--store``/``$DURABLE_JOBS_STORE``, closed afterwards.
+
+    With ``must_exist`` (every read-only command), an SQLite path that does
+    not exist is an error instead of a new, empty database.
+    """
+    url = state.store_url
+    if not url:
+        msg = f"No store given: pass --store URL or set {STORE_ENV}."
+        raise ConfigurationError(msg)
+    parsed = StoreURL.parse(url)
+    if must_exist and parsed.scheme == "sqlite":
+        path = Path(parsed.path.removeprefix("/")) if parsed.path else None
+        if path is None or not path.exists():
+            msg = f"No SQLite store at {redact(url)}: the file does not exist."
+            raise ConfigurationError(msg)
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (errors printed as one line)."""
+    try:
+        app.main(args=args, prog_name="durable-jobs", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except DurableJobsError as exc:
+        click.echo(f"error: {_one_line(str(exc))}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return _exit_code()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+_EXIT: list[int] = [0]
+
+
+def set_exit_code(code: int) -> None:
+    """Make the process exit with ``code`` once the command returns normally."""
+    _EXIT[0] = max(_EXIT[0], code)
+
+
+def _exit_code() -> int:
+    code, _EXIT[0] = _EXIT[0], 0
+    return code

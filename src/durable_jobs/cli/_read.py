@@ -1,0 +1,3 @@
+"""Read-only commands: list, status, history, state, diff, alarms, stats."""
+
+from __future__ import annotations
