@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory, StoredEvent
-from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
+from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, POPOFactory
 from eventsourcing.utils import Environment
 
 from durable_jobs._errors import ConfigurationError
@@ -38,6 +38,20 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             for row in rows:
                 self._index[row.instance_uuid] = row
             return ids
+
+    def delete_instance(
+        self, instance_uuid: UUID, version: int, snapshots: POPOAggregateRecorder | None
+    ) -> tuple[int, int] | None:
+        """Drop one terminated instance's events, snapshots and index row (see
+        :meth:`Store.delete_instance`). Later events' positions shift down."""
+        with self._database_lock:
+            row = self._index.get(instance_uuid)
+            if row is None or row.version != version or row.status != "terminated":
+                return None
+            events = _drop(self, instance_uuid)
+            counts = (events, _drop(snapshots, instance_uuid) if snapshots is not None else 0)
+            del self._index[instance_uuid]
+            return counts
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         with self._database_lock:
@@ -78,6 +92,21 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         return heapq.nsmallest(limit, rows, key=lambda r: (r.kind, r.job, r.instance_id))
 
 
+def _drop(recorder: POPOAggregateRecorder, instance_uuid: UUID) -> int:
+    """Remove every row of ``instance_uuid`` from an in-memory recorder; how many."""
+    with recorder._database_lock:
+        kept = [s for s in recorder._stored_events if s.originator_id != instance_uuid]
+        dropped = len(recorder._stored_events) - len(kept)
+        if dropped:
+            recorder._stored_events = kept
+            recorder._stored_events_index.clear()
+            for position, s in enumerate(kept):
+                recorder._stored_events_index[str(s.originator_id)][s.originator_version] = (
+                    position
+                )
+        return dropped
+
+
 def _alarm_key(row: IndexRow) -> tuple[datetime, str]:
     assert row.due_at is not None
     return (row.due_at, row.instance_uuid.hex)
@@ -100,3 +129,11 @@ class MemoryStore(Store):
             msg = f"The memory store takes no location: use 'memory://', not {str(self.url)!r}."
             raise ConfigurationError(msg)
         return _MemoryFactory(env)
+
+    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        recorder = self._app.recorder
+        assert isinstance(recorder, MemoryApplicationRecorder)
+        snapshots = self._app.snapshots
+        snapshot_recorder = snapshots.recorder if snapshots is not None else None
+        assert snapshot_recorder is None or isinstance(snapshot_recorder, POPOAggregateRecorder)
+        return recorder.delete_instance(uuid, version, snapshot_recorder)

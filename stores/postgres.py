@@ -282,6 +282,41 @@ class PostgresApplicationRecorderWithIndex(
                 return False
         return True
 
+    def delete_instance(
+        self, instance_uuid: UUID, version: int, snapshots_table: str | None
+    ) -> tuple[int, int] | None:
+        """Delete one terminated instance's rows in one transaction (see
+        :meth:`Store.delete_instance`); None, and nothing deleted, if its index
+        row is not ``terminated`` at ``version``."""
+        schema = Identifier(self.datastore.schema)
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(
+                    "DELETE FROM {}.{} WHERE instance_uuid = %s AND version = %s "
+                    "AND status = 'terminated'"
+                ).format(schema, Identifier(INDEX_TABLE)),
+                (instance_uuid, version),
+            )
+            if curs.rowcount != 1:
+                return None  # nothing changed
+            curs.execute(
+                SQL("DELETE FROM {}.{} WHERE originator_id = %s").format(
+                    schema, Identifier(self.events_table_name)
+                ),
+                (instance_uuid,),
+            )
+            events = curs.rowcount
+            snapshots = 0
+            if snapshots_table is not None:
+                curs.execute(
+                    SQL("DELETE FROM {}.{} WHERE originator_id = %s").format(
+                        schema, Identifier(snapshots_table)
+                    ),
+                    (instance_uuid,),
+                )
+                snapshots = curs.rowcount
+            return events, snapshots
+
     @_retry_reads
     def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
         with (
@@ -497,6 +532,13 @@ class PostgresStore(Store):
             msg = f"Could not listen for alarms on {self.url}: {self._describe(exc)}"
             raise StoreError(msg) from exc
         return PostgresAlarmListener(conn, recorder.notify_token, self._describe)
+
+    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        recorder = self._app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+        snapshots = self._app.snapshots
+        table = getattr(snapshots.recorder, "events_table_name", None) if snapshots else None
+        return recorder.delete_instance(uuid, version, table)
 
     def close(self) -> None:
         if self._lock_conn is not None:

@@ -71,6 +71,36 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         self._run_fault_hook()
         return ids
 
+    def delete_instance(
+        self, instance_uuid: UUID, version: int, snapshots_table: str | None
+    ) -> tuple[int, int] | None:
+        """Delete one terminated instance's rows in one transaction (see
+        :meth:`Store.delete_instance`); None, and nothing deleted, if its index
+        row is not ``terminated`` at ``version``."""
+        key = instance_uuid.hex
+        with self.datastore.transaction(commit=True) as c:
+            cur = c.sqlite_cursor
+            cur.execute(
+                f"DELETE FROM {INDEX_TABLE} WHERE instance_uuid = ? AND version = ? "  # noqa: S608
+                "AND status = 'terminated'",
+                (key, version),
+            )
+            if cur.rowcount != 1:
+                return None  # nothing changed: the transaction ends without writes
+            cur.execute(
+                f'DELETE FROM "{self.events_table_name}" WHERE originator_id = ?',  # noqa: S608
+                (key,),
+            )
+            events = cur.rowcount
+            snapshots = 0
+            if snapshots_table is not None:
+                cur.execute(
+                    f'DELETE FROM "{snapshots_table}" WHERE originator_id = ?',  # noqa: S608
+                    (key,),
+                )
+                snapshots = cur.rowcount
+            return events, snapshots
+
     def _rows(self, sql: str, params: Sequence[Any]) -> list[IndexRow]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
@@ -203,6 +233,13 @@ class SQLiteStore(Store):
     def close(self) -> None:
         self.release_runtime()
         super().close()
+
+    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        recorder = self._app.recorder
+        assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
+        snapshots = self._app.snapshots
+        table = getattr(snapshots.recorder, "events_table_name", None) if snapshots else None
+        return recorder.delete_instance(uuid, version, table)
 
     def _factory_env(self) -> dict[str, str]:
         timeout = self.url.option("lock_timeout", "5") or "5"

@@ -24,7 +24,9 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     Mapper,
+    Notification,
     OperationalError,
+    StoredEvent,
 )
 from eventsourcing.utils import Environment
 
@@ -250,8 +252,12 @@ class Store(ABC):
 
     def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
         """Write ``events`` and the index ``rows`` in one transaction, mapping driver errors."""
+        self._write(lambda: self._app.events.put(events, **{INDEX_KWARG: rows}), rows)
+
+    def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:
+        """Run ``write`` (one transaction of events and index ``rows``), mapping driver errors."""
         try:
-            self._app.events.put(events, **{INDEX_KWARG: rows})
+            write()
         except IntegrityError as exc:
             if not self._is_version_conflict(exc):
                 msg = (
@@ -313,6 +319,109 @@ class Store(ABC):
             raise
         except Exception as exc:
             raise self._read_error(uuid, None, exc) from exc
+
+    # ---- maintenance: raw rows (export/import, purge, tail) ------------------------
+
+    def stored_events(
+        self,
+        uuid: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """One instance's rows exactly as stored (topic and JSON, not decoded), oldest
+        first (newest first with ``desc``)."""
+        recorder = self._app.recorder
+        return self._query(
+            lambda: list(recorder.select_events(uuid, gt=gt, lte=lte, desc=desc, limit=limit))
+        )
+
+    def decode(self, stored: StoredEvent) -> JobInstance.Event:
+        """The event of one stored row; a corrupt row raises :class:`StoreError` naming it."""
+        try:
+            return cast("JobInstance.Event", self._app.mapper.to_domain_event(stored))
+        except Exception as exc:
+            uuid = stored.originator_id
+            raise self._read_error(
+                uuid if isinstance(uuid, UUID) else UUID(str(uuid)), None, exc
+            ) from exc
+
+    def snapshot_version(self, uuid: UUID, *, lte: int | None = None) -> int | None:
+        """The version of the latest snapshot of ``uuid`` (at most ``lte``), or None."""
+        snapshots = self._app.snapshots
+        if snapshots is None:
+            return None
+        recorder = snapshots.recorder
+        rows = self._query(lambda: recorder.select_events(uuid, lte=lte, desc=True, limit=1))
+        return rows[0].originator_version if rows else None
+
+    def import_events(
+        self, stored: Sequence[StoredEvent], instances: Sequence[JobInstance]
+    ) -> None:
+        """Write rows recorded elsewhere verbatim (versions, timestamps, JSON), in one
+        transaction with the index rows of ``instances`` (rebuilt from those rows).
+
+        ``instances`` are the aggregates the rows rebuild to, with no pending
+        events. If any of the versions is already taken, :class:`ConcurrencyError`
+        is raised and nothing is written. Instances at least
+        ``snapshot_interval`` events long are snapshotted afterwards (a cache).
+        """
+        rows = [_index_row(i) for i in instances]
+        recorder = self._app.recorder
+        self._write(lambda: recorder.insert_events(list(stored), **{INDEX_KWARG: rows}), rows)
+        snapshots = self._app.snapshots
+        interval = self.snapshot_interval
+        if snapshots is None or not interval:
+            return
+        for inst in instances:
+            if inst.version >= interval:
+                try:
+                    snapshots.put([InstanceSnapshot.take(inst)])
+                except Exception:
+                    log.warning("Could not snapshot imported instance %s", inst.id, exc_info=True)
+
+    def delete_instance(self, uuid: UUID, *, version: int) -> tuple[int, int]:
+        """Delete a terminated instance's events, snapshots and index row, in one transaction.
+
+        Only if its index row still says ``terminated`` at ``version``; else
+        :class:`ConcurrencyError` and nothing is deleted. Returns how many
+        events and snapshots were deleted. Adapters implement
+        :meth:`_delete_instance`; one that does not cannot purge.
+        """
+        try:
+            counts = self._delete_instance(uuid, version)
+        except NotImplementedError:
+            msg = f"The store {self.url} ({type(self).__name__}) cannot delete instances."
+            raise StoreError(msg) from None
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            msg = f"Could not purge {uuid} in the store {self.url}: {self._describe(exc)}"
+            raise StoreError(msg) from exc
+        if counts is None:
+            msg = (
+                f"Instance {uuid} changed while it was being deleted (it is no longer "
+                f"terminated at version {version}); nothing was deleted."
+            )
+            raise ConcurrencyError(msg)
+        return counts
+
+    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        """Adapter hook of :meth:`delete_instance`: None if the index row did not match."""
+        raise NotImplementedError
+
+    def last_position(self) -> int:
+        """The global position of the latest committed event (0: none); see events_after."""
+        return self._query(lambda: self._app.recorder.max_notification_id() or 0)
+
+    def events_after(self, position: int, limit: int = 500) -> list[Notification]:
+        """Rows committed after global ``position``, in commit order (``.id`` is the position)."""
+        recorder = self._app.recorder
+        return self._query(
+            lambda: list(recorder.select_notifications(position, limit, inclusive_of_start=False))
+        )
 
     # ---- the index ---------------------------------------------------------------
 

@@ -1,3 +1,489 @@
-"""Commands that check or move data: replay, export, import, tail, purge."""
+"""Commands that check or move data: replay, export, import, tail, purge.
+
+They run :mod:`durable_jobs.maintenance`; the JSON shapes they print are the
+``as_json()`` shapes documented there, wrapped as each command's help says.
+``replay``, ``export`` and ``tail`` only read; ``import`` and ``purge`` write.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
+from durable_jobs._errors import DurableJobsError
+from durable_jobs._store.base import Store
+from durable_jobs.cli._app import (
+    CliState,
+    app,
+    console,
+    emit_json,
+    json_option,
+    opened_store,
+    set_exit_code,
+    store_option,
+)
+from durable_jobs.maintenance import (
+    LiveInstanceError,
+    ReplayReport,
+    TailEvent,
+    export_jsonl,
+    import_jsonl,
+    purge_instance,
+    replay_instance,
+    replay_store,
+    tail_events,
+)
+
+__all__ = ["export", "import_", "purge", "replay", "tail"]
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[timedelta, Any]
+else:  # click < 8.2 has no type parameters here
+    _ParamType = click.ParamType
+
+KIND = click.Choice(KINDS)
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+class Duration(_ParamType):
+    """``30s``, ``5m``, ``1h30m``, ``250ms``, ``2d``; a bare number is seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        parts = _PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            self.fail(f"{value!r} is not a duration (e.g. 30s, 5m, 1h30m, 250ms).", param, ctx)
+        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+def _label(kind: str, job: str, instance_id: str) -> str:
+    return f"{kind} job {job!r} instance {instance_id!r}"
+
+
+# ---- replay --------------------------------------------------------------------------
+
+REPLAY_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db replay continuous sync acct-42
+  durable-jobs --store sqlite:///jobs.db replay --all
+  durable-jobs replay --all --json --store postgresql://app@db/jobs
+
+\b
+JSON (--json): {"ok": bool, "checked": N, "problems": N, "instances": [
+  {"kind", "job", "instance_id", "instance_uuid", "ok", "version", "events",
+   "status", "snapshot_version", "divergences": [{"source": "snapshot"|"index",
+   "field", "expected", "found"}], "error": str|null}]}
+
+Exit code 1 if any instance diverges or cannot be read.
+"""
+
+
+@app.command(epilog=REPLAY_EPILOG)
+@click.argument("kind", type=KIND, required=False)
+@click.argument("job", required=False)
+@click.argument("instance_id", metavar="ID", required=False)
+@click.option("--all", "check_all", is_flag=True, help="Check every instance in the store.")
+@store_option
+@json_option
+@click.pass_obj
+def replay(
+    state: CliState,
+    *,
+    kind: str | None,
+    job: str | None,
+    instance_id: str | None,
+    check_all: bool,
+    as_json: bool,
+) -> None:
+    """Rebuild instances from their whole log and compare with the snapshot-based
+    rebuild and the index row (status, alarm, version).
+
+    Reports every divergence; an instance whose rows are corrupt is reported as
+    an error and the check goes on with the others. Reads only.
+    """
+    one = (kind, job, instance_id)
+    if check_all == any(v is not None for v in one) or (not check_all and None in one):
+        raise click.UsageError("Give either KIND JOB ID (all three) or --all.")
+    with opened_store(state, must_exist=True) as store:
+        if check_all:
+            reports = list(replay_store(store))
+        else:
+            assert kind is not None and job is not None and instance_id is not None
+            report = replay_instance(store, kind, job, instance_id)
+            if report is None:
+                msg = f"No {_label(kind, job, instance_id)} in the store {store.url}."
+                raise DurableJobsError(msg)
+            reports = [report]
+    problems = sum(not r.ok for r in reports)
+    if problems:
+        set_exit_code(1)
+    if as_json:
+        emit_json(
+            {
+                "ok": problems == 0,
+                "checked": len(reports),
+                "problems": problems,
+                "instances": [r.as_json() for r in reports],
+            }
+        )
+        return
+    _print_replay(reports, problems)
+
+
+def _print_replay(reports: list[ReplayReport], problems: int) -> None:
+    out = console()
+    table = Table(box=None, pad_edge=False)
+    for column in ("instance", "version", "events", "snapshot", "result"):
+        table.add_column(column, justify="right" if column in ("version", "events") else "left")
+    for r in reports:
+        if r.error is not None:
+            result = Text("error", style="bold red")
+        elif r.divergences:
+            result = Text(f"{len(r.divergences)} divergence(s)", style="bold red")
+        else:
+            result = Text("ok", style="green")
+        table.add_row(
+            Text(f"{r.kind} {r.job} {r.instance_id}"),
+            str(r.version) if r.version is not None else "-",
+            str(r.events),
+            f"v{r.snapshot_version}" if r.snapshot_version is not None else "none",
+            result,
+        )
+    out.print(table)
+    for r in reports:
+        if r.ok:
+            continue
+        out.print(Text(f"\n{_label(r.kind, r.job, r.instance_id)}:", style="bold"))
+        if r.error is not None:
+            out.print(Text(f"  error: {r.error}", style="red"))
+        for d in r.divergences:
+            line = (
+                f"  {d.source} {d.field}: full replay says {json.dumps(d.expected, default=str)},"
+                f" {d.source} says {json.dumps(d.found, default=str)}"
+            )
+            out.print(Text(line, style="red"))
+    summary = f"\n{len(reports)} instance(s) checked, {problems} with problems."
+    out.print(Text(summary, style="bold red" if problems else "bold green"))
+
+
+# ---- export --------------------------------------------------------------------------
+
+EXPORT_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db export > jobs.jsonl
+  durable-jobs --store sqlite:///jobs.db export --output jobs.jsonl
+  durable-jobs --store sqlite:///jobs.db export --kind task --job order -o orders.jsonl
+
+\b
+The output is JSON lines: a header
+  {"type": "header", "format": "durable-jobs-export", "version": 1, ...},
+one line per event, instance by instance, versions in order:
+  {"type": "event", "instance_uuid", "kind", "job", "instance_id", "version",
+   "timestamp", "topic", "name", "state": {...the stored event...}},
+and a footer {"type": "footer", "instances": N, "events": N}.
+With --output, --json prints {"instances": N, "events": N, "output": FILE}.
+"""
+
+
+@app.command(epilog=EXPORT_EPILOG)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to FILE (replaced only once the export is complete) instead of stdout.",
+)
+@click.option("--kind", type=KIND, help="Only instances of this kind.")
+@click.option("--job", help="Only instances of this job.")
+@click.option("--status", help="Only instances with this status (e.g. terminated).")
+@store_option
+@json_option
+@click.pass_obj
+def export(
+    state: CliState,
+    *,
+    output: Path | None,
+    kind: str | None,
+    job: str | None,
+    status: str | None,
+    as_json: bool,
+) -> None:
+    """Export the store (or the instances matching the filters) as JSON lines.
+
+    The file can be imported into another store (`durable-jobs import`), e.g.
+    from SQLite to Postgres. Reads only.
+    """
+    with opened_store(state, must_exist=True) as store:
+        if output is None:
+            summary = export_jsonl(store, sys.stdout, kind=kind, job=job, status=status)
+            sys.stdout.flush()
+            click.echo(
+                f"Exported {summary.instances} instance(s), {summary.events} event(s).", err=True
+            )
+            return
+        directory = output.resolve().parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                summary = export_jsonl(store, f, kind=kind, job=job, status=status)
+            Path(tmp).replace(output)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink()
+            raise
+    if as_json:
+        emit_json(
+            {"instances": summary.instances, "events": summary.events, "output": str(output)}
+        )
+    else:
+        console().print(
+            Text(
+                f"Exported {summary.instances} instance(s), {summary.events} event(s) to {output}."
+            )
+        )
+
+
+# ---- import --------------------------------------------------------------------------
+
+IMPORT_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db export -o jobs.jsonl
+  durable-jobs --store postgresql://app@db/jobs import jobs.jsonl
+  durable-jobs --store sqlite:///copy.db import - < jobs.jsonl
+
+\b
+JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
+"""
+
+
+@app.command("import", epilog=IMPORT_EPILOG)
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str)
+)
+@store_option
+@json_option
+@click.pass_obj
+def import_(state: CliState, *, file: str, as_json: bool) -> None:
+    """Import an export FILE ('-': stdin) into the store. Writes.
+
+    The whole file is checked first: a malformed line (reported with its
+    number) or an instance the store already has stops the import before
+    anything is written. Versions and timestamps are kept, index rows rebuilt,
+    and the result is counted again in the store. The store is created if
+    missing.
+    """
+    with opened_store(state, must_exist=False) as store:
+        summary = import_jsonl(store, sys.stdin if file == "-" else file)
+        url = str(store.url)
+    if as_json:
+        emit_json(
+            {
+                "instances": summary.instances,
+                "events": summary.events,
+                "verified": True,
+                "store": url,
+            }
+        )
+    else:
+        console().print(
+            Text(
+                f"Imported {summary.instances} instance(s), {summary.events} event(s) into "
+                f"{url}; verified: the store has them all."
+            )
+        )
+
+
+# ---- tail ----------------------------------------------------------------------------
+
+TAIL_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db tail
+  durable-jobs --store postgresql://app@db/jobs tail --for 10m --json
+  durable-jobs --store sqlite:///jobs.db tail --after 1200 --count 50
+
+\b
+Ends after --for (e.g. 30s, 5m, 1h30m), after --count events, or with Ctrl-C.
+JSON (--json): one line per event: {"type": "event", "position", "instance_uuid",
+  "kind", "job", "instance_id", "version", "timestamp", "topic", "name",
+  "state", "error"}; pass the last "position" as --after to carry on.
+"""
+
+
+@app.command(epilog=TAIL_EPILOG)
+@click.option("--for", "duration", type=Duration(), help="Stop after this long.")
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    help="Start after this global position (default: now; 0: from the beginning).",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option(
+    "--poll",
+    type=Duration(),
+    default="250ms",
+    show_default=True,
+    help="How often to look for new events (Postgres also wakes on NOTIFY).",
+)
+@store_option
+@json_option
+@click.pass_obj
+def tail(
+    state: CliState,
+    *,
+    duration: timedelta | None,
+    after: int | None,
+    count: int | None,
+    poll: timedelta,
+    as_json: bool,
+) -> None:
+    """Follow events as they are committed. Reads only."""
+    with opened_store(state, must_exist=True) as store:
+        events = tail_events(
+            store, after=after, duration=duration, limit=count, poll_interval=poll
+        )
+        try:
+            for event in events:
+                if as_json:
+                    emit_json(event.as_json())
+                else:
+                    console().print(_tail_line(event))
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends a tail: that is how it is meant to stop
+        finally:
+            events.close()
+
+
+def _tail_line(e: TailEvent) -> Text:
+    text = Text()
+    text.append(f"{e.position:>6} ", style="dim")
+    text.append(f"{e.timestamp or '?'} ", style="cyan")
+    who = f"{e.kind} {e.job} {e.instance_id}" if e.kind else str(e.instance_uuid)
+    text.append(f"{who} v{e.version} ")
+    style = "bold red" if e.name in ("run_failed", "retry_exhausted") or e.error else "bold"
+    text.append(e.name or e.topic, style=style)
+    detail = e.error or _detail(e.name, e.state if isinstance(e.state, dict) else {})
+    if detail:
+        text.append(f"  {detail}")
+    return text
+
+
+def _detail(name: str | None, s: dict[str, Any]) -> str:
+    if name == "run_failed":
+        retry = f", retry at {s.get('retry_at')}" if s.get("will_retry") else ", no retry"
+        return (
+            f"{s.get('handler')} run {s.get('run_count')} attempt {s.get('attempt')}: "
+            f"{s.get('error_type')}: {s.get('message')}{retry}"
+        )
+    if name == "run_succeeded":
+        return (
+            f"{s.get('handler')} run {s.get('run_count')} attempt {s.get('attempt')} "
+            f"in {s.get('duration')}s"
+        )
+    if name == "retry_exhausted":
+        return f"run {s.get('run_count')} after {s.get('attempt')} tries: {s.get('action')}"
+    if name == "alarm_set":
+        return f"at {s.get('at')}"
+    if name in ("batch_closed", "flushed"):
+        return f"batch {s.get('batch_no')}: {s.get('reason')}, {s.get('event_count')} event(s)"
+    if name == "terminated":
+        return f"reason: {s.get('reason')}"
+    if name == "cleared":
+        return f"{s.get('discarded_events')} event(s) discarded"
+    if name in ("state_changed", "started"):
+        return _short(s.get("state"))
+    if name == "event_added":
+        return _short(s.get("event"))
+    return ""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---- purge ---------------------------------------------------------------------------
+
+PURGE_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db purge continuous sync acct-42
+  durable-jobs --store postgresql://app@db/jobs purge task order o-7 --yes --json
+
+\b
+JSON (--json): {"purged": bool, "kind", "job", "instance_id", "instance_uuid",
+  "events": N, "snapshots": N}; "purged" is false for an unknown instance.
+"""
+
+
+@app.command(epilog=PURGE_EPILOG)
+@click.argument("kind", type=KIND)
+@click.argument("job")
+@click.argument("instance_id", metavar="ID")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@store_option
+@json_option
+@click.pass_obj
+def purge(
+    state: CliState, *, kind: str, job: str, instance_id: str, yes: bool, as_json: bool
+) -> None:
+    """Delete a terminated instance's whole history (events, snapshots, index row).
+
+    For data-removal requests; cannot be undone. A live instance is refused
+    (terminate it first), and so is an SQLite store a jobs runtime is serving.
+    Asks for confirmation unless --yes. Writes.
+    """
+    label = _label(kind, job, instance_id)
+    with opened_store(state, must_exist=True) as store:
+        if not yes and _exists_and_terminated(store, kind, job, instance_id):
+            click.confirm(
+                f"Permanently delete the whole history of {label}? This cannot be undone.",
+                abort=True,
+                err=True,
+            )
+        result = purge_instance(store, kind, job, instance_id)
+        url = str(store.url)
+    if as_json:
+        emit_json(result.as_json())
+    elif result.purged:
+        console().print(
+            Text(
+                f"Purged {label}: {result.events} event(s), {result.snapshots} snapshot(s) "
+                "and its index row."
+            )
+        )
+    else:
+        console().print(Text(f"Nothing to purge: there is no {label} in {url}."))
+
+
+def _exists_and_terminated(store: Store, kind: str, job: str, instance_id: str) -> bool:
+    """Whether to ask: False for an unknown instance; a live one is refused before asking."""
+    uuid = instance_uuid(cast("Kind", kind), job, check_instance_id(instance_id))
+    row = store.index_row(uuid)
+    if row is None:
+        return False
+    if row.status != "terminated":
+        msg = (
+            f"Refusing to purge {_label(kind, job, instance_id)}: it is live (status "
+            f"{row.status!r}). Terminate it first, then purge; nothing was deleted."
+        )
+        raise LiveInstanceError(msg)
+    return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
 import pytest
@@ -505,3 +505,119 @@ class StoreConformance:
             assert [r.due_at for r in again.due_alarms(T0 + timedelta(hours=1))] == [
                 T0 + timedelta(seconds=1)
             ]
+
+    # ---- maintenance: raw rows (export/import, purge, tail) -----------------------------
+
+    def _rows_of(self, store: Store, inst: JobInstance) -> list[StoredEvent]:
+        """``inst``'s pending events as stored rows (its pending events are collected)."""
+        return [store.events.mapper.to_stored_event(e) for e in inst.collect_events()]
+
+    def test_import_events_writes_rows_verbatim_with_their_index_rows(
+        self, store: Store, second_store: Store
+    ) -> None:
+        inst = _continuous("job", "imported", due=T0 + timedelta(minutes=3))
+        _run(inst, 4)
+        rows = self._rows_of(store, inst)
+        other = _continuous("job", "also")
+        other_rows = self._rows_of(store, other)
+        store.import_events([*rows, *other_rows], [_replay_rows(store, rows), other])
+        again = second_store.get("continuous", "job", "imported")
+        assert again == inst
+        found = second_store.stored_events(inst.id)
+        assert [(r.originator_version, r.topic, bytes(r.state)) for r in found] == [
+            (r.originator_version, r.topic, bytes(r.state)) for r in rows
+        ]
+        assert second_store.stored_events(inst.id, desc=True, limit=1)[0].originator_version == (
+            inst.version
+        )
+        row = second_store.index_row(inst.id)
+        assert row is not None
+        assert (row.version, row.status, row.due_at) == (inst.version, "running", inst.d.alarm_at)
+        assert row.updated_at == inst.modified_on
+        assert second_store.get("continuous", "job", "also") == other
+        # Long enough for a snapshot: the import took one (a cache, as after a save).
+        assert inst.version >= self.snapshot_interval
+        assert second_store.snapshot_version(inst.id) == inst.version
+        assert second_store.snapshot_version(inst.id, lte=inst.version - 1) is None
+
+    def test_import_events_never_overwrites(self, store: Store) -> None:
+        inst = _continuous("job", "there")
+        _run(inst, 1)
+        copy = _replay(cast("list[JobInstance.Event]", list(inst.pending_events)))
+        store.save(inst)
+        rows = [store.events.mapper.to_stored_event(e) for e in store.history(inst.id)]
+        fresh = _continuous("job", "fresh")
+        fresh_rows = self._rows_of(store, fresh)
+        position = store.last_position()
+        with pytest.raises(ConcurrencyError):
+            store.import_events([*fresh_rows, *rows], [fresh, copy])
+        assert store.last_position() == position
+        assert store.get("continuous", "job", "fresh") is None
+        assert store.index_row(fresh.id) is None
+        assert store.get("continuous", "job", "there") == inst
+
+    def test_delete_instance_removes_a_terminated_instance_only(self, store: Store) -> None:
+        keep = _continuous("job", "keep")
+        _run(keep, 2)
+        gone = _continuous("job", "gone")
+        _run(gone, 8)  # past the snapshot interval: it has a snapshot
+        store.save(keep, gone)
+        with pytest.raises(ConcurrencyError):  # live: refused
+            store.delete_instance(gone.id, version=gone.version)
+        gone.terminate(now=T0 + timedelta(hours=1), reason="asked")
+        store.save(gone)
+        assert store.snapshot_version(gone.id) is not None
+        with pytest.raises(ConcurrencyError):  # not the version the caller saw
+            store.delete_instance(gone.id, version=gone.version - 1)
+        assert store.index_row(gone.id) is not None
+        events, snapshots = store.delete_instance(gone.id, version=gone.version)
+        assert events == gone.version
+        assert snapshots >= 1
+        assert store.get("continuous", "job", "gone") is None
+        assert store.stored_events(gone.id) == []
+        assert store.index_row(gone.id) is None
+        assert store.snapshot_version(gone.id) is None
+        assert {n.originator_id for n in store.events_after(0, 1000)} == {keep.id}
+        assert store.get("continuous", "job", "keep") == keep
+        # The id is free again: a new instance starts at version 1.
+        store.save(_continuous("job", "gone"))
+        again = store.get("continuous", "job", "gone")
+        assert again is not None and again.version == 2  # started + alarm_set
+
+    def test_events_after_is_the_commit_order(self, store: Store) -> None:
+        assert store.last_position() == 0
+        assert store.events_after(0) == []
+        a, b = _continuous("job", "a"), _continuous("job", "b")
+        store.save(a)
+        middle = store.last_position()
+        assert middle == a.version
+        _run(b, 1)
+        store.save(b)
+        _run(a, 1)
+        store.save(a)
+        notes = store.events_after(0, 1000)
+        assert [n.id for n in notes] == sorted(n.id for n in notes)
+        assert notes[-1].id == store.last_position()
+        assert [(n.originator_id, n.originator_version) for n in notes] == [
+            *((a.id, v) for v in range(1, 3)),
+            *((b.id, v) for v in range(1, b.version + 1)),
+            *((a.id, v) for v in range(3, a.version + 1)),
+        ]
+        later = store.events_after(middle, 2)
+        assert [(n.originator_id, n.originator_version) for n in later] == [(b.id, 1), (b.id, 2)]
+        assert store.events_after(store.last_position()) == []
+        event = store.decode(notes[0])
+        assert event.originator_version == 1 and event.NAME == "started"
+
+    def test_decode_of_a_corrupt_row_is_a_store_error(self, store: Store) -> None:
+        inst = _continuous("job", "bad")
+        store.save(inst)
+        with pytest.raises(StoreError, match=r"'bad'.*version 9"):
+            store.decode(
+                StoredEvent(inst.id, 9, "durable_jobs:ContinuousInstance.StateChanged", b"{x")
+            )
+
+
+def _replay_rows(store: Store, rows: list[StoredEvent]) -> JobInstance:
+    """The instance ``rows`` rebuild to."""
+    return _replay([store.decode(r) for r in rows])
