@@ -24,14 +24,22 @@ EXPECTED = {
     "DurableJobsError",
     "FlushResult",
     "HandlerError",
+    "Inspector",
+    "InstancePage",
+    "InstanceSummary",
     "JobDefinition",
     "JobNotFound",
+    "JobStats",
     "Jobs",
+    "PendingAlarm",
     "RecordedEvent",
     "Registry",
     "Retry",
     "SendResult",
     "StartResult",
+    "StateAt",
+    "StateChange",
+    "StateDiff",
     "Store",
     "StoreError",
     "SystemClock",
@@ -75,7 +83,16 @@ def test_errors_share_one_root() -> None:
 
 
 def test_testing_surface() -> None:
-    assert durable_jobs.testing.__all__ == ["StoreConformance"]
+    assert durable_jobs.testing.__all__ == [
+        "FailurePlan",
+        "Flush",
+        "Harness",
+        "InjectedFailure",
+        "Run",
+        "StoreConformance",
+        "open_harness",
+        "run_harness",
+    ]
 
 
 def test_job_not_found_names_kind_and_name() -> None:

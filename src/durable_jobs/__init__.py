@@ -35,6 +35,16 @@ from durable_jobs._errors import (
     StoreError,
     ValidationError,
 )
+from durable_jobs._inspect import (
+    Inspector,
+    InstancePage,
+    InstanceSummary,
+    JobStats,
+    PendingAlarm,
+    StateAt,
+    StateChange,
+    StateDiff,
+)
 from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, VirtualClock
@@ -66,14 +76,22 @@ __all__ = [
     "DurableJobsError",
     "FlushResult",
     "HandlerError",
+    "Inspector",
+    "InstancePage",
+    "InstanceSummary",
     "JobDefinition",
     "JobNotFound",
+    "JobStats",
     "Jobs",
+    "PendingAlarm",
     "RecordedEvent",
     "Registry",
     "Retry",
     "SendResult",
     "StartResult",
+    "StateAt",
+    "StateChange",
+    "StateDiff",
     "Store",
     "StoreError",
     "SystemClock",

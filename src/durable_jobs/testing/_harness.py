@@ -1,0 +1,537 @@
+"""A virtual-time harness: serve a registry on a store, advance time, restart, read what ran.
+
+:func:`open_harness` is an async context manager for trio tests that run on
+``trio.testing.MockClock`` (pytest-trio's ``autojump_clock`` fixture);
+:func:`run_harness` is the same for synchronous code (one ``trio.run`` per
+call, e.g. per hypothesis example). Neither needs hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, final, overload
+
+import trio
+import trio.testing
+
+from durable_jobs._client import (
+    ContinuousClient,
+    DebounceClient,
+    Jobs,
+    TaskClient,
+    open_jobs,
+)
+from durable_jobs._errors import ConfigurationError, DurableJobsError
+from durable_jobs._records import RecordedEvent
+from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
+from durable_jobs._runtime import clock as _clock_module
+from durable_jobs._runtime.clock import VIRTUAL_EPOCH, VirtualClock, in_thread
+from durable_jobs._runtime.runtime import Observer
+from durable_jobs._store.base import Store
+from durable_jobs._store.registry import open_store
+
+__all__ = [
+    "FailurePlan",
+    "Flush",
+    "Harness",
+    "InjectedFailure",
+    "Run",
+    "open_harness",
+    "run_harness",
+]
+
+T = TypeVar("T")
+S = TypeVar("S")
+E = TypeVar("E")
+
+_RUN_NAMES = ("run_succeeded", "run_failed")
+
+
+# ---- read-outs ---------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One handler call as the log recorded it (a ``run_succeeded``/``run_failed`` record).
+
+    ``run_count`` and ``attempt`` are the run's numbers (a retry keeps its
+    ``run_count`` and has the next ``attempt``); ``error_type``, ``error`` and
+    ``will_retry`` are set on failed runs only.
+    """
+
+    kind: str
+    job: str
+    instance_id: str
+    handler: str
+    run_count: int
+    attempt: int
+    outcome: Literal["succeeded", "failed"]
+    at: datetime
+    error_type: str | None = None
+    error: str | None = None
+    will_retry: bool | None = None
+
+    @classmethod
+    def from_record(cls, record: RecordedEvent) -> Run:
+        """The run a ``run_succeeded`` or ``run_failed`` record describes."""
+        if record.name not in _RUN_NAMES:
+            msg = f"{record.name!r} is not a run record (run_succeeded or run_failed)"
+            raise ValueError(msg)
+        failed = record.name == "run_failed"
+        return cls(
+            kind=record.kind,
+            job=record.job,
+            instance_id=record.instance_id,
+            handler=str(record.data.get("handler", "execute")),
+            run_count=int(record.run_count or 0),
+            attempt=int(record.attempt or 0),
+            outcome="failed" if failed else "succeeded",
+            at=record.at,
+            error_type=record.data.get("error_type") if failed else None,
+            error=record.data.get("message") if failed else None,
+            will_retry=bool(record.data.get("will_retry")) if failed else None,
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """One successful debounce flush (a ``flushed`` record): why, and how many events."""
+
+    job: str
+    instance_id: str
+    reason: str
+    event_count: int
+    batch_no: int
+    at: datetime
+
+    @classmethod
+    def from_record(cls, record: RecordedEvent) -> Flush:
+        if record.name != "flushed":
+            msg = f"{record.name!r} is not a flushed record"
+            raise ValueError(msg)
+        return cls(
+            job=record.job,
+            instance_id=record.instance_id,
+            reason=str(record.data["reason"]),
+            event_count=int(record.data["event_count"]),
+            batch_no=int(record.data["batch_no"]),
+            at=record.at,
+        )
+
+
+# ---- injected failures -------------------------------------------------------------------
+
+
+class InjectedFailure(Exception):
+    """The failure a :class:`FailurePlan` makes a handler raise."""
+
+
+InjectedFailure.__module__ = "durable_jobs.testing"
+
+
+@final
+class FailurePlan:
+    """Which upcoming handler calls fail: a switch a job's handlers consult.
+
+    Call :meth:`check` first thing in a handler; it raises
+    :class:`InjectedFailure` when a failure is planned for that instance (and
+    handler). Plans count calls per ``(instance_id, handler)``, so concurrent
+    runs of other instances do not change which call fails::
+
+        failures = FailurePlan()
+
+        @registry.continuous("sync", state=int, schedule=dj.every(timedelta(minutes=5)))
+        async def sync(ctx: dj.ContinuousContext[int]) -> None:
+            failures.check(ctx)
+            ...
+
+        failures.fail_next("user-1", times=2)  # the next two runs of user-1 raise
+    """
+
+    def __init__(self) -> None:
+        self._planned: dict[tuple[str, str], int] = {}
+        self.injected: list[tuple[str, str]] = []
+
+    def fail_next(self, instance_id: str, times: int = 1, *, handler: str = "execute") -> None:
+        """Make the next ``times`` calls of ``handler`` for ``instance_id`` raise."""
+        if isinstance(times, bool) or not isinstance(times, int) or times < 0:
+            msg = f"times must be an int >= 0, got {times!r}"
+            raise ValueError(msg)
+        key = (instance_id, handler)
+        self._planned[key] = self._planned.get(key, 0) + times
+
+    def pending(self, instance_id: str, *, handler: str = "execute") -> int:
+        """How many planned failures of ``handler`` for ``instance_id`` are still to come."""
+        return self._planned.get((instance_id, handler), 0)
+
+    def clear(self) -> None:
+        """Forget every planned failure (and what was injected)."""
+        self._planned.clear()
+        self.injected.clear()
+
+    def check(self, ctx: Any, handler: str = "execute") -> None:
+        """Raise :class:`InjectedFailure` if a failure of this call is planned.
+
+        ``ctx`` is the handler's context (or an instance id string).
+        """
+        instance_id = ctx if isinstance(ctx, str) else str(ctx.instance_id)
+        key = (instance_id, handler)
+        left = self._planned.get(key, 0)
+        if left <= 0:
+            return
+        if left == 1:
+            del self._planned[key]
+        else:
+            self._planned[key] = left - 1
+        self.injected.append(key)
+        msg = f"injected failure of {handler} for instance {instance_id!r}"
+        raise InjectedFailure(msg)
+
+
+# ---- virtual time ------------------------------------------------------------------------
+
+
+def _mock_clock() -> trio.testing.MockClock:
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, trio.testing.MockClock):
+        msg = (
+            "The durable_jobs testing harness runs in virtual time: run trio with "
+            "clock=trio.testing.MockClock(autojump_threshold=0) (with pytest-trio, take the "
+            "autojump_clock fixture), or call durable_jobs.testing.run_harness() from "
+            "synchronous code."
+        )
+        raise ConfigurationError(msg)
+    return clock
+
+
+def _set_autojump(clock: trio.testing.MockClock, threshold: float) -> float:
+    """Set ``clock``'s autojump threshold; returns the one it replaces.
+
+    Cooperates with the runtime's ``hold_virtual_time`` (store I/O in worker
+    threads): while a hold is active the value to restore is updated, so the
+    I/O still takes no virtual time and the new threshold applies afterwards.
+    """
+    holds = _clock_module._holds
+    held = holds.get(clock)
+    if held is not None:
+        count, saved = held
+        holds[clock] = (count, threshold)
+        return saved
+    saved = clock.autojump_threshold
+    clock.autojump_threshold = threshold
+    return saved
+
+
+@contextmanager
+def autojumping() -> Iterator[None]:
+    """Let the current ``MockClock`` autojump (threshold 0) while the block runs."""
+    clock = _mock_clock()
+    saved = _set_autojump(clock, 0)
+    try:
+        yield
+    finally:
+        _set_autojump(clock, saved)
+
+
+def _seconds(name: str, value: timedelta | float) -> float:
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        msg = f"{name} must be a timedelta or a number of seconds, got {value!r}"
+        raise TypeError(msg)
+    if not math.isfinite(seconds) or seconds < 0:
+        msg = f"{name} must be finite and >= 0, got {value!r}"
+        raise ValueError(msg)
+    return seconds
+
+
+# ---- the harness -------------------------------------------------------------------------
+
+
+@final
+class Harness:
+    """A registry served on one store in virtual time; get one from :func:`open_harness`.
+
+    ``records`` holds every record committed since the harness opened, across
+    restarts, in commit order (the observer hook); :meth:`runs` and
+    :meth:`flushes` read them.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: str | Store,
+        clock: VirtualClock,
+        options: dict[str, Any],
+        observers: Sequence[Observer],
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.records: list[RecordedEvent] = []
+        #: How many times :meth:`restart` reopened the runtime.
+        self.restarts = 0
+        self._store = store
+        self._options = options
+        self._observers = [self.records.append, *observers]
+        self._jobs: Jobs | None = None
+        self._request: trio.Event | None = None
+        self._restarted = trio.Event()
+        self._down_for = 0.0
+        self._done = False
+
+    # -- lifecycle (used by open_harness) --
+
+    @asynccontextmanager
+    async def _serving(self) -> AsyncIterator[Jobs]:
+        async with open_jobs(
+            self.registry,
+            self._store,
+            clock=self.clock,
+            observers=self._observers,
+            **self._options,
+        ) as jobs:
+            self._jobs = jobs
+            try:
+                yield jobs
+            finally:
+                self._jobs = None
+
+    # -- the runtime --
+
+    @property
+    def jobs(self) -> Jobs:
+        """The running :class:`~durable_jobs.Jobs` (a new one after each restart)."""
+        if self._jobs is None:
+            msg = "The harness is not serving: it is closed, or restarting"
+            raise DurableJobsError(msg)
+        return self._jobs
+
+    @property
+    def store(self) -> str | Store:
+        """What each (re)start opens: the store URL, or the one open store kept across restarts."""
+        return self._store
+
+    def now(self) -> datetime:
+        """The jobs' current (virtual) time."""
+        return self.clock.now()
+
+    @overload
+    def continuous(self, job: ContinuousJob[S]) -> ContinuousClient[S]: ...
+    @overload
+    def continuous(self, job: str) -> ContinuousClient[Any]: ...
+    def continuous(self, job: str | ContinuousJob[Any]) -> ContinuousClient[Any]:
+        """``harness.jobs.continuous(job)``."""
+        return self.jobs.continuous(job)
+
+    @overload
+    def debounce(self, job: DebounceJob[E, S]) -> DebounceClient[E, S]: ...
+    @overload
+    def debounce(self, job: str) -> DebounceClient[Any, Any]: ...
+    def debounce(self, job: str | DebounceJob[Any, Any]) -> DebounceClient[Any, Any]:
+        """``harness.jobs.debounce(job)``."""
+        return self.jobs.debounce(job)
+
+    @overload
+    def task(self, job: TaskJob[E, S]) -> TaskClient[E, S]: ...
+    @overload
+    def task(self, job: str) -> TaskClient[Any, Any]: ...
+    def task(self, job: str | TaskJob[Any, Any]) -> TaskClient[Any, Any]:
+        """``harness.jobs.task(job)``."""
+        return self.jobs.task(job)
+
+    # -- time --
+
+    async def wait_idle(self) -> None:
+        """Return once every alarm due by now has run and committed."""
+        with autojumping():
+            await self.jobs.wait_idle()
+
+    async def advance(self, delta: timedelta | float) -> None:
+        """Let ``delta`` (a timedelta or seconds) of virtual time pass, then :meth:`wait_idle`.
+
+        Every alarm that comes due meanwhile runs at its own time, in order.
+        """
+        seconds = _seconds("delta", delta)
+        jobs = self.jobs
+        with autojumping():
+            await trio.sleep(seconds)
+            await jobs.wait_idle()
+
+    async def advance_to(self, when: datetime) -> None:
+        """:meth:`advance` until the jobs' clock reads ``when`` (nothing if it is past)."""
+        await self.advance(max(timedelta(0), when - self.now()))
+
+    async def restart(self, *, down_for: timedelta | float = 0) -> None:
+        """Stop the runtime and start it again on the same store: a process restart.
+
+        ``down_for`` is virtual time that passes while nothing runs (alarms
+        due meanwhile fire late, after the restart, following each job's
+        misfire policy). Runs in flight get the shutdown grace, as in
+        production; call :meth:`wait_idle` first for a clean stop. Returns
+        once the new runtime has run what is overdue.
+        """
+        seconds = _seconds("down_for", down_for)
+        if self._request is None:
+            msg = "restart() needs the harness to be serving (inside open_harness)"
+            raise DurableJobsError(msg)
+        self._down_for = seconds
+        self._restarted = trio.Event()
+        self._request.set()
+        await self._restarted.wait()
+        self.restarts += 1
+        await self.wait_idle()
+
+    async def _serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Serve until stopped; each restart request leaves the block and opens a new one."""
+        first = True
+        while True:
+            self._request = request = trio.Event()
+            async with self._serving():
+                if first:
+                    task_status.started()
+                    first = False
+                else:
+                    self._restarted.set()
+                await request.wait()
+            if self._done:
+                self._request = None
+                return
+            with autojumping():
+                await trio.sleep(self._down_for)
+
+    def _stop(self) -> None:
+        self._done = True
+        if self._request is not None:
+            self._request.set()
+
+    # -- read-outs --
+
+    def recorded(
+        self,
+        name: str | None = None,
+        *,
+        job: str | None = None,
+        instance_id: str | None = None,
+    ) -> list[RecordedEvent]:
+        """The records committed so far, optionally only those with this name, job, id."""
+        return [
+            r
+            for r in self.records
+            if (name is None or r.name == name)
+            and (job is None or r.job == job)
+            and (instance_id is None or r.instance_id == instance_id)
+        ]
+
+    def runs(
+        self,
+        job: str | ContinuousJob[Any] | DebounceJob[Any, Any] | TaskJob[Any, Any] | None = None,
+        instance_id: str | None = None,
+        *,
+        handler: str | None = "execute",
+    ) -> list[Run]:
+        """Handler calls recorded so far (of ``handler``; None: every handler), in order."""
+        name = job if job is None or isinstance(job, str) else job.name
+        return [
+            run
+            for r in self.records
+            if r.name in _RUN_NAMES
+            and (name is None or r.job == name)
+            and (instance_id is None or r.instance_id == instance_id)
+            for run in (Run.from_record(r),)
+            if handler is None or run.handler == handler
+        ]
+
+    def flushes(
+        self,
+        job: str | DebounceJob[Any, Any] | None = None,
+        instance_id: str | None = None,
+    ) -> list[Flush]:
+        """Successful debounce flushes recorded so far, in order."""
+        name = job if job is None or isinstance(job, str) else job.name
+        return [
+            Flush.from_record(r)
+            for r in self.records
+            if r.name == "flushed"
+            and (name is None or r.job == name)
+            and (instance_id is None or r.instance_id == instance_id)
+        ]
+
+    def __repr__(self) -> str:
+        return f"<Harness {self.registry!r} at {self.now().isoformat()}>"
+
+
+@asynccontextmanager
+async def open_harness(
+    registry: Registry,
+    store: str | Store = "memory://",
+    *,
+    start: datetime = VIRTUAL_EPOCH,
+    observers: Sequence[Observer] = (),
+    **options: Any,
+) -> AsyncIterator[Harness]:
+    """Serve ``registry`` on ``store`` in virtual time, starting at ``start`` (UTC).
+
+    trio must run on ``trio.testing.MockClock`` (pytest-trio's
+    ``autojump_clock`` fixture, or :func:`run_harness`). ``store`` is a URL or
+    an open :class:`~durable_jobs.Store`; a ``memory://`` store is kept open
+    across :meth:`Harness.restart` (a durable one is reopened from its URL,
+    like a new process would). ``options`` go to :func:`durable_jobs.open_jobs`
+    (``poll_interval`` defaults to None: one process serves the store).
+    """
+    _mock_clock()
+    clock = VirtualClock(start)
+    clock.now()  # pin the clock's origin to the trio time of now
+    options.setdefault("poll_interval", None)
+    owned: Store | None = None
+    target: str | Store = store
+    if isinstance(store, str):
+        opened = await in_thread(open_store, store)
+        if opened.durable:
+            await in_thread(opened.close)
+        else:
+            owned = target = opened
+    harness = Harness(registry, target, clock, options, observers)
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(harness._serve)
+            try:
+                yield harness
+            except BaseException as exc:
+                # Re-raised as itself below, not wrapped in an ExceptionGroup.
+                body_error = exc
+            finally:
+                harness._stop()
+    finally:
+        if owned is not None:
+            with trio.CancelScope(shield=True):
+                await in_thread(owned.close)
+    if body_error is not None:
+        raise body_error
+
+
+def run_harness(
+    test: Callable[[Harness], Awaitable[T]],
+    registry: Registry,
+    store: str | Store = "memory://",
+    **options: Any,
+) -> T:
+    """Run ``await test(harness)`` in a fresh ``trio.run`` on a ``MockClock``; return its result.
+
+    The synchronous entry point (say, the body of a hypothesis ``@given`` test):
+    ``options`` are :func:`open_harness`'s.
+    """
+
+    async def main() -> T:
+        async with open_harness(registry, store, **options) as harness:
+            return await test(harness)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

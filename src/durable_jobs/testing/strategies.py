@@ -1,0 +1,348 @@
+"""hypothesis strategies for durable-jobs: schedules, retry policies, ids, events, commands.
+
+Needs hypothesis (``pip install durable-jobs[testing]``)::
+
+    from hypothesis import given
+    from durable_jobs.testing import strategies as djst
+
+    @given(djst.cron_schedules())
+    def test_my_report_runs_on_time(schedule): ...
+
+Every strategy builds valid values only (the library accepts all of them);
+they shrink towards small, readable ones (whole seconds, ``* * * * *``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, final
+
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - the testing extra is missing
+    msg = (
+        "durable_jobs.testing.strategies needs hypothesis: install the testing extra, "
+        "`pip install durable-jobs[testing]`."
+    )
+    raise ImportError(msg) from exc
+
+import pydantic
+import pydantic_core
+
+from durable_jobs._domain.backoff import Backoff, Retry
+from durable_jobs._domain.schedules import Cron, Every, cron, every
+from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+
+__all__ = [
+    "TIME_ZONES",
+    "Command",
+    "backoffs",
+    "commands",
+    "cron_expressions",
+    "cron_schedules",
+    "durations",
+    "events_for",
+    "every_schedules",
+    "idempotency_keys",
+    "instance_ids",
+    "retries",
+    "schedules",
+    "states_for",
+    "time_zones",
+    "values_of",
+]
+
+#: Zones with and without DST, on both sides of UTC, with odd offsets (the default pool).
+TIME_ZONES: tuple[str, ...] = (
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Pacific/Chatham",
+    "Africa/Casablanca",
+    "America/St_Johns",
+)
+
+
+def durations(
+    min_value: timedelta = timedelta(seconds=1),
+    max_value: timedelta = timedelta(days=1),
+    *,
+    resolution: timedelta = timedelta(seconds=1),
+) -> st.SearchStrategy[timedelta]:
+    """Durations between the bounds, in whole multiples of ``resolution`` (shrinks to small)."""
+    if resolution <= timedelta(0):
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    low = -(-min_value // resolution)  # ceil
+    high = max_value // resolution
+    if low > high:
+        raise ValueError(f"no multiple of {resolution} lies in [{min_value}, {max_value}]")
+    return st.integers(low, high).map(lambda n: n * resolution)
+
+
+def every_schedules(
+    min_value: timedelta = timedelta(seconds=1), max_value: timedelta = timedelta(days=1)
+) -> st.SearchStrategy[Every]:
+    """``every(duration)`` schedules (positive, whole seconds)."""
+    return durations(max(min_value, timedelta(seconds=1)), max_value).map(every)
+
+
+def _field(low: int, high: int, *, names: Sequence[str] = ()) -> st.SearchStrategy[str]:
+    """One cron field: ``*``, a value, a range, a step, a list (values within the bounds)."""
+    value = st.integers(low, high)
+    single = value.map(str)
+    if names:
+        single = single | st.sampled_from(list(names))
+    ranges = st.tuples(value, value).map(lambda ab: f"{min(ab)}-{max(ab)}")
+    steps = st.tuples(st.sampled_from(["*", f"{low}"]), st.integers(1, max(1, high - low))).map(
+        lambda sn: f"{sn[0]}/{sn[1]}"
+    )
+    lists = st.lists(value, min_size=2, max_size=4, unique=True).map(
+        lambda vs: ",".join(str(v) for v in sorted(vs))
+    )
+    return st.just("*") | single | ranges | steps | lists
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+@st.composite
+def cron_expressions(draw: st.DrawFn, *, seconds: bool | None = None) -> str:
+    """Valid cron expressions that fire (5 fields, or 6 with seconds last).
+
+    Day-of-month stays within 1-28 so that every expression fires in every
+    month. ``seconds``: True always adds the 6th field, False never, None
+    sometimes.
+    """
+    fields = [
+        draw(_field(0, 59)),
+        draw(_field(0, 23)),
+        draw(_field(1, 28)),
+        draw(_field(1, 12, names=_MONTHS)),
+        draw(_field(0, 6, names=_DAYS)),
+    ]
+    with_seconds = draw(st.booleans()) if seconds is None else seconds
+    if with_seconds:
+        fields.append(draw(_field(0, 59)))
+    return " ".join(fields)
+
+
+def time_zones(zones: Sequence[str] | None = None) -> st.SearchStrategy[str]:
+    """IANA zone names: ``zones``, or :data:`TIME_ZONES` (shrinks to ``UTC``)."""
+    return st.sampled_from(list(zones or TIME_ZONES))
+
+
+def cron_schedules(
+    expressions: st.SearchStrategy[str] | None = None,
+    zones: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[Cron]:
+    """``cron(expr, tz)`` schedules from :func:`cron_expressions` and :func:`time_zones`."""
+    return st.builds(cron, expressions or cron_expressions(), zones or time_zones())
+
+
+def schedules() -> st.SearchStrategy[Every | Cron]:
+    """``every`` or ``cron`` schedules."""
+    return every_schedules() | cron_schedules()
+
+
+def backoffs(
+    max_delay: timedelta = timedelta(minutes=10),
+) -> st.SearchStrategy[Backoff]:
+    """Constant, linear and exponential ``Backoff`` policies, delays up to ``max_delay``."""
+    delay = durations(timedelta(0), max_delay)
+    positive = durations(timedelta(seconds=1), max_delay)
+    constant = delay.map(Backoff.constant)
+    linear = st.builds(
+        lambda initial, increment, cap: Backoff.linear(
+            initial, increment, None if cap is None else max(cap, initial)
+        ),
+        delay,
+        delay,
+        st.none() | delay,
+    )
+    exponential = st.builds(
+        lambda base, factor, cap: Backoff.exponential(base, factor, max(cap, base)),
+        positive,
+        st.sampled_from([1, 1.5, 2, 3]),
+        positive,
+    )
+    return constant | linear | exponential
+
+
+def retries(
+    *,
+    max_attempts: st.SearchStrategy[int] | None = None,
+    jitter: st.SearchStrategy[float] | None = None,
+    on_exhausted: Sequence[Literal["terminate", "pause", "continue"]] = (
+        "terminate",
+        "pause",
+        "continue",
+    ),
+    max_delay: timedelta = timedelta(minutes=10),
+) -> st.SearchStrategy[Retry]:
+    """``Retry`` policies. Use ``on_exhausted=("terminate", "pause")`` for debounce jobs."""
+    return st.builds(
+        Retry,
+        max_attempts=max_attempts or st.integers(1, 5),
+        delay=backoffs(max_delay) | durations(timedelta(0), max_delay),
+        jitter=jitter if jitter is not None else st.sampled_from([0, 0.1, 0.5, 1]),
+        max_duration=st.none() | durations(timedelta(seconds=1), 10 * max_delay),
+        on_exhausted=st.sampled_from(list(on_exhausted)),
+    )
+
+
+def instance_ids(*, pool: Sequence[str] | None = None) -> st.SearchStrategy[str]:
+    """Instance ids: from ``pool`` (so that commands meet on the same instances), or any valid id.
+
+    Valid ids are 1-255 characters without NUL; they are drawn from all of
+    Unicode.
+    """
+    if pool is not None:
+        return st.sampled_from(list(pool))
+    return st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=40)
+
+
+def idempotency_keys(*, pool: Sequence[str] | None = ("k1", "k2", "k3")) -> st.SearchStrategy[str]:
+    """Idempotency keys: from ``pool`` (repeats happen), or any valid key if ``pool`` is None."""
+    if pool is not None:
+        return st.sampled_from(list(pool))
+    return st.text(min_size=1, max_size=64)
+
+
+def values_of(tp: Any) -> st.SearchStrategy[Any]:
+    """Values of type ``tp`` as the library stores them: validated, and read back from JSON.
+
+    Built with ``st.from_type`` (pydantic models, dataclasses, TypedDicts and
+    plain types); values that pydantic rejects, or that do not survive a JSON
+    round trip, are filtered out. Register a strategy for a type of yours with
+    ``st.register_type_strategy`` if ``from_type`` cannot build it well.
+    """
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(tp)
+
+    def stored(value: Any) -> Any:
+        try:
+            data = adapter.dump_python(adapter.validate_python(value), mode="json")
+            return adapter.validate_json(pydantic_core.to_json(data))
+        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError, ValueError):
+            return _INVALID
+
+    return st.from_type(tp).map(stored).filter(lambda v: v is not _INVALID)
+
+
+_INVALID = object()
+
+
+def events_for(job: DebounceJob[Any, Any] | TaskJob[Any, Any]) -> st.SearchStrategy[Any]:
+    """Events that ``job`` accepts (from its event type, see :func:`values_of`)."""
+    if not isinstance(job, DebounceJob | TaskJob):
+        raise TypeError(f"events_for() takes a debounce or task job, got {job!r}")
+    return values_of(job.event_type)
+
+
+def states_for(job: JobDefinition) -> st.SearchStrategy[Any]:
+    """States of ``job``'s state type (say, a continuous job's ``start`` input)."""
+    return values_of(job.state_type)
+
+
+# ---- command sequences -------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One step of a scenario: a client call, time passing, a failure or a restart.
+
+    ``op`` is the client method (``start``, ``trigger``, ``terminate``,
+    ``status``, ``get_state``; ``add``, ``flush``, ``clear``; ``send``), or
+    ``advance`` (``delta``), ``restart`` (``delta``: time down) or ``fail``
+    (the next ``times`` runs of the instance fail, see ``FailurePlan``).
+    """
+
+    op: str
+    instance_id: str | None = None
+    value: Any = None
+    idempotency_key: str | None = None
+    delta: timedelta | None = None
+    times: int = 1
+
+    def __repr__(self) -> str:
+        parts = [repr(self.op)]
+        if self.instance_id is not None:
+            parts.append(repr(self.instance_id))
+        if self.value is not None:
+            parts.append(f"value={self.value!r}")
+        if self.idempotency_key is not None:
+            parts.append(f"idempotency_key={self.idempotency_key!r}")
+        if self.delta is not None:
+            parts.append(f"delta={self.delta!r}")
+        if self.op == "fail":
+            parts.append(f"times={self.times}")
+        return f"Command({', '.join(parts)})"
+
+
+def commands(
+    job: ContinuousJob[Any] | DebounceJob[Any, Any] | TaskJob[Any, Any],
+    *,
+    ids: Sequence[str] = ("a", "b"),
+    max_advance: timedelta = timedelta(hours=1),
+    restarts: bool = True,
+    failures: bool = True,
+    min_size: int = 0,
+    max_size: int = 30,
+) -> st.SearchStrategy[list[Command]]:
+    """Lists of :class:`Command` for ``job``: its client calls on instances ``ids``, time
+    advances up to ``max_advance``, planned failures and restarts, interleaved.
+
+    Play them with your own loop over a harness (``durable_jobs.testing.open_harness``).
+    """
+    instance = st.sampled_from(list(ids))
+    keys = st.none() | idempotency_keys()
+    delta = durations(timedelta(0), max_advance)
+    steps: list[st.SearchStrategy[Command]] = [
+        st.builds(Command, op=st.just("advance"), delta=delta),
+        st.builds(Command, op=st.sampled_from(["status", "get_state"]), instance_id=instance),
+    ]
+    if isinstance(job, ContinuousJob):
+        steps += [
+            st.builds(Command, op=st.just("start"), instance_id=instance, value=states_for(job)),
+            st.builds(Command, op=st.sampled_from(["trigger", "terminate"]), instance_id=instance),
+        ]
+    elif isinstance(job, DebounceJob):
+        steps += [
+            st.builds(
+                Command,
+                op=st.just("add"),
+                instance_id=instance,
+                value=events_for(job),
+                idempotency_key=keys,
+            ),
+            st.builds(Command, op=st.sampled_from(["flush", "clear"]), instance_id=instance),
+        ]
+    elif isinstance(job, TaskJob):
+        steps += [
+            st.builds(
+                Command,
+                op=st.just("send"),
+                instance_id=instance,
+                value=events_for(job),
+                idempotency_key=keys,
+            ),
+            st.builds(Command, op=st.sampled_from(["trigger", "terminate"]), instance_id=instance),
+        ]
+    else:
+        raise TypeError(f"commands() takes a job definition, got {job!r}")
+    if failures:
+        steps.append(
+            st.builds(Command, op=st.just("fail"), instance_id=instance, times=st.integers(1, 3))
+        )
+    if restarts:
+        steps.append(
+            st.builds(Command, op=st.just("restart"), delta=st.just(timedelta(0)) | delta)
+        )
+    return st.lists(st.one_of(steps), min_size=min_size, max_size=max_size)
