@@ -1,7 +1,8 @@
-"""Minimal reproductions of bugs the property tests found, until they are fixed.
+"""Minimal reproductions of bugs the property tests found.
 
-Each is ``xfail(strict=True)``: when the library is fixed the test passes,
-the strict xfail then fails the run, and whoever fixed it removes the marker.
+A bug not yet fixed is ``xfail(strict=True)``: when the library is fixed the
+test passes, the strict xfail then fails the run, and whoever fixed it removes
+the marker. The ones below are fixed and stay as regression tests.
 """
 
 from __future__ import annotations
@@ -58,15 +59,6 @@ trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a BaseException (e.g. KeyboardInterrupt) raised in the group committer "
-        "(a blocking store's save) ends the _committer task without setting the done "
-        "events of its batch; the commits waiting for them wait shielded, forever, so "
-        "open_jobs hangs instead of raising"
-    ),
-)
 def test_a_base_exception_in_a_store_write_propagates_instead_of_hanging(
     tmp_path: Path,
 ) -> None:

@@ -506,6 +506,22 @@ class Runtime:
 
     async def _write(self, batch: list[_Commit]) -> None:
         try:
+            await self._save_batch(batch)
+        except BaseException as fatal:
+            # Not a store failure (KeyboardInterrupt, a bug): the writer dies and takes
+            # the runtime down with it, but no waiting commit may wait for it forever.
+            for c in batch:
+                if c.error is None:
+                    msg = "The commit's outcome is unknown: the store write was interrupted."
+                    c.error = DurableJobsError(msg)
+                    c.error.__cause__ = fatal
+            raise
+        finally:
+            for c in batch:
+                c.done.set()
+
+    async def _save_batch(self, batch: list[_Commit]) -> None:
+        try:
             await self.io(self.store.save, *(c.agg for c in batch))
         except Exception as exc:
             if len(batch) == 1:
@@ -517,8 +533,6 @@ class Runtime:
                         await self.io(self.store.save, c.agg)
                     except Exception as one:
                         c.error = one
-        for c in batch:
-            c.done.set()
 
     def _emit(self, events: list[Any], agg: JobInstance, before: JobInstance | None) -> None:
         d = agg.d
