@@ -160,6 +160,30 @@ class _Model:
     def _record(self, instance_id: str, run: ExpectedRun) -> None:
         self.runs.setdefault(instance_id, []).append(run)
 
+    def _failed(
+        self,
+        instance_id: str,
+        retry: Retry | None,
+        *,
+        run_count: int,
+        attempt: int,
+        first_failure_at: datetime | None,
+    ) -> datetime | None:
+        """Record a failed ``execute`` try; when it runs again, or None (SPEC §5)."""
+        now = self.now
+        self._record(instance_id, ExpectedRun("execute", run_count, attempt, "failed", now))
+        first = first_failure_at if attempt > 1 else None
+        return retry_time(
+            retry,
+            kind=self.kind,
+            job=self.job_name,
+            instance_id=instance_id,
+            run_count=run_count,
+            attempt=attempt,
+            first_failure_at=first or now,
+            now=now,
+        )
+
     def _due(self, target: datetime) -> list[tuple[datetime, str]]:
         raise NotImplementedError
 
@@ -279,18 +303,13 @@ class ContinuousModel(_Model):
             run_count, attempt = inst.run_count + 1, 1
         inst.run_count = run_count
         if self.failures.take(instance_id):
-            self._record(instance_id, ExpectedRun("execute", run_count, attempt, "failed", now))
             retry = self.job.retry
-            first = inst.first_failure_at if attempt > 1 else None
-            at = retry_time(
+            at = self._failed(
+                instance_id,
                 retry,
-                kind=self.kind,
-                job=self.job_name,
-                instance_id=instance_id,
                 run_count=run_count,
                 attempt=attempt,
-                first_failure_at=first or now,
-                now=now,
+                first_failure_at=inst.first_failure_at,
             )
             inst.paused = False
             if at is not None:
@@ -527,18 +546,13 @@ class DebounceModel(_Model):
             inst.first_failure_at = None
             inst.paused = False
             return True, False
-        self._record(instance_id, ExpectedRun("execute", run_count, attempt, "failed", now))
         retry = self.job.retry
-        first = inst.first_failure_at if attempt > 1 else None
-        at = retry_time(
+        at = self._failed(
+            instance_id,
             retry,
-            kind=self.kind,
-            job=self.job_name,
-            instance_id=instance_id,
             run_count=run_count,
             attempt=attempt,
-            first_failure_at=first or now,
-            now=now,
+            first_failure_at=inst.first_failure_at,
         )
         if at is not None:
             if attempt == 1 or inst.first_failure_at is None:
