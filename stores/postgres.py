@@ -114,8 +114,94 @@ class _ReadsTriedThrice:
         )
 
 
+class _SchemaOnce(PostgresAggregateRecorder):
+    """Creates its tables only when they are missing, one process at a time.
+
+    DDL on an existing schema is not harmless: ``CREATE INDEX IF NOT EXISTS``
+    takes a ShareLock on its table before it looks for the index, so a
+    process opening the store held the events table while it waited for the
+    index table, as a commit held the index table while it waited for the
+    events table ("deadlock detected", a failed open or a stalled commit). So
+    a store that finds everything in place runs no DDL at all. Otherwise the
+    DDL runs under a session advisory lock of the schema (processes starting
+    together on a fresh schema would collide in the catalogs), and a deadlock
+    or a passing collision is tried again.
+    """
+
+    def _relations(self) -> list[str]:
+        """The tables and indexes :meth:`create_table` makes (unqualified names)."""
+        return [self.events_table_name]
+
+    def _types(self) -> list[str]:
+        return [self.stored_event_type_name]
+
+    def _missing(self, curs: Cursor[DictRow]) -> bool:
+        """Whether the schema lacks any of this recorder's tables, indexes or types."""
+        schema = self.datastore.schema
+        curs.execute(
+            "SELECT (SELECT count(*) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s::text[])) AS relations, "
+            "(SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = %s AND t.typname = ANY(%s::text[])) AS types",
+            (schema, self._relations(), schema, self._types()),
+        )
+        row = curs.fetchone()
+        assert row is not None
+        relations, types = int(row["relations"]), int(row["types"])
+        return relations < len(set(self._relations())) or types < len(set(self._types()))
+
+    def create_table(self) -> None:
+        with self.datastore.transaction(commit=False) as curs:
+            missing = self._missing(curs)
+        if not missing:
+            self.datastore.register_type_adapters()
+            return
+        key = advisory_key(f"ddl:{self.datastore.schema}")
+        # Its own connection (not a pooled one: a pool of one would deadlock).
+        pool = self.datastore.pool
+        kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
+        params = {k: v for k, v in kwargs.items() if k != "row_factory"}
+        with psycopg.connect(**params, autocommit=True, connect_timeout=int(pool.timeout)) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                for attempt in range(_DDL_TRIES):
+                    try:
+                        self._create_schema()
+                        super().create_table()
+                    except (IntegrityError, OperationalError) as exc:
+                        if attempt == _DDL_TRIES - 1 or not _worth_retrying(exc):
+                            raise
+                        time.sleep(0.1 * (attempt + 1))
+                    else:
+                        return
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _create_schema(self) -> None:
+        # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on
+        # the database even when the schema exists (e.g. made by a DBA).
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.datastore.schema,))
+            if curs.fetchone() is None:
+                curs.execute(
+                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.datastore.schema))
+                )
+
+
+_DDL_TRIES: Final = 5
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A catalog collision or a deadlock with another process's DDL or commit."""
+    cause = exc.__cause__
+    return isinstance(exc, IntegrityError) or isinstance(
+        cause, psycopg.errors.DeadlockDetected | psycopg.errors.LockNotAvailable
+    )
+
+
 class PostgresApplicationRecorderWithIndex(
-    _ReadsTriedThrice, PostgresApplicationRecorder, InstanceIndex
+    _ReadsTriedThrice, _SchemaOnce, PostgresApplicationRecorder, InstanceIndex
 ):
     """eventsourcing's Postgres application recorder that also keeps the instance index.
 
@@ -183,43 +269,13 @@ class PostgresApplicationRecorderWithIndex(
         self.alarm_channel = alarm_channel(datastore.schema)
         self.notify_token = ""
 
-    def create_table(self) -> None:
-        """Create the schema (if missing), the event tables and the index table.
-
-        Processes that start together on a fresh schema would collide in the
-        catalogs (a unique violation, even with IF NOT EXISTS), so the DDL runs
-        under a session advisory lock of the schema: one process at a time.
-        """
-        key = advisory_key(f"ddl:{self.datastore.schema}")
-        # Its own connection (not a pooled one: a pool of one would deadlock).
-        pool = self.datastore.pool
-        kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
-        params = {k: v for k, v in kwargs.items() if k != "row_factory"}
-        with psycopg.connect(**params, autocommit=True, connect_timeout=int(pool.timeout)) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                for attempt in range(3):  # and still, a passing collision is tried again
-                    try:
-                        self._create_schema()
-                        super().create_table()
-                    except IntegrityError:
-                        if attempt == 2:
-                            raise
-                        time.sleep(0.1 * (attempt + 1))
-                    else:
-                        return
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-    def _create_schema(self) -> None:
-        # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on
-        # the database even when the schema exists (e.g. made by a DBA).
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.datastore.schema,))
-            if curs.fetchone() is None:
-                curs.execute(
-                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.datastore.schema))
-                )
+    def _relations(self) -> list[str]:
+        return [
+            *super()._relations(),
+            self.notification_id_index_name,
+            INDEX_TABLE,
+            DUE_INDEX,
+        ]
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -366,7 +422,7 @@ def _row_params(row: IndexRow) -> tuple[Any, ...]:
     return (row.instance_uuid, *rest)
 
 
-class PostgresSnapshotRecorder(_ReadsTriedThrice, PostgresAggregateRecorder):
+class PostgresSnapshotRecorder(_ReadsTriedThrice, _SchemaOnce, PostgresAggregateRecorder):
     """eventsourcing's Postgres aggregate recorder (for snapshots) with 3 tries, not 10."""
 
     @_retry_reads
