@@ -13,7 +13,7 @@ DURABLE_JOBS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export DURABLE_JOBS_TEST_POSTGRES_URL
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test lint typecheck bench clean
+.PHONY: help demo test lint typecheck bench docs clean
 
 help:
 	@echo "make demo       set up .venv and run examples/demo.py (SQLite store in ./demo-data/)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint       ruff check and format check"
 	@echo "make typecheck  mypy (strict)"
 	@echo "make bench      run benchmarks/*.py"
+	@echo "make docs       build the docs site (mkdocs, strict: a broken link fails) into site/"
 	@echo "make clean      remove .venv and caches"
 
 $(PY):
@@ -38,6 +39,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(MAKE) --no-print-directory docs
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
@@ -54,6 +56,9 @@ bench: $(STAMP)
 		echo "No benchmarks yet (they go in benchmarks/*.py)."; \
 	fi
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
+	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
 	find . \( -path ./.git -o -path ./$(VENV) \) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

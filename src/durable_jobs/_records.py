@@ -1,4 +1,4 @@
-"""Recorded events as the history API and observers see them (SPEC §6)."""
+"""Recorded events as the history API and observers see them (docs/events.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ _RUN_RECORDS = frozenset({"run_succeeded", "run_failed", "retry_exhausted"})
 class RecordedEvent:
     """One record of an instance's log.
 
-    ``name`` is the SPEC §6 name (``started``, ``run_succeeded``, …); ``data``
+    ``name`` is the record's name (``started``, ``run_succeeded``, …); ``data``
     holds its own fields (``docs/events.md``). Run records also carry
     ``run_count``, ``attempt`` and ``state_before``: the state (as JSON) that
     the run started from. ``(instance_uuid, version)`` is unique.

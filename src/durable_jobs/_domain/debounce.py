@@ -101,7 +101,7 @@ class DebounceInstance(JobInstance):
         this same commit and makes its flush due now.
         """
         inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
-        # SPEC's ``created``: this add opened a batch on a new or idle instance.
+        # The result's ``created``: this add opened a batch on a new or idle instance.
         opened = inst.status == "idle"
         inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
         inst.set_state(new_state, now=now)

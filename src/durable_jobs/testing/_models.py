@@ -1,4 +1,4 @@
-"""Reference models of the library's semantics (SPEC.md), one per job kind.
+"""Reference models of the library's semantics (as the docs describe them), one per job kind.
 
 Pure Python and synchronous: a model holds what each instance should look
 like, plays client commands and the passing of time on it, and says what the
@@ -101,7 +101,7 @@ def retry_time(
     first_failure_at: datetime,
     now: datetime,
 ) -> datetime | None:
-    """When try ``attempt`` (which failed at ``now``) runs again, or None (SPEC §5).
+    """When try ``attempt`` (which failed at ``now``) runs again, or None (the retry rules).
 
     The delay is the policy's backoff for that retry, times the jitter
     factor; the jitter is the runtime's deterministic one (a function of the
@@ -169,7 +169,7 @@ class _Model:
         attempt: int,
         first_failure_at: datetime | None,
     ) -> datetime | None:
-        """Record a failed ``execute`` try; when it runs again, or None (SPEC §5)."""
+        """Record a failed ``execute`` try; when it runs again, or None (the retry rules)."""
         now = self.now
         self._record(instance_id, ExpectedRun("execute", run_count, attempt, "failed", now))
         first = first_failure_at if attempt > 1 else None
@@ -226,7 +226,7 @@ class _Continuous:
 
 
 class ContinuousModel(_Model):
-    """SPEC §2, §5, §7 for one continuous job."""
+    """Schedules, retries and misfires for one continuous job."""
 
     kind: Kind = "continuous"
 
@@ -282,7 +282,7 @@ class ContinuousModel(_Model):
         due = inst.alarm
         assert due is not None
         if self.job.misfire == "skip" and inst.attempt == 0 and inst.run_count:
-            # SPEC §7 "skip": drop the missed slots (late by a whole slot or more).
+            # misfire="skip": drop the missed slots (late by a whole slot or more).
             schedule = self.job.schedule
             if self._next(due) <= self.now:
                 if isinstance(schedule, Every):
@@ -383,14 +383,14 @@ class _Debounce:
 
 
 class DebounceModel(_Model):
-    """SPEC §3, §5 and the idempotency keys of §1, for one debounce job.
+    """Batches, flushes, retries and idempotency keys for one debounce job.
 
     Batches queue: a closed batch flushes before the next one, and while it
     waits (for its flush, a retry, or by hand when paused) the open batch
     gathers events but its own window is not armed. That is the library's
-    reading of SPEC §3 ("events added while a flush is running or waiting
-    for a retry belong to the next batch"); SPEC does not say when that next
-    batch flushes.
+    reading of the rule "events added while a flush is running or waiting
+    for a retry belong to the next batch", which does not say when that
+    next batch flushes.
     """
 
     kind: Kind = "debounce"
@@ -622,7 +622,9 @@ TaskHook = Callable[..., TaskStep]
 
 
 class TaskModel(_Model):
-    """SPEC §4 for one task job, with the handlers' decisions given by ``hooks``.
+    """Events, alarms and idle/error hooks for one task job.
+
+    The handlers' decisions are given by ``hooks``.
 
     ``hooks`` maps ``on_event`` to ``(event, view) -> TaskStep``, ``execute``
     and ``on_idle`` to ``(view) -> TaskStep``, and ``on_error`` to

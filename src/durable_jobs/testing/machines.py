@@ -19,7 +19,7 @@ in it is a new temporary directory, ``{unique}`` a new random token) in
 virtual time, and plays random interleavings of client calls, time advances,
 planned handler failures and restarts. After every step it compares what the
 runtime says (status, state, the runs and flushes in the log, the time) with
-a small model of SPEC semantics (:mod:`durable_jobs.testing._models`), and
+a small model of the library's documented semantics (:mod:`durable_jobs.testing._models`), and
 fails with the shrunk sequence of steps, as hypothesis does.
 
 trio runs in a helper thread (``trio.from_thread``); virtual time moves only
