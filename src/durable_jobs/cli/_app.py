@@ -34,6 +34,7 @@ from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
 from durable_jobs._store.urls import StoreURL, redact
+from durable_jobs.cli._about import version_option
 
 __all__ = [
     "STORE_ENV",
@@ -80,7 +81,7 @@ class CliState:
     metavar="URL",
     help=f"Store URL (memory://, sqlite:///path.db, postgresql://...); default: ${STORE_ENV}.",
 )
-@click.version_option(package_name="durable-jobs", prog_name="durable-jobs")
+@version_option
 @click.pass_context
 def app(ctx: click.Context, store_url: str | None) -> None:
     """Inspect, replay and maintain the jobs in a durable-jobs store.

@@ -1,0 +1,251 @@
+"""``durable-jobs doctor``: check that a store can be read, without changing anything.
+
+The check does not open the store the way the runtime does (that creates
+missing files, schemas and tables). It reads the catalogue and counts through
+a read-only connection of its own: an SQLite file opened with ``mode=ro``, a
+Postgres session with ``default_transaction_read_only``. A store that does
+not exist is reported, not created.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from durable_jobs._errors import ConfigurationError
+from durable_jobs._store.urls import StoreURL, redact, scrub
+from durable_jobs.cli._app import (
+    STORE_ENV,
+    CliState,
+    app,
+    console,
+    emit_json,
+    json_option,
+    set_exit_code,
+    store_option,
+)
+
+__all__ = ["SCHEMA_VERSION", "Diagnosis", "diagnose"]
+
+#: The table layout this release reads and writes. There are no migrations
+#: yet: a store whose tables are all present is at this version.
+SCHEMA_VERSION = 1
+
+_SQLITE_TABLES = ("stored_events", "stored_snapshots", "dj_instances")
+_POSTGRES_TABLES = ("durablejobs_events", "durablejobs_snapshots", "dj_instances")
+
+
+@dataclass
+class Diagnosis:
+    """What ``doctor`` found; ``ok`` when the store exists and has every table."""
+
+    store: str
+    scheme: str
+    connected: bool = False
+    exists: bool = False
+    tables: dict[str, bool] = field(default_factory=dict)
+    schema_version: int | None = None
+    instances: int | None = None
+    by_status: dict[str, int] = field(default_factory=dict)
+    events: int | None = None
+    snapshots: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the store can be served as it is."""
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return {
+            "store": self.store,
+            "scheme": self.scheme,
+            "ok": self.ok,
+            "connected": self.connected,
+            "exists": self.exists,
+            "tables": self.tables,
+            "schema_version": self.schema_version,
+            "instances": self.instances,
+            "by_status": self.by_status,
+            "events": self.events,
+            "snapshots": self.snapshots,
+            "problems": self.problems,
+        }
+
+    def _tables_found(self, expected: tuple[str, ...], present: set[str]) -> None:
+        self.tables = {name: name in present for name in expected}
+        missing = [name for name, found in self.tables.items() if not found]
+        if not any(self.tables.values()):
+            self.problems.append("no durable-jobs tables: nothing was ever stored here")
+        elif missing:
+            self.problems.append(f"tables missing: {', '.join(missing)}")
+        else:
+            self.schema_version = SCHEMA_VERSION
+
+
+def diagnose(url: str) -> Diagnosis:
+    """Check the store at ``url`` read-only; never creates or changes anything."""
+    parsed = StoreURL.parse(url)
+    found = Diagnosis(store=redact(url), scheme=parsed.scheme)
+    if parsed.scheme == "memory":
+        found.problems.append(
+            "memory:// lives in one process's memory: a new process always sees it empty"
+        )
+    elif parsed.scheme == "sqlite":
+        _sqlite(parsed, found)
+    elif parsed.scheme in ("postgresql", "postgres"):
+        _postgres(parsed, found)
+    else:
+        found.problems.append(
+            f"doctor checks sqlite and postgresql stores; {parsed.scheme!r} comes from a "
+            "third-party adapter, whose own tools check it"
+        )
+    return found
+
+
+def _sqlite(url: StoreURL, found: Diagnosis) -> None:
+    if url.host or not url.path.startswith("/") or url.path in ("/", ""):
+        msg = (
+            f"Malformed SQLite URL {str(url)!r}: use 'sqlite:///relative/path.db' "
+            "or 'sqlite:////absolute/path.db'."
+        )
+        raise ConfigurationError(msg)
+    path = Path(url.path[1:])
+    if not path.is_file():
+        found.problems.append(f"no SQLite file at {path} (doctor creates nothing)")
+        return
+    found.exists = True
+    # With a -wal file beside it (a store in use, or not checkpointed), read-only
+    # mode sees the committed WAL content and adds no file. Without one the
+    # database was closed cleanly: immutable mode reads it and creates no
+    # -wal/-shm files (read-only mode would leave both behind).
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+    except sqlite3.Error as exc:
+        found.problems.append(f"cannot open {path} read-only: {exc}")
+        return
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        found.connected = True
+        found._tables_found(_SQLITE_TABLES, names)
+        if found.schema_version is not None:
+
+            def rows(table: str, grouped: bool) -> list[tuple[Any, ...]]:
+                # ``table`` is one of our constant names, never input.
+                if grouped:
+                    return list(conn.execute(f'SELECT status, count(*) FROM "{table}" GROUP BY 1'))  # noqa: S608
+                return list(conn.execute(f'SELECT count(*) FROM "{table}"'))  # noqa: S608
+
+            _count(found, rows, _SQLITE_TABLES)
+    except sqlite3.Error as exc:
+        found.problems.append(f"cannot read {path}: {exc}")
+    finally:
+        conn.close()
+
+
+def _postgres(url: StoreURL, found: Diagnosis) -> None:
+    import psycopg
+    from psycopg import sql
+
+    schema = url.option("schema", "public") or "public"
+    dbname = url.path[1:] if url.path.startswith("/") else url.path
+    timeout = url.option("connect_timeout", "5") or "5"
+    try:
+        conn = psycopg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            dbname=dbname,
+            user=url.username,
+            password=url.password or "",
+            connect_timeout=int(timeout) if timeout.isdigit() else 5,
+            options="-c default_transaction_read_only=on",
+            autocommit=False,
+        )
+    except psycopg.Error as exc:
+        detail = scrub(str(exc).strip() or type(exc).__name__, url.password)
+        found.problems.append(f"cannot connect: {' '.join(detail.split())}")
+        return
+    try:
+        found.connected = True
+        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if exists.fetchone() is None:
+            found.problems.append(f"no schema {schema!r} in the database (doctor creates nothing)")
+            return
+        found.exists = True
+        names = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        )
+        found._tables_found(_POSTGRES_TABLES, {str(row[0]) for row in names})
+        if found.schema_version is not None:
+
+            def rows(table: str, grouped: bool) -> list[tuple[Any, ...]]:
+                name = sql.Identifier(schema, table)
+                if grouped:
+                    q = sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(name)
+                else:
+                    q = sql.SQL("SELECT count(*) FROM {}").format(name)
+                return list(conn.execute(q))
+
+            _count(found, rows, _POSTGRES_TABLES)
+    except psycopg.Error as exc:
+        detail = scrub(str(exc).strip() or type(exc).__name__, url.password)
+        found.problems.append(f"cannot read: {' '.join(detail.split())}")
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _count(
+    found: Diagnosis, rows: Callable[[str, bool], list[tuple[Any, ...]]], tables: tuple[str, ...]
+) -> None:
+    """Fill the counts from ``rows(table, grouped_by_status)``."""
+    events, snapshots, index = tables
+    found.by_status = {str(status): int(n) for status, n in sorted(rows(index, True))}
+    found.instances = sum(found.by_status.values())
+    found.events = int(rows(events, False)[0][0])
+    found.snapshots = int(rows(snapshots, False)[0][0])
+
+
+@app.command()
+@store_option
+@json_option
+@click.pass_obj
+def doctor(state: CliState, as_json: bool) -> None:
+    """Check a store without changing it: connection, tables, schema version, counts.
+
+    Reads through a read-only connection of its own, so a store that does not
+    exist (a missing SQLite file or Postgres schema) is reported, not created.
+    Exit code 1 when something is wrong.
+    """
+    if not state.store_url:
+        msg = f"No store given: pass --store URL or set {STORE_ENV}."
+        raise ConfigurationError(msg)
+    found = diagnose(state.store_url)
+    if not found.ok:
+        set_exit_code(1)
+    if as_json:
+        emit_json(found.to_json())
+        return
+    out = console()
+    out.print(f"store           {found.store}")
+    out.print(f"connected       {'yes' if found.connected else 'no'}")
+    if found.tables:
+        tables = ", ".join(f"{n}{'' if ok else ' (missing)'}" for n, ok in found.tables.items())
+        out.print(f"tables          {tables}")
+    if found.schema_version is not None:
+        out.print(f"schema version  {found.schema_version}")
+    if found.instances is not None:
+        statuses = ", ".join(f"{status} {n}" for status, n in found.by_status.items())
+        out.print(f"instances       {found.instances}" + (f" ({statuses})" if statuses else ""))
+        out.print(f"records         {found.events} events, {found.snapshots} snapshots")
+    for problem in found.problems:
+        out.print(f"problem         {problem}")
+    out.print("ok" if found.ok else "not ok")

@@ -1,0 +1,227 @@
+"""``python -m durable_jobs``, ``durable-jobs --version`` and ``durable-jobs doctor``.
+
+doctor reads a store through a read-only connection of its own: it reports a
+missing SQLite file or Postgres schema instead of creating it, and changes
+nothing in a store that exists (checked byte for byte on SQLite, by the
+catalogue and the row counts on Postgres).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from trio.testing import MockClock
+
+import durable_jobs as dj
+from _cli_fixtures import fill
+from durable_jobs.cli import run
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def doctor_json(capsys: pytest.CaptureFixture[str], url: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = invoke(capsys, "doctor", "--store", url, "--json")
+    assert err == ""
+    return code, json.loads(out)
+
+
+# ---- what is installed -------------------------------------------------------------------
+
+
+def test_version_shows_the_version_schemes_and_extras(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = invoke(capsys, "--version")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"durable-jobs {dj.__version__} (Python 3.")
+    assert lines[1] == "store schemes: memory, postgres, postgresql, sqlite"
+    assert lines[2] == "optional extras:"
+    extras = {line.split()[0]: line for line in lines[3:]}
+    assert set(extras) == {"docs", "examples", "testing"}  # "dev" is ours, not shown
+    assert "installed (hypothesis " in extras["testing"]
+    assert "pytest " in extras["testing"]
+
+
+def test_python_m_durable_jobs_prints_the_same() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_jobs"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"durable-jobs {dj.__version__} (Python ")
+    assert "store schemes: memory, postgres, postgresql, sqlite" in done.stdout
+    # With arguments it is the command line.
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_jobs", "doctor", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "without changing it" in done.stdout
+
+
+# ---- doctor on stores that exist ---------------------------------------------------------
+
+
+def digest(path: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.parent.iterdir())
+        if p.is_file()
+    }
+
+
+async def test_doctor_reports_a_sqlite_store_and_changes_nothing(
+    tmp_path: Path, autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "jobs.db"
+    url = f"sqlite:///{path}"
+    await fill(url)
+    before = digest(path)
+    code, report = doctor_json(capsys, url)
+    assert code == 0, report
+    assert report["ok"] and report["connected"] and report["exists"]
+    assert report["schema_version"] == 1
+    assert report["tables"] == {
+        "stored_events": True,
+        "stored_snapshots": True,
+        "dj_instances": True,
+    }
+    assert report["by_status"] == {"active": 1, "debouncing": 1, "failed": 1, "running": 1}
+    assert report["instances"] == 4
+    assert report["events"] > 20
+    assert digest(path) == before  # not a byte changed, no file added or removed
+
+    # While a process has the store open (its -wal file exists), doctor reads it too.
+    with dj.open_store(url):
+        names = sorted(p.name for p in tmp_path.iterdir())
+        code, report = doctor_json(capsys, url)
+        assert code == 0 and report["instances"] == 4
+        assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+    code, out, _ = invoke(capsys, "doctor", "--store", url)
+    assert code == 0
+    assert "schema version  1" in out and "instances       4 (" in out and out.endswith("ok\n")
+
+
+@pytest.mark.postgres
+async def test_doctor_reports_a_postgres_store_and_changes_nothing(
+    pg_url: str, postgres_url: str, autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await fill(pg_url)
+    schema = pg_url.rpartition("schema=")[2]
+
+    def census() -> tuple[Any, ...]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "ORDER BY 1",
+                (schema,),
+            ).fetchall()
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT (SELECT count(*) FROM {}), (SELECT max(updated_at) FROM {})"
+                ).format(
+                    sql.Identifier(schema, "durablejobs_events"),
+                    sql.Identifier(schema, "dj_instances"),
+                )
+            ).fetchone()
+            return (tables, rows)
+
+    before = census()
+    code, report = doctor_json(capsys, pg_url)
+    assert code == 0, report
+    assert report["schema_version"] == 1 and report["instances"] == 4
+    assert report["tables"] == {
+        "durablejobs_events": True,
+        "durablejobs_snapshots": True,
+        "dj_instances": True,
+    }
+    assert census() == before
+
+
+# ---- doctor creates nothing --------------------------------------------------------------
+
+
+def test_doctor_creates_no_missing_sqlite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = doctor_json(capsys, f"sqlite:///{tmp_path / 'missing.db'}")
+    assert code == 1
+    assert report["ok"] is False and report["exists"] is False
+    assert report["problems"] == [
+        f"no SQLite file at {tmp_path / 'missing.db'} (doctor creates nothing)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_on_a_file_that_is_not_a_store_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "other.db"
+    path.write_bytes(b"")
+    code, report = doctor_json(capsys, f"sqlite:///{path}")
+    assert code == 1
+    assert report["problems"] == ["no durable-jobs tables: nothing was ever stored here"]
+    assert report["tables"] == dict.fromkeys(
+        ("stored_events", "stored_snapshots", "dj_instances"), False
+    )
+    assert path.read_bytes() == b""
+    assert [p.name for p in tmp_path.iterdir()] == ["other.db"]
+
+
+@pytest.mark.postgres
+def test_doctor_creates_no_missing_postgres_schema(
+    postgres_url: str, pg_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = doctor_json(capsys, f"{postgres_url}?schema={pg_schema}")
+    assert code == 1
+    assert report["connected"] is True and report["exists"] is False
+    assert report["problems"] == [
+        f"no schema {pg_schema!r} in the database (doctor creates nothing)"
+    ]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (pg_schema,))
+        assert found.fetchone() is None
+
+
+def test_doctor_on_an_unreachable_server_hides_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = invoke(
+        capsys, "doctor", "--store", "postgresql://app:s3cret-pw@127.0.0.1:1/jobs", "--json"
+    )
+    assert code == 1 and err == ""
+    report = json.loads(out)
+    assert report["connected"] is False
+    assert report["problems"][0].startswith("cannot connect: ")
+    assert "s3cret-pw" not in out
+    assert report["store"] == "postgresql://app:***@127.0.0.1:1/jobs"
+
+
+def test_doctor_on_memory_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = doctor_json(capsys, "memory://")
+    assert code == 1 and "a new process always sees it empty" in report["problems"][0]
+    code, out, err = invoke(capsys, "doctor")
+    assert code == 1 and out == ""
+    assert err == "error: No store given: pass --store URL or set DURABLE_JOBS_STORE.\n"
+    code, out, err = invoke(capsys, "doctor", "--store", "not a url")
+    assert code == 1 and err.startswith("error: Malformed store URL")
