@@ -410,7 +410,7 @@ def _detail(name: str | None, s: dict[str, Any]) -> str:
     if name == "cleared":
         return f"{s.get('discarded_events')} event(s) discarded"
     if name in ("state_changed", "started"):
-        return _short(s.get("state"))
+        return f"patch {_short(s['patch'])}" if "patch" in s else _short(s.get("state"))
     if name == "event_added":
         return _short(s.get("event"))
     return ""

@@ -485,7 +485,9 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
         reason = d.get("reason")
         text.append(f"reason: {reason}" if reason else "no reason given")
     elif name == "state_changed":
-        text.append(f"state {_short(d.get('state'))}")
+        # A whole state, or a JSON Patch of the state before it.
+        field = "patch" if "patch" in d else "state"
+        text.append(f"{field} {_short(d.get(field))}")
     elif name == "alarm_set":
         at = d["at"]
         text.append(f"alarm at {_when(at)} ({_offset(at, record.at)})")
