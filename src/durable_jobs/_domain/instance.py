@@ -238,7 +238,11 @@ class JobInstance(Aggregate):
             )
 
     class Terminated(Event):
-        """The instance ended: alarm cancelled, state and buffers removed."""
+        """The instance ended: alarm cancelled, state and buffers removed.
+
+        The counters (runs, and a task's events received) are kept, as the
+        history of the generation that ended; a restart starts them at zero.
+        """
 
         NAME: ClassVar[str] = "terminated"
         reason: str | None
@@ -251,7 +255,8 @@ class JobInstance(Aggregate):
             d.attempt = 0
             d.first_failure_at = None
             d.paused = False
-            d.event_count = 0
+            if d.kind == "debounce":
+                d.event_count = 0  # the open batch's events: dropped with it
             d.batch_started_at = None
             d.closed = []
             d.closed_due_at = None
