@@ -5,8 +5,11 @@ SHELL := /bin/bash
 
 VENV := .venv
 PY := $(VENV)/bin/python
-# Re-install when pyproject.toml is newer than this file.
-STAMP := $(VENV)/.installed-stamp
+# Two stamps, re-installed when pyproject.toml is newer: the demo needs only the
+# runtime dependencies; tests, lint and type checks need the dev toolchain too
+# (which includes the runtime, so installing it refreshes both stamps).
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
 # The Postgres server the Postgres tests use (they fail, never skip, without it).
 DURABLE_JOBS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
@@ -27,14 +30,18 @@ help:
 $(PY):
 	if command -v python3.11 >/dev/null; then python3.11 -m venv $(VENV); else python3 -m venv $(VENV); fi
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[dev]'
-	touch $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e .
+	touch $(RUNTIME_STAMP)
 
-demo: $(STAMP)
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(DEV_STAMP) $(RUNTIME_STAMP)
+
+demo: $(RUNTIME_STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	scripts/ensure-postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -42,14 +49,14 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory docs
 	$(VENV)/bin/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	@if ls benchmarks/*.py >/dev/null 2>&1; then \
 		for f in benchmarks/*.py; do echo "== $$f"; $(PY) "$$f" || exit 1; done; \
 	else \

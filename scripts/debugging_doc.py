@@ -338,6 +338,10 @@ every other instance and marks that one `unreadable`):
 """
 
 BEFORE_API = """\
+With `--json`, a problem is one JSON object on stderr instead, with the same
+exit code: `{"error": "No SQLite store at ...", "type": "ConfigurationError",
+"exit_code": 1}` (`type` names the error; usage errors have exit code 2).
+
 ## The same from Python: `durable_jobs.Inspector`
 
 The command line is a thin layer over `dj.Inspector`, a read-only API that

@@ -349,8 +349,8 @@ async def test_tail_human_output_and_bounds(
     assert "continuous sync a v1 started" in out[0]
     failed = [x for x in out if "run_failed" in x]
     assert len(failed) == 3
-    assert "RuntimeError: boom 1, retry at" in failed[0]
-    assert "RuntimeError: boom 3, no retry" in failed[2]
+    assert "RuntimeError: boom 1; retry at" in failed[0]
+    assert "RuntimeError: boom 3; no retry" in failed[2]
     assert any("retry_exhausted" in x and "pause" in x for x in out)
     assert any("flushed" in x for x in out)
     # From now: nothing new within the duration.

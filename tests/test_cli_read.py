@@ -120,7 +120,7 @@ async def test_status(durable_store_url: str, autojump_clock: MockClock, cli: An
     assert human.code == 0, human.err
     assert human.out.splitlines()[0] == "continuous job sync instance acct-bad"
     assert "failed (paused after a failure; `trigger` resumes it)" in human.out
-    assert "updated     2026-01-01 00:00:20 (1h 29m ago)" in human.out
+    assert "updated     2026-01-01 00:00:20 (1h 30m ago)" in human.out
     assert "ConnectionError: bank API unreachable (try 3) (v7" in human.out
 
     document = cli(
@@ -147,7 +147,7 @@ async def test_history(durable_store_url: str, autojump_clock: MockClock, cli: A
     rows = lines[3:]
     assert len(rows) == 9
     assert rows[4].split() == [
-        "5", "2026-01-01", "00:00:10", "1h", "29m", "ago", "run_failed",
+        "5", "2026-01-01", "00:00:10", "1h", "30m", "ago", "run_failed",
         "execute", "run", "1", "try", "2", "failed:", "ConnectionError:", "bank", "API",
         "unreachable", "(try", "2);", "retry", "at", "2026-01-01", "00:00:20", "(+10s)",
     ]  # fmt: skip
@@ -333,10 +333,15 @@ async def test_unknown_instances_and_bad_input_are_one_line_errors(
         ("history", "task", "reminder", "nobody"),
         ("state", "task", "reminder", "nobody"),
         ("diff", "task", "reminder", "nobody", "1", "2"),
-        ("status", "task", "no-such-job", "r1", "--json"),
+        ("status", "task", "no-such-job", "r1"),
     ):
         line = one_error_line(cli(*store, *command))
         assert "No task job" in line and "in the store" in line
+    # With --json the error is one JSON object, with the same exit code.
+    error = cli(*store, "status", "task", "no-such-job", "r1", "--json")
+    assert (error.code, error.out) == (1, "")
+    document = json.loads(error.err)
+    assert document["exit_code"] == 1 and "No task job" in document["error"]
 
     assert "Unknown job kind 'cron'" in one_error_line(cli(*store, "status", "cron", "a", "b"))
     assert "Unknown job kind" in one_error_line(cli(*store, "list", "--kind", "cron"))

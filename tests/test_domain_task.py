@@ -138,6 +138,8 @@ def test_receive_restarts_a_terminated_instance_with_fresh_counters() -> None:
     assert inst.terminate(now=T + 2 * MINUTE)
     log.take(inst)
     assert inst.status == "terminated"
+    # Terminating keeps the counters of the generation that ended (all of them).
+    assert (inst.d.run_count, inst.d.execute_count, inst.d.event_count) == (1, 1, 1)
 
     again, created = receive(inst, now=T + 3 * MINUTE)
     log.take(inst)

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
 
 from durable_jobs._domain.backoff import OnExhausted, Retry, retry_decision
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
+from durable_jobs._domain.patch import apply_state_patch, state_patch
 
 __all__ = [
     "UNCHANGED",
@@ -237,7 +238,11 @@ class JobInstance(Aggregate):
             )
 
     class Terminated(Event):
-        """The instance ended: alarm cancelled, state and buffers removed."""
+        """The instance ended: alarm cancelled, state and buffers removed.
+
+        The counters (runs, and a task's events received) are kept, as the
+        history of the generation that ended; a restart starts them at zero.
+        """
 
         NAME: ClassVar[str] = "terminated"
         reason: str | None
@@ -250,7 +255,8 @@ class JobInstance(Aggregate):
             d.attempt = 0
             d.first_failure_at = None
             d.paused = False
-            d.event_count = 0
+            if d.kind == "debounce":
+                d.event_count = 0  # the open batch's events: dropped with it
             d.batch_started_at = None
             d.closed = []
             d.closed_due_at = None
@@ -263,6 +269,22 @@ class JobInstance(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             cast("JobInstance", aggregate).d.state = self.state
+
+    class StatePatched(Event):
+        """The state was changed by ``patch`` (a JSON Patch, RFC 6902).
+
+        Recorded instead of :class:`StateChanged` when the patch is much
+        smaller than the state (a debounce batch that grows by one event per
+        ``add``), so the log grows with what changed. Its name is
+        ``state_changed`` too: it records the same thing.
+        """
+
+        NAME: ClassVar[str] = "state_changed"
+        patch: list[JsonValue]
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            d.state = apply_state_patch(d.state, self.patch)
 
     class AlarmSet(Event):
         """The instance's one alarm now rings at ``at`` (replacing any other)."""
@@ -502,8 +524,16 @@ class JobInstance(Aggregate):
             self.trigger_event(self.AlarmSet, timestamp=now, at=at)
 
     def set_state(self, state: Any, *, now: datetime) -> None:
-        """Replace the state (recorded even when equal: the handler asked for it)."""
-        self.trigger_event(self.StateChanged, timestamp=now, state=state)
+        """Replace the state (recorded even when equal: the handler asked for it).
+
+        Recorded as a patch of the current state when that is much smaller
+        than the new state, else whole.
+        """
+        patch = state_patch(self.d.state, state) if self.d.live else None
+        if patch is None:
+            self.trigger_event(self.StateChanged, timestamp=now, state=state)
+        else:
+            self.trigger_event(self.StatePatched, timestamp=now, patch=patch)
 
     def is_duplicate(self, key: str, *, now: datetime, window: timedelta) -> bool:
         """Whether ``key`` was accepted less than ``window`` ago."""
@@ -666,6 +696,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "Restarted",
     "Terminated",
     "StateChanged",
+    "StatePatched",
     "AlarmSet",
     "AlarmCleared",
     "RunSucceeded",

@@ -14,12 +14,14 @@ Shared rules:
 - human output goes through :func:`console` (rich: colour on a terminal, plain
   text when piped);
 - a :class:`~durable_jobs.DurableJobsError` becomes one line on stderr,
-  ``error: ...``, and exit code 1; a store URL is always shown redacted.
+  ``error: ...``, and exit code 1 (with ``--json``: one JSON object, see
+  :func:`json_option`); a store URL is always shown redacted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.text import Text
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._store.base import Store
@@ -45,6 +48,7 @@ __all__ = [
     "fail",
     "json_option",
     "opened_store",
+    "print_wide",
     "run",
     "set_exit_code",
     "store_option",
@@ -92,8 +96,16 @@ def app(ctx: click.Context, store_url: str | None) -> None:
     ctx.obj = CliState(store_url=store_url)
 
 
+#: Whether the running command was given ``--json`` (its errors are JSON too).
+_JSON_ERRORS: list[bool] = [False]
+
+
 def json_option(fn: _F) -> _F:
-    """``--json``: print one machine-readable document instead of human output."""
+    """``--json``: print one machine-readable document instead of human output.
+
+    An error is then one JSON object on stderr, ``{"error": message, "type":
+    name, "exit_code": code}``, with the same exit code as without ``--json``.
+    """
     return click.option(
         "--json",
         "as_json",
@@ -128,6 +140,29 @@ def console() -> Console:
     if _console is None or _console.file is not sys.stdout:
         _console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
     return _console
+
+
+#: The widest a table gets when output is piped (tables take only the width they need).
+_PIPED_WIDTH = 400
+
+
+def print_wide(renderable: RenderableType) -> None:
+    """Print a table or grid: fitted to a terminal; at its natural width when piped.
+
+    Piped output (files, ``less``, ``grep``) is not wrapped at rich's default
+    80 columns unless ``$COLUMNS`` asks for a width. Lines never end in the
+    spaces that pad a table's cells.
+    """
+    out = console()
+    width = out.width if out.is_terminal or os.environ.get("COLUMNS") else _PIPED_WIDTH
+    options = out.options.update(width=width)
+    for line in out.render_lines(renderable, options, pad=False, new_lines=False):
+        text = Text()
+        for seg in line:
+            if not seg.control:
+                text.append(seg.text, seg.style)
+        text.rstrip()
+        out.print(text)
 
 
 def emit_json(document: Any) -> None:
@@ -166,22 +201,35 @@ def opened_store(state: CliState, *, must_exist: bool = True) -> Iterator[Store]
 
 def run(args: list[str] | None = None) -> int:
     """Run the command line; return the exit code (errors printed as one line)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    _JSON_ERRORS[0] = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     try:
-        app.main(args=args, prog_name="durable-jobs", standalone_mode=False)
+        app.main(args=argv, prog_name="durable-jobs", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        return 1
+        return _error("Aborted.", "Aborted", 1, plain="Aborted.")
     except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        if not _JSON_ERRORS[0]:
+            exc.show()
+            return exc.exit_code
+        return _error(exc.format_message(), type(exc).__name__, exc.exit_code)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except DurableJobsError as exc:
-        click.echo(f"error: {_one_line(str(exc))}", err=True)
-        return 1
+        return _error(str(exc), type(exc).__name__, 1)
     except KeyboardInterrupt:
         return 130
     return _exit_code()
+
+
+def _error(message: str, kind: str, code: int, *, plain: str | None = None) -> int:
+    """Report an error on stderr: ``error: ...``, or a JSON object with ``--json``."""
+    text = _one_line(message)
+    if _JSON_ERRORS[0]:
+        document = {"error": text, "type": kind, "exit_code": code}
+        click.echo(json.dumps(document, ensure_ascii=False), err=True)
+    else:
+        click.echo(plain if plain is not None else f"error: {text}", err=True)
+    return code
 
 
 def _one_line(text: str) -> str:

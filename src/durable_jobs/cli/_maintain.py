@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,9 +31,11 @@ from durable_jobs.cli._app import (
     emit_json,
     json_option,
     opened_store,
+    print_wide,
     set_exit_code,
     store_option,
 )
+from durable_jobs.cli._read import _when
 from durable_jobs.maintenance import (
     LiveInstanceError,
     ReplayReport,
@@ -102,7 +104,7 @@ Exit code 1 if any instance diverges or cannot be read.
 @app.command(epilog=REPLAY_EPILOG)
 @click.argument("kind", type=KIND, required=False)
 @click.argument("job", required=False)
-@click.argument("instance_id", metavar="ID", required=False)
+@click.argument("instance_id", metavar="[ID]", required=False)
 @click.option("--all", "check_all", is_flag=True, help="Check every instance in the store.")
 @store_option
 @json_option
@@ -170,7 +172,7 @@ def _print_replay(reports: list[ReplayReport], problems: int) -> None:
             f"v{r.snapshot_version}" if r.snapshot_version is not None else "none",
             result,
         )
-    out.print(table)
+    print_wide(table)
     for r in reports:
         if r.ok:
             continue
@@ -376,7 +378,7 @@ def tail(
 def _tail_line(e: TailEvent) -> Text:
     text = Text()
     text.append(f"{e.position:>6} ", style="dim")
-    text.append(f"{e.timestamp or '?'} ", style="cyan")
+    text.append(f"{_time(e.timestamp) if e.timestamp else '?'} ", style="cyan")
     who = f"{e.kind} {e.job} {e.instance_id}" if e.kind else str(e.instance_uuid)
     text.append(f"{who} v{e.version} ")
     style = "bold red" if e.name in ("run_failed", "retry_exhausted") or e.error else "bold"
@@ -387,22 +389,32 @@ def _tail_line(e: TailEvent) -> Text:
     return text
 
 
+def _time(value: Any) -> str:
+    """A stored ISO time as ``history`` shows times (``2026-01-01 00:00:20``)."""
+    try:
+        return _when(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def _run(s: dict[str, Any]) -> str:
+    """``execute run 1 try 2`` (other handlers by name), as ``history`` says it."""
+    handler = s.get("handler")
+    if handler == "execute":
+        return f"execute run {s.get('run_count')} try {s.get('attempt')}"
+    return str(handler)
+
+
 def _detail(name: str | None, s: dict[str, Any]) -> str:
     if name == "run_failed":
-        retry = f", retry at {s.get('retry_at')}" if s.get("will_retry") else ", no retry"
-        return (
-            f"{s.get('handler')} run {s.get('run_count')} attempt {s.get('attempt')}: "
-            f"{s.get('error_type')}: {s.get('message')}{retry}"
-        )
+        retry = f"; retry at {_time(s['retry_at'])}" if s.get("retry_at") else "; no retry"
+        return f"{_run(s)} failed: {s.get('error_type')}: {s.get('message')}{retry}"
     if name == "run_succeeded":
-        return (
-            f"{s.get('handler')} run {s.get('run_count')} attempt {s.get('attempt')} "
-            f"in {s.get('duration')}s"
-        )
+        return f"{_run(s)} ok in {s.get('duration')}s"
     if name == "retry_exhausted":
         return f"run {s.get('run_count')} after {s.get('attempt')} tries: {s.get('action')}"
     if name == "alarm_set":
-        return f"at {s.get('at')}"
+        return f"alarm at {_time(s.get('at'))}"
     if name in ("batch_closed", "flushed"):
         return f"batch {s.get('batch_no')}: {s.get('reason')}, {s.get('event_count')} event(s)"
     if name == "terminated":
@@ -410,7 +422,7 @@ def _detail(name: str | None, s: dict[str, Any]) -> str:
     if name == "cleared":
         return f"{s.get('discarded_events')} event(s) discarded"
     if name in ("state_changed", "started"):
-        return _short(s.get("state"))
+        return f"patch {_short(s['patch'])}" if "patch" in s else _short(s.get("state"))
     if name == "event_added":
         return _short(s.get("event"))
     return ""

@@ -11,6 +11,7 @@ reproducible output (docs, tests).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -42,6 +43,7 @@ from durable_jobs.cli._app import (
     fail,
     json_option,
     opened_store,
+    print_wide,
     store_option,
 )
 
@@ -102,17 +104,31 @@ def _when(at: datetime | None) -> str:
     return f"{text}.{at.microsecond // 1000:03d}" if at.microsecond else text
 
 
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
 def _span(delta: timedelta) -> str:
-    """A duration in at most two units: ``1h 29m``, ``24m``, ``10s``, ``0.25s``."""
+    """A duration in at most two units: ``1h 29m``, ``24m``, ``10s``, ``0.25s``.
+
+    Rounded to the nearest value of its smaller unit shown (119.99 s is ``2m``,
+    2.9 s is ``3s``), never cut short.
+    """
     seconds = abs(delta.total_seconds())
-    if seconds < 1:
+    if seconds < 0.995:
         return f"{seconds:.2f}s".replace("0.00s", "0s")
-    whole = int(seconds)
+    whole = math.floor(seconds + 0.5)
+    for i, (_, size) in enumerate(_UNITS):
+        if whole >= size:
+            step = _UNITS[i + 1][1] if i + 1 < len(_UNITS) else 1
+            whole = math.floor(whole / step + 0.5) * step
+            break
     parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in _UNITS:
         if whole >= size:
             parts.append(f"{whole // size}{unit}")
             whole %= size
+        elif parts:
+            break
     return " ".join(parts[:2])
 
 
@@ -160,25 +176,7 @@ def _table(*columns: str) -> Table:
 
 
 def _print_wide(renderable: RenderableType) -> None:
-    """Print a table or grid: fitted to a terminal; at its natural width when piped.
-
-    Piped output (files, ``less``, ``grep``) is not wrapped at rich's default
-    80 columns unless ``$COLUMNS`` asks for a width.
-    """
-    out = console()
-    if out.is_terminal or os.environ.get("COLUMNS"):
-        out.print(renderable)
-        return
-    saved = out.width
-    out.width = _PIPED_WIDTH
-    try:
-        out.print(renderable)
-    finally:
-        out.width = saved
-
-
-#: The widest a table gets when output is piped (tables take only the width they need).
-_PIPED_WIDTH = 400
+    print_wide(renderable)
 
 
 def _plural(n: int, word: str) -> str:
@@ -485,7 +483,9 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
         reason = d.get("reason")
         text.append(f"reason: {reason}" if reason else "no reason given")
     elif name == "state_changed":
-        text.append(f"state {_short(d.get('state'))}")
+        # A whole state, or a JSON Patch of the state before it.
+        field = "patch" if "patch" in d else "state"
+        text.append(f"{field} {_short(d.get(field))}")
     elif name == "alarm_set":
         at = d["at"]
         text.append(f"alarm at {_when(at)} ({_offset(at, record.at)})")

@@ -177,12 +177,16 @@ class JobMachine(RuleBasedStateMachine):
     # -- strategies (override to taste) --
 
     def time_steps(self) -> st.SearchStrategy[timedelta]:
-        """How far one ``advance`` step moves time: the job's own durations, or anything up to
-        three times the longest, in whole seconds."""
+        """How far one ``advance`` (or a restart's time down) moves time: the job's own
+        durations, or anything up to three times the longest, in whole seconds.
+
+        With ``max_advance`` set, no step is longer: durations of the job above
+        it are left out, and ``max_advance`` itself is one of the marks.
+        """
         marks = {d for d in self._characteristic_durations() if d >= timedelta(0)}
         if self.max_advance is not None:
-            marks.add(self.max_advance)
             longest = self.max_advance
+            marks = {d for d in marks if d <= longest} | {longest}
         else:
             longest = 3 * max(marks)
         ordered = sorted(marks)
