@@ -35,6 +35,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-postgres
+	scripts/ensure-chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
