@@ -43,6 +43,7 @@ demo: $(RUNTIME_STAMP)
 
 test: $(DEV_STAMP)
 	scripts/ensure-postgres
+	scripts/ensure-chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -1,0 +1,611 @@
+"""The dashboard's ASGI app: Starlette routes rendering Jinja2 templates.
+
+Everything is read through :class:`durable_jobs.Inspector` and
+:mod:`durable_jobs.maintenance` in worker threads (store calls block). Live
+updates are server-sent events fed by :func:`durable_jobs.maintenance.tail_events`.
+Every value from the store reaches the page through an autoescaping template.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import jinja2
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from durable_jobs._domain.ids import KINDS, instance_uuid
+from durable_jobs._errors import DurableJobsError, ValidationError
+from durable_jobs._inspect import (
+    STATUSES,
+    Inspector,
+    InstancePage,
+    InstanceSummary,
+    _decode_cursor,
+    _encode_cursor,
+)
+from durable_jobs._records import RecordedEvent
+from durable_jobs._store.base import Store
+from durable_jobs._store.index import IndexRow
+from durable_jobs._store.urls import redact
+from durable_jobs.maintenance import TailEvent, tail_events, tail_position
+from durable_jobs.ui import _format
+from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
+
+__all__ = ["BasicAuth", "Dashboard", "create_app"]
+
+log = logging.getLogger("durable_jobs.ui")
+
+PAGE_SIZE: Final = 50
+FEED_SIZE: Final = 20
+#: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
+TAIL_POLL: Final = 0.25
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("durable_jobs.ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _format.when
+    env.filters["pretty"] = _format.pretty
+    env.filters["short"] = _format.short
+    env.globals["describe"] = _format.describe
+    env.globals["outcome"] = _format.outcome
+    env.globals["ago"] = _format.ago
+    env.globals["span"] = _format.span
+    return env
+
+
+@dataclass
+class Dashboard:
+    """What the routes share: the store, the settings, the templates."""
+
+    store: Store
+    allow_actions: bool
+    now: Callable[[], datetime]
+    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    env: jinja2.Environment = field(default_factory=_env)
+    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
+
+    def __post_init__(self) -> None:
+        self.inspector = Inspector(self.store)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a blocking store function in a worker thread."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def render(
+        self, name: str, request: Request, status_code: int = 200, **context: Any
+    ) -> Response:
+        base = {
+            "store_url": redact(str(self.store.url)),
+            "allow_actions": self.allow_actions,
+            "csrf_token": self.csrf_token,
+            "path": request.url.path,
+            "now": self.now(),
+            "qs": _qs,
+        }
+        html = self.env.get_template(name).render({**base, **context})
+        return HTMLResponse(html, status_code=status_code)
+
+    def macro(self, name: str, *args: Any) -> str:
+        module = self.env.get_template("_macros.html").make_module({"now": self.now(), "qs": _qs})
+        return str(getattr(module, name)(*args))
+
+
+def _qs(**params: Any) -> str:
+    """A query string of the parameters that are set."""
+    return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
+def _param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name, "").strip()
+    return value or None
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = _param(request, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"{name} must be a whole number, not {value[:40]!r}."
+        raise ValidationError(msg) from None
+
+
+def _dash(request: Request) -> Dashboard:
+    dash: Dashboard = request.app.state.dashboard
+    return dash
+
+
+# ---- pages -------------------------------------------------------------------------------
+
+
+async def instances_page(request: Request) -> Response:
+    dash = _dash(request)
+    kind, job, status = _param(request, "kind"), _param(request, "job"), _param(request, "status")
+    query, cursor = _param(request, "q"), _param(request, "cursor")
+    position = await dash.run(tail_position, dash.store)
+    if query is None:
+        page: InstancePage = await dash.run(
+            lambda: dash.inspector.instances(
+                kind=kind, job=job, status=status, cursor=cursor, limit=PAGE_SIZE
+            )
+        )
+    else:
+        filters = {"kind": kind, "job": job, "status": status}
+        page = await dash.run(_search, dash, filters, query, cursor)
+    feed = await dash.run(_recent, dash.store, position)
+    return dash.render(
+        "instances.html",
+        request,
+        page=page,
+        kinds=KINDS,
+        statuses=STATUSES,
+        filters={"kind": kind, "job": job, "status": status, "q": query},
+        feed=feed,
+        position=position,
+    )
+
+
+def _search(
+    dash: Dashboard, filters: dict[str, str | None], query: str, cursor: str | None
+) -> InstancePage:
+    """Instances whose id contains ``query`` (any case), a page at a time."""
+    kind, job, status = filters["kind"], filters["job"], filters["status"]
+    if kind is not None and kind not in KINDS:
+        msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
+        raise ValidationError(msg)
+    if status is not None and status not in STATUSES:
+        msg = f"Unknown status {status!r}: expected one of {', '.join(STATUSES)}."
+        raise ValidationError(msg)
+    needle = query.casefold()
+    after = _decode_cursor(cursor) if cursor is not None else None
+    found: list[tuple[InstanceSummary, IndexRow]] = []
+    while True:
+        rows = dash.store.list_instances(kind=kind, job=job, status=status, after=after, limit=500)
+        for row in rows:
+            if needle not in row.instance_id.casefold():
+                continue
+            if len(found) == PAGE_SIZE:
+                return InstancePage(
+                    items=[s for s, _ in found], next_cursor=_encode_cursor(found[-1][1])
+                )
+            found.append((_summary(dash.inspector, row), row))
+        if len(rows) < 500:
+            return InstancePage(items=[s for s, _ in found], next_cursor=None)
+        after = (rows[-1].kind, rows[-1].job, rows[-1].instance_id)
+
+
+def _summary(inspector: Inspector, row: IndexRow) -> InstanceSummary:
+    try:
+        summary = inspector.status(row.kind, row.job, row.instance_id)
+    except DurableJobsError as exc:
+        summary, error = None, str(exc)
+    else:
+        error = "Its log is missing."
+    if summary is not None:
+        return summary
+    return InstanceSummary(
+        kind=row.kind,
+        job=row.job,
+        instance_id=row.instance_id,
+        instance_uuid=row.instance_uuid,
+        status=row.status,
+        version=row.version,
+        updated_at=row.updated_at,
+        due_at=row.due_at,
+        error=error,
+    )
+
+
+def _recent(store: Store, position: int) -> list[TailEvent]:
+    """The last events committed up to ``position``, newest first."""
+    start = max(0, position - FEED_SIZE)
+    events = list(tail_events(store, after=start, duration=0, limit=FEED_SIZE))
+    return [e for e in reversed(events) if e.position <= position]
+
+
+async def instance_page(request: Request) -> Response:
+    dash = _dash(request)
+    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    if kind is None or job is None or instance_id is None:
+        msg = "Name the instance: kind, job and id."
+        raise ValidationError(msg)
+    version = _int_param(request, "v")
+    from_v, to_v = _int_param(request, "from"), _int_param(request, "to")
+    full = _param(request, "full") is not None
+
+    def read() -> dict[str, Any] | None:
+        position = tail_position(dash.store)
+        summary = dash.inspector.status(kind, job, instance_id)
+        if summary is None:
+            return None
+        records = dash.inspector.history(kind, job, instance_id)
+        view = dash.inspector.state_at(kind, job, instance_id, version=version)
+        diff = None
+        if from_v is not None and to_v is not None:
+            diff = dash.inspector.diff(kind, job, instance_id, from_v, to_v, full=full)
+        return {
+            "position": position,
+            "summary": summary,
+            "records": records,
+            "view": view,
+            "diff": diff,
+        }
+
+    found = await dash.run(read)
+    if found is None:
+        return dash.render(
+            "error.html",
+            request,
+            status_code=404,
+            title="Not found",
+            message=f"No {kind} job {job!r} instance {instance_id!r} in this store.",
+        )
+    summary = found["summary"]
+    actions: list[str] = []
+    if dash.allow_actions:
+        # The actions apply to the instance as it is now, whatever version is shown.
+        latest = await dash.run(lambda: dash.inspector.state_at(kind, job, instance_id))
+        closed = bool(latest.data.get("closed")) if latest is not None else False
+        actions = list(
+            available(kind, summary.status, buffered=summary.event_count, closed=closed)
+        )
+    return dash.render(
+        "instance.html",
+        request,
+        kind=kind,
+        job=job,
+        instance_id=instance_id,
+        actions=actions,
+        action_words=ACTIONS,
+        live_url="/events?" + _qs(kind=kind, job=job, id=instance_id),
+        full=full,
+        from_v=from_v,
+        to_v=to_v,
+        **found,
+    )
+
+
+async def alarms_page(request: Request) -> Response:
+    dash = _dash(request)
+    now = dash.now()
+    overdue = await dash.run(lambda: dash.inspector.alarms(now=now, overdue=True, limit=500))
+    pending = await dash.run(lambda: dash.inspector.alarms(now=now, limit=500))
+    upcoming = [a for a in pending if not a.overdue]
+    return dash.render("alarms.html", request, overdue=overdue, upcoming=upcoming)
+
+
+async def stats_page(request: Request) -> Response:
+    dash = _dash(request)
+    stats = await dash.run(lambda: dash.inspector.stats(now=dash.now()))
+    used = {s for js in stats for s in js.by_status}
+    return dash.render(
+        "stats.html", request, stats=stats, statuses=[s for s in STATUSES if s in used]
+    )
+
+
+# ---- live updates ------------------------------------------------------------------------
+
+
+def _sse(event: str, html: str, position: int) -> bytes:
+    lines = [f"event: {event}", f"id: {position}"]
+    lines += [f"data: {line}" for line in html.splitlines() or [""]]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def events_stream(request: Request) -> Response:
+    """Server-sent events: each event committed after ``after`` (or ``Last-Event-ID``).
+
+    With ``kind``/``job``/``id``, only that instance's events, as ``record``
+    (its timeline row) and ``summary`` (its status panel); else every event,
+    as ``feed`` (a row of the recent-events table).
+    """
+    dash = _dash(request)
+    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    resume = request.headers.get("last-event-id") or _param(request, "after")
+    after: int | None = None
+    if resume is not None:
+        try:
+            after = max(0, int(resume))
+        except ValueError:
+            msg = f"after must be a whole number, not {resume[:40]!r}."
+            raise ValidationError(msg) from None
+    target = None
+    if kind is not None and job is not None and instance_id is not None:
+        target = instance_uuid(kind, job, instance_id)  # type: ignore[arg-type]
+    if after is None:
+        after = await dash.run(tail_position, dash.store)
+
+    async def render(event: TailEvent) -> bytes | None:
+        if target is None:
+            return _sse("feed", dash.macro("feed_row", event), event.position)
+        if event.instance_uuid != target:
+            return None
+        assert kind is not None and job is not None and instance_id is not None
+
+        def read() -> tuple[list[RecordedEvent], InstanceSummary | None]:
+            records = dash.inspector.history(
+                kind, job, instance_id, from_version=event.version, to_version=event.version
+            )
+            return records, dash.inspector.status(kind, job, instance_id)
+
+        records, summary = await dash.run(read)
+        out = b"".join(
+            _sse("record", dash.macro("timeline_row", r, kind, job, instance_id), event.position)
+            for r in records
+        )
+        if summary is not None:
+            out += _sse("summary", dash.macro("summary_panel", summary), event.position)
+        return out
+
+    return StreamingResponse(
+        _live(dash.store, after, render),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _live(
+    store: Store, after: int, render: Callable[[TailEvent], Awaitable[bytes | None]]
+) -> AsyncIterator[bytes]:
+    """Bytes of the events committed after ``after``, as a tail in a thread finds them."""
+    send, receive = trio.open_memory_channel[TailEvent | DurableJobsError](64)
+    stop = threading.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def pump() -> None:
+        try:
+            for event in _tail(store, after, stop):
+                trio.from_thread.run(send.send, event, trio_token=token)
+        except DurableJobsError as exc:
+            with contextlib.suppress(
+                trio.RunFinishedError, trio.BrokenResourceError, trio.Cancelled
+            ):
+                trio.from_thread.run(send.send, exc, trio_token=token)
+        except (trio.RunFinishedError, trio.BrokenResourceError, trio.Cancelled):
+            pass  # the page went away, or the server is stopping
+        finally:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(send.close, trio_token=token)
+
+    threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
+    try:
+        yield b"retry: 2000\n\n"
+        async with receive:
+            async for item in receive:
+                if isinstance(item, DurableJobsError):
+                    log.warning("The live tail stopped: %s", item)
+                    return
+                chunk = await render(item)
+                if chunk:
+                    yield chunk
+    finally:
+        stop.set()
+
+
+def _tail(store: Store, after: int, stop: threading.Event) -> Iterator[TailEvent]:
+    events = tail_events(store, after=after, poll_interval=TAIL_POLL, stop=stop)
+    try:
+        yield from events
+    finally:
+        events.close()
+
+
+# ---- actions -----------------------------------------------------------------------------
+
+
+def _actions_off(dash: Dashboard, request: Request) -> Response | None:
+    if dash.allow_actions:
+        return None
+    return dash.render(
+        "error.html",
+        request,
+        status_code=403,
+        title="Actions are off",
+        message="This dashboard is read-only: start it with --allow-actions to change instances.",
+    )
+
+
+async def confirm_page(request: Request) -> Response:
+    dash = _dash(request)
+    refused = _actions_off(dash, request)
+    if refused is not None:
+        return refused
+    action = _param(request, "action")
+    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    if action not in ACTIONS or kind is None or job is None or instance_id is None:
+        msg = "Name an action and the instance: action, kind, job and id."
+        raise ValidationError(msg)
+    return dash.render(
+        "confirm.html",
+        request,
+        action=action,
+        words=ACTIONS[action],
+        kind=kind,
+        job=job,
+        instance_id=instance_id,
+    )
+
+
+async def action_post(request: Request) -> Response:
+    dash = _dash(request)
+    refused = _actions_off(dash, request)
+    if refused is not None:
+        return refused
+    form = await request.form()
+    token = form.get("csrf_token")
+    origin = request.headers.get("origin")
+    same_origin = origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+    if (
+        not isinstance(token, str)
+        or not hmac.compare_digest(token.encode(), dash.csrf_token.encode())
+        or not same_origin
+    ):
+        return dash.render(
+            "error.html",
+            request,
+            status_code=403,
+            title="Refused",
+            message="The form's CSRF token is missing or wrong: open the page again and "
+            "confirm from there. Nothing was changed.",
+        )
+    values = {k: form.get(k) for k in ("action", "kind", "job", "id")}
+    if not all(isinstance(v, str) and v for v in values.values()):
+        msg = "Name an action and the instance: action, kind, job and id."
+        raise ValidationError(msg)
+    action, kind, job, instance_id = (str(values[k]) for k in ("action", "kind", "job", "id"))
+    now = dash.now()
+    try:
+        result = await dash.run(
+            lambda: perform(dash.store, action, kind, job, instance_id, now=now)
+        )
+    except (ActionRefused, DurableJobsError) as exc:
+        return dash.render(
+            "error.html", request, status_code=409, title="Not done", message=str(exc)
+        )
+    log.info("dashboard action %s on %s job %r instance %r", action, kind, job, instance_id)
+    back = None if action == "purge" else "/instance?" + _qs(kind=kind, job=job, id=instance_id)
+    return dash.render("done.html", request, message=result.message, back=back)
+
+
+# ---- errors, auth, the app ---------------------------------------------------------------
+
+
+async def _bad_input(request: Request, exc: Exception) -> Response:
+    dash = _dash(request)
+    status = 400 if isinstance(exc, ValidationError) else 500
+    return dash.render(
+        "error.html", request, status_code=status, title="Cannot show this", message=str(exc)
+    )
+
+
+class BasicAuth:
+    """HTTP basic auth in front of ``app``: every request needs ``user:password``."""
+
+    def __init__(self, app: ASGIApp, credentials: str) -> None:
+        user, sep, password = credentials.partition(":")
+        if not sep or not user or not password:
+            msg = "Basic auth credentials must be 'user:password' (both non-empty)."
+            raise ValidationError(msg)
+        self.app = app
+        self._user = user.encode()
+        self._password = password.encode()
+
+    def _allowed(self, header: str | None) -> bool:
+        if header is None or not header.lower().startswith("basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, _, password = decoded.partition(b":")
+        ok_user = hmac.compare_digest(user, self._user)
+        ok_password = hmac.compare_digest(password, self._password)
+        return ok_user and ok_password
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                header = value.decode("latin-1")
+        if self._allowed(header):
+            await self.app(scope, receive, send)
+            return
+        response = Response(
+            "Authentication required.\n",
+            status_code=401,
+            media_type="text/plain",
+            headers={"WWW-Authenticate": 'Basic realm="durable-jobs", charset="UTF-8"'},
+        )
+        await response(scope, receive, send)
+
+
+class _Headers:
+    """Safety headers on every response (no framing, no sniffing, no referrer)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (
+                        b"content-security-policy",
+                        b"default-src 'self'; script-src 'self'; style-src 'self'; "
+                        b"frame-ancestors 'none'",
+                    ),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    store: Store,
+    *,
+    allow_actions: bool = False,
+    credentials: str | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> ASGIApp:
+    """The dashboard on ``store`` (left open: the caller closes it).
+
+    ``credentials`` (``user:password``) turns on HTTP basic auth; ``now`` is
+    the clock relative times use (default: the current UTC time).
+    """
+    dash = Dashboard(
+        store=store, allow_actions=allow_actions, now=now or (lambda: datetime.now(UTC))
+    )
+
+    app = Starlette(
+        routes=[
+            Route("/", instances_page),
+            Route("/instance", instance_page),
+            Route("/alarms", alarms_page),
+            Route("/stats", stats_page),
+            Route("/events", events_stream),
+            Route("/confirm", confirm_page),
+            Route("/action", action_post, methods=["POST"]),
+            Mount("/static", StaticFiles(packages=[("durable_jobs.ui", "static")]), name="static"),
+        ],
+        exception_handlers={DurableJobsError: _bad_input},
+    )
+    app.state.dashboard = dash
+    wrapped: ASGIApp = _Headers(app)
+    if credentials is not None:
+        wrapped = BasicAuth(wrapped, credentials)
+    return wrapped
