@@ -20,7 +20,7 @@ help:
 	@echo "make test       set up .venv, then lint, type-check and run the whole test suite"
 	@echo "make lint       ruff check and format check"
 	@echo "make typecheck  mypy (strict)"
-	@echo "make bench      run benchmarks/*.py"
+	@echo "make bench      install the bench extra, run benchmarks/*.py (tables also in bench-results.md)"
 	@echo "make clean      remove .venv and caches"
 
 $(PY):
@@ -47,12 +47,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
-	@if ls benchmarks/*.py >/dev/null 2>&1; then \
-		for f in benchmarks/*.py; do echo "== $$f"; $(PY) "$$f" || exit 1; done; \
-	else \
-		echo "No benchmarks yet (they go in benchmarks/*.py)."; \
-	fi
+# The peers the benchmarks compare with (APScheduler 4, pgqueuer, procrastinate).
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+# Pending alarms for the startup benchmark (1000000 takes minutes to write here).
+BENCH_STARTUP_ALARMS ?= 200000
+
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	scripts/ensure-postgres
+	set -o pipefail; { \
+		for f in runs client_calls lateness queue_workload get_state store_throughput; do \
+			$(PY) benchmarks/$$f.py || exit 1; \
+		done; \
+		$(PY) benchmarks/startup.py --alarms $(BENCH_STARTUP_ALARMS) || exit 1; \
+	} | tee bench-results.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info

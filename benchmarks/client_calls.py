@@ -6,7 +6,7 @@ run becomes due while it is measured (the first run or flush is an hour
 away), so this is the cost of the calls alone. Baseline: APScheduler 4's
 ``add_schedule`` on the same store (its own process), as many in flight.
 
-    .venv/bin/python benchmarks/client_calls.py [--quick] [--count 3000] [--in-flight 64]
+    .venv/bin/python benchmarks/client_calls.py [--quick] [--count 2000] [--in-flight 64]
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def apscheduler(t: Target, tmp: Path, count: int, in_flight: int) -> float | Non
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--count", type=int, default=3000)
+    p.add_argument("--count", type=int, default=2000)
     p.add_argument("--in-flight", type=int, default=64)
     a = p.parse_args()
     if a.quick:
