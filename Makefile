@@ -23,7 +23,7 @@ help:
 	@echo "make test       set up .venv, then lint, type-check and run the whole test suite"
 	@echo "make lint       ruff check and format check"
 	@echo "make typecheck  mypy (strict)"
-	@echo "make bench      run benchmarks/*.py"
+	@echo "make bench      install the bench extra, run benchmarks/*.py (tables also in bench-results.md)"
 	@echo "make docs       build the docs site (mkdocs, strict: a broken link fails) into site/"
 	@echo "make clean      remove .venv and caches"
 
@@ -57,14 +57,25 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-bench: $(DEV_STAMP)
-	@if ls benchmarks/*.py >/dev/null 2>&1; then \
-		for f in benchmarks/*.py; do echo "== $$f"; $(PY) "$$f" || exit 1; done; \
-	else \
-		echo "No benchmarks yet (they go in benchmarks/*.py)."; \
-	fi
+# The peers the benchmarks compare with (APScheduler 4, pgqueuer, procrastinate).
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+# Pending alarms for the startup benchmark (1000000 takes minutes to write here).
+BENCH_STARTUP_ALARMS ?= 200000
 
-docs: $(STAMP)
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(DEV_STAMP) $(BENCH_STAMP)
+	scripts/ensure-postgres
+	set -o pipefail; { \
+		for f in runs client_calls lateness queue_workload get_state store_throughput; do \
+			$(PY) benchmarks/$$f.py || exit 1; \
+		done; \
+		$(PY) benchmarks/startup.py --alarms $(BENCH_STARTUP_ALARMS) || exit 1; \
+	} | tee bench-results.md
+
+docs: $(DEV_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 clean:

@@ -6,13 +6,11 @@ times one "run commit" (3 events + the index row in one transaction) through
 transaction each: the ratio is our overhead. It also shows what group commit
 (`Store.save(*instances)`, one transaction for many runs) buys.
 
-    .venv/bin/python benchmarks/store_throughput.py [--runs 300]
+    .venv/bin/python benchmarks/store_throughput.py [--quick] [--runs 300]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sqlite3
 import tempfile
 import time
@@ -21,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from _common import check_postgres, header, parser, pg_url, stores_arg, table
 from psycopg import sql
 
 import durable_jobs as dj
@@ -117,46 +116,53 @@ def raw_postgres(url: str, runs: int) -> float:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
 
 
-def report(name: str, base: float, single: float, grouped: float, group: int) -> None:
-    print(f"{name}: raw driver {base:8.0f} commits/s (baseline)")
-    print(f"{name}: Store.save 1 run/commit   {single:8.0f} runs/s = {single / base:5.2f}x raw")
-    print(
-        f"{name}: Store.save {group} runs/commit {grouped:8.0f} runs/s = "
-        f"{grouped / base:5.2f}x raw"
-    )
+def row(name: str, base: float, single: float, grouped: float) -> list[object]:
+    return [name, base, single, f"{single / base:.2f}x", grouped, f"{grouped / base:.2f}x"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--group", type=int, default=20)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = raw_sqlite(Path(tmp) / "raw.db", args.runs)
-        single = ours(f"sqlite:///{Path(tmp) / 'one.db'}", args.runs, 1)
-        grouped = ours(f"sqlite:///{Path(tmp) / 'group.db'}", args.runs * 4, args.group)
-        report("sqlite  ", base, single, grouped, args.group)
-    pg = os.environ.get(
-        "DURABLE_JOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    p = parser(__doc__)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--group", type=int, default=20)
+    a = p.parse_args()
+    if a.quick:
+        a.runs = 20
+    stores = stores_arg(a.stores, allowed=("sqlite", "postgres"))
+    header("Store layer: one run commit (3 events + index row) against the raw driver")
+    rows = []
+    if "sqlite" in stores:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = raw_sqlite(Path(tmp) / "raw.db", a.runs)
+            single = ours(f"sqlite:///{Path(tmp) / 'one.db'}", a.runs, 1)
+            grouped = ours(f"sqlite:///{Path(tmp) / 'group.db'}", a.runs * 4, a.group)
+            rows.append(row("SQLite (synchronous=full)", base, single, grouped))
+    if "postgres" in stores:
+        check_postgres()
+        pg = pg_url()
+        base = raw_postgres(pg, a.runs)
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        url = f"{pg}?schema={schema}"
+        try:
+            single = ours(url, a.runs, 1)
+            grouped = ours(url.replace(schema, schema + "g"), a.runs * 4, a.group)
+        finally:
+            with psycopg.connect(pg, autocommit=True) as conn:
+                for name in (schema, schema + "g"):
+                    conn.execute(
+                        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                    )
+        rows.append(row("Postgres", base, single, grouped))
+    table(
+        [
+            "store",
+            "raw commits/s",
+            "Store.save 1 run/commit",
+            "vs raw",
+            f"Store.save {a.group} runs/commit (runs/s)",
+            "vs raw",
+        ],
+        rows,
     )
-    try:
-        psycopg.connect(pg.split("?")[0], connect_timeout=3).close()
-    except psycopg.Error:
-        print("postgres: not reachable, skipped")
-        return
-    base = raw_postgres(pg, args.runs)
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    url = f"{pg.split('?')[0]}?schema={schema}"
-    try:
-        single = ours(url, args.runs, 1)
-        grouped = ours(url.replace(schema, schema + "g"), args.runs * 4, args.group)
-    finally:
-        with psycopg.connect(pg.split("?", maxsplit=1)[0], autocommit=True) as conn:
-            for name in (schema, schema + "g"):
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-                )
-    report("postgres", base, single, grouped, args.group)
 
 
 if __name__ == "__main__":
