@@ -16,9 +16,9 @@ Events are kept by eventsourcing's Postgres recorder; the instance index is the
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -41,10 +41,11 @@ from eventsourcing.utils import Environment, retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
-from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._errors import ConfigurationError, DurableJobsError, LockLost, StoreError
+from durable_jobs._store.base import INDEX_KWARG, Store, index_rows_from
 from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
 from durable_jobs._store.urls import scrub, scrub_chain
+from durable_jobs.stores._postgres_locks import FENCE_QUERY, LockSession, fence_params
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,7 +60,13 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresApplicationRecorderWithIndex", "PostgresFactoryWithIndex", "PostgresStore"]
 
+log = logging.getLogger("durable_jobs.store")
+
 INDEX_TABLE: Final = "dj_instances"
+#: Keyword arguments of a fenced insert: the (lock key, session marker) pairs that
+#: must still be held, and the lease (seconds) bounding an idle transaction.
+FENCE_KWARG: Final = "dj_fence"
+LEASE_KWARG: Final = "dj_lease"
 DUE_INDEX: Final = "dj_instances_due_at"
 #: Advisory-lock queries over an array of keys, one result row per key, in order.
 TRY_LOCKS: Final = (
@@ -281,6 +288,13 @@ class PostgresApplicationRecorderWithIndex(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        lease = kwargs.get(LEASE_KWARG)
+        if lease:
+            # A process frozen mid-commit must not hold the events table for longer.
+            curs.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                (f"{int(lease * 1000)}ms",),
+            )
         rows = index_rows_from(kwargs)
         if rows:
             # ON CONFLICT cannot touch one row twice in a statement: keep each
@@ -297,6 +311,26 @@ class PostgresApplicationRecorderWithIndex(
             if any(r.due_at is not None for r in ordered):
                 # Delivered on commit only: other processes' schedulers look again.
                 curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, self.notify_token))
+        fence = kwargs.get(FENCE_KWARG)
+        if fence:
+            # Last before the events: a session lost after this point cannot let
+            # another run start before this one's handler ended (it already had),
+            # and the version keeps that run's commit from passing this one.
+            curs.execute(FENCE_QUERY, fence_params(fence))
+            held = curs.fetchone()
+            if held is None or int(held["count"]) < len(fence):
+                names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
+                log.warning(
+                    "A commit to instance(s) %s was refused: their lock session was lost "
+                    "(connection dropped or lease expired), so another process may run "
+                    "them now; nothing was written and the run goes again",
+                    names,
+                )
+                raise LockLost(
+                    f"The instance lock of {names} was lost (its session ended: connection "
+                    "dropped or lease expired); this commit was refused and nothing was "
+                    "written. The instance runs again under a new lock."
+                )
         self._run_fault_hook()
 
     def insert_events(
@@ -523,57 +557,67 @@ class PostgresStore(Store):
     # ---- cross-process instance locks: session advisory locks -----------------------
     #
     # One dedicated connection per store holds this process's locks, so a process
-    # that dies (kill -9 included) releases all of them with its session, at once:
-    # no lease to expire, no stale owner to fence (the aggregate version still
-    # fences a late commit).
+    # that dies (kill -9 included) releases all of them with its session, at once.
+    # A session lost while the process lives on is handled by LockSession: commits
+    # under its locks are fenced, and the runtime is told to stop their runs.
 
-    _lock_conn: psycopg.Connection[Any] | None = None
-    _lock_mutex: threading.Lock | None = None
+    _lock_session: LockSession | None = None
+
+    @property
+    def _locks(self) -> LockSession:
+        if self._lock_session is None:
+            self._lock_session = LockSession(self._connect, self._describe, str(self.url))
+        return self._lock_session
 
     def _lock_key(self, uuid: UUID, scope: str) -> int:
         return advisory_key(f"{self.schema}:{scope}:{uuid}")
 
-    def _on_lock_connection(self, query: str | Composed, params: Sequence[Any]) -> list[Any]:
-        """Run one query on the lock connection (opened again if it dropped)."""
-        if self._lock_mutex is None:
-            self._lock_mutex = threading.Lock()
-        with self._lock_mutex:
-            try:
-                if self._lock_conn is None or self._lock_conn.closed:
-                    self._lock_conn = self._connect(autocommit=True)
-                return self._lock_conn.execute(query, params).fetchall()
-            except psycopg.Error as exc:
-                if self._lock_conn is not None:
-                    self._lock_conn.close()
-                    self._lock_conn = None
-                msg = f"Could not take or release an instance lock on {self.url}: "
-                raise StoreError(msg + self._describe(exc)) from exc
-
-    def _locking(self, query: str, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
-        """Run a lock query (:data:`TRY_LOCKS` or :data:`UNLOCKS`) on every key, in one
-        round trip on the lock connection."""
-        rows = self._on_lock_connection(query, ([self._lock_key(u, s) for u, s in keys],))
-        return [bool(row[0]) for row in rows]
+    def _keyed(self, keys: Sequence[tuple[UUID, str]]) -> list[tuple[UUID, str, int]]:
+        return [(uuid, scope, self._lock_key(uuid, scope)) for uuid, scope in keys]
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
-        """Read on the lock connection (right after taking locks, never from the pool)."""
+        """Read in the lock session (right after taking locks, never from the pool)."""
         query = SQL(
             "SELECT instance_uuid, version FROM {}.{} WHERE instance_uuid = ANY(%s::uuid[])"
         ).format(Identifier(self.schema), Identifier(INDEX_TABLE))
-        rows = self._on_lock_connection(query, (list(uuids),))
+        rows, _ = self._locks.query(query, (list(uuids),))
         return {row[0]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
-        return self._locking(TRY_LOCKS, [(uuid, scope)])[0]
+        return self.try_lock_many([(uuid, scope)])[0]
 
     def unlock(self, uuid: UUID, scope: str = "instance") -> None:
-        self._locking(UNLOCKS, [(uuid, scope)])
+        self.unlock_many([(uuid, scope)])
 
     def try_lock_many(self, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
-        return self._locking(TRY_LOCKS, keys)
+        return self._locks.try_lock_many(TRY_LOCKS, self._keyed(keys))
 
     def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
-        self._locking(UNLOCKS, keys)
+        self._locks.unlock_many(UNLOCKS, self._keyed(keys))
+
+    def watch_locks(self, lease: float, on_lost: Callable[[int], None]) -> None:
+        """Keep the lock session alive and have the server end it after ``lease`` seconds
+        without a ping; ``on_lost(session)`` is called (from another thread) when it ends."""
+        self._locks.watch(lease, on_lost)
+
+    def unwatch_locks(self) -> None:
+        self._locks.unwatch()
+
+    def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
+        return self._locks.session_of(uuid, scope)
+
+    def session_alive(self, session: int) -> bool:
+        return self._locks.is_live(session)
+
+    def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
+        """Write in one transaction that first checks the locks held on these instances
+        are still held by the sessions that took them (else :class:`LockLost`)."""
+        fence = self._locks.fence([r.instance_uuid for r in rows]) if self._lock_session else []
+        if not fence:
+            super()._put(events, rows)
+            return
+        kwargs = {INDEX_KWARG: rows, FENCE_KWARG: fence, LEASE_KWARG: self._locks.lease}
+        self._write(lambda: self._app.events.put(events, **kwargs), rows)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:
         """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""
@@ -597,9 +641,8 @@ class PostgresStore(Store):
         return recorder.delete_instance(uuid, version, table)
 
     def close(self) -> None:
-        if self._lock_conn is not None:
-            self._lock_conn.close()
-            self._lock_conn = None
+        if self._lock_session is not None:
+            self._lock_session.close()
         super().close()
 
     def _is_version_conflict(self, exc: IntegrityError) -> bool:
@@ -653,10 +696,12 @@ class PostgresStore(Store):
         self._factory = PostgresFactoryWithIndex(env)
         return self._factory
 
-    def _connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-        """A new connection of our own (outside eventsourcing's pool)."""
+    def _connect(self, *, autocommit: bool = True, **options: Any) -> psycopg.Connection[Any]:
+        """A new connection of our own (outside eventsourcing's pool), with libpq
+        ``options`` (keepalives...)."""
         s = self._settings()
         return psycopg.connect(
+            **options,
             host=s["host"],
             port=s["port"],
             dbname=s["dbname"],

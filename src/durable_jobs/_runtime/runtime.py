@@ -53,6 +53,7 @@ from durable_jobs._runtime.contexts import (
     DebounceEventContext,
     TaskContext,
 )
+from durable_jobs._runtime.locks import DEFAULT_LEASE, LockGuards
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.base import Store
 
@@ -175,6 +176,7 @@ class Runtime:
         cache_size: int,
         observers: Sequence[Observer],
         run_alarms: bool = True,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.registry = registry
         #: False: a client only (commands run, alarms are left to other processes).
@@ -193,6 +195,8 @@ class Runtime:
         self._fresh: dict[UUID, int | None] = {}
         self._lock_ready = trio.Event()
         self._locker_running = False
+        #: Stops the work under a cross-process lock whose session was lost.
+        self._guards = LockGuards(store, lease)
         self._locks = _KeyedLocks()
         self._flush_locks = _KeyedLocks()
         self._cache: OrderedDict[UUID, JobInstance] = OrderedDict()
@@ -226,6 +230,7 @@ class Runtime:
                     system.start_soon(self._listen)
                 if self.store.shared:
                     system.start_soon(self._locker)
+                    self._guards.start()
                 if self.store.blocking:
                     # One committer: commits serialise in the store anyway (SQLite has
                     # one writer; eventsourcing's Postgres recorder locks the events
@@ -246,6 +251,7 @@ class Runtime:
                 system.cancel_scope.cancel()
         finally:
             unsubscribe()
+            self._guards.stop()
             self._closed = True
 
     async def shutdown(self) -> None:
@@ -332,7 +338,8 @@ class Runtime:
                     # Read under the lock: no other process can change it meanwhile.
                     self._fresh[uuid] = taken.version
                 try:
-                    yield True
+                    with self._guards.guard(uuid, scope):
+                        yield True
                 finally:
                     self._fresh.pop(uuid, None)
                     with trio.CancelScope(shield=True):
