@@ -4,7 +4,8 @@ Options: ``?schema=NAME`` (default ``public``; created with the tables if
 missing, so several apps can share one database), ``?connect_timeout=SECONDS``
 (default 5, at least 2 in effect: how long opening the store waits for the
 server, per address, and how long an operation waits for a pooled
-connection) and ``?pool_size=N`` (default 5: connections kept open, and the
+connection; while the server is out of reach a call fails within it, and at
+once if the server refuses connections) and ``?pool_size=N`` (default 5: connections kept open, and the
 most this store uses at once). ``postgres://`` is accepted as an alias.
 Schema names are lower-case identifiers (eventsourcing looks its types up by
 unquoted name). The password never appears in messages or reprs.
@@ -15,13 +16,16 @@ Events are kept by eventsourcing's Postgres recorder; the instance index is the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
 
 import psycopg
 from eventsourcing.persistence import (
@@ -37,9 +41,10 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresFactory,
 )
-from eventsourcing.utils import Environment, retry
+from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg_pool import PoolTimeout
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError, LockLost, StoreError
 from durable_jobs._store.base import INDEX_KWARG, Store, index_rows_from
@@ -86,15 +91,117 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _retry_reads(func: _F) -> _F:
-    """Retry after a dropped connection, as upstream does, but 3 times, not 10.
+    """Try again after a pooled connection turned out dead, not after waiting for one.
 
-    Each try can wait ``connect_timeout`` for a connection, so a server that
-    went away fails a call within a few timeouts instead of about a minute.
+    Upstream tries 10 times, each try waiting up to ``connect_timeout`` for a
+    connection: about a minute before a call fails on a server that is down.
+    Here a try that failed on a dead connection (a server restart leaves every
+    pooled one dead, and that fails at once) is followed by a check of the
+    pool, which discards the other dead ones, and another try; a try that
+    waited for a connection in vain is not repeated. So a call fails within
+    ``connect_timeout`` (plus the moment the dead connection took to fail).
     """
-    return cast(_F, retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)(func))
+
+    @functools.wraps(func)
+    def tried(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reached = _Reach.of(self.datastore)
+        reached.check()
+        for attempt in range(1, _TRIES + 1):
+            try:
+                result = func(self, *args, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == _TRIES or _waited_in_vain(exc):
+                    reached.failed(exc)
+                    raise
+                _discard_dead(self.datastore)
+            else:
+                reached.down = False
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return cast(_F, tried)
 
 
-_WRITE_TRIES: Final = 3
+class _Reach:
+    """Whether a datastore's server was out of reach at its last call.
+
+    A call is several steps (a snapshot read, then an events read...), each
+    of which would wait ``connect_timeout`` for a pooled connection while the
+    server is down. Once one step waited in vain, later steps and calls first
+    try a connection of their own, which a server that is down refuses at
+    once (or within ``connect_timeout``), and only then use the pool.
+    """
+
+    _all: ClassVar[weakref.WeakKeyDictionary[PostgresDatastore, _Reach]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self.down = False
+
+    @classmethod
+    def of(cls, datastore: PostgresDatastore) -> _Reach:
+        reach = cls._all.get(datastore)
+        if reach is None:
+            reach = cls._all[datastore] = cls(datastore)
+        return reach
+
+    def failed(self, exc: BaseException) -> None:
+        if _waited_in_vain(exc) or any(
+            isinstance(e, psycopg.OperationalError) and not e.sqlstate for e in _chain(exc)
+        ):
+            self.down = True
+
+    def check(self) -> None:
+        """If the server was down: connect once (eventsourcing's OperationalError if it
+        still is), then replace the pool's dead connections."""
+        if not self.down:
+            return
+        try:
+            _connect_beside(self.datastore).close()
+        except psycopg.OperationalError as exc:
+            raise OperationalError(str(exc)) from exc
+        self.down = False
+        _discard_dead(self.datastore)
+
+
+#: Tries of one call on dead pooled connections (the pool is checked after the first).
+_TRIES: Final = 3
+#: How long the pool keeps trying to open a lost connection before it gives up and
+#: leaves it to the next call (psycopg_pool's default, 5 min, backs off to a minute
+#: between tries: after an outage the pool came back up to a minute late).
+_POOL_RECONNECT_TIMEOUT: Final = 0.5
+
+
+def _waited_in_vain(exc: BaseException) -> bool:
+    """Whether ``exc`` says no connection came within the pool's timeout."""
+    return any(isinstance(e, PoolTimeout) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _connect_beside(datastore: PostgresDatastore) -> psycopg.Connection[Any]:
+    """A new autocommit connection with the pool's settings, outside the pool."""
+    pool = datastore.pool
+    kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
+    params = {k: v for k, v in kwargs.items() if k != "row_factory"}
+    return psycopg.connect(**params, autocommit=True, connect_timeout=max(1, int(pool.timeout)))
+
+
+def _discard_dead(datastore: PostgresDatastore) -> None:
+    """Test the pool's idle connections, replacing the dead ones (quick: a server that
+    closed them answers at once)."""
+    with contextlib.suppress(Exception):
+        datastore.pool.check()
+
 
 # Upstream's methods without their 10-attempt retry decorators (functools.wraps keeps them).
 _insert_events_once = PostgresApplicationRecorder.insert_events.__wrapped__
@@ -166,10 +273,7 @@ class _SchemaOnce(PostgresAggregateRecorder):
             return
         key = advisory_key(f"ddl:{self.datastore.schema}")
         # Its own connection (not a pooled one: a pool of one would deadlock).
-        pool = self.datastore.pool
-        kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
-        params = {k: v for k, v in kwargs.items() if k != "row_factory"}
-        with psycopg.connect(**params, autocommit=True, connect_timeout=int(pool.timeout)) as conn:
+        with _connect_beside(self.datastore) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             try:
                 for attempt in range(_DDL_TRIES):
@@ -197,6 +301,8 @@ class _SchemaOnce(PostgresAggregateRecorder):
 
 
 _DDL_TRIES: Final = 5
+#: admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping).
+_SERVER_GOING_AWAY: Final = frozenset({"57P01", "57P02", "57P03"})
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -336,7 +442,8 @@ class PostgresApplicationRecorderWithIndex(
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """Upstream's insert, tried up to 3 times on a dropped connection.
+        """Upstream's insert, tried again on a dead pooled connection (see
+        :func:`_retry_reads`).
 
         A connection can drop after the server committed but before it said
         so; the next try then finds its own events already there. That is
@@ -344,20 +451,24 @@ class PostgresApplicationRecorderWithIndex(
         as a version conflict. Notification ids are unknown then: None.
         """
         uncertain = False
-        for attempt in range(1, _WRITE_TRIES + 1):
+        reached = _Reach.of(self.datastore)
+        reached.check()
+        for attempt in range(1, _TRIES + 1):
             try:
-                return cast(
-                    "Sequence[int] | None", _insert_events_once(self, stored_events, **kwargs)
-                )
-            except (InterfaceError, OperationalError):
-                if attempt == _WRITE_TRIES:
+                ids = _insert_events_once(self, stored_events, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == _TRIES or _waited_in_vain(exc):
+                    reached.failed(exc)
                     raise
                 uncertain = True
-                time.sleep(0.2)
+                _discard_dead(self.datastore)
             except IntegrityError:
                 if uncertain and self._already_recorded(stored_events):
                     return None
                 raise
+            else:
+                reached.down = False
+                return cast("Sequence[int] | None", ids)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _already_recorded(self, stored_events: Sequence[StoredEvent]) -> bool:
@@ -474,6 +585,8 @@ class PostgresFactoryWithIndex(PostgresFactory):
 
     def __init__(self, env: Environment) -> None:
         super().__init__(env)
+        # Our pool's own setting (upstream does not expose it): see _POOL_RECONNECT_TIMEOUT.
+        self.datastore.pool.reconnect_timeout = _POOL_RECONNECT_TIMEOUT
         if self.datastore.enable_db_functions:
             self.close()
             msg = (
@@ -644,6 +757,24 @@ class PostgresStore(Store):
         if self._lock_session is not None:
             self._lock_session.close()
         super().close()
+
+    def ping(self) -> None:
+        """Connect once (StoreError if the server does not accept connections), then
+        replace the pool's dead connections (all of them after a server restart)."""
+        self._probe()
+        if self._factory is not None:
+            _discard_dead(self._factory.datastore)
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` came from the server being out of reach (down, restarting,
+        refusing or dropping connections), not from what was asked of it."""
+        for e in _chain(exc):
+            if isinstance(e, PoolTimeout | psycopg.InterfaceError):
+                return True
+            if isinstance(e, psycopg.OperationalError):
+                state = e.sqlstate or ""
+                return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
+        return False
 
     def _is_version_conflict(self, exc: IntegrityError) -> bool:
         """Only a duplicate (originator_id, originator_version) is a version conflict."""

@@ -65,11 +65,14 @@ class Workers:
         self._logs = logs
         self._selector = selectors.DefaultSelector()
 
-    def start(self, name: str, url: str, *, lease: float, slow: float) -> Worker:
+    def start(
+        self, name: str, url: str, *, lease: float, slow: float, produce: bool = False
+    ) -> Worker:
         log = self._logs / f"{name}.log"
+        mode = ["produce"] if produce else []
         with log.open("ab") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(CHILD), url, str(lease), str(slow)],
+                [sys.executable, str(CHILD), url, str(lease), str(slow), *mode],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env={**os.environ, "PYTHONPATH": str(CHILD.parent)},

@@ -149,6 +149,16 @@ class Store(ABC):
         """Whether the lock ``session`` still holds its locks."""
         return True
 
+    def ping(self) -> None:  # noqa: B027 - nothing to reach here
+        """Raise :class:`StoreError` unless the store can be reached now (after an
+        outage: also make it ready for use again)."""
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (from a call of this store) means the store is out of reach
+        for a while (a server down or restarting), rather than a problem with the data
+        or the call: the runtime then waits for :meth:`ping` to pass."""
+        return False
+
     def claim_runtime(self) -> None:  # noqa: B027 - nothing to claim here
         """Called by ``open_jobs`` before serving: a store that only one runtime may
         serve at a time raises :class:`ConfigurationError` if another one does."""
