@@ -4,7 +4,8 @@ Options: ``?schema=NAME`` (default ``public``; created with the tables if
 missing, so several apps can share one database), ``?connect_timeout=SECONDS``
 (default 5, at least 2 in effect: how long opening the store waits for the
 server, per address, and how long an operation waits for a pooled
-connection) and ``?pool_size=N`` (default 5: connections kept open, and the
+connection; while the server is out of reach a call fails within it, and at
+once if the server refuses connections) and ``?pool_size=N`` (default 5: connections kept open, and the
 most this store uses at once). ``postgres://`` is accepted as an alias.
 Schema names are lower-case identifiers (eventsourcing looks its types up by
 unquoted name). The password never appears in messages or reprs.
@@ -15,13 +16,16 @@ Events are kept by eventsourcing's Postgres recorder; the instance index is the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import logging
 import re
 import secrets
-import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
 
 import psycopg
 from eventsourcing.persistence import (
@@ -37,14 +41,16 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresFactory,
 )
-from eventsourcing.utils import Environment, retry
+from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg_pool import PoolTimeout
 
-from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
-from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._errors import ConfigurationError, DurableJobsError, LockLost, StoreError
+from durable_jobs._store.base import INDEX_KWARG, Store, index_rows_from
 from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
 from durable_jobs._store.urls import scrub, scrub_chain
+from durable_jobs.stores._postgres_locks import FENCE_QUERY, LockSession, fence_params
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,7 +65,13 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresApplicationRecorderWithIndex", "PostgresFactoryWithIndex", "PostgresStore"]
 
+log = logging.getLogger("durable_jobs.store")
+
 INDEX_TABLE: Final = "dj_instances"
+#: Keyword arguments of a fenced insert: the (lock key, session marker) pairs that
+#: must still be held, and the lease (seconds) bounding an idle transaction.
+FENCE_KWARG: Final = "dj_fence"
+LEASE_KWARG: Final = "dj_lease"
 DUE_INDEX: Final = "dj_instances_due_at"
 #: Advisory-lock queries over an array of keys, one result row per key, in order.
 TRY_LOCKS: Final = (
@@ -79,15 +91,117 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _retry_reads(func: _F) -> _F:
-    """Retry after a dropped connection, as upstream does, but 3 times, not 10.
+    """Try again after a pooled connection turned out dead, not after waiting for one.
 
-    Each try can wait ``connect_timeout`` for a connection, so a server that
-    went away fails a call within a few timeouts instead of about a minute.
+    Upstream tries 10 times, each try waiting up to ``connect_timeout`` for a
+    connection: about a minute before a call fails on a server that is down.
+    Here a try that failed on a dead connection (a server restart leaves every
+    pooled one dead, and that fails at once) is followed by a check of the
+    pool, which discards the other dead ones, and another try; a try that
+    waited for a connection in vain is not repeated. So a call fails within
+    ``connect_timeout`` (plus the moment the dead connection took to fail).
     """
-    return cast(_F, retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)(func))
+
+    @functools.wraps(func)
+    def tried(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reached = _Reach.of(self.datastore)
+        reached.check()
+        for attempt in range(1, _TRIES + 1):
+            try:
+                result = func(self, *args, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == _TRIES or _waited_in_vain(exc):
+                    reached.failed(exc)
+                    raise
+                _discard_dead(self.datastore)
+            else:
+                reached.down = False
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return cast(_F, tried)
 
 
-_WRITE_TRIES: Final = 3
+class _Reach:
+    """Whether a datastore's server was out of reach at its last call.
+
+    A call is several steps (a snapshot read, then an events read...), each
+    of which would wait ``connect_timeout`` for a pooled connection while the
+    server is down. Once one step waited in vain, later steps and calls first
+    try a connection of their own, which a server that is down refuses at
+    once (or within ``connect_timeout``), and only then use the pool.
+    """
+
+    _all: ClassVar[weakref.WeakKeyDictionary[PostgresDatastore, _Reach]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self.down = False
+
+    @classmethod
+    def of(cls, datastore: PostgresDatastore) -> _Reach:
+        reach = cls._all.get(datastore)
+        if reach is None:
+            reach = cls._all[datastore] = cls(datastore)
+        return reach
+
+    def failed(self, exc: BaseException) -> None:
+        if _waited_in_vain(exc) or any(
+            isinstance(e, psycopg.OperationalError) and not e.sqlstate for e in _chain(exc)
+        ):
+            self.down = True
+
+    def check(self) -> None:
+        """If the server was down: connect once (eventsourcing's OperationalError if it
+        still is), then replace the pool's dead connections."""
+        if not self.down:
+            return
+        try:
+            _connect_beside(self.datastore).close()
+        except psycopg.OperationalError as exc:
+            raise OperationalError(str(exc)) from exc
+        self.down = False
+        _discard_dead(self.datastore)
+
+
+#: Tries of one call on dead pooled connections (the pool is checked after the first).
+_TRIES: Final = 3
+#: How long the pool keeps trying to open a lost connection before it gives up and
+#: leaves it to the next call (psycopg_pool's default, 5 min, backs off to a minute
+#: between tries: after an outage the pool came back up to a minute late).
+_POOL_RECONNECT_TIMEOUT: Final = 0.5
+
+
+def _waited_in_vain(exc: BaseException) -> bool:
+    """Whether ``exc`` says no connection came within the pool's timeout."""
+    return any(isinstance(e, PoolTimeout) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _connect_beside(datastore: PostgresDatastore) -> psycopg.Connection[Any]:
+    """A new autocommit connection with the pool's settings, outside the pool."""
+    pool = datastore.pool
+    kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
+    params = {k: v for k, v in kwargs.items() if k != "row_factory"}
+    return psycopg.connect(**params, autocommit=True, connect_timeout=max(1, int(pool.timeout)))
+
+
+def _discard_dead(datastore: PostgresDatastore) -> None:
+    """Test the pool's idle connections, replacing the dead ones (quick: a server that
+    closed them answers at once)."""
+    with contextlib.suppress(Exception):
+        datastore.pool.check()
+
 
 # Upstream's methods without their 10-attempt retry decorators (functools.wraps keeps them).
 _insert_events_once = PostgresApplicationRecorder.insert_events.__wrapped__
@@ -159,10 +273,7 @@ class _SchemaOnce(PostgresAggregateRecorder):
             return
         key = advisory_key(f"ddl:{self.datastore.schema}")
         # Its own connection (not a pooled one: a pool of one would deadlock).
-        pool = self.datastore.pool
-        kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
-        params = {k: v for k, v in kwargs.items() if k != "row_factory"}
-        with psycopg.connect(**params, autocommit=True, connect_timeout=int(pool.timeout)) as conn:
+        with _connect_beside(self.datastore) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
             try:
                 for attempt in range(_DDL_TRIES):
@@ -190,6 +301,8 @@ class _SchemaOnce(PostgresAggregateRecorder):
 
 
 _DDL_TRIES: Final = 5
+#: admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping).
+_SERVER_GOING_AWAY: Final = frozenset({"57P01", "57P02", "57P03"})
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -281,6 +394,13 @@ class PostgresApplicationRecorderWithIndex(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        lease = kwargs.get(LEASE_KWARG)
+        if lease:
+            # A process frozen mid-commit must not hold the events table for longer.
+            curs.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                (f"{int(lease * 1000)}ms",),
+            )
         rows = index_rows_from(kwargs)
         if rows:
             # ON CONFLICT cannot touch one row twice in a statement: keep each
@@ -297,12 +417,33 @@ class PostgresApplicationRecorderWithIndex(
             if any(r.due_at is not None for r in ordered):
                 # Delivered on commit only: other processes' schedulers look again.
                 curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, self.notify_token))
+        fence = kwargs.get(FENCE_KWARG)
+        if fence:
+            # Last before the events: a session lost after this point cannot let
+            # another run start before this one's handler ended (it already had),
+            # and the version keeps that run's commit from passing this one.
+            curs.execute(FENCE_QUERY, fence_params(fence))
+            held = curs.fetchone()
+            if held is None or int(held["count"]) < len(fence):
+                names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
+                log.warning(
+                    "A commit to instance(s) %s was refused: their lock session was lost "
+                    "(connection dropped or lease expired), so another process may run "
+                    "them now; nothing was written and the run goes again",
+                    names,
+                )
+                raise LockLost(
+                    f"The instance lock of {names} was lost (its session ended: connection "
+                    "dropped or lease expired); this commit was refused and nothing was "
+                    "written. The instance runs again under a new lock."
+                )
         self._run_fault_hook()
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """Upstream's insert, tried up to 3 times on a dropped connection.
+        """Upstream's insert, tried again on a dead pooled connection (see
+        :func:`_retry_reads`).
 
         A connection can drop after the server committed but before it said
         so; the next try then finds its own events already there. That is
@@ -310,20 +451,24 @@ class PostgresApplicationRecorderWithIndex(
         as a version conflict. Notification ids are unknown then: None.
         """
         uncertain = False
-        for attempt in range(1, _WRITE_TRIES + 1):
+        reached = _Reach.of(self.datastore)
+        reached.check()
+        for attempt in range(1, _TRIES + 1):
             try:
-                return cast(
-                    "Sequence[int] | None", _insert_events_once(self, stored_events, **kwargs)
-                )
-            except (InterfaceError, OperationalError):
-                if attempt == _WRITE_TRIES:
+                ids = _insert_events_once(self, stored_events, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == _TRIES or _waited_in_vain(exc):
+                    reached.failed(exc)
                     raise
                 uncertain = True
-                time.sleep(0.2)
+                _discard_dead(self.datastore)
             except IntegrityError:
                 if uncertain and self._already_recorded(stored_events):
                     return None
                 raise
+            else:
+                reached.down = False
+                return cast("Sequence[int] | None", ids)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _already_recorded(self, stored_events: Sequence[StoredEvent]) -> bool:
@@ -440,6 +585,8 @@ class PostgresFactoryWithIndex(PostgresFactory):
 
     def __init__(self, env: Environment) -> None:
         super().__init__(env)
+        # Our pool's own setting (upstream does not expose it): see _POOL_RECONNECT_TIMEOUT.
+        self.datastore.pool.reconnect_timeout = _POOL_RECONNECT_TIMEOUT
         if self.datastore.enable_db_functions:
             self.close()
             msg = (
@@ -523,57 +670,67 @@ class PostgresStore(Store):
     # ---- cross-process instance locks: session advisory locks -----------------------
     #
     # One dedicated connection per store holds this process's locks, so a process
-    # that dies (kill -9 included) releases all of them with its session, at once:
-    # no lease to expire, no stale owner to fence (the aggregate version still
-    # fences a late commit).
+    # that dies (kill -9 included) releases all of them with its session, at once.
+    # A session lost while the process lives on is handled by LockSession: commits
+    # under its locks are fenced, and the runtime is told to stop their runs.
 
-    _lock_conn: psycopg.Connection[Any] | None = None
-    _lock_mutex: threading.Lock | None = None
+    _lock_session: LockSession | None = None
+
+    @property
+    def _locks(self) -> LockSession:
+        if self._lock_session is None:
+            self._lock_session = LockSession(self._connect, self._describe, str(self.url))
+        return self._lock_session
 
     def _lock_key(self, uuid: UUID, scope: str) -> int:
         return advisory_key(f"{self.schema}:{scope}:{uuid}")
 
-    def _on_lock_connection(self, query: str | Composed, params: Sequence[Any]) -> list[Any]:
-        """Run one query on the lock connection (opened again if it dropped)."""
-        if self._lock_mutex is None:
-            self._lock_mutex = threading.Lock()
-        with self._lock_mutex:
-            try:
-                if self._lock_conn is None or self._lock_conn.closed:
-                    self._lock_conn = self._connect(autocommit=True)
-                return self._lock_conn.execute(query, params).fetchall()
-            except psycopg.Error as exc:
-                if self._lock_conn is not None:
-                    self._lock_conn.close()
-                    self._lock_conn = None
-                msg = f"Could not take or release an instance lock on {self.url}: "
-                raise StoreError(msg + self._describe(exc)) from exc
-
-    def _locking(self, query: str, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
-        """Run a lock query (:data:`TRY_LOCKS` or :data:`UNLOCKS`) on every key, in one
-        round trip on the lock connection."""
-        rows = self._on_lock_connection(query, ([self._lock_key(u, s) for u, s in keys],))
-        return [bool(row[0]) for row in rows]
+    def _keyed(self, keys: Sequence[tuple[UUID, str]]) -> list[tuple[UUID, str, int]]:
+        return [(uuid, scope, self._lock_key(uuid, scope)) for uuid, scope in keys]
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
-        """Read on the lock connection (right after taking locks, never from the pool)."""
+        """Read in the lock session (right after taking locks, never from the pool)."""
         query = SQL(
             "SELECT instance_uuid, version FROM {}.{} WHERE instance_uuid = ANY(%s::uuid[])"
         ).format(Identifier(self.schema), Identifier(INDEX_TABLE))
-        rows = self._on_lock_connection(query, (list(uuids),))
+        rows, _ = self._locks.query(query, (list(uuids),))
         return {row[0]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
-        return self._locking(TRY_LOCKS, [(uuid, scope)])[0]
+        return self.try_lock_many([(uuid, scope)])[0]
 
     def unlock(self, uuid: UUID, scope: str = "instance") -> None:
-        self._locking(UNLOCKS, [(uuid, scope)])
+        self.unlock_many([(uuid, scope)])
 
     def try_lock_many(self, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
-        return self._locking(TRY_LOCKS, keys)
+        return self._locks.try_lock_many(TRY_LOCKS, self._keyed(keys))
 
     def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
-        self._locking(UNLOCKS, keys)
+        self._locks.unlock_many(UNLOCKS, self._keyed(keys))
+
+    def watch_locks(self, lease: float, on_lost: Callable[[int], None]) -> None:
+        """Keep the lock session alive and have the server end it after ``lease`` seconds
+        without a ping; ``on_lost(session)`` is called (from another thread) when it ends."""
+        self._locks.watch(lease, on_lost)
+
+    def unwatch_locks(self) -> None:
+        self._locks.unwatch()
+
+    def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
+        return self._locks.session_of(uuid, scope)
+
+    def session_alive(self, session: int) -> bool:
+        return self._locks.is_live(session)
+
+    def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
+        """Write in one transaction that first checks the locks held on these instances
+        are still held by the sessions that took them (else :class:`LockLost`)."""
+        fence = self._locks.fence([r.instance_uuid for r in rows]) if self._lock_session else []
+        if not fence:
+            super()._put(events, rows)
+            return
+        kwargs = {INDEX_KWARG: rows, FENCE_KWARG: fence, LEASE_KWARG: self._locks.lease}
+        self._write(lambda: self._app.events.put(events, **kwargs), rows)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:
         """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""
@@ -597,10 +754,27 @@ class PostgresStore(Store):
         return recorder.delete_instance(uuid, version, table)
 
     def close(self) -> None:
-        if self._lock_conn is not None:
-            self._lock_conn.close()
-            self._lock_conn = None
+        if self._lock_session is not None:
+            self._lock_session.close()
         super().close()
+
+    def ping(self) -> None:
+        """Connect once (StoreError if the server does not accept connections), then
+        replace the pool's dead connections (all of them after a server restart)."""
+        self._probe()
+        if self._factory is not None:
+            _discard_dead(self._factory.datastore)
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` came from the server being out of reach (down, restarting,
+        refusing or dropping connections), not from what was asked of it."""
+        for e in _chain(exc):
+            if isinstance(e, PoolTimeout | psycopg.InterfaceError):
+                return True
+            if isinstance(e, psycopg.OperationalError):
+                state = e.sqlstate or ""
+                return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
+        return False
 
     def _is_version_conflict(self, exc: IntegrityError) -> bool:
         """Only a duplicate (originator_id, originator_version) is a version conflict."""
@@ -653,10 +827,12 @@ class PostgresStore(Store):
         self._factory = PostgresFactoryWithIndex(env)
         return self._factory
 
-    def _connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-        """A new connection of our own (outside eventsourcing's pool)."""
+    def _connect(self, *, autocommit: bool = True, **options: Any) -> psycopg.Connection[Any]:
+        """A new connection of our own (outside eventsourcing's pool), with libpq
+        ``options`` (keepalives...)."""
         s = self._settings()
         return psycopg.connect(
+            **options,
             host=s["host"],
             port=s["port"],
             dbname=s["dbname"],

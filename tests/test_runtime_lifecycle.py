@@ -962,8 +962,18 @@ async def test_a_malformed_store_url_is_a_configuration_error(
         {"shutdown_grace": timedelta(seconds=-1)},
         {"poll_interval": timedelta(0)},
         {"clock": "now"},
+        {"lease": timedelta(milliseconds=500)},
+        {"lease": "30s"},
     ],
-    ids=["alarm_window", "max_concurrent_runs", "shutdown_grace", "poll_interval", "clock"],
+    ids=[
+        "alarm_window",
+        "max_concurrent_runs",
+        "shutdown_grace",
+        "poll_interval",
+        "clock",
+        "lease_too_short",
+        "lease_not_a_duration",
+    ],
 )
 async def test_bad_open_jobs_options_are_configuration_errors(
     options: dict[str, Any], autojump_clock: Clock

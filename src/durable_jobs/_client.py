@@ -21,6 +21,7 @@ from durable_jobs._errors import ConfigurationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
+from durable_jobs._runtime.locks import DEFAULT_LEASE, MIN_LEASE
 from durable_jobs._runtime.runtime import Observer, Runtime, check_key
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
@@ -527,6 +528,7 @@ async def open_jobs(
     cache_size: int = 10_000,
     observers: Sequence[Observer] = (),
     run_alarms: bool = True,
+    lease: timedelta | float = DEFAULT_LEASE,
 ) -> AsyncIterator[Jobs]:
     """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
 
@@ -539,7 +541,10 @@ async def open_jobs(
     a client only (say, a web process): its calls work, and ``trigger``/``flush``
     still run their handler in the caller, but alarms (including runs made due
     now by ``start`` or a full batch) are left to the worker processes serving
-    the same shared store.
+    the same shared store. ``lease`` (shared stores; default 30 s, at least 1 s)
+    bounds how long a worker that stops responding without dying (frozen, paused,
+    cut off) keeps its instances: then the others take them, and whatever it
+    tries to commit afterwards is refused.
     """
     clock, shutdown_grace, poll_interval = _check_options(
         registry,
@@ -553,6 +558,12 @@ async def open_jobs(
         poll_interval=poll_interval,
         observers=observers,
     )
+    lease = _duration("lease", lease)
+    if lease < MIN_LEASE:
+        raise ConfigurationError(
+            f"lease must be at least {MIN_LEASE.total_seconds():g} s, got {lease!r}; "
+            "write e.g. timedelta(seconds=30)"
+        )
     owned = isinstance(store, str)
     if isinstance(store, str):
         url = store
@@ -588,6 +599,7 @@ async def open_jobs(
             cache_size=cache_size,
             observers=observers,
             run_alarms=run_alarms,
+            lease=lease,
         )
         # The block's own exception is re-raised as it is, not wrapped in an
         # ExceptionGroup by the runtime's nursery.

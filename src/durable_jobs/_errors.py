@@ -45,3 +45,9 @@ class StoreError(DurableJobsError):
 
 class ConcurrencyError(StoreError):
     """Another writer committed to the same instance first (version conflict)."""
+
+
+class LockLost(ConcurrencyError):
+    """The cross-process lock of an instance was lost while a run held it (its session
+    ended, or the worker's lease expired): the run stopped and nothing it did was
+    committed; the instance runs again under a new lock."""

@@ -53,6 +53,7 @@ from durable_jobs._runtime.contexts import (
     DebounceEventContext,
     TaskContext,
 )
+from durable_jobs._runtime.locks import DEFAULT_LEASE, LockGuards
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.base import Store
 
@@ -74,6 +75,11 @@ MAX_RETRY_BROKEN_AFTER = timedelta(minutes=5)
 #: First and longest wait before the alarm index is read again after a failed read.
 RELOAD_BACKOFF = timedelta(seconds=1)
 MAX_RELOAD_BACKOFF = timedelta(seconds=30)
+#: How often an unreachable store (a server down or restarting) is tried while due runs
+#: wait, so that they resume within about this long of its return.
+OUTAGE_PROBE = timedelta(milliseconds=500)
+#: Longest wait before the alarm listener's connection is opened again.
+MAX_LISTEN_BACKOFF = timedelta(seconds=1)
 #: How often a command polls for an instance lock another process holds.
 CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
 #: When an alarm whose instance another process is running is looked at again.
@@ -175,6 +181,7 @@ class Runtime:
         cache_size: int,
         observers: Sequence[Observer],
         run_alarms: bool = True,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.registry = registry
         #: False: a client only (commands run, alarms are left to other processes).
@@ -193,6 +200,8 @@ class Runtime:
         self._fresh: dict[UUID, int | None] = {}
         self._lock_ready = trio.Event()
         self._locker_running = False
+        #: Stops the work under a cross-process lock whose session was lost.
+        self._guards = LockGuards(store, lease)
         self._locks = _KeyedLocks()
         self._flush_locks = _KeyedLocks()
         self._cache: OrderedDict[UUID, JobInstance] = OrderedDict()
@@ -207,6 +216,8 @@ class Runtime:
         self._changed = trio.Event()
         self._reload_blocked = False
         self._reload_now = False
+        #: The store is out of reach: due runs wait until it answers again.
+        self._outage = False
         self._closing = False
         self._closed = False
         self._runs_nursery: trio.Nursery | None = None
@@ -226,6 +237,7 @@ class Runtime:
                     system.start_soon(self._listen)
                 if self.store.shared:
                     system.start_soon(self._locker)
+                    self._guards.start()
                 if self.store.blocking:
                     # One committer: commits serialise in the store anyway (SQLite has
                     # one writer; eventsourcing's Postgres recorder locks the events
@@ -246,6 +258,7 @@ class Runtime:
                 system.cancel_scope.cancel()
         finally:
             unsubscribe()
+            self._guards.stop()
             self._closed = True
 
     async def shutdown(self) -> None:
@@ -332,7 +345,8 @@ class Runtime:
                     # Read under the lock: no other process can change it meanwhile.
                     self._fresh[uuid] = taken.version
                 try:
-                    yield True
+                    with self._guards.guard(uuid, scope):
+                        yield True
                 finally:
                     self._fresh.pop(uuid, None)
                     with trio.CancelScope(shield=True):
@@ -598,6 +612,9 @@ class Runtime:
         retry_reload_at = -math.inf
         task_status.started()
         while True:
+            if self._outage:
+                await self._until_reachable()
+                continue
             now = self.clock.now()
             poll = self.poll_interval
             if (
@@ -609,8 +626,11 @@ class Runtime:
                 try:
                     await self._reload()
                 except DurableJobsError as exc:
-                    # The store is down for a while: keep serving what the window
-                    # holds (its runs fail and back off) and read it again later.
+                    if self.store.unreachable(exc):
+                        self._store_down(exc)
+                        continue
+                    # The index cannot be read for a while: keep serving what the
+                    # window holds (its runs fail and back off) and read it again later.
                     outage = min(outage * 2, MAX_RELOAD_BACKOFF) if outage else RELOAD_BACKOFF
                     log.warning("Could not read the alarm index (%s); again in %s", exc, outage)
                     retry_reload_at = trio.current_time() + outage.total_seconds()
@@ -643,6 +663,32 @@ class Runtime:
                 await self._wake.wait()
             self._wake = trio.Event()
 
+    def _store_down(self, exc: BaseException) -> None:
+        """The store is out of reach: the scheduler waits for it (see :meth:`_until_reachable`)."""
+        if not self._outage:
+            log.warning(
+                "The store %s is out of reach (%s); due runs wait and it is tried again every %s",
+                self.store.url,
+                exc,
+                OUTAGE_PROBE,
+            )
+            self._outage = True
+            self._kick()
+
+    async def _until_reachable(self) -> None:
+        """Try the store every :data:`OUTAGE_PROBE` until it answers; then read the alarm
+        index again, so that everything due runs at once."""
+        while True:
+            try:
+                await self.io(self.store.ping)
+            except DurableJobsError:
+                await trio.sleep(OUTAGE_PROBE.total_seconds())
+            else:
+                break
+        log.warning("The store %s is reachable again; due runs resume", self.store.url)
+        self._outage = False
+        self._reload_now = True
+
     async def _listen(self) -> None:
         """Hear of alarms that other processes commit, and make the scheduler reload.
 
@@ -651,6 +697,7 @@ class Runtime:
         poll (``poll_interval``) keeps alarms from being missed meanwhile.
         """
         backoff = RELOAD_BACKOFF
+        reopened = False
         while True:
             try:
                 listener = await self.io(self.store.open_alarm_listener)
@@ -659,6 +706,11 @@ class Runtime:
             else:
                 if listener is None:
                     return
+                if reopened:
+                    # Alarms committed while nobody listened: read the index again.
+                    self._reload_now = True
+                    self._kick()
+                reopened = True
                 fd = listener.fileno()
                 try:
                     while True:
@@ -672,8 +724,9 @@ class Runtime:
                 finally:
                     trio.lowlevel.notify_closing(fd)
                     listener.close()
+            reopened = True
             await trio.sleep(backoff.total_seconds())
-            backoff = min(backoff * 2, MAX_RELOAD_BACKOFF)
+            backoff = min(backoff * 2, MAX_LISTEN_BACKOFF)
 
     def _dispatch(self, key: AlarmKey, now: datetime) -> None:
         if key.uuid in self._queued or self._runs_nursery is None:
@@ -708,6 +761,12 @@ class Runtime:
             self._kick()
 
     def _run_broke(self, key: AlarmKey, exc: Exception) -> None:
+        if self.store.unreachable(exc):
+            # Not this instance's fault: it runs as soon as the store answers again.
+            self._evict(key.uuid)
+            self._window.set(key, self.clock.now())
+            self._store_down(exc)
+            return
         _, delay = self._broken.get(key.uuid, (None, RETRY_BROKEN_AFTER / 2))
         delay = min(delay * 2, MAX_RETRY_BROKEN_AFTER)
         retry_at = self.clock.now() + delay

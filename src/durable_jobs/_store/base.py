@@ -131,6 +131,34 @@ class Store(ABC):
         for uuid, scope in keys:
             self.unlock(uuid, scope)
 
+    def watch_locks(self, lease: float, on_lost: Callable[[int], None]) -> None:  # noqa: B027
+        """Keep this process's locks alive, and give them up after ``lease`` seconds
+        without a sign of life; ``on_lost(session)`` is called, from any thread, when a
+        session holding locks ended while the process lives on. A no-op here: locks
+        that live in the process cannot be lost."""
+
+    def unwatch_locks(self) -> None:  # noqa: B027 - nothing watched here
+        """Stop what :meth:`watch_locks` started."""
+
+    def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
+        """The session holding ``uuid``'s ``scope`` lock for this process (None: none,
+        or locks that cannot be lost)."""
+        return None
+
+    def session_alive(self, session: int) -> bool:
+        """Whether the lock ``session`` still holds its locks."""
+        return True
+
+    def ping(self) -> None:  # noqa: B027 - nothing to reach here
+        """Raise :class:`StoreError` unless the store can be reached now (after an
+        outage: also make it ready for use again)."""
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (from a call of this store) means the store is out of reach
+        for a while (a server down or restarting), rather than a problem with the data
+        or the call: the runtime then waits for :meth:`ping` to pass."""
+        return False
+
     def claim_runtime(self) -> None:  # noqa: B027 - nothing to claim here
         """Called by ``open_jobs`` before serving: a store that only one runtime may
         serve at a time raises :class:`ConfigurationError` if another one does."""

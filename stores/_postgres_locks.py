@@ -1,0 +1,378 @@
+"""This process's cross-process instance locks on Postgres, and how their loss is noticed.
+
+The locks are session advisory locks held by one dedicated connection (the
+*lock session*). A process that dies releases all of them with its session,
+at once, so the others take its instances over without waiting. The risk is
+the other way round: a session can end while its process lives on (an admin's
+``pg_terminate_backend``, a proxy or a network blip, a server restart, an
+idle timeout), and then its locks are free while its runs still go on. Three
+things keep two runs of one instance from overlapping or both committing:
+
+* **The fence.** Every commit made under a lock checks, in its own
+  transaction, that the lock is still held by the session that took it (in
+  ``pg_locks``); if not, the transaction fails and nothing commits. A
+  session is recognised by a random *marker* advisory lock it takes first, so
+  a reused backend pid cannot pass for it.
+* **The keeper.** A thread watches the lock connection: it wakes the moment
+  the socket turns readable while no query runs (the server's "terminating
+  connection" message or the close), and pings it every quarter of the
+  lease. When the session is gone, or nothing confirmed it for half the
+  lease, the session is dropped and the runtime is told, so that it cancels
+  the runs holding its locks. The next lock call opens a new session.
+* **The lease.** The session is opened with ``idle_session_timeout`` set to
+  the lease: the server itself ends the session of a process that stopped
+  pinging (frozen, paused, cut off), which frees its locks after ``lease``.
+  The same process gives its runs up after half the lease without a
+  confirmed round trip, before the server can hand them to anyone else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import select
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from psycopg import pq
+
+from durable_jobs._errors import StoreError
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from psycopg.sql import Composed
+
+__all__ = ["FENCE_QUERY", "LockSession", "fence_params"]
+
+log = logging.getLogger("durable_jobs.store")
+
+#: Pings of the lock connection per lease.
+PINGS_PER_LEASE: Final = 4
+#: Share of the lease after which a session nothing confirmed counts as lost here
+#: (the server ends it after the whole lease: the rest is the margin to stop runs).
+GIVE_UP_SHARE: Final = 0.5
+
+#: How many of the (lock key, marker key) pairs are held by one backend each:
+#: the fence of a commit (all must be, else the commit is refused).
+FENCE_QUERY: Final = (
+    "WITH held AS MATERIALIZED (SELECT pid, classid, objid FROM pg_catalog.pg_locks "
+    "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database = "
+    "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())) "
+    "SELECT count(*) FROM unnest(%s::oid[], %s::oid[], %s::oid[], %s::oid[]) "
+    "AS f(lock_hi, lock_lo, mark_hi, mark_lo) WHERE EXISTS ("
+    "SELECT 1 FROM held l JOIN held m ON m.pid = l.pid "
+    "WHERE l.classid = f.lock_hi AND l.objid = f.lock_lo "
+    "AND m.classid = f.mark_hi AND m.objid = f.mark_lo)"
+)
+#: Longest wait for the keeper thread to stop (seconds).
+KEEPER_JOIN: Final = 2.0
+_MARK: Final = "SELECT pg_try_advisory_lock(%s)"
+_LOWER_32: Final = 0xFFFFFFFF
+
+
+def _halves(key: int) -> tuple[int, int]:
+    """How ``pg_locks`` shows a bigint advisory key: (classid, objid)."""
+    return (key >> 32) & _LOWER_32, key & _LOWER_32
+
+
+def fence_params(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The parameters of :data:`FENCE_QUERY` for (lock key, marker key) pairs."""
+    columns: list[list[int]] = [[], [], [], []]
+    for lock, mark in pairs:
+        for column, value in zip(columns, (*_halves(lock), *_halves(mark)), strict=True):
+            column.append(value)
+    return columns
+
+
+class LockSession:
+    """One connection holding this process's advisory locks, watched by a keeper thread.
+
+    ``connect(**libpq_options)`` opens a new autocommit connection. All
+    methods are thread-safe. :meth:`watch` starts the keeper (with the lease)
+    and names the callback told of a lost session (its marker key); without
+    it, the locks work but nothing watches them.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[..., psycopg.Connection[Any]],
+        describe: Callable[[BaseException], str],
+        where: str,
+    ) -> None:
+        self._connect = connect
+        self._describe = describe
+        self._where = where
+        #: Held while the connection is used (one query at a time).
+        self._mutex = threading.Lock()
+        #: Guards the bookkeeping below (never held across a query).
+        self._books = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        #: The marker key of the open session (0: none).
+        self._mark = 0
+        #: Set when the session counts as lost but its connection was in use.
+        self._condemned = False
+        #: (uuid, scope) -> (lock key, marker key of the session that took it).
+        self._held: dict[tuple[UUID, str], tuple[int, int]] = {}
+        self._last_ok = 0.0
+        self._lease: float | None = None
+        self._on_lost: Callable[[int], None] | None = None
+        self._keeper: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake: tuple[int, int] | None = None
+
+    # ---- the session -------------------------------------------------------------------
+
+    def _open(self) -> psycopg.Connection[Any]:
+        """A new session (mutex held): connection, lease settings, marker lock."""
+        lease = self._lease
+        options: dict[str, Any] = {}
+        if lease is not None:
+            # The client side of a cut connection gives up within the lease too.
+            options = {
+                "keepalives": 1,
+                "keepalives_idle": max(1, int(lease / PINGS_PER_LEASE)),
+                "keepalives_interval": max(1, int(lease / PINGS_PER_LEASE)),
+                "keepalives_count": 2,
+                "tcp_user_timeout": int(lease * 1000 * GIVE_UP_SHARE),
+            }
+        sent = time.monotonic()
+        conn = self._connect(**options)
+        try:
+            if lease is not None:
+                self._set_idle_timeout(conn, lease)
+            mark = 0
+            while not mark:
+                mark = secrets.randbits(63) - (1 << 62)
+                row = conn.execute(_MARK, (mark,)).fetchone()
+                if not (row and row[0]):
+                    mark = 0
+        except BaseException:
+            conn.close()
+            raise
+        with self._books:
+            self._conn, self._mark, self._condemned = conn, mark, False
+            self._last_ok = sent
+        return conn
+
+    @staticmethod
+    def _set_idle_timeout(conn: psycopg.Connection[Any], lease: float) -> None:
+        try:
+            conn.execute(
+                "SELECT set_config('idle_session_timeout', %s, false)",
+                (f"{int(lease * 1000)}ms",),
+            )
+        except psycopg.errors.UndefinedObject:
+            # Before Postgres 14: a frozen process keeps its locks until TCP gives up.
+            log.warning(
+                "This Postgres server has no idle_session_timeout (before 14): a frozen "
+                "worker keeps its instances until its connection drops"
+            )
+
+    def _drop(self, reason: str) -> None:
+        """End the session (mutex held) and tell the watcher its locks are gone."""
+        with self._books:
+            conn, mark = self._conn, self._mark
+            self._conn, self._mark, self._condemned = None, 0, False
+            on_lost = self._on_lost
+        if conn is None:
+            return
+        conn.close()
+        log.warning(
+            "The instance-lock session on %s was lost (%s); the runs holding its locks "
+            "stop without committing and run again",
+            self._where,
+            reason,
+        )
+        if on_lost is not None:
+            on_lost(mark)
+
+    def _condemn(self, reason: str) -> None:
+        """The session counts as lost but its connection is in use: tell the watcher now,
+        and let whoever holds the connection close it."""
+        with self._books:
+            if self._conn is None or self._condemned:
+                return
+            self._condemned = True
+            mark, on_lost = self._mark, self._on_lost
+        log.warning("The instance-lock session on %s is taken as lost (%s)", self._where, reason)
+        if on_lost is not None:
+            on_lost(mark)
+
+    def query(self, query: str | Composed, params: Sequence[Any]) -> tuple[list[Any], int]:
+        """Run one query in the lock session (opened if there is none): its rows and the
+        session's marker key."""
+        with self._mutex:
+            try:
+                conn = self._conn if self._conn is not None else self._open()
+                sent = time.monotonic()
+                rows = conn.execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                self._drop(self._describe(exc))
+                msg = f"Could not take or release an instance lock on {self._where}: "
+                raise StoreError(msg + self._describe(exc)) from exc
+            with self._books:
+                condemned, mark = self._condemned, self._mark
+                if not condemned:
+                    self._last_ok = max(self._last_ok, sent)
+            if condemned:
+                self._drop("no reply within the lease")
+                msg = f"The instance-lock session on {self._where} was lost (no reply in time)."
+                raise StoreError(msg)
+            return rows, mark
+
+    # ---- locks ---------------------------------------------------------------------------
+
+    def try_lock_many(self, query: str, keys: Sequence[tuple[UUID, str, int]]) -> list[bool]:
+        """Take the locks of ``(uuid, scope, key)``, without waiting; remember those taken."""
+        rows, mark = self.query(query, ([k for _, _, k in keys],))
+        taken = [bool(row[0]) for row in rows]
+        with self._books:
+            for (uuid, scope, key), ok in zip(keys, taken, strict=True):
+                if ok:
+                    self._held[(uuid, scope)] = (key, mark)
+        return taken
+
+    def unlock_many(self, query: str, keys: Sequence[tuple[UUID, str, int]]) -> None:
+        """Release the locks of ``(uuid, scope, key)`` that the open session holds; forget
+        all of them (those of a lost session went with it). Never fails: a session
+        that fails is closed, which releases its locks."""
+        with self._books:
+            mark = self._mark
+            ours = [k for u, s, k in keys if self._held.pop((u, s), (0, -1))[1] == mark]
+        if ours and mark:
+            # A session that fails is closed: its locks go with it.
+            with contextlib.suppress(StoreError):
+                self.query(query, (ours,))
+
+    def session_of(self, uuid: UUID, scope: str) -> int | None:
+        """The marker key of the session holding ``uuid``'s ``scope`` lock, if held."""
+        with self._books:
+            held = self._held.get((uuid, scope))
+        return None if held is None else held[1]
+
+    def is_live(self, mark: int) -> bool:
+        """Whether the session with marker key ``mark`` is open and not taken as lost."""
+        with self._books:
+            return bool(mark) and mark == self._mark and not self._condemned
+
+    def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
+        """(lock key, marker key) of every lock held on ``uuids``: what a commit checks."""
+        wanted = set(uuids)
+        with self._books:
+            return [held for (uuid, _), held in self._held.items() if uuid in wanted]
+
+    @property
+    def lease(self) -> float | None:
+        return self._lease
+
+    # ---- the keeper ----------------------------------------------------------------------
+
+    def watch(self, lease: float, on_lost: Callable[[int], None]) -> None:
+        """Keep the session alive every ``lease / 4``; call ``on_lost(marker)`` (from any
+        thread, quickly) when a session ends or goes unconfirmed for half the lease."""
+        self.unwatch()
+        with self._mutex:
+            self._lease = lease
+            with self._books:
+                self._on_lost = on_lost
+                conn = self._conn
+            if conn is not None:
+                try:
+                    self._set_idle_timeout(conn, lease)
+                except psycopg.Error as exc:
+                    self._drop(self._describe(exc))
+        self._stop.clear()
+        self._wake = os.pipe()
+        self._keeper = threading.Thread(
+            target=self._keep, name="durable_jobs lock keeper", daemon=True
+        )
+        self._keeper.start()
+
+    def unwatch(self) -> None:
+        """Stop the keeper; lost sessions are no longer reported."""
+        keeper, wake = self._keeper, self._wake
+        with self._books:
+            self._on_lost = None
+        if keeper is None or wake is None:
+            return
+        self._stop.set()
+        os.write(wake[1], b"x")
+        # At once, unless it waits for a reply (bounded by the TCP user timeout).
+        keeper.join(timeout=KEEPER_JOIN)
+        if not keeper.is_alive():
+            os.close(wake[0])
+            os.close(wake[1])
+        self._keeper = self._wake = None
+
+    def close(self) -> None:
+        self.unwatch()
+        with self._mutex, self._books:
+            conn, self._conn, self._mark = self._conn, None, 0
+            self._held.clear()
+        if conn is not None:
+            conn.close()
+
+    def _keep(self) -> None:
+        lease, wake = self._lease, self._wake
+        assert lease is not None and wake is not None
+        interval = lease / PINGS_PER_LEASE
+        next_ping = time.monotonic() + interval
+        while not self._stop.is_set():
+            with self._books:
+                conn = self._conn
+            fds = [wake[0]]
+            if conn is not None and not conn.closed:
+                fds.append(conn.pgconn.socket)
+            try:
+                readable, _, _ = select.select(fds, [], [], max(0.0, next_ping - time.monotonic()))
+            except (OSError, ValueError):
+                readable = []  # the socket was closed meanwhile: look again
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            ping = now >= next_ping
+            if ping:
+                next_ping = now + interval
+            elif not readable:
+                continue
+            with self._books:
+                give_up_at = self._last_ok + lease * GIVE_UP_SHARE
+            if self._mutex.acquire(timeout=max(0.0, give_up_at - now)):
+                try:
+                    self._check(ping=ping, give_up_at=give_up_at)
+                finally:
+                    self._mutex.release()
+            elif conn is not None:
+                self._condemn(f"no reply for {lease * GIVE_UP_SHARE:g} s")
+
+    def _check(self, *, ping: bool, give_up_at: float) -> None:
+        """Look at the idle session (mutex held): a message or a close that arrived, or a
+        ping's reply; drop it if it is gone or overdue."""
+        conn = self._conn
+        if conn is None:
+            return
+        if self._condemned:
+            self._drop("no reply within the lease")
+            return
+        try:
+            if ping:
+                sent = time.monotonic()
+                conn.execute("SELECT 1")
+                with self._books:
+                    self._last_ok = max(self._last_ok, sent)
+                    give_up_at = self._last_ok + (self._lease or 0) * GIVE_UP_SHARE
+            else:
+                conn.pgconn.consume_input()
+                if conn.pgconn.status != pq.ConnStatus.OK:
+                    raise psycopg.OperationalError("the server closed the connection")
+        except psycopg.Error as exc:
+            self._drop(self._describe(exc))
+            return
+        if time.monotonic() > give_up_at:
+            self._drop("no reply within the lease")
