@@ -5,8 +5,9 @@ missing, so several apps can share one database), ``?connect_timeout=SECONDS``
 (default 5, at least 2 in effect: how long opening the store waits for the
 server, per address, and how long an operation waits for a pooled
 connection; while the server is out of reach a call fails within it, and at
-once if the server refuses connections) and ``?pool_size=N`` (default 5: connections kept open, and the
-most this store uses at once). ``postgres://`` is accepted as an alias.
+once if the server refuses connections) and ``?pool_size=N`` (default 5:
+connections kept open, and the most this store uses at once).
+``postgres://`` is accepted as an alias.
 Schema names are lower-case identifiers (eventsourcing looks its types up by
 unquoted name). The password never appears in messages or reprs.
 
