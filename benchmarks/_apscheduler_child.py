@@ -38,12 +38,14 @@ def data_store(kind: str, url: str, schema: str | None) -> DataStore:
     engine = create_async_engine(url)
     if kind == "sqlite":
 
-        @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.close()
+
+        # A plain call, not the decorator: typed the same with or without sqlalchemy.
+        event.listen(engine.sync_engine, "connect", _pragmas)
 
     return SQLAlchemyDataStore(engine, schema=schema)
 
