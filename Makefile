@@ -16,6 +16,9 @@ DURABLE_JOBS_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export DURABLE_JOBS_TEST_POSTGRES_URL
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+# The docs site, strict: a broken link or reference fails the build.
+MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 .PHONY: help demo test lint typecheck bench docs clean
 
 help:
@@ -47,7 +50,7 @@ test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(MAKE) --no-print-directory docs
+	$(MKDOCS_BUILD)
 	$(VENV)/bin/pytest
 
 lint: $(DEV_STAMP)
@@ -76,7 +79,7 @@ bench: $(DEV_STAMP) $(BENCH_STAMP)
 	} | tee bench-results.md
 
 docs: $(DEV_STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	$(MKDOCS_BUILD)
 
 clean:
 	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
