@@ -417,6 +417,16 @@ record. New keys may be added; existing keys keep their meaning.
 snapshot and live state), `export`/`import` (JSONL, e.g. SQLite to Postgres),
 `tail` (follow new records) and `purge` (delete a terminated instance's
 history) are maintenance commands; see `durable-jobs --help`.
+
+`terminate KIND JOB ID [--reason R]` and `trigger KIND JOB ID` are the quiet
+admin path: they need no handlers (no app code, and no overdue alarm of any
+other instance fires). `terminate` does what the client's `terminate(id)`
+does. `trigger` makes the instance's next run due now: it resumes a paused
+(`failed`) instance, brings a waiting retry forward, or closes a debounce
+instance's open batch (reason `manual`); a runtime serving the store then
+runs it (at once on Postgres; on SQLite when one starts). Both write, and
+both are refused while a runtime serves an SQLite store (stop it, or use the
+client there).
 """
 
 

@@ -93,6 +93,7 @@ def _every_event() -> list[Any]:
     task, _ = TaskInstance.receive(None, "t", "1", "go", now=T, idempotency_key=None, window=W)
     task.set_state(["x" * 100] * 4, now=T)
     task.set_state(["x" * 100] * 5, now=T)  # one item appended: recorded as a patch
+    task.trigger_event(TaskInstance.Resumed, timestamp=T, at=T)
     return [*cont.collect_events(), *deb.collect_events(), *task.collect_events()]
 
 

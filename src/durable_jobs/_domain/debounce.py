@@ -222,6 +222,23 @@ class DebounceInstance(JobInstance):
         self.sync_alarm(now=now, flush_after=flush_after)
         return True
 
+    def due_now(self, *, now: datetime) -> bool:
+        """Make the next flush due ``now`` (a runtime runs it): the oldest closed batch
+        (resumed if paused, brought forward if waiting for a retry), else the open
+        batch, closed as ``manual``. False if nothing is buffered."""
+        d = self.d
+        if not d.live:
+            return False
+        if d.closed:
+            if d.paused or d.closed_due_at is None or d.closed_due_at > now:
+                self.trigger_event(self.Resumed, timestamp=now, at=now)
+        elif d.event_count:
+            self.close_batch("manual", now=now)
+        else:
+            return False
+        self.set_alarm(now, now=now)
+        return True
+
     def clear(self, *, now: datetime) -> int:
         """Drop every buffered event unprocessed; returns how many (0: nothing recorded)."""
         discarded = self.buffered_events if self.d.live else 0

@@ -100,6 +100,7 @@ class InstanceData(BaseModel):
     paused: bool = False
     # Task: events received; debounce: events in the open batch.
     event_count: int = 0
+    # Task: calls of execute (retries included); other kinds: runs.
     execute_count: int = 0
     # Debounce: the open batch and the queue of closed batches.
     batch_started_at: UtcDatetime | None = None
@@ -316,7 +317,7 @@ class JobInstance(Aggregate):
             d = cast("JobInstance", aggregate).d
             if self.handler == "execute":
                 d.run_count = self.run_count
-                d.execute_count = self.run_count
+                d.execute_count = _execute_count(d, self.run_count)
                 d.attempt = 0
                 d.first_failure_at = None
                 d.paused = False
@@ -339,7 +340,7 @@ class JobInstance(Aggregate):
             if self.handler != "execute":
                 return
             d.run_count = self.run_count
-            d.execute_count = self.run_count
+            d.execute_count = _execute_count(d, self.run_count)
             if self.will_retry:
                 if self.attempt == 1 or d.first_failure_at is None:
                     d.first_failure_at = self.timestamp
@@ -371,6 +372,22 @@ class JobInstance(Aggregate):
             d.attempt = 0
             d.first_failure_at = None
             d.paused = self.action == "pause"
+
+    class Resumed(Event):
+        """A paused (or retry-waiting) run was made due at ``at`` without running it.
+
+        Committed by an admin command (``durable-jobs trigger``) that has no
+        handlers: a runtime serving the store runs it when its alarm rings.
+        """
+
+        NAME: ClassVar[str] = "resumed"
+        at: UtcDatetime
+
+        def apply(self, aggregate: Any) -> None:
+            d = cast("JobInstance", aggregate).d
+            d.paused = False
+            if d.closed:
+                d.closed_due_at = self.at
 
     class EventAdded(Event):
         """An input event was accepted (debounce ``add``, task ``send``)."""
@@ -509,6 +526,19 @@ class JobInstance(Aggregate):
         # Record the alarm's end explicitly, so the history says what happened to it.
         self.set_alarm(None, now=now)
         self.trigger_event(self.Terminated, timestamp=now, reason=reason)
+        return True
+
+    def due_now(self, *, now: datetime) -> bool:
+        """Make the next run due ``now``, for a runtime to run (no handler runs here).
+
+        A paused run is resumed, a waiting retry brought forward; False (and
+        nothing recorded) if there is nothing to run. See the kinds' overrides.
+        """
+        if not self.d.live:
+            return False
+        if self.d.paused:
+            self.trigger_event(self.Resumed, timestamp=now, at=now)
+        self.set_alarm(now, now=now)
         return True
 
     def set_alarm(self, at: datetime | None, *, now: datetime) -> None:
@@ -662,6 +692,15 @@ class JobInstance(Aggregate):
         )
 
 
+def _execute_count(d: InstanceData, run_count: int) -> int:
+    """``execute_count`` after one more ``execute`` record of run ``run_count``.
+
+    A task counts every call of ``execute`` (a retry its ``on_error`` scheduled
+    is the same run's next try, and still a call); the other kinds count runs.
+    """
+    return d.execute_count + 1 if d.kind == "task" else run_count
+
+
 def error_type_name(error: BaseException) -> str:
     """``module.QualName`` of an exception's type (builtins without the module)."""
     t = type(error)
@@ -702,6 +741,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "RunSucceeded",
     "RunFailed",
     "RetryExhausted",
+    "Resumed",
     "EventAdded",
     "BatchClosed",
     "Flushed",

@@ -1120,6 +1120,7 @@ class Runtime:
         *,
         ticket: RunTicket,
         alarm: datetime | None,
+        failed: tuple[str, BaseException, datetime] | None = None,
     ) -> BaseException | None:
         """Run one task handler on ``agg`` and record its outcome; its error if unhandled.
 
@@ -1127,12 +1128,19 @@ class Runtime:
         the handler's); ``alarm`` is what the alarm becomes unless the handler
         changes it. Afterwards, if the instance is live with no alarm,
         ``on_idle`` runs.
+
+        ``failed`` (for ``on_error``: the handler that raised, its error and
+        when) is recorded first, once ``on_error`` has returned: an ``execute``
+        failure whose ``on_error`` set an alarm is recorded as retried then
+        (the next ``execute`` is the same run's next try).
         """
+        # execute (and the on_error of a failed one) sees its own call counted.
+        counted = handler == "execute" or (failed is not None and failed[0] == "execute")
         ctx = self._task_ctx(
             job,
             agg,
             alarm=alarm,
-            execute_count=ticket.run_count if handler == "execute" else None,
+            execute_count=agg.d.execute_count + 1 if counted else None,
         )
         started = self.clock.now()
         try:
@@ -1140,7 +1148,10 @@ class Runtime:
             intents = ctx.intents()
         except Exception as exc:
             end = self.clock.now()
-            agg.record_failure(ticket, exc, handler=cast(Any, handler), now=end, retry_at=None)
+            if failed is not None:
+                agg.record_failure(
+                    ticket, failed[1], handler=cast(Any, failed[0]), now=failed[2], retry_at=None
+                )
             if job.error_handler is not None and handler != "on_error":
                 on_error = functools.partial(job.error_handler, exc)
                 return await self._task_handler(
@@ -1150,10 +1161,19 @@ class Runtime:
                     on_error,
                     ticket=ticket,
                     alarm=alarm,
+                    failed=(handler, exc, end),
                 )
+            agg.record_failure(ticket, exc, handler=cast(Any, handler), now=end, retry_at=None)
             agg.apply_intents(Intents(), now=end, alarm=alarm)
             return exc
         end = self.clock.now()
+        if failed is not None:
+            retry_at = None
+            if failed[0] == "execute" and not intents.terminate and intents.schedule_changed:
+                retry_at = intents.schedule
+            agg.record_failure(
+                ticket, failed[1], handler=cast(Any, failed[0]), now=failed[2], retry_at=retry_at
+            )
         agg.record_success(
             ticket, handler=cast(Any, handler), now=end, duration=(end - started).total_seconds()
         )
@@ -1255,7 +1275,8 @@ class Runtime:
             if by_alarm and (committed.d.alarm_at is None or committed.d.alarm_at > now):
                 return False, False, False
             agg = clone(committed)
-            ticket = agg.next_ticket(fresh=True)
+            # The alarm on_error set after a failed execute runs that run's next try.
+            ticket = agg.next_ticket(fresh=not by_alarm)
             error = await self._task_handler(
                 job,
                 agg,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from durable_jobs.cli import (  # noqa: F401 - they register the commands
+    _admin,
     _doctor,
     _maintain,
     _read,

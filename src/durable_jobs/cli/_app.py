@@ -1,7 +1,8 @@
 """The ``durable-jobs`` command group and what every command shares.
 
 Commands live in ``_read.py`` (list, status, history, state, diff, alarms,
-stats) and ``_maintain.py`` (replay, export, import, tail, purge); each module
+stats), ``_maintain.py`` (replay, export, import, tail, purge) and
+``_admin.py`` (terminate, trigger); each module
 registers its commands on :data:`app` with ``@app.command()``.
 
 Shared rules:
@@ -91,7 +92,7 @@ def app(ctx: click.Context, store_url: str | None) -> None:
     """Inspect, replay and maintain the jobs in a durable-jobs store.
 
     Every command reads the store without running any job, and writes nothing
-    unless its help says so (import, purge).
+    unless its help says so (import, purge, terminate, trigger).
     """
     ctx.obj = CliState(store_url=store_url)
 

@@ -413,8 +413,8 @@ def _detail(name: str | None, s: dict[str, Any]) -> str:
         return f"{_run(s)} ok in {s.get('duration')}s"
     if name == "retry_exhausted":
         return f"run {s.get('run_count')} after {s.get('attempt')} tries: {s.get('action')}"
-    if name == "alarm_set":
-        return f"alarm at {_time(s.get('at'))}"
+    if name in ("alarm_set", "resumed"):
+        return f"{'alarm' if name == 'alarm_set' else 'due'} at {_time(s.get('at'))}"
     if name in ("batch_closed", "flushed"):
         return f"batch {s.get('batch_no')}: {s.get('reason')}, {s.get('event_count')} event(s)"
     if name == "terminated":

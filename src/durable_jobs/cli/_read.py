@@ -307,7 +307,7 @@ def status(state: CliState, kind: str, job: str, instance_id: str, as_json: bool
 
     KIND is continuous, debounce or task; JOB is the job name, ID the instance id.
     The last error is the latest failed run of the current generation (among
-    its last 500 records).
+    its last 500 records) that no later run of the same handler made good.
     """
     with opened_store(state) as store:
         inspector = Inspector(store)
@@ -331,10 +331,16 @@ def status(state: CliState, kind: str, job: str, instance_id: str, as_json: bool
 
 
 def _last_error(records: list[RecordedEvent]) -> RecordedEvent | None:
+    """The latest failure not made good since: a later success of the same handler
+    (a successful retry, say) clears it."""
+    succeeded: set[str | None] = set()
     for record in reversed(records):
         if record.name == "started":
             return None
-        if record.name == "run_failed":
+        handler = record.data.get("handler")
+        if record.name == "run_succeeded":
+            succeeded.add(handler)
+        elif record.name == "run_failed" and handler not in succeeded:
             return record
     return None
 
@@ -486,9 +492,9 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
         # A whole state, or a JSON Patch of the state before it.
         field = "patch" if "patch" in d else "state"
         text.append(f"{field} {_short(d.get(field))}")
-    elif name == "alarm_set":
-        at = d["at"]
-        text.append(f"alarm at {_when(at)} ({_offset(at, record.at)})")
+    elif name in {"alarm_set", "resumed"}:
+        what = "alarm" if name == "alarm_set" else "resumed (trigger): due"
+        text.append(f"{what} at {_when(d['at'])} ({_offset(d['at'], record.at)})")
     elif name == "alarm_cleared":
         text.append("no alarm")
     elif name == "run_succeeded":

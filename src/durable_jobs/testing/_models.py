@@ -614,7 +614,11 @@ class _Task:
     state: Any = None
     alarm: datetime | None = None
     event_count: int = 0
+    # Calls of execute; its runs (a retry on_error scheduled is the same run);
+    # the failed try whose retry is the next alarm (0: none).
     execute_count: int = 0
+    run_count: int = 0
+    attempt: int = 0
     keys: dict[str, datetime] = field(default_factory=dict)
 
 
@@ -669,6 +673,7 @@ class TaskModel(_Model):
         inst.live = False
         inst.state = None
         inst.alarm = None
+        inst.attempt = 0
 
     def _receive(self, instance_id: str, key: str | None) -> tuple[_Task, bool]:
         inst = self.instances.get(instance_id)
@@ -699,7 +704,7 @@ class TaskModel(_Model):
         new, created = self._receive(instance_id, key)
         self.instances[instance_id] = new
         error = self._handler(
-            instance_id, new, "on_event", alarm=new.alarm, run_count=new.execute_count, event=event
+            instance_id, new, "on_event", alarm=new.alarm, run_count=new.run_count, event=event
         )
         if error is None:
             return SendResult(created=created, scheduled_at=new.alarm, duplicate=False)
@@ -713,7 +718,7 @@ class TaskModel(_Model):
         self.instances[instance_id] = failed
         self._record(
             instance_id,
-            ExpectedRun("on_event", failed.execute_count, 1, "failed", self.now),
+            ExpectedRun("on_event", failed.run_count, 1, "failed", self.now),
         )
         return error
 
@@ -725,7 +730,7 @@ class TaskModel(_Model):
         before = inst.alarm
         failures_before = self._failures_recorded(instance_id)
         error = self._handler(
-            instance_id, inst, "execute", alarm=inst.alarm, run_count=inst.execute_count + 1
+            instance_id, inst, "execute", alarm=inst.alarm, run_count=inst.run_count + 1
         )
         if error is not None:
             return error
@@ -746,7 +751,14 @@ class TaskModel(_Model):
 
     def _fire(self, instance_id: str) -> None:
         inst = self.instances[instance_id]
-        self._handler(instance_id, inst, "execute", alarm=None, run_count=inst.execute_count + 1)
+        # The alarm after a failed execute whose on_error scheduled it: the run's next try.
+        if inst.attempt:
+            run_count, attempt = inst.run_count, inst.attempt + 1
+        else:
+            run_count, attempt = inst.run_count + 1, 1
+        self._handler(
+            instance_id, inst, "execute", alarm=None, run_count=run_count, attempt=attempt
+        )
 
     def _alarm_time(self, when: Any) -> datetime | None:
         if when is None:
@@ -765,13 +777,16 @@ class TaskModel(_Model):
         *,
         alarm: datetime | None,
         run_count: int,
+        attempt: int = 1,
         event: Any = None,
         failed_handler: str = "",
     ) -> BaseException | None:
         """One handler call and what follows it (on_error, on_idle); the unhandled error."""
         now = self.now
         if handler == "execute":
-            inst.execute_count = run_count
+            inst.execute_count += 1
+            inst.run_count = run_count
+            inst.attempt = 0
         view = TaskView(
             instance_id=instance_id,
             now=now,
@@ -782,7 +797,7 @@ class TaskModel(_Model):
             created_at=inst.created_at,
         )
         if self.failures.take(instance_id, handler):
-            self._record(instance_id, ExpectedRun(handler, run_count, 1, "failed", now))
+            self._record(instance_id, ExpectedRun(handler, run_count, attempt, "failed", now))
             if self.job.error_handler is not None and handler != "on_error":
                 return self._handler(
                     instance_id,
@@ -790,6 +805,7 @@ class TaskModel(_Model):
                     "on_error",
                     alarm=alarm,
                     run_count=run_count,
+                    attempt=attempt,
                     failed_handler=handler,
                 )
             if inst.live:
@@ -802,7 +818,7 @@ class TaskModel(_Model):
             step = hook(failed_handler, view)
         else:
             step = hook(view)
-        self._record(instance_id, ExpectedRun(handler, run_count, 1, "succeeded", now))
+        self._record(instance_id, ExpectedRun(handler, run_count, attempt, "succeeded", now))
         if not inst.live:
             return None
         if step.state is not UNCHANGED:
@@ -811,8 +827,15 @@ class TaskModel(_Model):
             self._end(inst)
             return None
         inst.alarm = alarm if step.schedule is UNCHANGED else self._alarm_time(step.schedule)
+        if (
+            failed_handler == "execute"
+            and step.schedule is not UNCHANGED
+            and inst.alarm is not None
+        ):
+            # on_error set the alarm after a failed execute: it runs that run's next try.
+            inst.attempt = attempt
         if handler != "on_idle" and inst.alarm is None and self.job.idle_handler is not None:
             return self._handler(
-                instance_id, inst, "on_idle", alarm=None, run_count=inst.execute_count
+                instance_id, inst, "on_idle", alarm=None, run_count=inst.run_count
             )
         return None

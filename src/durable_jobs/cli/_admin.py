@@ -1,0 +1,117 @@
+"""Admin commands that need no handlers: terminate, trigger.
+
+They run :func:`durable_jobs.maintenance.terminate_instance` and
+:func:`~durable_jobs.maintenance.trigger_instance`: each commits domain events
+to one instance (no handler runs, no other alarm fires), and a runtime serving
+the store acts on them. An SQLite store a runtime is serving is refused.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.text import Text
+
+from durable_jobs._domain.ids import KINDS
+from durable_jobs.cli._app import (
+    CliState,
+    app,
+    console,
+    emit_json,
+    json_option,
+    opened_store,
+    store_option,
+)
+from durable_jobs.cli._read import _now, _when
+from durable_jobs.maintenance import AdminResult, terminate_instance, trigger_instance
+
+__all__ = ["terminate", "trigger"]
+
+KIND = click.Choice(KINDS)
+
+_JSON_SHAPE = """\b
+JSON (--json): {"action", "done": bool, "found": bool, "kind", "job",
+  "instance_id", "instance_uuid", "status", "due_at", "version"}; "done" is
+  false when nothing was written (see above).
+"""
+
+TERMINATE_EPILOG = f"""\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db terminate task reminder r-7
+  durable-jobs --store sqlite:///jobs.db terminate continuous sync acct-42 --reason "closed"
+
+{_JSON_SHAPE}"""
+
+TRIGGER_EPILOG = f"""\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db trigger continuous sync acct-42
+  durable-jobs --store postgresql://app@db/jobs trigger debounce digest user-7 --json
+
+{_JSON_SHAPE}"""
+
+
+def _label(kind: str, job: str, instance_id: str) -> str:
+    return f"{kind} job {job!r} instance {instance_id!r}"
+
+
+def _report(result: AdminResult, as_json: bool, done: str, not_done: str) -> None:
+    if as_json:
+        emit_json(result.as_json())
+        return
+    label = _label(result.kind, result.job, result.instance_id)
+    if not result.found:
+        console().print(Text(f"Nothing done: there is no {label}."))
+    elif result.done:
+        console().print(Text(f"{done.format(label=label)} (version {result.version})."))
+    else:
+        console().print(Text(not_done.format(label=label, status=result.status)))
+
+
+@app.command(epilog=TERMINATE_EPILOG)
+@click.argument("kind", type=KIND)
+@click.argument("job")
+@click.argument("instance_id", metavar="ID")
+@click.option("--reason", help="Recorded with the termination.")
+@store_option
+@json_option
+@click.pass_obj
+def terminate(
+    state: CliState, *, kind: str, job: str, instance_id: str, reason: str | None, as_json: bool
+) -> None:
+    """Terminate one instance, without the app's handlers. Writes.
+
+    What the client's terminate(id) does: the state, alarm, pending retry and
+    buffered events are removed; the log and counters stay. No handler runs
+    and no other alarm fires. Refused while a jobs runtime serves an SQLite
+    store (stop it, or use its client).
+    """
+    with opened_store(state, must_exist=True) as store:
+        result = terminate_instance(store, kind, job, instance_id, reason=reason, now=_now())
+    _report(result, as_json, "Terminated {label}", "Nothing done: {label} is {status}.")
+
+
+@app.command(epilog=TRIGGER_EPILOG)
+@click.argument("kind", type=KIND)
+@click.argument("job")
+@click.argument("instance_id", metavar="ID")
+@store_option
+@json_option
+@click.pass_obj
+def trigger(state: CliState, *, kind: str, job: str, instance_id: str, as_json: bool) -> None:
+    """Make one instance's next run due now; resumes a paused instance. Writes.
+
+    Runs nothing itself (it needs no handlers): it sets the instance's alarm to
+    now, resuming a paused (failed) instance, bringing a waiting retry forward,
+    or closing a debounce instance's open batch (reason manual). A runtime
+    serving the store runs it: at once on Postgres, when one starts on SQLite.
+    Refused while a jobs runtime serves an SQLite store (stop it, or use its
+    client's trigger/flush).
+    """
+    with opened_store(state, must_exist=True) as store:
+        result = trigger_instance(store, kind, job, instance_id, now=_now())
+    due = _when(result.due_at)
+    _report(
+        result,
+        as_json,
+        "Triggered {label}: its run is due at " + due + "; a runtime serving the store runs it",
+        "Nothing done: {label} is {status}, with nothing to run.",
+    )

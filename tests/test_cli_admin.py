@@ -1,0 +1,186 @@
+"""``durable-jobs terminate`` and ``trigger``: the quiet admin path.
+
+They need no handlers (no registry): each commits domain events to one
+instance, and a runtime serving the store then acts on them. While a runtime
+serves an SQLite store they are refused, and write nothing. Checked on real
+SQLite and Postgres, in virtual time.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import trio.testing
+
+import durable_jobs as dj
+from _runtime import HOUR, MINUTE, SECOND, T, advance, names, running
+from durable_jobs.cli import run
+
+PAUSE = dj.Retry(max_attempts=2, delay=dj.Backoff.constant(SECOND), jitter=0, on_exhausted="pause")
+
+
+class Cli:
+    def __init__(
+        self, url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        self.url, self.capsys, self.monkeypatch = url, capsys, monkeypatch
+
+    def __call__(self, clock: dj.VirtualClock, *args: str) -> tuple[int, str, str]:
+        """Run the CLI with its "now" at the virtual clock's time."""
+        self.monkeypatch.setenv("DURABLE_JOBS_NOW", clock.now().isoformat())
+        self.capsys.readouterr()
+        code = run(["--store", self.url, *args])
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def json(self, clock: dj.VirtualClock, *args: str) -> Any:
+        code, out, err = self(clock, *args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(
+    durable_store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Cli:
+    monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
+    return Cli(durable_store_url, capsys, monkeypatch)
+
+
+def app(calls: list[str], *, failing: set[str]) -> dj.Registry:
+    """A continuous job, a debounce job and a task; ids in ``failing`` raise."""
+    registry = dj.Registry()
+
+    @registry.continuous("sync", state=int, schedule=dj.every(HOUR), retry=PAUSE)
+    async def sync(ctx: dj.ContinuousContext[int]) -> None:
+        calls.append(f"sync {ctx.instance_id}")
+        if ctx.instance_id in failing:
+            raise ConnectionError("bank down")
+        ctx.set_state(ctx.state + 1)
+
+    @registry.debounce("digest", event=str, flush_after=HOUR, retry=PAUSE)
+    async def digest(ctx: dj.DebounceContext[str]) -> None:
+        calls.append(f"digest {ctx.instance_id} {ctx.flush_reason} {ctx.event_count}")
+        if ctx.instance_id in failing:
+            raise ConnectionError("mail down")
+
+    @registry.task("remind", event=str, state=int)
+    async def remind(ctx: dj.TaskContext[int]) -> None:
+        calls.append(f"remind {ctx.instance_id}")
+
+    @remind.on_event
+    async def on_event(event: str, ctx: dj.TaskContext[int]) -> None:
+        ctx.schedule(timedelta(minutes=10))
+
+    return registry
+
+
+async def test_trigger_resumes_paused_instances_that_a_runtime_then_runs(
+    durable_store_url: str, cli: Cli, autojump_clock: trio.testing.MockClock
+) -> None:
+    calls: list[str] = []
+    failing = {"bad"}
+    clock = dj.VirtualClock(T)
+    async with running(app(calls, failing=failing), durable_store_url, clock=clock) as jobs:
+        await jobs.continuous("sync").start("bad", 0)
+        await jobs.continuous("sync").start("ok", 0)
+        await jobs.debounce("digest").add("bad", "a")
+        await advance(jobs, HOUR + 5 * SECOND)  # both "bad" ones fail twice and pause
+        await jobs.debounce("digest").add("later", "b")  # a batch open for an hour
+        assert (await jobs.continuous("sync").status("bad")).status == "failed"
+        assert (await jobs.debounce("digest").status("bad")).status == "failed"
+    failing.clear()  # the outage is over
+    calls.clear()
+    await trio.sleep(60)
+
+    assert cli.json(clock, "status", "continuous", "sync", "ok")["instance"]["status"] == "running"
+    version_ok = cli.json(clock, "status", "continuous", "sync", "ok")["instance"]["version"]
+    done = cli.json(clock, "trigger", "continuous", "sync", "bad")
+    assert (done["done"], done["status"], done["due_at"]) == (
+        True,
+        "running",
+        clock.now().isoformat(),
+    )
+    code, out, err = cli(clock, "trigger", "debounce", "digest", "bad")
+    assert code == 0, err
+    assert "Triggered debounce job 'digest' instance 'bad'" in out
+    code, out, err = cli(clock, "trigger", "debounce", "digest", "later")  # an open batch
+    assert code == 0, err
+    # Quiet: nothing ran, and no other instance was touched.
+    assert calls == []
+    assert (
+        cli.json(clock, "status", "continuous", "sync", "ok")["instance"]["version"] == version_ok
+    )
+    history = cli.json(clock, "history", "continuous", "sync", "bad")["records"]
+    assert [r["name"] for r in history[-2:]] == ["resumed", "alarm_set"]
+
+    async with running(app(calls, failing=failing), durable_store_url, clock=clock) as jobs:
+        await jobs.wait_idle()
+        assert sorted(calls) == [
+            "digest bad flush_after 1",
+            "digest later manual 1",
+            "sync bad",
+        ]
+        assert (await jobs.continuous("sync").status("bad")).status == "running"
+        assert (await jobs.debounce("digest").status("bad")).status == "idle"
+
+
+async def test_terminate_needs_no_handlers_and_keeps_the_counters(
+    durable_store_url: str, cli: Cli, autojump_clock: trio.testing.MockClock
+) -> None:
+    calls: list[str] = []
+    clock = dj.VirtualClock(T)
+    async with running(app(calls, failing=set()), durable_store_url, clock=clock) as jobs:
+        for _ in range(3):
+            await jobs.task("remind").send("r1", "ping")
+            await advance(jobs, 10 * MINUTE)
+        await jobs.task("remind").send("r1", "ping")  # an alarm 10 minutes ahead
+        assert await jobs.task("remind").status("r1") == dj.TaskStatus(
+            "active", clock.now() + 10 * MINUTE, 4, 3, T
+        )
+    calls.clear()
+    await trio.sleep(HOUR.total_seconds())  # down: the alarm is overdue now
+
+    code, out, err = cli(clock, "terminate", "task", "remind", "r1", "--reason", "user left")
+    assert code == 0, err
+    assert "Terminated task job 'remind' instance 'r1'" in out
+    status = cli.json(clock, "status", "task", "remind", "r1")["instance"]
+    assert status["status"] == "terminated"
+    assert (status["run_count"], status["event_count"]) == (3, 4)  # both counters kept
+    again = cli.json(clock, "terminate", "task", "remind", "r1")
+    assert (again["done"], again["found"]) == (False, True)
+    unknown = cli.json(clock, "terminate", "task", "remind", "nobody")
+    assert (unknown["done"], unknown["found"]) == (False, False)
+    history = cli.json(clock, "history", "task", "remind", "r1")["records"]
+    assert [r["name"] for r in history[-2:]] == ["alarm_cleared", "terminated"]
+    assert history[-1]["data"]["reason"] == "user left"
+
+    async with running(app(calls, failing=set()), durable_store_url, clock=clock) as jobs:
+        await advance(jobs, HOUR)
+        assert calls == []  # the overdue alarm was removed with the instance
+        assert (await jobs.task("remind").status("r1")).status == "not_found"
+
+
+async def test_refused_while_a_runtime_serves_an_sqlite_store(
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cli = Cli(sqlite_url, capsys, monkeypatch)
+    calls: list[str] = []
+    clock = dj.VirtualClock(T)
+    async with running(app(calls, failing=set()), sqlite_url, clock=clock) as jobs:
+        await jobs.task("remind").send("r1", "ping")
+        before = await jobs.task("remind").history("r1")
+        for command in ("terminate", "trigger"):
+            code, out, err = cli(clock, command, "task", "remind", "r1")
+            assert (code, out) == (1, "")
+            assert "while a jobs runtime serves" in err, err
+            code, out, err = cli(clock, command, "task", "remind", "r1", "--json")
+            assert code == 1 and json.loads(err)["type"] == "ConfigurationError"
+        assert names(await jobs.task("remind").history("r1")) == names(before)
+    assert cli.json(clock, "terminate", "task", "remind", "r1")["done"] is True
