@@ -40,7 +40,7 @@ import durable_jobs as dj
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-MARKER = re.compile(r"<!-- docs-check: (\S+)(.*?)-->\s*\Z", re.DOTALL)
+MARKER = re.compile(r"<!-- docs-check: (\S+)((?:(?!-->).)*?)-->\s*\Z", re.DOTALL)
 
 RUN_ELSEWHERE = {"guide.md": "test_docs.py", "testing.md": "test_testing_docs.py"}
 GENERATED = {"debugging.md": "test_debugging_doc.py"}
