@@ -191,7 +191,7 @@ class ContinuousClient(_KindClient, Generic[S]):
         state_json = self.job.state_codec.to_json(input)
 
         async def run() -> StartResult:
-            agg, created = await self._rt.continuous_start(self.job, id, state_json)
+            agg, created = await self._rt.continuous.start(self.job, id, state_json)
             return StartResult(created, _continuous_status(agg))
 
         return await self._rt.command(run)
@@ -201,7 +201,7 @@ class ContinuousClient(_KindClient, Generic[S]):
         check_instance_id(id)
 
         async def run() -> TriggerResult:
-            return TriggerResult(*await self._rt.continuous_run(self.job, id, manual=True))
+            return TriggerResult(*await self._rt.continuous.run(self.job, id, manual=True))
 
         return await self._rt.command(run)
 
@@ -268,7 +268,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
         event_json = self.job.event_codec.dump(value)
 
         async def run() -> AddResult:
-            agg, opened, duplicate = await self._rt.debounce_add(
+            agg, opened, duplicate = await self._rt.debounce.add(
                 self.job, id, value, event_json, key
             )
             return AddResult(agg.buffered_events, agg.will_flush_at, opened, duplicate)
@@ -280,7 +280,8 @@ class DebounceClient(_KindClient, Generic[E, S]):
         check_instance_id(id)
 
         async def run() -> FlushResult:
-            flushed, count, reason, retry = await self._rt.flush(self.job, id, manual=True)
+            flush = self._rt.debounce.flush
+            flushed, count, reason, retry = await flush(self.job, id, manual=True)
             return FlushResult(flushed, count, reason, retry)  # type: ignore[arg-type]
 
         return await self._rt.command(run)
@@ -290,7 +291,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
         check_instance_id(id)
 
         async def run() -> ClearResult:
-            discarded = await self._rt.clear(self.job, id)
+            discarded = await self._rt.debounce.clear(self.job, id)
             return ClearResult(discarded > 0, discarded)
 
         return await self._rt.command(run)
@@ -343,7 +344,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         event_json = self.job.event_codec.dump(value)
 
         async def run() -> SendResult:
-            agg, created, duplicate = await self._rt.task_send(
+            agg, created, duplicate = await self._rt.task.send(
                 self.job, id, value, event_json, key
             )
             return SendResult(created, agg.d.alarm_at, duplicate)
@@ -355,7 +356,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         check_instance_id(id)
 
         async def run() -> TriggerResult:
-            return TriggerResult(*await self._rt.task_execute(self.job, id, by_alarm=False))
+            return TriggerResult(*await self._rt.task.execute(self.job, id, by_alarm=False))
 
         return await self._rt.command(run)
 

@@ -150,6 +150,8 @@ class JobDefinition:
     state_type: Any
     retry: Retry | None
     state_codec: TypeCodec[Any]
+    #: The longest a call of one of the job's async handlers may run (None: no limit).
+    timeout: timedelta | None = None
 
     def missing(self) -> list[str]:
         """Handlers this job still needs (empty when it is complete)."""
