@@ -12,6 +12,7 @@ catches a job that is still missing one.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar, cast, final, overload
@@ -132,6 +133,26 @@ def _check_retry(retry: object, job: str) -> Retry | None:
     return retry
 
 
+def _check_timeout(timeout: object, job: str) -> timedelta | None:
+    """A handler timeout: None, or a positive timedelta (or number of seconds)."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and math.isfinite(timeout)
+        and timeout > 0
+    ):
+        return timedelta(seconds=timeout)
+    if isinstance(timeout, timedelta) and timeout > timedelta(0):
+        return timeout
+    msg = (
+        f"timeout of job {job!r} must be None, a positive timedelta or a positive number "
+        f"of seconds, got {timeout!r}."
+    )
+    raise ConfigurationError(msg)
+
+
 def _check_window(window: object, job: str) -> timedelta:
     if not isinstance(window, timedelta) or window <= timedelta(0):
         msg = (
@@ -177,8 +198,10 @@ class ContinuousJob(JobDefinition, Generic[S]):
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> None:
         self.name = check_job_name(name)
+        self.timeout = _check_timeout(timeout, name)
         if not isinstance(cast(object, schedule), Schedule):
             msg = (
                 f"schedule of continuous job {name!r} must come from durable_jobs.every() "
@@ -218,8 +241,10 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> None:
         self.name = check_job_name(name)
+        self.timeout = _check_timeout(timeout, name)
         if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
             msg = (
                 f"flush_after of debounce job {name!r} must be a positive timedelta, "
@@ -280,8 +305,10 @@ class TaskJob(JobDefinition, Generic[E, S]):
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> None:
         self.name = check_job_name(name)
+        self.timeout = _check_timeout(timeout, name)
         _check_handler(execute, job=name, role="execute", params="ctx")
         self.event_type = event
         self.event_codec: TypeCodec[E] = TypeCodec(event, what="event", job=name)
@@ -357,6 +384,7 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[ContinuousContext[S]], Awaitable[None]]], ContinuousJob[S]]: ...
     @overload
     def continuous(
@@ -368,6 +396,7 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[ContinuousContext[Any]], Awaitable[None]]], ContinuousJob[Any]]: ...
     def continuous(
         self,
@@ -378,9 +407,11 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[Any]]:
         """Decorator: register ``async def execute(ctx)`` as a continuous job."""
         check_job_name(name)
+        _check_timeout(timeout, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> ContinuousJob[Any]:
             job: ContinuousJob[Any] = ContinuousJob(
@@ -391,6 +422,7 @@ class Registry:
                 start_immediately=start_immediately,
                 retry=retry,
                 misfire=misfire,
+                timeout=timeout,
             )
             self._add(job)
             return job
@@ -408,6 +440,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[DebounceContext[E]], Awaitable[None]]], DebounceJob[E, E]]: ...
     @overload
     def debounce(
@@ -420,6 +453,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[DebounceContext[S]], Awaitable[None]]], DebounceJob[E, S]]: ...
     @overload
     def debounce(
@@ -432,6 +466,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[DebounceContext[Any]], Awaitable[None]]], DebounceJob[Any, Any]]: ...
     def debounce(
         self,
@@ -443,12 +478,14 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
 
         ``state`` defaults to the event type; add a reducer with ``@job.on_event``.
         """
         check_job_name(name)
+        _check_timeout(timeout, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> DebounceJob[Any, Any]:
             job: DebounceJob[Any, Any] = DebounceJob(
@@ -460,6 +497,7 @@ class Registry:
                 max_events=max_events,
                 retry=retry,
                 idempotency_window=idempotency_window,
+                timeout=timeout,
             )
             self._add(job)
             return job
@@ -477,6 +515,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[TaskContext[S]], Awaitable[None]]], TaskJob[E, S]]: ...
     @overload
     def task(
@@ -489,6 +528,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[TaskContext[Any]], Awaitable[None]]], TaskJob[Any, Any]]: ...
     def task(
         self,
@@ -500,6 +540,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` (run by the alarm) as a task job.
 
@@ -507,6 +548,7 @@ class Registry:
         or pass them here.
         """
         check_job_name(name)
+        _check_timeout(timeout, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> TaskJob[Any, Any]:
             job: TaskJob[Any, Any] = TaskJob(
@@ -518,6 +560,7 @@ class Registry:
                 on_idle=on_idle,
                 on_error=on_error,
                 idempotency_window=idempotency_window,
+                timeout=timeout,
             )
             self._add(job)
             return job
