@@ -37,6 +37,7 @@ EXPECTED = {
     "Registry",
     "Retry",
     "RuntimeClosed",
+    "RuntimeStatistics",
     "SendResult",
     "StartResult",
     "StateAt",

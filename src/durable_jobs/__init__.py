@@ -56,6 +56,7 @@ from durable_jobs._runtime.contexts import (
     DebounceEventContext,
     TaskContext,
 )
+from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store, store_schemes
 
@@ -91,6 +92,7 @@ __all__ = [
     "Registry",
     "Retry",
     "RuntimeClosed",
+    "RuntimeStatistics",
     "SendResult",
     "StartResult",
     "StateAt",

@@ -22,6 +22,7 @@ from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
 from durable_jobs._runtime.runtime import Observer, Runtime, check_key
+from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
 
@@ -447,6 +448,11 @@ class Jobs:
     async def wait_idle(self) -> None:
         """Return once every due alarm has run and committed (for tests and scripts)."""
         await self._rt.wait_idle()
+
+    def statistics(self) -> RuntimeStatistics:
+        """The runtime's live figures: runs in flight, alarms due, commits and their
+        batch sizes, cache hits and misses, and (on a shared store) the locks held."""
+        return self._rt.statistics()
 
     def __repr__(self) -> str:
         return f"<Jobs {self._rt.registry!r} on {self._rt.store!r}>"
