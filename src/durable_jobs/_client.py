@@ -19,7 +19,7 @@ from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.task import TaskInstance
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._records import RecordedEvent
-from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
+from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
 from durable_jobs._runtime.runtime import Observer, Runtime, check_key
 from durable_jobs._runtime.statistics import RuntimeStatistics
@@ -170,11 +170,20 @@ def _continuous_status(agg: ContinuousInstance | None) -> ContinuousStatus:
 
 
 class _KindClient:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, job: JobDefinition) -> None:
         self._rt = runtime
+        self._definition = job
+
+    def _call(self, method: str) -> str:
+        """How a call is named in errors, e.g. ``jobs.task('signup').send()``."""
+        job = self._definition
+        return f"jobs.{job.kind}({job.name!r}).{method}()"
+
+    def _check_open(self, method: str) -> None:
+        self._rt.check_open(self._call(method))
 
     async def _history(self, kind: Any, job: str, instance_id: str) -> list[RecordedEvent]:
-        self._rt.check_open()
+        self._check_open("history")
         return await self._rt.history(kind, job, instance_id)
 
 
@@ -183,7 +192,7 @@ class ContinuousClient(_KindClient, Generic[S]):
     """Commands and reads of one continuous job's instances."""
 
     def __init__(self, runtime: Runtime, job: ContinuousJob[S]) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, job)
         self.job = job
 
     async def start(self, id: str, input: S) -> StartResult:
@@ -195,7 +204,7 @@ class ContinuousClient(_KindClient, Generic[S]):
             agg, created = await self._rt.continuous.start(self.job, id, state_json)
             return StartResult(created, _continuous_status(agg))
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("start"))
 
     async def trigger(self, id: str) -> TriggerResult:
         """Run now, bypassing the schedule, and return after the run committed."""
@@ -204,17 +213,17 @@ class ContinuousClient(_KindClient, Generic[S]):
         async def run() -> TriggerResult:
             return TriggerResult(*await self._rt.continuous.run(self.job, id, manual=True))
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("trigger"))
 
     async def status(self, id: str) -> ContinuousStatus:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("status")
         return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> S | None:
         """The committed state, or None if there is no such (live) instance."""
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("get_state")
         agg = await self._rt.load(ContinuousInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
@@ -229,7 +238,7 @@ class ContinuousClient(_KindClient, Generic[S]):
                 await self._rt.terminate(ContinuousInstance, self.job.name, id, reason)
             )
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("terminate"))
 
     async def history(self, id: str) -> list[RecordedEvent]:
         """Every record of the instance's log, oldest first (all its generations)."""
@@ -253,7 +262,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
     """Commands and reads of one debounce job's instances."""
 
     def __init__(self, runtime: Runtime, job: DebounceJob[E, S]) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, job)
         self.job = job
 
     async def add(
@@ -274,7 +283,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
             )
             return AddResult(agg.buffered_events, agg.will_flush_at, opened, duplicate)
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("add"))
 
     async def flush(self, id: str) -> FlushResult:
         """Flush the next batch now and return after the flush committed (or failed)."""
@@ -285,7 +294,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
             flushed, count, reason, retry = await flush(self.job, id, manual=True)
             return FlushResult(flushed, count, reason, retry)  # type: ignore[arg-type]
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("flush"))
 
     async def clear(self, id: str) -> ClearResult:
         """Drop every buffered event unprocessed."""
@@ -295,17 +304,17 @@ class DebounceClient(_KindClient, Generic[E, S]):
             discarded = await self._rt.debounce.clear(self.job, id)
             return ClearResult(discarded > 0, discarded)
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("clear"))
 
     async def status(self, id: str) -> DebounceStatus:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("status")
         return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> S | None:
         """The state of the batch that flushes next, or None."""
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("get_state")
         agg = await self._rt.load(DebounceInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
@@ -329,7 +338,7 @@ class TaskClient(_KindClient, Generic[E, S]):
     """Commands and reads of one task job's instances."""
 
     def __init__(self, runtime: Runtime, job: TaskJob[E, S]) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, job)
         self.job = job
 
     async def send(
@@ -350,7 +359,7 @@ class TaskClient(_KindClient, Generic[E, S]):
             )
             return SendResult(created, agg.d.alarm_at, duplicate)
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("send"))
 
     async def trigger(self, id: str) -> TriggerResult:
         """Run ``execute`` now and return after it committed; the alarm stays."""
@@ -359,16 +368,16 @@ class TaskClient(_KindClient, Generic[E, S]):
         async def run() -> TriggerResult:
             return TriggerResult(*await self._rt.task.execute(self.job, id, by_alarm=False))
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("trigger"))
 
     async def status(self, id: str) -> TaskStatus:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("status")
         return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> TaskState[S] | None:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("get_state")
         agg = await self._rt.load(TaskInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
@@ -383,7 +392,7 @@ class TaskClient(_KindClient, Generic[E, S]):
                 await self._rt.terminate(TaskInstance, self.job.name, id, reason)
             )
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("terminate"))
 
     async def history(self, id: str) -> list[RecordedEvent]:
         check_instance_id(id)
@@ -404,6 +413,9 @@ class Jobs:
     def registry(self) -> Registry:
         return self._rt.registry
 
+    def _check_open(self, method: str) -> None:
+        self._rt.check_open(f"jobs.{method}()")
+
     @property
     def store(self) -> Store:
         return self._rt.store
@@ -418,6 +430,7 @@ class Jobs:
     def continuous(self, job: str) -> ContinuousClient[Any]: ...
     def continuous(self, job: str | ContinuousJob[Any]) -> ContinuousClient[Any]:
         """The client of a continuous job (by name or definition); JobNotFound if unknown."""
+        self._check_open("continuous")
         name = job if isinstance(job, str) else job.name
         return ContinuousClient(self._rt, self._rt.registry.get("continuous", name))
 
@@ -427,6 +440,7 @@ class Jobs:
     def debounce(self, job: str) -> DebounceClient[Any, Any]: ...
     def debounce(self, job: str | DebounceJob[Any, Any]) -> DebounceClient[Any, Any]:
         """The client of a debounce job (by name or definition); JobNotFound if unknown."""
+        self._check_open("debounce")
         name = job if isinstance(job, str) else job.name
         return DebounceClient(self._rt, self._rt.registry.get("debounce", name))
 
@@ -436,6 +450,7 @@ class Jobs:
     def task(self, job: str) -> TaskClient[Any, Any]: ...
     def task(self, job: str | TaskJob[Any, Any]) -> TaskClient[Any, Any]:
         """The client of a task job (by name or definition); JobNotFound if unknown."""
+        self._check_open("task")
         name = job if isinstance(job, str) else job.name
         return TaskClient(self._rt, self._rt.registry.get("task", name))
 
@@ -443,15 +458,18 @@ class Jobs:
         """Call ``observer(record)`` for every event committed from now on; returns an
         unsubscribe function. Observers run synchronously after each commit; one that
         raises is logged and ignored."""
+        self._check_open("subscribe")
         return self._rt.subscribe(observer)
 
     async def wait_idle(self) -> None:
         """Return once every due alarm has run and committed (for tests and scripts)."""
+        self._check_open("wait_idle")
         await self._rt.wait_idle()
 
     def statistics(self) -> RuntimeStatistics:
         """The runtime's live figures: runs in flight, alarms due, commits and their
         batch sizes, cache hits and misses, and (on a shared store) the locks held."""
+        self._check_open("statistics")
         return self._rt.statistics()
 
     def __repr__(self) -> str:

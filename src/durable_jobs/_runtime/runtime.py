@@ -295,6 +295,11 @@ class Runtime:
             for attempt in range(1, COMMAND_TRIES + 1):
                 try:
                     return await fn()
+                except RuntimeClosed as closed:
+                    # The instance was busy and the block ended while the call waited.
+                    if closed.call is None and call is not None:
+                        raise RuntimeClosed(call) from None
+                    raise
                 except ConcurrencyError:
                     if attempt == COMMAND_TRIES:
                         raise
