@@ -165,8 +165,7 @@ class TaskState(Generic[S]):
 def _continuous_status(agg: ContinuousInstance | None) -> ContinuousStatus:
     if agg is None or not agg.live:
         return ContinuousStatus("not_found", 0, None)
-    status: Literal["running", "failed"] = "failed" if agg.d.paused else "running"
-    return ContinuousStatus(status, agg.d.run_count, agg.d.alarm_at)
+    return ContinuousStatus(agg.status, agg.d.run_count, agg.d.alarm_at)  # type: ignore[arg-type]
 
 
 class _KindClient:
@@ -329,8 +328,7 @@ def _task_status(agg: TaskInstance | None) -> TaskStatus:
     if agg is None or not agg.live:
         return TaskStatus("not_found", None, 0, 0, None)
     d = agg.d
-    status: Literal["active", "idle"] = "active" if d.alarm_at is not None else "idle"
-    return TaskStatus(status, d.alarm_at, d.event_count, d.execute_count, d.created_at)
+    return TaskStatus(agg.status, d.alarm_at, d.event_count, d.execute_count, d.created_at)  # type: ignore[arg-type]
 
 
 @final

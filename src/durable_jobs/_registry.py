@@ -22,6 +22,7 @@ import pydantic_core
 
 from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
+from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
 from durable_jobs._runtime.contexts import ContinuousContext, DebounceContext, TaskContext
@@ -222,6 +223,8 @@ class ContinuousJob(JobDefinition, Generic[S]):
         self.start_immediately = start_immediately
         self.retry = _check_retry(retry, name)
         self.misfire: MisfirePolicy = misfire
+        #: What the domain reads to plan and finish runs.
+        self.policy = ContinuousPolicy(schedule, misfire, self.retry, start_immediately)
 
 
 @final
@@ -277,6 +280,8 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         self.retry = retry
         self.idempotency_window = _check_window(idempotency_window, name)
         self.reducer: Callable[[Any], Any] | None = None
+        #: What the domain reads to plan and finish flushes.
+        self.policy = DebouncePolicy(flush_after, max_events, retry, self.idempotency_window)
 
     def on_event(self, fn: F) -> F:
         """Decorator: the reducer ``on_event(ctx) -> new_state`` (plain or async)."""

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from durable_jobs._domain.instance import JobInstance, register_aggregate
+from durable_jobs._domain.instance import (
+    Handler,
+    Intents,
+    JobInstance,
+    RunTicket,
+    register_aggregate,
+)
 
 __all__ = ["TaskInstance"]
 
@@ -47,3 +53,59 @@ class TaskInstance(JobInstance):
         inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
         inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
         return inst, created
+
+    # ---- one handler's outcome, and which handler follows ------------------------
+
+    def handler_failed(
+        self,
+        ticket: RunTicket,
+        error: BaseException,
+        *,
+        handler: Handler,
+        now: datetime,
+        alarm: datetime | None,
+        has_on_error: bool,
+    ) -> Handler | None:
+        """Record a failed handler; the handler to run next (``on_error``) or None.
+
+        Unless ``on_error`` takes it over, the alarm becomes ``alarm``.
+        """
+        self.record_failure(ticket, error, handler=handler, now=now, retry_at=None)
+        if has_on_error and handler != "on_error":
+            return "on_error"
+        self.apply_intents(Intents(), now=now, alarm=alarm)
+        return None
+
+    def handler_succeeded(
+        self,
+        ticket: RunTicket,
+        intents: Intents,
+        *,
+        handler: Handler,
+        now: datetime,
+        duration: float,
+        alarm: datetime | None,
+        has_on_idle: bool,
+    ) -> Handler | None:
+        """Record a handler that returned; the handler to run next (``on_idle``) or None.
+
+        ``on_idle`` follows a handler (other than itself) that left the live
+        instance without an alarm.
+        """
+        self.record_success(ticket, handler=handler, now=now, duration=duration)
+        self.apply_intents(intents, now=now, alarm=alarm)
+        if has_on_idle and handler != "on_idle" and self.live and self.d.alarm_at is None:
+            return "on_idle"
+        return None
+
+    def idle_ticket(self) -> RunTicket:
+        """The ticket of an ``on_idle`` call."""
+        return RunTicket(self.d.run_count, 1, self.d.generation)
+
+    def retry_scheduled(
+        self, *, failed: bool, by_alarm: bool, alarm_before: datetime | None
+    ) -> bool:
+        """After a failed ``execute``: whether ``on_error`` scheduled a retry (an alarm that
+        is not the one a ``trigger`` kept)."""
+        alarm = self.d.alarm_at if self.live else None
+        return failed and alarm is not None and (by_alarm or alarm != alarm_before)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import instance_uuid
-from durable_jobs._domain.schedules import catch_up
+from durable_jobs._domain.policy import RunEnd
 from durable_jobs._registry import ContinuousJob
 from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.contexts import ContinuousContext
@@ -35,8 +35,9 @@ class ContinuousRunner:
                 return committed, False
             now = rt.clock.now()
             agg = clone(committed) if committed is not None else None
+            policy = job.policy
             first = ContinuousInstance.first_run_at(
-                job.schedule, now=now, start_immediately=job.start_immediately
+                policy.schedule, now=now, start_immediately=policy.start_immediately
             )
             agg, created = ContinuousInstance.start(
                 agg, job.name, instance_id, now=now, state=state_json, first_run_at=first
@@ -56,20 +57,11 @@ class ContinuousRunner:
             committed = await rt.load(ContinuousInstance, job.name, instance_id)
             if committed is None or not committed.live:
                 return False, False, False
-            now = rt.clock.now()
-            due = committed.d.alarm_at
-            if not manual:
-                if due is None or due > now:
-                    return False, False, False
-                if job.misfire == "skip" and committed.d.attempt == 0 and committed.d.run_count:
-                    at = catch_up(job.schedule, due, now, "skip")
-                    if at > now:
-                        agg = clone(committed)
-                        agg.reschedule(at, now=now)
-                        await rt.save(agg, before=committed)
-                        return False, False, False
             agg = clone(committed)
-            ticket = agg.next_ticket(fresh=manual)
+            ticket = agg.begin_run(now=rt.clock.now(), manual=manual, policy=job.policy)
+            if ticket is None:
+                await rt.save(agg, before=committed)  # a misfire skip moved the alarm
+                return False, False, False
 
             def new_ctx() -> ContinuousContext[Any]:
                 return ContinuousContext(
@@ -93,35 +85,27 @@ class ContinuousRunner:
             )
             end = rt.clock.now()
             error = outcome.error
-            if error is None:
-                agg.complete_run(
-                    ticket,
-                    outcome.value,
-                    now=end,
-                    duration=(end - started).total_seconds(),
-                    schedule=job.schedule,
-                )
-                await rt.save(agg, before=committed)
-                return True, not agg.live, False
-            retry_at = agg.plan_retry(ticket, job.retry, now=end)
-            exhausted = None
             fatal = outcome.fatal
-            if retry_at is None and job.retry is not None:
+            policy = job.policy
+            result = agg.finish_run(
+                ticket,
+                now=end,
+                policy=policy,
+                duration=(end - started).total_seconds(),
+                intents=outcome.value,
+                error=error,
+            )
+            if result is RunEnd.ASK_EXHAUSTED:
+                assert error is not None
                 # The hook sees the committed state, not the failed try's changes.
                 exhausted, hook_fatal = await rt.handlers.exhausted_action(
                     job, error, new_ctx(), instance_id=instance_id
                 )
                 fatal = fatal or hook_fatal
-            agg.fail_run(
-                ticket,
-                error,
-                now=end,
-                schedule=job.schedule,
-                retry=job.retry,
-                retry_at=retry_at,
-                exhausted=exhausted,
-            )
+                result = agg.finish_run(
+                    ticket, now=end, policy=policy, error=error, exhausted=exhausted
+                )
             await rt.save(agg, before=committed)
             if fatal is not None:
                 raise fatal
-            return True, not agg.live, retry_at is not None
+            return True, not agg.live, result is RunEnd.RETRY

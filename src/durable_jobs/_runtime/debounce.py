@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
 from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.policy import RunEnd
 from durable_jobs._errors import HandlerError
 from durable_jobs._registry import DebounceJob
 from durable_jobs._runtime.cache import clone
@@ -43,7 +44,7 @@ class DebounceRunner:
             if (
                 key is not None
                 and committed is not None
-                and committed.is_duplicate(key, now=now, window=job.idempotency_window)
+                and committed.is_duplicate(key, now=now, window=job.policy.idempotency_window)
             ):
                 return committed, False, True
             if job.reducer is None:
@@ -77,7 +78,7 @@ class DebounceRunner:
                     raise HandlerError(msg) from outcome.error
                 new_json = outcome.value
             agg = clone(committed) if committed is not None else None
-            agg, opened = DebounceInstance.add(
+            agg, opened = DebounceInstance.collect(
                 agg,
                 job.name,
                 instance_id,
@@ -85,9 +86,7 @@ class DebounceRunner:
                 now=now,
                 new_state=new_json,
                 idempotency_key=key,
-                window=job.idempotency_window,
-                flush_after=job.flush_after,
-                max_events=job.max_events,
+                policy=job.policy,
             )
             await rt.save(agg, before=committed)
             return agg, opened, False
@@ -106,8 +105,7 @@ class DebounceRunner:
                 if committed is None:
                     return False, 0, "empty", False
                 agg = clone(committed)
-                now = rt.clock.now()
-                ft = agg.begin_flush(now=now, manual=manual, flush_after=job.flush_after)
+                ft = agg.plan_flush(now=rt.clock.now(), manual=manual, policy=job.policy)
                 if ft is None:
                     return False, 0, "empty", False
                 await rt.save(agg, before=committed)
@@ -139,34 +137,30 @@ class DebounceRunner:
                 return False, count, "empty", False
             agg = clone(committed)
             end = rt.clock.now()
-            if error is None:
-                ok = agg.flush_succeeded(
-                    ft,
-                    now=end,
-                    duration=(end - started).total_seconds(),
-                    flush_after=job.flush_after,
-                )
-                await rt.save(agg, before=committed)
-                return ok, count, "manual" if ok else "empty", False
-            retry_at = agg.plan_retry(ft.ticket, job.retry, now=end)
-            exhausted = None
-            if retry_at is None and job.retry is not None:
+            policy = job.policy
+            result = agg.finish_flush(
+                ft,
+                now=end,
+                policy=policy,
+                duration=(end - started).total_seconds(),
+                error=error,
+            )
+            if result is RunEnd.ASK_EXHAUSTED:
+                assert error is not None
                 exhausted, hook_fatal = await rt.handlers.exhausted_action(
                     job, error, ctx, instance_id=instance_id
                 )
                 fatal = fatal or hook_fatal
-            agg.flush_failed(
-                ft,
-                error,
-                now=end,
-                retry_at=retry_at,
-                exhausted=exhausted,
-                flush_after=job.flush_after,
-            )
+                result = agg.finish_flush(
+                    ft, now=end, policy=policy, error=error, exhausted=exhausted
+                )
             await rt.save(agg, before=committed)
         if fatal is not None:
             raise fatal
-        return False, count, "failed", retry_at is not None
+        if error is None:
+            ok = result is RunEnd.DONE
+            return ok, count, "manual" if ok else "empty", False
+        return False, count, "failed", result is RunEnd.RETRY
 
     async def clear(self, job: DebounceJob[Any, Any], instance_id: str) -> int:
         rt = self.rt

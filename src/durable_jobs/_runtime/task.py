@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,24 @@ if TYPE_CHECKING:
 __all__ = ["TaskRunner"]
 
 log = logging.getLogger("durable_jobs.runtime")
+
+
+def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
+    return ctx.intents()
+
+
+class _Chain:
+    """What a chain of task handler calls came to."""
+
+    __slots__ = ("error", "failed", "fatal")
+
+    def __init__(self) -> None:
+        #: The last handler's error, if it was left unhandled.
+        self.error: BaseException | None = None
+        #: A fatal error (KeyboardInterrupt, ...) seen on the way, to raise once committed.
+        self.fatal: BaseException | None = None
+        #: Whether any handler of the chain failed.
+        self.failed = False
 
 
 class TaskRunner:
@@ -62,50 +81,62 @@ class TaskRunner:
         *args: Any,
         ticket: RunTicket,
         alarm: datetime | None,
-    ) -> tuple[BaseException | None, BaseException | None]:
-        """Run one task handler on ``agg`` and record its outcome.
-
-        Returns (the error if unhandled, a fatal error seen on the way). A failure
-        goes to ``on_error`` if the job has one (its outcome is then the
-        handler's); ``alarm`` is what the alarm becomes unless the handler
-        changes it. Afterwards, if the instance is live with no alarm,
-        ``on_idle`` runs.
-        """
+    ) -> _Chain:
+        """Run one task handler on ``agg`` and record its outcome, then the handler
+        the domain says follows (``on_error`` after a failure, ``on_idle`` when no
+        alarm is left). ``alarm`` is what the alarm becomes unless a handler
+        changes it."""
         rt = self.rt
-        ctx = self._ctx(
-            job,
-            agg,
-            alarm=alarm,
-            execute_count=ticket.run_count if role == "execute" else None,
-        )
-        started = rt.clock.now()
-        outcome = await rt.handlers.call(
-            job, role, fn, *args, ctx, instance_id=agg.d.instance_id, then=lambda _: ctx.intents()
-        )
-        end = rt.clock.now()
-        error = outcome.error
-        if error is not None:
-            agg.record_failure(ticket, error, handler=role, now=end, retry_at=None)
-            if job.error_handler is not None and role != "on_error":
-                unhandled, fatal = await self._handle(
-                    job, agg, "on_error", job.error_handler, error, ticket=ticket, alarm=alarm
-                )
-                return unhandled, outcome.fatal or fatal
-            agg.apply_intents(Intents(), now=end, alarm=alarm)
-            return error, outcome.fatal
-        agg.record_success(ticket, handler=role, now=end, duration=(end - started).total_seconds())
-        agg.apply_intents(cast(Intents, outcome.value), now=end, alarm=alarm)
-        idle = job.idle_handler
-        if role != "on_idle" and agg.live and agg.d.alarm_at is None and idle is not None:
-            return await self._handle(
+        chain = _Chain()
+        while True:
+            ctx = self._ctx(
                 job,
                 agg,
-                "on_idle",
-                idle,
-                ticket=RunTicket(agg.d.run_count, 1, agg.d.generation),
-                alarm=None,
+                alarm=alarm,
+                execute_count=ticket.run_count if role == "execute" else None,
             )
-        return None, None
+            started = rt.clock.now()
+            outcome = await rt.handlers.call(
+                job,
+                role,
+                fn,
+                *args,
+                ctx,
+                instance_id=agg.d.instance_id,
+                then=functools.partial(_intents_of, ctx),
+            )
+            end = rt.clock.now()
+            error = outcome.error
+            chain.fatal = chain.fatal or outcome.fatal
+            if error is not None:
+                chain.failed = True
+                chain.error = error
+                follow = agg.handler_failed(
+                    ticket,
+                    error,
+                    handler=role,
+                    now=end,
+                    alarm=alarm,
+                    has_on_error=job.error_handler is not None,
+                )
+            else:
+                chain.error = None
+                follow = agg.handler_succeeded(
+                    ticket,
+                    cast(Intents, outcome.value),
+                    handler=role,
+                    now=end,
+                    duration=(end - started).total_seconds(),
+                    alarm=alarm,
+                    has_on_idle=job.idle_handler is not None,
+                )
+            if follow == "on_error" and job.error_handler is not None and error is not None:
+                role, fn, args = follow, job.error_handler, (error,)
+            elif follow == "on_idle" and job.idle_handler is not None:
+                role, fn, args = follow, job.idle_handler, ()
+                ticket, alarm = agg.idle_ticket(), None
+            else:
+                return chain
 
     async def send(
         self,
@@ -139,7 +170,7 @@ class TaskRunner:
                 window=job.idempotency_window,
             )
             ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
-            error, fatal = await self._handle(
+            chain = await self._handle(
                 job,
                 agg,
                 "on_event",
@@ -148,6 +179,7 @@ class TaskRunner:
                 ticket=ticket,
                 alarm=agg.d.alarm_at,
             )
+            error, fatal = chain.error, chain.fatal
             if error is not None:
                 # Recorded, but the key is not kept: the caller's retry delivers it again.
                 agg = clone(committed) if committed is not None else None
@@ -191,7 +223,7 @@ class TaskRunner:
                 return False, False, False
             agg = clone(committed)
             ticket = agg.next_ticket(fresh=True)
-            error, fatal = await self._handle(
+            chain = await self._handle(
                 job,
                 agg,
                 "execute",
@@ -199,9 +231,7 @@ class TaskRunner:
                 ticket=ticket,
                 alarm=None if by_alarm else agg.d.alarm_at,
             )
-            failed = error is not None or any(
-                getattr(e, "NAME", "") == "run_failed" for e in agg.pending_events
-            )
+            error, fatal = chain.error, chain.fatal
             await rt.save(agg, before=committed)
             if fatal is not None:
                 raise fatal
@@ -218,7 +248,7 @@ class TaskRunner:
                     instance_id,
                     error,
                 )
-            # A retry is pending if on_error set an alarm (not the one a trigger kept).
-            alarm = agg.d.alarm_at if agg.live else None
-            retry = failed and alarm is not None and (by_alarm or alarm != committed.d.alarm_at)
+            retry = agg.retry_scheduled(
+                failed=chain.failed, by_alarm=by_alarm, alarm_before=committed.d.alarm_at
+            )
             return True, not agg.live, retry
