@@ -201,3 +201,35 @@ async def test_a_base_exception_in_a_debounce_flush_keeps_the_batch(
         assert failed.data["retry_at"] == T + MINUTE + 5 * MINUTE
         await advance(jobs, 10 * MINUTE)
         assert flushed == [5]
+
+
+async def test_an_on_idle_that_always_fails_runs_once_per_chain(
+    sqlite_url: str, autojump_clock: MockClock
+) -> None:
+    """on_idle fails, on_error handles it without an alarm: the chain ends there."""
+    registry = dj.Registry()
+    calls: list[str] = []
+
+    @registry.task("t", event=int, state=int)
+    async def execute(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @execute.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        calls.append("on_event")
+
+    @execute.on_idle
+    async def on_idle(ctx: dj.TaskContext[int]) -> None:
+        calls.append("on_idle")
+        raise RuntimeError("idle broke")
+
+    @execute.on_error
+    async def on_error(error: BaseException, ctx: dj.TaskContext[int]) -> None:
+        calls.append("on_error")
+
+    async with running(registry, sqlite_url) as jobs:
+        with trio.fail_after(60):
+            await jobs.task(execute).send("x", 1)
+        history = await jobs.task(execute).history("x")
+    assert calls == ["on_event", "on_idle", "on_error"]
+    assert [r.data["handler"] for r in history if r.name == "run_failed"] == ["on_idle"]

@@ -33,15 +33,16 @@ def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
 class _Chain:
     """What a chain of task handler calls came to."""
 
-    __slots__ = ("error", "failed", "fatal")
+    __slots__ = ("error", "failed", "fatal", "idled")
 
     def __init__(self) -> None:
         #: The last handler's error, if it was left unhandled.
         self.error: BaseException | None = None
         #: A fatal error (KeyboardInterrupt, ...) seen on the way, to raise once committed.
         self.fatal: BaseException | None = None
-        #: Whether any handler of the chain failed.
+        #: Whether any handler of the chain failed, and whether on_idle ran.
         self.failed = False
+        self.idled = False
 
 
 class TaskRunner:
@@ -128,13 +129,16 @@ class TaskRunner:
                     now=end,
                     duration=(end - started).total_seconds(),
                     alarm=alarm,
-                    has_on_idle=job.idle_handler is not None,
+                    # Once per chain: an on_idle that fails into an on_error that
+                    # leaves no alarm must not start over.
+                    has_on_idle=job.idle_handler is not None and not chain.idled,
                 )
             if follow == "on_error" and job.error_handler is not None and error is not None:
                 role, fn, args = follow, job.error_handler, (error,)
             elif follow == "on_idle" and job.idle_handler is not None:
                 role, fn, args = follow, job.idle_handler, ()
                 ticket, alarm = agg.idle_ticket(), None
+                chain.idled = True
             else:
                 return chain
 
