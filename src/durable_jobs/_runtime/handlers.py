@@ -76,6 +76,15 @@ def _really_cancelled() -> bool:
     return trio.current_effective_deadline() == -math.inf
 
 
+async def _invoke(
+    fn: Callable[..., Any], args: tuple[Any, ...], then: Callable[[Any], Any] | None
+) -> Any:
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        value = await value
+    return value if then is None else then(value)
+
+
 class HandlerCalls:
     """Calls handlers (see the module) and enforces their timeouts on ``clock``."""
 
@@ -104,17 +113,15 @@ class HandlerCalls:
         timer: _Timer | None = None
         self.running += 1
         try:
-            with trio.CancelScope() as scope:
-                if timeout is not None:
+            if timeout is None:
+                # No cancel scope of its own: entering one costs on every run.
+                value = await _invoke(fn, args, then)
+            else:
+                with trio.CancelScope() as scope:
                     timer = self._arm(scope, self.clock.now() + timeout)
-                try:
-                    value = fn(*args)
-                    if inspect.isawaitable(value):
-                        value = await value
-                    if then is not None:
-                        value = then(value)
-                finally:
-                    if timer is not None:
+                    try:
+                        value = await _invoke(fn, args, then)
+                    finally:
                         timer.done = True
                         self._wake.set()
         except trio.Cancelled as exc:

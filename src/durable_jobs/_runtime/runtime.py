@@ -15,10 +15,11 @@ state. Store calls run in worker threads under a library-owned
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 import trio
 
@@ -190,19 +191,17 @@ class Runtime:
 
     # ---- the common steps of a command --------------------------------------------------
 
-    @asynccontextmanager
-    async def hold(
-        self, uuid: Any, *, scope: str = "instance", wait: bool = True, starting: bool = True
-    ) -> AsyncIterator[bool]:
+    def hold(
+        self, uuid: UUID, *, scope: str = "instance", wait: bool = True, starting: bool = True
+    ) -> AbstractAsyncContextManager[bool]:
         """Hold ``uuid``'s lock (see :meth:`InstanceLocks.hold`).
 
         Work that *starts* under the lock (``starting``) is refused once shutdown began:
         a call that waited for a busy instance must not run after the block ended.
         """
-        async with self.locks.hold(
+        return self.locks.hold(
             uuid, scope=scope, wait=wait, on_taken=self.check_open if starting else None
-        ) as held:
-            yield held
+        )
 
     async def io(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Call the synchronous store in a worker thread (taking no virtual time)."""
