@@ -31,7 +31,9 @@ from durable_jobs._errors import (
     ConfigurationError,
     DurableJobsError,
     HandlerError,
+    HandlerTimeout,
     JobNotFound,
+    RuntimeClosed,
     StoreError,
     ValidationError,
 )
@@ -54,6 +56,7 @@ from durable_jobs._runtime.contexts import (
     DebounceEventContext,
     TaskContext,
 )
+from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store, store_schemes
 
@@ -76,6 +79,7 @@ __all__ = [
     "DurableJobsError",
     "FlushResult",
     "HandlerError",
+    "HandlerTimeout",
     "Inspector",
     "InstancePage",
     "InstanceSummary",
@@ -87,6 +91,8 @@ __all__ = [
     "RecordedEvent",
     "Registry",
     "Retry",
+    "RuntimeClosed",
+    "RuntimeStatistics",
     "SendResult",
     "StartResult",
     "StateAt",

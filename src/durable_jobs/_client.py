@@ -19,10 +19,11 @@ from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.task import TaskInstance
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._records import RecordedEvent
-from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
+from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
-from durable_jobs._runtime.locks import DEFAULT_LEASE, MIN_LEASE
+from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
 from durable_jobs._runtime.runtime import Observer, Runtime, check_key
+from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
 
@@ -165,16 +166,24 @@ class TaskState(Generic[S]):
 def _continuous_status(agg: ContinuousInstance | None) -> ContinuousStatus:
     if agg is None or not agg.live:
         return ContinuousStatus("not_found", 0, None)
-    status: Literal["running", "failed"] = "failed" if agg.d.paused else "running"
-    return ContinuousStatus(status, agg.d.run_count, agg.d.alarm_at)
+    return ContinuousStatus(agg.status, agg.d.run_count, agg.d.alarm_at)  # type: ignore[arg-type]
 
 
 class _KindClient:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, job: JobDefinition) -> None:
         self._rt = runtime
+        self._definition = job
+
+    def _call(self, method: str) -> str:
+        """How a call is named in errors, e.g. ``jobs.task('signup').send()``."""
+        job = self._definition
+        return f"jobs.{job.kind}({job.name!r}).{method}()"
+
+    def _check_open(self, method: str) -> None:
+        self._rt.check_open(self._call(method))
 
     async def _history(self, kind: Any, job: str, instance_id: str) -> list[RecordedEvent]:
-        self._rt.check_open()
+        self._check_open("history")
         return await self._rt.history(kind, job, instance_id)
 
 
@@ -183,7 +192,7 @@ class ContinuousClient(_KindClient, Generic[S]):
     """Commands and reads of one continuous job's instances."""
 
     def __init__(self, runtime: Runtime, job: ContinuousJob[S]) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, job)
         self.job = job
 
     async def start(self, id: str, input: S) -> StartResult:
@@ -192,29 +201,29 @@ class ContinuousClient(_KindClient, Generic[S]):
         state_json = self.job.state_codec.to_json(input)
 
         async def run() -> StartResult:
-            agg, created = await self._rt.continuous_start(self.job, id, state_json)
+            agg, created = await self._rt.continuous.start(self.job, id, state_json)
             return StartResult(created, _continuous_status(agg))
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("start"))
 
     async def trigger(self, id: str) -> TriggerResult:
         """Run now, bypassing the schedule, and return after the run committed."""
         check_instance_id(id)
 
         async def run() -> TriggerResult:
-            return TriggerResult(*await self._rt.continuous_run(self.job, id, manual=True))
+            return TriggerResult(*await self._rt.continuous.run(self.job, id, manual=True))
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("trigger"))
 
     async def status(self, id: str) -> ContinuousStatus:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("status")
         return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> S | None:
         """The committed state, or None if there is no such (live) instance."""
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("get_state")
         agg = await self._rt.load(ContinuousInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
@@ -229,7 +238,7 @@ class ContinuousClient(_KindClient, Generic[S]):
                 await self._rt.terminate(ContinuousInstance, self.job.name, id, reason)
             )
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("terminate"))
 
     async def history(self, id: str) -> list[RecordedEvent]:
         """Every record of the instance's log, oldest first (all its generations)."""
@@ -253,7 +262,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
     """Commands and reads of one debounce job's instances."""
 
     def __init__(self, runtime: Runtime, job: DebounceJob[E, S]) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, job)
         self.job = job
 
     async def add(
@@ -269,42 +278,43 @@ class DebounceClient(_KindClient, Generic[E, S]):
         event_json = self.job.event_codec.dump(value)
 
         async def run() -> AddResult:
-            agg, opened, duplicate = await self._rt.debounce_add(
+            agg, opened, duplicate = await self._rt.debounce.add(
                 self.job, id, value, event_json, key
             )
             return AddResult(agg.buffered_events, agg.will_flush_at, opened, duplicate)
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("add"))
 
     async def flush(self, id: str) -> FlushResult:
         """Flush the next batch now and return after the flush committed (or failed)."""
         check_instance_id(id)
 
         async def run() -> FlushResult:
-            flushed, count, reason, retry = await self._rt.flush(self.job, id, manual=True)
+            flush = self._rt.debounce.flush
+            flushed, count, reason, retry = await flush(self.job, id, manual=True)
             return FlushResult(flushed, count, reason, retry)  # type: ignore[arg-type]
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("flush"))
 
     async def clear(self, id: str) -> ClearResult:
         """Drop every buffered event unprocessed."""
         check_instance_id(id)
 
         async def run() -> ClearResult:
-            discarded = await self._rt.clear(self.job, id)
+            discarded = await self._rt.debounce.clear(self.job, id)
             return ClearResult(discarded > 0, discarded)
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("clear"))
 
     async def status(self, id: str) -> DebounceStatus:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("status")
         return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> S | None:
         """The state of the batch that flushes next, or None."""
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("get_state")
         agg = await self._rt.load(DebounceInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
@@ -319,8 +329,7 @@ def _task_status(agg: TaskInstance | None) -> TaskStatus:
     if agg is None or not agg.live:
         return TaskStatus("not_found", None, 0, 0, None)
     d = agg.d
-    status: Literal["active", "idle"] = "active" if d.alarm_at is not None else "idle"
-    return TaskStatus(status, d.alarm_at, d.event_count, d.execute_count, d.created_at)
+    return TaskStatus(agg.status, d.alarm_at, d.event_count, d.execute_count, d.created_at)  # type: ignore[arg-type]
 
 
 @final
@@ -328,7 +337,7 @@ class TaskClient(_KindClient, Generic[E, S]):
     """Commands and reads of one task job's instances."""
 
     def __init__(self, runtime: Runtime, job: TaskJob[E, S]) -> None:
-        super().__init__(runtime)
+        super().__init__(runtime, job)
         self.job = job
 
     async def send(
@@ -344,30 +353,30 @@ class TaskClient(_KindClient, Generic[E, S]):
         event_json = self.job.event_codec.dump(value)
 
         async def run() -> SendResult:
-            agg, created, duplicate = await self._rt.task_send(
+            agg, created, duplicate = await self._rt.task.send(
                 self.job, id, value, event_json, key
             )
             return SendResult(created, agg.d.alarm_at, duplicate)
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("send"))
 
     async def trigger(self, id: str) -> TriggerResult:
         """Run ``execute`` now and return after it committed; the alarm stays."""
         check_instance_id(id)
 
         async def run() -> TriggerResult:
-            return TriggerResult(*await self._rt.task_execute(self.job, id, by_alarm=False))
+            return TriggerResult(*await self._rt.task.execute(self.job, id, by_alarm=False))
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("trigger"))
 
     async def status(self, id: str) -> TaskStatus:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("status")
         return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> TaskState[S] | None:
         check_instance_id(id)
-        self._rt.check_open()
+        self._check_open("get_state")
         agg = await self._rt.load(TaskInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
@@ -382,7 +391,7 @@ class TaskClient(_KindClient, Generic[E, S]):
                 await self._rt.terminate(TaskInstance, self.job.name, id, reason)
             )
 
-        return await self._rt.command(run)
+        return await self._rt.command(run, self._call("terminate"))
 
     async def history(self, id: str) -> list[RecordedEvent]:
         check_instance_id(id)
@@ -403,6 +412,9 @@ class Jobs:
     def registry(self) -> Registry:
         return self._rt.registry
 
+    def _check_open(self, method: str) -> None:
+        self._rt.check_open(f"jobs.{method}()")
+
     @property
     def store(self) -> Store:
         return self._rt.store
@@ -417,6 +429,7 @@ class Jobs:
     def continuous(self, job: str) -> ContinuousClient[Any]: ...
     def continuous(self, job: str | ContinuousJob[Any]) -> ContinuousClient[Any]:
         """The client of a continuous job (by name or definition); JobNotFound if unknown."""
+        self._check_open("continuous")
         name = job if isinstance(job, str) else job.name
         return ContinuousClient(self._rt, self._rt.registry.get("continuous", name))
 
@@ -426,6 +439,7 @@ class Jobs:
     def debounce(self, job: str) -> DebounceClient[Any, Any]: ...
     def debounce(self, job: str | DebounceJob[Any, Any]) -> DebounceClient[Any, Any]:
         """The client of a debounce job (by name or definition); JobNotFound if unknown."""
+        self._check_open("debounce")
         name = job if isinstance(job, str) else job.name
         return DebounceClient(self._rt, self._rt.registry.get("debounce", name))
 
@@ -435,6 +449,7 @@ class Jobs:
     def task(self, job: str) -> TaskClient[Any, Any]: ...
     def task(self, job: str | TaskJob[Any, Any]) -> TaskClient[Any, Any]:
         """The client of a task job (by name or definition); JobNotFound if unknown."""
+        self._check_open("task")
         name = job if isinstance(job, str) else job.name
         return TaskClient(self._rt, self._rt.registry.get("task", name))
 
@@ -442,11 +457,19 @@ class Jobs:
         """Call ``observer(record)`` for every event committed from now on; returns an
         unsubscribe function. Observers run synchronously after each commit; one that
         raises is logged and ignored."""
+        self._check_open("subscribe")
         return self._rt.subscribe(observer)
 
     async def wait_idle(self) -> None:
         """Return once every due alarm has run and committed (for tests and scripts)."""
+        self._check_open("wait_idle")
         await self._rt.wait_idle()
+
+    def statistics(self) -> RuntimeStatistics:
+        """The runtime's live figures: runs in flight, alarms due, commits and their
+        batch sizes, cache hits and misses, and (on a shared store) the locks held."""
+        self._check_open("statistics")
+        return self._rt.statistics()
 
     def __repr__(self) -> str:
         return f"<Jobs {self._rt.registry!r} on {self._rt.store!r}>"

@@ -7,7 +7,9 @@ __all__ = [
     "ConfigurationError",
     "DurableJobsError",
     "HandlerError",
+    "HandlerTimeout",
     "JobNotFound",
+    "RuntimeClosed",
     "StoreError",
     "ValidationError",
 ]
@@ -37,6 +39,30 @@ class JobNotFound(DurableJobsError, LookupError):
 
 class HandlerError(DurableJobsError):
     """A job handler raised; the handler's exception is the ``__cause__``."""
+
+
+class HandlerTimeout(DurableJobsError):
+    """A handler call ran past its job's ``timeout`` and was cancelled.
+
+    It is recorded and handled like any other handler failure: the retry
+    policy, ``on_error`` and ``on_exhausted`` apply.
+    """
+
+
+class RuntimeClosed(DurableJobsError):
+    """A call came after its ``open_jobs`` block ended (or while it was ending)."""
+
+    def __init__(self, call: str | None = None) -> None:
+        #: What was refused, e.g. ``"status()"``; None for a run the runtime would start.
+        self.call = call
+        if call is None:
+            msg = "This jobs runtime is closed (its open_jobs block has ended); no new run starts."
+        else:
+            msg = (
+                f"{call} was refused: this jobs runtime is closed (its open_jobs block has "
+                "ended). Open a new block to use the jobs again."
+            )
+        super().__init__(msg)
 
 
 class StoreError(DurableJobsError):

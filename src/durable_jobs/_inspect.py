@@ -27,6 +27,7 @@ from uuid import UUID
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.status import STATUSES as _DOMAIN_STATUSES
 from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
 from durable_jobs._records import RecordedEvent, to_records
 from durable_jobs._store.base import Store
@@ -50,14 +51,7 @@ __all__ = [
 ]
 
 #: Every status an instance can have in the index (per kind, plus ``terminated``).
-STATUSES: Final[tuple[str, ...]] = (
-    "running",
-    "failed",
-    "debouncing",
-    "idle",
-    "active",
-    "terminated",
-)
+STATUSES: Final[tuple[str, ...]] = _DOMAIN_STATUSES
 MAX_LIMIT: Final = 10_000
 
 

@@ -12,6 +12,7 @@ catches a job that is still missing one.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Generic, Literal, TypeVar, cast, final, overload
@@ -21,6 +22,7 @@ import pydantic_core
 
 from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
+from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
 from durable_jobs._runtime.contexts import ContinuousContext, DebounceContext, TaskContext
@@ -132,6 +134,26 @@ def _check_retry(retry: object, job: str) -> Retry | None:
     return retry
 
 
+def _check_timeout(timeout: object, job: str) -> timedelta | None:
+    """A handler timeout: None, or a positive timedelta (or number of seconds)."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, int | float)
+        and not isinstance(timeout, bool)
+        and math.isfinite(timeout)
+        and timeout > 0
+    ):
+        return timedelta(seconds=timeout)
+    if isinstance(timeout, timedelta) and timeout > timedelta(0):
+        return timeout
+    msg = (
+        f"timeout of job {job!r} must be None, a positive timedelta or a positive number "
+        f"of seconds, got {timeout!r}."
+    )
+    raise ConfigurationError(msg)
+
+
 def _check_window(window: object, job: str) -> timedelta:
     if not isinstance(window, timedelta) or window <= timedelta(0):
         msg = (
@@ -150,6 +172,8 @@ class JobDefinition:
     state_type: Any
     retry: Retry | None
     state_codec: TypeCodec[Any]
+    #: The longest a call of one of the job's async handlers may run (None: no limit).
+    timeout: timedelta | None = None
 
     def missing(self) -> list[str]:
         """Handlers this job still needs (empty when it is complete)."""
@@ -175,8 +199,10 @@ class ContinuousJob(JobDefinition, Generic[S]):
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> None:
         self.name = check_job_name(name)
+        self.timeout = _check_timeout(timeout, name)
         if not isinstance(cast(object, schedule), Schedule):
             msg = (
                 f"schedule of continuous job {name!r} must come from durable_jobs.every() "
@@ -197,6 +223,8 @@ class ContinuousJob(JobDefinition, Generic[S]):
         self.start_immediately = start_immediately
         self.retry = _check_retry(retry, name)
         self.misfire: MisfirePolicy = misfire
+        #: What the domain reads to plan and finish runs.
+        self.policy = ContinuousPolicy(schedule, misfire, self.retry, start_immediately)
 
 
 @final
@@ -216,8 +244,10 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> None:
         self.name = check_job_name(name)
+        self.timeout = _check_timeout(timeout, name)
         if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
             msg = (
                 f"flush_after of debounce job {name!r} must be a positive timedelta, "
@@ -250,6 +280,8 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         self.retry = retry
         self.idempotency_window = _check_window(idempotency_window, name)
         self.reducer: Callable[[Any], Any] | None = None
+        #: What the domain reads to plan and finish flushes.
+        self.policy = DebouncePolicy(flush_after, max_events, retry, self.idempotency_window)
 
     def on_event(self, fn: F) -> F:
         """Decorator: the reducer ``on_event(ctx) -> new_state`` (plain or async)."""
@@ -278,8 +310,10 @@ class TaskJob(JobDefinition, Generic[E, S]):
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> None:
         self.name = check_job_name(name)
+        self.timeout = _check_timeout(timeout, name)
         _check_handler(execute, job=name, role="execute", params="ctx")
         self.event_type = event
         self.event_codec: TypeCodec[E] = TypeCodec(event, what="event", job=name)
@@ -355,6 +389,7 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[ContinuousContext[S]], Awaitable[None]]], ContinuousJob[S]]: ...
     @overload
     def continuous(
@@ -366,6 +401,7 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[ContinuousContext[Any]], Awaitable[None]]], ContinuousJob[Any]]: ...
     def continuous(
         self,
@@ -376,9 +412,11 @@ class Registry:
         start_immediately: bool = True,
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[Any]]:
         """Decorator: register ``async def execute(ctx)`` as a continuous job."""
         check_job_name(name)
+        _check_timeout(timeout, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> ContinuousJob[Any]:
             job: ContinuousJob[Any] = ContinuousJob(
@@ -389,6 +427,7 @@ class Registry:
                 start_immediately=start_immediately,
                 retry=retry,
                 misfire=misfire,
+                timeout=timeout,
             )
             self._add(job)
             return job
@@ -406,6 +445,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[DebounceContext[E]], Awaitable[None]]], DebounceJob[E, E]]: ...
     @overload
     def debounce(
@@ -418,6 +458,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[DebounceContext[S]], Awaitable[None]]], DebounceJob[E, S]]: ...
     @overload
     def debounce(
@@ -430,6 +471,7 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[DebounceContext[Any]], Awaitable[None]]], DebounceJob[Any, Any]]: ...
     def debounce(
         self,
@@ -441,12 +483,14 @@ class Registry:
         max_events: int | None = None,
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
 
         ``state`` defaults to the event type; add a reducer with ``@job.on_event``.
         """
         check_job_name(name)
+        _check_timeout(timeout, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> DebounceJob[Any, Any]:
             job: DebounceJob[Any, Any] = DebounceJob(
@@ -458,6 +502,7 @@ class Registry:
                 max_events=max_events,
                 retry=retry,
                 idempotency_window=idempotency_window,
+                timeout=timeout,
             )
             self._add(job)
             return job
@@ -475,6 +520,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[TaskContext[S]], Awaitable[None]]], TaskJob[E, S]]: ...
     @overload
     def task(
@@ -487,6 +533,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[TaskContext[Any]], Awaitable[None]]], TaskJob[Any, Any]]: ...
     def task(
         self,
@@ -498,6 +545,7 @@ class Registry:
         on_idle: Callable[[Any], Awaitable[None]] | None = None,
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` (run by the alarm) as a task job.
 
@@ -505,6 +553,7 @@ class Registry:
         or pass them here.
         """
         check_job_name(name)
+        _check_timeout(timeout, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> TaskJob[Any, Any]:
             job: TaskJob[Any, Any] = TaskJob(
@@ -516,6 +565,7 @@ class Registry:
                 on_idle=on_idle,
                 on_error=on_error,
                 idempotency_window=idempotency_window,
+                timeout=timeout,
             )
             self._add(job)
             return job

@@ -13,7 +13,8 @@ from durable_jobs._domain.instance import (
     RunTicket,
     register_aggregate,
 )
-from durable_jobs._domain.schedules import Schedule
+from durable_jobs._domain.policy import ContinuousPolicy, RunEnd
+from durable_jobs._domain.schedules import Schedule, catch_up
 
 __all__ = ["ContinuousInstance"]
 
@@ -110,6 +111,73 @@ class ContinuousInstance(JobInstance):
     def first_run_at(schedule: Schedule, *, now: datetime, start_immediately: bool) -> datetime:
         """When a new instance runs first: now, or at its schedule's first time."""
         return now if start_immediately else schedule.next_fire(now)
+
+    # ---- a run, planned and finished under a policy ----------------------------
+
+    def begin_run(
+        self, *, now: datetime, manual: bool, policy: ContinuousPolicy
+    ) -> RunTicket | None:
+        """Plan a run of ``execute``: its ticket, or None if nothing runs now.
+
+        An alarm run needs the alarm to be due. Under ``misfire="skip"`` an
+        alarm that is a whole period late (and not a retry) moves to the next
+        scheduled time instead: the alarm changes and None is returned.
+        A manual run (``trigger``) always runs, as a fresh run.
+        """
+        if not self.live:
+            return None
+        due = self.d.alarm_at
+        if not manual:
+            if due is None or due > now:
+                return None
+            if policy.misfire == "skip" and self.d.attempt == 0 and self.d.run_count:
+                at = catch_up(policy.schedule, due, now, "skip")
+                if at > now:
+                    self.reschedule(at, now=now)
+                    return None
+        return self.next_ticket(fresh=manual)
+
+    def finish_run(
+        self,
+        ticket: RunTicket,
+        *,
+        now: datetime,
+        policy: ContinuousPolicy,
+        duration: float = 0.0,
+        intents: Intents | None = None,
+        error: BaseException | None = None,
+        exhausted: ExhaustedAction | None = None,
+    ) -> RunEnd:
+        """Record how the run of ``ticket`` ended: ``intents`` if it returned, else ``error``.
+
+        When the retries ran out and the policy has an ``on_exhausted`` hook,
+        nothing is recorded and :attr:`RunEnd.ASK_EXHAUSTED` asks for its
+        decision: call again with it as ``exhausted``.
+        """
+        if error is None:
+            ok = self.complete_run(
+                ticket, intents or Intents(), now=now, duration=duration, schedule=policy.schedule
+            )
+            return RunEnd.DONE if ok else RunEnd.STALE
+        retry = policy.retry
+        retry_at = self.plan_retry(ticket, retry, now=now)
+        if retry_at is None and retry is not None and exhausted is None:
+            hook = retry.on_exhausted
+            if callable(hook):
+                return RunEnd.ASK_EXHAUSTED
+            exhausted = hook
+        ok = self.fail_run(
+            ticket,
+            error,
+            now=now,
+            schedule=policy.schedule,
+            retry=retry,
+            retry_at=retry_at,
+            exhausted=exhausted,
+        )
+        if not ok:
+            return RunEnd.STALE
+        return RunEnd.RETRY if retry_at is not None else RunEnd.DONE
 
     def reschedule(self, at: datetime, *, now: datetime) -> None:
         """Move the next run (misfire handling); nothing if it is already at ``at``."""

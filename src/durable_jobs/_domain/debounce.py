@@ -21,6 +21,7 @@ from durable_jobs._domain.instance import (
     RunTicket,
     register_aggregate,
 )
+from durable_jobs._domain.policy import DebouncePolicy, RunEnd
 
 __all__ = ["DebounceInstance", "FlushTicket"]
 
@@ -238,6 +239,79 @@ class DebounceInstance(JobInstance):
             return False
         self.set_alarm(now, now=now)
         return True
+
+    # ---- under a policy: what the runtime calls ----------------------------------
+
+    @classmethod
+    def collect(
+        cls,
+        existing: DebounceInstance | None,
+        job: str,
+        instance_id: str,
+        event: Any,
+        *,
+        now: datetime,
+        new_state: Any,
+        idempotency_key: str | None,
+        policy: DebouncePolicy,
+    ) -> tuple[DebounceInstance, bool]:
+        """:meth:`add` under ``policy``."""
+        return cls.add(
+            existing,
+            job,
+            instance_id,
+            event,
+            now=now,
+            new_state=new_state,
+            idempotency_key=idempotency_key,
+            window=policy.idempotency_window,
+            flush_after=policy.flush_after,
+            max_events=policy.max_events,
+        )
+
+    def plan_flush(
+        self, *, now: datetime, manual: bool, policy: DebouncePolicy
+    ) -> FlushTicket | None:
+        """:meth:`begin_flush` under ``policy``."""
+        return self.begin_flush(now=now, manual=manual, flush_after=policy.flush_after)
+
+    def finish_flush(
+        self,
+        flush: FlushTicket,
+        *,
+        now: datetime,
+        policy: DebouncePolicy,
+        duration: float = 0.0,
+        error: BaseException | None = None,
+        exhausted: ExhaustedAction | None = None,
+    ) -> RunEnd:
+        """Record how ``flush`` ended (``error`` None: it returned).
+
+        When the retries ran out and the policy has an ``on_exhausted`` hook,
+        nothing is recorded and :attr:`RunEnd.ASK_EXHAUSTED` asks for its
+        decision: call again with it as ``exhausted``.
+        """
+        if error is None:
+            ok = self.flush_succeeded(
+                flush, now=now, duration=duration, flush_after=policy.flush_after
+            )
+            return RunEnd.DONE if ok else RunEnd.STALE
+        retry = policy.retry
+        retry_at = self.plan_retry(flush.ticket, retry, now=now)
+        if retry_at is None and retry is not None and exhausted is None:
+            hook = retry.on_exhausted
+            if callable(hook):
+                return RunEnd.ASK_EXHAUSTED
+            exhausted = hook
+        self.flush_failed(
+            flush,
+            error,
+            now=now,
+            retry_at=retry_at,
+            exhausted=exhausted,
+            flush_after=policy.flush_after,
+        )
+        return RunEnd.RETRY if retry_at is not None else RunEnd.DONE
 
     def clear(self, *, now: datetime) -> int:
         """Drop every buffered event unprocessed; returns how many (0: nothing recorded)."""

@@ -1,91 +1,221 @@
-"""Stopping the work of instances whose cross-process lock was lost.
+"""Instance locks: in this process, and on a shared store across processes.
 
-On a shared store each run holds its instance's lock in a *lock session* of
-the store (on Postgres, a database session). If that session ends while this
-process lives on (the connection dropped, an admin ended it, or the worker
-missed its lease), other processes may take the instance at once. The store
-then refuses any commit under the lost lock; this module makes the work
-itself stop: every holder runs inside a cancel scope that is cancelled when
-the store reports its session lost, and leaves with :class:`LockLost`, so the
-run is not committed and runs again later under a new lock.
+Everything the runtime does to an instance happens under its lock. In one
+process that is a ``trio.Lock`` per instance; on a shared store (Postgres)
+the store's cross-process lock is taken as well, so two workers never run
+the same instance at once.
+
+The interface the rest of the runtime uses:
+
+- :meth:`InstanceLocks.hold` - hold an instance's lock (``scope="instance"``)
+  or its flush lock (``scope="flush"``), waiting or not;
+- :meth:`InstanceLocks.held_version` - the instance's index version, read when
+  its cross-process lock was taken (no other process can change it meanwhile);
+- :meth:`InstanceLocks.committed` - record the version this process just wrote;
+- :meth:`InstanceLocks.run` - the task that batches cross-process lock calls;
+- :attr:`InstanceLocks.held` - how many cross-process locks this process holds.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from uuid import UUID
 
 import trio
 
-from durable_jobs._errors import LockLost
+from durable_jobs._errors import DurableJobsError
+from durable_jobs._runtime.clock import in_thread
+from durable_jobs._runtime.guards import LockGuards
 from durable_jobs._store.base import Store
 
-__all__ = ["DEFAULT_LEASE", "MIN_LEASE", "LockGuards"]
+__all__ = ["Busy", "InstanceLocks", "KeyedLocks"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
-#: How long a worker that stopped responding keeps its instances.
-DEFAULT_LEASE = timedelta(seconds=30)
-#: The shortest lease accepted (the session is pinged every quarter of it).
-MIN_LEASE = timedelta(seconds=1)
+#: How often a call polls for an instance lock another process holds.
+CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
 
 
-class LockGuards:
-    """Cancel scopes of the holders of cross-process locks, cancelled when the store
-    reports their session lost."""
+class Busy(Exception):
+    """Another process holds the instance: its alarm is looked at again later."""
+
+
+class KeyedLocks:
+    """One ``trio.Lock`` per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[UUID, tuple[trio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def __call__(self, key: UUID) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (trio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+
+class _LockRequest:
+    """One cross-process lock call waiting to be made, and its outcome."""
+
+    __slots__ = ("done", "error", "op", "result", "scope", "uuid", "version")
+
+    def __init__(self, op: str, uuid: UUID, scope: str) -> None:
+        self.op = op
+        self.uuid = uuid
+        self.scope = scope
+        self.done = trio.Event()
+        self.result = False
+        #: The instance's index version, read once the lock was taken (None: no row).
+        self.version: int | None = None
+        self.error: Exception | None = None
+
+
+class InstanceLocks:
+    """The instance and flush locks of one runtime."""
 
     def __init__(self, store: Store, lease: timedelta) -> None:
         self.store = store
-        self.lease = lease
-        self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
-        self._watching = False
+        #: Stops the work under a cross-process lock whose session was lost.
+        self.guards = LockGuards(store, lease)
+        self._instance = KeyedLocks()
+        self._flush = KeyedLocks()
+        #: Index versions of the instances this process holds across processes.
+        self._fresh: dict[UUID, int | None] = {}
+        self._limiter = trio.CapacityLimiter(1)
+        self._queue: list[_LockRequest] = []
+        self._ready = trio.Event()
+        self._running = False
+        #: Cross-process locks this process holds now (both scopes).
+        self.held = 0
 
-    def start(self) -> None:
-        """Have the store watch its lock sessions and report losses to this trio run."""
-        token = trio.lowlevel.current_trio_token()
+    @asynccontextmanager
+    async def hold(
+        self,
+        uuid: UUID,
+        *,
+        scope: str = "instance",
+        wait: bool = True,
+        on_taken: Callable[[], None] | None = None,
+    ) -> AsyncIterator[bool]:
+        """Hold ``uuid``'s ``scope`` lock in this process and, on a shared store, across
+        processes; yields False (not held) if ``wait`` is False and another process has it.
 
-        def lost(session: int) -> None:  # any thread
-            with suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._lost, session)
+        ``on_taken`` runs once the in-process lock is taken; it may raise to refuse
+        the work (say, the runtime began to shut down while the call waited).
+        """
+        locks = self._instance if scope == "instance" else self._flush
+        async with locks(uuid):
+            if on_taken is not None:
+                on_taken()
+            if not self.store.shared:
+                yield True
+                return
+            while not (taken := await self._call("lock", uuid, scope)).result:
+                if not wait:
+                    break
+                await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
+            else:
+                self.held += 1
+                if scope == "instance":
+                    self._fresh[uuid] = taken.version
+                try:
+                    with self.guards.guard(uuid, scope):
+                        yield True
+                finally:
+                    self._fresh.pop(uuid, None)
+                    self.held -= 1
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self._call("unlock", uuid, scope)
+                        except DurableJobsError:
+                            log.warning("Could not release the lock of %s", uuid, exc_info=True)
+                return
+            yield False
 
-        self.store.watch_locks(self.lease.total_seconds(), lost)
-        self._watching = True
+    def held_version(self, uuid: UUID) -> tuple[bool, int | None]:
+        """(known, version): the index version read when this task took ``uuid``'s lock."""
+        if uuid in self._fresh:
+            return True, self._fresh[uuid]
+        return False, None
 
-    def stop(self) -> None:
-        if self._watching:
-            self._watching = False
-            self.store.unwatch_locks()
+    def committed(self, uuid: UUID, version: int) -> None:
+        """This process wrote ``version`` of an instance it holds."""
+        if uuid in self._fresh:
+            self._fresh[uuid] = version
 
-    def _lost(self, session: int) -> None:
-        for (uuid, scope), (held_by, cancel_scope) in list(self._scopes.items()):
-            if held_by == session:
-                log.warning("Stopping the work on %s (%s lock lost)", uuid, scope)
-                cancel_scope.cancel()
+    async def _call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:
+        """Take (``op="lock"``, without waiting) or release a cross-process lock.
 
-    @contextmanager
-    def guard(self, uuid: UUID, scope: str) -> Iterator[None]:
-        """Run the body under ``uuid``'s ``scope`` lock, just taken: cancelled if its
-        session is lost, and then :class:`LockLost` is raised."""
-        session = self.store.lock_session(uuid, scope)
-        if session is not None and not self.store.session_alive(session):
-            raise _lost(uuid)
-        cancel_scope = trio.CancelScope()
-        self._scopes[(uuid, scope)] = (session, cancel_scope)
+        Calls that queue while one is in flight go to the store together, in one
+        round trip (like group commit). The wait is shielded: a lock the store
+        took must be known, so that it is released.
+        """
+        request = _LockRequest(op, uuid, scope)
+        if not self._running:
+            await self._batch([request])
+        else:
+            self._queue.append(request)
+            self._ready.set()
+            with trio.CancelScope(shield=True):
+                await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request
+
+    async def run(self) -> None:
+        """Make the queued lock calls, a batch at a time (runs until cancelled)."""
+        self._running = True
         try:
-            with cancel_scope:
-                yield
+            while True:
+                while not self._queue:
+                    await self._ready.wait()
+                    self._ready = trio.Event()
+                batch, self._queue = self._queue, []
+                with trio.CancelScope(shield=True):
+                    await self._batch(batch)
         finally:
-            del self._scopes[(uuid, scope)]
-        if cancel_scope.cancelled_caught:
-            raise _lost(uuid)
+            self._running = False
 
+    async def _batch(self, batch: list[_LockRequest]) -> None:
+        """Releases first, then takes, each group in one store call on the store's own
+        lock connection (it neither waits for nor holds up the pooled connections);
+        for instance locks taken, the index versions are read in the same call."""
+        store = self.store
 
-def _lost(uuid: UUID) -> LockLost:
-    return LockLost(
-        f"The cross-process lock of instance {uuid} was lost while it ran (its session "
-        "ended, or this worker missed its lease); the run was stopped and nothing of it "
-        "was committed. It runs again under a new lock."
-    )
+        def take(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
+            held = store.try_lock_many(keys)
+            taken = [uuid for (uuid, scope), ok in zip(keys, held, strict=True) if ok]
+            return held, (store.index_versions(taken) if taken else {})
+
+        def release(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
+            store.unlock_many(keys)
+            return [True] * len(keys), {}
+
+        for op, call in (("unlock", release), ("lock", take)):
+            group = [r for r in batch if r.op == op]
+            if not group:
+                continue
+            try:
+                held, versions = await in_thread(
+                    call, [(r.uuid, r.scope) for r in group], limiter=self._limiter
+                )
+            except Exception as exc:
+                for r in group:
+                    r.error = exc
+            else:
+                for r, ok in zip(group, held, strict=True):
+                    r.result = ok
+                    r.version = versions.get(r.uuid)
+        for r in batch:
+            r.done.set()

@@ -110,6 +110,10 @@ class AlarmWindow:
         nxt = self.next_due()
         return nxt is not None and nxt <= now
 
+    def count_due(self, now: datetime) -> int:
+        """How many alarms in the window are due at or before ``now``."""
+        return sum(1 for due in self._due.values() if due <= now)
+
     def needs_reload(self, now: datetime) -> bool:
         """Whether alarms beyond the horizon may be due by ``now``."""
         return not self.complete and (self.horizon is None or self.horizon <= now)

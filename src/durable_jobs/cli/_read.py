@@ -24,6 +24,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from durable_jobs._domain.status import KIND_STATUSES
 from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._inspect import (
     STATUSES,
@@ -755,11 +756,7 @@ def alarms(state: CliState, overdue: bool, limit: int, as_json: bool) -> None:
 
 
 #: The statuses each kind's instances can have.
-_KIND_STATUSES = {
-    "continuous": {"running", "failed", "terminated"},
-    "debounce": {"debouncing", "failed", "idle", "terminated"},
-    "task": {"active", "idle", "terminated"},
-}
+_KIND_STATUSES = KIND_STATUSES
 
 
 def _status_count(kind: str, status: str, counts: dict[str, int]) -> str:

@@ -1,0 +1,121 @@
+"""Group commit: instances waiting to be written go to the store together.
+
+On a blocking store (SQLite, Postgres) one writer task takes everything that
+queued during the previous write and saves it in one transaction. Commits
+serialise in the store anyway (SQLite has one writer; eventsourcing's
+Postgres recorder locks the events table), so one writer makes the biggest
+groups. A conflict in a group fails only the commit that caused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._errors import DurableJobsError
+from durable_jobs._store.base import Store
+
+__all__ = ["GroupCommit"]
+
+#: Most commits written in one transaction.
+MAX_GROUP_COMMIT = 100
+
+
+class _Commit:
+    """One aggregate waiting to be written, and the outcome of its write."""
+
+    __slots__ = ("agg", "done", "error")
+
+    def __init__(self, agg: JobInstance) -> None:
+        self.agg = agg
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
+class GroupCommit:
+    """Writes instances, alone or (while :meth:`run` serves) in groups."""
+
+    def __init__(self, store: Store, io: Callable[..., Awaitable[Any]]) -> None:
+        self.store = store
+        self._io = io
+        self._enabled = False
+        self._queue: list[_Commit] = []
+        self._ready = trio.Event()
+        #: Instances written, transactions that wrote them, and the largest group.
+        self.commits = 0
+        self.batches = 0
+        self.largest_batch = 0
+
+    def _count(self, size: int) -> None:
+        self.commits += size
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, size)
+
+    async def commit(self, agg: JobInstance) -> None:
+        """Save ``agg``, in one transaction with whatever other commits are waiting."""
+        if not self._enabled:
+            await self._io(self.store.save, agg)
+            self._count(1)
+            return
+        item = _Commit(agg)
+        self._queue.append(item)
+        self._ready.set()
+        # The write is already on its way: wait for its outcome even if cancelled.
+        with trio.CancelScope(shield=True):
+            await item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    def start(self) -> None:
+        """Queue commits from now on, for :meth:`run` (started next) to write."""
+        self._enabled = True
+
+    def stop(self) -> None:
+        """Write alone from now on (every run has ended, so no commit is queued)."""
+        self._enabled = False
+
+    async def run(self) -> None:
+        """Write waiting commits together: everything that queued during the last write."""
+        while True:
+            while not self._queue:
+                await self._ready.wait()
+                self._ready = trio.Event()
+            batch = self._queue[:MAX_GROUP_COMMIT]
+            del self._queue[:MAX_GROUP_COMMIT]
+            with trio.CancelScope(shield=True):
+                await self._write(batch)
+
+    async def _write(self, batch: list[_Commit]) -> None:
+        try:
+            await self._save_batch(batch)
+        except BaseException as fatal:
+            # Not a store failure (KeyboardInterrupt, a bug): the writer dies and takes
+            # the runtime down with it, but no waiting commit may wait for it forever.
+            for c in batch:
+                if c.error is None:
+                    msg = "The commit's outcome is unknown: the store write was interrupted."
+                    c.error = DurableJobsError(msg)
+                    c.error.__cause__ = fatal
+            raise
+        finally:
+            for c in batch:
+                c.done.set()
+
+    async def _save_batch(self, batch: list[_Commit]) -> None:
+        try:
+            await self._io(self.store.save, *(c.agg for c in batch))
+            self._count(len(batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                # One commit's conflict must not fail the others: write each alone.
+                for c in batch:
+                    try:
+                        await self._io(self.store.save, c.agg)
+                        self._count(1)
+                    except Exception as one:
+                        c.error = one

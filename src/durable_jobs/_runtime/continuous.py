@@ -1,0 +1,111 @@
+"""Continuous runs: start an instance, and run ``execute`` when its alarm is due."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.policy import RunEnd
+from durable_jobs._registry import ContinuousJob
+from durable_jobs._runtime.cache import clone
+from durable_jobs._runtime.contexts import ContinuousContext
+from durable_jobs._runtime.locks import Busy
+
+if TYPE_CHECKING:
+    from durable_jobs._runtime.runtime import Runtime
+
+__all__ = ["ContinuousRunner"]
+
+
+class ContinuousRunner:
+    """The continuous jobs of one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def start(
+        self, job: ContinuousJob[Any], instance_id: str, state_json: Any
+    ) -> tuple[ContinuousInstance, bool]:
+        rt = self.rt
+        uuid = instance_uuid("continuous", job.name, instance_id)
+        async with rt.hold(uuid):
+            committed = await rt.load(ContinuousInstance, job.name, instance_id)
+            if committed is not None and committed.live:
+                return committed, False
+            now = rt.clock.now()
+            agg = clone(committed) if committed is not None else None
+            policy = job.policy
+            first = ContinuousInstance.first_run_at(
+                policy.schedule, now=now, start_immediately=policy.start_immediately
+            )
+            agg, created = ContinuousInstance.start(
+                agg, job.name, instance_id, now=now, state=state_json, first_run_at=first
+            )
+            await rt.save(agg, before=committed)
+            return agg, created
+
+    async def run(
+        self, job: ContinuousJob[Any], instance_id: str, *, manual: bool
+    ) -> tuple[bool, bool, bool]:
+        """One run of ``execute``: (triggered, terminated, retry_scheduled)."""
+        rt = self.rt
+        uuid = instance_uuid("continuous", job.name, instance_id)
+        async with rt.hold(uuid, wait=manual) as held:
+            if not held:
+                raise Busy
+            committed = await rt.load(ContinuousInstance, job.name, instance_id)
+            if committed is None or not committed.live:
+                return False, False, False
+            agg = clone(committed)
+            ticket = agg.begin_run(now=rt.clock.now(), manual=manual, policy=job.policy)
+            if ticket is None:
+                await rt.save(agg, before=committed)  # a misfire skip moved the alarm
+                return False, False, False
+
+            def new_ctx() -> ContinuousContext[Any]:
+                return ContinuousContext(
+                    codec=job.state_codec,
+                    state=rt.decode_state(job.state_codec, committed, committed.d.state),
+                    instance_id=instance_id,
+                    job_name=job.name,
+                    run_count=ticket.run_count,
+                    attempt=ticket.attempt,
+                )
+
+            ctx = new_ctx()
+            started = rt.clock.now()
+            outcome = await rt.handlers.call(
+                job,
+                "execute",
+                job.execute,
+                ctx,
+                instance_id=instance_id,
+                then=lambda _: ctx._intents(),
+            )
+            end = rt.clock.now()
+            error = outcome.error
+            fatal = outcome.fatal
+            policy = job.policy
+            result = agg.finish_run(
+                ticket,
+                now=end,
+                policy=policy,
+                duration=(end - started).total_seconds(),
+                intents=outcome.value,
+                error=error,
+            )
+            if result is RunEnd.ASK_EXHAUSTED:
+                assert error is not None
+                # The hook sees the committed state, not the failed try's changes.
+                exhausted, hook_fatal = await rt.handlers.exhausted_action(
+                    job, error, new_ctx(), instance_id=instance_id
+                )
+                fatal = fatal or hook_fatal
+                result = agg.finish_run(
+                    ticket, now=end, policy=policy, error=error, exhausted=exhausted
+                )
+            await rt.save(agg, before=committed)
+            if fatal is not None:
+                raise fatal
+            return True, not agg.live, result is RunEnd.RETRY

@@ -1,0 +1,175 @@
+"""Debounce runs: add events to a batch (through the reducer), flush, clear."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
+from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.policy import RunEnd
+from durable_jobs._errors import HandlerError
+from durable_jobs._registry import DebounceJob
+from durable_jobs._runtime.cache import clone
+from durable_jobs._runtime.contexts import DebounceContext, DebounceEventContext
+from durable_jobs._runtime.locks import Busy
+
+if TYPE_CHECKING:
+    from durable_jobs._runtime.runtime import Runtime
+
+__all__ = ["DebounceRunner"]
+
+
+class DebounceRunner:
+    """The debounce jobs of one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def add(
+        self,
+        job: DebounceJob[Any, Any],
+        instance_id: str,
+        event: Any,
+        event_json: Any,
+        key: str | None,
+    ) -> tuple[DebounceInstance, bool, bool]:
+        """(instance, opened a batch, duplicate)."""
+        rt = self.rt
+        uuid = instance_uuid("debounce", job.name, instance_id)
+        async with rt.hold(uuid):
+            committed = await rt.load(DebounceInstance, job.name, instance_id)
+            now = rt.clock.now()
+            live = committed if committed is not None and committed.live else None
+            # Keys outlive a termination too (a restarted instance keeps them).
+            if (
+                key is not None
+                and committed is not None
+                and committed.is_duplicate(key, now=now, window=job.policy.idempotency_window)
+            ):
+                return committed, False, True
+            if job.reducer is None:
+                new_json = event_json
+            else:
+                prior = None
+                if live is not None and live.d.event_count:
+                    prior = rt.decode_state(job.state_codec, live, live.d.state)
+                ctx: DebounceEventContext[Any, Any] = DebounceEventContext(
+                    event=event,
+                    state=prior,
+                    event_count=(live.d.event_count if live is not None else 0) + 1,
+                    instance_id=instance_id,
+                    job_name=job.name,
+                )
+                outcome = await rt.handlers.call(
+                    job,
+                    "reducer",
+                    job.reducer,
+                    ctx,
+                    instance_id=instance_id,
+                    then=job.state_codec.to_json,
+                )
+                if outcome.fatal is not None:
+                    raise outcome.fatal
+                if outcome.error is not None:
+                    msg = (
+                        f"The on_event reducer of debounce job {job.name!r} raised for "
+                        f"instance {instance_id!r}: {outcome.error!r}. The event was not added."
+                    )
+                    raise HandlerError(msg) from outcome.error
+                new_json = outcome.value
+            agg = clone(committed) if committed is not None else None
+            agg, opened = DebounceInstance.collect(
+                agg,
+                job.name,
+                instance_id,
+                event_json,
+                now=now,
+                new_state=new_json,
+                idempotency_key=key,
+                policy=job.policy,
+            )
+            await rt.save(agg, before=committed)
+            return agg, opened, False
+
+    async def flush(
+        self, job: DebounceJob[Any, Any], instance_id: str, *, manual: bool
+    ) -> tuple[bool, int, str, bool]:
+        """One flush: (flushed, event_count, reason, retry_scheduled)."""
+        rt = self.rt
+        uuid = instance_uuid("debounce", job.name, instance_id)
+        async with rt.hold(uuid, scope="flush", wait=manual) as held:
+            if not held:
+                raise Busy
+            async with rt.hold(uuid):
+                committed = await rt.load(DebounceInstance, job.name, instance_id)
+                if committed is None:
+                    return False, 0, "empty", False
+                agg = clone(committed)
+                ft = agg.plan_flush(now=rt.clock.now(), manual=manual, policy=job.policy)
+                if ft is None:
+                    return False, 0, "empty", False
+                await rt.save(agg, before=committed)
+                state = rt.decode_state(job.state_codec, agg, ft.batch.state)
+            return await self._run_flush(job, instance_id, ft, state)
+
+    async def _run_flush(
+        self, job: DebounceJob[Any, Any], instance_id: str, ft: FlushTicket, state: Any
+    ) -> tuple[bool, int, str, bool]:
+        rt = self.rt
+        ctx: DebounceContext[Any] = DebounceContext(
+            state=state,
+            event_count=ft.batch.event_count,
+            debounce_started_at=ft.batch.started_at,
+            flush_reason=ft.reason,
+            attempt=ft.ticket.attempt,
+            instance_id=instance_id,
+            job_name=job.name,
+        )
+        count = ft.batch.event_count
+        started = rt.clock.now()
+        outcome = await rt.handlers.call(job, "execute", job.execute, ctx, instance_id=instance_id)
+        error = outcome.error
+        fatal = outcome.fatal
+        uuid = instance_uuid("debounce", job.name, instance_id)
+        async with rt.hold(uuid, starting=False):
+            committed = await rt.load(DebounceInstance, job.name, instance_id)
+            if committed is None:  # pragma: no cover - the batch was committed above
+                return False, count, "empty", False
+            agg = clone(committed)
+            end = rt.clock.now()
+            policy = job.policy
+            result = agg.finish_flush(
+                ft,
+                now=end,
+                policy=policy,
+                duration=(end - started).total_seconds(),
+                error=error,
+            )
+            if result is RunEnd.ASK_EXHAUSTED:
+                assert error is not None
+                exhausted, hook_fatal = await rt.handlers.exhausted_action(
+                    job, error, ctx, instance_id=instance_id
+                )
+                fatal = fatal or hook_fatal
+                result = agg.finish_flush(
+                    ft, now=end, policy=policy, error=error, exhausted=exhausted
+                )
+            await rt.save(agg, before=committed)
+        if fatal is not None:
+            raise fatal
+        if error is None:
+            ok = result is RunEnd.DONE
+            return ok, count, "manual" if ok else "empty", False
+        return False, count, "failed", result is RunEnd.RETRY
+
+    async def clear(self, job: DebounceJob[Any, Any], instance_id: str) -> int:
+        rt = self.rt
+        uuid = instance_uuid("debounce", job.name, instance_id)
+        async with rt.hold(uuid):
+            committed = await rt.load(DebounceInstance, job.name, instance_id)
+            if committed is None:
+                return 0
+            agg = clone(committed)
+            discarded = agg.clear(now=rt.clock.now())
+            await rt.save(agg, before=committed)
+            return discarded

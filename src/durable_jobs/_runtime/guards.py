@@ -1,0 +1,91 @@
+"""Stopping the work of instances whose cross-process lock was lost.
+
+On a shared store each run holds its instance's lock in a *lock session* of
+the store (on Postgres, a database session). If that session ends while this
+process lives on (the connection dropped, an admin ended it, or the worker
+missed its lease), other processes may take the instance at once. The store
+then refuses any commit under the lost lock; this module makes the work
+itself stop: every holder runs inside a cancel scope that is cancelled when
+the store reports its session lost, and leaves with :class:`LockLost`, so the
+run is not committed and runs again later under a new lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from uuid import UUID
+
+import trio
+
+from durable_jobs._errors import LockLost
+from durable_jobs._store.base import Store
+
+__all__ = ["DEFAULT_LEASE", "MIN_LEASE", "LockGuards"]
+
+log = logging.getLogger("durable_jobs.runtime")
+
+#: How long a worker that stopped responding keeps its instances.
+DEFAULT_LEASE = timedelta(seconds=30)
+#: The shortest lease accepted (the session is pinged every quarter of it).
+MIN_LEASE = timedelta(seconds=1)
+
+
+class LockGuards:
+    """Cancel scopes of the holders of cross-process locks, cancelled when the store
+    reports their session lost."""
+
+    def __init__(self, store: Store, lease: timedelta) -> None:
+        self.store = store
+        self.lease = lease
+        self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
+        self._watching = False
+
+    def start(self) -> None:
+        """Have the store watch its lock sessions and report losses to this trio run."""
+        token = trio.lowlevel.current_trio_token()
+
+        def lost(session: int) -> None:  # any thread
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._lost, session)
+
+        self.store.watch_locks(self.lease.total_seconds(), lost)
+        self._watching = True
+
+    def stop(self) -> None:
+        if self._watching:
+            self._watching = False
+            self.store.unwatch_locks()
+
+    def _lost(self, session: int) -> None:
+        for (uuid, scope), (held_by, cancel_scope) in list(self._scopes.items()):
+            if held_by == session:
+                log.warning("Stopping the work on %s (%s lock lost)", uuid, scope)
+                cancel_scope.cancel()
+
+    @contextmanager
+    def guard(self, uuid: UUID, scope: str) -> Iterator[None]:
+        """Run the body under ``uuid``'s ``scope`` lock, just taken: cancelled if its
+        session is lost, and then :class:`LockLost` is raised."""
+        session = self.store.lock_session(uuid, scope)
+        if session is not None and not self.store.session_alive(session):
+            raise _lost(uuid)
+        cancel_scope = trio.CancelScope()
+        self._scopes[(uuid, scope)] = (session, cancel_scope)
+        try:
+            with cancel_scope:
+                yield
+        finally:
+            del self._scopes[(uuid, scope)]
+        if cancel_scope.cancelled_caught:
+            raise _lost(uuid)
+
+
+def _lost(uuid: UUID) -> LockLost:
+    return LockLost(
+        f"The cross-process lock of instance {uuid} was lost while it ran (its session "
+        "ended, or this worker missed its lease); the run was stopped and nothing of it "
+        "was committed. It runs again under a new lock."
+    )

@@ -1,0 +1,217 @@
+"""The one place where the runtime calls application code.
+
+Every handler call goes through :meth:`HandlerCalls.call`: a job's
+``execute``, a task's ``on_event``, ``on_idle`` and ``on_error``, a
+debounce job's ``on_event`` reducer and a retry policy's ``on_exhausted``
+hook. Timeouts, cancellation and error mapping live here and nowhere else:
+
+- A call that returns is a success; its value (after ``then``) is the outcome.
+- An ``Exception`` is the call's failure.
+- A call that runs past the job's ``timeout`` (``execute``, ``on_event``,
+  ``on_idle``, ``on_error``; measured on the job's clock) is cancelled and
+  fails with :class:`HandlerTimeout`.
+- A ``trio.Cancelled`` that does not come from a cancellation of the call
+  itself (one the handler caught elsewhere and re-raised) is the call's
+  failure, as a :class:`HandlerError`; a real cancellation (shutdown) goes on.
+- Any other ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, ...)
+  is returned as a *fatal* outcome: the caller records it like any failure,
+  commits, and then raises it, so that ``open_jobs`` ends with it while the
+  history says what happened and the retry policy spaces the next try.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import trio
+
+from durable_jobs._domain.instance import ExhaustedAction
+from durable_jobs._errors import HandlerError, HandlerTimeout
+from durable_jobs._registry import JobDefinition
+from durable_jobs._runtime.clock import Clock
+
+__all__ = ["HandlerCalls", "Outcome", "Role"]
+
+log = logging.getLogger("durable_jobs.runtime")
+
+Role = Literal["execute", "on_event", "on_idle", "on_error", "reducer", "on_exhausted"]
+#: The roles a job's ``timeout`` bounds (its async handlers).
+TIMED: frozenset[Role] = frozenset({"execute", "on_event", "on_idle", "on_error"})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one handler call came to."""
+
+    value: Any = None
+    #: The failure (None: the call succeeded).
+    error: BaseException | None = None
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """A failure that is not an ``Exception``: to raise once it is recorded."""
+        error = self.error
+        return error if error is not None and not isinstance(error, Exception) else None
+
+
+class _Timer:
+    __slots__ = ("at", "done", "fired", "scope")
+
+    def __init__(self, at: datetime, scope: trio.CancelScope) -> None:
+        self.at = at
+        self.scope = scope
+        self.done = False
+        self.fired = False
+
+
+def _really_cancelled() -> bool:
+    """Whether the current task is inside a cancelled scope (shutdown, say)."""
+    return trio.current_effective_deadline() == -math.inf
+
+
+async def _invoke(
+    fn: Callable[..., Any], args: tuple[Any, ...], then: Callable[[Any], Any] | None
+) -> Any:
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        value = await value
+    return value if then is None else then(value)
+
+
+class HandlerCalls:
+    """Calls handlers (see the module) and enforces their timeouts on ``clock``."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._timers: list[tuple[datetime, int, _Timer]] = []
+        self._seq = 0
+        self._wake = trio.Event()
+        #: Handler calls in progress.
+        self.running = 0
+
+    async def call(
+        self,
+        job: JobDefinition,
+        role: Role,
+        fn: Callable[..., Any],
+        *args: Any,
+        instance_id: str,
+        then: Callable[[Any], Any] | None = None,
+    ) -> Outcome:
+        """``fn(*args)`` (awaited if it returns an awaitable), then ``then(value)``.
+
+        Returns its :class:`Outcome`; raises only a real cancellation.
+        """
+        timeout = job.timeout if role in TIMED else None
+        timer: _Timer | None = None
+        self.running += 1
+        try:
+            if timeout is None:
+                # No cancel scope of its own: entering one costs on every run.
+                value = await _invoke(fn, args, then)
+            else:
+                with trio.CancelScope() as scope:
+                    timer = self._arm(scope, self.clock.now() + timeout)
+                    try:
+                        value = await _invoke(fn, args, then)
+                    finally:
+                        timer.done = True
+                        self._wake.set()
+        except trio.Cancelled as exc:
+            if _really_cancelled():
+                raise
+            msg = (
+                f"{role} of {job.kind} job {job.name!r} (instance {instance_id!r}) raised "
+                "trio.Cancelled that did not come from cancelling it (one caught elsewhere "
+                "and re-raised?); the call counts as failed"
+            )
+            error: BaseException = HandlerError(msg)
+            error.__cause__ = exc
+            return Outcome(error=error)
+        except BaseException as exc:
+            if timer is not None and timer.fired:
+                return Outcome(error=self._timed_out(job, role, instance_id, exc))
+            return Outcome(error=exc)
+        finally:
+            self.running -= 1
+        if timer is not None and timer.fired:
+            return Outcome(error=self._timed_out(job, role, instance_id, None))
+        return Outcome(value=value)
+
+    def _timed_out(
+        self, job: JobDefinition, role: Role, instance_id: str, cause: BaseException | None
+    ) -> HandlerTimeout:
+        error = HandlerTimeout(
+            f"{role} of {job.kind} job {job.name!r} (instance {instance_id!r}) did not "
+            f"finish within its timeout of {job.timeout} and was cancelled"
+        )
+        error.__cause__ = cause
+        return error
+
+    async def exhausted_action(
+        self, job: JobDefinition, error: BaseException, ctx: object, *, instance_id: str
+    ) -> tuple[ExhaustedAction, BaseException | None]:
+        """What the retry policy does once the last try failed, and a fatal error of its
+        hook (to raise once the outcome is recorded)."""
+        assert job.retry is not None
+        hook = job.retry.on_exhausted
+        if isinstance(hook, str):
+            return hook, None
+        outcome = await self.call(job, "on_exhausted", hook, error, ctx, instance_id=instance_id)
+        if outcome.error is not None:
+            log.error(
+                "The on_exhausted hook of job %r raised; the instance is paused",
+                job.name,
+                exc_info=outcome.error,
+            )
+            return "pause", outcome.fatal
+        decision = outcome.value
+        if decision is None:
+            return "pause", None
+        if decision not in ("terminate", "pause", "continue"):
+            log.error(
+                "The on_exhausted hook of job %r returned %r (expected 'terminate', 'pause', "
+                "'continue' or None); the instance is paused",
+                job.name,
+                decision,
+            )
+            return "pause", None
+        return cast(ExhaustedAction, decision), None
+
+    # ---- timeouts ----------------------------------------------------------------------
+
+    def _arm(self, scope: trio.CancelScope, at: datetime) -> _Timer:
+        timer = _Timer(at, scope)
+        self._seq += 1
+        heapq.heappush(self._timers, (at, self._seq, timer))
+        self._wake.set()
+        return timer
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Cancel the calls that run past their timeout (runs until cancelled)."""
+        unsubscribe = self.clock.on_jump(self._kick)
+        try:
+            while True:
+                now = self.clock.now()
+                timers = self._timers
+                while timers and (timers[0][2].done or timers[0][0] <= now):
+                    _, _, timer = heapq.heappop(timers)
+                    if not timer.done:
+                        timer.fired = True
+                        timer.scope.cancel()
+                deadline = self.clock.deadline(timers[0][0]) if timers else math.inf
+                with trio.move_on_at(deadline):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+        finally:
+            unsubscribe()

@@ -1,0 +1,325 @@
+"""The scheduler: the window of next alarms, wake-ups, and dispatching due runs.
+
+One task watches the :class:`AlarmWindow` and starts a run for each alarm
+that falls due (at most one per instance at a time). It sleeps until the
+next alarm, the window's horizon or the next poll, and wakes early when a
+commit changes an alarm (:meth:`Scheduler.kick`), when the clock jumps, or
+when another process's alarm is heard of (:meth:`Scheduler.listen`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, cast
+from uuid import UUID
+
+import trio
+
+from durable_jobs._domain.ids import Kind
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
+from durable_jobs._registry import ContinuousJob, DebounceJob, TaskJob
+from durable_jobs._runtime.locks import Busy
+from durable_jobs._runtime.window import AlarmKey, AlarmWindow
+
+if TYPE_CHECKING:
+    from durable_jobs._runtime.runtime import Runtime
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("durable_jobs.runtime")
+
+#: Delay before a run that failed inside the runtime (store down, corrupt row) is tried again.
+RETRY_BROKEN_AFTER = timedelta(seconds=5)
+MAX_RETRY_BROKEN_AFTER = timedelta(minutes=5)
+#: First and longest wait before the alarm index is read again after a failed read.
+RELOAD_BACKOFF = timedelta(seconds=1)
+MAX_RELOAD_BACKOFF = timedelta(seconds=30)
+#: How often an unreachable store (a server down or restarting) is tried while due runs
+#: wait, so that they resume within about this long of its return.
+OUTAGE_PROBE = timedelta(milliseconds=500)
+#: Longest wait before the alarm listener's connection is opened again.
+MAX_LISTEN_BACKOFF = timedelta(seconds=1)
+#: When an alarm whose instance another process is running is looked at again.
+BUSY_RECHECK = timedelta(seconds=1)
+
+
+class Scheduler:
+    """Runs the alarms of one runtime (``run_alarms=False``: only tracks commits)."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        window: int,
+        poll_interval: timedelta | None,
+        run_alarms: bool,
+    ) -> None:
+        self.rt = rt
+        self.run_alarms = run_alarms
+        self.poll_interval = poll_interval
+        self.window = AlarmWindow(window)
+        self._run_limiter = trio.CapacityLimiter(rt.max_concurrent_runs)
+        #: Instances with a run started and not finished.
+        self._queued: set[UUID] = set()
+        #: Instances whose last run failed inside the runtime: (next try, delay).
+        self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
+        self._unknown_jobs: set[tuple[str, str]] = set()
+        #: Alarm runs in flight.
+        self.pending = 0
+        self._dirty = run_alarms
+        self._wake = trio.Event()
+        self._reload_blocked = False
+        self._reload_now = False
+        #: The store is out of reach: due runs wait until it answers again.
+        self._outage = False
+        self._runs: trio.Nursery | None = None
+
+    # ---- what the rest of the runtime tells it ----------------------------------------
+
+    def kick(self) -> None:
+        """Make the scheduler look at its window again."""
+        self._dirty = self.run_alarms
+        self._wake.set()
+        self.rt.notify()
+
+    def committed(self, agg: JobInstance) -> None:
+        """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
+        d = agg.d
+        if self.run_alarms:
+            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
+        self._reload_blocked = False
+        self.kick()
+
+    def is_idle(self) -> bool:
+        """Nothing due, nothing running, nothing for the scheduler to look at."""
+        now = self.rt.clock.now()
+        return (
+            not self._dirty
+            and self.pending == 0
+            and not self.window.has_due(now)
+            and not (self.window.needs_reload(now) and not self._reload_blocked)
+        )
+
+    def due_now(self) -> int:
+        """Alarms in the window due at or before now (not yet started)."""
+        return self.window.count_due(self.rt.clock.now())
+
+    # ---- the scheduler task ------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
+        self.window.load(rows)
+        # Alarms of instances already running stay in the index until their commit.
+        self._reload_blocked = self.window.needs_reload(self.rt.clock.now())
+
+    async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
+        """Start the runs of due alarms in ``runs`` (until cancelled)."""
+        self._runs = runs
+        clock = self.rt.clock
+        await self._reload()
+        last_poll = trio.current_time()
+        outage = timedelta(0)
+        retry_reload_at = -math.inf
+        task_status.started()
+        while True:
+            if self._outage:
+                await self._until_reachable()
+                continue
+            now = clock.now()
+            poll = self.poll_interval
+            if (
+                self._reload_now
+                or (self.window.needs_reload(now) and not self._reload_blocked)
+                or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
+            ) and trio.current_time() >= retry_reload_at:
+                self._reload_now = False
+                try:
+                    await self._reload()
+                except DurableJobsError as exc:
+                    if self.rt.store.unreachable(exc):
+                        self._store_down(exc)
+                        continue
+                    # The index cannot be read for a while: keep serving what the
+                    # window holds (its runs fail and back off) and read it again later.
+                    outage = min(outage * 2, MAX_RELOAD_BACKOFF) if outage else RELOAD_BACKOFF
+                    log.warning("Could not read the alarm index (%s); again in %s", exc, outage)
+                    retry_reload_at = trio.current_time() + outage.total_seconds()
+                else:
+                    outage = timedelta(0)
+                    retry_reload_at = -math.inf
+                    last_poll = trio.current_time()
+                    continue
+            for key in self.window.pop_due(now):
+                self._dispatch(key, now)
+            self._dirty = False
+            self.rt.notify()
+            # The next alarm, or the horizon while it is ahead. A horizon already
+            # passed means a reload that waits (for runs in flight, or after a failed
+            # read): a finished run kicks the scheduler, the retry time is below.
+            wake_at = self.window.next_due()
+            horizon = None if self.window.complete else self.window.horizon
+            if horizon is not None and horizon > now:
+                wake_at = horizon if wake_at is None else min(wake_at, horizon)
+            deadline = math.inf
+            if wake_at is not None:
+                deadline = clock.deadline(wake_at)
+                if deadline <= trio.current_time():
+                    deadline = trio.current_time() + 1e-6
+            if poll is not None:
+                deadline = min(deadline, last_poll + poll.total_seconds())
+            if outage:
+                deadline = min(deadline, retry_reload_at)
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _store_down(self, exc: BaseException) -> None:
+        """The store is out of reach: the scheduler waits for it (see :meth:`_until_reachable`)."""
+        if not self._outage:
+            log.warning(
+                "The store %s is out of reach (%s); due runs wait and it is tried again every %s",
+                self.rt.store.url,
+                exc,
+                OUTAGE_PROBE,
+            )
+            self._outage = True
+            self.kick()
+
+    async def _until_reachable(self) -> None:
+        """Try the store every :data:`OUTAGE_PROBE` until it answers; then read the alarm
+        index again, so that everything due runs at once."""
+        while True:
+            try:
+                await self.rt.io(self.rt.store.ping)
+            except DurableJobsError:
+                await trio.sleep(OUTAGE_PROBE.total_seconds())
+            else:
+                break
+        log.warning("The store %s is reachable again; due runs resume", self.rt.store.url)
+        self._outage = False
+        self._reload_now = True
+
+    async def listen(self) -> None:
+        """Hear of alarms that other processes commit, and make the scheduler reload.
+
+        Without a listener (single-process stores) this returns at once; if the
+        listener's connection fails it is opened again, backing off, while the
+        poll (``poll_interval``) keeps alarms from being missed meanwhile.
+        """
+        backoff = RELOAD_BACKOFF
+        reopened = False
+        while True:
+            try:
+                listener = await self.rt.io(self.rt.store.open_alarm_listener)
+            except DurableJobsError as exc:
+                log.warning("Could not listen for other processes' alarms (%s)", exc)
+            else:
+                if listener is None:
+                    return
+                if reopened:
+                    # Alarms committed while nobody listened: read the index again.
+                    self._reload_now = True
+                    self.kick()
+                reopened = True
+                fd = listener.fileno()
+                try:
+                    while True:
+                        await trio.lowlevel.wait_readable(fd)
+                        if listener.drain():
+                            self._reload_now = True
+                            self.kick()
+                        backoff = RELOAD_BACKOFF
+                except DurableJobsError as exc:
+                    log.warning("The alarm listener stopped (%s); opening it again", exc)
+                finally:
+                    trio.lowlevel.notify_closing(fd)
+                    listener.close()
+            reopened = True
+            await trio.sleep(backoff.total_seconds())
+            backoff = min(backoff * 2, MAX_LISTEN_BACKOFF)
+
+    # ---- runs --------------------------------------------------------------------------
+
+    def _dispatch(self, key: AlarmKey, now: datetime) -> None:
+        if key.uuid in self._queued or self._runs is None:
+            return
+        broken = self._broken.get(key.uuid)
+        if broken is not None and broken[0] > now:
+            self.window.set(key, broken[0])
+            return
+        self._queued.add(key.uuid)
+        self.pending += 1
+        self._runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+
+    async def _alarm_run(self, key: AlarmKey) -> None:
+        try:
+            async with self._run_limiter:
+                await self._fire(key)
+            self._broken.pop(key.uuid, None)
+        except Busy:
+            self.window.set(key, self.rt.clock.now() + BUSY_RECHECK)
+        except RuntimeClosed:
+            pass  # shutting down: the alarm stays in the store for the next start
+        except ConcurrencyError:
+            # Another process committed to this instance first: look at it afresh.
+            self.rt.cache.evict(key.uuid)
+            self.window.set(key, self.rt.clock.now())
+        except Exception as exc:
+            self._run_broke(key, exc)
+        finally:
+            self._queued.discard(key.uuid)
+            self.pending -= 1
+            self._reload_blocked = False
+            self.kick()
+
+    def _run_broke(self, key: AlarmKey, exc: Exception) -> None:
+        if self.rt.store.unreachable(exc):
+            # Not this instance's fault: it runs as soon as the store answers again.
+            self.rt.cache.evict(key.uuid)
+            self.window.set(key, self.rt.clock.now())
+            self._store_down(exc)
+            return
+        _, delay = self._broken.get(key.uuid, (None, RETRY_BROKEN_AFTER / 2))
+        delay = min(delay * 2, MAX_RETRY_BROKEN_AFTER)
+        retry_at = self.rt.clock.now() + delay
+        self._broken[key.uuid] = (retry_at, delay)
+        self.rt.cache.evict(key.uuid)
+        self.window.set(key, retry_at)
+        level = logging.ERROR if isinstance(exc, DurableJobsError) else logging.CRITICAL
+        log.log(
+            level,
+            "The alarm of %s job %r instance %r could not run (%s); trying again in %s",
+            key.kind,
+            key.job,
+            key.instance_id,
+            exc,
+            delay,
+            exc_info=not isinstance(exc, DurableJobsError),
+        )
+
+    async def _fire(self, key: AlarmKey) -> None:
+        rt = self.rt
+        try:
+            job = rt.registry.get(cast("Kind", key.kind), key.job)
+        except DurableJobsError:
+            if (key.kind, key.job) not in self._unknown_jobs:
+                self._unknown_jobs.add((key.kind, key.job))
+                log.warning(
+                    "An alarm is due for %s job %r, which this registry does not define; "
+                    "its instances wait until a process that defines it runs them",
+                    key.kind,
+                    key.job,
+                )
+            return
+        if isinstance(job, ContinuousJob):
+            await rt.continuous.run(job, key.instance_id, manual=False)
+        elif isinstance(job, DebounceJob):
+            await rt.debounce.flush(job, key.instance_id, manual=False)
+        elif isinstance(job, TaskJob):
+            await rt.task.execute(job, key.instance_id, by_alarm=True)
+        cached = rt.cache.peek(key.uuid)
+        if cached is not None:
+            self.window.set(key, cached.d.alarm_at)

@@ -1,0 +1,266 @@
+"""Task runs: ``on_event`` for each event sent, ``execute`` when the alarm is due,
+``on_error`` after a failure and ``on_idle`` when a handler left no alarm."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.instance import Handler, Intents, RunTicket
+from durable_jobs._domain.task import Failed, TaskInstance
+from durable_jobs._errors import HandlerError
+from durable_jobs._registry import TaskJob
+from durable_jobs._runtime.cache import clone
+from durable_jobs._runtime.contexts import TaskContext
+from durable_jobs._runtime.locks import Busy
+
+if TYPE_CHECKING:
+    from durable_jobs._runtime.runtime import Runtime
+
+__all__ = ["TaskRunner"]
+
+log = logging.getLogger("durable_jobs.runtime")
+
+
+def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
+    return ctx.intents()
+
+
+class _Chain:
+    """What a chain of task handler calls came to."""
+
+    __slots__ = ("error", "failed", "fatal", "idled")
+
+    def __init__(self) -> None:
+        #: The last handler's error, if it was left unhandled.
+        self.error: BaseException | None = None
+        #: A fatal error (KeyboardInterrupt, ...) seen on the way, to raise once committed.
+        self.fatal: BaseException | None = None
+        #: Whether any handler of the chain failed, and whether on_idle ran.
+        self.failed = False
+        self.idled = False
+
+
+class TaskRunner:
+    """The task jobs of one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def _ctx(
+        self,
+        job: TaskJob[Any, Any],
+        agg: TaskInstance,
+        *,
+        alarm: datetime | None,
+        execute_count: int | None = None,
+    ) -> TaskContext[Any]:
+        rt = self.rt
+        d = agg.d
+        return TaskContext(
+            codec=job.state_codec,
+            state=rt.decode_state(job.state_codec, agg, d.state),
+            instance_id=d.instance_id,
+            job_name=job.name,
+            now=rt.clock.now,
+            scheduled_at=alarm,
+            event_count=d.event_count,
+            execute_count=d.execute_count if execute_count is None else execute_count,
+            created_at=d.created_at,
+        )
+
+    async def _handle(
+        self,
+        job: TaskJob[Any, Any],
+        agg: TaskInstance,
+        role: Handler,
+        fn: Callable[..., Any],
+        *args: Any,
+        ticket: RunTicket,
+        alarm: datetime | None,
+    ) -> _Chain:
+        """Run one task handler on ``agg`` and record its outcome, then the handler
+        the domain says follows (``on_error`` after a failure, ``on_idle`` when no
+        alarm is left). ``alarm`` is what the alarm becomes unless a handler
+        changes it."""
+        rt = self.rt
+        chain = _Chain()
+        failed: Failed | None = None
+        while True:
+            # execute (and the on_error of a failed one) sees its own call counted.
+            counted = role == "execute" or (failed is not None and failed.handler == "execute")
+            ctx = self._ctx(
+                job,
+                agg,
+                alarm=alarm,
+                execute_count=agg.d.execute_count + 1 if counted else None,
+            )
+            started = rt.clock.now()
+            outcome = await rt.handlers.call(
+                job,
+                role,
+                fn,
+                *args,
+                ctx,
+                instance_id=agg.d.instance_id,
+                then=functools.partial(_intents_of, ctx),
+            )
+            end = rt.clock.now()
+            error = outcome.error
+            chain.fatal = chain.fatal or outcome.fatal
+            if error is not None:
+                chain.failed = True
+                chain.error = error
+                follow = agg.handler_failed(
+                    ticket,
+                    error,
+                    handler=role,
+                    now=end,
+                    alarm=alarm,
+                    has_on_error=job.error_handler is not None,
+                    failed=failed,
+                )
+            else:
+                chain.error = None
+                follow = agg.handler_succeeded(
+                    ticket,
+                    cast(Intents, outcome.value),
+                    handler=role,
+                    now=end,
+                    duration=(end - started).total_seconds(),
+                    alarm=alarm,
+                    # Once per chain: an on_idle that fails into an on_error that
+                    # leaves no alarm must not start over.
+                    has_on_idle=job.idle_handler is not None and not chain.idled,
+                    failed=failed,
+                )
+            if follow == "on_error" and job.error_handler is not None and error is not None:
+                failed = Failed(role, error, end)
+                role, fn, args = follow, job.error_handler, (error,)
+            elif follow == "on_idle" and job.idle_handler is not None:
+                failed = None
+                role, fn, args = follow, job.idle_handler, ()
+                ticket, alarm = agg.idle_ticket(), None
+                chain.idled = True
+            else:
+                return chain
+
+    async def send(
+        self,
+        job: TaskJob[Any, Any],
+        instance_id: str,
+        event: Any,
+        event_json: Any,
+        key: str | None,
+    ) -> tuple[TaskInstance, bool, bool]:
+        """(instance, created, duplicate); raises HandlerError if on_event failed unhandled."""
+        rt = self.rt
+        uuid = instance_uuid("task", job.name, instance_id)
+        assert job.event_handler is not None
+        async with rt.hold(uuid):
+            committed = await rt.load(TaskInstance, job.name, instance_id)
+            now = rt.clock.now()
+            if (
+                key is not None
+                and committed is not None
+                and committed.is_duplicate(key, now=now, window=job.idempotency_window)
+            ):
+                return committed, False, True
+            agg = clone(committed) if committed is not None else None
+            agg, created = TaskInstance.receive(
+                agg,
+                job.name,
+                instance_id,
+                event_json,
+                now=now,
+                idempotency_key=key,
+                window=job.idempotency_window,
+            )
+            ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
+            chain = await self._handle(
+                job,
+                agg,
+                "on_event",
+                job.event_handler,
+                event,
+                ticket=ticket,
+                alarm=agg.d.alarm_at,
+            )
+            error, fatal = chain.error, chain.fatal
+            if error is not None:
+                # Recorded, but the key is not kept: the caller's retry delivers it again.
+                agg = clone(committed) if committed is not None else None
+                agg, created = TaskInstance.receive(
+                    agg,
+                    job.name,
+                    instance_id,
+                    event_json,
+                    now=now,
+                    idempotency_key=None,
+                    window=job.idempotency_window,
+                )
+                agg.record_failure(
+                    ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
+                )
+            await rt.save(agg, before=committed)
+            if fatal is not None:
+                raise fatal
+            if error is not None:
+                msg = (
+                    f"on_event of task job {job.name!r} raised for instance {instance_id!r}: "
+                    f"{error!r}. The event and the failure are recorded; the state is unchanged."
+                )
+                raise HandlerError(msg) from error
+            return agg, created, False
+
+    async def execute(
+        self, job: TaskJob[Any, Any], instance_id: str, *, by_alarm: bool
+    ) -> tuple[bool, bool, bool]:
+        """Run ``execute``: (triggered, terminated, retry_scheduled); HandlerError if unhandled."""
+        rt = self.rt
+        uuid = instance_uuid("task", job.name, instance_id)
+        async with rt.hold(uuid, wait=not by_alarm) as held:
+            if not held:
+                raise Busy
+            committed = await rt.load(TaskInstance, job.name, instance_id)
+            if committed is None or not committed.live:
+                return False, False, False
+            now = rt.clock.now()
+            if by_alarm and (committed.d.alarm_at is None or committed.d.alarm_at > now):
+                return False, False, False
+            agg = clone(committed)
+            # The alarm on_error set after a failed execute runs that run's next try.
+            ticket = agg.next_ticket(fresh=not by_alarm)
+            chain = await self._handle(
+                job,
+                agg,
+                "execute",
+                job.execute,
+                ticket=ticket,
+                alarm=None if by_alarm else agg.d.alarm_at,
+            )
+            error, fatal = chain.error, chain.fatal
+            await rt.save(agg, before=committed)
+            if fatal is not None:
+                raise fatal
+            if error is not None and not by_alarm:
+                msg = (
+                    f"execute of task job {job.name!r} raised for instance {instance_id!r}: "
+                    f"{error!r}. The failure is recorded; the state is unchanged."
+                )
+                raise HandlerError(msg) from error
+            if error is not None:
+                log.warning(
+                    "execute of task job %r instance %r raised %r (recorded; no on_error)",
+                    job.name,
+                    instance_id,
+                    error,
+                )
+            retry = agg.retry_scheduled(
+                failed=chain.failed, by_alarm=by_alarm, alarm_before=committed.d.alarm_at
+            )
+            return True, not agg.live, retry
