@@ -294,6 +294,15 @@ def fill_pending(
         store._app.recorder.insert_events(out, **{INDEX_KWARG: rows})
 
 
+def continuous_due(at: datetime, instance_id: str) -> Any:
+    """A new continuous instance of job "bench" (state 0) whose first run is due ``at``."""
+    from durable_jobs._domain.continuous import ContinuousInstance
+
+    return ContinuousInstance.start(None, "bench", instance_id, now=at, state=0, first_run_at=at)[
+        0
+    ]
+
+
 # ---- child processes --------------------------------------------------------------------
 
 
