@@ -213,6 +213,13 @@ def main() -> None:
     if "postgres" in stores:
         check_postgres()
     no_aps = peer_missing("apscheduler")
+    if not no_aps and any(s != "memory" for s in stores):
+        print(
+            f"note: APScheduler 4 on SQLite and Postgres runs {min(a.instances, 200)} schedules "
+            "(adding thousands there takes minutes); each is always due, so it is saturated "
+            "either way"
+        )
+        print()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
