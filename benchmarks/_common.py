@@ -103,6 +103,20 @@ def postgres_version() -> str | None:
     return str(row[0]).split()[0] if row else None
 
 
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def header(title: str) -> None:
     """Print the benchmark's title and what it ran on."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -121,7 +135,7 @@ def header(title: str) -> None:
         f"eventsourcing {_version('eventsourcing')} | trio {_version('trio')} | "
         f"SQLite {sqlite3.sqlite_version} | Postgres {pg} | psycopg {_version('psycopg')}"
     )
-    print(f"peers: {peers}")
+    print(f"peers: {peers} | commit {git_commit()}")
     print()
 
 
@@ -292,6 +306,15 @@ def fill_pending(
                 )
             )
         store._app.recorder.insert_events(out, **{INDEX_KWARG: rows})
+
+
+def continuous_due(at: datetime, instance_id: str) -> Any:
+    """A new continuous instance of job "bench" (state 0) whose first run is due ``at``."""
+    from durable_jobs._domain.continuous import ContinuousInstance
+
+    return ContinuousInstance.start(None, "bench", instance_id, now=at, state=0, first_run_at=at)[
+        0
+    ]
 
 
 # ---- child processes --------------------------------------------------------------------

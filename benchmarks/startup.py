@@ -18,12 +18,13 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import trio
 from _common import (
     check_postgres,
+    continuous_due,
     fill_pending,
     header,
     now_utc,
@@ -37,11 +38,6 @@ from _common import (
 )
 
 import durable_jobs as dj
-from durable_jobs._domain.continuous import ContinuousInstance
-
-
-def pending(due: datetime, iid: str) -> ContinuousInstance:
-    return ContinuousInstance.start(None, "bench", iid, now=due, state=0, first_run_at=due)[0]
 
 
 def child(url: str) -> None:
@@ -92,7 +88,7 @@ def main() -> None:
                     "continuous",
                     "bench",
                     a.alarms,
-                    functools.partial(pending, due),
+                    functools.partial(continuous_due, due),
                     batch=10_000,
                 )
                 fill = time.perf_counter() - t0
