@@ -160,6 +160,7 @@ class InstancePage:
     next_cursor: str | None
 
     def to_json(self) -> dict[str, Any]:
+        """The page as JSON (``list --json``)."""
         return {
             "instances": [s.to_json() for s in self.items],
             "next_cursor": self.next_cursor,
@@ -223,6 +224,7 @@ class StateChange:
     new: Any = None
 
     def to_json(self) -> dict[str, Any]:
+        """The change as JSON (one item of ``diff --json``)."""
         document: dict[str, Any] = {"path": self.path, "op": self.op}
         if self.op != "added":
             document["old"] = self.old
@@ -277,6 +279,7 @@ class PendingAlarm:
         return self.lateness >= timedelta(0)
 
     def to_json(self) -> dict[str, Any]:
+        """The alarm as JSON (one item of ``alarms --json``)."""
         return {
             "kind": self.kind,
             "job": self.job,
@@ -304,6 +307,7 @@ class JobStats:
     oldest_overdue_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:
+        """The counts as JSON (one item of ``stats --json``)."""
         return {
             "kind": self.kind,
             "job": self.job,
