@@ -17,7 +17,8 @@ export DURABLE_JOBS_TEST_POSTGRES_URL
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # The docs site, strict: a broken link or reference fails the build.
-MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+# No --quiet: it hides the warnings that --strict turns into a failure (a broken link passes).
+MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 .PHONY: help demo test lint typecheck bench docs clean
 

@@ -232,3 +232,11 @@ def test_signature_block_names_the_real_parameters(block: Block) -> None:
         if name != "self" and p.default is p.empty and p.kind is not p.VAR_KEYWORD
     ]
     assert set(required) <= set(shown), f"required but not shown: {set(required) - set(shown)}"
+
+
+def test_the_readme_links_to_pages_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", readme)
+    assert len(targets) >= 15
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, missing

@@ -216,6 +216,7 @@ class ContinuousClient(_KindClient, Generic[S]):
         return await self._rt.command(run, self._call("trigger"))
 
     async def status(self, id: str) -> ContinuousStatus:
+        """The instance's status, run count and next run time (``not_found`` if none)."""
         check_instance_id(id)
         self._check_open("status")
         return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
@@ -307,6 +308,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
         return await self._rt.command(run, self._call("clear"))
 
     async def status(self, id: str) -> DebounceStatus:
+        """The instance's status, pending event count and flush time (``not_found`` if none)."""
         check_instance_id(id)
         self._check_open("status")
         return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
@@ -321,6 +323,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
         return self._rt.decode_state(self.job.state_codec, agg, agg.current_state)  # type: ignore[no-any-return]
 
     async def history(self, id: str) -> list[RecordedEvent]:
+        """Every record of the instance's log, oldest first (all its generations)."""
         check_instance_id(id)
         return await self._history("debounce", self.job.name, id)
 
@@ -370,11 +373,13 @@ class TaskClient(_KindClient, Generic[E, S]):
         return await self._rt.command(run, self._call("trigger"))
 
     async def status(self, id: str) -> TaskStatus:
+        """The instance's status, alarm and counters (``not_found`` if none)."""
         check_instance_id(id)
         self._check_open("status")
         return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
 
     async def get_state(self, id: str) -> TaskState[S] | None:
+        """The committed state and the pending alarm, or None if there is no such instance."""
         check_instance_id(id)
         self._check_open("get_state")
         agg = await self._rt.load(TaskInstance, self.job.name, id)
@@ -384,6 +389,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         return TaskState(state, agg.d.alarm_at)
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
+        """Cancel the alarm and remove the state; the history stays."""
         check_instance_id(id)
 
         async def run() -> TerminateResult:
@@ -394,6 +400,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         return await self._rt.command(run, self._call("terminate"))
 
     async def history(self, id: str) -> list[RecordedEvent]:
+        """Every record of the instance's log, oldest first (all its generations)."""
         check_instance_id(id)
         return await self._history("task", self.job.name, id)
 
@@ -410,6 +417,7 @@ class Jobs:
 
     @property
     def registry(self) -> Registry:
+        """The registry being served."""
         return self._rt.registry
 
     def _check_open(self, method: str) -> None:
@@ -417,10 +425,12 @@ class Jobs:
 
     @property
     def store(self) -> Store:
+        """The open store the jobs are kept in."""
         return self._rt.store
 
     @property
     def clock(self) -> Clock:
+        """The clock the jobs run on."""
         return self._rt.clock
 
     @overload

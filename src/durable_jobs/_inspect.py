@@ -154,6 +154,7 @@ class InstancePage:
     next_cursor: str | None
 
     def to_json(self) -> dict[str, Any]:
+        """The page as JSON (``list --json``)."""
         return {
             "instances": [s.to_json() for s in self.items],
             "next_cursor": self.next_cursor,
@@ -217,6 +218,7 @@ class StateChange:
     new: Any = None
 
     def to_json(self) -> dict[str, Any]:
+        """The change as JSON (one item of ``diff --json``)."""
         document: dict[str, Any] = {"path": self.path, "op": self.op}
         if self.op != "added":
             document["old"] = self.old
@@ -271,6 +273,7 @@ class PendingAlarm:
         return self.lateness >= timedelta(0)
 
     def to_json(self) -> dict[str, Any]:
+        """The alarm as JSON (one item of ``alarms --json``)."""
         return {
             "kind": self.kind,
             "job": self.job,
@@ -298,6 +301,7 @@ class JobStats:
     oldest_overdue_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:
+        """The counts as JSON (one item of ``stats --json``)."""
         return {
             "kind": self.kind,
             "job": self.job,

@@ -355,6 +355,7 @@ class TaskJob(JobDefinition, Generic[E, S]):
         return fn
 
     def missing(self) -> list[str]:
+        """``["on_event"]`` until the task's event handler is added, then empty."""
         return [] if self.event_handler is not None else ["on_event"]
 
 

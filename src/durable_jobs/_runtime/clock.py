@@ -69,9 +69,11 @@ class SystemClock(Clock):
         self._max_nap = max_nap.total_seconds()
 
     def now(self) -> datetime:
+        """The system's time, in UTC."""
         return datetime.now(UTC)
 
     def deadline(self, when: datetime) -> float:
+        """When to look again: at ``when``, or sooner (naps are capped, to notice clock jumps)."""
         wait = (when - self.now()).total_seconds()
         return trio.current_time() + max(0.0, min(wait, self._max_nap))
 
@@ -106,9 +108,11 @@ class VirtualClock(Clock):
         return round((t - self._base) * 1_000_000)
 
     def now(self) -> datetime:
+        """The virtual time: the start plus the trio time elapsed since."""
         return self._start + self._offset + timedelta(microseconds=self._elapsed_us())
 
     def deadline(self, when: datetime) -> float:
+        """The trio time at which the virtual clock reaches ``when``."""
         self._elapsed_us()
         assert self._base is not None
         us = (when - self._start - self._offset) // timedelta(microseconds=1)

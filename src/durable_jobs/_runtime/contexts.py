@@ -201,10 +201,12 @@ class DebounceContext(_Context, Generic[S]):
 
     @property
     def attempt(self) -> int:
+        """Which try of this flush (1 on the first)."""
         return self._attempt
 
     @property
     def is_retry(self) -> bool:
+        """Whether this try retries a failed flush."""
         return self._attempt > 1
 
     def __repr__(self) -> str:
@@ -307,6 +309,7 @@ class TaskContext(_StatefulContext[S]):
         return self._created_at
 
     def intents(self) -> Intents:
+        """What the handler asked for so far (for the runtime; not for handlers)."""
         return self._intents(self._scheduled)
 
     def __repr__(self) -> str:

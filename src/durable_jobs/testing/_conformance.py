@@ -124,6 +124,7 @@ class StoreConformance:
 
     @pytest.fixture
     def store(self, store_url: str) -> Iterator[Store]:
+        """The store at ``store_url``, opened for the test and closed after it."""
         with open_store(store_url, snapshot_interval=self.snapshot_interval) as store:
             yield store
 

@@ -112,6 +112,7 @@ class Flush:
 
     @classmethod
     def from_record(cls, record: RecordedEvent) -> Flush:
+        """The flush a ``flushed`` record describes."""
         if record.name != "flushed":
             msg = f"{record.name!r} is not a flushed record"
             raise ValueError(msg)
