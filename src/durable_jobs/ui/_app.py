@@ -547,7 +547,7 @@ class BasicAuth:
 
 
 class _Headers:
-    """Safety headers on every response (no framing, no sniffing, no referrer)."""
+    """Safety headers on every response (no framing, no sniffing, no referrer to other sites)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -563,7 +563,7 @@ class _Headers:
                     *message.get("headers", []),
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (b"referrer-policy", b"same-origin"),
                     (
                         b"content-security-policy",
                         b"default-src 'self'; script-src 'self'; style-src 'self'; "
