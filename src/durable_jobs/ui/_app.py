@@ -30,8 +30,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from durable_jobs._domain.ids import KINDS, instance_uuid
-from durable_jobs._errors import DurableJobsError, ValidationError
+from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
+from durable_jobs._errors import DurableJobsError, StoreError, ValidationError
 from durable_jobs._inspect import (
     STATUSES,
     Inspector,
@@ -335,7 +335,10 @@ async def events_stream(request: Request) -> Response:
             raise ValidationError(msg) from None
     target = None
     if kind is not None and job is not None and instance_id is not None:
-        target = instance_uuid(kind, job, instance_id)  # type: ignore[arg-type]
+        if kind not in KINDS:
+            msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
+            raise ValidationError(msg)
+        target = instance_uuid(kind, job, check_instance_id(instance_id))
     if after is None:
         after = await dash.run(tail_position, dash.store)
 
@@ -496,7 +499,8 @@ async def action_post(request: Request) -> Response:
 
 async def _bad_input(request: Request, exc: Exception) -> Response:
     dash = _dash(request)
-    status = 400 if isinstance(exc, ValidationError) else 500
+    # The store failing is the server's problem; anything else is the request's.
+    status = 503 if isinstance(exc, StoreError) else 400
     return dash.render(
         "error.html", request, status_code=status, title="Cannot show this", message=str(exc)
     )
