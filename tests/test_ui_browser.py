@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 import durable_jobs as dj
-from _ui_fixtures import HTML_TEXT, chromium, dashboard, fill_store, make_registry
+from _ui_fixtures import HTML_TEXT, Served, chromium, dashboard, fill_store, make_registry
 
 WAIT = 20  # seconds a condition may take to hold before the test fails
 
@@ -36,7 +36,21 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
+    """A store of this test's own (the test changes it)."""
     return fill_store(tmp_path / "jobs.db")
+
+
+@pytest.fixture(scope="module")
+def shared_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store that the tests only read."""
+    return fill_store(tmp_path_factory.mktemp("shared") / "jobs.db")
+
+
+@pytest.fixture(scope="module")
+def shared(shared_url: str) -> Iterator[Served]:
+    """A read-only dashboard on the shared store."""
+    with dashboard(shared_url) as served:
+        yield served
 
 
 def _instance(base: str, kind: str, job: str, instance_id: str) -> str:
@@ -60,29 +74,28 @@ def _fetch(
 
 
 def test_timeline_of_a_failing_job_shows_every_attempt_and_error(
-    store_url: str, browser: webdriver.Chrome
+    shared: Served, browser: webdriver.Chrome
 ) -> None:
-    with dashboard(store_url) as served:
-        base = served.base
-        browser.get(_instance(base, "continuous", "flaky", "acct-1"))
-        failed = browser.find_elements(By.CSS_SELECTOR, "#timeline tr.ev-run_failed")
-        assert [row.find_element(By.CSS_SELECTOR, "td.attempt").text for row in failed] == [
-            "1",
-            "2",
-            "3",
-        ]
-        details = [row.find_element(By.CSS_SELECTOR, "td.detail").text for row in failed]
-        for call, text in enumerate(details, 1):
-            assert f"ConnectionError: upstream answered 503 (call {call})" in text
-        assert "retry at 2026-03-02 09:00:30" in details[0]
-        assert "no retry" in details[2]
-        exhausted = browser.find_element(By.CSS_SELECTOR, "#timeline tr.ev-retry_exhausted")
-        assert "retries exhausted: pause" in exhausted.text
-        status = browser.find_element(By.CSS_SELECTOR, "#summary .status").text
-        assert status.startswith("failed")
-        # The state at an earlier version, and a diff, from the same page.
-        browser.find_element(By.CSS_SELECTOR, "#timeline tr[data-key='v2'] td.num a").click()
-        assert "State at version 2" in browser.find_element(By.CSS_SELECTOR, "#state h2").text
+    base = shared.base
+    browser.get(_instance(base, "continuous", "flaky", "acct-1"))
+    failed = browser.find_elements(By.CSS_SELECTOR, "#timeline tr.ev-run_failed")
+    assert [row.find_element(By.CSS_SELECTOR, "td.attempt").text for row in failed] == [
+        "1",
+        "2",
+        "3",
+    ]
+    details = [row.find_element(By.CSS_SELECTOR, "td.detail").text for row in failed]
+    for call, text in enumerate(details, 1):
+        assert f"ConnectionError: upstream answered 503 (call {call})" in text
+    assert "retry at 2026-03-02 09:00:30" in details[0]
+    assert "no retry" in details[2]
+    exhausted = browser.find_element(By.CSS_SELECTOR, "#timeline tr.ev-retry_exhausted")
+    assert "retries exhausted: pause" in exhausted.text
+    status = browser.find_element(By.CSS_SELECTOR, "#summary .status").text
+    assert status.startswith("failed")
+    # The state at an earlier version, and a diff, from the same page.
+    browser.find_element(By.CSS_SELECTOR, "#timeline tr[data-key='v2'] td.num a").click()
+    assert "State at version 2" in browser.find_element(By.CSS_SELECTOR, "#state h2").text
 
 
 def test_an_event_committed_by_a_running_runtime_appears_without_a_reload(
@@ -160,25 +173,24 @@ def test_actions_are_absent_without_allow_actions_and_refused_without_the_csrf_t
         assert (last.name, last.data["reason"]) == ("terminated", "terminated from the dashboard")
 
 
-def test_a_state_holding_html_is_shown_escaped(store_url: str, browser: webdriver.Chrome) -> None:
-    with dashboard(store_url) as served:
-        base = served.base
-        browser.get(_instance(base, "continuous", "notes", "page"))
-        assert f'"text": "{HTML_TEXT}"' in browser.find_element(By.ID, "state-json").text
-        started = browser.find_element(By.CSS_SELECTOR, "#timeline tr.ev-started td.detail")
-        assert HTML_TEXT in started.text
-        assert not browser.find_elements(By.CSS_SELECTOR, "main script, main b, main i")
-        assert browser.execute_script("return window.__pwned === undefined;")
-        status, html = _fetch(_instance(base, "continuous", "notes", "page"))
-        assert status == 200
-        assert "<script>window.__pwned" not in html
-        assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&lt;b&gt;" in html
+def test_a_state_holding_html_is_shown_escaped(shared: Served, browser: webdriver.Chrome) -> None:
+    base = shared.base
+    browser.get(_instance(base, "continuous", "notes", "page"))
+    assert f'"text": "{HTML_TEXT}"' in browser.find_element(By.ID, "state-json").text
+    started = browser.find_element(By.CSS_SELECTOR, "#timeline tr.ev-started td.detail")
+    assert HTML_TEXT in started.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "main script, main b, main i")
+    assert browser.execute_script("return window.__pwned === undefined;")
+    status, html = _fetch(_instance(base, "continuous", "notes", "page"))
+    assert status == 200
+    assert "<script>window.__pwned" not in html
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&lt;b&gt;" in html
 
 
-def test_basic_auth_refuses_a_wrong_password(store_url: str, browser: webdriver.Chrome) -> None:
+def test_basic_auth_refuses_a_wrong_password(shared_url: str, browser: webdriver.Chrome) -> None:
     secret = "s3cret-pass"
     env = {"DASH_AUTH": f"admin:{secret}"}
-    with dashboard(store_url, "--auth-env", "DASH_AUTH", env=env) as served:
+    with dashboard(shared_url, "--auth-env", "DASH_AUTH", env=env) as served:
         base = served.base
         browser.get(f"{base}/")
         assert not browser.find_elements(By.ID, "instances")
@@ -207,3 +219,53 @@ def _browser_auth(browser: webdriver.Chrome, credentials: str) -> None:
     browser.execute_cdp_cmd(
         "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
     )
+
+
+def test_instances_filter_search_and_pages_then_alarms_and_stats(
+    shared: Served, browser: webdriver.Chrome
+) -> None:
+    def ids() -> list[str]:
+        return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#instances td a")]
+
+    base = shared.base
+    browser.get(f"{base}/")
+    assert ids() == ["acct-1", "page", "ann"]
+    browser.get(f"{base}/?kind=continuous")
+    assert ids() == ["acct-1", "page"]
+    browser.get(f"{base}/?status=failed")
+    assert ids() == ["acct-1"]
+    browser.get(f"{base}/?q=AG")  # any part of the id, any case
+    assert ids() == ["page"]
+    # One a page: "next page" walks the filtered list to its end.
+    browser.get(f"{base}/?kind=continuous&limit=1")
+    seen = ids()
+    while browser.find_elements(By.ID, "next-page"):
+        browser.find_element(By.ID, "next-page").click()
+        seen += ids()
+    assert seen == ["acct-1", "page"]
+    browser.get(f"{base}/?q=a&limit=1")
+    browser.find_element(By.ID, "next-page").click()
+    assert ids() == ["page"]
+    # The recent events, newest first.
+    feed = browser.find_elements(By.CSS_SELECTOR, "#feed tr td.name")
+    assert feed and feed[0].text == "alarm_set"
+
+    browser.get(f"{base}/alarms")
+    overdue = browser.find_element(By.ID, "overdue").text
+    assert "notes" in overdue and "digest" in overdue and "late by" in overdue
+    assert "flaky" not in overdue  # paused: no alarm
+
+    browser.get(f"{base}/stats")
+    rows = {
+        tuple(td.text for td in row.find_elements(By.TAG_NAME, "td")[:3])
+        for row in browser.find_elements(By.CSS_SELECTOR, "#stats tbody tr")
+    }
+    assert rows == {
+        ("continuous", "flaky", "1"),
+        ("continuous", "notes", "1"),
+        (
+            "debounce",
+            "digest",
+            "1",
+        ),
+    }

@@ -53,6 +53,7 @@ __all__ = ["BasicAuth", "Dashboard", "create_app"]
 log = logging.getLogger("durable_jobs.ui")
 
 PAGE_SIZE: Final = 50
+MAX_PAGE: Final = 500
 FEED_SIZE: Final = 20
 #: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
 TAIL_POLL: Final = 0.25
@@ -146,16 +147,20 @@ async def instances_page(request: Request) -> Response:
     dash = _dash(request)
     kind, job, status = _param(request, "kind"), _param(request, "job"), _param(request, "status")
     query, cursor = _param(request, "q"), _param(request, "cursor")
+    limit = _int_param(request, "limit") or PAGE_SIZE
+    if not 1 <= limit <= MAX_PAGE:
+        msg = f"limit must be from 1 to {MAX_PAGE}, not {limit}."
+        raise ValidationError(msg)
     position = await dash.run(tail_position, dash.store)
     if query is None:
         page: InstancePage = await dash.run(
             lambda: dash.inspector.instances(
-                kind=kind, job=job, status=status, cursor=cursor, limit=PAGE_SIZE
+                kind=kind, job=job, status=status, cursor=cursor, limit=limit
             )
         )
     else:
         filters = {"kind": kind, "job": job, "status": status}
-        page = await dash.run(_search, dash, filters, query, cursor)
+        page = await dash.run(_search, dash, filters, query, cursor, limit)
     feed = await dash.run(_recent, dash.store, position)
     return dash.render(
         "instances.html",
@@ -164,13 +169,14 @@ async def instances_page(request: Request) -> Response:
         kinds=KINDS,
         statuses=STATUSES,
         filters={"kind": kind, "job": job, "status": status, "q": query},
+        limit=None if limit == PAGE_SIZE else limit,
         feed=feed,
         position=position,
     )
 
 
 def _search(
-    dash: Dashboard, filters: dict[str, str | None], query: str, cursor: str | None
+    dash: Dashboard, filters: dict[str, str | None], query: str, cursor: str | None, limit: int
 ) -> InstancePage:
     """Instances whose id contains ``query`` (any case), a page at a time."""
     kind, job, status = filters["kind"], filters["job"], filters["status"]
@@ -188,7 +194,7 @@ def _search(
         for row in rows:
             if needle not in row.instance_id.casefold():
                 continue
-            if len(found) == PAGE_SIZE:
+            if len(found) == limit:
                 return InstancePage(
                     items=[s for s, _ in found], next_cursor=_encode_cursor(found[-1][1])
                 )
