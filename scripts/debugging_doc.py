@@ -195,9 +195,9 @@ def page() -> str:
         BEFORE_ERRORS,
         cli("status", "continuous", "invoice-sync", "initech", expect=1),
         cli("--store", "sqlite:///typo.db", "list", expect=1),
+        DASHBOARD,
         BEFORE_API,
         api_block(),
-        DASHBOARD,
         REFERENCE,
     ]
     return "\n\n".join(part.strip("\n") for part in parts if part.strip()) + "\n"
@@ -388,18 +388,18 @@ Safety:
   anything. No handler runs in the dashboard: an action commits events, and
   a worker serving the store acts on them.
 
-| action | offered when | commits |
+| action | offered when | commits (as the command) |
 |---|---|---|
-| Run now | continuous or task instance; debounce instance with an open batch | `alarm_set` at now (debounce: `batch_closed` with reason `manual`, then the alarm); the next worker runs it |
-| Resume | continuous instance paused after its retries ran out | `alarm_set` at now; the run that succeeds ends the pause |
-| Terminate | any live instance | `alarm_cleared` (if an alarm was set) and `terminated`, reason `terminated from the dashboard` |
-| Purge | a terminated instance | deletes its history, as `durable-jobs purge` |
+| Run now | a live instance with something to run (debounce: buffered events) | `alarm_set` at now; debounce: the open batch `batch_closed` (reason `manual`), or `resumed` for a batch waiting for a retry (`trigger`) |
+| Resume | a paused instance (status `failed`) | `resumed` and `alarm_set` at now (`trigger`) |
+| Terminate | any live instance | `alarm_cleared` (if an alarm was set) and `terminated`, reason `terminated from the dashboard` (`terminate`) |
+| Purge | a terminated instance | deletes its history (`purge`) |
 
-A paused debounce batch is resumed by a manual flush from the app. On SQLite
-the actions are refused while a jobs runtime serves the file (that process
-keeps instances in memory and would not see them), as `purge` is: stop the
-app first. On Postgres each action holds the instance's lock while it
-commits, so it never interleaves with a run.
+On SQLite the actions are refused while a jobs runtime serves the file (that
+process keeps instances in memory and would not see them): stop the app
+first. On Postgres each action holds the instance's lock while it commits,
+so it never interleaves with a run, and a worker hears of the new alarm at
+once.
 
 The screenshots come from `python scripts/dashboard_screenshots.py`, which
 serves this page's store and photographs it in headless Chromium.

@@ -43,6 +43,16 @@ def make_registry(fail: list[bool]) -> dj.Registry:
     async def digest(ctx: dj.DebounceContext[str]) -> None:
         pass
 
+    @registry.debounce(
+        "fragile",
+        event=str,
+        flush_after=timedelta(minutes=5),
+        retry=dj.Retry(2, delay=dj.Backoff.constant(MINUTE), jitter=0, on_exhausted="pause"),
+    )
+    async def fragile(ctx: dj.DebounceContext[str]) -> None:
+        if fail[0]:
+            raise RuntimeError("down")
+
     return registry
 
 
@@ -65,7 +75,7 @@ async def test_run_now_sets_the_alarm_to_now_and_a_worker_runs_it(
         await jobs.continuous("daily").start("a", Counter())
     now = T + HOUR
     result = perform(store, "run_now", "continuous", "daily", "a", now=now)
-    assert "alarm" in result.message
+    assert "due now" in result.message
     view = dj.Inspector(store).state_at("continuous", "daily", "a")
     assert view is not None and view.due_at == now
     async with running(registry, durable_store_url, clock=dj.VirtualClock(now)) as jobs:
@@ -109,13 +119,31 @@ async def test_run_now_closes_a_debounce_batch_for_a_manual_flush(
     async with running(registry, durable_store_url) as jobs:
         await jobs.debounce("digest").add("ann", "x")
     perform(store, "run_now", "debounce", "digest", "ann", now=T + MINUTE)
-    with pytest.raises(ActionRefused, match="waiting for its flush"):
-        perform(store, "run_now", "debounce", "digest", "ann", now=T + MINUTE)
     async with running(registry, durable_store_url, clock=dj.VirtualClock(T + MINUTE)) as jobs:
         await advance(jobs, SECOND)
     records = dj.Inspector(store).history("debounce", "digest", "ann")
     flushed = [r for r in records if r.name == "flushed"]
     assert [(r.data["reason"], r.data["event_count"]) for r in flushed] == [("manual", 1)]
+
+
+async def test_resume_a_paused_debounce_batch(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    fail = [True]
+    registry = make_registry(fail)
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.debounce("fragile").add("ann", "x")
+        await advance(jobs, timedelta(minutes=10))
+        assert (await jobs.debounce("fragile").status("ann")).status == "failed"
+    now = T + HOUR
+    perform(store, "resume", "debounce", "fragile", "ann", now=now)
+    fail[0] = False
+    async with running(registry, durable_store_url, clock=dj.VirtualClock(now)) as jobs:
+        await advance(jobs, SECOND)
+        assert (await jobs.debounce("fragile").status("ann")).status == "idle"
+    names = _names(store, "debounce", "fragile", "ann")
+    assert names[names.index("resumed") :][:2] == ["resumed", "alarm_set"]
+    assert "flushed" in names[names.index("resumed") :]
 
 
 async def test_terminate_then_purge(
