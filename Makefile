@@ -20,10 +20,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # No --quiet: it hides the warnings that --strict turns into a failure (a broken link passes).
 MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
-.PHONY: help demo test lint typecheck bench docs clean
+.PHONY: help demo ui test lint typecheck bench docs clean
 
 help:
 	@echo "make demo       set up .venv and run examples/demo.py (SQLite store in ./demo-data/)"
+	@echo "make ui         serve the web dashboard on the demo's store (http://127.0.0.1:8470/)"
 	@echo "make test       set up .venv, then lint, type-check and run the whole test suite"
 	@echo "make lint       ruff check and format check"
 	@echo "make typecheck  mypy (strict)"
@@ -44,6 +45,10 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 
 demo: $(RUNTIME_STAMP)
 	$(PY) examples/demo.py
+
+ui: $(RUNTIME_STAMP)
+	$(PY) -m pip install -q -e '.[ui]'
+	$(VENV)/bin/durable-jobs ui --store sqlite:///demo-data/jobs.db
 
 test: $(DEV_STAMP)
 	scripts/ensure-postgres

@@ -195,6 +195,7 @@ def page() -> str:
         BEFORE_ERRORS,
         cli("status", "continuous", "invoice-sync", "initech", expect=1),
         cli("--store", "sqlite:///typo.db", "list", expect=1),
+        DASHBOARD,
         BEFORE_API,
         api_block(),
         REFERENCE,
@@ -335,6 +336,73 @@ that cannot be reached (its password is never printed) or a record that cannot
 be decoded (the message names the instance and version; `list` still lists
 every other instance and marks that one `unreadable`):
 
+"""
+
+DASHBOARD = f"""\
+## The web dashboard: `durable-jobs ui`
+
+The same views in a browser, updated live. The dashboard needs the `ui`
+extra (`pip install 'durable-jobs[ui]'`); it is served on 127.0.0.1 and reads
+only, unless told otherwise:
+
+```console
+$ durable-jobs ui --store {STORE}
+Dashboard on http://127.0.0.1:8470/ (sqlite:///jobs.db, read-only)
+```
+
+- **Instances** (`/`): filter by kind, job and status, search by id (any
+  part of it), 50 a page; below, the store's latest events, with new ones
+  added as they are committed.
+- **One instance**: status, counters and the next alarm; the state (at any
+  version: each version number on the timeline links to it); the diff
+  between two versions (of the state, or of all the instance's data); the
+  timeline of its records, with each run's attempt, duration and outcome,
+  each error with its message, flushes, alarms set and cleared. Records
+  committed while the page is open are added to it.
+- **Alarms**: the overdue ones (how late) and the pending ones (due when).
+- **Stats**: per job, instances by status and their alarms.
+
+![The instances page](img/dashboard-instances.png)
+
+![One instance: state, diff and timeline](img/dashboard-instance.png)
+
+![Alarms](img/dashboard-alarms.png)
+
+![Stats](img/dashboard-stats.png)
+
+Live updates are server-sent events fed by the same tail as `durable-jobs
+tail` (Postgres wakes on NOTIFY; SQLite is polled every quarter second).
+
+Safety:
+
+- `--host` (default 127.0.0.1) and `--port` (default 8470; 0 picks a free
+  one). Serving another address without `--auth-env` prints a warning.
+- `--auth-env VAR` requires HTTP basic auth with the `user:password` held by
+  the environment variable `VAR` (never printed or logged). Basic auth sends
+  the password with every request: beyond localhost, put TLS in front.
+- Every value from the store is HTML-escaped (a state holding `<script>`
+  shows as text), and pages load only the dashboard's own script and
+  stylesheet (no CDN, no build step).
+- `--allow-actions` adds buttons on an instance's page. Each opens a
+  confirmation page whose form carries a CSRF token; only that POST changes
+  anything. No handler runs in the dashboard: an action commits events, and
+  a worker serving the store acts on them.
+
+| action | offered when | commits (as the command) |
+|---|---|---|
+| Run now | a live instance with something to run (debounce: buffered events) | `alarm_set` at now; debounce: the open batch `batch_closed` (reason `manual`), or `resumed` for a batch waiting for a retry (`trigger`) |
+| Resume | a paused instance (status `failed`) | `resumed` and `alarm_set` at now (`trigger`) |
+| Terminate | any live instance | `alarm_cleared` (if an alarm was set) and `terminated`, reason `terminated from the dashboard` (`terminate`) |
+| Purge | a terminated instance | deletes its history (`purge`) |
+
+On SQLite the actions are refused while a jobs runtime serves the file (that
+process keeps instances in memory and would not see them): stop the app
+first. On Postgres each action holds the instance's lock while it commits,
+so it never interleaves with a run, and a worker hears of the new alarm at
+once.
+
+The screenshots come from `python scripts/dashboard_screenshots.py`, which
+serves this page's store and photographs it in headless Chromium.
 """
 
 BEFORE_API = """\

@@ -104,6 +104,8 @@ def test_sdist_and_wheel_ship_the_stores_and_py_typed(dists: tuple[Path, Path]) 
             _only([Path(n) for n in names if n.endswith(".dist-info/entry_points.txt")]).as_posix()
         ).decode()
     assert "durable_jobs/py.typed" in names
+    for data in ("ui/templates/base.html", "ui/templates/_macros.html", "ui/static/live.js"):
+        assert f"durable_jobs/{data}" in names, f"the dashboard's {data} is not in the wheel"
     for module in ("__init__", *OUR_STORES):
         assert f"durable_jobs/stores/{module}.py" in names
     assert not [n for n in names if n.startswith("stores/")], "a top-level 'stores' package leaked"

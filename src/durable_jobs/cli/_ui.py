@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+from typing import NoReturn
 
 import click
 
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs.cli._app import CliState, app, opened_store, store_option
 
 __all__ = ["ui"]
@@ -67,8 +67,10 @@ def ui(
     credentials = None
     if auth_env is not None:
         credentials = os.environ.get(auth_env)
-        if not credentials or ":" not in credentials:
-            msg = f"--auth-env {auth_env}: set ${auth_env} to 'user:password'."
+        user, _, password = (credentials or "").partition(":")
+        if not user or not password:
+            # Never echo the value: it may be a password with a typo.
+            msg = f"--auth-env {auth_env}: set ${auth_env} to 'user:password' (both non-empty)."
             raise ConfigurationError(msg)
     elif host not in LOCAL_HOSTS:
         click.echo(
@@ -96,5 +98,31 @@ def ui(
                     click.echo(f"Dashboard on {url}/ ({store.url}, {mode}{auth})")
                 sys.stdout.flush()
 
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
+        try:
             trio.run(main)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how it stops
+        except BaseExceptionGroup as group:
+            _reraise_leaf(group, host, port)
+
+
+def _reraise_leaf(group: BaseExceptionGroup[BaseException], host: str, port: int) -> NoReturn:
+    """A lone error inside trio's exception group, as the one-line error it is."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1:
+        leaf = leaves[0]
+        if isinstance(leaf, KeyboardInterrupt):
+            raise SystemExit(130) from None
+        if isinstance(leaf, DurableJobsError):
+            raise leaf from None
+        if isinstance(leaf, OSError):
+            msg = f"Cannot listen on {host}:{port}: {leaf.strerror or leaf}."
+            raise ConfigurationError(msg) from None
+    raise group

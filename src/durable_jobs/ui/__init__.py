@@ -9,6 +9,7 @@ and Jinja2, served by Hypercorn on trio. Read-only unless started with
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -16,6 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.base import Store
 from durable_jobs.ui._actions import ActionRefused
 from durable_jobs.ui._app import BasicAuth, create_app
@@ -37,6 +39,8 @@ async def serve(
     """Serve the dashboard on ``host:port`` until ``shutdown_trigger`` returns (or
     SIGINT/SIGTERM without one). ``task_status.started`` gets the bound URLs
     (``port=0``: a free port)."""
+    if port:
+        _check_bindable(host, port)
     app = create_app(store, allow_actions=allow_actions, credentials=credentials, now=now)
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -49,3 +53,15 @@ async def serve(
         task_status=task_status,
         mode="asgi",
     )
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """A clear error for an address in use (Hypercorn would leak its socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            msg = f"Cannot listen on {host}:{port}: {exc.strerror or exc}."
+            raise ConfigurationError(msg) from None

@@ -30,8 +30,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from durable_jobs._domain.ids import KINDS, instance_uuid
-from durable_jobs._errors import DurableJobsError, ValidationError
+from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
+from durable_jobs._errors import DurableJobsError, StoreError, ValidationError
 from durable_jobs._inspect import (
     STATUSES,
     Inspector,
@@ -53,6 +53,7 @@ __all__ = ["BasicAuth", "Dashboard", "create_app"]
 log = logging.getLogger("durable_jobs.ui")
 
 PAGE_SIZE: Final = 50
+MAX_PAGE: Final = 500
 FEED_SIZE: Final = 20
 #: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
 TAIL_POLL: Final = 0.25
@@ -146,16 +147,20 @@ async def instances_page(request: Request) -> Response:
     dash = _dash(request)
     kind, job, status = _param(request, "kind"), _param(request, "job"), _param(request, "status")
     query, cursor = _param(request, "q"), _param(request, "cursor")
+    limit = _int_param(request, "limit") or PAGE_SIZE
+    if not 1 <= limit <= MAX_PAGE:
+        msg = f"limit must be from 1 to {MAX_PAGE}, not {limit}."
+        raise ValidationError(msg)
     position = await dash.run(tail_position, dash.store)
     if query is None:
         page: InstancePage = await dash.run(
             lambda: dash.inspector.instances(
-                kind=kind, job=job, status=status, cursor=cursor, limit=PAGE_SIZE
+                kind=kind, job=job, status=status, cursor=cursor, limit=limit
             )
         )
     else:
         filters = {"kind": kind, "job": job, "status": status}
-        page = await dash.run(_search, dash, filters, query, cursor)
+        page = await dash.run(_search, dash, filters, query, cursor, limit)
     feed = await dash.run(_recent, dash.store, position)
     return dash.render(
         "instances.html",
@@ -164,13 +169,14 @@ async def instances_page(request: Request) -> Response:
         kinds=KINDS,
         statuses=STATUSES,
         filters={"kind": kind, "job": job, "status": status, "q": query},
+        limit=None if limit == PAGE_SIZE else limit,
         feed=feed,
         position=position,
     )
 
 
 def _search(
-    dash: Dashboard, filters: dict[str, str | None], query: str, cursor: str | None
+    dash: Dashboard, filters: dict[str, str | None], query: str, cursor: str | None, limit: int
 ) -> InstancePage:
     """Instances whose id contains ``query`` (any case), a page at a time."""
     kind, job, status = filters["kind"], filters["job"], filters["status"]
@@ -188,7 +194,7 @@ def _search(
         for row in rows:
             if needle not in row.instance_id.casefold():
                 continue
-            if len(found) == PAGE_SIZE:
+            if len(found) == limit:
                 return InstancePage(
                     items=[s for s, _ in found], next_cursor=_encode_cursor(found[-1][1])
                 )
@@ -335,7 +341,10 @@ async def events_stream(request: Request) -> Response:
             raise ValidationError(msg) from None
     target = None
     if kind is not None and job is not None and instance_id is not None:
-        target = instance_uuid(kind, job, instance_id)  # type: ignore[arg-type]
+        if kind not in KINDS:
+            msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
+            raise ValidationError(msg)
+        target = instance_uuid(kind, job, check_instance_id(instance_id))
     if after is None:
         after = await dash.run(tail_position, dash.store)
 
@@ -496,7 +505,8 @@ async def action_post(request: Request) -> Response:
 
 async def _bad_input(request: Request, exc: Exception) -> Response:
     dash = _dash(request)
-    status = 400 if isinstance(exc, ValidationError) else 500
+    # The store failing is the server's problem; anything else is the request's.
+    status = 503 if isinstance(exc, StoreError) else 400
     return dash.render(
         "error.html", request, status_code=status, title="Cannot show this", message=str(exc)
     )
@@ -547,7 +557,7 @@ class BasicAuth:
 
 
 class _Headers:
-    """Safety headers on every response (no framing, no sniffing, no referrer)."""
+    """Safety headers on every response (no framing, no sniffing, no referrer to other sites)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -563,7 +573,7 @@ class _Headers:
                     *message.get("headers", []),
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (b"referrer-policy", b"same-origin"),
                     (
                         b"content-security-policy",
                         b"default-src 'self'; script-src 'self'; style-src 'self'; "

@@ -75,7 +75,8 @@ def describe(name: str, data: dict[str, Any]) -> str:
     if name == "terminated":
         return f"reason: {g('reason')}" if g("reason") else ""
     if name == "state_changed":
-        return short(g("state"))
+        # A large state's small change is recorded as a JSON Patch of the state before.
+        return f"patch {short(g('patch'))}" if "patch" in data else short(g("state"))
     if name == "alarm_set":
         return f"alarm at {when(g('at'))}"
     if name == "alarm_cleared":
@@ -88,6 +89,8 @@ def describe(name: str, data: dict[str, Any]) -> str:
         if g("flush_reason"):
             text += f" (flush: {g('flush_reason')})"
         return text
+    if name == "resumed":
+        return f"made due at {when(g('at'))} (no handler ran)"
     if name == "retry_exhausted":
         return f"retries exhausted: {g('action')}"
     if name == "event_added":

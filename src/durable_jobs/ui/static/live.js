@@ -1,11 +1,18 @@
-// Live updates: each element with data-live subscribes to that server-sent event
-// stream and inserts the rows it sends (HTML rendered and escaped by the server).
+// Live updates: each element with data-live follows that server-sent event stream and
+// inserts the rows it sends (HTML rendered and escaped by the server). A stream is
+// closed while its tab is hidden or left (browsers allow few connections per server),
+// and opened again from the last event it delivered.
 "use strict";
-document.addEventListener("DOMContentLoaded", () => {
-  for (const target of document.querySelectorAll("[data-live]")) {
-    const source = new EventSource(target.dataset.live);
+(() => {
+  const streams = [];
+
+  function open(target) {
+    const url = new URL(target.dataset.live, window.location.href);
+    if (target.dataset.lastId) url.searchParams.set("after", target.dataset.lastId);
+    const source = new EventSource(url);
     const newestFirst = target.dataset.order === "newest-first";
     source.addEventListener(target.dataset.liveEvent, (message) => {
+      if (message.lastEventId) target.dataset.lastId = message.lastEventId;
       const holder = document.createElement("tbody");
       holder.innerHTML = message.data;
       const row = holder.firstElementChild;
@@ -19,5 +26,26 @@ document.addEventListener("DOMContentLoaded", () => {
       const panel = document.getElementById("summary");
       if (panel) panel.outerHTML = message.data;
     });
+    return source;
   }
-});
+
+  function start() {
+    for (const target of document.querySelectorAll("[data-live]")) {
+      streams.push(open(target));
+    }
+  }
+
+  function stop() {
+    while (streams.length) streams.pop().close();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) stop();
+    else if (!streams.length) start();
+  });
+  window.addEventListener("pagehide", stop);
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted && !streams.length) start();
+  });
+})();

@@ -1,0 +1,197 @@
+"""The dashboard's actions commit domain events, and a worker serving the store acts on them.
+
+No handler runs in the dashboard: "run now" and "resume" set the alarm (a
+debounce batch is closed for a manual flush), "terminate" records the end,
+"purge" deletes a terminated instance. Real SQLite files and the real Postgres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import trio
+from pydantic import BaseModel
+
+import durable_jobs as dj
+from _runtime import HOUR, MINUTE, SECOND, T, advance, running
+from durable_jobs.ui._actions import ActionRefused, available, perform
+
+
+class Counter(BaseModel):
+    n: int = 0
+
+
+def make_registry(fail: list[bool]) -> dj.Registry:
+    """A daily continuous job (failing while ``fail[0]``) and a debounce job."""
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "daily",
+        state=Counter,
+        schedule=dj.every(timedelta(days=1)),
+        start_immediately=False,
+        retry=dj.Retry(2, delay=dj.Backoff.constant(MINUTE), jitter=0, on_exhausted="pause"),
+    )
+    async def daily(ctx: dj.ContinuousContext[Counter]) -> None:
+        if fail[0]:
+            raise RuntimeError("down")
+        ctx.set_state(Counter(n=ctx.state.n + 1))
+
+    @registry.debounce("digest", event=str, flush_after=timedelta(hours=1))
+    async def digest(ctx: dj.DebounceContext[str]) -> None:
+        pass
+
+    @registry.debounce(
+        "fragile",
+        event=str,
+        flush_after=timedelta(minutes=5),
+        retry=dj.Retry(2, delay=dj.Backoff.constant(MINUTE), jitter=0, on_exhausted="pause"),
+    )
+    async def fragile(ctx: dj.DebounceContext[str]) -> None:
+        if fail[0]:
+            raise RuntimeError("down")
+
+    return registry
+
+
+@pytest.fixture
+def store(durable_store_url: str) -> Iterator[dj.Store]:
+    opened = dj.open_store(durable_store_url)
+    yield opened
+    opened.close()
+
+
+def _names(store: dj.Store, kind: str, job: str, instance_id: str) -> list[str]:
+    return [r.name for r in dj.Inspector(store).history(kind, job, instance_id)]
+
+
+async def test_run_now_sets_the_alarm_to_now_and_a_worker_runs_it(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = make_registry([False])
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.continuous("daily").start("a", Counter())
+    now = T + HOUR
+    result = perform(store, "run_now", "continuous", "daily", "a", now=now)
+    assert "due now" in result.message
+    view = dj.Inspector(store).state_at("continuous", "daily", "a")
+    assert view is not None and view.due_at == now
+    async with running(registry, durable_store_url, clock=dj.VirtualClock(now)) as jobs:
+        await advance(jobs, SECOND)
+    assert _names(store, "continuous", "daily", "a")[-4:] == [
+        "alarm_set",  # the dashboard's
+        "run_succeeded",
+        "state_changed",
+        "alarm_set",  # the next day's
+    ]
+
+
+async def test_resume_ends_the_pause_through_the_next_successful_run(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    fail = [True]
+    registry = make_registry(fail)
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.continuous("daily").start("a", Counter())
+        await advance(jobs, timedelta(days=1, minutes=2))
+        assert (await jobs.continuous("daily").status("a")).status == "failed"
+    inspector = dj.Inspector(store)
+    summary = inspector.status("continuous", "daily", "a")
+    assert summary is not None
+    assert available("continuous", summary.status, buffered=None, closed=False) == [
+        "resume",
+        "terminate",
+    ]
+    now = T + timedelta(days=2)
+    perform(store, "resume", "continuous", "daily", "a", now=now)
+    fail[0] = False
+    async with running(registry, durable_store_url, clock=dj.VirtualClock(now)) as jobs:
+        await advance(jobs, SECOND)
+        assert (await jobs.continuous("daily").status("a")).status == "running"
+
+
+async def test_run_now_closes_a_debounce_batch_for_a_manual_flush(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = make_registry([False])
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.debounce("digest").add("ann", "x")
+    perform(store, "run_now", "debounce", "digest", "ann", now=T + MINUTE)
+    async with running(registry, durable_store_url, clock=dj.VirtualClock(T + MINUTE)) as jobs:
+        await advance(jobs, SECOND)
+    records = dj.Inspector(store).history("debounce", "digest", "ann")
+    flushed = [r for r in records if r.name == "flushed"]
+    assert [(r.data["reason"], r.data["event_count"]) for r in flushed] == [("manual", 1)]
+
+
+async def test_resume_a_paused_debounce_batch(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    fail = [True]
+    registry = make_registry(fail)
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.debounce("fragile").add("ann", "x")
+        await advance(jobs, timedelta(minutes=10))
+        assert (await jobs.debounce("fragile").status("ann")).status == "failed"
+    now = T + HOUR
+    perform(store, "resume", "debounce", "fragile", "ann", now=now)
+    fail[0] = False
+    async with running(registry, durable_store_url, clock=dj.VirtualClock(now)) as jobs:
+        await advance(jobs, SECOND)
+        assert (await jobs.debounce("fragile").status("ann")).status == "idle"
+    names = _names(store, "debounce", "fragile", "ann")
+    assert names[names.index("resumed") :][:2] == ["resumed", "alarm_set"]
+    assert "flushed" in names[names.index("resumed") :]
+
+
+async def test_terminate_then_purge(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = make_registry([False])
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.continuous("daily").start("a", Counter())
+    with pytest.raises(dj.DurableJobsError, match="live"):
+        perform(store, "purge", "continuous", "daily", "a", now=T)
+    perform(store, "terminate", "continuous", "daily", "a", now=T + HOUR)
+    assert _names(store, "continuous", "daily", "a")[-2:] == ["alarm_cleared", "terminated"]
+    with pytest.raises(ActionRefused, match="terminated"):
+        perform(store, "terminate", "continuous", "daily", "a", now=T + HOUR)
+    assert "Purged" in perform(store, "purge", "continuous", "daily", "a", now=T).message
+    assert dj.Inspector(store).status("continuous", "daily", "a") is None
+
+
+async def test_sqlite_refuses_actions_while_a_runtime_serves_it(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = make_registry([False])
+    with dj.open_store(sqlite_url) as store:
+        async with running(registry, sqlite_url) as jobs:
+            await jobs.continuous("daily").start("a", Counter())
+            before = _names(store, "continuous", "daily", "a")
+            for action in ("run_now", "terminate"):
+                with pytest.raises(ActionRefused, match="while a jobs runtime serves"):
+                    perform(store, action, "continuous", "daily", "a", now=T)
+            assert _names(store, "continuous", "daily", "a") == before
+
+
+@pytest.mark.postgres
+async def test_postgres_worker_sees_a_termination_committed_while_it_serves(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = make_registry([False])
+    with dj.open_store(pg_url) as store:
+        async with running(registry, pg_url) as jobs:
+            daily = jobs.continuous("daily")
+            await daily.start("a", Counter())
+            assert (await daily.status("a")).status == "running"
+            # Called from the trio thread: no virtual time passes meanwhile (in a worker
+            # thread, the autojump clock would race ahead to the next alarm).
+            perform(store, "terminate", "continuous", "daily", "a", now=T)
+            assert (await daily.status("a")).status == "not_found"
+            # And an alarm set from the dashboard is run by this worker.
+            await daily.start("b", Counter())
+            perform(store, "run_now", "continuous", "daily", "b", now=T + SECOND)
+            await advance(jobs, SECOND)
+            assert (await daily.status("b")).run_count == 1
