@@ -413,6 +413,12 @@ record. New keys may be added; existing keys keep their meaning.
 snapshot and live state), `export`/`import` (JSONL, e.g. SQLite to Postgres),
 `tail` (follow new records) and `purge` (delete a terminated instance's
 history) are maintenance commands; see `durable-jobs --help`.
+
+`check --app module:attribute` imports the app's `Registry` and decodes every
+live instance's state and pending events with it (types, `version`,
+upcasters), listing those that would fail; exit code 1 if any. Run it before
+deploying changed types. `--json` prints `{{"ok", "checked", "failures":
+[{{"kind", "job", "instance_id", "what", "type_version", "problem"}}]}}`.
 """
 
 

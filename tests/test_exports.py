@@ -8,6 +8,8 @@ import durable_jobs.testing
 EXPECTED = {
     "AddResult",
     "Backoff",
+    "CheckFailure",
+    "CheckReport",
     "ClearResult",
     "Clock",
     "ConcurrencyError",

@@ -35,6 +35,7 @@ from durable_jobs._errors import (
     StoreError,
     ValidationError,
 )
+from durable_jobs._evolution import CheckFailure, CheckReport
 from durable_jobs._inspect import (
     Inspector,
     InstancePage,
@@ -60,6 +61,8 @@ from durable_jobs._store.registry import open_store, store_schemes
 __all__ = [
     "AddResult",
     "Backoff",
+    "CheckFailure",
+    "CheckReport",
     "ClearResult",
     "Clock",
     "ConcurrencyError",

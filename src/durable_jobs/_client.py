@@ -18,6 +18,7 @@ from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.task import TaskInstance
 from durable_jobs._errors import ConfigurationError
+from durable_jobs._evolution import refuse_unreadable_versions
 from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
@@ -217,7 +218,9 @@ class ContinuousClient(_KindClient, Generic[S]):
         agg = await self._rt.load(ContinuousInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
-        return self._rt.decode_state(self.job.state_codec, agg, agg.d.state)  # type: ignore[no-any-return]
+        return self._rt.decode_state(  # type: ignore[no-any-return]
+            self.job.state_codec, agg, agg.d.state, agg.d.state_version
+        )
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
         """Cancel the alarm and remove the state; the history stays."""
@@ -307,7 +310,9 @@ class DebounceClient(_KindClient, Generic[E, S]):
         agg = await self._rt.load(DebounceInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
-        return self._rt.decode_state(self.job.state_codec, agg, agg.current_state)  # type: ignore[no-any-return]
+        return self._rt.decode_state(  # type: ignore[no-any-return]
+            self.job.state_codec, agg, agg.current_state, agg.current_state_version
+        )
 
     async def history(self, id: str) -> list[RecordedEvent]:
         check_instance_id(id)
@@ -370,7 +375,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         agg = await self._rt.load(TaskInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
-        state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state)
+        state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state, agg.d.state_version)
         return TaskState(state, agg.d.alarm_at)
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
@@ -577,6 +582,8 @@ async def open_jobs(
         poll_interval = timedelta(seconds=5) if opened.shared else None
     try:
         opened.claim_runtime()
+        # Before any run: the store must hold no instance this code cannot read.
+        await in_thread(refuse_unreadable_versions, opened, registry)
         runtime = Runtime(
             registry,
             opened,

@@ -28,7 +28,9 @@ from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
+from durable_jobs._evolution import CheckReport, check_instances
 from durable_jobs._records import RecordedEvent, to_records
+from durable_jobs._registry import Registry
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.registry import open_store
@@ -490,6 +492,20 @@ class Inspector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- type versions -----------------------------------------------------------
+
+    def check(self, registry: Registry) -> CheckReport:
+        """Decode every live instance's state and pending events with ``registry``'s
+        job definitions (types, versions, upcasters) and list those that would fail.
+
+        Run it before deploying new job definitions; nothing is written. Instances
+        of jobs the registry does not define are not checked.
+        """
+        if not isinstance(cast(object, registry), Registry):
+            msg = f"check() needs the app's durable_jobs.Registry, got {registry!r:.80}."
+            raise ConfigurationError(msg)
+        return check_instances(self._store, registry)
 
     # ---- instances ---------------------------------------------------------------
 

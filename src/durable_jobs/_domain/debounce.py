@@ -63,6 +63,11 @@ class DebounceInstance(JobInstance):
         return self.d.closed[0].state if self.d.closed else self.d.state
 
     @property
+    def current_state_version(self) -> int:
+        """The job's type version :attr:`current_state` was written with."""
+        return self.d.closed[0].state_version if self.d.closed else self.d.state_version
+
+    @property
     def started_at(self) -> datetime | None:
         """When the batch that flushes next received its first event."""
         return self.d.closed[0].started_at if self.d.closed else self.d.batch_started_at
@@ -93,18 +98,28 @@ class DebounceInstance(JobInstance):
         window: timedelta,
         flush_after: timedelta,
         max_events: int | None,
+        type_version: int = 1,
     ) -> tuple[DebounceInstance, bool]:
         """Add an event whose folded state is ``new_state``; True if it opened a batch.
 
         The caller checks :meth:`is_duplicate` first. The batch's window is
         fixed by its first event; reaching ``max_events`` closes the batch in
-        this same commit and makes its flush due now.
+        this same commit and makes its flush due now. ``event`` and
+        ``new_state`` are JSON of the job's ``type_version``.
         """
-        inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
-        # SPEC's ``created``: this add opened a batch on a new or idle instance.
+        inst = cls.live_instance(
+            existing, job, instance_id, now=now, state=None, type_version=type_version
+        )
+        # ``created``: this add opened a batch on a new or idle instance.
         opened = inst.status == "idle"
-        inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
-        inst.set_state(new_state, now=now)
+        inst.record_event(
+            event,
+            now=now,
+            idempotency_key=idempotency_key,
+            window=window,
+            type_version=type_version,
+        )
+        inst.set_state(new_state, now=now, type_version=type_version)
         if max_events is not None and inst.d.event_count >= max_events:
             inst.close_batch("max_events", now=now)
         inst.sync_alarm(now=now, flush_after=flush_after)

@@ -77,6 +77,8 @@ class Batch(BaseModel):
     state: JsonValue
     started_at: UtcDatetime
     reason: FlushReason
+    #: The job's type version ``state`` was written with.
+    state_version: int = 1
 
 
 class InstanceData(BaseModel):
@@ -91,6 +93,8 @@ class InstanceData(BaseModel):
     live: bool = True
     created_at: UtcDatetime
     state: JsonValue = None
+    #: The job's type version ``state`` was written with (1 for logs older than versions).
+    state_version: int = 1
     alarm_at: UtcDatetime | None = None
     run_count: int = 0
     # The last failed try of the run that is waiting for a retry (0: none waiting).
@@ -139,6 +143,8 @@ class Intents:
     schedule: Any = UNCHANGED
     terminate: bool = False
     terminate_reason: str | None = None
+    #: The job's type version ``state`` was written with.
+    state_version: int = 1
 
     @property
     def state_changed(self) -> bool:
@@ -205,6 +211,7 @@ class JobInstance(Aggregate):
         job: str
         instance_id: str
         state: JsonValue
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
             agg = cast("JobInstance", aggregate)
@@ -214,6 +221,7 @@ class JobInstance(Aggregate):
                 instance_id=self.instance_id,
                 created_at=self.timestamp,
                 state=self.state,
+                state_version=self.type_version,
             )
 
     class Restarted(Event):
@@ -221,6 +229,7 @@ class JobInstance(Aggregate):
 
         NAME: ClassVar[str] = "started"
         state: JsonValue
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
             agg = cast("JobInstance", aggregate)
@@ -232,6 +241,7 @@ class JobInstance(Aggregate):
                 generation=old.generation + 1,
                 created_at=self.timestamp,
                 state=self.state,
+                state_version=self.type_version,
                 idempotency=old.idempotency,
                 next_batch_no=old.next_batch_no,
             )
@@ -260,9 +270,12 @@ class JobInstance(Aggregate):
 
         NAME: ClassVar[str] = "state_changed"
         state: JsonValue
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
-            cast("JobInstance", aggregate).d.state = self.state
+            d = cast("JobInstance", aggregate).d
+            d.state = self.state
+            d.state_version = self.type_version
 
     class AlarmSet(Event):
         """The instance's one alarm now rings at ``at`` (replacing any other)."""
@@ -357,6 +370,7 @@ class JobInstance(Aggregate):
         event: JsonValue
         idempotency_key: str | None
         expired_keys: list[str]
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
             d = cast("JobInstance", aggregate).d
@@ -386,6 +400,7 @@ class JobInstance(Aggregate):
                     state=d.state,
                     started_at=d.batch_started_at,
                     reason=cast("FlushReason", self.reason),
+                    state_version=d.state_version,
                 )
             )
             if len(d.closed) == 1:
@@ -431,8 +446,20 @@ class JobInstance(Aggregate):
     # ---- construction ----------------------------------------------------------
 
     @classmethod
-    def create(cls: type[_I], job: str, instance_id: str, *, now: datetime, state: Any) -> _I:
-        """A new instance of this kind (its ``started`` event is pending)."""
+    def create(
+        cls: type[_I],
+        job: str,
+        instance_id: str,
+        *,
+        now: datetime,
+        state: Any,
+        type_version: int = 1,
+    ) -> _I:
+        """A new instance of this kind (its ``started`` event is pending).
+
+        ``type_version`` is the job's version that ``state`` (and every later
+        state or event this code writes) has.
+        """
         check_instance_id(instance_id)
         return cls._create(
             cls.Started,
@@ -442,6 +469,7 @@ class JobInstance(Aggregate):
             job=job,
             instance_id=instance_id,
             state=state,
+            type_version=type_version,
         )
 
     @classmethod
@@ -453,20 +481,21 @@ class JobInstance(Aggregate):
         *,
         now: datetime,
         state: Any,
+        type_version: int = 1,
     ) -> _I:
         """``existing`` if live, else a new instance (or generation) starting with ``state``."""
         if existing is None:
-            return cls.create(job, instance_id, now=now, state=state)
+            return cls.create(job, instance_id, now=now, state=state, type_version=type_version)
         if not existing.live:
-            existing.restart(now=now, state=state)
+            existing.restart(now=now, state=state, type_version=type_version)
         return existing
 
-    def restart(self, *, now: datetime, state: Any) -> None:
+    def restart(self, *, now: datetime, state: Any, type_version: int = 1) -> None:
         """Start a new generation of a terminated instance."""
         if self.d.live:
             msg = "restart() is for terminated instances; this one is live"
             raise ValueError(msg)
-        self.trigger_event(self.Restarted, timestamp=now, state=state)
+        self.trigger_event(self.Restarted, timestamp=now, state=state, type_version=type_version)
 
     # ---- common commands -------------------------------------------------------
 
@@ -501,9 +530,11 @@ class JobInstance(Aggregate):
         else:
             self.trigger_event(self.AlarmSet, timestamp=now, at=at)
 
-    def set_state(self, state: Any, *, now: datetime) -> None:
+    def set_state(self, state: Any, *, now: datetime, type_version: int = 1) -> None:
         """Replace the state (recorded even when equal: the handler asked for it)."""
-        self.trigger_event(self.StateChanged, timestamp=now, state=state)
+        self.trigger_event(
+            self.StateChanged, timestamp=now, state=state, type_version=type_version
+        )
 
     def is_duplicate(self, key: str, *, now: datetime, window: timedelta) -> bool:
         """Whether ``key`` was accepted less than ``window`` ago."""
@@ -521,6 +552,7 @@ class JobInstance(Aggregate):
         now: datetime,
         idempotency_key: str | None,
         window: timedelta,
+        type_version: int = 1,
     ) -> None:
         """Record an accepted input event (and its idempotency key)."""
         self.trigger_event(
@@ -529,6 +561,7 @@ class JobInstance(Aggregate):
             event=event,
             idempotency_key=idempotency_key,
             expired_keys=self.expired_keys(now=now, window=window),
+            type_version=type_version,
         )
 
     def apply_intents(self, intents: Intents, *, now: datetime, alarm: datetime | None) -> None:
@@ -540,7 +573,7 @@ class JobInstance(Aggregate):
         if not self.d.live:
             return
         if intents.state_changed:
-            self.set_state(intents.state, now=now)
+            self.set_state(intents.state, now=now, type_version=intents.state_version)
         if intents.terminate:
             self.terminate(now=now, reason=intents.terminate_reason)
             return

@@ -550,19 +550,23 @@ class Runtime:
                 except Exception:
                     log.exception("An observer raised on %s; it was ignored", record.name)
 
-    def decode_state(self, codec: TypeCodec[Any], agg: JobInstance, data: Any) -> Any:
-        """Stored state as the job's type; a row that no longer fits is a StoreError."""
+    def decode_state(
+        self, codec: TypeCodec[Any], agg: JobInstance, data: Any, type_version: int
+    ) -> Any:
+        """Stored state (JSON of the job's ``type_version``) as the job's type, upcast to
+        the current version; a row that does not fit is a StoreError."""
         if data is None:
             return None
         try:
-            return codec.from_json(data)
+            return codec.read(data, type_version)
         except Exception as exc:
             d = agg.d
             msg = (
                 f"The stored state of {d.kind} job {d.job!r} instance {d.instance_id!r} "
                 f"(version {agg.version - len(agg.pending_events)}) does not fit the job's "
                 "state type "
-                f"{codec.tp!r}: {exc}. Nothing was changed; migrate or terminate the instance."
+                f"{codec.tp!r}: {exc}. Nothing was changed; register an upcaster or "
+                "terminate the instance."
             )
             raise StoreError(msg) from exc
 
@@ -795,7 +799,13 @@ class Runtime:
                 job.schedule, now=now, start_immediately=job.start_immediately
             )
             agg, created = ContinuousInstance.start(
-                agg, job.name, instance_id, now=now, state=state_json, first_run_at=first
+                agg,
+                job.name,
+                instance_id,
+                now=now,
+                state=state_json,
+                first_run_at=first,
+                type_version=job.version,
             )
             await self.save(agg, before=committed)
             return agg, created
@@ -829,7 +839,9 @@ class Runtime:
             def new_ctx() -> ContinuousContext[Any]:
                 return ContinuousContext(
                     codec=job.state_codec,
-                    state=self.decode_state(job.state_codec, committed, committed.d.state),
+                    state=self.decode_state(
+                        job.state_codec, committed, committed.d.state, committed.d.state_version
+                    ),
                     instance_id=instance_id,
                     job_name=job.name,
                     run_count=ticket.run_count,
@@ -911,7 +923,9 @@ class Runtime:
             else:
                 prior = None
                 if live is not None and live.d.event_count:
-                    prior = self.decode_state(job.state_codec, live, live.d.state)
+                    prior = self.decode_state(
+                        job.state_codec, live, live.d.state, live.d.state_version
+                    )
                 ctx: DebounceEventContext[Any, Any] = DebounceEventContext(
                     event=event,
                     state=prior,
@@ -942,6 +956,7 @@ class Runtime:
                 window=job.idempotency_window,
                 flush_after=job.flush_after,
                 max_events=job.max_events,
+                type_version=job.version,
             )
             await self.save(agg, before=committed)
             return agg, opened, False
@@ -965,7 +980,9 @@ class Runtime:
                 if ft is None:
                     return False, 0, "empty", False
                 await self.save(agg, before=committed)
-                state = self.decode_state(job.state_codec, agg, ft.batch.state)
+                state = self.decode_state(
+                    job.state_codec, agg, ft.batch.state, ft.batch.state_version
+                )
             return await self._run_flush(job, instance_id, ft, state)
 
     async def _run_flush(
@@ -1042,7 +1059,7 @@ class Runtime:
         d = agg.d
         return TaskContext(
             codec=job.state_codec,
-            state=self.decode_state(job.state_codec, agg, d.state),
+            state=self.decode_state(job.state_codec, agg, d.state, d.state_version),
             instance_id=d.instance_id,
             job_name=job.name,
             now=self.clock.now,
@@ -1146,6 +1163,7 @@ class Runtime:
                 now=now,
                 idempotency_key=key,
                 window=job.idempotency_window,
+                type_version=job.version,
             )
             ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
             error = await self._task_handler(
@@ -1167,6 +1185,7 @@ class Runtime:
                     now=now,
                     idempotency_key=None,
                     window=job.idempotency_window,
+                    type_version=job.version,
                 )
                 agg.record_failure(
                     ticket, error, handler="on_event", now=self.clock.now(), retry_at=None

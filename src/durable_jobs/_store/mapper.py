@@ -67,6 +67,7 @@ def _topics() -> tuple[dict[str, type[Any]], dict[type[Any], str]]:
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
 _FIELDS: dict[type[Any], frozenset[str]] = {}
+_REQUIRED: dict[type[Any], frozenset[str]] = {}
 
 
 def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
@@ -81,6 +82,22 @@ def _payload_fields(cls: type[Any]) -> frozenset[str]:
     if fields is None:
         names = (f.name for f in dataclasses.fields(cls) if f.name not in _ID_FIELDS)
         fields = _FIELDS[cls] = frozenset(names)
+    return fields
+
+
+def _required_fields(cls: type[Any]) -> frozenset[str]:
+    """The payload fields without a default: rows written before a field with a
+    default existed (``type_version``) lack it and still load."""
+    fields = _REQUIRED.get(cls)
+    if fields is None:
+        names = (
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in _ID_FIELDS
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        fields = _REQUIRED[cls] = frozenset(names)
     return fields
 
 
@@ -132,7 +149,9 @@ class JsonMapper(Mapper[UUID]):
             payload = json.loads(stored_event.state)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptEventError(oid, version, f"not JSON ({exc})") from exc
-        if not isinstance(payload, dict) or set(payload) != _payload_fields(cls):
+        if not isinstance(payload, dict) or not (
+            _required_fields(cls) <= set(payload) <= _payload_fields(cls)
+        ):
             got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
             raise CorruptEventError(
                 oid,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from durable_jobs.cli import _maintain, _read  # noqa: F401 - they register the commands
+from durable_jobs.cli import _check, _maintain, _read  # noqa: F401 - they register the commands
 from durable_jobs.cli._app import app, run
 
 __all__ = ["app", "main", "run"]
