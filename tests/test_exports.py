@@ -10,6 +10,7 @@ EXPECTED = {
     "Backoff",
     "CheckFailure",
     "CheckReport",
+    "generate_key",
     "ClearResult",
     "Clock",
     "ConcurrencyError",

@@ -56,6 +56,7 @@ from durable_jobs._runtime.contexts import (
     TaskContext,
 )
 from durable_jobs._store.base import Store
+from durable_jobs._store.crypto import generate_key
 from durable_jobs._store.registry import open_store, store_schemes
 
 __all__ = [
@@ -110,6 +111,7 @@ __all__ = [
     "__version__",
     "cron",
     "every",
+    "generate_key",
     "open_jobs",
     "open_store",
     "serve",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -532,6 +533,7 @@ async def open_jobs(
     cache_size: int = 10_000,
     observers: Sequence[Observer] = (),
     run_alarms: bool = True,
+    encryption_key: str | Sequence[str] | None = None,
 ) -> AsyncIterator[Jobs]:
     """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
 
@@ -544,7 +546,10 @@ async def open_jobs(
     a client only (say, a web process): its calls work, and ``trigger``/``flush``
     still run their handler in the caller, but alarms (including runs made due
     now by ``start`` or a full batch) are left to the worker processes serving
-    the same shared store.
+    the same shared store. ``encryption_key`` (a key from
+    :func:`durable_jobs.generate_key`, or a list: the first encrypts, all
+    decrypt) encrypts every event and snapshot written, with AES-256-GCM; for a
+    :class:`Store` passed in, give it to ``open_store`` instead.
     """
     clock, shutdown_grace, poll_interval = _check_options(
         registry,
@@ -559,15 +564,7 @@ async def open_jobs(
         observers=observers,
     )
     owned = isinstance(store, str)
-    if isinstance(store, str):
-        url = store
-        opened = await in_thread(open_store, url)
-    elif isinstance(store, Store):
-        opened = store
-    else:
-        raise ConfigurationError(
-            f"store must be a store URL (e.g. 'sqlite:///jobs.db') or a Store, got {store!r}"
-        )
+    opened = await _open_store(store, encryption_key)
     if not isinstance(run_alarms, bool):
         raise ConfigurationError(f"run_alarms must be True or False, got {run_alarms!r}")
     if not run_alarms and not opened.shared:
@@ -623,6 +620,23 @@ async def open_jobs(
         if owned:
             with trio.CancelScope(shield=True):
                 await in_thread(opened.close)
+
+
+async def _open_store(store: object, encryption_key: str | Sequence[str] | None) -> Store:
+    """``store`` opened (a URL) or as given (a Store)."""
+    if isinstance(store, str):
+        return await in_thread(functools.partial(open_store, store, encryption_key=encryption_key))
+    if isinstance(store, Store):
+        if encryption_key is not None:
+            msg = (
+                "encryption_key is for a store URL; an open Store has its own: pass "
+                "encryption_key to open_store() instead."
+            )
+            raise ConfigurationError(msg)
+        return store
+    raise ConfigurationError(
+        f"store must be a store URL (e.g. 'sqlite:///jobs.db') or a Store, got {store!r}"
+    )
 
 
 async def serve(

@@ -29,6 +29,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
 from durable_jobs._registry import JobDefinition, Registry, TypeCodec
 from durable_jobs._store.base import Store
+from durable_jobs._store.crypto import EncryptedRowError
 
 __all__ = [
     "CheckFailure",
@@ -72,6 +73,8 @@ def _live(store: Store, registry: Registry) -> Iterator[tuple[JobDefinition, Job
         try:
             agg = store.get_by_uuid(row.instance_uuid)
         except StoreError as exc:
+            if isinstance(exc.__cause__, EncryptedRowError):
+                raise  # no key, or not the right one: nothing can be read
             log.warning("Skipping %s job %r instance: %s", row.kind, row.job, exc)
             continue
         if agg is not None:

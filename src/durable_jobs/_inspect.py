@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -446,7 +446,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str, str]:
     return kind, job, instance_id
 
 
-def _open_existing(url: str) -> Store:
+def _open_existing(url: str, encryption_key: str | Sequence[str] | None = None) -> Store:
     """Open ``url``, refusing an SQLite path that does not exist (reads must not create it)."""
     parsed = StoreURL.parse(url)
     if parsed.scheme == "sqlite":
@@ -454,7 +454,7 @@ def _open_existing(url: str) -> Store:
         if not path or not Path(path).exists():
             msg = f"No SQLite store at {redact(url)}: the file does not exist."
             raise ConfigurationError(msg)
-    return open_store(url)
+    return open_store(url, encryption_key=encryption_key)
 
 
 @final
@@ -468,11 +468,19 @@ class Inspector:
     them with ``trio.to_thread.run_sync``.
     """
 
-    def __init__(self, store: Store | str) -> None:
+    def __init__(
+        self, store: Store | str, *, encryption_key: str | Sequence[str] | None = None
+    ) -> None:
         if isinstance(store, str):
-            self._store = _open_existing(store)
+            self._store = _open_existing(store, encryption_key)
             self._owned = True
         else:
+            if encryption_key is not None:
+                msg = (
+                    "encryption_key is for a store URL; an open Store has its own: pass "
+                    "encryption_key to open_store() instead."
+                )
+                raise ConfigurationError(msg)
             self._store = store
             self._owned = False
 

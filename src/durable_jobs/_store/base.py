@@ -34,6 +34,13 @@ from durable_jobs._domain import continuous, debounce, task  # noqa: F401  (regi
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
 from durable_jobs._errors import ConcurrencyError, ConfigurationError, DurableJobsError, StoreError
+from durable_jobs._store.crypto import (
+    ENCRYPTION_KEY_ENV,
+    EncryptedRowError,
+    is_encrypted,
+    make_cipher,
+    row_aad,
+)
 from durable_jobs._store.index import IndexRow, InstanceIndex
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._store.urls import StoreURL, scrub, scrub_chain
@@ -75,7 +82,7 @@ class _JobsApplication(Application[UUID]):
         return self._store._make_factory(env)
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return JsonMapper()
+        return JsonMapper(self._store._cipher)
 
 
 class Store(ABC):
@@ -147,8 +154,14 @@ class Store(ABC):
         return None
 
     def __init__(
-        self, url: StoreURL, *, snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
+        self,
+        url: StoreURL,
+        *,
+        snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL,
+        encryption_key: str | Sequence[str] | None = None,
     ) -> None:
+        # First: a malformed key is refused before anything is opened or created.
+        self._cipher = make_cipher(encryption_key)
         if not isinstance(snapshot_interval, int) or snapshot_interval < 0:
             msg = (
                 "snapshot_interval must be a whole number >= 0 (0 turns snapshots off), "
@@ -193,6 +206,23 @@ class Store(ABC):
             raise StoreError(
                 f"Could not open the store {self.url}: {self._describe(exc)}"
             ) from exc
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store was opened with an encryption key (new rows are encrypted)."""
+        return self._cipher is not None
+
+    def plaintext(self, stored: StoredEvent) -> bytes:
+        """A stored row's JSON, decrypted if it is encrypted; :class:`StoreError` if it
+        is encrypted and no key given to this store decrypts it."""
+        mapper = cast(JsonMapper, self._app.mapper)
+        try:
+            return mapper.plaintext(stored)
+        except EncryptedRowError as exc:
+            uuid = stored.originator_id
+            raise self._read_error(
+                uuid if isinstance(uuid, UUID) else UUID(str(uuid)), None, exc
+            ) from None
 
     @property
     def index(self) -> InstanceIndex:
@@ -370,6 +400,22 @@ class Store(ABC):
         """
         rows = [_index_row(i) for i in instances]
         recorder = self._app.recorder
+        if self._cipher is not None:
+            # Plain rows (from an export) are encrypted like every row this store writes.
+            cipher = self._cipher
+            stored = [
+                s
+                if is_encrypted(s.state)
+                else StoredEvent(
+                    s.originator_id,
+                    s.originator_version,
+                    s.topic,
+                    cipher.encrypt(
+                        bytes(s.state), row_aad(s.originator_id, s.originator_version, s.topic)
+                    ),
+                )
+                for s in stored
+            ]
         self._write(lambda: recorder.insert_events(list(stored), **{INDEX_KWARG: rows}), rows)
         snapshots = self._app.snapshots
         interval = self.snapshot_interval
@@ -486,7 +532,13 @@ class Store(ABC):
             except Exception:  # the index itself may be what is broken
                 row = None
             label = _label(row.kind, row.job, row.instance_id) if row else f"instance {uuid}"
-        if isinstance(exc, CorruptEventError):
+        if isinstance(exc, EncryptedRowError):
+            msg = (
+                f"Cannot read {label}: a stored row could not be decrypted: {exc}. Open the "
+                "store with the right encryption_key (the CLI reads "
+                f"{ENCRYPTION_KEY_ENV}); nothing was changed."
+            )
+        elif isinstance(exc, CorruptEventError):
             msg = (
                 f"Cannot read {label}: stored {exc.row} version {exc.version} is corrupt "
                 f"({exc.problem}). Nothing was changed; repair or purge that instance."

@@ -26,6 +26,7 @@ from durable_jobs._domain.instance import (
     event_classes,
     stored_topic,
 )
+from durable_jobs._store.crypto import Cipher, EncryptedRowError, is_encrypted, row_aad
 
 __all__ = ["CorruptEventError", "JsonMapper"]
 
@@ -102,10 +103,31 @@ def _required_fields(cls: type[Any]) -> frozenset[str]:
 
 
 class JsonMapper(Mapper[UUID]):
-    """Maps instance events and snapshots to JSON rows and back."""
+    """Maps instance events and snapshots to JSON rows and back.
 
-    def __init__(self) -> None:
+    With a ``cipher``, every row it writes is encrypted (see
+    ``durable_jobs._store.crypto``); rows are decrypted on the way back, and
+    plain JSON rows (written before encryption was turned on) still read.
+    """
+
+    def __init__(self, cipher: Cipher | None = None) -> None:
         super().__init__(transcoder=_NullTranscoder())
+        self.row_cipher = cipher
+
+    def plaintext(self, stored: StoredEvent) -> bytes:
+        """A stored row's JSON bytes, decrypted if it is encrypted.
+
+        Raises :class:`EncryptedRowError` if it is encrypted and no key given
+        here decrypts it.
+        """
+        data = stored.state
+        if not is_encrypted(data):
+            return bytes(data)
+        if self.row_cipher is None:
+            msg = "it is encrypted and no encryption key was given"
+            raise EncryptedRowError(msg)
+        aad = row_aad(stored.originator_id, stored.originator_version, stored.topic)
+        return self.row_cipher.decrypt(data, aad)
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         _, by_class = _topics()
@@ -123,6 +145,9 @@ class JsonMapper(Mapper[UUID]):
             state = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         else:
             state = adapter.dump_json(domain_event, exclude=_EXCLUDE)
+        if self.row_cipher is not None:
+            aad = row_aad(domain_event.originator_id, domain_event.originator_version, topic)
+            state = self.row_cipher.encrypt(state, aad)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
@@ -146,7 +171,7 @@ class JsonMapper(Mapper[UUID]):
         if cls is None:
             raise CorruptEventError(oid, version, f"unknown topic {stored_event.topic!r}")
         try:
-            payload = json.loads(stored_event.state)
+            payload = json.loads(self.plaintext(stored_event))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptEventError(oid, version, f"not JSON ({exc})") from exc
         if not isinstance(payload, dict) or not (
