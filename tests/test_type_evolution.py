@@ -17,6 +17,7 @@ from pydantic import BaseModel
 import durable_jobs as dj
 from _runtime import HOUR, MINUTE, T, advance, running
 from durable_jobs.cli import run as cli
+from durable_jobs.maintenance import export_jsonl, import_jsonl
 
 # ---- the same jobs at versions 1, 2 and 3 ------------------------------------------------
 #
@@ -525,3 +526,53 @@ def test_rows_without_a_type_version_are_version_1(sqlite_url: str, autojump_clo
     rebuilt = event.mutate(None)
     assert (rebuilt.d.state, rebuilt.d.state_version) == ({"n": 1}, 1)
     assert registry.get("continuous", "counter").state_codec.read({"n": 1}, 1) == StateV1(n=1)
+
+
+# ---- what the store records, so that a start reads no instance needlessly ----------
+
+
+async def test_the_store_records_the_versions_written(
+    durable_store_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: Any,
+) -> None:
+    """Every type version above 1 ever written is recorded (in the save's transaction):
+    a start reads instances only of jobs for which a recorded version is a problem."""
+    await write_v1(durable_store_url)
+    async with running(make_registry(2), durable_store_url) as jobs:
+        await jobs.continuous("counter").start("c2", StateV2(count=2))
+    with dj.open_store(durable_store_url) as store:
+        assert store.recorded_type_versions() == {("continuous", "counter"): {2}}
+        # Complete chains and no newer version: the start reads no instance at all.
+        reads: list[Any] = []
+        real = store.get_by_uuid
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            reads.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "get_by_uuid", counting)
+        async with running(make_registry(3), store) as jobs:
+            pass
+        assert reads == []
+        # Version 1 again: only the counter's instances are read (version 2 was written
+        # for it), and the start is refused; the other jobs are not read.
+        with pytest.raises(dj.ConfigurationError, match="rolled back"):
+            async with running(make_registry(1), store):
+                pytest.fail("open_jobs must refuse")  # pragma: no cover
+        assert len(reads) == 2
+        # An adapter that does not record versions: every live instance is read.
+        monkeypatch.setattr(store, "recorded_type_versions", lambda: None)
+        reads.clear()
+        async with running(make_registry(2), store):
+            pass
+        assert len(reads) == 4
+        exported = tmp_path / "export.jsonl"
+        with exported.open("w") as f:
+            export_jsonl(store, f)
+    # An import records the versions it brings.
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    with dj.open_store(target) as store, exported.open() as f:
+        import_jsonl(store, f)
+        assert store.recorded_type_versions() == {("continuous", "counter"): {2}}

@@ -21,12 +21,11 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast, final
+from typing import Any, final
 
-from durable_jobs._domain.debounce import DebounceInstance
-from durable_jobs._domain.ids import Kind
+from durable_jobs._domain.ids import KINDS
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
+from durable_jobs._errors import ConfigurationError, StoreError
 from durable_jobs._registry import JobDefinition, Registry, TypeCodec
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import EncryptedRowError
@@ -35,64 +34,73 @@ __all__ = [
     "CheckFailure",
     "CheckReport",
     "check_instances",
-    "held_json",
     "refuse_unreadable_versions",
 ]
 
 log = logging.getLogger("durable_jobs.evolution")
 
 
-def held_json(agg: JobInstance) -> Iterator[tuple[str, Any, int]]:
-    """``(what, json, type_version)`` of every user JSON a live instance still reads.
+def _jobs(registry: Registry) -> list[JobDefinition]:
+    return [registry.get(kind, name) for kind in KINDS for name in registry.names(kind)]
 
-    The state, and for debounce the state of each closed batch and of the open
-    batch. Terminated instances hold none; ``None`` (no state) needs no version.
+
+def _live(
+    store: Store, registry: Registry, jobs: list[JobDefinition] | None = None
+) -> Iterator[tuple[JobDefinition, JobInstance]]:
+    """Every live instance of ``jobs`` (default: all the registry's), rebuilt.
+
+    Logs that cannot be read are skipped with a warning, except when they
+    cannot be decrypted: that is a wrong or missing key, and raises.
     """
-    d = agg.d
-    if not d.live:
-        return
-    if isinstance(agg, DebounceInstance):
-        for batch in d.closed:
-            if batch.state is not None:
-                yield f"batch {batch.batch_no}", batch.state, batch.state_version
-        if d.event_count and d.state is not None:
-            yield "open batch", d.state, d.state_version
-    elif d.state is not None:
-        yield "state", d.state, d.state_version
+    for job in _jobs(registry) if jobs is None else jobs:
+        for row in store.iter_instances(kind=job.kind, job=job.name):
+            if row.status == "terminated":
+                continue
+            try:
+                agg = store.get_by_uuid(row.instance_uuid)
+            except StoreError as exc:
+                if isinstance(exc.__cause__, EncryptedRowError):
+                    raise  # no key, or not the right one: nothing can be read
+                log.warning("Skipping %s job %r instance: %s", row.kind, row.job, exc)
+                continue
+            if agg is not None:
+                yield job, agg
 
 
-def _live(store: Store, registry: Registry) -> Iterator[tuple[JobDefinition, JobInstance]]:
-    """Every live instance of a registered job, rebuilt (unreadable logs are skipped)."""
-    for row in store.iter_instances():
-        if row.status == "terminated":
-            continue
-        try:
-            job = registry.get(cast("Kind", row.kind), row.job)
-        except DurableJobsError:
-            continue  # not this code's job: nothing to check against
-        try:
-            agg = store.get_by_uuid(row.instance_uuid)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, EncryptedRowError):
-                raise  # no key, or not the right one: nothing can be read
-            log.warning("Skipping %s job %r instance: %s", row.kind, row.job, exc)
-            continue
-        if agg is not None:
-            yield job, agg
+def _at_risk(job: JobDefinition, versions: set[int] | None) -> bool:
+    """Whether instances of ``versions`` (None: unknown) may be unreadable by ``job``."""
+    if versions is None:
+        return True
+    return any(v > job.version or job.missing_upcasters(v) for v in versions)
 
 
 def refuse_unreadable_versions(store: Store, registry: Registry) -> None:
     """Raise :class:`ConfigurationError` if the store holds live instances of a job
     version the code cannot read: newer than the job's ``version``, or older with
     an upcaster missing on the way. Names the job, the stored versions and what
-    is missing. Reads each live instance once; writes nothing.
+    is missing. A :class:`StoreError` if the store's newest row cannot be
+    decrypted (a wrong or missing encryption key). Writes nothing.
+
+    The store records every type version ever written (above 1; logs older than
+    versions are version 1), so only the instances of jobs for which one of
+    those is a problem are read, to find out which ones still hold it.
     """
+    store.check_key()
+    recorded = store.recorded_type_versions()
+    at_risk = [
+        job
+        for job in _jobs(registry)
+        if _at_risk(
+            job, None if recorded is None else {1} | recorded.get((job.kind, job.name), set())
+        )
+    ]
+    if not at_risk:
+        return
     found: dict[JobDefinition, Counter[int]] = {}
-    for job, agg in _live(store, registry):
-        versions = {version for _, _, version in held_json(agg)}
+    for job, agg in _live(store, registry, at_risk):
+        versions = agg.type_versions()
         if any(v != job.version for v in versions):
-            counts = found.setdefault(job, Counter())
-            counts.update(versions)
+            found.setdefault(job, Counter()).update(versions)
     problems: list[str] = []
     for job, counts in found.items():
         stored = ", ".join(
@@ -180,7 +188,7 @@ def check_instances(store: Store, registry: Registry) -> CheckReport:
     failures: list[CheckFailure] = []
     for job, agg in _live(store, registry):
         checked += 1
-        for what, data, version in held_json(agg):
+        for what, data, version in agg.held_json():
             problem = _problem(job.state_codec, data, version)
             if problem is not None:
                 failures.append(

@@ -67,6 +67,20 @@ class DebounceInstance(JobInstance):
         """The job's type version :attr:`current_state` was written with."""
         return self.d.closed[0].state_version if self.d.closed else self.d.state_version
 
+    def held_json(self) -> list[tuple[str, Any, int]]:
+        """The state of each closed batch and of the open batch (see the base class)."""
+        d = self.d
+        if not d.live:
+            return []
+        out = [
+            (f"batch {b.batch_no}", b.state, b.state_version)
+            for b in d.closed
+            if b.state is not None
+        ]
+        if d.event_count and d.state is not None:
+            out.append(("open batch", d.state, d.state_version))
+        return out
+
     @property
     def started_at(self) -> datetime | None:
         """When the batch that flushes next received its first event."""

@@ -509,6 +509,20 @@ class JobInstance(Aggregate):
         """The kind-specific status name, or ``"terminated"``."""
         raise NotImplementedError
 
+    def held_json(self) -> list[tuple[str, Any, int]]:
+        """``(what, json, type_version)`` of every user JSON the instance still reads.
+
+        A terminated instance holds none; ``None`` (no state) needs no version.
+        """
+        d = self.d
+        if not d.live or d.state is None:
+            return []
+        return [("state", d.state, d.state_version)]
+
+    def type_versions(self) -> set[int]:
+        """The job type versions of the JSON :meth:`held_json` returns."""
+        return {version for _, _, version in self.held_json()}
+
     def terminate(self, *, now: datetime, reason: str | None = None) -> bool:
         """End a live instance; False (and no event) if it is not live."""
         if not self.d.live:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 from uuid import UUID
@@ -52,6 +52,7 @@ _T = TypeVar("_T")
 
 DEFAULT_SNAPSHOT_INTERVAL = 100
 INDEX_KWARG = "dj_index"
+TYPE_VERSIONS_KWARG = "dj_type_versions"
 
 
 class AlarmListener(Protocol):
@@ -162,6 +163,8 @@ class Store(ABC):
     ) -> None:
         # First: a malformed key is refused before anything is opened or created.
         self._cipher = make_cipher(encryption_key)
+        #: (kind, job, type version) this store object wrote or found recorded.
+        self._known_versions: set[tuple[str, str, int]] = set()
         if not isinstance(snapshot_interval, int) or snapshot_interval < 0:
             msg = (
                 "snapshot_interval must be a whole number >= 0 (0 turns snapshots off), "
@@ -224,6 +227,15 @@ class Store(ABC):
                 uuid if isinstance(uuid, UUID) else UUID(str(uuid)), None, exc
             ) from None
 
+    def check_key(self) -> None:
+        """Raise :class:`StoreError` if the newest row is encrypted and this store's
+        keys (or lack of one) cannot decrypt it: a wrong or missing key, found with
+        one read instead of at the first instance that needs it."""
+        position = self.last_position()
+        if position:
+            for row in self.events_after(position - 1, 1):
+                self.plaintext(row)
+
     @property
     def index(self) -> InstanceIndex:
         """The recorder's instance index."""
@@ -271,18 +283,49 @@ class Store(ABC):
         # nothing we use here but costs runtime protocol checks on every object.
         pending = [(inst, inst.collect_events()) for inst in instances]
         events = [e for _, evs in pending for e in evs]
+        versions = self._new_type_versions(
+            (inst.d.kind, inst.d.job, getattr(e, "type_version", 1))
+            for inst, evs in pending
+            for e in evs
+        )
         try:
-            self._put(events, rows)
+            self._put(events, rows, versions)
         except BaseException:
             # Keep the instances as they were: a failed save can be retried as is.
             for inst, evs in pending:
                 inst.pending_events[:0] = evs
             raise
+        self._known_versions.update(versions)
         self._snapshot(instances, events)
 
-    def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
-        """Write ``events`` and the index ``rows`` in one transaction, mapping driver errors."""
-        self._write(lambda: self._app.events.put(events, **{INDEX_KWARG: rows}), rows)
+    def _new_type_versions(
+        self, found: Iterable[tuple[str, str, int]]
+    ) -> list[tuple[str, str, int]]:
+        """The type versions above 1 among ``found`` this store has not recorded yet."""
+        return sorted({v for v in found if v[2] > 1 and v not in self._known_versions})
+
+    def recorded_type_versions(self) -> dict[tuple[str, str], set[int]] | None:
+        """The type versions above 1 ever written, by (kind, job); None if the adapter
+        does not record them (see :meth:`InstanceIndex.select_type_versions`)."""
+        found = self._query(self.index.select_type_versions)
+        if found is None:
+            return None
+        out: dict[tuple[str, str], set[int]] = {}
+        for kind, job, version in found:
+            out.setdefault((kind, job), set()).add(int(version))
+            self._known_versions.add((kind, job, int(version)))
+        return out
+
+    def _put(
+        self,
+        events: Sequence[Any],
+        rows: Sequence[IndexRow],
+        versions: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
+        """Write ``events``, the index ``rows`` and new type ``versions`` in one
+        transaction, mapping driver errors."""
+        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions}
+        self._write(lambda: self._app.events.put(events, **kwargs), rows)
 
     def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:
         """Run ``write`` (one transaction of events and index ``rows``), mapping driver errors."""
@@ -400,6 +443,9 @@ class Store(ABC):
         """
         rows = [_index_row(i) for i in instances]
         recorder = self._app.recorder
+        versions = self._new_type_versions(
+            (i.d.kind, i.d.job, version) for i in instances for version in i.type_versions()
+        )
         if self._cipher is not None:
             # Plain rows (from an export) are encrypted like every row this store writes.
             cipher = self._cipher
@@ -416,7 +462,9 @@ class Store(ABC):
                 )
                 for s in stored
             ]
-        self._write(lambda: recorder.insert_events(list(stored), **{INDEX_KWARG: rows}), rows)
+        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions}
+        self._write(lambda: recorder.insert_events(list(stored), **kwargs), rows)
+        self._known_versions.update(versions)
         snapshots = self._app.snapshots
         interval = self.snapshot_interval
         if snapshots is None or not interval:
@@ -589,3 +637,8 @@ def _index_row(inst: JobInstance) -> IndexRow:
 def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:
     """The index rows a save passed down to ``insert_events``."""
     return cast("Sequence[IndexRow]", kwargs.get(INDEX_KWARG) or ())
+
+
+def type_versions_from(kwargs: dict[str, Any]) -> Sequence[tuple[str, str, int]]:
+    """The new ``(kind, job, type_version)`` a save passed down to ``insert_events``."""
+    return cast("Sequence[tuple[str, str, int]]", kwargs.get(TYPE_VERSIONS_KWARG) or ())
