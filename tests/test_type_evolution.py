@@ -353,7 +353,8 @@ async def test_snapshots_taken_before_and_after_the_change(
             await counter.trigger("c1")
         uuid = store.list_instances()[0].instance_uuid
         v1_snapshot, data = latest_snapshot()
-        assert (data["state"], data["state_version"]) == ({"n": 2}, 1)
+        # Version 1 is the default, left out (the snapshot older releases wrote).
+        assert (data["state"], "state_version" in data) == ({"n": 2}, False)
         # Version 3 reads the instance from the snapshot version 1 took.
         async with running(make_registry(3), store) as jobs:
             assert await jobs.continuous("counter").get_state("c1") == StateV3(
@@ -510,11 +511,13 @@ def test_rows_without_a_type_version_are_version_1(sqlite_url: str, autojump_clo
     mapper = JsonMapper()
     registry = make_registry(1)
     from durable_jobs._domain.continuous import ContinuousInstance
+    from durable_jobs._domain.instance import InstanceSnapshot
 
     inst = ContinuousInstance.create("counter", "c1", now=T, state={"n": 1}, type_version=1)
     stored = mapper.to_stored_event(inst.pending_events[0])
     payload = json.loads(stored.state)
-    assert payload.pop("type_version") == 1
+    # Version 1 is not written: the row is what older releases wrote (and still read).
+    assert "type_version" not in payload
     old = StoredEvent(
         originator_id=stored.originator_id,
         originator_version=stored.originator_version,
@@ -525,6 +528,16 @@ def test_rows_without_a_type_version_are_version_1(sqlite_url: str, autojump_clo
     assert event.type_version == 1
     rebuilt = event.mutate(None)
     assert (rebuilt.d.state, rebuilt.d.state_version) == ({"n": 1}, 1)
+    snapshot = InstanceSnapshot.take(rebuilt)
+    assert "state_version" not in snapshot.state["data"]
+    assert snapshot.mutate(None).d.state_version == 1
+    # Other versions are written, and read back.
+    inst = ContinuousInstance.create("counter", "c2", now=T, state={"count": 1}, type_version=2)
+    stored = mapper.to_stored_event(inst.pending_events[0])
+    assert json.loads(stored.state)["type_version"] == 2
+    rebuilt = mapper.to_domain_event(stored).mutate(None)
+    assert InstanceSnapshot.take(rebuilt).state["data"]["state_version"] == 2
+    assert InstanceSnapshot.take(rebuilt).mutate(None).d.state_version == 2
     assert registry.get("continuous", "counter").state_codec.read({"n": 1}, 1) == StateV1(n=1)
 
 

@@ -169,7 +169,7 @@ class InstanceSnapshot(Snapshot):
             topic=stored_topic(type(agg)),
             state={
                 "created_on": agg.created_on.isoformat(),
-                "data": agg.d.model_dump(mode="json"),
+                "data": _dump_data(agg.d),
             },
         )
 
@@ -183,6 +183,18 @@ class InstanceSnapshot(Snapshot):
         agg._pending_events = []
         agg.d = cls.data_model.model_validate(self.state["data"])
         return agg
+
+
+def _dump_data(d: InstanceData) -> dict[str, Any]:
+    """``d`` as JSON, without type versions that are 1 (the default): snapshots of
+    version-1 jobs are what durable-jobs wrote before type versions existed."""
+    data = d.model_dump(mode="json")
+    if data["state_version"] == 1:
+        del data["state_version"]
+    for batch in data["closed"]:
+        if batch["state_version"] == 1:
+            del batch["state_version"]
+    return data
 
 
 class JobInstance(Aggregate):

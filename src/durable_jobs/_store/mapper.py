@@ -33,6 +33,7 @@ __all__ = ["CorruptEventError", "JsonMapper"]
 SNAPSHOT_TOPIC = "durable_jobs:Snapshot"
 _ID_FIELDS = ("originator_id", "originator_version")
 _EXCLUDE = set(_ID_FIELDS)
+_EXCLUDE_V1 = {*_ID_FIELDS, "type_version"}
 
 
 class CorruptEventError(Exception):
@@ -138,13 +139,16 @@ class JsonMapper(Mapper[UUID]):
             msg = f"{cls.__qualname__} is not an event this store records"
             raise TypeError(msg) from None
         adapter = _adapter(cls)
+        # Version 1 (the default) is left out: such rows are what durable-jobs wrote
+        # before type versions existed, and older releases still read them.
+        exclude = _EXCLUDE_V1 if getattr(domain_event, "type_version", None) == 1 else _EXCLUDE
         if "originator_topic" in _payload_fields(cls):
             # Created events: store the short aggregate topic, not eventsourcing's module path.
-            payload = adapter.dump_python(domain_event, mode="json", exclude=_EXCLUDE)
+            payload = adapter.dump_python(domain_event, mode="json", exclude=exclude)
             payload["originator_topic"] = stored_topic(resolve_topic(payload["originator_topic"]))
             state = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         else:
-            state = adapter.dump_json(domain_event, exclude=_EXCLUDE)
+            state = adapter.dump_json(domain_event, exclude=exclude)
         if self.row_cipher is not None:
             aad = row_aad(domain_event.originator_id, domain_event.originator_version, topic)
             state = self.row_cipher.encrypt(state, aad)
