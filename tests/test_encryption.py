@@ -24,6 +24,7 @@ import durable_jobs as dj
 from _runtime import HOUR, MINUTE, SECOND, advance, running
 from durable_jobs._store.crypto import MAGIC, is_encrypted
 from durable_jobs.cli import run as cli
+from durable_jobs.maintenance import tail_events
 
 KEY_A = dj.generate_key()
 KEY_B = dj.generate_key()
@@ -399,3 +400,18 @@ async def test_cli_reads_the_key_from_the_environment(
     assert cli(["--store", target, "list"]) == 1
     err = capsys.readouterr().err
     assert "not a key" in err and "hunter2" not in err
+
+
+async def test_tail_decrypts_with_the_key(sqlite_url: str, autojump_clock: Any) -> None:
+    """``tail`` shows the decrypted events; without the key, each one says why not."""
+    await write_secrets(sqlite_url, encryption_key=KEY_A)
+    with dj.open_store(sqlite_url, encryption_key=KEY_A) as store:
+        events = list(tail_events(store, after=0, limit=5, duration=0))
+        assert len(events) == 5
+        assert all(e.error is None and isinstance(e.state, dict) for e in events)
+        assert events[0].state is not None
+        assert events[0].state["state"]["email"] == SECRETS["state"]
+    with dj.open_store(sqlite_url) as store:
+        events = list(tail_events(store, after=0, limit=5, duration=0))
+        assert all(e.state is None for e in events)
+        assert all("no encryption key was given" in (e.error or "") for e in events)
