@@ -495,6 +495,12 @@ instance's open batch (reason `manual`); a runtime serving the store then
 runs it (at once on Postgres; on SQLite when one starts). Both write, and
 both are refused while a runtime serves an SQLite store (stop it, or use the
 client there).
+
+`check --app module:attribute` imports the app's `Registry` and decodes every
+live instance's state and pending events with it (types, `version`,
+upcasters), listing those that would fail; exit code 1 if any. Run it before
+deploying changed types. `--json` prints `{{"ok", "checked", "failures":
+[{{"kind", "job", "instance_id", "what", "type_version", "problem"}}]}}`.
 """
 
 

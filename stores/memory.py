@@ -13,7 +13,7 @@ from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, P
 from eventsourcing.utils import Environment
 
 from durable_jobs._errors import ConfigurationError
-from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._store.base import Store, index_rows_from, type_versions_from
 from durable_jobs._store.index import IndexRow, InstanceIndex
 
 __all__ = ["MemoryApplicationRecorder", "MemoryStore"]
@@ -25,6 +25,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def __init__(self) -> None:
         super().__init__()
         self._index: dict[UUID, IndexRow] = {}
+        self._type_versions: set[tuple[str, str, int]] = set()
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -37,7 +38,12 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             ids = self._update_table(stored_events, **kwargs)
             for row in rows:
                 self._index[row.instance_uuid] = row
+            self._type_versions.update(type_versions_from(kwargs))
             return ids
+
+    def select_type_versions(self) -> list[tuple[str, str, int]]:
+        with self._database_lock:
+            return sorted(self._type_versions)
 
     def delete_instance(
         self, instance_uuid: UUID, version: int, snapshots: POPOAggregateRecorder | None

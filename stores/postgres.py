@@ -48,7 +48,13 @@ from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import PoolTimeout
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError, LockLost, StoreError
-from durable_jobs._store.base import INDEX_KWARG, Store, index_rows_from
+from durable_jobs._store.base import (
+    INDEX_KWARG,
+    TYPE_VERSIONS_KWARG,
+    Store,
+    index_rows_from,
+    type_versions_from,
+)
 from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
 from durable_jobs._store.urls import scrub, scrub_chain
 from durable_jobs.stores._postgres_locks import FENCE_QUERY, LockSession, fence_params
@@ -74,6 +80,7 @@ INDEX_TABLE: Final = "dj_instances"
 FENCE_KWARG: Final = "dj_fence"
 LEASE_KWARG: Final = "dj_lease"
 DUE_INDEX: Final = "dj_instances_due_at"
+TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
 #: Advisory-lock queries over an array of keys, one result row per key, in order.
 TRY_LOCKS: Final = (
     "SELECT pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) "
@@ -352,7 +359,20 @@ class PostgresApplicationRecorderWithIndex(
                     "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} "
                     "(due_at, instance_uuid) WHERE due_at IS NOT NULL"
                 ).format(index=Identifier(DUE_INDEX), schema=schema, table=table),
+                # Every job type version above 1 ever written (see select_type_versions).
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                    'kind text COLLATE "C" NOT NULL, job text COLLATE "C" NOT NULL, '
+                    "version bigint NOT NULL, PRIMARY KEY (kind, job, version))"
+                ).format(schema=schema, table=Identifier(TYPE_VERSIONS_TABLE)),
             ]
+        )
+        self._insert_type_versions = SQL(
+            "INSERT INTO {schema}.{table} (kind, job, version) SELECT * FROM unnest("
+            "%s::text[], %s::text[], %s::int8[]) ON CONFLICT DO NOTHING"
+        ).format(schema=schema, table=Identifier(TYPE_VERSIONS_TABLE))
+        self._select_type_versions = SQL("SELECT kind, job, version FROM {schema}.{table}").format(
+            schema=schema, table=Identifier(TYPE_VERSIONS_TABLE)
         )
         columns = SQL(", ").join(Identifier(c) for c in _COLUMNS)
         self._upsert_index = SQL(
@@ -389,6 +409,7 @@ class PostgresApplicationRecorderWithIndex(
             self.notification_id_index_name,
             INDEX_TABLE,
             DUE_INDEX,
+            TYPE_VERSIONS_TABLE,
         ]
 
     def _insert_events(
@@ -418,6 +439,11 @@ class PostgresApplicationRecorderWithIndex(
             if any(r.due_at is not None for r in ordered):
                 # Delivered on commit only: other processes' schedulers look again.
                 curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, self.notify_token))
+        versions = type_versions_from(kwargs)
+        if versions:
+            curs.execute(
+                self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
+            )
         fence = kwargs.get(FENCE_KWARG)
         if fence:
             # Last before the events: a session lost after this point cannot let
@@ -518,6 +544,15 @@ class PostgresApplicationRecorderWithIndex(
                 )
                 snapshots = curs.rowcount
             return events, snapshots
+
+    @_retry_reads
+    def select_type_versions(self) -> list[tuple[str, str, int]]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._select_type_versions)
+            return [(str(r[0]), str(r[1]), int(r[2])) for r in curs.fetchall()]
 
     @_retry_reads
     def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
@@ -723,14 +758,24 @@ class PostgresStore(Store):
     def session_alive(self, session: int) -> bool:
         return self._locks.is_live(session)
 
-    def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
+    def _put(
+        self,
+        events: Sequence[Any],
+        rows: Sequence[IndexRow],
+        versions: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
         """Write in one transaction that first checks the locks held on these instances
         are still held by the sessions that took them (else :class:`LockLost`)."""
         fence = self._locks.fence([r.instance_uuid for r in rows]) if self._lock_session else []
         if not fence:
-            super()._put(events, rows)
+            super()._put(events, rows, versions)
             return
-        kwargs = {INDEX_KWARG: rows, FENCE_KWARG: fence, LEASE_KWARG: self._locks.lease}
+        kwargs = {
+            INDEX_KWARG: rows,
+            TYPE_VERSIONS_KWARG: versions,
+            FENCE_KWARG: fence,
+            LEASE_KWARG: self._locks.lease,
+        }
         self._write(lambda: self._app.events.put(events, **kwargs), rows)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:

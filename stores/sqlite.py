@@ -25,13 +25,17 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment
 
 from durable_jobs._errors import ConfigurationError
-from durable_jobs._store.base import Store, index_rows_from
+from durable_jobs._store.base import Store, index_rows_from, type_versions_from
 from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
 
 __all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore"]
 
 # Statements built from constants only; every value is a bound parameter.
 INDEX_TABLE = "dj_instances"
+TYPE_VERSIONS_TABLE = "dj_type_versions"
+_INSERT_TYPE_VERSION = (
+    f"INSERT OR IGNORE INTO {TYPE_VERSIONS_TABLE} (kind, job, version) VALUES (?,?,?)"  # noqa: S608
+)
 _SELECT = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} "  # noqa: S608
 _UPSERT = (
     f"INSERT INTO {INDEX_TABLE} ({INDEX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "  # noqa: S608
@@ -59,6 +63,10 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
             "UNIQUE (kind, job, instance_id)) WITHOUT ROWID",
             f"CREATE INDEX IF NOT EXISTS {INDEX_TABLE}_due_at "
             f"ON {INDEX_TABLE} (due_at, instance_uuid) WHERE due_at IS NOT NULL",
+            # Every job type version above 1 ever written (see select_type_versions).
+            f"CREATE TABLE IF NOT EXISTS {TYPE_VERSIONS_TABLE} ("
+            "kind TEXT NOT NULL, job TEXT NOT NULL, version INTEGER NOT NULL, "
+            "PRIMARY KEY (kind, job, version)) WITHOUT ROWID",
         ]
 
     def _insert_events(
@@ -68,8 +76,16 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         rows = index_rows_from(kwargs)
         if rows:
             c.executemany(_UPSERT, [r.as_params() for r in rows])
+        versions = type_versions_from(kwargs)
+        if versions:
+            c.executemany(_INSERT_TYPE_VERSION, list(versions))
         self._run_fault_hook()
         return ids
+
+    def select_type_versions(self) -> list[tuple[str, str, int]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT kind, job, version FROM {TYPE_VERSIONS_TABLE}")  # noqa: S608
+            return [(str(r[0]), str(r[1]), int(r[2])) for r in c.fetchall()]
 
     def delete_instance(
         self, instance_uuid: UUID, version: int, snapshots_table: str | None

@@ -8,6 +8,9 @@ import durable_jobs.testing
 EXPECTED = {
     "AddResult",
     "Backoff",
+    "CheckFailure",
+    "CheckReport",
+    "generate_key",
     "ClearResult",
     "Clock",
     "ConcurrencyError",

@@ -37,6 +37,7 @@ from durable_jobs._errors import (
     StoreError,
     ValidationError,
 )
+from durable_jobs._evolution import CheckFailure, CheckReport
 from durable_jobs._inspect import (
     Inspector,
     InstancePage,
@@ -58,11 +59,14 @@ from durable_jobs._runtime.contexts import (
 )
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
+from durable_jobs._store.crypto import generate_key
 from durable_jobs._store.registry import open_store, store_schemes
 
 __all__ = [
     "AddResult",
     "Backoff",
+    "CheckFailure",
+    "CheckReport",
     "ClearResult",
     "Clock",
     "ConcurrencyError",
@@ -113,6 +117,7 @@ __all__ = [
     "__version__",
     "cron",
     "every",
+    "generate_key",
     "open_jobs",
     "open_store",
     "serve",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -18,6 +19,7 @@ from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.task import TaskInstance
 from durable_jobs._errors import ConfigurationError
+from durable_jobs._evolution import refuse_unreadable_versions
 from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
@@ -228,7 +230,9 @@ class ContinuousClient(_KindClient, Generic[S]):
         agg = await self._rt.load(ContinuousInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
-        return self._rt.decode_state(self.job.state_codec, agg, agg.d.state)  # type: ignore[no-any-return]
+        return self._rt.decode_state(  # type: ignore[no-any-return]
+            self.job.state_codec, agg, agg.d.state, agg.d.state_version
+        )
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
         """Cancel the alarm and remove the state; the history stays."""
@@ -320,7 +324,9 @@ class DebounceClient(_KindClient, Generic[E, S]):
         agg = await self._rt.load(DebounceInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
-        return self._rt.decode_state(self.job.state_codec, agg, agg.current_state)  # type: ignore[no-any-return]
+        return self._rt.decode_state(  # type: ignore[no-any-return]
+            self.job.state_codec, agg, agg.current_state, agg.current_state_version
+        )
 
     async def history(self, id: str) -> list[RecordedEvent]:
         """Every record of the instance's log, oldest first (all its generations)."""
@@ -385,7 +391,7 @@ class TaskClient(_KindClient, Generic[E, S]):
         agg = await self._rt.load(TaskInstance, self.job.name, id)
         if agg is None or not agg.live:
             return None
-        state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state)
+        state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state, agg.d.state_version)
         return TaskState(state, agg.d.alarm_at)
 
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
@@ -562,6 +568,7 @@ async def open_jobs(
     observers: Sequence[Observer] = (),
     run_alarms: bool = True,
     lease: timedelta | float = DEFAULT_LEASE,
+    encryption_key: str | Sequence[str] | None = None,
 ) -> AsyncIterator[Jobs]:
     """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
 
@@ -577,7 +584,10 @@ async def open_jobs(
     the same shared store. ``lease`` (shared stores; default 30 s, at least 1 s)
     bounds how long a worker that stops responding without dying (frozen, paused,
     cut off) keeps its instances: then the others take them, and whatever it
-    tries to commit afterwards is refused.
+    tries to commit afterwards is refused. ``encryption_key`` (a key from
+    :func:`durable_jobs.generate_key`, or a list: the first encrypts, all
+    decrypt) encrypts every event and snapshot written, with AES-256-GCM; for a
+    :class:`Store` passed in, give it to ``open_store`` instead.
     """
     clock, shutdown_grace, poll_interval = _check_options(
         registry,
@@ -598,15 +608,7 @@ async def open_jobs(
             "write e.g. timedelta(seconds=30)"
         )
     owned = isinstance(store, str)
-    if isinstance(store, str):
-        url = store
-        opened = await in_thread(open_store, url)
-    elif isinstance(store, Store):
-        opened = store
-    else:
-        raise ConfigurationError(
-            f"store must be a store URL (e.g. 'sqlite:///jobs.db') or a Store, got {store!r}"
-        )
+    opened = await _open_store(store, encryption_key)
     if not isinstance(run_alarms, bool):
         raise ConfigurationError(f"run_alarms must be True or False, got {run_alarms!r}")
     if not run_alarms and not opened.shared:
@@ -621,6 +623,8 @@ async def open_jobs(
         poll_interval = timedelta(seconds=5) if opened.shared else None
     try:
         opened.claim_runtime()
+        # Before any run: the store must hold no instance this code cannot read.
+        await in_thread(refuse_unreadable_versions, opened, registry)
         runtime = Runtime(
             registry,
             opened,
@@ -661,6 +665,23 @@ async def open_jobs(
         if owned:
             with trio.CancelScope(shield=True):
                 await in_thread(opened.close)
+
+
+async def _open_store(store: object, encryption_key: str | Sequence[str] | None) -> Store:
+    """``store`` opened (a URL) or as given (a Store)."""
+    if isinstance(store, str):
+        return await in_thread(functools.partial(open_store, store, encryption_key=encryption_key))
+    if isinstance(store, Store):
+        if encryption_key is not None:
+            msg = (
+                "encryption_key is for a store URL; an open Store has its own: pass "
+                "encryption_key to open_store() instead."
+            )
+            raise ConfigurationError(msg)
+        return store
+    raise ConfigurationError(
+        f"store must be a store URL (e.g. 'sqlite:///jobs.db') or a Store, got {store!r}"
+    )
 
 
 async def serve(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,9 @@ from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uu
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.status import STATUSES as _DOMAIN_STATUSES
 from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
+from durable_jobs._evolution import CheckReport, check_instances
 from durable_jobs._records import RecordedEvent, to_records
+from durable_jobs._registry import Registry
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.registry import open_store
@@ -442,7 +444,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str, str]:
     return kind, job, instance_id
 
 
-def _open_existing(url: str) -> Store:
+def _open_existing(url: str, encryption_key: str | Sequence[str] | None = None) -> Store:
     """Open ``url``, refusing an SQLite path that does not exist (reads must not create it)."""
     parsed = StoreURL.parse(url)
     if parsed.scheme == "sqlite":
@@ -450,7 +452,7 @@ def _open_existing(url: str) -> Store:
         if not path or not Path(path).exists():
             msg = f"No SQLite store at {redact(url)}: the file does not exist."
             raise ConfigurationError(msg)
-    return open_store(url)
+    return open_store(url, encryption_key=encryption_key)
 
 
 @final
@@ -464,11 +466,19 @@ class Inspector:
     them with ``trio.to_thread.run_sync``.
     """
 
-    def __init__(self, store: Store | str) -> None:
+    def __init__(
+        self, store: Store | str, *, encryption_key: str | Sequence[str] | None = None
+    ) -> None:
         if isinstance(store, str):
-            self._store = _open_existing(store)
+            self._store = _open_existing(store, encryption_key)
             self._owned = True
         else:
+            if encryption_key is not None:
+                msg = (
+                    "encryption_key is for a store URL; an open Store has its own: pass "
+                    "encryption_key to open_store() instead."
+                )
+                raise ConfigurationError(msg)
             self._store = store
             self._owned = False
 
@@ -488,6 +498,20 @@ class Inspector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- type versions -----------------------------------------------------------
+
+    def check(self, registry: Registry) -> CheckReport:
+        """Decode every live instance's state and pending events with ``registry``'s
+        job definitions (types, versions, upcasters) and list those that would fail.
+
+        Run it before deploying new job definitions; nothing is written. Instances
+        of jobs the registry does not define are not checked.
+        """
+        if not isinstance(cast(object, registry), Registry):
+            msg = f"check() needs the app's durable_jobs.Registry, got {registry!r:.80}."
+            raise ConfigurationError(msg)
+        return check_instances(self._store, registry)
 
     # ---- instances ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@ catches a job that is still missing one.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Awaitable, Callable
@@ -42,13 +43,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
-class TypeCodec(Generic[S]):
-    """Validates and (de)serialises one user type with a ``pydantic.TypeAdapter``."""
+Upcaster = Callable[[Any], Any]
 
-    def __init__(self, tp: Any, *, what: str, job: str) -> None:
+
+class TypeVersionError(Exception):
+    """Stored JSON cannot be brought to the code's type version (callers wrap it)."""
+
+
+class TypeCodec(Generic[S]):
+    """Validates and (de)serialises one user type with a ``pydantic.TypeAdapter``.
+
+    ``version`` is the job's type version: what :meth:`dump` writes. Stored
+    JSON of an older version is brought to it by ``upcasters`` (by the version
+    they read) before it is validated; see :meth:`read`.
+    """
+
+    def __init__(
+        self,
+        tp: Any,
+        *,
+        what: str,
+        job: str,
+        version: int = 1,
+        upcasters: dict[int, Upcaster] | None = None,
+    ) -> None:
         self.tp = tp
         self.what = what
         self.job = job
+        self.version = version
+        self.upcasters: dict[int, Upcaster] = {} if upcasters is None else upcasters
         try:
             self.adapter: pydantic.TypeAdapter[S] = pydantic.TypeAdapter(tp)
             self.adapter.json_schema()  # a type pydantic cannot serialise fails now
@@ -88,8 +111,55 @@ class TypeCodec(Generic[S]):
         return data
 
     def from_json(self, data: Any) -> S:
-        """Stored JSON data as the type; raises pydantic's error if it no longer fits."""
+        """JSON data of the current version as the type; raises pydantic's error if it
+        does not fit."""
         return self.adapter.validate_json(pydantic_core.to_json(data))
+
+    def missing_upcaster(self, version: int) -> int | None:
+        """The first step with no upcaster on the way from ``version`` (None: complete)."""
+        for step in range(version, self.version):
+            if step not in self.upcasters:
+                return step
+        return None
+
+    def upcast(self, data: Any, version: int) -> Any:
+        """Stored JSON of ``version`` as JSON of the current version.
+
+        Raises :class:`TypeVersionError` for a version newer than the code's, a
+        missing upcaster, or an upcaster that raised. The stored data is never
+        changed: each upcaster gets a copy.
+        """
+        if version > self.version:
+            msg = (
+                f"it was written at version {version} of job {self.job!r}, but this code is "
+                f"version {self.version} (was the code rolled back?)"
+            )
+            raise TypeVersionError(msg)
+        if version == self.version:
+            return data
+        missing = self.missing_upcaster(version)
+        if missing is not None:
+            msg = (
+                f"it was written at version {version} of job {self.job!r} and there is no "
+                f"upcaster from version {missing} (register one with "
+                f"@job.upcast_{self.what}(from_version={missing}))"
+            )
+            raise TypeVersionError(msg)
+        data = copy.deepcopy(data)
+        for step in range(version, self.version):
+            try:
+                data = self.upcasters[step](data)
+            except Exception as exc:
+                msg = f"the {self.what} upcaster from version {step} raised {exc!r}"
+                raise TypeVersionError(msg) from exc
+        return data
+
+    def read(self, data: Any, version: int) -> S:
+        """Stored JSON of ``version`` as the type: upcast, then validated.
+
+        Raises :class:`TypeVersionError` or pydantic's error if it does not fit.
+        """
+        return self.from_json(self.upcast(data, version))
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -154,6 +224,13 @@ def _check_timeout(timeout: object, job: str) -> timedelta | None:
     raise ConfigurationError(msg)
 
 
+def _check_version(version: object, job: str) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        msg = f"version of job {job!r} must be an int >= 1 (default 1), got {version!r}."
+        raise ConfigurationError(msg)
+    return version
+
+
 def _check_window(window: object, job: str) -> timedelta:
     if not isinstance(window, timedelta) or window <= timedelta(0):
         msg = (
@@ -165,19 +242,91 @@ def _check_window(window: object, job: str) -> timedelta:
 
 
 class JobDefinition:
-    """What all job definitions share: a kind, a name and a state type."""
+    """What all job definitions share: a kind, a name, a type version and a state type."""
 
     kind: Kind
     name: str
+    version: int
     state_type: Any
     retry: Retry | None
     state_codec: TypeCodec[Any]
     #: The longest a call of one of the job's async handlers may run (None: no limit).
     timeout: timedelta | None = None
+    event_codec: TypeCodec[Any] | None = None
 
     def missing(self) -> list[str]:
         """Handlers this job still needs (empty when it is complete)."""
         return []
+
+    def _codecs(self) -> list[TypeCodec[Any]]:
+        codecs = [self.state_codec]
+        if self.event_codec is not None and self.event_codec is not self.state_codec:
+            codecs.append(self.event_codec)
+        return codecs
+
+    def _add_upcaster(self, codec: TypeCodec[Any], from_version: object, fn: Any) -> None:
+        role = f"upcast_{codec.what}"
+        if (
+            isinstance(from_version, bool)
+            or not isinstance(from_version, int)
+            or not 1 <= from_version < self.version
+        ):
+            msg = (
+                f"from_version of {role} on job {self.name!r} must be an int from 1 to "
+                f"{self.version - 1} (the job is version {self.version}; an upcaster turns "
+                f"JSON of version N into JSON of version N + 1), got {from_version!r}."
+            )
+            raise ConfigurationError(msg)
+        _check_handler(fn, job=self.name, role=role, params="data", may_be_sync=True)
+        if _is_async(fn):
+            msg = f"The {role} function of job {self.name!r} must be a plain (not async) function."
+            raise ConfigurationError(msg)
+        if from_version in codec.upcasters:
+            msg = f"Job {self.name!r} already has an {role} from version {from_version}."
+            raise ConfigurationError(msg)
+        codec.upcasters[from_version] = fn
+
+    def upcast_state(self, *, from_version: int) -> Callable[[F], F]:
+        """Decorator: ``def up(data) -> data`` turning stored state JSON of version
+        ``from_version`` into the JSON of version ``from_version + 1``."""
+        if self.event_codec is self.state_codec:
+            msg = (
+                f"Debounce job {self.name!r} has no state type of its own (its state is the "
+                "event type): register @job.upcast_event instead."
+            )
+            raise ConfigurationError(msg)
+
+        def register(fn: F) -> F:
+            self._add_upcaster(self.state_codec, from_version, fn)
+            return fn
+
+        return register
+
+    def upcast_event(self, *, from_version: int) -> Callable[[F], F]:
+        """Decorator: ``def up(data) -> data`` turning stored event JSON of version
+        ``from_version`` into the JSON of version ``from_version + 1``."""
+        codec = self.event_codec
+        if codec is None:
+            msg = f"{self.kind.capitalize()} job {self.name!r} has no event type to upcast."
+            raise ConfigurationError(msg)
+
+        def register(fn: F) -> F:
+            self._add_upcaster(codec, from_version, fn)
+            return fn
+
+        return register
+
+    def missing_upcasters(self, version: int) -> list[str]:
+        """The upcasters (``upcast_state(from_version=N)``) that reading JSON of
+        ``version`` needs and this job lacks."""
+        out: list[str] = []
+        for codec in self._codecs():
+            out.extend(
+                f"upcast_{codec.what}(from_version={step})"
+                for step in range(version, self.version)
+                if step not in codec.upcasters
+            )
+        return out
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.kind} {self.name!r}>"
@@ -200,9 +349,11 @@ class ContinuousJob(JobDefinition, Generic[S]):
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> None:
         self.name = check_job_name(name)
         self.timeout = _check_timeout(timeout, name)
+        self.version = _check_version(version, name)
         if not isinstance(cast(object, schedule), Schedule):
             msg = (
                 f"schedule of continuous job {name!r} must come from durable_jobs.every() "
@@ -217,7 +368,7 @@ class ContinuousJob(JobDefinition, Generic[S]):
             raise ConfigurationError(msg)
         _check_handler(execute, job=name, role="execute", params="ctx")
         self.state_type = state
-        self.state_codec = TypeCodec(state, what="state", job=name)
+        self.state_codec = TypeCodec(state, what="state", job=name, version=self.version)
         self.schedule = schedule
         self.execute = execute
         self.start_immediately = start_immediately
@@ -245,9 +396,11 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> None:
         self.name = check_job_name(name)
         self.timeout = _check_timeout(timeout, name)
+        self.version = _check_version(version, name)
         if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
             msg = (
                 f"flush_after of debounce job {name!r} must be a positive timedelta, "
@@ -269,10 +422,14 @@ class DebounceJob(JobDefinition, Generic[E, S]):
             raise ConfigurationError(msg)
         _check_handler(execute, job=name, role="execute", params="ctx")
         self.event_type = event
-        self.event_codec: TypeCodec[E] = TypeCodec(event, what="event", job=name)
+        self.event_codec: TypeCodec[E] = TypeCodec(
+            event, what="event", job=name, version=self.version
+        )
         self.state_type = event if state is None else state
         self.state_codec = (
-            self.event_codec if state is None else TypeCodec(state, what="state", job=name)
+            self.event_codec
+            if state is None
+            else TypeCodec(state, what="state", job=name, version=self.version)
         )
         self.flush_after = flush_after
         self.max_events = max_events
@@ -311,14 +468,18 @@ class TaskJob(JobDefinition, Generic[E, S]):
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> None:
         self.name = check_job_name(name)
         self.timeout = _check_timeout(timeout, name)
+        self.version = _check_version(version, name)
         _check_handler(execute, job=name, role="execute", params="ctx")
         self.event_type = event
-        self.event_codec: TypeCodec[E] = TypeCodec(event, what="event", job=name)
+        self.event_codec: TypeCodec[E] = TypeCodec(
+            event, what="event", job=name, version=self.version
+        )
         self.state_type = state
-        self.state_codec = TypeCodec(state, what="state", job=name)
+        self.state_codec = TypeCodec(state, what="state", job=name, version=self.version)
         self.execute = execute
         self.retry = None
         self.idempotency_window = _check_window(idempotency_window, name)
@@ -391,6 +552,7 @@ class Registry:
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[ContinuousContext[S]], Awaitable[None]]], ContinuousJob[S]]: ...
     @overload
     def continuous(
@@ -403,6 +565,7 @@ class Registry:
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[ContinuousContext[Any]], Awaitable[None]]], ContinuousJob[Any]]: ...
     def continuous(
         self,
@@ -414,6 +577,7 @@ class Registry:
         retry: Retry | None = None,
         misfire: MisfirePolicy = "run_once",
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], ContinuousJob[Any]]:
         """Decorator: register ``async def execute(ctx)`` as a continuous job."""
         check_job_name(name)
@@ -429,6 +593,7 @@ class Registry:
                 retry=retry,
                 misfire=misfire,
                 timeout=timeout,
+                version=version,
             )
             self._add(job)
             return job
@@ -447,6 +612,7 @@ class Registry:
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[DebounceContext[E]], Awaitable[None]]], DebounceJob[E, E]]: ...
     @overload
     def debounce(
@@ -460,6 +626,7 @@ class Registry:
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[DebounceContext[S]], Awaitable[None]]], DebounceJob[E, S]]: ...
     @overload
     def debounce(
@@ -473,6 +640,7 @@ class Registry:
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[DebounceContext[Any]], Awaitable[None]]], DebounceJob[Any, Any]]: ...
     def debounce(
         self,
@@ -485,6 +653,7 @@ class Registry:
         retry: Retry | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
 
@@ -504,6 +673,7 @@ class Registry:
                 retry=retry,
                 idempotency_window=idempotency_window,
                 timeout=timeout,
+                version=version,
             )
             self._add(job)
             return job
@@ -522,6 +692,7 @@ class Registry:
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[TaskContext[S]], Awaitable[None]]], TaskJob[E, S]]: ...
     @overload
     def task(
@@ -535,6 +706,7 @@ class Registry:
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[TaskContext[Any]], Awaitable[None]]], TaskJob[Any, Any]]: ...
     def task(
         self,
@@ -547,6 +719,7 @@ class Registry:
         on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
+        version: int = 1,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], TaskJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` (run by the alarm) as a task job.
 
@@ -567,6 +740,7 @@ class Registry:
                 on_error=on_error,
                 idempotency_window=idempotency_window,
                 timeout=timeout,
+                version=version,
             )
             self._add(job)
             return job

@@ -22,7 +22,8 @@ JSON object per line::
 
     {"type":"header","format":"durable-jobs-export","version":1,
      "exported_at":"2026-01-01T00:00:00+00:00","store":"sqlite:///jobs.db",
-     "filter":{"kind":null,"job":null,"status":null}}
+     "filter":{"kind":null,"job":null,"status":null},
+     "plaintext":true,"encrypted_store":false}
     {"type":"event","instance_uuid":"…","kind":"continuous","job":"sync",
      "instance_id":"acct-42","version":1,"timestamp":"2026-01-01T00:00:00Z",
      "topic":"durable_jobs:ContinuousInstance.Started","name":"started",
@@ -35,6 +36,11 @@ Events come instance by instance, each instance's versions 1, 2, 3… in order.
 ``timestamp`` and ``name`` repeat what it says for readers. Snapshots are
 not exported (they are a cache; an import takes new ones). The footer makes a
 truncated file detectable: an import refuses a file without it.
+
+The events are exported decrypted (``plaintext`` is true): the export of an
+encrypted store (``encrypted_store`` true) holds its data in clear and must be
+protected accordingly. An import into a store opened with an encryption key
+encrypts every row it writes.
 """
 
 from __future__ import annotations
@@ -372,6 +378,10 @@ def export_jsonl(
             "exported_at": datetime.now(UTC).isoformat(),
             "store": str(store.url),
             "filter": {"kind": kind, "job": job, "status": status},
+            # Events are exported decrypted: the file holds the plaintext even of an
+            # encrypted store (``encrypted_store``), and must be protected like it.
+            "plaintext": True,
+            "encrypted_store": store.encrypted,
         },
     )
     instances = events = 0
@@ -385,7 +395,7 @@ def export_jsonl(
                     f"its log skips from version {expected - 1} to {s.originator_version}."
                 )
                 raise StoreError(msg)
-            _write_line(out, _event_line(row, s))
+            _write_line(out, _event_line(row, s, store.plaintext(s)))
         if stored:
             instances += 1
             events += len(stored)
@@ -393,8 +403,8 @@ def export_jsonl(
     return ExportSummary(instances, events)
 
 
-def _event_line(row: IndexRow, stored: StoredEvent) -> dict[str, Any]:
-    state = json.loads(stored.state)
+def _event_line(row: IndexRow, stored: StoredEvent, plaintext: bytes) -> dict[str, Any]:
+    state = json.loads(plaintext)
     cls = event_classes().get(stored.topic)
     return {
         "type": "event",
@@ -870,7 +880,9 @@ def _tail_event(
     state: Any = None
     error: str | None = None
     try:
-        state = json.loads(note.state)
+        state = json.loads(store.plaintext(note))
+    except StoreError as exc:
+        error = str(exc)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         error = f"stored event is not JSON ({exc})"
     if cls is None:

@@ -42,11 +42,14 @@ class ContinuousInstance(JobInstance):
         now: datetime,
         state: Any,
         first_run_at: datetime,
+        type_version: int = 1,
     ) -> tuple[ContinuousInstance, bool]:
         """Start an instance; a live one is returned unchanged (``created`` False)."""
         if existing is not None and existing.live:
             return existing, False
-        inst = cls.live_instance(existing, job, instance_id, now=now, state=state)
+        inst = cls.live_instance(
+            existing, job, instance_id, now=now, state=state, type_version=type_version
+        )
         inst.set_alarm(first_run_at, now=now)
         return inst, True
 

@@ -64,6 +64,25 @@ class DebounceInstance(JobInstance):
         return self.d.closed[0].state if self.d.closed else self.d.state
 
     @property
+    def current_state_version(self) -> int:
+        """The job's type version :attr:`current_state` was written with."""
+        return self.d.closed[0].state_version if self.d.closed else self.d.state_version
+
+    def held_json(self) -> list[tuple[str, Any, int]]:
+        """The state of each closed batch and of the open batch (see the base class)."""
+        d = self.d
+        if not d.live:
+            return []
+        out = [
+            (f"batch {b.batch_no}", b.state, b.state_version)
+            for b in d.closed
+            if b.state is not None
+        ]
+        if d.event_count and d.state is not None:
+            out.append(("open batch", d.state, d.state_version))
+        return out
+
+    @property
     def started_at(self) -> datetime | None:
         """When the batch that flushes next received its first event."""
         return self.d.closed[0].started_at if self.d.closed else self.d.batch_started_at
@@ -94,18 +113,28 @@ class DebounceInstance(JobInstance):
         window: timedelta,
         flush_after: timedelta,
         max_events: int | None,
+        type_version: int = 1,
     ) -> tuple[DebounceInstance, bool]:
         """Add an event whose folded state is ``new_state``; True if it opened a batch.
 
         The caller checks :meth:`is_duplicate` first. The batch's window is
         fixed by its first event; reaching ``max_events`` closes the batch in
-        this same commit and makes its flush due now.
+        this same commit and makes its flush due now. ``event`` and
+        ``new_state`` are JSON of the job's ``type_version``.
         """
-        inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
+        inst = cls.live_instance(
+            existing, job, instance_id, now=now, state=None, type_version=type_version
+        )
         # The result's ``created``: this add opened a batch on a new or idle instance.
         opened = inst.status == "idle"
-        inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
-        inst.set_state(new_state, now=now)
+        inst.record_event(
+            event,
+            now=now,
+            idempotency_key=idempotency_key,
+            window=window,
+            type_version=type_version,
+        )
+        inst.set_state(new_state, now=now, type_version=type_version)
         if max_events is not None and inst.d.event_count >= max_events:
             inst.close_batch("max_events", now=now)
         inst.sync_alarm(now=now, flush_after=flush_after)
@@ -254,8 +283,9 @@ class DebounceInstance(JobInstance):
         new_state: Any,
         idempotency_key: str | None,
         policy: DebouncePolicy,
+        type_version: int = 1,
     ) -> tuple[DebounceInstance, bool]:
-        """:meth:`add` under ``policy``."""
+        """:meth:`add` under ``policy``; the event and state are JSON of ``type_version``."""
         return cls.add(
             existing,
             job,
@@ -267,6 +297,7 @@ class DebounceInstance(JobInstance):
             window=policy.idempotency_window,
             flush_after=policy.flush_after,
             max_events=policy.max_events,
+            type_version=type_version,
         )
 
     def plan_flush(

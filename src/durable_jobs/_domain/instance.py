@@ -78,6 +78,8 @@ class Batch(BaseModel):
     state: JsonValue
     started_at: UtcDatetime
     reason: FlushReason
+    #: The job's type version ``state`` was written with.
+    state_version: int = 1
 
 
 class InstanceData(BaseModel):
@@ -92,6 +94,8 @@ class InstanceData(BaseModel):
     live: bool = True
     created_at: UtcDatetime
     state: JsonValue = None
+    #: The job's type version ``state`` was written with (1 for logs older than versions).
+    state_version: int = 1
     alarm_at: UtcDatetime | None = None
     run_count: int = 0
     # The last failed try of the run that is waiting for a retry (0: none waiting).
@@ -141,6 +145,8 @@ class Intents:
     schedule: Any = UNCHANGED
     terminate: bool = False
     terminate_reason: str | None = None
+    #: The job's type version ``state`` was written with.
+    state_version: int = 1
 
     @property
     def state_changed(self) -> bool:
@@ -165,7 +171,7 @@ class InstanceSnapshot(Snapshot):
             topic=stored_topic(type(agg)),
             state={
                 "created_on": agg.created_on.isoformat(),
-                "data": agg.d.model_dump(mode="json"),
+                "data": _dump_data(agg.d),
             },
         )
 
@@ -179,6 +185,18 @@ class InstanceSnapshot(Snapshot):
         agg._pending_events = []
         agg.d = cls.data_model.model_validate(self.state["data"])
         return agg
+
+
+def _dump_data(d: InstanceData) -> dict[str, Any]:
+    """``d`` as JSON, without type versions that are 1 (the default): snapshots of
+    version-1 jobs are what durable-jobs wrote before type versions existed."""
+    data = d.model_dump(mode="json")
+    if data["state_version"] == 1:
+        del data["state_version"]
+    for batch in data["closed"]:
+        if batch["state_version"] == 1:
+            del batch["state_version"]
+    return data
 
 
 class JobInstance(Aggregate):
@@ -207,6 +225,7 @@ class JobInstance(Aggregate):
         job: str
         instance_id: str
         state: JsonValue
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
             agg = cast("JobInstance", aggregate)
@@ -216,6 +235,7 @@ class JobInstance(Aggregate):
                 instance_id=self.instance_id,
                 created_at=self.timestamp,
                 state=self.state,
+                state_version=self.type_version,
             )
 
     class Restarted(Event):
@@ -223,6 +243,7 @@ class JobInstance(Aggregate):
 
         NAME: ClassVar[str] = "started"
         state: JsonValue
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
             agg = cast("JobInstance", aggregate)
@@ -234,6 +255,7 @@ class JobInstance(Aggregate):
                 generation=old.generation + 1,
                 created_at=self.timestamp,
                 state=self.state,
+                state_version=self.type_version,
                 idempotency=old.idempotency,
                 next_batch_no=old.next_batch_no,
             )
@@ -267,9 +289,12 @@ class JobInstance(Aggregate):
 
         NAME: ClassVar[str] = "state_changed"
         state: JsonValue
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
-            cast("JobInstance", aggregate).d.state = self.state
+            d = cast("JobInstance", aggregate).d
+            d.state = self.state
+            d.state_version = self.type_version
 
     class StatePatched(Event):
         """The state was changed by ``patch`` (a JSON Patch, RFC 6902).
@@ -396,6 +421,7 @@ class JobInstance(Aggregate):
         event: JsonValue
         idempotency_key: str | None
         expired_keys: list[str]
+        type_version: int = 1
 
         def apply(self, aggregate: Any) -> None:
             d = cast("JobInstance", aggregate).d
@@ -425,6 +451,7 @@ class JobInstance(Aggregate):
                     state=d.state,
                     started_at=d.batch_started_at,
                     reason=cast("FlushReason", self.reason),
+                    state_version=d.state_version,
                 )
             )
             if len(d.closed) == 1:
@@ -470,8 +497,20 @@ class JobInstance(Aggregate):
     # ---- construction ----------------------------------------------------------
 
     @classmethod
-    def create(cls: type[_I], job: str, instance_id: str, *, now: datetime, state: Any) -> _I:
-        """A new instance of this kind (its ``started`` event is pending)."""
+    def create(
+        cls: type[_I],
+        job: str,
+        instance_id: str,
+        *,
+        now: datetime,
+        state: Any,
+        type_version: int = 1,
+    ) -> _I:
+        """A new instance of this kind (its ``started`` event is pending).
+
+        ``type_version`` is the job's version that ``state`` (and every later
+        state or event this code writes) has.
+        """
         check_instance_id(instance_id)
         return cls._create(
             cls.Started,
@@ -481,6 +520,7 @@ class JobInstance(Aggregate):
             job=job,
             instance_id=instance_id,
             state=state,
+            type_version=type_version,
         )
 
     @classmethod
@@ -492,20 +532,21 @@ class JobInstance(Aggregate):
         *,
         now: datetime,
         state: Any,
+        type_version: int = 1,
     ) -> _I:
         """``existing`` if live, else a new instance (or generation) starting with ``state``."""
         if existing is None:
-            return cls.create(job, instance_id, now=now, state=state)
+            return cls.create(job, instance_id, now=now, state=state, type_version=type_version)
         if not existing.live:
-            existing.restart(now=now, state=state)
+            existing.restart(now=now, state=state, type_version=type_version)
         return existing
 
-    def restart(self, *, now: datetime, state: Any) -> None:
+    def restart(self, *, now: datetime, state: Any, type_version: int = 1) -> None:
         """Start a new generation of a terminated instance."""
         if self.d.live:
             msg = "restart() is for terminated instances; this one is live"
             raise ValueError(msg)
-        self.trigger_event(self.Restarted, timestamp=now, state=state)
+        self.trigger_event(self.Restarted, timestamp=now, state=state, type_version=type_version)
 
     # ---- common commands -------------------------------------------------------
 
@@ -518,6 +559,20 @@ class JobInstance(Aggregate):
     def status(self) -> str:
         """The kind-specific status name, or ``"terminated"``."""
         raise NotImplementedError
+
+    def held_json(self) -> list[tuple[str, Any, int]]:
+        """``(what, json, type_version)`` of every user JSON the instance still reads.
+
+        A terminated instance holds none; ``None`` (no state) needs no version.
+        """
+        d = self.d
+        if not d.live or d.state is None:
+            return []
+        return [("state", d.state, d.state_version)]
+
+    def type_versions(self) -> set[int]:
+        """The job type versions of the JSON :meth:`held_json` returns."""
+        return {version for _, _, version in self.held_json()}
 
     def terminate(self, *, now: datetime, reason: str | None = None) -> bool:
         """End a live instance; False (and no event) if it is not live."""
@@ -553,15 +608,18 @@ class JobInstance(Aggregate):
         else:
             self.trigger_event(self.AlarmSet, timestamp=now, at=at)
 
-    def set_state(self, state: Any, *, now: datetime) -> None:
+    def set_state(self, state: Any, *, now: datetime, type_version: int = 1) -> None:
         """Replace the state (recorded even when equal: the handler asked for it).
 
         Recorded as a patch of the current state when that is much smaller
-        than the new state, else whole.
+        than the new state and both are of the same ``type_version``, else whole.
         """
-        patch = state_patch(self.d.state, state) if self.d.live else None
+        same_version = self.d.live and self.d.state_version == type_version
+        patch = state_patch(self.d.state, state) if same_version else None
         if patch is None:
-            self.trigger_event(self.StateChanged, timestamp=now, state=state)
+            self.trigger_event(
+                self.StateChanged, timestamp=now, state=state, type_version=type_version
+            )
         else:
             self.trigger_event(self.StatePatched, timestamp=now, patch=patch)
 
@@ -581,6 +639,7 @@ class JobInstance(Aggregate):
         now: datetime,
         idempotency_key: str | None,
         window: timedelta,
+        type_version: int = 1,
     ) -> None:
         """Record an accepted input event (and its idempotency key)."""
         self.trigger_event(
@@ -589,6 +648,7 @@ class JobInstance(Aggregate):
             event=event,
             idempotency_key=idempotency_key,
             expired_keys=self.expired_keys(now=now, window=window),
+            type_version=type_version,
         )
 
     def apply_intents(self, intents: Intents, *, now: datetime, alarm: datetime | None) -> None:
@@ -600,7 +660,7 @@ class JobInstance(Aggregate):
         if not self.d.live:
             return
         if intents.state_changed:
-            self.set_state(intents.state, now=now)
+            self.set_state(intents.state, now=now, type_version=intents.state_version)
         if intents.terminate:
             self.terminate(now=now, reason=intents.terminate_reason)
             return

@@ -57,11 +57,23 @@ class TaskInstance(JobInstance):
         now: datetime,
         idempotency_key: str | None,
         window: timedelta,
+        type_version: int = 1,
     ) -> tuple[TaskInstance, bool]:
-        """Record a validated event, creating (or restarting) the instance; True if created."""
+        """Record a validated event, creating (or restarting) the instance; True if created.
+
+        ``type_version`` is the job's version the event was validated with.
+        """
         created = existing is None or not existing.live
-        inst = cls.live_instance(existing, job, instance_id, now=now, state=None)
-        inst.record_event(event, now=now, idempotency_key=idempotency_key, window=window)
+        inst = cls.live_instance(
+            existing, job, instance_id, now=now, state=None, type_version=type_version
+        )
+        inst.record_event(
+            event,
+            now=now,
+            idempotency_key=idempotency_key,
+            window=window,
+            type_version=type_version,
+        )
         return inst, created
 
     # ---- one handler's outcome, and which handler follows ------------------------

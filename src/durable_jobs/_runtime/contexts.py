@@ -72,6 +72,7 @@ class _StatefulContext(_Context, Generic[S]):
             schedule=schedule,
             terminate=self._terminate,
             terminate_reason=self._terminate_reason,
+            state_version=self._codec.version,
         )
 
 

@@ -40,7 +40,13 @@ class ContinuousRunner:
                 policy.schedule, now=now, start_immediately=policy.start_immediately
             )
             agg, created = ContinuousInstance.start(
-                agg, job.name, instance_id, now=now, state=state_json, first_run_at=first
+                agg,
+                job.name,
+                instance_id,
+                now=now,
+                state=state_json,
+                first_run_at=first,
+                type_version=job.version,
             )
             await rt.save(agg, before=committed)
             return agg, created
@@ -66,7 +72,9 @@ class ContinuousRunner:
             def new_ctx() -> ContinuousContext[Any]:
                 return ContinuousContext(
                     codec=job.state_codec,
-                    state=rt.decode_state(job.state_codec, committed, committed.d.state),
+                    state=rt.decode_state(
+                        job.state_codec, committed, committed.d.state, committed.d.state_version
+                    ),
                     instance_id=instance_id,
                     job_name=job.name,
                     run_count=ticket.run_count,

@@ -52,7 +52,9 @@ class DebounceRunner:
             else:
                 prior = None
                 if live is not None and live.d.event_count:
-                    prior = rt.decode_state(job.state_codec, live, live.d.state)
+                    prior = rt.decode_state(
+                        job.state_codec, live, live.d.state, live.d.state_version
+                    )
                 ctx: DebounceEventContext[Any, Any] = DebounceEventContext(
                     event=event,
                     state=prior,
@@ -87,6 +89,7 @@ class DebounceRunner:
                 new_state=new_json,
                 idempotency_key=key,
                 policy=job.policy,
+                type_version=job.version,
             )
             await rt.save(agg, before=committed)
             return agg, opened, False
@@ -109,7 +112,9 @@ class DebounceRunner:
                 if ft is None:
                     return False, 0, "empty", False
                 await rt.save(agg, before=committed)
-                state = rt.decode_state(job.state_codec, agg, ft.batch.state)
+                state = rt.decode_state(
+                    job.state_codec, agg, ft.batch.state, ft.batch.state_version
+                )
             return await self._run_flush(job, instance_id, ft, state)
 
     async def _run_flush(

@@ -274,19 +274,23 @@ class Runtime:
                 except Exception:
                     log.exception("An observer raised on %s; it was ignored", record.name)
 
-    def decode_state(self, codec: TypeCodec[Any], agg: JobInstance, data: Any) -> Any:
-        """Stored state as the job's type; a row that no longer fits is a StoreError."""
+    def decode_state(
+        self, codec: TypeCodec[Any], agg: JobInstance, data: Any, type_version: int
+    ) -> Any:
+        """Stored state (JSON of the job's ``type_version``) as the job's type, upcast to
+        the current version; a row that does not fit is a StoreError."""
         if data is None:
             return None
         try:
-            return codec.from_json(data)
+            return codec.read(data, type_version)
         except Exception as exc:
             d = agg.d
             msg = (
                 f"The stored state of {d.kind} job {d.job!r} instance {d.instance_id!r} "
                 f"(version {agg.version - len(agg.pending_events)}) does not fit the job's "
                 "state type "
-                f"{codec.tp!r}: {exc}. Nothing was changed; migrate or terminate the instance."
+                f"{codec.tp!r}: {exc}. Nothing was changed; register an upcaster or "
+                "terminate the instance."
             )
             raise StoreError(msg) from exc
 

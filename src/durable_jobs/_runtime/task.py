@@ -63,7 +63,7 @@ class TaskRunner:
         d = agg.d
         return TaskContext(
             codec=job.state_codec,
-            state=rt.decode_state(job.state_codec, agg, d.state),
+            state=rt.decode_state(job.state_codec, agg, d.state, d.state_version),
             instance_id=d.instance_id,
             job_name=job.name,
             now=rt.clock.now,
@@ -179,6 +179,7 @@ class TaskRunner:
                 now=now,
                 idempotency_key=key,
                 window=job.idempotency_window,
+                type_version=job.version,
             )
             ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
             chain = await self._handle(
@@ -202,6 +203,7 @@ class TaskRunner:
                     now=now,
                     idempotency_key=None,
                     window=job.idempotency_window,
+                    type_version=job.version,
                 )
                 agg.record_failure(
                     ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None

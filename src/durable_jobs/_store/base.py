@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 from uuid import UUID
@@ -34,6 +34,13 @@ from durable_jobs._domain import continuous, debounce, task  # noqa: F401  (regi
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
 from durable_jobs._errors import ConcurrencyError, ConfigurationError, DurableJobsError, StoreError
+from durable_jobs._store.crypto import (
+    ENCRYPTION_KEY_ENV,
+    EncryptedRowError,
+    is_encrypted,
+    make_cipher,
+    row_aad,
+)
 from durable_jobs._store.index import IndexRow, InstanceIndex
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._store.urls import StoreURL, scrub, scrub_chain
@@ -45,6 +52,7 @@ _T = TypeVar("_T")
 
 DEFAULT_SNAPSHOT_INTERVAL = 100
 INDEX_KWARG = "dj_index"
+TYPE_VERSIONS_KWARG = "dj_type_versions"
 
 
 class AlarmListener(Protocol):
@@ -75,7 +83,7 @@ class _JobsApplication(Application[UUID]):
         return self._store._make_factory(env)
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return JsonMapper()
+        return JsonMapper(self._store._cipher)
 
 
 class Store(ABC):
@@ -175,8 +183,16 @@ class Store(ABC):
         return None
 
     def __init__(
-        self, url: StoreURL, *, snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL
+        self,
+        url: StoreURL,
+        *,
+        snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL,
+        encryption_key: str | Sequence[str] | None = None,
     ) -> None:
+        # First: a malformed key is refused before anything is opened or created.
+        self._cipher = make_cipher(encryption_key)
+        #: (kind, job, type version) this store object wrote or found recorded.
+        self._known_versions: set[tuple[str, str, int]] = set()
         if not isinstance(snapshot_interval, int) or snapshot_interval < 0:
             msg = (
                 "snapshot_interval must be a whole number >= 0 (0 turns snapshots off), "
@@ -221,6 +237,32 @@ class Store(ABC):
             raise StoreError(
                 f"Could not open the store {self.url}: {self._describe(exc)}"
             ) from exc
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store was opened with an encryption key (new rows are encrypted)."""
+        return self._cipher is not None
+
+    def plaintext(self, stored: StoredEvent) -> bytes:
+        """A stored row's JSON, decrypted if it is encrypted; :class:`StoreError` if it
+        is encrypted and no key given to this store decrypts it."""
+        mapper = cast(JsonMapper, self._app.mapper)
+        try:
+            return mapper.plaintext(stored)
+        except EncryptedRowError as exc:
+            uuid = stored.originator_id
+            raise self._read_error(
+                uuid if isinstance(uuid, UUID) else UUID(str(uuid)), None, exc
+            ) from None
+
+    def check_key(self) -> None:
+        """Raise :class:`StoreError` if the newest row is encrypted and this store's
+        keys (or lack of one) cannot decrypt it: a wrong or missing key, found with
+        one read instead of at the first instance that needs it."""
+        position = self.last_position()
+        if position:
+            for row in self.events_after(position - 1, 1):
+                self.plaintext(row)
 
     @property
     def index(self) -> InstanceIndex:
@@ -269,18 +311,49 @@ class Store(ABC):
         # nothing we use here but costs runtime protocol checks on every object.
         pending = [(inst, inst.collect_events()) for inst in instances]
         events = [e for _, evs in pending for e in evs]
+        versions = self._new_type_versions(
+            (inst.d.kind, inst.d.job, getattr(e, "type_version", 1))
+            for inst, evs in pending
+            for e in evs
+        )
         try:
-            self._put(events, rows)
+            self._put(events, rows, versions)
         except BaseException:
             # Keep the instances as they were: a failed save can be retried as is.
             for inst, evs in pending:
                 inst.pending_events[:0] = evs
             raise
+        self._known_versions.update(versions)
         self._snapshot(instances, events)
 
-    def _put(self, events: Sequence[Any], rows: Sequence[IndexRow]) -> None:
-        """Write ``events`` and the index ``rows`` in one transaction, mapping driver errors."""
-        self._write(lambda: self._app.events.put(events, **{INDEX_KWARG: rows}), rows)
+    def _new_type_versions(
+        self, found: Iterable[tuple[str, str, int]]
+    ) -> list[tuple[str, str, int]]:
+        """The type versions above 1 among ``found`` this store has not recorded yet."""
+        return sorted({v for v in found if v[2] > 1 and v not in self._known_versions})
+
+    def recorded_type_versions(self) -> dict[tuple[str, str], set[int]] | None:
+        """The type versions above 1 ever written, by (kind, job); None if the adapter
+        does not record them (see :meth:`InstanceIndex.select_type_versions`)."""
+        found = self._query(self.index.select_type_versions)
+        if found is None:
+            return None
+        out: dict[tuple[str, str], set[int]] = {}
+        for kind, job, version in found:
+            out.setdefault((kind, job), set()).add(int(version))
+            self._known_versions.add((kind, job, int(version)))
+        return out
+
+    def _put(
+        self,
+        events: Sequence[Any],
+        rows: Sequence[IndexRow],
+        versions: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
+        """Write ``events``, the index ``rows`` and new type ``versions`` in one
+        transaction, mapping driver errors."""
+        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions}
+        self._write(lambda: self._app.events.put(events, **kwargs), rows)
 
     def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:
         """Run ``write`` (one transaction of events and index ``rows``), mapping driver errors."""
@@ -398,7 +471,28 @@ class Store(ABC):
         """
         rows = [_index_row(i) for i in instances]
         recorder = self._app.recorder
-        self._write(lambda: recorder.insert_events(list(stored), **{INDEX_KWARG: rows}), rows)
+        versions = self._new_type_versions(
+            (i.d.kind, i.d.job, version) for i in instances for version in i.type_versions()
+        )
+        if self._cipher is not None:
+            # Plain rows (from an export) are encrypted like every row this store writes.
+            cipher = self._cipher
+            stored = [
+                s
+                if is_encrypted(s.state)
+                else StoredEvent(
+                    s.originator_id,
+                    s.originator_version,
+                    s.topic,
+                    cipher.encrypt(
+                        bytes(s.state), row_aad(s.originator_id, s.originator_version, s.topic)
+                    ),
+                )
+                for s in stored
+            ]
+        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions}
+        self._write(lambda: recorder.insert_events(list(stored), **kwargs), rows)
+        self._known_versions.update(versions)
         snapshots = self._app.snapshots
         interval = self.snapshot_interval
         if snapshots is None or not interval:
@@ -514,7 +608,13 @@ class Store(ABC):
             except Exception:  # the index itself may be what is broken
                 row = None
             label = _label(row.kind, row.job, row.instance_id) if row else f"instance {uuid}"
-        if isinstance(exc, CorruptEventError):
+        if isinstance(exc, EncryptedRowError):
+            msg = (
+                f"Cannot read {label}: a stored row could not be decrypted: {exc}. Open the "
+                "store with the right encryption_key (the CLI reads "
+                f"{ENCRYPTION_KEY_ENV}); nothing was changed."
+            )
+        elif isinstance(exc, CorruptEventError):
             msg = (
                 f"Cannot read {label}: stored {exc.row} version {exc.version} is corrupt "
                 f"({exc.problem}). Nothing was changed; repair or purge that instance."
@@ -565,3 +665,8 @@ def _index_row(inst: JobInstance) -> IndexRow:
 def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:
     """The index rows a save passed down to ``insert_events``."""
     return cast("Sequence[IndexRow]", kwargs.get(INDEX_KWARG) or ())
+
+
+def type_versions_from(kwargs: dict[str, Any]) -> Sequence[tuple[str, str, int]]:
+    """The new ``(kind, job, type_version)`` a save passed down to ``insert_events``."""
+    return cast("Sequence[tuple[str, str, int]]", kwargs.get(TYPE_VERSIONS_KWARG) or ())

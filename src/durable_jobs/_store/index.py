@@ -84,6 +84,16 @@ class InstanceIndex(ABC):
         if self.fault_hook is not None:
             self.fault_hook()
 
+    def select_type_versions(self) -> list[tuple[str, str, int]] | None:
+        """Every ``(kind, job, type_version)`` above 1 ever written to this store.
+
+        Adapters record them in the insert transaction (the ``dj_type_versions``
+        keyword of ``insert_events``: only versions not recorded yet). None
+        (this default) means the adapter does not: ``open_jobs`` then reads
+        every live instance to check the versions it holds.
+        """
+        return None
+
     @abstractmethod
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         """Instances whose alarm is at or before ``before``, earliest first."""

@@ -26,12 +26,14 @@ from durable_jobs._domain.instance import (
     event_classes,
     stored_topic,
 )
+from durable_jobs._store.crypto import Cipher, EncryptedRowError, is_encrypted, row_aad
 
 __all__ = ["CorruptEventError", "JsonMapper"]
 
 SNAPSHOT_TOPIC = "durable_jobs:Snapshot"
 _ID_FIELDS = ("originator_id", "originator_version")
 _EXCLUDE = set(_ID_FIELDS)
+_EXCLUDE_V1 = {*_ID_FIELDS, "type_version"}
 
 
 class CorruptEventError(Exception):
@@ -67,6 +69,7 @@ def _topics() -> tuple[dict[str, type[Any]], dict[type[Any], str]]:
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
 _FIELDS: dict[type[Any], frozenset[str]] = {}
+_REQUIRED: dict[type[Any], frozenset[str]] = {}
 
 
 def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
@@ -84,11 +87,48 @@ def _payload_fields(cls: type[Any]) -> frozenset[str]:
     return fields
 
 
-class JsonMapper(Mapper[UUID]):
-    """Maps instance events and snapshots to JSON rows and back."""
+def _required_fields(cls: type[Any]) -> frozenset[str]:
+    """The payload fields without a default: rows written before a field with a
+    default existed (``type_version``) lack it and still load."""
+    fields = _REQUIRED.get(cls)
+    if fields is None:
+        names = (
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in _ID_FIELDS
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        fields = _REQUIRED[cls] = frozenset(names)
+    return fields
 
-    def __init__(self) -> None:
+
+class JsonMapper(Mapper[UUID]):
+    """Maps instance events and snapshots to JSON rows and back.
+
+    With a ``cipher``, every row it writes is encrypted (see
+    ``durable_jobs._store.crypto``); rows are decrypted on the way back, and
+    plain JSON rows (written before encryption was turned on) still read.
+    """
+
+    def __init__(self, cipher: Cipher | None = None) -> None:
         super().__init__(transcoder=_NullTranscoder())
+        self.row_cipher = cipher
+
+    def plaintext(self, stored: StoredEvent) -> bytes:
+        """A stored row's JSON bytes, decrypted if it is encrypted.
+
+        Raises :class:`EncryptedRowError` if it is encrypted and no key given
+        here decrypts it.
+        """
+        data = stored.state
+        if not is_encrypted(data):
+            return bytes(data)
+        if self.row_cipher is None:
+            msg = "it is encrypted and no encryption key was given"
+            raise EncryptedRowError(msg)
+        aad = row_aad(stored.originator_id, stored.originator_version, stored.topic)
+        return self.row_cipher.decrypt(data, aad)
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         _, by_class = _topics()
@@ -99,13 +139,19 @@ class JsonMapper(Mapper[UUID]):
             msg = f"{cls.__qualname__} is not an event this store records"
             raise TypeError(msg) from None
         adapter = _adapter(cls)
+        # Version 1 (the default) is left out: such rows are what durable-jobs wrote
+        # before type versions existed, and older releases still read them.
+        exclude = _EXCLUDE_V1 if getattr(domain_event, "type_version", None) == 1 else _EXCLUDE
         if "originator_topic" in _payload_fields(cls):
             # Created events: store the short aggregate topic, not eventsourcing's module path.
-            payload = adapter.dump_python(domain_event, mode="json", exclude=_EXCLUDE)
+            payload = adapter.dump_python(domain_event, mode="json", exclude=exclude)
             payload["originator_topic"] = stored_topic(resolve_topic(payload["originator_topic"]))
             state = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         else:
-            state = adapter.dump_json(domain_event, exclude=_EXCLUDE)
+            state = adapter.dump_json(domain_event, exclude=exclude)
+        if self.row_cipher is not None:
+            aad = row_aad(domain_event.originator_id, domain_event.originator_version, topic)
+            state = self.row_cipher.encrypt(state, aad)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
@@ -129,10 +175,12 @@ class JsonMapper(Mapper[UUID]):
         if cls is None:
             raise CorruptEventError(oid, version, f"unknown topic {stored_event.topic!r}")
         try:
-            payload = json.loads(stored_event.state)
+            payload = json.loads(self.plaintext(stored_event))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptEventError(oid, version, f"not JSON ({exc})") from exc
-        if not isinstance(payload, dict) or set(payload) != _payload_fields(cls):
+        if not isinstance(payload, dict) or not (
+            _required_fields(cls) <= set(payload) <= _payload_fields(cls)
+        ):
             got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
             raise CorruptEventError(
                 oid,

@@ -9,6 +9,7 @@ import sys
 
 from durable_jobs.cli import (  # noqa: F401 - they register the commands
     _admin,
+    _check,
     _doctor,
     _maintain,
     _read,

@@ -14,6 +14,10 @@ Shared rules:
   one JSON document (or JSON lines, for ``export``/``tail``) to stdout;
 - human output goes through :func:`console` (rich: colour on a terminal, plain
   text when piped);
+- an encrypted store is read (and written) with the key(s) in
+  ``DURABLE_JOBS_ENCRYPTION_KEY`` (comma-separated for several; the first
+  encrypts), never from a command-line option, so keys stay out of shell
+  history and process lists;
 - a :class:`~durable_jobs.DurableJobsError` becomes one line on stderr,
   ``error: ...``, and exit code 1 (with ``--json``: one JSON object, see
   :func:`json_option`); a store URL is always shown redacted.
@@ -36,6 +40,7 @@ from rich.text import Text
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._store.base import Store
+from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, keys_from_env
 from durable_jobs._store.registry import open_store
 from durable_jobs._store.urls import StoreURL, redact
 from durable_jobs.cli._about import version_option
@@ -193,7 +198,7 @@ def opened_store(state: CliState, *, must_exist: bool = True) -> Iterator[Store]
         if path is None or not path.exists():
             msg = f"No SQLite store at {redact(url)}: the file does not exist."
             raise ConfigurationError(msg)
-    store = open_store(url)
+    store = open_store(url, encryption_key=keys_from_env(os.environ.get(ENCRYPTION_KEY_ENV)))
     try:
         yield store
     finally:

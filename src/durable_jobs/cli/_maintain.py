@@ -199,11 +199,14 @@ Examples:
 
 \b
 The output is JSON lines: a header
-  {"type": "header", "format": "durable-jobs-export", "version": 1, ...},
+  {"type": "header", "format": "durable-jobs-export", "version": 1, ...,
+   "plaintext": true, "encrypted_store": BOOL},
 one line per event, instance by instance, versions in order:
   {"type": "event", "instance_uuid", "kind", "job", "instance_id", "version",
    "timestamp", "topic", "name", "state": {...the stored event...}},
 and a footer {"type": "footer", "instances": N, "events": N}.
+Events are written decrypted (an encrypted store is read with the key(s) in
+$DURABLE_JOBS_ENCRYPTION_KEY): protect the file.
 With --output, --json prints {"instances": N, "events": N, "output": FILE}.
 """
 
@@ -236,6 +239,12 @@ def export(
     from SQLite to Postgres. Reads only.
     """
     with opened_store(state, must_exist=True) as store:
+        if store.encrypted:
+            click.echo(
+                "warning: the store is encrypted; this export holds its data in plaintext "
+                '(its header says "plaintext": true): protect the file.',
+                err=True,
+            )
         if output is None:
             summary = export_jsonl(store, sys.stdout, kind=kind, job=job, status=status)
             sys.stdout.flush()
