@@ -111,7 +111,12 @@ def test_restarts_and_a_stop_lose_nothing_and_runs_resume(
         acked = len([x for x in worker.lines if x.startswith("added ")])
         group.read_until(lambda: len([x for x in worker.lines if x.startswith("added ")]) > acked)
         group.stop(worker)
+        logged = worker.stderr()
     print("\n" + "\n".join(figures))
+    # Due runs waited for the store as a whole (one probe), not each on its own
+    # growing backoff (which left them minutes behind after a long outage).
+    assert "is reachable again" in logged
+    assert "could not run" not in logged, logged[-3000:]
     audit(url, worker)
 
 
