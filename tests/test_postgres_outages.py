@@ -87,7 +87,7 @@ def test_restarts_and_a_stop_lose_nothing_and_runs_resume(
     url = store_url(own_postgres, "dj_outages")
     figures: list[str] = []
     with workers(tmp_path) as group:
-        worker = group.start("w", url, lease=30, slow=0.2, produce=True)
+        worker = group.start("w", url, lease=30, slow=0.2, mode="produce")
         group.read_until(lambda: len(runs_after(worker, 0)) >= 5)
         for what, outage in (("restart -m fast", "fast"), ("restart -m immediate", "immediate")):
             own_postgres.restart(outage)

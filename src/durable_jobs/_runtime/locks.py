@@ -31,6 +31,13 @@ log = logging.getLogger("durable_jobs.runtime")
 DEFAULT_LEASE = timedelta(seconds=30)
 #: The shortest lease accepted (the session is pinged every quarter of it).
 MIN_LEASE = timedelta(seconds=1)
+#: How long a run waits after taking over an instance it found held by another
+#: process: if that holder lost its session (rather than finishing), it hears of
+#: it and stops its handler within milliseconds; this wait keeps the two runs
+#: apart even when the takeover came in that moment.
+TAKEOVER_GRACE = timedelta(milliseconds=250)
+#: Instances remembered as held by others (the oldest are forgotten first).
+_MAX_BUSY = 10_000
 
 
 class LockGuards:
@@ -42,6 +49,8 @@ class LockGuards:
         self.lease = lease
         self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
         self._watching = False
+        #: Locks this process found held by another process, not taken since.
+        self._busy: dict[tuple[UUID, str], None] = {}
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -64,6 +73,19 @@ class LockGuards:
             if held_by == session:
                 log.warning("Stopping the work on %s (%s lock lost)", uuid, scope)
                 cancel_scope.cancel()
+
+    def found_busy(self, uuid: UUID, scope: str) -> None:
+        """Another process held ``uuid``'s ``scope`` lock when this one tried."""
+        self._busy[(uuid, scope)] = None
+        if len(self._busy) > _MAX_BUSY:
+            del self._busy[next(iter(self._busy))]
+
+    async def after_takeover(self, uuid: UUID, scope: str) -> None:
+        """Wait :data:`TAKEOVER_GRACE` if the lock just taken was last seen held by another
+        process (its holder may be stopping a run whose session it lost)."""
+        if (uuid, scope) in self._busy:
+            del self._busy[(uuid, scope)]
+            await trio.sleep(TAKEOVER_GRACE.total_seconds())
 
     @contextmanager
     def guard(self, uuid: UUID, scope: str) -> Iterator[None]:

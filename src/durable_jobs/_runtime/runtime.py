@@ -338,6 +338,7 @@ class Runtime:
                 return
             while not (taken := await self._lock_call("lock", uuid, scope)).result:
                 if not wait:
+                    self._guards.found_busy(uuid, scope)
                     break
                 await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
             else:
@@ -346,6 +347,7 @@ class Runtime:
                     self._fresh[uuid] = taken.version
                 try:
                     with self._guards.guard(uuid, scope):
+                        await self._guards.after_takeover(uuid, scope)
                         yield True
                 finally:
                     self._fresh.pop(uuid, None)
