@@ -32,9 +32,11 @@ DEFAULT_LEASE = timedelta(seconds=30)
 #: The shortest lease accepted (the session is pinged every quarter of it).
 MIN_LEASE = timedelta(seconds=1)
 #: How long a run waits after taking over an instance it found held by another
-#: process: if that holder lost its session (rather than finishing), it hears of
-#: it and stops its handler within milliseconds; this wait keeps the two runs
-#: apart even when the takeover came in that moment.
+#: process that then released it without committing anything: if that holder
+#: lost its session (rather than finishing), it hears of it and stops its
+#: handler within milliseconds; this wait keeps the two runs apart even when the
+#: takeover came in that moment. (A holder that finished committed a new version:
+#: then there is no wait.)
 TAKEOVER_GRACE = timedelta(milliseconds=250)
 #: Instances remembered as held by others (the oldest are forgotten first).
 _MAX_BUSY = 10_000
@@ -49,8 +51,9 @@ class LockGuards:
         self.lease = lease
         self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
         self._watching = False
-        #: Locks this process found held by another process, not taken since.
-        self._busy: dict[tuple[UUID, str], None] = {}
+        #: Locks this process found held by another process, not taken since, and the
+        #: instance's index version at the time.
+        self._busy: dict[tuple[UUID, str], int | None] = {}
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -74,17 +77,19 @@ class LockGuards:
                 log.warning("Stopping the work on %s (%s lock lost)", uuid, scope)
                 cancel_scope.cancel()
 
-    def found_busy(self, uuid: UUID, scope: str) -> None:
-        """Another process held ``uuid``'s ``scope`` lock when this one tried."""
-        self._busy[(uuid, scope)] = None
+    def found_busy(self, uuid: UUID, scope: str, version: int | None) -> None:
+        """Another process held ``uuid``'s ``scope`` lock when this one tried (the
+        instance was at index ``version``)."""
+        self._busy[(uuid, scope)] = version
         if len(self._busy) > _MAX_BUSY:
             del self._busy[next(iter(self._busy))]
 
-    async def after_takeover(self, uuid: UUID, scope: str) -> None:
-        """Wait :data:`TAKEOVER_GRACE` if the lock just taken was last seen held by another
-        process (its holder may be stopping a run whose session it lost)."""
-        if (uuid, scope) in self._busy:
-            del self._busy[(uuid, scope)]
+    async def after_takeover(self, uuid: UUID, scope: str, version: int | None) -> None:
+        """Wait :data:`TAKEOVER_GRACE` if the lock just taken (the instance at index
+        ``version``) was last seen held by another process at that same version: its
+        holder may be stopping a run whose session it lost."""
+        key = (uuid, scope)
+        if key in self._busy and self._busy.pop(key) == version:
             await trio.sleep(TAKEOVER_GRACE.total_seconds())
 
     @contextmanager
