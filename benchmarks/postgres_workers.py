@@ -8,12 +8,13 @@ gain of adding processes before the store's commit path (one events-table
 lock per transaction, shared by every worker) becomes the limit. Each
 worker counts the runs it committed during ``seconds`` after a warm-up.
 
-    .venv/bin/python benchmarks/postgres_workers.py [--instances 200] [--seconds 5]
+    .venv/bin/python benchmarks/postgres_workers.py [--quick] [--instances 200] [--seconds 5]
+
+Postgres only: ``--stores`` without ``postgres`` prints a note and no rows.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from datetime import timedelta
 
 import psycopg
 import trio
+from _common import header, parser, stores_arg, table
 from psycopg import sql
 
 import durable_jobs as dj
@@ -91,30 +93,40 @@ def measure(base: str, workers: int, instances: int, seconds: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--worker", metavar="URL")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--instances", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--worker", metavar="URL", help=argparse_hidden())
+    args = p.parse_args()
     if args.worker:
         trio.run(worker, args.worker, args.seconds)
         return
+    if args.quick:
+        args.instances, args.seconds = 5, 0.5
+    header(f"Worker processes on one Postgres ({args.instances} instances, every 10 ms)")
     base = os.environ.get(
         "DURABLE_JOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-    )
-    try:
-        psycopg.connect(base, connect_timeout=3).close()
-    except psycopg.Error:
-        print(f"(Postgres at {base.rpartition('@')[2]} unreachable: skipped)")
-        return
-    one = 0.0
-    for workers in (1, 2, 3):
-        rate = measure(base, workers, args.instances, args.seconds)
-        one = one or rate
-        print(
-            f"postgres, {workers} worker process{'es' if workers > 1 else '  '}  "
-            f"{rate:8.0f} runs/s   ratio vs 1 worker {rate / one:.2f}x  (cores: {os.cpu_count()})"
-        )
+    ).split("?", 1)[0]
+    rows: list[list[object]] = []
+    if "postgres" not in stores_arg(args.stores):
+        print("note: Postgres only, and it is not among --stores: no rows")
+    else:
+        try:
+            psycopg.connect(base, connect_timeout=3).close()
+        except psycopg.Error:
+            print(f"note: Postgres at {base.rpartition('@')[2]} is unreachable: no rows")
+        else:
+            one = 0.0
+            for workers in (1, 2, 3):
+                rate = measure(base, workers, args.instances, args.seconds)
+                one = one or rate
+                rows.append(["Postgres", workers, rate, f"{rate / one:.2f}x" if one else "-"])
+    table(["store", "worker processes", "runs/s", "vs 1 worker"], rows)
+
+
+def argparse_hidden() -> str:
+    """Help of the internal ``--worker`` flag (the script runs itself as a worker)."""
+    return "internal: run as one worker on URL"
 
 
 if __name__ == "__main__":
