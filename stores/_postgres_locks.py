@@ -324,32 +324,45 @@ class LockSession:
         interval = lease / PINGS_PER_LEASE
         next_ping = time.monotonic() + interval
         while not self._stop.is_set():
-            with self._books:
-                conn = self._conn
-            fds = [wake[0]]
-            if conn is not None and not conn.closed:
-                fds.append(conn.pgconn.socket)
             try:
-                readable, _, _ = select.select(fds, [], [], max(0.0, next_ping - time.monotonic()))
-            except (OSError, ValueError):
-                readable = []  # the socket was closed meanwhile: look again
-            if self._stop.is_set():
-                return
-            now = time.monotonic()
-            ping = now >= next_ping
-            if ping:
-                next_ping = now + interval
-            elif not readable:
-                continue
-            with self._books:
-                give_up_at = self._last_ok + lease * GIVE_UP_SHARE
-            if self._mutex.acquire(timeout=max(0.0, give_up_at - now)):
-                try:
-                    self._check(ping=ping, give_up_at=give_up_at)
-                finally:
-                    self._mutex.release()
-            elif conn is not None:
-                self._condemn(f"no reply for {lease * GIVE_UP_SHARE:g} s")
+                next_ping = self._keep_once(lease, wake[0], interval, next_ping)
+            except Exception:  # never let the keeper die: the locks would be lost
+                log.exception("The instance-lock keeper failed; it goes on")
+                self._stop.wait(interval)
+
+    def _keep_once(self, lease: float, wake: int, interval: float, next_ping: float) -> float:
+        """Wait for the socket or the next ping, then look at the session; the next ping's
+        time."""
+        with self._books:
+            conn = self._conn
+        poller = select.poll()
+        poller.register(wake, select.POLLIN)
+        if conn is not None:
+            # Closed meanwhile: look again next time.
+            with contextlib.suppress(psycopg.Error, OSError, ValueError):
+                poller.register(conn.pgconn.socket, select.POLLIN)
+        timeout = max(0.0, next_ping - time.monotonic())
+        readable = [fd for fd, _ in poller.poll(timeout * 1000) if fd != wake]
+        if self._stop.is_set():
+            return next_ping
+        now = time.monotonic()
+        ping = now >= next_ping
+        if ping:
+            next_ping = now + interval
+        elif not readable:
+            if conn is not None and conn.closed:
+                self._stop.wait(0.01)  # being replaced: no busy loop meanwhile
+            return next_ping
+        with self._books:
+            give_up_at = self._last_ok + lease * GIVE_UP_SHARE
+        if self._mutex.acquire(timeout=max(0.0, give_up_at - now)):
+            try:
+                self._check(ping=ping, give_up_at=give_up_at)
+            finally:
+                self._mutex.release()
+        elif conn is not None:
+            self._condemn(f"no reply for {lease * GIVE_UP_SHARE:g} s")
+        return next_ping
 
     def _check(self, *, ping: bool, give_up_at: float) -> None:
         """Look at the idle session (mutex held): a message or a close that arrived, or a

@@ -104,10 +104,11 @@ def _retry_reads(func: _F) -> _F:
     Upstream tries 10 times, each try waiting up to ``connect_timeout`` for a
     connection: about a minute before a call fails on a server that is down.
     Here a try that failed on a dead connection (a server restart leaves every
-    pooled one dead, and that fails at once) is followed by a check of the
-    pool, which discards the other dead ones, and another try; a try that
-    waited for a connection in vain is not repeated. So a call fails within
-    ``connect_timeout`` (plus the moment the dead connection took to fail).
+    pooled one dead, and that fails at once) is followed by a connection of
+    its own (see :class:`_Reach`): if the server refuses it, the call fails at
+    once; if it answers, the pool's dead connections are replaced and the call
+    is tried again. A try that waited for a pooled connection in vain is not
+    repeated. So a call fails within ``connect_timeout``.
     """
 
     @functools.wraps(func)
@@ -121,7 +122,7 @@ def _retry_reads(func: _F) -> _F:
                 if attempt == _TRIES or _waited_in_vain(exc):
                     reached.failed(exc)
                     raise
-                _discard_dead(self.datastore)
+                reached.recheck()
             else:
                 reached.down = False
                 return result
@@ -160,6 +161,11 @@ class _Reach:
             isinstance(e, psycopg.OperationalError) and not e.sqlstate for e in _chain(exc)
         ):
             self.down = True
+
+    def recheck(self) -> None:
+        """After a pooled connection failed: go on only if the server answers."""
+        self.down = True
+        self.check()
 
     def check(self) -> None:
         """If the server was down: connect once (eventsourcing's OperationalError if it
@@ -488,7 +494,7 @@ class PostgresApplicationRecorderWithIndex(
                     reached.failed(exc)
                     raise
                 uncertain = True
-                _discard_dead(self.datastore)
+                reached.recheck()
             except IntegrityError:
                 if uncertain and self._already_recorded(stored_events):
                     return None

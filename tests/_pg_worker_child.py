@@ -12,7 +12,8 @@ once, one line per fact the parent checks (times are ``time.time()``):
 ``slow`` (instance ``s1``) runs for SLOW_SECONDS; ``quick`` (``q1``, ``q2``)
 runs briefly every 100 ms.
 
-With a fourth argument ``produce`` it also makes client calls without end,
+With a fourth argument ``serve`` it starts no instance (it only serves those
+of the others); with ``produce`` it also makes client calls without end,
 going on when one fails: ``add`` to the debounce job ``digest`` (``d1``) and,
 every tenth, ``start`` of a new quick instance; it prints ``added <n>`` and
 ``started <id>`` once acknowledged, ``refused <n> <seconds the call took>``
@@ -94,9 +95,10 @@ async def produce(jobs: dj.Jobs) -> None:
 async def main(url: str, lease: float, slow_seconds: float, mode: str) -> None:
     registry = make_registry(slow_seconds)
     async with dj.open_jobs(registry, url, observers=[observe], lease=lease) as jobs:
-        await jobs.continuous("slow").start("s1", 0)
-        for name in ("q1", "q2"):
-            await jobs.continuous("quick").start(name, 0)
+        if mode != "serve":
+            await jobs.continuous("slow").start("s1", 0)
+            for name in ("q1", "q2"):
+                await jobs.continuous("quick").start(name, 0)
         say("ready")
         if mode == "produce":
             await produce(jobs)

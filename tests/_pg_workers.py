@@ -29,6 +29,7 @@ class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
     lines: list[str] = field(default_factory=list)
+    partial: bytes = b""
 
     def starts(self, instance: str) -> list[float]:
         return [float(x.split()[2]) for x in self.lines if x.startswith(f"start {instance} ")]
@@ -65,14 +66,12 @@ class Workers:
         self._logs = logs
         self._selector = selectors.DefaultSelector()
 
-    def start(
-        self, name: str, url: str, *, lease: float, slow: float, produce: bool = False
-    ) -> Worker:
+    def start(self, name: str, url: str, *, lease: float, slow: float, mode: str = "") -> Worker:
+        """Start a worker (``mode``: see ``_pg_worker_child.py``)."""
         log = self._logs / f"{name}.log"
-        mode = ["produce"] if produce else []
         with log.open("ab") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(CHILD), url, str(lease), str(slow), *mode],
+                [sys.executable, str(CHILD), url, str(lease), str(slow), mode],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env={**os.environ, "PYTHONPATH": str(CHILD.parent)},
@@ -91,11 +90,13 @@ class Workers:
                 pytest.fail(f"no worker printed anything for {READ_TIMEOUT} s (a hang)")
             for key, _ in events:
                 worker: Worker = key.data
-                line = key.fileobj.readline()  # type: ignore[union-attr]
-                if not line:
+                # Unbuffered: a line read ahead into a buffer would wait for the next select.
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
                     self._selector.unregister(key.fileobj)
                     pytest.fail(f"worker {worker.name} exited early: {worker.stderr()[-3000:]}")
-                worker.lines.append(line.decode().strip())
+                *complete, worker.partial = (worker.partial + chunk).split(b"\n")
+                worker.lines.extend(x.decode().strip() for x in complete)
 
     def wait_for(self, seconds: float) -> None:
         """Keep reading (so no worker blocks on a full pipe) for ``seconds``."""
@@ -108,7 +109,8 @@ class Workers:
             worker.proc.send_signal(signal.SIGCONT)
             worker.proc.kill()
         assert worker.proc.stdout is not None
-        rest = worker.proc.stdout.read()
+        rest = worker.partial + worker.proc.stdout.read()
+        worker.partial = b""
         worker.lines.extend(x for x in rest.decode().splitlines() if x)
         worker.proc.wait()
         with suppress(KeyError, ValueError):
@@ -138,4 +140,6 @@ def assert_no_overlap(workers: list[Worker], instance: str) -> None:
     """No two runs of ``instance`` (in any worker) overlapped in time."""
     runs = sorted((r, w.name) for w in workers for r in w.runs(instance))
     for ((_, end, _), a), ((start, _, _), b) in itertools.pairwise(runs):
-        assert start >= end, f"a run in {b} started {end - start:.3f} s before one in {a} ended"
+        assert start >= end, (
+            f"a run in {b} started {end - start:.3f} s before one in {a} ended: {runs}"
+        )

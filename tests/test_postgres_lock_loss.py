@@ -36,11 +36,16 @@ def holder_pid(admin: psycopg.Connection[tuple[object, ...]], schema: str) -> in
 
 
 def running(group: Workers) -> Worker:
-    """Wait until a worker is inside a run of ``s1``; that worker."""
+    """Wait until a worker starts a run of ``s1`` (from now on); that worker."""
     found: list[Worker] = []
+    now = time.time()
 
     def one_started() -> bool:
-        found[:] = [w for w in group.all if len(w.starts("s1")) > len(w.runs("s1"))]
+        found[:] = [
+            w
+            for w in group.all
+            if len(w.starts("s1")) > len(w.runs("s1")) and w.starts("s1")[-1] > now
+        ]
         return bool(found)
 
     group.read_until(one_started)
@@ -67,13 +72,14 @@ def test_a_lost_lock_session_stops_the_run(
     with workers(tmp_path) as group, psycopg.connect(postgres_url, autocommit=True) as admin:
         first = group.start("a", pg_url, lease=30, slow=3)
         group.read_until(lambda: "ready" in first.lines)
-        group.start("b", pg_url, lease=30, slow=3)
+        second = group.start("b", pg_url, lease=30, slow=3, mode="serve")
+        group.read_until(lambda: "ready" in second.lines)
         holder = running(group)
         group.wait_for(1.0)
         pid = holder_pid(admin, pg_schema)
         assert pid is not None
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         cut = time.time()
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         # The run in flight stops; then two more runs of s1 complete, wherever.
         group.read_until(
             lambda: sum(1 for w in group.all for r in w.runs("s1") if r[0] > cut) >= 2
@@ -81,7 +87,11 @@ def test_a_lost_lock_session_stops_the_run(
         for worker in group.all:
             group.stop(worker)
         stopped = [r for r in holder.runs("s1") if r[0] < cut < r[1]]
-        assert [outcome for _, _, outcome in stopped] == ["cancelled"]
+        assert [outcome for _, _, outcome in stopped] == ["cancelled"], (
+            cut,
+            [x for x in holder.lines if "s1" in x][-6:],
+            holder.stderr()[-2000:],
+        )
         assert_no_overlap(group.all, "s1")
         assert "lock session" in holder.stderr()
         takeover = min(r[0] for w in group.all for r in w.runs("s1") if r[0] > cut)
@@ -98,7 +108,8 @@ def test_a_killed_worker_is_taken_over_at_once(pg_url: str, tmp_path: Path) -> N
     with workers(tmp_path) as group:
         first = group.start("a", pg_url, lease=30, slow=2)
         group.read_until(lambda: "ready" in first.lines)
-        group.start("b", pg_url, lease=30, slow=2)
+        second = group.start("b", pg_url, lease=30, slow=2, mode="serve")
+        group.read_until(lambda: "ready" in second.lines)
         holder = running(group)
         other = next(w for w in group.all if w is not holder)
         group.stop(holder)
@@ -119,7 +130,8 @@ def test_a_frozen_worker_is_fenced_and_rejoins(pg_url: str, tmp_path: Path) -> N
     with workers(tmp_path) as group:
         first = group.start("a", pg_url, lease=lease, slow=3)
         group.read_until(lambda: "ready" in first.lines)
-        group.start("b", pg_url, lease=lease, slow=3)
+        second = group.start("b", pg_url, lease=lease, slow=3, mode="serve")
+        group.read_until(lambda: "ready" in second.lines)
         frozen = running(group)
         other = next(w for w in group.all if w is not frozen)
         frozen.signal(signal.SIGSTOP)

@@ -87,7 +87,7 @@ def test_restarts_and_a_stop_lose_nothing_and_runs_resume(
     url = store_url(own_postgres, "dj_outages")
     figures: list[str] = []
     with workers(tmp_path) as group:
-        worker = group.start("w", url, lease=30, slow=0.2, produce=True)
+        worker = group.start("w", url, lease=30, slow=0.2, mode="produce")
         group.read_until(lambda: len(runs_after(worker, 0)) >= 5)
         for what, outage in (("restart -m fast", "fast"), ("restart -m immediate", "immediate")):
             own_postgres.restart(outage)
@@ -111,7 +111,12 @@ def test_restarts_and_a_stop_lose_nothing_and_runs_resume(
         acked = len([x for x in worker.lines if x.startswith("added ")])
         group.read_until(lambda: len([x for x in worker.lines if x.startswith("added ")]) > acked)
         group.stop(worker)
+        logged = worker.stderr()
     print("\n" + "\n".join(figures))
+    # Due runs waited for the store as a whole (one probe), not each on its own
+    # growing backoff (which left them minutes behind after a long outage).
+    assert "is reachable again" in logged
+    assert "could not run" not in logged, logged[-3000:]
     audit(url, worker)
 
 

@@ -23,7 +23,7 @@ import trio
 from durable_jobs._errors import LockLost
 from durable_jobs._store.base import Store
 
-__all__ = ["DEFAULT_LEASE", "MIN_LEASE", "LockGuards"]
+__all__ = ["DEFAULT_LEASE", "MIN_LEASE", "TAKEOVER_GRACE", "LockGuards"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
@@ -31,6 +31,15 @@ log = logging.getLogger("durable_jobs.runtime")
 DEFAULT_LEASE = timedelta(seconds=30)
 #: The shortest lease accepted (the session is pinged every quarter of it).
 MIN_LEASE = timedelta(seconds=1)
+#: How long a run waits after taking over an instance it found held by another
+#: process that then released it without committing anything: if that holder
+#: lost its session (rather than finishing), it hears of it and stops its
+#: handler within milliseconds; this wait keeps the two runs apart even when the
+#: takeover came in that moment. (A holder that finished committed a new version:
+#: then there is no wait.)
+TAKEOVER_GRACE = timedelta(milliseconds=250)
+#: Instances remembered as held by others (the oldest are forgotten first).
+_MAX_BUSY = 10_000
 
 
 class LockGuards:
@@ -42,6 +51,9 @@ class LockGuards:
         self.lease = lease
         self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
         self._watching = False
+        #: Locks this process found held by another process, not taken since, and the
+        #: instance's index version at the time.
+        self._busy: dict[tuple[UUID, str], int | None] = {}
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -64,6 +76,21 @@ class LockGuards:
             if held_by == session:
                 log.warning("Stopping the work on %s (%s lock lost)", uuid, scope)
                 cancel_scope.cancel()
+
+    def found_busy(self, uuid: UUID, scope: str, version: int | None) -> None:
+        """Another process held ``uuid``'s ``scope`` lock when this one tried (the
+        instance was at index ``version``)."""
+        self._busy[(uuid, scope)] = version
+        if len(self._busy) > _MAX_BUSY:
+            del self._busy[next(iter(self._busy))]
+
+    async def after_takeover(self, uuid: UUID, scope: str, version: int | None) -> None:
+        """Wait :data:`TAKEOVER_GRACE` if the lock just taken (the instance at index
+        ``version``) was last seen held by another process at that same version: its
+        holder may be stopping a run whose session it lost."""
+        key = (uuid, scope)
+        if key in self._busy and self._busy.pop(key) == version:
+            await trio.sleep(TAKEOVER_GRACE.total_seconds())
 
     @contextmanager
     def guard(self, uuid: UUID, scope: str) -> Iterator[None]:

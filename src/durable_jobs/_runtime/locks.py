@@ -76,7 +76,7 @@ class _LockRequest:
         self.scope = scope
         self.done = trio.Event()
         self.result = False
-        #: The instance's index version, read once the lock was taken (None: no row).
+        #: The instance's index version, read right after the lock call (None: no row).
         self.version: int | None = None
         self.error: Exception | None = None
 
@@ -123,6 +123,7 @@ class InstanceLocks:
                 return
             while not (taken := await self._call("lock", uuid, scope)).result:
                 if not wait:
+                    self.guards.found_busy(uuid, scope, taken.version)
                     break
                 await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
             else:
@@ -131,6 +132,7 @@ class InstanceLocks:
                     self._fresh[uuid] = taken.version
                 try:
                     with self.guards.guard(uuid, scope):
+                        await self.guards.after_takeover(uuid, scope, taken.version)
                         yield True
                 finally:
                     self._fresh.pop(uuid, None)
@@ -190,13 +192,13 @@ class InstanceLocks:
     async def _batch(self, batch: list[_LockRequest]) -> None:
         """Releases first, then takes, each group in one store call on the store's own
         lock connection (it neither waits for nor holds up the pooled connections);
-        for instance locks taken, the index versions are read in the same call."""
+        for the instances, the index versions are read in the same call."""
         store = self.store
 
         def take(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
             held = store.try_lock_many(keys)
-            taken = [uuid for (uuid, scope), ok in zip(keys, held, strict=True) if ok]
-            return held, (store.index_versions(taken) if taken else {})
+            # Of those held elsewhere too: a takeover later compares them.
+            return held, store.index_versions(list({uuid for uuid, _ in keys}))
 
         def release(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
             store.unlock_many(keys)
