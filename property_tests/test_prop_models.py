@@ -7,7 +7,7 @@ state, the runs and flushes in the log, the clock) with the model after each
 step.
 
 Budget (default profile, 2 cores): memory 80 examples x 30 steps per job
-configuration, SQLite 25 x 25, Postgres 8 x 20: the whole file (31 tests) runs in
+configuration, SQLite 25 x 25, Postgres 8 x 20: the whole file (37 tests) runs in
 about 70 s. ``HYPOTHESIS_PROFILE=thorough`` multiplies the examples (the
 profile's ``max_examples`` over the default's 100) and doubles the steps.
 """
