@@ -4,6 +4,8 @@ across restarts; and the registry's validation of ``window`` and ``max_wait``.""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import trio.testing
 import durable_jobs as dj
 from _runtime import HOUR, MINUTE, SECOND, T, advance, names
 from durable_jobs._domain.debounce import DebounceInstance
+from durable_jobs._domain.instance import InstanceSnapshot
 from test_runtime_debounce import (
     FLUSH_AFTER,
     IDLE,
@@ -209,6 +212,36 @@ def test_the_domain_decides_the_due_time() -> None:
     assert capped == (T + MAX_WAIT, "max_wait")
     inst.d.batch_last_added_at = None
     assert inst.open_batch_due(flush_after=FLUSH_AFTER, flush_window="sliding") == (
+        T + FLUSH_AFTER,
+        "flush_after",
+    )
+
+
+def test_a_snapshot_keeps_the_latest_add_and_older_snapshots_still_load() -> None:
+    """The latest add's time goes through a JSON snapshot; a snapshot written before
+    sliding windows existed (no such field) loads, its batch counting from its first event."""
+    inst, _ = DebounceInstance.add(
+        None,
+        "j",
+        "i",
+        1,
+        now=T,
+        new_state=1,
+        idempotency_key=None,
+        window=HOUR,
+        flush_after=FLUSH_AFTER,
+        max_events=None,
+    )
+    inst.record_event(2, now=T + MINUTE, idempotency_key=None, window=HOUR)
+    snap = InstanceSnapshot.take(inst)
+    state = json.loads(json.dumps(snap.state))
+    assert state["data"]["batch_last_added_at"] is not None
+    restored = replace(snap, state=state).mutate(None)
+    assert restored.d.batch_last_added_at == T + MINUTE
+    del state["data"]["batch_last_added_at"]
+    old = replace(snap, state=state).mutate(None)
+    assert old.d.batch_last_added_at is None
+    assert old.open_batch_due(flush_after=FLUSH_AFTER, flush_window="sliding") == (
         T + FLUSH_AFTER,
         "flush_after",
     )
