@@ -141,6 +141,33 @@ async def count_events(ctx: dj.DebounceEventContext[int, int]) -> int:
     return (ctx.state or 0) + 1
 
 
+@registry.debounce(
+    "sliding-capped",
+    event=int,
+    state=list[int],
+    flush_after=MINUTE,
+    window="sliding",
+    max_wait=3 * MINUTE,
+    max_events=6,
+    retry=dj.Retry(
+        max_attempts=2, delay=dj.Backoff.constant(20 * SECOND), jitter=0, on_exhausted="pause"
+    ),
+    idempotency_window=timedelta(minutes=10),
+)
+async def sliding_capped(ctx: dj.DebounceContext[list[int]]) -> None:
+    failures.check(ctx)
+
+
+@sliding_capped.on_event
+def collect_sliding(ctx: dj.DebounceEventContext[int, list[int]]) -> list[int]:
+    return [*(ctx.state or []), ctx.event]
+
+
+@registry.debounce("sliding-open", event=str, flush_after=30 * SECOND, window="sliding")
+async def sliding_open(ctx: dj.DebounceContext[str]) -> None:
+    failures.check(ctx)
+
+
 # ---- task --------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ state, the runs and flushes in the log, the clock) with the model after each
 step.
 
 Budget (default profile, 2 cores): memory 80 examples x 30 steps per job
-configuration, SQLite 25 x 25, Postgres 8 x 20: the whole file (31 tests) runs in
+configuration, SQLite 25 x 25, Postgres 8 x 20: the whole file (37 tests) runs in
 about 70 s. ``HYPOTHESIS_PROFILE=thorough`` multiplies the examples (the
 profile's ``max_examples`` over the default's 100) and doubles the steps.
 """
@@ -30,6 +30,8 @@ from _prop_jobs import (
     plain,
     registry,
     reminder,
+    sliding_capped,
+    sliding_open,
     terminate_on_exhaust,
 )
 from hypothesis import HealthCheck, settings
@@ -141,6 +143,25 @@ class TerminatingMachine(DebounceMachine):
         return (state or 0) + 1
 
 
+class SlidingCappedMachine(DebounceMachine):
+    registry = registry
+    job = sliding_capped
+    failures = failures
+
+    def events(self) -> st.SearchStrategy[Any]:
+        return st.integers(0, 99)
+
+    def model_reduce(self, state: list[int] | None, event: int, event_count: int) -> list[int]:
+        return [*(state or []), event]
+
+
+class SlidingOpenMachine(DebounceMachine):
+    registry = registry
+    job = sliding_open
+    failures = failures
+    idempotency_keys = ("k",)
+
+
 class ReminderMachine(TaskMachine):
     registry = registry
     job = reminder
@@ -190,6 +211,8 @@ MACHINES: list[type[JobMachine]] = [
     BatchMachine,
     LatestMachine,
     TerminatingMachine,
+    SlidingCappedMachine,
+    SlidingOpenMachine,
     ReminderMachine,
     PlainMachine,
 ]

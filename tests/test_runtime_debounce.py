@@ -165,6 +165,8 @@ class Settings(TypedDict, total=False):
     max_events: int | None
     retry: dj.Retry | None
     idempotency_window: timedelta
+    window: Literal["fixed", "sliding"]
+    max_wait: timedelta | None
 
 
 def batcher(

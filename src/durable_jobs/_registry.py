@@ -23,7 +23,7 @@ import pydantic_core
 
 from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
-from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy
+from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy, Window
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
 from durable_jobs._runtime.contexts import ContinuousContext, DebounceContext, TaskContext
@@ -378,6 +378,36 @@ class ContinuousJob(JobDefinition, Generic[S]):
         self.policy = ContinuousPolicy(schedule, misfire, self.retry, start_immediately)
 
 
+def _check_debounce_window(
+    window: object, max_wait: object, flush_after: object, name: str
+) -> None:
+    """``flush_after`` positive; ``window`` fixed or sliding; ``max_wait`` only with
+    sliding, a timedelta no shorter than ``flush_after``."""
+    if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
+        msg = (
+            f"flush_after of debounce job {name!r} must be a positive timedelta, "
+            f"got {flush_after!r}."
+        )
+        raise ConfigurationError(msg)
+    if window not in ("fixed", "sliding"):
+        msg = f'window of debounce job {name!r} must be "fixed" or "sliding", got {window!r}.'
+        raise ConfigurationError(msg)
+    if max_wait is None:
+        return
+    if window != "sliding":
+        msg = (
+            f"max_wait of debounce job {name!r} caps a sliding window: it needs "
+            'window="sliding" (a fixed window flushes flush_after after the first event).'
+        )
+        raise ConfigurationError(msg)
+    if not isinstance(max_wait, timedelta) or max_wait < flush_after:
+        msg = (
+            f"max_wait of debounce job {name!r} must be a timedelta >= flush_after "
+            f"({flush_after}), got {max_wait!r}."
+        )
+        raise ConfigurationError(msg)
+
+
 @final
 class DebounceJob(JobDefinition, Generic[E, S]):
     """A debounce job: events are collected and ``execute(ctx)`` flushes each batch once."""
@@ -397,16 +427,13 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
         version: int = 1,
+        window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> None:
         self.name = check_job_name(name)
         self.timeout = _check_timeout(timeout, name)
         self.version = _check_version(version, name)
-        if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
-            msg = (
-                f"flush_after of debounce job {name!r} must be a positive timedelta, "
-                f"got {flush_after!r}."
-            )
-            raise ConfigurationError(msg)
+        _check_debounce_window(window, max_wait, flush_after, name)
         if max_events is not None and (
             isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
         ):
@@ -438,7 +465,11 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         self.idempotency_window = _check_window(idempotency_window, name)
         self.reducer: Callable[[Any], Any] | None = None
         #: What the domain reads to plan and finish flushes.
-        self.policy = DebouncePolicy(flush_after, max_events, retry, self.idempotency_window)
+        self.window: Window = window
+        self.max_wait = max_wait
+        self.policy = DebouncePolicy(
+            flush_after, max_events, retry, self.idempotency_window, window, max_wait
+        )
 
     def on_event(self, fn: F) -> F:
         """Decorator: the reducer ``on_event(ctx) -> new_state`` (plain or async)."""
@@ -613,6 +644,8 @@ class Registry:
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
         version: int = 1,
+        window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> Callable[[Callable[[DebounceContext[E]], Awaitable[None]]], DebounceJob[E, E]]: ...
     @overload
     def debounce(
@@ -627,6 +660,8 @@ class Registry:
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
         version: int = 1,
+        window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> Callable[[Callable[[DebounceContext[S]], Awaitable[None]]], DebounceJob[E, S]]: ...
     @overload
     def debounce(
@@ -641,6 +676,8 @@ class Registry:
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
         version: int = 1,
+        window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> Callable[[Callable[[DebounceContext[Any]], Awaitable[None]]], DebounceJob[Any, Any]]: ...
     def debounce(
         self,
@@ -654,13 +691,20 @@ class Registry:
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
         version: int = 1,
+        window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
 
         ``state`` defaults to the event type; add a reducer with ``@job.on_event``.
+        ``window="fixed"`` (the default) makes a batch's flush due ``flush_after``
+        after its first event; ``window="sliding"`` moves it to ``flush_after``
+        after every accepted event, but never later than ``max_wait`` after the
+        first (``max_wait=None``: no cap, a steady stream then never flushes).
         """
         check_job_name(name)
         _check_timeout(timeout, name)
+        _check_debounce_window(window, max_wait, flush_after, name)
 
         def register(execute: Callable[[Any], Awaitable[None]]) -> DebounceJob[Any, Any]:
             job: DebounceJob[Any, Any] = DebounceJob(
@@ -674,6 +718,8 @@ class Registry:
                 idempotency_window=idempotency_window,
                 timeout=timeout,
                 version=version,
+                window=window,
+                max_wait=max_wait,
             )
             self._add(job)
             return job

@@ -5,6 +5,10 @@ a queue of *closed* batches, frozen with their events' count and state); the
 flush handler then runs on the oldest closed batch, outside the instance lock,
 and a second commit records ``flushed`` or ``run_failed``. Events added in
 between open the next batch, so nothing is lost or flushed twice.
+
+The open batch's flush is due ``flush_after`` after its first event (a
+``fixed`` window) or after its latest event (a ``sliding`` window), the latter
+never later than ``max_wait`` after the first event.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from durable_jobs._domain.instance import (
     RunTicket,
     register_aggregate,
 )
-from durable_jobs._domain.policy import DebouncePolicy, RunEnd
+from durable_jobs._domain.policy import DebouncePolicy, RunEnd, Window
 
 __all__ = ["DebounceInstance", "FlushTicket"]
 
@@ -114,12 +118,15 @@ class DebounceInstance(JobInstance):
         flush_after: timedelta,
         max_events: int | None,
         type_version: int = 1,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> tuple[DebounceInstance, bool]:
         """Add an event whose folded state is ``new_state``; True if it opened a batch.
 
-        The caller checks :meth:`is_duplicate` first. The batch's window is
-        fixed by its first event; reaching ``max_events`` closes the batch in
-        this same commit and makes its flush due now. ``event`` and
+        The caller checks :meth:`is_duplicate` first. A ``fixed`` window is set
+        by the batch's first event; a ``sliding`` one moves with every event
+        (capped by ``max_wait`` from the first). Reaching ``max_events`` closes
+        the batch in this same commit and makes its flush due now. ``event`` and
         ``new_state`` are JSON of the job's ``type_version``.
         """
         inst = cls.live_instance(
@@ -137,7 +144,9 @@ class DebounceInstance(JobInstance):
         inst.set_state(new_state, now=now, type_version=type_version)
         if max_events is not None and inst.d.event_count >= max_events:
             inst.close_batch("max_events", now=now)
-        inst.sync_alarm(now=now, flush_after=flush_after)
+        inst.sync_alarm(
+            now=now, flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+        )
         return inst, opened
 
     def close_batch(self, reason: FlushReason, *, now: datetime) -> None:
@@ -151,23 +160,70 @@ class DebounceInstance(JobInstance):
             event_count=self.d.event_count,
         )
 
-    def desired_alarm(self, *, flush_after: timedelta) -> datetime | None:
+    def open_batch_due(
+        self,
+        *,
+        flush_after: timedelta,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
+    ) -> tuple[datetime, FlushReason] | None:
+        """When the open batch's flush is due and why (None: no open batch).
+
+        ``fixed``: ``flush_after`` after its first event. ``sliding``:
+        ``flush_after`` after its latest event, but no later than ``max_wait``
+        after its first (the reason is then ``max_wait``).
+        """
+        d = self.d
+        start = d.batch_started_at
+        if not d.event_count or start is None:
+            return None
+        if flush_window == "fixed":
+            return start + flush_after, "flush_after"
+        quiet = (d.batch_last_added_at or start) + flush_after
+        if max_wait is not None and start + max_wait <= quiet:
+            return start + max_wait, "max_wait"
+        return quiet, "flush_after"
+
+    def desired_alarm(
+        self,
+        *,
+        flush_after: timedelta,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
+    ) -> datetime | None:
         """When the instance next needs attention (None: never, on its own)."""
         d = self.d
         if not d.live:
             return None
         if d.closed:
             return None if d.paused else d.closed_due_at
-        if d.event_count and d.batch_started_at is not None:
-            return d.batch_started_at + flush_after
-        return None
+        due = self.open_batch_due(
+            flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+        )
+        return None if due is None else due[0]
 
-    def sync_alarm(self, *, now: datetime, flush_after: timedelta) -> None:
+    def sync_alarm(
+        self,
+        *,
+        now: datetime,
+        flush_after: timedelta,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
+    ) -> None:
         """Record an alarm change if :meth:`desired_alarm` moved."""
-        self.set_alarm(self.desired_alarm(flush_after=flush_after), now=now)
+        at = self.desired_alarm(
+            flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+        )
+        self.set_alarm(at, now=now)
 
     def begin_flush(
-        self, *, now: datetime, manual: bool, flush_after: timedelta
+        self,
+        *,
+        now: datetime,
+        manual: bool,
+        flush_after: timedelta,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> FlushTicket | None:
         """Pick the batch to flush now (closing the open one if its time came).
 
@@ -179,11 +235,15 @@ class DebounceInstance(JobInstance):
         if not d.live:
             return None
         if not d.closed:
-            due = d.batch_started_at is not None and d.batch_started_at + flush_after <= now
-            if not d.event_count or not (manual or due):
+            due = self.open_batch_due(
+                flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+            )
+            if due is None or not (manual or due[0] <= now):
                 return None
-            self.close_batch("manual" if manual else "flush_after", now=now)
-            self.sync_alarm(now=now, flush_after=flush_after)
+            self.close_batch("manual" if manual else due[1], now=now)
+            self.sync_alarm(
+                now=now, flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+            )
         elif not manual and (d.paused or d.closed_due_at is None or d.closed_due_at > now):
             return None
         head = d.closed[0]
@@ -199,7 +259,14 @@ class DebounceInstance(JobInstance):
         )
 
     def flush_succeeded(
-        self, flush: FlushTicket, *, now: datetime, duration: float, flush_after: timedelta
+        self,
+        flush: FlushTicket,
+        *,
+        now: datetime,
+        duration: float,
+        flush_after: timedelta,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> bool:
         """Commit a flush whose handler returned; False if its batch is gone (cleared)."""
         if not self._is_head(flush):
@@ -212,7 +279,9 @@ class DebounceInstance(JobInstance):
             reason=flush.reason,
             event_count=flush.batch.event_count,
         )
-        self.sync_alarm(now=now, flush_after=flush_after)
+        self.sync_alarm(
+            now=now, flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+        )
         return True
 
     def flush_failed(
@@ -224,6 +293,8 @@ class DebounceInstance(JobInstance):
         retry_at: datetime | None,
         exhausted: ExhaustedAction | None,
         flush_after: timedelta,
+        flush_window: Window = "fixed",
+        max_wait: timedelta | None = None,
     ) -> bool:
         """Commit a flush whose handler raised; the batch is kept.
 
@@ -249,7 +320,9 @@ class DebounceInstance(JobInstance):
             if exhausted == "terminate":
                 self.terminate(now=now, reason="retries exhausted")
                 return True
-        self.sync_alarm(now=now, flush_after=flush_after)
+        self.sync_alarm(
+            now=now, flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
+        )
         return True
 
     def due_now(self, *, now: datetime) -> bool:
@@ -298,13 +371,21 @@ class DebounceInstance(JobInstance):
             flush_after=policy.flush_after,
             max_events=policy.max_events,
             type_version=type_version,
+            flush_window=policy.window,
+            max_wait=policy.max_wait,
         )
 
     def plan_flush(
         self, *, now: datetime, manual: bool, policy: DebouncePolicy
     ) -> FlushTicket | None:
         """:meth:`begin_flush` under ``policy``."""
-        return self.begin_flush(now=now, manual=manual, flush_after=policy.flush_after)
+        return self.begin_flush(
+            now=now,
+            manual=manual,
+            flush_after=policy.flush_after,
+            flush_window=policy.window,
+            max_wait=policy.max_wait,
+        )
 
     def finish_flush(
         self,
@@ -324,7 +405,12 @@ class DebounceInstance(JobInstance):
         """
         if error is None:
             ok = self.flush_succeeded(
-                flush, now=now, duration=duration, flush_after=policy.flush_after
+                flush,
+                now=now,
+                duration=duration,
+                flush_after=policy.flush_after,
+                flush_window=policy.window,
+                max_wait=policy.max_wait,
             )
             return RunEnd.DONE if ok else RunEnd.STALE
         retry = policy.retry
@@ -341,6 +427,8 @@ class DebounceInstance(JobInstance):
             retry_at=retry_at,
             exhausted=exhausted,
             flush_after=policy.flush_after,
+            flush_window=policy.window,
+            max_wait=policy.max_wait,
         )
         return RunEnd.RETRY if retry_at is not None else RunEnd.DONE
 

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 Handler = Literal["execute", "on_event", "on_idle", "on_error"]
-FlushReason = Literal["flush_after", "max_events", "manual"]
+FlushReason = Literal["flush_after", "max_wait", "max_events", "manual"]
 ExhaustedAction = OnExhausted
 
 _I = TypeVar("_I", bound="JobInstance")
@@ -108,6 +108,8 @@ class InstanceData(BaseModel):
     execute_count: int = 0
     # Debounce: the open batch and the queue of closed batches.
     batch_started_at: UtcDatetime | None = None
+    # When the open batch's latest event was accepted (a sliding window starts there).
+    batch_last_added_at: UtcDatetime | None = None
     next_batch_no: int = 1
     closed: list[Batch] = []
     closed_due_at: UtcDatetime | None = None
@@ -281,6 +283,7 @@ class JobInstance(Aggregate):
             if d.kind == "debounce":
                 d.event_count = 0  # the open batch's events: dropped with it
             d.batch_started_at = None
+            d.batch_last_added_at = None
             d.closed = []
             d.closed_due_at = None
 
@@ -429,8 +432,10 @@ class JobInstance(Aggregate):
                 d.idempotency.pop(key, None)
             if self.idempotency_key is not None:
                 d.idempotency[self.idempotency_key] = self.timestamp
-            if d.kind == "debounce" and d.event_count == 0:
-                d.batch_started_at = self.timestamp
+            if d.kind == "debounce":
+                if d.event_count == 0:
+                    d.batch_started_at = self.timestamp
+                d.batch_last_added_at = self.timestamp
             d.event_count += 1
 
     class BatchClosed(Event):
@@ -460,6 +465,7 @@ class JobInstance(Aggregate):
             d.event_count = 0
             d.state = None
             d.batch_started_at = None
+            d.batch_last_added_at = None
 
     class Flushed(Event):
         """Debounce: the oldest closed batch was flushed successfully."""
@@ -488,6 +494,7 @@ class JobInstance(Aggregate):
             d.event_count = 0
             d.state = None
             d.batch_started_at = None
+            d.batch_last_added_at = None
             d.closed = []
             d.closed_due_at = None
             d.attempt = 0

@@ -12,11 +12,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 
-__all__ = ["ContinuousPolicy", "DebouncePolicy", "RunEnd"]
+__all__ = ["ContinuousPolicy", "DebouncePolicy", "RunEnd", "Window"]
+
+#: How a debounce batch's flush time is set: by its first event (``fixed``) or by
+#: every accepted event (``sliding``, capped by ``max_wait``).
+Window = Literal["fixed", "sliding"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,11 @@ class DebouncePolicy:
     max_events: int | None = None
     retry: Retry | None = None
     idempotency_window: timedelta = timedelta(hours=24)
+    #: ``fixed``: the flush is due ``flush_after`` after the batch's first event.
+    #: ``sliding``: each accepted event moves it to ``flush_after`` after itself,
+    #: but never later than ``max_wait`` after the first event (None: no cap).
+    window: Window = "fixed"
+    max_wait: timedelta | None = None
 
 
 class RunEnd(enum.Enum):

@@ -197,7 +197,10 @@ class DebounceContext(_Context, Generic[S]):
 
     @property
     def flush_reason(self) -> str:
-        """``flush_after``, ``max_events`` or ``manual`` (a retry keeps the first try's)."""
+        """``flush_after``, ``max_wait``, ``max_events`` or ``manual``.
+
+        A retry keeps the first try's reason.
+        """
         return self._reason
 
     @property

@@ -368,6 +368,7 @@ class _Debounce:
     open_count: int = 0
     open_state: Any = None
     open_started: datetime | None = None
+    open_last: datetime | None = None
     closed: list[_Batch] = field(default_factory=list)
     closed_due: datetime | None = None
     paused: bool = False
@@ -384,6 +385,10 @@ class _Debounce:
 
 class DebounceModel(_Model):
     """Batches, flushes, retries and idempotency keys for one debounce job.
+
+    A batch's flush is due ``flush_after`` after its first event (``fixed``)
+    or after its latest (``sliding``, never later than ``max_wait`` after the
+    first, and then for the reason ``max_wait``).
 
     Batches queue: a closed batch flushes before the next one, and while it
     waits (for its flush, a retry, or by hand when paused) the open batch
@@ -415,9 +420,22 @@ class DebounceModel(_Model):
             return None
         if inst.closed:
             return None if inst.paused else inst.closed_due
-        if inst.open_count and inst.open_started is not None:
-            return inst.open_started + self.job.flush_after
-        return None
+        due = self._open_due(inst)
+        return None if due is None else due[0]
+
+    def _open_due(self, inst: _Debounce) -> tuple[datetime, str] | None:
+        """The open batch's flush time and reason: a fixed window counts from its
+        first event; a sliding one from its latest, capped by ``max_wait``."""
+        if not inst.open_count or inst.open_started is None:
+            return None
+        job = self.job
+        if job.window == "fixed":
+            return inst.open_started + job.flush_after, "flush_after"
+        assert inst.open_last is not None
+        quiet = inst.open_last + job.flush_after
+        if job.max_wait is not None and inst.open_started + job.max_wait <= quiet:
+            return inst.open_started + job.max_wait, "max_wait"
+        return quiet, "flush_after"
 
     def _status_name(self, inst: _Debounce) -> Literal["debouncing", "failed", "idle"]:
         if inst.closed and inst.paused:
@@ -468,6 +486,7 @@ class DebounceModel(_Model):
             inst.keys[key] = now
         if inst.open_count == 0:
             inst.open_started = now
+        inst.open_last = now
         inst.open_count += 1
         inst.open_state = new_state
         if self.job.max_events is not None and inst.open_count >= self.job.max_events:
@@ -512,6 +531,7 @@ class DebounceModel(_Model):
         inst.open_count = 0
         inst.open_state = None
         inst.open_started = None
+        inst.open_last = None
 
     def _due(self, target: datetime) -> list[tuple[datetime, str]]:
         due = []
@@ -524,7 +544,9 @@ class DebounceModel(_Model):
     def _fire(self, instance_id: str) -> None:
         inst = self.instances[instance_id]
         if not inst.closed:
-            self._close(inst, "flush_after")
+            due = self._open_due(inst)
+            assert due is not None
+            self._close(inst, due[1])
         head = inst.closed[0]
         ticket = (inst.run_count, inst.attempt + 1) if inst.attempt else (inst.run_count + 1, 1)
         self._run_flush(instance_id, inst, head.reason, ticket)

@@ -430,7 +430,8 @@ class ContinuousMachine(JobMachine):
 
 class DebounceMachine(JobMachine):
     """Drives a debounce job: ``add`` (with repeated idempotency keys), ``flush``, ``clear``,
-    time, failures of the flush, restarts.
+    time, failures of the flush, restarts. Its model covers both windows (``fixed``
+    and ``sliding``, with or without ``max_wait``).
 
     If the job has an ``on_event`` reducer, override :meth:`model_reduce` to
     check the state too. :meth:`events` chooses the events (default: values
@@ -464,7 +465,13 @@ class DebounceMachine(JobMachine):
         job = self.job
         assert isinstance(job, DebounceJob)
         fa = job.flush_after
-        return [*super()._characteristic_durations(), fa, fa / 2, 2 * fa]
+        marks = [*super()._characteristic_durations(), fa, fa / 2, 2 * fa]
+        if job.window == "sliding":
+            # Just inside the quiet period (the window slides), and the cap.
+            marks.append(fa - min(fa / 10, timedelta(seconds=1)))
+            if job.max_wait is not None:
+                marks.append(job.max_wait)
+        return marks
 
     def _client(self, harness: Harness) -> Any:
         assert isinstance(self.job, DebounceJob)

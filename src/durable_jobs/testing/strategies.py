@@ -42,6 +42,7 @@ __all__ = [
     "commands",
     "cron_expressions",
     "cron_schedules",
+    "debounce_windows",
     "durations",
     "events_for",
     "every_schedules",
@@ -90,6 +91,29 @@ def every_schedules(
 ) -> st.SearchStrategy[Every]:
     """``every(duration)`` schedules (positive, whole seconds)."""
     return durations(max(min_value, timedelta(seconds=1)), max_value).map(every)
+
+
+@st.composite
+def debounce_windows(
+    draw: st.DrawFn, flush_after: timedelta, *, max_factor: int = 10
+) -> dict[str, Any]:
+    """The window options of a debounce job flushing ``flush_after`` after an event:
+    ``{"window": "fixed"}``, or ``{"window": "sliding", "max_wait": ...}`` with
+    ``max_wait`` None or between ``flush_after`` and ``max_factor`` times it
+    (whole seconds). Pass them on: ``registry.debounce(..., **options)``."""
+    window = draw(st.sampled_from(["fixed", "sliding"]))
+    if window == "fixed":
+        return {"window": "fixed"}
+    cap = max(flush_after, max_factor * flush_after)
+    low = -(-flush_after // timedelta(seconds=1))
+    max_wait = draw(
+        st.none()
+        | durations(
+            max(timedelta(seconds=low), timedelta(seconds=1)),
+            max(cap, timedelta(seconds=low)),
+        )
+    )
+    return {"window": "sliding", "max_wait": max_wait}
 
 
 def _field(low: int, high: int, *, names: Sequence[str] = ()) -> st.SearchStrategy[str]:
