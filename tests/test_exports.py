@@ -31,6 +31,7 @@ EXPECTED = {
     "JobNotFound",
     "JobStats",
     "Jobs",
+    "Limits",
     "PendingAlarm",
     "RecordedEvent",
     "Registry",

@@ -20,7 +20,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Final, Literal, Self, cast, final
 from uuid import UUID
 
@@ -32,7 +31,6 @@ from durable_jobs._records import RecordedEvent, to_records
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.registry import open_store
-from durable_jobs._store.urls import StoreURL, redact
 
 __all__ = [
     "STATUSES",
@@ -445,14 +443,9 @@ def _decode_cursor(cursor: str) -> tuple[str, str, str]:
 
 
 def _open_existing(url: str) -> Store:
-    """Open ``url``, refusing an SQLite path that does not exist (reads must not create it)."""
-    parsed = StoreURL.parse(url)
-    if parsed.scheme == "sqlite":
-        path = parsed.path.removeprefix("/")
-        if not path or not Path(path).exists():
-            msg = f"No SQLite store at {redact(url)}: the file does not exist."
-            raise ConfigurationError(msg)
-    return open_store(url)
+    """Open ``url`` read-only: a missing SQLite file or Postgres schema is a
+    ConfigurationError, never created (reads must not create anything)."""
+    return open_store(url, create=False)
 
 
 @final
@@ -467,12 +460,16 @@ class Inspector:
     """
 
     def __init__(self, store: Store | str) -> None:
-        if isinstance(store, str):
-            self._store = _open_existing(store)
+        given = cast(object, store)  # checked: callers may pass anything
+        if isinstance(given, str):
+            self._store = _open_existing(given)
             self._owned = True
-        else:
-            self._store = store
+        elif isinstance(given, Store):
+            self._store = given
             self._owned = False
+        else:
+            msg = f"Inspector needs a store URL or an open Store, not {type(store).__name__}."
+            raise ConfigurationError(msg)
 
     @property
     def store(self) -> Store:

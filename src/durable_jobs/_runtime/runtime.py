@@ -923,13 +923,13 @@ class Runtime:
                     new = job.reducer(ctx)
                     if inspect.isawaitable(new):
                         new = await new
-                    new_json = job.state_codec.to_json(new)
                 except Exception as exc:
                     msg = (
                         f"The on_event reducer of debounce job {job.name!r} raised for "
                         f"instance {instance_id!r}: {exc!r}. The event was not added."
                     )
                     raise HandlerError(msg) from exc
+                new_json = job.state_codec.to_json(new)  # ValidationError: nothing added
             agg = clone(committed) if committed is not None else None
             agg, opened = DebounceInstance.add(
                 agg,

@@ -20,20 +20,20 @@ Shared rules:
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.segment import Segment
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
-from durable_jobs._store.urls import StoreURL, redact
 
 __all__ = [
     "STORE_ENV",
@@ -44,6 +44,7 @@ __all__ = [
     "fail",
     "json_option",
     "opened_store",
+    "printable",
     "run",
     "set_exit_code",
     "store_option",
@@ -118,6 +119,56 @@ def store_option(fn: _F) -> _F:
     )(fn)
 
 
+#: Characters never written to a terminal as they are: C0 and C1 controls (ESC
+#: starts terminal commands, a newline would split a table row), bidirectional
+#: overrides and isolates (they reorder what is shown), line separators, and
+#: lone surrogates (from undecodable command-line bytes; they cannot be encoded).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control, bidi-override and line-separator characters written as
+    escapes (``\\x1b``, ``\\n``, ``\\u202e``): what human output shows of data
+    (instance ids, states, messages). ``--json`` output is JSON and left as it is."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+class _SafeConsole(Console):
+    """A rich console that never writes a control character it did not make itself.
+
+    Commands pass data through :func:`printable` (before layout, so a newline
+    in an id cannot split a row); this is the safety net for anything missed:
+    text segments are escaped, except the newlines rich lays out itself.
+    """
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        safe = (
+            seg
+            if seg.control or seg.text == "\n"
+            else Segment(_escape_inline(seg.text), seg.style)
+            for seg in buffer
+        )
+        return super()._render_buffer(safe)
+
+
+def _escape_inline(text: str) -> str:
+    """:func:`printable` for a rendered segment, keeping the line breaks rich made."""
+    if "\n" not in text:
+        return printable(text)
+    return "\n".join(printable(part) for part in text.split("\n"))
+
+
 _console: Console | None = None
 
 
@@ -125,7 +176,7 @@ def console() -> Console:
     """The rich console on stdout: colour on a terminal, plain text when piped."""
     global _console  # noqa: PLW0603 - one console per process, made on first use
     if _console is None or _console.file is not sys.stdout:
-        _console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        _console = _SafeConsole(file=sys.stdout, highlight=False, soft_wrap=True)
     return _console
 
 
@@ -143,20 +194,15 @@ def fail(message: str) -> NoReturn:
 def opened_store(state: CliState, *, must_exist: bool = True) -> Iterator[Store]:
     """The store named by ``--store``/``$DURABLE_JOBS_STORE``, closed afterwards.
 
-    With ``must_exist`` (every read-only command), an SQLite path that does
-    not exist is an error instead of a new, empty database.
+    With ``must_exist`` (every read-only command), the store is opened
+    read-only: an SQLite file or a Postgres schema that does not exist is an
+    error, never created.
     """
     url = state.store_url
     if not url:
         msg = f"No store given: pass --store URL or set {STORE_ENV}."
         raise ConfigurationError(msg)
-    parsed = StoreURL.parse(url)
-    if must_exist and parsed.scheme == "sqlite":
-        path = Path(parsed.path.removeprefix("/")) if parsed.path else None
-        if path is None or not path.exists():
-            msg = f"No SQLite store at {redact(url)}: the file does not exist."
-            raise ConfigurationError(msg)
-    store = open_store(url)
+    store = open_store(url, create=not must_exist)
     try:
         yield store
     finally:
@@ -176,7 +222,7 @@ def run(args: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except DurableJobsError as exc:
-        click.echo(f"error: {_one_line(str(exc))}", err=True)
+        click.echo(f"error: {printable(_one_line(str(exc)))}", err=True)
         return 1
     except KeyboardInterrupt:
         return 130
