@@ -46,6 +46,10 @@ def make_registry() -> dj.Registry:
     async def anything(ctx: dj.ContinuousContext[Any]) -> None:
         pass
 
+    @registry.continuous("grower", state=str, schedule=dj.every(timedelta(hours=1)))
+    async def grower(ctx: dj.ContinuousContext[str]) -> None:
+        ctx.set_state(ctx.state * 2)
+
     @registry.continuous("number", state=float, schedule=dj.every(timedelta(hours=1)))
     async def number(ctx: dj.ContinuousContext[float]) -> None:
         pass
@@ -259,6 +263,21 @@ async def test_limits_are_options_of_open_jobs(sqlite_url: str, autojump_clock: 
             await setter.send("t1", {"set_size": 300})
         assert "max_state_bytes" in str(info.value.__cause__)
         assert (await setter.get_state("t1")) == dj.TaskState("y" * 90, None)
+
+
+async def test_limits_hold_in_runs_fired_by_alarms(
+    sqlite_url: str, autojump_clock: MockClock
+) -> None:
+    async with running(REGISTRY, sqlite_url, max_state_bytes=200) as jobs:
+        grower = jobs.continuous("grower")
+        await grower.start("g", "x" * 60)  # runs at once, then every hour: 120, 240 bytes
+        await trio.sleep(3 * 3600)
+        await jobs.wait_idle()
+        assert await grower.get_state("g") == "x" * 120
+        failed = [r for r in await grower.history("g") if r.name == "run_failed"]
+        assert failed
+        assert all(r.data["error_type"].endswith(".ValidationError") for r in failed)
+        assert "max_state_bytes" in failed[0].data["message"]
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,9 @@ class StoreURL:
                 "'/' as %2F)."
             )
             raise ConfigurationError(msg) from None
-        if parts.netloc and url.rfind("@") > url.find(parts.netloc) + len(parts.netloc):
+        if "@" in parts.query or (
+            parts.netloc and url.rfind("@") > url.find(parts.netloc) + len(parts.netloc)
+        ):
             msg = (
                 f"Malformed store URL {redact(url)!r}: an '@' after the host (a password "
                 "holding '/', '?', '#' or '@' must be percent-encoded, e.g. '/' as %2F)."
