@@ -19,6 +19,7 @@ Shared rules:
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -217,7 +218,10 @@ def run(args: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 1
     except click.ClickException as exc:
-        exc.show()
+        # Usage errors quote the arguments: escape control characters in them too.
+        shown = io.StringIO()
+        exc.show(file=shown)
+        click.echo(_escape_inline(shown.getvalue()), err=True, nl=False)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
