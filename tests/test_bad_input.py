@@ -16,11 +16,15 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
 from trio.testing import MockClock
 
 import durable_jobs as dj
 from _runtime import T, running
+from durable_jobs._domain.ids import check_instance_id
+from durable_jobs._domain.values import check_idempotency_key
 from durable_jobs.maintenance import export_jsonl
+from durable_jobs.testing.strategies import idempotency_keys, instance_ids
 
 MIB = 1024 * 1024
 
@@ -322,3 +326,16 @@ async def test_schedule_now_runs_once(sqlite_url: str, autojump_clock: MockClock
         await trio.sleep(1)
         await jobs.wait_idle()
         assert (await setter.status("t1")).execute_count == 1
+
+
+# ---- the testing strategies make only what can be stored --------------------------------
+
+
+@settings(max_examples=1000, deadline=None)
+@given(instance_id=instance_ids(), key=idempotency_keys(pool=None))
+def test_the_testing_strategies_make_only_storable_ids_and_keys(
+    instance_id: str, key: str
+) -> None:
+    """durable_jobs.testing drew lone surrogates (about 1 id in 400), which are refused."""
+    check_instance_id(instance_id)
+    check_idempotency_key(key)

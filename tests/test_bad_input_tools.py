@@ -315,3 +315,26 @@ async def test_files_are_created_readable_by_the_owner_only(
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+# ---- found by the campaign ---------------------------------------------------------------
+
+
+def test_inspector_filters_of_the_wrong_type_are_validation_errors(sqlite_url: str) -> None:
+    with dj.open_store(sqlite_url) as store:
+        inspector = dj.Inspector(store)
+        for call in (
+            lambda: inspector.instances(job=42),  # type: ignore[arg-type]
+            lambda: inspector.instances(cursor=b"x"),  # type: ignore[arg-type]
+            lambda: inspector.stats(job=["a"]),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(dj.ValidationError, match="must be a str or None"):
+                call()
+    with pytest.raises(dj.ConfigurationError, match="not int"):
+        dj.Inspector(42)  # type: ignore[arg-type]
+
+
+async def test_a_job_of_the_wrong_type_is_a_configuration_error(autojump_clock: MockClock) -> None:
+    async with running(REGISTRY, "memory://") as jobs:
+        with pytest.raises(dj.ConfigurationError, match="takes a job name or definition"):
+            jobs.task({"not": "a name"})  # type: ignore[call-overload]

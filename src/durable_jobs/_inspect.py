@@ -382,6 +382,13 @@ def _uuid_of(kind: object, job: object, instance_id: object) -> UUID:
         raise ValidationError(str(exc)) from None
 
 
+def _check_filter(name: str, value: object) -> None:
+    """A ``job`` or ``cursor`` argument: a str or None (ValidationError otherwise)."""
+    if value is not None and not isinstance(value, str):
+        msg = f"{name} must be a str or None, not {type(value).__name__}."
+        raise ValidationError(msg)
+
+
 def _check_status(status: str | None) -> None:
     if status is not None and status not in STATUSES:
         msg = f"Unknown status {status!r}: expected one of {', '.join(STATUSES)}."
@@ -508,6 +515,8 @@ class Inspector:
         if kind is not None:
             _check_kind(kind)
         _check_status(status)
+        _check_filter("job", job)
+        _check_filter("cursor", cursor)
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             msg = f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}."
             raise ValidationError(msg)
@@ -704,6 +713,7 @@ class Inspector:
         """
         if kind is not None:
             _check_kind(kind)
+        _check_filter("job", job)
         when = _aware(now) if now is not None else datetime.now(UTC)
         acc: dict[tuple[str, str], _Tally] = {}
         for row in self._store.iter_instances(kind=kind, job=job):

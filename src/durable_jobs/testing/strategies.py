@@ -200,19 +200,23 @@ def retries(
 def instance_ids(*, pool: Sequence[str] | None = None) -> st.SearchStrategy[str]:
     """Instance ids: from ``pool`` (so that commands meet on the same instances), or any valid id.
 
-    Valid ids are 1-255 characters without NUL; they are drawn from all of
-    Unicode.
+    Valid ids are 1-512 characters of valid Unicode without NUL (lone
+    surrogates cannot be stored); they are drawn from all of Unicode.
     """
     if pool is not None:
         return st.sampled_from(list(pool))
-    return st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=40)
+    return st.text(
+        st.characters(codec="utf-8", exclude_characters="\x00"),
+        min_size=1,
+        max_size=40,
+    )
 
 
 def idempotency_keys(*, pool: Sequence[str] | None = ("k1", "k2", "k3")) -> st.SearchStrategy[str]:
     """Idempotency keys: from ``pool`` (repeats happen), or any valid key if ``pool`` is None."""
     if pool is not None:
         return st.sampled_from(list(pool))
-    return st.text(min_size=1, max_size=64)
+    return st.text(st.characters(codec="utf-8"), min_size=1, max_size=64)
 
 
 def values_of(tp: Any) -> st.SearchStrategy[Any]:
