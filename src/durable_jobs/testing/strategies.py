@@ -33,6 +33,8 @@ import pydantic_core
 
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import Cron, Every, cron, every
+from durable_jobs._domain.values import check_finite, check_json_value
+from durable_jobs._errors import ValidationError
 from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 
 __all__ = [
@@ -223,17 +225,26 @@ def values_of(tp: Any) -> st.SearchStrategy[Any]:
     """Values of type ``tp`` as the library stores them: validated, and read back from JSON.
 
     Built with ``st.from_type`` (pydantic models, dataclasses, TypedDicts and
-    plain types); values that pydantic rejects, or that do not survive a JSON
-    round trip, are filtered out. Register a strategy for a type of yours with
+    plain types); values that pydantic rejects, that the library refuses to
+    store (NaN, infinities, lone surrogates, nesting over 100) or that do not
+    survive a JSON round trip are filtered out. Register a strategy for a type of yours with
     ``st.register_type_strategy`` if ``from_type`` cannot build it well.
     """
     adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(tp)
 
     def stored(value: Any) -> Any:
         try:
-            data = adapter.dump_python(adapter.validate_python(value), mode="json")
+            valid = adapter.validate_python(value)
+            check_finite(adapter.dump_python(valid), "value")  # NaN and inf are refused
+            data = adapter.dump_python(valid, mode="json")
+            check_json_value(data, "value")  # so are lone surrogates and deep nesting
             return adapter.validate_json(pydantic_core.to_json(data))
-        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError, ValueError):
+        except (
+            pydantic.ValidationError,
+            pydantic_core.PydanticSerializationError,
+            ValueError,
+            ValidationError,
+        ):
             return _INVALID
 
     return st.from_type(tp).map(stored).filter(lambda v: v is not _INVALID)
