@@ -323,7 +323,11 @@ BEFORE_JSON = """\
 ## Scripting: `--json`
 
 Every command takes `--json` and prints one JSON document (shapes below) on a
-single line; times are ISO 8601 UTC with a `Z`:
+single line; times are ISO 8601 UTC with a `Z`. Values are exactly as stored
+(JSON escapes what needs it), while human output writes control characters,
+bidi overrides and line separators found in ids, states and messages as
+escapes (`a\\x1b[31m`, `line\\n2`, `\\u202e`), so an instance id cannot
+recolour the terminal or split a table row:
 
 """
 
@@ -331,10 +335,11 @@ BEFORE_ERRORS = """\
 ## Errors
 
 Problems are one line on stderr starting with `error:`, and exit code 1. An
-unknown instance, a missing SQLite file (never created by a read), a store
-that cannot be reached (its password is never printed) or a record that cannot
-be decoded (the message names the instance and version; `list` still lists
-every other instance and marks that one `unreadable`):
+unknown instance, a missing SQLite file or Postgres schema (never created by
+a read: these commands open the store read-only), a store that cannot be
+reached (its password is never printed, even in a malformed URL) or a record
+that cannot be decoded (the message names the instance and version; `list`
+still lists every other instance and marks that one `unreadable`):
 
 """
 

@@ -285,6 +285,13 @@ class _SchemaOnce(PostgresAggregateRecorder):
         if not missing:
             self.datastore.register_type_adapters()
             return
+        if self.datastore in _READ_ONLY:
+            msg = (
+                f"There is no durable-jobs store in the schema {self.datastore.schema!r} (the "
+                "schema or its tables do not exist) and this store was opened read-only, so "
+                "nothing was created; check ?schema= in the store URL."
+            )
+            raise ConfigurationError(msg)
         key = advisory_key(f"ddl:{self.datastore.schema}")
         # Its own connection (not a pooled one: a pool of one would deadlock).
         with _connect_beside(self.datastore) as conn:
@@ -317,6 +324,10 @@ class _SchemaOnce(PostgresAggregateRecorder):
 _DDL_TRIES: Final = 5
 #: admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping).
 _SERVER_GOING_AWAY: Final = frozenset({"57P01", "57P02", "57P03"})
+#: Environment setting of a store opened with ``create=False``: its recorders create nothing.
+READ_ONLY_ENV: Final = "DURABLE_JOBS_READ_ONLY"
+#: The datastores of such stores.
+_READ_ONLY: weakref.WeakSet[PostgresDatastore] = weakref.WeakSet()
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -629,6 +640,8 @@ class PostgresFactoryWithIndex(PostgresFactory):
         super().__init__(env)
         # Our pool's own setting (upstream does not expose it): see _POOL_RECONNECT_TIMEOUT.
         self.datastore.pool.reconnect_timeout = _POOL_RECONNECT_TIMEOUT
+        if env.get(READ_ONLY_ENV):
+            _READ_ONLY.add(self.datastore)
         if self.datastore.enable_db_functions:
             self.close()
             msg = (
@@ -872,6 +885,7 @@ class PostgresStore(Store):
             PostgresFactory.POSTGRES_MAX_OVERFLOW: "0",
             PostgresFactory.POSTGRES_SCHEMA: self.schema,
             PostgresFactory.POSTGRES_ENABLE_DB_FUNCTIONS: "no",
+            READ_ONLY_ENV: "" if self.create else "yes",
         }
 
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:

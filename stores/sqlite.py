@@ -8,7 +8,10 @@ commits, never corrupt the file); ``?lock_timeout=SECONDS`` (default 5).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import IO, Any
@@ -24,8 +27,8 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
-from durable_jobs._errors import ConfigurationError
-from durable_jobs._store.base import Store, index_rows_from, type_versions_from
+from durable_jobs._errors import ConfigurationError, StoreError
+from durable_jobs._store.base import Store, _JobsApplication, index_rows_from, type_versions_from
 from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
 
 __all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore"]
@@ -167,6 +170,19 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         return self._rows(sql + "ORDER BY kind, job, instance_id LIMIT ?", (*params, limit))
 
 
+#: Database files (and so their -wal and -shm files) and lock files: owner only.
+_FILE_MODE = 0o600
+#: The tables a durable-jobs SQLite file holds.
+_OUR_TABLES = frozenset({"stored_events", "stored_snapshots", INDEX_TABLE})
+#: SQLite primary result codes after which a write did not commit: BUSY, LOCKED, FULL.
+_NOT_COMMITTED = frozenset({5, 6, 13})
+
+
+def _uri_path(path: str) -> str:
+    """``path`` for an SQLite ``file:`` URI (``?`` and ``#`` would end the path)."""
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
 class _SQLitePool(SQLiteConnectionPool):
     """Connections with our durability setting applied before first use."""
 
@@ -228,7 +244,8 @@ class SQLiteStore(Store):
         """
         if self._runtime_lock is not None:
             raise ConfigurationError(f"A jobs runtime already serves {self.url} in this process.")
-        lock = open(f"{self.path}.runtime-lock", "a+b")  # noqa: SIM115 - held until released
+        fd = os.open(f"{self.path}.runtime-lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        lock = os.fdopen(fd, "a+b")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -250,6 +267,83 @@ class SQLiteStore(Store):
         self.release_runtime()
         super().close()
 
+    def _open_application(self) -> _JobsApplication:
+        self._prepare_file()
+        return super()._open_application()
+
+    def _prepare_file(self) -> None:
+        """Create a new database file 0600, or look at an existing one before any change.
+
+        SQLite gives the ``-wal`` and ``-shm`` files the database file's mode, so
+        they are 0600 too. An existing file is read first, without writing: one
+        that holds another application's tables is refused before it is switched
+        to WAL mode or given our tables. Without ``create`` (read-only tools) a
+        missing file, or one without our tables, is refused.
+        """
+        self._factory_env()  # the URL's options are checked before anything is created
+        self._synchronous()
+        path = self.path
+        if path.endswith("/") or os.path.isdir(path):
+            msg = (
+                f"The SQLite store path {path!r} in {str(self.url)!r} is a directory; name "
+                "a database file in it, e.g. 'sqlite:///dir/jobs.db'."
+            )
+            raise ConfigurationError(msg)
+        if not os.path.exists(path):
+            if not self.create:
+                msg = f"No SQLite store at {self.url}: the file does not exist."
+                raise ConfigurationError(msg)
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+            except FileExistsError:
+                pass  # created meanwhile: look at it below
+            except OSError as exc:
+                msg = f"Could not create the SQLite store {self.url}: {exc}"
+                raise StoreError(msg) from exc
+            else:
+                return
+        tables = self._tables(path)
+        foreign = sorted(tables - _OUR_TABLES)
+        if foreign or (self._holds_foreign_events(path, tables)):
+            shown = ", ".join(foreign[:5]) or "stored_events without dj_instances"
+            msg = (
+                f"The file of {self.url} is not a durable-jobs store: it holds other tables "
+                f"({shown}). Nothing was changed; use a file of its own."
+            )
+            raise ConfigurationError(msg)
+        if not self.create and "dj_instances" not in tables:
+            msg = f"The file of {self.url} is not a durable-jobs store (it has no jobs tables)."
+            raise ConfigurationError(msg)
+
+    def _tables(self, path: str) -> set[str]:
+        """The table names of the database at ``path``, read without writing anything."""
+        try:
+            conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+            try:
+                rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                return {str(name) for (name,) in rows if not str(name).startswith("sqlite_")}
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"Could not open the store {self.url}: {exc}") from exc
+
+    def _holds_foreign_events(self, path: str, tables: set[str]) -> bool:
+        """An events table with rows but no index: another eventsourcing app's file."""
+        if "stored_events" not in tables or "dj_instances" in tables:
+            return False
+        with contextlib.closing(
+            sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+        ) as conn:
+            return conn.execute("SELECT 1 FROM stored_events LIMIT 1").fetchone() is not None
+
+    def _outcome_unknown(self, exc: Exception) -> bool:
+        """A local file's write that raised did not commit when SQLite says the database
+        was busy, locked or full (the transaction was refused or rolled back)."""
+        cause = exc.__cause__
+        if isinstance(cause, sqlite3.Error) and (cause.sqlite_errorcode & 0xFF) in _NOT_COMMITTED:
+            return False
+        return super()._outcome_unknown(exc)
+
     def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
         recorder = self._app.recorder
         assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
@@ -264,7 +358,7 @@ class SQLiteStore(Store):
             raise ConfigurationError(msg)
         return {"SQLITE_DBNAME": self.path, "SQLITE_LOCK_TIMEOUT": timeout}
 
-    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+    def _synchronous(self) -> str:
         synchronous = (self.url.option("synchronous", "full") or "").upper()
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             msg = (
@@ -272,4 +366,7 @@ class SQLiteStore(Store):
                 f"not {synchronous.lower()!r}."
             )
             raise ConfigurationError(msg)
-        return _SQLiteFactory(env, synchronous=synchronous)
+        return synchronous
+
+    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+        return _SQLiteFactory(env, synchronous=self._synchronous())

@@ -35,6 +35,7 @@ EXPECTED = {
     "JobNotFound",
     "JobStats",
     "Jobs",
+    "Limits",
     "PendingAlarm",
     "RecordedEvent",
     "Registry",

@@ -26,6 +26,7 @@ from durable_jobs._client import (
 )
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import cron, every
+from durable_jobs._domain.values import Limits
 from durable_jobs._errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -91,6 +92,7 @@ __all__ = [
     "JobNotFound",
     "JobStats",
     "Jobs",
+    "Limits",
     "PendingAlarm",
     "RecordedEvent",
     "Registry",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar, final, overload
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, final, overload
 
 import trio
 import trio.testing
@@ -18,13 +18,20 @@ from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.task import TaskInstance
+from durable_jobs._domain.values import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_idempotency_key,
+    check_reason,
+    limits_in_effect,
+)
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._evolution import refuse_unreadable_versions
 from durable_jobs._records import RecordedEvent
 from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
 from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
-from durable_jobs._runtime.runtime import Observer, Runtime, check_key
+from durable_jobs._runtime.runtime import Observer, Runtime
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
@@ -53,6 +60,9 @@ log = logging.getLogger("durable_jobs.runtime")
 
 S = TypeVar("S")
 E = TypeVar("E")
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound="_KindClient")
 
 
 # ---- result types ------------------------------------------------------------------------
@@ -171,10 +181,27 @@ def _continuous_status(agg: ContinuousInstance | None) -> ContinuousStatus:
     return ContinuousStatus(agg.status, agg.d.run_count, agg.d.alarm_at)  # type: ignore[arg-type]
 
 
+def _limited(
+    method: Callable[Concatenate[C, P], Awaitable[R]],
+) -> Callable[Concatenate[C, P], Awaitable[R]]:
+    """Run a client method with its ``open_jobs``'s size limits in effect (they apply to
+    the values it checks and to the handlers it runs in the caller's task)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with limits_in_effect(self._limits):
+            return await method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class _KindClient:
-    def __init__(self, runtime: Runtime, job: JobDefinition) -> None:
+    def __init__(
+        self, runtime: Runtime, job: JobDefinition, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self._rt = runtime
         self._definition = job
+        self._limits = limits
 
     def _call(self, method: str) -> str:
         """How a call is named in errors, e.g. ``jobs.task('signup').send()``."""
@@ -193,10 +220,13 @@ class _KindClient:
 class ContinuousClient(_KindClient, Generic[S]):
     """Commands and reads of one continuous job's instances."""
 
-    def __init__(self, runtime: Runtime, job: ContinuousJob[S]) -> None:
-        super().__init__(runtime, job)
+    def __init__(
+        self, runtime: Runtime, job: ContinuousJob[S], limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        super().__init__(runtime, job, limits)
         self.job = job
 
+    @_limited
     async def start(self, id: str, input: S) -> StartResult:
         """Create instance ``id`` with ``input`` as its state (an existing one is kept)."""
         check_instance_id(id)
@@ -208,6 +238,7 @@ class ContinuousClient(_KindClient, Generic[S]):
 
         return await self._rt.command(run, self._call("start"))
 
+    @_limited
     async def trigger(self, id: str) -> TriggerResult:
         """Run now, bypassing the schedule, and return after the run committed."""
         check_instance_id(id)
@@ -217,12 +248,14 @@ class ContinuousClient(_KindClient, Generic[S]):
 
         return await self._rt.command(run, self._call("trigger"))
 
+    @_limited
     async def status(self, id: str) -> ContinuousStatus:
         """The instance's status, run count and next run time (``not_found`` if none)."""
         check_instance_id(id)
         self._check_open("status")
         return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
 
+    @_limited
     async def get_state(self, id: str) -> S | None:
         """The committed state, or None if there is no such (live) instance."""
         check_instance_id(id)
@@ -234,9 +267,11 @@ class ContinuousClient(_KindClient, Generic[S]):
             self.job.state_codec, agg, agg.d.state, agg.d.state_version
         )
 
+    @_limited
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
         """Cancel the alarm and remove the state; the history stays."""
         check_instance_id(id)
+        check_reason(reason)
 
         async def run() -> TerminateResult:
             return TerminateResult(
@@ -245,6 +280,7 @@ class ContinuousClient(_KindClient, Generic[S]):
 
         return await self._rt.command(run, self._call("terminate"))
 
+    @_limited
     async def history(self, id: str) -> list[RecordedEvent]:
         """Every record of the instance's log, oldest first (all its generations)."""
         check_instance_id(id)
@@ -266,10 +302,13 @@ def _debounce_status(agg: DebounceInstance | None) -> DebounceStatus:
 class DebounceClient(_KindClient, Generic[E, S]):
     """Commands and reads of one debounce job's instances."""
 
-    def __init__(self, runtime: Runtime, job: DebounceJob[E, S]) -> None:
-        super().__init__(runtime, job)
+    def __init__(
+        self, runtime: Runtime, job: DebounceJob[E, S], limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        super().__init__(runtime, job, limits)
         self.job = job
 
+    @_limited
     async def add(
         self,
         id: str,
@@ -278,7 +317,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
     ) -> AddResult:
         """Add ``event`` to the open batch; returns without waiting for any flush."""
         check_instance_id(id)
-        key = check_key(idempotency_key)
+        key = check_idempotency_key(idempotency_key)
         value = self.job.event_codec.validate(event)
         event_json = self.job.event_codec.dump(value)
 
@@ -290,6 +329,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
 
         return await self._rt.command(run, self._call("add"))
 
+    @_limited
     async def flush(self, id: str) -> FlushResult:
         """Flush the next batch now and return after the flush committed (or failed)."""
         check_instance_id(id)
@@ -301,6 +341,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
 
         return await self._rt.command(run, self._call("flush"))
 
+    @_limited
     async def clear(self, id: str) -> ClearResult:
         """Drop every buffered event unprocessed."""
         check_instance_id(id)
@@ -311,12 +352,14 @@ class DebounceClient(_KindClient, Generic[E, S]):
 
         return await self._rt.command(run, self._call("clear"))
 
+    @_limited
     async def status(self, id: str) -> DebounceStatus:
         """The instance's status, pending event count and flush time (``not_found`` if none)."""
         check_instance_id(id)
         self._check_open("status")
         return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
 
+    @_limited
     async def get_state(self, id: str) -> S | None:
         """The state of the batch that flushes next, or None."""
         check_instance_id(id)
@@ -328,6 +371,7 @@ class DebounceClient(_KindClient, Generic[E, S]):
             self.job.state_codec, agg, agg.current_state, agg.current_state_version
         )
 
+    @_limited
     async def history(self, id: str) -> list[RecordedEvent]:
         """Every record of the instance's log, oldest first (all its generations)."""
         check_instance_id(id)
@@ -345,10 +389,13 @@ def _task_status(agg: TaskInstance | None) -> TaskStatus:
 class TaskClient(_KindClient, Generic[E, S]):
     """Commands and reads of one task job's instances."""
 
-    def __init__(self, runtime: Runtime, job: TaskJob[E, S]) -> None:
-        super().__init__(runtime, job)
+    def __init__(
+        self, runtime: Runtime, job: TaskJob[E, S], limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        super().__init__(runtime, job, limits)
         self.job = job
 
+    @_limited
     async def send(
         self,
         id: str,
@@ -357,7 +404,7 @@ class TaskClient(_KindClient, Generic[E, S]):
     ) -> SendResult:
         """Deliver ``event``: runs ``on_event`` (and ``on_idle``) and commits."""
         check_instance_id(id)
-        key = check_key(idempotency_key)
+        key = check_idempotency_key(idempotency_key)
         value = self.job.event_codec.validate(event)
         event_json = self.job.event_codec.dump(value)
 
@@ -369,6 +416,7 @@ class TaskClient(_KindClient, Generic[E, S]):
 
         return await self._rt.command(run, self._call("send"))
 
+    @_limited
     async def trigger(self, id: str) -> TriggerResult:
         """Run ``execute`` now and return after it committed; the alarm stays."""
         check_instance_id(id)
@@ -378,12 +426,14 @@ class TaskClient(_KindClient, Generic[E, S]):
 
         return await self._rt.command(run, self._call("trigger"))
 
+    @_limited
     async def status(self, id: str) -> TaskStatus:
         """The instance's status, alarm and counters (``not_found`` if none)."""
         check_instance_id(id)
         self._check_open("status")
         return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
 
+    @_limited
     async def get_state(self, id: str) -> TaskState[S] | None:
         """The committed state and the pending alarm, or None if there is no such instance."""
         check_instance_id(id)
@@ -394,9 +444,11 @@ class TaskClient(_KindClient, Generic[E, S]):
         state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state, agg.d.state_version)
         return TaskState(state, agg.d.alarm_at)
 
+    @_limited
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
         """Cancel the alarm and remove the state; the history stays."""
         check_instance_id(id)
+        check_reason(reason)
 
         async def run() -> TerminateResult:
             return TerminateResult(
@@ -405,6 +457,7 @@ class TaskClient(_KindClient, Generic[E, S]):
 
         return await self._rt.command(run, self._call("terminate"))
 
+    @_limited
     async def history(self, id: str) -> list[RecordedEvent]:
         """Every record of the instance's log, oldest first (all its generations)."""
         check_instance_id(id)
@@ -418,8 +471,14 @@ class TaskClient(_KindClient, Generic[E, S]):
 class Jobs:
     """The client of a running registry; get it from :func:`open_jobs` or :func:`serve`."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, limits: Limits = DEFAULT_LIMITS) -> None:
         self._rt = runtime
+        self._limits = limits
+
+    @property
+    def limits(self) -> Limits:
+        """The size limits of states, events and idempotency keys (``open_jobs`` options)."""
+        return self._limits
 
     @property
     def registry(self) -> Registry:
@@ -446,8 +505,8 @@ class Jobs:
     def continuous(self, job: str | ContinuousJob[Any]) -> ContinuousClient[Any]:
         """The client of a continuous job (by name or definition); JobNotFound if unknown."""
         self._check_open("continuous")
-        name = job if isinstance(job, str) else job.name
-        return ContinuousClient(self._rt, self._rt.registry.get("continuous", name))
+        name = _job_name("continuous", job)
+        return ContinuousClient(self._rt, self._rt.registry.get("continuous", name), self._limits)
 
     @overload
     def debounce(self, job: DebounceJob[E, S]) -> DebounceClient[E, S]: ...
@@ -456,8 +515,8 @@ class Jobs:
     def debounce(self, job: str | DebounceJob[Any, Any]) -> DebounceClient[Any, Any]:
         """The client of a debounce job (by name or definition); JobNotFound if unknown."""
         self._check_open("debounce")
-        name = job if isinstance(job, str) else job.name
-        return DebounceClient(self._rt, self._rt.registry.get("debounce", name))
+        name = _job_name("debounce", job)
+        return DebounceClient(self._rt, self._rt.registry.get("debounce", name), self._limits)
 
     @overload
     def task(self, job: TaskJob[E, S]) -> TaskClient[E, S]: ...
@@ -466,8 +525,8 @@ class Jobs:
     def task(self, job: str | TaskJob[Any, Any]) -> TaskClient[Any, Any]:
         """The client of a task job (by name or definition); JobNotFound if unknown."""
         self._check_open("task")
-        name = job if isinstance(job, str) else job.name
-        return TaskClient(self._rt, self._rt.registry.get("task", name))
+        name = _job_name("task", job)
+        return TaskClient(self._rt, self._rt.registry.get("task", name), self._limits)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Call ``observer(record)`` for every event committed from now on; returns an
@@ -489,6 +548,16 @@ class Jobs:
 
     def __repr__(self) -> str:
         return f"<Jobs {self._rt.registry!r} on {self._rt.store!r}>"
+
+
+def _job_name(kind: str, job: object) -> str:
+    """The name of ``job`` (a name or a definition); ConfigurationError for anything else."""
+    if isinstance(job, str):
+        return job
+    if isinstance(job, JobDefinition):
+        return job.name
+    msg = f"jobs.{kind}() takes a job name or definition, not {type(job).__name__}."
+    raise ConfigurationError(msg)
 
 
 def _duration(name: str, value: object) -> timedelta:
@@ -569,6 +638,9 @@ async def open_jobs(
     run_alarms: bool = True,
     lease: timedelta | float = DEFAULT_LEASE,
     encryption_key: str | Sequence[str] | None = None,
+    max_event_bytes: int = DEFAULT_LIMITS.max_event_bytes,
+    max_state_bytes: int = DEFAULT_LIMITS.max_state_bytes,
+    max_key_bytes: int = DEFAULT_LIMITS.max_key_bytes,
 ) -> AsyncIterator[Jobs]:
     """Open ``store``, load its pending alarms and serve ``registry`` until the block ends.
 
@@ -588,6 +660,12 @@ async def open_jobs(
     :func:`durable_jobs.generate_key`, or a list: the first encrypts, all
     decrypt) encrypts every event and snapshot written, with AES-256-GCM; for a
     :class:`Store` passed in, give it to ``open_store`` instead.
+
+    ``max_event_bytes`` and ``max_state_bytes`` (default 1 MiB each) bound an
+    event and a state as UTF-8 JSON, ``max_key_bytes`` (default 1024) an
+    idempotency key as UTF-8: a larger one is a ValidationError naming the
+    limit, and nothing is written (a handler setting a state that is too
+    large fails its run).
     """
     clock, shutdown_grace, poll_interval = _check_options(
         registry,
@@ -600,6 +678,11 @@ async def open_jobs(
         shutdown_grace=shutdown_grace,
         poll_interval=poll_interval,
         observers=observers,
+    )
+    limits = Limits(
+        max_event_bytes=max_event_bytes,
+        max_state_bytes=max_state_bytes,
+        max_key_bytes=max_key_bytes,
     )
     lease = _duration("lease", lease)
     if lease < MIN_LEASE:
@@ -643,9 +726,10 @@ async def open_jobs(
         body_error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(runtime.run)
+                with limits_in_effect(limits):  # the runtime's tasks inherit them
+                    await nursery.start(runtime.run)
                 try:
-                    yield Jobs(runtime)
+                    yield Jobs(runtime, limits)
                 except BaseException as exc:
                     body_error = exc
                 finally:

@@ -20,7 +20,6 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Final, Literal, Self, cast, final
 from uuid import UUID
 
@@ -35,7 +34,6 @@ from durable_jobs._registry import Registry
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.registry import open_store
-from durable_jobs._store.urls import StoreURL, redact
 
 __all__ = [
     "STATUSES",
@@ -384,6 +382,13 @@ def _uuid_of(kind: object, job: object, instance_id: object) -> UUID:
         raise ValidationError(str(exc)) from None
 
 
+def _check_filter(name: str, value: object) -> None:
+    """A ``job`` or ``cursor`` argument: a str or None (ValidationError otherwise)."""
+    if value is not None and not isinstance(value, str):
+        msg = f"{name} must be a str or None, not {type(value).__name__}."
+        raise ValidationError(msg)
+
+
 def _check_status(status: str | None) -> None:
     if status is not None and status not in STATUSES:
         msg = f"Unknown status {status!r}: expected one of {', '.join(STATUSES)}."
@@ -445,14 +450,9 @@ def _decode_cursor(cursor: str) -> tuple[str, str, str]:
 
 
 def _open_existing(url: str, encryption_key: str | Sequence[str] | None = None) -> Store:
-    """Open ``url``, refusing an SQLite path that does not exist (reads must not create it)."""
-    parsed = StoreURL.parse(url)
-    if parsed.scheme == "sqlite":
-        path = parsed.path.removeprefix("/")
-        if not path or not Path(path).exists():
-            msg = f"No SQLite store at {redact(url)}: the file does not exist."
-            raise ConfigurationError(msg)
-    return open_store(url, encryption_key=encryption_key)
+    """Open ``url`` read-only: a missing SQLite file or Postgres schema is a
+    ConfigurationError, never created (reads must not create anything)."""
+    return open_store(url, create=False, encryption_key=encryption_key)
 
 
 @final
@@ -469,18 +469,22 @@ class Inspector:
     def __init__(
         self, store: Store | str, *, encryption_key: str | Sequence[str] | None = None
     ) -> None:
-        if isinstance(store, str):
-            self._store = _open_existing(store, encryption_key)
+        given = cast(object, store)  # checked: callers may pass anything
+        if isinstance(given, str):
+            self._store = _open_existing(given, encryption_key)
             self._owned = True
-        else:
+        elif isinstance(given, Store):
             if encryption_key is not None:
                 msg = (
                     "encryption_key is for a store URL; an open Store has its own: pass "
                     "encryption_key to open_store() instead."
                 )
                 raise ConfigurationError(msg)
-            self._store = store
+            self._store = given
             self._owned = False
+        else:
+            msg = f"Inspector needs a store URL or an open Store, not {type(store).__name__}."
+            raise ConfigurationError(msg)
 
     @property
     def store(self) -> Store:
@@ -533,6 +537,8 @@ class Inspector:
         if kind is not None:
             _check_kind(kind)
         _check_status(status)
+        _check_filter("job", job)
+        _check_filter("cursor", cursor)
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             msg = f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}."
             raise ValidationError(msg)
@@ -729,6 +735,7 @@ class Inspector:
         """
         if kind is not None:
             _check_kind(kind)
+        _check_filter("job", job)
         when = _aware(now) if now is not None else datetime.now(UTC)
         acc: dict[tuple[str, str], _Tally] = {}
         for row in self._store.iter_instances(kind=kind, job=job):

@@ -25,6 +25,7 @@ from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
 from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy, Window
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
+from durable_jobs._domain.values import check_finite, check_json_value, check_size
 from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
 from durable_jobs._runtime.contexts import ContinuousContext, DebounceContext, TaskContext
 
@@ -87,7 +88,9 @@ class TypeCodec(Generic[S]):
         """``value`` as the type, or :class:`ValidationError` (caller's input)."""
         try:
             return self.adapter.validate_python(value)
-        except pydantic.ValidationError as exc:
+        except ValidationError:
+            raise
+        except Exception as exc:  # pydantic's error, or one a custom validator raised
             msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
             raise ValidationError(msg) from exc
 
@@ -101,11 +104,26 @@ class TypeCodec(Generic[S]):
         The JSON is validated again, as it will be read back: a model instance
         built without validation (``model_construct``) is passed through by
         pydantic's first check, and must not be stored if it cannot be read.
+        What JSON cannot hold exactly (NaN, infinities, lone surrogates, bytes
+        that are not UTF-8, nesting deeper than the readers accept) and values
+        over the size limit are refused with :class:`ValidationError`.
         """
         try:
+            check_finite(self.adapter.dump_python(value, warnings="error"), self.what)
             data = self.adapter.dump_python(value, mode="json", warnings="error")
-            self.from_json(data)
-        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
+        except ValidationError as exc:
+            raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
+        except Exception as exc:  # pydantic's error, bytes not UTF-8, too deep, ...
+            msg = f"Invalid {self.what} for job {self.job!r}: it cannot be stored as JSON: {exc}"
+            raise ValidationError(msg) from exc
+        try:
+            check_json_value(data, self.what)
+            encoded = pydantic_core.to_json(data)
+            check_size(encoded, self.what)
+            self.adapter.validate_json(encoded)
+        except ValidationError as exc:
+            raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
+        except Exception as exc:
             msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
             raise ValidationError(msg) from exc
         return data

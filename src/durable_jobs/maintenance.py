@@ -60,6 +60,7 @@ from eventsourcing.persistence import Notification, StoredEvent
 
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance, event_classes
+from durable_jobs._domain.values import MAX_NESTING, check_json_value
 from durable_jobs._errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -84,6 +85,7 @@ __all__ = [
     "PurgeResult",
     "ReplayReport",
     "TailEvent",
+    "check_export",
     "export_jsonl",
     "import_jsonl",
     "purge_instance",
@@ -464,26 +466,7 @@ def import_jsonl(
     that another writer creates during the import stops it with
     :class:`ConcurrencyError` (instances written before it stay).
     """
-    if isinstance(source, str | os.PathLike):
-        path = os.fspath(source)
-        name = path
-
-        def lines() -> Iterator[str]:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    yield from f
-            except OSError as exc:
-                raise ExportFileError(f"cannot read the file ({exc})", source=name) from exc
-            except UnicodeDecodeError as exc:
-                raise ExportFileError(f"not UTF-8 text ({exc})", source=name) from exc
-
-    else:
-        name = getattr(source, "name", None) or "<stream>"
-        buffered = list(source)
-
-        def lines() -> Iterator[str]:
-            return iter(buffered)
-
+    name, lines = _export_lines(source)
     expected: dict[UUID, int] = {}
     existing: list[str] = []
     for group in _read_export(lines(), name):
@@ -507,6 +490,45 @@ def import_jsonl(
     if batch:
         _write_batch(store, batch)
     return _verify(store, expected)
+
+
+def check_export(source: str | os.PathLike[str] | IO[str]) -> int:
+    """Check an export file as :func:`import_jsonl` does before it writes, without a
+    store: a malformed line raises :class:`ExportFileError`. Returns the number of
+    instances in it. A stream is read to its end."""
+    name, lines = _export_lines(source)
+    return sum(1 for _ in _read_export(lines(), name))
+
+
+def _export_lines(
+    source: str | os.PathLike[str] | IO[str],
+) -> tuple[str, Callable[[], Iterator[str]]]:
+    """The name of ``source`` and a function giving its lines (again on each call)."""
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+
+        def from_file() -> Iterator[str]:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    yield from f
+            except OSError as exc:
+                raise ExportFileError(f"cannot read the file ({exc})", source=path) from exc
+            except UnicodeDecodeError as exc:
+                raise ExportFileError(f"not UTF-8 text ({exc})", source=path) from exc
+
+        return path, from_file
+    name = getattr(source, "name", None) or "<stream>"
+    buffered = list(source)
+
+    def from_buffer() -> Iterator[str]:
+        return iter(buffered)
+
+    return str(name), from_buffer
+
+
+def _no_constant(name: str) -> Any:
+    msg = f"{name} is not a JSON number (NaN and infinities cannot be stored)"
+    raise ValueError(msg)
 
 
 def _write_batch(store: Store, batch: list[_Group]) -> None:
@@ -554,9 +576,11 @@ def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
         if footer:
             raise bad("a line after the footer line")
         try:
-            doc = json.loads(text)
+            doc = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise bad(f"not a JSON object ({exc.msg} at column {exc.colno})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise bad(f"not storable JSON ({exc or 'nested too deep'})") from exc
         if not isinstance(doc, dict):
             raise bad(f"not a JSON object but {type(doc).__name__}")
         kind_of_line = doc.get("type")
@@ -659,6 +683,10 @@ def _parse_event(doc: dict[str, Any], bad: Any) -> tuple[UUID, int, StoredEvent,
         raise bad(f"bad instance of {label} ({exc})") from exc
     if uuid != expected:
         raise bad(f"instance_uuid {uuid} is not the id of {label} ({expected})")
+    try:
+        check_json_value(doc["state"], "the event's 'state'", max_depth=MAX_NESTING + 8)
+    except ValidationError as exc:
+        raise bad(str(exc)) from None
     state = json.dumps(doc["state"], ensure_ascii=False, separators=(",", ":")).encode()
     return uuid, version, StoredEvent(uuid, version, doc["topic"], state), label
 

@@ -55,6 +55,14 @@ def check_instance_id(instance_id: object) -> str:
         raise ValidationError(msg)
     if "\x00" in instance_id:
         raise ValidationError("An instance id must not contain NUL characters.")
+    try:
+        instance_id.encode("utf-8")
+    except UnicodeEncodeError:
+        msg = (
+            f"An instance id must be valid Unicode; {instance_id!r:.80} contains a lone "
+            "surrogate, which cannot be stored."
+        )
+        raise ValidationError(msg) from None
     return instance_id
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from durable_jobs._domain.instance import UNCHANGED, Intents
+from durable_jobs._domain.values import check_reason
 from durable_jobs._errors import ValidationError
 
 if TYPE_CHECKING:
@@ -60,8 +61,11 @@ class _StatefulContext(_Context, Generic[S]):
         return self._state if self._new_state is UNCHANGED else self._new_state
 
     def set_state(self, new: S) -> None:
-        """Replace the state when the handler returns (validated now)."""
-        self._new_state = self._codec.validate(new)
+        """Replace the state when the handler returns (validated now: a value that does
+        not fit the type or cannot be stored as JSON raises ValidationError here)."""
+        value = self._codec.validate(new)
+        self._codec.dump(value)
+        self._new_state = value
 
     def _intents(self, schedule: Any = UNCHANGED) -> Intents:
         state = UNCHANGED
@@ -120,8 +124,8 @@ class ContinuousContext(_StatefulContext[S]):
 
     def terminate(self, reason: str | None = None) -> None:
         """End the instance when the handler returns (alarm cancelled, state removed)."""
+        self._terminate_reason = check_reason(reason)
         self._terminate = True
-        self._terminate_reason = reason
 
     def __repr__(self) -> str:
         return (
@@ -220,19 +224,51 @@ class DebounceContext(_Context, Generic[S]):
         )
 
 
-def to_alarm_time(when: object, now: datetime) -> datetime:
+def to_alarm_time(when: object, now: datetime, *, earliest: datetime | None = None) -> datetime:
     """``schedule(when)``'s argument as a UTC time: a timedelta from now, an aware
-    datetime, or epoch seconds."""
+    datetime, or epoch seconds.
+
+    A time in the past is refused (ValidationError): a negative timedelta, or a
+    datetime or epoch seconds before ``earliest`` (when the handler started;
+    ``now`` if not given). An alarm in the past would fire at once, and a task
+    that reschedules itself so would run without end. Use ``timedelta(0)`` to
+    run again as soon as possible.
+    """
+    at = _alarm_time(when, now)
     if isinstance(when, timedelta):
-        return now + when
+        if when < timedelta(0):
+            msg = (
+                f"schedule() got a negative delay {when!r}: an alarm cannot be set in the "
+                "past; use timedelta(0) to run again as soon as possible."
+            )
+            raise ValidationError(msg)
+    elif at < (earliest or now):
+        msg = (
+            f"schedule() got {at.isoformat()}, before the handler started "
+            f"({(earliest or now).isoformat()}): an alarm cannot be set in the past; "
+            "use timedelta(0) to run again as soon as possible."
+        )
+        raise ValidationError(msg)
+    return at
+
+
+def _alarm_time(when: object, now: datetime) -> datetime:
+    if isinstance(when, timedelta):
+        try:
+            return now + when
+        except OverflowError as exc:
+            raise ValidationError(f"schedule() got a delay out of range: {when!r}") from exc
     if isinstance(when, datetime):
-        if when.utcoffset() is None:
+        if when.tzinfo is None or when.utcoffset() is None:
             msg = (
                 f"schedule() got a naive datetime {when!r}; pass a timezone-aware one "
                 "(e.g. datetime.now(UTC) + ...) or a timedelta from now."
             )
             raise ValidationError(msg)
-        return when.astimezone(UTC)
+        try:
+            return when.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError(f"schedule() got a datetime out of range: {when!r}") from exc
     if isinstance(when, int | float) and not isinstance(when, bool):
         try:
             return datetime.fromtimestamp(when, UTC)
@@ -264,6 +300,7 @@ class TaskContext(_StatefulContext[S]):
     ) -> None:
         super().__init__(codec=codec, state=state, instance_id=instance_id, job_name=job_name)
         self._now = now
+        self._started = now()  # the handler starts now: schedule() refuses earlier times
         self._scheduled: Any = UNCHANGED
         self._committed_alarm = scheduled_at
         self._event_count = event_count
@@ -281,7 +318,7 @@ class TaskContext(_StatefulContext[S]):
 
     def schedule(self, when: timedelta | datetime | float) -> None:
         """Set the one alarm: a timedelta from now, an aware datetime, or epoch seconds."""
-        self._scheduled = to_alarm_time(when, self._now())
+        self._scheduled = to_alarm_time(when, self._now(), earliest=self._started)
 
     def cancel_schedule(self) -> None:
         """Remove the alarm."""
@@ -294,8 +331,8 @@ class TaskContext(_StatefulContext[S]):
 
     def terminate(self, reason: str | None = None) -> None:
         """End the instance when the handler returns (alarm cancelled, state removed)."""
+        self._terminate_reason = check_reason(reason)
         self._terminate = True
-        self._terminate_reason = reason
 
     @property
     def event_count(self) -> int:

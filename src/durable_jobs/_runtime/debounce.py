@@ -68,7 +68,6 @@ class DebounceRunner:
                     job.reducer,
                     ctx,
                     instance_id=instance_id,
-                    then=job.state_codec.to_json,
                 )
                 if outcome.fatal is not None:
                     raise outcome.fatal
@@ -78,7 +77,9 @@ class DebounceRunner:
                         f"instance {instance_id!r}: {outcome.error!r}. The event was not added."
                     )
                     raise HandlerError(msg) from outcome.error
-                new_json = outcome.value
+                # A state that does not fit (or cannot be stored) is the caller's
+                # ValidationError, not the reducer's failure: nothing is added.
+                new_json = job.state_codec.to_json(outcome.value)
             agg = clone(committed) if committed is not None else None
             agg, opened = DebounceInstance.collect(
                 agg,

@@ -105,6 +105,9 @@ class Store(ABC):
     #: Whether calls may block (on disk or network): the runtime then makes them in
     #: worker threads; calls of a store that never blocks are made inline.
     blocking: ClassVar[bool] = True
+    #: False: open an existing store only (read-only tools); a missing file,
+    #: schema or table is a ConfigurationError and nothing is created.
+    create: bool = True
 
     @property
     def max_concurrency(self) -> int:
@@ -188,6 +191,7 @@ class Store(ABC):
         *,
         snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL,
         encryption_key: str | Sequence[str] | None = None,
+        create: bool = True,
     ) -> None:
         # First: a malformed key is refused before anything is opened or created.
         self._cipher = make_cipher(encryption_key)
@@ -199,9 +203,12 @@ class Store(ABC):
                 f"not {snapshot_interval!r}."
             )
             raise ConfigurationError(msg)
+        if not isinstance(create, bool):
+            raise ConfigurationError(f"create must be True or False, not {create!r}.")
         url.check_options(set(self.url_options))
         self.url = url
         self.snapshot_interval = snapshot_interval
+        self.create = create
         self._app = self._open_application()
 
     @classmethod
@@ -227,6 +234,12 @@ class Store(ABC):
         """
         text = str(exc)
         return "UNIQUE constraint failed: stored_events" in text or "already recorded" in text
+
+    def _outcome_unknown(self, exc: Exception) -> bool:
+        """Whether a failed write may have committed all the same (a connection lost
+        during the commit). The default says so for any driver operational error;
+        adapters that know better (a local file) override it."""
+        return isinstance(exc, OperationalError | InterfaceError)
 
     def _open_application(self) -> _JobsApplication:
         try:
@@ -375,7 +388,7 @@ class Store(ABC):
         except DurableJobsError:
             raise
         except Exception as exc:
-            if isinstance(exc, OperationalError | InterfaceError):
+            if self._outcome_unknown(exc):
                 # The connection failed: the commit itself may have gone through.
                 outcome = (
                     "the connection failed, so the write may or may not have been "

@@ -146,7 +146,9 @@ class JsonMapper(Mapper[UUID]):
             # Created events: store the short aggregate topic, not eventsourcing's module path.
             payload = adapter.dump_python(domain_event, mode="json", exclude=exclude)
             payload["originator_topic"] = stored_topic(resolve_topic(payload["originator_topic"]))
-            state = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            state = json.dumps(
+                payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode()
         else:
             state = adapter.dump_json(domain_event, exclude=exclude)
         if self.row_cipher is not None:

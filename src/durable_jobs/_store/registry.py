@@ -31,7 +31,10 @@ def open_store(url: str, **options: Any) -> Store:
     (``?schema=NAME`` optional); other schemes come from third-party adapters
     registered under the ``durable_jobs.stores`` entry-point group.
     ``options``: ``snapshot_interval`` (events between snapshots, default 100;
-    0 turns snapshots off) and adapter-specific settings.
+    0 turns snapshots off), ``create`` (default True; False opens an existing
+    store only: a missing SQLite file or Postgres schema is a
+    ConfigurationError, and nothing is created) and adapter-specific settings.
+    A new SQLite file is created with mode 0600.
     """
     parsed = StoreURL.parse(url)
     adapters = _entry_points()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -25,7 +26,7 @@ class StoreURL:
     @classmethod
     def parse(cls, url: str) -> StoreURL:
         """Parse ``url``; a malformed one raises :class:`ConfigurationError` (redacted)."""
-        if not isinstance(url, str) or "://" not in url:
+        if not isinstance(url, str) or not url.partition(":")[2].startswith("//"):
             shown = redact(url) if isinstance(url, str) else type(url).__name__
             msg = (
                 f"Malformed store URL {shown!r}: expected 'scheme://...', e.g. "
@@ -35,9 +36,29 @@ class StoreURL:
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            msg = f"Malformed store URL {redact(url)!r}: {exc}."
+        except ValueError:
+            # Not the parser's message: it can quote part of a password ("Port could
+            # not be cast to integer value as 'SECR'").
+            msg = (
+                f"Malformed store URL {redact(url)!r}: its host or port cannot be read "
+                "(a password holding '/', '@', ':' or '#' must be percent-encoded, e.g. "
+                "'/' as %2F)."
+            )
             raise ConfigurationError(msg) from None
+        if "@" in parts.query or (
+            parts.netloc and url.rfind("@") > url.find(parts.netloc) + len(parts.netloc)
+        ):
+            msg = (
+                f"Malformed store URL {redact(url)!r}: an '@' after the host (a password "
+                "holding '/', '?', '#' or '@' must be percent-encoded, e.g. '/' as %2F)."
+            )
+            raise ConfigurationError(msg)
+        if parts.fragment or "#" in url:
+            msg = (
+                f"Malformed store URL {redact(url)!r}: it holds a '#' (a password holding "
+                "'#' must be percent-encoded as %23)."
+            )
+            raise ConfigurationError(msg)
         query: dict[str, str] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in query:
@@ -64,7 +85,7 @@ class StoreURL:
         if unknown:
             accepted = ", ".join(sorted(allowed)) or "none"
             # Only option names: a value could be a secret put in the wrong place.
-            where = f"{self.scheme}://{self.host or ''}{self.path}"
+            where = redact(f"{self.scheme}://{self.host or ''}{self.path}")
             msg = (
                 f"Unknown option(s) {', '.join(unknown)} in store URL {where!r}; "
                 f"{self.scheme} accepts: {accepted}."
@@ -84,21 +105,36 @@ class StoreURL:
         if self.port is not None:
             netloc += f":{self.port}"
         query = "&".join(f"{k}={v}" for k, v in self.query.items())
-        return f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else "")
+        # Redacted again: a password with an unquoted '/' ends up in the path.
+        return redact(f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else ""))
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (best effort on malformed input)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """``url`` without its password, whatever the URL looks like (malformed ones too).
+
+    Everything between the scheme's ``:`` (and the slashes after it) and the
+    *last* ``@`` is user information, since a password may hold ``/``, ``:``
+    or ``@`` unquoted. Only a well-formed ``scheme://user:...@`` keeps its
+    user name (up to the first ``:``, without ``/``); in every other case the
+    whole user information becomes ``***`` (it cannot be told from a
+    password), even in an SQLite path holding an ``@``.
+    """
+    at = url.rfind("@")
+    if at < 0:
         return url
-    netloc, slash, tail = rest.partition("/")
-    if "@" in netloc:
-        auth, _, hostport = netloc.rpartition("@")
-        if ":" in auth:
-            auth = auth.split(":", 1)[0] + ":***"
-        netloc = f"{auth}@{hostport}"
-    return f"{scheme}://{netloc}{slash}{tail}"
+    colon = url.find(":")
+    if colon < 0 or colon > at or not _SCHEME.fullmatch(url[:colon]):
+        return "***" + url[at:]
+    start = colon + 1
+    while start < at and url[start] == "/":
+        start += 1
+    user, has_password, _ = url[start:at].partition(":")
+    if start - colon != 3 or "/" in user:  # not exactly 'scheme://user'
+        return f"{url[:start]}***{url[at:]}"
+    return f"{url[:start]}{user}{':***' if has_password else ''}{url[at:]}"
 
 
 def scrub(text: str, password: str | None) -> str:

@@ -25,24 +25,25 @@ Shared rules:
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console, RenderableType
+from rich.segment import Segment
 from rich.text import Text
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, keys_from_env
 from durable_jobs._store.registry import open_store
-from durable_jobs._store.urls import StoreURL, redact
 from durable_jobs.cli._about import version_option
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "json_option",
     "opened_store",
     "print_wide",
+    "printable",
     "run",
     "set_exit_code",
     "store_option",
@@ -137,6 +139,56 @@ def store_option(fn: _F) -> _F:
     )(fn)
 
 
+#: Characters never written to a terminal as they are: C0 and C1 controls (ESC
+#: starts terminal commands, a newline would split a table row), bidirectional
+#: overrides and isolates (they reorder what is shown), line separators, and
+#: lone surrogates (from undecodable command-line bytes; they cannot be encoded).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control, bidi-override and line-separator characters written as
+    escapes (``\\x1b``, ``\\n``, ``\\u202e``): what human output shows of data
+    (instance ids, states, messages). ``--json`` output is JSON and left as it is."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+class _SafeConsole(Console):
+    """A rich console that never writes a control character it did not make itself.
+
+    Commands pass data through :func:`printable` (before layout, so a newline
+    in an id cannot split a row); this is the safety net for anything missed:
+    text segments are escaped, except the newlines rich lays out itself.
+    """
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        safe = (
+            seg
+            if seg.control or seg.text == "\n"
+            else Segment(_escape_inline(seg.text), seg.style)
+            for seg in buffer
+        )
+        return super()._render_buffer(safe)
+
+
+def _escape_inline(text: str) -> str:
+    """:func:`printable` for a rendered segment, keeping the line breaks rich made."""
+    if "\n" not in text:
+        return printable(text)
+    return "\n".join(printable(part) for part in text.split("\n"))
+
+
 _console: Console | None = None
 
 
@@ -144,7 +196,7 @@ def console() -> Console:
     """The rich console on stdout: colour on a terminal, plain text when piped."""
     global _console  # noqa: PLW0603 - one console per process, made on first use
     if _console is None or _console.file is not sys.stdout:
-        _console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        _console = _SafeConsole(file=sys.stdout, highlight=False, soft_wrap=True)
     return _console
 
 
@@ -185,20 +237,19 @@ def fail(message: str) -> NoReturn:
 def opened_store(state: CliState, *, must_exist: bool = True) -> Iterator[Store]:
     """The store named by ``--store``/``$DURABLE_JOBS_STORE``, closed afterwards.
 
-    With ``must_exist`` (every read-only command), an SQLite path that does
-    not exist is an error instead of a new, empty database.
+    With ``must_exist`` (every read-only command), the store is opened
+    read-only: an SQLite file or a Postgres schema that does not exist is an
+    error, never created.
     """
     url = state.store_url
     if not url:
         msg = f"No store given: pass --store URL or set {STORE_ENV}."
         raise ConfigurationError(msg)
-    parsed = StoreURL.parse(url)
-    if must_exist and parsed.scheme == "sqlite":
-        path = Path(parsed.path.removeprefix("/")) if parsed.path else None
-        if path is None or not path.exists():
-            msg = f"No SQLite store at {redact(url)}: the file does not exist."
-            raise ConfigurationError(msg)
-    store = open_store(url, encryption_key=keys_from_env(os.environ.get(ENCRYPTION_KEY_ENV)))
+    store = open_store(
+        url,
+        create=not must_exist,
+        encryption_key=keys_from_env(os.environ.get(ENCRYPTION_KEY_ENV)),
+    )
     try:
         yield store
     finally:
@@ -215,7 +266,10 @@ def run(args: list[str] | None = None) -> int:
         return _error("Aborted.", "Aborted", 1, plain="Aborted.")
     except click.ClickException as exc:
         if not _JSON_ERRORS[0]:
-            exc.show()
+            # Usage errors quote the arguments: escape control characters in them too.
+            shown = io.StringIO()
+            exc.show(file=shown)
+            click.echo(_escape_inline(shown.getvalue()), err=True, nl=False)
             return exc.exit_code
         return _error(exc.format_message(), type(exc).__name__, exc.exit_code)
     except click.exceptions.Exit as exc:
@@ -234,7 +288,7 @@ def _error(message: str, kind: str, code: int, *, plain: str | None = None) -> i
         document = {"error": text, "type": kind, "exit_code": code}
         click.echo(json.dumps(document, ensure_ascii=False), err=True)
     else:
-        click.echo(plain if plain is not None else f"error: {text}", err=True)
+        click.echo(plain if plain is not None else f"error: {printable(text)}", err=True)
     return code
 
 

@@ -24,6 +24,7 @@ from rich.text import Text
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
+from durable_jobs._store.urls import StoreURL
 from durable_jobs.cli._app import (
     CliState,
     app,
@@ -32,6 +33,7 @@ from durable_jobs.cli._app import (
     json_option,
     opened_store,
     print_wide,
+    printable,
     set_exit_code,
     store_option,
 )
@@ -40,6 +42,7 @@ from durable_jobs.maintenance import (
     LiveInstanceError,
     ReplayReport,
     TailEvent,
+    check_export,
     export_jsonl,
     import_jsonl,
     purge_instance,
@@ -166,7 +169,7 @@ def _print_replay(reports: list[ReplayReport], problems: int) -> None:
         else:
             result = Text("ok", style="green")
         table.add_row(
-            Text(f"{r.kind} {r.job} {r.instance_id}"),
+            Text(printable(f"{r.kind} {r.job} {r.instance_id}")),
             str(r.version) if r.version is not None else "-",
             str(r.events),
             f"v{r.snapshot_version}" if r.snapshot_version is not None else "none",
@@ -176,15 +179,15 @@ def _print_replay(reports: list[ReplayReport], problems: int) -> None:
     for r in reports:
         if r.ok:
             continue
-        out.print(Text(f"\n{_label(r.kind, r.job, r.instance_id)}:", style="bold"))
+        out.print(Text(f"\n{printable(_label(r.kind, r.job, r.instance_id))}:", style="bold"))
         if r.error is not None:
-            out.print(Text(f"  error: {r.error}", style="red"))
+            out.print(Text(f"  error: {printable(r.error)}", style="red"))
         for d in r.divergences:
             line = (
                 f"  {d.source} {d.field}: full replay says {json.dumps(d.expected, default=str)},"
                 f" {d.source} says {json.dumps(d.found, default=str)}"
             )
-            out.print(Text(line, style="red"))
+            out.print(Text(printable(line), style="red"))
     summary = f"\n{len(reports)} instance(s) checked, {problems} with problems."
     out.print(Text(summary, style="bold red" if problems else "bold green"))
 
@@ -303,9 +306,22 @@ def import_(state: CliState, *, file: str, as_json: bool) -> None:
     and the result is counted again in the store. The store is created if
     missing.
     """
-    with opened_store(state, must_exist=False) as store:
-        summary = import_jsonl(store, sys.stdin if file == "-" else file)
-        url = str(store.url)
+    # A file is checked before the store is opened, so a malformed one leaves
+    # nothing behind (not even a new, empty database or schema). Standard input
+    # is read once the store is open; a new SQLite file is removed if it fails.
+    if file != "-":
+        check_export(file)
+    new_file = _new_sqlite_file(state)
+    try:
+        with opened_store(state, must_exist=False) as store:
+            summary = import_jsonl(store, sys.stdin if file == "-" else file)
+            url = str(store.url)
+    except BaseException:
+        if new_file is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    Path(new_file + suffix).unlink()
+        raise
     if as_json:
         emit_json(
             {
@@ -322,6 +338,15 @@ def import_(state: CliState, *, file: str, as_json: bool) -> None:
                 f"{url}; verified: the store has them all."
             )
         )
+
+
+def _new_sqlite_file(state: CliState) -> str | None:
+    """The path of the SQLite store if it does not exist yet (the import creates it)."""
+    if not state.store_url:
+        return None
+    url = StoreURL.parse(state.store_url)
+    path = url.path[1:] if url.scheme == "sqlite" and url.path.startswith("/") else ""
+    return path if path and not url.host and not os.path.lexists(path) else None
 
 
 # ---- tail ----------------------------------------------------------------------------
@@ -389,12 +414,12 @@ def _tail_line(e: TailEvent) -> Text:
     text.append(f"{e.position:>6} ", style="dim")
     text.append(f"{_time(e.timestamp) if e.timestamp else '?'} ", style="cyan")
     who = f"{e.kind} {e.job} {e.instance_id}" if e.kind else str(e.instance_uuid)
-    text.append(f"{who} v{e.version} ")
+    text.append(f"{printable(who)} v{e.version} ")
     style = "bold red" if e.name in ("run_failed", "retry_exhausted") or e.error else "bold"
     text.append(e.name or e.topic, style=style)
     detail = e.error or _detail(e.name, e.state if isinstance(e.state, dict) else {})
     if detail:
-        text.append(f"  {detail}")
+        text.append(f"  {printable(detail)}")
     return text
 
 

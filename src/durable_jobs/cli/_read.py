@@ -45,6 +45,7 @@ from durable_jobs.cli._app import (
     json_option,
     opened_store,
     print_wide,
+    printable,
     store_option,
 )
 
@@ -165,8 +166,14 @@ def _status_text(status: str) -> Text:
 
 
 def _short(value: Any, width: int = 72) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    text = printable(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _data(value: object) -> Text:
+    """A piece of stored data (id, job name, message) as table-cell text: no markup,
+    control characters escaped."""
+    return Text(printable(str(value)))
 
 
 def _table(*columns: str) -> Table:
@@ -193,7 +200,11 @@ def _not_found(inspector: Inspector, kind: str, job: str, instance_id: str) -> N
 
 def _label(kind: str, job: str, instance_id: str) -> Text:
     return Text.assemble(
-        (kind, "bold"), " job ", (job, "bold"), " instance ", (instance_id, "bold")
+        (printable(kind), "bold"),
+        " job ",
+        (printable(job), "bold"),
+        " instance ",
+        (printable(instance_id), "bold"),
     )
 
 
@@ -256,9 +267,9 @@ def list_(
     table = _table("KIND", "JOB", "ID", "STATUS", "VER", "RUNS", "EVENTS", "NEXT ALARM")
     for item in page.items:
         table.add_row(
-            item.kind,
-            item.job,
-            item.instance_id,
+            _data(item.kind),
+            _data(item.job),
+            _data(item.instance_id),
             _status_text(item.status) if item.error is None else Text("unreadable", "bold red"),
             str(item.version),
             _count(item.run_count),
@@ -268,7 +279,7 @@ def list_(
     _print_wide(table)
     for item in page.items:
         if item.error is not None:
-            out.print(Text.assemble(("! ", "bold red"), item.error))
+            out.print(Text.assemble(("! ", "bold red"), printable(item.error)))
     if page.next_cursor is not None:
         out.print(f"More instances: add --cursor {page.next_cursor}")
 
@@ -488,7 +499,7 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
             text.append(f"state {_short(d.get('state'))}")
     elif name == "terminated":
         reason = d.get("reason")
-        text.append(f"reason: {reason}" if reason else "no reason given")
+        text.append(f"reason: {printable(str(reason))}" if reason else "no reason given")
     elif name == "state_changed":
         # A whole state, or a JSON Patch of the state before it.
         field = "patch" if "patch" in d else "state"
@@ -504,7 +515,7 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
     elif name == "run_failed":
         text.append(_run_label(record))
         text.append(" failed: ", style="red")
-        text.append(f"{d['error_type']}: {d['message']}", style="red")
+        text.append(printable(f"{d['error_type']}: {d['message']}"), style="red")
         if d.get("flush_reason"):
             text.append(f"; flush reason {d['flush_reason']}")
         retry_at = d.get("retry_at")
@@ -520,7 +531,7 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
     elif name == "event_added":
         text.append(f"event {_short(d.get('event'))}")
         if d.get("idempotency_key") is not None:
-            text.append(f" (key {d['idempotency_key']})")
+            text.append(f" (key {printable(str(d['idempotency_key']))})")
     elif name == "batch_closed":
         text.append(f"batch {d['batch_no']}: {d['event_count']} events, reason {d['reason']}")
     elif name == "flushed":
@@ -747,9 +758,9 @@ def alarms(state: CliState, overdue: bool, limit: int, as_json: bool) -> None:
         table.add_row(
             _when(alarm.due_at),
             _lateness(alarm),
-            alarm.kind,
-            alarm.job,
-            alarm.instance_id,
+            _data(alarm.kind),
+            _data(alarm.job),
+            _data(alarm.instance_id),
             _status_text(alarm.status),
         )
     _print_wide(table)
@@ -805,8 +816,8 @@ def stats(state: CliState, kind: str | None, job: str | None, as_json: bool) -> 
     )
     for s in found:
         table.add_row(
-            s.kind,
-            s.job,
+            _data(s.kind),
+            _data(s.job),
             str(s.total),
             *(_status_count(s.kind, c, s.by_status) for c in columns),
             str(s.pending_alarms),

@@ -33,6 +33,8 @@ import pydantic_core
 
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import Cron, Every, cron, every
+from durable_jobs._domain.values import check_finite, check_json_value
+from durable_jobs._errors import ValidationError
 from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 
 __all__ = [
@@ -224,36 +226,49 @@ def retries(
 def instance_ids(*, pool: Sequence[str] | None = None) -> st.SearchStrategy[str]:
     """Instance ids: from ``pool`` (so that commands meet on the same instances), or any valid id.
 
-    Valid ids are 1-255 characters without NUL; they are drawn from all of
-    Unicode.
+    Valid ids are 1-512 characters of valid Unicode without NUL (lone
+    surrogates cannot be stored); they are drawn from all of Unicode.
     """
     if pool is not None:
         return st.sampled_from(list(pool))
-    return st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=40)
+    return st.text(
+        st.characters(codec="utf-8", exclude_characters="\x00"),
+        min_size=1,
+        max_size=40,
+    )
 
 
 def idempotency_keys(*, pool: Sequence[str] | None = ("k1", "k2", "k3")) -> st.SearchStrategy[str]:
     """Idempotency keys: from ``pool`` (repeats happen), or any valid key if ``pool`` is None."""
     if pool is not None:
         return st.sampled_from(list(pool))
-    return st.text(min_size=1, max_size=64)
+    return st.text(st.characters(codec="utf-8"), min_size=1, max_size=64)
 
 
 def values_of(tp: Any) -> st.SearchStrategy[Any]:
     """Values of type ``tp`` as the library stores them: validated, and read back from JSON.
 
     Built with ``st.from_type`` (pydantic models, dataclasses, TypedDicts and
-    plain types); values that pydantic rejects, or that do not survive a JSON
-    round trip, are filtered out. Register a strategy for a type of yours with
+    plain types); values that pydantic rejects, that the library refuses to
+    store (NaN, infinities, lone surrogates, nesting over 100) or that do not
+    survive a JSON round trip are filtered out. Register a strategy for a type of yours with
     ``st.register_type_strategy`` if ``from_type`` cannot build it well.
     """
     adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(tp)
 
     def stored(value: Any) -> Any:
         try:
-            data = adapter.dump_python(adapter.validate_python(value), mode="json")
+            valid = adapter.validate_python(value)
+            check_finite(adapter.dump_python(valid), "value")  # NaN and inf are refused
+            data = adapter.dump_python(valid, mode="json")
+            check_json_value(data, "value")  # so are lone surrogates and deep nesting
             return adapter.validate_json(pydantic_core.to_json(data))
-        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError, ValueError):
+        except (
+            pydantic.ValidationError,
+            pydantic_core.PydanticSerializationError,
+            ValueError,
+            ValidationError,
+        ):
             return _INVALID
 
     return st.from_type(tp).map(stored).filter(lambda v: v is not _INVALID)

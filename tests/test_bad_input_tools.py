@@ -1,0 +1,340 @@
+"""Bad input from outside, through the tools: store URLs, the CLI, the Inspector, files.
+
+Regression tests of bugs found by using the tools as a careless or hostile user
+would: passwords printed for malformed URLs, terminal control characters in
+instance ids, read-only commands that created a Postgres schema, an import that
+left a new file behind, misleading SQLite messages, another application's
+SQLite file switched to WAL, and files readable by everyone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import stat
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from conftest import connect_postgres
+from trio.testing import MockClock
+
+import durable_jobs as dj
+from _runtime import running
+from durable_jobs.cli import run
+from test_bad_input import REGISTRY, export_body
+
+# ---- 2. passwords in malformed URLs ----------------------------------------------------
+
+#: (URL, pieces of its password that must never be printed).
+LEAKY_URLS = [
+    ("postgresql://u:SECR/ETPW@host/db", ["SECR", "ETPW"]),
+    ("postgresql://u:123/456@host/db", ["123/456", "456"]),
+    ("postgresql:/u:PWSECRET@host/db", ["PWSECRET"]),
+    ("postgresql:u:PWSECRET@host/db", ["PWSECRET"]),
+    ("postgresql://u:ab#SECRETcd@host/db", ["ab#", "SECRET"]),
+    ("postgresql://u:12#SECRET34@127.0.0.1/db", ["SECRET"]),
+    ("postgresql://u:pw@SECRET@host:notaport/db", ["pw@", "SECRET"]),
+    ("postgresql://u:SECRET@host/db?schema=Bad-Name", ["SECRET"]),
+    ("postgresql://u:SECRET@host/db?nope=1", ["SECRET"]),
+    ("postgresql://u:SE/CRET@host:99999/db", ["SE/", "CRET"]),
+    ("nosuchscheme://u:SE/CRET@host/db", ["SE/", "CRET"]),
+]
+
+
+def assert_hidden(text: str, pieces: list[str]) -> None:
+    for piece in pieces:
+        assert piece not in text, text
+
+
+def full_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+@pytest.mark.parametrize(("url", "pieces"), LEAKY_URLS)
+def test_malformed_urls_never_print_the_password(
+    url: str, pieces: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    with pytest.raises(dj.ConfigurationError) as info:
+        dj.open_store(url)
+    assert_hidden(full_text(info.value), pieces)
+    with pytest.raises(dj.ConfigurationError) as info:
+        dj.Inspector(url)
+    assert_hidden(full_text(info.value), pieces)
+
+    async def open_jobs() -> None:
+        async with dj.open_jobs(REGISTRY, url):
+            pass  # pragma: no cover - refused
+
+    with pytest.raises(dj.ConfigurationError) as info:
+        trio.run(open_jobs)
+    assert_hidden(full_text(info.value), pieces)
+
+    assert run(["--store", url, "list"]) == 1
+    monkeypatch.setenv("DURABLE_JOBS_STORE", url)
+    assert run(["alarms"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("error: ") == 2
+    assert_hidden(captured.out + captured.err, pieces)
+
+
+def test_redaction_keeps_what_is_safe() -> None:
+    from durable_jobs._store.urls import redact
+
+    assert redact("postgresql://app:pw@db/jobs") == "postgresql://app:***@db/jobs"
+    assert redact("postgresql://app@db/jobs") == "postgresql://app@db/jobs"
+    assert redact("postgresql://u:a/b@c@h/db") == "postgresql://u:***@h/db"
+    assert redact("postgresql://u/SECRET@h/db") == "postgresql://***@h/db"
+    assert redact("sqlite:///data/jobs@2.db") == "sqlite:///***@2.db"  # safe over pretty
+    assert redact("postgresql:u:/SECRET@h/db") == "postgresql:***@h/db"
+    assert redact("postgresql:/u:SECRET@h/db") == "postgresql:/***@h/db"
+    assert redact("user:pw@host") == "user:***@host"
+    assert redact("pg//u:/SECRET:X@h") == "***@h"
+
+
+# ---- 4. terminal control characters in instance ids ------------------------------------
+
+HOSTILE_IDS = ["a\x1b[31mRED", "line1\nline2", "rtl\u202eevil", "bell\x07\x9b", "[bold]m[/]"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
+
+    def invoke(*args: str) -> Result:
+        capsys.readouterr()
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+async def fill_hostile(url: str) -> None:
+    async with running(REGISTRY, url) as jobs:
+        for instance_id in HOSTILE_IDS:
+            await jobs.task("setter").send(instance_id, {"set": instance_id})
+            await jobs.task("setter").send(instance_id, {"schedule": timedelta(hours=1)})
+
+
+def assert_no_raw_controls(text: str) -> None:
+    for ch in ("\x1b", "\x07", "\x9b", "\u202e", "\r"):
+        assert ch not in text, repr(text)
+
+
+async def test_cli_escapes_control_characters_in_human_output(
+    sqlite_url: str, autojump_clock: MockClock, cli: Any
+) -> None:
+    await fill_hostile(sqlite_url)
+    listed = cli("--store", sqlite_url, "list")
+    assert listed.code == 0, listed.err
+    assert_no_raw_controls(listed.out)
+    rows = listed.out.splitlines()[2:]
+    assert len(rows) == len(HOSTILE_IDS)  # a newline in an id does not split its row
+    for escaped in ("a\\x1b[31mRED", "line1\\nline2", "rtl\\u202eevil", "[bold]m[/]"):
+        assert escaped in listed.out
+    for args in (["status"], ["history"], ["state"]):
+        for instance_id in HOSTILE_IDS:
+            done = cli("--store", sqlite_url, *args, "task", "setter", instance_id)
+            assert done.code == 0, done.err
+            assert_no_raw_controls(done.out)
+    alarms = cli("--store", sqlite_url, "alarms")
+    assert alarms.code == 0 and len(alarms.out.splitlines()) == 3 + len(HOSTILE_IDS)
+    assert_no_raw_controls(alarms.out)
+    missing = cli("--store", sqlite_url, "status", "task", "setter", "x\x1b[2J\nforged")
+    assert missing.code == 1 and len(missing.err.splitlines()) == 1
+    assert_no_raw_controls(missing.err)
+    # --json keeps the ids exactly (JSON escapes them itself).
+    as_json = cli("--store", sqlite_url, "list", "--json")
+    ids = [i["instance_id"] for i in json.loads(as_json.out)["instances"]]
+    assert sorted(ids) == sorted(HOSTILE_IDS)
+    assert "\x1b" not in as_json.out and "\n" not in as_json.out.rstrip("\n")
+
+
+# ---- 5. read-only commands create nothing ----------------------------------------------
+
+
+def _schema_exists(postgres_url: str, schema: str) -> bool:
+    with connect_postgres(postgres_url) as conn:
+        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        return row.fetchone() is not None
+
+
+def _tables(postgres_url: str, schema: str) -> list[str]:
+    with connect_postgres(postgres_url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
+        )
+        return [str(r[0]) for r in rows.fetchall()]
+
+
+@pytest.mark.postgres
+def test_read_only_tools_never_create_a_postgres_schema(
+    postgres_url: str, pg_schema: str, cli: Any
+) -> None:
+    url = f"{postgres_url}?schema={pg_schema}"
+    for command in (["list"], ["alarms"], ["stats"], ["status", "task", "t", "x"], ["export"]):
+        done = cli("--store", url, *command)
+        assert done.code == 1, (command, done.out)
+        assert "nothing was created" in done.err
+    with pytest.raises(dj.ConfigurationError, match="nothing was created"):
+        dj.Inspector(url)
+    with pytest.raises(dj.ConfigurationError):
+        dj.open_store(url, create=False)
+    assert not _schema_exists(postgres_url, pg_schema)
+    # An existing but empty schema (say, made by a DBA) gets no tables either.
+    with connect_postgres(postgres_url) as conn:
+        conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+    assert cli("--store", url, "list").code == 1
+    assert _tables(postgres_url, pg_schema) == []
+    # A real store opens read-only.
+    dj.open_store(url).close()
+    assert cli("--store", url, "list").code == 0
+
+
+def test_read_only_tools_never_create_an_sqlite_file(tmp_path: Path, cli: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    assert cli("--store", url, "list").code == 1
+    with pytest.raises(dj.ConfigurationError, match="does not exist"):
+        dj.Inspector(url)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert cli("--store", f"sqlite:///{empty}", "list").code == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    assert empty.read_bytes() == b""
+
+
+# ---- 7. a malformed import into a new SQLite path leaves nothing -----------------------
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_malformed_import_into_a_new_sqlite_path_leaves_no_file(
+    via: str, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "header", "format": "durable-jobs-export", "version": 1}\nnot json\n')
+    target = tmp_path / "new.db"
+    if via == "stdin":
+        monkeypatch.setattr("sys.stdin", io.StringIO(bad.read_text()))
+    done = cli("--store", f"sqlite:///{target}", "import", "-" if via == "stdin" else str(bad))
+    assert done.code == 1 and "line 2" in done.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+# ---- 8. honest SQLite messages; another application's file is left alone -----------------
+
+
+async def test_locked_and_full_sqlite_say_nothing_was_written(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    async with running(REGISTRY, f"sqlite:///{path}?lock_timeout=0", run_alarms=True) as jobs:
+        client = jobs.continuous("anything")
+        await client.start("a0", 1)
+        before = export_body(jobs.store)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(dj.StoreError, match="database is locked") as info:
+                await client.start("a1", 1)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert "may or may not" not in str(info.value)
+        assert "nothing was written" in str(info.value)
+        store = jobs.store
+        with store._app.factory.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]
+            c.execute("PRAGMA page_count")
+            c.execute(f"PRAGMA max_page_count = {int(c.fetchone()[0])}")
+        with pytest.raises(dj.StoreError, match="full") as info:
+            await client.start("a2", {"x": "y" * 50_000})
+        assert "may or may not" not in str(info.value)
+        assert "nothing was written" in str(info.value)
+        assert export_body(jobs.store) == before
+
+
+def _foreign_files(tmp_path: Path) -> list[Path]:
+    users = tmp_path / "app.db"
+    with sqlite3.connect(users) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('ann')")
+    events = tmp_path / "other-eventsourcing-app.db"
+    with sqlite3.connect(events) as conn:
+        conn.execute("CREATE TABLE stored_events (originator_id TEXT, state BLOB)")
+        conn.execute("INSERT INTO stored_events VALUES ('x', x'00')")
+    return [users, events]
+
+
+def test_another_apps_sqlite_file_is_refused_before_any_change(tmp_path: Path) -> None:
+    for path in _foreign_files(tmp_path):
+        content = path.read_bytes()
+        with pytest.raises(dj.ConfigurationError, match="not a durable-jobs store"):
+            dj.open_store(f"sqlite:///{path}")
+        assert path.read_bytes() == content  # still in rollback-journal mode, no new tables
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert not Path(f"{path}-wal").exists()
+
+
+# ---- files created 0600 ----------------------------------------------------------------
+
+
+async def test_files_are_created_readable_by_the_owner_only(
+    tmp_path: Path, autojump_clock: MockClock, cli: Any
+) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "jobs.db"
+        async with running(REGISTRY, f"sqlite:///{path}") as jobs:
+            await jobs.continuous("anything").start("a1", {"x": 1})
+            created = [
+                path,
+                Path(f"{path}-wal"),
+                Path(f"{path}-shm"),
+                Path(f"{path}.runtime-lock"),
+            ]
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in created}
+        assert modes == dict.fromkeys(modes, 0o600)
+        out = tmp_path / "export.jsonl"
+        assert cli("--store", f"sqlite:///{path}", "export", "--output", str(out)).code == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+# ---- found by the campaign ---------------------------------------------------------------
+
+
+def test_inspector_filters_of_the_wrong_type_are_validation_errors(sqlite_url: str) -> None:
+    with dj.open_store(sqlite_url) as store:
+        inspector = dj.Inspector(store)
+        for call in (
+            lambda: inspector.instances(job=42),  # type: ignore[arg-type]
+            lambda: inspector.instances(cursor=b"x"),  # type: ignore[arg-type]
+            lambda: inspector.stats(job=["a"]),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(dj.ValidationError, match="must be a str or None"):
+                call()
+    with pytest.raises(dj.ConfigurationError, match="not int"):
+        dj.Inspector(42)  # type: ignore[arg-type]
+
+
+async def test_a_job_of_the_wrong_type_is_a_configuration_error(autojump_clock: MockClock) -> None:
+    async with running(REGISTRY, "memory://") as jobs:
+        with pytest.raises(dj.ConfigurationError, match="takes a job name or definition"):
+            jobs.task({"not": "a name"})  # type: ignore[call-overload]
