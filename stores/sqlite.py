@@ -173,7 +173,7 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
 #: Database files (and so their -wal and -shm files) and lock files: owner only.
 _FILE_MODE = 0o600
 #: The tables a durable-jobs SQLite file holds.
-_OUR_TABLES = frozenset({"stored_events", "stored_snapshots", INDEX_TABLE})
+_OUR_TABLES = frozenset({"stored_events", "stored_snapshots", INDEX_TABLE, TYPE_VERSIONS_TABLE})
 #: SQLite primary result codes after which a write did not commit: BUSY, LOCKED, FULL.
 _NOT_COMMITTED = frozenset({5, 6, 13})
 
