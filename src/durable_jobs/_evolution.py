@@ -141,6 +141,7 @@ class CheckFailure:
     problem: str
 
     def to_json(self) -> dict[str, Any]:
+        """The failure as a JSON object (what ``durable-jobs check --json`` lists)."""
         return {
             "kind": self.kind,
             "job": self.job,
@@ -162,9 +163,11 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """True when every live instance read with the current code."""
         return not self.failures
 
     def to_json(self) -> dict[str, Any]:
+        """The report as a JSON object (what ``durable-jobs check --json`` prints)."""
         return {
             "ok": self.ok,
             "checked": self.checked,
