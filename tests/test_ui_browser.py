@@ -159,6 +159,7 @@ def test_actions_are_absent_without_allow_actions_and_refused_without_the_csrf_t
         holder.claim_runtime()
         try:
             browser.find_element(By.ID, "confirm").click()
+            WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "message"))
             assert "while a jobs runtime serves" in browser.find_element(By.ID, "message").text
         finally:
             holder.close()
@@ -167,7 +168,13 @@ def test_actions_are_absent_without_allow_actions_and_refused_without_the_csrf_t
         browser.get(_instance(base, *page))
         browser.find_element(By.CSS_SELECTOR, "a.action-terminate").click()
         browser.find_element(By.ID, "confirm").click()
-        assert browser.find_element(By.ID, "result").text.startswith("Terminated")
+        # The click starts the POST; wait for its answer page (a result or a message).
+        WebDriverWait(browser, WAIT).until(
+            lambda b: b.find_elements(By.ID, "result") or b.find_elements(By.ID, "message")
+        )
+        result = browser.find_elements(By.ID, "result")
+        assert result, browser.find_element(By.TAG_NAME, "body").text
+        assert result[0].text.startswith("Terminated")
         with dj.Inspector(store_url) as inspector:
             last = inspector.history(*page)[-1]
         assert (last.name, last.data["reason"]) == ("terminated", "terminated from the dashboard")
