@@ -198,32 +198,11 @@ def _search(
                 return InstancePage(
                     items=[s for s, _ in found], next_cursor=_encode_cursor(found[-1][1])
                 )
-            found.append((_summary(dash.inspector, row), row))
+            # The Inspector's summary of an index row (with the error if its log is unreadable).
+            found.append((dash.inspector._summary_of_row(row), row))
         if len(rows) < 500:
             return InstancePage(items=[s for s, _ in found], next_cursor=None)
         after = (rows[-1].kind, rows[-1].job, rows[-1].instance_id)
-
-
-def _summary(inspector: Inspector, row: IndexRow) -> InstanceSummary:
-    try:
-        summary = inspector.status(row.kind, row.job, row.instance_id)
-    except DurableJobsError as exc:
-        summary, error = None, str(exc)
-    else:
-        error = "Its log is missing."
-    if summary is not None:
-        return summary
-    return InstanceSummary(
-        kind=row.kind,
-        job=row.job,
-        instance_id=row.instance_id,
-        instance_uuid=row.instance_uuid,
-        status=row.status,
-        version=row.version,
-        updated_at=row.updated_at,
-        due_at=row.due_at,
-        error=error,
-    )
 
 
 def _recent(store: Store, position: int) -> list[TailEvent]:
