@@ -366,8 +366,10 @@ def test_a_handler_that_ignores_the_failure_plan_is_named() -> None:
         job = deaf_job
         failures = FailurePlan()
 
+    # Derandomized: the search must find "plan a failure, then run" every time,
+    # not in most runs (a random search missed it in about 1 of 8 suite runs).
     with pytest.raises(AssertionError, match=r"failures\.check\(ctx\)"):
-        run_state_machine_as_test(Deaf, settings=QUICK)
+        run_state_machine_as_test(Deaf, settings=settings(QUICK, derandomize=True))
 
 
 def test_machines_say_what_they_need() -> None:
