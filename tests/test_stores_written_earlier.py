@@ -1,7 +1,7 @@
 """Stores written by earlier code still load, run and replay.
 
 ``tests/stores_written_earlier/store-2026-12.db`` was written by
-``make_store.py`` beside it, with the code of December 2026 (before the
+``tests/_store_written_earlier.py``, with the code of December 2026 (before the
 debounce-only events and fields moved off the base aggregate), and is kept as
 it was written: events and snapshots of every kind, debounce batches closed,
 flushed, cleared and failing. Each test works on a copy.
@@ -18,9 +18,9 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import HOUR, T, advance, running
+from _store_written_earlier import registry
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.instance import event_classes
-from stores_written_earlier.make_store import registry
 
 HERE = Path(__file__).parent / "stores_written_earlier"
 STORE = HERE / "store-2026-12.db"

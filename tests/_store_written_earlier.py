@@ -1,9 +1,10 @@
-"""Writes ``store-2026-12.db``: a small SQLite store of every kind, kept as written.
+"""Wrote ``stores_written_earlier/store-2026-12.db``: a small SQLite store of every kind.
 
 ``tests/test_stores_written_earlier.py`` opens the committed file with the
-current code; this script is how it was made (run from the repository root:
-``python tests/stores_written_earlier/make_store.py``). It is not run by the
-tests: the point of the file is that it stays as that code wrote it.
+current code; this script is how it was made (``python
+tests/_store_written_earlier.py``), and its :func:`registry` the jobs the test
+runs on it. The tests never rewrite the file: the point of it is that it stays
+as that code wrote it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import durable_jobs as dj
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / "stores_written_earlier"
 
 
 def registry() -> dj.Registry:
