@@ -23,7 +23,7 @@ from durable_jobs import ConcurrencyError, ConfigurationError, StoreError, open_
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.urls import StoreURL
-from durable_jobs.stores import postgres as postgres_adapter
+from durable_jobs.stores import _postgres_recorder as postgres_recorder
 from durable_jobs.stores.postgres import (
     PostgresApplicationRecorderWithIndex,
     PostgresFactoryWithIndex,
@@ -339,7 +339,7 @@ def test_a_commit_whose_acknowledgement_was_lost_is_not_a_conflict(
     recognise its own events instead of reporting a version conflict."""
     inst, _ = ContinuousInstance.start(None, "j", "lost-ack", now=T, state=1, first_run_at=T)
     calls: list[str] = []
-    real = postgres_adapter._insert_events_once
+    real = postgres_recorder._insert_events_once
     first_try = {"mode": "commit, then drop"}
 
     def flaky(self: Any, stored_events: Any, **kwargs: Any) -> Any:
@@ -351,7 +351,7 @@ def test_a_commit_whose_acknowledgement_was_lost_is_not_a_conflict(
             raise OperationalError("server closed the connection unexpectedly")
         return result
 
-    monkeypatch.setattr(postgres_adapter, "_insert_events_once", flaky)
+    monkeypatch.setattr(postgres_recorder, "_insert_events_once", flaky)
     pg_store.save(inst)
     assert calls == ["commit, then drop", "retry"]
     assert pg_store.get("continuous", "j", "lost-ack") == inst

@@ -1,0 +1,289 @@
+"""Postgres connections for the store: reaching the server, retries, and the schema.
+
+eventsourcing's pool retries a call 10 times, each waiting for a connection: a
+call on a server that is down took about a minute to fail. The helpers here try
+3 times and only after a connection turned out dead (see :func:`retry_reads`).
+:class:`SchemaOnce` creates the tables only when they are missing, one process
+at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
+
+import psycopg
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
+from psycopg.sql import SQL, Identifier
+from psycopg_pool import PoolTimeout
+
+from durable_jobs._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from uuid import UUID
+
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _retry_reads(func: _F) -> _F:
+    """Try again after a pooled connection turned out dead, not after waiting for one.
+
+    Upstream tries 10 times, each try waiting up to ``connect_timeout`` for a
+    connection: about a minute before a call fails on a server that is down.
+    Here a try that failed on a dead connection (a server restart leaves every
+    pooled one dead, and that fails at once) is followed by a connection of
+    its own (see :class:`_Reach`): if the server refuses it, the call fails at
+    once; if it answers, the pool's dead connections are replaced and the call
+    is tried again. A try that waited for a pooled connection in vain is not
+    repeated. So a call fails within ``connect_timeout``.
+    """
+
+    @functools.wraps(func)
+    def tried(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reached = _Reach.of(self.datastore)
+        reached.check()
+        for attempt in range(1, _TRIES + 1):
+            try:
+                result = func(self, *args, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == _TRIES or _waited_in_vain(exc):
+                    reached.failed(exc)
+                    raise
+                reached.recheck()
+            else:
+                reached.down = False
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return cast(_F, tried)
+
+
+class _Reach:
+    """Whether a datastore's server was out of reach at its last call.
+
+    A call is several steps (a snapshot read, then an events read...), each
+    of which would wait ``connect_timeout`` for a pooled connection while the
+    server is down. Once one step waited in vain, later steps and calls first
+    try a connection of their own, which a server that is down refuses at
+    once (or within ``connect_timeout``), and only then use the pool.
+    """
+
+    _all: ClassVar[weakref.WeakKeyDictionary[PostgresDatastore, _Reach]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self.down = False
+
+    @classmethod
+    def of(cls, datastore: PostgresDatastore) -> _Reach:
+        reach = cls._all.get(datastore)
+        if reach is None:
+            reach = cls._all[datastore] = cls(datastore)
+        return reach
+
+    def failed(self, exc: BaseException) -> None:
+        if _waited_in_vain(exc) or any(
+            isinstance(e, psycopg.OperationalError) and not e.sqlstate for e in _chain(exc)
+        ):
+            self.down = True
+
+    def recheck(self) -> None:
+        """After a pooled connection failed: go on only if the server answers."""
+        self.down = True
+        self.check()
+
+    def check(self) -> None:
+        """If the server was down: connect once (eventsourcing's OperationalError if it
+        still is), then replace the pool's dead connections."""
+        if not self.down:
+            return
+        try:
+            _connect_beside(self.datastore).close()
+        except psycopg.OperationalError as exc:
+            raise OperationalError(str(exc)) from exc
+        self.down = False
+        _discard_dead(self.datastore)
+
+
+#: Tries of one call on dead pooled connections (the pool is checked after the first).
+_TRIES: Final = 3
+#: How long the pool keeps trying to open a lost connection before it gives up and
+#: leaves it to the next call (psycopg_pool's default, 5 min, backs off to a minute
+#: between tries: after an outage the pool came back up to a minute late).
+_POOL_RECONNECT_TIMEOUT: Final = 0.5
+
+
+def _waited_in_vain(exc: BaseException) -> bool:
+    """Whether ``exc`` says no connection came within the pool's timeout."""
+    return any(isinstance(e, PoolTimeout) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _connect_beside(datastore: PostgresDatastore) -> psycopg.Connection[Any]:
+    """A new autocommit connection with the pool's settings, outside the pool."""
+    pool = datastore.pool
+    kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
+    params = {k: v for k, v in kwargs.items() if k != "row_factory"}
+    return psycopg.connect(**params, autocommit=True, connect_timeout=max(1, int(pool.timeout)))
+
+
+def _discard_dead(datastore: PostgresDatastore) -> None:
+    """Test the pool's idle connections, replacing the dead ones (quick: a server that
+    closed them answers at once)."""
+    with contextlib.suppress(Exception):
+        datastore.pool.check()
+
+
+# Upstream's methods without their 10-attempt retry decorators (functools.wraps keeps them).
+_select_events_once = PostgresApplicationRecorder.select_events.__wrapped__
+_aggregate_insert_once = PostgresAggregateRecorder.insert_events.__wrapped__
+
+
+class _ReadsTriedThrice:
+    """Upstream's ``select_events`` with 3 tries instead of 10 (see :func:`_retry_reads`)."""
+
+    @_retry_reads
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return cast(
+            "Sequence[StoredEvent]",
+            _select_events_once(self, originator_id, gt=gt, lte=lte, desc=desc, limit=limit),
+        )
+
+
+class _SchemaOnce(PostgresAggregateRecorder):
+    """Creates its tables only when they are missing, one process at a time.
+
+    DDL on an existing schema is not harmless: ``CREATE INDEX IF NOT EXISTS``
+    takes a ShareLock on its table before it looks for the index, so a
+    process opening the store held the events table while it waited for the
+    index table, as a commit held the index table while it waited for the
+    events table ("deadlock detected", a failed open or a stalled commit). So
+    a store that finds everything in place runs no DDL at all. Otherwise the
+    DDL runs under a session advisory lock of the schema (processes starting
+    together on a fresh schema would collide in the catalogs), and a deadlock
+    or a passing collision is tried again.
+    """
+
+    def _relations(self) -> list[str]:
+        """The tables and indexes :meth:`create_table` makes (unqualified names)."""
+        return [self.events_table_name]
+
+    def _types(self) -> list[str]:
+        return [self.stored_event_type_name]
+
+    def _missing(self, curs: Cursor[DictRow]) -> bool:
+        """Whether the schema lacks any of this recorder's tables, indexes or types."""
+        schema = self.datastore.schema
+        curs.execute(
+            "SELECT (SELECT count(*) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s::text[])) AS relations, "
+            "(SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = %s AND t.typname = ANY(%s::text[])) AS types",
+            (schema, self._relations(), schema, self._types()),
+        )
+        row = curs.fetchone()
+        assert row is not None
+        relations, types = int(row["relations"]), int(row["types"])
+        return relations < len(set(self._relations())) or types < len(set(self._types()))
+
+    def create_table(self) -> None:
+        with self.datastore.transaction(commit=False) as curs:
+            missing = self._missing(curs)
+        if not missing:
+            self.datastore.register_type_adapters()
+            return
+        if self.datastore in _READ_ONLY:
+            msg = (
+                f"There is no durable-jobs store in the schema {self.datastore.schema!r} (the "
+                "schema or its tables do not exist) and this store was opened read-only, so "
+                "nothing was created; check ?schema= in the store URL."
+            )
+            raise ConfigurationError(msg)
+        key = advisory_key(f"ddl:{self.datastore.schema}")
+        # Its own connection (not a pooled one: a pool of one would deadlock).
+        with _connect_beside(self.datastore) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                for attempt in range(_DDL_TRIES):
+                    try:
+                        self._create_schema()
+                        super().create_table()
+                    except (IntegrityError, OperationalError) as exc:
+                        if attempt == _DDL_TRIES - 1 or not _worth_retrying(exc):
+                            raise
+                        time.sleep(0.1 * (attempt + 1))
+                    else:
+                        return
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _create_schema(self) -> None:
+        # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on
+        # the database even when the schema exists (e.g. made by a DBA).
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.datastore.schema,))
+            if curs.fetchone() is None:
+                curs.execute(
+                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.datastore.schema))
+                )
+
+
+_DDL_TRIES: Final = 5
+#: admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping).
+_SERVER_GOING_AWAY: Final = frozenset({"57P01", "57P02", "57P03"})
+#: Environment setting of a store opened with ``create=False``: its recorders create nothing.
+READ_ONLY_ENV: Final = "DURABLE_JOBS_READ_ONLY"
+#: The datastores of such stores.
+_READ_ONLY: weakref.WeakSet[PostgresDatastore] = weakref.WeakSet()
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A catalog collision or a deadlock with another process's DDL or commit."""
+    cause = exc.__cause__
+    return isinstance(exc, IntegrityError) or isinstance(
+        cause, psycopg.errors.DeadlockDetected | psycopg.errors.LockNotAvailable
+    )
+
+
+def advisory_key(name: str) -> int:
+    """The 64-bit key of the advisory lock called ``name`` (signed, as Postgres wants)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"dj-advisory-lk").digest()
+    return int.from_bytes(digest, "big", signed=True)

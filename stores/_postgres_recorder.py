@@ -1,0 +1,392 @@
+"""The Postgres recorders: eventsourcing's, keeping the instance index beside the events.
+
+The index is the ``dj_instances`` table of the store's schema, written in the
+insert transaction of the events (both commit or neither does); the type
+versions ever written are kept in ``dj_type_versions``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
+from eventsourcing.utils import Environment
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
+
+from durable_jobs._errors import ConfigurationError, LockLost
+from durable_jobs._store.base import index_rows_from, type_versions_from
+from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
+from durable_jobs.stores._postgres_conn import (
+    _POOL_RECONNECT_TIMEOUT,
+    _READ_ONLY,
+    _TRIES,
+    READ_ONLY_ENV,
+    _aggregate_insert_once,
+    _Reach,
+    _ReadsTriedThrice,
+    _retry_reads,
+    _SchemaOnce,
+    _waited_in_vain,
+)
+from durable_jobs.stores._postgres_locks import FENCE_QUERY, fence_params
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+    from uuid import UUID
+
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
+
+__all__ = [
+    "PostgresApplicationRecorderWithIndex",
+    "PostgresFactoryWithIndex",
+    "PostgresSnapshotRecorder",
+    "alarm_channel",
+]
+
+log = logging.getLogger("durable_jobs.store")
+
+INDEX_TABLE: Final = "dj_instances"
+#: Keyword arguments of a fenced insert: the (lock key, session marker) pairs that
+#: must still be held, and the lease (seconds) bounding an idle transaction.
+FENCE_KWARG: Final = "dj_fence"
+LEASE_KWARG: Final = "dj_lease"
+DUE_INDEX: Final = "dj_instances_due_at"
+TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
+_COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
+
+# Upstream's insert without its 10-attempt retry decorator (functools.wraps keeps it).
+_insert_events_once = PostgresApplicationRecorder.insert_events.__wrapped__
+
+
+class PostgresApplicationRecorderWithIndex(
+    _ReadsTriedThrice, _SchemaOnce, PostgresApplicationRecorder, InstanceIndex
+):
+    """eventsourcing's Postgres application recorder that also keeps the instance index.
+
+    Index rows are upserted by :meth:`_insert_events`, which upstream runs in
+    the insert transaction before the events table is locked and the events
+    inserted: both commit or neither does. The schema is created (if missing)
+    by :meth:`create_table`.
+    """
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        if datastore.enable_db_functions:
+            # Upstream's db-function insert path never calls _insert_events.
+            msg = "The durable_jobs recorder cannot run with POSTGRES_ENABLE_DB_FUNCTIONS on."
+            raise ConfigurationError(msg)
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema, table = Identifier(datastore.schema), Identifier(INDEX_TABLE)
+        self.sql_create_statements.extend(
+            [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                    "instance_uuid uuid PRIMARY KEY, "
+                    'kind text COLLATE "C" NOT NULL, '
+                    'job text COLLATE "C" NOT NULL, '
+                    'instance_id text COLLATE "C" NOT NULL, '
+                    "status text NOT NULL, "
+                    "due_at double precision, "
+                    "version bigint NOT NULL, "
+                    "updated_at double precision NOT NULL, "
+                    "UNIQUE (kind, job, instance_id))"
+                ).format(schema=schema, table=table),
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} "
+                    "(due_at, instance_uuid) WHERE due_at IS NOT NULL"
+                ).format(index=Identifier(DUE_INDEX), schema=schema, table=table),
+                # Every job type version above 1 ever written (see select_type_versions).
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                    'kind text COLLATE "C" NOT NULL, job text COLLATE "C" NOT NULL, '
+                    "version bigint NOT NULL, PRIMARY KEY (kind, job, version))"
+                ).format(schema=schema, table=Identifier(TYPE_VERSIONS_TABLE)),
+            ]
+        )
+        self._insert_type_versions = SQL(
+            "INSERT INTO {schema}.{table} (kind, job, version) SELECT * FROM unnest("
+            "%s::text[], %s::text[], %s::int8[]) ON CONFLICT DO NOTHING"
+        ).format(schema=schema, table=Identifier(TYPE_VERSIONS_TABLE))
+        self._select_type_versions = SQL("SELECT kind, job, version FROM {schema}.{table}").format(
+            schema=schema, table=Identifier(TYPE_VERSIONS_TABLE)
+        )
+        columns = SQL(", ").join(Identifier(c) for c in _COLUMNS)
+        self._upsert_index = SQL(
+            "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
+            "%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], "
+            "%s::float8[], %s::int8[], %s::float8[]) "
+            "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
+            "due_at = excluded.due_at, version = excluded.version, "
+            "updated_at = excluded.updated_at WHERE excluded.version > t.version"
+        ).format(schema=schema, table=table, columns=columns)
+        select = SQL("SELECT {columns} FROM {schema}.{table} ").format(
+            columns=columns, schema=schema, table=table
+        )
+        self._select = select
+        #: The alarm queries, answered from the partial index on (due_at, instance_uuid).
+        self.sql_due_alarms = select + SQL(
+            "WHERE due_at IS NOT NULL AND due_at <= %s ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_next_alarms = select + SQL(
+            "WHERE due_at IS NOT NULL ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_next_alarms_after = select + SQL(
+            "WHERE due_at IS NOT NULL AND due_at > %s ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_index_row = select + SQL("WHERE instance_uuid = %s")
+        #: NOTIFY channel on which commits that set an alarm are announced, and the
+        #: payload (the writing store's token, so a listener can skip its own).
+        self.alarm_channel = alarm_channel(datastore.schema)
+        self.notify_token = ""
+
+    def _relations(self) -> list[str]:
+        return [
+            *super()._relations(),
+            self.notification_id_index_name,
+            INDEX_TABLE,
+            DUE_INDEX,
+            TYPE_VERSIONS_TABLE,
+        ]
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        lease = kwargs.get(LEASE_KWARG)
+        if lease:
+            # A process frozen mid-commit must not hold the events table for longer.
+            curs.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                (f"{int(lease * 1000)}ms",),
+            )
+        rows = index_rows_from(kwargs)
+        if rows:
+            # ON CONFLICT cannot touch one row twice in a statement: keep each
+            # instance's newest row. Sorted, so concurrent saves lock rows in
+            # one order and cannot deadlock each other.
+            newest: dict[UUID, IndexRow] = {}
+            for row in rows:
+                seen = newest.get(row.instance_uuid)
+                if seen is None or row.version > seen.version:
+                    newest[row.instance_uuid] = row
+            ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
+            params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
+            curs.execute(self._upsert_index, params)
+            if any(r.due_at is not None for r in ordered):
+                # Delivered on commit only: other processes' schedulers look again.
+                curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, self.notify_token))
+        versions = type_versions_from(kwargs)
+        if versions:
+            curs.execute(
+                self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
+            )
+        fence = kwargs.get(FENCE_KWARG)
+        if fence:
+            # Last before the events: a session lost after this point cannot let
+            # another run start before this one's handler ended (it already had),
+            # and the version keeps that run's commit from passing this one.
+            curs.execute(FENCE_QUERY, fence_params(fence))
+            held = curs.fetchone()
+            if held is None or int(held["count"]) < len(fence):
+                names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
+                log.warning(
+                    "A commit to instance(s) %s was refused: their lock session was lost "
+                    "(connection dropped or lease expired), so another process may run "
+                    "them now; nothing was written and the run goes again",
+                    names,
+                )
+                raise LockLost(
+                    f"The instance lock of {names} was lost (its session ended: connection "
+                    "dropped or lease expired); this commit was refused and nothing was "
+                    "written. The instance runs again under a new lock."
+                )
+        self._run_fault_hook()
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Upstream's insert, tried again on a dead pooled connection (see
+        :func:`_retry_reads`).
+
+        A connection can drop after the server committed but before it said
+        so; the next try then finds its own events already there. That is
+        recognised (the stored rows equal ours) and reported as success, not
+        as a version conflict. Notification ids are unknown then: None.
+        """
+        uncertain = False
+        reached = _Reach.of(self.datastore)
+        reached.check()
+        for attempt in range(1, _TRIES + 1):
+            try:
+                ids = _insert_events_once(self, stored_events, **kwargs)
+            except (InterfaceError, OperationalError) as exc:
+                if attempt == _TRIES or _waited_in_vain(exc):
+                    reached.failed(exc)
+                    raise
+                uncertain = True
+                reached.recheck()
+            except IntegrityError:
+                if uncertain and self._already_recorded(stored_events):
+                    return None
+                raise
+            else:
+                reached.down = False
+                return cast("Sequence[int] | None", ids)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _already_recorded(self, stored_events: Sequence[StoredEvent]) -> bool:
+        """Whether every one of ``stored_events`` is in the table exactly as given."""
+        by_id: dict[UUID | str, dict[int, StoredEvent]] = {}
+        for e in stored_events:
+            by_id.setdefault(e.originator_id, {})[e.originator_version] = e
+        for originator_id, mine in by_id.items():
+            found = self.select_events(originator_id, gt=min(mine) - 1, lte=max(mine))
+            theirs = {e.originator_version: (e.topic, bytes(e.state)) for e in found}
+            if theirs != {v: (e.topic, bytes(e.state)) for v, e in mine.items()}:
+                return False
+        return True
+
+    def delete_instance(
+        self, instance_uuid: UUID, version: int, snapshots_table: str | None
+    ) -> tuple[int, int] | None:
+        """Delete one terminated instance's rows in one transaction (see
+        :meth:`Store.delete_instance`); None, and nothing deleted, if its index
+        row is not ``terminated`` at ``version``."""
+        schema = Identifier(self.datastore.schema)
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(
+                    "DELETE FROM {}.{} WHERE instance_uuid = %s AND version = %s "
+                    "AND status = 'terminated'"
+                ).format(schema, Identifier(INDEX_TABLE)),
+                (instance_uuid, version),
+            )
+            if curs.rowcount != 1:
+                return None  # nothing changed
+            curs.execute(
+                SQL("DELETE FROM {}.{} WHERE originator_id = %s").format(
+                    schema, Identifier(self.events_table_name)
+                ),
+                (instance_uuid,),
+            )
+            events = curs.rowcount
+            snapshots = 0
+            if snapshots_table is not None:
+                curs.execute(
+                    SQL("DELETE FROM {}.{} WHERE originator_id = %s").format(
+                        schema, Identifier(snapshots_table)
+                    ),
+                    (instance_uuid,),
+                )
+                snapshots = curs.rowcount
+            return events, snapshots
+
+    @_retry_reads
+    def select_type_versions(self) -> list[tuple[str, str, int]]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._select_type_versions)
+            return [(str(r[0]), str(r[1]), int(r[2])) for r in curs.fetchall()]
+
+    @_retry_reads
+    def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute(query, params)
+            return [IndexRow.from_params(r) for r in curs.fetchall()]
+
+    def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
+        return self._rows(self.sql_due_alarms, (to_epoch(before), limit))
+
+    def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
+        if after is None:
+            return self._rows(self.sql_next_alarms, (limit,))
+        return self._rows(self.sql_next_alarms_after, (to_epoch(after), limit))
+
+    def index_row(self, instance_uuid: UUID) -> IndexRow | None:
+        rows = self._rows(self.sql_index_row, (instance_uuid,))
+        return rows[0] if rows else None
+
+    def select_index(
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[IndexRow]:
+        where: list[Composed] = []
+        params: list[Any] = []
+        for column, value in (("kind", kind), ("job", job), ("status", status)):
+            if value is not None:
+                where.append(SQL("{} = %s").format(Identifier(column)))
+                params.append(value)
+        if after is not None:
+            where.append(SQL("(kind, job, instance_id) > (%s, %s, %s)").format())
+            params.extend(after)
+        clause = SQL("WHERE {} ").format(SQL(" AND ").join(where)) if where else SQL("")
+        query = self._select + clause + SQL("ORDER BY kind, job, instance_id LIMIT %s")
+        return self._rows(query, (*params, limit))
+
+
+def _row_params(row: IndexRow) -> tuple[Any, ...]:
+    _, *rest = row.as_params()
+    return (row.instance_uuid, *rest)
+
+
+class PostgresSnapshotRecorder(_ReadsTriedThrice, _SchemaOnce, PostgresAggregateRecorder):
+    """eventsourcing's Postgres aggregate recorder (for snapshots) with 3 tries, not 10."""
+
+    @_retry_reads
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return cast("Sequence[int] | None", _aggregate_insert_once(self, stored_events, **kwargs))
+
+
+class PostgresFactoryWithIndex(PostgresFactory):
+    """eventsourcing's Postgres factory whose application recorder keeps the index."""
+
+    application_recorder_class = PostgresApplicationRecorderWithIndex
+    aggregate_recorder_class = PostgresSnapshotRecorder
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        # Our pool's own setting (upstream does not expose it): see _POOL_RECONNECT_TIMEOUT.
+        self.datastore.pool.reconnect_timeout = _POOL_RECONNECT_TIMEOUT
+        if env.get(READ_ONLY_ENV):
+            _READ_ONLY.add(self.datastore)
+        if self.datastore.enable_db_functions:
+            self.close()
+            msg = (
+                "POSTGRES_ENABLE_DB_FUNCTIONS must be off for durable_jobs: its insert "
+                "path skips the hook that writes the instance index."
+            )
+            raise ConfigurationError(msg)
+
+
+def alarm_channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's alarms (short: channel names stop at 63 bytes)."""
+    return "dj_alarms_" + hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
