@@ -123,7 +123,7 @@ class PostgresStore(Store):
     """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
 
     scheme = "postgresql"
-    url_options = frozenset({"schema", "connect_timeout", "pool_size"})
+    url_options = frozenset({"schema", "connect_timeout", "pool_size", "target_session_attrs"})
     shared = True
 
     _factory: PostgresFactoryWithIndex | None = None
@@ -286,8 +286,7 @@ class PostgresStore(Store):
             msg = f"The Postgres store URL {str(url)!r} has {problem}; use e.g. {EXAMPLE_URL!r}."
             raise ConfigurationError(msg)
         return {
-            "host": url.host,
-            "port": url.port or 5432,
+            **libpq_hosts(url),
             "dbname": dbname,
             "user": url.username,
             "password": url.password or "",
@@ -314,6 +313,12 @@ class PostgresStore(Store):
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         self._probe()
         self._factory = PostgresFactoryWithIndex(env)
+        attrs = self._settings()["target_session_attrs"]
+        pool_kwargs = self._factory.datastore.pool.kwargs
+        if attrs is not None and isinstance(pool_kwargs, dict):
+            # Not an eventsourcing setting: every pooled connection asks for it (the
+            # pool is not open yet, so none was made without it).
+            pool_kwargs["target_session_attrs"] = attrs
         return self._factory
 
     def _connect(self, *, autocommit: bool = True, **options: Any) -> psycopg.Connection[Any]:
@@ -329,6 +334,11 @@ class PostgresStore(Store):
             password=s["password"],
             connect_timeout=s["connect_timeout"],
             autocommit=autocommit,
+            **(
+                {"target_session_attrs": s["target_session_attrs"]}
+                if s["target_session_attrs"]
+                else {}
+            ),
         )
 
     def _probe(self) -> None:
@@ -353,6 +363,30 @@ class PostgresStore(Store):
             if isinstance(exc, DurableJobsError):
                 scrub_chain(exc, self.url.password)
             raise
+
+
+#: libpq's ``target_session_attrs`` values.
+SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+
+
+def libpq_hosts(url: StoreURL) -> dict[str, Any]:
+    """libpq's ``host``, ``port`` and ``target_session_attrs`` for ``url``.
+
+    A multi-host URL (``postgresql://u@db1:5432,db2:5432/jobs``) gives libpq
+    every host in order, with a port each (5432 where none is given); libpq
+    connects to the first that answers and, with ``?target_session_attrs=``,
+    has the session it asks for (``read-write``: the primary).
+    """
+    attrs = url.option("target_session_attrs")
+    if attrs is not None and attrs not in SESSION_ATTRS:
+        msg = f"target_session_attrs must be one of {', '.join(SESSION_ATTRS)}, not {attrs!r}."
+        raise ConfigurationError(msg)
+    if url.hosts:
+        host = ",".join(h for h, _ in url.hosts)
+        port: str | int = ",".join(str(p or 5432) for _, p in url.hosts)
+    else:
+        host, port = url.host or "", url.port or 5432
+    return {"host": host, "port": port, "target_session_attrs": attrs}
 
 
 def _whole(url: StoreURL, name: str, default: str) -> int:

@@ -38,9 +38,11 @@ def _free_port() -> int:
 
 
 class OwnPostgres:
-    """A throwaway server: :attr:`url`, :meth:`restart`, :meth:`stop`, :meth:`start`."""
+    """A throwaway server: :attr:`url`, :meth:`restart`, :meth:`stop`, :meth:`start`;
+    ``OwnPostgres(standby_of=primary)`` is a streaming replica of another, to
+    :meth:`promote`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, standby_of: OwnPostgres | None = None) -> None:
         self._as: dict[str, Any] = {}
         if os.geteuid() == 0:
             self._as = {"user": "postgres", "group": "postgres"}
@@ -51,10 +53,18 @@ class OwnPostgres:
         self.data = self.dir / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._run(
-            _bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-            "--no-sync", "-E", "UTF8",
-        )  # fmt: skip
+        if standby_of is None:
+            self._run(
+                _bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                "--no-sync", "-E", "UTF8",
+            )  # fmt: skip
+        else:
+            # A streaming replica: a base backup with standby.signal and the primary's
+            # address written (-R), read-only until promote().
+            self._run(
+                _bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(standby_of.port),
+                "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--no-sync",
+            )  # fmt: skip
         self.start()
 
     def _run(self, *args: str) -> None:
@@ -74,6 +84,10 @@ class OwnPostgres:
             f"-c unix_socket_directories={self.dir} -c fsync=off"
         )
         self._ctl("-l", str(self.dir / "log"), "-o", options, "start")
+
+    def promote(self) -> None:
+        """Make a standby the primary; returns once it takes writes."""
+        self._ctl("promote")
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "stop")

@@ -22,6 +22,10 @@ class StoreURL:
     port: int | None = None
     path: str = ""
     query: dict[str, str] = field(default_factory=dict)
+    #: Every ``(host, port)`` of a libpq multi-host URL
+    #: (``postgresql://u@db1:5432,db2:5432/jobs``), in order; empty for a URL
+    #: with one host, which is :attr:`host` and :attr:`port`.
+    hosts: tuple[tuple[str, int | None], ...] = ()
 
     @classmethod
     def parse(cls, url: str) -> StoreURL:
@@ -35,7 +39,8 @@ class StoreURL:
             raise ConfigurationError(msg)
         try:
             parts = urlsplit(url)
-            port = parts.port
+            hosts = _host_list(parts.netloc.rpartition("@")[2])
+            port = parts.port if not hosts else None
         except ValueError:
             # Not the parser's message: it can quote part of a password ("Port could
             # not be cast to integer value as 'SECR'").
@@ -69,10 +74,11 @@ class StoreURL:
             scheme=parts.scheme.lower(),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
-            host=parts.hostname,
+            host=",".join(h for h, _ in hosts) if hosts else parts.hostname,
             port=port,
             path=unquote(parts.path),
             query=query,
+            hosts=hosts,
         )
 
     def option(self, name: str, default: str | None = None) -> str | None:
@@ -101,12 +107,48 @@ class StoreURL:
             auth += "@"
         elif self.password is not None:
             auth = ":***@"
-        netloc = auth + (self.host or "")
-        if self.port is not None:
-            netloc += f":{self.port}"
+        if self.hosts:
+            netloc = auth + ",".join(
+                _bracketed(h) + (f":{p}" if p is not None else "") for h, p in self.hosts
+            )
+        else:
+            netloc = auth + (_bracketed(self.host) if self.host else "")
+            if self.port is not None:
+                netloc += f":{self.port}"
         query = "&".join(f"{k}={v}" for k, v in self.query.items())
         # Redacted again: a password with an unquoted '/' ends up in the path.
         return redact(f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else ""))
+
+
+def _host_list(hostport: str) -> tuple[tuple[str, int | None], ...]:
+    """The hosts of a libpq multi-host netloc (``db1:5432,db2``); empty for one host.
+
+    ValueError for an empty host or a port that is not a number from 1 to 65535.
+    """
+    if "," not in hostport:
+        return ()
+    hosts: list[tuple[str, int | None]] = []
+    for item in hostport.split(","):
+        if item.startswith("["):  # an IPv6 address: [::1]:5432
+            host, _, rest = item[1:].partition("]")
+            if rest and not rest.startswith(":"):
+                raise ValueError(item)
+            port_text = rest[1:]
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise ValueError(item)
+        port: int | None = None
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(item)
+            port = int(port_text)
+        hosts.append((unquote(host).lower(), port))
+    return tuple(hosts)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")

@@ -155,13 +155,21 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
     import psycopg
     from psycopg import sql
 
+    from durable_jobs.stores.postgres import libpq_hosts
+
     schema = url.option("schema", "public") or "public"
     dbname = url.path[1:] if url.path.startswith("/") else url.path
     timeout = url.option("connect_timeout", "5") or "5"
     try:
+        hosts = libpq_hosts(url)
+        if hosts["target_session_attrs"] is None:
+            del hosts["target_session_attrs"]
+        elif hosts["target_session_attrs"] == "read-write":
+            # The doctor's own session is read-only on purpose, which read-write would
+            # refuse everywhere; "primary" finds the same server.
+            hosts["target_session_attrs"] = "primary"
         conn = psycopg.connect(
-            host=url.host,
-            port=url.port or 5432,
+            **hosts,
             dbname=dbname,
             user=url.username,
             password=url.password or "",
