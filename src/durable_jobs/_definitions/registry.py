@@ -21,13 +21,13 @@ from typing import Any, Generic, Literal, TypeVar, cast, final, overload
 import pydantic
 import pydantic_core
 
+from durable_jobs._definitions.contexts import ContinuousContext, DebounceContext, TaskContext
 from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import KINDS, Kind, check_job_name, check_kind
 from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy, Window
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 from durable_jobs._domain.values import check_finite, check_json_value, check_size
 from durable_jobs._errors import ConfigurationError, JobNotFound, ValidationError
-from durable_jobs._runtime.contexts import ContinuousContext, DebounceContext, TaskContext
 
 __all__ = [
     "ContinuousJob",
