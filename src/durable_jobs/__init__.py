@@ -30,13 +30,8 @@ from durable_jobs._definitions.contexts import (
     DebounceEventContext,
     TaskContext,
 )
-from durable_jobs._definitions.registry import (
-    ContinuousJob,
-    DebounceJob,
-    JobDefinition,
-    Registry,
-    TaskJob,
-)
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import cron, every
 from durable_jobs._domain.values import Limits

@@ -14,13 +14,8 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, final
 import trio
 import trio.testing
 
-from durable_jobs._definitions.registry import (
-    ContinuousJob,
-    DebounceJob,
-    JobDefinition,
-    Registry,
-    TaskJob,
-)
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import check_instance_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from durable_jobs._definitions.contexts import ContinuousContext
-from durable_jobs._definitions.registry import ContinuousJob
+from durable_jobs._definitions.jobs import ContinuousJob
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from durable_jobs._definitions.contexts import DebounceContext, DebounceEventContext
-from durable_jobs._definitions.registry import DebounceJob
+from durable_jobs._definitions.jobs import DebounceJob
 from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd

@@ -32,7 +32,7 @@ from typing import Any, Literal, cast
 
 import trio
 
-from durable_jobs._definitions.registry import JobDefinition
+from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock

@@ -23,7 +23,8 @@ from uuid import UUID
 
 import trio
 
-from durable_jobs._definitions.registry import Registry, TypeCodec
+from durable_jobs._definitions.codecs import TypeCodec
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import (

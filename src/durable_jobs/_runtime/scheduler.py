@@ -17,7 +17,7 @@ from uuid import UUID
 
 import trio
 
-from durable_jobs._definitions.registry import ContinuousJob, DebounceJob, TaskJob
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
 from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from durable_jobs._definitions.contexts import TaskContext
-from durable_jobs._definitions.registry import TaskJob
+from durable_jobs._definitions.jobs import TaskJob
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import Handler, Intents, RunTicket
 from durable_jobs._domain.task import Failed, TaskInstance

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - the testing extra is missing
 import pydantic
 import pydantic_core
 
-from durable_jobs._definitions.registry import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import Cron, Every, cron, every
 from durable_jobs._domain.values import check_finite, check_json_value
