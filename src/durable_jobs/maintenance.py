@@ -45,30 +45,13 @@ encrypts every row it writes.
 
 from __future__ import annotations
 
-from durable_jobs._tools.maintenance import (
-    EXPORT_FORMAT,
-    EXPORT_VERSION,
-    AdminResult,
-    Divergence,
-    ExportFileError,
-    ExportSummary,
-    ImportSummary,
-    InstanceExistsError,
-    LiveInstanceError,
-    PurgeResult,
-    ReplayReport,
-    TailEvent,
-    check_export,
-    export_jsonl,
-    import_jsonl,
-    purge_instance,
-    replay_instance,
-    replay_store,
-    tail_events,
-    tail_position,
-    terminate_instance,
-    trigger_instance,
-)
+from durable_jobs._errors import ExportFileError, InstanceExistsError, LiveInstanceError
+from durable_jobs._tools.admin import AdminResult, terminate_instance, trigger_instance
+from durable_jobs._tools.export import EXPORT_FORMAT, EXPORT_VERSION, ExportSummary, export_jsonl
+from durable_jobs._tools.importer import ImportSummary, check_export, import_jsonl
+from durable_jobs._tools.purge import PurgeResult, purge_instance
+from durable_jobs._tools.replay import Divergence, ReplayReport, replay_instance, replay_store
+from durable_jobs._tools.tail import TailEvent, tail_events, tail_position
 
 __all__ = [
     "EXPORT_FORMAT",
