@@ -26,7 +26,7 @@ help:
 	@echo "make demo       set up .venv and run examples/demo.py (SQLite store in ./demo-data/)"
 	@echo "make ui         serve the web dashboard on the demo's store (http://127.0.0.1:8470/)"
 	@echo "make test       set up .venv, then lint, type-check and run the whole test suite"
-	@echo "make lint       ruff check and format check"
+	@echo "make lint       ruff check and format check, the import layers (lint-imports)"
 	@echo "make typecheck  mypy (strict)"
 	@echo "make bench      install the bench extra, run benchmarks/*.py (tables also in bench-results.md)"
 	@echo "make docs       build the docs site (mkdocs, strict: a broken link fails) into site/"
@@ -55,6 +55,7 @@ test: $(DEV_STAMP)
 	scripts/ensure-chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(MKDOCS_BUILD)
 	$(VENV)/bin/pytest
@@ -62,6 +63,7 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy

@@ -24,6 +24,14 @@ from durable_jobs._client import (
     open_jobs,
     serve,
 )
+from durable_jobs._definitions.contexts import (
+    ContinuousContext,
+    DebounceContext,
+    DebounceEventContext,
+    TaskContext,
+)
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import cron, every
 from durable_jobs._domain.values import Limits
@@ -39,7 +47,13 @@ from durable_jobs._errors import (
     ValidationError,
 )
 from durable_jobs._evolution import CheckFailure, CheckReport
-from durable_jobs._inspect import (
+from durable_jobs._records import RecordedEvent
+from durable_jobs._runtime.clock import Clock, SystemClock, VirtualClock
+from durable_jobs._runtime.statistics import RuntimeStatistics
+from durable_jobs._store.base import Store
+from durable_jobs._store.crypto import generate_key
+from durable_jobs._store.registry import open_store, store_schemes
+from durable_jobs._tools.inspector import (
     Inspector,
     InstancePage,
     InstanceSummary,
@@ -49,19 +63,6 @@ from durable_jobs._inspect import (
     StateChange,
     StateDiff,
 )
-from durable_jobs._records import RecordedEvent
-from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
-from durable_jobs._runtime.clock import Clock, SystemClock, VirtualClock
-from durable_jobs._runtime.contexts import (
-    ContinuousContext,
-    DebounceContext,
-    DebounceEventContext,
-    TaskContext,
-)
-from durable_jobs._runtime.statistics import RuntimeStatistics
-from durable_jobs._store.base import Store
-from durable_jobs._store.crypto import generate_key
-from durable_jobs._store.registry import open_store, store_schemes
 
 __all__ = [
     "AddResult",

@@ -14,6 +14,8 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, final
 import trio
 import trio.testing
 
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import check_instance_id
@@ -28,7 +30,6 @@ from durable_jobs._domain.values import (
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._evolution import refuse_unreadable_versions
 from durable_jobs._records import RecordedEvent
-from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
 from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
 from durable_jobs._runtime.runtime import Observer, Runtime

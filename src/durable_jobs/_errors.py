@@ -6,9 +6,13 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "DurableJobsError",
+    "ExportFileError",
     "HandlerError",
     "HandlerTimeout",
+    "InstanceExistsError",
     "JobNotFound",
+    "LiveInstanceError",
+    "LockLost",
     "RuntimeClosed",
     "StoreError",
     "ValidationError",
@@ -77,3 +81,33 @@ class LockLost(ConcurrencyError):
     """The cross-process lock of an instance was lost while a run held it (its session
     ended, or the worker's lease expired): the run stopped and nothing it did was
     committed; the instance runs again under a new lock."""
+
+
+class ExportFileError(ValidationError):
+    """An export file is malformed, or not one; nothing was written.
+
+    ``line`` is the 1-based line number the problem is on (None: the file as a whole).
+    """
+
+    def __init__(self, message: str, *, source: str, line: int | None = None) -> None:
+        self.line = line
+        self.source = source
+        where = f"{source}, line {line}" if line is not None else source
+        super().__init__(f"{where}: {message}; nothing was written.")
+
+
+class InstanceExistsError(DurableJobsError):
+    """An import would overwrite instances the target store already has; nothing was written."""
+
+    def __init__(self, labels: list[str], store_url: str) -> None:
+        self.labels = labels
+        shown = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+        super().__init__(
+            f"The store {store_url} already has {shown}; import never overwrites an "
+            "instance, so nothing was written. Import into an empty store (or one without "
+            "these instances), or purge them from it first."
+        )
+
+
+class LiveInstanceError(DurableJobsError):
+    """Purge refused: the instance is live (not terminated); nothing was deleted."""

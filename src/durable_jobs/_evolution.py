@@ -2,7 +2,7 @@
 
 Every state and event JSON an instance holds records the job's ``version`` it
 was written with. Reading it brings it to the code's version with the job's
-upcasters (see :class:`~durable_jobs._registry.TypeCodec`). Two checks use
+upcasters (see :class:`~durable_jobs._definitions.codecs.TypeCodec`). Two checks use
 that:
 
 * :func:`refuse_unreadable_versions` (run by ``open_jobs`` before any run)
@@ -23,10 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, final
 
+from durable_jobs._definitions.codecs import TypeCodec
+from durable_jobs._definitions.jobs import JobDefinition
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import KINDS
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConfigurationError, StoreError
-from durable_jobs._registry import JobDefinition, Registry, TypeCodec
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import EncryptedRowError
 

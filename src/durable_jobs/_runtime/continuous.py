@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from durable_jobs._definitions.contexts import ContinuousContext
+from durable_jobs._definitions.jobs import ContinuousJob
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd
-from durable_jobs._registry import ContinuousJob
 from durable_jobs._runtime.cache import clone
-from durable_jobs._runtime.contexts import ContinuousContext
 from durable_jobs._runtime.locks import Busy
 
 if TYPE_CHECKING:

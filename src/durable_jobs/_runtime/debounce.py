@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from durable_jobs._definitions.contexts import DebounceContext, DebounceEventContext
+from durable_jobs._definitions.jobs import DebounceJob
 from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._errors import HandlerError
-from durable_jobs._registry import DebounceJob
 from durable_jobs._runtime.cache import clone
-from durable_jobs._runtime.contexts import DebounceContext, DebounceEventContext
 from durable_jobs._runtime.locks import Busy
 
 if TYPE_CHECKING:

@@ -32,9 +32,9 @@ from typing import Any, Literal, cast
 
 import trio
 
+from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._errors import HandlerError, HandlerTimeout
-from durable_jobs._registry import JobDefinition
 from durable_jobs._runtime.clock import Clock
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]

@@ -23,6 +23,8 @@ from uuid import UUID
 
 import trio
 
+from durable_jobs._definitions.codecs import TypeCodec
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import (
@@ -32,7 +34,6 @@ from durable_jobs._errors import (
     ValidationError,
 )
 from durable_jobs._records import RecordedEvent, to_records
-from durable_jobs._registry import Registry, TypeCodec
 from durable_jobs._runtime.cache import InstanceCache, clone
 from durable_jobs._runtime.clock import Clock, in_thread
 from durable_jobs._runtime.commit import GroupCommit

@@ -17,10 +17,10 @@ from uuid import UUID
 
 import trio
 
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
 from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
-from durable_jobs._registry import ContinuousJob, DebounceJob, TaskJob
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 

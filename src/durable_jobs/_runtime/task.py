@@ -9,13 +9,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from durable_jobs._definitions.contexts import TaskContext
+from durable_jobs._definitions.jobs import TaskJob
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import Handler, Intents, RunTicket
 from durable_jobs._domain.task import Failed, TaskInstance
 from durable_jobs._errors import HandlerError
-from durable_jobs._registry import TaskJob
 from durable_jobs._runtime.cache import clone
-from durable_jobs._runtime.contexts import TaskContext
 from durable_jobs._runtime.locks import Busy
 
 if TYPE_CHECKING:

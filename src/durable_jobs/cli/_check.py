@@ -13,9 +13,9 @@ import sys
 import click
 from rich.text import Text
 
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._errors import ConfigurationError
-from durable_jobs._inspect import Inspector
-from durable_jobs._registry import Registry
+from durable_jobs._tools.inspector import Inspector
 from durable_jobs.cli._app import (
     CliState,
     app,

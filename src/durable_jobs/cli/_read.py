@@ -26,7 +26,8 @@ from rich.text import Text
 
 from durable_jobs._domain.status import KIND_STATUSES
 from durable_jobs._errors import ConfigurationError, ValidationError
-from durable_jobs._inspect import (
+from durable_jobs._records import RecordedEvent
+from durable_jobs._tools.inspector import (
     STATUSES,
     Inspector,
     InstanceSummary,
@@ -35,7 +36,6 @@ from durable_jobs._inspect import (
     iso,
     record_to_json,
 )
-from durable_jobs._records import RecordedEvent
 from durable_jobs.cli._app import (
     CliState,
     app,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, final
 import trio
 import trio.testing
 
-from durable_jobs._registry import Registry
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH
 from durable_jobs._store.base import Store
 from durable_jobs.testing._harness import Harness, _set_autojump, autojumping, open_harness

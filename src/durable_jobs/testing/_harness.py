@@ -25,9 +25,10 @@ from durable_jobs._client import (
     TaskClient,
     open_jobs,
 )
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._records import RecordedEvent
-from durable_jobs._registry import ContinuousJob, DebounceJob, Registry, TaskJob
 from durable_jobs._runtime import clock as _clock_module
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH, VirtualClock, in_thread
 from durable_jobs._runtime.runtime import Observer

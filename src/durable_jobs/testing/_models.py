@@ -29,10 +29,10 @@ from durable_jobs._client import (
     TaskStatus,
     TriggerResult,
 )
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
 from durable_jobs._domain.backoff import Retry, jitter_factor
 from durable_jobs._domain.ids import Kind, instance_uuid
 from durable_jobs._domain.schedules import Every
-from durable_jobs._registry import ContinuousJob, DebounceJob, TaskJob
 
 __all__ = [
     "TERMINATE",

@@ -45,8 +45,9 @@ except ImportError as exc:  # pragma: no cover - the testing extra is missing
     )
     raise ImportError(msg) from exc
 
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._errors import ConfigurationError, HandlerError
-from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, Registry, TaskJob
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH
 from durable_jobs.testing import strategies as djst
 from durable_jobs.testing._driver import HarnessThread

@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from durable_jobs._registry import Registry
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._store.urls import redact
 from durable_jobs.testing._harness import Harness, open_harness, run_harness
 

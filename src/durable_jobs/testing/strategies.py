@@ -31,11 +31,11 @@ except ImportError as exc:  # pragma: no cover - the testing extra is missing
 import pydantic
 import pydantic_core
 
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import Cron, Every, cron, every
 from durable_jobs._domain.values import check_finite, check_json_value
 from durable_jobs._errors import ValidationError
-from durable_jobs._registry import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 
 __all__ = [
     "TIME_ZONES",

@@ -32,7 +32,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
 from durable_jobs._errors import DurableJobsError, StoreError, ValidationError
-from durable_jobs._inspect import (
+from durable_jobs._records import RecordedEvent
+from durable_jobs._store.base import Store
+from durable_jobs._store.index import IndexRow
+from durable_jobs._store.urls import redact
+from durable_jobs._tools.inspector import (
     STATUSES,
     Inspector,
     InstancePage,
@@ -40,10 +44,6 @@ from durable_jobs._inspect import (
     _decode_cursor,
     _encode_cursor,
 )
-from durable_jobs._records import RecordedEvent
-from durable_jobs._store.base import Store
-from durable_jobs._store.index import IndexRow
-from durable_jobs._store.urls import redact
 from durable_jobs.maintenance import TailEvent, tail_events, tail_position
 from durable_jobs.ui import _format
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Self, cast, final
 from uuid import UUID
 
+from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
@@ -30,7 +31,6 @@ from durable_jobs._domain.status import STATUSES as _DOMAIN_STATUSES
 from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
 from durable_jobs._evolution import CheckReport, check_instances
 from durable_jobs._records import RecordedEvent, to_records
-from durable_jobs._registry import Registry
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.registry import open_store

@@ -15,7 +15,7 @@ from durable_jobs._domain.values import check_reason
 from durable_jobs._errors import ValidationError
 
 if TYPE_CHECKING:
-    from durable_jobs._registry import TypeCodec
+    from durable_jobs._definitions.codecs import TypeCodec
 
 __all__ = [
     "ContinuousContext",

@@ -1,0 +1,153 @@
+"""Type codecs: each user type (a job's state, its events) validated and stored as JSON
+with pydantic, at the job's type version, older versions brought up by upcasters."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import pydantic
+import pydantic_core
+
+from durable_jobs._domain.values import check_finite, check_json_value, check_size
+from durable_jobs._errors import ConfigurationError, ValidationError
+
+__all__ = ["TypeCodec", "TypeVersionError", "Upcaster"]
+
+S = TypeVar("S")
+
+Upcaster = Callable[[Any], Any]
+
+
+class TypeVersionError(Exception):
+    """Stored JSON cannot be brought to the code's type version (callers wrap it)."""
+
+
+class TypeCodec(Generic[S]):
+    """Validates and (de)serialises one user type with a ``pydantic.TypeAdapter``.
+
+    ``version`` is the job's type version: what :meth:`dump` writes. Stored
+    JSON of an older version is brought to it by ``upcasters`` (by the version
+    they read) before it is validated; see :meth:`read`.
+    """
+
+    def __init__(
+        self,
+        tp: Any,
+        *,
+        what: str,
+        job: str,
+        version: int = 1,
+        upcasters: dict[int, Upcaster] | None = None,
+    ) -> None:
+        self.tp = tp
+        self.what = what
+        self.job = job
+        self.version = version
+        self.upcasters: dict[int, Upcaster] = {} if upcasters is None else upcasters
+        try:
+            self.adapter: pydantic.TypeAdapter[S] = pydantic.TypeAdapter(tp)
+            self.adapter.json_schema()  # a type pydantic cannot serialise fails now
+        except Exception as exc:
+            msg = (
+                f"The {what} type of job {job!r} ({tp!r}) is not a type pydantic can "
+                f"validate and store as JSON: {exc}. Use a pydantic model, a dataclass, "
+                "a TypedDict or a plain type such as int or dict[str, Any]."
+            )
+            raise ConfigurationError(msg) from exc
+
+    def validate(self, value: Any) -> S:
+        """``value`` as the type, or :class:`ValidationError` (caller's input)."""
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError:
+            raise
+        except Exception as exc:  # pydantic's error, or one a custom validator raised
+            msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
+            raise ValidationError(msg) from exc
+
+    def to_json(self, value: Any) -> Any:
+        """``value`` validated, as plain JSON data (what the log stores)."""
+        return self.dump(self.validate(value))
+
+    def dump(self, value: S) -> Any:
+        """A value :meth:`validate` returned, as plain JSON data.
+
+        The JSON is validated again, as it will be read back: a model instance
+        built without validation (``model_construct``) is passed through by
+        pydantic's first check, and must not be stored if it cannot be read.
+        What JSON cannot hold exactly (NaN, infinities, lone surrogates, bytes
+        that are not UTF-8, nesting deeper than the readers accept) and values
+        over the size limit are refused with :class:`ValidationError`.
+        """
+        try:
+            check_finite(self.adapter.dump_python(value, warnings="error"), self.what)
+            data = self.adapter.dump_python(value, mode="json", warnings="error")
+        except ValidationError as exc:
+            raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
+        except Exception as exc:  # pydantic's error, bytes not UTF-8, too deep, ...
+            msg = f"Invalid {self.what} for job {self.job!r}: it cannot be stored as JSON: {exc}"
+            raise ValidationError(msg) from exc
+        try:
+            check_json_value(data, self.what)
+            encoded = pydantic_core.to_json(data)
+            check_size(encoded, self.what)
+            self.adapter.validate_json(encoded)
+        except ValidationError as exc:
+            raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
+        except Exception as exc:
+            msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
+            raise ValidationError(msg) from exc
+        return data
+
+    def from_json(self, data: Any) -> S:
+        """JSON data of the current version as the type; raises pydantic's error if it
+        does not fit."""
+        return self.adapter.validate_json(pydantic_core.to_json(data))
+
+    def missing_upcaster(self, version: int) -> int | None:
+        """The first step with no upcaster on the way from ``version`` (None: complete)."""
+        for step in range(version, self.version):
+            if step not in self.upcasters:
+                return step
+        return None
+
+    def upcast(self, data: Any, version: int) -> Any:
+        """Stored JSON of ``version`` as JSON of the current version.
+
+        Raises :class:`TypeVersionError` for a version newer than the code's, a
+        missing upcaster, or an upcaster that raised. The stored data is never
+        changed: each upcaster gets a copy.
+        """
+        if version > self.version:
+            msg = (
+                f"it was written at version {version} of job {self.job!r}, but this code is "
+                f"version {self.version} (was the code rolled back?)"
+            )
+            raise TypeVersionError(msg)
+        if version == self.version:
+            return data
+        missing = self.missing_upcaster(version)
+        if missing is not None:
+            msg = (
+                f"it was written at version {version} of job {self.job!r} and there is no "
+                f"upcaster from version {missing} (register one with "
+                f"@job.upcast_{self.what}(from_version={missing}))"
+            )
+            raise TypeVersionError(msg)
+        data = copy.deepcopy(data)
+        for step in range(version, self.version):
+            try:
+                data = self.upcasters[step](data)
+            except Exception as exc:
+                msg = f"the {self.what} upcaster from version {step} raised {exc!r}"
+                raise TypeVersionError(msg) from exc
+        return data
+
+    def read(self, data: Any, version: int) -> S:
+        """Stored JSON of ``version`` as the type: upcast, then validated.
+
+        Raises :class:`TypeVersionError` or pydantic's error if it does not fit.
+        """
+        return self.from_json(self.upcast(data, version))

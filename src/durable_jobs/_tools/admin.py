@@ -1,0 +1,158 @@
+"""The quiet admin path: terminate or trigger an instance by committing domain events
+(no handler runs, no overdue alarm fires); a runtime serving the store then acts on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, final
+from uuid import UUID
+
+from durable_jobs._domain.ids import check_instance_id, instance_uuid
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._errors import ConcurrencyError, ConfigurationError
+from durable_jobs._store.base import Store
+from durable_jobs._tools.common import iso, kind_of
+
+__all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class AdminResult:
+    """What :func:`terminate_instance` or :func:`trigger_instance` committed.
+
+    ``done`` is False (nothing written) for an unknown or terminated instance,
+    or, for a trigger, one with nothing to run (an empty debounce instance).
+    ``status``, ``due_at`` and ``version`` describe the instance afterwards.
+    """
+
+    action: Literal["terminate", "trigger"]
+    done: bool
+    kind: str
+    job: str
+    instance_id: str
+    instance_uuid: UUID
+    found: bool
+    status: str | None = None
+    due_at: datetime | None = None
+    version: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable JSON shape: these fields, by these names."""
+        return {
+            "action": self.action,
+            "done": self.done,
+            "found": self.found,
+            "kind": self.kind,
+            "job": self.job,
+            "instance_id": self.instance_id,
+            "instance_uuid": str(self.instance_uuid),
+            "status": self.status,
+            "due_at": iso(self.due_at),
+            "version": self.version,
+        }
+
+
+def _admin(
+    store: Store,
+    kind: str,
+    job: str,
+    instance_id: str,
+    *,
+    action: Literal["terminate", "trigger"],
+    change: Callable[[JobInstance], bool],
+) -> AdminResult:
+    """Load one instance, apply ``change`` (the domain decides), commit what it recorded.
+
+    Refused while a jobs runtime serves an SQLite store (it keeps instances in
+    memory and would not see the commit); on a shared store (Postgres) the
+    instance's cross-process lock is held, so no run of it commits meanwhile.
+    """
+    uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
+    label = f"{kind} job {job!r} instance {instance_id!r}"
+    result = AdminResult(
+        action=action,
+        done=False,
+        found=False,
+        kind=kind,
+        job=job,
+        instance_id=instance_id,
+        instance_uuid=uuid,
+    )
+    try:
+        store.claim_runtime()
+    except ConfigurationError as exc:
+        msg = (
+            f"Cannot {action} {label} while a jobs runtime serves {store.url} (it keeps "
+            f"instances in memory); stop it first, or call {action} through its client."
+        )
+        raise ConfigurationError(msg) from exc
+    try:
+        if not store.try_lock(uuid):
+            msg = f"{label} is busy in another process (a run or call holds it); try again."
+            raise ConcurrencyError(msg)
+        try:
+            agg = store.get_by_uuid(uuid, label=label)
+            if agg is None:
+                return result
+            done = change(agg)
+            if done:
+                store.save(agg)
+        finally:
+            store.unlock(uuid)
+    finally:
+        store.release_runtime()
+    return replace(
+        result,
+        done=done,
+        found=True,
+        status=agg.status,
+        due_at=agg.d.alarm_at,
+        version=agg.version,
+    )
+
+
+def terminate_instance(
+    store: Store,
+    kind: str,
+    job: str,
+    instance_id: str,
+    *,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> AdminResult:
+    """Terminate one instance without running anything: what ``terminate(id)`` does.
+
+    Its state, alarm, pending retry and buffered events are removed (the
+    log and counters stay). No handler runs and no other alarm fires, so it
+    needs no registry. ``now`` (default: the wall clock, UTC) stamps the record.
+    """
+    at = now or datetime.now(UTC)
+    return _admin(
+        store,
+        kind,
+        job,
+        instance_id,
+        action="terminate",
+        change=lambda agg: agg.terminate(now=at, reason=reason),
+    )
+
+
+def trigger_instance(
+    store: Store, kind: str, job: str, instance_id: str, *, now: datetime | None = None
+) -> AdminResult:
+    """Make one instance's next run due now, for a runtime serving the store to run.
+
+    A paused instance (status ``failed``) is resumed, a waiting retry is
+    brought forward, a debounce instance's open batch is closed (reason
+    ``manual``); its alarm is set to ``now``. Nothing runs here: the run
+    happens when a runtime serves the store (at once if one is running on
+    Postgres, else when one starts). ``done`` is False for an unknown or
+    terminated instance, or an empty debounce one.
+    """
+    at = now or datetime.now(UTC)
+    return _admin(
+        store, kind, job, instance_id, action="trigger", change=lambda agg: agg.due_now(now=at)
+    )

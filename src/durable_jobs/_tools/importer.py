@@ -1,0 +1,304 @@
+"""JSONL import: an export file written into another store, versions and timestamps
+kept, index rows rebuilt; nothing is written unless the whole file is sound."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Final, cast, final
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.values import MAX_NESTING, check_json_value
+from durable_jobs._errors import (
+    ConcurrencyError,
+    ExportFileError,
+    InstanceExistsError,
+    StoreError,
+    ValidationError,
+)
+from durable_jobs._store.base import Store
+from durable_jobs._store.mapper import CorruptEventError, JsonMapper
+from durable_jobs._tools.export import EXPORT_FORMAT, EXPORT_VERSION
+
+__all__ = ["ImportSummary", "check_export", "import_jsonl"]
+
+
+#: Events written per import transaction (whole instances; one instance may exceed it).
+IMPORT_BATCH_EVENTS: Final = 2000
+
+
+@final
+@dataclass(frozen=True)
+class ImportSummary:
+    """What :func:`import_jsonl` wrote, counted again in the target store afterwards."""
+
+    instances: int
+    events: int
+
+
+@dataclass
+class _Group:
+    """One instance read from an export file."""
+
+    uuid: UUID
+    label: str
+    line: int
+    stored: list[StoredEvent] = field(default_factory=list)
+    agg: JobInstance | None = None
+
+
+def import_jsonl(
+    store: Store,
+    source: str | os.PathLike[str] | IO[str],
+    *,
+    batch_events: int = IMPORT_BATCH_EVENTS,
+) -> ImportSummary:
+    """Import an export file (a path or an open text stream) into ``store``.
+
+    The whole file is checked first: a malformed line raises
+    :class:`ExportFileError` with its line number, an instance the store
+    already has raises :class:`InstanceExistsError`; either way nothing is
+    written. Then instances are written verbatim (versions, timestamps and
+    JSON as exported) with rebuilt index rows, whole instances per
+    transaction, and the result is counted again in the store. An instance
+    that another writer creates during the import stops it with
+    :class:`ConcurrencyError` (instances written before it stay).
+    """
+    name, lines = _export_lines(source)
+    expected: dict[UUID, int] = {}
+    existing: list[str] = []
+    for group in _read_export(lines(), name):
+        assert group.agg is not None
+        expected[group.uuid] = group.agg.version
+        if store.index_row(group.uuid) is not None or store.stored_events(group.uuid, limit=1):
+            existing.append(group.label)
+    if existing:
+        raise InstanceExistsError(existing, str(store.url))
+
+    batch: list[_Group] = []
+    size = 0
+    for group in _read_export(lines(), name):
+        if group.uuid not in expected:  # the file changed under us
+            raise ExportFileError("the file changed during the import", source=name)
+        batch.append(group)
+        size += len(group.stored)
+        if size >= batch_events:
+            _write_batch(store, batch)
+            batch, size = [], 0
+    if batch:
+        _write_batch(store, batch)
+    return _verify(store, expected)
+
+
+def check_export(source: str | os.PathLike[str] | IO[str]) -> int:
+    """Check an export file as :func:`import_jsonl` does before it writes, without a
+    store: a malformed line raises :class:`ExportFileError`. Returns the number of
+    instances in it. A stream is read to its end."""
+    name, lines = _export_lines(source)
+    return sum(1 for _ in _read_export(lines(), name))
+
+
+def _export_lines(
+    source: str | os.PathLike[str] | IO[str],
+) -> tuple[str, Callable[[], Iterator[str]]]:
+    """The name of ``source`` and a function giving its lines (again on each call)."""
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+
+        def from_file() -> Iterator[str]:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    yield from f
+            except OSError as exc:
+                raise ExportFileError(f"cannot read the file ({exc})", source=path) from exc
+            except UnicodeDecodeError as exc:
+                raise ExportFileError(f"not UTF-8 text ({exc})", source=path) from exc
+
+        return path, from_file
+    name = getattr(source, "name", None) or "<stream>"
+    buffered = list(source)
+
+    def from_buffer() -> Iterator[str]:
+        return iter(buffered)
+
+    return str(name), from_buffer
+
+
+def _no_constant(name: str) -> Any:
+    msg = f"{name} is not a JSON number (NaN and infinities cannot be stored)"
+    raise ValueError(msg)
+
+
+def _write_batch(store: Store, batch: list[_Group]) -> None:
+    stored = [s for g in batch for s in g.stored]
+    instances = [g.agg for g in batch if g.agg is not None]
+    try:
+        store.import_events(stored, instances)
+    except ConcurrencyError as exc:
+        labels = ", ".join(g.label for g in batch[:3])
+        msg = (
+            f"Another writer created one of {labels}{' …' if len(batch) > 3 else ''} in "
+            f"{store.url} during the import; this batch was not written (earlier ones were)."
+        )
+        raise ConcurrencyError(msg) from exc
+
+
+def _verify(store: Store, expected: dict[UUID, int]) -> ImportSummary:
+    for uuid, version in expected.items():
+        row = store.index_row(uuid)
+        last = store.stored_events(uuid, desc=True, limit=1)
+        found = last[0].originator_version if last else 0
+        if row is None or row.version != version or found != version:
+            msg = (
+                f"Import verification failed for instance {uuid} in {store.url}: expected "
+                f"{version} events, found {found} (index version "
+                f"{row.version if row else None})."
+            )
+            raise StoreError(msg)
+    return ImportSummary(len(expected), sum(expected.values()))
+
+
+def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
+    """The instances of an export file, each complete and rebuilt; raises ExportFileError."""
+    mapper = JsonMapper()
+    seen: dict[UUID, int] = {}
+    group: _Group | None = None
+    instances = events = 0
+    footer = False
+    number = 0
+
+    def bad(message: str) -> ExportFileError:
+        return ExportFileError(message, source=source, line=number)
+
+    for number, text in enumerate(lines, 1):
+        if footer:
+            raise bad("a line after the footer line")
+        try:
+            doc = json.loads(text, parse_constant=_no_constant)
+        except json.JSONDecodeError as exc:
+            raise bad(f"not a JSON object ({exc.msg} at column {exc.colno})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise bad(f"not storable JSON ({exc or 'nested too deep'})") from exc
+        if not isinstance(doc, dict):
+            raise bad(f"not a JSON object but {type(doc).__name__}")
+        kind_of_line = doc.get("type")
+        if number == 1:
+            _check_header(doc, bad)
+            continue
+        if kind_of_line == "header":
+            raise bad("a second header line")
+        if kind_of_line == "footer":
+            if group is not None:
+                yield _finish(group, bad)
+                group = None
+            if doc.get("instances") != instances or doc.get("events") != events:
+                raise bad(
+                    f"the footer counts {doc.get('instances')!r} instances and "
+                    f"{doc.get('events')!r} events, the file has {instances} and {events}"
+                )
+            footer = True
+            continue
+        if kind_of_line != "event":
+            raise bad(f"unknown line type {kind_of_line!r} (expected event or footer)")
+        uuid, version, stored, label = _parse_event(doc, bad)
+        if group is None or group.uuid != uuid:
+            if group is not None:
+                yield _finish(group, bad)
+            if uuid in seen:
+                raise bad(
+                    f"events of {label} continue here after other instances "
+                    f"(it started on line {seen[uuid]}); an instance's events must be together"
+                )
+            seen[uuid] = number
+            group = _Group(uuid=uuid, label=label, line=number)
+            instances += 1
+        _add_event(group, mapper, version, stored, bad)
+        events += 1
+    if number == 0:
+        raise ExportFileError("the file is empty", source=source)
+    if not footer:
+        raise ExportFileError(
+            f"the file ends at line {number} without its footer line (truncated?)",
+            source=source,
+        )
+
+
+def _add_event(
+    group: _Group, mapper: JsonMapper, version: int, stored: StoredEvent, bad: Any
+) -> None:
+    """Append one event to ``group``, replaying it on the instance rebuilt so far."""
+    label = group.label
+    if version != len(group.stored) + 1:
+        raise bad(
+            f"{label} version {version} follows version {len(group.stored)}; "
+            "versions must be 1, 2, 3... in order"
+        )
+    try:
+        event = mapper.to_domain_event(stored)
+        group.agg = event.mutate(group.agg)
+    except CorruptEventError as exc:
+        raise bad(f"{label} version {version} is not a valid event ({exc.problem})") from exc
+    except Exception as exc:
+        raise bad(
+            f"{label} version {version} does not apply to the instance "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    group.stored.append(stored)
+
+
+def _check_header(doc: dict[str, Any], bad: Any) -> None:
+    if doc.get("type") != "header" or doc.get("format") != EXPORT_FORMAT:
+        raise bad(f"not a durable-jobs export (the first line must be its {EXPORT_FORMAT} header)")
+    if doc.get("version") != EXPORT_VERSION:
+        raise bad(
+            f"export format version {doc.get('version')!r}; this version of durable-jobs "
+            f"reads version {EXPORT_VERSION}"
+        )
+
+
+def _parse_event(doc: dict[str, Any], bad: Any) -> tuple[UUID, int, StoredEvent, str]:
+    for key, types in (
+        ("instance_uuid", str),
+        ("kind", str),
+        ("job", str),
+        ("instance_id", str),
+        ("topic", str),
+        ("state", dict),
+    ):
+        if not isinstance(doc.get(key), types):
+            raise bad(f"the event has no {key!r} {types.__name__}")
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad(f"the event's 'version' must be a whole number >= 1, not {version!r}")
+    kind, job, instance_id = doc["kind"], doc["job"], doc["instance_id"]
+    if kind not in KINDS:
+        raise bad(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+    label = f"{kind} job {job!r} instance {instance_id!r}"
+    try:
+        uuid = UUID(doc["instance_uuid"])
+        expected = instance_uuid(cast(Kind, kind), job, check_instance_id(instance_id))
+    except (ValueError, ValidationError) as exc:
+        raise bad(f"bad instance of {label} ({exc})") from exc
+    if uuid != expected:
+        raise bad(f"instance_uuid {uuid} is not the id of {label} ({expected})")
+    try:
+        check_json_value(doc["state"], "the event's 'state'", max_depth=MAX_NESTING + 8)
+    except ValidationError as exc:
+        raise bad(str(exc)) from None
+    state = json.dumps(doc["state"], ensure_ascii=False, separators=(",", ":")).encode()
+    return uuid, version, StoredEvent(uuid, version, doc["topic"], state), label
+
+
+def _finish(group: _Group, bad: Any) -> _Group:
+    agg = group.agg
+    assert agg is not None
+    d = agg.d
+    if f"{d.kind} job {d.job!r} instance {d.instance_id!r}" != group.label:
+        raise bad(f"the events of {group.label} (from line {group.line}) rebuild another instance")
+    return group

@@ -1,0 +1,106 @@
+"""Purge: delete a terminated instance's whole history (for data-removal requests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, final
+from uuid import UUID
+
+from durable_jobs._domain.ids import check_instance_id, instance_uuid
+from durable_jobs._errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    LiveInstanceError,
+    StoreError,
+)
+from durable_jobs._store.base import Store
+from durable_jobs._tools.common import kind_of
+
+__all__ = ["PurgeResult", "purge_instance"]
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class PurgeResult:
+    """What :func:`purge_instance` deleted (``purged`` is False for an unknown instance)."""
+
+    purged: bool
+    kind: str
+    job: str
+    instance_id: str
+    instance_uuid: UUID
+    events: int = 0
+    snapshots: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable JSON shape: these fields, by these names."""
+        return {
+            "purged": self.purged,
+            "kind": self.kind,
+            "job": self.job,
+            "instance_id": self.instance_id,
+            "instance_uuid": str(self.instance_uuid),
+            "events": self.events,
+            "snapshots": self.snapshots,
+        }
+
+
+def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> PurgeResult:
+    """Delete a terminated instance's whole history: events, snapshots and index row.
+
+    For data-removal requests; the id can be started again afterwards, as a
+    brand-new instance. A live instance (not terminated) raises
+    :class:`LiveInstanceError` and nothing is deleted; so does an SQLite store
+    that a jobs runtime is serving (stop it first: it keeps instances in
+    memory). On a shared store (Postgres) the instance's cross-process lock is
+    held while deleting, so no run of it can commit meanwhile. An unknown
+    instance gives ``purged=False``.
+    """
+    uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
+    label = f"{kind} job {job!r} instance {instance_id!r}"
+    result = PurgeResult(
+        purged=False, kind=kind, job=job, instance_id=instance_id, instance_uuid=uuid
+    )
+    try:
+        store.claim_runtime()
+    except ConfigurationError as exc:
+        msg = (
+            f"Cannot purge {label} while a jobs runtime serves {store.url} (it keeps "
+            "instances in memory); stop it, then purge."
+        )
+        raise LiveInstanceError(msg) from exc
+    try:
+        if not store.try_lock(uuid):
+            msg = f"{label} is busy in another process (a run or call holds it); try again."
+            raise ConcurrencyError(msg)
+        try:
+            row = store.index_row(uuid)
+            if row is None:
+                return result
+            live = row.status != "terminated"
+            if not live:
+                try:
+                    agg = store.get_by_uuid(uuid, label=label)
+                except StoreError:
+                    agg = None  # a corrupt log: the index row decides
+                live = agg is not None and agg.live
+            if live:
+                msg = (
+                    f"Refusing to purge {label}: it is live (status {row.status!r}). "
+                    "Terminate it first, then purge; nothing was deleted."
+                )
+                raise LiveInstanceError(msg)
+            events, snapshots = store.delete_instance(uuid, version=row.version)
+        finally:
+            store.unlock(uuid)
+    finally:
+        store.release_runtime()
+    return PurgeResult(
+        purged=True,
+        kind=kind,
+        job=job,
+        instance_id=instance_id,
+        instance_uuid=uuid,
+        events=events,
+        snapshots=snapshots,
+    )

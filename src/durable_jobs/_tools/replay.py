@@ -1,0 +1,219 @@
+"""Replay checks: rebuild instances from their whole log and compare that with the
+snapshot-based rebuild and with the index row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal, final
+from uuid import UUID
+
+from durable_jobs._domain.ids import check_instance_id, instance_uuid
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._errors import DurableJobsError
+from durable_jobs._store.base import Store
+from durable_jobs._store.index import IndexRow
+from durable_jobs._tools.common import iso, kind_of, one_line
+
+__all__ = ["Divergence", "ReplayReport", "replay_instance", "replay_store"]
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class Divergence:
+    """Where a rebuild or the index disagrees with the rebuild from the whole log.
+
+    ``source`` is ``"snapshot"`` (the snapshot-based rebuild) or ``"index"``
+    (the instance's index row); ``field`` names what differs (``version``,
+    ``status``, ``due_at``, ``data.state``…); ``expected`` is what the full
+    replay says, ``found`` what the other source says (JSON values).
+    """
+
+    source: Literal["snapshot", "index"]
+    field: str
+    expected: Any
+    found: Any
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"source", "field", "expected", "found"}``."""
+        return {
+            "source": self.source,
+            "field": self.field,
+            "expected": self.expected,
+            "found": self.found,
+        }
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class ReplayReport:
+    """What :func:`replay_instance` found for one instance.
+
+    ``version`` and ``events`` come from the full replay (None and 0 if the log
+    could not be read); ``snapshot_version`` is the latest snapshot used by
+    the snapshot-based rebuild (None: no snapshot, so both rebuilds replay the
+    same events); ``error`` says why the instance could not be checked (a
+    corrupt row, say). ``ok`` is true when there is neither.
+    """
+
+    kind: str
+    job: str
+    instance_id: str
+    instance_uuid: UUID
+    version: int | None = None
+    events: int = 0
+    status: str | None = None
+    snapshot_version: int | None = None
+    divergences: tuple[Divergence, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No error and no divergence."""
+        return self.error is None and not self.divergences
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable JSON shape: these fields, by these names."""
+        return {
+            "kind": self.kind,
+            "job": self.job,
+            "instance_id": self.instance_id,
+            "instance_uuid": str(self.instance_uuid),
+            "ok": self.ok,
+            "version": self.version,
+            "events": self.events,
+            "status": self.status,
+            "snapshot_version": self.snapshot_version,
+            "divergences": [d.as_json() for d in self.divergences],
+            "error": self.error,
+        }
+
+
+def replay_instance(store: Store, kind: str, job: str, instance_id: str) -> ReplayReport | None:
+    """Check one instance: full replay vs snapshot rebuild vs index row.
+
+    None if the store has no such instance (no index row and no events).
+    Problems are reported in the result (``error``/``divergences``), not raised;
+    an unknown ``kind`` or malformed id raises :class:`ConfigurationError` /
+    :class:`ValidationError`. Reads only.
+    """
+    uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
+    return _replay(store, uuid, kind, job, instance_id)
+
+
+def replay_store(
+    store: Store,
+    *,
+    kind: str | None = None,
+    job: str | None = None,
+    status: str | None = None,
+) -> Iterator[ReplayReport]:
+    """:func:`replay_instance` for every indexed instance (filtered), in index order.
+
+    An instance whose rows are corrupt gets a report with ``error`` and the
+    check carries on with the next one.
+    """
+    if kind is not None:
+        kind_of(kind)
+    for row in store.iter_instances(kind=kind, job=job, status=status):
+        report = _replay(store, row.instance_uuid, row.kind, row.job, row.instance_id)
+        if report is not None:
+            yield report
+
+
+def _replay(
+    store: Store, uuid: UUID, kind: str, job: str, instance_id: str
+) -> ReplayReport | None:
+    report = ReplayReport(kind=kind, job=job, instance_id=instance_id, instance_uuid=uuid)
+    try:
+        checked = _read_consistent(store, uuid)
+    except DurableJobsError as exc:
+        return replace(report, error=one_line(str(exc)))
+    if checked is None:
+        return None
+    events, row = checked
+    if not events:
+        version = row.version if row is not None else None
+        return replace(
+            report,
+            error=f"The index has a row for this instance (version {version}) "
+            "but its log has no events.",
+        )
+    report = replace(report, events=len(events))
+    full: JobInstance | None = None
+    for event in events:
+        try:
+            full = event.mutate(full)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            return replace(
+                report,
+                error=f"Event version {event.originator_version} ({event.NAME}) does not "
+                f"apply to the instance rebuilt so far ({problem}).",
+            )
+    assert isinstance(full, JobInstance)
+    report = replace(report, version=full.version, status=full.status)
+    try:
+        snapshot_version = store.snapshot_version(uuid, lte=full.version)
+        rebuilt = store.get_by_uuid(uuid, version=full.version)
+    except DurableJobsError as exc:
+        return replace(report, error=one_line(str(exc)))
+    divergences = [*_compare_rebuilds(full, rebuilt), *_compare_index(full, row)]
+    return replace(report, snapshot_version=snapshot_version, divergences=tuple(divergences))
+
+
+def _read_consistent(
+    store: Store, uuid: UUID
+) -> tuple[list[JobInstance.Event], IndexRow | None] | None:
+    """The log and then the index row, read again if a commit landed in between."""
+    for _ in range(5):
+        events = store.history(uuid)
+        row = store.index_row(uuid)
+        if row is None and not events:
+            return None
+        last = events[-1].originator_version if events else 0
+        if row is None or row.version <= last:
+            return events, row
+    return events, row
+
+
+def _compare_rebuilds(full: JobInstance, rebuilt: JobInstance | None) -> list[Divergence]:
+    if rebuilt is None:
+        return [Divergence(source="snapshot", field="instance", expected="present", found=None)]
+    out: list[Divergence] = []
+    for name, expected, found in (
+        ("version", full.version, rebuilt.version),
+        ("created_on", full.created_on.isoformat(), rebuilt.created_on.isoformat()),
+        ("modified_on", full.modified_on.isoformat(), rebuilt.modified_on.isoformat()),
+        ("class", type(full).__name__, type(rebuilt).__name__),
+    ):
+        if expected != found:
+            out.append(Divergence(source="snapshot", field=name, expected=expected, found=found))
+    a, b = full.d.model_dump(mode="json"), rebuilt.d.model_dump(mode="json")
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            out.append(
+                Divergence(
+                    source="snapshot", field=f"data.{key}", expected=a.get(key), found=b.get(key)
+                )
+            )
+    return out
+
+
+def _compare_index(full: JobInstance, row: IndexRow | None) -> list[Divergence]:
+    if row is None:
+        return [Divergence(source="index", field="row", expected="present", found=None)]
+    d = full.d
+    pairs: list[tuple[str, Any, Any]] = [
+        ("kind", d.kind, row.kind),
+        ("job", d.job, row.job),
+        ("instance_id", d.instance_id, row.instance_id),
+        ("status", full.status, row.status),
+        ("due_at", iso(d.alarm_at), iso(row.due_at)),
+        ("version", full.version, row.version),
+    ]
+    return [
+        Divergence(source="index", field=name, expected=expected, found=found)
+        for name, expected, found in pairs
+        if expected != found
+    ]
