@@ -69,6 +69,7 @@ from durable_jobs._errors import (
     ValidationError,
 )
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks, ListensForAlarms
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 
@@ -754,7 +755,8 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
         )
         raise LiveInstanceError(msg) from exc
     try:
-        if not store.try_lock(uuid):
+        locks = store if isinstance(store, CrossProcessLocks) else None
+        if locks is not None and not locks.try_lock(uuid):
             msg = f"{label} is busy in another process (a run or call holds it); try again."
             raise ConcurrencyError(msg)
         try:
@@ -776,7 +778,8 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
                 raise LiveInstanceError(msg)
             events, snapshots = store.delete_instance(uuid, version=row.version)
         finally:
-            store.unlock(uuid)
+            if locks is not None:
+                locks.unlock(uuid)
     finally:
         store.release_runtime()
     return PurgeResult(
@@ -862,7 +865,7 @@ def tail_events(
     deadline = None if seconds is None else time.monotonic() + seconds
     position = tail_position(store) if after is None else after
     names: dict[UUID, tuple[str, str, str] | None] = {}
-    listener = store.open_alarm_listener() if store.shared else None
+    listener = store.open_alarm_listener() if isinstance(store, ListensForAlarms) else None
     seen = 0
     ending = False
     try:
@@ -1012,7 +1015,8 @@ def _admin(
         )
         raise ConfigurationError(msg) from exc
     try:
-        if not store.try_lock(uuid):
+        locks = store if isinstance(store, CrossProcessLocks) else None
+        if locks is not None and not locks.try_lock(uuid):
             msg = f"{label} is busy in another process (a run or call holds it); try again."
             raise ConcurrencyError(msg)
         try:
@@ -1023,7 +1027,8 @@ def _admin(
             if done:
                 store.save(agg)
         finally:
-            store.unlock(uuid)
+            if locks is not None:
+                locks.unlock(uuid)
     finally:
         store.release_runtime()
     return replace(
