@@ -32,7 +32,7 @@ from eventsourcing.postgres import (
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
-from durable_jobs._errors import ConfigurationError
+from durable_jobs.adapters import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 from psycopg import pq
 
-from durable_jobs._errors import StoreError
+from durable_jobs.adapters import StoreError
 
 if TYPE_CHECKING:
     from uuid import UUID

@@ -27,9 +27,16 @@ from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from durable_jobs._errors import ConfigurationError, LockLost
-from durable_jobs._store.base import index_rows_from, type_versions_from
-from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
+from durable_jobs.adapters import (
+    INDEX_COLUMNS,
+    ConfigurationError,
+    IndexRow,
+    InstanceIndex,
+    LockLost,
+    index_rows_from,
+    to_epoch,
+    type_versions_from,
+)
 from durable_jobs.stores._postgres_conn import (
     _POOL_RECONNECT_TIMEOUT,
     _READ_ONLY,

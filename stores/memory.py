@@ -12,9 +12,14 @@ from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, POPOFactory
 from eventsourcing.utils import Environment
 
-from durable_jobs._errors import ConfigurationError
-from durable_jobs._store.base import Store, index_rows_from, type_versions_from
-from durable_jobs._store.index import IndexRow, InstanceIndex
+from durable_jobs.adapters import (
+    ConfigurationError,
+    IndexRow,
+    InstanceIndex,
+    Store,
+    index_rows_from,
+    type_versions_from,
+)
 
 __all__ = ["MemoryApplicationRecorder", "MemoryStore"]
 
@@ -136,7 +141,8 @@ class MemoryStore(Store):
             raise ConfigurationError(msg)
         return _MemoryFactory(env)
 
-    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+    def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`), under the lock."""
         recorder = self._app.recorder
         assert isinstance(recorder, MemoryApplicationRecorder)
         snapshots = self._app.snapshots

@@ -30,9 +30,20 @@ from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
-from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
-from durable_jobs._store.base import INDEX_KWARG, TYPE_VERSIONS_KWARG, Store
-from durable_jobs._store.urls import scrub, scrub_chain
+from durable_jobs.adapters import (
+    INDEX_KWARG,
+    TYPE_VERSIONS_KWARG,
+    ConfigurationError,
+    CrossProcessLocks,
+    DeletesInstances,
+    DurableJobsError,
+    JobsApplication,
+    ListensForAlarms,
+    Store,
+    StoreError,
+    driver_errors,
+    scrub_chain,
+)
 from durable_jobs.stores._postgres_conn import (
     _SERVER_GOING_AWAY,
     READ_ONLY_ENV,
@@ -55,9 +66,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from uuid import UUID
 
-    from durable_jobs._store.base import _JobsApplication
-    from durable_jobs._store.index import IndexRow
-    from durable_jobs._store.urls import StoreURL
+    from durable_jobs.adapters import IndexRow, StoreURL
 
 __all__ = [
     "PostgresAlarmListener",
@@ -99,17 +108,15 @@ class PostgresAlarmListener:
         self._describe = describe
 
     def fileno(self) -> int:
+        """The connection's socket."""
         return int(self._conn.pgconn.socket)
 
     def drain(self) -> bool:
         """Read what arrived; True if another store announced an alarm."""
         pgconn = self._conn.pgconn
-        try:
+        lost = "The alarm listener lost its connection: "
+        with driver_errors(lambda exc: StoreError(lost + self._describe(exc))):
             pgconn.consume_input()
-        except psycopg.Error as exc:
-            raise StoreError(
-                "The alarm listener lost its connection: " + self._describe(exc)
-            ) from exc
         foreign = False
         while (note := pgconn.notifies()) is not None:
             foreign = foreign or note.extra != self._token
@@ -119,7 +126,7 @@ class PostgresAlarmListener:
         self._conn.close()
 
 
-class PostgresStore(Store):
+class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances):
     """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
 
     scheme = "postgresql"
@@ -226,15 +233,13 @@ class PostgresStore(Store):
         assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
         if not recorder.notify_token:
             recorder.notify_token = secrets.token_hex(8)
-        try:
+        with self._errors(f"Could not listen for alarms on {self.url}"):
             conn = self._connect(autocommit=True)
             conn.execute(SQL("LISTEN {}").format(Identifier(recorder.alarm_channel)))
-        except psycopg.Error as exc:
-            msg = f"Could not listen for alarms on {self.url}: {self._describe(exc)}"
-            raise StoreError(msg) from exc
         return PostgresAlarmListener(conn, recorder.notify_token, self._describe)
 
-    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+    def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`): one transaction."""
         recorder = self._app.recorder
         assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
         snapshots = self._app.snapshots
@@ -346,15 +351,10 @@ class PostgresStore(Store):
 
         eventsourcing's pool would otherwise retry for minutes.
         """
-        try:
+        with self._errors(f"Could not connect to the Postgres store {self.url}"):
             self._connect().close()
-        except psycopg.Error as exc:
-            scrub_chain(exc, self.url.password)
-            detail = scrub(str(exc).strip() or type(exc).__name__, self.url.password)
-            msg = f"Could not connect to the Postgres store {self.url}: {detail}"
-            raise StoreError(msg) from exc
 
-    def _open_application(self) -> _JobsApplication:
+    def _open_application(self) -> JobsApplication:
         try:
             return super()._open_application()
         except BaseException as exc:

@@ -27,9 +27,17 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
-from durable_jobs._errors import ConfigurationError, StoreError
-from durable_jobs._store.base import Store, _JobsApplication, index_rows_from, type_versions_from
-from durable_jobs._store.index import INDEX_COLUMNS, IndexRow, InstanceIndex, to_epoch
+from durable_jobs.adapters import (
+    INDEX_COLUMNS,
+    ConfigurationError,
+    IndexRow,
+    InstanceIndex,
+    JobsApplication,
+    Store,
+    index_rows_from,
+    to_epoch,
+    type_versions_from,
+)
 
 __all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore"]
 
@@ -267,7 +275,7 @@ class SQLiteStore(Store):
         self.release_runtime()
         super().close()
 
-    def _open_application(self) -> _JobsApplication:
+    def _open_application(self) -> JobsApplication:
         self._prepare_file()
         return super()._open_application()
 
@@ -293,15 +301,13 @@ class SQLiteStore(Store):
             if not self.create:
                 msg = f"No SQLite store at {self.url}: the file does not exist."
                 raise ConfigurationError(msg)
-            try:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
-            except FileExistsError:
-                pass  # created meanwhile: look at it below
-            except OSError as exc:
-                msg = f"Could not create the SQLite store {self.url}: {exc}"
-                raise StoreError(msg) from exc
-            else:
-                return
+            with self._errors(f"Could not create the SQLite store {self.url}"):
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+                except FileExistsError:
+                    pass  # created meanwhile: look at it below
+                else:
+                    return
         tables = self._tables(path)
         foreign = sorted(tables - _OUR_TABLES)
         if foreign or (self._holds_foreign_events(path, tables)):
@@ -317,15 +323,14 @@ class SQLiteStore(Store):
 
     def _tables(self, path: str) -> set[str]:
         """The table names of the database at ``path``, read without writing anything."""
-        try:
-            conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
-            try:
-                rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                return {str(name) for (name,) in rows if not str(name).startswith("sqlite_")}
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"Could not open the store {self.url}: {exc}") from exc
+        with (
+            self._errors(f"Could not open the store {self.url}"),
+            contextlib.closing(
+                sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+            ) as conn,
+        ):
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {str(name) for (name,) in rows if not str(name).startswith("sqlite_")}
 
     def _holds_foreign_events(self, path: str, tables: set[str]) -> bool:
         """An events table with rows but no index: another eventsourcing app's file."""
@@ -344,7 +349,8 @@ class SQLiteStore(Store):
             return False
         return super()._outcome_unknown(exc)
 
-    def _delete_instance(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+    def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
+        """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`): one transaction."""
         recorder = self._app.recorder
         assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
         snapshots = self._app.snapshots

@@ -1,7 +1,7 @@
 """Every public name has a docstring, so the API reference (docs/api.md) shows none missing.
 
-Public: the names in ``__all__`` of ``durable_jobs``, ``durable_jobs.testing``
-and ``durable_jobs.maintenance``, and every public method and property
+Public: the names in ``__all__`` of ``durable_jobs``, ``durable_jobs.adapters``,
+``durable_jobs.testing`` and ``durable_jobs.maintenance``, and every public method and property
 defined on their classes (``StoreConformance``'s test methods excepted: their
 names say what they check). A docstring inherited from a base class does not
 count: the reference shows only what the class itself says.
@@ -13,12 +13,14 @@ import inspect
 from types import ModuleType
 
 import durable_jobs
+import durable_jobs.adapters
 import durable_jobs.maintenance
 import durable_jobs.testing
 from durable_jobs.testing import pytest_plugin
 
 MODULES: list[ModuleType] = [
     durable_jobs,
+    durable_jobs.adapters,
     durable_jobs.testing,
     durable_jobs.maintenance,
     pytest_plugin,

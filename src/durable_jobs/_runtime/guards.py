@@ -21,7 +21,7 @@ from uuid import UUID
 import trio
 
 from durable_jobs._errors import LockLost
-from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks
 
 __all__ = ["DEFAULT_LEASE", "MIN_LEASE", "TAKEOVER_GRACE", "LockGuards"]
 
@@ -46,7 +46,7 @@ class LockGuards:
     """Cancel scopes of the holders of cross-process locks, cancelled when the store
     reports their session lost."""
 
-    def __init__(self, store: Store, lease: timedelta) -> None:
+    def __init__(self, store: CrossProcessLocks | None, lease: timedelta) -> None:
         self.store = store
         self.lease = lease
         self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
@@ -57,6 +57,8 @@ class LockGuards:
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
+        if self.store is None:
+            return  # locks that live in this process cannot be lost
         token = trio.lowlevel.current_trio_token()
 
         def lost(session: int) -> None:  # any thread
@@ -67,7 +69,7 @@ class LockGuards:
         self._watching = True
 
     def stop(self) -> None:
-        if self._watching:
+        if self._watching and self.store is not None:
             self._watching = False
             self.store.unwatch_locks()
 
@@ -96,8 +98,9 @@ class LockGuards:
     def guard(self, uuid: UUID, scope: str) -> Iterator[None]:
         """Run the body under ``uuid``'s ``scope`` lock, just taken: cancelled if its
         session is lost, and then :class:`LockLost` is raised."""
-        session = self.store.lock_session(uuid, scope)
-        if session is not None and not self.store.session_alive(session):
+        store = self.store
+        session = store.lock_session(uuid, scope) if store is not None else None
+        if session is not None and store is not None and not store.session_alive(session):
             raise _lost(uuid)
         cancel_scope = trio.CancelScope()
         self._scopes[(uuid, scope)] = (session, cancel_scope)

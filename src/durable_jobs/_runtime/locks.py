@@ -30,6 +30,7 @@ from durable_jobs._errors import DurableJobsError
 from durable_jobs._runtime.clock import in_thread
 from durable_jobs._runtime.guards import LockGuards
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks
 
 __all__ = ["Busy", "InstanceLocks", "KeyedLocks"]
 
@@ -86,8 +87,10 @@ class InstanceLocks:
 
     def __init__(self, store: Store, lease: timedelta) -> None:
         self.store = store
+        #: The store's cross-process locks (None: a store written by one process).
+        self.cross = store if isinstance(store, CrossProcessLocks) else None
         #: Stops the work under a cross-process lock whose session was lost.
-        self.guards = LockGuards(store, lease)
+        self.guards = LockGuards(self.cross, lease)
         self._instance = KeyedLocks()
         self._flush = KeyedLocks()
         #: Index versions of the instances this process holds across processes.
@@ -118,7 +121,7 @@ class InstanceLocks:
         async with locks(uuid):
             if on_taken is not None:
                 on_taken()
-            if not self.store.shared:
+            if self.cross is None:
                 yield True
                 return
             while not (taken := await self._call("lock", uuid, scope)).result:
@@ -193,7 +196,8 @@ class InstanceLocks:
         """Releases first, then takes, each group in one store call on the store's own
         lock connection (it neither waits for nor holds up the pooled connections);
         for the instances, the index versions are read in the same call."""
-        store = self.store
+        store = self.cross
+        assert store is not None  # only a store with cross-process locks has lock calls
 
         def take(keys: list[tuple[UUID, str]]) -> tuple[list[bool], dict[UUID, int]]:
             held = store.try_lock_many(keys)

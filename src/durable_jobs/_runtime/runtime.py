@@ -114,7 +114,7 @@ class Runtime:
                 system.start_soon(self.handlers.run)
                 if self.run_alarms:
                     system.start_soon(self.scheduler.listen)
-                if self.store.shared:
+                if self.locks.cross is not None:
                     system.start_soon(self.locks.run)
                     self.locks.guards.start()
                 if self.store.blocking:
@@ -191,7 +191,7 @@ class Runtime:
             cache_hits=self.cache.hits,
             cache_misses=self.cache.misses,
             cached_instances=len(self.cache),
-            locks_held=self.locks.held if self.store.shared else None,
+            locks_held=self.locks.held if self.locks.cross is not None else None,
         )
 
     # ---- the common steps of a command --------------------------------------------------

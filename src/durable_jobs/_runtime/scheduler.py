@@ -23,6 +23,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
+from durable_jobs._store.capabilities import ListensForAlarms
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -212,13 +213,14 @@ class Scheduler:
         backoff = RELOAD_BACKOFF
         reopened = False
         while True:
+            store = self.rt.store
+            if not isinstance(store, ListensForAlarms):
+                return
             try:
-                listener = await self.rt.io(self.rt.store.open_alarm_listener)
+                listener = await self.rt.io(store.open_alarm_listener)
             except DurableJobsError as exc:
                 log.warning("Could not listen for other processes' alarms (%s)", exc)
             else:
-                if listener is None:
-                    return
                 if reopened:
                     # Alarms committed while nobody listened: read the index again.
                     self._reload_now = True

@@ -12,10 +12,25 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, cast
 from uuid import UUID
 
-__all__ = ["IndexRow", "InstanceIndex", "from_epoch", "to_epoch"]
+__all__ = [
+    "INDEX_COLUMNS",
+    "INDEX_KWARG",
+    "TYPE_VERSIONS_KWARG",
+    "IndexRow",
+    "InstanceIndex",
+    "from_epoch",
+    "index_rows_from",
+    "to_epoch",
+    "type_versions_from",
+]
+
+#: Keyword argument of ``insert_events`` carrying the index rows of a save.
+INDEX_KWARG: Final = "dj_index"
+#: Keyword argument of ``insert_events`` carrying the new ``(kind, job, type_version)``.
+TYPE_VERSIONS_KWARG: Final = "dj_type_versions"
 
 
 def to_epoch(at: datetime | None) -> float | None:
@@ -70,11 +85,28 @@ class IndexRow:
         )
 
 
-INDEX_COLUMNS = "instance_uuid, kind, job, instance_id, status, due_at, version, updated_at"
+#: The index's columns, in the order of :meth:`IndexRow.as_params`.
+INDEX_COLUMNS: Final = "instance_uuid, kind, job, instance_id, status, due_at, version, updated_at"
+
+
+def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:
+    """The index rows a save passed down to the recorder's ``insert_events``."""
+    return cast("Sequence[IndexRow]", kwargs.get(INDEX_KWARG) or ())
+
+
+def type_versions_from(kwargs: dict[str, Any]) -> Sequence[tuple[str, str, int]]:
+    """The new ``(kind, job, type_version)`` a save passed down to ``insert_events``."""
+    return cast("Sequence[tuple[str, str, int]]", kwargs.get(TYPE_VERSIONS_KWARG) or ())
 
 
 class InstanceIndex(ABC):
-    """Queries every store adapter's recorder answers from its instance index."""
+    """Queries every store adapter's recorder answers from its instance index.
+
+    Mixed into the adapter's eventsourcing application recorder, whose
+    ``insert_events`` also upserts the rows given by :func:`index_rows_from`
+    (keeping, per instance, the row with the highest version) in the same
+    transaction as the events, and calls :meth:`_run_fault_hook` last.
+    """
 
     #: Test seam: called inside the write transaction after the index rows were
     #: written and before it commits. Raising there must leave nothing behind.

@@ -13,6 +13,7 @@ from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, ConfigurationError
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._tools.common import iso, kind_of
 
 __all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
@@ -90,7 +91,8 @@ def _admin(
         )
         raise ConfigurationError(msg) from exc
     try:
-        if not store.try_lock(uuid):
+        locks = store if isinstance(store, CrossProcessLocks) else None
+        if locks is not None and not locks.try_lock(uuid):
             msg = f"{label} is busy in another process (a run or call holds it); try again."
             raise ConcurrencyError(msg)
         try:
@@ -101,7 +103,8 @@ def _admin(
             if done:
                 store.save(agg)
         finally:
-            store.unlock(uuid)
+            if locks is not None:
+                locks.unlock(uuid)
     finally:
         store.release_runtime()
     return replace(

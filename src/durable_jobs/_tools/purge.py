@@ -14,6 +14,7 @@ from durable_jobs._errors import (
     StoreError,
 )
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._tools.common import kind_of
 
 __all__ = ["PurgeResult", "purge_instance"]
@@ -70,7 +71,8 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
         )
         raise LiveInstanceError(msg) from exc
     try:
-        if not store.try_lock(uuid):
+        locks = store if isinstance(store, CrossProcessLocks) else None
+        if locks is not None and not locks.try_lock(uuid):
             msg = f"{label} is busy in another process (a run or call holds it); try again."
             raise ConcurrencyError(msg)
         try:
@@ -92,7 +94,8 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
                 raise LiveInstanceError(msg)
             events, snapshots = store.delete_instance(uuid, version=row.version)
         finally:
-            store.unlock(uuid)
+            if locks is not None:
+                locks.unlock(uuid)
     finally:
         store.release_runtime()
     return PurgeResult(

@@ -17,6 +17,7 @@ from eventsourcing.persistence import Notification
 from durable_jobs._domain.instance import JobInstance, event_classes
 from durable_jobs._errors import StoreError
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import ListensForAlarms
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
 
@@ -90,7 +91,7 @@ def tail_events(
     deadline = None if seconds is None else time.monotonic() + seconds
     position = tail_position(store) if after is None else after
     names: dict[UUID, tuple[str, str, str] | None] = {}
-    listener = store.open_alarm_listener() if store.shared else None
+    listener = store.open_alarm_listener() if isinstance(store, ListensForAlarms) else None
     seen = 0
     ending = False
     try:

@@ -9,7 +9,9 @@ Use it from a pytest module::
         def store_url(self, tmp_path):
             return f"mystore://{tmp_path}/db"   # a fresh, empty location per test
 
-Each test opens the URL with :func:`durable_jobs.open_store`. For durable
+Each test opens the URL with :func:`durable_jobs.open_store` (or, if the
+subclass sets ``store_class``, with that adapter class, so an adapter can be
+checked before its entry point is installed). For durable
 stores (``Store.durable``) the suite opens the same URL twice to play two
 processes; for a non-durable store it uses one store object.
 """
@@ -33,7 +35,9 @@ from durable_jobs._domain.schedules import every
 from durable_jobs._domain.task import TaskInstance
 from durable_jobs._errors import ConcurrencyError, StoreError
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import DeletesInstances
 from durable_jobs._store.registry import open_store
+from durable_jobs._store.urls import StoreURL
 
 __all__ = ["StoreConformance"]
 
@@ -114,6 +118,15 @@ class StoreConformance:
 
     #: Events between snapshots used by the suite (small, so snapshots happen).
     snapshot_interval: ClassVar[int] = 7
+    #: The adapter class to open ``store_url`` with; None: the one installed for its
+    #: scheme (entry-point group ``durable_jobs.stores``), as ``open_store`` finds it.
+    store_class: ClassVar[type[Store] | None] = None
+
+    def open(self, url: str, **options: Any) -> Store:
+        """Open ``url`` the way this suite does (see :attr:`store_class`)."""
+        if self.store_class is None:
+            return open_store(url, **options)
+        return self.store_class.from_url(StoreURL.parse(url), **options)
 
     @pytest.fixture
     def store_url(self) -> str:
@@ -125,7 +138,7 @@ class StoreConformance:
     @pytest.fixture
     def store(self, store_url: str) -> Iterator[Store]:
         """The store at ``store_url``, opened for the test and closed after it."""
-        with open_store(store_url, snapshot_interval=self.snapshot_interval) as store:
+        with self.open(store_url, snapshot_interval=self.snapshot_interval) as store:
             yield store
 
     @pytest.fixture
@@ -134,7 +147,7 @@ class StoreConformance:
         if not store.durable:
             yield store
             return
-        with open_store(store_url, snapshot_interval=self.snapshot_interval) as other:
+        with self.open(store_url, snapshot_interval=self.snapshot_interval) as other:
             yield other
 
     # ---- round trips -------------------------------------------------------------
@@ -497,7 +510,7 @@ class StoreConformance:
         )
         store.save(inst)
         store.close()
-        with open_store(store_url) as again:
+        with self.open(store_url) as again:
             if not again.durable:
                 assert again.get("continuous", "job", "keep") is None
                 assert again.next_alarms(10) == []
@@ -558,11 +571,20 @@ class StoreConformance:
         assert store.get("continuous", "job", "there") == inst
 
     def test_delete_instance_removes_a_terminated_instance_only(self, store: Store) -> None:
+        """Purge is optional (:class:`~durable_jobs.adapters.DeletesInstances`): a store
+        without it refuses with :class:`StoreError`, deleting nothing."""
         keep = _continuous("job", "keep")
         _run(keep, 2)
         gone = _continuous("job", "gone")
         _run(gone, 8)  # past the snapshot interval: it has a snapshot
         store.save(keep, gone)
+        if not isinstance(store, DeletesInstances):
+            gone.terminate(now=T0 + timedelta(hours=1), reason="asked")
+            store.save(gone)
+            with pytest.raises(StoreError, match="cannot delete instances"):
+                store.delete_instance(gone.id, version=gone.version)
+            assert store.get("continuous", "job", "gone") == gone
+            return
         with pytest.raises(ConcurrencyError):  # live: refused
             store.delete_instance(gone.id, version=gone.version)
         gone.terminate(now=T0 + timedelta(hours=1), reason="asked")

@@ -1,0 +1,46 @@
+"""The one place where a driver's exceptions become :class:`~durable_jobs.StoreError`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from durable_jobs._errors import DurableJobsError, StoreError
+from durable_jobs._store.urls import scrub, scrub_chain
+
+__all__ = ["describe_error", "driver_errors"]
+
+
+def describe_error(exc: BaseException, password: str | None = None) -> str:
+    """A one-line account of ``exc`` (``Type: message``), ``password`` removed."""
+    text = str(exc).strip() or type(exc).__name__
+    described = f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
+    return scrub(described, password)
+
+
+@contextmanager
+def driver_errors(
+    error: str | Callable[[Exception], DurableJobsError], *, password: str | None = None
+) -> Iterator[None]:
+    """Turn any exception raised in the block into :class:`~durable_jobs.StoreError`.
+
+    Our own errors (:class:`~durable_jobs.DurableJobsError`) and
+    ``BaseException`` s that are not ``Exception`` s (cancellation, ``KeyboardInterrupt``)
+    pass through. Any other exception becomes ``StoreError(f"{error}: {account}")``
+    (the account is :func:`describe_error`), chained to it, or, if ``error`` is a
+    callable, whatever error ``error(exc)`` returns. ``password`` is removed from
+    the message and from every message of the chain first, so it never reaches a
+    log or a traceback::
+
+        with driver_errors(f"Could not read the store {url}", password=url.password):
+            rows = connection.execute(query, params).fetchall()
+    """
+    try:
+        yield
+    except DurableJobsError:
+        raise
+    except Exception as exc:
+        scrub_chain(exc, password)
+        if callable(error):
+            raise error(exc) from exc
+        raise StoreError(f"{error}: {describe_error(exc, password)}") from exc
