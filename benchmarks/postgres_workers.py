@@ -28,7 +28,9 @@ from psycopg import sql
 
 import durable_jobs as dj
 
-SCHEMA = "dj_bench_workers"
+# Our own schema per run: two runs at once (two checkouts on one server) must not
+# drop each other's tables.
+SCHEMA = f"dj_bench_workers_{os.getpid()}"
 WARM_UP = 2.0
 
 
