@@ -19,6 +19,7 @@ import pytest
 
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import (
     UNCHANGED,
@@ -841,12 +842,23 @@ def test_event_names_are_the_spec_names() -> None:
         ContinuousInstance.RunFailed: "run_failed",
         ContinuousInstance.RetryExhausted: "retry_exhausted",
         ContinuousInstance.EventAdded: "event_added",
-        ContinuousInstance.Flushed: "flushed",
-        ContinuousInstance.Cleared: "cleared",
+        DebounceInstance.Flushed: "flushed",
+        DebounceInstance.Cleared: "cleared",
         # Not in SPEC §6's list: debounce's first flush commit (see the design notes).
-        ContinuousInstance.BatchClosed: "batch_closed",
+        DebounceInstance.BatchClosed: "batch_closed",
     }
     assert {cls: cls.NAME for cls in expected} == expected
+
+
+def test_batch_events_and_fields_are_debounce_only() -> None:
+    """A continuous instance has no batches: no batch events, no batch fields."""
+    for name in ("BatchClosed", "Flushed", "Cleared"):
+        assert not hasattr(ContinuousInstance, name)
+        assert hasattr(DebounceInstance, name)
+    inst = start(counter(100), log=Log())
+    data = inst.d.model_dump()
+    for field in ("closed", "next_batch_no", "closed_due_at", "batch_started_at"):
+        assert field not in data
 
 
 def test_run_records_carry_run_count_attempt_and_timing() -> None:

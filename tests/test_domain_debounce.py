@@ -18,9 +18,10 @@ from typing import Any, cast
 import pytest
 
 from durable_jobs._domain.backoff import Retry
+from durable_jobs._domain.batches import Batch
 from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
 from durable_jobs._domain.ids import instance_uuid
-from durable_jobs._domain.instance import Batch, JobInstance, RunTicket
+from durable_jobs._domain.instance import JobInstance, RunTicket
 from durable_jobs._errors import DurableJobsError
 
 T = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -100,7 +100,7 @@ def _every_event() -> list[Any]:
 def test_every_event_class_round_trips() -> None:
     events = _every_event()
     names = {type(e).__name__ for e in events}
-    assert names == set(EVENT_NAMES)
+    assert names == {*EVENT_NAMES, *DebounceInstance.OWN_EVENTS}
     for event in events:
         assert _roundtrip(event) == event
 
@@ -167,16 +167,24 @@ def test_snapshot_round_trips() -> None:
     ("topic", "state", "problem"),
     [
         ("eventsourcing.domain:Aggregate.Created", b"{}", "unknown topic"),
-        ("durable_jobs:TaskInstance.Cleared", b"\xff\xfe", "not JSON"),
-        ("durable_jobs:TaskInstance.Cleared", b"[1, 2]", "fields"),
-        ("durable_jobs:TaskInstance.Cleared", b'{"timestamp": "2026-01-01T00:00:00Z"}', "fields"),
+        # Batch events are the debounce instance's own: no other kind has them.
+        ("durable_jobs:ContinuousInstance.BatchClosed", b"{}", "unknown topic"),
+        ("durable_jobs:TaskInstance.Cleared", b"{}", "unknown topic"),
+        ("durable_jobs:ContinuousInstance.Flushed", b"{}", "unknown topic"),
+        ("durable_jobs:DebounceInstance.Cleared", b"\xff\xfe", "not JSON"),
+        ("durable_jobs:DebounceInstance.Cleared", b"[1, 2]", "fields"),
         (
-            "durable_jobs:TaskInstance.Cleared",
+            "durable_jobs:DebounceInstance.Cleared",
+            b'{"timestamp": "2026-01-01T00:00:00Z"}',
+            "fields",
+        ),
+        (
+            "durable_jobs:DebounceInstance.Cleared",
             b'{"timestamp": "2026-01-01T00:00:00Z", "discarded_events": "many"}',
             "discarded_events",
         ),
         (
-            "durable_jobs:TaskInstance.Cleared",
+            "durable_jobs:DebounceInstance.Cleared",
             b'{"timestamp": "2026-01-01T00:00:00Z", "discarded_events": 1, "extra": 1}',
             "fields",
         ),

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
+from durable_jobs._domain import batches
+from durable_jobs._domain.batches import Batch, DebounceData, FlushReason
 from durable_jobs._domain.instance import (
-    Batch,
     ExhaustedAction,
-    FlushReason,
     JobInstance,
     RunTicket,
     register_aggregate,
@@ -44,6 +44,33 @@ class DebounceInstance(JobInstance):
     """One instance of a debounce job."""
 
     kind = "debounce"
+    if TYPE_CHECKING:
+        d: DebounceData
+    data_model: ClassVar[type[DebounceData]] = DebounceData
+    OWN_EVENTS: ClassVar[tuple[str, ...]] = batches.OWN_EVENTS
+
+    # ---- events: the common ones that also change the batches, and its own ----
+
+    # Aliases, not annotations: eventsourcing would turn class-body annotations
+    # into fields of the created event.
+    if TYPE_CHECKING:
+        Restarted: TypeAlias = batches.Restarted
+        Terminated: TypeAlias = batches.Terminated
+        RunFailed: TypeAlias = batches.RunFailed
+        Resumed: TypeAlias = batches.Resumed
+        EventAdded: TypeAlias = batches.EventAdded
+        BatchClosed: TypeAlias = batches.BatchClosed
+        Flushed: TypeAlias = batches.Flushed
+        Cleared: TypeAlias = batches.Cleared
+    else:
+        Restarted = batches.Restarted
+        Terminated = batches.Terminated
+        RunFailed = batches.RunFailed
+        Resumed = batches.Resumed
+        EventAdded = batches.EventAdded
+        BatchClosed = batches.BatchClosed
+        Flushed = batches.Flushed
+        Cleared = batches.Cleared
 
     # ---- queries ---------------------------------------------------------------
 

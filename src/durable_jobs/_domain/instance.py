@@ -11,152 +11,51 @@ caller: the domain never reads a clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, cast
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar, cast
 
 from eventsourcing.domain import Aggregate, Snapshot
-from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
 
-from durable_jobs._domain.backoff import OnExhausted, Retry, retry_decision
+from durable_jobs._domain import events
+from durable_jobs._domain.backoff import Retry, retry_decision
+from durable_jobs._domain.data import (
+    UNCHANGED,
+    ExhaustedAction,
+    Handler,
+    InstanceData,
+    Intents,
+    RunTicket,
+    as_utc,
+)
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
-from durable_jobs._domain.patch import apply_state_patch, state_patch
+from durable_jobs._domain.patch import state_patch
+from durable_jobs._domain.topics import (
+    _AGGREGATES_BY_TOPIC,
+    EVENT_NAMES,
+    aggregate_classes,
+    event_classes,
+    register_aggregate,
+    stored_topic,
+)
 
 __all__ = [
+    "EVENT_NAMES",
     "UNCHANGED",
-    "Batch",
+    "ExhaustedAction",
     "Handler",
     "InstanceData",
     "InstanceSnapshot",
     "Intents",
     "JobInstance",
     "RunTicket",
+    "aggregate_classes",
+    "error_type_name",
+    "event_classes",
+    "register_aggregate",
+    "stored_topic",
 ]
 
-Handler = Literal["execute", "on_event", "on_idle", "on_error"]
-FlushReason = Literal["flush_after", "max_wait", "max_events", "manual"]
-ExhaustedAction = OnExhausted
-
 _I = TypeVar("_I", bound="JobInstance")
-
-
-def as_utc(value: datetime) -> datetime:
-    """Stored times come back as ``datetime.UTC`` times (pydantic would give its own tzinfo)."""
-    if value.tzinfo is None:
-        msg = "a stored time must be timezone-aware"
-        raise ValueError(msg)
-    return value.astimezone(UTC)
-
-
-#: A timezone-aware datetime that is normalised to ``datetime.UTC`` when validated.
-UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-
-
-class _Unchanged:
-    """Marker: a handler left this part of the instance as it was."""
-
-    _instance: _Unchanged | None = None
-
-    def __new__(cls) -> _Unchanged:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Any = _Unchanged()
-
-
-class Batch(BaseModel):
-    """A debounce batch closed for a flush that has not succeeded yet."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    batch_no: int
-    event_count: int
-    state: JsonValue
-    started_at: UtcDatetime
-    reason: FlushReason
-    #: The job's type version ``state`` was written with.
-    state_version: int = 1
-
-
-class InstanceData(BaseModel):
-    """Everything an instance knows; rebuilt from its log, stored whole in snapshots."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-    kind: Kind
-    job: str
-    instance_id: str
-    generation: int = 1
-    live: bool = True
-    created_at: UtcDatetime
-    state: JsonValue = None
-    #: The job's type version ``state`` was written with (1 for logs older than versions).
-    state_version: int = 1
-    alarm_at: UtcDatetime | None = None
-    run_count: int = 0
-    # The last failed try of the run that is waiting for a retry (0: none waiting).
-    attempt: int = 0
-    first_failure_at: UtcDatetime | None = None
-    paused: bool = False
-    # Task: events received; debounce: events in the open batch.
-    event_count: int = 0
-    # Task: calls of execute (retries included); other kinds: runs.
-    execute_count: int = 0
-    # Debounce: the open batch and the queue of closed batches.
-    batch_started_at: UtcDatetime | None = None
-    # When the open batch's latest event was accepted (a sliding window starts there).
-    batch_last_added_at: UtcDatetime | None = None
-    next_batch_no: int = 1
-    closed: list[Batch] = []
-    closed_due_at: UtcDatetime | None = None
-    # Accepted idempotency keys and when they were accepted.
-    idempotency: dict[str, UtcDatetime] = {}
-
-
-@dataclass(frozen=True)
-class RunTicket:
-    """Which run (and which try of it) a handler call is, of which generation.
-
-    A run is committed only if its instance is still live and in the same
-    generation: a late commit never revives a terminated instance or lands on
-    the instance a later ``start`` created.
-    """
-
-    run_count: int
-    attempt: int
-    generation: int = 1
-
-    @property
-    def is_retry(self) -> bool:
-        return self.attempt > 1
-
-
-@dataclass(frozen=True)
-class Intents:
-    """What a handler asked for through its context, committed after it returns.
-
-    ``state`` and ``schedule`` are :data:`UNCHANGED` unless the handler set them;
-    ``schedule=None`` means the handler cancelled the alarm.
-    """
-
-    state: Any = UNCHANGED
-    schedule: Any = UNCHANGED
-    terminate: bool = False
-    terminate_reason: str | None = None
-    #: The job's type version ``state`` was written with.
-    state_version: int = 1
-
-    @property
-    def state_changed(self) -> bool:
-        return self.state is not UNCHANGED
-
-    @property
-    def schedule_changed(self) -> bool:
-        return self.schedule is not UNCHANGED
 
 
 @dataclass(frozen=True)
@@ -185,8 +84,28 @@ class InstanceSnapshot(Snapshot):
         agg._created_on = as_utc(datetime.fromisoformat(self.state["created_on"]))
         agg._modified_on = self.timestamp
         agg._pending_events = []
-        agg.d = cls.data_model.model_validate(self.state["data"])
+        agg.d = cls.data_model.model_validate(_without_legacy_keys(cls, self.state["data"]))
         return agg
+
+
+#: Debounce fields that snapshots of every kind held (at their defaults) before they
+#: moved to the debounce data: dropped when such a snapshot is read.
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "batch_started_at": None,
+    "batch_last_added_at": None,
+    "next_batch_no": 1,
+    "closed": [],
+    "closed_due_at": None,
+}
+
+
+def _without_legacy_keys(cls: type[JobInstance], data: dict[str, Any]) -> dict[str, Any]:
+    fields = cls.data_model.model_fields
+    return {
+        k: v
+        for k, v in data.items()
+        if k in fields or k not in _LEGACY_DEFAULTS or v != _LEGACY_DEFAULTS[k]
+    }
 
 
 def _dump_data(d: InstanceData) -> dict[str, Any]:
@@ -195,7 +114,7 @@ def _dump_data(d: InstanceData) -> dict[str, Any]:
     data = d.model_dump(mode="json")
     if data["state_version"] == 1:
         del data["state_version"]
-    for batch in data["closed"]:
+    for batch in data.get("closed", ()):
         if batch["state_version"] == 1:
             del batch["state_version"]
     return data
@@ -209,297 +128,43 @@ class JobInstance(Aggregate):
     if TYPE_CHECKING:
         kind: ClassVar[Kind]
         d: InstanceData
-    data_model = InstanceData
+    data_model: ClassVar[type[InstanceData]] = InstanceData
     Snapshot = InstanceSnapshot
+    #: Events of this kind only, besides the common ones (stored topics).
+    OWN_EVENTS: ClassVar[tuple[str, ...]] = ()
 
-    # ---- events ----------------------------------------------------------------
+    # ---- events (see .events) ---------------------------------------------------
 
-    class Event(Aggregate.Event):
-        """Base of the instance events."""
-
-        NAME: ClassVar[str] = ""
-
-    class Started(Event, Aggregate.Created):
-        """The instance was created (its first generation started)."""
-
-        NAME: ClassVar[str] = "started"
-        kind: str
-        job: str
-        instance_id: str
-        state: JsonValue
-        type_version: int = 1
-
-        def apply(self, aggregate: Any) -> None:
-            agg = cast("JobInstance", aggregate)
-            agg.d = agg.data_model(
-                kind=cast("Kind", self.kind),
-                job=self.job,
-                instance_id=self.instance_id,
-                created_at=self.timestamp,
-                state=self.state,
-                state_version=self.type_version,
-            )
-
-    class Restarted(Event):
-        """A terminated instance started again: a new generation, fresh counters."""
-
-        NAME: ClassVar[str] = "started"
-        state: JsonValue
-        type_version: int = 1
-
-        def apply(self, aggregate: Any) -> None:
-            agg = cast("JobInstance", aggregate)
-            old = agg.d
-            agg.d = agg.data_model(
-                kind=old.kind,
-                job=old.job,
-                instance_id=old.instance_id,
-                generation=old.generation + 1,
-                created_at=self.timestamp,
-                state=self.state,
-                state_version=self.type_version,
-                idempotency=old.idempotency,
-                next_batch_no=old.next_batch_no,
-            )
-
-    class Terminated(Event):
-        """The instance ended: alarm cancelled, state and buffers removed.
-
-        The counters (runs, and a task's events received) are kept, as the
-        history of the generation that ended; a restart starts them at zero.
-        """
-
-        NAME: ClassVar[str] = "terminated"
-        reason: str | None
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.live = False
-            d.state = None
-            d.alarm_at = None
-            d.attempt = 0
-            d.first_failure_at = None
-            d.paused = False
-            if d.kind == "debounce":
-                d.event_count = 0  # the open batch's events: dropped with it
-            d.batch_started_at = None
-            d.batch_last_added_at = None
-            d.closed = []
-            d.closed_due_at = None
-
-    class StateChanged(Event):
-        """The state (for debounce: the open batch's state) was replaced."""
-
-        NAME: ClassVar[str] = "state_changed"
-        state: JsonValue
-        type_version: int = 1
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.state = self.state
-            d.state_version = self.type_version
-
-    class StatePatched(Event):
-        """The state was changed by ``patch`` (a JSON Patch, RFC 6902).
-
-        Recorded instead of :class:`StateChanged` when the patch is much
-        smaller than the state (a debounce batch that grows by one event per
-        ``add``), so the log grows with what changed. Its name is
-        ``state_changed`` too: it records the same thing.
-        """
-
-        NAME: ClassVar[str] = "state_changed"
-        patch: list[JsonValue]
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.state = apply_state_patch(d.state, self.patch)
-
-    class AlarmSet(Event):
-        """The instance's one alarm now rings at ``at`` (replacing any other)."""
-
-        NAME: ClassVar[str] = "alarm_set"
-        at: UtcDatetime
-
-        def apply(self, aggregate: Any) -> None:
-            cast("JobInstance", aggregate).d.alarm_at = self.at
-
-    class AlarmCleared(Event):
-        """The instance has no alarm any more."""
-
-        NAME: ClassVar[str] = "alarm_cleared"
-
-        def apply(self, aggregate: Any) -> None:
-            cast("JobInstance", aggregate).d.alarm_at = None
-
-    class RunSucceeded(Event):
-        """A handler run returned normally."""
-
-        NAME: ClassVar[str] = "run_succeeded"
-        handler: str
-        run_count: int
-        attempt: int
-        duration: float
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            if self.handler == "execute":
-                d.run_count = self.run_count
-                d.execute_count = _execute_count(d, self.run_count)
-                d.attempt = 0
-                d.first_failure_at = None
-                d.paused = False
-
-    class RunFailed(Event):
-        """A handler run raised; none of its changes were committed."""
-
-        NAME: ClassVar[str] = "run_failed"
-        handler: str
-        run_count: int
-        attempt: int
-        error_type: str
-        message: str
-        will_retry: bool
-        retry_at: UtcDatetime | None = None
-        flush_reason: str | None = None
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            if self.handler != "execute":
-                return
-            d.run_count = self.run_count
-            d.execute_count = _execute_count(d, self.run_count)
-            if self.will_retry:
-                if self.attempt == 1 or d.first_failure_at is None:
-                    d.first_failure_at = self.timestamp
-                d.attempt = self.attempt
-            else:
-                d.attempt = 0
-                d.first_failure_at = None
-            if d.kind != "debounce":
-                d.paused = False
-                return
-            # Debounce: the failed batch waits for its retry, or is kept, paused.
-            d.paused = not self.will_retry
-            d.closed_due_at = self.retry_at
-            if d.closed and self.flush_reason is not None:
-                d.closed[0] = d.closed[0].model_copy(
-                    update={"reason": cast("FlushReason", self.flush_reason)}
-                )
-
-    class RetryExhausted(Event):
-        """The last allowed try failed; ``action`` says what happened next."""
-
-        NAME: ClassVar[str] = "retry_exhausted"
-        run_count: int
-        attempt: int
-        action: str
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.attempt = 0
-            d.first_failure_at = None
-            d.paused = self.action == "pause"
-
-    class Resumed(Event):
-        """A paused (or retry-waiting) run was made due at ``at`` without running it.
-
-        Committed by an admin command (``durable-jobs trigger``) that has no
-        handlers: a runtime serving the store runs it when its alarm rings.
-        """
-
-        NAME: ClassVar[str] = "resumed"
-        at: UtcDatetime
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.paused = False
-            if d.closed:
-                d.closed_due_at = self.at
-
-    class EventAdded(Event):
-        """An input event was accepted (debounce ``add``, task ``send``)."""
-
-        NAME: ClassVar[str] = "event_added"
-        event: JsonValue
-        idempotency_key: str | None
-        expired_keys: list[str]
-        type_version: int = 1
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            for key in self.expired_keys:
-                d.idempotency.pop(key, None)
-            if self.idempotency_key is not None:
-                d.idempotency[self.idempotency_key] = self.timestamp
-            if d.kind == "debounce":
-                if d.event_count == 0:
-                    d.batch_started_at = self.timestamp
-                d.batch_last_added_at = self.timestamp
-            d.event_count += 1
-
-    class BatchClosed(Event):
-        """Debounce: the open batch was frozen for a flush."""
-
-        NAME: ClassVar[str] = "batch_closed"
-        batch_no: int
-        reason: str
-        event_count: int
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            assert d.batch_started_at is not None
-            d.closed.append(
-                Batch(
-                    batch_no=self.batch_no,
-                    event_count=d.event_count,
-                    state=d.state,
-                    started_at=d.batch_started_at,
-                    reason=cast("FlushReason", self.reason),
-                    state_version=d.state_version,
-                )
-            )
-            if len(d.closed) == 1:
-                d.closed_due_at = self.timestamp
-            d.next_batch_no = self.batch_no + 1
-            d.event_count = 0
-            d.state = None
-            d.batch_started_at = None
-            d.batch_last_added_at = None
-
-    class Flushed(Event):
-        """Debounce: the oldest closed batch was flushed successfully."""
-
-        NAME: ClassVar[str] = "flushed"
-        batch_no: int
-        reason: str
-        event_count: int
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.closed = [b for b in d.closed if b.batch_no != self.batch_no]
-            d.closed_due_at = self.timestamp if d.closed else None
-            d.attempt = 0
-            d.first_failure_at = None
-            d.paused = False
-
-    class Cleared(Event):
-        """Debounce: every buffered event was dropped unprocessed."""
-
-        NAME: ClassVar[str] = "cleared"
-        discarded_events: int
-
-        def apply(self, aggregate: Any) -> None:
-            d = cast("JobInstance", aggregate).d
-            d.event_count = 0
-            d.state = None
-            d.batch_started_at = None
-            d.batch_last_added_at = None
-            d.closed = []
-            d.closed_due_at = None
-            d.attempt = 0
-            d.first_failure_at = None
-            d.paused = False
+    # Aliases, not annotations: eventsourcing would turn class-body annotations
+    # into fields of the created event.
+    if TYPE_CHECKING:
+        Event: TypeAlias = events.Event
+        Started: TypeAlias = events.Started
+        Restarted: TypeAlias = events.Restarted
+        Terminated: TypeAlias = events.Terminated
+        StateChanged: TypeAlias = events.StateChanged
+        StatePatched: TypeAlias = events.StatePatched
+        AlarmSet: TypeAlias = events.AlarmSet
+        AlarmCleared: TypeAlias = events.AlarmCleared
+        RunSucceeded: TypeAlias = events.RunSucceeded
+        RunFailed: TypeAlias = events.RunFailed
+        RetryExhausted: TypeAlias = events.RetryExhausted
+        Resumed: TypeAlias = events.Resumed
+        EventAdded: TypeAlias = events.EventAdded
+    else:
+        Event = events.Event
+        Started = events.Started
+        Restarted = events.Restarted
+        Terminated = events.Terminated
+        StateChanged = events.StateChanged
+        StatePatched = events.StatePatched
+        AlarmSet = events.AlarmSet
+        AlarmCleared = events.AlarmCleared
+        RunSucceeded = events.RunSucceeded
+        RunFailed = events.RunFailed
+        RetryExhausted = events.RetryExhausted
+        Resumed = events.Resumed
+        EventAdded = events.EventAdded
 
     # ---- construction ----------------------------------------------------------
 
@@ -759,71 +424,7 @@ class JobInstance(Aggregate):
         )
 
 
-def _execute_count(d: InstanceData, run_count: int) -> int:
-    """``execute_count`` after one more ``execute`` record of run ``run_count``.
-
-    A task counts every call of ``execute`` (a retry its ``on_error`` scheduled
-    is the same run's next try, and still a call); the other kinds count runs.
-    """
-    return d.execute_count + 1 if d.kind == "task" else run_count
-
-
 def error_type_name(error: BaseException) -> str:
     """``module.QualName`` of an exception's type (builtins without the module)."""
     t = type(error)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
-_AGGREGATES_BY_TOPIC: dict[str, type[JobInstance]] = {}
-
-
-def stored_topic(cls: type[JobInstance]) -> str:
-    """The topic that stored rows use for aggregate class ``cls``.
-
-    Short and independent of the module layout (``durable_jobs:TaskInstance``),
-    so moving code never strands stored logs.
-    """
-    return f"durable_jobs:{cls.__name__}"
-
-
-def register_aggregate(cls: type[_I]) -> type[_I]:
-    """Class decorator: allow ``cls`` to be rebuilt from stored events and snapshots."""
-    _AGGREGATES_BY_TOPIC[stored_topic(cls)] = cls
-    return cls
-
-
-def aggregate_classes() -> dict[str, type[JobInstance]]:
-    """The aggregate classes that stored data may name, by stored topic."""
-    return dict(_AGGREGATES_BY_TOPIC)
-
-
-EVENT_NAMES: tuple[str, ...] = (
-    "Started",
-    "Restarted",
-    "Terminated",
-    "StateChanged",
-    "StatePatched",
-    "AlarmSet",
-    "AlarmCleared",
-    "RunSucceeded",
-    "RunFailed",
-    "RetryExhausted",
-    "Resumed",
-    "EventAdded",
-    "BatchClosed",
-    "Flushed",
-    "Cleared",
-)
-
-
-def event_classes() -> dict[str, type[JobInstance.Event]]:
-    """The stored topic of every event class of every registered aggregate.
-
-    Topics are ``durable_jobs:{Aggregate}.{Event}``: short, and independent of
-    the module layout, so moving code never strands stored logs.
-    """
-    return {
-        f"durable_jobs:{agg.__name__}.{name}": getattr(agg, name)
-        for agg in _AGGREGATES_BY_TOPIC.values()
-        for name in EVENT_NAMES
-    }

@@ -23,11 +23,7 @@ def clone(agg: _A) -> _A:
     new = object.__new__(type(agg))
     new.__dict__.update(agg.__dict__)
     new._pending_events = []
-    d = agg.d
-    # Events replace values (states are never mutated in place) except these two
-    # containers, which they update: copying them is enough, and much cheaper
-    # than a deep copy.
-    new.d = d.model_copy(update={"closed": list(d.closed), "idempotency": dict(d.idempotency)})
+    new.d = agg.d.clone()
     return new
 
 

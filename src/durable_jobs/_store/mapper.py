@@ -19,10 +19,10 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import TypeAdapter
 
+from durable_jobs._domain.data import as_utc
 from durable_jobs._domain.instance import (
     InstanceSnapshot,
     aggregate_classes,
-    as_utc,
     event_classes,
     stored_topic,
 )

@@ -1,0 +1,137 @@
+"""The values an instance is made of: its data, run tickets and handler intents.
+
+Pure and kind-neutral; the debounce batches live in :mod:`.batches`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
+
+from durable_jobs._domain.backoff import OnExhausted
+from durable_jobs._domain.ids import Kind
+
+__all__ = [
+    "UNCHANGED",
+    "ExhaustedAction",
+    "Handler",
+    "InstanceData",
+    "Intents",
+    "RunTicket",
+    "UtcDatetime",
+    "as_utc",
+]
+
+Handler = Literal["execute", "on_event", "on_idle", "on_error"]
+ExhaustedAction = OnExhausted
+
+
+def as_utc(value: datetime) -> datetime:
+    """Stored times come back as ``datetime.UTC`` times (pydantic would give its own tzinfo)."""
+    if value.tzinfo is None:
+        msg = "a stored time must be timezone-aware"
+        raise ValueError(msg)
+    return value.astimezone(UTC)
+
+
+#: A timezone-aware datetime that is normalised to ``datetime.UTC`` when validated.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+class _Unchanged:
+    """Marker: a handler left this part of the instance as it was."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
+
+
+class InstanceData(BaseModel):
+    """Everything an instance knows; rebuilt from its log, stored whole in snapshots.
+
+    The kinds that know more extend it (a debounce instance's batches).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    kind: Kind
+    job: str
+    instance_id: str
+    generation: int = 1
+    live: bool = True
+    created_at: UtcDatetime
+    state: JsonValue = None
+    #: The job's type version ``state`` was written with (1 for logs older than versions).
+    state_version: int = 1
+    alarm_at: UtcDatetime | None = None
+    run_count: int = 0
+    # The last failed try of the run that is waiting for a retry (0: none waiting).
+    attempt: int = 0
+    first_failure_at: UtcDatetime | None = None
+    paused: bool = False
+    # Task: events received; debounce: events in the open batch.
+    event_count: int = 0
+    # Task: calls of execute (retries included); other kinds: runs.
+    execute_count: int = 0
+    # Accepted idempotency keys and when they were accepted.
+    idempotency: dict[str, UtcDatetime] = {}
+
+    def clone(self) -> Self:
+        """A copy to decide on. Events replace values (states are never mutated in
+        place) except the containers they update, which are copied: much cheaper
+        than a deep copy."""
+        return self.model_copy(update={"idempotency": dict(self.idempotency)})
+
+
+@dataclass(frozen=True)
+class RunTicket:
+    """Which run (and which try of it) a handler call is, of which generation.
+
+    A run is committed only if its instance is still live and in the same
+    generation: a late commit never revives a terminated instance or lands on
+    the instance a later ``start`` created.
+    """
+
+    run_count: int
+    attempt: int
+    generation: int = 1
+
+    @property
+    def is_retry(self) -> bool:
+        return self.attempt > 1
+
+
+@dataclass(frozen=True)
+class Intents:
+    """What a handler asked for through its context, committed after it returns.
+
+    ``state`` and ``schedule`` are :data:`UNCHANGED` unless the handler set them;
+    ``schedule=None`` means the handler cancelled the alarm.
+    """
+
+    state: Any = UNCHANGED
+    schedule: Any = UNCHANGED
+    terminate: bool = False
+    terminate_reason: str | None = None
+    #: The job's type version ``state`` was written with.
+    state_version: int = 1
+
+    @property
+    def state_changed(self) -> bool:
+        return self.state is not UNCHANGED
+
+    @property
+    def schedule_changed(self) -> bool:
+        return self.schedule is not UNCHANGED
