@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 from psycopg import pq
 
-from durable_jobs.adapters import StoreError
+from durable_jobs.adapters import StoreError, driver_errors
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -207,15 +207,17 @@ class LockSession:
     def query(self, query: str | Composed, params: Sequence[Any]) -> tuple[list[Any], int]:
         """Run one query in the lock session (opened if there is none): its rows and the
         session's marker key."""
+
+        def failed(exc: Exception) -> StoreError:
+            self._drop(self._describe(exc))
+            msg = f"Could not take or release an instance lock on {self._where}: "
+            return StoreError(msg + self._describe(exc))
+
         with self._mutex:
-            try:
+            with driver_errors(failed):
                 conn = self._conn if self._conn is not None else self._open()
                 sent = time.monotonic()
                 rows = conn.execute(query, params).fetchall()
-            except psycopg.Error as exc:
-                self._drop(self._describe(exc))
-                msg = f"Could not take or release an instance lock on {self._where}: "
-                raise StoreError(msg + self._describe(exc)) from exc
             with self._books:
                 condemned, mark = self._condemned, self._mark
                 if not condemned:
