@@ -58,8 +58,8 @@ from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import generate_key
 from durable_jobs._store.registry import open_store, store_schemes
-from durable_jobs._tools.inspector import (
-    Inspector,
+from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.views import (
     InstancePage,
     InstanceSummary,
     JobStats,

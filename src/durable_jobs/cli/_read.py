@@ -27,15 +27,9 @@ from rich.text import Text
 from durable_jobs._domain.status import KIND_STATUSES
 from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._records import RecordedEvent
-from durable_jobs._tools.inspector import (
-    STATUSES,
-    Inspector,
-    InstanceSummary,
-    PendingAlarm,
-    StateAt,
-    iso,
-    record_to_json,
-)
+from durable_jobs._tools.args import STATUSES
+from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.views import InstanceSummary, PendingAlarm, StateAt, iso, record_to_json
 from durable_jobs.cli._app import (
     CliState,
     app,
