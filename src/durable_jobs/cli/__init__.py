@@ -9,8 +9,10 @@ import sys
 
 from durable_jobs.cli import (  # noqa: F401 - they register the commands
     _admin,
+    _alarms,
     _check,
     _doctor,
+    _history,
     _maintain,
     _read,
     _ui,

@@ -37,7 +37,7 @@ from durable_jobs.cli._app import (
     set_exit_code,
     store_option,
 )
-from durable_jobs.cli._read import _when
+from durable_jobs.cli._render import _when
 from durable_jobs.maintenance import (
     LiveInstanceError,
     ReplayReport,
