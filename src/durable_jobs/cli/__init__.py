@@ -15,6 +15,7 @@ from durable_jobs.cli import (  # noqa: F401 - they register the commands
     _history,
     _maintain,
     _read,
+    _transfer,
     _ui,
 )
 from durable_jobs.cli._app import app, run
