@@ -11,7 +11,7 @@ from trio.testing import MockClock
 
 from _cli_fixtures import NOW_ISO, fill
 from durable_jobs.cli import run
-from durable_jobs.cli._read import _offset, _span
+from durable_jobs.cli._render import _offset, _span
 
 
 @pytest.fixture(autouse=True)

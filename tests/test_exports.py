@@ -6,6 +6,7 @@ import durable_jobs
 import durable_jobs.testing
 
 EXPECTED = {
+    "ActionRefused",
     "AddResult",
     "Backoff",
     "CheckFailure",
@@ -25,10 +26,12 @@ EXPECTED = {
     "DebounceJob",
     "DebounceStatus",
     "DurableJobsError",
+    "ExportFileError",
     "FlushResult",
     "HandlerError",
     "HandlerTimeout",
     "Inspector",
+    "InstanceExistsError",
     "InstancePage",
     "InstanceSummary",
     "JobDefinition",
@@ -36,6 +39,8 @@ EXPECTED = {
     "JobStats",
     "Jobs",
     "Limits",
+    "LiveInstanceError",
+    "LockLost",
     "PendingAlarm",
     "RecordedEvent",
     "Registry",

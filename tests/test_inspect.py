@@ -21,7 +21,7 @@ from _cli_fixtures import END, NOW, fill
 from _runtime import HOUR, MINUTE, SECOND, T, names
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._store.registry import open_store
-from durable_jobs._tools.inspector import json_diff
+from durable_jobs._tools.diff import json_diff
 
 
 @pytest.fixture

@@ -44,7 +44,10 @@ def test_mypy_infers_types_and_rejects_a_wrong_context(tmp_path: Path) -> None:
     assert status == 1, out + err
     lines = [line.split(": ", 1)[1] for line in out.splitlines()]
     # Compare loosely: mypy versions print builtins with or without their module.
-    shown = [line.replace("builtins.", "").replace("durable_jobs._client.", "") for line in lines]
+    shown = [
+        line.replace("builtins.", "").replace("durable_jobs._clients.results.", "")
+        for line in lines
+    ]
     assert shown[:4] == [
         'note: Revealed type is "int | None"',
         'note: Revealed type is "int | None"',

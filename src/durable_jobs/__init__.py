@@ -36,12 +36,17 @@ from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import cron, every
 from durable_jobs._domain.values import Limits
 from durable_jobs._errors import (
+    ActionRefused,
     ConcurrencyError,
     ConfigurationError,
     DurableJobsError,
+    ExportFileError,
     HandlerError,
     HandlerTimeout,
+    InstanceExistsError,
     JobNotFound,
+    LiveInstanceError,
+    LockLost,
     RuntimeClosed,
     StoreError,
     ValidationError,
@@ -53,8 +58,8 @@ from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import generate_key
 from durable_jobs._store.registry import open_store, store_schemes
-from durable_jobs._tools.inspector import (
-    Inspector,
+from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.views import (
     InstancePage,
     InstanceSummary,
     JobStats,
@@ -65,6 +70,7 @@ from durable_jobs._tools.inspector import (
 )
 
 __all__ = [
+    "ActionRefused",
     "AddResult",
     "Backoff",
     "CheckFailure",
@@ -83,10 +89,12 @@ __all__ = [
     "DebounceJob",
     "DebounceStatus",
     "DurableJobsError",
+    "ExportFileError",
     "FlushResult",
     "HandlerError",
     "HandlerTimeout",
     "Inspector",
+    "InstanceExistsError",
     "InstancePage",
     "InstanceSummary",
     "JobDefinition",
@@ -94,6 +102,8 @@ __all__ = [
     "JobStats",
     "Jobs",
     "Limits",
+    "LiveInstanceError",
+    "LockLost",
     "PendingAlarm",
     "RecordedEvent",
     "Registry",

@@ -1,35 +1,40 @@
-"""The jobs client: ``open_jobs``/``serve``, the per-kind clients and their result types."""
+"""The jobs client: ``open_jobs``/``serve`` and :class:`Jobs`, which hands out the
+per-kind clients (``_clients/``); their names and result types are re-exported here."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, final, overload
+from datetime import timedelta
+from typing import Any, Literal, TypeVar, final, overload
 
 import trio
 import trio.testing
 
+from durable_jobs._clients.continuous import ContinuousClient
+from durable_jobs._clients.debounce import DebounceClient
+from durable_jobs._clients.results import (
+    AddResult,
+    ClearResult,
+    ContinuousStatus,
+    DebounceStatus,
+    FlushResult,
+    SendResult,
+    StartResult,
+    TaskState,
+    TaskStatus,
+    TerminateResult,
+    TriggerResult,
+)
+from durable_jobs._clients.task import TaskClient
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
-from durable_jobs._domain.continuous import ContinuousInstance
-from durable_jobs._domain.debounce import DebounceInstance
-from durable_jobs._domain.ids import check_instance_id
-from durable_jobs._domain.task import TaskInstance
-from durable_jobs._domain.values import (
-    DEFAULT_LIMITS,
-    Limits,
-    check_idempotency_key,
-    check_reason,
-    limits_in_effect,
-)
+from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._evolution import refuse_unreadable_versions
-from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
 from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
 from durable_jobs._runtime.runtime import Observer, Runtime
@@ -61,411 +66,6 @@ log = logging.getLogger("durable_jobs.runtime")
 
 S = TypeVar("S")
 E = TypeVar("E")
-P = ParamSpec("P")
-R = TypeVar("R")
-C = TypeVar("C", bound="_KindClient")
-
-
-# ---- result types ------------------------------------------------------------------------
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ContinuousStatus:
-    """``status`` is ``running`` (also while a retry waits), ``failed`` or ``not_found``."""
-
-    status: Literal["running", "failed", "not_found"]
-    run_count: int
-    next_run_at: datetime | None
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class StartResult:
-    """``created`` is False when the instance already existed (it is left unchanged)."""
-
-    created: bool
-    status: ContinuousStatus
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class TriggerResult:
-    """What a run started by hand did."""
-
-    triggered: bool
-    terminated: bool
-    retry_scheduled: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class TerminateResult:
-    terminated: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class AddResult:
-    """``created``: this add opened a batch; ``duplicate``: its idempotency key was seen."""
-
-    event_count: int
-    will_flush_at: datetime | None
-    created: bool
-    duplicate: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class FlushResult:
-    """``reason`` is ``manual`` (flushed), ``empty`` (nothing ran) or ``failed``."""
-
-    flushed: bool
-    event_count: int
-    reason: Literal["manual", "empty", "failed"]
-    retry_scheduled: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ClearResult:
-    cleared: bool
-    discarded_events: int
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class DebounceStatus:
-    """``status`` is ``debouncing``, ``failed``, ``idle`` or ``not_found``."""
-
-    status: Literal["debouncing", "failed", "idle", "not_found"]
-    event_count: int
-    started_at: datetime | None
-    will_flush_at: datetime | None
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """``scheduled_at`` is the alarm as committed after ``on_event`` (and ``on_idle``)."""
-
-    created: bool
-    scheduled_at: datetime | None
-    duplicate: bool
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class TaskStatus:
-    """``status`` is ``active`` (an alarm is set), ``idle`` or ``not_found``."""
-
-    status: Literal["active", "idle", "not_found"]
-    scheduled_at: datetime | None
-    event_count: int
-    execute_count: int
-    created_at: datetime | None
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class TaskState(Generic[S]):
-    state: S | None
-    scheduled_at: datetime | None
-
-
-# ---- per-kind clients --------------------------------------------------------------------
-
-
-def _continuous_status(agg: ContinuousInstance | None) -> ContinuousStatus:
-    if agg is None or not agg.live:
-        return ContinuousStatus("not_found", 0, None)
-    return ContinuousStatus(agg.status, agg.d.run_count, agg.d.alarm_at)  # type: ignore[arg-type]
-
-
-def _limited(
-    method: Callable[Concatenate[C, P], Awaitable[R]],
-) -> Callable[Concatenate[C, P], Awaitable[R]]:
-    """Run a client method with its ``open_jobs``'s size limits in effect (they apply to
-    the values it checks and to the handlers it runs in the caller's task)."""
-
-    @functools.wraps(method)
-    async def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with limits_in_effect(self._limits):
-            return await method(self, *args, **kwargs)
-
-    return wrapper
-
-
-class _KindClient:
-    def __init__(
-        self, runtime: Runtime, job: JobDefinition, limits: Limits = DEFAULT_LIMITS
-    ) -> None:
-        self._rt = runtime
-        self._definition = job
-        self._limits = limits
-
-    def _call(self, method: str) -> str:
-        """How a call is named in errors, e.g. ``jobs.task('signup').send()``."""
-        job = self._definition
-        return f"jobs.{job.kind}({job.name!r}).{method}()"
-
-    def _check_open(self, method: str) -> None:
-        self._rt.check_open(self._call(method))
-
-    async def _history(self, kind: Any, job: str, instance_id: str) -> list[RecordedEvent]:
-        self._check_open("history")
-        return await self._rt.history(kind, job, instance_id)
-
-
-@final
-class ContinuousClient(_KindClient, Generic[S]):
-    """Commands and reads of one continuous job's instances."""
-
-    def __init__(
-        self, runtime: Runtime, job: ContinuousJob[S], limits: Limits = DEFAULT_LIMITS
-    ) -> None:
-        super().__init__(runtime, job, limits)
-        self.job = job
-
-    @_limited
-    async def start(self, id: str, input: S) -> StartResult:
-        """Create instance ``id`` with ``input`` as its state (an existing one is kept)."""
-        check_instance_id(id)
-        state_json = self.job.state_codec.to_json(input)
-
-        async def run() -> StartResult:
-            agg, created = await self._rt.continuous.start(self.job, id, state_json)
-            return StartResult(created, _continuous_status(agg))
-
-        return await self._rt.command(run, self._call("start"))
-
-    @_limited
-    async def trigger(self, id: str) -> TriggerResult:
-        """Run now, bypassing the schedule, and return after the run committed."""
-        check_instance_id(id)
-
-        async def run() -> TriggerResult:
-            return TriggerResult(*await self._rt.continuous.run(self.job, id, manual=True))
-
-        return await self._rt.command(run, self._call("trigger"))
-
-    @_limited
-    async def status(self, id: str) -> ContinuousStatus:
-        """The instance's status, run count and next run time (``not_found`` if none)."""
-        check_instance_id(id)
-        self._check_open("status")
-        return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
-
-    @_limited
-    async def get_state(self, id: str) -> S | None:
-        """The committed state, or None if there is no such (live) instance."""
-        check_instance_id(id)
-        self._check_open("get_state")
-        agg = await self._rt.load(ContinuousInstance, self.job.name, id)
-        if agg is None or not agg.live:
-            return None
-        return self._rt.decode_state(  # type: ignore[no-any-return]
-            self.job.state_codec, agg, agg.d.state, agg.d.state_version
-        )
-
-    @_limited
-    async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
-        """Cancel the alarm and remove the state; the history stays."""
-        check_instance_id(id)
-        check_reason(reason)
-
-        async def run() -> TerminateResult:
-            return TerminateResult(
-                await self._rt.terminate(ContinuousInstance, self.job.name, id, reason)
-            )
-
-        return await self._rt.command(run, self._call("terminate"))
-
-    @_limited
-    async def history(self, id: str) -> list[RecordedEvent]:
-        """Every record of the instance's log, oldest first (all its generations)."""
-        check_instance_id(id)
-        return await self._history("continuous", self.job.name, id)
-
-
-def _debounce_status(agg: DebounceInstance | None) -> DebounceStatus:
-    if agg is None or not agg.live:
-        return DebounceStatus("not_found", 0, None, None)
-    return DebounceStatus(
-        agg.status,  # type: ignore[arg-type]
-        agg.buffered_events,
-        agg.started_at,
-        agg.will_flush_at,
-    )
-
-
-@final
-class DebounceClient(_KindClient, Generic[E, S]):
-    """Commands and reads of one debounce job's instances."""
-
-    def __init__(
-        self, runtime: Runtime, job: DebounceJob[E, S], limits: Limits = DEFAULT_LIMITS
-    ) -> None:
-        super().__init__(runtime, job, limits)
-        self.job = job
-
-    @_limited
-    async def add(
-        self,
-        id: str,
-        event: E,
-        idempotency_key: str | None = None,
-    ) -> AddResult:
-        """Add ``event`` to the open batch; returns without waiting for any flush."""
-        check_instance_id(id)
-        key = check_idempotency_key(idempotency_key)
-        value = self.job.event_codec.validate(event)
-        event_json = self.job.event_codec.dump(value)
-
-        async def run() -> AddResult:
-            agg, opened, duplicate = await self._rt.debounce.add(
-                self.job, id, value, event_json, key
-            )
-            return AddResult(agg.buffered_events, agg.will_flush_at, opened, duplicate)
-
-        return await self._rt.command(run, self._call("add"))
-
-    @_limited
-    async def flush(self, id: str) -> FlushResult:
-        """Flush the next batch now and return after the flush committed (or failed)."""
-        check_instance_id(id)
-
-        async def run() -> FlushResult:
-            flush = self._rt.debounce.flush
-            flushed, count, reason, retry = await flush(self.job, id, manual=True)
-            return FlushResult(flushed, count, reason, retry)  # type: ignore[arg-type]
-
-        return await self._rt.command(run, self._call("flush"))
-
-    @_limited
-    async def clear(self, id: str) -> ClearResult:
-        """Drop every buffered event unprocessed."""
-        check_instance_id(id)
-
-        async def run() -> ClearResult:
-            discarded = await self._rt.debounce.clear(self.job, id)
-            return ClearResult(discarded > 0, discarded)
-
-        return await self._rt.command(run, self._call("clear"))
-
-    @_limited
-    async def status(self, id: str) -> DebounceStatus:
-        """The instance's status, pending event count and flush time (``not_found`` if none)."""
-        check_instance_id(id)
-        self._check_open("status")
-        return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
-
-    @_limited
-    async def get_state(self, id: str) -> S | None:
-        """The state of the batch that flushes next, or None."""
-        check_instance_id(id)
-        self._check_open("get_state")
-        agg = await self._rt.load(DebounceInstance, self.job.name, id)
-        if agg is None or not agg.live:
-            return None
-        return self._rt.decode_state(  # type: ignore[no-any-return]
-            self.job.state_codec, agg, agg.current_state, agg.current_state_version
-        )
-
-    @_limited
-    async def history(self, id: str) -> list[RecordedEvent]:
-        """Every record of the instance's log, oldest first (all its generations)."""
-        check_instance_id(id)
-        return await self._history("debounce", self.job.name, id)
-
-
-def _task_status(agg: TaskInstance | None) -> TaskStatus:
-    if agg is None or not agg.live:
-        return TaskStatus("not_found", None, 0, 0, None)
-    d = agg.d
-    return TaskStatus(agg.status, d.alarm_at, d.event_count, d.execute_count, d.created_at)  # type: ignore[arg-type]
-
-
-@final
-class TaskClient(_KindClient, Generic[E, S]):
-    """Commands and reads of one task job's instances."""
-
-    def __init__(
-        self, runtime: Runtime, job: TaskJob[E, S], limits: Limits = DEFAULT_LIMITS
-    ) -> None:
-        super().__init__(runtime, job, limits)
-        self.job = job
-
-    @_limited
-    async def send(
-        self,
-        id: str,
-        event: E,
-        idempotency_key: str | None = None,
-    ) -> SendResult:
-        """Deliver ``event``: runs ``on_event`` (and ``on_idle``) and commits."""
-        check_instance_id(id)
-        key = check_idempotency_key(idempotency_key)
-        value = self.job.event_codec.validate(event)
-        event_json = self.job.event_codec.dump(value)
-
-        async def run() -> SendResult:
-            agg, created, duplicate = await self._rt.task.send(
-                self.job, id, value, event_json, key
-            )
-            return SendResult(created, agg.d.alarm_at, duplicate)
-
-        return await self._rt.command(run, self._call("send"))
-
-    @_limited
-    async def trigger(self, id: str) -> TriggerResult:
-        """Run ``execute`` now and return after it committed; the alarm stays."""
-        check_instance_id(id)
-
-        async def run() -> TriggerResult:
-            return TriggerResult(*await self._rt.task.execute(self.job, id, by_alarm=False))
-
-        return await self._rt.command(run, self._call("trigger"))
-
-    @_limited
-    async def status(self, id: str) -> TaskStatus:
-        """The instance's status, alarm and counters (``not_found`` if none)."""
-        check_instance_id(id)
-        self._check_open("status")
-        return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
-
-    @_limited
-    async def get_state(self, id: str) -> TaskState[S] | None:
-        """The committed state and the pending alarm, or None if there is no such instance."""
-        check_instance_id(id)
-        self._check_open("get_state")
-        agg = await self._rt.load(TaskInstance, self.job.name, id)
-        if agg is None or not agg.live:
-            return None
-        state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state, agg.d.state_version)
-        return TaskState(state, agg.d.alarm_at)
-
-    @_limited
-    async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
-        """Cancel the alarm and remove the state; the history stays."""
-        check_instance_id(id)
-        check_reason(reason)
-
-        async def run() -> TerminateResult:
-            return TerminateResult(
-                await self._rt.terminate(TaskInstance, self.job.name, id, reason)
-            )
-
-        return await self._rt.command(run, self._call("terminate"))
-
-    @_limited
-    async def history(self, id: str) -> list[RecordedEvent]:
-        """Every record of the instance's log, oldest first (all its generations)."""
-        check_instance_id(id)
-        return await self._history("task", self.job.name, id)
-
-
-# ---- the facade --------------------------------------------------------------------------
 
 
 @final

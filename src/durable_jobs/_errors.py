@@ -1,8 +1,14 @@
-"""The exception hierarchy: one root, :class:`DurableJobsError`."""
+"""The exception hierarchy: one root, :class:`DurableJobsError`.
+
+Every error the library raises on purpose is defined here and exported from
+``durable_jobs``; each shows as ``durable_jobs.<Name>`` in reprs and
+tracebacks, wherever it is raised (see :func:`_show_as_public`).
+"""
 
 from __future__ import annotations
 
 __all__ = [
+    "ActionRefused",
     "ConcurrencyError",
     "ConfigurationError",
     "DurableJobsError",
@@ -111,3 +117,18 @@ class InstanceExistsError(DurableJobsError):
 
 class LiveInstanceError(DurableJobsError):
     """Purge refused: the instance is live (not terminated); nothing was deleted."""
+
+
+class ActionRefused(DurableJobsError):
+    """A dashboard action does not apply to the instance as it is now; nothing was written."""
+
+
+def _show_as_public() -> None:
+    """Name every error after the package users import it from, as trio's
+    ``fixup_module_metadata`` does: a traceback or ``repr`` then says
+    ``durable_jobs.JobNotFound``, not the private module it is defined in."""
+    for name in __all__:
+        globals()[name].__module__ = "durable_jobs"
+
+
+_show_as_public()

@@ -14,7 +14,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, ConfigurationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
-from durable_jobs._tools.common import iso, kind_of
+from durable_jobs._tools.common import isoformat, kind_of
 
 __all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
 
@@ -51,7 +51,7 @@ class AdminResult:
             "instance_id": self.instance_id,
             "instance_uuid": str(self.instance_uuid),
             "status": self.status,
-            "due_at": iso(self.due_at),
+            "due_at": isoformat(self.due_at),
             "version": self.version,
         }
 

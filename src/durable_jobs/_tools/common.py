@@ -16,7 +16,7 @@ def kind_of(kind: str) -> Kind:
     return kind
 
 
-def iso(at: datetime | None) -> str | None:
+def isoformat(at: datetime | None) -> str | None:
     """``at`` as ISO 8601 text (None stays None)."""
     return None if at is None else at.isoformat()
 

@@ -13,7 +13,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
-from durable_jobs._tools.common import iso, kind_of, one_line
+from durable_jobs._tools.common import isoformat, kind_of, one_line
 
 __all__ = ["Divergence", "ReplayReport", "replay_instance", "replay_store"]
 
@@ -209,7 +209,7 @@ def _compare_index(full: JobInstance, row: IndexRow | None) -> list[Divergence]:
         ("job", d.job, row.job),
         ("instance_id", d.instance_id, row.instance_id),
         ("status", full.status, row.status),
-        ("due_at", iso(d.alarm_at), iso(row.due_at)),
+        ("due_at", isoformat(d.alarm_at), isoformat(row.due_at)),
         ("version", full.version, row.version),
     ]
     return [

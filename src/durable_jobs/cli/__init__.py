@@ -9,10 +9,13 @@ import sys
 
 from durable_jobs.cli import (  # noqa: F401 - they register the commands
     _admin,
+    _alarms,
     _check,
     _doctor,
+    _history,
     _maintain,
     _read,
+    _transfer,
     _ui,
 )
 from durable_jobs.cli._app import app, run

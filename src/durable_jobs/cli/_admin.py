@@ -21,7 +21,7 @@ from durable_jobs.cli._app import (
     opened_store,
     store_option,
 )
-from durable_jobs.cli._read import _now, _when
+from durable_jobs.cli._render import _now, _when
 from durable_jobs.maintenance import AdminResult, terminate_instance, trigger_instance
 
 __all__ = ["terminate", "trigger"]

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Final, Literal, final
 
 from durable_jobs._domain.ids import KINDS, check_instance_id
-from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
+from durable_jobs._errors import ActionRefused, ConfigurationError, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs.maintenance import purge_instance, terminate_instance, trigger_instance
 
@@ -39,10 +39,6 @@ ACTIONS: Final[dict[str, tuple[str, str]]] = {
 
 #: The reason recorded on a ``terminated`` event committed from the dashboard.
 TERMINATE_REASON: Final = "terminated from the dashboard"
-
-
-class ActionRefused(DurableJobsError):
-    """The action does not apply to the instance as it is now; nothing was written."""
 
 
 @final

@@ -36,14 +36,9 @@ from durable_jobs._records import RecordedEvent
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.urls import redact
-from durable_jobs._tools.inspector import (
-    STATUSES,
-    Inspector,
-    InstancePage,
-    InstanceSummary,
-    _decode_cursor,
-    _encode_cursor,
-)
+from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
+from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.views import InstancePage, InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_events, tail_position
 from durable_jobs.ui import _format
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
@@ -187,7 +182,7 @@ def _search(
         msg = f"Unknown status {status!r}: expected one of {', '.join(STATUSES)}."
         raise ValidationError(msg)
     needle = query.casefold()
-    after = _decode_cursor(cursor) if cursor is not None else None
+    after = decode_cursor(cursor) if cursor is not None else None
     found: list[tuple[InstanceSummary, IndexRow]] = []
     while True:
         rows = dash.store.list_instances(kind=kind, job=job, status=status, after=after, limit=500)
@@ -196,7 +191,7 @@ def _search(
                 continue
             if len(found) == limit:
                 return InstancePage(
-                    items=[s for s, _ in found], next_cursor=_encode_cursor(found[-1][1])
+                    items=[s for s, _ in found], next_cursor=encode_cursor(found[-1][1])
                 )
             # The Inspector's summary of an index row (with the error if its log is unreadable).
             found.append((dash.inspector._summary_of_row(row), row))

@@ -1,0 +1,55 @@
+"""What every per-kind client shares: its runtime, its job, its size limits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from durable_jobs._definitions.jobs import JobDefinition
+from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
+from durable_jobs._records import RecordedEvent
+from durable_jobs._runtime.runtime import Runtime
+
+__all__ = ["KindClient", "limited"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound="KindClient")
+
+
+def limited(
+    method: Callable[Concatenate[C, P], Awaitable[R]],
+) -> Callable[Concatenate[C, P], Awaitable[R]]:
+    """Run a client method with its ``open_jobs``'s size limits in effect (they apply to
+    the values it checks and to the handlers it runs in the caller's task)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with limits_in_effect(self._limits):
+            return await method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class KindClient:
+    """One job's client: its runtime, its definition and the size limits in effect."""
+
+    def __init__(
+        self, runtime: Runtime, job: JobDefinition, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self._rt = runtime
+        self._definition = job
+        self._limits = limits
+
+    def _call(self, method: str) -> str:
+        """How a call is named in errors, e.g. ``jobs.task('signup').send()``."""
+        job = self._definition
+        return f"jobs.{job.kind}({job.name!r}).{method}()"
+
+    def _check_open(self, method: str) -> None:
+        self._rt.check_open(self._call(method))
+
+    async def _history(self, kind: Any, job: str, instance_id: str) -> list[RecordedEvent]:
+        self._check_open("history")
+        return await self._rt.history(kind, job, instance_id)

@@ -1,0 +1,110 @@
+"""Checks of the Inspector's arguments: a malformed one is the caller's
+:class:`~durable_jobs.ValidationError`, and nothing is read."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Final, cast
+from uuid import UUID
+
+from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
+from durable_jobs._domain.status import STATUSES as _DOMAIN_STATUSES
+from durable_jobs._errors import ConfigurationError, ValidationError
+from durable_jobs._store.index import IndexRow
+
+__all__ = [
+    "MAX_LIMIT",
+    "STATUSES",
+    "aware",
+    "check_filter",
+    "check_kind",
+    "check_limit",
+    "check_status",
+    "check_version",
+    "decode_cursor",
+    "encode_cursor",
+    "label_of",
+    "uuid_of",
+]
+
+#: Every status an instance can have in the index (per kind, plus ``terminated``).
+STATUSES: Final[tuple[str, ...]] = _DOMAIN_STATUSES
+#: The most items one page or alarm list may ask for.
+MAX_LIMIT: Final = 10_000
+
+
+def check_kind(kind: object) -> Kind:
+    if kind not in KINDS:
+        msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
+        raise ValidationError(msg)
+    return kind
+
+
+def uuid_of(kind: object, job: object, instance_id: object) -> UUID:
+    checked = check_kind(kind)
+    check_instance_id(instance_id)
+    if not isinstance(job, str):
+        msg = f"A job name must be a str, not {type(job).__name__}."
+        raise ValidationError(msg)
+    try:
+        return instance_uuid(checked, job, cast("str", instance_id))
+    except ConfigurationError as exc:  # a malformed job name: the caller's input here
+        raise ValidationError(str(exc)) from None
+
+
+def check_filter(name: str, value: object) -> None:
+    """A ``job`` or ``cursor`` argument: a str or None (ValidationError otherwise)."""
+    if value is not None and not isinstance(value, str):
+        msg = f"{name} must be a str or None, not {type(value).__name__}."
+        raise ValidationError(msg)
+
+
+def check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        msg = f"Unknown status {status!r}: expected one of {', '.join(STATUSES)}."
+        raise ValidationError(msg)
+
+
+def label_of(kind: str, job: str, instance_id: str) -> str:
+    return f"{kind} job {job!r} instance {instance_id!r}"
+
+
+def encode_cursor(row: IndexRow) -> str:
+    raw = json.dumps([row.kind, row.job, row.instance_id], ensure_ascii=False)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        kind, job, instance_id = json.loads(raw)
+        if not all(isinstance(x, str) for x in (kind, job, instance_id)):
+            raise TypeError(cursor)  # noqa: TRY301 - one message for every malformed cursor
+    except (binascii.Error, ValueError, TypeError):
+        msg = f"Malformed cursor {cursor[:80]!r}: pass the next_cursor of a previous page."
+        raise ValidationError(msg) from None
+    return kind, job, instance_id
+
+
+def check_version(version: object, name: str) -> None:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        msg = f"{name} must be a whole number >= 1 (versions count from 1), not {version!r}."
+        raise ValidationError(msg)
+
+
+def aware(at: datetime) -> datetime:
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        msg = f"A time must be a timezone-aware datetime, not {at!r}."
+        raise ValidationError(msg)
+    return at.astimezone(UTC)
+
+
+def check_limit(limit: object) -> int:
+    """``limit`` if it is a whole number from 1 to :data:`MAX_LIMIT`."""
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        msg = f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}."
+        raise ValidationError(msg)
+    return limit

@@ -1,0 +1,185 @@
+"""Commands that move data between stores: export (reads) and import (writes).
+
+They run :func:`durable_jobs.maintenance.export_jsonl` and
+:func:`~durable_jobs.maintenance.import_jsonl`; the JSON shapes they print are
+documented there, wrapped as each command's help says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+from rich.text import Text
+
+from durable_jobs._store.urls import StoreURL
+from durable_jobs.cli._app import (
+    CliState,
+    app,
+    console,
+    emit_json,
+    json_option,
+    opened_store,
+    store_option,
+)
+from durable_jobs.cli._maintain import KIND
+from durable_jobs.maintenance import check_export, export_jsonl, import_jsonl
+
+__all__ = ["export", "import_"]
+
+
+EXPORT_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db export > jobs.jsonl
+  durable-jobs --store sqlite:///jobs.db export --output jobs.jsonl
+  durable-jobs --store sqlite:///jobs.db export --kind task --job order -o orders.jsonl
+
+\b
+The output is JSON lines: a header
+  {"type": "header", "format": "durable-jobs-export", "version": 1, ...,
+   "plaintext": true, "encrypted_store": BOOL},
+one line per event, instance by instance, versions in order:
+  {"type": "event", "instance_uuid", "kind", "job", "instance_id", "version",
+   "timestamp", "topic", "name", "state": {...the stored event...}},
+and a footer {"type": "footer", "instances": N, "events": N}.
+Events are written decrypted (an encrypted store is read with the key(s) in
+$DURABLE_JOBS_ENCRYPTION_KEY): protect the file.
+With --output, --json prints {"instances": N, "events": N, "output": FILE}.
+"""
+
+
+@app.command(epilog=EXPORT_EPILOG)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to FILE (replaced only once the export is complete) instead of stdout.",
+)
+@click.option("--kind", type=KIND, help="Only instances of this kind.")
+@click.option("--job", help="Only instances of this job.")
+@click.option("--status", help="Only instances with this status (e.g. terminated).")
+@store_option
+@json_option
+@click.pass_obj
+def export(
+    state: CliState,
+    *,
+    output: Path | None,
+    kind: str | None,
+    job: str | None,
+    status: str | None,
+    as_json: bool,
+) -> None:
+    """Export the store (or the instances matching the filters) as JSON lines.
+
+    The file can be imported into another store (`durable-jobs import`), e.g.
+    from SQLite to Postgres. Reads only.
+    """
+    with opened_store(state, must_exist=True) as store:
+        if store.encrypted:
+            click.echo(
+                "warning: the store is encrypted; this export holds its data in plaintext "
+                '(its header says "plaintext": true): protect the file.',
+                err=True,
+            )
+        if output is None:
+            summary = export_jsonl(store, sys.stdout, kind=kind, job=job, status=status)
+            sys.stdout.flush()
+            click.echo(
+                f"Exported {summary.instances} instance(s), {summary.events} event(s).", err=True
+            )
+            return
+        directory = output.resolve().parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                summary = export_jsonl(store, f, kind=kind, job=job, status=status)
+            Path(tmp).replace(output)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink()
+            raise
+    if as_json:
+        emit_json(
+            {"instances": summary.instances, "events": summary.events, "output": str(output)}
+        )
+    else:
+        console().print(
+            Text(
+                f"Exported {summary.instances} instance(s), {summary.events} event(s) to {output}."
+            )
+        )
+
+
+IMPORT_EPILOG = """\b
+Examples:
+  durable-jobs --store sqlite:///jobs.db export -o jobs.jsonl
+  durable-jobs --store postgresql://app@db/jobs import jobs.jsonl
+  durable-jobs --store sqlite:///copy.db import - < jobs.jsonl
+
+\b
+JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
+"""
+
+
+@app.command("import", epilog=IMPORT_EPILOG)
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str)
+)
+@store_option
+@json_option
+@click.pass_obj
+def import_(state: CliState, *, file: str, as_json: bool) -> None:
+    """Import an export FILE ('-': stdin) into the store. Writes.
+
+    The whole file is checked first: a malformed line (reported with its
+    number) or an instance the store already has stops the import before
+    anything is written. Versions and timestamps are kept, index rows rebuilt,
+    and the result is counted again in the store. The store is created if
+    missing.
+    """
+    # A file is checked before the store is opened, so a malformed one leaves
+    # nothing behind (not even a new, empty database or schema). Standard input
+    # is read once the store is open; a new SQLite file is removed if it fails.
+    if file != "-":
+        check_export(file)
+    new_file = _new_sqlite_file(state)
+    try:
+        with opened_store(state, must_exist=False) as store:
+            summary = import_jsonl(store, sys.stdin if file == "-" else file)
+            url = str(store.url)
+    except BaseException:
+        if new_file is not None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    Path(new_file + suffix).unlink()
+        raise
+    if as_json:
+        emit_json(
+            {
+                "instances": summary.instances,
+                "events": summary.events,
+                "verified": True,
+                "store": url,
+            }
+        )
+    else:
+        console().print(
+            Text(
+                f"Imported {summary.instances} instance(s), {summary.events} event(s) into "
+                f"{url}; verified: the store has them all."
+            )
+        )
+
+
+def _new_sqlite_file(state: CliState) -> str | None:
+    """The path of the SQLite store if it does not exist yet (the import creates it)."""
+    if not state.store_url:
+        return None
+    url = StoreURL.parse(state.store_url)
+    path = url.path[1:] if url.scheme == "sqlite" and url.path.startswith("/") else ""
+    return path if path and not url.host and not os.path.lexists(path) else None

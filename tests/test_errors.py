@@ -1,0 +1,106 @@
+"""Every error the library raises on purpose is in ``_errors.py``, exported from
+``durable_jobs``, and named ``durable_jobs.<Name>`` wherever it is raised."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import pkgutil
+import traceback
+from pathlib import Path
+
+import pytest
+
+import durable_jobs as dj
+import durable_jobs.maintenance
+import durable_jobs.ui
+from durable_jobs import _errors
+
+
+def _all_modules() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(dj.__path__, prefix="durable_jobs."):
+        if info.name.endswith("__main__"):
+            continue
+        names.append(info.name)
+    return names
+
+
+def _library_errors() -> dict[str, type[BaseException]]:
+    """Every subclass of DurableJobsError defined in any module of the package."""
+    found: dict[str, type[BaseException]] = {}
+    for name in _all_modules():
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if inspect.isclass(value) and issubclass(value, dj.DurableJobsError):
+                found[value.__qualname__] = value
+    return found
+
+
+def _last_line(exc: BaseException) -> str:
+    return traceback.format_exception(exc)[-1].strip()
+
+
+def test_every_library_error_is_defined_in_errors_and_exported() -> None:
+    errors = _library_errors()
+    assert len(errors) >= 14
+    for qualname, cls in errors.items():
+        assert vars(_errors).get(qualname) is cls, f"{qualname} is not defined in _errors.py"
+        assert getattr(dj, qualname) is cls, f"durable_jobs.{qualname} is missing"
+        assert qualname in dj.__all__
+        assert cls.__module__ == "durable_jobs", qualname
+    assert set(_errors.__all__) == set(errors)
+
+
+def test_every_error_has_a_docstring() -> None:
+    for name in _errors.__all__:
+        assert (getattr(dj, name).__doc__ or "").strip(), name
+
+
+def test_the_modules_that_name_errors_give_the_same_classes() -> None:
+    assert durable_jobs.maintenance.ExportFileError is dj.ExportFileError
+    assert durable_jobs.maintenance.InstanceExistsError is dj.InstanceExistsError
+    assert durable_jobs.maintenance.LiveInstanceError is dj.LiveInstanceError
+    assert durable_jobs.ui.ActionRefused is dj.ActionRefused
+
+
+def test_a_raised_job_not_found_shows_its_public_name() -> None:
+    registry = dj.Registry()
+    with pytest.raises(dj.JobNotFound) as info:
+        registry.get("task", "missing")
+    assert repr(type(info.value)) == "<class 'durable_jobs.JobNotFound'>"
+    assert _last_line(info.value).startswith("durable_jobs.JobNotFound: No task job named")
+
+
+def test_a_raised_configuration_error_shows_its_public_name() -> None:
+    with pytest.raises(dj.ConfigurationError) as info:
+        dj.open_store("nosuchscheme://x")
+    assert _last_line(info.value).startswith("durable_jobs.ConfigurationError: ")
+
+
+def test_a_raised_export_file_error_shows_its_public_name(tmp_path: Path) -> None:
+    store = dj.open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        with pytest.raises(dj.ExportFileError) as info:
+            durable_jobs.maintenance.import_jsonl(store, io.StringIO("not json\n"))
+    finally:
+        store.close()
+    line = _last_line(info.value)
+    assert line.startswith("durable_jobs.ExportFileError: "), line
+    assert "nothing was written" in line
+
+
+def test_a_raised_runtime_closed_shows_its_public_name() -> None:
+    text = "".join(traceback.format_exception(dj.RuntimeClosed("status()")))
+    assert "durable_jobs.RuntimeClosed: status() was refused" in text
+    assert "_errors" not in text
+
+
+def test_the_hierarchy_is_unchanged() -> None:
+    assert issubclass(dj.ExportFileError, dj.ValidationError)
+    assert issubclass(dj.LockLost, dj.ConcurrencyError)
+    assert issubclass(dj.ConcurrencyError, dj.StoreError)
+    assert issubclass(dj.JobNotFound, LookupError)
+    for name in _errors.__all__:
+        assert issubclass(getattr(dj, name), dj.DurableJobsError)
