@@ -39,6 +39,7 @@ import trio
 
 from durable_jobs import Store, StoreError
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._store.index import RunStatements
 
 __all__ = [
     "FAULT_MODES",
@@ -152,7 +153,7 @@ class Instrumented(Store):
 
     # ---- writes ---------------------------------------------------------------------------
 
-    def save(self, *instances: JobInstance) -> None:
+    def save(self, *instances: JobInstance, statements: RunStatements = ()) -> None:
         self._alive()
         if not any(i.pending_events for i in instances):
             return
@@ -160,7 +161,7 @@ class Instrumented(Store):
             self.writes += 1
             faulted = self.fault is not None and self.writes == self.fault.at_write
         if not faulted:
-            super().save(*instances)
+            super().save(*instances, statements=statements)
             self._record(instances)
             return
         assert self.fault is not None
@@ -175,7 +176,7 @@ class Instrumented(Store):
         if mode == "kill_mid":
             self.index.fault_hook = self._kill_in_transaction
             try:
-                super().save(*instances)
+                super().save(*instances, statements=statements)
             except ProcessKilled:
                 raise self._die() from None
             finally:
@@ -184,11 +185,11 @@ class Instrumented(Store):
         if mode == "kill_after_commit":
             self._kill_at_snapshot = True
             try:
-                super().save(*instances)
+                super().save(*instances, statements=statements)
             finally:
                 self._kill_at_snapshot = False
             raise self._die()  # no snapshot was due: it died right after the commit
-        super().save(*instances)
+        super().save(*instances, statements=statements)
         raise self._die()
 
     _kill_at_snapshot = False

@@ -104,6 +104,17 @@ class Effects:
     calls: list[Call] = field(default_factory=list)
     #: Instances whose trigger/flush the driver is waiting for (their calls are manual).
     manual: set[tuple[str, str]] = field(default_factory=set)
+    #: The store driver's placeholder when handlers write to ``app_writes`` with
+    #: ``ctx.execute`` (SQLite, Postgres); None: they do not (memory).
+    placeholder: str | None = None
+
+    def write(self, ctx: Any, kind: Kind, work: str) -> None:
+        """Record a row of ``app_writes`` for this run (before it may fail: a failed try
+        must commit none)."""
+        p = self.placeholder
+        if p is not None:
+            sql = f"INSERT INTO app_writes (kind, instance, work) VALUES ({p}, {p}, {p})"
+            ctx.execute(sql, (kind, ctx.instance_id, work))
 
     def note(self, kind: Kind, instance_id: str, work: tuple[Any, ...], attempt: int) -> None:
         assert self.clock is not None
@@ -146,6 +157,7 @@ def make_registry(effects: Effects) -> dj.Registry:
     async def beat(ctx: dj.ContinuousContext[dict[str, int]]) -> None:
         await trio.sleep(RUN_TIME)
         effects.note("continuous", ctx.instance_id, (ctx.state["gen"], ctx.run_count), ctx.attempt)
+        effects.write(ctx, "continuous", f"{ctx.state['gen']}:{ctx.run_count}")
         if beat_fails(ctx.state["gen"], ctx.run_count, ctx.attempt):
             raise Boom(f"beat run {ctx.run_count} try {ctx.attempt}")
         ctx.update_state(lambda s: {**s, "count": s["count"] + 1})
@@ -166,6 +178,7 @@ def make_registry(effects: Effects) -> dj.Registry:
     async def digest(ctx: dj.DebounceContext[list[int]]) -> None:
         await trio.sleep(RUN_TIME)
         effects.note("debounce", ctx.instance_id, tuple(ctx.state), ctx.attempt)
+        effects.write(ctx, "debounce", ",".join(map(str, ctx.state)))
         if digest_fails(ctx.state, ctx.attempt):
             raise Boom(f"digest of {ctx.state} try {ctx.attempt}")
 

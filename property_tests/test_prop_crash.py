@@ -30,18 +30,23 @@ After the new runtime ran for a while:
    again and committed (same run, same try), unless the instance was since
    terminated or paused; every accepted debounce event was flushed, or is
    still buffered behind a paused batch, or was dropped by a later ``clear``
-   or ``terminate``.
+   or ``terminate``;
+6. **handler writes** (SQLite, Postgres): the continuous and debounce handlers
+   write a row with ``ctx.execute`` on every try; after the crash and at the
+   end, the app's table holds exactly one row per committed successful run.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+import sqlite3
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
+import psycopg
 import pytest
 import trio
 from _faults import (
@@ -68,6 +73,7 @@ from _workloads import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+from psycopg import sql
 
 import durable_jobs as dj
 from durable_jobs._domain.debounce import DebounceInstance
@@ -121,6 +127,43 @@ def check_durable(
         assert log[len(log) - len(tail) :] == tail, f"{key}: records after the restart"
         middle = [(r.version, r.name, r.at) for r in log[len(ack) : len(log) - len(tail)]]
         assert middle == extra.get(key, []), f"{key}: unacknowledged records {middle}"
+
+
+def create_app_table(url: str) -> None:
+    """The app's own table, in the store's database (its tables exist already)."""
+    app_sql(url, "CREATE TABLE app_writes (kind text NOT NULL, instance text NOT NULL, work text)")
+
+
+def app_sql(url: str, statement: str) -> list[tuple[Any, ...]]:
+    if url.startswith("postgres"):
+        server, _, schema = url.partition("?schema=")
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            cur = conn.execute(statement)
+            return list(cur.fetchall()) if cur.description else []
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        with db:
+            return list(db.execute(statement).fetchall())
+    finally:
+        db.close()
+
+
+def check_writes(url: str, histories: dict[Key, list[RecordedEvent]]) -> None:
+    """6: the app's table is the writes of the committed successful runs, each once."""
+    expected: Counter[tuple[str, str, str]] = Counter()
+    for (kind, _, iid), records in histories.items():
+        if kind == "continuous":
+            for started, gen in _generations(records):
+                name = cast("dict[str, int]", started.data["state"])["gen"]
+                for r in _runs(gen):
+                    if r.name == "run_succeeded":
+                        expected[kind, iid, f"{name}:{r.run_count}"] += 1
+        elif kind == "debounce":
+            for batch in _flushed_batches(records):
+                expected[kind, iid, ",".join(map(str, batch))] += 1
+    rows = app_sql(url, "SELECT kind, instance, work FROM app_writes")
+    assert Counter((str(k), str(i), str(w)) for k, i, w in rows) == expected
 
 
 def check_alarms_fired(
@@ -251,13 +294,18 @@ def crash_and_recover(
     steps: list[Step],
     fault: Fault,
     downtime: timedelta,
+    url: str | None = None,
 ) -> None:
-    """Run ``steps`` on ``store`` until ``fault`` kills it, restart, run on; check 1-5.
+    """Run ``steps`` on ``store`` until ``fault`` kills it, restart, run on; check 1-6.
 
     ``reopen`` turns the first process's store into the second's (closing the
-    first if it is another object). Every store is closed afterwards.
+    first if it is another object). Every store is closed afterwards. With the
+    ``url`` of a SQLite or Postgres store, handlers also write with ``ctx.execute``.
     """
     effects = Effects()
+    if url is not None:
+        create_app_table(url)
+        effects.placeholder = "%s" if url.startswith("postgres") else "?"
     acked: list[RecordedEvent] = []
     later: list[RecordedEvent] = []
     state: dict[str, Any] = {}
@@ -298,6 +346,8 @@ def crash_and_recover(
         calls_before = len(effects.calls)
         durable = state["durable"] = reopen(store)
         check_durable(durable, acked, faulted)
+        if url is not None:
+            check_writes(url, stored_records(durable))
         rebuilt = audit_store(durable)
         pending = {u: i.d.alarm_at for u, i in rebuilt.items() if i.d.alarm_at is not None}
         restart_at = state["crashed_at"] + downtime
@@ -308,6 +358,8 @@ def crash_and_recover(
         check_durable(durable, acked, faulted, later)
         check_once(histories)
         check_nothing_lost(histories, final, effects.calls[:calls_before])
+        if url is not None:
+            check_writes(url, histories)
 
     try:
         run_virtual(main)
@@ -346,7 +398,7 @@ def _reopen(url: str) -> Callable[[Instrumented], Instrumented]:
 def test_crash_recovery_on_sqlite(steps: list[Step], fault: Fault, downtime: timedelta) -> None:
     with fresh_sqlite_url() as url:
         store = instrument(dj.open_store(url, snapshot_interval=SNAPSHOT_INTERVAL), fault)
-        crash_and_recover(store, _reopen(url), steps, fault, downtime)
+        crash_and_recover(store, _reopen(url), steps, fault, downtime, url)
 
 
 @pytest.mark.postgres
@@ -357,7 +409,7 @@ def test_crash_recovery_on_postgres(
 ) -> None:
     with fresh_postgres_url(postgres_url) as url:
         store = instrument(dj.open_store(url, snapshot_interval=SNAPSHOT_INTERVAL), fault)
-        crash_and_recover(store, _reopen(url), steps, fault, downtime)
+        crash_and_recover(store, _reopen(url), steps, fault, downtime, url)
 
 
 @pytest.mark.parametrize("mode", FAULT_MODES)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Final, cast
 
+import psycopg
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -33,13 +34,16 @@ from durable_jobs.adapters import (
     IndexRow,
     InstanceIndex,
     LockLost,
+    StatementFailed,
     index_rows_from,
+    statements_from,
     to_epoch,
     type_versions_from,
 )
 from durable_jobs.stores._postgres_conn import (
     _POOL_RECONNECT_TIMEOUT,
     _READ_ONLY,
+    _SERVER_GOING_AWAY,
     _TRIES,
     READ_ONLY_ENV,
     _aggregate_insert_once,
@@ -162,6 +166,8 @@ class PostgresApplicationRecorderWithIndex(
         #: payload (the writing store's token, so a listener can skip its own).
         self.alarm_channel = alarm_channel(datastore.schema)
         self.notify_token = ""
+        #: For the statements of ``ctx.execute``: the store's schema first, then public.
+        self._statements_search_path = SQL("SET LOCAL search_path TO {}, public").format(schema)
 
     def _relations(self) -> list[str]:
         return [
@@ -204,6 +210,7 @@ class PostgresApplicationRecorderWithIndex(
             curs.execute(
                 self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
             )
+        self._run_statements(curs, statements_from(kwargs))
         fence = kwargs.get(FENCE_KWARG)
         if fence:
             # Last before the events: a session lost after this point cannot let
@@ -225,6 +232,34 @@ class PostgresApplicationRecorderWithIndex(
                     "written. The instance runs again under a new lock."
                 )
         self._run_fault_hook()
+
+    def _run_statements(
+        self, curs: Cursor[DictRow], runs: Sequence[tuple[UUID, Sequence[Any]]]
+    ) -> None:
+        """Run each run's ``ctx.execute`` statements, unqualified names resolving in
+        this store's schema first, then ``public``; a failing one raises
+        :class:`StatementFailed` (the transaction then rolls back).
+
+        All of them go in one round trip: a nested pipeline syncs when it ends,
+        and an error shows up there. It names its run's instance when the
+        transaction holds one run's statements; with several, it names none (the
+        group commit then writes each run alone, which finds the one).
+        """
+        if not runs:
+            return
+        conn = curs.connection
+        try:
+            with conn.pipeline():
+                curs.execute(self._statements_search_path)
+                for _, statements in runs:
+                    for st in statements:
+                        curs.execute(st.sql, st.params)
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+                _out_of_reach(exc)
+            ):
+                raise
+            raise StatementFailed(runs[0][0] if len(runs) == 1 else None, exc) from exc
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -356,6 +391,12 @@ class PostgresApplicationRecorderWithIndex(
         clause = SQL("WHERE {} ").format(SQL(" AND ").join(where)) if where else SQL("")
         query = self._select + clause + SQL("ORDER BY kind, job, instance_id LIMIT %s")
         return self._rows(query, (*params, limit))
+
+
+def _out_of_reach(exc: psycopg.Error) -> bool:
+    """A lost connection or a server going away, not an error of the statement."""
+    state = exc.sqlstate or ""
+    return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
 
 
 def _row_params(row: IndexRow) -> tuple[Any, ...]:

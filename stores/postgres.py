@@ -32,6 +32,7 @@ from psycopg_pool import PoolTimeout
 
 from durable_jobs.adapters import (
     INDEX_KWARG,
+    STATEMENTS_KWARG,
     TYPE_VERSIONS_KWARG,
     ConfigurationError,
     CrossProcessLocks,
@@ -130,6 +131,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
 
     scheme = "postgresql"
+    supports_statements = True
     url_options = frozenset({"schema", "connect_timeout", "pool_size", "target_session_attrs"})
     shared = True
 
@@ -212,16 +214,18 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         events: Sequence[Any],
         rows: Sequence[IndexRow],
         versions: Sequence[tuple[str, str, int]] = (),
+        statements: Sequence[tuple[UUID, Sequence[Any]]] = (),
     ) -> None:
         """Write in one transaction that first checks the locks held on these instances
         are still held by the sessions that took them (else :class:`LockLost`)."""
         fence = self._locks.fence([r.instance_uuid for r in rows]) if self._lock_session else []
         if not fence:
-            super()._put(events, rows, versions)
+            super()._put(events, rows, versions, statements)
             return
         kwargs = {
             INDEX_KWARG: rows,
             TYPE_VERSIONS_KWARG: versions,
+            STATEMENTS_KWARG: statements,
             FENCE_KWARG: fence,
             LEASE_KWARG: self._locks.lease,
         }

@@ -33,8 +33,10 @@ from durable_jobs.adapters import (
     IndexRow,
     InstanceIndex,
     JobsApplication,
+    StatementFailed,
     Store,
     index_rows_from,
+    statements_from,
     to_epoch,
     type_versions_from,
 )
@@ -90,6 +92,13 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         versions = type_versions_from(kwargs)
         if versions:
             c.executemany(_INSERT_TYPE_VERSION, list(versions))
+        for uuid, statements in statements_from(kwargs):
+            cursor = c.sqlite_cursor
+            try:
+                for st in statements:
+                    cursor.execute(st.sql, () if st.params is None else st.params)
+            except sqlite3.Error as exc:
+                raise StatementFailed(uuid, exc) from exc
         self._run_fault_hook()
         return ids
 
@@ -222,6 +231,7 @@ class SQLiteStore(Store):
     """``sqlite:///path.db`` — an SQLite file in WAL mode, written by one process."""
 
     scheme = "sqlite"
+    supports_statements = True
     url_options = frozenset({"synchronous", "lock_timeout"})
 
     @property
@@ -285,7 +295,8 @@ class SQLiteStore(Store):
         SQLite gives the ``-wal`` and ``-shm`` files the database file's mode, so
         they are 0600 too. An existing file is read first, without writing: one
         that holds another application's tables is refused before it is switched
-        to WAL mode or given our tables. Without ``create`` (read-only tools) a
+        to WAL mode or given our tables; once it has our tables, the app may add its
+        own (the ones handlers write with ``ctx.execute``). Without ``create`` (read-only tools) a
         missing file, or one without our tables, is refused.
         """
         self._factory_env()  # the URL's options are checked before anything is created
@@ -309,7 +320,8 @@ class SQLiteStore(Store):
                 else:
                     return
         tables = self._tables(path)
-        foreign = sorted(tables - _OUR_TABLES)
+        # A jobs file may also hold the app's own tables (written with ctx.execute).
+        foreign = [] if INDEX_TABLE in tables else sorted(tables - _OUR_TABLES)
         if foreign or (self._holds_foreign_events(path, tables)):
             shown = ", ".join(foreign[:5]) or "stored_events without dj_instances"
             msg = (

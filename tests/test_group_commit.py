@@ -35,13 +35,13 @@ class CountingSaves:
         self._save = store.save
         store.save = self  # type: ignore[method-assign]
 
-    def __call__(self, *instances: JobInstance) -> None:
+    def __call__(self, *instances: JobInstance, **kwargs: Any) -> None:
         self.sizes.append(len(instances))
         if self.fail_next_batch and len(instances) > 1:
             self.fail_next_batch = False
             msg = "injected failure of a whole batch"
             raise dj.StoreError(msg)
-        self._save(*instances)
+        self._save(*instances, **kwargs)
 
 
 async def test_runs_due_together_share_transactions(

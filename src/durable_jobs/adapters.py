@@ -10,8 +10,11 @@ application recorder also keeps the instance index (:class:`InstanceIndex`):
 - The recorder's ``insert_events(events, **kwargs)`` writes the events and, in
   the same transaction, upserts the rows of :func:`index_rows_from` (keeping,
   per instance, the row of the highest version) and records the
-  ``(kind, job, version)`` of :func:`type_versions_from`; then it calls
-  ``_run_fault_hook()``. It answers the queries of :class:`InstanceIndex`.
+  ``(kind, job, version)`` of :func:`type_versions_from`; a store with
+  ``supports_statements = True`` also runs the ``ctx.execute`` statements of
+  :func:`statements_from`, in order, raising :class:`StatementFailed` when one
+  fails; then it calls ``_run_fault_hook()``. It answers the queries of
+  :class:`InstanceIndex`.
 - ``_is_version_conflict(exc)`` says whether an ``IntegrityError`` of the
   driver means "this event version was already taken"; ``_outcome_unknown(exc)``
   whether a failed write may have committed all the same.
@@ -40,7 +43,7 @@ from durable_jobs._errors import (
     LockLost,
     StoreError,
 )
-from durable_jobs._store.base import JobsApplication, Store
+from durable_jobs._store.base import JobsApplication, StatementFailed, Store
 from durable_jobs._store.capabilities import (
     AlarmListener,
     CrossProcessLocks,
@@ -51,11 +54,13 @@ from durable_jobs._store.errors import describe_error, driver_errors
 from durable_jobs._store.index import (
     INDEX_COLUMNS,
     INDEX_KWARG,
+    STATEMENTS_KWARG,
     TYPE_VERSIONS_KWARG,
     IndexRow,
     InstanceIndex,
     from_epoch,
     index_rows_from,
+    statements_from,
     to_epoch,
     type_versions_from,
 )
@@ -64,6 +69,7 @@ from durable_jobs._store.urls import StoreURL, scrub, scrub_chain
 __all__ = [
     "INDEX_COLUMNS",
     "INDEX_KWARG",
+    "STATEMENTS_KWARG",
     "TYPE_VERSIONS_KWARG",
     "AlarmListener",
     "ConcurrencyError",
@@ -76,6 +82,7 @@ __all__ = [
     "JobsApplication",
     "ListensForAlarms",
     "LockLost",
+    "StatementFailed",
     "Store",
     "StoreError",
     "StoreURL",
@@ -85,6 +92,7 @@ __all__ = [
     "index_rows_from",
     "scrub",
     "scrub_chain",
+    "statements_from",
     "to_epoch",
     "type_versions_from",
 ]

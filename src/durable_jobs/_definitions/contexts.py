@@ -6,11 +6,12 @@ after the handler returns (and none of it if the handler raises).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 from durable_jobs._domain.instance import UNCHANGED, Intents
+from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.values import check_reason
 from durable_jobs._errors import ValidationError
 
@@ -31,9 +32,28 @@ E = TypeVar("E")
 class _Context:
     """What every context says: whose handler this is."""
 
-    def __init__(self, *, instance_id: str, job_name: str) -> None:
+    def __init__(self, *, instance_id: str, job_name: str, writes: Writes | None = None) -> None:
         self._instance_id = instance_id
         self._job_name = job_name
+        self._writes = writes if writes is not None else Writes(supported=False)
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
+        """Record an SQL statement to run when the run commits, in the same transaction.
+
+        Nothing runs now. If the run commits, its statements run in order in
+        the database transaction that stores the run's state, counters and
+        next alarm: all of it commits together or none of it does. A handler
+        that raises, times out or is cancelled runs none of its statements.
+        Placeholders are the store driver's (SQLite ``?`` or ``:name``,
+        Postgres ``%s`` or ``%(name)s``). Transaction control (``BEGIN``,
+        ``COMMIT``, ``SAVEPOINT``...) is refused with ValidationError. Needs a
+        SQLite or Postgres store (ConfigurationError on the memory store).
+        """
+        self._writes.add(sql, params)
+
+    @property
+    def _statements(self) -> list[Statement]:
+        return self._writes.statements
 
     @property
     def instance_id(self) -> str:
@@ -49,8 +69,16 @@ class _Context:
 class _StatefulContext(_Context, Generic[S]):
     """State intents shared by the continuous and task contexts."""
 
-    def __init__(self, *, codec: TypeCodec[Any], state: S, instance_id: str, job_name: str):
-        super().__init__(instance_id=instance_id, job_name=job_name)
+    def __init__(
+        self,
+        *,
+        codec: TypeCodec[Any],
+        state: S,
+        instance_id: str,
+        job_name: str,
+        writes: Writes | None = None,
+    ):
+        super().__init__(instance_id=instance_id, job_name=job_name, writes=writes)
         self._codec = codec
         self._state = state
         self._new_state: Any = UNCHANGED
@@ -93,8 +121,11 @@ class ContinuousContext(_StatefulContext[S]):
         job_name: str,
         run_count: int,
         attempt: int,
+        writes: Writes | None = None,
     ) -> None:
-        super().__init__(codec=codec, state=state, instance_id=instance_id, job_name=job_name)
+        super().__init__(
+            codec=codec, state=state, instance_id=instance_id, job_name=job_name, writes=writes
+        )
         self._run_count = run_count
         self._attempt = attempt
 
@@ -139,9 +170,16 @@ class DebounceEventContext(_Context, Generic[E, S]):
     """What a debounce job's ``on_event(ctx)`` reducer sees; it returns the new state."""
 
     def __init__(
-        self, *, event: E, state: S | None, event_count: int, instance_id: str, job_name: str
+        self,
+        *,
+        event: E,
+        state: S | None,
+        event_count: int,
+        instance_id: str,
+        job_name: str,
+        writes: Writes | None = None,
     ) -> None:
-        super().__init__(instance_id=instance_id, job_name=job_name)
+        super().__init__(instance_id=instance_id, job_name=job_name, writes=writes)
         self._event = event
         self._state = state
         self._event_count = event_count
@@ -176,13 +214,14 @@ class DebounceContext(_Context, Generic[S]):
         attempt: int,
         instance_id: str,
         job_name: str,
+        writes: Writes | None = None,
     ) -> None:
         self._state = state
         self._event_count = event_count
         self._started = debounce_started_at
         self._reason = flush_reason
         self._attempt = attempt
-        super().__init__(instance_id=instance_id, job_name=job_name)
+        super().__init__(instance_id=instance_id, job_name=job_name, writes=writes)
 
     @property
     def state(self) -> S:
@@ -297,8 +336,11 @@ class TaskContext(_StatefulContext[S]):
         event_count: int,
         execute_count: int,
         created_at: datetime,
+        writes: Writes | None = None,
     ) -> None:
-        super().__init__(codec=codec, state=state, instance_id=instance_id, job_name=job_name)
+        super().__init__(
+            codec=codec, state=state, instance_id=instance_id, job_name=job_name, writes=writes
+        )
         self._now = now
         self._started = now()  # the handler starts now: schedule() refuses earlier times
         self._scheduled: Any = UNCHANGED

@@ -5,18 +5,25 @@ queued during the previous write and saves it in one transaction. Commits
 serialise in the store anyway (SQLite has one writer; eventsourcing's
 Postgres recorder locks the events table), so one writer makes the biggest
 groups. A conflict in a group fails only the commit that caused it.
+
+A commit may carry the SQL statements its handler recorded (``ctx.execute``);
+they run in the same transaction. A statement that fails rolls the group
+back; the commit it belongs to fails (:class:`StatementFailed`) and the
+others are written again together, without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.statements import Statement
 from durable_jobs._errors import DurableJobsError
-from durable_jobs._store.base import Store
+from durable_jobs._store.base import StatementFailed, Store
 
 __all__ = ["GroupCommit"]
 
@@ -27,10 +34,11 @@ MAX_GROUP_COMMIT = 100
 class _Commit:
     """One aggregate waiting to be written, and the outcome of its write."""
 
-    __slots__ = ("agg", "done", "error")
+    __slots__ = ("agg", "done", "error", "statements")
 
-    def __init__(self, agg: JobInstance) -> None:
+    def __init__(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
         self.agg = agg
+        self.statements = statements
         self.done = trio.Event()
         self.error: Exception | None = None
 
@@ -54,13 +62,14 @@ class GroupCommit:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, size)
 
-    async def commit(self, agg: JobInstance) -> None:
-        """Save ``agg``, in one transaction with whatever other commits are waiting."""
+    async def commit(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
+        """Save ``agg`` (and run its run's ``statements``), in one transaction with
+        whatever other commits are waiting."""
         if not self._enabled:
-            await self._io(self.store.save, agg)
+            await self._save([_Commit(agg, statements)])
             self._count(1)
             return
-        item = _Commit(agg)
+        item = _Commit(agg, statements)
         self._queue.append(item)
         self._ready.set()
         # The write is already on its way: wait for its outcome even if cancelled.
@@ -104,18 +113,41 @@ class GroupCommit:
             for c in batch:
                 c.done.set()
 
+    async def _save(self, batch: Sequence[_Commit]) -> None:
+        statements = [(c.agg.id, c.statements) for c in batch if c.statements]
+        if not statements:
+            await self._io(self.store.save, *(c.agg for c in batch))
+            return
+        save = functools.partial(self.store.save, statements=statements)
+        await self._io(save, *(c.agg for c in batch))
+
     async def _save_batch(self, batch: list[_Commit]) -> None:
         try:
-            await self._io(self.store.save, *(c.agg for c in batch))
+            await self._save(batch)
             self._count(len(batch))
+        except StatementFailed as failed:
+            # That run's statement failed: it alone fails; the rest go again together.
+            rest = [c for c in batch if c.agg.id != failed.instance_uuid]
+            if len(rest) == len(batch):
+                # Which run's statement failed is unknown: each run is written alone.
+                await self._save_each(batch)
+                return
+            for c in batch:
+                if c.agg.id == failed.instance_uuid:
+                    c.error = failed
+            if rest:
+                await self._save_batch(rest)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc
             else:
                 # One commit's conflict must not fail the others: write each alone.
-                for c in batch:
-                    try:
-                        await self._io(self.store.save, c.agg)
-                        self._count(1)
-                    except Exception as one:
-                        c.error = one
+                await self._save_each(batch)
+
+    async def _save_each(self, batch: Sequence[_Commit]) -> None:
+        for c in batch:
+            try:
+                await self._save([c])
+                self._count(1)
+            except Exception as one:
+                c.error = one

@@ -11,6 +11,7 @@ from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.locks import Busy
+from durable_jobs._store.base import StatementFailed
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -63,8 +64,9 @@ class ContinuousRunner:
             committed = await rt.load(ContinuousInstance, job.name, instance_id)
             if committed is None or not committed.live:
                 return False, False, False
+            began = rt.clock.now()
             agg = clone(committed)
-            ticket = agg.begin_run(now=rt.clock.now(), manual=manual, policy=job.policy)
+            ticket = agg.begin_run(now=began, manual=manual, policy=job.policy)
             if ticket is None:
                 await rt.save(agg, before=committed)  # a misfire skip moved the alarm
                 return False, False, False
@@ -79,6 +81,7 @@ class ContinuousRunner:
                     job_name=job.name,
                     run_count=ticket.run_count,
                     attempt=ticket.attempt,
+                    writes=rt.writes(),
                 )
 
             ctx = new_ctx()
@@ -94,26 +97,42 @@ class ContinuousRunner:
             end = rt.clock.now()
             error = outcome.error
             fatal = outcome.fatal
+            intents = outcome.value
+            statements = ctx._statements if error is None else []
             policy = job.policy
-            result = agg.finish_run(
-                ticket,
-                now=end,
-                policy=policy,
-                duration=(end - started).total_seconds(),
-                intents=outcome.value,
-                error=error,
-            )
-            if result is RunEnd.ASK_EXHAUSTED:
-                assert error is not None
-                # The hook sees the committed state, not the failed try's changes.
-                exhausted, hook_fatal = await rt.handlers.exhausted_action(
-                    job, error, new_ctx(), instance_id=instance_id
-                )
-                fatal = fatal or hook_fatal
+            for settle in range(3):
+                # Decided again from the committed instance after a statement failed.
+                agg = clone(committed)
+                again = agg.begin_run(now=began, manual=manual, policy=policy)
+                assert again == ticket
                 result = agg.finish_run(
-                    ticket, now=end, policy=policy, error=error, exhausted=exhausted
+                    ticket,
+                    now=end,
+                    policy=policy,
+                    duration=(end - started).total_seconds(),
+                    intents=intents,
+                    error=error,
                 )
-            await rt.save(agg, before=committed)
+                if result is RunEnd.ASK_EXHAUSTED:
+                    assert error is not None
+                    # The hook sees the committed state, not the failed try's changes.
+                    hook_ctx = new_ctx()
+                    exhausted, hook_fatal = await rt.handlers.exhausted_action(
+                        job, error, hook_ctx, instance_id=instance_id
+                    )
+                    fatal = fatal or hook_fatal
+                    result = agg.finish_run(
+                        ticket, now=end, policy=policy, error=error, exhausted=exhausted
+                    )
+                    # The hook's own statements, unless they failed already.
+                    statements = hook_ctx._statements if settle < 2 else []
+                try:
+                    await rt.save(agg, before=committed, statements=statements)
+                except StatementFailed as failed:
+                    # The run fails with the database's error; none of its writes commit.
+                    error, intents, statements = failed.error, None, []
+                    continue
+                break
             if fatal is not None:
                 raise fatal
             return True, not agg.live, result is RunEnd.RETRY

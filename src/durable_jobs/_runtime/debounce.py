@@ -12,6 +12,7 @@ from durable_jobs._domain.policy import RunEnd
 from durable_jobs._errors import HandlerError
 from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.locks import Busy
+from durable_jobs._store.base import StatementFailed
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -47,6 +48,7 @@ class DebounceRunner:
                 and committed.is_duplicate(key, now=now, window=job.policy.idempotency_window)
             ):
                 return committed, False, True
+            writes = rt.writes()
             if job.reducer is None:
                 new_json = event_json
             else:
@@ -61,6 +63,7 @@ class DebounceRunner:
                     event_count=(live.d.event_count if live is not None else 0) + 1,
                     instance_id=instance_id,
                     job_name=job.name,
+                    writes=writes,
                 )
                 outcome = await rt.handlers.call(
                     job,
@@ -92,7 +95,15 @@ class DebounceRunner:
                 policy=job.policy,
                 type_version=job.version,
             )
-            await rt.save(agg, before=committed)
+            try:
+                await rt.save(agg, before=committed, statements=writes.statements)
+            except StatementFailed as failed:
+                msg = (
+                    f"A statement the on_event reducer of debounce job {job.name!r} recorded "
+                    f"for instance {instance_id!r} failed: {failed.error!r}. The event was "
+                    "not added."
+                )
+                raise HandlerError(msg) from failed.error
             return agg, opened, False
 
     async def flush(
@@ -130,37 +141,48 @@ class DebounceRunner:
             attempt=ft.ticket.attempt,
             instance_id=instance_id,
             job_name=job.name,
+            writes=rt.writes(),
         )
         count = ft.batch.event_count
         started = rt.clock.now()
         outcome = await rt.handlers.call(job, "execute", job.execute, ctx, instance_id=instance_id)
         error = outcome.error
         fatal = outcome.fatal
+        statements = ctx._statements if error is None else []
         uuid = instance_uuid("debounce", job.name, instance_id)
         async with rt.hold(uuid, starting=False):
-            committed = await rt.load(DebounceInstance, job.name, instance_id)
-            if committed is None:  # pragma: no cover - the batch was committed above
-                return False, count, "empty", False
-            agg = clone(committed)
             end = rt.clock.now()
             policy = job.policy
-            result = agg.finish_flush(
-                ft,
-                now=end,
-                policy=policy,
-                duration=(end - started).total_seconds(),
-                error=error,
-            )
-            if result is RunEnd.ASK_EXHAUSTED:
-                assert error is not None
-                exhausted, hook_fatal = await rt.handlers.exhausted_action(
-                    job, error, ctx, instance_id=instance_id
-                )
-                fatal = fatal or hook_fatal
+            for settle in range(3):
+                committed = await rt.load(DebounceInstance, job.name, instance_id)
+                if committed is None:  # pragma: no cover - the batch was committed above
+                    return False, count, "empty", False
+                agg = clone(committed)
                 result = agg.finish_flush(
-                    ft, now=end, policy=policy, error=error, exhausted=exhausted
+                    ft,
+                    now=end,
+                    policy=policy,
+                    duration=(end - started).total_seconds(),
+                    error=error,
                 )
-            await rt.save(agg, before=committed)
+                if result is RunEnd.ASK_EXHAUSTED:
+                    assert error is not None
+                    ctx._writes = rt.writes()  # the hook's own statements, not the flush's
+                    exhausted, hook_fatal = await rt.handlers.exhausted_action(
+                        job, error, ctx, instance_id=instance_id
+                    )
+                    fatal = fatal or hook_fatal
+                    result = agg.finish_flush(
+                        ft, now=end, policy=policy, error=error, exhausted=exhausted
+                    )
+                    statements = ctx._statements if settle < 2 else []
+                try:
+                    await rt.save(agg, before=committed, statements=statements)
+                except StatementFailed as failed:
+                    # The flush fails with the database's error; none of its writes commit.
+                    error, statements = failed.error, []
+                    continue
+                break
         if fatal is not None:
             raise fatal
         if error is None:

@@ -27,6 +27,7 @@ from durable_jobs._definitions.codecs import TypeCodec
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._errors import (
     ConcurrencyError,
     RuntimeClosed,
@@ -208,6 +209,10 @@ class Runtime:
             uuid, scope=scope, wait=wait, on_taken=self.check_open if starting else None
         )
 
+    def writes(self) -> Writes:
+        """A fresh recorder for one handler context's ``ctx.execute`` statements."""
+        return Writes(supported=self.store.supports_statements)
+
     async def io(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Call the synchronous store in a worker thread (taking no virtual time)."""
         if not self.store.blocking:
@@ -243,13 +248,23 @@ class Runtime:
             raise StoreError(msg)
         return agg
 
-    async def save(self, agg: JobInstance, *, before: JobInstance | None) -> None:
-        """Commit ``agg``'s pending events; then it is the committed, cached instance."""
+    async def save(
+        self,
+        agg: JobInstance,
+        *,
+        before: JobInstance | None,
+        statements: Sequence[Statement] = (),
+    ) -> None:
+        """Commit ``agg``'s pending events (and run the handler's ``statements`` in the
+        same transaction); then it is the committed, cached instance.
+
+        A failing statement raises :class:`StatementFailed` and nothing is written.
+        """
         if not agg.pending_events:
             return
         events = list(agg.pending_events)
         try:
-            await self.commits.commit(agg)
+            await self.commits.commit(agg, statements)
         except BaseException:
             self.cache.evict(agg.id)
             raise

@@ -13,10 +13,13 @@ from durable_jobs._definitions.contexts import TaskContext
 from durable_jobs._definitions.jobs import TaskJob
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import Handler, Intents, RunTicket
+from durable_jobs._domain.statements import Statement
 from durable_jobs._domain.task import Failed, TaskInstance
 from durable_jobs._errors import HandlerError
 from durable_jobs._runtime.cache import clone
+from durable_jobs._runtime.handlers import Outcome
 from durable_jobs._runtime.locks import Busy
+from durable_jobs._store.base import StatementFailed
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -33,7 +36,7 @@ def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
 class _Chain:
     """What a chain of task handler calls came to."""
 
-    __slots__ = ("error", "failed", "fatal", "idled")
+    __slots__ = ("error", "failed", "fatal", "idled", "statements")
 
     def __init__(self) -> None:
         #: The last handler's error, if it was left unhandled.
@@ -43,6 +46,8 @@ class _Chain:
         #: Whether any handler of the chain failed, and whether on_idle ran.
         self.failed = False
         self.idled = False
+        #: The ``ctx.execute`` statements of the handlers that succeeded, in order.
+        self.statements: list[Statement] = []
 
 
 class TaskRunner:
@@ -71,6 +76,7 @@ class TaskRunner:
             event_count=d.event_count,
             execute_count=d.execute_count if execute_count is None else execute_count,
             created_at=d.created_at,
+            writes=rt.writes(),
         )
 
     async def _handle(
@@ -82,11 +88,18 @@ class TaskRunner:
         *args: Any,
         ticket: RunTicket,
         alarm: datetime | None,
+        failed_with: BaseException | None = None,
+        follow_up: bool = True,
     ) -> _Chain:
         """Run one task handler on ``agg`` and record its outcome, then the handler
         the domain says follows (``on_error`` after a failure, ``on_idle`` when no
         alarm is left). ``alarm`` is what the alarm becomes unless a handler
-        changes it."""
+        changes it.
+
+        ``failed_with``: the first handler is not called again but fails with it
+        (its statements failed when its run was committed). Without ``follow_up``
+        no handler follows it.
+        """
         rt = self.rt
         chain = _Chain()
         failed: Failed | None = None
@@ -100,15 +113,18 @@ class TaskRunner:
                 execute_count=agg.d.execute_count + 1 if counted else None,
             )
             started = rt.clock.now()
-            outcome = await rt.handlers.call(
-                job,
-                role,
-                fn,
-                *args,
-                ctx,
-                instance_id=agg.d.instance_id,
-                then=functools.partial(_intents_of, ctx),
-            )
+            if failed_with is not None:
+                outcome, failed_with = Outcome(error=failed_with), None
+            else:
+                outcome = await rt.handlers.call(
+                    job,
+                    role,
+                    fn,
+                    *args,
+                    ctx,
+                    instance_id=agg.d.instance_id,
+                    then=functools.partial(_intents_of, ctx),
+                )
             end = rt.clock.now()
             error = outcome.error
             chain.fatal = chain.fatal or outcome.fatal
@@ -121,11 +137,12 @@ class TaskRunner:
                     handler=role,
                     now=end,
                     alarm=alarm,
-                    has_on_error=job.error_handler is not None,
+                    has_on_error=job.error_handler is not None and follow_up,
                     failed=failed,
                 )
             else:
                 chain.error = None
+                chain.statements.extend(ctx._statements)
                 follow = agg.handler_succeeded(
                     ticket,
                     cast(Intents, outcome.value),
@@ -135,9 +152,11 @@ class TaskRunner:
                     alarm=alarm,
                     # Once per chain: an on_idle that fails into an on_error that
                     # leaves no alarm must not start over.
-                    has_on_idle=job.idle_handler is not None and not chain.idled,
+                    has_on_idle=job.idle_handler is not None and not chain.idled and follow_up,
                     failed=failed,
                 )
+            if not follow_up:
+                return chain
             if follow == "on_error" and job.error_handler is not None and error is not None:
                 failed = Failed(role, error, end)
                 role, fn, args = follow, job.error_handler, (error,)
@@ -170,45 +189,57 @@ class TaskRunner:
                 and committed.is_duplicate(key, now=now, window=job.idempotency_window)
             ):
                 return committed, False, True
-            agg = clone(committed) if committed is not None else None
-            agg, created = TaskInstance.receive(
-                agg,
-                job.name,
-                instance_id,
-                event_json,
-                now=now,
-                idempotency_key=key,
-                window=job.idempotency_window,
-                type_version=job.version,
-            )
-            ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
-            chain = await self._handle(
-                job,
-                agg,
-                "on_event",
-                job.event_handler,
-                event,
-                ticket=ticket,
-                alarm=agg.d.alarm_at,
-            )
-            error, fatal = chain.error, chain.fatal
-            if error is not None:
-                # Recorded, but the key is not kept: the caller's retry delivers it again.
-                agg = clone(committed) if committed is not None else None
+            failed_with: BaseException | None = None
+            fatal: BaseException | None = None
+            for settle in range(3):
+                # Decided again from the committed instance after a statement failed.
+                prior = clone(committed) if committed is not None else None
                 agg, created = TaskInstance.receive(
-                    agg,
+                    prior,
                     job.name,
                     instance_id,
                     event_json,
                     now=now,
-                    idempotency_key=None,
+                    idempotency_key=key,
                     window=job.idempotency_window,
                     type_version=job.version,
                 )
-                agg.record_failure(
-                    ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
+                ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
+                chain = await self._handle(
+                    job,
+                    agg,
+                    "on_event",
+                    job.event_handler,
+                    event,
+                    ticket=ticket,
+                    alarm=agg.d.alarm_at,
+                    failed_with=failed_with,
+                    follow_up=settle < 2,
                 )
-            await rt.save(agg, before=committed)
+                error, fatal = chain.error, fatal or chain.fatal
+                if error is not None:
+                    # Recorded, but the key is not kept: the caller's retry delivers it again.
+                    prior = clone(committed) if committed is not None else None
+                    agg, created = TaskInstance.receive(
+                        prior,
+                        job.name,
+                        instance_id,
+                        event_json,
+                        now=now,
+                        idempotency_key=None,
+                        window=job.idempotency_window,
+                        type_version=job.version,
+                    )
+                    agg.record_failure(
+                        ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
+                    )
+                try:
+                    statements = chain.statements if error is None else []
+                    await rt.save(agg, before=committed, statements=statements)
+                except StatementFailed as failed:
+                    failed_with = failed.error
+                    continue
+                break
             if fatal is not None:
                 raise fatal
             if error is not None:
@@ -234,19 +265,31 @@ class TaskRunner:
             now = rt.clock.now()
             if by_alarm and (committed.d.alarm_at is None or committed.d.alarm_at > now):
                 return False, False, False
-            agg = clone(committed)
-            # The alarm on_error set after a failed execute runs that run's next try.
-            ticket = agg.next_ticket(fresh=not by_alarm)
-            chain = await self._handle(
-                job,
-                agg,
-                "execute",
-                job.execute,
-                ticket=ticket,
-                alarm=None if by_alarm else agg.d.alarm_at,
-            )
-            error, fatal = chain.error, chain.fatal
-            await rt.save(agg, before=committed)
+            failed_with: BaseException | None = None
+            fatal: BaseException | None = None
+            for settle in range(3):
+                # Decided again from the committed instance after a statement failed.
+                agg = clone(committed)
+                # The alarm on_error set after a failed execute runs that run's next try.
+                ticket = agg.next_ticket(fresh=not by_alarm)
+                chain = await self._handle(
+                    job,
+                    agg,
+                    "execute",
+                    job.execute,
+                    ticket=ticket,
+                    alarm=None if by_alarm else agg.d.alarm_at,
+                    failed_with=failed_with,
+                    follow_up=settle < 2,
+                )
+                error, fatal = chain.error, fatal or chain.fatal
+                try:
+                    statements = chain.statements if error is None else []
+                    await rt.save(agg, before=committed, statements=statements)
+                except StatementFailed as failed:
+                    failed_with = failed.error
+                    continue
+                break
             if fatal is not None:
                 raise fatal
             if error is not None and not by_alarm:

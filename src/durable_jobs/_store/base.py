@@ -39,9 +39,11 @@ from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, EncryptedRowError, ma
 from durable_jobs._store.errors import describe_error, driver_errors
 from durable_jobs._store.index import (
     INDEX_KWARG,
+    STATEMENTS_KWARG,
     TYPE_VERSIONS_KWARG,
     IndexRow,
     InstanceIndex,
+    RunStatements,
     index_rows_from,
     type_versions_from,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "INDEX_KWARG",
     "TYPE_VERSIONS_KWARG",
     "JobsApplication",
+    "StatementFailed",
     "Store",
     "index_rows_from",
     "type_versions_from",
@@ -65,6 +68,26 @@ DEFAULT_SNAPSHOT_INTERVAL = 100
 #: Kept for code that imported them from here.
 _index_row = index_row_of
 _label = label
+
+
+class StatementFailed(StoreError):
+    """A handler's recorded statement failed when its run was committed.
+
+    Nothing of that commit was written. ``instance_uuid`` names the run's
+    instance (None: the adapter cannot tell which of the commit's runs it was;
+    each is then written alone); the database error is ``error`` (and the
+    ``__cause__``).
+    """
+
+    def __init__(self, instance_uuid: UUID | None, error: BaseException) -> None:
+        self.instance_uuid = instance_uuid
+        self.error = error
+        whose = f" for instance {instance_uuid}" if instance_uuid is not None else ""
+        super().__init__(
+            f"A statement recorded with ctx.execute(){whose} failed when its run was "
+            f"committed: {describe_error(error)}; nothing was written."
+        )
+        self.__cause__ = error
 
 
 class JobsApplication(Application[UUID]):
@@ -116,6 +139,8 @@ class Store(RowsAndIndex, ABC):
     #: Whether calls may block (on disk or network): the runtime then makes them in
     #: worker threads; calls of a store that never blocks are made inline.
     blocking: ClassVar[bool] = True
+    #: Whether handlers may record SQL with ``ctx.execute`` (run in the commit transaction).
+    supports_statements: ClassVar[bool] = False
     #: False: open an existing store only (read-only tools); a missing file,
     #: schema or table is a ConfigurationError and nothing is created.
     create: bool = True
@@ -266,8 +291,12 @@ class Store(RowsAndIndex, ABC):
             except AggregateNotFoundError:
                 return None
 
-    def save(self, *instances: JobInstance) -> None:
+    def save(self, *instances: JobInstance, statements: RunStatements = ()) -> None:
         """Commit the pending events of ``instances`` and their index rows atomically.
+
+        ``statements`` (instance uuid, its run's recorded statements) run in the
+        same transaction, in order; one that fails raises :class:`StatementFailed`
+        naming its instance, and nothing is written.
 
         Raises :class:`ConcurrencyError` if another writer saved one of them
         first; then nothing was written and the instances must be reloaded.
@@ -286,8 +315,10 @@ class Store(RowsAndIndex, ABC):
             for inst, evs in pending
             for e in evs
         )
+        if statements and not self.supports_statements:
+            raise ConfigurationError(f"The store {self.url} cannot run ctx.execute() statements.")
         try:
-            self._put(events, rows, versions)
+            self._put(events, rows, versions, [(u, s) for u, s in statements if s])
         except BaseException:
             # Keep the instances as they were: a failed save can be retried as is.
             for inst, evs in pending:
@@ -319,10 +350,11 @@ class Store(RowsAndIndex, ABC):
         events: Sequence[Any],
         rows: Sequence[IndexRow],
         versions: Sequence[tuple[str, str, int]] = (),
+        statements: RunStatements = (),
     ) -> None:
-        """Write ``events``, the index ``rows`` and new type ``versions`` in one
-        transaction, mapping driver errors."""
-        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions}
+        """Write ``events``, the index ``rows``, new type ``versions`` and run
+        ``statements`` in one transaction, mapping driver errors."""
+        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions, STATEMENTS_KWARG: statements}
         self._write(lambda: self._app.events.put(events, **kwargs), rows)
 
     def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:

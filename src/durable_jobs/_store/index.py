@@ -12,17 +12,23 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from durable_jobs._domain.statements import Statement
 
 __all__ = [
     "INDEX_COLUMNS",
     "INDEX_KWARG",
+    "STATEMENTS_KWARG",
     "TYPE_VERSIONS_KWARG",
     "IndexRow",
     "InstanceIndex",
+    "RunStatements",
     "from_epoch",
     "index_rows_from",
+    "statements_from",
     "to_epoch",
     "type_versions_from",
 ]
@@ -31,6 +37,10 @@ __all__ = [
 INDEX_KWARG: Final = "dj_index"
 #: Keyword argument of ``insert_events`` carrying the new ``(kind, job, type_version)``.
 TYPE_VERSIONS_KWARG: Final = "dj_type_versions"
+#: Keyword argument of ``insert_events`` carrying the runs' ``ctx.execute`` statements.
+STATEMENTS_KWARG: Final = "dj_statements"
+#: What a save passes down: each instance's recorded statements, in commit order.
+RunStatements = Sequence[tuple[UUID, Sequence["Statement"]]]
 
 
 def to_epoch(at: datetime | None) -> float | None:
@@ -92,6 +102,13 @@ INDEX_COLUMNS: Final = "instance_uuid, kind, job, instance_id, status, due_at, v
 def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:
     """The index rows a save passed down to the recorder's ``insert_events``."""
     return cast("Sequence[IndexRow]", kwargs.get(INDEX_KWARG) or ())
+
+
+def statements_from(kwargs: dict[str, Any]) -> RunStatements:
+    """The runs' ``ctx.execute`` statements a save passed down to ``insert_events``:
+    ``(instance uuid, statements)`` pairs, each statement with ``.sql`` and ``.params``,
+    to run in order in the same transaction (see ``Store.supports_statements``)."""
+    return cast("RunStatements", kwargs.get(STATEMENTS_KWARG) or ())
 
 
 def type_versions_from(kwargs: dict[str, Any]) -> Sequence[tuple[str, str, int]]:

@@ -1,0 +1,101 @@
+"""SQL statements a handler records with ``ctx.execute``, to run in its run's commit.
+
+Recording is pure: nothing runs here. The store runs a run's statements, in
+order, inside the transaction that stores the run's events and index row, so
+the handler's own writes commit exactly when the run does. What can be
+checked without a database is checked here, when the handler calls
+``ctx.execute``: the types, and that the statement does not try to end or
+split the commit's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from durable_jobs._errors import ConfigurationError, ValidationError
+
+__all__ = ["Statement", "Writes"]
+
+#: Statements that would end, split or leave the commit's transaction.
+_TRANSACTION_CONTROL = re.compile(
+    r"(BEGIN|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|START\s+TRANSACTION"
+    r"|PREPARE\s+TRANSACTION|SET\s+TRANSACTION|SET\s+SESSION\s+CHARACTERISTICS"
+    r"|VACUUM|ATTACH|DETACH)\b",
+    re.IGNORECASE,
+)
+#: Leading comments and whitespace, skipped before looking at the first keyword.
+_LEADING = re.compile(r"(\s+|--[^\n]*(\n|$)|/\*.*?\*/)*", re.DOTALL)
+#: Longest statement text accepted (characters).
+MAX_SQL = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One recorded ``ctx.execute(sql, params)``."""
+
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any] | None = None
+
+
+class Writes:
+    """The statements one handler call recorded, in order.
+
+    ``supported`` says whether the store can run them (SQLite and Postgres
+    can; the memory store cannot, so ``add`` raises ConfigurationError).
+    """
+
+    __slots__ = ("statements", "supported")
+
+    def __init__(self, *, supported: bool) -> None:
+        self.supported = supported
+        self.statements: list[Statement] = []
+
+    def add(self, sql: object, params: object = None) -> None:
+        """Record one statement after checking it (ValidationError: nothing recorded)."""
+        if not self.supported:
+            msg = (
+                "ctx.execute() needs a SQLite or Postgres store: it runs the statement in "
+                "the database transaction that commits the run, and the memory store has "
+                "no database. Open the jobs with e.g. store='sqlite:///app.db'."
+            )
+            raise ConfigurationError(msg)
+        self.statements.append(check_statement(sql, params))
+
+
+def check_statement(sql: object, params: object = None) -> Statement:
+    """``(sql, params)`` as a :class:`Statement`, or ValidationError saying what is wrong."""
+    if not isinstance(sql, str):
+        msg = f"ctx.execute() takes the SQL as a str, not {type(sql).__name__}: {sql!r:.80}"
+        raise ValidationError(msg)
+    if not sql.strip():
+        raise ValidationError("ctx.execute() got an empty SQL statement.")
+    if len(sql) > MAX_SQL:
+        msg = f"ctx.execute() got {len(sql)} characters of SQL; at most {MAX_SQL} are accepted."
+        raise ValidationError(msg)
+    start = _LEADING.match(sql)
+    head = sql[start.end() if start else 0 :]
+    if _TRANSACTION_CONTROL.match(head):
+        msg = (
+            f"ctx.execute() refuses transaction control ({head.split(None, 1)[0]!r}): the "
+            "statement runs inside the transaction that commits the run, which the library "
+            "opens and commits itself. Record only the statements that change your data."
+        )
+        raise ValidationError(msg)
+    if params is None:
+        return Statement(sql)
+    if isinstance(params, Mapping):
+        if not all(isinstance(k, str) for k in params):
+            msg = f"ctx.execute() named parameters need str keys, got {list(params)!r:.80}"
+            raise ValidationError(msg)
+        return Statement(sql, dict(params))
+    if isinstance(params, str | bytes | bytearray) or not isinstance(params, Sequence):
+        msg = (
+            "ctx.execute() takes params as a sequence (tuple or list, for ? or %s "
+            "placeholders) or a mapping (for :name or %(name)s), not "
+            f"{type(params).__name__}: {params!r:.80}"
+        )
+        raise ValidationError(msg)
+    return Statement(sql, tuple(params))

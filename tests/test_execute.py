@@ -1,0 +1,500 @@
+"""``ctx.execute``: handler writes that commit with the run, on real SQLite files and
+the real Postgres server.
+
+Every rule: statements run in order in the run's commit; a handler that raises,
+times out or is cancelled runs none; a retry runs only its own try's; a failing
+statement fails its run (recorded in ``run_failed``, retried per policy) and
+writes nothing, without touching the other runs of its group commit; a task's
+``on_event`` statements commit with the ``send``; the memory store refuses
+``ctx.execute``; bad input is a ValidationError.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from _execute import create_ledger, insert_sql, is_postgres, ledger, placeholder, run_sql
+from _runtime import MINUTE, SECOND, T, advance, running
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def _failures(records: list[dj.RecordedEvent]) -> list[dict[str, Any]]:
+    return [r.data for r in records if r.name == "run_failed"]
+
+
+# ---- continuous --------------------------------------------------------------------------
+
+
+async def test_continuous_writes_commit_with_each_run(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.continuous("bill", state=int, schedule=dj.every(MINUTE))
+    async def bill(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, ctx.run_count, "a"))
+        # Named placeholders work too; statements run in order (this one sees the first).
+        named = "%(i)s" if is_postgres(url) else ":i"
+        n = "%(n)s" if is_postgres(url) else ":n"
+        ctx.execute(f"UPDATE ledger SET note = 'b' WHERE instance = {named} AND n = {n}",
+                    {"i": ctx.instance_id, "n": ctx.run_count})  # fmt: skip
+        ctx.set_state(ctx.state + 1)
+
+    async with running(registry, url) as jobs:
+        await jobs.continuous("bill").start("acme", 0)
+        await jobs.wait_idle()
+        assert ledger(url) == [("acme", 1, "b")]
+        await advance(jobs, MINUTE)
+        await jobs.continuous("bill").trigger("acme")
+        assert ledger(url) == [("acme", 1, "b"), ("acme", 2, "b"), ("acme", 3, "b")]
+        assert await jobs.continuous("bill").get_state("acme") == 3
+
+
+async def test_a_failed_try_writes_nothing_and_its_retry_only_its_own(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "flaky",
+        state=int,
+        schedule=dj.every(timedelta(hours=1)),
+        retry=dj.Retry(max_attempts=3, delay=timedelta(seconds=10), jitter=0),
+    )
+    async def flaky(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, ctx.attempt, f"try {ctx.attempt}"))
+        if ctx.attempt < 3:
+            raise RuntimeError(f"try {ctx.attempt} fails after recording its statement")
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, url, records=records) as jobs:
+        await jobs.continuous("flaky").start("x", 0)
+        await jobs.wait_idle()
+        assert ledger(url) == []
+        await advance(jobs, 10 * SECOND)
+        assert ledger(url) == []
+        await advance(jobs, 10 * SECOND)
+        assert ledger(url) == [("x", 3, "try 3")]
+    assert [f["attempt"] for f in _failures(records)] == [1, 2]
+
+
+async def test_a_constraint_violation_fails_the_run_which_retries_and_writes_nothing(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    run_sql(url, "INSERT INTO {schema}.ledger VALUES ('x', 1, 'taken')".replace(
+        "{schema}.", "{schema}." if is_postgres(url) else ""))  # fmt: skip
+    registry = dj.Registry()
+    fixed = {"on": False}
+
+    @registry.continuous(
+        "dup",
+        state=int,
+        schedule=dj.every(timedelta(hours=1)),
+        retry=dj.Retry(max_attempts=3, delay=timedelta(seconds=10), jitter=0),
+    )
+    async def dup(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.set_state(ctx.state + 1)
+        ctx.execute(insert_sql(url), ("x", 2 if fixed["on"] else 1, f"try {ctx.attempt}"))
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, url, records=records) as jobs:
+        client = jobs.continuous("dup")
+        await client.start("x", 0)
+        await jobs.wait_idle()
+        [failure] = _failures(records)
+        assert "IntegrityError" in failure["error_type"] or "UniqueViolation" in str(
+            failure["error_type"]
+        )
+        assert failure["will_retry"] is True
+        assert await client.get_state("x") == 0  # nothing of the run committed
+        assert ledger(url) == [("x", 1, "taken")]
+        status = await client.status("x")
+        assert status.status == "running"
+        assert status.next_run_at == T + 10 * SECOND
+        fixed["on"] = True
+        await advance(jobs, 10 * SECOND)
+        assert ledger(url) == [("x", 1, "taken"), ("x", 2, "try 2")]
+        assert await client.get_state("x") == 1
+
+
+async def test_a_trigger_whose_statement_fails_reports_the_retry(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "typo",
+        state=int,
+        schedule=dj.every(timedelta(hours=1)),
+        start_immediately=False,
+        retry=dj.Retry(max_attempts=2, delay=timedelta(seconds=10)),
+    )
+    async def typo(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute("INSERT INTO no_such_table VALUES (1)")
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, url, records=records) as jobs:
+        await jobs.continuous("typo").start("t", 0)
+        result = await jobs.continuous("typo").trigger("t")
+        assert result == dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=True)
+        [failure] = _failures(records)
+        assert "no_such_table" in failure["message"]
+
+
+async def test_a_failing_statement_fails_only_its_own_run_in_a_group_commit(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.continuous("many", state=int, schedule=dj.every(MINUTE), start_immediately=False)
+    async def many(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.set_state(ctx.state + 1)
+        n = 0 if ctx.instance_id == "bad" else ctx.run_count
+        ctx.execute(
+            insert_sql(url), ("bad" if ctx.instance_id == "bad" else ctx.instance_id, n, None)
+        )
+        ctx.execute(insert_sql(url), ("shared", 0, ctx.instance_id) if ctx.instance_id == "bad"
+                    else (ctx.instance_id, n + 100, None))  # fmt: skip
+
+    store = dj.open_store(url)
+    run_sql(
+        url,
+        f"INSERT INTO {'{schema}.' if is_postgres(url) else ''}ledger VALUES ('shared', 0, 'x')",
+    )
+    records: list[dj.RecordedEvent] = []
+    tried: list[int] = []  # the size of each transaction tried
+    save = store.save
+
+    def counting_save(*instances: Any, **kwargs: Any) -> None:
+        tried.append(len(instances))
+        save(*instances, **kwargs)
+
+    store.save = counting_save  # type: ignore[method-assign]
+    try:
+        async with running(registry, store, records=records) as jobs:
+            client = jobs.continuous("many")
+            ids = [f"i{n:02}" for n in range(30)] + ["bad"]
+            for i in ids:
+                await client.start(i, 0)
+            await advance(jobs, MINUTE)
+            assert max(tried) > 1  # the runs were tried in shared transactions
+            rows = ledger(url)
+            good = sorted([(i, 1, None) for i in ids[:-1]] + [(i, 101, None) for i in ids[:-1]])
+            assert rows == sorted([*good, ("shared", 0, "x")])
+            for i in ids[:-1]:
+                assert await client.get_state(i) == 1
+            assert await client.get_state("bad") == 0
+            failures = _failures(records)
+            assert len(failures) == 1
+            assert [r.instance_id for r in records if r.name == "run_failed"] == ["bad"]
+    finally:
+        store.close()
+
+
+async def test_a_timed_out_handler_runs_none_of_its_statements(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.continuous("slow", state=int, schedule=dj.every(timedelta(hours=1)), timeout=5)
+    async def slow(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 1, None))
+        await trio.sleep(60)
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, url, records=records) as jobs:
+        await jobs.continuous("slow").start("s", 0)
+        await jobs.wait_idle()
+        [failure] = _failures(records)
+        assert failure["error_type"].endswith("HandlerTimeout")
+    assert ledger(url) == []
+
+
+async def test_a_run_cancelled_by_shutdown_runs_none_of_its_statements(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+    started = trio.Event()
+
+    @registry.continuous("long", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def long(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 1, None))
+        started.set()
+        await trio.sleep_forever()
+
+    async with running(registry, url, shutdown_grace=timedelta(seconds=1)) as jobs:
+        await jobs.continuous("long").start("l", 0)
+        await started.wait()
+    assert ledger(url) == []
+
+
+async def test_on_exhausted_hook_statements_commit_with_the_outcome(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    def exhausted(error: BaseException, ctx: dj.ContinuousContext[int]) -> str:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 99, "gave up"))
+        return "pause"
+
+    @registry.continuous(
+        "doomed",
+        state=int,
+        schedule=dj.every(timedelta(hours=1)),
+        retry=dj.Retry(max_attempts=1, on_exhausted=exhausted),
+    )
+    async def doomed(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 1, "never"))
+        raise RuntimeError("always")
+
+    async with running(registry, url) as jobs:
+        await jobs.continuous("doomed").start("d", 0)
+        await jobs.wait_idle()
+        assert (await jobs.continuous("doomed").status("d")).status == "failed"
+    assert ledger(url) == [("d", 99, "gave up")]
+
+
+# ---- debounce ----------------------------------------------------------------------------
+
+
+async def test_debounce_flush_and_reducer_statements(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.debounce("digest", event=int, state=int, flush_after=MINUTE)
+    async def digest(ctx: dj.DebounceContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 1000 + ctx.state, "flush"))
+
+    @digest.on_event
+    def fold(ctx: dj.DebounceEventContext[int, int]) -> int:
+        ctx.execute(insert_sql(url), (ctx.instance_id, ctx.event, "event"))
+        return (ctx.state or 0) + ctx.event
+
+    async with running(registry, url) as jobs:
+        client = jobs.debounce("digest")
+        await client.add("u", 1)
+        await client.add("u", 2)
+        assert ledger(url) == [("u", 1, "event"), ("u", 2, "event")]
+        # A reducer whose statement fails: the add raises HandlerError, nothing is added.
+        with pytest.raises(dj.HandlerError, match="not added"):
+            await client.add("u", 2)
+        assert (await client.status("u")).event_count == 2
+        await advance(jobs, MINUTE)
+        assert ledger(url) == [("u", 1, "event"), ("u", 2, "event"), ("u", 1003, "flush")]
+
+
+async def test_debounce_flush_whose_statement_fails_keeps_the_batch(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.debounce("d", event=int, flush_after=MINUTE)
+    async def flush(ctx: dj.DebounceContext[int]) -> None:
+        ctx.execute(insert_sql(url), ("same", 1, f"{ctx.state}"))
+
+    run_sql(
+        url, f"INSERT INTO {'{schema}.' if is_postgres(url) else ''}ledger VALUES ('same', 1, 'x')"
+    )
+    async with running(registry, url) as jobs:
+        client = jobs.debounce("d")
+        await client.add("u", 7)
+        result = await client.flush("u")
+        assert result == dj.FlushResult(
+            flushed=False, event_count=1, reason="failed", retry_scheduled=False
+        )
+        status = await client.status("u")
+        assert (status.status, status.event_count) == ("failed", 1)
+    assert ledger(url) == [("same", 1, "x")]
+
+
+# ---- task --------------------------------------------------------------------------------
+
+
+async def test_task_on_event_statements_commit_with_the_send(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+
+    @registry.task("orders", event=int, state=int)
+    async def run(ctx: dj.TaskContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 500 + ctx.execute_count, "execute"))
+
+    @run.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, event, "on_event"))
+        ctx.set_state(event)
+        if event == 1:
+            ctx.schedule(timedelta(seconds=5))
+
+    @run.on_idle
+    async def on_idle(ctx: dj.TaskContext[int]) -> None:
+        ctx.execute(insert_sql(url), (ctx.instance_id, 900 + ctx.event_count, "on_idle"))
+
+    async with running(registry, url) as jobs:
+        client = jobs.task("orders")
+        await client.send("o", 1)
+        assert ledger(url) == [("o", 1, "on_event")]
+        await advance(jobs, 5 * SECOND)
+        assert ledger(url) == [("o", 1, "on_event"), ("o", 501, "execute"), ("o", 901, "on_idle")]
+        # A statement that fails at commit: HandlerError, the event's failure is recorded,
+        # the state is unchanged and none of the send's writes are there.
+        with pytest.raises(dj.HandlerError):
+            await client.send("o", 1)
+        state = await client.get_state("o")
+        assert state is not None and state.state == 1
+        assert (await client.status("o")).event_count == 2
+        assert len(ledger(url)) == 3
+
+
+async def test_task_statement_failure_goes_to_on_error(
+    durable_store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = durable_store_url
+    create_ledger(url)
+    registry = dj.Registry()
+    seen: list[str] = []
+
+    @registry.task("t", event=int, state=int)
+    async def run(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @run.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.set_state(event)
+        ctx.execute(insert_sql(url), (ctx.instance_id, 1, "on_event"))
+
+    @run.on_error
+    async def on_error(error: BaseException, ctx: dj.TaskContext[int]) -> None:
+        seen.append(type(error).__name__)
+        ctx.execute(insert_sql(url), (ctx.instance_id, 2, "on_error"))
+
+    async with running(registry, url) as jobs:
+        client = jobs.task("t")
+        await client.send("a", 5)
+        await client.send("a", 6)  # (a, 1) exists: on_error runs with the database's error
+        assert seen == ["UniqueViolation" if is_postgres(url) else "IntegrityError"]
+        state = await client.get_state("a")
+        assert state is not None and state.state == 5
+    assert ledger(url) == [("a", 1, "on_event"), ("a", 2, "on_error")]
+
+
+# ---- the rules around the call -----------------------------------------------------------
+
+
+async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.MockClock) -> None:
+    registry = dj.Registry()
+    errors: list[BaseException] = []
+
+    @registry.continuous("m", state=int, schedule=dj.every(MINUTE))
+    async def m(ctx: dj.ContinuousContext[int]) -> None:
+        try:
+            ctx.execute("INSERT INTO t VALUES (1)")
+        except dj.ConfigurationError as exc:
+            errors.append(exc)
+
+    async with running(registry, "memory://") as jobs:
+        await jobs.continuous("m").start("x", 0)
+        await jobs.wait_idle()
+    [error] = errors
+    assert "SQLite or Postgres store" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "match"),
+    [
+        (b"SELECT 1", None, "as a str"),
+        ("   ", None, "empty"),
+        ("BEGIN", None, "transaction control"),
+        ("  -- note\n commit", None, "transaction control"),
+        ("/* x */ SAVEPOINT a", None, "transaction control"),
+        ("rollback to savepoint a", None, "transaction control"),
+        ("INSERT INTO t VALUES (?)", "a", "sequence"),
+        ("INSERT INTO t VALUES (?)", 5, "sequence"),
+        ("INSERT INTO t VALUES (:a)", {1: 2}, "str keys"),
+    ],
+)
+async def test_bad_statements_are_refused_in_the_handler(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, sql: Any, params: Any, match: str
+) -> None:
+    create_ledger(sqlite_url)
+    registry = dj.Registry()
+    errors: list[BaseException] = []
+
+    @registry.continuous("v", state=int, schedule=dj.every(MINUTE))
+    async def v(ctx: dj.ContinuousContext[int]) -> None:
+        try:
+            ctx.execute(sql, params)
+        except dj.ValidationError as exc:
+            errors.append(exc)
+        ctx.execute(insert_sql(sqlite_url), ("ok", 1, None))
+
+    async with running(registry, sqlite_url) as jobs:
+        await jobs.continuous("v").start("x", 0)
+        await jobs.wait_idle()
+    [error] = errors
+    assert match in str(error)
+    assert ledger(sqlite_url) == [("ok", 1, None)]  # the refused one was not recorded
+
+
+@pytest.mark.postgres
+async def test_postgres_names_resolve_in_the_store_schema_then_public(
+    pg_url: str, pg_schema: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    create_ledger(pg_url)
+    public_table = f"{pg_schema}_pub"
+    run_sql(pg_url, f"CREATE TABLE public.{public_table} (v int)")
+    # A public table with the same name as the schema's: the schema's wins.
+    run_sql(pg_url, "CREATE TABLE IF NOT EXISTS public.ledger_shadow_check (v int)")
+    registry = dj.Registry()
+
+    @registry.continuous("p", state=int, schedule=dj.every(MINUTE))
+    async def p(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.execute(insert_sql(pg_url), (ctx.instance_id, 1, None))
+        ctx.execute(f"INSERT INTO {public_table} (v) VALUES ({placeholder(pg_url)})", (7,))
+
+    try:
+        async with running(registry, pg_url) as jobs:
+            await jobs.continuous("p").start("x", 0)
+            await jobs.wait_idle()
+        assert ledger(pg_url) == [("x", 1, None)]
+        assert run_sql(pg_url, f"SELECT v FROM public.{public_table}") == [(7,)]
+    finally:
+        run_sql(pg_url, f"DROP TABLE IF EXISTS public.{public_table}")
+        run_sql(pg_url, "DROP TABLE IF EXISTS public.ledger_shadow_check")
+
+
+async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
+    sqlite_url: str,
+) -> None:
+    create_ledger(sqlite_url)
+    dj.open_store(sqlite_url).close()  # the app's own table does not make it "foreign"
