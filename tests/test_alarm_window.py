@@ -75,3 +75,17 @@ def test_unknown_uuid_keys_are_fine() -> None:
     a = AlarmKey(uuid4(), "continuous", "c", "x")
     window.set(a, T)
     assert window.pop_due(T) == [a]
+
+
+def test_a_load_leaves_out_running_instances_and_keeps_newer_alarms() -> None:
+    """Rows of instances with a run in flight are not dispatched again; a row read
+    before this process committed a later version gives way to that version's alarm."""
+    window = AlarmWindow(10)
+    later = T + timedelta(minutes=5)
+
+    def newer(r: IndexRow) -> tuple[bool, datetime | None]:
+        return (True, later) if r.instance_uuid == UUID(int=3) else (False, None)
+
+    window.load([row(1, T), row(2, T), row(3, T)], running={UUID(int=2)}, newer=newer)
+    assert window.pop_due(T) == [key(1)]
+    assert window.pop_due(later) == [key(3)]

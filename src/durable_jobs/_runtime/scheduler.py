@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 from uuid import UUID
@@ -24,6 +25,7 @@ from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClos
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.capabilities import ListensForAlarms
+from durable_jobs._store.index import IndexRow
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -62,9 +64,12 @@ class Scheduler:
         self.run_alarms = run_alarms
         self.poll_interval = poll_interval
         self.window = AlarmWindow(window)
-        self._run_limiter = trio.CapacityLimiter(rt.max_concurrent_runs)
-        #: Instances with a run started and not finished.
+        #: Instances with a run started and not finished (running or waiting its turn).
         self._queued: set[UUID] = set()
+        #: Due alarms waiting for one of the ``max_concurrent_runs`` run tasks.
+        self._waiting: deque[AlarmKey] = deque()
+        #: Run tasks alive (at most ``max_concurrent_runs``).
+        self._running = 0
         #: Instances whose last run failed inside the runtime: (next try, delay).
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
         self._unknown_jobs: set[tuple[str, str]] = set()
@@ -92,7 +97,9 @@ class Scheduler:
         if self.run_alarms:
             self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
         self._reload_blocked = False
-        self.kick()
+        if agg.id not in self._queued:
+            # An alarm run's commit: the scheduler is woken once, when the run ends.
+            self.kick()
 
     def is_idle(self) -> bool:
         """Nothing due, nothing running, nothing for the scheduler to look at."""
@@ -112,9 +119,17 @@ class Scheduler:
 
     async def _reload(self) -> None:
         rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
-        self.window.load(rows)
+        self.window.load(rows, running=self._queued, newer=self._newer)
         # Alarms of instances already running stay in the index until their commit.
         self._reload_blocked = self.window.needs_reload(self.rt.clock.now())
+
+    def _newer(self, row: IndexRow) -> tuple[bool, datetime | None]:
+        """Whether this process committed a later version of ``row``'s instance while the
+        index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
+        cached = self.rt.cache.peek(row.instance_uuid)
+        if cached is None or cached.version <= row.version:
+            return False, None
+        return True, cached.d.alarm_at
 
     async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
         """Start the runs of due alarms in ``runs`` (until cancelled)."""
@@ -254,12 +269,15 @@ class Scheduler:
             return
         self._queued.add(key.uuid)
         self.pending += 1
-        self._runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+        if self._running < self.rt.max_concurrent_runs:
+            self._running += 1
+            self._runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+        else:
+            self._waiting.append(key)
 
     async def _alarm_run(self, key: AlarmKey) -> None:
         try:
-            async with self._run_limiter:
-                await self._fire(key)
+            await self._fire(key)
             self._broken.pop(key.uuid, None)
         except Busy:
             self.window.set(key, self.rt.clock.now() + BUSY_RECHECK)
@@ -275,6 +293,12 @@ class Scheduler:
             self._queued.discard(key.uuid)
             self.pending -= 1
             self._reload_blocked = False
+            # The next waiting alarm runs in a task of its own (its own context).
+            if self._waiting and self._runs is not None:
+                nxt = self._waiting.popleft()
+                self._runs.start_soon(self._alarm_run, nxt, name=f"durable_jobs run {nxt.job}")
+            else:
+                self._running -= 1
             self.kick()
 
     def _run_broke(self, key: AlarmKey, exc: Exception) -> None:
