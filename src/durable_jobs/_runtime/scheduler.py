@@ -246,8 +246,9 @@ class Scheduler:
                     while True:
                         await trio.lowlevel.wait_readable(fd)
                         if listener.drain():
-                            self._reload_now = True
-                            self.kick()
+                            # A listener may say when the earliest announced alarm is due.
+                            earliest: datetime | None = getattr(listener, "earliest", None)
+                            self._heard(earliest)
                         backoff = RELOAD_BACKOFF
                 except DurableJobsError as exc:
                     log.warning("The alarm listener stopped (%s); opening it again", exc)
@@ -257,6 +258,17 @@ class Scheduler:
             reopened = True
             await trio.sleep(backoff.total_seconds())
             backoff = min(backoff * 2, MAX_LISTEN_BACKOFF)
+
+    def _heard(self, earliest: datetime | None) -> None:
+        """Other processes committed alarms, the earliest due at ``earliest`` (None: not
+        said). The window is read again once that alarm is due, not at every commit
+        (with several busy workers, every commit of one would reload all the others)."""
+        if earliest is None:
+            self._reload_now = True
+        elif self.run_alarms:
+            self.window.heard_of(earliest)
+            self._reload_blocked = False
+        self.kick()
 
     # ---- runs --------------------------------------------------------------------------
 

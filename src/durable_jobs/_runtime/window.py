@@ -133,6 +133,14 @@ class AlarmWindow:
         """How many alarms in the window are due at or before ``now``."""
         return sum(1 for due in self._due.values() if due <= now)
 
+    def heard_of(self, due: datetime) -> None:
+        """Another process committed an alarm due at ``due``: the window is exact only
+        below it from now on (it asks for a reload once ``due`` is reached)."""
+        if self.complete or (self.horizon is not None and due < self.horizon):
+            self.complete = False
+            self.horizon = due
+            self._due = {uuid: at for uuid, at in self._due.items() if at < due}
+
     def needs_reload(self, now: datetime) -> bool:
         """Whether alarms beyond the horizon may be due by ``now``."""
         return not self.complete and (self.horizon is None or self.horizon <= now)
