@@ -148,7 +148,13 @@ class Scheduler:
             poll = self.poll_interval
             if (
                 self._reload_now
-                or (self.window.needs_reload(now) and not self._reload_blocked)
+                # Not while due runs wait for a run task: they are enough to do, and
+                # the index would only give them again (reads every few runs otherwise).
+                or (
+                    self.window.needs_reload(now)
+                    and not self._reload_blocked
+                    and not self._waiting
+                )
                 or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
             ) and trio.current_time() >= retry_reload_at:
                 self._reload_now = False
