@@ -134,6 +134,18 @@ class Scheduler:
     async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
         """Start the runs of due alarms in ``runs`` (until cancelled)."""
         self._runs = runs
+        try:
+            await self._serve(task_status)
+        finally:
+            # Stopped (shutdown): alarms still waiting for a run task do not run now;
+            # they stay in the store for the next start.
+            for key in self._waiting:
+                self._queued.discard(key.uuid)
+                self.pending -= 1
+            self._waiting.clear()
+            self.rt.notify()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         clock = self.rt.clock
         await self._reload()
         last_poll = trio.current_time()
@@ -174,6 +186,7 @@ class Scheduler:
                     retry_reload_at = -math.inf
                     last_poll = trio.current_time()
                     continue
+            self._start_waiting()
             for key in self.window.pop_due(now):
                 self._dispatch(key, now)
             self._dirty = False
@@ -293,6 +306,15 @@ class Scheduler:
         else:
             self._waiting.append(key)
 
+    def _start_waiting(self) -> None:
+        """Start the runs of waiting alarms while run tasks are free (in the scheduler's
+        task, so that each run starts from the scheduler's context)."""
+        waiting, runs = self._waiting, self._runs
+        while waiting and runs is not None and self._running < self.rt.max_concurrent_runs:
+            key = waiting.popleft()
+            self._running += 1
+            runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+
     async def _alarm_run(self, key: AlarmKey) -> None:
         try:
             await self._fire(key)
@@ -311,12 +333,9 @@ class Scheduler:
             self._queued.discard(key.uuid)
             self.pending -= 1
             self._reload_blocked = False
-            # The next waiting alarm runs in a task of its own (its own context).
-            if self._waiting and self._runs is not None:
-                nxt = self._waiting.popleft()
-                self._runs.start_soon(self._alarm_run, nxt, name=f"durable_jobs run {nxt.job}")
-            else:
-                self._running -= 1
+            # The scheduler starts the next waiting alarm's run: spawned from here, its
+            # task would inherit this run's context variables (a handler's, say).
+            self._running -= 1
             self.kick()
 
     def _run_broke(self, key: AlarmKey, exc: Exception) -> None:
