@@ -48,8 +48,11 @@ def registry(count: list[int]) -> dj.Registry:
     return reg
 
 
-def child(url: str, start: float, warmup: float, seconds: float) -> None:
-    """In a worker process: serve from ``start``, count runs in the shared window."""
+def child(url: str, warmup: float, seconds: float) -> None:
+    """In a worker process: once imported, say so; serve from the start time the parent
+    sends (when every worker is ready), count runs in the shared window."""
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())
     count = [0]
 
     async def main() -> dict[str, float]:
@@ -64,12 +67,27 @@ def child(url: str, start: float, warmup: float, seconds: float) -> None:
 
 def measure(url: str, workers: int, warmup: float, seconds: float) -> tuple[float, float]:
     """(runs/s in total, CPU seconds per run summed over the workers)."""
-    start = time.time() + 1.5  # every process has imported and opened by then
-    args = ["--child", url, str(start), str(warmup), str(seconds)]
+    args = ["--child", url, str(warmup), str(seconds)]
     procs = [
-        subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(workers)
     ]
+    # Imports take seconds on a loaded machine: the window starts once every worker
+    # has imported, so that none of it is spent with fewer workers than counted.
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"a worker process failed (exit {proc.wait()})")
+    start = time.time() + 0.5
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start}\n")
+        proc.stdin.flush()
     results = []
     for proc in procs:
         out, _ = proc.communicate(timeout=start - time.time() + warmup + seconds + 120)
@@ -82,8 +100,8 @@ def measure(url: str, workers: int, warmup: float, seconds: float) -> tuple[floa
 
 
 def main() -> None:
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
         return
     p = parser(__doc__)
     p.add_argument("--workers", default="1,2,3")

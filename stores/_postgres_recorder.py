@@ -202,9 +202,12 @@ class PostgresApplicationRecorderWithIndex(
             ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
             params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
             curs.execute(self._upsert_index, params)
-            if any(r.due_at is not None for r in ordered):
-                # Delivered on commit only: other processes' schedulers look again.
-                curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, self.notify_token))
+            dues = [r.due_at for r in ordered if r.due_at is not None]
+            if dues:
+                # Delivered on commit only: other processes' schedulers look again
+                # once the earliest of these alarms (the payload's time) is due.
+                payload = f"{self.notify_token} {to_epoch(min(dues))!r}"
+                curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, payload))
         versions = type_versions_from(kwargs)
         if versions:
             curs.execute(

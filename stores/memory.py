@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -30,6 +30,10 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def __init__(self) -> None:
         super().__init__()
         self._index: dict[UUID, IndexRow] = {}
+        #: The index rows' alarms, earliest first: ``(due_at, uuid hex, uuid)``. Entries
+        #: go stale when an alarm changes (they are dropped when met); a row's current
+        #: alarm always has an entry, so the next alarms are read without a full scan.
+        self._alarms: list[tuple[datetime, str, UUID]] = []
         self._type_versions: set[tuple[str, str, int]] = set()
 
     def _insert_events(
@@ -42,7 +46,19 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             self._run_fault_hook()
             ids = self._update_table(stored_events, **kwargs)
             for row in rows:
+                old = self._index.get(row.instance_uuid)
                 self._index[row.instance_uuid] = row
+                if row.due_at is not None and (old is None or old.due_at != row.due_at):
+                    heapq.heappush(
+                        self._alarms, (row.due_at, row.instance_uuid.hex, row.instance_uuid)
+                    )
+            if len(self._alarms) > 2 * len(self._index) + 64:
+                self._alarms = [
+                    (r.due_at, r.instance_uuid.hex, r.instance_uuid)
+                    for r in self._index.values()
+                    if r.due_at is not None
+                ]
+                heapq.heapify(self._alarms)
             self._type_versions.update(type_versions_from(kwargs))
             return ids
 
@@ -66,17 +82,39 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         with self._database_lock:
-            due = [r for r in self._index.values() if r.due_at is not None and r.due_at <= before]
-        return heapq.nsmallest(limit, due, key=_alarm_key)
+            return self._earliest(limit, lambda due: due <= before, None)
 
     def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
         with self._database_lock:
-            rows = [
-                r
-                for r in self._index.values()
-                if r.due_at is not None and (after is None or r.due_at > after)
-            ]
-        return heapq.nsmallest(limit, rows, key=_alarm_key)
+            return self._earliest(limit, None, after)
+
+    def _earliest(
+        self, limit: int, until: Callable[[datetime], bool] | None, after: datetime | None
+    ) -> list[IndexRow]:
+        """The ``limit`` earliest alarms (due while ``until`` holds, later than ``after``):
+        taken off the heap, stale entries dropped, the current ones put back."""
+        heap, index = self._alarms, self._index
+        taken: list[tuple[datetime, str, UUID]] = []
+        seen: set[UUID] = set()
+        rows: list[IndexRow] = []
+        try:
+            while heap and len(rows) < limit:
+                entry = heap[0]
+                due, _, uuid = entry
+                if until is not None and not until(due):
+                    break
+                heapq.heappop(heap)
+                row = index.get(uuid)
+                if row is None or row.due_at != due or uuid in seen:
+                    continue  # stale: the alarm changed, or the instance was deleted
+                seen.add(uuid)
+                taken.append(entry)
+                if after is None or due > after:
+                    rows.append(row)
+        finally:
+            for entry in taken:
+                heapq.heappush(heap, entry)
+        return rows
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:
         with self._database_lock:
@@ -116,11 +154,6 @@ def _drop(recorder: POPOAggregateRecorder, instance_uuid: UUID) -> int:
                     position
                 )
         return dropped
-
-
-def _alarm_key(row: IndexRow) -> tuple[datetime, str]:
-    assert row.due_at is not None
-    return (row.due_at, row.instance_uuid.hex)
 
 
 class _MemoryFactory(POPOFactory):

@@ -43,6 +43,7 @@ from durable_jobs.adapters import (
     Store,
     StoreError,
     driver_errors,
+    from_epoch,
     scrub_chain,
 )
 from durable_jobs.stores._postgres_conn import (
@@ -65,6 +66,7 @@ from durable_jobs.stores._postgres_recorder import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from datetime import datetime
     from uuid import UUID
 
     from durable_jobs.adapters import IndexRow, StoreURL
@@ -107,20 +109,35 @@ class PostgresAlarmListener:
         self._conn = conn
         self._token = token.encode()
         self._describe = describe
+        #: The earliest alarm the last :meth:`drain` heard of (None: not said).
+        self.earliest: datetime | None = None
 
     def fileno(self) -> int:
         """The connection's socket."""
         return int(self._conn.pgconn.socket)
 
     def drain(self) -> bool:
-        """Read what arrived; True if another store announced an alarm."""
+        """Read what arrived; True if another store announced an alarm (and then
+        :attr:`earliest` says when the earliest of them is due)."""
         pgconn = self._conn.pgconn
         lost = "The alarm listener lost its connection: "
         with driver_errors(lambda exc: StoreError(lost + self._describe(exc))):
             pgconn.consume_input()
-        foreign = False
+        foreign = unknown = False
+        earliest: datetime | None = None
         while (note := pgconn.notifies()) is not None:
-            foreign = foreign or note.extra != self._token
+            token, _, at = note.extra.partition(b" ")
+            if token == self._token:
+                continue
+            foreign = True
+            try:
+                due = from_epoch(float(at))
+            except ValueError:
+                unknown = True  # a payload without a time (an older version)
+                continue
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        self.earliest = None if unknown else earliest
         return foreign
 
     def close(self) -> None:

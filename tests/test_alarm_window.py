@@ -75,3 +75,32 @@ def test_unknown_uuid_keys_are_fine() -> None:
     a = AlarmKey(uuid4(), "continuous", "c", "x")
     window.set(a, T)
     assert window.pop_due(T) == [a]
+
+
+def test_a_load_leaves_out_running_instances_and_keeps_newer_alarms() -> None:
+    """Rows of instances with a run in flight are not dispatched again; a row read
+    before this process committed a later version gives way to that version's alarm."""
+    window = AlarmWindow(10)
+    later = T + timedelta(minutes=5)
+
+    def newer(r: IndexRow) -> tuple[bool, datetime | None]:
+        return (True, later) if r.instance_uuid == UUID(int=3) else (False, None)
+
+    window.load([row(1, T), row(2, T), row(3, T)], running={UUID(int=2)}, newer=newer)
+    assert window.pop_due(T) == [key(1)]
+    assert window.pop_due(later) == [key(3)]
+
+
+def test_an_alarm_heard_of_lowers_the_horizon_to_it_and_never_raises_it() -> None:
+    """Another process's alarm: the window is exact only below it, and reloads there."""
+    window = AlarmWindow(10)
+    window.load([row(1, T), row(2, T + timedelta(minutes=10))])
+    assert window.complete
+    window.heard_of(T + timedelta(minutes=5))
+    assert (window.complete, window.horizon) == (False, T + timedelta(minutes=5))
+    assert not window.needs_reload(T + timedelta(minutes=4))
+    assert window.needs_reload(T + timedelta(minutes=5))
+    window.heard_of(T + timedelta(minutes=8))  # later than the horizon: nothing to do
+    assert window.horizon == T + timedelta(minutes=5)
+    # Alarms at or beyond the new horizon wait for the reload.
+    assert window.pop_due(T + timedelta(hours=1)) == [key(1)]

@@ -647,3 +647,33 @@ def test_opens_a_schema_made_by_a_dba_without_database_privileges(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(pg_schema))
             )
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+
+
+def test_the_alarm_listener_hears_the_earliest_alarm_of_other_stores(
+    pg_url: str, opened: list[Store]
+) -> None:
+    """A commit announces its earliest alarm; a listener skips its own store's commits."""
+    import select
+
+    mine, other = open_store(pg_url), open_store(pg_url)
+    opened += [mine, other]
+    assert isinstance(mine, PostgresStore)
+    listener = mine.open_alarm_listener()
+    try:
+        mine.save(_start(instance_id="own", at=T))
+        other.save(_start(instance_id="a", at=T + timedelta(hours=2)))
+        other.save(_start(instance_id="b", at=T + timedelta(hours=1)), _start(instance_id="c"))
+        heard = False
+        for _ in range(50):
+            select.select([listener.fileno()], [], [], 0.1)
+            heard = listener.drain() or heard
+            if heard and listener.earliest == T:
+                break
+        assert heard
+        # Of the other store's commits, the earliest alarm ("c", due at T); not "own".
+        assert listener.earliest == T
+        mine.save(_start(instance_id="own2", at=T - timedelta(hours=1)))
+        select.select([listener.fileno()], [], [], 0.5)
+        assert not listener.drain()
+    finally:
+        listener.close()

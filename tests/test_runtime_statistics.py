@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from datetime import timedelta
 
@@ -114,3 +115,45 @@ def test_the_repr_shows_every_figure() -> None:
         "misses (44 cached), locks held 2>"
     )
     assert "locks" not in repr(dataclasses.replace(stats, locks_held=None))
+
+
+_SEEN: contextvars.ContextVar[str | None] = contextvars.ContextVar("_SEEN", default=None)
+
+
+async def test_a_run_that_waited_for_a_slot_does_not_see_the_previous_runs_context(
+    autojump_clock: MockClock,
+) -> None:
+    """Runs beyond ``max_concurrent_runs`` wait their turn; each still starts from a
+    fresh context, not from the run that freed its slot (a handler's context variables)."""
+    registry = dj.Registry()
+    seen: list[str | None] = []
+
+    @registry.continuous("c", state=int, schedule=dj.every(HOUR), start_immediately=False)
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        seen.append(_SEEN.get())
+        _SEEN.set(ctx.instance_id)
+
+    async with running(registry, "memory://", max_concurrent_runs=1) as jobs:
+        for k in range(4):
+            await jobs.continuous("c").start(f"c{k}", 0)
+        await advance(jobs, HOUR)
+    assert seen == [None] * 4
+
+
+async def test_runs_waiting_for_a_slot_at_shutdown_leave_nothing_in_flight(
+    autojump_clock: MockClock,
+) -> None:
+    """Shutdown stops the scheduler: alarms still waiting for a run slot stay in the
+    store, and the block ends without waiting out its grace for them."""
+    gate, entered = trio.Event(), trio.Event()
+    registry = gated_registry(gate, entered)
+    async with running(registry, "memory://", max_concurrent_runs=1) as jobs:
+        for k in range(3):
+            await jobs.continuous("slow").start(f"s{k}", 0)
+        await trio.sleep(HOUR.total_seconds())
+        await entered.wait()
+        assert jobs.statistics().runs_in_flight == 3
+        gate.set()
+        start = trio.current_time()
+    # The run in flight ended at once (gate open); the two waiting did not run.
+    assert trio.current_time() - start < 1

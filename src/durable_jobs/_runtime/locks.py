@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from uuid import UUID
 
@@ -50,20 +50,56 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[UUID, tuple[trio.Lock, list[int]]] = {}
 
-    @asynccontextmanager
-    async def __call__(self, key: UUID) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
+    def __call__(self, key: UUID) -> _KeyHold:
+        return _KeyHold(self._locks, key)
+
+
+class _KeyHold:
+    """Holding one key of :class:`KeyedLocks` (a plain class: cheaper than a generator
+    context manager on every run)."""
+
+    __slots__ = ("entry", "key", "locks", "on_taken")
+
+    def __init__(
+        self,
+        locks: dict[UUID, tuple[trio.Lock, list[int]]],
+        key: UUID,
+        on_taken: Callable[[], None] | None = None,
+    ) -> None:
+        self.locks = locks
+        self.key = key
+        self.on_taken = on_taken
+
+    async def __aenter__(self) -> bool:
+        entry = self.locks.get(self.key)
         if entry is None:
-            entry = self._locks[key] = (trio.Lock(), [0])
+            entry = self.locks[self.key] = (trio.Lock(), [0])
+        self.entry = entry
         lock, users = entry
         users[0] += 1
         try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+        if self.on_taken is not None:
+            try:
+                self.on_taken()
+            except BaseException:
+                lock.release()
+                self._leave()
+                raise
+        return True
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.entry[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        users = self.entry[1]
+        users[0] -= 1
+        if users[0] == 0:
+            del self.locks[self.key]
 
 
 class _LockRequest:
@@ -102,15 +138,14 @@ class InstanceLocks:
         #: Cross-process locks this process holds now (both scopes).
         self.held = 0
 
-    @asynccontextmanager
-    async def hold(
+    def hold(
         self,
         uuid: UUID,
         *,
         scope: str = "instance",
         wait: bool = True,
         on_taken: Callable[[], None] | None = None,
-    ) -> AsyncIterator[bool]:
+    ) -> AbstractAsyncContextManager[bool]:
         """Hold ``uuid``'s ``scope`` lock in this process and, on a shared store, across
         processes; yields False (not held) if ``wait`` is False and another process has it.
 
@@ -118,6 +153,19 @@ class InstanceLocks:
         the work (say, the runtime began to shut down while the call waited).
         """
         locks = self._instance if scope == "instance" else self._flush
+        if self.cross is None:
+            return _KeyHold(locks._locks, uuid, on_taken)
+        return self._hold_shared(locks, uuid, scope, wait, on_taken)
+
+    @asynccontextmanager
+    async def _hold_shared(
+        self,
+        locks: KeyedLocks,
+        uuid: UUID,
+        scope: str,
+        wait: bool,
+        on_taken: Callable[[], None] | None,
+    ) -> AsyncIterator[bool]:
         async with locks(uuid):
             if on_taken is not None:
                 on_taken()

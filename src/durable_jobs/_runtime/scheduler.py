@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 from uuid import UUID
@@ -24,6 +25,7 @@ from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClos
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.capabilities import ListensForAlarms
+from durable_jobs._store.index import IndexRow
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -62,9 +64,12 @@ class Scheduler:
         self.run_alarms = run_alarms
         self.poll_interval = poll_interval
         self.window = AlarmWindow(window)
-        self._run_limiter = trio.CapacityLimiter(rt.max_concurrent_runs)
-        #: Instances with a run started and not finished.
+        #: Instances with a run started and not finished (running or waiting its turn).
         self._queued: set[UUID] = set()
+        #: Due alarms waiting for one of the ``max_concurrent_runs`` run tasks.
+        self._waiting: deque[AlarmKey] = deque()
+        #: Run tasks alive (at most ``max_concurrent_runs``).
+        self._running = 0
         #: Instances whose last run failed inside the runtime: (next try, delay).
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
         self._unknown_jobs: set[tuple[str, str]] = set()
@@ -92,7 +97,9 @@ class Scheduler:
         if self.run_alarms:
             self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
         self._reload_blocked = False
-        self.kick()
+        if agg.id not in self._queued:
+            # An alarm run's commit: the scheduler is woken once, when the run ends.
+            self.kick()
 
     def is_idle(self) -> bool:
         """Nothing due, nothing running, nothing for the scheduler to look at."""
@@ -112,13 +119,33 @@ class Scheduler:
 
     async def _reload(self) -> None:
         rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
-        self.window.load(rows)
+        self.window.load(rows, running=self._queued, newer=self._newer)
         # Alarms of instances already running stay in the index until their commit.
         self._reload_blocked = self.window.needs_reload(self.rt.clock.now())
+
+    def _newer(self, row: IndexRow) -> tuple[bool, datetime | None]:
+        """Whether this process committed a later version of ``row``'s instance while the
+        index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
+        cached = self.rt.cache.peek(row.instance_uuid)
+        if cached is None or cached.version <= row.version:
+            return False, None
+        return True, cached.d.alarm_at
 
     async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
         """Start the runs of due alarms in ``runs`` (until cancelled)."""
         self._runs = runs
+        try:
+            await self._serve(task_status)
+        finally:
+            # Stopped (shutdown): alarms still waiting for a run task do not run now;
+            # they stay in the store for the next start.
+            for key in self._waiting:
+                self._queued.discard(key.uuid)
+                self.pending -= 1
+            self._waiting.clear()
+            self.rt.notify()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         clock = self.rt.clock
         await self._reload()
         last_poll = trio.current_time()
@@ -133,7 +160,13 @@ class Scheduler:
             poll = self.poll_interval
             if (
                 self._reload_now
-                or (self.window.needs_reload(now) and not self._reload_blocked)
+                # Not while due runs wait for a run task: they are enough to do, and
+                # the index would only give them again (reads every few runs otherwise).
+                or (
+                    self.window.needs_reload(now)
+                    and not self._reload_blocked
+                    and not self._waiting
+                )
                 or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
             ) and trio.current_time() >= retry_reload_at:
                 self._reload_now = False
@@ -153,6 +186,7 @@ class Scheduler:
                     retry_reload_at = -math.inf
                     last_poll = trio.current_time()
                     continue
+            self._start_waiting()
             for key in self.window.pop_due(now):
                 self._dispatch(key, now)
             self._dirty = False
@@ -231,8 +265,9 @@ class Scheduler:
                     while True:
                         await trio.lowlevel.wait_readable(fd)
                         if listener.drain():
-                            self._reload_now = True
-                            self.kick()
+                            # A listener may say when the earliest announced alarm is due.
+                            earliest: datetime | None = getattr(listener, "earliest", None)
+                            self._heard(earliest)
                         backoff = RELOAD_BACKOFF
                 except DurableJobsError as exc:
                     log.warning("The alarm listener stopped (%s); opening it again", exc)
@@ -242,6 +277,17 @@ class Scheduler:
             reopened = True
             await trio.sleep(backoff.total_seconds())
             backoff = min(backoff * 2, MAX_LISTEN_BACKOFF)
+
+    def _heard(self, earliest: datetime | None) -> None:
+        """Other processes committed alarms, the earliest due at ``earliest`` (None: not
+        said). The window is read again once that alarm is due, not at every commit
+        (with several busy workers, every commit of one would reload all the others)."""
+        if earliest is None:
+            self._reload_now = True
+        elif self.run_alarms:
+            self.window.heard_of(earliest)
+            self._reload_blocked = False
+        self.kick()
 
     # ---- runs --------------------------------------------------------------------------
 
@@ -254,12 +300,24 @@ class Scheduler:
             return
         self._queued.add(key.uuid)
         self.pending += 1
-        self._runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+        if self._running < self.rt.max_concurrent_runs:
+            self._running += 1
+            self._runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+        else:
+            self._waiting.append(key)
+
+    def _start_waiting(self) -> None:
+        """Start the runs of waiting alarms while run tasks are free (in the scheduler's
+        task, so that each run starts from the scheduler's context)."""
+        waiting, runs = self._waiting, self._runs
+        while waiting and runs is not None and self._running < self.rt.max_concurrent_runs:
+            key = waiting.popleft()
+            self._running += 1
+            runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
 
     async def _alarm_run(self, key: AlarmKey) -> None:
         try:
-            async with self._run_limiter:
-                await self._fire(key)
+            await self._fire(key)
             self._broken.pop(key.uuid, None)
         except Busy:
             self.window.set(key, self.rt.clock.now() + BUSY_RECHECK)
@@ -275,6 +333,9 @@ class Scheduler:
             self._queued.discard(key.uuid)
             self.pending -= 1
             self._reload_blocked = False
+            # The scheduler starts the next waiting alarm's run: spawned from here, its
+            # task would inherit this run's context variables (a handler's, say).
+            self._running -= 1
             self.kick()
 
     def _run_broke(self, key: AlarmKey, exc: Exception) -> None:

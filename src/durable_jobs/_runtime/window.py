@@ -10,7 +10,7 @@ store until the window reaches them and reloads.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -44,16 +44,35 @@ class AlarmWindow:
     def __len__(self) -> int:
         return len(self._due)
 
-    def load(self, rows: Sequence[IndexRow]) -> None:
-        """Replace the window with ``rows`` (the earliest alarms, earliest first)."""
+    def load(
+        self,
+        rows: Sequence[IndexRow],
+        *,
+        running: Container[UUID] = (),
+        newer: Callable[[IndexRow], tuple[bool, datetime | None]] | None = None,
+    ) -> None:
+        """Replace the window with ``rows`` (the earliest alarms, earliest first).
+
+        Rows of ``running`` instances are left out: their run sets their next alarm
+        when it ends. ``newer(row)`` says whether this process committed a later
+        version of the row's instance than the row (read while it committed), and
+        that version's alarm, which is kept instead of the stale one.
+        """
         self._heap.clear()
         self._due.clear()
         self.complete = len(rows) < self.size
         self.horizon = None if self.complete or not rows else rows[-1].due_at
         for row in rows:
-            if row.due_at is not None:
-                key = AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
-                self._push(key, row.due_at)
+            due = row.due_at
+            if due is None or row.instance_uuid in running:
+                continue
+            key = AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
+            if newer is not None:
+                known, at = newer(row)
+                if known:
+                    self.set(key, at)
+                    continue
+            self._push(key, due)
 
     def _push(self, key: AlarmKey, due: datetime) -> None:
         self._due[key.uuid] = due
@@ -113,6 +132,14 @@ class AlarmWindow:
     def count_due(self, now: datetime) -> int:
         """How many alarms in the window are due at or before ``now``."""
         return sum(1 for due in self._due.values() if due <= now)
+
+    def heard_of(self, due: datetime) -> None:
+        """Another process committed an alarm due at ``due``: the window is exact only
+        below it from now on (it asks for a reload once ``due`` is reached)."""
+        if self.complete or (self.horizon is not None and due < self.horizon):
+            self.complete = False
+            self.horizon = due
+            self._due = {uuid: at for uuid, at in self._due.items() if at < due}
 
     def needs_reload(self, now: datetime) -> bool:
         """Whether alarms beyond the horizon may be due by ``now``."""
