@@ -53,6 +53,7 @@ EXPECTED = {
     "StateChange",
     "StateDiff",
     "Store",
+    "StatementFailed",
     "StoreError",
     "SystemClock",
     "TaskClient",

@@ -48,6 +48,7 @@ from durable_jobs._errors import (
     LiveInstanceError,
     LockLost,
     RuntimeClosed,
+    StatementFailed,
     StoreError,
     ValidationError,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "StateAt",
     "StateChange",
     "StateDiff",
+    "StatementFailed",
     "Store",
     "StoreError",
     "SystemClock",

@@ -7,6 +7,8 @@ tracebacks, wherever it is raised (see :func:`_show_as_public`).
 
 from __future__ import annotations
 
+from uuid import UUID
+
 __all__ = [
     "ActionRefused",
     "ConcurrencyError",
@@ -20,6 +22,7 @@ __all__ = [
     "LiveInstanceError",
     "LockLost",
     "RuntimeClosed",
+    "StatementFailed",
     "StoreError",
     "ValidationError",
 ]
@@ -87,6 +90,29 @@ class LockLost(ConcurrencyError):
     """The cross-process lock of an instance was lost while a run held it (its session
     ended, or the worker's lease expired): the run stopped and nothing it did was
     committed; the instance runs again under a new lock."""
+
+
+class StatementFailed(StoreError):
+    """A handler's statement (``ctx.execute``) failed when its run was committed.
+
+    Nothing of that commit was written. ``instance_uuid`` names the run's
+    instance (None: the adapter cannot tell which of the commit's runs it was;
+    each is then written alone); the database error is ``error`` (and the
+    ``__cause__``). The runtime records it in the run's ``run_failed`` and the
+    retry policy applies; a store adapter raises it.
+    """
+
+    def __init__(self, instance_uuid: UUID | None, error: BaseException) -> None:
+        self.instance_uuid = instance_uuid
+        self.error = error
+        whose = f" for instance {instance_uuid}" if instance_uuid is not None else ""
+        text = str(error).strip() or type(error).__name__
+        account = f"{type(error).__name__}: {text}" if text != type(error).__name__ else text
+        super().__init__(
+            f"A statement recorded with ctx.execute(){whose} failed when its run was "
+            f"committed: {account}; nothing was written."
+        )
+        self.__cause__ = error
 
 
 class ExportFileError(ValidationError):

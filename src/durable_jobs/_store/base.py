@@ -33,7 +33,13 @@ from eventsourcing.utils import Environment
 from durable_jobs._domain import continuous, debounce, task  # noqa: F401  (registers kinds)
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
-from durable_jobs._errors import ConcurrencyError, ConfigurationError, DurableJobsError, StoreError
+from durable_jobs._errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DurableJobsError,
+    StatementFailed,
+    StoreError,
+)
 from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, EncryptedRowError, make_cipher
 from durable_jobs._store.errors import describe_error, driver_errors
@@ -68,26 +74,6 @@ DEFAULT_SNAPSHOT_INTERVAL = 100
 #: Kept for code that imported them from here.
 _index_row = index_row_of
 _label = label
-
-
-class StatementFailed(StoreError):
-    """A handler's recorded statement failed when its run was committed.
-
-    Nothing of that commit was written. ``instance_uuid`` names the run's
-    instance (None: the adapter cannot tell which of the commit's runs it was;
-    each is then written alone); the database error is ``error`` (and the
-    ``__cause__``).
-    """
-
-    def __init__(self, instance_uuid: UUID | None, error: BaseException) -> None:
-        self.instance_uuid = instance_uuid
-        self.error = error
-        whose = f" for instance {instance_uuid}" if instance_uuid is not None else ""
-        super().__init__(
-            f"A statement recorded with ctx.execute(){whose} failed when its run was "
-            f"committed: {describe_error(error)}; nothing was written."
-        )
-        self.__cause__ = error
 
 
 class JobsApplication(Application[UUID]):
