@@ -36,6 +36,7 @@ from durable_jobs._runtime.runtime import Observer, Runtime
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
+from durable_jobs._telemetry import telemetry
 
 __all__ = [
     "AddResult",
@@ -186,11 +187,18 @@ def _limited(
     method: Callable[Concatenate[C, P], Awaitable[R]],
 ) -> Callable[Concatenate[C, P], Awaitable[R]]:
     """Run a client method with its ``open_jobs``'s size limits in effect (they apply to
-    the values it checks and to the handlers it runs in the caller's task)."""
+    the values it checks and to the handlers it runs in the caller's task), in a span of
+    its own (see ``durable_jobs._telemetry``)."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with limits_in_effect(self._limits):
+        job = self._definition
+        instance_id = args[0] if args else kwargs.get("id")
+        with (
+            limits_in_effect(self._limits),
+            telemetry.client_call(job.kind, job.name, name, instance_id),
+        ):
             return await method(self, *args, **kwargs)
 
     return wrapper

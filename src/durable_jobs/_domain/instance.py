@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar, cast
 
 from eventsourcing.domain import Aggregate, Snapshot
-from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue, StringConstraints
 
 from durable_jobs._domain.backoff import OnExhausted, Retry, retry_decision
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
@@ -97,6 +97,8 @@ class InstanceData(BaseModel):
     #: The job's type version ``state`` was written with (1 for logs older than versions).
     state_version: int = 1
     alarm_at: UtcDatetime | None = None
+    # The traceparent of the client call that set the alarm (see AlarmSet.trace).
+    alarm_trace: str | None = None
     run_count: int = 0
     # The last failed try of the run that is waiting for a retry (0: none waiting).
     attempt: int = 0
@@ -195,6 +197,8 @@ def _dump_data(d: InstanceData) -> dict[str, Any]:
     data = d.model_dump(mode="json")
     if data["state_version"] == 1:
         del data["state_version"]
+    if data["alarm_trace"] is None:
+        del data["alarm_trace"]
     for batch in data["closed"]:
         if batch["state_version"] == 1:
             del batch["state_version"]
@@ -316,13 +320,22 @@ class JobInstance(Aggregate):
             d.state = apply_state_patch(d.state, self.patch)
 
     class AlarmSet(Event):
-        """The instance's one alarm now rings at ``at`` (replacing any other)."""
+        """The instance's one alarm now rings at ``at`` (replacing any other).
+
+        ``trace`` is the W3C traceparent of the client call that set it, when it
+        was traced: the run it starts links to that call. An alarm set without
+        one (by a run: the next run of a schedule, a retry) keeps the last one.
+        """
 
         NAME: ClassVar[str] = "alarm_set"
         at: UtcDatetime
+        trace: Annotated[str, StringConstraints(max_length=64)] | None = None
 
         def apply(self, aggregate: Any) -> None:
-            cast("JobInstance", aggregate).d.alarm_at = self.at
+            d = cast("JobInstance", aggregate).d
+            d.alarm_at = self.at
+            if self.trace is not None:
+                d.alarm_trace = self.trace
 
     class AlarmCleared(Event):
         """The instance has no alarm any more."""
@@ -330,7 +343,9 @@ class JobInstance(Aggregate):
         NAME: ClassVar[str] = "alarm_cleared"
 
         def apply(self, aggregate: Any) -> None:
-            cast("JobInstance", aggregate).d.alarm_at = None
+            d = cast("JobInstance", aggregate).d
+            d.alarm_at = None
+            d.alarm_trace = None
 
     class RunSucceeded(Event):
         """A handler run returned normally."""
@@ -614,6 +629,25 @@ class JobInstance(Aggregate):
             self.trigger_event(self.AlarmCleared, timestamp=now)
         else:
             self.trigger_event(self.AlarmSet, timestamp=now, at=at)
+
+    def stamp_trace(self, trace: str) -> None:
+        """Record ``trace`` (the traceparent of the client call committing now) on the
+        pending ``AlarmSet`` events, so the runs they make due link to that call."""
+        pending = self.pending_events
+        stamped = False
+        for i, event in enumerate(pending):
+            if isinstance(event, JobInstance.AlarmSet) and event.trace is None:
+                event_cls: Any = type(event)  # a dataclass made by eventsourcing's metaclass
+                pending[i] = event_cls(
+                    originator_id=event.originator_id,
+                    originator_version=event.originator_version,
+                    timestamp=event.timestamp,
+                    at=event.at,
+                    trace=trace,
+                )
+                stamped = True
+        if stamped and self.d.alarm_at is not None:
+            self.d.alarm_trace = trace
 
     def set_state(self, state: Any, *, now: datetime, type_version: int = 1) -> None:
         """Replace the state (recorded even when equal: the handler asked for it).

@@ -17,6 +17,7 @@ import trio
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
+from durable_jobs._telemetry import telemetry
 
 __all__ = ["GroupCommit"]
 
@@ -53,6 +54,7 @@ class GroupCommit:
         self.commits += size
         self.batches += 1
         self.largest_batch = max(self.largest_batch, size)
+        telemetry.record_commit(size)
 
     async def commit(self, agg: JobInstance) -> None:
         """Save ``agg``, in one transaction with whatever other commits are waiting."""

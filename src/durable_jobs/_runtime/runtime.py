@@ -46,6 +46,7 @@ from durable_jobs._runtime.scheduler import Scheduler
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._runtime.task import TaskRunner
 from durable_jobs._store.base import Store
+from durable_jobs._telemetry import telemetry
 
 __all__ = ["Observer", "Runtime", "RuntimeClosed", "check_key"]
 
@@ -109,6 +110,7 @@ class Runtime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`shutdown`: the scheduler, then every run it started."""
         unsubscribe = self.clock.on_jump(self.scheduler.kick)
+        unwatch = telemetry.watch(self)
         try:
             async with trio.open_nursery() as system:
                 system.start_soon(self.handlers.run)
@@ -134,6 +136,7 @@ class Runtime:
                 system.cancel_scope.cancel()
         finally:
             unsubscribe()
+            unwatch()
             self.locks.guards.stop()
             self._closed = True
 
@@ -176,6 +179,10 @@ class Runtime:
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         self._observers.append(observer)
         return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def alarms_due(self) -> int:
+        """Alarms due now and not started yet (the ``durable_jobs.alarms.due`` gauge)."""
+        return self.scheduler.due_now()
 
     def statistics(self) -> RuntimeStatistics:
         """The runtime's live figures."""
@@ -247,6 +254,9 @@ class Runtime:
         """Commit ``agg``'s pending events; then it is the committed, cached instance."""
         if not agg.pending_events:
             return
+        trace = telemetry.call_trace()
+        if trace is not None:
+            agg.stamp_trace(trace)
         events = list(agg.pending_events)
         try:
             await self.commits.commit(agg)
