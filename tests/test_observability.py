@@ -498,3 +498,61 @@ def test_stamping_sets_the_trace_of_pending_alarms_and_snapshots_keep_it() -> No
     assert snapshot.mutate(None).d.alarm_trace == TRACEPARENT
     agg.set_alarm(None, now=T)
     assert _alarm_trace(agg) is None
+
+
+async def test_a_handler_past_its_timeout_is_timed_out(
+    spans: InMemorySpanExporter,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "otel-slow",
+        state=int,
+        schedule=dj.every(MINUTE),
+        start_immediately=False,
+        timeout=timedelta(seconds=5),
+    )
+    async def slow(ctx: dj.ContinuousContext[int]) -> None:
+        await trio.sleep(60)
+
+    async with running(registry, "memory://") as jobs:
+        await jobs.continuous("otel-slow").start("s", 0)
+        await advance(jobs, MINUTE + 10 * timedelta(seconds=1))
+    run = one(spans, "continuous otel-slow")
+    assert run.attributes is not None
+    assert run.attributes["durable_jobs.outcome"] == "timed_out"
+    assert run.status.status_code is StatusCode.ERROR
+    (record,) = [r for r in caplog.records if getattr(r, "dj_job", None) == "otel-slow"]
+    assert record.levelno == logging.WARNING
+    assert "timed out" in record.getMessage()
+    (timed_out,) = points(
+        "durable_jobs.runs",
+        **{"durable_jobs.job": "otel-slow", "durable_jobs.outcome": "timed_out"},
+    )
+    assert timed_out.value == 1
+
+
+async def test_a_failing_client_call_s_span_has_an_error_status(
+    spans: InMemorySpanExporter, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = dj.Registry()
+
+    @registry.task("otel-bad-send", event=str, state=None)
+    async def task(ctx: dj.TaskContext[None]) -> None:
+        pass
+
+    @task.on_event
+    async def on_event(event: str, ctx: dj.TaskContext[None]) -> None:
+        raise ValueError(event)
+
+    async with running(registry, "memory://") as jobs:
+        with pytest.raises(dj.HandlerError):
+            await jobs.task("otel-bad-send").send("x", "nope")
+    send = one(spans, "task otel-bad-send send")
+    assert send.status.status_code is StatusCode.ERROR
+    handler = one(spans, "task otel-bad-send")
+    assert handler.attributes is not None
+    assert handler.attributes["durable_jobs.outcome"] == "failed"
+    assert handler.parent is not None and handler.parent.span_id == ids(send)[1]

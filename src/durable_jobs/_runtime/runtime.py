@@ -46,7 +46,7 @@ from durable_jobs._runtime.scheduler import Scheduler
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._runtime.task import TaskRunner
 from durable_jobs._store.base import Store
-from durable_jobs._telemetry import telemetry
+from durable_jobs._telemetry import log_fields, telemetry
 
 __all__ = ["Observer", "Runtime", "RuntimeClosed", "check_key"]
 
@@ -283,7 +283,14 @@ class Runtime:
                 try:
                     observer(record)
                 except Exception:
-                    log.exception("An observer raised on %s; it was ignored", record.name)
+                    log.exception(
+                        "An observer raised on %s of %s job %r instance %r; it was ignored",
+                        record.name,
+                        d.kind,
+                        d.job,
+                        d.instance_id,
+                        extra=log_fields(d.kind, d.job, d.instance_id),
+                    )
 
     def decode_state(
         self, codec: TypeCodec[Any], agg: JobInstance, data: Any, type_version: int
