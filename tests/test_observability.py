@@ -556,3 +556,62 @@ async def test_a_failing_client_call_s_span_has_an_error_status(
     assert handler.attributes is not None
     assert handler.attributes["durable_jobs.outcome"] == "failed"
     assert handler.parent is not None and handler.parent.span_id == ids(send)[1]
+
+
+def test_spans_start_once_the_application_sets_a_tracer_provider(tmp_path: Any) -> None:
+    """Before a provider is set (the API's stand-in) nothing is traced or stored; a
+    provider set later, while jobs run, is used from then on."""
+    program = textwrap.dedent(
+        """
+        from datetime import timedelta
+        import trio
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+        import durable_jobs as dj
+
+        registry = dj.Registry()
+
+        @registry.continuous(
+            "t", state=int, schedule=dj.every(timedelta(seconds=60)), start_immediately=False
+        )
+        async def tick(ctx: dj.ContinuousContext[int]) -> None:
+            pass
+
+        exporter = InMemorySpanExporter()
+
+        async def main() -> None:
+            async with dj.open_jobs(registry, "memory://", clock=dj.VirtualClock()) as jobs:
+                await jobs.continuous("t").start("a", 0)
+                await trio.sleep(60)
+                await jobs.wait_idle()
+                assert exporter.get_finished_spans() == ()
+                provider = TracerProvider()
+                provider.add_span_processor(SimpleSpanProcessor(exporter))
+                trace.set_tracer_provider(provider)
+                await jobs.continuous("t").trigger("a")
+                await trio.sleep(60)
+                await jobs.wait_idle()
+
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        finished = exporter.get_finished_spans()
+        names = [s.name for s in finished]
+        assert names == ["continuous t", "continuous t trigger", "continuous t"], names
+        # The triggered run is the trigger's child; the next alarm is still the one
+        # the untraced start set: its run links to nothing.
+        triggered, trigger, alarm_run = finished
+        assert triggered.parent.span_id == trigger.context.span_id
+        assert alarm_run.parent is None and not alarm_run.links
+        print("ok")
+        """
+    )
+    script = tmp_path / "late_provider.py"
+    script.write_text(program)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

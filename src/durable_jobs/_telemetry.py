@@ -199,7 +199,7 @@ class _OpenTelemetry(Telemetry):
 
         self._trace = trace
         self._empty = context.Context()
-        self._tracer = trace.get_tracer(SCOPE)
+        self._tracer: Any = None
         meter = metrics.get_meter(SCOPE)
         self._runs = meter.create_counter(
             "durable_jobs.runs", unit="{run}", description="Handler calls, by outcome."
@@ -225,6 +225,21 @@ class _OpenTelemetry(Telemetry):
             description="Alarms due now and not started yet.",
         )
 
+    def _recording_tracer(self) -> Any:
+        """Our tracer once the application set a tracer provider, else None.
+
+        The API's stand-in (no provider set yet) would make a non-recording span
+        per call, at a cost of tens of microseconds: skip them until it is set.
+        """
+        tracer = self._tracer
+        if tracer is None:
+            trace = self._trace
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+                return None
+            tracer = self._tracer = provider.get_tracer(SCOPE)
+        return tracer
+
     def _observe_due(self, _options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation
 
@@ -232,6 +247,10 @@ class _OpenTelemetry(Telemetry):
 
     @contextmanager
     def client_call(self, kind: str, job: str, method: str, instance_id: object) -> Iterator[None]:
+        tracer = self._recording_tracer()
+        if tracer is None:
+            yield
+            return
         attributes: dict[str, str] = {
             "durable_jobs.kind": kind,
             "durable_jobs.job": job,
@@ -239,9 +258,7 @@ class _OpenTelemetry(Telemetry):
         }
         if isinstance(instance_id, str):
             attributes["durable_jobs.instance_id"] = instance_id
-        with self._tracer.start_as_current_span(
-            f"{kind} {job} {method}", attributes=attributes
-        ) as span:
+        with tracer.start_as_current_span(f"{kind} {job} {method}", attributes=attributes) as span:
             token = _CLIENT_SPAN.set(span)
             try:
                 yield
@@ -260,6 +277,10 @@ class _OpenTelemetry(Telemetry):
         attempt: int | None,
         link: str | None,
     ) -> Iterator[HandlerSpan]:
+        tracer = self._recording_tracer()
+        if tracer is None:
+            yield _NO_SPAN
+            return
         trace = self._trace
         attributes: dict[str, str | int] = {
             "durable_jobs.kind": kind,
@@ -290,7 +311,7 @@ class _OpenTelemetry(Telemetry):
                         )
                     )
                 )
-        with self._tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             f"{kind} {job}",
             context=parent,
             kind=trace.SpanKind.CONSUMER if client is None else trace.SpanKind.INTERNAL,
