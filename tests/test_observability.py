@@ -12,14 +12,14 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
 import pytest
 import trio
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -33,24 +33,29 @@ from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._runtime.runtime import Runtime
 from durable_jobs._store.mapper import JsonMapper
-from durable_jobs._telemetry import load, parse_traceparent, telemetry
+from durable_jobs._telemetry import _OpenTelemetry, load, parse_traceparent, telemetry
 
-_EXPORTER = InMemorySpanExporter()
-_READER = InMemoryMetricReader()
-_installed: list[bool] = []
+_READER: list[InMemoryMetricReader] = []
 
 
 @pytest.fixture
-def spans() -> InMemorySpanExporter:
-    """The global providers on in-memory exporters, the spans cleared for this test."""
-    if not _installed:
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[_READER]))
-        _installed.append(True)
-    _EXPORTER.clear()
-    return _EXPORTER
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The library bound to SDK providers on in-memory exporters for this test (the
+    global providers stay unset: other tests must not record traces)."""
+    assert isinstance(telemetry, _OpenTelemetry)
+    exporter = InMemorySpanExporter()
+    reader = InMemoryMetricReader()
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    telemetry.bind(tracer_provider, meter_provider)
+    _READER[:] = [reader]
+    try:
+        yield exporter
+    finally:
+        telemetry.bind()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -79,7 +84,7 @@ def ids(span: ReadableSpan) -> tuple[int, int]:
 
 def points(name: str, **attributes: Any) -> list[Any]:
     """The data points of metric ``name`` whose attributes include ``attributes``."""
-    data = _READER.get_metrics_data()
+    data = _READER[0].get_metrics_data()
     assert data is not None
     found = []
     for rm in data.resource_metrics:
@@ -295,6 +300,7 @@ async def test_the_link_is_stored_and_survives_a_restart(
     run = one(spans, "continuous otel-restart")
     assert linked_to(run) == [ids(start)]
     assert any(r.name == "alarm_set" for r in history)
+    assert not [r for r in history if "trace" in r.data]  # not a record's business
     with dj.open_store(sqlite_url, encryption_key=key) as store:
         agg = store.get("continuous", "otel-restart", "s")
         assert agg is not None
@@ -615,3 +621,7 @@ def test_spans_start_once_the_application_sets_a_tracer_provider(tmp_path: Any) 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_tests_leave_the_global_providers_alone(spans: InMemorySpanExporter) -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)

@@ -195,12 +195,21 @@ class _OpenTelemetry(Telemetry):
     enabled = True
 
     def __init__(self) -> None:
-        from opentelemetry import context, metrics, trace
+        from opentelemetry import context, trace
 
         self._trace = trace
         self._empty = context.Context()
+        self._sources: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.bind()
+
+    def bind(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        """Use these providers instead of OpenTelemetry's global ones (None: the global
+        ones again). For tests, which cannot undo setting a global provider."""
+        from opentelemetry import metrics
+
+        self._tracer_provider = tracer_provider
         self._tracer: Any = None
-        meter = metrics.get_meter(SCOPE)
+        meter = (metrics if meter_provider is None else meter_provider).get_meter(SCOPE)
         self._runs = meter.create_counter(
             "durable_jobs.runs", unit="{run}", description="Handler calls, by outcome."
         )
@@ -217,7 +226,6 @@ class _OpenTelemetry(Telemetry):
             unit="{instance}",
             description="Instances written by one store transaction (group commit).",
         )
-        self._sources: weakref.WeakSet[Any] = weakref.WeakSet()
         meter.create_observable_gauge(
             "durable_jobs.alarms.due",
             callbacks=[self._observe_due],
@@ -234,7 +242,7 @@ class _OpenTelemetry(Telemetry):
         tracer = self._tracer
         if tracer is None:
             trace = self._trace
-            provider = trace.get_tracer_provider()
+            provider = self._tracer_provider or trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
                 return None
             tracer = self._tracer = provider.get_tracer(SCOPE)
@@ -243,7 +251,16 @@ class _OpenTelemetry(Telemetry):
     def _observe_due(self, _options: Any) -> Iterable[Any]:
         from opentelemetry.metrics import Observation
 
-        return [Observation(sum(source.alarms_due() for source in list(self._sources)))]
+        # Called from the metric reader's thread, while trio may change what it reads:
+        # a read that meets a change is made again.
+        total = 0
+        for _ in range(3):
+            try:
+                total = sum(source.alarms_due() for source in list(self._sources))
+            except RuntimeError:  # "changed size during iteration"
+                continue
+            break
+        return [Observation(total)]
 
     @contextmanager
     def client_call(self, kind: str, job: str, method: str, instance_id: object) -> Iterator[None]:
