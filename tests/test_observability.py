@@ -458,6 +458,7 @@ def test_load_uses_opentelemetry_when_it_imports() -> None:
         ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01", None),
         ("00-xyz-b7ad6b7169203331-01", None),
         ("garbage", None),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-001", None),
     ],
 )
 def test_stored_traceparents_are_parsed_strictly(

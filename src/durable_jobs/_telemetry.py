@@ -49,6 +49,7 @@ __all__ = [
     "load",
     "log_fields",
     "outcome_name",
+    "parse_traceparent",
     "telemetry",
 ]
 
@@ -184,7 +185,7 @@ def parse_traceparent(value: str) -> tuple[int, int, int] | None:
         trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
     except ValueError:
         return None
-    if len(parts[1]) != 32 or len(parts[2]) != 16 or not trace_id or not span_id:
+    if (len(parts[1]), len(parts[2]), len(parts[3])) != (32, 16, 2) or not trace_id or not span_id:
         return None
     return trace_id, span_id, flags & 0xFF
 
