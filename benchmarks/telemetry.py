@@ -11,7 +11,9 @@ process, since OpenTelemetry's providers are process-wide:
   drops them) and a ``MeterProvider`` with an in-memory reader: a span per run
   and per commit-triggering client call, five instruments.
 
-Ratios are against "absent", measured in the same run.
+Ratios are against "absent", measured in the same run. On a shared machine
+runs/s moves with the load; the CPU time per run (this process's, including
+the store's worker threads) moves much less: compare those.
 
     .venv/bin/python benchmarks/telemetry.py [--quick] [--stores memory,sqlite,postgres]
 """
@@ -28,12 +30,15 @@ from _common import target as fresh_target
 
 def measure(
     mode: str, kind: str, tmp: Path, instances: int, warmup: float, seconds: float
-) -> float | None:
+) -> tuple[float, float] | None:
+    """(runs/s, CPU seconds per run) of ``mode``."""
     with fresh_target(kind, tmp, f"otel_{mode}") as t:
         args = [str(HERE / "_telemetry_child.py"), mode, t.kind, t.url]
         args += ["--instances", str(instances), "--warmup", str(warmup), "--seconds", str(seconds)]
         result = run_child(args, timeout=120 + instances / 20)
-    return None if result is None else float(result["runs_per_s"])
+    if result is None:
+        return None
+    return float(result["runs_per_s"]), float(result["cpu_per_run"])
 
 
 def main() -> None:
@@ -59,22 +64,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for kind in stores:
-            absent = measure("absent", kind, tmp, a.instances, a.warmup, a.seconds)
-            api = measure("api", kind, tmp, a.instances, a.warmup, a.seconds) if sdk else None
-            full = measure("sdk", kind, tmp, a.instances, a.warmup, a.seconds) if sdk else None
             label = {"memory": "memory", "sqlite": "SQLite", "postgres": "Postgres"}[kind]
-            rows.append([label, absent, api, ratio(api, absent), full, ratio(full, absent)])
+            absent = measure("absent", kind, tmp, a.instances, a.warmup, a.seconds)
+            row: list[object] = [label, *cpu_cells(absent, None)[:2]]
+            for mode in ("api", "sdk"):
+                got = measure(mode, kind, tmp, a.instances, a.warmup, a.seconds) if sdk else None
+                row += cpu_cells(got, absent)
+            rows.append(row)
     table(
         [
             "store",
-            "runs/s, otel absent",
-            "runs/s, API only",
-            "API only vs absent",
-            "runs/s, SDK recording",
-            "SDK vs absent",
+            "absent: runs/s",
+            "CPU/run",
+            "API only: runs/s",
+            "CPU/run",
+            "CPU/run vs absent",
+            "SDK: runs/s",
+            "CPU/run",
+            "CPU/run vs absent",
         ],
         rows,
     )
+
+
+def cpu_cells(got: tuple[float, float] | None, base: tuple[float, float] | None) -> list[object]:
+    """runs/s, CPU µs per run, and the CPU per run against ``base``'s."""
+    if got is None:
+        return [None, None, None]
+    cpu_ratio = None if base is None else ratio(got[1], base[1])
+    return [got[0], f"{got[1] * 1e6:.0f} µs", cpu_ratio]
 
 
 if __name__ == "__main__":
