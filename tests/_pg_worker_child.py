@@ -22,6 +22,7 @@ when a call raised ``StoreError``.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from datetime import timedelta
@@ -31,6 +32,8 @@ import trio
 import durable_jobs as dj
 
 MS = timedelta(milliseconds=1)
+# The library only has a NullHandler: the parent reads the warnings on stderr.
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def say(line: str) -> None:

@@ -5,6 +5,9 @@ The rules, block by block (a block's kind is its fence's language):
 - ``python`` blocks run as complete programs (``python snippet.py`` in an empty
   temporary directory). Those of ``guide.md`` and ``testing.md`` run in
   ``test_docs.py`` and ``test_testing_docs.py``; this file runs the others.
+- A block right after ``<!-- docs-check: own-process -->`` changes process-wide
+  state (OpenTelemetry's global providers, logging handlers): it runs as
+  ``python snippet.py`` in a fresh interpreter.
 - A block right after ``<!-- docs-check: mypy -->`` cannot run on its own (it
   serves forever, say): it is type-checked with ``mypy --strict`` instead.
 - A block right after ``<!-- docs-check: not-ours (reason) -->`` is another
@@ -90,6 +93,8 @@ def how_checked(block: Block) -> str | None:
         return "not ours" if block.reason else None
     if block.marker == "mypy":
         return "mypy" if block.lang == "python" else None
+    if block.marker == "own-process":
+        return "run (own process)" if block.lang == "python" else None
     if block.marker is not None:
         return None
     if block.lang == "python":
@@ -133,6 +138,23 @@ def test_python_block_runs(block: Block, tmp_path: Path, monkeypatch: pytest.Mon
     script.write_text(block.source, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(script), run_name="__main__")
+
+
+@pytest.mark.parametrize(
+    "block", [pytest.param(b, id=b.id) for b in ALL if how_checked(b) == "run (own process)"]
+)
+def test_python_block_runs_in_its_own_process(block: Block, tmp_path: Path) -> None:
+    script = tmp_path / "snippet.py"
+    script.write_text(block.source, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_marked_python_blocks_type_check(tmp_path: Path) -> None:

@@ -445,6 +445,8 @@ async def test_a_corrupt_store_row_is_reported_not_papered_over(
     logged = [r for r in caplog.records if "'bad'" in r.getMessage()]
     assert logged, "the failing alarm of 'bad' was not logged"
     assert all(r.levelno >= logging.ERROR for r in logged)
+    fields = {(r.dj_kind, r.dj_job, r.dj_instance_id) for r in logged}  # type: ignore[attr-defined]
+    assert fields == {("continuous", "beat", "bad")}
     assert not [r for r in caplog.records if "'good'" in r.getMessage()]
     assert dump() == before  # nothing overwritten, nothing appended
 

@@ -5,6 +5,8 @@ log, kept in memory, SQLite or Postgres, and driven by a trio scheduler that
 picks its pending alarms back up after a restart.
 """
 
+import logging as _logging
+
 from durable_jobs._client import (
     AddResult,
     ClearResult,
@@ -140,3 +142,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library logs and leaves handling to the application (loggers under "durable_jobs").
+_logging.getLogger("durable_jobs").addHandler(_logging.NullHandler())

@@ -31,6 +31,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConfigurationError, StoreError
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import EncryptedRowError
+from durable_jobs._telemetry import log_fields
 
 __all__ = [
     "CheckFailure",
@@ -63,7 +64,14 @@ def _live(
             except StoreError as exc:
                 if isinstance(exc.__cause__, EncryptedRowError):
                     raise  # no key, or not the right one: nothing can be read
-                log.warning("Skipping %s job %r instance: %s", row.kind, row.job, exc)
+                log.warning(
+                    "Skipping %s job %r instance %r: %s",
+                    row.kind,
+                    row.job,
+                    row.instance_id,
+                    exc,
+                    extra=log_fields(row.kind, row.job, row.instance_id),
+                )
                 continue
             if agg is not None:
                 yield job, agg

@@ -66,7 +66,12 @@ def to_records(
     agg = before
     out: list[RecordedEvent] = []
     for event in events:
-        data = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+        data = {
+            k: v
+            for k, v in vars(event).items()
+            # An alarm's trace is OpenTelemetry's business (and None unless traced).
+            if k not in _BASE_FIELDS and k != "trace"
+        }
         name = event.NAME
         run = name in _RUN_RECORDS
         out.append(

@@ -10,6 +10,7 @@ from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.runtime import Runtime
+from durable_jobs._telemetry import telemetry
 
 __all__ = ["KindClient", "limited"]
 
@@ -22,11 +23,18 @@ def limited(
     method: Callable[Concatenate[C, P], Awaitable[R]],
 ) -> Callable[Concatenate[C, P], Awaitable[R]]:
     """Run a client method with its ``open_jobs``'s size limits in effect (they apply to
-    the values it checks and to the handlers it runs in the caller's task)."""
+    the values it checks and to the handlers it runs in the caller's task), in a span of
+    its own (see ``durable_jobs._telemetry``)."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with limits_in_effect(self._limits):
+        job = self._definition
+        instance_id = args[0] if args else kwargs.get("id")
+        with (
+            limits_in_effect(self._limits),
+            telemetry.client_call(job.kind, job.name, name, instance_id),
+        ):
             return await method(self, *args, **kwargs)
 
     return wrapper

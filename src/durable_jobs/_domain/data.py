@@ -76,6 +76,8 @@ class InstanceData(BaseModel):
     #: The job's type version ``state`` was written with (1 for logs older than versions).
     state_version: int = 1
     alarm_at: UtcDatetime | None = None
+    # The traceparent of the client call that set the alarm (see AlarmSet.trace).
+    alarm_trace: str | None = None
     run_count: int = 0
     # The last failed try of the run that is waiting for a retry (0: none waiting).
     attempt: int = 0

@@ -9,10 +9,10 @@ instance's data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
 
 from eventsourcing.domain import Aggregate
-from pydantic import JsonValue
+from pydantic import JsonValue, StringConstraints
 
 from durable_jobs._domain.data import InstanceData, UtcDatetime
 from durable_jobs._domain.patch import apply_state_patch
@@ -139,13 +139,22 @@ class StatePatched(Event):
 
 
 class AlarmSet(Event):
-    """The instance's one alarm now rings at ``at`` (replacing any other)."""
+    """The instance's one alarm now rings at ``at`` (replacing any other).
+
+    ``trace`` is the W3C traceparent of the client call that set it, when it
+    was traced: the run it starts links to that call. An alarm set without
+    one (by a run: the next run of a schedule, a retry) keeps the last one.
+    """
 
     NAME: ClassVar[str] = "alarm_set"
     at: UtcDatetime
+    trace: Annotated[str, StringConstraints(max_length=64)] | None = None
 
     def apply(self, aggregate: Any) -> None:
-        cast("JobInstance", aggregate).d.alarm_at = self.at
+        d = cast("JobInstance", aggregate).d
+        d.alarm_at = self.at
+        if self.trace is not None:
+            d.alarm_trace = self.trace
 
 
 class AlarmCleared(Event):
@@ -154,7 +163,9 @@ class AlarmCleared(Event):
     NAME: ClassVar[str] = "alarm_cleared"
 
     def apply(self, aggregate: Any) -> None:
-        cast("JobInstance", aggregate).d.alarm_at = None
+        d = cast("JobInstance", aggregate).d
+        d.alarm_at = None
+        d.alarm_trace = None
 
 
 class RunSucceeded(Event):

@@ -114,6 +114,8 @@ def _dump_data(d: InstanceData) -> dict[str, Any]:
     data = d.model_dump(mode="json")
     if data["state_version"] == 1:
         del data["state_version"]
+    if data["alarm_trace"] is None:
+        del data["alarm_trace"]
     for batch in data.get("closed", ()):
         if batch["state_version"] == 1:
             del batch["state_version"]
@@ -279,6 +281,25 @@ class JobInstance(Aggregate):
             self.trigger_event(self.AlarmCleared, timestamp=now)
         else:
             self.trigger_event(self.AlarmSet, timestamp=now, at=at)
+
+    def stamp_trace(self, trace: str) -> None:
+        """Record ``trace`` (the traceparent of the client call committing now) on the
+        pending ``AlarmSet`` events, so the runs they make due link to that call."""
+        pending = self.pending_events
+        stamped = False
+        for i, event in enumerate(pending):
+            if isinstance(event, events.AlarmSet) and event.trace is None:
+                event_cls: Any = type(event)  # a dataclass made by eventsourcing's metaclass
+                pending[i] = event_cls(
+                    originator_id=event.originator_id,
+                    originator_version=event.originator_version,
+                    timestamp=event.timestamp,
+                    at=event.at,
+                    trace=trace,
+                )
+                stamped = True
+        if stamped and self.d.alarm_at is not None:
+            self.d.alarm_trace = trace
 
     def set_state(self, state: Any, *, now: datetime, type_version: int = 1) -> None:
         """Replace the state (recorded even when equal: the handler asked for it).

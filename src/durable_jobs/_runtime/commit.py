@@ -24,6 +24,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.statements import Statement
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import StatementFailed, Store
+from durable_jobs._telemetry import telemetry
 
 __all__ = ["GroupCommit"]
 
@@ -61,6 +62,7 @@ class GroupCommit:
         self.commits += size
         self.batches += 1
         self.largest_batch = max(self.largest_batch, size)
+        telemetry.record_commit(size)
 
     async def commit(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
         """Save ``agg`` (and run its run's ``statements``), in one transaction with

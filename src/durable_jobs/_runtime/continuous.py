@@ -93,6 +93,10 @@ class ContinuousRunner:
                 ctx,
                 instance_id=instance_id,
                 then=lambda _: ctx._intents(),
+                run_count=ticket.run_count,
+                attempt=ticket.attempt,
+                due_at=None if manual else committed.d.alarm_at,
+                link=committed.d.alarm_trace,
             )
             end = rt.clock.now()
             error = outcome.error

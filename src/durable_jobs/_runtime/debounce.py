@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from durable_jobs._definitions.contexts import DebounceContext, DebounceEventContext
@@ -127,10 +128,20 @@ class DebounceRunner:
                 state = rt.decode_state(
                     job.state_codec, agg, ft.batch.state, ft.batch.state_version
                 )
-            return await self._run_flush(job, instance_id, ft, state)
+                due_at = None if manual else committed.d.alarm_at
+            return await self._run_flush(
+                job, instance_id, ft, state, due_at=due_at, link=committed.d.alarm_trace
+            )
 
     async def _run_flush(
-        self, job: DebounceJob[Any, Any], instance_id: str, ft: FlushTicket, state: Any
+        self,
+        job: DebounceJob[Any, Any],
+        instance_id: str,
+        ft: FlushTicket,
+        state: Any,
+        *,
+        due_at: datetime | None,
+        link: str | None,
     ) -> tuple[bool, int, str, bool]:
         rt = self.rt
         ctx: DebounceContext[Any] = DebounceContext(
@@ -145,7 +156,17 @@ class DebounceRunner:
         )
         count = ft.batch.event_count
         started = rt.clock.now()
-        outcome = await rt.handlers.call(job, "execute", job.execute, ctx, instance_id=instance_id)
+        outcome = await rt.handlers.call(
+            job,
+            "execute",
+            job.execute,
+            ctx,
+            instance_id=instance_id,
+            run_count=ft.ticket.run_count,
+            attempt=ft.ticket.attempt,
+            due_at=due_at,
+            link=link,
+        )
         error = outcome.error
         fatal = outcome.fatal
         statements = ctx._statements if error is None else []

@@ -36,6 +36,7 @@ from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
+from durable_jobs._telemetry import log_fields, outcome_name, telemetry
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]
 
@@ -104,11 +105,68 @@ class HandlerCalls:
         *args: Any,
         instance_id: str,
         then: Callable[[Any], Any] | None = None,
+        run_count: int | None = None,
+        attempt: int | None = None,
+        due_at: datetime | None = None,
+        link: str | None = None,
     ) -> Outcome:
         """``fn(*args)`` (awaited if it returns an awaitable), then ``then(value)``.
 
-        Returns its :class:`Outcome`; raises only a real cancellation.
+        Returns its :class:`Outcome`; raises only a real cancellation. The call is
+        traced, measured and logged (see :mod:`durable_jobs._telemetry`): ``run_count``
+        and ``attempt`` say which run it is, ``due_at`` is the time of the alarm that
+        started it (an alarm run), ``link`` the stored traceparent of the client call
+        that made it due.
         """
+        kind, name = job.kind, job.name
+        started = self.clock.now()
+        if due_at is not None:
+            telemetry.record_lateness(kind, name, (started - due_at).total_seconds())
+        with telemetry.handler_call(
+            kind, name, role, instance_id, run_count=run_count, attempt=attempt, link=link
+        ) as span:
+            outcome = await self._call(job, role, fn, args, instance_id=instance_id, then=then)
+            error = outcome.error
+            result = outcome_name(error)
+            span.finish(result, error)
+        duration = (self.clock.now() - started).total_seconds()
+        telemetry.record_run(kind, name, role, result, duration)
+        if error is None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s of %s job %r instance %r succeeded in %.3fs",
+                    role,
+                    kind,
+                    name,
+                    instance_id,
+                    duration,
+                    extra=log_fields(
+                        kind, name, instance_id, run_count=run_count, attempt=attempt
+                    ),
+                )
+        else:
+            log.warning(
+                "%s of %s job %r instance %r %s: %r",
+                role,
+                kind,
+                name,
+                instance_id,
+                result.replace("_", " "),
+                error,
+                extra=log_fields(kind, name, instance_id, run_count=run_count, attempt=attempt),
+            )
+        return outcome
+
+    async def _call(
+        self,
+        job: JobDefinition,
+        role: Role,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        instance_id: str,
+        then: Callable[[Any], Any] | None,
+    ) -> Outcome:
         timeout = job.timeout if role in TIMED else None
         timer: _Timer | None = None
         self.running += 1
@@ -166,21 +224,28 @@ class HandlerCalls:
             return hook, None
         outcome = await self.call(job, "on_exhausted", hook, error, ctx, instance_id=instance_id)
         if outcome.error is not None:
-            log.error(
-                "The on_exhausted hook of job %r raised; the instance is paused",
+            # A handler failure (logged by call()): say what it means for the instance.
+            log.warning(
+                "The on_exhausted hook of %s job %r instance %r raised; the instance is paused",
+                job.kind,
                 job.name,
+                instance_id,
                 exc_info=outcome.error,
+                extra=log_fields(job.kind, job.name, instance_id),
             )
             return "pause", outcome.fatal
         decision = outcome.value
         if decision is None:
             return "pause", None
         if decision not in ("terminate", "pause", "continue"):
-            log.error(
-                "The on_exhausted hook of job %r returned %r (expected 'terminate', 'pause', "
-                "'continue' or None); the instance is paused",
+            log.warning(
+                "The on_exhausted hook of %s job %r instance %r returned %r (expected "
+                "'terminate', 'pause', 'continue' or None); the instance is paused",
+                job.kind,
                 job.name,
+                instance_id,
                 decision,
+                extra=log_fields(job.kind, job.name, instance_id),
             )
             return "pause", None
         return cast(ExhaustedAction, decision), None

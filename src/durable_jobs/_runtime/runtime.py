@@ -47,6 +47,7 @@ from durable_jobs._runtime.scheduler import Scheduler
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._runtime.task import TaskRunner
 from durable_jobs._store.base import Store
+from durable_jobs._telemetry import log_fields, telemetry
 
 __all__ = ["Observer", "Runtime", "RuntimeClosed", "check_key"]
 
@@ -110,6 +111,7 @@ class Runtime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`shutdown`: the scheduler, then every run it started."""
         unsubscribe = self.clock.on_jump(self.scheduler.kick)
+        unwatch = telemetry.watch(self)
         try:
             async with trio.open_nursery() as system:
                 system.start_soon(self.handlers.run)
@@ -135,6 +137,7 @@ class Runtime:
                 system.cancel_scope.cancel()
         finally:
             unsubscribe()
+            unwatch()
             self.locks.guards.stop()
             self._closed = True
 
@@ -177,6 +180,10 @@ class Runtime:
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         self._observers.append(observer)
         return lambda: self._observers.remove(observer) if observer in self._observers else None
+
+    def alarms_due(self) -> int:
+        """Alarms due now and not started yet (the ``durable_jobs.alarms.due`` gauge)."""
+        return self.scheduler.due_now()
 
     def statistics(self) -> RuntimeStatistics:
         """The runtime's live figures."""
@@ -262,6 +269,9 @@ class Runtime:
         """
         if not agg.pending_events:
             return
+        trace = telemetry.call_trace()
+        if trace is not None:
+            agg.stamp_trace(trace)
         events = list(agg.pending_events)
         try:
             await self.commits.commit(agg, statements)
@@ -288,7 +298,14 @@ class Runtime:
                 try:
                     observer(record)
                 except Exception:
-                    log.exception("An observer raised on %s; it was ignored", record.name)
+                    log.exception(
+                        "An observer raised on %s of %s job %r instance %r; it was ignored",
+                        record.name,
+                        d.kind,
+                        d.job,
+                        d.instance_id,
+                        extra=log_fields(d.kind, d.job, d.instance_id),
+                    )
 
     def decode_state(
         self, codec: TypeCodec[Any], agg: JobInstance, data: Any, type_version: int

@@ -26,6 +26,7 @@ from durable_jobs._runtime.locks import Busy
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.capabilities import ListensForAlarms
 from durable_jobs._store.index import IndexRow
+from durable_jobs._telemetry import log_fields
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
@@ -361,6 +362,7 @@ class Scheduler:
             exc,
             delay,
             exc_info=not isinstance(exc, DurableJobsError),
+            extra=log_fields(key.kind, key.job, key.instance_id),
         )
 
     async def _fire(self, key: AlarmKey) -> None:
@@ -375,6 +377,7 @@ class Scheduler:
                     "its instances wait until a process that defines it runs them",
                     key.kind,
                     key.job,
+                    extra=log_fields(key.kind, key.job),
                 )
             return
         if isinstance(job, ContinuousJob):

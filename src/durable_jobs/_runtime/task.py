@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["TaskRunner"]
-
-log = logging.getLogger("durable_jobs.runtime")
 
 
 def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
@@ -90,6 +87,7 @@ class TaskRunner:
         alarm: datetime | None,
         failed_with: BaseException | None = None,
         follow_up: bool = True,
+        due_at: datetime | None = None,
     ) -> _Chain:
         """Run one task handler on ``agg`` and record its outcome, then the handler
         the domain says follows (``on_error`` after a failure, ``on_idle`` when no
@@ -103,6 +101,7 @@ class TaskRunner:
         rt = self.rt
         chain = _Chain()
         failed: Failed | None = None
+        link = agg.d.alarm_trace
         while True:
             # execute (and the on_error of a failed one) sees its own call counted.
             counted = role == "execute" or (failed is not None and failed.handler == "execute")
@@ -124,7 +123,12 @@ class TaskRunner:
                     ctx,
                     instance_id=agg.d.instance_id,
                     then=functools.partial(_intents_of, ctx),
+                    run_count=ticket.run_count,
+                    attempt=ticket.attempt,
+                    due_at=due_at,
+                    link=link,
                 )
+            due_at = None  # the chain's next handlers were not started by the alarm
             end = rt.clock.now()
             error = outcome.error
             chain.fatal = chain.fatal or outcome.fatal
@@ -281,6 +285,7 @@ class TaskRunner:
                     alarm=None if by_alarm else agg.d.alarm_at,
                     failed_with=failed_with,
                     follow_up=settle < 2,
+                    due_at=committed.d.alarm_at if by_alarm else None,
                 )
                 error, fatal = chain.error, fatal or chain.fatal
                 try:
@@ -298,13 +303,6 @@ class TaskRunner:
                     f"{error!r}. The failure is recorded; the state is unchanged."
                 )
                 raise HandlerError(msg) from error
-            if error is not None:
-                log.warning(
-                    "execute of task job %r instance %r raised %r (recorded; no on_error)",
-                    job.name,
-                    instance_id,
-                    error,
-                )
             retry = agg.retry_scheduled(
                 failed=chain.failed, by_alarm=by_alarm, alarm_before=committed.d.alarm_at
             )

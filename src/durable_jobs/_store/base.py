@@ -56,6 +56,7 @@ from durable_jobs._store.index import (
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._store.rows import RowsAndIndex, index_row_of, label
 from durable_jobs._store.urls import StoreURL
+from durable_jobs._telemetry import log_fields
 
 __all__ = [
     "DEFAULT_SNAPSHOT_INTERVAL",
@@ -393,10 +394,14 @@ class Store(RowsAndIndex, ABC):
             try:
                 snapshots.put([InstanceSnapshot.take(inst)])
             except Exception:
+                d = inst.d
                 log.warning(
-                    "Could not snapshot instance %s; it will replay its events",
-                    inst.id,
+                    "Could not snapshot %s job %r instance %r; it will replay its events",
+                    d.kind,
+                    d.job,
+                    d.instance_id,
                     exc_info=True,
+                    extra=log_fields(d.kind, d.job, d.instance_id),
                 )
 
     def history(

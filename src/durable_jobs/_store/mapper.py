@@ -142,6 +142,9 @@ class JsonMapper(Mapper[UUID]):
         # Version 1 (the default) is left out: such rows are what durable-jobs wrote
         # before type versions existed, and older releases still read them.
         exclude = _EXCLUDE_V1 if getattr(domain_event, "type_version", None) == 1 else _EXCLUDE
+        if getattr(domain_event, "trace", 0) is None:
+            # Likewise an alarm set outside a traced call: the row older releases wrote.
+            exclude = exclude | {"trace"}
         if "originator_topic" in _payload_fields(cls):
             # Created events: store the short aggregate topic, not eventsourcing's module path.
             payload = adapter.dump_python(domain_event, mode="json", exclude=exclude)

@@ -21,6 +21,7 @@ from durable_jobs._errors import ConcurrencyError, DurableJobsError, StoreError
 from durable_jobs._store.capabilities import DeletesInstances
 from durable_jobs._store.crypto import is_encrypted, row_aad
 from durable_jobs._store.index import INDEX_KWARG, TYPE_VERSIONS_KWARG, IndexRow, InstanceIndex
+from durable_jobs._telemetry import log_fields
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -142,7 +143,15 @@ class RowsAndIndex:
                 try:
                     snapshots.put([InstanceSnapshot.take(inst)])
                 except Exception:
-                    log.warning("Could not snapshot imported instance %s", inst.id, exc_info=True)
+                    d = inst.d
+                    log.warning(
+                        "Could not snapshot imported %s job %r instance %r",
+                        d.kind,
+                        d.job,
+                        d.instance_id,
+                        exc_info=True,
+                        extra=log_fields(d.kind, d.job, d.instance_id),
+                    )
 
     def delete_instance(self, uuid: UUID, *, version: int) -> tuple[int, int]:
         """Delete a terminated instance's events, snapshots and index row, in one transaction.

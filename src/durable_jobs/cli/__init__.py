@@ -5,6 +5,7 @@ See ``durable-jobs --help`` and docs/debugging.md.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from durable_jobs.cli import (  # noqa: F401 - they register the commands
@@ -25,4 +26,10 @@ __all__ = ["app", "main", "run"]
 
 def main() -> None:
     """Console-script entry point: run the command line and exit with its code."""
+    if not logging.getLogger().handlers:
+        # The library's loggers only have a NullHandler; the command is an application:
+        # its warnings go to stderr as plain lines (as Python's last-resort handler would).
+        stderr = logging.StreamHandler()
+        stderr.setLevel(logging.WARNING)
+        logging.getLogger("durable_jobs").addHandler(stderr)
     sys.exit(run(sys.argv[1:]))

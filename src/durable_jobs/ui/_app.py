@@ -36,6 +36,7 @@ from durable_jobs._records import RecordedEvent
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.urls import redact
+from durable_jobs._telemetry import log_fields
 from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import InstancePage, InstanceSummary
@@ -469,7 +470,14 @@ async def action_post(request: Request) -> Response:
         return dash.render(
             "error.html", request, status_code=409, title="Not done", message=str(exc)
         )
-    log.info("dashboard action %s on %s job %r instance %r", action, kind, job, instance_id)
+    log.info(
+        "dashboard action %s on %s job %r instance %r",
+        action,
+        kind,
+        job,
+        instance_id,
+        extra=log_fields(kind, job, instance_id),
+    )
     back = None if action == "purge" else "/instance?" + _qs(kind=kind, job=job, id=instance_id)
     return dash.render("done.html", request, message=result.message, back=back)
 

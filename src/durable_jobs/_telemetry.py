@@ -1,0 +1,386 @@
+"""Logging fields, and OpenTelemetry spans and metrics when it is installed.
+
+Every log record about an instance carries the ``extra`` fields of
+:func:`log_fields`, so a log pipeline can filter by job and instance without
+parsing messages.
+
+OpenTelemetry is optional (the ``otel`` extra installs ``opentelemetry-api``
+only). When it is importable, :data:`telemetry` opens spans on the global
+tracer provider and records on the global meter provider, which the
+application configures with the SDK (or leaves alone: the API's defaults do
+nothing). When it is not, :data:`telemetry` is a stand-in whose methods do
+nothing, so the runtime calls it unconditionally.
+
+- A span per client call (``start``, ``add``, ``send``, ``trigger``, ...),
+  named ``"{kind} {job} {method}"``.
+- A span per handler call, named ``"{kind} {job}"``. Inside a client call
+  (``trigger``, a task's ``send``, a debounce reducer) it is a child of that
+  call's span. A run started by an alarm is a new trace (its parent would
+  otherwise be whatever span was current when ``open_jobs`` started), and it
+  *links* to the span of the client call that made it due.
+- That link survives restarts: a client call stamps its span context
+  (a W3C ``traceparent`` string) on the ``AlarmSet`` events it commits, and
+  the instance keeps the latest one while its alarm stands (alarms set by
+  runs keep it, so every run of a schedule links to the ``start``).
+- Metrics: ``durable_jobs.runs`` (counter by kind, job, handler and outcome),
+  ``durable_jobs.run.duration`` and ``durable_jobs.alarm.lateness``
+  (histograms, seconds, measured on the job's clock),
+  ``durable_jobs.commit.batch_size`` (histogram) and ``durable_jobs.alarms.due``
+  (observable gauge, summed over the open runtimes of the process).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from durable_jobs._errors import HandlerTimeout
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+__all__ = [
+    "AlarmSource",
+    "HandlerSpan",
+    "Telemetry",
+    "load",
+    "log_fields",
+    "outcome_name",
+    "parse_traceparent",
+    "telemetry",
+]
+
+#: The instrumentation scope name of our tracer and meter.
+SCOPE = "durable_jobs"
+
+
+def log_fields(
+    kind: str,
+    job: str,
+    instance_id: str | None = None,
+    *,
+    run_count: int | None = None,
+    attempt: int | None = None,
+) -> dict[str, Any]:
+    """The ``extra`` fields of a log record about an instance (or a job, or a run)."""
+    fields: dict[str, Any] = {"dj_kind": kind, "dj_job": job}
+    if instance_id is not None:
+        fields["dj_instance_id"] = instance_id
+    if run_count is not None:
+        fields["dj_run_count"] = run_count
+    if attempt is not None:
+        fields["dj_attempt"] = attempt
+    return fields
+
+
+def outcome_name(error: BaseException | None) -> str:
+    """``succeeded``, ``failed``, ``timed_out`` or ``interrupted`` (not an Exception)."""
+    if error is None:
+        return "succeeded"
+    if isinstance(error, HandlerTimeout):
+        return "timed_out"
+    if not isinstance(error, Exception):
+        return "interrupted"
+    return "failed"
+
+
+class AlarmSource(Protocol):
+    """What the ``durable_jobs.alarms.due`` gauge reads: a runtime's due alarms."""
+
+    def alarms_due(self) -> int:
+        """Alarms due now and not started yet."""
+        ...
+
+
+class HandlerSpan:
+    """The span of one handler call (does nothing without OpenTelemetry)."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span | None = None) -> None:
+        self.span = span
+
+    def finish(self, outcome: str, error: BaseException | None) -> None:
+        """Record the call's outcome (and its exception, as an error status)."""
+        span = self.span
+        if span is None:
+            return
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_attribute("durable_jobs.outcome", outcome)
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+_NO_SPAN = HandlerSpan()
+# Set while a client call's span is current: handler calls inside it are its children.
+_CLIENT_SPAN: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "durable_jobs_client_span", default=None
+)
+
+
+class Telemetry:
+    """Spans and metrics; this base class does nothing (OpenTelemetry is not installed)."""
+
+    #: Whether OpenTelemetry is installed (spans and metrics go to its global providers).
+    enabled = False
+
+    @contextmanager
+    def client_call(self, kind: str, job: str, method: str, instance_id: object) -> Iterator[None]:
+        """The span of one client call."""
+        yield
+
+    @contextmanager
+    def handler_call(
+        self,
+        kind: str,
+        job: str,
+        handler: str,
+        instance_id: str,
+        *,
+        run_count: int | None,
+        attempt: int | None,
+        link: str | None,
+    ) -> Iterator[HandlerSpan]:
+        """The span of one handler call; ``link`` is the traceparent of the call that
+        made an alarm run due."""
+        yield _NO_SPAN
+
+    def call_trace(self) -> str | None:
+        """The traceparent of the client call in progress, if any (to store)."""
+        return None
+
+    def record_run(self, kind: str, job: str, handler: str, outcome: str, duration: float) -> None:
+        """Count a handler call and its duration (seconds)."""
+
+    def record_lateness(self, kind: str, job: str, seconds: float) -> None:
+        """How late an alarm run started after its alarm's time."""
+
+    def record_commit(self, size: int) -> None:
+        """The number of instances one store transaction wrote."""
+
+    def watch(self, source: AlarmSource) -> Callable[[], None]:
+        """Report ``source``'s due alarms in the gauge until the returned call."""
+        return _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+def _traceparent(trace_id: int, span_id: int, flags: int) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, span_id, flags)`` of a stored traceparent, None if malformed."""
+    parts = value.split("-")
+    if len(parts) != 4 or parts[0] != "00":
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if (len(parts[1]), len(parts[2]), len(parts[3])) != (32, 16, 2) or not trace_id or not span_id:
+        return None
+    return trace_id, span_id, flags & 0xFF
+
+
+class _OpenTelemetry(Telemetry):
+    """Spans and metrics on OpenTelemetry's global providers."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+
+        self._trace = trace
+        self._empty = context.Context()
+        self._sources: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.bind()
+
+    def bind(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        """Use these providers instead of OpenTelemetry's global ones (None: the global
+        ones again). For tests, which cannot undo setting a global provider."""
+        from opentelemetry import metrics
+
+        self._tracer_provider = tracer_provider
+        self._tracer: Any = None
+        meter = (metrics if meter_provider is None else meter_provider).get_meter(SCOPE)
+        self._runs = meter.create_counter(
+            "durable_jobs.runs", unit="{run}", description="Handler calls, by outcome."
+        )
+        self._duration = meter.create_histogram(
+            "durable_jobs.run.duration", unit="s", description="How long handler calls took."
+        )
+        self._lateness = meter.create_histogram(
+            "durable_jobs.alarm.lateness",
+            unit="s",
+            description="How long after its alarm's time an alarm run started.",
+        )
+        self._batch = meter.create_histogram(
+            "durable_jobs.commit.batch_size",
+            unit="{instance}",
+            description="Instances written by one store transaction (group commit).",
+        )
+        meter.create_observable_gauge(
+            "durable_jobs.alarms.due",
+            callbacks=[self._observe_due],
+            unit="{alarm}",
+            description="Alarms due now and not started yet.",
+        )
+
+    def _recording_tracer(self) -> Any:
+        """Our tracer once the application set a tracer provider, else None.
+
+        The API's stand-in (no provider set yet) would make a non-recording span
+        per call, at a cost of tens of microseconds: skip them until it is set.
+        """
+        tracer = self._tracer
+        if tracer is None:
+            trace = self._trace
+            provider = self._tracer_provider or trace.get_tracer_provider()
+            if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+                return None
+            tracer = self._tracer = provider.get_tracer(SCOPE)
+        return tracer
+
+    def _observe_due(self, _options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        # Called from the metric reader's thread, while trio may change what it reads:
+        # a read that meets a change is made again.
+        total = 0
+        for _ in range(3):
+            try:
+                total = sum(source.alarms_due() for source in list(self._sources))
+            except RuntimeError:  # "changed size during iteration"
+                continue
+            break
+        return [Observation(total)]
+
+    @contextmanager
+    def client_call(self, kind: str, job: str, method: str, instance_id: object) -> Iterator[None]:
+        tracer = self._recording_tracer()
+        if tracer is None:
+            yield
+            return
+        attributes: dict[str, str] = {
+            "durable_jobs.kind": kind,
+            "durable_jobs.job": job,
+            "durable_jobs.call": method,
+        }
+        if isinstance(instance_id, str):
+            attributes["durable_jobs.instance_id"] = instance_id
+        with tracer.start_as_current_span(f"{kind} {job} {method}", attributes=attributes) as span:
+            token = _CLIENT_SPAN.set(span)
+            try:
+                yield
+            finally:
+                _CLIENT_SPAN.reset(token)
+
+    @contextmanager
+    def handler_call(
+        self,
+        kind: str,
+        job: str,
+        handler: str,
+        instance_id: str,
+        *,
+        run_count: int | None,
+        attempt: int | None,
+        link: str | None,
+    ) -> Iterator[HandlerSpan]:
+        tracer = self._recording_tracer()
+        if tracer is None:
+            yield _NO_SPAN
+            return
+        trace = self._trace
+        attributes: dict[str, str | int] = {
+            "durable_jobs.kind": kind,
+            "durable_jobs.job": job,
+            "durable_jobs.instance_id": instance_id,
+            "durable_jobs.handler": handler,
+        }
+        if run_count is not None:
+            attributes["durable_jobs.run_count"] = run_count
+        if attempt is not None:
+            attributes["durable_jobs.attempt"] = attempt
+        links: list[Any] = []
+        client = _CLIENT_SPAN.get()
+        parent = None
+        if client is not None:
+            # A run inside a client call: its child, and linked to it as the call
+            # that made it due.
+            links.append(trace.Link(client.get_span_context()))
+        else:
+            parent = self._empty  # an alarm run starts a trace of its own
+            ids = parse_traceparent(link) if link is not None else None
+            if ids is not None:
+                trace_id, span_id, flags = ids
+                links.append(
+                    trace.Link(
+                        trace.SpanContext(
+                            trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags)
+                        )
+                    )
+                )
+        with tracer.start_as_current_span(
+            f"{kind} {job}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER if client is None else trace.SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            yield HandlerSpan(span)
+
+    def call_trace(self) -> str | None:
+        client = _CLIENT_SPAN.get()
+        if client is None:
+            return None
+        ctx = client.get_span_context()
+        if not ctx.is_valid:
+            return None
+        return _traceparent(ctx.trace_id, ctx.span_id, int(ctx.trace_flags))
+
+    def record_run(self, kind: str, job: str, handler: str, outcome: str, duration: float) -> None:
+        attributes = {
+            "durable_jobs.kind": kind,
+            "durable_jobs.job": job,
+            "durable_jobs.handler": handler,
+            "durable_jobs.outcome": outcome,
+        }
+        self._runs.add(1, attributes)
+        self._duration.record(duration, attributes)
+
+    def record_lateness(self, kind: str, job: str, seconds: float) -> None:
+        self._lateness.record(
+            max(seconds, 0.0), {"durable_jobs.kind": kind, "durable_jobs.job": job}
+        )
+
+    def record_commit(self, size: int) -> None:
+        self._batch.record(size)
+
+    def watch(self, source: AlarmSource) -> Callable[[], None]:
+        self._sources.add(source)
+        return lambda: self._sources.discard(source)
+
+
+def load() -> Telemetry:
+    """OpenTelemetry's implementation if ``opentelemetry-api`` imports, else the no-op."""
+    try:
+        import opentelemetry.metrics
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        return Telemetry()
+    return _OpenTelemetry()
+
+
+#: The process's telemetry (see the module).
+telemetry: Telemetry = load()
