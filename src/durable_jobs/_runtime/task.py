@@ -191,19 +191,24 @@ class TaskRunner:
                 return committed, False, True
             failed_with: BaseException | None = None
             fatal: BaseException | None = None
-            for settle in range(3):
-                # Decided again from the committed instance after a statement failed.
+
+            def receive(idempotency_key: str | None) -> tuple[TaskInstance, bool]:
+                # Decided from a copy of the committed instance, never the instance itself.
                 prior = clone(committed) if committed is not None else None
-                agg, created = TaskInstance.receive(
+                return TaskInstance.receive(
                     prior,
                     job.name,
                     instance_id,
                     event_json,
                     now=now,
-                    idempotency_key=key,
+                    idempotency_key=idempotency_key,
                     window=job.idempotency_window,
                     type_version=job.version,
                 )
+
+            for settle in range(3):
+                # Decided again from the committed instance after a statement failed.
+                agg, created = receive(key)
                 ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
                 chain = await self._handle(
                     job,
@@ -219,17 +224,7 @@ class TaskRunner:
                 error, fatal = chain.error, fatal or chain.fatal
                 if error is not None:
                     # Recorded, but the key is not kept: the caller's retry delivers it again.
-                    prior = clone(committed) if committed is not None else None
-                    agg, created = TaskInstance.receive(
-                        prior,
-                        job.name,
-                        instance_id,
-                        event_json,
-                        now=now,
-                        idempotency_key=None,
-                        window=job.idempotency_window,
-                        type_version=job.version,
-                    )
+                    agg, created = receive(None)
                     agg.record_failure(
                         ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
                     )
