@@ -168,6 +168,23 @@ class TaskRunner:
             else:
                 return chain
 
+    async def _save(
+        self,
+        agg: TaskInstance,
+        committed: TaskInstance | None,
+        statements: list[Statement],
+        error: BaseException | None,
+    ) -> BaseException | None:
+        """Commit ``agg`` with the handler's ``statements`` (none if it raised ``error``);
+        the database's error if one of them failed (then nothing is committed)."""
+        try:
+            await self.rt.save(
+                agg, before=committed, statements=statements if error is None else []
+            )
+        except StatementFailed as failed:
+            return failed.error
+        return None
+
     async def send(
         self,
         job: TaskJob[Any, Any],
@@ -228,13 +245,9 @@ class TaskRunner:
                     agg.record_failure(
                         ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
                     )
-                try:
-                    statements = chain.statements if error is None else []
-                    await rt.save(agg, before=committed, statements=statements)
-                except StatementFailed as failed:
-                    failed_with = failed.error
-                    continue
-                break
+                failed_with = await self._save(agg, committed, chain.statements, error)
+                if failed_with is None:
+                    break
             if fatal is not None:
                 raise fatal
             if error is not None:
@@ -278,13 +291,9 @@ class TaskRunner:
                     follow_up=settle < 2,
                 )
                 error, fatal = chain.error, fatal or chain.fatal
-                try:
-                    statements = chain.statements if error is None else []
-                    await rt.save(agg, before=committed, statements=statements)
-                except StatementFailed as failed:
-                    failed_with = failed.error
-                    continue
-                break
+                failed_with = await self._save(agg, committed, chain.statements, error)
+                if failed_with is None:
+                    break
             if fatal is not None:
                 raise fatal
             if error is not None and not by_alarm:
