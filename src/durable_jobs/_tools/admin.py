@@ -13,7 +13,7 @@ from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.base import Store
-from durable_jobs._tools.common import holding_instance, isoformat, kind_of
+from durable_jobs._tools.common import holding_instance, instance_json, isoformat, kind_of
 
 __all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
 
@@ -45,10 +45,7 @@ class AdminResult:
             "action": self.action,
             "done": self.done,
             "found": self.found,
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "status": self.status,
             "due_at": isoformat(self.due_at),
             "version": self.version,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from durable_jobs._domain.ids import KINDS, Kind
@@ -24,6 +25,11 @@ def kind_of(kind: str) -> Kind:
 def isoformat(at: datetime | None) -> str | None:
     """``at`` as ISO 8601 text (None stays None)."""
     return None if at is None else at.isoformat()
+
+
+def instance_json(kind: str, job: str, instance_id: str, uuid: UUID) -> dict[str, Any]:
+    """An instance's identity as the JSON shapes start it: kind, job, id and UUID."""
+    return {"kind": kind, "job": job, "instance_id": instance_id, "instance_uuid": str(uuid)}
 
 
 def one_line(text: str) -> str:

@@ -12,7 +12,7 @@ from durable_jobs._errors import (
     StoreError,
 )
 from durable_jobs._store.base import Store
-from durable_jobs._tools.common import holding_instance, kind_of
+from durable_jobs._tools.common import holding_instance, instance_json, kind_of
 
 __all__ = ["PurgeResult", "purge_instance"]
 
@@ -34,10 +34,7 @@ class PurgeResult:
         """The stable JSON shape: these fields, by these names."""
         return {
             "purged": self.purged,
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "events": self.events,
             "snapshots": self.snapshots,
         }

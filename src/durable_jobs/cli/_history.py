@@ -10,6 +10,7 @@ from rich.text import Text
 
 from durable_jobs._errors import ValidationError
 from durable_jobs._records import RecordedEvent
+from durable_jobs._tools.common import instance_json
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import StateAt, iso, record_to_json
 from durable_jobs.cli._app import (
@@ -103,10 +104,7 @@ def history(
     if as_json:
         emit_json(
             {
-                "kind": kind,
-                "job": job,
-                "instance_id": instance_id,
-                "instance_uuid": str(summary.instance_uuid),
+                **instance_json(kind, job, instance_id, summary.instance_uuid),
                 "latest_version": summary.version,
                 "records": [record_to_json(r) for r in records],
             }
