@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 
 import click
+from rich.console import Console
 from rich.text import Text
 
 from durable_jobs._errors import ValidationError
@@ -111,13 +112,12 @@ def history(
         )
         return
     now = _now()
-    out = console()
-    out.print(
-        Text.assemble(
-            _label(kind, job, instance_id),
-            f": {len(records)} of {summary.version} records, now ",
-            _status_text(summary.status),
-        )
+    _heading(
+        kind,
+        job,
+        instance_id,
+        f": {len(records)} of {summary.version} records, now ",
+        _status_text(summary.status),
     )
     table = _table("V", "TIME (UTC)", "AGO", "EVENT", "DETAILS")
     for record in records:
@@ -131,6 +131,13 @@ def history(
             _details(record, generation, states),
         )
     _print_wide(table)
+
+
+def _heading(kind: str, job: str, instance_id: str, *rest: str | Text) -> Console:
+    """Print the instance's heading line; the console to print the rest on."""
+    out = console()
+    out.print(Text.assemble(_label(kind, job, instance_id), *rest))
+    return out
 
 
 def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
@@ -269,13 +276,7 @@ def state(
         emit_json(view.to_json())
         return
     now = _now()
-    out = console()
-    out.print(
-        Text.assemble(
-            _label(kind, job, instance_id),
-            f" at version {view.version} of {view.latest_version}",
-        )
-    )
+    out = _heading(kind, job, instance_id, f" at version {view.version} of {view.latest_version}")
     _print_grid(
         [
             ("time", _when_ago(view.at, now)),
@@ -327,15 +328,14 @@ def diff(
     if as_json:
         emit_json(result.to_json())
         return
-    out = console()
-    out.print(
-        Text.assemble(
-            _label(kind, job, instance_id),
-            f": {'data' if full else 'state'} from ",
-            _side(result.before),
-            " to ",
-            _side(result.after),
-        )
+    out = _heading(
+        kind,
+        job,
+        instance_id,
+        f": {'data' if full else 'state'} from ",
+        _side(result.before),
+        " to ",
+        _side(result.after),
     )
     if not result.changes:
         out.print("  no changes")
