@@ -21,6 +21,7 @@ from datetime import timedelta
 import trio
 
 import durable_jobs as dj
+from _child_output import observe, say
 
 MS = timedelta(milliseconds=1)
 HANG_AT_RUN = 3
@@ -52,15 +53,6 @@ def make_registry(url: str, hang: dict[str, bool]) -> dj.Registry:
         ctx.set_state(event)
 
     return registry
-
-
-def say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def observe(record: dj.RecordedEvent) -> None:
-    say(f"commit {record.kind} {record.instance_id} {record.version} {record.name}")
 
 
 async def main(url: str, mode: str, first: int) -> None:

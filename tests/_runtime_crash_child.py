@@ -17,6 +17,7 @@ from datetime import timedelta
 import trio
 
 import durable_jobs as dj
+from _child_output import observe, say
 
 MS = timedelta(milliseconds=1)
 
@@ -46,15 +47,6 @@ def make_registry() -> dj.Registry:
         ctx.schedule(10 * MS)
 
     return registry
-
-
-def say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def observe(record: dj.RecordedEvent) -> None:
-    say(f"commit {record.kind} {record.instance_id} {record.version} {record.name}")
 
 
 async def main(url: str, first: int) -> None:

@@ -25,6 +25,13 @@ from _runtime import MINUTE, SECOND, T, advance, running
 pytestmark = pytest.mark.filterwarnings("error")
 
 
+@pytest.fixture
+def url(durable_store_url: str) -> str:
+    """The store under test, its ``ledger`` table created."""
+    create_ledger(durable_store_url)
+    return durable_store_url
+
+
 def _failures(records: list[dj.RecordedEvent]) -> list[dict[str, Any]]:
     return [r.data for r in records if r.name == "run_failed"]
 
@@ -33,10 +40,8 @@ def _failures(records: list[dj.RecordedEvent]) -> list[dict[str, Any]]:
 
 
 async def test_continuous_writes_commit_with_each_run(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.continuous("bill", state=int, schedule=dj.every(MINUTE))
@@ -60,10 +65,8 @@ async def test_continuous_writes_commit_with_each_run(
 
 
 async def test_a_failed_try_writes_nothing_and_its_retry_only_its_own(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.continuous(
@@ -90,10 +93,8 @@ async def test_a_failed_try_writes_nothing_and_its_retry_only_its_own(
 
 
 async def test_a_constraint_violation_fails_the_run_which_retries_and_writes_nothing(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     run_sql(url, "INSERT INTO {schema}.ledger VALUES ('x', 1, 'taken')".replace(
         "{schema}.", "{schema}." if is_postgres(url) else ""))  # fmt: skip
     registry = dj.Registry()
@@ -131,10 +132,8 @@ async def test_a_constraint_violation_fails_the_run_which_retries_and_writes_not
 
 
 async def test_a_trigger_whose_statement_fails_reports_the_retry(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.continuous(
@@ -157,10 +156,8 @@ async def test_a_trigger_whose_statement_fails_reports_the_retry(
 
 
 async def test_a_failing_statement_fails_only_its_own_run_in_a_group_commit(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.continuous("many", state=int, schedule=dj.every(MINUTE), start_immediately=False)
@@ -209,10 +206,8 @@ async def test_a_failing_statement_fails_only_its_own_run_in_a_group_commit(
 
 
 async def test_a_timed_out_handler_runs_none_of_its_statements(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.continuous("slow", state=int, schedule=dj.every(timedelta(hours=1)), timeout=5)
@@ -230,10 +225,8 @@ async def test_a_timed_out_handler_runs_none_of_its_statements(
 
 
 async def test_a_run_cancelled_by_shutdown_runs_none_of_its_statements(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
     started = trio.Event()
 
@@ -250,10 +243,8 @@ async def test_a_run_cancelled_by_shutdown_runs_none_of_its_statements(
 
 
 async def test_on_exhausted_hook_statements_commit_with_the_outcome(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     def exhausted(error: BaseException, ctx: dj.ContinuousContext[int]) -> str:
@@ -281,10 +272,8 @@ async def test_on_exhausted_hook_statements_commit_with_the_outcome(
 
 
 async def test_debounce_flush_and_reducer_statements(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.debounce("digest", event=int, state=int, flush_after=MINUTE)
@@ -310,10 +299,8 @@ async def test_debounce_flush_and_reducer_statements(
 
 
 async def test_debounce_flush_whose_statement_fails_keeps_the_batch(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.debounce("d", event=int, flush_after=MINUTE)
@@ -339,10 +326,8 @@ async def test_debounce_flush_whose_statement_fails_keeps_the_batch(
 
 
 async def test_task_on_event_statements_commit_with_the_send(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
 
     @registry.task("orders", event=int, state=int)
@@ -377,10 +362,8 @@ async def test_task_on_event_statements_commit_with_the_send(
 
 
 async def test_task_statement_failure_goes_to_on_error(
-    durable_store_url: str, autojump_clock: trio.testing.MockClock
+    url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    url = durable_store_url
-    create_ledger(url)
     registry = dj.Registry()
     seen: list[str] = []
 

@@ -15,69 +15,25 @@ a run whose rows were written twice, or rows without their run, show up:
 
 from __future__ import annotations
 
-import os
-import selectors
-import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import _children as children
 import durable_jobs as dj
 from _execute import create_ledger, is_postgres, run_sql
 
 pytestmark = pytest.mark.slow
 
 CHILD = Path(__file__).resolve().with_name("_execute_crash_child.py")
-READ_TIMEOUT = 60.0
 
 
-class Child:
-    """One jobs app process whose lines the parent reads."""
+class Child(children.Child):
+    """One ``_execute_crash_child.py`` process whose lines the parent reads."""
 
     def __init__(self, url: str, mode: str, first: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD), url, mode, str(first)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(CHILD.parent)},
-        )
-        assert self.proc.stdout is not None
-        self.stdout = self.proc.stdout
-        self.lines: list[str] = []
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.stdout, selectors.EVENT_READ)
-
-    def read_until(self, done: Callable[[list[str]], bool]) -> None:
-        """Read lines until ``done(lines)``; a child that hangs or exits fails the test."""
-        while not done(self.lines):
-            if not self._selector.select(READ_TIMEOUT):
-                pytest.fail(f"the child printed nothing for {READ_TIMEOUT} s (a hang)")
-            line = self.stdout.readline()
-            if not line:
-                _, err = self.proc.communicate()
-                pytest.fail(f"the child exited early: {err.decode()[-2000:]}")
-            self.lines.append(line.decode().strip())
-
-    def kill(self) -> list[str]:
-        """SIGKILL it; every line it wrote before dying counts too."""
-        self.proc.send_signal(signal.SIGKILL)
-        rest, _ = self.proc.communicate()
-        self.lines.extend(x for x in rest.decode().splitlines() if x)
-        assert self.proc.returncode == -signal.SIGKILL
-        return self.lines
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        self._selector.close()
+        super().__init__(CHILD, url, mode, str(first))
 
 
 def create_writes(url: str) -> None:

@@ -11,12 +11,6 @@ the alarms up and runs them.
 
 from __future__ import annotations
 
-import os
-import selectors
-import signal
-import subprocess
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+import _children as children
 import durable_jobs as dj
 from _runtime_crash_child import make_registry
 from durable_jobs._domain.debounce import DebounceInstance
@@ -31,55 +26,14 @@ from durable_jobs._domain.debounce import DebounceInstance
 pytestmark = pytest.mark.slow
 
 CHILD = Path(__file__).resolve().with_name("_runtime_crash_child.py")
-READ_TIMEOUT = 60.0
 KILL_AFTER = (40, 90, 25, 140)
 
 
-class Child:
-    """One jobs app process whose lines the parent reads."""
+class Child(children.Child):
+    """One ``_runtime_crash_child.py`` process whose lines the parent reads."""
 
     def __init__(self, url: str, first: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD), url, str(first)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(CHILD.parent)},
-        )
-        assert self.proc.stdout is not None
-        self.stdout = self.proc.stdout
-        self.lines: list[str] = []
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.stdout, selectors.EVENT_READ)
-
-    def read_until(self, done: Callable[[list[str]], bool]) -> None:
-        """Read lines until ``done(lines)``; a child that hangs or exits fails the test."""
-        while not done(self.lines):
-            if not self._selector.select(READ_TIMEOUT):
-                pytest.fail(f"the child printed nothing for {READ_TIMEOUT} s (a hang)")
-            line = self.stdout.readline()
-            if not line:
-                _, err = self.proc.communicate()
-                pytest.fail(f"the child exited early: {err.decode()[-2000:]}")
-            self.lines.append(line.decode().strip())
-
-    def kill(self) -> list[str]:
-        """SIGKILL it; every line it wrote before dying is an acknowledgement too."""
-        self.proc.send_signal(signal.SIGKILL)
-        rest, _ = self.proc.communicate()
-        self.lines.extend(x for x in rest.decode().splitlines() if x)
-        self._selector.close()
-        assert self.proc.returncode == -signal.SIGKILL
-        return self.lines
-
-    def cleanup(self) -> None:
-        """Whatever happened: no child left running, no pipe left open."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        self._selector.close()
+        super().__init__(CHILD, url, str(first))
 
 
 def run_and_kill(url: str, first: int, lines: int) -> list[str]:

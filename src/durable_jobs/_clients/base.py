@@ -6,8 +6,11 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from durable_jobs._clients.results import TerminateResult
 from durable_jobs._definitions.jobs import JobDefinition
-from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
+from durable_jobs._domain.ids import check_instance_id
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, check_reason, limits_in_effect
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.runtime import Runtime
 from durable_jobs._telemetry import telemetry
@@ -17,6 +20,7 @@ __all__ = ["KindClient", "limited"]
 P = ParamSpec("P")
 R = TypeVar("R")
 C = TypeVar("C", bound="KindClient")
+A = TypeVar("A", bound=JobInstance)
 
 
 def limited(
@@ -61,3 +65,22 @@ class KindClient:
     async def _history(self, kind: Any, job: str, instance_id: str) -> list[RecordedEvent]:
         self._check_open("history")
         return await self._rt.history(kind, job, instance_id)
+
+    async def _load(self, cls: type[A], id: str, method: str) -> A | None:
+        """The committed instance ``id`` (live or not), for the read ``method``."""
+        check_instance_id(id)
+        self._check_open(method)
+        return await self._rt.load(cls, self._definition.name, id)
+
+    async def _terminate(
+        self, cls: type[JobInstance], id: str, reason: str | None
+    ) -> TerminateResult:
+        check_instance_id(id)
+        check_reason(reason)
+
+        async def run() -> TerminateResult:
+            return TerminateResult(
+                await self._rt.terminate(cls, self._definition.name, id, reason)
+            )
+
+        return await self._rt.command(run, self._call("terminate"))

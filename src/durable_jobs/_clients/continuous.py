@@ -14,7 +14,7 @@ from durable_jobs._clients.results import (
 from durable_jobs._definitions.jobs import ContinuousJob
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import check_instance_id
-from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, check_reason
+from durable_jobs._domain.values import DEFAULT_LIMITS, Limits
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.runtime import Runtime
 
@@ -64,16 +64,12 @@ class ContinuousClient(KindClient, Generic[S]):
     @limited
     async def status(self, id: str) -> ContinuousStatus:
         """The instance's status, run count and next run time (``not_found`` if none)."""
-        check_instance_id(id)
-        self._check_open("status")
-        return _continuous_status(await self._rt.load(ContinuousInstance, self.job.name, id))
+        return _continuous_status(await self._load(ContinuousInstance, id, "status"))
 
     @limited
     async def get_state(self, id: str) -> S | None:
         """The committed state, or None if there is no such (live) instance."""
-        check_instance_id(id)
-        self._check_open("get_state")
-        agg = await self._rt.load(ContinuousInstance, self.job.name, id)
+        agg = await self._load(ContinuousInstance, id, "get_state")
         if agg is None or not agg.live:
             return None
         return self._rt.decode_state(  # type: ignore[no-any-return]
@@ -83,15 +79,7 @@ class ContinuousClient(KindClient, Generic[S]):
     @limited
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
         """Cancel the alarm and remove the state; the history stays."""
-        check_instance_id(id)
-        check_reason(reason)
-
-        async def run() -> TerminateResult:
-            return TerminateResult(
-                await self._rt.terminate(ContinuousInstance, self.job.name, id, reason)
-            )
-
-        return await self._rt.command(run, self._call("terminate"))
+        return await self._terminate(ContinuousInstance, id, reason)
 
     @limited
     async def history(self, id: str) -> list[RecordedEvent]:

@@ -87,16 +87,12 @@ class DebounceClient(KindClient, Generic[E, S]):
     @limited
     async def status(self, id: str) -> DebounceStatus:
         """The instance's status, pending event count and flush time (``not_found`` if none)."""
-        check_instance_id(id)
-        self._check_open("status")
-        return _debounce_status(await self._rt.load(DebounceInstance, self.job.name, id))
+        return _debounce_status(await self._load(DebounceInstance, id, "status"))
 
     @limited
     async def get_state(self, id: str) -> S | None:
         """The state of the batch that flushes next, or None."""
-        check_instance_id(id)
-        self._check_open("get_state")
-        agg = await self._rt.load(DebounceInstance, self.job.name, id)
+        agg = await self._load(DebounceInstance, id, "get_state")
         if agg is None or not agg.live:
             return None
         return self._rt.decode_state(  # type: ignore[no-any-return]

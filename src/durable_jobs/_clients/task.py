@@ -15,7 +15,7 @@ from durable_jobs._clients.results import (
 from durable_jobs._definitions.jobs import TaskJob
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.task import TaskInstance
-from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, check_idempotency_key, check_reason
+from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, check_idempotency_key
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.runtime import Runtime
 
@@ -76,16 +76,12 @@ class TaskClient(KindClient, Generic[E, S]):
     @limited
     async def status(self, id: str) -> TaskStatus:
         """The instance's status, alarm and counters (``not_found`` if none)."""
-        check_instance_id(id)
-        self._check_open("status")
-        return _task_status(await self._rt.load(TaskInstance, self.job.name, id))
+        return _task_status(await self._load(TaskInstance, id, "status"))
 
     @limited
     async def get_state(self, id: str) -> TaskState[S] | None:
         """The committed state and the pending alarm, or None if there is no such instance."""
-        check_instance_id(id)
-        self._check_open("get_state")
-        agg = await self._rt.load(TaskInstance, self.job.name, id)
+        agg = await self._load(TaskInstance, id, "get_state")
         if agg is None or not agg.live:
             return None
         state = self._rt.decode_state(self.job.state_codec, agg, agg.d.state, agg.d.state_version)
@@ -94,15 +90,7 @@ class TaskClient(KindClient, Generic[E, S]):
     @limited
     async def terminate(self, id: str, reason: str | None = None) -> TerminateResult:
         """Cancel the alarm and remove the state; the history stays."""
-        check_instance_id(id)
-        check_reason(reason)
-
-        async def run() -> TerminateResult:
-            return TerminateResult(
-                await self._rt.terminate(TaskInstance, self.job.name, id, reason)
-            )
-
-        return await self._rt.command(run, self._call("terminate"))
+        return await self._terminate(TaskInstance, id, reason)
 
     @limited
     async def history(self, id: str) -> list[RecordedEvent]:

@@ -49,6 +49,12 @@ class JobDefinition:
     timeout: timedelta | None = None
     event_codec: TypeCodec[Any] | None = None
 
+    def _check_common(self, name: str, timeout: object, version: object) -> None:
+        """Check and keep what every kind takes: the name, the timeout and the version."""
+        self.name = check_job_name(name)
+        self.timeout = check_timeout(timeout, name)
+        self.version = check_version(version, name)
+
     def missing(self) -> list[str]:
         """Handlers this job still needs (empty when it is complete)."""
         return []
@@ -146,9 +152,7 @@ class ContinuousJob(JobDefinition, Generic[S]):
         timeout: timedelta | float | None = None,
         version: int = 1,
     ) -> None:
-        self.name = check_job_name(name)
-        self.timeout = check_timeout(timeout, name)
-        self.version = check_version(version, name)
+        self._check_common(name, timeout, version)
         if not isinstance(cast(object, schedule), Schedule):
             msg = (
                 f"schedule of continuous job {name!r} must come from durable_jobs.every() "
@@ -195,9 +199,7 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         window: Window = "fixed",
         max_wait: timedelta | None = None,
     ) -> None:
-        self.name = check_job_name(name)
-        self.timeout = check_timeout(timeout, name)
-        self.version = check_version(version, name)
+        self._check_common(name, timeout, version)
         check_debounce_window(window, max_wait, flush_after, name)
         if max_events is not None and (
             isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
@@ -266,9 +268,7 @@ class TaskJob(JobDefinition, Generic[E, S]):
         timeout: timedelta | float | None = None,
         version: int = 1,
     ) -> None:
-        self.name = check_job_name(name)
-        self.timeout = check_timeout(timeout, name)
-        self.version = check_version(version, name)
+        self._check_common(name, timeout, version)
         check_handler(execute, job=name, role="execute", params="ctx")
         self.event_type = event
         self.event_codec: TypeCodec[E] = TypeCodec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from durable_jobs._definitions.contexts import ContinuousContext
@@ -10,6 +11,7 @@ from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._runtime.cache import clone
+from durable_jobs._runtime.exhausted import finish_exhausted
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._store.base import StatementFailed
 
@@ -118,15 +120,18 @@ class ContinuousRunner:
                     error=error,
                 )
                 if result is RunEnd.ASK_EXHAUSTED:
-                    assert error is not None
                     # The hook sees the committed state, not the failed try's changes.
                     hook_ctx = new_ctx()
-                    exhausted, hook_fatal = await rt.handlers.exhausted_action(
-                        job, error, hook_ctx, instance_id=instance_id
-                    )
-                    fatal = fatal or hook_fatal
-                    result = agg.finish_run(
-                        ticket, now=end, policy=policy, error=error, exhausted=exhausted
+                    result, fatal = await finish_exhausted(
+                        rt,
+                        job,
+                        error,
+                        hook_ctx,
+                        instance_id=instance_id,
+                        fatal=fatal,
+                        finish=partial(
+                            agg.finish_run, ticket, now=end, policy=policy, error=error
+                        ),
                     )
                     # The hook's own statements, unless they failed already.
                     statements = hook_ctx._statements if settle < 2 else []

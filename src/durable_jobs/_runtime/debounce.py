@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from durable_jobs._definitions.contexts import DebounceContext, DebounceEventContext
@@ -12,6 +13,7 @@ from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._errors import HandlerError
 from durable_jobs._runtime.cache import clone
+from durable_jobs._runtime.exhausted import finish_exhausted
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._store.base import StatementFailed
 
@@ -187,14 +189,15 @@ class DebounceRunner:
                     error=error,
                 )
                 if result is RunEnd.ASK_EXHAUSTED:
-                    assert error is not None
                     ctx._writes = rt.writes()  # the hook's own statements, not the flush's
-                    exhausted, hook_fatal = await rt.handlers.exhausted_action(
-                        job, error, ctx, instance_id=instance_id
-                    )
-                    fatal = fatal or hook_fatal
-                    result = agg.finish_flush(
-                        ft, now=end, policy=policy, error=error, exhausted=exhausted
+                    result, fatal = await finish_exhausted(
+                        rt,
+                        job,
+                        error,
+                        ctx,
+                        instance_id=instance_id,
+                        fatal=fatal,
+                        finish=partial(agg.finish_flush, ft, now=end, policy=policy, error=error),
                     )
                     statements = ctx._statements if settle < 2 else []
                 try:

@@ -172,6 +172,23 @@ class TaskRunner:
             else:
                 return chain
 
+    async def _save(
+        self,
+        agg: TaskInstance,
+        committed: TaskInstance | None,
+        statements: list[Statement],
+        error: BaseException | None,
+    ) -> BaseException | None:
+        """Commit ``agg`` with the handler's ``statements`` (none if it raised ``error``);
+        the database's error if one of them failed (then nothing is committed)."""
+        try:
+            await self.rt.save(
+                agg, before=committed, statements=statements if error is None else []
+            )
+        except StatementFailed as failed:
+            return failed.error
+        return None
+
     async def send(
         self,
         job: TaskJob[Any, Any],
@@ -195,19 +212,24 @@ class TaskRunner:
                 return committed, False, True
             failed_with: BaseException | None = None
             fatal: BaseException | None = None
-            for settle in range(3):
-                # Decided again from the committed instance after a statement failed.
+
+            def receive(idempotency_key: str | None) -> tuple[TaskInstance, bool]:
+                # Decided from a copy of the committed instance, never the instance itself.
                 prior = clone(committed) if committed is not None else None
-                agg, created = TaskInstance.receive(
+                return TaskInstance.receive(
                     prior,
                     job.name,
                     instance_id,
                     event_json,
                     now=now,
-                    idempotency_key=key,
+                    idempotency_key=idempotency_key,
                     window=job.idempotency_window,
                     type_version=job.version,
                 )
+
+            for settle in range(3):
+                # Decided again from the committed instance after a statement failed.
+                agg, created = receive(key)
                 ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
                 chain = await self._handle(
                     job,
@@ -223,27 +245,13 @@ class TaskRunner:
                 error, fatal = chain.error, fatal or chain.fatal
                 if error is not None:
                     # Recorded, but the key is not kept: the caller's retry delivers it again.
-                    prior = clone(committed) if committed is not None else None
-                    agg, created = TaskInstance.receive(
-                        prior,
-                        job.name,
-                        instance_id,
-                        event_json,
-                        now=now,
-                        idempotency_key=None,
-                        window=job.idempotency_window,
-                        type_version=job.version,
-                    )
+                    agg, created = receive(None)
                     agg.record_failure(
                         ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
                     )
-                try:
-                    statements = chain.statements if error is None else []
-                    await rt.save(agg, before=committed, statements=statements)
-                except StatementFailed as failed:
-                    failed_with = failed.error
-                    continue
-                break
+                failed_with = await self._save(agg, committed, chain.statements, error)
+                if failed_with is None:
+                    break
             if fatal is not None:
                 raise fatal
             if error is not None:
@@ -288,13 +296,9 @@ class TaskRunner:
                     due_at=committed.d.alarm_at if by_alarm else None,
                 )
                 error, fatal = chain.error, fatal or chain.fatal
-                try:
-                    statements = chain.statements if error is None else []
-                    await rt.save(agg, before=committed, statements=statements)
-                except StatementFailed as failed:
-                    failed_with = failed.error
-                    continue
-                break
+                failed_with = await self._save(agg, committed, chain.statements, error)
+                if failed_with is None:
+                    break
             if fatal is not None:
                 raise fatal
             if error is not None and not by_alarm:

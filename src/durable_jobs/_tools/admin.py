@@ -11,10 +11,9 @@ from uuid import UUID
 
 from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._errors import ConcurrencyError, ConfigurationError
+from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.base import Store
-from durable_jobs._store.capabilities import CrossProcessLocks
-from durable_jobs._tools.common import isoformat, kind_of
+from durable_jobs._tools.common import holding_instance, instance_json, isoformat, kind_of
 
 __all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
 
@@ -46,10 +45,7 @@ class AdminResult:
             "action": self.action,
             "done": self.done,
             "found": self.found,
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "status": self.status,
             "due_at": isoformat(self.due_at),
             "version": self.version,
@@ -82,31 +78,17 @@ def _admin(
         instance_id=instance_id,
         instance_uuid=uuid,
     )
-    try:
-        store.claim_runtime()
-    except ConfigurationError as exc:
-        msg = (
-            f"Cannot {action} {label} while a jobs runtime serves {store.url} (it keeps "
-            f"instances in memory); stop it first, or call {action} through its client."
-        )
-        raise ConfigurationError(msg) from exc
-    try:
-        locks = store if isinstance(store, CrossProcessLocks) else None
-        if locks is not None and not locks.try_lock(uuid):
-            msg = f"{label} is busy in another process (a run or call holds it); try again."
-            raise ConcurrencyError(msg)
-        try:
-            agg = store.get_by_uuid(uuid, label=label)
-            if agg is None:
-                return result
-            done = change(agg)
-            if done:
-                store.save(agg)
-        finally:
-            if locks is not None:
-                locks.unlock(uuid)
-    finally:
-        store.release_runtime()
+    refused = ConfigurationError(
+        f"Cannot {action} {label} while a jobs runtime serves {store.url} (it keeps "
+        f"instances in memory); stop it first, or call {action} through its client."
+    )
+    with holding_instance(store, uuid, label, refused=refused):
+        agg = store.get_by_uuid(uuid, label=label)
+        if agg is None:
+            return result
+        done = change(agg)
+        if done:
+            store.save(agg)
     return replace(
         result,
         done=done,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 from durable_jobs._domain.ids import KINDS, Kind
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._errors import ConcurrencyError, ConfigurationError
+from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks
 
 
 def kind_of(kind: str) -> Kind:
@@ -21,6 +27,40 @@ def isoformat(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()
 
 
+def instance_json(kind: str, job: str, instance_id: str, uuid: UUID) -> dict[str, Any]:
+    """An instance's identity as the JSON shapes start it: kind, job, id and UUID."""
+    return {"kind": kind, "job": job, "instance_id": instance_id, "instance_uuid": str(uuid)}
+
+
 def one_line(text: str) -> str:
     """``text`` with every run of whitespace (newlines too) as one space."""
     return " ".join(text.split())
+
+
+@contextmanager
+def holding_instance(
+    store: Store, uuid: UUID, label: str, *, refused: Exception
+) -> Iterator[None]:
+    """Hold instance ``uuid`` of ``store`` for a change made outside any runtime.
+
+    Refused (``refused`` is raised) while a jobs runtime serves an SQLite store: it keeps
+    instances in memory and would not see the change. On a shared store (Postgres) the
+    instance's cross-process lock is held, so no run of it commits meanwhile; a lock held
+    elsewhere raises :class:`ConcurrencyError`.
+    """
+    try:
+        store.claim_runtime()
+    except ConfigurationError as exc:
+        raise refused from exc
+    try:
+        locks = store if isinstance(store, CrossProcessLocks) else None
+        if locks is not None and not locks.try_lock(uuid):
+            msg = f"{label} is busy in another process (a run or call holds it); try again."
+            raise ConcurrencyError(msg)
+        try:
+            yield
+        finally:
+            if locks is not None:
+                locks.unlock(uuid)
+    finally:
+        store.release_runtime()

@@ -8,14 +8,11 @@ from uuid import UUID
 
 from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._errors import (
-    ConcurrencyError,
-    ConfigurationError,
     LiveInstanceError,
     StoreError,
 )
 from durable_jobs._store.base import Store
-from durable_jobs._store.capabilities import CrossProcessLocks
-from durable_jobs._tools.common import kind_of
+from durable_jobs._tools.common import holding_instance, instance_json, kind_of
 
 __all__ = ["PurgeResult", "purge_instance"]
 
@@ -37,10 +34,7 @@ class PurgeResult:
         """The stable JSON shape: these fields, by these names."""
         return {
             "purged": self.purged,
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "events": self.events,
             "snapshots": self.snapshots,
         }
@@ -62,42 +56,28 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
     result = PurgeResult(
         purged=False, kind=kind, job=job, instance_id=instance_id, instance_uuid=uuid
     )
-    try:
-        store.claim_runtime()
-    except ConfigurationError as exc:
-        msg = (
-            f"Cannot purge {label} while a jobs runtime serves {store.url} (it keeps "
-            "instances in memory); stop it, then purge."
-        )
-        raise LiveInstanceError(msg) from exc
-    try:
-        locks = store if isinstance(store, CrossProcessLocks) else None
-        if locks is not None and not locks.try_lock(uuid):
-            msg = f"{label} is busy in another process (a run or call holds it); try again."
-            raise ConcurrencyError(msg)
-        try:
-            row = store.index_row(uuid)
-            if row is None:
-                return result
-            live = row.status != "terminated"
-            if not live:
-                try:
-                    agg = store.get_by_uuid(uuid, label=label)
-                except StoreError:
-                    agg = None  # a corrupt log: the index row decides
-                live = agg is not None and agg.live
-            if live:
-                msg = (
-                    f"Refusing to purge {label}: it is live (status {row.status!r}). "
-                    "Terminate it first, then purge; nothing was deleted."
-                )
-                raise LiveInstanceError(msg)
-            events, snapshots = store.delete_instance(uuid, version=row.version)
-        finally:
-            if locks is not None:
-                locks.unlock(uuid)
-    finally:
-        store.release_runtime()
+    refused = LiveInstanceError(
+        f"Cannot purge {label} while a jobs runtime serves {store.url} (it keeps "
+        "instances in memory); stop it, then purge."
+    )
+    with holding_instance(store, uuid, label, refused=refused):
+        row = store.index_row(uuid)
+        if row is None:
+            return result
+        live = row.status != "terminated"
+        if not live:
+            try:
+                agg = store.get_by_uuid(uuid, label=label)
+            except StoreError:
+                agg = None  # a corrupt log: the index row decides
+            live = agg is not None and agg.live
+        if live:
+            msg = (
+                f"Refusing to purge {label}: it is live (status {row.status!r}). "
+                "Terminate it first, then purge; nothing was deleted."
+            )
+            raise LiveInstanceError(msg)
+        events, snapshots = store.delete_instance(uuid, version=row.version)
     return PurgeResult(
         purged=True,
         kind=kind,

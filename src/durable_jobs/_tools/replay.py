@@ -13,7 +13,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
-from durable_jobs._tools.common import isoformat, kind_of, one_line
+from durable_jobs._tools.common import instance_json, isoformat, kind_of, one_line
 
 __all__ = ["Divergence", "ReplayReport", "replay_instance", "replay_store"]
 
@@ -75,10 +75,7 @@ class ReplayReport:
     def as_json(self) -> dict[str, Any]:
         """The stable JSON shape: these fields, by these names."""
         return {
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "ok": self.ok,
             "version": self.version,
             "events": self.events,

@@ -8,6 +8,7 @@ from typing import Any, Literal, final
 from uuid import UUID
 
 from durable_jobs._records import RecordedEvent
+from durable_jobs._tools.common import instance_json
 
 __all__ = [
     "InstancePage",
@@ -93,10 +94,7 @@ class InstanceSummary:
     def to_json(self) -> dict[str, Any]:
         """The summary as JSON (``list``/``status --json``)."""
         return {
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "status": self.status,
             "version": self.version,
             "generation": self.generation,
@@ -152,10 +150,7 @@ class StateAt:
     def to_json(self) -> dict[str, Any]:
         """The state as JSON (``state --json``)."""
         return {
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "version": self.version,
             "latest_version": self.latest_version,
             "at": iso(self.at),
@@ -240,10 +235,7 @@ class PendingAlarm:
     def to_json(self) -> dict[str, Any]:
         """The alarm as JSON (one item of ``alarms --json``)."""
         return {
-            "kind": self.kind,
-            "job": self.job,
-            "instance_id": self.instance_id,
-            "instance_uuid": str(self.instance_uuid),
+            **instance_json(self.kind, self.job, self.instance_id, self.instance_uuid),
             "status": self.status,
             "due_at": iso(self.due_at),
             "overdue": self.overdue,

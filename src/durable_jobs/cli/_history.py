@@ -6,10 +6,12 @@ import re
 from datetime import datetime
 
 import click
+from rich.console import Console
 from rich.text import Text
 
 from durable_jobs._errors import ValidationError
 from durable_jobs._records import RecordedEvent
+from durable_jobs._tools.common import instance_json
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import StateAt, iso, record_to_json
 from durable_jobs.cli._app import (
@@ -103,23 +105,19 @@ def history(
     if as_json:
         emit_json(
             {
-                "kind": kind,
-                "job": job,
-                "instance_id": instance_id,
-                "instance_uuid": str(summary.instance_uuid),
+                **instance_json(kind, job, instance_id, summary.instance_uuid),
                 "latest_version": summary.version,
                 "records": [record_to_json(r) for r in records],
             }
         )
         return
     now = _now()
-    out = console()
-    out.print(
-        Text.assemble(
-            _label(kind, job, instance_id),
-            f": {len(records)} of {summary.version} records, now ",
-            _status_text(summary.status),
-        )
+    _heading(
+        kind,
+        job,
+        instance_id,
+        f": {len(records)} of {summary.version} records, now ",
+        _status_text(summary.status),
     )
     table = _table("V", "TIME (UTC)", "AGO", "EVENT", "DETAILS")
     for record in records:
@@ -133,6 +131,13 @@ def history(
             _details(record, generation, states),
         )
     _print_wide(table)
+
+
+def _heading(kind: str, job: str, instance_id: str, *rest: str | Text) -> Console:
+    """Print the instance's heading line; the console to print the rest on."""
+    out = console()
+    out.print(Text.assemble(_label(kind, job, instance_id), *rest))
+    return out
 
 
 def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
@@ -271,13 +276,7 @@ def state(
         emit_json(view.to_json())
         return
     now = _now()
-    out = console()
-    out.print(
-        Text.assemble(
-            _label(kind, job, instance_id),
-            f" at version {view.version} of {view.latest_version}",
-        )
-    )
+    out = _heading(kind, job, instance_id, f" at version {view.version} of {view.latest_version}")
     _print_grid(
         [
             ("time", _when_ago(view.at, now)),
@@ -329,15 +328,14 @@ def diff(
     if as_json:
         emit_json(result.to_json())
         return
-    out = console()
-    out.print(
-        Text.assemble(
-            _label(kind, job, instance_id),
-            f": {'data' if full else 'state'} from ",
-            _side(result.before),
-            " to ",
-            _side(result.after),
-        )
+    out = _heading(
+        kind,
+        job,
+        instance_id,
+        f": {'data' if full else 'state'} from ",
+        _side(result.before),
+        " to ",
+        _side(result.after),
     )
     if not result.changes:
         out.print("  no changes")
