@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, final, overload
+from typing import Any, TypeVar, final, overload
 
 import trio
 import trio.testing
@@ -34,6 +33,8 @@ from durable_jobs._runtime.clock import VIRTUAL_EPOCH, VirtualClock, in_thread
 from durable_jobs._runtime.runtime import Observer
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
+from durable_jobs.testing._failures import FailurePlan, InjectedFailure
+from durable_jobs.testing._readouts import _RUN_NAMES, Flush, Run
 
 __all__ = [
     "FailurePlan",
@@ -48,152 +49,6 @@ __all__ = [
 T = TypeVar("T")
 S = TypeVar("S")
 E = TypeVar("E")
-
-_RUN_NAMES = ("run_succeeded", "run_failed")
-
-
-# ---- read-outs ---------------------------------------------------------------------------
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Run:
-    """One handler call as the log recorded it (a ``run_succeeded``/``run_failed`` record).
-
-    ``run_count`` and ``attempt`` are the run's numbers (a retry keeps its
-    ``run_count`` and has the next ``attempt``); ``error_type``, ``error`` and
-    ``will_retry`` are set on failed runs only.
-    """
-
-    kind: str
-    job: str
-    instance_id: str
-    handler: str
-    run_count: int
-    attempt: int
-    outcome: Literal["succeeded", "failed"]
-    at: datetime
-    error_type: str | None = None
-    error: str | None = None
-    will_retry: bool | None = None
-
-    @classmethod
-    def from_record(cls, record: RecordedEvent) -> Run:
-        """The run a ``run_succeeded`` or ``run_failed`` record describes."""
-        if record.name not in _RUN_NAMES:
-            msg = f"{record.name!r} is not a run record (run_succeeded or run_failed)"
-            raise ValueError(msg)
-        failed = record.name == "run_failed"
-        return cls(
-            kind=record.kind,
-            job=record.job,
-            instance_id=record.instance_id,
-            handler=str(record.data.get("handler", "execute")),
-            run_count=int(record.run_count or 0),
-            attempt=int(record.attempt or 0),
-            outcome="failed" if failed else "succeeded",
-            at=record.at,
-            error_type=record.data.get("error_type") if failed else None,
-            error=record.data.get("message") if failed else None,
-            will_retry=bool(record.data.get("will_retry")) if failed else None,
-        )
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Flush:
-    """One successful debounce flush (a ``flushed`` record): why, and how many events."""
-
-    job: str
-    instance_id: str
-    reason: str
-    event_count: int
-    batch_no: int
-    at: datetime
-
-    @classmethod
-    def from_record(cls, record: RecordedEvent) -> Flush:
-        """The flush a ``flushed`` record describes."""
-        if record.name != "flushed":
-            msg = f"{record.name!r} is not a flushed record"
-            raise ValueError(msg)
-        return cls(
-            job=record.job,
-            instance_id=record.instance_id,
-            reason=str(record.data["reason"]),
-            event_count=int(record.data["event_count"]),
-            batch_no=int(record.data["batch_no"]),
-            at=record.at,
-        )
-
-
-# ---- injected failures -------------------------------------------------------------------
-
-
-class InjectedFailure(Exception):
-    """The failure a :class:`FailurePlan` makes a handler raise."""
-
-
-InjectedFailure.__module__ = "durable_jobs.testing"
-
-
-@final
-class FailurePlan:
-    """Which upcoming handler calls fail: a switch a job's handlers consult.
-
-    Call :meth:`check` first thing in a handler; it raises
-    :class:`InjectedFailure` when a failure is planned for that instance (and
-    handler). Plans count calls per ``(instance_id, handler)``, so concurrent
-    runs of other instances do not change which call fails::
-
-        failures = FailurePlan()
-
-        @registry.continuous("sync", state=int, schedule=dj.every(timedelta(minutes=5)))
-        async def sync(ctx: dj.ContinuousContext[int]) -> None:
-            failures.check(ctx)
-            ...
-
-        failures.fail_next("user-1", times=2)  # the next two runs of user-1 raise
-    """
-
-    def __init__(self) -> None:
-        self._planned: dict[tuple[str, str], int] = {}
-        self.injected: list[tuple[str, str]] = []
-
-    def fail_next(self, instance_id: str, times: int = 1, *, handler: str = "execute") -> None:
-        """Make the next ``times`` calls of ``handler`` for ``instance_id`` raise."""
-        if isinstance(times, bool) or not isinstance(times, int) or times < 0:
-            msg = f"times must be an int >= 0, got {times!r}"
-            raise ValueError(msg)
-        key = (instance_id, handler)
-        self._planned[key] = self._planned.get(key, 0) + times
-
-    def pending(self, instance_id: str, *, handler: str = "execute") -> int:
-        """How many planned failures of ``handler`` for ``instance_id`` are still to come."""
-        return self._planned.get((instance_id, handler), 0)
-
-    def clear(self) -> None:
-        """Forget every planned failure (and what was injected)."""
-        self._planned.clear()
-        self.injected.clear()
-
-    def check(self, ctx: Any, handler: str = "execute") -> None:
-        """Raise :class:`InjectedFailure` if a failure of this call is planned.
-
-        ``ctx`` is the handler's context (or an instance id string).
-        """
-        instance_id = ctx if isinstance(ctx, str) else str(ctx.instance_id)
-        key = (instance_id, handler)
-        left = self._planned.get(key, 0)
-        if left <= 0:
-            return
-        if left == 1:
-            del self._planned[key]
-        else:
-            self._planned[key] = left - 1
-        self.injected.append(key)
-        msg = f"injected failure of {handler} for instance {instance_id!r}"
-        raise InjectedFailure(msg)
 
 
 # ---- virtual time ------------------------------------------------------------------------

@@ -8,41 +8,31 @@ Every value from the store reaches the page through an autoescaping template.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import hmac
 import logging
-import secrets
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlencode
 
-import jinja2
-import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
+from durable_jobs._domain.ids import KINDS
 from durable_jobs._errors import DurableJobsError, StoreError, ValidationError
-from durable_jobs._records import RecordedEvent
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
-from durable_jobs._store.urls import redact
 from durable_jobs._telemetry import log_fields
 from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
-from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import InstancePage, InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_events, tail_position
-from durable_jobs.ui import _format
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
+from durable_jobs.ui._dashboard import Dashboard, _dash, _int_param, _param, _qs
+from durable_jobs.ui._live import events_stream
+from durable_jobs.ui._middleware import BasicAuth, _Headers
 
 __all__ = ["BasicAuth", "Dashboard", "create_app"]
 
@@ -51,89 +41,6 @@ log = logging.getLogger("durable_jobs.ui")
 PAGE_SIZE: Final = 50
 MAX_PAGE: Final = 500
 FEED_SIZE: Final = 20
-#: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
-TAIL_POLL: Final = 0.25
-
-
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("durable_jobs.ui", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = _format.when
-    env.filters["pretty"] = _format.pretty
-    env.filters["short"] = _format.short
-    env.globals["describe"] = _format.describe
-    env.globals["outcome"] = _format.outcome
-    env.globals["ago"] = _format.ago
-    env.globals["span"] = _format.span
-    return env
-
-
-@dataclass
-class Dashboard:
-    """What the routes share: the store, the settings, the templates."""
-
-    store: Store
-    allow_actions: bool
-    now: Callable[[], datetime]
-    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    env: jinja2.Environment = field(default_factory=_env)
-    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
-
-    def __post_init__(self) -> None:
-        self.inspector = Inspector(self.store)
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call a blocking store function in a worker thread."""
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
-
-    def render(
-        self, name: str, request: Request, status_code: int = 200, **context: Any
-    ) -> Response:
-        base = {
-            "store_url": redact(str(self.store.url)),
-            "allow_actions": self.allow_actions,
-            "csrf_token": self.csrf_token,
-            "path": request.url.path,
-            "now": self.now(),
-            "qs": _qs,
-        }
-        html = self.env.get_template(name).render({**base, **context})
-        return HTMLResponse(html, status_code=status_code)
-
-    def macro(self, name: str, *args: Any) -> str:
-        module = self.env.get_template("_macros.html").make_module({"now": self.now(), "qs": _qs})
-        return str(getattr(module, name)(*args))
-
-
-def _qs(**params: Any) -> str:
-    """A query string of the parameters that are set."""
-    return urlencode({k: v for k, v in params.items() if v not in (None, "")})
-
-
-def _param(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name, "").strip()
-    return value or None
-
-
-def _int_param(request: Request, name: str) -> int | None:
-    value = _param(request, name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        msg = f"{name} must be a whole number, not {value[:40]!r}."
-        raise ValidationError(msg) from None
-
-
-def _dash(request: Request) -> Dashboard:
-    dash: Dashboard = request.app.state.dashboard
-    return dash
 
 
 # ---- pages -------------------------------------------------------------------------------
@@ -288,116 +195,6 @@ async def stats_page(request: Request) -> Response:
     )
 
 
-# ---- live updates ------------------------------------------------------------------------
-
-
-def _sse(event: str, html: str, position: int) -> bytes:
-    lines = [f"event: {event}", f"id: {position}"]
-    lines += [f"data: {line}" for line in html.splitlines() or [""]]
-    return ("\n".join(lines) + "\n\n").encode()
-
-
-async def events_stream(request: Request) -> Response:
-    """Server-sent events: each event committed after ``after`` (or ``Last-Event-ID``).
-
-    With ``kind``/``job``/``id``, only that instance's events, as ``record``
-    (its timeline row) and ``summary`` (its status panel); else every event,
-    as ``feed`` (a row of the recent-events table).
-    """
-    dash = _dash(request)
-    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
-    resume = request.headers.get("last-event-id") or _param(request, "after")
-    after: int | None = None
-    if resume is not None:
-        try:
-            after = max(0, int(resume))
-        except ValueError:
-            msg = f"after must be a whole number, not {resume[:40]!r}."
-            raise ValidationError(msg) from None
-    target = None
-    if kind is not None and job is not None and instance_id is not None:
-        if kind not in KINDS:
-            msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
-            raise ValidationError(msg)
-        target = instance_uuid(kind, job, check_instance_id(instance_id))
-    if after is None:
-        after = await dash.run(tail_position, dash.store)
-
-    async def render(event: TailEvent) -> bytes | None:
-        if target is None:
-            return _sse("feed", dash.macro("feed_row", event), event.position)
-        if event.instance_uuid != target:
-            return None
-        assert kind is not None and job is not None and instance_id is not None
-
-        def read() -> tuple[list[RecordedEvent], InstanceSummary | None]:
-            records = dash.inspector.history(
-                kind, job, instance_id, from_version=event.version, to_version=event.version
-            )
-            return records, dash.inspector.status(kind, job, instance_id)
-
-        records, summary = await dash.run(read)
-        out = b"".join(
-            _sse("record", dash.macro("timeline_row", r, kind, job, instance_id), event.position)
-            for r in records
-        )
-        if summary is not None:
-            out += _sse("summary", dash.macro("summary_panel", summary), event.position)
-        return out
-
-    return StreamingResponse(
-        _live(dash.store, after, render),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _live(
-    store: Store, after: int, render: Callable[[TailEvent], Awaitable[bytes | None]]
-) -> AsyncIterator[bytes]:
-    """Bytes of the events committed after ``after``, as a tail in a thread finds them."""
-    send, receive = trio.open_memory_channel[TailEvent | DurableJobsError](64)
-    stop = threading.Event()
-    token = trio.lowlevel.current_trio_token()
-
-    def pump() -> None:
-        try:
-            for event in _tail(store, after, stop):
-                trio.from_thread.run(send.send, event, trio_token=token)
-        except DurableJobsError as exc:
-            with contextlib.suppress(
-                trio.RunFinishedError, trio.BrokenResourceError, trio.Cancelled
-            ):
-                trio.from_thread.run(send.send, exc, trio_token=token)
-        except (trio.RunFinishedError, trio.BrokenResourceError, trio.Cancelled):
-            pass  # the page went away, or the server is stopping
-        finally:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(send.close, trio_token=token)
-
-    threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
-    try:
-        yield b"retry: 2000\n\n"
-        async with receive:
-            async for item in receive:
-                if isinstance(item, DurableJobsError):
-                    log.warning("The live tail stopped: %s", item)
-                    return
-                chunk = await render(item)
-                if chunk:
-                    yield chunk
-    finally:
-        stop.set()
-
-
-def _tail(store: Store, after: int, stop: threading.Event) -> Iterator[TailEvent]:
-    events = tail_events(store, after=after, poll_interval=TAIL_POLL, stop=stop)
-    try:
-        yield from events
-    finally:
-        events.close()
-
-
 # ---- actions -----------------------------------------------------------------------------
 
 
@@ -482,7 +279,7 @@ async def action_post(request: Request) -> Response:
     return dash.render("done.html", request, message=result.message, back=back)
 
 
-# ---- errors, auth, the app ---------------------------------------------------------------
+# ---- errors and the app ------------------------------------------------------------------
 
 
 async def _bad_input(request: Request, exc: Exception) -> Response:
@@ -492,79 +289,6 @@ async def _bad_input(request: Request, exc: Exception) -> Response:
     return dash.render(
         "error.html", request, status_code=status, title="Cannot show this", message=str(exc)
     )
-
-
-class BasicAuth:
-    """HTTP basic auth in front of ``app``: every request needs ``user:password``."""
-
-    def __init__(self, app: ASGIApp, credentials: str) -> None:
-        user, sep, password = credentials.partition(":")
-        if not sep or not user or not password:
-            msg = "Basic auth credentials must be 'user:password' (both non-empty)."
-            raise ValidationError(msg)
-        self.app = app
-        self._user = user.encode()
-        self._password = password.encode()
-
-    def _allowed(self, header: str | None) -> bool:
-        if header is None or not header.lower().startswith("basic "):
-            return False
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        user, _, password = decoded.partition(b":")
-        ok_user = hmac.compare_digest(user, self._user)
-        ok_password = hmac.compare_digest(password, self._password)
-        return ok_user and ok_password
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = None
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                header = value.decode("latin-1")
-        if self._allowed(header):
-            await self.app(scope, receive, send)
-            return
-        response = Response(
-            "Authentication required.\n",
-            status_code=401,
-            media_type="text/plain",
-            headers={"WWW-Authenticate": 'Basic realm="durable-jobs", charset="UTF-8"'},
-        )
-        await response(scope, receive, send)
-
-
-class _Headers:
-    """Safety headers on every response (no framing, no sniffing, no referrer to other sites)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-frame-options", b"DENY"),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (
-                        b"content-security-policy",
-                        b"default-src 'self'; script-src 'self'; style-src 'self'; "
-                        b"frame-ancestors 'none'",
-                    ),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(

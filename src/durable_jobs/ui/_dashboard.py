@@ -1,0 +1,104 @@
+"""What the dashboard's routes share: the :class:`Dashboard` and request parameters."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+import trio
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from durable_jobs._errors import ValidationError
+from durable_jobs._store.base import Store
+from durable_jobs._store.urls import redact
+from durable_jobs._tools.inspector import Inspector
+from durable_jobs.ui import _format
+
+__all__ = ["Dashboard"]
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("durable_jobs.ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _format.when
+    env.filters["pretty"] = _format.pretty
+    env.filters["short"] = _format.short
+    env.globals["describe"] = _format.describe
+    env.globals["outcome"] = _format.outcome
+    env.globals["ago"] = _format.ago
+    env.globals["span"] = _format.span
+    return env
+
+
+@dataclass
+class Dashboard:
+    """What the routes share: the store, the settings, the templates."""
+
+    store: Store
+    allow_actions: bool
+    now: Callable[[], datetime]
+    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    env: jinja2.Environment = field(default_factory=_env)
+    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
+
+    def __post_init__(self) -> None:
+        self.inspector = Inspector(self.store)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a blocking store function in a worker thread."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def render(
+        self, name: str, request: Request, status_code: int = 200, **context: Any
+    ) -> Response:
+        base = {
+            "store_url": redact(str(self.store.url)),
+            "allow_actions": self.allow_actions,
+            "csrf_token": self.csrf_token,
+            "path": request.url.path,
+            "now": self.now(),
+            "qs": _qs,
+        }
+        html = self.env.get_template(name).render({**base, **context})
+        return HTMLResponse(html, status_code=status_code)
+
+    def macro(self, name: str, *args: Any) -> str:
+        module = self.env.get_template("_macros.html").make_module({"now": self.now(), "qs": _qs})
+        return str(getattr(module, name)(*args))
+
+
+def _qs(**params: Any) -> str:
+    """A query string of the parameters that are set."""
+    return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
+def _param(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name, "").strip()
+    return value or None
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = _param(request, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"{name} must be a whole number, not {value[:40]!r}."
+        raise ValidationError(msg) from None
+
+
+def _dash(request: Request) -> Dashboard:
+    dash: Dashboard = request.app.state.dashboard
+    return dash

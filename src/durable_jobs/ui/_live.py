@@ -1,0 +1,135 @@
+"""The dashboard's live updates: server-sent events fed by a tail of the store in a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Final
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
+from durable_jobs._errors import DurableJobsError, ValidationError
+from durable_jobs._records import RecordedEvent
+from durable_jobs._store.base import Store
+from durable_jobs._tools.views import InstanceSummary
+from durable_jobs.maintenance import TailEvent, tail_events, tail_position
+from durable_jobs.ui._dashboard import _dash, _param
+
+__all__ = ["events_stream"]
+
+log = logging.getLogger("durable_jobs.ui")
+
+#: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
+TAIL_POLL: Final = 0.25
+
+
+def _sse(event: str, html: str, position: int) -> bytes:
+    lines = [f"event: {event}", f"id: {position}"]
+    lines += [f"data: {line}" for line in html.splitlines() or [""]]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def events_stream(request: Request) -> Response:
+    """Server-sent events: each event committed after ``after`` (or ``Last-Event-ID``).
+
+    With ``kind``/``job``/``id``, only that instance's events, as ``record``
+    (its timeline row) and ``summary`` (its status panel); else every event,
+    as ``feed`` (a row of the recent-events table).
+    """
+    dash = _dash(request)
+    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    resume = request.headers.get("last-event-id") or _param(request, "after")
+    after: int | None = None
+    if resume is not None:
+        try:
+            after = max(0, int(resume))
+        except ValueError:
+            msg = f"after must be a whole number, not {resume[:40]!r}."
+            raise ValidationError(msg) from None
+    target = None
+    if kind is not None and job is not None and instance_id is not None:
+        if kind not in KINDS:
+            msg = f"Unknown job kind {kind!r}: expected one of {', '.join(KINDS)}."
+            raise ValidationError(msg)
+        target = instance_uuid(kind, job, check_instance_id(instance_id))
+    if after is None:
+        after = await dash.run(tail_position, dash.store)
+
+    async def render(event: TailEvent) -> bytes | None:
+        if target is None:
+            return _sse("feed", dash.macro("feed_row", event), event.position)
+        if event.instance_uuid != target:
+            return None
+        assert kind is not None and job is not None and instance_id is not None
+
+        def read() -> tuple[list[RecordedEvent], InstanceSummary | None]:
+            records = dash.inspector.history(
+                kind, job, instance_id, from_version=event.version, to_version=event.version
+            )
+            return records, dash.inspector.status(kind, job, instance_id)
+
+        records, summary = await dash.run(read)
+        out = b"".join(
+            _sse("record", dash.macro("timeline_row", r, kind, job, instance_id), event.position)
+            for r in records
+        )
+        if summary is not None:
+            out += _sse("summary", dash.macro("summary_panel", summary), event.position)
+        return out
+
+    return StreamingResponse(
+        _live(dash.store, after, render),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _live(
+    store: Store, after: int, render: Callable[[TailEvent], Awaitable[bytes | None]]
+) -> AsyncIterator[bytes]:
+    """Bytes of the events committed after ``after``, as a tail in a thread finds them."""
+    send, receive = trio.open_memory_channel[TailEvent | DurableJobsError](64)
+    stop = threading.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def pump() -> None:
+        try:
+            for event in _tail(store, after, stop):
+                trio.from_thread.run(send.send, event, trio_token=token)
+        except DurableJobsError as exc:
+            with contextlib.suppress(
+                trio.RunFinishedError, trio.BrokenResourceError, trio.Cancelled
+            ):
+                trio.from_thread.run(send.send, exc, trio_token=token)
+        except (trio.RunFinishedError, trio.BrokenResourceError, trio.Cancelled):
+            pass  # the page went away, or the server is stopping
+        finally:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(send.close, trio_token=token)
+
+    threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
+    try:
+        yield b"retry: 2000\n\n"
+        async with receive:
+            async for item in receive:
+                if isinstance(item, DurableJobsError):
+                    log.warning("The live tail stopped: %s", item)
+                    return
+                chunk = await render(item)
+                if chunk:
+                    yield chunk
+    finally:
+        stop.set()
+
+
+def _tail(store: Store, after: int, stop: threading.Event) -> Iterator[TailEvent]:
+    events = tail_events(store, after=after, poll_interval=TAIL_POLL, stop=stop)
+    try:
+        yield from events
+    finally:
+        events.close()
