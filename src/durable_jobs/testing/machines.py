@@ -28,16 +28,13 @@ inside a step, so nothing runs behind hypothesis's back.
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 try:
     from hypothesis import strategies as st
-    from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+    from hypothesis.stateful import rule
 except ImportError as exc:  # pragma: no cover - the testing extra is missing
     msg = (
         "durable_jobs.testing.machines needs hypothesis: install the testing extra, "
@@ -46,19 +43,15 @@ except ImportError as exc:  # pragma: no cover - the testing extra is missing
     raise ImportError(msg) from exc
 
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
-from durable_jobs._definitions.registry import Registry
 from durable_jobs._errors import ConfigurationError, HandlerError
-from durable_jobs._runtime.clock import VIRTUAL_EPOCH
 from durable_jobs.testing import strategies as djst
-from durable_jobs.testing._driver import HarnessThread
-from durable_jobs.testing._harness import FailurePlan, Harness
+from durable_jobs.testing._harness import Harness
+from durable_jobs.testing._machines_base import JobMachine, _runner_strategy
 from durable_jobs.testing._models import (
     TERMINATE,
     UNCHANGED,
-    UNKNOWN,
     ContinuousModel,
     DebounceModel,
-    ExpectedRun,
     ModelContext,
     TaskModel,
     TaskStep,
@@ -76,250 +69,6 @@ __all__ = [
     "TaskStep",
     "TaskView",
 ]
-
-
-def _runner_strategy(name: str) -> st.SearchStrategy[Any]:
-    """A rule argument drawn from the machine's own ``name()`` strategy."""
-    return st.runner().flatmap(lambda machine: getattr(machine, name)())
-
-
-def _fmt(value: Any) -> str:
-    return repr(value)
-
-
-class JobMachine(RuleBasedStateMachine):
-    """What the per-kind machines share; subclass :class:`ContinuousMachine`,
-    :class:`DebounceMachine` or :class:`TaskMachine` instead.
-
-    Class attributes to set: ``registry``, ``job`` (its definition), and
-    optionally ``failures`` (the :class:`~durable_jobs.testing.FailurePlan`
-    the job's handlers consult: without it no failure is injected),
-    ``store`` (default ``memory://``), ``instance_ids`` (the ids the commands
-    use), ``start`` (the virtual clock's start), ``restarts`` (whether to
-    restart the runtime between steps), ``harness_options`` (for
-    ``open_jobs``). Override :meth:`time_steps` to choose how far time jumps.
-    """
-
-    registry: ClassVar[Registry | None] = None
-    job: ClassVar[JobDefinition | None] = None
-    failures: ClassVar[FailurePlan | None] = None
-    store: ClassVar[str] = "memory://"
-    instance_ids: ClassVar[Sequence[str]] = ("a", "b")
-    start: ClassVar[datetime] = VIRTUAL_EPOCH
-    restarts: ClassVar[bool] = True
-    harness_options: ClassVar[Mapping[str, Any]] = {}
-    #: The longest ``advance`` (None: three times the job's longest own duration).
-    max_advance: ClassVar[timedelta | None] = None
-
-    kind: ClassVar[str] = ""
-    model: ContinuousModel | DebounceModel | TaskModel
-
-    def __init__(self) -> None:
-        super().__init__()
-        registry, job = self._configured()
-        self._tmp: str | None = None
-        url = self.store
-        if "{tmp}" in url:
-            self._tmp = tempfile.mkdtemp(prefix="durable-jobs-")
-        url = url.replace("{tmp}", self._tmp or "").replace("{unique}", secrets.token_hex(6))
-        if self.failures is not None:
-            self.failures.clear()
-        try:
-            self.driver = HarnessThread(
-                registry, url, start=self.start, **dict(self.harness_options)
-            )
-        except BaseException:
-            self._remove_tmp()
-            raise
-        self.model = self._make_model(job, self.start)
-
-    def _configured(self) -> tuple[Registry, JobDefinition]:
-        name = type(self).__name__
-        registry, job = self.registry, self.job
-        if not isinstance(registry, Registry) or not isinstance(job, JobDefinition):
-            msg = (
-                f"{name} needs the class attributes `registry` (your durable_jobs.Registry) and "
-                f"`job` (the {self.kind} job definition the decorator returned)."
-            )
-            raise ConfigurationError(msg)
-        if job.kind != self.kind:
-            msg = f"{name} tests {self.kind} jobs; {job!r} is a {job.kind} job."
-            raise ConfigurationError(msg)
-        if registry.get(job.kind, job.name) is not job:
-            msg = f"{name}: {job!r} is not the job of that name in {registry!r}."
-            raise ConfigurationError(msg)
-        hook = job.retry.on_exhausted if job.retry is not None else None
-        if hook is not None and not isinstance(hook, str):
-            msg = (
-                f"{name}: the model cannot tell what the on_exhausted hook of {job!r} decides; "
-                "give the job a string policy ('terminate', 'pause' or 'continue') to test it "
-                "with a machine."
-            )
-            raise ConfigurationError(msg)
-        return registry, job
-
-    def _make_model(
-        self, job: JobDefinition, now: datetime
-    ) -> ContinuousModel | DebounceModel | TaskModel:
-        raise NotImplementedError
-
-    def _remove_tmp(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def teardown(self) -> None:
-        """Stop the runtime and the loop thread; remove the temporary store."""
-        try:
-            self.driver.close()
-        finally:
-            self._remove_tmp()
-
-    # -- strategies (override to taste) --
-
-    def time_steps(self) -> st.SearchStrategy[timedelta]:
-        """How far one ``advance`` (or a restart's time down) moves time: the job's own
-        durations, or anything up to three times the longest, in whole seconds.
-
-        With ``max_advance`` set, no step is longer: durations of the job above
-        it are left out, and ``max_advance`` itself is one of the marks.
-        """
-        marks = {d for d in self._characteristic_durations() if d >= timedelta(0)}
-        if self.max_advance is not None:
-            longest = self.max_advance
-            marks = {d for d in marks if d <= longest} | {longest}
-        else:
-            longest = 3 * max(marks)
-        ordered = sorted(marks)
-        return st.sampled_from(ordered) | djst.durations(timedelta(0), longest)
-
-    def _characteristic_durations(self) -> list[timedelta]:
-        marks = [timedelta(0), timedelta(seconds=1)]
-        job = self.job
-        retry = job.retry if job is not None else None
-        if retry is not None:
-            marks += [retry.delay.delay(n) for n in range(1, min(retry.max_attempts, 4) + 1)]
-        return marks
-
-    def ids(self) -> st.SearchStrategy[str]:
-        """The instance ids commands use (``instance_ids``)."""
-        return djst.instance_ids(pool=self.instance_ids)
-
-    def failure_handlers(self) -> list[str]:
-        """The handlers a planned failure may target."""
-        return ["execute"]
-
-    # -- talking to the runtime --
-
-    def _client(self, harness: Harness) -> Any:
-        raise NotImplementedError
-
-    def _now(self) -> datetime:
-        async def now(harness: Harness) -> datetime:
-            return harness.now()
-
-        return self.driver.call(now)
-
-    # -- common rules --
-
-    @rule(delta=_runner_strategy("time_steps"))
-    def advance(self, delta: timedelta) -> None:
-        """Let ``delta`` of virtual time pass; every alarm due meanwhile runs."""
-
-        async def run(harness: Harness) -> None:
-            await harness.advance(delta)
-
-        self.driver.call(run)
-        self.model.advance(self.model.now + delta)
-
-    @precondition(lambda self: self.restarts)
-    @rule(down_for=st.just(timedelta(0)) | _runner_strategy("time_steps"))
-    def restart(self, down_for: timedelta) -> None:
-        """Stop the runtime and start it again on the same store (after ``down_for``)."""
-
-        async def run(harness: Harness) -> None:
-            await harness.restart(down_for=down_for)
-
-        self.driver.call(run)
-        self.model.advance(self.model.now + down_for, running=False)
-        self.model.settle()
-
-    @precondition(lambda self: self.failures is not None)
-    @rule(
-        instance_id=_runner_strategy("ids"),
-        times=st.integers(1, 3),
-        handler=_runner_strategy("_handlers"),
-    )
-    def fail_next(self, instance_id: str, times: int, handler: str) -> None:
-        """Plan failures of the next ``times`` calls of ``handler`` for ``instance_id``."""
-        assert self.failures is not None
-        self.failures.fail_next(instance_id, times, handler=handler)
-        self.model.failures.plan(instance_id, times, handler)
-
-    def _handlers(self) -> st.SearchStrategy[str]:
-        return st.sampled_from(self.failure_handlers())
-
-    # -- checks --
-
-    def _observe(self, harness: Harness, instance_id: str) -> Any:
-        raise NotImplementedError
-
-    def _expected(self, instance_id: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    @invariant()
-    def matches_the_model(self) -> None:
-        """Status, state, runs (and flushes), time and consumed failures agree with the model."""
-        ids = list(self.instance_ids)
-        job_name = self.model.job_name
-        handler = None if self.kind == "task" else "execute"
-
-        async def observe(harness: Harness) -> tuple[datetime, dict[str, Any]]:
-            seen: dict[str, Any] = {}
-            for instance_id in ids:
-                seen[instance_id] = await self._observe(harness, instance_id)
-                seen[instance_id]["runs"] = [
-                    (r.handler, r.run_count, r.attempt, r.outcome, r.at)
-                    for r in harness.runs(job_name, instance_id, handler=handler)
-                ]
-                if self.kind == "debounce":
-                    seen[instance_id]["flushes"] = [
-                        (f.reason, f.event_count) for f in harness.flushes(job_name, instance_id)
-                    ]
-            return harness.now(), seen
-
-        now, seen = self.driver.call(observe)
-        if self.failures is not None:
-            for instance_id in ids:
-                for handler_name in self.failure_handlers():
-                    left = self.failures.pending(instance_id, handler=handler_name)
-                    want = self.model.failures.pending(instance_id, handler_name)
-                    assert left == want, (
-                        f"instance {instance_id!r}: {left} planned failure(s) of {handler_name} "
-                        f"are left, the model expects {want}. Does the handler call "
-                        f"failures.check(ctx{'' if handler_name == 'execute' else ', ' + repr(handler_name)}) first thing?"  # noqa: E501
-                    )
-
-        assert now == self.model.now, f"the jobs' clock reads {now}, the model {self.model.now}"
-        for instance_id in ids:
-            expected = self._expected(instance_id)
-            expected["runs"] = [_run_tuple(r) for r in self.model.runs.get(instance_id, [])]
-            if self.kind == "debounce":
-                assert isinstance(self.model, DebounceModel)
-                expected["flushes"] = list(self.model.flushes.get(instance_id, []))
-            for what, value in expected.items():
-                if value is UNKNOWN:
-                    continue
-                got = seen[instance_id][what]
-                # repr: NaN is a storable float that equals nothing, not even itself.
-                assert got == value or repr(got) == repr(value), (
-                    f"instance {instance_id!r}: {what} is {_fmt(got)}, the model expects "
-                    f"{_fmt(value)}"
-                )
-
-
-def _run_tuple(run: ExpectedRun) -> tuple[str, int, int, str, datetime]:
-    return (run.handler, run.run_count, run.attempt, run.outcome, run.at)
 
 
 # ---- continuous --------------------------------------------------------------------------
