@@ -268,6 +268,62 @@ async def test_on_exhausted_hook_statements_commit_with_the_outcome(
     assert ledger(url) == [("d", 99, "gave up")]
 
 
+@pytest.mark.parametrize("kind", ["continuous", "debounce"])
+async def test_an_on_exhausted_hook_whose_statement_fails_is_called_once_and_pauses(
+    url: str, kind: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The hook's statement failing is the hook failing: it is not asked again (it used
+    to be called a second time with the database's error), the instance is paused
+    (what a hook that raises gets), the run's own error stays the one recorded, and
+    none of the hook's writes commit."""
+    registry = dj.Registry()
+    calls: list[str] = []
+
+    def exhausted(error: BaseException, ctx: Any) -> str:
+        calls.append(repr(error))
+        ctx.execute("INSERT INTO no_such_table VALUES (1)")
+        return "continue"
+
+    retry = dj.Retry(max_attempts=1, on_exhausted=exhausted)
+    if kind == "continuous":
+
+        @registry.continuous(
+            "doomed", state=int, schedule=dj.every(timedelta(hours=1)), retry=retry
+        )
+        async def doomed(ctx: dj.ContinuousContext[int]) -> None:
+            raise RuntimeError("always")
+
+    else:
+
+        @registry.debounce("doomed", event=int, state=int, flush_after=MINUTE, retry=retry)
+        async def flush(ctx: dj.DebounceContext[int]) -> None:
+            raise RuntimeError("always")
+
+        @flush.on_event
+        def fold(ctx: dj.DebounceEventContext[int, int]) -> int:
+            return (ctx.state or 0) + ctx.event
+
+    async with running(registry, url) as jobs:
+        if kind == "continuous":
+            await jobs.continuous("doomed").start("d", 0)
+            await jobs.wait_idle()
+            status: str = (await jobs.continuous("doomed").status("d")).status
+            history = await jobs.continuous("doomed").history("d")
+        else:
+            await jobs.debounce("doomed").add("d", 1)
+            await advance(jobs, MINUTE)
+            status = (await jobs.debounce("doomed").status("d")).status
+            history = await jobs.debounce("doomed").history("d")
+    assert calls == ["RuntimeError('always')"]
+    assert status == "failed"
+    failures = [r for r in history if r.name == "run_failed"]
+    assert len(failures) == 1
+    assert "always" in str(failures[0].data), failures[0].data
+    [gave_up] = [r for r in history if r.name == "retry_exhausted"]
+    assert gave_up.data.get("action") == "pause", gave_up.data
+    assert ledger(url) == []
+
+
 # ---- debounce ----------------------------------------------------------------------------
 
 

@@ -106,7 +106,9 @@ class ContinuousRunner:
             intents = outcome.value
             statements = ctx._statements if error is None else []
             policy = job.policy
-            for settle in range(3):
+            hook_failed: BaseException | None = None
+            for _ in range(3):
+                hook_statements = False
                 # Decided again from the committed instance after a statement failed.
                 agg = clone(committed)
                 again = agg.begin_run(now=began, manual=manual, policy=policy)
@@ -132,14 +134,20 @@ class ContinuousRunner:
                         finish=partial(
                             agg.finish_run, ticket, now=end, policy=policy, error=error
                         ),
+                        statement_failed=hook_failed,
                     )
                     # The hook's own statements, unless they failed already.
-                    statements = hook_ctx._statements if settle < 2 else []
+                    statements = hook_ctx._statements if hook_failed is None else []
+                    hook_statements = bool(statements)
                 try:
                     await rt.save(agg, before=committed, statements=statements)
                 except StatementFailed as failed:
-                    # The run fails with the database's error; none of its writes commit.
-                    error, intents, statements = failed.error, None, []
+                    if hook_statements:
+                        # The hook failed, not the run: its error stays the one recorded.
+                        hook_failed, statements = failed.error, []
+                    else:
+                        # The run fails with the database's error; none of its writes commit.
+                        error, intents, statements = failed.error, None, []
                     continue
                 break
             if fatal is not None:

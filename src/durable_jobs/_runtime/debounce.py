@@ -176,7 +176,9 @@ class DebounceRunner:
         async with rt.hold(uuid, starting=False):
             end = rt.clock.now()
             policy = job.policy
-            for settle in range(3):
+            hook_failed: BaseException | None = None
+            for _ in range(3):
+                hook_statements = False
                 committed = await rt.load(DebounceInstance, job.name, instance_id)
                 if committed is None:  # pragma: no cover - the batch was committed above
                     return False, count, "empty", False
@@ -198,13 +200,19 @@ class DebounceRunner:
                         instance_id=instance_id,
                         fatal=fatal,
                         finish=partial(agg.finish_flush, ft, now=end, policy=policy, error=error),
+                        statement_failed=hook_failed,
                     )
-                    statements = ctx._statements if settle < 2 else []
+                    statements = ctx._statements if hook_failed is None else []
+                    hook_statements = bool(statements)
                 try:
                     await rt.save(agg, before=committed, statements=statements)
                 except StatementFailed as failed:
-                    # The flush fails with the database's error; none of its writes commit.
-                    error, statements = failed.error, []
+                    if hook_statements:
+                        # The hook failed, not the flush: its error stays the one recorded.
+                        hook_failed, statements = failed.error, []
+                    else:
+                        # The flush fails with the database's error; none of its writes commit.
+                        error, statements = failed.error, []
                     continue
                 break
         if fatal is not None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._domain.policy import RunEnd
+from durable_jobs._telemetry import log_fields
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["finish_exhausted"]
+
+log = logging.getLogger("durable_jobs.runtime")
 
 
 class _Finish(Protocol):
@@ -27,11 +31,29 @@ async def finish_exhausted(
     instance_id: str,
     fatal: BaseException | None,
     finish: _Finish,
+    statement_failed: BaseException | None = None,
 ) -> tuple[RunEnd, BaseException | None]:
     """Asks the job's ``on_exhausted`` (with ``ctx``) what to do, finishes the run with its
     answer through ``finish``; returns that result and the first fatal error (``fatal``, else
-    the hook's), to raise once the outcome is recorded."""
+    the hook's), to raise once the outcome is recorded.
+
+    ``statement_failed``: the hook was asked already and one of its ``ctx.execute``
+    statements failed at the commit. That is the hook failing, as if it had raised: it is
+    not asked again, and the instance is paused.
+    """
     assert error is not None
+    if statement_failed is not None:
+        job_kind, name = job.kind, job.name
+        log.warning(
+            "A statement of the on_exhausted hook of %s job %r instance %r failed when "
+            "committed (%r); the instance is paused",
+            job_kind,
+            name,
+            instance_id,
+            statement_failed,
+            extra=log_fields(job_kind, name, instance_id),
+        )
+        return finish(exhausted="pause"), fatal
     exhausted, hook_fatal = await rt.handlers.exhausted_action(
         job, error, ctx, instance_id=instance_id
     )
