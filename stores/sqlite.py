@@ -94,11 +94,11 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
             c.executemany(_INSERT_TYPE_VERSION, list(versions))
         for uuid, statements in statements_from(kwargs):
             cursor = c.sqlite_cursor
-            try:
-                for st in statements:
+            for index, st in enumerate(statements):
+                try:
                     cursor.execute(st.sql, () if st.params is None else st.params)
-            except sqlite3.Error as exc:
-                raise StatementFailed(uuid, exc) from exc
+                except sqlite3.Error as exc:
+                    raise StatementFailed(uuid, exc, statement=index) from exc
         self._run_fault_hook()
         return ids
 

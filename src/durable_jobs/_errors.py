@@ -98,13 +98,24 @@ class StatementFailed(StoreError):
     Nothing of that commit was written. ``instance_uuid`` names the run's
     instance (None: the adapter cannot tell which of the commit's runs it was;
     each is then written alone); the database error is ``error`` (and the
-    ``__cause__``). The runtime records it in the run's ``run_failed`` and the
-    retry policy applies; a store adapter raises it.
+    ``__cause__``). ``statement`` is the failing statement's index among that
+    instance's statements of the commit, in the order they ran (None: the
+    adapter cannot tell). The runtime records it in the run's ``run_failed``
+    and the retry policy applies; a store adapter raises it. In a task's chain
+    of handlers, the index names the handler that recorded the statement: that
+    handler is the one that failed (without it, the chain's first handler).
     """
 
-    def __init__(self, instance_uuid: UUID | None, error: BaseException) -> None:
+    def __init__(
+        self,
+        instance_uuid: UUID | None,
+        error: BaseException,
+        *,
+        statement: int | None = None,
+    ) -> None:
         self.instance_uuid = instance_uuid
         self.error = error
+        self.statement = statement
         whose = f" for instance {instance_uuid}" if instance_uuid is not None else ""
         text = str(error).strip() or type(error).__name__
         account = f"{type(error).__name__}: {text}" if text != type(error).__name__ else text
