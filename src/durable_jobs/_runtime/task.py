@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,10 +30,31 @@ def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
     return ctx.intents()
 
 
+class _Step:
+    """One handler call of a chain: what it came to, and the statements it recorded."""
+
+    __slots__ = ("end", "outcome", "role", "started", "statements")
+
+    def __init__(
+        self,
+        role: Handler,
+        outcome: Outcome,
+        started: datetime,
+        end: datetime,
+        statements: list[Statement],
+    ) -> None:
+        self.role = role
+        self.outcome = outcome
+        self.started = started
+        self.end = end
+        #: Its ``ctx.execute`` statements, kept only if it succeeded.
+        self.statements = statements
+
+
 class _Chain:
     """What a chain of task handler calls came to."""
 
-    __slots__ = ("error", "failed", "fatal", "idled", "statements")
+    __slots__ = ("error", "failed", "fatal", "idled", "statements", "steps")
 
     def __init__(self) -> None:
         #: The last handler's error, if it was left unhandled.
@@ -45,6 +66,41 @@ class _Chain:
         self.idled = False
         #: The ``ctx.execute`` statements of the handlers that succeeded, in order.
         self.statements: list[Statement] = []
+        #: Each handler call, in order.
+        self.steps: list[_Step] = []
+
+    def blame(self, statement: int | None) -> int:
+        """The index of the step that recorded the chain's ``statement``-th statement;
+        the first step when that is unknown."""
+        if statement is None:
+            return 0
+        first = 0
+        for k, step in enumerate(self.steps):
+            first += len(step.statements)
+            if statement < first:
+                return k
+        return 0
+
+
+#: Commits a chain may take: a chain has at most four handlers (``on_event``,
+#: ``on_error``, ``on_idle``, ``on_error``) and each failing statement moves the
+#: failure on to a later one. The last try commits the first handler's failure alone;
+#: it comes sooner (the third) when the store cannot tell which statement failed.
+_SETTLES = 6
+_SETTLES_BLIND = 3
+
+
+def _settle(
+    chain: _Chain, failed: StatementFailed, settle: int
+) -> tuple[list[_Step], BaseException, bool]:
+    """After ``chain``'s statement failed on try ``settle``: the handlers to keep as
+    they were, the error the next one (the one that recorded it) fails with, and
+    whether the next try is the last: it keeps none, the chain's first handler fails,
+    and no handler follows it."""
+    tries = _SETTLES if failed.statement is not None else _SETTLES_BLIND
+    if settle + 2 >= tries:
+        return [], failed.error, True
+    return chain.steps[: chain.blame(failed.statement)], failed.error, False
 
 
 class TaskRunner:
@@ -85,6 +141,7 @@ class TaskRunner:
         *args: Any,
         ticket: RunTicket,
         alarm: datetime | None,
+        replay: Sequence[_Step] = (),
         failed_with: BaseException | None = None,
         follow_up: bool = True,
         due_at: datetime | None = None,
@@ -94,27 +151,38 @@ class TaskRunner:
         alarm is left). ``alarm`` is what the alarm becomes unless a handler
         changes it.
 
-        ``failed_with``: the first handler is not called again but fails with it
-        (its statements failed when its run was committed). Without ``follow_up``
-        no handler follows it.
+        After a statement failed at the commit: the chain's first handlers are
+        not called again but come to what they came to before (``replay``, with
+        their statements), and the next one, whose statement failed, fails with
+        ``failed_with`` as if it had raised it; the chain goes on from there.
+        Without ``follow_up`` no handler follows that one.
         """
         rt = self.rt
         chain = _Chain()
         failed: Failed | None = None
         link = agg.d.alarm_trace
         while True:
-            # execute (and the on_error of a failed one) sees its own call counted.
-            counted = role == "execute" or (failed is not None and failed.handler == "execute")
-            ctx = self._ctx(
-                job,
-                agg,
-                alarm=alarm,
-                execute_count=agg.d.execute_count + 1 if counted else None,
-            )
-            started = rt.clock.now()
-            if failed_with is not None:
+            statements: list[Statement] = []
+            step = len(chain.steps)
+            if step < len(replay):
+                done = replay[step]
+                assert done.role == role, (done.role, role)
+                outcome, started, end = done.outcome, done.started, done.end
+                statements = done.statements
+            elif step == len(replay) and failed_with is not None:
+                started = rt.clock.now()
                 outcome, failed_with = Outcome(error=failed_with), None
+                end = rt.clock.now()
             else:
+                # execute (and the on_error of a failed one) sees its own call counted.
+                counted = role == "execute" or (failed is not None and failed.handler == "execute")
+                ctx = self._ctx(
+                    job,
+                    agg,
+                    alarm=alarm,
+                    execute_count=agg.d.execute_count + 1 if counted else None,
+                )
+                started = rt.clock.now()
                 outcome = await rt.handlers.call(
                     job,
                     role,
@@ -128,10 +196,14 @@ class TaskRunner:
                     due_at=due_at,
                     link=link,
                 )
+                end = rt.clock.now()
+                if outcome.error is None:
+                    statements = ctx._statements
             due_at = None  # the chain's next handlers were not started by the alarm
-            end = rt.clock.now()
+            chain.steps.append(_Step(role, outcome, started, end, statements))
             error = outcome.error
             chain.fatal = chain.fatal or outcome.fatal
+            last = not follow_up and step >= len(replay)
             if error is not None:
                 chain.failed = True
                 chain.error = error
@@ -141,12 +213,12 @@ class TaskRunner:
                     handler=role,
                     now=end,
                     alarm=alarm,
-                    has_on_error=job.error_handler is not None and follow_up,
+                    has_on_error=job.error_handler is not None and not last,
                     failed=failed,
                 )
             else:
                 chain.error = None
-                chain.statements.extend(ctx._statements)
+                chain.statements.extend(statements)
                 follow = agg.handler_succeeded(
                     ticket,
                     cast(Intents, outcome.value),
@@ -156,10 +228,10 @@ class TaskRunner:
                     alarm=alarm,
                     # Once per chain: an on_idle that fails into an on_error that
                     # leaves no alarm must not start over.
-                    has_on_idle=job.idle_handler is not None and not chain.idled and follow_up,
+                    has_on_idle=job.idle_handler is not None and not chain.idled and not last,
                     failed=failed,
                 )
-            if not follow_up:
+            if last:
                 return chain
             if follow == "on_error" and job.error_handler is not None and error is not None:
                 failed = Failed(role, error, end)
@@ -177,16 +249,13 @@ class TaskRunner:
         agg: TaskInstance,
         committed: TaskInstance | None,
         statements: list[Statement],
-        error: BaseException | None,
-    ) -> BaseException | None:
-        """Commit ``agg`` with the handler's ``statements`` (none if it raised ``error``);
-        the database's error if one of them failed (then nothing is committed)."""
+    ) -> StatementFailed | None:
+        """Commit ``agg`` with the chain's ``statements``; the failure if one of them
+        failed (then nothing is committed)."""
         try:
-            await self.rt.save(
-                agg, before=committed, statements=statements if error is None else []
-            )
+            await self.rt.save(agg, before=committed, statements=statements)
         except StatementFailed as failed:
-            return failed.error
+            return failed
         return None
 
     async def send(
@@ -210,7 +279,9 @@ class TaskRunner:
                 and committed.is_duplicate(key, now=now, window=job.idempotency_window)
             ):
                 return committed, False, True
+            replay: list[_Step] = []
             failed_with: BaseException | None = None
+            last = False
             fatal: BaseException | None = None
 
             def receive(idempotency_key: str | None) -> tuple[TaskInstance, bool]:
@@ -227,7 +298,7 @@ class TaskRunner:
                     type_version=job.version,
                 )
 
-            for settle in range(3):
+            for settle in range(_SETTLES):
                 # Decided again from the committed instance after a statement failed.
                 agg, created = receive(key)
                 ticket = RunTicket(agg.d.run_count, 1, agg.d.generation)
@@ -239,8 +310,9 @@ class TaskRunner:
                     event,
                     ticket=ticket,
                     alarm=agg.d.alarm_at,
+                    replay=replay,
                     failed_with=failed_with,
-                    follow_up=settle < 2,
+                    follow_up=not last,
                 )
                 error, fatal = chain.error, fatal or chain.fatal
                 if error is not None:
@@ -249,9 +321,12 @@ class TaskRunner:
                     agg.record_failure(
                         ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
                     )
-                failed_with = await self._save(agg, committed, chain.statements, error)
-                if failed_with is None:
+                failed = await self._save(
+                    agg, committed, chain.statements if error is None else []
+                )
+                if failed is None:
                     break
+                replay, failed_with, last = _settle(chain, failed, settle)
             if fatal is not None:
                 raise fatal
             if error is not None:
@@ -277,9 +352,11 @@ class TaskRunner:
             now = rt.clock.now()
             if by_alarm and (committed.d.alarm_at is None or committed.d.alarm_at > now):
                 return False, False, False
+            replay: list[_Step] = []
             failed_with: BaseException | None = None
+            last = False
             fatal: BaseException | None = None
-            for settle in range(3):
+            for settle in range(_SETTLES):
                 # Decided again from the committed instance after a statement failed.
                 agg = clone(committed)
                 # The alarm on_error set after a failed execute runs that run's next try.
@@ -291,14 +368,17 @@ class TaskRunner:
                     job.execute,
                     ticket=ticket,
                     alarm=None if by_alarm else agg.d.alarm_at,
+                    replay=replay,
                     failed_with=failed_with,
-                    follow_up=settle < 2,
+                    follow_up=not last,
                     due_at=committed.d.alarm_at if by_alarm else None,
                 )
                 error, fatal = chain.error, fatal or chain.fatal
-                failed_with = await self._save(agg, committed, chain.statements, error)
-                if failed_with is None:
+                # The statements of the handlers that succeeded: their changes are in agg.
+                failed = await self._save(agg, committed, chain.statements)
+                if failed is None:
                     break
+                replay, failed_with, last = _settle(chain, failed, settle)
             if fatal is not None:
                 raise fatal
             if error is not None and not by_alarm:
