@@ -268,6 +268,19 @@ class Store(RowsAndIndex, ABC):
             instance_uuid(kind, job, instance_id), label=_label(kind, job, instance_id)
         )
 
+    def get_many(
+        self, keys: Sequence[tuple[Kind, str, str]]
+    ) -> list[JobInstance | Exception | None]:
+        """:meth:`get` of each ``(kind, job, instance_id)``, in one call: the instance,
+        None, or the error its read raised (one that cannot be read fails no other)."""
+        found: list[JobInstance | Exception | None] = []
+        for kind, job, instance_id in keys:
+            try:
+                found.append(self.get(kind, job, instance_id))
+            except Exception as exc:
+                found.append(exc)
+        return found
+
     def get_by_uuid(
         self, uuid: UUID, *, version: int | None = None, label: str | None = None
     ) -> JobInstance | None:
