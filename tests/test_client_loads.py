@@ -15,6 +15,7 @@ from trio.testing import MockClock
 import durable_jobs as dj
 from _runtime import HOUR, running
 from durable_jobs import open_store
+from durable_jobs._domain.instance import JobInstance
 from durable_jobs.adapters import DeletesInstances
 
 
@@ -189,3 +190,18 @@ async def test_a_start_after_terminate_or_purge_on_one_process(
             assert (await c.status("x")).status == "not_found"
             assert (await c.start("x", 4)).created
             assert await c.get_state("x") == 4
+
+
+async def test_get_many_reads_each_instance_or_none(
+    store_url: str, autojump_clock: MockClock
+) -> None:
+    async with running(registry(), store_url) as jobs:
+        for instance_id in ("a", "c"):
+            await jobs.continuous("c").start(instance_id, ord(instance_id))
+        store = jobs.store
+        keys = [("continuous", "c", i) for i in ("a", "b", "c")] + [("task", "t", "a")]
+        found = store.get_many(keys)  # type: ignore[arg-type]
+        ids = [f.d.instance_id if isinstance(f, JobInstance) else f for f in found]
+        assert ids == ["a", None, "c", None]
+        assert found[0] == store.get("continuous", "c", "a")
+        assert store.get_many([]) == []

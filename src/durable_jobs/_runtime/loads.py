@@ -54,7 +54,17 @@ class BatchedLoads:
         if not self._running:
             self.batches += 1
             self.reads += 1
-            agg: JobInstance | None = await self._io(self.store.get, kind, job, instance_id)
+            keys = [(kind, job, instance_id)]
+            if self.store.blocking:
+                (found,) = await self._io(self.store.get_many, keys)
+            else:
+                # A store that never blocks is read inline, without a checkpoint: a
+                # command took the instance's lock just before (a checkpoint), and a
+                # read from the cache makes none either.
+                (found,) = self.store.get_many(keys)
+            if isinstance(found, Exception):
+                raise found
+            agg: JobInstance | None = found
             return agg
         load = _Load((kind, job, instance_id))
         self._queue.append(load)
