@@ -16,6 +16,7 @@ import trio
 
 from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
 
 __all__ = ["BatchedLoads"]
@@ -118,6 +119,13 @@ class BatchedLoads:
         except Exception as exc:
             for load in batch:
                 load.error = exc
+        except BaseException as fatal:
+            # Not a store failure (KeyboardInterrupt, a bug): the reader dies and takes
+            # the runtime down with it, but no load may take "not found" for an answer.
+            for load in batch:
+                load.error = DurableJobsError("The read was interrupted.")
+                load.error.__cause__ = fatal
+            raise
         finally:
             for load in batch:
                 load.done.set()
