@@ -174,6 +174,12 @@ class MemoryStore(Store):
             raise ConfigurationError(msg)
         return _MemoryFactory(env)
 
+    def _indexed(self, uuids: Sequence[UUID]) -> set[UUID] | None:
+        recorder = self._app.recorder
+        assert isinstance(recorder, MemoryApplicationRecorder)
+        with recorder._database_lock:
+            return {u for u in uuids if u in recorder._index}
+
     def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
         """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`), under the lock."""
         recorder = self._app.recorder

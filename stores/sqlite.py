@@ -165,6 +165,16 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         rows = self._rows(_SELECT + "WHERE instance_uuid = ?", (instance_uuid.hex,))
         return rows[0] if rows else None
 
+    def indexed(self, uuids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``uuids`` have an index row (one query)."""
+        marks = ",".join("?" * len(uuids))
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT instance_uuid FROM {INDEX_TABLE} WHERE instance_uuid IN ({marks})",  # noqa: S608
+                [u.hex for u in uuids],
+            )
+            return {UUID(r[0]) for r in c.fetchall()}
+
     def select_index(
         self,
         *,
@@ -360,6 +370,11 @@ class SQLiteStore(Store):
         if isinstance(cause, sqlite3.Error) and (cause.sqlite_errorcode & 0xFF) in _NOT_COMMITTED:
             return False
         return super()._outcome_unknown(exc)
+
+    def _indexed(self, uuids: Sequence[UUID]) -> set[UUID] | None:
+        recorder = self._app.recorder
+        assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
+        return recorder.indexed(uuids) if uuids else set()
 
     def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
         """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`): one transaction."""

@@ -42,6 +42,7 @@ from durable_jobs._runtime.continuous import ContinuousRunner
 from durable_jobs._runtime.debounce import DebounceRunner
 from durable_jobs._runtime.guards import DEFAULT_LEASE
 from durable_jobs._runtime.handlers import HandlerCalls
+from durable_jobs._runtime.loads import BatchedLoads
 from durable_jobs._runtime.locks import InstanceLocks
 from durable_jobs._runtime.scheduler import Scheduler
 from durable_jobs._runtime.statistics import RuntimeStatistics
@@ -98,6 +99,7 @@ class Runtime:
         self.locks = InstanceLocks(store, lease)
         self.cache = InstanceCache(cache_size)
         self.commits = GroupCommit(store, self.io)
+        self.loads = BatchedLoads(store, self.io)
         self.handlers = HandlerCalls(clock)
         self.scheduler = Scheduler(
             self, window=alarm_window, poll_interval=poll_interval, run_alarms=run_alarms
@@ -123,6 +125,7 @@ class Runtime:
                 if self.store.blocking:
                     self.commits.start()
                     system.start_soon(self.commits.run)
+                    system.start_soon(self.loads.run)
                 async with trio.open_nursery() as runs:
                     self._runs_nursery = runs
                     async with trio.open_nursery() as sched:
@@ -232,19 +235,27 @@ class Runtime:
         uuid = instance_uuid(cls.kind, job, instance_id)
         cache = self.cache
         agg = cache.peek(uuid)
-        if agg is not None and self.store.shared:
+        if self.store.shared:
             # Another process may have changed it: check the version, which the
             # lock call already read if this task holds the instance.
             known, version = self.locks.held_version(uuid)
-            if not known:
-                row = await self.io(self.store.index_row, uuid)
-                version = None if row is None else row.version
-            if version != agg.version:
-                cache.evict(uuid)
-                agg = None
+            if known and version is None:
+                # The lock call found no index row: no such instance (the row is
+                # written with the events, and deleted with them), so nothing to read.
+                if agg is not None:
+                    cache.evict(uuid)
+                cache.misses += 1
+                return None
+            if agg is not None:
+                if not known:
+                    row = await self.io(self.store.index_row, uuid)
+                    version = None if row is None else row.version
+                if version != agg.version:
+                    cache.evict(uuid)
+                    agg = None
         if agg is None:
             cache.misses += 1
-            agg = await self.io(self.store.get, cls.kind, job, instance_id)
+            agg = await self.loads.get(cls.kind, job, instance_id)
             if agg is None:
                 return None
             cache.remember(agg)

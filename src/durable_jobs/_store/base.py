@@ -268,6 +268,37 @@ class Store(RowsAndIndex, ABC):
             instance_uuid(kind, job, instance_id), label=_label(kind, job, instance_id)
         )
 
+    def get_many(
+        self, keys: Sequence[tuple[Kind, str, str]]
+    ) -> list[JobInstance | Exception | None]:
+        """:meth:`get` of each ``(kind, job, instance_id)``, in one call: the instance,
+        None, or the error its read raised (one that cannot be read fails no other).
+
+        The runtime's reads. Where the adapter can tell which instances have an index
+        row (:meth:`_indexed`, one query), those without one are None without a read
+        of their log: an instance's index row is written with its events and deleted
+        with them.
+        """
+        try:
+            indexed = self._indexed([instance_uuid(*key) for key in keys])
+        except Exception:
+            indexed = None  # each read below meets (and reports) the problem itself
+        found: list[JobInstance | Exception | None] = []
+        for kind, job, instance_id in keys:
+            if indexed is not None and instance_uuid(kind, job, instance_id) not in indexed:
+                found.append(None)
+                continue
+            try:
+                found.append(self.get(kind, job, instance_id))
+            except Exception as exc:
+                found.append(exc)
+        return found
+
+    def _indexed(self, uuids: Sequence[UUID]) -> set[UUID] | None:
+        """Which of ``uuids`` have an index row, in one query; None: the adapter cannot
+        tell cheaply (every instance is then read from its log)."""
+        return None
+
     def get_by_uuid(
         self, uuid: UUID, *, version: int | None = None, label: str | None = None
     ) -> JobInstance | None:
