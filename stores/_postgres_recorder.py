@@ -26,7 +26,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from durable_jobs.adapters import (
     INDEX_COLUMNS,
@@ -139,14 +139,29 @@ class PostgresApplicationRecorderWithIndex(
             schema=schema, table=Identifier(TYPE_VERSIONS_TABLE)
         )
         columns = SQL(", ").join(Identifier(c) for c in _COLUMNS)
+        # The statements of every commit are plain strings (a Composed is rendered
+        # again on each execute), prepared, with their arrays sent in binary.
         self._upsert_index = SQL(
             "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
-            "%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::float8[], %s::int8[], %s::float8[]) "
+            "%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
+            "%b::float8[], %b::int8[], %b::float8[]) "
             "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
             "due_at = excluded.due_at, version = excluded.version, "
             "updated_at = excluded.updated_at WHERE excluded.version > t.version"
-        ).format(schema=schema, table=table, columns=columns)
+        ).format(schema=schema, table=table, columns=columns).as_string()
+        self._insert_events_sql = SQL(
+            "INSERT INTO {schema}.{table} AS t "
+            "(originator_id, originator_version, topic, state) SELECT * FROM unnest("
+            "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) RETURNING notification_id"
+        ).format(
+            schema=schema,
+            table=Identifier(self.events_table_name),
+            id_type=Identifier(datastore.originator_id_type),
+        ).as_string()
+        self._lock_table_sql: list[Any] = [
+            q.as_string() if isinstance(q, Composable) else q for q in self.lock_table_statements
+        ]
+        self._notify_sql = SQL("NOTIFY {}").format(Identifier(self.channel_name)).as_string()
         select = SQL("SELECT {columns} FROM {schema}.{table} ").format(
             columns=columns, schema=schema, table=table
         )
@@ -186,8 +201,9 @@ class PostgresApplicationRecorderWithIndex(
         if lease:
             # A process frozen mid-commit must not hold the events table for longer.
             curs.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                "SELECT set_config('idle_in_transaction_session_timeout', %b, true)",
                 (f"{int(lease * 1000)}ms",),
+                prepare=True,
             )
         rows = index_rows_from(kwargs)
         if rows:
@@ -201,13 +217,15 @@ class PostgresApplicationRecorderWithIndex(
                     newest[row.instance_uuid] = row
             ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
             params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
-            curs.execute(self._upsert_index, params)
+            curs.execute(self._upsert_index, params, prepare=True)
             dues = [r.due_at for r in ordered if r.due_at is not None]
             if dues:
                 # Delivered on commit only: other processes' schedulers look again
                 # once the earliest of these alarms (the payload's time) is due.
                 payload = f"{self.notify_token} {to_epoch(min(dues))!r}"
-                curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, payload))
+                curs.execute(
+                    "SELECT pg_notify(%b, %b)", (self.alarm_channel, payload), prepare=True
+                )
         versions = type_versions_from(kwargs)
         if versions:
             curs.execute(
@@ -219,7 +237,7 @@ class PostgresApplicationRecorderWithIndex(
             # Last before the events: a session lost after this point cannot let
             # another run start before this one's handler ended (it already had),
             # and the version keeps that run's commit from passing this one.
-            curs.execute(FENCE_QUERY, fence_params(fence))
+            curs.execute(FENCE_QUERY, fence_params(fence), prepare=True)
             held = curs.fetchone()
             if held is None or int(held["count"]) < len(fence):
                 names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
@@ -235,6 +253,22 @@ class PostgresApplicationRecorderWithIndex(
                     "written. The instance runs again under a new lock."
                 )
         self._run_fault_hook()
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """Upstream's (lock the events table, notify, insert), with the events sent as
+        typed arrays in binary, not as an array of a composite type in text."""
+        for statement in self._lock_table_sql:
+            curs.execute(statement, prepare=True)
+        curs.execute(self._notify_sql, prepare=True)
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        curs.execute(self._insert_events_sql, columns, prepare=True)
 
     def _run_statements(
         self, curs: Cursor[DictRow], runs: Sequence[tuple[UUID, Sequence[Any]]]
