@@ -177,6 +177,11 @@ class PostgresApplicationRecorderWithIndex(
             "WHERE due_at IS NOT NULL AND due_at > %s ORDER BY due_at, instance_uuid LIMIT %s"
         )
         self.sql_index_row = select + SQL("WHERE instance_uuid = %s")
+        # Rendered once, prepared: the scheduler reads alarms all the time.
+        self._due_alarms_sql = self.sql_due_alarms.as_string()
+        self._next_alarms_sql = self.sql_next_alarms.as_string()
+        self._next_alarms_after_sql = self.sql_next_alarms_after.as_string()
+        self._index_row_sql = self.sql_index_row.as_string()
         #: NOTIFY channel on which commits that set an alarm are announced, and the
         #: payload (the writing store's token, so a listener can skip its own).
         self.alarm_channel = alarm_channel(datastore.schema)
@@ -387,24 +392,26 @@ class PostgresApplicationRecorderWithIndex(
             return [(str(r[0]), str(r[1]), int(r[2])) for r in curs.fetchall()]
 
     @_retry_reads
-    def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
+    def _rows(
+        self, query: Composed | str, params: Sequence[Any], *, prepare: bool = False
+    ) -> list[IndexRow]:
         with (
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as curs,
         ):
-            curs.execute(query, params)
+            curs.execute(query, params, prepare=prepare or None)
             return [IndexRow.from_params(r) for r in curs.fetchall()]
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
-        return self._rows(self.sql_due_alarms, (to_epoch(before), limit))
+        return self._rows(self._due_alarms_sql, (to_epoch(before), limit), prepare=True)
 
     def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
         if after is None:
-            return self._rows(self.sql_next_alarms, (limit,))
-        return self._rows(self.sql_next_alarms_after, (to_epoch(after), limit))
+            return self._rows(self._next_alarms_sql, (limit,), prepare=True)
+        return self._rows(self._next_alarms_after_sql, (to_epoch(after), limit), prepare=True)
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:
-        rows = self._rows(self.sql_index_row, (instance_uuid,))
+        rows = self._rows(self._index_row_sql, (instance_uuid,), prepare=True)
         return rows[0] if rows else None
 
     def select_index(
