@@ -40,6 +40,7 @@ from durable_jobs.adapters import (
     to_epoch,
     type_versions_from,
 )
+from durable_jobs.stores._postgres_commit import FENCE_KWARG, insert_in_one_round_trip
 from durable_jobs.stores._postgres_conn import (
     _POOL_RECONNECT_TIMEOUT,
     _READ_ONLY,
@@ -53,7 +54,6 @@ from durable_jobs.stores._postgres_conn import (
     _SchemaOnce,
     _waited_in_vain,
 )
-from durable_jobs.stores._postgres_locks import FENCE_QUERY, fence_params
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from psycopg.rows import DictRow
 
 __all__ = [
+    "FENCE_KWARG",
     "PostgresApplicationRecorderWithIndex",
     "PostgresFactoryWithIndex",
     "PostgresSnapshotRecorder",
@@ -73,16 +74,11 @@ __all__ = [
 log = logging.getLogger("durable_jobs.store")
 
 INDEX_TABLE: Final = "dj_instances"
-#: Keyword arguments of a fenced insert: the (lock key, session marker) pairs that
-#: must still be held, and the lease (seconds) bounding an idle transaction.
-FENCE_KWARG: Final = "dj_fence"
+#: Keyword argument of a fenced insert: the lease (seconds) bounding an idle transaction.
 LEASE_KWARG: Final = "dj_lease"
 DUE_INDEX: Final = "dj_instances_due_at"
 TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
 _COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
-
-# Upstream's insert without its 10-attempt retry decorator (functools.wraps keeps it).
-_insert_events_once = PostgresApplicationRecorder.insert_events.__wrapped__
 
 
 class PostgresApplicationRecorderWithIndex(
@@ -141,23 +137,31 @@ class PostgresApplicationRecorderWithIndex(
         columns = SQL(", ").join(Identifier(c) for c in _COLUMNS)
         # The statements of every commit are plain strings (a Composed is rendered
         # again on each execute), prepared, with their arrays sent in binary.
-        self._upsert_index = SQL(
-            "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
-            "%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
-            "%b::float8[], %b::int8[], %b::float8[]) "
-            "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
-            "due_at = excluded.due_at, version = excluded.version, "
-            "updated_at = excluded.updated_at WHERE excluded.version > t.version"
-        ).format(schema=schema, table=table, columns=columns).as_string()
-        self._insert_events_sql = SQL(
-            "INSERT INTO {schema}.{table} AS t "
-            "(originator_id, originator_version, topic, state) SELECT * FROM unnest("
-            "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) RETURNING notification_id"
-        ).format(
-            schema=schema,
-            table=Identifier(self.events_table_name),
-            id_type=Identifier(datastore.originator_id_type),
-        ).as_string()
+        self._upsert_index = (
+            SQL(
+                "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
+                "%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::float8[], %b::int8[], %b::float8[]) "
+                "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
+                "due_at = excluded.due_at, version = excluded.version, "
+                "updated_at = excluded.updated_at WHERE excluded.version > t.version"
+            )
+            .format(schema=schema, table=table, columns=columns)
+            .as_string()
+        )
+        self._insert_events_sql = (
+            SQL(
+                "INSERT INTO {schema}.{table} AS t "
+                "(originator_id, originator_version, topic, state) SELECT * FROM unnest("
+                "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) RETURNING notification_id"
+            )
+            .format(
+                schema=schema,
+                table=Identifier(self.events_table_name),
+                id_type=Identifier(datastore.originator_id_type),
+            )
+            .as_string()
+        )
         self._lock_table_sql: list[Any] = [
             q.as_string() if isinstance(q, Composable) else q for q in self.lock_table_statements
         ]
@@ -237,27 +241,25 @@ class PostgresApplicationRecorderWithIndex(
                 self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
             )
         self._run_statements(curs, statements_from(kwargs))
-        fence = kwargs.get(FENCE_KWARG)
-        if fence:
-            # Last before the events: a session lost after this point cannot let
-            # another run start before this one's handler ended (it already had),
-            # and the version keeps that run's commit from passing this one.
-            curs.execute(FENCE_QUERY, fence_params(fence), prepare=True)
-            held = curs.fetchone()
-            if held is None or int(held["count"]) < len(fence):
-                names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
-                log.warning(
-                    "A commit to instance(s) %s was refused: their lock session was lost "
-                    "(connection dropped or lease expired), so another process may run "
-                    "them now; nothing was written and the run goes again",
-                    names,
-                )
-                raise LockLost(
-                    f"The instance lock of {names} was lost (its session ended: connection "
-                    "dropped or lease expired); this commit was refused and nothing was "
-                    "written. The instance runs again under a new lock."
-                )
         self._run_fault_hook()
+
+    def _refuse_lost(self, held: int, kwargs: dict[str, Any]) -> None:
+        """Raise :class:`LockLost` if fewer than all the locks of the commit's fence
+        were ``held`` (then the transaction rolls back)."""
+        if held >= len(kwargs.get(FENCE_KWARG) or ()):
+            return
+        names = ", ".join(sorted({str(r.instance_uuid) for r in index_rows_from(kwargs)}))
+        log.warning(
+            "A commit to instance(s) %s was refused: their lock session was lost "
+            "(connection dropped or lease expired), so another process may run "
+            "them now; nothing was written and the run goes again",
+            names,
+        )
+        raise LockLost(
+            f"The instance lock of {names} was lost (its session ended: connection "
+            "dropped or lease expired); this commit was refused and nothing was "
+            "written. The instance runs again under a new lock."
+        )
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -332,7 +334,7 @@ class PostgresApplicationRecorderWithIndex(
                 raise
             else:
                 reached.down = False
-                return cast("Sequence[int] | None", ids)
+                return ids
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _already_recorded(self, stored_events: Sequence[StoredEvent]) -> bool:
@@ -435,6 +437,15 @@ class PostgresApplicationRecorderWithIndex(
         clause = SQL("WHERE {} ").format(SQL(" AND ").join(where)) if where else SQL("")
         query = self._select + clause + SQL("ORDER BY kind, job, instance_id LIMIT %s")
         return self._rows(query, (*params, limit))
+
+
+def _insert_events_once(
+    recorder: PostgresApplicationRecorderWithIndex,
+    stored_events: Sequence[StoredEvent],
+    **kwargs: Any,
+) -> Sequence[int] | None:
+    """One try of the insert (see :func:`insert_in_one_round_trip`)."""
+    return insert_in_one_round_trip(recorder, stored_events, kwargs)
 
 
 def _out_of_reach(exc: psycopg.Error) -> bool:

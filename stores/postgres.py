@@ -214,7 +214,10 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         query = self._index_versions_sql
         if query is None:
             query = self._index_versions_sql = (
-                SQL("SELECT instance_uuid, version FROM {}.{} WHERE instance_uuid = ANY(%b::uuid[])")
+                SQL(
+                    "SELECT instance_uuid, version FROM {}.{} "
+                    "WHERE instance_uuid = ANY(%b::uuid[])"
+                )
                 .format(Identifier(self.schema), Identifier(INDEX_TABLE))
                 .as_string()
             )
