@@ -181,8 +181,9 @@ class _SharedHold:
             owner._fresh[uuid] = taken.version
         self.taken = True
         try:
-            self.guard = owner.guards.guard(uuid, scope)
-            self.guard.__enter__()
+            guard = owner.guards.guard(uuid, scope)
+            guard.__enter__()
+            self.guard = guard
             await owner.guards.after_takeover(uuid, scope, taken.version)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
