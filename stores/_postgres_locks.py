@@ -217,7 +217,7 @@ class LockSession:
             with driver_errors(failed):
                 conn = self._conn if self._conn is not None else self._open()
                 sent = time.monotonic()
-                rows = conn.execute(query, params).fetchall()
+                rows = conn.execute(query, params, prepare=True).fetchall()
             with self._books:
                 condemned, mark = self._condemned, self._mark
                 if not condemned:

@@ -26,7 +26,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from durable_jobs.adapters import (
     INDEX_COLUMNS,
@@ -40,6 +40,7 @@ from durable_jobs.adapters import (
     to_epoch,
     type_versions_from,
 )
+from durable_jobs.stores._postgres_commit import FENCE_KWARG, insert_in_one_round_trip
 from durable_jobs.stores._postgres_conn import (
     _POOL_RECONNECT_TIMEOUT,
     _READ_ONLY,
@@ -53,7 +54,6 @@ from durable_jobs.stores._postgres_conn import (
     _SchemaOnce,
     _waited_in_vain,
 )
-from durable_jobs.stores._postgres_locks import FENCE_QUERY, fence_params
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from psycopg.rows import DictRow
 
 __all__ = [
+    "FENCE_KWARG",
     "PostgresApplicationRecorderWithIndex",
     "PostgresFactoryWithIndex",
     "PostgresSnapshotRecorder",
@@ -73,16 +74,11 @@ __all__ = [
 log = logging.getLogger("durable_jobs.store")
 
 INDEX_TABLE: Final = "dj_instances"
-#: Keyword arguments of a fenced insert: the (lock key, session marker) pairs that
-#: must still be held, and the lease (seconds) bounding an idle transaction.
-FENCE_KWARG: Final = "dj_fence"
+#: Keyword argument of a fenced insert: the lease (seconds) bounding an idle transaction.
 LEASE_KWARG: Final = "dj_lease"
 DUE_INDEX: Final = "dj_instances_due_at"
 TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
 _COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
-
-# Upstream's insert without its 10-attempt retry decorator (functools.wraps keeps it).
-_insert_events_once = PostgresApplicationRecorder.insert_events.__wrapped__
 
 
 class PostgresApplicationRecorderWithIndex(
@@ -139,14 +135,37 @@ class PostgresApplicationRecorderWithIndex(
             schema=schema, table=Identifier(TYPE_VERSIONS_TABLE)
         )
         columns = SQL(", ").join(Identifier(c) for c in _COLUMNS)
-        self._upsert_index = SQL(
-            "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
-            "%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::float8[], %s::int8[], %s::float8[]) "
-            "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
-            "due_at = excluded.due_at, version = excluded.version, "
-            "updated_at = excluded.updated_at WHERE excluded.version > t.version"
-        ).format(schema=schema, table=table, columns=columns)
+        # The statements of every commit are plain strings (a Composed is rendered
+        # again on each execute), prepared, with their arrays sent in binary.
+        self._upsert_index = (
+            SQL(
+                "INSERT INTO {schema}.{table} AS t ({columns}) SELECT * FROM unnest("
+                "%b::uuid[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::float8[], %b::int8[], %b::float8[]) "
+                "ON CONFLICT (instance_uuid) DO UPDATE SET status = excluded.status, "
+                "due_at = excluded.due_at, version = excluded.version, "
+                "updated_at = excluded.updated_at WHERE excluded.version > t.version"
+            )
+            .format(schema=schema, table=table, columns=columns)
+            .as_string()
+        )
+        self._insert_events_sql = (
+            SQL(
+                "INSERT INTO {schema}.{table} AS t "
+                "(originator_id, originator_version, topic, state) SELECT * FROM unnest("
+                "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) RETURNING notification_id"
+            )
+            .format(
+                schema=schema,
+                table=Identifier(self.events_table_name),
+                id_type=Identifier(datastore.originator_id_type),
+            )
+            .as_string()
+        )
+        self._lock_table_sql: list[Any] = [
+            q.as_string() if isinstance(q, Composable) else q for q in self.lock_table_statements
+        ]
+        self._notify_sql = SQL("NOTIFY {}").format(Identifier(self.channel_name)).as_string()
         select = SQL("SELECT {columns} FROM {schema}.{table} ").format(
             columns=columns, schema=schema, table=table
         )
@@ -162,6 +181,11 @@ class PostgresApplicationRecorderWithIndex(
             "WHERE due_at IS NOT NULL AND due_at > %s ORDER BY due_at, instance_uuid LIMIT %s"
         )
         self.sql_index_row = select + SQL("WHERE instance_uuid = %s")
+        # Rendered once, prepared: the scheduler reads alarms all the time.
+        self._due_alarms_sql = self.sql_due_alarms.as_string()
+        self._next_alarms_sql = self.sql_next_alarms.as_string()
+        self._next_alarms_after_sql = self.sql_next_alarms_after.as_string()
+        self._index_row_sql = self.sql_index_row.as_string()
         #: NOTIFY channel on which commits that set an alarm are announced, and the
         #: payload (the writing store's token, so a listener can skip its own).
         self.alarm_channel = alarm_channel(datastore.schema)
@@ -186,8 +210,9 @@ class PostgresApplicationRecorderWithIndex(
         if lease:
             # A process frozen mid-commit must not hold the events table for longer.
             curs.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                "SELECT set_config('idle_in_transaction_session_timeout', %b, true)",
                 (f"{int(lease * 1000)}ms",),
+                prepare=True,
             )
         rows = index_rows_from(kwargs)
         if rows:
@@ -201,40 +226,56 @@ class PostgresApplicationRecorderWithIndex(
                     newest[row.instance_uuid] = row
             ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
             params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
-            curs.execute(self._upsert_index, params)
+            curs.execute(self._upsert_index, params, prepare=True)
             dues = [r.due_at for r in ordered if r.due_at is not None]
             if dues:
                 # Delivered on commit only: other processes' schedulers look again
                 # once the earliest of these alarms (the payload's time) is due.
                 payload = f"{self.notify_token} {to_epoch(min(dues))!r}"
-                curs.execute("SELECT pg_notify(%s, %s)", (self.alarm_channel, payload))
+                curs.execute(
+                    "SELECT pg_notify(%b, %b)", (self.alarm_channel, payload), prepare=True
+                )
         versions = type_versions_from(kwargs)
         if versions:
             curs.execute(
                 self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
             )
         self._run_statements(curs, statements_from(kwargs))
-        fence = kwargs.get(FENCE_KWARG)
-        if fence:
-            # Last before the events: a session lost after this point cannot let
-            # another run start before this one's handler ended (it already had),
-            # and the version keeps that run's commit from passing this one.
-            curs.execute(FENCE_QUERY, fence_params(fence))
-            held = curs.fetchone()
-            if held is None or int(held["count"]) < len(fence):
-                names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
-                log.warning(
-                    "A commit to instance(s) %s was refused: their lock session was lost "
-                    "(connection dropped or lease expired), so another process may run "
-                    "them now; nothing was written and the run goes again",
-                    names,
-                )
-                raise LockLost(
-                    f"The instance lock of {names} was lost (its session ended: connection "
-                    "dropped or lease expired); this commit was refused and nothing was "
-                    "written. The instance runs again under a new lock."
-                )
         self._run_fault_hook()
+
+    def _refuse_lost(self, held: int, kwargs: dict[str, Any]) -> None:
+        """Raise :class:`LockLost` if fewer than all the locks of the commit's fence
+        were ``held`` (then the transaction rolls back)."""
+        if held >= len(kwargs.get(FENCE_KWARG) or ()):
+            return
+        names = ", ".join(sorted({str(r.instance_uuid) for r in index_rows_from(kwargs)}))
+        log.warning(
+            "A commit to instance(s) %s was refused: their lock session was lost "
+            "(connection dropped or lease expired), so another process may run "
+            "them now; nothing was written and the run goes again",
+            names,
+        )
+        raise LockLost(
+            f"The instance lock of {names} was lost (its session ended: connection "
+            "dropped or lease expired); this commit was refused and nothing was "
+            "written. The instance runs again under a new lock."
+        )
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """Upstream's (lock the events table, notify, insert), with the events sent as
+        typed arrays in binary, not as an array of a composite type in text."""
+        for statement in self._lock_table_sql:
+            curs.execute(statement, prepare=True)
+        curs.execute(self._notify_sql, prepare=True)
+        columns = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        curs.execute(self._insert_events_sql, columns, prepare=True)
 
     def _run_statements(
         self, curs: Cursor[DictRow], runs: Sequence[tuple[UUID, Sequence[Any]]]
@@ -316,7 +357,7 @@ class PostgresApplicationRecorderWithIndex(
                 raise
             else:
                 reached.down = False
-                return cast("Sequence[int] | None", ids)
+                return ids
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _already_recorded(self, stored_events: Sequence[StoredEvent]) -> bool:
@@ -376,24 +417,26 @@ class PostgresApplicationRecorderWithIndex(
             return [(str(r[0]), str(r[1]), int(r[2])) for r in curs.fetchall()]
 
     @_retry_reads
-    def _rows(self, query: Composed, params: Sequence[Any]) -> list[IndexRow]:
+    def _rows(
+        self, query: Composed | str, params: Sequence[Any], *, prepare: bool = False
+    ) -> list[IndexRow]:
         with (
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as curs,
         ):
-            curs.execute(query, params)
+            curs.execute(query, params, prepare=prepare or None)
             return [IndexRow.from_params(r) for r in curs.fetchall()]
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
-        return self._rows(self.sql_due_alarms, (to_epoch(before), limit))
+        return self._rows(self._due_alarms_sql, (to_epoch(before), limit), prepare=True)
 
     def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
         if after is None:
-            return self._rows(self.sql_next_alarms, (limit,))
-        return self._rows(self.sql_next_alarms_after, (to_epoch(after), limit))
+            return self._rows(self._next_alarms_sql, (limit,), prepare=True)
+        return self._rows(self._next_alarms_after_sql, (to_epoch(after), limit), prepare=True)
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:
-        rows = self._rows(self.sql_index_row, (instance_uuid,))
+        rows = self._rows(self._index_row_sql, (instance_uuid,), prepare=True)
         return rows[0] if rows else None
 
     def select_index(
@@ -417,6 +460,15 @@ class PostgresApplicationRecorderWithIndex(
         clause = SQL("WHERE {} ").format(SQL(" AND ").join(where)) if where else SQL("")
         query = self._select + clause + SQL("ORDER BY kind, job, instance_id LIMIT %s")
         return self._rows(query, (*params, limit))
+
+
+def _insert_events_once(
+    recorder: PostgresApplicationRecorderWithIndex,
+    stored_events: Sequence[StoredEvent],
+    **kwargs: Any,
+) -> Sequence[int] | None:
+    """One try of the insert (see :func:`insert_in_one_round_trip`)."""
+    return insert_in_one_round_trip(recorder, stored_events, kwargs)
 
 
 def _out_of_reach(exc: psycopg.Error) -> bool:

@@ -85,12 +85,14 @@ log = logging.getLogger("durable_jobs.store")
 
 #: Advisory-lock queries over an array of keys, one result row per key, in order.
 TRY_LOCKS: Final = (
-    "SELECT pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) "
+    "SELECT pg_try_advisory_lock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, i) "
     "ORDER BY i"
 )
 UNLOCKS: Final = (
-    "SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i"
+    "SELECT pg_advisory_unlock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i"
 )
+#: Advisory keys remembered (computing one hashes its name).
+_LOCK_KEYS_KEPT: Final = 100_000
 EXAMPLE_URL: Final = "postgresql://user:password@localhost:5432/dbname?schema=jobs"
 #: Schema names eventsourcing handles: it looks its composite type up by the
 #: unquoted name ``schema.type``, so upper case or punctuation would break it.
@@ -186,17 +188,39 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             self._lock_session = LockSession(self._connect, self._describe, str(self.url))
         return self._lock_session
 
+    _index_versions_sql: str | None = None
+    _lock_keys: dict[tuple[UUID, str], int] | None = None
+
     def _lock_key(self, uuid: UUID, scope: str) -> int:
         return advisory_key(f"{self.schema}:{scope}:{uuid}")
 
     def _keyed(self, keys: Sequence[tuple[UUID, str]]) -> list[tuple[UUID, str, int]]:
-        return [(uuid, scope, self._lock_key(uuid, scope)) for uuid, scope in keys]
+        # The keys of the instances taken lately (each run takes and releases its own).
+        cache = self._lock_keys
+        if cache is None:
+            cache = self._lock_keys = {}
+        keyed = []
+        for uuid, scope in keys:
+            key = cache.get((uuid, scope))
+            if key is None:
+                if len(cache) >= _LOCK_KEYS_KEPT:
+                    cache.clear()
+                key = cache[(uuid, scope)] = self._lock_key(uuid, scope)
+            keyed.append((uuid, scope, key))
+        return keyed
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
         """Read in the lock session (right after taking locks, never from the pool)."""
-        query = SQL(
-            "SELECT instance_uuid, version FROM {}.{} WHERE instance_uuid = ANY(%s::uuid[])"
-        ).format(Identifier(self.schema), Identifier(INDEX_TABLE))
+        query = self._index_versions_sql
+        if query is None:
+            query = self._index_versions_sql = (
+                SQL(
+                    "SELECT instance_uuid, version FROM {}.{} "
+                    "WHERE instance_uuid = ANY(%b::uuid[])"
+                )
+                .format(Identifier(self.schema), Identifier(INDEX_TABLE))
+                .as_string()
+            )
         rows, _ = self._locks.query(query, (list(uuids),))
         return {row[0]: int(row[1]) for row in rows}
 

@@ -19,7 +19,13 @@ from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg import sql
 
-from durable_jobs import ConcurrencyError, ConfigurationError, StoreError, open_store
+from durable_jobs import (
+    ConcurrencyError,
+    ConfigurationError,
+    LockLost,
+    StoreError,
+    open_store,
+)
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._store.index import IndexRow
 from durable_jobs._store.urls import StoreURL
@@ -470,6 +476,45 @@ def test_python_fault_in_the_transaction_commits_nothing(pg_store: Store) -> Non
     row = pg_store.index_row(inst.id)
     assert row is not None
     assert row.due_at == T
+
+
+def test_a_commit_under_a_lost_lock_is_refused_and_rolled_back(
+    pg_store: Store,
+    pg_url: str,
+    postgres_url: str,
+    opened: list[Store],
+) -> None:
+    """The fence of a commit finds its lock session gone: LockLost, nothing written,
+    the pooled connection handed back idle; and when another writer committed the
+    instance meanwhile, the lost lock (not the version conflict) is what is said."""
+    assert isinstance(pg_store, PostgresStore)
+    inst = _start()
+    pg_store.save(inst)
+    assert pg_store.try_lock(inst.id)
+    session = pg_store._locks._conn
+    assert session is not None
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (session.info.backend_pid,))
+    inst.reschedule(T + timedelta(hours=1), now=T)
+    with pytest.raises(LockLost):
+        pg_store.save(inst)
+    _assert_nothing_committed(pg_store, events=2, version=2)
+
+    other = open_store(pg_url)
+    opened.append(other)
+    newer = other.get("continuous", "job", "id-1")
+    assert isinstance(newer, ContinuousInstance)
+    newer.reschedule(T + timedelta(hours=2), now=T)
+    other.save(newer)
+    with pytest.raises(LockLost):
+        pg_store.save(inst)
+    row = pg_store.index_row(inst.id)
+    assert row is not None and row.due_at == T + timedelta(hours=2)
+    with _recorder(pg_store).datastore.get_connection() as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    # Instances without a lock commit as before.
+    pg_store.save(_start(instance_id="id-2"))
+    assert pg_store.get("continuous", "job", "id-2") is not None
 
 
 @pytest.mark.parametrize("failure", ["trigger", "check"])

@@ -18,7 +18,9 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import MINUTE, T, running
-from durable_jobs.stores.postgres import alarm_channel
+from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._runtime.locks import InstanceLocks
+from durable_jobs.stores.postgres import PostgresStore, alarm_channel
 
 pytestmark = pytest.mark.postgres
 
@@ -219,3 +221,29 @@ def test_workers_starting_together_on_a_fresh_schema(pg_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+async def test_a_lock_found_lost_as_it_is_taken_is_released(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session of a cross-process lock just taken is already lost when the work
+    would start: LockLost, nothing runs, and the lock is released both across
+    processes and in this one."""
+    store = dj.open_store(pg_url)
+    try:
+        locks = InstanceLocks(store, timedelta(seconds=30))
+        uuid = instance_uuid("continuous", "tick", "a")
+        monkeypatch.setattr(store, "session_alive", lambda session: False)
+        with pytest.raises(dj.LockLost):
+            async with locks.hold(uuid):
+                pytest.fail("the work ran under a lost lock")
+        monkeypatch.undo()
+        assert locks.held == 0
+        assert isinstance(store, PostgresStore)
+        assert store.lock_session(uuid) is None
+        with trio.fail_after(5):
+            async with locks.hold(uuid) as held:
+                assert held
+        assert store.lock_session(uuid) is None
+    finally:
+        store.close()

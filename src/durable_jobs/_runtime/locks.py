@@ -19,16 +19,17 @@ The interface the rest of the runtime uses:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
+from types import TracebackType
 from uuid import UUID
 
 import trio
 
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._runtime.clock import in_thread
-from durable_jobs._runtime.guards import LockGuards
+from durable_jobs._runtime.guards import Guard, LockGuards
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
 
@@ -102,20 +103,111 @@ class _KeyHold:
             del self.locks[self.key]
 
 
+def _cannot_abort(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
 class _LockRequest:
     """One cross-process lock call waiting to be made, and its outcome."""
 
-    __slots__ = ("done", "error", "op", "result", "scope", "uuid", "version")
+    __slots__ = ("done", "error", "op", "result", "scope", "task", "uuid", "version")
 
     def __init__(self, op: str, uuid: UUID, scope: str) -> None:
         self.op = op
         self.uuid = uuid
         self.scope = scope
-        self.done = trio.Event()
+        #: Whether the call was made; the task waiting for it (None: nobody waits).
+        self.done = False
+        self.task: trio.lowlevel.Task | None = None
         self.result = False
         #: The instance's index version, read right after the lock call (None: no row).
         self.version: int | None = None
         self.error: Exception | None = None
+
+    async def wait(self) -> None:
+        """Wait until the call was made, not cancellable (like a shielded wait, without
+        the cost of a cancel scope): a lock the store took must be known, so that it
+        is released."""
+        if not self.done:
+            self.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+
+    def finish(self) -> None:
+        self.done = True
+        if self.task is not None:
+            trio.lowlevel.reschedule(self.task)
+            self.task = None
+
+
+class _SharedHold:
+    """Holding an instance's lock in this process and across processes (see
+    :meth:`InstanceLocks.hold`; a plain class: cheaper than a generator context
+    manager on every run)."""
+
+    __slots__ = ("guard", "inner", "owner", "scope", "taken", "uuid", "wait")
+
+    def __init__(
+        self,
+        owner: InstanceLocks,
+        locks: KeyedLocks,
+        uuid: UUID,
+        scope: str,
+        *,
+        wait: bool,
+        on_taken: Callable[[], None] | None,
+    ) -> None:
+        self.owner = owner
+        self.inner = _KeyHold(locks._locks, uuid, on_taken)
+        self.uuid = uuid
+        self.scope = scope
+        self.wait = wait
+        self.taken = False
+        self.guard: Guard | None = None
+
+    async def __aenter__(self) -> bool:
+        owner, uuid, scope = self.owner, self.uuid, self.scope
+        await self.inner.__aenter__()
+        try:
+            while not (taken := await owner._call("lock", uuid, scope)).result:
+                if not self.wait:
+                    owner.guards.found_busy(uuid, scope, taken.version)
+                    return False
+                await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
+        except BaseException:
+            await self.inner.__aexit__()
+            raise
+        owner.held += 1
+        if scope == "instance":
+            owner._fresh[uuid] = taken.version
+        self.taken = True
+        try:
+            guard = owner.guards.guard(uuid, scope)
+            guard.__enter__()
+            self.guard = guard
+            await owner.guards.after_takeover(uuid, scope, taken.version)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return True
+
+    async def __aexit__(
+        self,
+        etype: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        guard, self.guard = self.guard, None
+        try:
+            if guard is not None:
+                # Raises LockLost if the session was lost meanwhile.
+                guard.__exit__(etype, exc, tb)
+        finally:
+            try:
+                if self.taken:
+                    self.taken = False
+                    await self.owner._release(self.uuid, self.scope)
+            finally:
+                await self.inner.__aexit__()
 
 
 class InstanceLocks:
@@ -155,46 +247,20 @@ class InstanceLocks:
         locks = self._instance if scope == "instance" else self._flush
         if self.cross is None:
             return _KeyHold(locks._locks, uuid, on_taken)
-        return self._hold_shared(locks, uuid, scope, wait, on_taken)
+        return _SharedHold(self, locks, uuid, scope, wait=wait, on_taken=on_taken)
 
-    @asynccontextmanager
-    async def _hold_shared(
-        self,
-        locks: KeyedLocks,
-        uuid: UUID,
-        scope: str,
-        wait: bool,
-        on_taken: Callable[[], None] | None,
-    ) -> AsyncIterator[bool]:
-        async with locks(uuid):
-            if on_taken is not None:
-                on_taken()
-            if self.cross is None:
-                yield True
-                return
-            while not (taken := await self._call("lock", uuid, scope)).result:
-                if not wait:
-                    self.guards.found_busy(uuid, scope, taken.version)
-                    break
-                await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
+    async def _release(self, uuid: UUID, scope: str) -> None:
+        """Release a cross-process lock (shielded: a lock taken must be released)."""
+        self._fresh.pop(uuid, None)
+        self.held -= 1
+        try:
+            if self._running:
+                await self._call("unlock", uuid, scope)
             else:
-                self.held += 1
-                if scope == "instance":
-                    self._fresh[uuid] = taken.version
-                try:
-                    with self.guards.guard(uuid, scope):
-                        await self.guards.after_takeover(uuid, scope, taken.version)
-                        yield True
-                finally:
-                    self._fresh.pop(uuid, None)
-                    self.held -= 1
-                    with trio.CancelScope(shield=True):
-                        try:
-                            await self._call("unlock", uuid, scope)
-                        except DurableJobsError:
-                            log.warning("Could not release the lock of %s", uuid, exc_info=True)
-                return
-            yield False
+                with trio.CancelScope(shield=True):
+                    await self._call("unlock", uuid, scope)
+        except DurableJobsError:
+            log.warning("Could not release the lock of %s", uuid, exc_info=True)
 
     def held_version(self, uuid: UUID) -> tuple[bool, int | None]:
         """(known, version): the index version read when this task took ``uuid``'s lock."""
@@ -211,8 +277,8 @@ class InstanceLocks:
         """Take (``op="lock"``, without waiting) or release a cross-process lock.
 
         Calls that queue while one is in flight go to the store together, in one
-        round trip (like group commit). The wait is shielded: a lock the store
-        took must be known, so that it is released.
+        round trip (like group commit). The wait is not cancellable: a lock the
+        store took must be known, so that it is released.
         """
         request = _LockRequest(op, uuid, scope)
         if not self._running:
@@ -220,8 +286,7 @@ class InstanceLocks:
         else:
             self._queue.append(request)
             self._ready.set()
-            with trio.CancelScope(shield=True):
-                await request.done.wait()
+            await request.wait()
         if request.error is not None:
             raise request.error
         return request
@@ -272,4 +337,4 @@ class InstanceLocks:
                     r.result = ok
                     r.version = versions.get(r.uuid)
         for r in batch:
-            r.done.set()
+            r.finish()
