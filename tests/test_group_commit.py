@@ -13,7 +13,9 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import MINUTE, T, advance, running
+from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._runtime.commit import GroupCommit
 
 
 def ticking_registry() -> dj.Registry:
@@ -86,5 +88,50 @@ async def test_a_failed_batch_is_written_one_by_one(
             assert states == [2] * 20
             status = await client.status("i0")
             assert status.next_run_at == T + 2 * MINUTE
+    finally:
+        store.close()
+
+
+async def test_a_commit_cancelled_while_its_write_is_on_the_way_waits_for_it(
+    sqlite_url: str,
+) -> None:
+    """The wait for a queued write is not cut short by a cancellation: the commit's
+    outcome is known before the cancellation shows (at the caller's next checkpoint)."""
+    store = dj.open_store(sqlite_url)
+    writing, release = trio.Event(), trio.Event()
+
+    async def io(fn: Any, *args: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await trio.to_thread.run_sync(fn, *args)
+
+    commits = GroupCommit(store, io)
+    agg, _ = ContinuousInstance.start(
+        None, "tick", "c", now=T, state=0, first_run_at=T + MINUTE, type_version=1
+    )
+    seen: list[str] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            commits.start()
+            nursery.start_soon(commits.run)
+            with trio.CancelScope() as caller:
+
+                async def cancel_once_writing() -> None:
+                    await writing.wait()
+                    caller.cancel()
+                    await trio.sleep(0)
+                    seen.append("cancelled")
+                    release.set()
+
+                nursery.start_soon(cancel_once_writing)
+                await commits.commit(agg)
+                seen.append("committed")
+                await trio.lowlevel.checkpoint()
+                seen.append("not reached")
+            assert caller.cancelled_caught
+            nursery.cancel_scope.cancel()
+        assert seen == ["cancelled", "committed"]
+        assert commits.commits == 1
+        assert store.get("continuous", "tick", "c") is not None
     finally:
         store.close()

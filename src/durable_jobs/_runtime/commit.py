@@ -32,16 +32,39 @@ __all__ = ["GroupCommit"]
 MAX_GROUP_COMMIT = 100
 
 
+def _uncancellable(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
 class _Commit:
     """One aggregate waiting to be written, and the outcome of its write."""
 
-    __slots__ = ("agg", "done", "error", "statements")
+    __slots__ = ("agg", "done", "error", "statements", "waiter")
 
     def __init__(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
         self.agg = agg
         self.statements = statements
-        self.done = trio.Event()
+        self.done = False
         self.error: Exception | None = None
+        #: The task waiting for the outcome (parked until :meth:`finish`).
+        self.waiter: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        """Wait for the outcome, even if cancelled meanwhile (a cancellation is seen at
+        the next checkpoint): the write is on its way. One parked task instead of a
+        shielded cancel scope and an event, on every commit."""
+        if not self.done:
+            self.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_uncancellable)
+
+    def finish(self) -> None:
+        """The outcome is known: wake the waiting task."""
+        if self.done:
+            return
+        self.done = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
 
 class GroupCommit:
@@ -75,8 +98,7 @@ class GroupCommit:
         self._queue.append(item)
         self._ready.set()
         # The write is already on its way: wait for its outcome even if cancelled.
-        with trio.CancelScope(shield=True):
-            await item.done.wait()
+        await item.wait()
         if item.error is not None:
             raise item.error
 
@@ -113,7 +135,7 @@ class GroupCommit:
             raise
         finally:
             for c in batch:
-                c.done.set()
+                c.finish()
 
     async def _save(self, batch: Sequence[_Commit]) -> None:
         statements = [(c.agg.id, c.statements) for c in batch if c.statements]
