@@ -16,6 +16,7 @@ from _runtime import MINUTE, T, advance, running
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._runtime.commit import GroupCommit
+from durable_jobs._runtime.runtime import Runtime
 
 
 def ticking_registry() -> dj.Registry:
@@ -135,3 +136,42 @@ async def test_a_commit_cancelled_while_its_write_is_on_the_way_waits_for_it(
         assert store.get("continuous", "tick", "c") is not None
     finally:
         store.close()
+
+
+async def test_an_alarm_run_s_commit_on_a_store_that_does_not_block_needs_no_task_switch() -> None:
+    """Written at once, so that its objects die young (a client's commit keeps its
+    schedule point); a cancelled one writes nothing."""
+    store = dj.open_store("memory://")
+    commits = GroupCommit(store, Runtime.io.__get__(_NonBlocking(store)))
+    order: list[str] = []
+
+    async def other() -> None:
+        order.append("other ran")
+
+    def instance(name: str) -> JobInstance:
+        agg, _ = ContinuousInstance.start(
+            None, "tick", name, now=T, state=0, first_run_at=T + MINUTE, type_version=1
+        )
+        return agg
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await commits.commit(instance("run"), schedule_point=False)
+        order.append("run committed")
+    assert order == ["run committed", "other ran"]
+    await commits.commit(instance("client"))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await commits.commit(instance("cancelled"), schedule_point=False)
+    assert scope.cancelled_caught
+    assert store.get("continuous", "tick", "run") is not None
+    assert store.get("continuous", "tick", "client") is not None
+    assert store.get("continuous", "tick", "cancelled") is None
+    assert commits.commits == 2
+
+
+class _NonBlocking:
+    """What Runtime.io reads of its runtime."""
+
+    def __init__(self, store: dj.Store) -> None:
+        self.store = store

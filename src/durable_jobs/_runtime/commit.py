@@ -87,11 +87,27 @@ class GroupCommit:
         self.largest_batch = max(self.largest_batch, size)
         telemetry.record_commit(size)
 
-    async def commit(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
+    async def commit(
+        self,
+        agg: JobInstance,
+        statements: Sequence[Statement] = (),
+        *,
+        schedule_point: bool = True,
+    ) -> None:
         """Save ``agg`` (and run its run's ``statements``), in one transaction with
-        whatever other commits are waiting."""
+        whatever other commits are waiting.
+
+        Without ``schedule_point``, a store that does not block is written at once
+        (after a cancellation check): the objects of a run then die young, instead of
+        waiting for every other ready task and being promoted by the garbage collector
+        (whose full collections were a third of a run's CPU on the memory store).
+        """
         if not self._enabled:
-            await self._save([_Commit(agg, statements)])
+            if not schedule_point and not self.store.blocking:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self._save_now([_Commit(agg, statements)])
+            else:
+                await self._save([_Commit(agg, statements)])
             self._count(1)
             return
         item = _Commit(agg, statements)
@@ -137,13 +153,17 @@ class GroupCommit:
             for c in batch:
                 c.finish()
 
-    async def _save(self, batch: Sequence[_Commit]) -> None:
+    def _call(self, batch: Sequence[_Commit]) -> Callable[..., None]:
         statements = [(c.agg.id, c.statements) for c in batch if c.statements]
         if not statements:
-            await self._io(self.store.save, *(c.agg for c in batch))
-            return
-        save = functools.partial(self.store.save, statements=statements)
-        await self._io(save, *(c.agg for c in batch))
+            return self.store.save
+        return functools.partial(self.store.save, statements=statements)
+
+    async def _save(self, batch: Sequence[_Commit]) -> None:
+        await self._io(self._call(batch), *(c.agg for c in batch))
+
+    def _save_now(self, batch: Sequence[_Commit]) -> None:
+        self._call(batch)(*(c.agg for c in batch))
 
     async def _save_batch(self, batch: list[_Commit]) -> None:
         try:

@@ -141,7 +141,9 @@ class ContinuousRunner:
                     statements = hook_ctx._statements if hook_failed is None else []
                     hook_statements = bool(statements)
                 try:
-                    await rt.save(agg, before=committed, statements=statements)
+                    await rt.save(
+                        agg, before=committed, statements=statements, schedule_point=manual
+                    )
                 except StatementFailed as failed:
                     if hook_statements:
                         # The hook failed, not the run: its error stays the one recorded.

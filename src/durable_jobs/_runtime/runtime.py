@@ -270,11 +270,15 @@ class Runtime:
         *,
         before: JobInstance | None,
         statements: Sequence[Statement] = (),
+        schedule_point: bool = True,
     ) -> None:
         """Commit ``agg``'s pending events (and run the handler's ``statements`` in the
         same transaction); then it is the committed, cached instance.
 
         A failing statement raises :class:`StatementFailed` and nothing is written.
+        ``schedule_point=False`` (an alarm run's commit): a store that does not block
+        is written without letting other tasks run first (a cancellation still
+        raises), so the run ends in the step that decided it.
         """
         if not agg.pending_events:
             return
@@ -283,7 +287,7 @@ class Runtime:
             agg.stamp_trace(trace)
         events = list(agg.pending_events)
         try:
-            await self.commits.commit(agg, statements)
+            await self.commits.commit(agg, statements, schedule_point=schedule_point)
         except BaseException:
             self.cache.evict(agg.id)
             raise
