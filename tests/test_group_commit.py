@@ -13,7 +13,10 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import MINUTE, T, advance, running
+from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._runtime.commit import GroupCommit
+from durable_jobs._runtime.runtime import Runtime
 
 
 def ticking_registry() -> dj.Registry:
@@ -88,3 +91,87 @@ async def test_a_failed_batch_is_written_one_by_one(
             assert status.next_run_at == T + 2 * MINUTE
     finally:
         store.close()
+
+
+async def test_a_commit_cancelled_while_its_write_is_on_the_way_waits_for_it(
+    sqlite_url: str,
+) -> None:
+    """The wait for a queued write is not cut short by a cancellation: the commit's
+    outcome is known before the cancellation shows (at the caller's next checkpoint)."""
+    store = dj.open_store(sqlite_url)
+    writing, release = trio.Event(), trio.Event()
+
+    async def io(fn: Any, *args: Any) -> Any:
+        writing.set()
+        await release.wait()
+        return await trio.to_thread.run_sync(fn, *args)
+
+    commits = GroupCommit(store, io)
+    agg, _ = ContinuousInstance.start(
+        None, "tick", "c", now=T, state=0, first_run_at=T + MINUTE, type_version=1
+    )
+    seen: list[str] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            commits.start()
+            nursery.start_soon(commits.run)
+            with trio.CancelScope() as caller:
+
+                async def cancel_once_writing() -> None:
+                    await writing.wait()
+                    caller.cancel()
+                    await trio.sleep(0)
+                    seen.append("cancelled")
+                    release.set()
+
+                nursery.start_soon(cancel_once_writing)
+                await commits.commit(agg)
+                seen.append("committed")
+                await trio.lowlevel.checkpoint()
+                seen.append("not reached")
+            assert caller.cancelled_caught
+            nursery.cancel_scope.cancel()
+        assert seen == ["cancelled", "committed"]
+        assert commits.commits == 1
+        assert store.get("continuous", "tick", "c") is not None
+    finally:
+        store.close()
+
+
+async def test_an_alarm_run_s_commit_on_a_store_that_does_not_block_needs_no_task_switch() -> None:
+    """Written at once, so that its objects die young (a client's commit keeps its
+    schedule point); a cancelled one writes nothing."""
+    store = dj.open_store("memory://")
+    commits = GroupCommit(store, Runtime.io.__get__(_NonBlocking(store)))
+    order: list[str] = []
+
+    async def other() -> None:
+        order.append("other ran")
+
+    def instance(name: str) -> JobInstance:
+        agg, _ = ContinuousInstance.start(
+            None, "tick", name, now=T, state=0, first_run_at=T + MINUTE, type_version=1
+        )
+        return agg
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await commits.commit(instance("run"), schedule_point=False)
+        order.append("run committed")
+    assert order == ["run committed", "other ran"]
+    await commits.commit(instance("client"))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await commits.commit(instance("cancelled"), schedule_point=False)
+    assert scope.cancelled_caught
+    assert store.get("continuous", "tick", "run") is not None
+    assert store.get("continuous", "tick", "client") is not None
+    assert store.get("continuous", "tick", "cancelled") is None
+    assert commits.commits == 2
+
+
+class _NonBlocking:
+    """What Runtime.io reads of its runtime."""
+
+    def __init__(self, store: dj.Store) -> None:
+        self.store = store

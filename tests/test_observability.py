@@ -626,3 +626,23 @@ def test_spans_start_once_the_application_sets_a_tracer_provider(tmp_path: Any) 
 
 def test_the_tests_leave_the_global_providers_alone(spans: InMemorySpanExporter) -> None:
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+async def test_without_a_provider_a_run_does_not_ask_opentelemetry_for_one(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # get_tracer_provider() reads the environment on every call: while no provider is
+    # set, a handler call looks at the API's global instead.
+    asked: list[object] = []
+    real = trace.get_tracer_provider
+
+    def counting() -> trace.TracerProvider:
+        asked.append(None)
+        return real()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting)
+    async with running(ticker("otel-unset"), "memory://") as jobs:
+        await jobs.continuous("otel-unset").start("u", 0)
+        await advance(jobs, 3 * MINUTE)
+        assert await jobs.continuous("otel-unset").get_state("u") == 3
+    assert asked == []

@@ -32,9 +32,10 @@ nothing, so the runtime calls it unconditionally.
 from __future__ import annotations
 
 import contextvars
+import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from durable_jobs._errors import HandlerTimeout
@@ -117,6 +118,23 @@ class HandlerSpan:
 
 
 _NO_SPAN = HandlerSpan()
+_UNKNOWN = object()
+
+
+class _Untraced:
+    """The context manager of a call that makes no span (a plain class: a generator
+    context manager costs on every handler call)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> HandlerSpan:
+        return _NO_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
 # Set while a client call's span is current: handler calls inside it are its children.
 _CLIENT_SPAN: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "durable_jobs_client_span", default=None
@@ -129,12 +147,12 @@ class Telemetry:
     #: Whether OpenTelemetry is installed (spans and metrics go to its global providers).
     enabled = False
 
-    @contextmanager
-    def client_call(self, kind: str, job: str, method: str, instance_id: object) -> Iterator[None]:
+    def client_call(
+        self, kind: str, job: str, method: str, instance_id: object
+    ) -> AbstractContextManager[object]:
         """The span of one client call."""
-        yield
+        return _UNTRACED
 
-    @contextmanager
     def handler_call(
         self,
         kind: str,
@@ -145,10 +163,10 @@ class Telemetry:
         run_count: int | None,
         attempt: int | None,
         link: str | None,
-    ) -> Iterator[HandlerSpan]:
+    ) -> AbstractContextManager[HandlerSpan]:
         """The span of one handler call; ``link`` is the traceparent of the call that
         made an alarm run due."""
-        yield _NO_SPAN
+        return _UNTRACED
 
     def call_trace(self) -> str | None:
         """The traceparent of the client call in progress, if any (to store)."""
@@ -207,9 +225,12 @@ class _OpenTelemetry(Telemetry):
         """Use these providers instead of OpenTelemetry's global ones (None: the global
         ones again). For tests, which cannot undo setting a global provider."""
         from opentelemetry import metrics
+        from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
         self._tracer_provider = tracer_provider
         self._tracer: Any = None
+        # OpenTelemetry loads a provider named by this variable at its first use.
+        self._provider_named = OTEL_PYTHON_TRACER_PROVIDER in os.environ
         meter = (metrics if meter_provider is None else meter_provider).get_meter(SCOPE)
         self._runs = meter.create_counter(
             "durable_jobs.runs", unit="{run}", description="Handler calls, by outcome."
@@ -239,10 +260,18 @@ class _OpenTelemetry(Telemetry):
 
         The API's stand-in (no provider set yet) would make a non-recording span
         per call, at a cost of tens of microseconds: skip them until it is set.
+        While none is set, the check is one read of the API's global (asking
+        ``get_tracer_provider()`` reads the environment on every call).
         """
         tracer = self._tracer
         if tracer is None:
             trace = self._trace
+            if (
+                self._tracer_provider is None
+                and getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None
+                and not self._provider_named
+            ):
+                return None  # no global provider set yet, none named in the environment
             provider = self._tracer_provider or trace.get_tracer_provider()
             if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
                 return None
@@ -263,12 +292,18 @@ class _OpenTelemetry(Telemetry):
             break
         return [Observation(total)]
 
-    @contextmanager
-    def client_call(self, kind: str, job: str, method: str, instance_id: object) -> Iterator[None]:
+    def client_call(
+        self, kind: str, job: str, method: str, instance_id: object
+    ) -> AbstractContextManager[object]:
         tracer = self._recording_tracer()
         if tracer is None:
-            yield
-            return
+            return _UNTRACED
+        return self._client_span(tracer, kind, job, method, instance_id)
+
+    @contextmanager
+    def _client_span(
+        self, tracer: Any, kind: str, job: str, method: str, instance_id: object
+    ) -> Iterator[None]:
         attributes: dict[str, str] = {
             "durable_jobs.kind": kind,
             "durable_jobs.job": job,
@@ -283,7 +318,6 @@ class _OpenTelemetry(Telemetry):
             finally:
                 _CLIENT_SPAN.reset(token)
 
-    @contextmanager
     def handler_call(
         self,
         kind: str,
@@ -294,11 +328,34 @@ class _OpenTelemetry(Telemetry):
         run_count: int | None,
         attempt: int | None,
         link: str | None,
-    ) -> Iterator[HandlerSpan]:
+    ) -> AbstractContextManager[HandlerSpan]:
         tracer = self._recording_tracer()
         if tracer is None:
-            yield _NO_SPAN
-            return
+            return _UNTRACED
+        return self._handler_span(
+            tracer,
+            kind,
+            job,
+            handler,
+            instance_id,
+            run_count=run_count,
+            attempt=attempt,
+            link=link,
+        )
+
+    @contextmanager
+    def _handler_span(
+        self,
+        tracer: Any,
+        kind: str,
+        job: str,
+        handler: str,
+        instance_id: str,
+        *,
+        run_count: int | None,
+        attempt: int | None,
+        link: str | None,
+    ) -> Iterator[HandlerSpan]:
         trace = self._trace
         attributes: dict[str, str | int] = {
             "durable_jobs.kind": kind,

@@ -10,7 +10,7 @@ update the batches (a termination drops them, a failed flush keeps its batch).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self, cast
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
@@ -62,11 +62,7 @@ class DebounceData(InstanceData):
     closed: list[Batch] = []
     closed_due_at: UtcDatetime | None = None
 
-    def clone(self) -> Self:
-        """A copy to decide on (see :meth:`InstanceData.clone`), closed batches copied."""
-        return self.model_copy(
-            update={"closed": list(self.closed), "idempotency": dict(self.idempotency)}
-        )
+    _containers: ClassVar[tuple[str, ...]] = ("idempotency", "closed")
 
 
 def _data(aggregate: Any) -> DebounceData:

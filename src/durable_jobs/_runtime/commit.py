@@ -32,16 +32,39 @@ __all__ = ["GroupCommit"]
 MAX_GROUP_COMMIT = 100
 
 
+def _uncancellable(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
 class _Commit:
     """One aggregate waiting to be written, and the outcome of its write."""
 
-    __slots__ = ("agg", "done", "error", "statements")
+    __slots__ = ("agg", "done", "error", "statements", "waiter")
 
     def __init__(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
         self.agg = agg
         self.statements = statements
-        self.done = trio.Event()
+        self.done = False
         self.error: Exception | None = None
+        #: The task waiting for the outcome (parked until :meth:`finish`).
+        self.waiter: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        """Wait for the outcome, even if cancelled meanwhile (a cancellation is seen at
+        the next checkpoint): the write is on its way. One parked task instead of a
+        shielded cancel scope and an event, on every commit."""
+        if not self.done:
+            self.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_uncancellable)
+
+    def finish(self) -> None:
+        """The outcome is known: wake the waiting task."""
+        if self.done:
+            return
+        self.done = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
 
 class GroupCommit:
@@ -64,19 +87,34 @@ class GroupCommit:
         self.largest_batch = max(self.largest_batch, size)
         telemetry.record_commit(size)
 
-    async def commit(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
+    async def commit(
+        self,
+        agg: JobInstance,
+        statements: Sequence[Statement] = (),
+        *,
+        schedule_point: bool = True,
+    ) -> None:
         """Save ``agg`` (and run its run's ``statements``), in one transaction with
-        whatever other commits are waiting."""
+        whatever other commits are waiting.
+
+        Without ``schedule_point``, a store that does not block is written at once
+        (after a cancellation check): the objects of a run then die young, instead of
+        waiting for every other ready task and being promoted by the garbage collector
+        (whose full collections were a third of a run's CPU on the memory store).
+        """
         if not self._enabled:
-            await self._save([_Commit(agg, statements)])
+            if not schedule_point and not self.store.blocking:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self._save_now([_Commit(agg, statements)])
+            else:
+                await self._save([_Commit(agg, statements)])
             self._count(1)
             return
         item = _Commit(agg, statements)
         self._queue.append(item)
         self._ready.set()
         # The write is already on its way: wait for its outcome even if cancelled.
-        with trio.CancelScope(shield=True):
-            await item.done.wait()
+        await item.wait()
         if item.error is not None:
             raise item.error
 
@@ -113,15 +151,19 @@ class GroupCommit:
             raise
         finally:
             for c in batch:
-                c.done.set()
+                c.finish()
 
-    async def _save(self, batch: Sequence[_Commit]) -> None:
+    def _call(self, batch: Sequence[_Commit]) -> Callable[..., None]:
         statements = [(c.agg.id, c.statements) for c in batch if c.statements]
         if not statements:
-            await self._io(self.store.save, *(c.agg for c in batch))
-            return
-        save = functools.partial(self.store.save, statements=statements)
-        await self._io(save, *(c.agg for c in batch))
+            return self.store.save
+        return functools.partial(self.store.save, statements=statements)
+
+    async def _save(self, batch: Sequence[_Commit]) -> None:
+        await self._io(self._call(batch), *(c.agg for c in batch))
+
+    def _save_now(self, batch: Sequence[_Commit]) -> None:
+        self._call(batch)(*(c.agg for c in batch))
 
     async def _save_batch(self, batch: list[_Commit]) -> None:
         try:

@@ -107,12 +107,13 @@ class ContinuousRunner:
             statements = ctx._statements if error is None else []
             policy = job.policy
             hook_failed: BaseException | None = None
-            for _ in range(3):
+            for tries in range(3):
                 hook_statements = False
-                # Decided again from the committed instance after a statement failed.
-                agg = clone(committed)
-                again = agg.begin_run(now=began, manual=manual, policy=policy)
-                assert again == ticket
+                if tries:
+                    # Decided again from the committed instance after a statement failed.
+                    agg = clone(committed)
+                    again = agg.begin_run(now=began, manual=manual, policy=policy)
+                    assert again == ticket
                 result = agg.finish_run(
                     ticket,
                     now=end,
@@ -140,7 +141,9 @@ class ContinuousRunner:
                     statements = hook_ctx._statements if hook_failed is None else []
                     hook_statements = bool(statements)
                 try:
-                    await rt.save(agg, before=committed, statements=statements)
+                    await rt.save(
+                        agg, before=committed, statements=statements, schedule_point=manual
+                    )
                 except StatementFailed as failed:
                     if hook_statements:
                         # The hook failed, not the run: its error stays the one recorded.

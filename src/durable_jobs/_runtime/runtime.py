@@ -92,7 +92,8 @@ class Runtime:
         self._observers: list[Observer] = list(observers)
         self._limiter = trio.CapacityLimiter(max(1, store.max_concurrency))
         self._commands = 0
-        self._changed = trio.Event()
+        #: Set at the next change (made only when someone waits: notified on every run).
+        self._changed: trio.Event | None = None
         self._closing = False
         self._closed = False
         self._runs_nursery: trio.Nursery | None = None
@@ -153,7 +154,7 @@ class Runtime:
             self._scheduler_scope.cancel()
         with trio.move_on_after(self.shutdown_grace.total_seconds()):
             while self.scheduler.pending or self._commands:
-                await self._changed.wait()
+                await self._next_change()
         if self.scheduler.pending:
             log.warning(
                 "%d run(s) still in flight after the %s shutdown grace were cancelled; "
@@ -171,13 +172,21 @@ class Runtime:
 
     def notify(self) -> None:
         """Wake whoever waits for a change (``wait_idle``, ``shutdown``)."""
-        self._changed.set()
-        self._changed = trio.Event()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    async def _next_change(self) -> None:
+        """Wait for the next :meth:`notify`."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        await self._changed.wait()
 
     async def wait_idle(self) -> None:
         """Return once everything due has run and committed (virtual time may pass meanwhile)."""
         while not self.scheduler.is_idle():
-            await self._changed.wait()
+            await self._next_change()
         await trio.lowlevel.checkpoint()
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
@@ -272,11 +281,15 @@ class Runtime:
         *,
         before: JobInstance | None,
         statements: Sequence[Statement] = (),
+        schedule_point: bool = True,
     ) -> None:
         """Commit ``agg``'s pending events (and run the handler's ``statements`` in the
         same transaction); then it is the committed, cached instance.
 
         A failing statement raises :class:`StatementFailed` and nothing is written.
+        ``schedule_point=False`` (an alarm run's commit): a store that does not block
+        is written without letting other tasks run first (a cancellation still
+        raises), so the run ends in the step that decided it.
         """
         if not agg.pending_events:
             return
@@ -285,7 +298,7 @@ class Runtime:
             agg.stamp_trace(trace)
         events = list(agg.pending_events)
         try:
-            await self.commits.commit(agg, statements)
+            await self.commits.commit(agg, statements, schedule_point=schedule_point)
         except BaseException:
             self.cache.evict(agg.id)
             raise

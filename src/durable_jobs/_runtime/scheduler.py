@@ -210,7 +210,8 @@ class Scheduler:
                 deadline = min(deadline, retry_reload_at)
             with trio.move_on_at(deadline):
                 await self._wake.wait()
-            self._wake = trio.Event()
+            if self._wake.is_set():
+                self._wake = trio.Event()
 
     def _store_down(self, exc: BaseException) -> None:
         """The store is out of reach: the scheduler waits for it (see :meth:`_until_reachable`)."""
