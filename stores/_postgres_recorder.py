@@ -11,7 +11,6 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Final, cast
 
-import psycopg
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -34,7 +33,6 @@ from durable_jobs.adapters import (
     IndexRow,
     InstanceIndex,
     LockLost,
-    StatementFailed,
     index_rows_from,
     statements_from,
     to_epoch,
@@ -44,7 +42,6 @@ from durable_jobs.stores._postgres_commit import FENCE_KWARG, insert_in_one_roun
 from durable_jobs.stores._postgres_conn import (
     _POOL_RECONNECT_TIMEOUT,
     _READ_ONLY,
-    _SERVER_GOING_AWAY,
     _TRIES,
     READ_ONLY_ENV,
     _aggregate_insert_once,
@@ -54,6 +51,7 @@ from durable_jobs.stores._postgres_conn import (
     _SchemaOnce,
     _waited_in_vain,
 )
+from durable_jobs.stores._postgres_statements import run_statements
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -240,7 +238,7 @@ class PostgresApplicationRecorderWithIndex(
             curs.execute(
                 self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
             )
-        self._run_statements(curs, statements_from(kwargs))
+        run_statements(curs, statements_from(kwargs), self._statements_search_path)
         self._run_fault_hook()
 
     def _refuse_lost(self, held: int, kwargs: dict[str, Any]) -> None:
@@ -276,57 +274,6 @@ class PostgresApplicationRecorderWithIndex(
             [e.state for e in stored_events],
         )
         curs.execute(self._insert_events_sql, columns, prepare=True)
-
-    def _run_statements(
-        self, curs: Cursor[DictRow], runs: Sequence[tuple[UUID, Sequence[Any]]]
-    ) -> None:
-        """Run each run's ``ctx.execute`` statements, unqualified names resolving in
-        this store's schema first, then ``public``; a failing one raises
-        :class:`StatementFailed` (the transaction then rolls back).
-
-        All of them go in one round trip: a nested pipeline syncs when it ends,
-        and an error shows up there. When the transaction holds one run's
-        statements, the error names its instance and the failing statement's
-        index: with several statements, each has its own cursor, and the
-        failing one is the first left without a result (those after it were
-        aborted). With several runs it names neither (the group commit then
-        writes each run alone, which finds them), so that a group's statements
-        share one cursor.
-        """
-        if not runs:
-            return
-        conn = curs.connection
-        one_run = len(runs) == 1
-        # A cursor each costs about 10 µs: only where it tells which statement failed.
-        apart = one_run and len(runs[0][1]) > 1
-        setup = conn.cursor() if apart else curs
-        sent: list[Cursor[Any]] = []
-        try:
-            with conn.pipeline():
-                setup.execute(self._statements_search_path)
-                for _, statements in runs:
-                    for st in statements:
-                        one = curs
-                        if apart:
-                            one = conn.cursor()
-                            sent.append(one)
-                        one.execute(st.sql, st.params)
-        except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
-                _out_of_reach(exc)
-            ):
-                raise
-            statement: int | None = 0 if one_run and not apart else None
-            if apart and setup.pgresult is not None:
-                statement = next((i for i, c in enumerate(sent) if c.pgresult is None), None)
-            raise StatementFailed(
-                runs[0][0] if one_run else None, exc, statement=statement
-            ) from exc
-        finally:
-            if apart:
-                setup.close()
-                for one in sent:
-                    one.close()
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -469,12 +416,6 @@ def _insert_events_once(
 ) -> Sequence[int] | None:
     """One try of the insert (see :func:`insert_in_one_round_trip`)."""
     return insert_in_one_round_trip(recorder, stored_events, kwargs)
-
-
-def _out_of_reach(exc: psycopg.Error) -> bool:
-    """A lost connection or a server going away, not an error of the statement."""
-    state = exc.sqlstate or ""
-    return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
 
 
 def _row_params(row: IndexRow) -> tuple[Any, ...]:
