@@ -102,7 +102,8 @@ async def test_trigger_resumes_paused_instances_that_a_runtime_then_runs(
     assert (done["done"], done["status"], done["due_at"]) == (
         True,
         "running",
-        clock.now().isoformat(),
+        # UTC with a Z, as every other JSON document of the tools shows times.
+        clock.now().isoformat().replace("+00:00", "Z"),
     )
     code, out, err = cli(clock, "trigger", "debounce", "digest", "bad")
     assert code == 0, err

@@ -11,7 +11,7 @@ from trio.testing import MockClock
 
 from _cli_fixtures import NOW_ISO, fill
 from durable_jobs.cli import run
-from durable_jobs.cli._render import _offset, _span
+from durable_jobs.cli._render import _offset, _span, _took
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +46,27 @@ def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
 )
 def test_durations_are_rounded_not_cut(seconds: float, shown: str) -> None:
     assert _span(timedelta(seconds=seconds)) == shown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s"),
+        (8e-05, "80µs"),
+        (0.0000125, "12.5µs"),
+        (0.0125, "12.5ms"),
+        (0.25, "250ms"),
+        (1.25, "1.25s"),
+        (59.4, "59.4s"),
+        (125, "2m 5s"),
+        (None, "-"),
+        ("n/a", "n/a"),
+    ],
+)
+def test_handler_durations_read_at_any_scale(seconds: object, shown: str) -> None:
+    # History and tail printed a handler that took 80 µs as "ok in 8e-05s".
+    assert _took(seconds) == shown
+    assert "e-" not in _took(seconds)
 
 
 def test_an_alarm_3s_ahead_reads_plus_3s() -> None:

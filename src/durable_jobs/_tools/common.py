@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,8 +23,11 @@ def kind_of(kind: str) -> Kind:
 
 
 def isoformat(at: datetime | None) -> str | None:
-    """``at`` as ISO 8601 text (None stays None)."""
-    return None if at is None else at.isoformat()
+    """``at`` as ISO 8601 in UTC with a ``Z``, how every JSON document of the tools
+    shows times (None stays None)."""
+    if at is None:
+        return None
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def instance_json(kind: str, job: str, instance_id: str, uuid: UUID) -> dict[str, Any]:

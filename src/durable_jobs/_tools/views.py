@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, final
 from uuid import UUID
 
 from durable_jobs._records import RecordedEvent
-from durable_jobs._tools.common import instance_json
+from durable_jobs._tools.common import instance_json, isoformat
 
 __all__ = [
     "InstancePage",
@@ -24,11 +24,7 @@ __all__ = [
 ]
 
 
-def iso(at: datetime | None) -> str | None:
-    """``at`` as ISO 8601 in UTC with a ``Z`` (how every JSON document shows times)."""
-    if at is None:
-        return None
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+iso = isoformat
 
 
 def jsonable(value: Any) -> Any:

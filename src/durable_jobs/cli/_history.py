@@ -39,6 +39,7 @@ from durable_jobs.cli._render import (
     _short,
     _status_text,
     _table,
+    _took,
     _when,
     _when_ago,
 )
@@ -164,7 +165,7 @@ def _details(record: RecordedEvent, generation: int, states: bool) -> Text:
         text.append("no alarm")
     elif name == "run_succeeded":
         text.append(_run_label(record))
-        text.append(f" ok in {d['duration']:.3g}s", style="green")
+        text.append(f" ok in {_took(d['duration'])}", style="green")
     elif name == "run_failed":
         text.append(_run_label(record))
         text.append(" failed: ", style="red")

@@ -32,7 +32,7 @@ from durable_jobs.cli._app import (
     set_exit_code,
     store_option,
 )
-from durable_jobs.cli._render import _when
+from durable_jobs.cli._render import _took, _when
 from durable_jobs.maintenance import (
     LiveInstanceError,
     ReplayReport,
@@ -279,7 +279,7 @@ def _detail(name: str | None, s: dict[str, Any]) -> str:
         retry = f"; retry at {_time(s['retry_at'])}" if s.get("retry_at") else "; no retry"
         return f"{_run(s)} failed: {s.get('error_type')}: {s.get('message')}{retry}"
     if name == "run_succeeded":
-        return f"{_run(s)} ok in {s.get('duration')}s"
+        return f"{_run(s)} ok in {_took(s.get('duration'))}"
     if name == "retry_exhausted":
         return f"run {s.get('run_count')} after {s.get('attempt')} tries: {s.get('action')}"
     if name in ("alarm_set", "resumed"):

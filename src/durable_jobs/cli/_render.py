@@ -114,6 +114,25 @@ def _span(delta: timedelta) -> str:
     return " ".join(parts[:2])
 
 
+def _took(seconds: Any) -> str:
+    """How long a handler took, readable at any scale: ``0s``, ``80µs``, ``12.5ms``,
+    ``1.25s``, ``2m 5s`` (``-`` when not recorded; another value as it is)."""
+    if seconds is None:
+        return "-"
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return str(seconds)
+    value = abs(float(seconds))
+    if value == 0 or not math.isfinite(value):
+        return "0s" if value == 0 else str(seconds)
+    if value < 1e-3:
+        return f"{value * 1e6:.3g}µs"
+    if value < 1:
+        return f"{value * 1e3:.3g}ms"
+    if value < 60:
+        return f"{value:.3g}s"
+    return _span(timedelta(seconds=value))
+
+
 def _ago(at: datetime | None, now: datetime) -> str:
     if at is None:
         return ""
