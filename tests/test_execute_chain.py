@@ -190,7 +190,9 @@ async def test_on_error_statement_failing_is_on_error_failing(
     # Asked once: its own statement failing is its failure, not a new one to handle.
     assert seen == ["ValueError"]
     assert ledger(url) == [("a", 9, "taken")]
-    assert _runs(records) == [("run_failed", "on_event", _db_error(url))]
+    # The failure the send reports and records is on_error's (its statement's error).
+    assert _runs(records) == [("run_failed", "on_error", _db_error(url))]
+    assert str(raised.value).startswith("on_error of task job 't' raised for instance 'a'")
 
 
 async def test_second_settle_failing_too_moves_on_to_the_next_handler(

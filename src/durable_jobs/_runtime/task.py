@@ -69,6 +69,11 @@ class _Chain:
         #: Each handler call, in order.
         self.steps: list[_Step] = []
 
+    @property
+    def failing(self) -> Handler:
+        """The handler whose failure was left unhandled (the chain's last one)."""
+        return self.steps[-1].role
+
     def blame(self, statement: int | None) -> int:
         """The index of the step that recorded the chain's ``statement``-th statement;
         the first step when that is unknown."""
@@ -319,7 +324,7 @@ class TaskRunner:
                     # Recorded, but the key is not kept: the caller's retry delivers it again.
                     agg, created = receive(None)
                     agg.record_failure(
-                        ticket, error, handler="on_event", now=rt.clock.now(), retry_at=None
+                        ticket, error, handler=chain.failing, now=rt.clock.now(), retry_at=None
                     )
                 failed = await self._save(
                     agg, committed, chain.statements if error is None else []
@@ -331,8 +336,9 @@ class TaskRunner:
                 raise fatal
             if error is not None:
                 msg = (
-                    f"on_event of task job {job.name!r} raised for instance {instance_id!r}: "
-                    f"{error!r}. The event and the failure are recorded; the state is unchanged."
+                    f"{chain.failing} of task job {job.name!r} raised for instance "
+                    f"{instance_id!r}: {error!r}. The event and the failure are recorded; "
+                    "the state is unchanged."
                 )
                 raise HandlerError(msg) from error
             return agg, created, False
@@ -382,9 +388,14 @@ class TaskRunner:
             if fatal is not None:
                 raise fatal
             if error is not None and not by_alarm:
+                kept = (
+                    "the state is unchanged"
+                    if chain.failing == "execute"
+                    else f"execute's changes are kept, {chain.failing}'s are not"
+                )
                 msg = (
-                    f"execute of task job {job.name!r} raised for instance {instance_id!r}: "
-                    f"{error!r}. The failure is recorded; the state is unchanged."
+                    f"{chain.failing} of task job {job.name!r} raised for instance "
+                    f"{instance_id!r}: {error!r}. The failure is recorded; {kept}."
                 )
                 raise HandlerError(msg) from error
             retry = agg.retry_scheduled(

@@ -81,6 +81,8 @@ class TaskModel(_Model):
         self.job = job
         self.hooks = hooks
         self.instances: dict[str, _Task] = {}
+        #: The handler whose failure the last call left unhandled.
+        self._failing = "on_event"
 
     def status(self, instance_id: str) -> TaskStatus:
         inst = self.instances.get(instance_id)
@@ -155,9 +157,10 @@ class TaskModel(_Model):
         self.runs[instance_id] = runs_before
         failed, _ = self._receive(instance_id, None)
         self.instances[instance_id] = failed
+        # The failure recorded is the unhandled one's: on_event's, or a later handler's.
         self._record(
             instance_id,
-            ExpectedRun("on_event", failed.run_count, 1, "failed", self.now),
+            ExpectedRun(self._failing, failed.run_count, 1, "failed", self.now),
         )
         return error
 
@@ -249,6 +252,7 @@ class TaskModel(_Model):
                 )
             if inst.live:
                 inst.alarm = alarm
+            self._failing = handler
             return RuntimeError(f"injected failure of {handler}")
         hook = self.hooks[handler]
         if handler == "on_event":
