@@ -23,6 +23,7 @@ import trio
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.statements import Statement
 from durable_jobs._errors import DurableJobsError
+from durable_jobs._runtime.parking import Handoff
 from durable_jobs._store.base import StatementFailed, Store
 from durable_jobs._telemetry import telemetry
 
@@ -32,39 +33,17 @@ __all__ = ["GroupCommit"]
 MAX_GROUP_COMMIT = 100
 
 
-def _uncancellable(_: Any) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
+class _Commit(Handoff):
+    """One aggregate waiting to be written, and the outcome of its write (the caller
+    waits for it even if cancelled meanwhile: the write is on its way)."""
 
-
-class _Commit:
-    """One aggregate waiting to be written, and the outcome of its write."""
-
-    __slots__ = ("agg", "done", "error", "statements", "waiter")
+    __slots__ = ("agg", "error", "statements")
 
     def __init__(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
+        super().__init__()
         self.agg = agg
         self.statements = statements
-        self.done = False
         self.error: Exception | None = None
-        #: The task waiting for the outcome (parked until :meth:`finish`).
-        self.waiter: trio.lowlevel.Task | None = None
-
-    async def wait(self) -> None:
-        """Wait for the outcome, even if cancelled meanwhile (a cancellation is seen at
-        the next checkpoint): the write is on its way. One parked task instead of a
-        shielded cancel scope and an event, on every commit."""
-        if not self.done:
-            self.waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(_uncancellable)
-
-    def finish(self) -> None:
-        """The outcome is known: wake the waiting task."""
-        if self.done:
-            return
-        self.done = True
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None:
-            trio.lowlevel.reschedule(waiter)
 
 
 class GroupCommit:

@@ -30,6 +30,7 @@ import trio
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._runtime.clock import in_thread
 from durable_jobs._runtime.guards import Guard, LockGuards
+from durable_jobs._runtime.parking import Handoff
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
 
@@ -109,40 +110,22 @@ class _KeyHold:
             del self.locks[self.key]
 
 
-def _cannot_abort(_: object) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
+class _LockRequest(Handoff):
+    """One cross-process lock call waiting to be made, and its outcome (the caller
+    waits for it uncancellably: a lock the store took must be known, so that it is
+    released)."""
 
-
-class _LockRequest:
-    """One cross-process lock call waiting to be made, and its outcome."""
-
-    __slots__ = ("done", "error", "op", "result", "scope", "task", "uuid", "version")
+    __slots__ = ("error", "op", "result", "scope", "uuid", "version")
 
     def __init__(self, op: str, uuid: UUID, scope: str) -> None:
+        super().__init__()
         self.op = op
         self.uuid = uuid
         self.scope = scope
-        #: Whether the call was made; the task waiting for it (None: nobody waits).
-        self.done = False
-        self.task: trio.lowlevel.Task | None = None
         self.result = False
         #: The instance's index version, read right after the lock call (None: no row).
         self.version: int | None = None
         self.error: Exception | None = None
-
-    async def wait(self) -> None:
-        """Wait until the call was made, not cancellable (like a shielded wait, without
-        the cost of a cancel scope): a lock the store took must be known, so that it
-        is released."""
-        if not self.done:
-            self.task = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
-
-    def finish(self) -> None:
-        self.done = True
-        if self.task is not None:
-            trio.lowlevel.reschedule(self.task)
-            self.task = None
 
 
 class _SharedHold:
