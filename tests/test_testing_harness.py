@@ -422,6 +422,34 @@ def test_machines_say_what_they_need() -> None:
         run_state_machine_as_test(Hooked, settings=QUICK)
 
 
+def test_a_machine_refused_for_a_missing_model_hook_leaves_no_runtime_open() -> None:
+    """The model's own checks run before the harness opens the jobs: a refused
+    machine leaves no loop thread (with its runtime and store) behind."""
+    import threading
+
+    tasks = dj.Registry()
+
+    @tasks.task("t", event=int, state=int)
+    async def task_job(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @task_job.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    class NoHooks(TaskMachine):
+        registry = tasks
+        job = task_job
+
+    def harness_threads() -> int:
+        return sum(t.name == "durable-jobs harness" for t in threading.enumerate())
+
+    before = harness_threads()
+    with pytest.raises(dj.ConfigurationError, match=r"model_on_event\(\)"):
+        run_state_machine_as_test(NoHooks, settings=QUICK)
+    assert harness_threads() == before
+
+
 @pytest.mark.parametrize("module", ["strategies", "machines"])
 def test_without_hypothesis_the_error_says_what_to_install(module: str) -> None:
     import subprocess

@@ -73,6 +73,9 @@ class JobMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         registry, job = self._configured()
+        # The model first: it can refuse the configuration too (a missing model
+        # hook), and must do so before a runtime is open in the loop thread.
+        self.model = self._make_model(job, self.start)
         self._tmp: str | None = None
         url = self.store
         if "{tmp}" in url:
@@ -87,7 +90,6 @@ class JobMachine(RuleBasedStateMachine):
         except BaseException:
             self._remove_tmp()
             raise
-        self.model = self._make_model(job, self.start)
 
     def _configured(self) -> tuple[Registry, JobDefinition]:
         name = type(self).__name__
