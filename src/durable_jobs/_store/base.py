@@ -373,7 +373,17 @@ class Store(RowsAndIndex, ABC):
         """Write ``events``, the index ``rows``, new type ``versions`` and run
         ``statements`` in one transaction, mapping driver errors."""
         kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions, STATEMENTS_KWARG: statements}
-        self._write(lambda: self._app.events.put(events, **kwargs), rows)
+        self._write(lambda: self._record(events, kwargs), rows)
+
+    def _record(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Map ``events`` to stored rows and insert them, with ``kwargs`` for the recorder.
+
+        What eventsourcing's ``EventStore.put`` does, without the ``Recording``
+        and ``Notification`` objects it builds for each event (nothing here reads
+        them: two more objects per event for the garbage collector).
+        """
+        store = self._app.events
+        store.recorder.insert_events(list(map(store.mapper.to_stored_event, events)), **kwargs)
 
     def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:
         """Run ``write`` (one transaction of events and index ``rows``), mapping driver errors."""
