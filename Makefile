@@ -80,7 +80,7 @@ $(BENCH_STAMP): pyproject.toml | $(PY)
 bench: $(DEV_STAMP) $(BENCH_STAMP)
 	scripts/ensure-postgres
 	set -o pipefail; { \
-		for f in runs client_calls lateness queue_workload workers get_state store_throughput execute_writes debounce_windows telemetry; do \
+		for f in runs client_calls lateness queue_workload workers get_state store_throughput execute_writes debounce_windows telemetry gc_freeze; do \
 			$(PY) benchmarks/$$f.py || exit 1; \
 		done; \
 		$(PY) benchmarks/startup.py --alarms $(BENCH_STARTUP_ALARMS) || exit 1; \

@@ -373,9 +373,9 @@ class Store(RowsAndIndex, ABC):
         """Write ``events``, the index ``rows``, new type ``versions`` and run
         ``statements`` in one transaction, mapping driver errors."""
         kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions, STATEMENTS_KWARG: statements}
-        self._write(lambda: self._record(events, kwargs), rows)
+        self._write(lambda: self._insert_stored(events, kwargs), rows)
 
-    def _record(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Map ``events`` to stored rows and insert them, with ``kwargs`` for the recorder.
 
         What eventsourcing's ``EventStore.put`` does, without the ``Recording``
