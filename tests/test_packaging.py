@@ -221,3 +221,39 @@ def test_unknown_scheme_names_the_accepted_schemes() -> None:
     message = str(excinfo.value)
     for scheme in OUR_SCHEMES:
         assert f"{scheme}://" in message
+
+
+def test_importing_the_library_and_running_jobs_loads_no_test_tools() -> None:
+    """An application that imports durable-jobs, runs a job and the CLI's module
+    does not load pytest or hypothesis (``trio.testing`` imports pytest when it is
+    installed): their import time and objects stay out of production processes."""
+    program = textwrap.dedent(
+        """
+        import sys
+        from datetime import timedelta
+
+        import trio
+
+        import durable_jobs as dj
+        import durable_jobs.cli
+
+        registry = dj.Registry()
+
+        @registry.continuous("t", state=int, schedule=dj.every(timedelta(milliseconds=1)))
+        async def t(ctx: dj.ContinuousContext[int]) -> None:
+            ctx.set_state(ctx.state + 1)
+
+        async def main() -> None:
+            async with dj.open_jobs(registry, "memory://") as jobs:
+                await jobs.continuous("t").start("a", 0)
+                await jobs.continuous("t").trigger("a")
+
+        trio.run(main)
+        loaded = sorted(m for m in ("pytest", "hypothesis", "trio.testing") if m in sys.modules)
+        print(loaded)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, final, overload
 
 import trio
-import trio.testing
 
 from durable_jobs._clients.continuous import ContinuousClient
 from durable_jobs._clients.debounce import DebounceClient
@@ -35,7 +34,7 @@ from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._evolution import refuse_unreadable_versions
-from durable_jobs._runtime.clock import Clock, SystemClock, in_thread
+from durable_jobs._runtime.clock import Clock, SystemClock, current_mock_clock, in_thread
 from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
 from durable_jobs._runtime.runtime import Observer, Runtime
 from durable_jobs._runtime.statistics import RuntimeStatistics
@@ -198,7 +197,7 @@ def _check_options(
     registry.check()
     if clock is None:
         clock = SystemClock()
-        if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        if current_mock_clock() is not None:
             log.warning(
                 "trio runs on a MockClock but these jobs use the system clock, so their "
                 "alarms wait for real time; pass clock=durable_jobs.VirtualClock() to run "

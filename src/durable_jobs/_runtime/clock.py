@@ -10,19 +10,29 @@ twice: a run moves or clears its alarm in the same commit.
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, cast, final
 
 import trio
-from trio.testing import MockClock
 
 from durable_jobs._errors import ConfigurationError
 
-__all__ = ["Clock", "SystemClock", "VirtualClock", "hold_virtual_time", "in_thread"]
+if TYPE_CHECKING:
+    from trio.testing import MockClock
+
+__all__ = [
+    "Clock",
+    "SystemClock",
+    "VirtualClock",
+    "current_mock_clock",
+    "hold_virtual_time",
+    "in_thread",
+]
 
 _T = TypeVar("_T")
 
@@ -133,6 +143,24 @@ class VirtualClock(Clock):
         return f"VirtualClock(start={self._start.isoformat()})"
 
 
+def current_mock_clock() -> MockClock | None:
+    """trio's clock if it is a ``trio.testing.MockClock`` (None outside trio too).
+
+    Looked up in ``sys.modules`` rather than imported: a MockClock exists only
+    once ``trio.testing`` has been imported, and importing it here would load
+    pytest into every application that has it installed (``trio.testing``
+    imports it), with its import time and its objects on the heap.
+    """
+    testing = sys.modules.get("trio.testing")
+    if testing is None:
+        return None
+    try:
+        clock = trio.lowlevel.current_clock()
+    except RuntimeError:
+        return None
+    return cast("MockClock", clock) if isinstance(clock, testing.MockClock) else None
+
+
 _holds: weakref.WeakKeyDictionary[MockClock, tuple[int, float]] = weakref.WeakKeyDictionary()
 
 
@@ -144,11 +172,8 @@ def hold_virtual_time() -> Iterator[None]:
     otherwise move virtual time while a store call is in flight and fire
     alarms early. Outside a ``MockClock`` this does nothing.
     """
-    try:
-        clock = trio.lowlevel.current_clock()
-    except RuntimeError:
-        clock = None
-    if not isinstance(clock, MockClock):
+    clock = current_mock_clock()
+    if clock is None:
         yield
         return
     count, saved = _holds.get(clock, (0, clock.autojump_threshold))
