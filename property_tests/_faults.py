@@ -15,7 +15,8 @@ overrides a few methods; the real adapter does every read and write.
     index rows were written and before the commit (the adapter's
     ``fault_hook`` test seam): the transaction must roll back;
   - ``kill_after_commit``: it dies after the commit, before the snapshot that
-    the write crossed (if any) was written;
+    the write crossed (if any) was written (SQLite writes snapshots in the
+    commit: there it dies right after the commit);
   - ``kill_after``: it dies after the whole write, before the runtime heard
     back: committed, never acknowledged.
 
@@ -198,10 +199,10 @@ class Instrumented(Store):
         self.dead = True
         raise ProcessKilled("the process was killed (simulated) inside the transaction")
 
-    def _snapshot(self, instances: Sequence[JobInstance], events: Sequence[Any]) -> None:
+    def _write_snapshots(self, due: Sequence[JobInstance]) -> None:
         if self._kill_at_snapshot:
             raise self._die()
-        super()._snapshot(instances, events)
+        super()._write_snapshots(due)
 
     def _record(self, instances: Sequence[JobInstance]) -> None:
         for inst in instances:

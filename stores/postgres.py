@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
@@ -256,9 +256,12 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         rows: Sequence[IndexRow],
         versions: Sequence[tuple[str, str, int]] = (),
         statements: Sequence[tuple[UUID, Sequence[Any]]] = (),
+        snapshots: Sequence[StoredEvent] = (),
     ) -> None:
         """Write in one transaction that first checks the locks held on these instances
         are still held by the sessions that took them (else :class:`LockLost`)."""
+        # Snapshots are written after the commit here (snapshots_in_commit is False).
+        assert not snapshots
         fence = self._locks.fence([r.instance_uuid for r in rows]) if self._lock_session else []
         if not fence:
             super()._put(events, rows, versions, statements)

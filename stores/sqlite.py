@@ -36,6 +36,7 @@ from durable_jobs.adapters import (
     StatementFailed,
     Store,
     index_rows_from,
+    snapshots_from,
     statements_from,
     to_epoch,
     type_versions_from,
@@ -49,6 +50,10 @@ TYPE_VERSIONS_TABLE = "dj_type_versions"
 _INSERT_TYPE_VERSION = (
     f"INSERT OR IGNORE INTO {TYPE_VERSIONS_TABLE} (kind, job, version) VALUES (?,?,?)"  # noqa: S608
 )
+#: Where eventsourcing's snapshot recorder keeps snapshots in the same file.
+SNAPSHOTS_TABLE = "stored_snapshots"
+# A snapshot at a version already there holds the same state: keep the row there.
+_INSERT_SNAPSHOT = f"INSERT OR IGNORE INTO {SNAPSHOTS_TABLE} VALUES (?,?,?,?)"  # noqa: S608
 _SELECT = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} "  # noqa: S608
 _UPSERT = (
     f"INSERT INTO {INDEX_TABLE} ({INDEX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "  # noqa: S608
@@ -56,6 +61,11 @@ _UPSERT = (
     "due_at=excluded.due_at, version=excluded.version, updated_at=excluded.updated_at "
     f"WHERE excluded.version > {INDEX_TABLE}.version"
 )
+
+
+def _hex(uuid: UUID | str) -> str:
+    """How eventsourcing's SQLite recorders store an originator id."""
+    return uuid.hex if isinstance(uuid, UUID) else uuid
 
 
 class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceIndex):
@@ -92,6 +102,15 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         versions = type_versions_from(kwargs)
         if versions:
             c.executemany(_INSERT_TYPE_VERSION, list(versions))
+        snapshots = snapshots_from(kwargs)
+        if snapshots:
+            c.executemany(
+                _INSERT_SNAPSHOT,
+                [
+                    (_hex(s.originator_id), s.originator_version, s.topic, s.state)
+                    for s in snapshots
+                ],
+            )
         for uuid, statements in statements_from(kwargs):
             cursor = c.sqlite_cursor
             for index, st in enumerate(statements):
@@ -200,7 +219,7 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
 #: Database files (and so their -wal and -shm files) and lock files: owner only.
 _FILE_MODE = 0o600
 #: The tables a durable-jobs SQLite file holds.
-_OUR_TABLES = frozenset({"stored_events", "stored_snapshots", INDEX_TABLE, TYPE_VERSIONS_TABLE})
+_OUR_TABLES = frozenset({"stored_events", SNAPSHOTS_TABLE, INDEX_TABLE, TYPE_VERSIONS_TABLE})
 #: SQLite primary result codes after which a write did not commit: BUSY, LOCKED, FULL.
 _NOT_COMMITTED = frozenset({5, 6, 13})
 
@@ -242,6 +261,8 @@ class SQLiteStore(Store):
 
     scheme = "sqlite"
     supports_statements = True
+    # Snapshots go in the commit's transaction: no transaction (and fsync) of their own.
+    snapshots_in_commit = True
     url_options = frozenset({"synchronous", "lock_timeout"})
 
     @property

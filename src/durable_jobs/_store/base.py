@@ -32,7 +32,7 @@ from eventsourcing.utils import Environment
 
 from durable_jobs._domain import continuous, debounce, task  # noqa: F401  (registers kinds)
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
-from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
+from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -45,6 +45,7 @@ from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, EncryptedRowError, ma
 from durable_jobs._store.errors import describe_error, driver_errors
 from durable_jobs._store.index import (
     INDEX_KWARG,
+    SNAPSHOTS_KWARG,
     STATEMENTS_KWARG,
     TYPE_VERSIONS_KWARG,
     IndexRow,
@@ -55,8 +56,8 @@ from durable_jobs._store.index import (
 )
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._store.rows import RowsAndIndex, index_row_of, label
+from durable_jobs._store.snapshots import due_snapshots, snapshot_rows, write_snapshots
 from durable_jobs._store.urls import StoreURL
-from durable_jobs._telemetry import log_fields
 
 __all__ = [
     "DEFAULT_SNAPSHOT_INTERVAL",
@@ -128,6 +129,9 @@ class Store(RowsAndIndex, ABC):
     blocking: ClassVar[bool] = True
     #: Whether handlers may record SQL with ``ctx.execute`` (run in the commit transaction).
     supports_statements: ClassVar[bool] = False
+    #: Whether the recorder writes the snapshot rows of ``snapshots_from(kwargs)`` in the
+    #: insert transaction (else snapshots get a transaction of their own after it).
+    snapshots_in_commit: ClassVar[bool] = False
     #: False: open an existing store only (read-only tools); a missing file,
     #: schema or table is a ConfigurationError and nothing is created.
     create: bool = True
@@ -335,15 +339,30 @@ class Store(RowsAndIndex, ABC):
         )
         if statements and not self.supports_statements:
             raise ConfigurationError(f"The store {self.url} cannot run ctx.execute() statements.")
+        snapshots = self._app.snapshots
+        due = due_snapshots(instances, events, self.snapshot_interval) if snapshots else []
+        in_commit = bool(due) and self.snapshots_in_commit
+        run_statements = [(u, s) for u, s in statements if s]
         try:
-            self._put(events, rows, versions, [(u, s) for u, s in statements if s])
+            if in_commit:
+                assert snapshots is not None
+                taken = snapshot_rows(due, snapshots.mapper)
+                self._put(events, rows, versions, run_statements, snapshots=taken)
+            else:
+                self._put(events, rows, versions, run_statements)
         except BaseException:
             # Keep the instances as they were: a failed save can be retried as is.
             for inst, evs in pending:
                 inst.pending_events[:0] = evs
             raise
         self._known_versions.update(versions)
-        self._snapshot(instances, events)
+        if due and not in_commit:
+            self._write_snapshots(due)
+
+    def _write_snapshots(self, due: Sequence[JobInstance]) -> None:
+        """Snapshot ``due`` (committed just now) in a transaction of their own."""
+        if self._app.snapshots is not None:
+            write_snapshots(self._app.snapshots, due)
 
     def _new_type_versions(
         self, found: Iterable[tuple[str, str, int]]
@@ -369,10 +388,18 @@ class Store(RowsAndIndex, ABC):
         rows: Sequence[IndexRow],
         versions: Sequence[tuple[str, str, int]] = (),
         statements: RunStatements = (),
+        snapshots: Sequence[StoredEvent] = (),
     ) -> None:
-        """Write ``events``, the index ``rows``, new type ``versions`` and run
-        ``statements`` in one transaction, mapping driver errors."""
-        kwargs = {INDEX_KWARG: rows, TYPE_VERSIONS_KWARG: versions, STATEMENTS_KWARG: statements}
+        """Write ``events``, the index ``rows``, new type ``versions``, run ``statements``
+        and (:attr:`snapshots_in_commit` adapters) ``snapshots`` in one transaction,
+        mapping driver errors."""
+        kwargs: dict[str, Any] = {
+            INDEX_KWARG: rows,
+            TYPE_VERSIONS_KWARG: versions,
+            STATEMENTS_KWARG: statements,
+        }
+        if snapshots:
+            kwargs[SNAPSHOTS_KWARG] = snapshots
         self._write(lambda: self._insert_stored(events, kwargs), rows)
 
     def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
@@ -416,34 +443,6 @@ class Store(RowsAndIndex, ABC):
         return StoreError(
             f"Could not save to the store {self.url}: {self._describe(exc)}; {outcome}."
         )
-
-    def _snapshot(self, instances: Sequence[JobInstance], events: Sequence[Any]) -> None:
-        """Snapshot each saved instance whose new events crossed a multiple of the interval.
-
-        The in-memory aggregate is snapshotted (no re-read). The events are
-        committed already: a failed snapshot is logged, never raised, since a
-        snapshot is only a cache.
-        """
-        interval = self.snapshot_interval
-        snapshots = self._app.snapshots
-        if not interval or snapshots is None:
-            return
-        crossed = {e.originator_id for e in events if e.originator_version % interval == 0}
-        for inst in instances:
-            if inst.id not in crossed:
-                continue
-            try:
-                snapshots.put([InstanceSnapshot.take(inst)])
-            except Exception:
-                d = inst.d
-                log.warning(
-                    "Could not snapshot %s job %r instance %r; it will replay its events",
-                    d.kind,
-                    d.job,
-                    d.instance_id,
-                    exc_info=True,
-                    extra=log_fields(d.kind, d.job, d.instance_id),
-                )
 
     def history(
         self, uuid: UUID, *, gt: int | None = None, lte: int | None = None

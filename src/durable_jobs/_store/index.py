@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from uuid import UUID
 
 if TYPE_CHECKING:
+    from eventsourcing.persistence import StoredEvent
+
     from durable_jobs._domain.statements import Statement
 
 __all__ = [
     "INDEX_COLUMNS",
     "INDEX_KWARG",
+    "SNAPSHOTS_KWARG",
     "STATEMENTS_KWARG",
     "TYPE_VERSIONS_KWARG",
     "IndexRow",
@@ -28,6 +31,7 @@ __all__ = [
     "RunStatements",
     "from_epoch",
     "index_rows_from",
+    "snapshots_from",
     "statements_from",
     "to_epoch",
     "type_versions_from",
@@ -39,6 +43,9 @@ INDEX_KWARG: Final = "dj_index"
 TYPE_VERSIONS_KWARG: Final = "dj_type_versions"
 #: Keyword argument of ``insert_events`` carrying the runs' ``ctx.execute`` statements.
 STATEMENTS_KWARG: Final = "dj_statements"
+#: Keyword argument of ``insert_events`` carrying snapshot rows to write in the same
+#: transaction (only to an adapter whose ``Store.snapshots_in_commit`` is True).
+SNAPSHOTS_KWARG: Final = "dj_snapshots"
 #: What a save passes down: each instance's recorded statements, in commit order.
 RunStatements = Sequence[tuple[UUID, Sequence["Statement"]]]
 
@@ -109,6 +116,13 @@ def statements_from(kwargs: dict[str, Any]) -> RunStatements:
     ``(instance uuid, statements)`` pairs, each statement with ``.sql`` and ``.params``,
     to run in order in the same transaction (see ``Store.supports_statements``)."""
     return cast("RunStatements", kwargs.get(STATEMENTS_KWARG) or ())
+
+
+def snapshots_from(kwargs: dict[str, Any]) -> Sequence[StoredEvent]:
+    """The snapshot rows a save passed down to ``insert_events``, to write in its
+    transaction to the snapshots table (an existing row at that version is left:
+    it holds the same state)."""
+    return cast("Sequence[StoredEvent]", kwargs.get(SNAPSHOTS_KWARG) or ())
 
 
 def type_versions_from(kwargs: dict[str, Any]) -> Sequence[tuple[str, str, int]]:

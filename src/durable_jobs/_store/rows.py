@@ -16,12 +16,12 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, StoredEvent
 
-from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
+from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, StoreError
 from durable_jobs._store.capabilities import DeletesInstances
 from durable_jobs._store.crypto import is_encrypted, row_aad
 from durable_jobs._store.index import INDEX_KWARG, TYPE_VERSIONS_KWARG, IndexRow, InstanceIndex
-from durable_jobs._telemetry import log_fields
+from durable_jobs._store.snapshots import write_snapshots
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -136,22 +136,8 @@ class RowsAndIndex:
         self._known_versions.update(versions)
         snapshots = self._app.snapshots
         interval = self.snapshot_interval
-        if snapshots is None or not interval:
-            return
-        for inst in instances:
-            if inst.version >= interval:
-                try:
-                    snapshots.put([InstanceSnapshot.take(inst)])
-                except Exception:
-                    d = inst.d
-                    log.warning(
-                        "Could not snapshot imported %s job %r instance %r",
-                        d.kind,
-                        d.job,
-                        d.instance_id,
-                        exc_info=True,
-                        extra=log_fields(d.kind, d.job, d.instance_id),
-                    )
+        if snapshots is not None and interval:
+            write_snapshots(snapshots, [inst for inst in instances if inst.version >= interval])
 
     def delete_instance(self, uuid: UUID, *, version: int) -> tuple[int, int]:
         """Delete a terminated instance's events, snapshots and index row, in one transaction.

@@ -1,0 +1,160 @@
+"""Snapshots and the commit they belong to.
+
+SQLite writes the snapshots a save takes in the save's own transaction (no
+transaction, and no fsync, of their own); the other stores write them after
+the commit, all of one save in one transaction. Either way a snapshot is a
+cache: one that cannot be taken is logged and never fails the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durable_jobs as dj
+from durable_jobs._domain.continuous import ContinuousInstance
+from durable_jobs._domain.data import Intents
+from durable_jobs._domain.instance import InstanceSnapshot
+from durable_jobs._runtime.cache import clone
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+#: A start writes 2 events and a run 3 (its result, the state, the alarm): 2, 5, 8.
+INTERVAL = 8
+registry = dj.Registry()
+
+
+@registry.continuous("snap", state=int, schedule=dj.every(timedelta(seconds=1)))
+async def snap(ctx: dj.ContinuousContext[int]) -> None:
+    pass
+
+
+POLICY = registry.get("continuous", "snap").policy
+
+
+def started(n: int) -> list[ContinuousInstance]:
+    return [
+        ContinuousInstance.start(None, "snap", f"i{i}", now=NOW, state=0, first_run_at=NOW)[0]
+        for i in range(n)
+    ]
+
+
+def ran(inst: ContinuousInstance, at: datetime) -> ContinuousInstance:
+    """A copy of ``inst`` after one run at ``at`` (two events)."""
+    new = clone(inst)
+    ticket = new.begin_run(now=at, manual=False, policy=POLICY)
+    assert ticket is not None
+    new.finish_run(ticket, now=at, policy=POLICY, intents=Intents(state=inst.d.state + 1))
+    return new
+
+
+def run_until_snapshot(store: dj.Store, insts: list[ContinuousInstance]) -> list[Any]:
+    """Save runs of ``insts`` together until their version reaches the interval."""
+    store.save(*insts)
+    at = NOW
+    while insts[0].version < store.snapshot_interval:
+        at += timedelta(seconds=1)
+        insts = [ran(i, at) for i in insts]
+        store.save(*insts)
+    return insts
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Any:
+    store = dj.open_store(f"sqlite:///{tmp_path / 'snap.db'}", snapshot_interval=INTERVAL)
+    yield store
+    store.close()
+
+
+def test_sqlite_writes_the_snapshots_in_the_commit_s_transaction(
+    sqlite_store: dj.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshots = sqlite_store._app.snapshots
+    assert snapshots is not None
+
+    def separate_put(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a snapshot was written in a transaction of its own")
+
+    monkeypatch.setattr(snapshots, "put", separate_put)
+    insts = run_until_snapshot(sqlite_store, started(3))
+    for inst in insts:
+        assert sqlite_store.snapshot_version(inst.id) == inst.version == INTERVAL
+        rebuilt = sqlite_store.get_by_uuid(inst.id)
+        assert rebuilt is not None and rebuilt.d == inst.d
+
+
+def test_a_commit_that_fails_writes_no_snapshot_either(sqlite_store: dj.Store) -> None:
+    insts = started(2)
+    sqlite_store.save(*insts)
+    at = NOW + timedelta(seconds=1)
+    insts = [ran(i, at) for i in insts]
+    sqlite_store.save(*insts)
+    assert insts[0].version == 5
+    nxt = [ran(i, at + timedelta(seconds=1)) for i in insts]
+
+    def fault() -> None:
+        raise dj.StoreError("injected inside the transaction")
+
+    sqlite_store.index.fault_hook = fault  # type: ignore[attr-defined]
+    with pytest.raises(dj.StoreError):
+        sqlite_store.save(*nxt)
+    sqlite_store.index.fault_hook = None  # type: ignore[attr-defined]
+    for inst in insts:
+        assert sqlite_store.snapshot_version(inst.id) is None
+        assert sqlite_store.get_by_uuid(inst.id).version == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///{tmp}/snap.db"])
+def test_a_snapshot_that_cannot_be_taken_is_logged_and_the_commit_stands(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dj.open_store(url.replace("{tmp}", str(tmp_path)), snapshot_interval=INTERVAL)
+    try:
+        insts = started(2)
+        store.save(*insts)
+        at = NOW + timedelta(seconds=1)
+        insts = [ran(i, at) for i in insts]
+        store.save(*insts)
+        real_take = InstanceSnapshot.take
+
+        def take(inst: Any) -> Any:
+            if inst.d.instance_id == "i0":
+                raise ValueError("cannot snapshot this one")
+            return real_take(inst)
+
+        monkeypatch.setattr(InstanceSnapshot, "take", take)
+        insts = [ran(i, at + timedelta(seconds=1)) for i in insts]
+        with caplog.at_level(logging.WARNING, logger="durable_jobs.store"):
+            store.save(*insts)
+        assert [i.version for i in insts] == [INTERVAL, INTERVAL]
+        first, second = insts
+        assert store.get_by_uuid(first.id).version == INTERVAL  # type: ignore[union-attr]
+        assert store.snapshot_version(first.id) is None
+        assert store.snapshot_version(second.id) == INTERVAL
+        warned = [r for r in caplog.records if "Could not snapshot" in r.getMessage()]
+        assert len(warned) == 1 and "'i0'" in warned[0].getMessage()
+        assert warned[0].dj_instance_id == "i0"  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_memory_writes_the_snapshots_of_one_save_in_one_put(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = dj.open_store("memory://", snapshot_interval=INTERVAL)
+    snapshots = store._app.snapshots
+    assert snapshots is not None
+    puts: list[int] = []
+    real_put = snapshots.put
+
+    def put(events: Any, **kwargs: Any) -> Any:
+        puts.append(len(events))
+        return real_put(events, **kwargs)
+
+    monkeypatch.setattr(snapshots, "put", put)
+    insts = run_until_snapshot(store, started(5))
+    assert puts == [5]
+    assert all(store.snapshot_version(i.id) == INTERVAL for i in insts)
