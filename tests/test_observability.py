@@ -403,6 +403,7 @@ def test_without_opentelemetry_everything_is_a_no_op(tmp_path: Any) -> None:
         sys.modules["opentelemetry"] = None  # "import opentelemetry" raises ImportError
         from datetime import timedelta
         import trio
+        import trio.testing
         import durable_jobs as dj
         from durable_jobs._telemetry import Telemetry, load, telemetry
 
