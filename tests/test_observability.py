@@ -573,6 +573,7 @@ def test_spans_start_once_the_application_sets_a_tracer_provider(tmp_path: Any) 
         """
         from datetime import timedelta
         import trio
+        import trio.testing
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
