@@ -47,7 +47,9 @@ def ran(inst: ContinuousInstance, at: datetime) -> ContinuousInstance:
     new = clone(inst)
     ticket = new.begin_run(now=at, manual=False, policy=POLICY)
     assert ticket is not None
-    new.finish_run(ticket, now=at, policy=POLICY, intents=Intents(state=inst.d.state + 1))
+    count = inst.d.state
+    assert isinstance(count, int)
+    new.finish_run(ticket, now=at, policy=POLICY, intents=Intents(state=count + 1))
     return new
 
 
@@ -98,10 +100,10 @@ def test_a_commit_that_fails_writes_no_snapshot_either(sqlite_store: dj.Store) -
     def fault() -> None:
         raise dj.StoreError("injected inside the transaction")
 
-    sqlite_store.index.fault_hook = fault  # type: ignore[attr-defined]
+    sqlite_store.index.fault_hook = fault
     with pytest.raises(dj.StoreError):
         sqlite_store.save(*nxt)
-    sqlite_store.index.fault_hook = None  # type: ignore[attr-defined]
+    sqlite_store.index.fault_hook = None
     for inst in insts:
         assert sqlite_store.snapshot_version(inst.id) is None
         assert sqlite_store.get_by_uuid(inst.id).version == 5  # type: ignore[union-attr]
