@@ -10,12 +10,20 @@ at one instant ``--burst-lead`` after the runtime (re)started; their lateness
 shows how fast a backlog drains. Runs are bounded: alarms still not run after
 ``--drain`` seconds are counted as missed.
 
+Where the time of the late alarms (over 5 ms) went: the full garbage collections
+during the case (the longest pause), and the part of those alarms' lateness spent
+inside a collection. ``--gc-freeze`` runs each case the way an application with a
+latency target would: ``gc.freeze()`` after startup, so that full collections skip
+the objects of the imports (see docs/performance.md, "Lateness: before and after").
+
     .venv/bin/python benchmarks/lateness.py [--quick] [--rates 100,1000] [--burst 1000]
+        [--gc-freeze]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import tempfile
 import time
@@ -55,10 +63,43 @@ class ShiftedClock(dj.Clock):
         return trio.current_time() + max(0.0, min(wait, 1.0))
 
 
+#: An alarm later than this is "late" in the breakdown columns.
+LATE = 0.005
+
+
+class Pauses:
+    """The garbage collector's pauses (wall-clock start, end, generation) while active."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float, int]] = []
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.time()
+        else:
+            self.spans.append((self._start, time.time(), info["generation"]))
+
+    def __enter__(self) -> Pauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def full(self) -> list[float]:
+        return [end - start for start, end, gen in self.spans if gen == 2]
+
+    def within(self, start: float, end: float) -> float:
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b, _ in self.spans)
+
+
 @dataclass
 class Probe:
     clock: dj.Clock = field(default_factory=dj.SystemClock)
     late: dict[str, float] = field(default_factory=dict)
+    #: When each alarm's execute started (wall clock).
+    started: dict[str, float] = field(default_factory=dict)
     done: trio.Event = field(default_factory=trio.Event)
     expected: int = 0
 
@@ -69,6 +110,7 @@ class Probe:
         async def late(ctx: dj.TaskContext[float]) -> None:
             assert ctx.state is not None
             self.late[ctx.instance_id] = self.clock.now().timestamp() - ctx.state
+            self.started[ctx.instance_id] = time.time()
             if len(self.late) >= self.expected:
                 self.done.set()
 
@@ -90,6 +132,13 @@ class Result:
     late: list[float]
     late_sends: int
     wall: float
+    #: Full collections during the case, the longest (seconds), and the share of the
+    #: lateness over :data:`LATE` spent inside a collection (any generation).
+    full_gcs: int = 0
+    longest_gc: float = 0.0
+    late_in_gc: float = math.nan
+    #: CPU of the process (all threads) over the case, seconds.
+    cpu: float = math.nan
 
     def row(self, label: str) -> list[object]:
         missed = self.alarms - len(self.late)
@@ -103,18 +152,41 @@ class Result:
             f"{max(values) * 1e3:.1f}",
             self.late_sends,
             missed,
+            sum(1 for v in self.late if v > LATE),
+            self.full_gcs,
+            f"{self.longest_gc * 1e3:.1f}",
+            "-" if math.isnan(self.late_in_gc) else f"{self.late_in_gc:.0%}",
+            f"{self.cpu / self.alarms * 1e6:.0f}",
         ]
 
 
-async def steady(store: Store, rate: int, seconds: float, lead: float, drain: float) -> Result:
+def traced(result: Result, probe: Probe, pauses: Pauses) -> Result:
+    """``result`` with the garbage collector's part in it."""
+    full = pauses.full()
+    result.full_gcs = len(full)
+    result.longest_gc = max((b - a for a, b, _ in pauses.spans), default=0.0)
+    late = [(probe.started[k], v) for k, v in probe.late.items() if v > LATE]
+    total = sum(v for _, v in late)
+    if total:
+        result.late_in_gc = sum(pauses.within(start - v, start) for start, v in late) / total
+    return result
+
+
+async def steady(
+    store: Store, rate: int, seconds: float, lead: float, drain: float, frozen: bool = False
+) -> Result:
     probe = Probe()
     n = max(1, round(rate * seconds))
     probe.expected = n
     late_sends = 0
     prefix = f"r{rate}-"
+    freeze(frozen)
+    pauses = Pauses()
     async with dj.open_jobs(probe.registry(), store, clock=probe.clock) as jobs:
         client = jobs.task("late")
         start_wall, start = time.time(), trio.current_time()
+        cpu = time.process_time()
+        pauses.__enter__()
 
         async def send(k: int, due: float) -> None:
             nonlocal late_sends
@@ -129,10 +201,15 @@ async def steady(store: Store, rate: int, seconds: float, lead: float, drain: fl
         with trio.move_on_after(lead + drain):
             await probe.done.wait()
         wall = time.time() - start_wall
-    return Result(f"steady {rate}/s", n, list(probe.late.values()), late_sends, wall)
+        pauses.__exit__()
+        cpu = time.process_time() - cpu
+    result = Result(f"steady {rate}/s", n, list(probe.late.values()), late_sends, wall, cpu=cpu)
+    return traced(result, probe, pauses)
 
 
-async def burst(store: Store, count: int, lead: float, drain: float, in_flight: int) -> Result:
+async def burst(
+    store: Store, count: int, lead: float, drain: float, in_flight: int, frozen: bool = False
+) -> Result:
     due = datetime.now(UTC) + timedelta(hours=1)
     # Write the burst while its alarms are an hour away ...
     writer = Probe()
@@ -152,10 +229,23 @@ async def burst(store: Store, count: int, lead: float, drain: float, in_flight: 
     probe = Probe(clock=ShiftedClock(due - datetime.now(UTC) - timedelta(seconds=lead)))
     probe.expected = count
     t0 = time.time()
-    async with dj.open_jobs(probe.registry(), store, clock=probe.clock):
-        with trio.move_on_after(lead + drain):
-            await probe.done.wait()
-    return Result(f"burst of {count}", count, list(probe.late.values()), 0, time.time() - t0)
+    freeze(frozen)
+    cpu = time.process_time()
+    with Pauses() as pauses:
+        async with dj.open_jobs(probe.registry(), store, clock=probe.clock):
+            with trio.move_on_after(lead + drain):
+                await probe.done.wait()
+    cpu = time.process_time() - cpu
+    wall = time.time() - t0
+    result = Result(f"burst of {count}", count, list(probe.late.values()), 0, wall, cpu=cpu)
+    return traced(result, probe, pauses)
+
+
+def freeze(frozen: bool) -> None:
+    """``--gc-freeze``: freeze the heap before a case (after its imports and setup)."""
+    if frozen:
+        gc.collect()
+        gc.freeze()
 
 
 def measure(t: Target, rates: list[int], a: argparse.Namespace) -> list[list[object]]:
@@ -163,10 +253,10 @@ def measure(t: Target, rates: list[int], a: argparse.Namespace) -> list[list[obj
     rows: list[list[object]] = []
     try:
         for rate in rates:
-            r = trio.run(steady, store, rate, a.seconds, a.lead, a.drain)
+            r = trio.run(steady, store, rate, a.seconds, a.lead, a.drain, a.gc_freeze)
             rows.append(r.row(t.label))
         if a.burst:
-            r = trio.run(burst, store, a.burst, a.burst_lead, a.drain, 64)
+            r = trio.run(burst, store, a.burst, a.burst_lead, a.drain, 64, a.gc_freeze)
             rows.append(r.row(t.label))
     finally:
         store.close()
@@ -181,6 +271,11 @@ def main() -> None:
     p.add_argument("--burst", type=int, default=1000, help="alarms in the burst (0: none)")
     p.add_argument("--burst-lead", type=float, default=1.0)
     p.add_argument("--drain", type=float, default=10.0, help="wait this long for late alarms")
+    p.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() before each case, as an application with a latency target would",
+    )
     a = p.parse_args()
     if a.quick:
         a.seconds, a.burst, a.burst_lead, a.drain = 0.2, 20, 0.2, 3.0
@@ -188,7 +283,8 @@ def main() -> None:
     stores = stores_arg(a.stores)
     header(
         f"Alarm lateness (steady runs of {a.seconds:g} s, alarm due {a.lead * 1e3:.0f} ms "
-        f"after its send; burst of {a.burst} due {a.burst_lead:g} s after start)"
+        f"after its send; burst of {a.burst} due {a.burst_lead:g} s after start"
+        f"{'; gc.freeze() before each case' if a.gc_freeze else ''})"
     )
     if "postgres" in stores:
         check_postgres()
@@ -207,6 +303,11 @@ def main() -> None:
             "max ms",
             "sends returned after due",
             "missed",
+            f"late > {LATE * 1e3:g} ms",
+            "full GCs",
+            "longest GC ms",
+            "of their lateness in GC",
+            "CPU µs per alarm",
         ],
         rows,
     )

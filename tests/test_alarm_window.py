@@ -104,3 +104,17 @@ def test_an_alarm_heard_of_lowers_the_horizon_to_it_and_never_raises_it() -> Non
     assert window.horizon == T + timedelta(minutes=5)
     # Alarms at or beyond the new horizon wait for the reload.
     assert window.pop_due(T + timedelta(hours=1)) == [key(1)]
+
+
+def test_an_alarm_moved_on_every_commit_does_not_grow_the_heap() -> None:
+    """A sliding window moves its alarm later at every event: the entries it leaves
+    behind are dropped long before their times come."""
+    window = AlarmWindow(1000)
+    window.set(key(2), T + timedelta(days=1))
+    for n in range(10_000):
+        window.set(key(1), T + timedelta(minutes=1, milliseconds=n))
+        assert window.entries <= 2 * len(window) + 64 + 1
+    assert window.pop_due(T + timedelta(minutes=1, seconds=9)) == []
+    assert window.pop_due(T + timedelta(minutes=2)) == [key(1)]
+    assert window.next_due() == T + timedelta(days=1)
+    assert window.entries == 1

@@ -78,6 +78,11 @@ class Scheduler:
         self.pending = 0
         self._dirty = run_alarms
         self._wake = trio.Event()
+        #: While the scheduler sleeps: the alarm time it wakes at (or before) by itself
+        #: (None: awake, or asleep with no alarm ahead).
+        self._asleep_until: datetime | None = None
+        #: Passes of the scheduler's loop (each looks at the window once).
+        self.passes = 0
         self._reload_blocked = False
         self._reload_now = False
         #: The store is out of reach: due runs wait until it answers again.
@@ -95,12 +100,18 @@ class Scheduler:
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
         d = agg.d
+        at = d.alarm_at
         if self.run_alarms:
-            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
-        self._reload_blocked = False
-        if agg.id not in self._queued:
-            # An alarm run's commit: the scheduler is woken once, when the run ends.
-            self.kick()
+            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), at)
+        blocked, self._reload_blocked = self._reload_blocked, False
+        if agg.id in self._queued:
+            return  # an alarm run's commit: the scheduler is woken once, when the run ends
+        asleep_until = self._asleep_until
+        if not blocked and asleep_until is not None and (at is None or at >= asleep_until):
+            # The scheduler wakes by then anyway, and sees this alarm then: a send that
+            # sets an alarm behind the next one does not cost a pass of the scheduler.
+            return
+        self.kick()
 
     def is_idle(self) -> bool:
         """Nothing due, nothing running, nothing for the scheduler to look at."""
@@ -187,6 +198,7 @@ class Scheduler:
                     retry_reload_at = -math.inf
                     last_poll = trio.current_time()
                     continue
+            self.passes += 1
             self._start_waiting()
             for key in self.window.pop_due(now):
                 self._dispatch(key, now)
@@ -208,10 +220,19 @@ class Scheduler:
                 deadline = min(deadline, last_poll + poll.total_seconds())
             if outage:
                 deadline = min(deadline, retry_reload_at)
+            await self._sleep(deadline, wake_at)
+
+    async def _sleep(self, deadline: float, wake_at: datetime | None) -> None:
+        """Until the trio time ``deadline`` or a :meth:`kick`; ``wake_at`` is the alarm
+        time the deadline stands for (see :meth:`committed`)."""
+        self._asleep_until = wake_at
+        try:
             with trio.move_on_at(deadline):
                 await self._wake.wait()
-            if self._wake.is_set():
-                self._wake = trio.Event()
+        finally:
+            self._asleep_until = None
+        if self._wake.is_set():
+            self._wake = trio.Event()
 
     def _store_down(self, exc: BaseException) -> None:
         """The store is out of reach: the scheduler waits for it (see :meth:`_until_reachable`)."""

@@ -19,6 +19,9 @@ from durable_jobs._store.index import IndexRow
 
 __all__ = ["AlarmKey", "AlarmWindow"]
 
+#: Heap entries beyond twice the alarms (and this many) make the heap be rebuilt.
+_SLACK = 64
+
 
 @dataclass(frozen=True)
 class AlarmKey:
@@ -43,6 +46,11 @@ class AlarmWindow:
 
     def __len__(self) -> int:
         return len(self._due)
+
+    @property
+    def entries(self) -> int:
+        """Entries in the heap: the alarms, and entries an alarm that moved left behind."""
+        return len(self._heap)
 
     def load(
         self,
@@ -88,6 +96,22 @@ class AlarmWindow:
             self._push(key, due)
             if len(self._due) > 2 * self.size:
                 self._trim()
+            elif len(self._heap) > 2 * len(self._due) + _SLACK:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop the entries that alarms moved later left behind (each would stay in the
+        heap until its time came): an alarm moved on every commit (a debounce window
+        that slides) must not grow the heap, nor the cost of a pop, without bound."""
+        live: list[tuple[datetime, int, AlarmKey]] = []
+        seen: set[UUID] = set()
+        for entry in self._heap:
+            uuid = entry[2].uuid
+            if uuid not in seen and self._due.get(uuid) == entry[0]:
+                seen.add(uuid)
+                live.append(entry)
+        heapq.heapify(live)
+        self._heap = live
 
     def _trim(self) -> None:
         """Keep the earliest ``size`` alarms; the rest wait in the store until reloaded.
