@@ -5,6 +5,8 @@ Each call makes a new instance (continuous ``start``, debounce ``add``, task
 run becomes due while it is measured (the first run or flush is an hour
 away), so this is the cost of the calls alone. Baseline: APScheduler 4's
 ``add_schedule`` on the same store (its own process), as many in flight.
+"CPU per call" is this process's CPU time (all its threads) over the calls: less
+sensitive to a loaded machine than the rates.
 
     .venv/bin/python benchmarks/client_calls.py [--quick] [--count 2000] [--in-flight 64]
 """
@@ -62,23 +64,26 @@ def registry() -> dj.Registry:
     return reg
 
 
-async def rate(call: Callable[[int], Awaitable[object]], count: int, in_flight: int) -> float:
+async def rate(
+    call: Callable[[int], Awaitable[object]], count: int, in_flight: int
+) -> tuple[float, float]:
+    """(calls per second, CPU µs per call)."""
     limit = trio.Semaphore(in_flight)
 
     async def one(k: int) -> None:
         await call(k)
         limit.release()
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     async with trio.open_nursery() as nursery:
         for k in range(count):
             await limit.acquire()
             nursery.start_soon(one, k)
-    return count / (time.perf_counter() - t0)
+    return count / (time.perf_counter() - t0), (time.process_time() - cpu0) / count * 1e6
 
 
-def ours(t: Target, count: int, in_flight: int) -> dict[str, float]:
-    async def main() -> dict[str, float]:
+def ours(t: Target, count: int, in_flight: int) -> dict[str, tuple[float, float]]:
+    async def main() -> dict[str, tuple[float, float]]:
         async with dj.open_jobs(registry(), t.url) as jobs:
             c, d, task = jobs.continuous("c"), jobs.debounce("d"), jobs.task("t")
             return {
@@ -130,13 +135,25 @@ def main() -> None:
             with target(kind, tmp, "calls") as t:
                 r = ours(t, a.count, a.in_flight)
             aps = None if no_aps else apscheduler(t, tmp, a.count, a.in_flight)
-            rows.append([t.label, r["start"], r["add"], r["send"], aps, ratio(r["start"], aps)])
+            cpu = " / ".join(f"{r[k][1]:,.0f}" for k in ("start", "add", "send"))
+            rows.append(
+                [
+                    t.label,
+                    r["start"][0],
+                    r["add"][0],
+                    r["send"][0],
+                    f"{cpu} µs",
+                    aps,
+                    ratio(r["start"][0], aps),
+                ]
+            )
     table(
         [
             "store",
             "start/s",
             "add/s",
             "send/s",
+            "CPU per call: start / add / send",
             "APScheduler 4 add_schedule/s",
             "start vs add_schedule",
         ],

@@ -284,6 +284,10 @@ async def open_jobs(
         max_state_bytes=max_state_bytes,
         max_key_bytes=max_key_bytes,
     )
+    if limits == DEFAULT_LIMITS:
+        # The very object in effect outside any open_jobs: a client call made with the
+        # defaults need not set them again (see _clients.base.limited).
+        limits = DEFAULT_LIMITS
     lease = _duration("lease", lease)
     if lease < MIN_LEASE:
         raise ConfigurationError(

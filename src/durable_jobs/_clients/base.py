@@ -10,7 +10,13 @@ from durable_jobs._clients.results import TerminateResult
 from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, check_reason, limits_in_effect
+from durable_jobs._domain.values import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_reason,
+    current_limits,
+    limits_in_effect,
+)
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.runtime import Runtime
 from durable_jobs._telemetry import telemetry
@@ -28,17 +34,19 @@ def limited(
 ) -> Callable[Concatenate[C, P], Awaitable[R]]:
     """Run a client method with its ``open_jobs``'s size limits in effect (they apply to
     the values it checks and to the handlers it runs in the caller's task), in a span of
-    its own (see ``durable_jobs._telemetry``)."""
+    its own (see ``durable_jobs._telemetry``). Limits already in effect in the calling
+    task (the same object: the defaults, or a call from a handler) are not set again."""
     name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
         job = self._definition
         instance_id = args[0] if args else kwargs.get("id")
-        with (
-            limits_in_effect(self._limits),
-            telemetry.client_call(job.kind, job.name, name, instance_id),
-        ):
+        span = telemetry.client_call(job.kind, job.name, name, instance_id)
+        if current_limits() is self._limits:
+            with span:
+                return await method(self, *args, **kwargs)
+        with limits_in_effect(self._limits), span:
             return await method(self, *args, **kwargs)
 
     return wrapper
@@ -53,11 +61,16 @@ class KindClient:
         self._rt = runtime
         self._definition = job
         self._limits = limits
+        self._names: dict[str, str] = {}
 
     def _call(self, method: str) -> str:
-        """How a call is named in errors, e.g. ``jobs.task('signup').send()``."""
-        job = self._definition
-        return f"jobs.{job.kind}({job.name!r}).{method}()"
+        """How a call is named in errors, e.g. ``jobs.task('signup').send()`` (made once
+        per method: every command passes it)."""
+        named = self._names.get(method)
+        if named is None:
+            job = self._definition
+            named = self._names[method] = f"jobs.{job.kind}({job.name!r}).{method}()"
+        return named
 
     def _check_open(self, method: str) -> None:
         self._rt.check_open(self._call(method))

@@ -4,7 +4,9 @@ On a blocking store (SQLite, Postgres) every read is a worker-thread round
 trip, and on SQLite those round trips queue behind each other and behind the
 commits. Reads that queue while one is in flight are made in one thread call
 instead (like group commit), at most ``store.max_concurrency`` such calls at a
-time. One read that fails fails only the load it belongs to.
+time. One read that fails fails only the load it belongs to. A queued load
+waits parked (:class:`~durable_jobs._runtime.parking.Handoff`), not in a
+shielded cancel scope on an event of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import trio
 from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import DurableJobsError
+from durable_jobs._runtime.parking import Handoff
 from durable_jobs._store.base import Store
 
 __all__ = ["BatchedLoads"]
@@ -25,14 +28,15 @@ __all__ = ["BatchedLoads"]
 MAX_LOAD_BATCH = 64
 
 
-class _Load:
-    """One instance waiting to be read, and what the read found."""
+class _Load(Handoff):
+    """One instance waiting to be read, and what the read found (the caller waits for
+    it even if cancelled meanwhile: the read is on its way)."""
 
-    __slots__ = ("agg", "done", "error", "key")
+    __slots__ = ("agg", "error", "key")
 
     def __init__(self, key: tuple[Kind, str, str]) -> None:
+        super().__init__()
         self.key = key
-        self.done = trio.Event()
         self.agg: JobInstance | None = None
         self.error: Exception | None = None
 
@@ -70,9 +74,9 @@ class BatchedLoads:
         load = _Load((kind, job, instance_id))
         self._queue.append(load)
         self._ready.set()
-        # The read is on its way (a thread call is not cancelled): wait for it.
-        with trio.CancelScope(shield=True):
-            await load.done.wait()
+        # The read is on its way (a thread call is not cancelled): wait for it; a
+        # cancellation shows at the caller's next checkpoint.
+        await load.wait()
         if load.error is not None:
             raise load.error
         return load.agg
@@ -128,4 +132,4 @@ class BatchedLoads:
             raise
         finally:
             for load in batch:
-                load.done.set()
+                load.finish()
