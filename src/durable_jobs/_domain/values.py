@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias
 
 from durable_jobs._errors import ConfigurationError, ValidationError
 
@@ -111,13 +111,23 @@ def _first_surrogate(text: str) -> str:
     return "?"  # pragma: no cover - only called when there is one
 
 
-def _step(path: str, key: object) -> str:
-    return f"{path}[{key!r}]" if isinstance(key, str) else f"{path}[{key}]"
+#: Where a walk is in a value: the name of the whole value, or (parent, key). Spelled
+#: out (``state['a'][2]``) only for a message: most values are fine.
+_Path: TypeAlias = "str | tuple[_Path, object]"
 
 
-def _non_finite(value: float, path: str) -> ValidationError:
+def _spell(path: _Path) -> str:
+    keys = []
+    while isinstance(path, tuple):
+        path, key = path
+        keys.append(key)
+    steps = (f"[{key!r}]" if isinstance(key, str) else f"[{key}]" for key in reversed(keys))
+    return path + "".join(steps)
+
+
+def _non_finite(value: float, path: _Path) -> ValidationError:
     return ValidationError(
-        f"{path} is {value!r}: NaN and infinities cannot be stored (JSON has no such "
+        f"{_spell(path)} is {value!r}: NaN and infinities cannot be stored (JSON has no such "
         "numbers); use None or a finite number. Nothing was written."
     )
 
@@ -130,7 +140,7 @@ def check_finite(value: Any, what: str) -> None:
     turns them into ``None`` in some places (an ``Any`` field) and not in
     others. Other objects are not looked into.
     """
-    stack: list[tuple[Any, str, int]] = [(value, what, 0)]
+    stack: list[tuple[Any, _Path, int]] = [(value, what, 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, float):
@@ -141,10 +151,10 @@ def check_finite(value: Any, what: str) -> None:
         elif isinstance(item, dict):
             for key, v in item.items():
                 if isinstance(key, float) and not math.isfinite(key):
-                    raise _non_finite(key, f"a key of {path}")
-                stack.append((v, _step(path, key), depth + 1))
+                    raise _non_finite(key, f"a key of {_spell(path)}")
+                stack.append((v, (path, key), depth + 1))
         elif isinstance(item, list | tuple | set | frozenset):
-            stack.extend((v, _step(path, i), depth + 1) for i, v in enumerate(item))
+            stack.extend((v, (path, i), depth + 1) for i, v in enumerate(item))
 
 
 def check_json_value(data: Any, what: str, *, max_depth: int = MAX_NESTING) -> None:
@@ -154,7 +164,7 @@ def check_json_value(data: Any, what: str, *, max_depth: int = MAX_NESTING) -> N
     message names the path of the offending part, e.g. ``state['a'][2]``.
     Walks iteratively, so a deeply nested value cannot exhaust the stack.
     """
-    stack: list[tuple[Any, str, int]] = [(data, what, 0)]
+    stack: list[tuple[Any, _Path, int]] = [(data, what, 0)]
     while stack:
         value, path, depth = stack.pop()
         if value is None or isinstance(value, bool | int):
@@ -165,7 +175,7 @@ def check_json_value(data: Any, what: str, *, max_depth: int = MAX_NESTING) -> N
             continue
         if isinstance(value, str):
             if _bad_text(value):
-                check_text(value, path)
+                check_text(value, _spell(path))
             continue
         container: Literal["list", "object"]
         if isinstance(value, list):
@@ -173,24 +183,24 @@ def check_json_value(data: Any, what: str, *, max_depth: int = MAX_NESTING) -> N
         elif isinstance(value, dict):
             container = "object"
         else:
-            msg = f"{path} is a {type(value).__name__}, which JSON cannot hold."
+            msg = f"{_spell(path)} is a {type(value).__name__}, which JSON cannot hold."
             raise ValidationError(msg)
         if depth >= max_depth:
             msg = (
-                f"{path} is a {container} nested more than {max_depth} levels deep; "
+                f"{_spell(path)} is a {container} nested more than {max_depth} levels deep; "
                 "stored values are limited to that depth. Nothing was written."
             )
             raise ValidationError(msg)
         if isinstance(value, list):
-            stack.extend((v, _step(path, i), depth + 1) for i, v in enumerate(value))
+            stack.extend((v, (path, i), depth + 1) for i, v in enumerate(value))
             continue
         for key, v in value.items():
             if not isinstance(key, str):
-                msg = f"{path} has the key {key!r}; JSON object keys are strings."
+                msg = f"{_spell(path)} has the key {key!r}; JSON object keys are strings."
                 raise ValidationError(msg)
             if _bad_text(key):
-                check_text(key, f"a key of {path}")
-            stack.append((v, _step(path, key), depth + 1))
+                check_text(key, f"a key of {_spell(path)}")
+            stack.append((v, (path, key), depth + 1))
 
 
 def check_size(encoded: bytes, what: str) -> None:
