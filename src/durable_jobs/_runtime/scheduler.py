@@ -96,7 +96,10 @@ class Scheduler:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
         d = agg.d
         if self.run_alarms:
-            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), d.alarm_at)
+            at = d.alarm_at
+            # Another live worker is the preferred one: its alarm waits here a little.
+            later = self.rt.locks.defer(agg.id, at, self.rt.clock.now(), busy=bool(self._waiting))
+            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), later or at)
         self._reload_blocked = False
         if agg.id not in self._queued:
             # An alarm run's commit: the scheduler is woken once, when the run ends.
@@ -129,7 +132,11 @@ class Scheduler:
         index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
         cached = self.rt.cache.peek(row.instance_uuid)
         if cached is None or cached.version <= row.version:
-            return False, None
+            # Another live worker is the preferred one: its alarm waits here a little.
+            later = self.rt.locks.defer(
+                row.instance_uuid, row.due_at, self.rt.clock.now(), busy=bool(self._waiting)
+            )
+            return later is not None, later
         return True, cached.d.alarm_at
 
     async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
@@ -300,6 +307,13 @@ class Scheduler:
         if broken is not None and broken[0] > now:
             self.window.set(key, broken[0])
             return
+        deferred = self.rt.locks.deferred
+        if deferred and (due := deferred.pop(key.uuid, None)) is not None:
+            # Put off for its preferred worker: still, while this one has work waiting?
+            later = self.rt.locks.defer(key.uuid, due, now, busy=bool(self._waiting))
+            if later is not None:
+                self.window.set(key, later)
+                return
         self._queued.add(key.uuid)
         self.pending += 1
         if self._running < self.rt.max_concurrent_runs:
