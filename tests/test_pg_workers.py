@@ -103,7 +103,7 @@ def test_each_instance_has_one_preferred_worker() -> None:
     members = (11, 22, 33)
     workers = [locks_of(members, m) for m in members]
     uuids = [uuid.uuid4() for _ in range(3000)]
-    preferred = Counter()
+    preferred: Counter[int] = Counter()
     for u in uuids:
         which = [w.member for w in workers if w.prefers(u)]
         assert len(which) == 1
@@ -281,3 +281,39 @@ async def test_a_failed_release_is_logged_with_the_instance_fields(
         "tick",
         "i1",
     )
+
+
+async def test_a_worker_that_left_leaves_its_instances_at_once(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """When a worker is gone (its lock session ended), the other reads the index again
+    at its next lock call: the alarms it put off for that worker run without waiting
+    out the grace."""
+    runs: list[tuple[str, int]] = []
+    clock = dj.VirtualClock(T)
+    ids = [f"i{n}" for n in range(12)]
+    late: list[timedelta] = []
+
+    def timed(worker: int) -> dj.Registry:
+        registry = dj.Registry()
+
+        @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+        async def tick(ctx: dj.ContinuousContext[int]) -> None:
+            runs.append((ctx.instance_id, worker))
+            now = clock.now()
+            late.append(now - now.replace(second=0, microsecond=0))
+
+        return registry
+
+    async with running(timed(0), pg_url, clock=clock, poll_interval=timedelta(seconds=1)) as w0:
+        async with running(timed(1), pg_url, clock=clock, poll_interval=timedelta(seconds=1)):
+            for i in ids:
+                await w0.continuous("tick").start(i, 0)
+            await trio.sleep(3 * 60)
+            assert {w for _, w in runs[-len(ids) :]} == {0, 1}
+        runs.clear()
+        late.clear()
+        await trio.sleep(3 * 60 + 30)
+        await w0.wait_idle()
+    assert {i for i, _ in runs} == set(ids)
+    assert max(late) < PREFERRED_GRACE, max(late)

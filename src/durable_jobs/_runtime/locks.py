@@ -256,6 +256,8 @@ class InstanceLocks:
         #: The member ids of the workers serving the store (read with the lock calls of
         #: a runtime that runs alarms), this process's, and when they were read.
         self.members: tuple[int, ...] = ()
+        #: Called when a worker left the list (its alarms are no longer put off).
+        self.on_left: Callable[[], None] | None = None
         #: Due times of the alarms :meth:`defer` put off (the scheduler takes them back).
         self.deferred: dict[UUID, datetime] = {}
         self.member = 0
@@ -378,7 +380,17 @@ class InstanceLocks:
         try:
             while True:
                 while not self._queue:
-                    await self._ready.wait()
+                    rounds = self._rounds
+                    if rounds is not None and len(self.members) > 1:
+                        # Among other workers: notice one that left even while idle.
+                        with trio.move_on_after(MEMBERS_REFRESH.total_seconds()) as idle:
+                            await self._ready.wait()
+                        if idle.cancelled_caught:
+                            with trio.CancelScope(shield=True):
+                                await self._round(rounds, [])
+                            continue
+                    else:
+                        await self._ready.wait()
                     self._ready = trio.Event()
                 batch, self._queue = self._queue, []
                 with trio.CancelScope(shield=True):
@@ -451,7 +463,12 @@ class InstanceLocks:
                     r.names = (row[1], row[2], row[3])
             if found is not None:
                 self._members_at = now
-                self.members, self.member = tuple(found), me
+                listed = tuple(found)
+                left = not set(self.members) <= set(listed)
+                self.members, self.member = listed, me
+                if left and self.on_left is not None:
+                    # Alarms put off for a worker that is gone: look at them again now.
+                    self.on_left()
         for r in batch:
             r.finish()
 

@@ -83,8 +83,15 @@ class Scheduler:
         #: The store is out of reach: due runs wait until it answers again.
         self._outage = False
         self._runs: trio.Nursery | None = None
+        rt.locks.on_left = self._worker_left
 
     # ---- what the rest of the runtime tells it ----------------------------------------
+
+    def _worker_left(self) -> None:
+        """A worker serving the store is gone: read the index again (the alarms put off
+        for it are due here now)."""
+        self._reload_now = True
+        self.kick()
 
     def kick(self) -> None:
         """Make the scheduler look at its window again."""
