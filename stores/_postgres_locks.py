@@ -263,22 +263,20 @@ class LockSession:
     def queries(
         self, queries: Sequence[tuple[str | Composed, Sequence[Any]]]
     ) -> tuple[list[list[Any]], int]:
-        """Run ``queries`` in the lock session (opened if there is none), in one round
-        trip, each after the one before it (and so with a snapshot taken after it):
-        the rows of each, and the session's marker key."""
+        """Run ``queries`` in the lock session (opened if there is none), in order
+        (each sees what the ones before it did): the rows of each, and the
+        session's marker key."""
         with self._mutex:
             with driver_errors(self._failed):
                 conn = self._conn if self._conn is not None else self._open()
                 sent = time.monotonic()
-                if len(queries) == 1:
-                    query, params = queries[0]
-                    results = [conn.execute(query, params, prepare=True).fetchall()]
-                else:
-                    cursors = [conn.cursor() for _ in queries]
-                    with conn.pipeline():
-                        for curs, (query, params) in zip(cursors, queries, strict=True):
-                            curs.execute(query, params, prepare=True)
-                    results = [curs.fetchall() for curs in cursors]
+                # One after the other, not pipelined: after a pipeline the server does
+                # not arm idle_session_timeout (psycopg's last message is a Flush), and
+                # the lease of a process frozen then would never end.
+                results = [
+                    conn.execute(query, params, prepare=True).fetchall()
+                    for query, params in queries
+                ]
             with self._books:
                 condemned, mark = self._condemned, self._mark
                 if not condemned:

@@ -172,7 +172,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     ) -> tuple[list[bool], dict[UUID, tuple[Any, ...]], list[int] | None, int]:
         """Release ``release``, take ``take`` without waiting, read the index rows of the
         instances taken (after taking them) and, with ``members``, the member ids of the
-        workers serving this schema: all in one round trip of the lock session.
+        workers serving this schema: one call, in the lock session.
 
         Returns whether each of ``take`` was taken, the (version, kind, job,
         instance_id) of each of their instances that has an index row, the member

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.postgres
 
 
 def test_workers_list_each_other_while_their_sessions_live(pg_url: str) -> None:
-    """A store that joined is listed by the others (one round trip with the lock calls);
+    """A store that joined is listed by the others (read with the lock calls);
     one closed (its session ended) is not."""
     a, b = dj.open_store(pg_url), dj.open_store(pg_url)
     assert isinstance(a, PostgresStore) and isinstance(b, PostgresStore)

@@ -55,8 +55,8 @@ MEMBERS_REFRESH = timedelta(seconds=1)
 
 @runtime_checkable
 class LockRounds(Protocol):
-    """A store whose lock calls (releases, takes, index rows, workers) share one round
-    trip (``PostgresStore.lock_round``)."""
+    """A store whose lock calls (releases, takes, index rows, workers) are made in one
+    call, one thread hop (``PostgresStore.lock_round``)."""
 
     def lock_round(
         self,
@@ -251,7 +251,8 @@ class InstanceLocks:
         #: (kind, job, instance_id) of instances held across processes, when known.
         self.names: dict[UUID, tuple[str, str, str]] = {}
         self.guards.names = self.names
-        #: A store whose lock calls make one round trip, and list its workers.
+        #: A store whose lock calls are made in one call (one thread hop), and list its
+        #: workers.
         self._rounds = store if isinstance(store, LockRounds) else None
         #: The member ids of the workers serving the store (read with the lock calls of
         #: a runtime that runs alarms), this process's, and when they were read.
@@ -436,7 +437,7 @@ class InstanceLocks:
             r.finish()
 
     async def _round(self, store: LockRounds, batch: list[_LockRequest]) -> None:
-        """:meth:`_batch` in one round trip, reading the list of workers now and then."""
+        """:meth:`_batch` in one store call, reading the list of workers now and then."""
         release = [(r.uuid, r.scope) for r in batch if r.op == "unlock"]
         takes = [r for r in batch if r.op == "lock"]
         now = trio.current_time()
