@@ -286,7 +286,9 @@ class InstanceLocks:
     async def _release(self, uuid: UUID, scope: str) -> None:
         """Release a cross-process lock (shielded: a lock taken must be released)."""
         self._fresh.pop(uuid, None)
-        names = self.names.pop(uuid, None) if scope == "instance" else self.names.get(uuid)
+        # Forgotten at any release (a flush lock is released after the instance lock
+        # taken inside it): nothing stays behind for instances no longer held.
+        names = self.names.pop(uuid, None)
         self.held -= 1
         try:
             if self._running:
