@@ -5,7 +5,10 @@ The workload of ``runs.py`` (``--instances`` continuous instances, ``every(1
 ``open_jobs`` on the same schema at the same moment and count the runs their
 handlers made during the same wall-clock window. Each instance's run is
 claimed by one process at a time (the store's locks), so the sum is the
-system's rate. The ratio compares with one process in the same run.
+system's rate. The ratio compares with one process in the same run; "store
+loads/run" counts the instances the workers loaded from the store (not in
+their cache: first runs, or runs after another worker ran the instance).
+The warm-up (5 s) lets each worker load its instances once before the window.
 
     .venv/bin/python benchmarks/workers.py [--quick] [--workers 1,2,3]
 """
@@ -56,17 +59,24 @@ def child(url: str, warmup: float, seconds: float) -> None:
     count = [0]
 
     async def main() -> dict[str, float]:
-        async with dj.open_jobs(registry(count), url):
+        async with dj.open_jobs(registry(count), url) as jobs:
             await trio.sleep(max(0.0, start + warmup - time.time()))
             before, cpu0 = count[0], time.process_time()
+            loads = jobs.statistics().cache_misses
             await trio.sleep(max(0.0, start + warmup + seconds - time.time()))
-            return {"runs": count[0] - before, "cpu": time.process_time() - cpu0}
+            return {
+                "runs": count[0] - before,
+                "cpu": time.process_time() - cpu0,
+                "loads": jobs.statistics().cache_misses - loads,
+            }
 
     print(json.dumps(trio.run(main)))
 
 
-def measure(url: str, workers: int, warmup: float, seconds: float) -> tuple[float, float]:
-    """(runs/s in total, CPU seconds per run summed over the workers)."""
+def measure(url: str, workers: int, warmup: float, seconds: float) -> tuple[float, float, float]:
+    """(runs/s in total, CPU seconds per run summed over the workers, instances loaded
+    from the store per run: a worker loads one it does not hold in its cache, as after
+    another worker ran it)."""
     args = ["--child", url, str(warmup), str(seconds)]
     procs = [
         subprocess.Popen(
@@ -96,7 +106,8 @@ def measure(url: str, workers: int, warmup: float, seconds: float) -> tuple[floa
         results.append(json.loads(out.strip().splitlines()[-1]))
     runs = sum(r["runs"] for r in results)
     cpu = sum(r["cpu"] for r in results)
-    return runs / seconds, cpu / max(runs, 1)
+    loads = sum(r["loads"] for r in results)
+    return runs / seconds, cpu / max(runs, 1), loads / max(runs, 1)
 
 
 def main() -> None:
@@ -107,7 +118,9 @@ def main() -> None:
     p.add_argument("--workers", default="1,2,3")
     p.add_argument("--instances", type=int, default=2000)
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--warmup", type=float, default=1.0)
+    # Long enough for every worker to have loaded its instances once: the window
+    # measures the steady state, not each worker's first load of each instance.
+    p.add_argument("--warmup", type=float, default=5.0)
     a = p.parse_args()
     if a.quick:
         a.workers, a.instances, a.seconds, a.warmup = "1,2", 20, 0.3, 0.2
@@ -116,7 +129,14 @@ def main() -> None:
         f"Worker processes on one Postgres schema ({a.instances} continuous instances, "
         "every 1 µs, no-op handler)"
     )
-    columns = ["store", "worker processes", "runs/s (all)", "CPU/run (all)", "vs 1 process"]
+    columns = [
+        "store",
+        "worker processes",
+        "runs/s (all)",
+        "CPU/run (all)",
+        "store loads/run",
+        "vs 1 process",
+    ]
     if not stores_arg(a.stores, allowed=("postgres",)):
         print("(Postgres is not among --stores: nothing to run)")
         table(columns, [])
@@ -137,10 +157,10 @@ def main() -> None:
                     functools.partial(continuous_due, now),
                 )
                 store.close()
-                rate, cpu = measure(t.url, workers, a.warmup, a.seconds)
+                rate, cpu, loads = measure(t.url, workers, a.warmup, a.seconds)
             one = rate if workers == 1 else one
             ratio = f"{rate / one:.2f}x" if one else None
-            rows.append([t.label, workers, rate, f"{cpu * 1e6:.0f} µs", ratio])
+            rows.append([t.label, workers, rate, f"{cpu * 1e6:.0f} µs", f"{loads:.2f}", ratio])
     table(columns, rows)
 
 

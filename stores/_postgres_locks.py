@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from psycopg.sql import Composed
 
-__all__ = ["FENCE_QUERY", "LockSession", "fence_params"]
+__all__ = ["FENCE_QUERY", "MEMBERS_QUERY", "LockSession", "fence_params"]
 
 log = logging.getLogger("durable_jobs.store")
 
@@ -73,6 +73,17 @@ FENCE_QUERY: Final = (
 #: Longest wait for the keeper thread to stop (seconds).
 KEEPER_JOIN: Final = 2.0
 _MARK: Final = "SELECT pg_try_advisory_lock(%s)"
+#: A worker's membership lock: (namespace of the schema, random member id). Its
+#: locks have objsubid 2 in ``pg_locks``, the instance locks (one bigint key) 1.
+_JOIN: Final = "SELECT pg_try_advisory_lock(%s::int4, %s::int4)"
+#: The member ids of the workers serving a schema (its namespace): those whose
+#: lock sessions hold a membership lock.
+MEMBERS_QUERY: Final = (
+    "SELECT objid::int8 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+    "AND objsubid = 2 AND granted AND classid = %s::int4::oid AND database = "
+    "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+)
+_MEMBER_IDS: Final = (1 << 31) - 1
 _LOWER_32: Final = 0xFFFFFFFF
 
 
@@ -119,6 +130,12 @@ class LockSession:
         self._condemned = False
         #: (uuid, scope) -> (lock key, marker key of the session that took it).
         self._held: dict[tuple[UUID, str], tuple[int, int]] = {}
+        #: The scopes ever locked (a commit's fence looks each up per instance).
+        self._scopes: set[str] = set()
+        #: Membership (see :meth:`join`): the schema's namespace (None: not joined),
+        #: and this session's member id (0: none yet).
+        self._namespace: int | None = None
+        self.member = 0
         self._last_ok = 0.0
         self._lease: float | None = None
         self._on_lost: Callable[[int], None] | None = None
@@ -152,13 +169,40 @@ class LockSession:
                 row = conn.execute(_MARK, (mark,)).fetchone()
                 if not (row and row[0]):
                     mark = 0
+            member = self._take_member(conn)
         except BaseException:
             conn.close()
             raise
         with self._books:
             self._conn, self._mark, self._condemned = conn, mark, False
+            self.member = member
             self._last_ok = sent
         return conn
+
+    def _take_member(self, conn: psycopg.Connection[Any]) -> int:
+        """Take a membership lock in a new session if this process joined (its id, or 0)."""
+        if self._namespace is None:
+            return 0
+        while True:
+            member = 1 + secrets.randbelow(_MEMBER_IDS)
+            row = conn.execute(_JOIN, (self._namespace, member)).fetchone()
+            if row and row[0]:
+                return member
+
+    def join(self, namespace: int) -> None:
+        """Count this process among the workers of ``namespace`` (a 31-bit number) while
+        its lock session lives: :meth:`queries` can then list them (``MEMBERS_QUERY``)."""
+        with self._mutex:
+            if self._namespace is not None:
+                return
+            self._namespace = namespace
+            conn = self._conn
+            if conn is None:
+                return  # the next session takes it
+            with driver_errors(self._failed):
+                member = self._take_member(conn)
+            with self._books:
+                self.member = member
 
     @staticmethod
     def _set_idle_timeout(conn: psycopg.Connection[Any], lease: float) -> None:
@@ -179,6 +223,7 @@ class LockSession:
         with self._books:
             conn, mark = self._conn, self._mark
             self._conn, self._mark, self._condemned = None, 0, False
+            self.member = 0
             on_lost = self._on_lost
         if conn is None:
             return
@@ -204,20 +249,34 @@ class LockSession:
         if on_lost is not None:
             on_lost(mark)
 
+    def _failed(self, exc: Exception) -> StoreError:
+        self._drop(self._describe(exc))
+        msg = f"Could not take or release an instance lock on {self._where}: "
+        return StoreError(msg + self._describe(exc))
+
     def query(self, query: str | Composed, params: Sequence[Any]) -> tuple[list[Any], int]:
         """Run one query in the lock session (opened if there is none): its rows and the
         session's marker key."""
+        results, mark = self.queries([(query, params)])
+        return results[0], mark
 
-        def failed(exc: Exception) -> StoreError:
-            self._drop(self._describe(exc))
-            msg = f"Could not take or release an instance lock on {self._where}: "
-            return StoreError(msg + self._describe(exc))
-
+    def queries(
+        self, queries: Sequence[tuple[str | Composed, Sequence[Any]]]
+    ) -> tuple[list[list[Any]], int]:
+        """Run ``queries`` in the lock session (opened if there is none), in order
+        (each sees what the ones before it did): the rows of each, and the
+        session's marker key."""
         with self._mutex:
-            with driver_errors(failed):
+            with driver_errors(self._failed):
                 conn = self._conn if self._conn is not None else self._open()
                 sent = time.monotonic()
-                rows = conn.execute(query, params, prepare=True).fetchall()
+                # One after the other, not pipelined: after a pipeline the server does
+                # not arm idle_session_timeout (psycopg's last message is a Flush), and
+                # the lease of a process frozen then would never end.
+                results = [
+                    conn.execute(query, params, prepare=True).fetchall()
+                    for query, params in queries
+                ]
             with self._books:
                 condemned, mark = self._condemned, self._mark
                 if not condemned:
@@ -226,31 +285,45 @@ class LockSession:
                 self._drop("no reply within the lease")
                 msg = f"The instance-lock session on {self._where} was lost (no reply in time)."
                 raise StoreError(msg)
-            return rows, mark
+            return results, mark
 
     # ---- locks ---------------------------------------------------------------------------
 
     def try_lock_many(self, query: str, keys: Sequence[tuple[UUID, str, int]]) -> list[bool]:
         """Take the locks of ``(uuid, scope, key)``, without waiting; remember those taken."""
         rows, mark = self.query(query, ([k for _, _, k in keys],))
+        return self.taken(keys, rows, mark)
+
+    def taken(
+        self, keys: Sequence[tuple[UUID, str, int]], rows: list[Any], mark: int
+    ) -> list[bool]:
+        """Remember the locks of ``keys`` that the rows of a try-lock query say were
+        taken (in the session with marker ``mark``); whether each was."""
         taken = [bool(row[0]) for row in rows]
         with self._books:
             for (uuid, scope, key), ok in zip(keys, taken, strict=True):
                 if ok:
                     self._held[(uuid, scope)] = (key, mark)
+                    self._scopes.add(scope)
         return taken
 
     def unlock_many(self, query: str, keys: Sequence[tuple[UUID, str, int]]) -> None:
         """Release the locks of ``(uuid, scope, key)`` that the open session holds; forget
         all of them (those of a lost session went with it). Never fails: a session
         that fails is closed, which releases its locks."""
-        with self._books:
-            mark = self._mark
-            ours = [k for u, s, k in keys if self._held.pop((u, s), (0, -1))[1] == mark]
-        if ours and mark:
+        ours = self.forget(keys)
+        if ours:
             # A session that fails is closed: its locks go with it.
             with contextlib.suppress(StoreError):
                 self.query(query, (ours,))
+
+    def forget(self, keys: Sequence[tuple[UUID, str, int]]) -> list[int]:
+        """Forget the locks of ``keys``; the lock keys of those the open session holds
+        (to release)."""
+        with self._books:
+            mark = self._mark
+            ours = [k for u, s, k in keys if self._held.pop((u, s), (0, -1))[1] == mark]
+        return ours if mark else []
 
     def session_of(self, uuid: UUID, scope: str) -> int | None:
         """The marker key of the session holding ``uuid``'s ``scope`` lock, if held."""
@@ -265,9 +338,15 @@ class LockSession:
 
     def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
         """(lock key, marker key) of every lock held on ``uuids``: what a commit checks."""
-        wanted = set(uuids)
         with self._books:
-            return [held for (uuid, _), held in self._held.items() if uuid in wanted]
+            held = self._held
+            scopes = self._scopes
+            return [
+                pair
+                for uuid in dict.fromkeys(uuids)
+                for scope in scopes
+                if (pair := held.get((uuid, scope))) is not None
+            ]
 
     @property
     def lease(self) -> float | None:
@@ -317,6 +396,7 @@ class LockSession:
         with self._mutex, self._books:
             conn, self._conn, self._mark = self._conn, None, 0
             self._held.clear()
+            self.member = 0
         if conn is not None:
             conn.close()
 

@@ -27,6 +27,7 @@ from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
+from durable_jobs._telemetry import log_fields
 from durable_jobs.adapters import (
     INDEX_COLUMNS,
     ConfigurationError,
@@ -246,12 +247,14 @@ class PostgresApplicationRecorderWithIndex(
         were ``held`` (then the transaction rolls back)."""
         if held >= len(kwargs.get(FENCE_KWARG) or ()):
             return
-        names = ", ".join(sorted({str(r.instance_uuid) for r in index_rows_from(kwargs)}))
+        rows = index_rows_from(kwargs)
+        names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
         log.warning(
             "A commit to instance(s) %s was refused: their lock session was lost "
             "(connection dropped or lease expired), so another process may run "
             "them now; nothing was written and the run goes again",
             names,
+            extra=_log_fields(rows),
         )
         raise LockLost(
             f"The instance lock of {names} was lost (its session ended: connection "
@@ -416,6 +419,19 @@ def _insert_events_once(
 ) -> Sequence[int] | None:
     """One try of the insert (see :func:`insert_in_one_round_trip`)."""
     return insert_in_one_round_trip(recorder, stored_events, kwargs)
+
+
+def _log_fields(rows: Sequence[IndexRow]) -> dict[str, Any]:
+    """The structured log fields of the instances of ``rows``: all of one instance's,
+    or the kind and job that all of them share."""
+    if not rows:
+        return {}
+    first = rows[0]
+    if all(r.instance_uuid == first.instance_uuid for r in rows):
+        return log_fields(first.kind, first.job, first.instance_id)
+    if all((r.kind, r.job) == (first.kind, first.job) for r in rows):
+        return log_fields(first.kind, first.job)
+    return {}
 
 
 def _row_params(row: IndexRow) -> tuple[Any, ...]:

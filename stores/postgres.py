@@ -42,8 +42,6 @@ from durable_jobs.adapters import (
     ListensForAlarms,
     Store,
     StoreError,
-    driver_errors,
-    from_epoch,
     scrub_chain,
 )
 from durable_jobs.stores._postgres_conn import (
@@ -53,7 +51,8 @@ from durable_jobs.stores._postgres_conn import (
     _discard_dead,
     advisory_key,
 )
-from durable_jobs.stores._postgres_locks import LockSession
+from durable_jobs.stores._postgres_listener import PostgresAlarmListener
+from durable_jobs.stores._postgres_locks import MEMBERS_QUERY, LockSession
 from durable_jobs.stores._postgres_recorder import (
     FENCE_KWARG,
     INDEX_TABLE,
@@ -66,7 +65,6 @@ from durable_jobs.stores._postgres_recorder import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime
     from uuid import UUID
 
     from durable_jobs.adapters import IndexRow, StoreURL
@@ -97,53 +95,6 @@ EXAMPLE_URL: Final = "postgresql://user:password@localhost:5432/dbname?schema=jo
 #: Schema names eventsourcing handles: it looks its composite type up by the
 #: unquoted name ``schema.type``, so upper case or punctuation would break it.
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-
-class PostgresAlarmListener:
-    """A LISTEN connection on the alarm channel, read without blocking.
-
-    The runtime waits for :meth:`fileno` to be readable, then calls :meth:`drain`.
-    """
-
-    def __init__(
-        self, conn: psycopg.Connection[Any], token: str, describe: Callable[[BaseException], str]
-    ) -> None:
-        self._conn = conn
-        self._token = token.encode()
-        self._describe = describe
-        #: The earliest alarm the last :meth:`drain` heard of (None: not said).
-        self.earliest: datetime | None = None
-
-    def fileno(self) -> int:
-        """The connection's socket."""
-        return int(self._conn.pgconn.socket)
-
-    def drain(self) -> bool:
-        """Read what arrived; True if another store announced an alarm (and then
-        :attr:`earliest` says when the earliest of them is due)."""
-        pgconn = self._conn.pgconn
-        lost = "The alarm listener lost its connection: "
-        with driver_errors(lambda exc: StoreError(lost + self._describe(exc))):
-            pgconn.consume_input()
-        foreign = unknown = False
-        earliest: datetime | None = None
-        while (note := pgconn.notifies()) is not None:
-            token, _, at = note.extra.partition(b" ")
-            if token == self._token:
-                continue
-            foreign = True
-            try:
-                due = from_epoch(float(at))
-            except ValueError:
-                unknown = True  # a payload without a time (an older version)
-                continue
-            if due is not None and (earliest is None or due < earliest):
-                earliest = due
-        self.earliest = None if unknown else earliest
-        return foreign
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances):
@@ -208,6 +159,73 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
                 key = cache[(uuid, scope)] = self._lock_key(uuid, scope)
             keyed.append((uuid, scope, key))
         return keyed
+
+    _index_rows_sql: str | None = None
+
+    def lock_round(
+        self,
+        release: Sequence[tuple[UUID, str]],
+        take: Sequence[tuple[UUID, str]],
+        *,
+        members: bool = False,
+        join: bool = False,
+    ) -> tuple[list[bool], dict[UUID, tuple[Any, ...]], list[int] | None, int]:
+        """Release ``release``, take ``take`` without waiting, read the index rows of the
+        instances taken (after taking them) and, with ``members``, the member ids of the
+        workers serving this schema: one call, in the lock session.
+
+        Returns whether each of ``take`` was taken, the (version, kind, job,
+        instance_id) of each of their instances that has an index row, the member
+        ids (None unless asked) and this process's (0: none; ``join`` makes it one).
+        Releases never fail (a session that fails is closed, which releases its locks).
+        """
+        locks = self._locks
+        if join:
+            locks.join(self._namespace)
+        queries: list[tuple[str, Sequence[Any]]] = []
+        ours = locks.forget(self._keyed(release)) if release else []
+        if ours:
+            queries.append((UNLOCKS, (ours,)))
+        keyed = self._keyed(take) if take else []
+        if keyed:
+            queries.append((TRY_LOCKS, ([k for _, _, k in keyed],)))
+            queries.append((self._rows_sql(), (list({u for u, _ in take}),)))
+        if members:
+            queries.append((MEMBERS_QUERY, (self._namespace,)))
+        if not queries:
+            return [], {}, None, locks.member
+        try:
+            results, mark = locks.queries(queries)
+        except StoreError:
+            if keyed or members:
+                raise
+            return [], {}, None, locks.member  # released with the closed session
+        found = results[-1] if members else None
+        taken: list[bool] = []
+        rows: dict[UUID, tuple[Any, ...]] = {}
+        if keyed:
+            at = 1 if ours else 0
+            taken = locks.taken(keyed, results[at], mark)
+            rows = {row[0]: (int(row[1]), *row[2:]) for row in results[at + 1]}
+        return taken, rows, None if found is None else [r[0] for r in found], locks.member
+
+    @property
+    def _namespace(self) -> int:
+        """The 31-bit number naming this schema's workers (see :meth:`lock_round`)."""
+        return advisory_key(f"workers:{self.schema}") & 0x7FFFFFFF
+
+    def _rows_sql(self) -> str:
+        query = self._index_rows_sql
+        if query is None:
+            query = self._index_rows_sql = (
+                SQL(
+                    "SELECT instance_uuid, version, kind, job, instance_id FROM {}.{} "
+                    "WHERE instance_uuid = ANY(%b::uuid[])"
+                )
+                .format(Identifier(self.schema), Identifier(INDEX_TABLE))
+                .as_string()
+            )
+        return query
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
         """Read in the lock session (right after taking locks, never from the pool)."""

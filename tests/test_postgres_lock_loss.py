@@ -141,11 +141,13 @@ def test_a_frozen_worker_is_fenced_and_rejoins(pg_url: str, tmp_path: Path) -> N
         group.wait_for(1.0)  # the other's run of s1 is in flight (3 s)
         frozen.signal(signal.SIGCONT)
         woke = time.time()
-        # The frozen one works again: it commits runs of other instances.
+        group.wait_for(3.0)  # the other's run of s1 ends
+        # The frozen one works again: alone (each instance has a preferred worker among
+        # those serving), it commits runs.
+        group.stop(other)
         group.read_until(lambda: len(frozen.commits(after=woke)) >= 3)
         group.wait_for(3.0)
-        for worker in group.all:
-            group.stop(worker)
+        group.stop(frozen)
         print(f"\nfreeze (lease {lease} s): taken over after {takeover - stopped:.3f} s")
         stale = [c for c in frozen.commits(after=stopped) if c.split()[1] == "s1"]
         taken = [float(c.split()[4]) for c in other.commits(after=stopped) if c.split()[1] == "s1"]

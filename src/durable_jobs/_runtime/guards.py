@@ -22,6 +22,7 @@ import trio
 
 from durable_jobs._errors import LockLost
 from durable_jobs._store.capabilities import CrossProcessLocks
+from durable_jobs._telemetry import log_fields
 
 __all__ = ["DEFAULT_LEASE", "MIN_LEASE", "TAKEOVER_GRACE", "Guard", "LockGuards"]
 
@@ -54,6 +55,8 @@ class LockGuards:
         #: Locks this process found held by another process, not taken since, and the
         #: instance's index version at the time.
         self._busy: dict[tuple[UUID, str], int | None] = {}
+        #: (kind, job, instance_id) of the instances held, when known (for the logs).
+        self.names: dict[UUID, tuple[str, str, str]] = {}
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -76,7 +79,13 @@ class LockGuards:
     def _lost(self, session: int) -> None:
         for (uuid, scope), (held_by, cancel_scope) in list(self._scopes.items()):
             if held_by == session:
-                log.warning("Stopping the work on %s (%s lock lost)", uuid, scope)
+                names = self.names.get(uuid)
+                log.warning(
+                    "Stopping the work on %s (%s lock lost)",
+                    uuid,
+                    scope,
+                    extra={} if names is None else log_fields(*names),
+                )
                 cancel_scope.cancel()
 
     def found_busy(self, uuid: UUID, scope: str, version: int | None) -> None:

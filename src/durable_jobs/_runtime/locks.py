@@ -19,10 +19,11 @@ The interface the rest of the runtime uses:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 import trio
@@ -33,13 +34,38 @@ from durable_jobs._runtime.guards import Guard, LockGuards
 from durable_jobs._runtime.parking import Handoff
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
+from durable_jobs._telemetry import log_fields
 
-__all__ = ["Busy", "InstanceLocks", "KeyedLocks"]
+__all__ = ["PREFERRED_GRACE", "Busy", "InstanceLocks", "KeyedLocks"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
 #: How often a call polls for an instance lock another process holds.
 CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
+#: How late an alarm may be before a worker runs it although another live worker is
+#: the instance's preferred one (see :meth:`InstanceLocks.prefers`).
+PREFERRED_GRACE = timedelta(seconds=2)
+#: The latest a worker lets an alarm wait for another preferred worker.
+PREFERRED_WAIT_MAX = timedelta(seconds=20)
+#: Alarms put off for their preferred worker, remembered at most.
+_MAX_DEFERRED = 100_000
+#: How often the list of the workers serving the store is read again (with a lock call).
+MEMBERS_REFRESH = timedelta(seconds=1)
+
+
+@runtime_checkable
+class LockRounds(Protocol):
+    """A store whose lock calls (releases, takes, index rows, workers) are made in one
+    call, one thread hop (``PostgresStore.lock_round``)."""
+
+    def lock_round(
+        self,
+        release: Sequence[tuple[UUID, str]],
+        take: Sequence[tuple[UUID, str]],
+        *,
+        members: bool = False,
+        join: bool = False,
+    ) -> tuple[list[bool], dict[UUID, tuple[Any, ...]], list[int] | None, int]: ...
 
 
 class Busy(Exception):
@@ -115,7 +141,7 @@ class _LockRequest(Handoff):
     waits for it uncancellably: a lock the store took must be known, so that it is
     released)."""
 
-    __slots__ = ("error", "op", "result", "scope", "uuid", "version")
+    __slots__ = ("error", "names", "op", "result", "scope", "uuid", "version")
 
     def __init__(self, op: str, uuid: UUID, scope: str) -> None:
         super().__init__()
@@ -125,6 +151,8 @@ class _LockRequest(Handoff):
         self.result = False
         #: The instance's index version, read right after the lock call (None: no row).
         self.version: int | None = None
+        #: Its (kind, job, instance_id), read with the version (None: not read).
+        self.names: tuple[str, str, str] | None = None
         self.error: Exception | None = None
 
 
@@ -168,6 +196,8 @@ class _SharedHold:
         owner.held += 1
         if scope == "instance":
             owner._fresh[uuid] = taken.version
+        if taken.names is not None:
+            owner.names[uuid] = taken.names
         self.taken = True
         try:
             guard = owner.guards.guard(uuid, scope)
@@ -218,6 +248,21 @@ class InstanceLocks:
         self._running = False
         #: Cross-process locks this process holds now (both scopes).
         self.held = 0
+        #: (kind, job, instance_id) of instances held across processes, when known.
+        self.names: dict[UUID, tuple[str, str, str]] = {}
+        self.guards.names = self.names
+        #: A store whose lock calls are made in one call (one thread hop), and list its
+        #: workers.
+        self._rounds = store if isinstance(store, LockRounds) else None
+        #: The member ids of the workers serving the store (read with the lock calls of
+        #: a runtime that runs alarms), this process's, and when they were read.
+        self.members: tuple[int, ...] = ()
+        #: Called when a worker left the list (its alarms are no longer put off).
+        self.on_left: Callable[[], None] | None = None
+        #: Due times of the alarms :meth:`defer` put off (the scheduler takes them back).
+        self.deferred: dict[UUID, datetime] = {}
+        self.member = 0
+        self._members_at = -float("inf")
 
     def hold(
         self,
@@ -241,6 +286,9 @@ class InstanceLocks:
     async def _release(self, uuid: UUID, scope: str) -> None:
         """Release a cross-process lock (shielded: a lock taken must be released)."""
         self._fresh.pop(uuid, None)
+        # Forgotten at any release (a flush lock is released after the instance lock
+        # taken inside it): nothing stays behind for instances no longer held.
+        names = self.names.pop(uuid, None)
         self.held -= 1
         try:
             if self._running:
@@ -249,7 +297,53 @@ class InstanceLocks:
                 with trio.CancelScope(shield=True):
                     await self._call("unlock", uuid, scope)
         except DurableJobsError:
-            log.warning("Could not release the lock of %s", uuid, exc_info=True)
+            log.warning(
+                "Could not release the lock of %s",
+                uuid,
+                exc_info=True,
+                extra=instance_fields(uuid, names),
+            )
+
+    def defer(
+        self, uuid: UUID, due: datetime | None, now: datetime, *, busy: bool
+    ) -> datetime | None:
+        """When to look again at ``uuid``'s alarm, due at ``due``, if another live worker
+        is preferred for it (None: run it when due).
+
+        A worker with free run tasks runs it once it is :data:`PREFERRED_GRACE`
+        late (its preferred worker may be overloaded, or may not define the job);
+        a ``busy`` one (due runs wait for a run task) lets it wait while it has
+        work of its own, up to :data:`PREFERRED_WAIT_MAX` late.
+        """
+        if due is None or len(self.members) < 2 or self.prefers(uuid):
+            return None
+        latest = due + PREFERRED_WAIT_MAX
+        later = min(now + PREFERRED_GRACE if busy else due + PREFERRED_GRACE, latest)
+        if later <= now:
+            return None
+        deferred = self.deferred
+        deferred[uuid] = due
+        if len(deferred) > _MAX_DEFERRED:
+            del deferred[next(iter(deferred))]
+        return later
+
+    def prefers(self, uuid: UUID) -> bool:
+        """Whether this worker is the preferred one to run ``uuid``'s alarms among the
+        live workers serving the store (always, alone or on a store that does not
+        list them).
+
+        Each instance has one preferred worker (rendezvous hashing of the member
+        ids): the others let its alarms wait up to :data:`PREFERRED_GRACE`, so that
+        workers do not take turns on one instance (each turn reloads it from the
+        store, and they find each other's instances locked). A worker that died
+        leaves the list with its lock session.
+        """
+        members = self.members
+        if len(members) < 2 or self.member not in members:
+            return True
+        key = uuid.int & _MASK64
+        best = max(members, key=lambda m: _mix(key ^ (m * _GOLDEN & _MASK64)))
+        return best == self.member
 
     def held_version(self, uuid: UUID) -> tuple[bool, int | None]:
         """(known, version): the index version read when this task took ``uuid``'s lock."""
@@ -281,12 +375,25 @@ class InstanceLocks:
         return request
 
     async def run(self) -> None:
-        """Make the queued lock calls, a batch at a time (runs until cancelled)."""
+        """Make the queued lock calls, a batch at a time (runs until cancelled).
+
+        Only a runtime that runs alarms runs this: it counts among the store's
+        workers (see :meth:`prefers`)."""
         self._running = True
         try:
             while True:
                 while not self._queue:
-                    await self._ready.wait()
+                    rounds = self._rounds
+                    if rounds is not None and len(self.members) > 1:
+                        # Among other workers: notice one that left even while idle.
+                        with trio.move_on_after(MEMBERS_REFRESH.total_seconds()) as idle:
+                            await self._ready.wait()
+                        if idle.cancelled_caught:
+                            with trio.CancelScope(shield=True):
+                                await self._round(rounds, [])
+                            continue
+                    else:
+                        await self._ready.wait()
                     self._ready = trio.Event()
                 batch, self._queue = self._queue, []
                 with trio.CancelScope(shield=True):
@@ -295,9 +402,12 @@ class InstanceLocks:
             self._running = False
 
     async def _batch(self, batch: list[_LockRequest]) -> None:
-        """Releases first, then takes, each group in one store call on the store's own
-        lock connection (it neither waits for nor holds up the pooled connections);
-        for the instances, the index versions are read in the same call."""
+        """Releases first, then takes, in one store call on the store's own lock
+        connection (it neither waits for nor holds up the pooled connections); for the
+        instances taken, the index versions are read in the same call."""
+        if self._rounds is not None:
+            await self._round(self._rounds, batch)
+            return
         store = self.cross
         assert store is not None  # only a store with cross-process locks has lock calls
 
@@ -327,3 +437,58 @@ class InstanceLocks:
                     r.version = versions.get(r.uuid)
         for r in batch:
             r.finish()
+
+    async def _round(self, store: LockRounds, batch: list[_LockRequest]) -> None:
+        """:meth:`_batch` in one store call, reading the list of workers now and then."""
+        release = [(r.uuid, r.scope) for r in batch if r.op == "unlock"]
+        takes = [r for r in batch if r.op == "lock"]
+        now = trio.current_time()
+        members = self._running and now >= self._members_at + MEMBERS_REFRESH.total_seconds()
+        try:
+            held, rows, found, me = await in_thread(
+                lambda: store.lock_round(
+                    release,
+                    [(r.uuid, r.scope) for r in takes],
+                    members=members,
+                    join=members,
+                ),
+                limiter=self._limiter,
+            )
+        except Exception as exc:
+            for r in takes:  # a failed release went with its session
+                r.error = exc
+        else:
+            for r, ok in zip(takes, held, strict=True):
+                r.result = ok
+                row = rows.get(r.uuid)
+                if row is not None:
+                    r.version = row[0]
+                    r.names = (row[1], row[2], row[3])
+            if found is not None:
+                self._members_at = now
+                listed = tuple(found)
+                left = not set(self.members) <= set(listed)
+                self.members, self.member = listed, me
+                if left and self.on_left is not None:
+                    # Alarms put off for a worker that is gone: look at them again now.
+                    self.on_left()
+        for r in batch:
+            r.finish()
+
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finalizer: a 64-bit number whose bits all depend on all of ``x``'s
+    (the score of a worker for an instance, in :meth:`InstanceLocks.prefers`)."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def instance_fields(uuid: UUID, names: tuple[str, str, str] | None) -> dict[str, Any]:
+    """The structured ``extra`` fields of a log record about instance ``uuid`` (none
+    when its names are unknown: the message names its uuid)."""
+    return {} if names is None else log_fields(*names)

@@ -88,8 +88,15 @@ class Scheduler:
         #: The store is out of reach: due runs wait until it answers again.
         self._outage = False
         self._runs: trio.Nursery | None = None
+        rt.locks.on_left = self._worker_left
 
     # ---- what the rest of the runtime tells it ----------------------------------------
+
+    def _worker_left(self) -> None:
+        """A worker serving the store is gone: read the index again (the alarms put off
+        for it are due here now)."""
+        self._reload_now = True
+        self.kick()
 
     def kick(self) -> None:
         """Make the scheduler look at its window again."""
@@ -102,6 +109,9 @@ class Scheduler:
         d = agg.d
         at = d.alarm_at
         if self.run_alarms:
+            # Another live worker is the preferred one: its alarm waits here a little.
+            later = self.rt.locks.defer(agg.id, at, self.rt.clock.now(), busy=bool(self._waiting))
+            at = later or at
             self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), at)
         blocked, self._reload_blocked = self._reload_blocked, False
         if agg.id in self._queued:
@@ -140,7 +150,11 @@ class Scheduler:
         index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
         cached = self.rt.cache.peek(row.instance_uuid)
         if cached is None or cached.version <= row.version:
-            return False, None
+            # Another live worker is the preferred one: its alarm waits here a little.
+            later = self.rt.locks.defer(
+                row.instance_uuid, row.due_at, self.rt.clock.now(), busy=bool(self._waiting)
+            )
+            return later is not None, later
         return True, cached.d.alarm_at
 
     async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
@@ -321,6 +335,13 @@ class Scheduler:
         if broken is not None and broken[0] > now:
             self.window.set(key, broken[0])
             return
+        deferred = self.rt.locks.deferred
+        if deferred and (due := deferred.pop(key.uuid, None)) is not None:
+            # Put off for its preferred worker: still, while this one has work waiting?
+            later = self.rt.locks.defer(key.uuid, due, now, busy=bool(self._waiting))
+            if later is not None:
+                self.window.set(key, later)
+                return
         self._queued.add(key.uuid)
         self.pending += 1
         if self._running < self.rt.max_concurrent_runs:

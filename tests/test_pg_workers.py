@@ -1,0 +1,319 @@
+"""Several workers on one Postgres schema: each instance has a preferred worker.
+
+Workers that take turns on one instance reload it from the store at every
+turn, and find each other's instances locked: the workers list each other
+(their lock sessions hold a membership lock), and each lets the alarms of
+the instances another live worker is preferred for wait a little.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+import pytest
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from _runtime import MINUTE, T, running
+from durable_jobs._runtime.locks import (
+    PREFERRED_GRACE,
+    PREFERRED_WAIT_MAX,
+    InstanceLocks,
+)
+from durable_jobs.stores.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+def test_workers_list_each_other_while_their_sessions_live(pg_url: str) -> None:
+    """A store that joined is listed by the others (read with the lock calls);
+    one closed (its session ended) is not."""
+    a, b = dj.open_store(pg_url), dj.open_store(pg_url)
+    assert isinstance(a, PostgresStore) and isinstance(b, PostgresStore)
+    try:
+        held, rows, found, me_a = a.lock_round([], [], members=True, join=True)
+        assert (held, rows, found) == ([], {}, [me_a])
+        _, _, found, me_b = b.lock_round([], [], members=True, join=True)
+        assert me_b not in (0, me_a)
+        assert sorted(found or []) == sorted([me_a, me_b])
+        a.close()
+        _, _, found, _ = b.lock_round([], [], members=True)
+        assert found == [me_b]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_lock_round_releases_takes_and_reads_the_index(pg_url: str) -> None:
+    """Releases, takes and the index rows of the instances taken, in one call: a lock
+    released in a round is free for another session; the rows name the instances."""
+
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    async def start_registered() -> None:
+        async with running(registry, pg_url, run_alarms=False) as jobs:
+            await jobs.continuous("tick").start("i1", 0)
+
+    trio.run(start_registered)
+    a, b = dj.open_store(pg_url), dj.open_store(pg_url)
+    assert isinstance(a, PostgresStore) and isinstance(b, PostgresStore)
+    try:
+        inst = a.get("continuous", "tick", "i1")
+        assert inst is not None
+        other = uuid.uuid4()
+        held, rows, found, _ = a.lock_round([], [(inst.id, "instance"), (other, "instance")])
+        assert held == [True, True]
+        assert found is None
+        assert rows == {inst.id: (inst.version, "continuous", "tick", "i1")}
+        assert b.try_lock_many([(inst.id, "instance")]) == [False]
+        held, rows, _, _ = a.lock_round([(inst.id, "instance")], [(other, "flush")])
+        assert held == [True]
+        assert rows == {}
+        assert b.try_lock_many([(inst.id, "instance"), (other, "instance")]) == [True, False]
+        # The fence of a commit names only the locks of its own instances.
+        mark = a._locks._mark
+        assert sorted(a._locks.fence([other, other])) == sorted(
+            [(a._lock_key(other, "instance"), mark), (a._lock_key(other, "flush"), mark)]
+        )
+        assert a._locks.fence([inst.id]) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def locks_of(members: tuple[int, ...], me: int) -> InstanceLocks:
+    locks = InstanceLocks(dj.open_store("memory://"), timedelta(seconds=30))
+    locks.members, locks.member = members, me
+    return locks
+
+
+def test_each_instance_has_one_preferred_worker() -> None:
+    """Rendezvous hashing over the live workers: every instance is preferred by exactly
+    one of them, the instances are spread about evenly, and a worker alone (or one
+    that does not know the others yet) prefers all of them."""
+    members = (11, 22, 33)
+    workers = [locks_of(members, m) for m in members]
+    uuids = [uuid.uuid4() for _ in range(3000)]
+    preferred: Counter[int] = Counter()
+    for u in uuids:
+        which = [w.member for w in workers if w.prefers(u)]
+        assert len(which) == 1
+        preferred[which[0]] += 1
+    assert all(800 < n < 1200 for n in preferred.values()), preferred
+    assert all(locks_of((11,), 11).prefers(u) for u in uuids[:50])
+    assert all(locks_of((), 0).prefers(u) for u in uuids[:50])
+    assert all(locks_of((22, 33), 11).prefers(u) for u in uuids[:50])
+
+
+def test_an_alarm_of_another_workers_instance_waits_a_little() -> None:
+    """Put off by a grace when idle, by as long as it is busy (up to a cap); at once
+    when preferred here or late enough."""
+    members = (11, 22)
+    mine = locks_of(members, 11)
+    u = next(x for x in iter(uuid.uuid4, None) if not mine.prefers(x))
+    due = T
+    assert mine.defer(u, due, T, busy=False) == T + PREFERRED_GRACE
+    assert mine.deferred[u] == due
+    assert mine.defer(u, due, T + PREFERRED_GRACE, busy=False) is None
+    later = T + 3 * PREFERRED_GRACE
+    assert mine.defer(u, due, later, busy=True) == later + PREFERRED_GRACE
+    assert mine.defer(u, due, T + PREFERRED_WAIT_MAX, busy=True) is None
+    assert mine.defer(u, None, T, busy=True) is None
+    theirs = locks_of(members, 22)
+    assert theirs.defer(u, due, T, busy=True) is None
+
+
+def counting_registry(worker: int, runs: list[tuple[str, int]]) -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        runs.append((ctx.instance_id, worker))
+
+    return registry
+
+
+async def test_two_workers_keep_to_their_own_instances(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Two runtimes on one schema: once they know each other, each instance's runs are
+    made by one of them (not by whichever looked first), and both get a share."""
+    runs: list[tuple[str, int]] = []
+    clock = dj.VirtualClock(T)
+    ids = [f"i{n}" for n in range(12)]
+    async with AsyncExitStack() as stack:
+        workers = [
+            await stack.enter_async_context(
+                running(
+                    counting_registry(w, runs),
+                    pg_url,
+                    clock=clock,
+                    poll_interval=timedelta(seconds=1),
+                )
+            )
+            for w in range(2)
+        ]
+        for i in ids:
+            await workers[0].continuous("tick").start(i, 0)
+        await trio.sleep(3 * 60)
+        runs.clear()
+        await trio.sleep(10 * 60)
+        for w in workers:
+            await w.wait_idle()
+    by_instance: dict[str, set[int]] = {}
+    for instance_id, worker in runs:
+        by_instance.setdefault(instance_id, set()).add(worker)
+    assert sorted(by_instance) == sorted(ids)
+    assert all(len(w) == 1 for w in by_instance.values()), by_instance
+    assert {next(iter(w)) for w in by_instance.values()} == {0, 1}
+
+
+def test_a_refused_commit_is_logged_with_the_instance_fields(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning of a commit refused for a lost lock carries the dj_* fields."""
+    from durable_jobs.adapters import INDEX_KWARG, LockLost
+    from durable_jobs.stores._postgres_recorder import FENCE_KWARG
+
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    async def start() -> None:
+        async with running(registry, pg_url, run_alarms=False) as jobs:
+            await jobs.continuous("tick").start("i1", 0)
+
+    trio.run(start)
+    with dj.open_store(pg_url) as store:
+        assert isinstance(store, PostgresStore)
+        row = store.index_row(store.get("continuous", "tick", "i1").id)  # type: ignore[union-attr]
+        recorder = store._app.recorder
+        kwargs = {INDEX_KWARG: [row], FENCE_KWARG: [(1, 2)]}
+        with (
+            caplog.at_level(logging.WARNING, logger="durable_jobs.store"),
+            pytest.raises(LockLost),
+        ):
+            recorder._refuse_lost(0, kwargs)  # type: ignore[attr-defined]
+    [record] = [r for r in caplog.records if "was refused" in r.getMessage()]
+    assert record.dj_kind == "continuous"  # type: ignore[attr-defined]
+    assert record.dj_job == "tick"  # type: ignore[attr-defined]
+    assert record.dj_instance_id == "i1"  # type: ignore[attr-defined]
+
+
+def test_a_lost_lock_is_logged_with_the_instance_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning of work stopped for a lost lock carries the dj_* fields."""
+    from durable_jobs._runtime.guards import LockGuards
+
+    guards = LockGuards(None, timedelta(seconds=30))
+    u = uuid.uuid4()
+    guards.names[u] = ("continuous", "tick", "i1")
+    scope = trio.CancelScope()
+    guards._scopes[(u, "instance")] = (5, scope)
+    with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
+        guards._lost(5)
+    assert scope.cancel_called
+    [record] = [r for r in caplog.records if "lock lost" in r.getMessage()]
+    assert (record.dj_kind, record.dj_job, record.dj_instance_id) == (  # type: ignore[attr-defined]
+        "continuous",
+        "tick",
+        "i1",
+    )
+
+
+class _FailingUnlocks:
+    """Cross-process locks whose releases fail."""
+
+    def try_lock(self, uuid: uuid.UUID, scope: str = "instance") -> bool:
+        return True
+
+    def unlock(self, uuid: uuid.UUID, scope: str = "instance") -> None:
+        raise dj.StoreError("release failed")
+
+    def try_lock_many(self, keys: list[tuple[uuid.UUID, str]]) -> list[bool]:
+        return [True] * len(keys)
+
+    def unlock_many(self, keys: list[tuple[uuid.UUID, str]]) -> None:
+        raise dj.StoreError("release failed")
+
+    def index_versions(self, uuids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        return {}
+
+    def watch_locks(self, lease: float, on_lost: object) -> None:
+        pass
+
+    def unwatch_locks(self) -> None:
+        pass
+
+    def lock_session(self, uuid: uuid.UUID, scope: str = "instance") -> int | None:
+        return None
+
+    def session_alive(self, session: int) -> bool:
+        return True
+
+
+async def test_a_failed_release_is_logged_with_the_instance_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning of a lock release that failed carries the dj_* fields."""
+    locks = InstanceLocks(_FailingUnlocks(), timedelta(seconds=30))  # type: ignore[arg-type]
+    assert locks.cross is not None
+    u = uuid.uuid4()
+    with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
+        async with locks.hold(u) as held:
+            assert held
+            locks.names[u] = ("continuous", "tick", "i1")
+    [record] = [r for r in caplog.records if "Could not release" in r.getMessage()]
+    assert (record.dj_kind, record.dj_job, record.dj_instance_id) == (  # type: ignore[attr-defined]
+        "continuous",
+        "tick",
+        "i1",
+    )
+
+
+async def test_a_worker_that_left_leaves_its_instances_at_once(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """When a worker is gone (its lock session ended), the other reads the index again
+    at its next lock call: the alarms it put off for that worker run without waiting
+    out the grace."""
+    runs: list[tuple[str, int]] = []
+    clock = dj.VirtualClock(T)
+    ids = [f"i{n}" for n in range(12)]
+    late: list[timedelta] = []
+
+    def timed(worker: int) -> dj.Registry:
+        registry = dj.Registry()
+
+        @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+        async def tick(ctx: dj.ContinuousContext[int]) -> None:
+            runs.append((ctx.instance_id, worker))
+            now = clock.now()
+            late.append(now - now.replace(second=0, microsecond=0))
+
+        return registry
+
+    async with running(timed(0), pg_url, clock=clock, poll_interval=timedelta(seconds=1)) as w0:
+        async with running(timed(1), pg_url, clock=clock, poll_interval=timedelta(seconds=1)):
+            for i in ids:
+                await w0.continuous("tick").start(i, 0)
+            await trio.sleep(3 * 60)
+            assert {w for _, w in runs[-len(ids) :]} == {0, 1}
+        runs.clear()
+        late.clear()
+        await trio.sleep(3 * 60 + 30)
+        await w0.wait_idle()
+    assert {i for i, _ in runs} == set(ids)
+    assert max(late) < PREFERRED_GRACE, max(late)
