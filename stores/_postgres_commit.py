@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 from psycopg import pq
 from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier
 
 from durable_jobs.stores._postgres_locks import FENCE_QUERY, fence_params
 
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from eventsourcing.persistence import StoredEvent
+    from eventsourcing.postgres import PostgresDatastore
 
     from durable_jobs.stores._postgres_recorder import PostgresApplicationRecorderWithIndex
 
-__all__ = ["FENCE_KWARG", "insert_in_one_round_trip"]
+__all__ = ["FENCE_KWARG", "insert_in_one_round_trip", "insert_snapshots_sql", "stored_columns"]
 
 #: Keyword argument of a fenced insert: the (lock key, session marker) pairs that
 #: must still be held.
@@ -103,6 +105,34 @@ def _transaction(
         curs.execute("COMMIT")
         pipeline.sync()
         return ids
+
+
+def stored_columns(rows: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    """Stored rows as the four typed arrays an ``unnest`` insert takes (sent in binary)."""
+    return (
+        [r.originator_id for r in rows],
+        [r.originator_version for r in rows],
+        [r.topic for r in rows],
+        [r.state for r in rows],
+    )
+
+
+def insert_snapshots_sql(datastore: PostgresDatastore, table: str) -> str:
+    """The insert of a commit's snapshot rows into ``table``; a row already at that
+    version is left as it is (it holds the same state)."""
+    return (
+        SQL(
+            "INSERT INTO {schema}.{table} "
+            "(originator_id, originator_version, topic, state) SELECT * FROM unnest("
+            "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) ON CONFLICT DO NOTHING"
+        )
+        .format(
+            schema=Identifier(datastore.schema),
+            table=Identifier(table),
+            id_type=Identifier(datastore.originator_id_type),
+        )
+        .as_string()
+    )
 
 
 def _held(curs: psycopg.Cursor[tuple[Any, ...]]) -> int:

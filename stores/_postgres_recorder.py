@@ -35,11 +35,17 @@ from durable_jobs.adapters import (
     InstanceIndex,
     LockLost,
     index_rows_from,
+    snapshots_from,
     statements_from,
     to_epoch,
     type_versions_from,
 )
-from durable_jobs.stores._postgres_commit import FENCE_KWARG, insert_in_one_round_trip
+from durable_jobs.stores._postgres_commit import (
+    FENCE_KWARG,
+    insert_in_one_round_trip,
+    insert_snapshots_sql,
+    stored_columns,
+)
 from durable_jobs.stores._postgres_conn import (
     _POOL_RECONNECT_TIMEOUT,
     _READ_ONLY,
@@ -191,6 +197,13 @@ class PostgresApplicationRecorderWithIndex(
         self.notify_token = ""
         #: For the statements of ``ctx.execute``: the store's schema first, then public.
         self._statements_search_path = SQL("SET LOCAL search_path TO {}, public").format(schema)
+        #: The insert of a commit's snapshot rows (see :meth:`use_snapshots_table`).
+        self._insert_snapshots_sql: str | None = None
+
+    def use_snapshots_table(self, table: str) -> None:
+        """Write the snapshot rows a save passes down (``snapshots_from(kwargs)``) to
+        ``table`` in the commit's transaction; one already at that version is left."""
+        self._insert_snapshots_sql = insert_snapshots_sql(self.datastore, table)
 
     def _relations(self) -> list[str]:
         return [
@@ -240,6 +253,10 @@ class PostgresApplicationRecorderWithIndex(
                 self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
             )
         run_statements(curs, statements_from(kwargs), self._statements_search_path)
+        snapshots = snapshots_from(kwargs)
+        if snapshots:
+            assert self._insert_snapshots_sql is not None, "use_snapshots_table() first"
+            curs.execute(self._insert_snapshots_sql, stored_columns(snapshots), prepare=True)
         self._run_fault_hook()
 
     def _refuse_lost(self, held: int, kwargs: dict[str, Any]) -> None:
@@ -270,13 +287,7 @@ class PostgresApplicationRecorderWithIndex(
         for statement in self._lock_table_sql:
             curs.execute(statement, prepare=True)
         curs.execute(self._notify_sql, prepare=True)
-        columns = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        )
-        curs.execute(self._insert_events_sql, columns, prepare=True)
+        curs.execute(self._insert_events_sql, stored_columns(stored_events), prepare=True)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -32,6 +32,7 @@ from psycopg_pool import PoolTimeout
 
 from durable_jobs.adapters import (
     INDEX_KWARG,
+    SNAPSHOTS_KWARG,
     STATEMENTS_KWARG,
     TYPE_VERSIONS_KWARG,
     ConfigurationError,
@@ -102,6 +103,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
 
     scheme = "postgresql"
     supports_statements = True
+    # Snapshots go in the commit's transaction: no transaction (and round trips) of their own.
+    snapshots_in_commit = True
+    _snapshots_table_set = False
     url_options = frozenset({"schema", "connect_timeout", "pool_size", "target_session_attrs"})
     shared = True
 
@@ -278,20 +282,27 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     ) -> None:
         """Write in one transaction that first checks the locks held on these instances
         are still held by the sessions that took them (else :class:`LockLost`)."""
-        # Snapshots are written after the commit here (snapshots_in_commit is False).
-        assert not snapshots
+        if snapshots and not self._snapshots_table_set:
+            recorder = self._app.recorder
+            assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+            snapshots_recorder = self._app.snapshots and self._app.snapshots.recorder
+            assert isinstance(snapshots_recorder, PostgresSnapshotRecorder)
+            recorder.use_snapshots_table(snapshots_recorder.events_table_name)
+            self._snapshots_table_set = True
         fence = self._locks.fence([r.instance_uuid for r in rows]) if self._lock_session else []
         if not fence:
-            super()._put(events, rows, versions, statements)
+            super()._put(events, rows, versions, statements, snapshots)
             return
-        kwargs = {
+        kwargs: dict[str, Any] = {
             INDEX_KWARG: rows,
             TYPE_VERSIONS_KWARG: versions,
             STATEMENTS_KWARG: statements,
             FENCE_KWARG: fence,
             LEASE_KWARG: self._locks.lease,
         }
-        self._write(lambda: self._app.events.put(events, **kwargs), rows)
+        if snapshots:
+            kwargs[SNAPSHOTS_KWARG] = snapshots
+        self._write(lambda: self._insert_stored(events, kwargs), rows)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:
         """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""

@@ -1,8 +1,8 @@
 """Snapshots and the commit they belong to.
 
-SQLite writes the snapshots a save takes in the save's own transaction (no
-transaction, and no fsync, of their own); the other stores write them after
-the commit, all of one save in one transaction. Either way a snapshot is a
+SQLite and Postgres write the snapshots a save takes in the save's own
+transaction (no transaction, fsync or round trips of their own); the memory
+store writes them after the commit, all of one save at once. Either way a snapshot is a
 cache: one that cannot be taken is logged and never fails the commit.
 """
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 import durable_jobs as dj
+from _runtime import SECOND, advance, running
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.data import Intents
 from durable_jobs._domain.instance import InstanceSnapshot
@@ -65,15 +67,17 @@ def run_until_snapshot(store: dj.Store, insts: list[ContinuousInstance]) -> list
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Any:
-    store = dj.open_store(f"sqlite:///{tmp_path / 'snap.db'}", snapshot_interval=INTERVAL)
+def durable_store(durable_store_url: str) -> Any:
+    """A SQLite or Postgres store (a fresh file or schema)."""
+    store = dj.open_store(durable_store_url, snapshot_interval=INTERVAL)
     yield store
     store.close()
 
 
-def test_sqlite_writes_the_snapshots_in_the_commit_s_transaction(
-    sqlite_store: dj.Store, monkeypatch: pytest.MonkeyPatch
+def test_the_snapshots_are_written_in_the_commit_s_transaction(
+    durable_store: dj.Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sqlite_store = durable_store
     snapshots = sqlite_store._app.snapshots
     assert snapshots is not None
 
@@ -88,7 +92,8 @@ def test_sqlite_writes_the_snapshots_in_the_commit_s_transaction(
         assert rebuilt is not None and rebuilt.d == inst.d
 
 
-def test_a_commit_that_fails_writes_no_snapshot_either(sqlite_store: dj.Store) -> None:
+def test_a_commit_that_fails_writes_no_snapshot_either(durable_store: dj.Store) -> None:
+    sqlite_store = durable_store
     insts = started(2)
     sqlite_store.save(*insts)
     at = NOW + timedelta(seconds=1)
@@ -109,11 +114,10 @@ def test_a_commit_that_fails_writes_no_snapshot_either(sqlite_store: dj.Store) -
         assert sqlite_store.get_by_uuid(inst.id).version == 5  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("url", ["memory://", "sqlite:///{tmp}/snap.db"])
 def test_a_snapshot_that_cannot_be_taken_is_logged_and_the_commit_stands(
-    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    store_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = dj.open_store(url.replace("{tmp}", str(tmp_path)), snapshot_interval=INTERVAL)
+    store = dj.open_store(store_url, snapshot_interval=INTERVAL)
     try:
         insts = started(2)
         store.save(*insts)
@@ -160,3 +164,26 @@ def test_memory_writes_the_snapshots_of_one_save_in_one_put(
     insts = run_until_snapshot(store, started(5))
     assert puts == [5]
     assert all(store.snapshot_version(i.id) == INTERVAL for i in insts)
+
+
+async def test_runs_under_a_cross_process_lock_write_their_snapshots_in_the_fenced_commit(
+    durable_store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Through the runtime (on Postgres every commit is fenced by its locks): the
+    snapshots come with the commits, and the instance rebuilds from them."""
+    snapshots = durable_store._app.snapshots
+    assert snapshots is not None
+
+    def separate_put(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a snapshot was written in a transaction of its own")
+
+    snapshots.put = separate_put  # type: ignore[method-assign]
+    async with running(registry, durable_store) as jobs:
+        await jobs.continuous("snap").start("r", 0)
+        for _ in range(6):
+            await advance(jobs, SECOND)
+        state = await jobs.continuous("snap").get_state("r")
+    inst = durable_store.get("continuous", "snap", "r")
+    assert inst is not None and inst.version >= 2 * INTERVAL
+    assert durable_store.snapshot_version(inst.id) is not None
+    assert state == inst.d.state == 0
