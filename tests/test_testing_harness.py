@@ -372,20 +372,8 @@ def test_a_handler_that_ignores_the_failure_plan_is_named() -> None:
         run_state_machine_as_test(Deaf, settings=settings(QUICK, derandomize=True))
 
 
-def test_machines_say_what_they_need() -> None:
-    class Unset(ContinuousMachine):
-        pass
-
-    with pytest.raises(dj.ConfigurationError, match="registry"):
-        run_state_machine_as_test(Unset, settings=QUICK)
-
-    class WrongKind(TaskMachine):
-        registry = registry
-        job = tick
-
-    with pytest.raises(dj.ConfigurationError, match="is a continuous job"):
-        run_state_machine_as_test(WrongKind, settings=QUICK)
-
+def no_hooks_machine() -> type[TaskMachine]:
+    """A task machine whose job has an ``on_event`` the machine has no model of."""
     tasks = dj.Registry()
 
     @tasks.task("t", event=int, state=int)
@@ -400,8 +388,25 @@ def test_machines_say_what_they_need() -> None:
         registry = tasks
         job = task_job
 
+    return NoHooks
+
+
+def test_machines_say_what_they_need() -> None:
+    class Unset(ContinuousMachine):
+        pass
+
+    with pytest.raises(dj.ConfigurationError, match="registry"):
+        run_state_machine_as_test(Unset, settings=QUICK)
+
+    class WrongKind(TaskMachine):
+        registry = registry
+        job = tick
+
+    with pytest.raises(dj.ConfigurationError, match="is a continuous job"):
+        run_state_machine_as_test(WrongKind, settings=QUICK)
+
     with pytest.raises(dj.ConfigurationError, match=r"model_on_event\(\)"):
-        run_state_machine_as_test(NoHooks, settings=QUICK)
+        run_state_machine_as_test(no_hooks_machine(), settings=QUICK)
 
     hooked = dj.Registry()
 
@@ -427,26 +432,12 @@ def test_a_machine_refused_for_a_missing_model_hook_leaves_no_runtime_open() -> 
     machine leaves no loop thread (with its runtime and store) behind."""
     import threading
 
-    tasks = dj.Registry()
-
-    @tasks.task("t", event=int, state=int)
-    async def task_job(ctx: dj.TaskContext[int]) -> None:
-        pass
-
-    @task_job.on_event
-    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
-        pass
-
-    class NoHooks(TaskMachine):
-        registry = tasks
-        job = task_job
-
     def harness_threads() -> int:
         return sum(t.name == "durable-jobs harness" for t in threading.enumerate())
 
     before = harness_threads()
     with pytest.raises(dj.ConfigurationError, match=r"model_on_event\(\)"):
-        run_state_machine_as_test(NoHooks, settings=QUICK)
+        run_state_machine_as_test(no_hooks_machine(), settings=QUICK)
     assert harness_threads() == before
 
 
