@@ -1,15 +1,20 @@
 """The in-process instance locks: a free one is taken without a task switch, a
-busy one is waited for, a cancelled task takes none."""
+busy one is waited for, a cancelled task takes none. The cross-process lock
+calls queued for the task that batches them are made even if it stops."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import uuid4
 
 import pytest
 import trio
 import trio.testing
 
-from durable_jobs._runtime.locks import KeyedLocks
+import durable_jobs as dj
+from durable_jobs._errors import DurableJobsError
+from durable_jobs._runtime.locks import InstanceLocks, KeyedLocks
+from durable_jobs.stores.postgres import PostgresStore
 
 
 async def test_a_free_lock_is_taken_without_a_task_switch() -> None:
@@ -64,3 +69,74 @@ async def test_a_cancelled_task_takes_no_lock() -> None:
             async with locks(key):
                 pytest.fail("held while cancelled")
     assert not locks._locks
+
+
+async def _stop_run_while_a_call_is_queued(store_url: str, *, op: str) -> list[str]:
+    """Start :meth:`InstanceLocks.run`, then cancel it right after a lock call (a take,
+    ``op="lock"``, or a release, ``op="unlock"``) was queued for it, before it took the
+    call in a batch. Returns what the caller saw; fails if the caller was stranded."""
+    store, other = dj.open_store(store_url), dj.open_store(store_url)
+    assert isinstance(store, PostgresStore) and isinstance(other, PostgresStore)
+    locks = InstanceLocks(store, timedelta(seconds=30))
+    key, seen = uuid4(), []
+    returned = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            run_scope = trio.CancelScope()
+
+            async def run() -> None:
+                with run_scope:
+                    await locks.run()
+
+            async def caller() -> None:
+                try:
+                    if op == "lock":
+                        # Cancelled with no checkpoint before the take is queued.
+                        run_scope.cancel()
+                        async with locks.hold(key) as held:
+                            seen.append(f"held={held}")
+                    else:
+                        async with locks.hold(key) as held:
+                            seen.append(f"held={held}")
+                            # Cancelled with no checkpoint before the release is queued.
+                            run_scope.cancel()
+                    seen.append("released")
+                except DurableJobsError as exc:
+                    seen.append(f"error: {exc}")
+                finally:
+                    returned.set()
+
+            nursery.start_soon(run)
+            await trio.testing.wait_all_tasks_blocked()
+            running = locks._running  # waits for calls to batch
+            assert running
+            nursery.start_soon(caller)
+            try:
+                with trio.fail_after(60):  # virtual seconds: a stranded caller never returns
+                    await returned.wait()
+            except trio.TooSlowError:
+                # Free the stranded caller, so that the test fails instead of hanging.
+                stranded, locks._queue = locks._queue, []
+                await locks._batch(stranded)
+                pytest.fail(f"the caller of a queued {op} was stranded: {seen}")
+        assert not locks._running and not locks._queue
+        assert locks.held == 0
+        # Not left held in the database: another session takes it at once.
+        assert other.try_lock_many([(key, "instance")]) == [True]
+        other.unlock_many([(key, "instance")])
+        return seen
+    finally:
+        store.close()
+        other.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("op", ["lock", "unlock"])
+async def test_a_lock_call_queued_as_run_stops_is_made(
+    pg_url: str, op: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A take or a release queued for the task that batches the cross-process lock
+    calls, when that task is cancelled (the runtime stops) before it took the call,
+    is made all the same: its caller returns, and no lock stays held in Postgres."""
+    seen = await _stop_run_while_a_call_is_queued(pg_url, op=op)
+    assert seen == ["held=True", "released"]

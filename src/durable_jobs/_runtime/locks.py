@@ -399,7 +399,13 @@ class InstanceLocks:
                 with trio.CancelScope(shield=True):
                     await self._batch(batch)
         finally:
+            # Stopped (cancelled, say): the calls queued and not yet made are made now
+            # (their callers wait for them); a call from now on is made by its caller.
             self._running = False
+            with trio.CancelScope(shield=True):
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    await self._batch(batch)
 
     async def _batch(self, batch: list[_LockRequest]) -> None:
         """Releases first, then takes, in one store call on the store's own lock
