@@ -27,7 +27,6 @@ from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
-from durable_jobs._telemetry import log_fields
 from durable_jobs.adapters import (
     INDEX_COLUMNS,
     ConfigurationError,
@@ -35,6 +34,7 @@ from durable_jobs.adapters import (
     InstanceIndex,
     LockLost,
     index_rows_from,
+    log_fields,
     snapshots_from,
     statements_from,
     to_epoch,

@@ -67,6 +67,7 @@ from durable_jobs._store.index import (
     type_versions_from,
 )
 from durable_jobs._store.urls import StoreURL, scrub, scrub_chain
+from durable_jobs._telemetry import log_fields
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -93,6 +94,7 @@ __all__ = [
     "driver_errors",
     "from_epoch",
     "index_rows_from",
+    "log_fields",
     "scrub",
     "scrub_chain",
     "snapshots_from",
