@@ -20,6 +20,7 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import MINUTE, T, running
+from durable_jobs._runtime import members as members_module
 from durable_jobs._runtime.locks import (
     PREFERRED_GRACE,
     PREFERRED_WAIT_MAX,
@@ -114,9 +115,12 @@ def test_each_instance_has_one_preferred_worker() -> None:
     assert all(locks_of((22, 33), 11).prefers(u) for u in uuids[:50])
 
 
-def test_an_alarm_of_another_workers_instance_waits_a_little() -> None:
+def test_an_alarm_of_another_workers_instance_waits_a_little(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Put off by a grace when idle, by as long as it is busy (up to a cap); at once
     when preferred here or late enough."""
+    monkeypatch.setattr(members_module, "PREFER_WORKERS", True)
     members = (11, 22)
     mine = locks_of(members, 11)
     u = next(x for x in iter(uuid.uuid4, None) if not mine.prefers(x))
@@ -143,10 +147,11 @@ def counting_registry(worker: int, runs: list[tuple[str, int]]) -> dj.Registry:
 
 
 async def test_two_workers_keep_to_their_own_instances(
-    pg_url: str, autojump_clock: trio.testing.MockClock
+    pg_url: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two runtimes on one schema: once they know each other, each instance's runs are
     made by one of them (not by whichever looked first), and both get a share."""
+    monkeypatch.setattr(members_module, "PREFER_WORKERS", True)
     runs: list[tuple[str, int]] = []
     clock = dj.VirtualClock(T)
     ids = [f"i{n}" for n in range(12)]
@@ -284,11 +289,12 @@ async def test_a_failed_release_is_logged_with_the_instance_fields(
 
 
 async def test_a_worker_that_left_leaves_its_instances_at_once(
-    pg_url: str, autojump_clock: trio.testing.MockClock
+    pg_url: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When a worker is gone (its lock session ended), the other reads the index again
     at its next lock call: the alarms it put off for that worker run without waiting
     out the grace."""
+    monkeypatch.setattr(members_module, "PREFER_WORKERS", True)
     runs: list[tuple[str, int]] = []
     clock = dj.VirtualClock(T)
     ids = [f"i{n}" for n in range(12)]

@@ -19,53 +19,37 @@ The interface the rest of the runtime uses:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 import trio
 
 from durable_jobs._errors import DurableJobsError
+from durable_jobs._runtime import members as _members
 from durable_jobs._runtime.clock import in_thread
 from durable_jobs._runtime.guards import Guard, LockGuards
+from durable_jobs._runtime.members import (
+    MAX_DEFERRED,
+    MEMBERS_REFRESH,
+    PREFERRED_GRACE,
+    PREFERRED_WAIT_MAX,
+    LockRounds,
+    instance_fields,
+    preferred,
+)
 from durable_jobs._runtime.parking import Handoff
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
-from durable_jobs._telemetry import log_fields
 
-__all__ = ["PREFERRED_GRACE", "Busy", "InstanceLocks", "KeyedLocks"]
+__all__ = ["PREFERRED_GRACE", "PREFERRED_WAIT_MAX", "Busy", "InstanceLocks", "KeyedLocks"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
 #: How often a call polls for an instance lock another process holds.
 CROSS_PROCESS_LOCK_POLL = timedelta(milliseconds=50)
-#: How late an alarm may be before a worker runs it although another live worker is
-#: the instance's preferred one (see :meth:`InstanceLocks.prefers`).
-PREFERRED_GRACE = timedelta(seconds=2)
-#: The latest a worker lets an alarm wait for another preferred worker.
-PREFERRED_WAIT_MAX = timedelta(seconds=20)
-#: Alarms put off for their preferred worker, remembered at most.
-_MAX_DEFERRED = 100_000
-#: How often the list of the workers serving the store is read again (with a lock call).
-MEMBERS_REFRESH = timedelta(seconds=1)
-
-
-@runtime_checkable
-class LockRounds(Protocol):
-    """A store whose lock calls (releases, takes, index rows, workers) are made in one
-    call, one thread hop (``PostgresStore.lock_round``)."""
-
-    def lock_round(
-        self,
-        release: Sequence[tuple[UUID, str]],
-        take: Sequence[tuple[UUID, str]],
-        *,
-        members: bool = False,
-        join: bool = False,
-    ) -> tuple[list[bool], dict[UUID, tuple[Any, ...]], list[int] | None, int]: ...
 
 
 class Busy(Exception):
@@ -315,7 +299,9 @@ class InstanceLocks:
         a ``busy`` one (due runs wait for a run task) lets it wait while it has
         work of its own, up to :data:`PREFERRED_WAIT_MAX` late.
         """
-        if due is None or len(self.members) < 2 or self.prefers(uuid):
+        if not _members.PREFER_WORKERS or due is None or len(self.members) < 2:
+            return None
+        if self.prefers(uuid):
             return None
         latest = due + PREFERRED_WAIT_MAX
         later = min(now + PREFERRED_GRACE if busy else due + PREFERRED_GRACE, latest)
@@ -323,7 +309,7 @@ class InstanceLocks:
             return None
         deferred = self.deferred
         deferred[uuid] = due
-        if len(deferred) > _MAX_DEFERRED:
+        if len(deferred) > MAX_DEFERRED:
             del deferred[next(iter(deferred))]
         return later
 
@@ -341,9 +327,7 @@ class InstanceLocks:
         members = self.members
         if len(members) < 2 or self.member not in members:
             return True
-        key = uuid.int & _MASK64
-        best = max(members, key=lambda m: _mix(key ^ (m * _GOLDEN & _MASK64)))
-        return best == self.member
+        return preferred(uuid, members) == self.member
 
     def held_version(self, uuid: UUID) -> tuple[bool, int | None]:
         """(known, version): the index version read when this task took ``uuid``'s lock."""
@@ -480,21 +464,3 @@ class InstanceLocks:
                     self.on_left()
         for r in batch:
             r.finish()
-
-
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finalizer: a 64-bit number whose bits all depend on all of ``x``'s
-    (the score of a worker for an instance, in :meth:`InstanceLocks.prefers`)."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def instance_fields(uuid: UUID, names: tuple[str, str, str] | None) -> dict[str, Any]:
-    """The structured ``extra`` fields of a log record about instance ``uuid`` (none
-    when its names are unknown: the message names its uuid)."""
-    return {} if names is None else log_fields(*names)
