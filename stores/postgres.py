@@ -143,7 +143,6 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             self._lock_session = LockSession(self._connect, self._describe, str(self.url))
         return self._lock_session
 
-    _index_versions_sql: str | None = None
     _lock_keys: dict[tuple[UUID, str], int] | None = None
 
     def _lock_key(self, uuid: UUID, scope: str) -> int:
@@ -233,17 +232,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
         """Read in the lock session (right after taking locks, never from the pool)."""
-        query = self._index_versions_sql
-        if query is None:
-            query = self._index_versions_sql = (
-                SQL(
-                    "SELECT instance_uuid, version FROM {}.{} "
-                    "WHERE instance_uuid = ANY(%b::uuid[])"
-                )
-                .format(Identifier(self.schema), Identifier(INDEX_TABLE))
-                .as_string()
-            )
-        rows, _ = self._locks.query(query, (list(uuids),))
+        rows, _ = self._locks.query(self._rows_sql(), (list(uuids),))
         return {row[0]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:

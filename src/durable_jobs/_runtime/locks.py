@@ -433,7 +433,12 @@ class InstanceLocks:
         release = [(r.uuid, r.scope) for r in batch if r.op == "unlock"]
         takes = [r for r in batch if r.op == "lock"]
         now = trio.current_time()
-        members = self._running and now >= self._members_at + MEMBERS_REFRESH.total_seconds()
+        # The list of workers serves only the preference (off: never read, never joined).
+        members = (
+            _members.PREFER_WORKERS
+            and self._running
+            and now >= self._members_at + MEMBERS_REFRESH.total_seconds()
+        )
         try:
             held, rows, found, me = await in_thread(
                 lambda: store.lock_round(
