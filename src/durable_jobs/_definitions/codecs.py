@@ -4,8 +4,9 @@ with pydantic, at the job's type version, older versions brought up by upcasters
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import pydantic
 import pydantic_core
@@ -18,6 +19,13 @@ __all__ = ["TypeCodec", "TypeVersionError", "Upcaster"]
 S = TypeVar("S")
 
 Upcaster = Callable[[Any], Any]
+
+#: Types whose values :meth:`TypeCodec.dump` stores as they are, without pydantic's
+#: two dumps and the walks: a validated ``int``, ``str``, ``bool`` or ``float`` is its
+#: own JSON data.
+_SCALARS: Final[tuple[type, ...]] = (int, str, bool, float)
+#: Ints stored that way (wider ones take the full path, and its checks).
+_FAST_INT: Final = 2**63
 
 
 class TypeVersionError(Exception):
@@ -56,11 +64,13 @@ class TypeCodec(Generic[S]):
                 "a TypedDict or a plain type such as int or dict[str, Any]."
             )
             raise ConfigurationError(msg) from exc
+        #: ``tp`` itself if it is one of the plain scalar types (see :meth:`dump`).
+        self._scalar: type | None = next((t for t in _SCALARS if tp is t), None)
 
     def validate(self, value: Any) -> S:
         """``value`` as the type, or :class:`ValidationError` (caller's input)."""
         try:
-            return self.adapter.validate_python(value)
+            return self.adapter.validator.validate_python(value)  # type: ignore[no-any-return]
         except ValidationError:
             raise
         except Exception as exc:  # pydantic's error, or one a custom validator raised
@@ -80,10 +90,28 @@ class TypeCodec(Generic[S]):
         What JSON cannot hold exactly (NaN, infinities, lone surrogates, bytes
         that are not UTF-8, nesting deeper than the readers accept) and values
         over the size limit are refused with :class:`ValidationError`.
+
+        A value of a plain scalar type (``int``, ``str``, ``bool``, ``float``), of
+        exactly that type, is its own JSON data and reads back as itself: only what
+        can go wrong with it is checked (a finite float, an int of at most 64 bits,
+        a string JSON can encode, the size); anything else takes the full path.
         """
+        scalar = self._scalar
+        if type(value) is scalar and scalar is not None:
+            encoded = _scalar_json(value)
+            if encoded is not None:
+                try:
+                    check_size(encoded, self.what)
+                except ValidationError as exc:
+                    msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
+                    raise ValidationError(msg) from None
+                return value
+        serializer = self.adapter.serializer
         try:
-            check_finite(self.adapter.dump_python(value, warnings="error"), self.what)
-            data = self.adapter.dump_python(value, mode="json", warnings="error")
+            # A value that does not fit its type is refused by the JSON dump (warnings as
+            # errors); this dump only shows the floats to check, before JSON mode hides some.
+            check_finite(serializer.to_python(value, warnings=False), self.what)
+            data = serializer.to_python(value, mode="json", warnings="error")
         except ValidationError as exc:
             raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
         except Exception as exc:  # pydantic's error, bytes not UTF-8, too deep, ...
@@ -93,7 +121,7 @@ class TypeCodec(Generic[S]):
             check_json_value(data, self.what)
             encoded = pydantic_core.to_json(data)
             check_size(encoded, self.what)
-            self.adapter.validate_json(encoded)
+            self.adapter.validator.validate_json(encoded)
         except ValidationError as exc:
             raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
         except Exception as exc:
@@ -104,7 +132,7 @@ class TypeCodec(Generic[S]):
     def from_json(self, data: Any) -> S:
         """JSON data of the current version as the type; raises pydantic's error if it
         does not fit."""
-        return self.adapter.validate_json(pydantic_core.to_json(data))
+        return self.adapter.validator.validate_json(pydantic_core.to_json(data))  # type: ignore[no-any-return]
 
     def missing_upcaster(self, version: int) -> int | None:
         """The first step with no upcaster on the way from ``version`` (None: complete)."""
@@ -151,3 +179,17 @@ class TypeCodec(Generic[S]):
         Raises :class:`TypeVersionError` or pydantic's error if it does not fit.
         """
         return self.from_json(self.upcast(data, version))
+
+
+def _scalar_json(value: Any) -> bytes | None:
+    """The JSON of a plain scalar value, if it is stored as it is (None: take the full
+    path, which names the problem: a NaN, an int too wide, a lone surrogate)."""
+    if type(value) is int:
+        if not -_FAST_INT < value < _FAST_INT:
+            return None
+    elif type(value) is float and not math.isfinite(value):
+        return None
+    try:
+        return pydantic_core.to_json(value)
+    except Exception:  # a lone surrogate
+        return None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from typing import Final, Literal, get_args
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from durable_jobs._errors import ConfigurationError, ValidationError
 
@@ -86,4 +87,25 @@ def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
 
 @functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
 def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
-    return uuid5(NAMESPACE, f"{check_kind(kind)}:{check_job_name(job)}:{instance_id}")
+    # uuid5(NAMESPACE, f"{kind}:{job}:{instance_id}"), with the bytes of the namespace
+    # and "{kind}:{job}:" made once per job: a new instance costs half of uuid5's time.
+    prefix = _prefixes.get((kind, job))
+    if prefix is None:
+        prefix = _prefix(kind, job)
+    digest = hashlib.sha1(prefix + instance_id.encode("utf-8"), usedforsecurity=False).digest()
+    return UUID(int=(int.from_bytes(digest[:16]) & _CLEAR_VERSION) | _VERSION_5)
+
+
+#: The version and variant bits of a uuid5 (RFC 4122), as ``uuid.uuid5`` sets them.
+_CLEAR_VERSION: Final = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+_VERSION_5: Final = (0x8000 << 48) | (5 << 76)
+#: The namespace's bytes and "{kind}:{job}:" as UTF-8, by (kind, job) (checked ones).
+_prefixes: dict[tuple[str, str], bytes] = {}
+
+
+def _prefix(kind: Kind, job: str) -> bytes:
+    prefix = NAMESPACE.bytes + f"{check_kind(kind)}:{check_job_name(job)}:".encode()
+    if len(_prefixes) >= 1024:
+        _prefixes.clear()
+    _prefixes[(kind, job)] = prefix
+    return prefix
