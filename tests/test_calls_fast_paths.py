@@ -1,17 +1,23 @@
 """The fast paths of a client call: a plain scalar value stored without pydantic's
-dumps, and instance ids made from a per-job prefix. Each must give what the full
-path gives, and refuse what it refuses, with the same message."""
+dumps, instance ids made from a per-job prefix, and a commit that leaves no alarm
+not waking the scheduler. Each must give what the full path gives, and refuse what
+it refuses, with the same message."""
 
 from __future__ import annotations
 
 import math
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import durable_jobs as dj
+from _runtime import HOUR, MINUTE, T, running
 from durable_jobs._definitions.codecs import TypeCodec
 from durable_jobs._domain.ids import NAMESPACE, instance_uuid
 from durable_jobs._domain.values import Limits, limits_in_effect
@@ -125,3 +131,42 @@ def test_instance_uuid_is_uuid5_of_kind_job_and_id(kind: Any, job: str, instance
         str(expected),
         expected.bytes,
     )
+
+
+async def test_a_send_that_leaves_no_alarm_does_not_wake_the_scheduler(
+    store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With no alarm set anywhere the scheduler sleeps until woken: a send whose
+    instance has no alarm gives it nothing to look at (each woke it for a pass), and
+    one that sets an alarm still wakes it, and the alarm runs at its time."""
+    clock = dj.VirtualClock(T)
+    ran: list[tuple[str, datetime]] = []
+    reg = dj.Registry()
+
+    @reg.task("t", event=int, state=int)
+    async def t(ctx: dj.TaskContext[int]) -> None:
+        ran.append((ctx.instance_id, clock.now()))
+
+    @t.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.set_state(event)
+        if event:
+            ctx.schedule(timedelta(minutes=event))
+
+    async with running(reg, store_url, clock=clock) as jobs:
+        task = jobs.task("t")
+        await jobs.wait_idle()
+        scheduler = jobs._rt.scheduler
+        before = scheduler.passes
+        for n in range(50):
+            await task.send(f"none{n}", 0)
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+        assert scheduler.passes - before <= 1
+        await task.send("alarm", 5)
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+        assert scheduler.passes - before >= 1
+        await trio.sleep(HOUR.total_seconds())
+        await jobs.wait_idle()
+    assert ran == [("alarm", T + 5 * MINUTE)]

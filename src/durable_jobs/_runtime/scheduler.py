@@ -117,7 +117,7 @@ class Scheduler:
         if agg.id in self._queued:
             return  # an alarm run's commit: the scheduler is woken once, when the run ends
         asleep_until = self._asleep_until
-        if not blocked and asleep_until is not None and (at is None or at >= asleep_until):
+        if not blocked and (at is None or (asleep_until is not None and at >= asleep_until)):
             # The scheduler wakes by then anyway, and sees this alarm then: a send that
             # sets an alarm behind the next one does not cost a pass of the scheduler.
             return
