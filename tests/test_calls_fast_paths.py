@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import durable_jobs as dj
 from _runtime import HOUR, MINUTE, T, running
 from durable_jobs._definitions.codecs import TypeCodec
+from durable_jobs._domain.batches import DebounceData
 from durable_jobs._domain.ids import NAMESPACE, instance_uuid
 from durable_jobs._domain.values import Limits, limits_in_effect
 from durable_jobs._errors import ValidationError
@@ -170,3 +171,17 @@ async def test_a_send_that_leaves_no_alarm_does_not_wake_the_scheduler(
         await trio.sleep(HOUR.total_seconds())
         await jobs.wait_idle()
     assert ran == [("alarm", T + 5 * MINUTE)]
+
+
+def test_instance_data_containers_are_fresh_for_every_instance() -> None:
+    """The containers' defaults are factories (pydantic deep-copied a ``{}`` default for
+    every instance built): each instance still gets its own, empty, stored as before."""
+    made = [
+        DebounceData(kind="debounce", job="d", instance_id=str(k), created_at=T) for k in range(2)
+    ]
+    made[0].idempotency["key"] = T
+    made[0].closed.append(None)  # type: ignore[arg-type]
+    assert made[1].idempotency == {} and made[1].closed == []
+    dumped = made[1].model_dump(mode="json")
+    assert (dumped["idempotency"], dumped["closed"]) == ({}, [])
+    assert "idempotency" not in made[1].model_fields_set

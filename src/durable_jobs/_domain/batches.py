@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from durable_jobs._domain import events
 from durable_jobs._domain.data import InstanceData, UtcDatetime
@@ -59,7 +59,7 @@ class DebounceData(InstanceData):
     # When the open batch's latest event was accepted (a sliding window starts there).
     batch_last_added_at: UtcDatetime | None = None
     next_batch_no: int = 1
-    closed: list[Batch] = []
+    closed: list[Batch] = Field(default_factory=list)
     closed_due_at: UtcDatetime | None = None
 
     _containers: ClassVar[tuple[str, ...]] = ("idempotency", "closed")

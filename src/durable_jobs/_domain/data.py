@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from durable_jobs._domain.backoff import OnExhausted
 from durable_jobs._domain.ids import Kind
@@ -87,8 +87,9 @@ class InstanceData(BaseModel):
     event_count: int = 0
     # Task: calls of execute (retries included); other kinds: runs.
     execute_count: int = 0
-    # Accepted idempotency keys and when they were accepted.
-    idempotency: dict[str, UtcDatetime] = {}
+    # Accepted idempotency keys and when they were accepted (a factory, not a default
+    # pydantic deep-copies for every instance built: every new instance, every load).
+    idempotency: dict[str, UtcDatetime] = Field(default_factory=dict)
 
     #: The fields whose containers events update in place (:meth:`clone` copies them).
     _containers: ClassVar[tuple[str, ...]] = ("idempotency",)
