@@ -336,14 +336,16 @@ class LockSession:
 
     def session_of(self, uuid: UUID, scope: str) -> int | None:
         """The marker key of the session holding ``uuid``'s ``scope`` lock, if held."""
-        with self._books:
-            held = self._held.get((uuid, scope))
+        # One dict read (atomic): no need of the books' lock, asked on every run.
+        held = self._held.get((uuid, scope))
         return None if held is None else held[1]
 
     def is_live(self, mark: int) -> bool:
         """Whether the session with marker key ``mark`` is open and not taken as lost."""
-        with self._books:
-            return bool(mark) and mark == self._mark and not self._condemned
+        # Without the books' lock (asked on every run): a session being dropped or
+        # condemned meanwhile reads as either the state before or not live, as a read
+        # just before or after the lock would.
+        return bool(mark) and mark == self._mark and not self._condemned
 
     def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
         """(lock key, marker key) of every lock held on ``uuids``: what a commit checks."""
