@@ -228,22 +228,24 @@ class PostgresApplicationRecorderWithIndex(
             )
         rows = index_rows_from(kwargs)
         if rows:
-            # ON CONFLICT cannot touch one row twice in a statement: keep each
-            # instance's newest row. Sorted, so concurrent saves lock rows in
-            # one order and cannot deadlock each other.
-            newest: dict[UUID, IndexRow] = {}
-            for row in rows:
-                seen = newest.get(row.instance_uuid)
-                if seen is None or row.version > seen.version:
-                    newest[row.instance_uuid] = row
-            ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
-            params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
+            ordered = _newest_in_order(rows)
+            dues = [None if r.due_at is None else r.due_at.timestamp() for r in ordered]
+            params = [
+                [r.instance_uuid for r in ordered],
+                [r.kind for r in ordered],
+                [r.job for r in ordered],
+                [r.instance_id for r in ordered],
+                [r.status for r in ordered],
+                dues,
+                [r.version for r in ordered],
+                [r.updated_at.timestamp() for r in ordered],
+            ]
             curs.execute(self._upsert_index, params, prepare=True)
-            dues = [r.due_at for r in ordered if r.due_at is not None]
-            if dues:
+            set_dues = [d for d in dues if d is not None]
+            if set_dues:
                 # Delivered on commit only: other processes' schedulers look again
                 # once the earliest of these alarms (the payload's time) is due.
-                payload = f"{self.notify_token} {to_epoch(min(dues))!r}"
+                payload = f"{self.notify_token} {min(set_dues)!r}"
                 curs.execute(
                     "SELECT pg_notify(%b, %b)", (self.alarm_channel, payload), prepare=True
                 )
@@ -445,9 +447,17 @@ def _log_fields(rows: Sequence[IndexRow]) -> dict[str, Any]:
     return {}
 
 
-def _row_params(row: IndexRow) -> tuple[Any, ...]:
-    _, *rest = row.as_params()
-    return (row.instance_uuid, *rest)
+def _newest_in_order(rows: Sequence[IndexRow]) -> list[IndexRow]:
+    """Each instance's newest row (ON CONFLICT cannot touch one row twice in a
+    statement), sorted by uuid, so that concurrent saves lock rows in one order and
+    cannot deadlock each other (a uuid's number orders as its bytes, as Postgres does)."""
+    newest: dict[int, IndexRow] = {}
+    for row in rows:
+        key = row.instance_uuid.int
+        seen = newest.get(key)
+        if seen is None or row.version > seen.version:
+            newest[key] = row
+    return [newest[k] for k in sorted(newest)]
 
 
 class PostgresSnapshotRecorder(_ReadsTriedThrice, _SchemaOnce, PostgresAggregateRecorder):
