@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg._pipeline_base import BasePipeline
 
 from durable_jobs import LockLost, open_store
@@ -124,3 +125,41 @@ def test_an_insert_returns_the_notification_ids(pg_store: PostgresStore) -> None
     assert list(ids) == sorted(ids) and len(set(ids)) == 6
     notifications = recorder.select_notifications(start=None, limit=10)
     assert [n.id for n in notifications] == list(ids)
+
+
+def test_a_commit_notifies_its_events_and_alarms_once_committed(
+    pg_store: PostgresStore, postgres_url: str
+) -> None:
+    """Upstream's notification of new events and the alarm notification go in the
+    transaction's first statement; they are delivered when it commits, and not for a
+    commit the fence refuses."""
+    recorder = _recorder(pg_store)
+    recorder.notify_token = "tok"
+    with psycopg.connect(postgres_url, autocommit=True) as listener:
+        for channel in (recorder.channel_name, recorder.alarm_channel):
+            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+        def heard() -> list[tuple[str, str]]:
+            # A query round trip: what was sent before it has arrived by its answer.
+            listener.execute("SELECT 1")
+            return [(n.channel, n.payload) for n in listener.notifies(timeout=0)]
+
+        inst = _start("id-1")
+        pg_store.save(inst)
+        due = T.timestamp()
+        # Upstream's channel is the database's (other schemas' commits notify it too).
+        notes = heard()
+        assert (recorder.channel_name, "") in notes
+        assert [n for n in notes if n[0] == recorder.alarm_channel] == [
+            (recorder.alarm_channel, f"tok {due!r}")
+        ]
+        assert pg_store.try_lock(inst.id)
+        session = pg_store._locks._conn
+        assert session is not None
+        session.execute(
+            "SELECT pg_advisory_unlock(%s)", (pg_store._lock_key(inst.id, "instance"),)
+        )
+        inst.reschedule(T + timedelta(hours=1), now=T)
+        with pytest.raises(LockLost):
+            pg_store.save(inst)
+        assert [n for n in heard() if n[0] == recorder.alarm_channel] == []
