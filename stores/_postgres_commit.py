@@ -3,9 +3,11 @@
 eventsourcing's insert runs its transaction in a pipeline but syncs it five
 times (psycopg's transaction block nests two pipelines of its own, the fence
 is read mid-way, the insert is synced for its errors). Here the whole
-transaction is sent at once and synced once before the commit, then once for
-the commit: what is checked (the fence, the insert's errors, the
-notification ids) is checked in between, before anything is committed.
+transaction, COMMIT included, is sent at once and synced once: one round trip.
+What must hold for it to commit is checked by the server in the transaction:
+the fence (whether the commit's instance locks are still held) fails unless
+they are, and then, like any error, it aborts the transaction, so that the
+statements after it do not run and the COMMIT rolls back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from durable_jobs.stores._postgres_locks import FENCE_QUERY, fence_params
+from durable_jobs.stores._postgres_locks import (
+    FENCE_FAILED,
+    FENCE_MESSAGE,
+    FENCE_QUERY,
+    fence_params,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,68 +50,81 @@ def insert_in_one_round_trip(
 ) -> Sequence[int] | None:
     """Upstream's ``insert_events`` (without its retries): the recorder's
     ``_insert_events`` hook, the fence, then the events (table lock, notify,
-    insert) in one transaction; their notification ids (None without events).
+    insert) and the COMMIT, in one transaction sent at once; their notification
+    ids (None without events).
 
-    The fence (whether the commit's instance locks are still held) is the last
-    statement before the events, as before; the commit is sent only once its
-    answer says they are. Nothing is committed if anything fails.
+    The fence is the last statement before the events, as before; it fails unless
+    the commit's instance locks are still held, and then nothing after it runs and
+    nothing is committed (:class:`LockLost`). Nothing is committed if anything fails.
     """
+    fence = kwargs.get(FENCE_KWARG)
     with recorder.datastore.get_connection() as conn:
         assert conn.autocommit
+        # Tuple rows: the pool's dict rows cost a row factory on every result.
+        curs = conn.cursor(row_factory=tuple_row)
+        fence_curs = conn.cursor(row_factory=tuple_row) if fence else None
+        events_curs = conn.cursor(row_factory=tuple_row)
         error: Exception | None = None
-        ids: Sequence[int] | None = None
-        with conn.pipeline() as pipeline:
-            try:
-                ids = _transaction(recorder, conn, pipeline, stored_events, kwargs)
-            except Exception as exc:  # raised once the pipeline is closed (no warning)
-                error = exc
-        if error is not None:
-            if conn.info.transaction_status in _OPEN:
-                # A connection that fails here is dropped by the pool.
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
-            raise error
-        return ids
+        try:
+            # The pipeline syncs once, when it ends: the one round trip. An error
+            # raised inside it is raised once it is closed (no warning).
+            with conn.pipeline():
+                try:
+                    _transaction(
+                        recorder, stored_events, kwargs, curs, fence=fence_curs, events=events_curs
+                    )
+                except Exception as exc:
+                    error = exc
+        except Exception as exc:
+            error = error or exc
+        try:
+            if error is not None:
+                if conn.info.transaction_status in _OPEN:
+                    # A connection that fails here is dropped by the pool.
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                if fence and _fence_failed(error):
+                    recorder._refuse_lost(0, kwargs)
+                raise error
+            if not stored_events:
+                return None
+            return [row[0] for row in events_curs.fetchall()]
+        finally:
+            curs.close()
+            events_curs.close()
+            if fence_curs is not None:
+                fence_curs.close()
 
 
 def _transaction(
     recorder: PostgresApplicationRecorderWithIndex,
-    conn: psycopg.Connection[Any],
-    pipeline: psycopg.Pipeline,
     stored_events: Sequence[StoredEvent],
     kwargs: dict[str, Any],
-) -> Sequence[int] | None:
-    fence = kwargs.get(FENCE_KWARG)
-    with (
-        conn.cursor() as curs,
-        conn.cursor(row_factory=tuple_row) as fence_curs,
-        conn.cursor() as events_curs,
-    ):
-        curs.execute("BEGIN")
-        recorder._insert_events(curs, stored_events, **kwargs)
-        if fence:
-            # Last before the events: a session lost after this point cannot let
-            # another run start before this one's handler ended (it already had),
-            # and the version keeps that run's commit from passing this one.
-            fence_curs.execute(FENCE_QUERY, fence_params(fence), prepare=True)
-        if stored_events:
-            recorder._insert_stored_events(events_curs, stored_events, **kwargs)
-        try:
-            pipeline.sync()
-        except psycopg.Error:
-            # A lost lock explains a failed insert (another process may have
-            # written the instance since): it is the error to report.
-            if fence and fence_curs.pgresult is not None:
-                recorder._refuse_lost(_held(fence_curs), kwargs)
-            raise
-        if fence:
-            recorder._refuse_lost(_held(fence_curs), kwargs)
-        ids = None
-        if stored_events:
-            ids = recorder._fetch_ids_after_insert_events(events_curs, stored_events, **kwargs)
-        curs.execute("COMMIT")
-        pipeline.sync()
-        return ids
+    curs: psycopg.Cursor[Any],
+    *,
+    fence: psycopg.Cursor[Any] | None,
+    events: psycopg.Cursor[Any],
+) -> None:
+    """Queue the statements of the transaction, COMMIT last (in a pipeline)."""
+    curs.execute("BEGIN")
+    recorder._insert_events(curs, stored_events, **kwargs)
+    if fence is not None:
+        # Last before the events: a session lost after this point cannot let
+        # another run start before this one's handler ended (it already had), and
+        # the version keeps that run's commit from passing this one.
+        fence.execute(FENCE_QUERY, fence_params(kwargs[FENCE_KWARG]), prepare=True)
+    if stored_events:
+        recorder._insert_stored_events(events, stored_events, **kwargs)
+    curs.execute("COMMIT")
+
+
+def _fence_failed(exc: Exception) -> bool:
+    """Whether ``exc`` is the fence's failure (the commit's locks not all held)."""
+    return (
+        isinstance(exc, psycopg.Error)
+        and exc.sqlstate == FENCE_FAILED
+        and FENCE_MESSAGE in (exc.diag.message_primary or "")
+    )
 
 
 def stored_columns(rows: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
@@ -133,8 +153,3 @@ def insert_snapshots_sql(datastore: PostgresDatastore, table: str) -> str:
         )
         .as_string()
     )
-
-
-def _held(curs: psycopg.Cursor[tuple[Any, ...]]) -> int:
-    row = curs.fetchone()
-    return 0 if row is None else int(row[0])

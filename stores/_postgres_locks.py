@@ -48,7 +48,14 @@ if TYPE_CHECKING:
 
     from psycopg.sql import Composed
 
-__all__ = ["FENCE_QUERY", "MEMBERS_QUERY", "LockSession", "fence_params"]
+__all__ = [
+    "FENCE_FAILED",
+    "FENCE_MESSAGE",
+    "FENCE_QUERY",
+    "MEMBERS_QUERY",
+    "LockSession",
+    "fence_params",
+]
 
 log = logging.getLogger("durable_jobs.store")
 
@@ -58,18 +65,30 @@ PINGS_PER_LEASE: Final = 4
 #: (the server ends it after the whole lease: the rest is the margin to stop runs).
 GIVE_UP_SHARE: Final = 0.5
 
-#: How many of the (lock key, marker key) pairs are held by one backend each:
-#: the fence of a commit (all must be, else the commit is refused).
+#: What the error of a failed fence says (the text its cast fails on, in
+#: :data:`FENCE_QUERY`, begins with it).
+FENCE_MESSAGE: Final = "durable_jobs: instance lock lost"
+#: The fence of a commit: whether all of the (lock key, marker key) pairs are held by
+#: one backend each. It fails (SQLSTATE :data:`FENCE_FAILED`, its transaction then
+#: aborted: the statements after it are not run and the COMMIT after them rolls back)
+#: unless all are, so that the whole commit is sent at once, COMMIT included.
 FENCE_QUERY: Final = (
     "WITH held AS MATERIALIZED (SELECT pid, classid, objid FROM pg_catalog.pg_locks "
     "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database = "
     "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())) "
-    "SELECT count(*) FROM unnest(%s::oid[], %s::oid[], %s::oid[], %s::oid[]) "
-    "AS f(lock_hi, lock_lo, mark_hi, mark_lo) WHERE EXISTS ("
+    "SELECT CASE WHEN count(*) >= %(n)s::int8 THEN count(*) ELSE "
+    "('durable_jobs: instance lock lost (' || count(*) || ' of ' || %(n)s::int8 || "
+    "' held)')::int8 END "
+    # pg_locks shows a bigint key as (classid, objid): its upper and lower 32 bits.
+    "FROM unnest(%(locks)b::int8[], %(marks)b::int8[]) AS f(lock, mark) WHERE EXISTS ("
     "SELECT 1 FROM held l JOIN held m ON m.pid = l.pid "
-    "WHERE l.classid = f.lock_hi AND l.objid = f.lock_lo "
-    "AND m.classid = f.mark_hi AND m.objid = f.mark_lo)"
+    "WHERE l.classid = ((f.lock >> 32) & 4294967295)::oid "
+    "AND l.objid = (f.lock & 4294967295)::oid "
+    "AND m.classid = ((f.mark >> 32) & 4294967295)::oid "
+    "AND m.objid = (f.mark & 4294967295)::oid)"
 )
+#: The SQLSTATE of a failed fence (invalid_text_representation, from its message cast).
+FENCE_FAILED: Final = "22P02"
 #: Longest wait for the keeper thread to stop (seconds).
 KEEPER_JOIN: Final = 2.0
 _MARK: Final = "SELECT pg_try_advisory_lock(%s)"
@@ -84,21 +103,11 @@ MEMBERS_QUERY: Final = (
     "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
 )
 _MEMBER_IDS: Final = (1 << 31) - 1
-_LOWER_32: Final = 0xFFFFFFFF
 
 
-def _halves(key: int) -> tuple[int, int]:
-    """How ``pg_locks`` shows a bigint advisory key: (classid, objid)."""
-    return (key >> 32) & _LOWER_32, key & _LOWER_32
-
-
-def fence_params(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+def fence_params(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
     """The parameters of :data:`FENCE_QUERY` for (lock key, marker key) pairs."""
-    columns: list[list[int]] = [[], [], [], []]
-    for lock, mark in pairs:
-        for column, value in zip(columns, (*_halves(lock), *_halves(mark)), strict=True):
-            column.append(value)
-    return columns
+    return {"n": len(pairs), "locks": [p[0] for p in pairs], "marks": [p[1] for p in pairs]}
 
 
 class LockSession:
@@ -327,14 +336,16 @@ class LockSession:
 
     def session_of(self, uuid: UUID, scope: str) -> int | None:
         """The marker key of the session holding ``uuid``'s ``scope`` lock, if held."""
-        with self._books:
-            held = self._held.get((uuid, scope))
+        # One dict read (atomic): no need of the books' lock, asked on every run.
+        held = self._held.get((uuid, scope))
         return None if held is None else held[1]
 
     def is_live(self, mark: int) -> bool:
         """Whether the session with marker key ``mark`` is open and not taken as lost."""
-        with self._books:
-            return bool(mark) and mark == self._mark and not self._condemned
+        # Without the books' lock (asked on every run): a session being dropped or
+        # condemned meanwhile reads as either the state before or not live, as a read
+        # just before or after the lock would.
+        return bool(mark) and mark == self._mark and not self._condemned
 
     def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
         """(lock key, marker key) of every lock held on ``uuids``: what a commit checks."""

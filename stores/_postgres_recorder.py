@@ -170,7 +170,6 @@ class PostgresApplicationRecorderWithIndex(
         self._lock_table_sql: list[Any] = [
             q.as_string() if isinstance(q, Composable) else q for q in self.lock_table_statements
         ]
-        self._notify_sql = SQL("NOTIFY {}").format(Identifier(self.channel_name)).as_string()
         select = SQL("SELECT {columns} FROM {schema}.{table} ").format(
             columns=columns, schema=schema, table=table
         )
@@ -218,35 +217,41 @@ class PostgresApplicationRecorderWithIndex(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        rows = index_rows_from(kwargs)
+        ordered = _newest_in_order(rows) if rows else []
+        dues = [None if r.due_at is None else r.due_at.timestamp() for r in ordered]
+        # First, in one statement: the settings and notifications of the transaction.
+        calls: list[str] = []
+        params: list[Any] = []
         lease = kwargs.get(LEASE_KWARG)
         if lease:
             # A process frozen mid-commit must not hold the events table for longer.
-            curs.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %b, true)",
-                (f"{int(lease * 1000)}ms",),
-                prepare=True,
-            )
-        rows = index_rows_from(kwargs)
-        if rows:
-            # ON CONFLICT cannot touch one row twice in a statement: keep each
-            # instance's newest row. Sorted, so concurrent saves lock rows in
-            # one order and cannot deadlock each other.
-            newest: dict[UUID, IndexRow] = {}
-            for row in rows:
-                seen = newest.get(row.instance_uuid)
-                if seen is None or row.version > seen.version:
-                    newest[row.instance_uuid] = row
-            ordered = [newest[u] for u in sorted(newest, key=lambda u: u.bytes)]
-            params = [list(col) for col in zip(*(_row_params(r) for r in ordered), strict=True)]
-            curs.execute(self._upsert_index, params, prepare=True)
-            dues = [r.due_at for r in ordered if r.due_at is not None]
-            if dues:
-                # Delivered on commit only: other processes' schedulers look again
-                # once the earliest of these alarms (the payload's time) is due.
-                payload = f"{self.notify_token} {to_epoch(min(dues))!r}"
-                curs.execute(
-                    "SELECT pg_notify(%b, %b)", (self.alarm_channel, payload), prepare=True
-                )
+            calls.append("set_config('idle_in_transaction_session_timeout', %b, true)")
+            params.append(f"{int(lease * 1000)}ms")
+        if stored_events:
+            # Upstream's NOTIFY of new events (delivered on commit, as all of these).
+            calls.append("pg_notify(%b, '')")
+            params.append(self.channel_name)
+        set_dues = [d for d in dues if d is not None]
+        if set_dues:
+            # Other processes' schedulers look again once the earliest of these
+            # alarms (the payload's time) is due.
+            calls.append("pg_notify(%b, %b)")
+            params += [self.alarm_channel, f"{self.notify_token} {min(set_dues)!r}"]
+        if calls:
+            curs.execute("SELECT " + ", ".join(calls), params, prepare=True)
+        if ordered:
+            columns = [
+                [r.instance_uuid for r in ordered],
+                [r.kind for r in ordered],
+                [r.job for r in ordered],
+                [r.instance_id for r in ordered],
+                [r.status for r in ordered],
+                dues,
+                [r.version for r in ordered],
+                [r.updated_at.timestamp() for r in ordered],
+            ]
+            curs.execute(self._upsert_index, columns, prepare=True)
         versions = type_versions_from(kwargs)
         if versions:
             curs.execute(
@@ -282,11 +287,12 @@ class PostgresApplicationRecorderWithIndex(
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        """Upstream's (lock the events table, notify, insert), with the events sent as
-        typed arrays in binary, not as an array of a composite type in text."""
+        """Upstream's (lock the events table, insert; its NOTIFY went first, with
+        :meth:`_insert_events`'s settings), with the events sent as typed arrays in
+        binary, not as an array of a composite type in text."""
         for statement in self._lock_table_sql:
             curs.execute(statement, prepare=True)
-        curs.execute(self._notify_sql, prepare=True)
+        # The NOTIFY was sent first (see _insert_events): one statement less.
         curs.execute(self._insert_events_sql, stored_columns(stored_events), prepare=True)
 
     def insert_events(
@@ -445,9 +451,17 @@ def _log_fields(rows: Sequence[IndexRow]) -> dict[str, Any]:
     return {}
 
 
-def _row_params(row: IndexRow) -> tuple[Any, ...]:
-    _, *rest = row.as_params()
-    return (row.instance_uuid, *rest)
+def _newest_in_order(rows: Sequence[IndexRow]) -> list[IndexRow]:
+    """Each instance's newest row (ON CONFLICT cannot touch one row twice in a
+    statement), sorted by uuid, so that concurrent saves lock rows in one order and
+    cannot deadlock each other (a uuid's number orders as its bytes, as Postgres does)."""
+    newest: dict[int, IndexRow] = {}
+    for row in rows:
+        key = row.instance_uuid.int
+        seen = newest.get(key)
+        if seen is None or row.version > seen.version:
+            newest[key] = row
+    return [newest[k] for k in sorted(newest)]
 
 
 class PostgresSnapshotRecorder(_ReadsTriedThrice, _SchemaOnce, PostgresAggregateRecorder):

@@ -90,6 +90,16 @@ TRY_LOCKS: Final = (
 UNLOCKS: Final = (
     "SELECT pg_advisory_unlock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i"
 )
+#: Releases (the first array) and takes (the second) in one query: a row per key, the
+#: releases' first, each array in order. Which is made first does not matter: a lock
+#: released and taken again in one round is held in the end either way (session
+#: advisory locks count), and otherwise they are different locks.
+UNLOCKS_AND_TRY_LOCKS: Final = (
+    "SELECT ok FROM (SELECT 1 AS part, i, pg_advisory_unlock(k) AS ok "
+    "FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(k, i) UNION ALL "
+    "SELECT 2, i, pg_try_advisory_lock(k) FROM unnest(%b::bigint[]) WITH ORDINALITY AS t(k, i)"
+    ") AS calls ORDER BY part, i"
+)
 #: Advisory keys remembered (computing one hashes its name).
 _LOCK_KEYS_KEPT: Final = 100_000
 EXAMPLE_URL: Final = "postgresql://user:password@localhost:5432/dbname?schema=jobs"
@@ -187,12 +197,14 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             locks.join(self._namespace)
         queries: list[tuple[str, Sequence[Any]]] = []
         ours = locks.forget(self._keyed(release)) if release else []
-        if ours:
-            queries.append((UNLOCKS, (ours,)))
         keyed = self._keyed(take) if take else []
         if keyed:
-            queries.append((TRY_LOCKS, ([k for _, _, k in keyed],)))
+            # One query for the releases and the takes; the rows in one of their own,
+            # after it (a query sees what was committed before it began).
+            queries.append((UNLOCKS_AND_TRY_LOCKS, (ours, [k for _, _, k in keyed])))
             queries.append((self._rows_sql(), (list({u for u, _ in take}),)))
+        elif ours:
+            queries.append((UNLOCKS, (ours,)))
         if members:
             queries.append((MEMBERS_QUERY, (self._namespace,)))
         if not queries:
@@ -207,9 +219,8 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         taken: list[bool] = []
         rows: dict[UUID, tuple[Any, ...]] = {}
         if keyed:
-            at = 1 if ours else 0
-            taken = locks.taken(keyed, results[at], mark)
-            rows = {row[0]: (int(row[1]), *row[2:]) for row in results[at + 1]}
+            taken = locks.taken(keyed, results[0][len(ours) :], mark)
+            rows = {row[0]: (int(row[1]), *row[2:]) for row in results[1]}
         return taken, rows, None if found is None else [r[0] for r in found], locks.member
 
     @property

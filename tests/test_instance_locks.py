@@ -4,8 +4,11 @@ calls queued for the task that batches them are made even if it stops."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from uuid import uuid4
+from typing import cast
+from uuid import UUID, uuid4
 
 import pytest
 import trio
@@ -14,6 +17,7 @@ import trio.testing
 import durable_jobs as dj
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._runtime.locks import InstanceLocks, KeyedLocks
+from durable_jobs._store.base import Store
 from durable_jobs.stores.postgres import PostgresStore
 
 
@@ -140,3 +144,95 @@ async def test_a_lock_call_queued_as_run_stops_is_made(
     is made all the same: its caller returns, and no lock stays held in Postgres."""
     seen = await _stop_run_while_a_call_is_queued(pg_url, op=op)
     assert seen == ["held=True", "released"]
+
+
+@pytest.mark.postgres
+async def test_a_release_is_not_waited_for_and_comes_before_the_next_take(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With the batching task running, leaving a held lock queues its release and
+    returns at once; a take of the same instance queued right after it (the next
+    holder in this process) goes in the same round, after it: the lock is held and
+    fenced, and released in the end (nothing left held in Postgres)."""
+    store, other = dj.open_store(pg_url), dj.open_store(pg_url)
+    assert isinstance(store, PostgresStore) and isinstance(other, PostgresStore)
+    locks = InstanceLocks(store, timedelta(seconds=30))
+    key = uuid4()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.run)
+            await trio.testing.wait_all_tasks_blocked()
+            async with locks.hold(key, wait=False) as held:
+                assert held
+            # Queued, not made yet, and not waited for.
+            assert [(r.op, r.uuid) for r in locks._queue] == [("unlock", key)]
+            assert locks.held == 0
+            async with locks.hold(key, wait=False) as held:
+                assert held
+                assert store.lock_session(key) is not None  # its commits are fenced
+                assert other.try_lock_many([(key, "instance")]) == [False]
+            # A take waits for its round: the release queued before it is made by then.
+            async with locks.hold(uuid4()):
+                pass
+            assert locks.held == 0
+            assert store.lock_session(key) is None
+            nursery.cancel_scope.cancel()
+        # Released in the database: another session takes it at once.
+        assert other.try_lock_many([(key, "instance")]) == [True]
+        other.unlock_many([(key, "instance")])
+    finally:
+        store.close()
+        other.close()
+
+
+class _UnlocksFail:
+    """Cross-process locks (without lock rounds) whose releases fail."""
+
+    def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
+        return True
+
+    def unlock(self, uuid: UUID, scope: str = "instance") -> None:
+        self.unlock_many([(uuid, scope)])
+
+    def try_lock_many(self, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
+        return [True] * len(keys)
+
+    def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
+        raise dj.StoreError("unlock refused")
+
+    def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
+        return {}
+
+    def watch_locks(self, lease: float, on_lost: Callable[[int], None]) -> None:
+        pass
+
+    def unwatch_locks(self) -> None:
+        pass
+
+    def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
+        return None
+
+    def session_alive(self, session: int) -> bool:
+        return True
+
+
+async def test_a_release_not_waited_for_that_fails_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    locks = InstanceLocks(cast("Store", _UnlocksFail()), timedelta(seconds=30))
+    key = uuid4()
+    with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.run)
+            await trio.testing.wait_all_tasks_blocked()
+            async with locks.hold(key):
+                pass
+            assert [r.op for r in locks._queue] == ["unlock"]
+            async with locks.hold(uuid4()):  # waits for its round: the release's too
+                pass
+            nursery.cancel_scope.cancel()
+    failed = [
+        r for r in caplog.records if r.getMessage() == f"Could not release the lock of {key}"
+    ]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+    assert locks.held == 0

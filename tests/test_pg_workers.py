@@ -13,7 +13,9 @@ import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 import pytest
 import trio
 import trio.testing
@@ -26,12 +28,13 @@ from durable_jobs._runtime.locks import (
     PREFERRED_WAIT_MAX,
     InstanceLocks,
 )
+from durable_jobs.stores._postgres_locks import LockSession
 from durable_jobs.stores.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
 
-def test_workers_list_each_other_while_their_sessions_live(pg_url: str) -> None:
+def test_workers_list_each_other_while_their_sessions_live(pg_url: str, postgres_url: str) -> None:
     """A store that joined is listed by the others (read with the lock calls);
     one closed (its session ended) is not."""
     a, b = dj.open_store(pg_url), dj.open_store(pg_url)
@@ -42,7 +45,14 @@ def test_workers_list_each_other_while_their_sessions_live(pg_url: str) -> None:
         _, _, found, me_b = b.lock_round([], [], members=True, join=True)
         assert me_b not in (0, me_a)
         assert sorted(found or []) == sorted([me_a, me_b])
+        session = a._locks._conn
+        assert session is not None
+        pid = session.info.backend_pid
         a.close()
+        # The server ends a closed session a moment later: wait until it is gone (with a
+        # timeout, pg_terminate_backend returns then; the list read 1 time in 30 before).
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
         _, _, found, _ = b.lock_round([], [], members=True)
         assert found == [me_b]
     finally:
@@ -86,6 +96,43 @@ def test_a_lock_round_releases_takes_and_reads_the_index(pg_url: str) -> None:
             [(a._lock_key(other, "instance"), mark), (a._lock_key(other, "flush"), mark)]
         )
         assert a._locks.fence([inst.id]) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_lock_round_of_releases_and_takes_is_two_queries(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The releases and the takes of a round go in one query, the index rows in a
+    second one after it; a lock released and taken again in the same round stays held
+    (and fenced), one only released is free for another session."""
+    a, b = dj.open_store(pg_url), dj.open_store(pg_url)
+    assert isinstance(a, PostgresStore) and isinstance(b, PostgresStore)
+    sent: list[int] = []
+    queries = LockSession.queries
+
+    def counted(self: LockSession, batch: Any) -> Any:
+        sent.append(len(batch))
+        return queries(self, batch)
+
+    monkeypatch.setattr(LockSession, "queries", counted)
+    try:
+        again, freed, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        keys = [(again, "instance"), (freed, "instance")]
+        assert a.lock_round([], keys)[0] == [True, True]
+        sent.clear()
+        held, _, _, _ = a.lock_round(keys, [(again, "instance"), (new, "instance")])
+        assert held == [True, True]
+        assert sent == [2]
+        assert b.try_lock_many([*keys, (new, "instance")]) == [False, True, False]
+        assert a.lock_session(again) == a.lock_session(new) == a._locks._mark
+        assert a.lock_session(freed) is None
+        # Only releases: one query; the locks are free then.
+        sent.clear()
+        assert a.lock_round([(again, "instance"), (new, "instance")], [])[0] == []
+        assert sent == [1]
+        assert b.try_lock_many([(again, "instance"), (new, "instance")]) == [True, True]
     finally:
         a.close()
         b.close()

@@ -494,7 +494,9 @@ def test_a_commit_under_a_lost_lock_is_refused_and_rolled_back(
     session = pg_store._locks._conn
     assert session is not None
     with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (session.info.backend_pid,))
+        # With a timeout it returns once the backend is gone (and its locks with it):
+        # without one, the commit below could still find them held (1 run in 20).
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (session.info.backend_pid,))
     inst.reschedule(T + timedelta(hours=1), now=T)
     with pytest.raises(LockLost):
         pg_store.save(inst)

@@ -122,13 +122,15 @@ class _KeyHold:
 
 class _LockRequest(Handoff):
     """One cross-process lock call waiting to be made, and its outcome (the caller
-    waits for it uncancellably: a lock the store took must be known, so that it is
-    released)."""
+    of a take waits for it uncancellably: a lock the store took must be known, so
+    that it is released; a release queued for the batching task is not waited for:
+    it is *detached*)."""
 
-    __slots__ = ("error", "names", "op", "result", "scope", "uuid", "version")
+    __slots__ = ("detached", "error", "names", "op", "result", "scope", "uuid", "version")
 
-    def __init__(self, op: str, uuid: UUID, scope: str) -> None:
+    def __init__(self, op: str, uuid: UUID, scope: str, *, detached: bool = False) -> None:
         super().__init__()
+        self.detached = detached
         self.op = op
         self.uuid = uuid
         self.scope = scope
@@ -213,6 +215,17 @@ class _SharedHold:
                 await self.inner.__aexit__()
 
 
+def _release_failed(
+    uuid: UUID, names: tuple[str, str, str] | None, exc: BaseException | None = None
+) -> None:
+    log.warning(
+        "Could not release the lock of %s",
+        uuid,
+        exc_info=exc if exc is not None else True,
+        extra=instance_fields(uuid, names),
+    )
+
+
 class InstanceLocks:
     """The instance and flush locks of one runtime."""
 
@@ -274,19 +287,21 @@ class InstanceLocks:
         # taken inside it): nothing stays behind for instances no longer held.
         names = self.names.pop(uuid, None)
         self.held -= 1
+        if self._running:
+            # Queued for the batching task, not waited for: it is made before any take
+            # queued after it (releases go first in a batch, and the batches in order),
+            # so before the next holder in this process takes the lock again; and the
+            # task makes the calls queued when it stops. A failure is logged there.
+            request = _LockRequest("unlock", uuid, scope, detached=True)
+            request.names = names
+            self._queue.append(request)
+            self._ready.set()
+            return
         try:
-            if self._running:
+            with trio.CancelScope(shield=True):
                 await self._call("unlock", uuid, scope)
-            else:
-                with trio.CancelScope(shield=True):
-                    await self._call("unlock", uuid, scope)
         except DurableJobsError:
-            log.warning(
-                "Could not release the lock of %s",
-                uuid,
-                exc_info=True,
-                extra=instance_fields(uuid, names),
-            )
+            _release_failed(uuid, names)
 
     def defer(
         self, uuid: UUID, due: datetime | None, now: datetime, *, busy: bool
@@ -421,6 +436,8 @@ class InstanceLocks:
             except Exception as exc:
                 for r in group:
                     r.error = exc
+                    if op == "unlock" and r.detached and isinstance(exc, DurableJobsError):
+                        _release_failed(r.uuid, r.names, exc)
             else:
                 for r, ok in zip(group, held, strict=True):
                     r.result = ok
