@@ -185,6 +185,33 @@ async def test_a_release_is_not_waited_for_and_comes_before_the_next_take(
         other.close()
 
 
+@pytest.mark.postgres
+async def test_a_calls_release_is_made_before_it_returns(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A hold that waits for a busy instance (a client call's, a manual trigger's) has
+    its release made before it returns: once the caller is answered, another process
+    (a worker, the dashboard, the CLI) can take the instance at once. Only an alarm
+    run's release (``wait=False``) is left to the batching task."""
+    store, other = dj.open_store(pg_url), dj.open_store(pg_url)
+    assert isinstance(store, PostgresStore) and isinstance(other, PostgresStore)
+    locks = InstanceLocks(store, timedelta(seconds=30))
+    key = uuid4()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.run)
+            await trio.testing.wait_all_tasks_blocked()
+            async with locks.hold(key) as held:
+                assert held
+            assert locks._queue == []
+            assert other.try_lock_many([(key, "instance")]) == [True]
+            other.unlock_many([(key, "instance")])
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+        other.close()
+
+
 class _UnlocksFail:
     """Cross-process locks (without lock rounds) whose releases fail."""
 
@@ -225,7 +252,7 @@ async def test_a_release_not_waited_for_that_fails_is_logged(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(locks.run)
             await trio.testing.wait_all_tasks_blocked()
-            async with locks.hold(key):
+            async with locks.hold(key, wait=False):
                 pass
             assert [r.op for r in locks._queue] == ["unlock"]
             async with locks.hold(uuid4()):  # waits for its round: the release's too

@@ -210,7 +210,10 @@ class _SharedHold:
             try:
                 if self.taken:
                     self.taken = False
-                    await self.owner._release(self.uuid, self.scope)
+                    # An alarm run's release (it does not wait for a busy instance) is
+                    # not waited for; a call's is: once the caller is answered, another
+                    # process can take the instance at once.
+                    await self.owner._release(self.uuid, self.scope, detach=not self.wait)
             finally:
                 await self.inner.__aexit__()
 
@@ -280,14 +283,15 @@ class InstanceLocks:
             return _KeyHold(locks._locks, uuid, on_taken)
         return _SharedHold(self, locks, uuid, scope, wait=wait, on_taken=on_taken)
 
-    async def _release(self, uuid: UUID, scope: str) -> None:
-        """Release a cross-process lock (shielded: a lock taken must be released)."""
+    async def _release(self, uuid: UUID, scope: str, *, detach: bool = False) -> None:
+        """Release a cross-process lock (shielded: a lock taken must be released);
+        ``detach``: queue it for the batching task and do not wait for it."""
         self._fresh.pop(uuid, None)
         # Forgotten at any release (a flush lock is released after the instance lock
         # taken inside it): nothing stays behind for instances no longer held.
         names = self.names.pop(uuid, None)
         self.held -= 1
-        if self._running:
+        if detach and self._running:
             # Queued for the batching task, not waited for: it is made before any take
             # queued after it (releases go first in a batch, and the batches in order),
             # so before the next holder in this process takes the lock again; and the
