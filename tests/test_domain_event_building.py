@@ -86,7 +86,7 @@ def test_every_triggered_event_is_the_object_its_init_makes() -> None:
     names = {*EVENT_NAMES, *DebounceInstance.OWN_EVENTS} - {"Started"}
     assert names <= built
     # ... and every one of them took the fast way.
-    fast = {cls.__name__ for cls, shape in instance_module._SHAPES.items() if shape}
+    fast = {cls.__name__ for cls, calls in instance_module._SHAPES.items() if calls}
     assert names <= fast
 
 
@@ -141,6 +141,10 @@ def test_events_of_another_shape_are_left_to_eventsourcing() -> None:
     names, required, defaults = shape(ContinuousInstance.AlarmSet)
     assert names == ("timestamp", "at", "trace") and required == 2
     assert defaults[2] == ("trace", None)
+    assert instance_module._calls(shape(ContinuousInstance.AlarmSet)) == {
+        ("timestamp", "at"): (("trace", None),),
+        ("timestamp", "at", "trace"): (),
+    }
 
 
 def test_collect_events_hands_over_the_pending_events() -> None:

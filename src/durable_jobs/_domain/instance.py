@@ -232,19 +232,14 @@ class JobInstance(Aggregate):
         the common shape (see :func:`_event_shape`) given a ``timestamp`` and
         their fields in declaration order; any other call goes the stock way.
         """
-        shape = _SHAPES.get(event_class)
-        if shape is None:
-            shape = _SHAPES[event_class] = _event_shape(event_class)
-        keys = tuple(kwargs)
-        if (
-            shape
-            and keys == shape[0][: len(keys)]
-            and len(keys) >= shape[1]
-            and kwargs["timestamp"] is not None
-        ):
+        shapes = _SHAPES.get(event_class)
+        if shapes is None:
+            shapes = _SHAPES[event_class] = _calls(_event_shape(event_class))
+        rest = shapes.get(tuple(kwargs))
+        if rest is not None and kwargs["timestamp"] is not None:
             version = self._version + 1
             values = {"originator_id": self._id, "originator_version": version, **kwargs}
-            for name, default in shape[2][len(keys) :]:
+            for name, default in rest:
                 values[name] = default
             event = _new(event_class)
             _setattr(event, "__dict__", values)
@@ -487,9 +482,18 @@ class JobInstance(Aggregate):
 
 _new = object.__new__
 _setattr = object.__setattr__
-#: The event classes ``JobInstance.trigger_event`` builds itself, by class (see
-#: :func:`_event_shape`); ``()`` for the others.
-_SHAPES: dict[type[Any], tuple[Any, ...]] = {}
+#: How ``JobInstance.trigger_event`` builds events itself, by class: the keyword names
+#: a call may give (in field order), each with the ``(name, default)`` of the fields it
+#: leaves to their defaults (see :func:`_calls`); empty for the classes it leaves alone.
+_SHAPES: dict[type[Any], dict[tuple[str, ...], tuple[tuple[str, Any], ...]]] = {}
+
+
+def _calls(shape: tuple[Any, ...]) -> dict[tuple[str, ...], tuple[tuple[str, Any], ...]]:
+    """The calls of an event class of ``shape`` (:func:`_event_shape`) built directly."""
+    if not shape:
+        return {}
+    names, required, defaults = shape
+    return {names[:n]: defaults[n:] for n in range(required, len(names) + 1)}
 
 
 def _event_shape(cls: type[Any]) -> tuple[Any, ...]:

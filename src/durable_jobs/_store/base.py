@@ -56,7 +56,7 @@ from durable_jobs._store.index import (
 )
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._store.rows import RowsAndIndex, index_row_of, label
-from durable_jobs._store.snapshots import due_snapshots, snapshot_rows, write_snapshots
+from durable_jobs._store.snapshots import snapshot_rows, write_snapshots
 from durable_jobs._store.urls import StoreURL
 
 __all__ = [
@@ -335,6 +335,10 @@ class Store(RowsAndIndex, ABC):
         pending: list[tuple[JobInstance, list[Any]]] = []
         events: list[Any] = []
         found: list[tuple[str, str, int]] = []
+        # Snapshots are due for the instances whose new events reach a multiple of it.
+        snapshots = self._app.snapshots
+        interval = self.snapshot_interval if snapshots is not None else 0
+        due: list[JobInstance] = []
         for inst in instances:
             if not inst.pending_events:
                 continue
@@ -348,12 +352,12 @@ class Store(RowsAndIndex, ABC):
                 version = getattr(e, "type_version", 1)
                 if version > 1:
                     found.append((inst.d.kind, inst.d.job, version))
+            # The new events are the versions after ``inst.version - len(evs)``.
+            if interval and inst.version // interval != (inst.version - len(evs)) // interval:
+                due.append(inst)
         if not rows:
             return
         versions = self._new_type_versions(found) if found else []
-        snapshots = self._app.snapshots
-        interval = self.snapshot_interval
-        due = due_snapshots(instances, events, interval) if snapshots and interval else []
         in_commit = bool(due) and self.snapshots_in_commit
         run_statements = [(u, s) for u, s in statements if s] if statements else []
         try:

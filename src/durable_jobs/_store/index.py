@@ -31,6 +31,7 @@ __all__ = [
     "RunStatements",
     "from_epoch",
     "index_rows_from",
+    "new_index_row",
     "snapshots_from",
     "statements_from",
     "to_epoch",
@@ -90,16 +91,62 @@ class IndexRow:
     def from_params(cls, row: Sequence[Any]) -> IndexRow:
         """Inverse of :meth:`as_params` (a row read back from SQL)."""
         uuid, kind, job, instance_id, status, due_at, version, updated_at = row
-        return cls(
-            instance_uuid=uuid if isinstance(uuid, UUID) else UUID(hex=uuid),
-            kind=kind,
-            job=job,
-            instance_id=instance_id,
-            status=status,
-            due_at=from_epoch(due_at),
-            version=int(version),
-            updated_at=datetime.fromtimestamp(float(updated_at), UTC),
+        if not isinstance(uuid, UUID):
+            # Reads of the alarm window meet the same instances again and again.
+            text = uuid
+            uuid = _UUIDS.get(text)
+            if uuid is None:
+                uuid = UUID(hex=text)
+                if len(_UUIDS) >= _MAX_UUIDS:
+                    _UUIDS.clear()
+                _UUIDS[text] = uuid
+        return new_index_row(
+            uuid,
+            kind,
+            job,
+            instance_id,
+            status,
+            None if due_at is None else datetime.fromtimestamp(due_at, UTC),
+            int(version),
+            datetime.fromtimestamp(float(updated_at), UTC),
         )
+
+
+#: The uuids of index rows read back, by their text (at most ``_MAX_UUIDS``).
+_UUIDS: dict[str, UUID] = {}
+_MAX_UUIDS: Final = 65536
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def new_index_row(  # noqa: PLR0917  (positional: it is on the hot path)
+    instance_uuid: UUID,
+    kind: str,
+    job: str,
+    instance_id: str,
+    status: str,
+    due_at: datetime | None,
+    version: int,
+    updated_at: datetime,
+) -> IndexRow:
+    """``IndexRow(...)`` without the frozen dataclass's ``__init__`` (a setattr per
+    field): the same object, built on every save and for every row read."""
+    row = _new(IndexRow)
+    _setattr(
+        row,
+        "__dict__",
+        {
+            "instance_uuid": instance_uuid,
+            "kind": kind,
+            "job": job,
+            "instance_id": instance_id,
+            "status": status,
+            "due_at": due_at,
+            "version": version,
+            "updated_at": updated_at,
+        },
+    )
+    return row
 
 
 #: The index's columns, in the order of :meth:`IndexRow.as_params`.
