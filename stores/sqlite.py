@@ -177,8 +177,10 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[IndexRow]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return [IndexRow.from_params(tuple(r)) for r in c.fetchall()]
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples, not sqlite3.Row objects to convert
+            cursor.execute(sql, params)
+            return [IndexRow.from_params(r) for r in cursor.fetchall()]
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         return self._rows(

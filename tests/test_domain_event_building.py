@@ -1,5 +1,5 @@
-"""Events are built by ``JobInstance.trigger_event`` itself (no dataclass ``__init__``,
-no ``mutate`` checks): the objects are exactly those eventsourcing's way builds."""
+"""Events are applied by ``JobInstance.trigger_event`` itself (no ``mutate`` checks):
+the instances and events are exactly those eventsourcing's way makes."""
 
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def test_every_triggered_event_is_the_object_its_init_makes() -> None:
             built.add(cls.__name__)
     names = {*EVENT_NAMES, *DebounceInstance.OWN_EVENTS} - {"Started"}
     assert names <= built
-    # ... and every one of them took the fast way.
-    fast = {cls.__name__ for cls, calls in instance_module._SHAPES.items() if calls}
+    # ... and every one of them took the short way.
+    fast = {cls.__name__ for cls, plain in instance_module._PLAIN.items() if plain}
     assert names <= fast
 
 
@@ -109,42 +109,41 @@ def test_the_instance_moves_on_exactly_as_with_the_stock_trigger() -> None:
 
 def test_other_calls_take_the_stock_way_with_the_same_result() -> None:
     ours, _ = ContinuousInstance.start(None, "c", "1", now=T, state=1, first_run_at=T)
-    # Fields out of declaration order, and a missing timestamp: eventsourcing's way.
+    # Fields out of declaration order are put in it.
     ours.trigger_event(ours.RunSucceeded, handler="execute", timestamp=T, duration=1.0,
                        attempt=1, run_count=1)  # fmt: skip
     event: Any = ours.pending_events[-1]
     assert list(vars(event)) == [f.name for f in dataclasses.fields(event)]
     assert ours.d.run_count == 1 and ours.version == 3
+    # No timestamp: eventsourcing's way (it reads the clock).
     ours.trigger_event(ours.AlarmCleared, timestamp=None)
     assert ours.pending_events[-1].timestamp is not None and ours.d.alarm_at is None
+    # Ids given: eventsourcing's way (its own win).
+    ours.trigger_event(ours.Resumed, timestamp=T, at=T, originator_version=99)
+    assert ours.pending_events[-1].originator_version == 5 and ours.version == 5
     # A missing field is eventsourcing's error, and records nothing.
     with pytest.raises(TypeError, match="Can't construct event"):
         ours.trigger_event(ours.Terminated, timestamp=T)
     # An apply that raises records nothing either.
     with pytest.raises(Exception):  # noqa: B017, PT011
         ours.trigger_event(ours.StatePatched, timestamp=T, patch=[{"op": "nonsense"}])
-    assert ours.version == 4 and len(ours.pending_events) == 4
+    assert ours.version == 5 and len(ours.pending_events) == 5
 
 
-def test_events_of_another_shape_are_left_to_eventsourcing() -> None:
-    shape = instance_module._event_shape
+def test_events_of_another_kind_are_left_to_eventsourcing() -> None:
     # The created event has its own mutate.
-    assert shape(ContinuousInstance.Started) == ()
+    assert not instance_module._is_plain(ContinuousInstance.Started)
+    assert instance_module._is_plain(ContinuousInstance.AlarmSet)
 
     @dataclasses.dataclass(frozen=True)
-    class Checked(ContinuousInstance.AlarmCleared):
-        def __post_init__(self) -> None:
-            raise ValueError("checked")
+    class Own(ContinuousInstance.AlarmCleared):
+        def mutate(self, aggregate: Any) -> Any:
+            raise ValueError("own")
 
-    assert shape(Checked) == ()
-    assert shape(object) == ()
-    names, required, defaults = shape(ContinuousInstance.AlarmSet)
-    assert names == ("timestamp", "at", "trace") and required == 2
-    assert defaults[2] == ("trace", None)
-    assert instance_module._calls(shape(ContinuousInstance.AlarmSet)) == {
-        ("timestamp", "at"): (("trace", None),),
-        ("timestamp", "at", "trace"): (),
-    }
+    inst, _ = ContinuousInstance.start(None, "c", "1", now=T, state=1, first_run_at=T)
+    with pytest.raises(ValueError, match="own"):
+        inst.trigger_event(Own, timestamp=T)
+    assert instance_module._PLAIN[Own] is False
 
 
 def test_collect_events_hands_over_the_pending_events() -> None:
@@ -155,3 +154,29 @@ def test_collect_events_hands_over_the_pending_events() -> None:
     assert inst.pending_events == [] and inst.pending_events is not collected
     inst.set_alarm(None, now=T)
     assert len(inst.pending_events) == 1 and len(collected) == 2
+
+
+def test_events_set_the_data_s_fields_as_setattr_does() -> None:
+    """``Terminated`` and ``RunSucceeded`` write several fields at once, past pydantic's
+    ``__setattr__``: that is only the same while the models do not validate assignments."""
+    from durable_jobs._domain import events
+    from durable_jobs._domain.batches import DebounceData
+    from durable_jobs._domain.data import InstanceData
+
+    for model in (InstanceData, DebounceData):
+        assert not model.model_config.get("validate_assignment")
+        assert not model.model_config.get("frozen")
+        a, b = (
+            model(kind="task", job="j", instance_id="i", created_at=T, state=1, alarm_at=T)
+            for _ in range(2)
+        )
+        values = {"live": False, "state": None, "alarm_at": None, "attempt": 0, "paused": False}
+        events._assign(a, values)
+        for name, value in values.items():
+            setattr(b, name, value)
+        assert a == b and a.model_fields_set == b.model_fields_set
+        assert list(vars(a)) == list(vars(b))
+    inst, _ = ContinuousInstance.start(None, "c", "1", now=T, state=1, first_run_at=T)
+    inst.terminate(now=T, reason=None)
+    assert {"live", "state", "paused"} <= inst.d.model_fields_set
+    assert (inst.d.live, inst.d.alarm_at, inst.status) == (False, None, "terminated")

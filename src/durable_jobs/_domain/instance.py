@@ -10,12 +10,11 @@ caller: the domain never reads a clock.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar, cast
 
-from eventsourcing.domain import Aggregate, CanMutateAggregate, DomainEvent, Snapshot
+from eventsourcing.domain import Aggregate, CanMutateAggregate, Snapshot
 
 from durable_jobs._domain import events
 from durable_jobs._domain.backoff import Retry, retry_decision
@@ -226,29 +225,32 @@ class JobInstance(Aggregate):
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
         """Record the next event: what eventsourcing's ``trigger_event`` does, cheaper.
 
-        The event is built without the frozen dataclass's ``__init__`` (a
-        ``setattr`` per field) and applied without the checks of ``mutate``
-        (its id and version are this instance's, set here). Only for events of
-        the common shape (see :func:`_event_shape`) given a ``timestamp`` and
-        their fields in declaration order; any other call goes the stock way.
+        An event with eventsourcing's own ``mutate`` (all but the created event),
+        given a ``timestamp``, is applied without ``mutate``'s checks (its id and
+        version are this instance's, set here) and without copying ``kwargs``;
+        anything else goes the stock way.
         """
-        shapes = _SHAPES.get(event_class)
-        if shapes is None:
-            shapes = _SHAPES[event_class] = _calls(_event_shape(event_class))
-        rest = shapes.get(tuple(kwargs))
-        if rest is not None and kwargs["timestamp"] is not None:
-            version = self._version + 1
-            values = {"originator_id": self._id, "originator_version": version, **kwargs}
-            for name, default in rest:
-                values[name] = default
-            event = _new(event_class)
-            _setattr(event, "__dict__", values)
-            event.apply(self)
-            self._version = version
-            self._modified_on = values["timestamp"]
-            self._pending_events.append(event)
+        plain = _PLAIN.get(event_class)
+        if plain is None:
+            plain = _PLAIN[event_class] = _is_plain(event_class)
+        if (
+            not plain
+            or kwargs.get("timestamp") is None
+            or "originator_id" in kwargs
+            or "originator_version" in kwargs
+        ):
+            super().trigger_event(event_class, **kwargs)
             return
-        super().trigger_event(event_class, **kwargs)
+        version = self._version + 1
+        try:
+            event = event_class(originator_id=self._id, originator_version=version, **kwargs)
+        except TypeError as exc:
+            msg = f"Can't construct event {event_class}: {exc}"
+            raise TypeError(msg) from None
+        event.apply(self)
+        self._version = version
+        self._modified_on = event.timestamp
+        self._pending_events.append(event)
 
     def collect_events(self) -> list[Any]:
         """The pending events, oldest first; none are pending afterwards (the list
@@ -480,53 +482,14 @@ class JobInstance(Aggregate):
         )
 
 
-_new = object.__new__
-_setattr = object.__setattr__
-#: How ``JobInstance.trigger_event`` builds events itself, by class: the keyword names
-#: a call may give (in field order), each with the ``(name, default)`` of the fields it
-#: leaves to their defaults (see :func:`_calls`); empty for the classes it leaves alone.
-_SHAPES: dict[type[Any], dict[tuple[str, ...], tuple[tuple[str, Any], ...]]] = {}
+#: Whether ``JobInstance.trigger_event`` applies events of a class itself, by class.
+_PLAIN: dict[type[Any], bool] = {}
 
 
-def _calls(shape: tuple[Any, ...]) -> dict[tuple[str, ...], tuple[tuple[str, Any], ...]]:
-    """The calls of an event class of ``shape`` (:func:`_event_shape`) built directly."""
-    if not shape:
-        return {}
-    names, required, defaults = shape
-    return {names[:n]: defaults[n:] for n in range(required, len(names) + 1)}
-
-
-def _event_shape(cls: type[Any]) -> tuple[Any, ...]:
-    """How :meth:`JobInstance.trigger_event` builds an event of class ``cls``:
-    ``(field names after the id and version, how many of them have no default,
-    ((name, default), ...) of every field)``; ``()`` if it cannot.
-
-    Only a dataclass whose first fields are ``originator_id``,
-    ``originator_version`` and ``timestamp``, whose defaults are plain values
-    (no factories; dataclasses put them after the fields without one), with
-    eventsourcing's own ``mutate`` and ``__post_init__`` (which only checks that
-    the id is a UUID: an aggregate's is): its ``__dict__`` built in field order
-    makes the same object its ``__init__`` would.
-    """
-    if not dataclasses.is_dataclass(cls):
-        return ()
-    if getattr(cls, "__post_init__", DomainEvent.__post_init__) is not DomainEvent.__post_init__:
-        return ()
-    if getattr(cls, "mutate", None) is not CanMutateAggregate.mutate:
-        return ()
-    fields = dataclasses.fields(cls)
-    names = tuple(f.name for f in fields)
-    if names[:3] != ("originator_id", "originator_version", "timestamp"):
-        return ()
-    defaults: list[tuple[str, Any]] = []
-    required = 0
-    for i, f in enumerate(fields[2:]):
-        if f.default_factory is not dataclasses.MISSING:
-            return ()
-        if f.default is dataclasses.MISSING:
-            required = i + 1
-        defaults.append((f.name, f.default))
-    return names[2:], required, tuple(defaults)
+def _is_plain(cls: type[Any]) -> bool:
+    """Whether events of ``cls`` are applied by eventsourcing's own ``mutate``: check
+    the id and version, ``apply``, set the version and time of modification."""
+    return getattr(cls, "mutate", None) is CanMutateAggregate.mutate
 
 
 def error_type_name(error: BaseException) -> str:

@@ -31,7 +31,6 @@ __all__ = [
     "RunStatements",
     "from_epoch",
     "index_rows_from",
-    "new_index_row",
     "snapshots_from",
     "statements_from",
     "to_epoch",
@@ -100,7 +99,7 @@ class IndexRow:
                 if len(_UUIDS) >= _MAX_UUIDS:
                     _UUIDS.clear()
                 _UUIDS[text] = uuid
-        return new_index_row(
+        return cls(
             uuid,
             kind,
             job,
@@ -115,38 +114,6 @@ class IndexRow:
 #: The uuids of index rows read back, by their text (at most ``_MAX_UUIDS``).
 _UUIDS: dict[str, UUID] = {}
 _MAX_UUIDS: Final = 65536
-_new = object.__new__
-_setattr = object.__setattr__
-
-
-def new_index_row(  # noqa: PLR0917  (positional: it is on the hot path)
-    instance_uuid: UUID,
-    kind: str,
-    job: str,
-    instance_id: str,
-    status: str,
-    due_at: datetime | None,
-    version: int,
-    updated_at: datetime,
-) -> IndexRow:
-    """``IndexRow(...)`` without the frozen dataclass's ``__init__`` (a setattr per
-    field): the same object, built on every save and for every row read."""
-    row = _new(IndexRow)
-    _setattr(
-        row,
-        "__dict__",
-        {
-            "instance_uuid": instance_uuid,
-            "kind": kind,
-            "job": job,
-            "instance_id": instance_id,
-            "status": status,
-            "due_at": due_at,
-            "version": version,
-            "updated_at": updated_at,
-        },
-    )
-    return row
 
 
 #: The index's columns, in the order of :meth:`IndexRow.as_params`.

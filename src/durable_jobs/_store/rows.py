@@ -25,7 +25,6 @@ from durable_jobs._store.index import (
     TYPE_VERSIONS_KWARG,
     IndexRow,
     InstanceIndex,
-    new_index_row,
 )
 from durable_jobs._store.snapshots import write_snapshots
 
@@ -232,7 +231,8 @@ def label(kind: str, job: str, instance_id: str) -> str:
 def index_row_of(inst: JobInstance) -> IndexRow:
     """The index row of an instance as it stands."""
     d = inst.d
-    return new_index_row(
+    # Positional: cheaper than keywords, on every save.
+    return IndexRow(
         inst.id, d.kind, d.job, d.instance_id, inst.status, d.alarm_at, inst.version,
         inst.modified_on,
     )  # fmt: skip
