@@ -99,19 +99,14 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         self._write_rest(c.sqlite_cursor, kwargs)
         return ids
 
-    def write_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        """:meth:`insert_events` without the notification ids (the store's saves do not
+    def write_rows(self, rows: Sequence[tuple[str, int, str, bytes]], **kwargs: Any) -> None:
+        """:meth:`insert_events` of the event rows' column values ``(originator id hex,
+        version, topic, state)``, without notification ids (the store's saves do not
         read them): the events in one ``executemany``, not a statement and a
         ``lastrowid`` each. Same transaction, same errors."""
         with self.datastore.transaction(commit=True) as c:
             cursor = c.sqlite_cursor
-            cursor.executemany(
-                self.insert_events_statement,
-                [
-                    (_hex(s.originator_id), s.originator_version, s.topic, s.state)
-                    for s in stored_events
-                ],
-            )
+            cursor.executemany(self.insert_events_statement, rows)
             self._write_rest(cursor, kwargs)
 
     def _write_rest(self, cursor: sqlite3.Cursor, kwargs: dict[str, Any]) -> None:
@@ -414,11 +409,20 @@ class SQLiteStore(Store):
         return super()._outcome_unknown(exc)
 
     def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        """The events' rows and the rest of a save, without notification ids."""
+        """The events' rows (their column values, no ``StoredEvent`` objects) and the
+        rest of a save, without notification ids."""
         recorder = self._app.recorder
         assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
-        to_stored = self._app.mapper.to_stored_event
-        recorder.write_events([to_stored(e) for e in events], **kwargs)
+        encode = self._event_encoder
+        rows = []
+        last: UUID | None = None
+        key = ""
+        for e in events:
+            uuid = e.originator_id
+            if uuid is not last:  # a run's events are of one instance: one hex
+                last, key = uuid, uuid.hex
+            rows.append((key, e.originator_version, *encode(e)))
+        recorder.write_rows(rows, **kwargs)
 
     def _indexed(self, uuids: Sequence[UUID]) -> set[UUID] | None:
         recorder = self._app.recorder

@@ -429,6 +429,13 @@ class Store(RowsAndIndex, ABC):
         store = self._app.events
         store.recorder.insert_events(list(map(store.mapper.to_stored_event, events)), **kwargs)
 
+    @property
+    def _event_encoder(self) -> Callable[[Any], tuple[str, bytes]]:
+        """The stored ``(topic, state)`` of an event (its JSON, encrypted if the store
+        is), what :meth:`_insert_stored` puts in its row: for adapters that write the
+        rows' values without ``StoredEvent`` objects."""
+        return cast(JsonMapper, self._app.mapper).topic_and_state
+
     def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:
         """Run ``write`` (one transaction of events and index ``rows``), mapping driver errors."""
         # What ``with self._errors(...)`` does, without a generator context manager

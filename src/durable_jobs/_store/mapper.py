@@ -157,6 +157,15 @@ class JsonMapper(Mapper[UUID]):
         return self.row_cipher.decrypt(data, aad)
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        topic, state = self.topic_and_state(domain_event)
+        # Positional arguments: cheaper than keywords.
+        return StoredEvent(
+            domain_event.originator_id, domain_event.originator_version, topic, state
+        )
+
+    def topic_and_state(self, domain_event: Any) -> tuple[str, bytes]:
+        """The stored ``topic`` and ``state`` of an event (what :meth:`to_stored_event`
+        puts in its row), for adapters that write rows without ``StoredEvent`` objects."""
         cls = type(domain_event)
         plan = _PLANS.get(cls)
         if plan is None:
@@ -181,12 +190,7 @@ class JsonMapper(Mapper[UUID]):
         if self.row_cipher is not None:
             aad = row_aad(domain_event.originator_id, domain_event.originator_version, topic)
             state = self.row_cipher.encrypt(state, aad)
-        # Positional arguments: cheaper than keywords. (Not built around its __init__
-        # like events: the memory store keeps these, and an own __dict__ per row
-        # would double the objects the garbage collector tracks.)
-        return StoredEvent(
-            domain_event.originator_id, domain_event.originator_version, topic, state
-        )
+        return topic, state
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         try:
