@@ -180,3 +180,36 @@ def test_events_set_the_data_s_fields_as_setattr_does() -> None:
     inst.terminate(now=T, reason=None)
     assert {"live", "state", "paused"} <= inst.d.model_fields_set
     assert (inst.d.live, inst.d.alarm_at, inst.status) == (False, None, "terminated")
+
+
+@pytest.mark.parametrize("cls", [ContinuousInstance, DebounceInstance, TaskInstance])
+def test_create_makes_the_instance_eventsourcing_s_create_makes(cls: type[JobInstance]) -> None:
+    ours = cls.create("j", "i", now=T, state={"a": [1]}, type_version=2)
+    stock = cls._create(
+        cls.Started,
+        id=ours.id,
+        timestamp=T,
+        kind=cls.kind,
+        job="j",
+        instance_id="i",
+        state={"a": [1]},
+        type_version=2,
+    )
+    assert instance_module._plain_created_topic(cls) is not None
+    assert ours.pending_events == stock.pending_events
+    assert list(vars(ours)) == list(vars(stock))
+    assert vars(ours) == vars(stock)
+    # ... and what its event rebuilds.
+    (event,) = stock.collect_events()
+    assert event.mutate(None) == stock
+    assert (ours.version, ours.created_on, ours.modified_on) == (1, T, T)
+
+
+def test_create_leaves_an_aggregate_of_another_make_to_eventsourcing() -> None:
+    class Mentions(ContinuousInstance):
+        def __init__(self, id: Any) -> None:
+            self.seen = id
+
+    assert instance_module._plain_created_topic(Mentions) is None
+    inst = Mentions.create("j", "i", now=T, state=None)
+    assert inst.seen == inst.id and inst.d.job == "j"

@@ -10,11 +10,20 @@ caller: the domain never reads a clock.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar, cast
 
-from eventsourcing.domain import Aggregate, CanMutateAggregate, Snapshot
+from eventsourcing.domain import (
+    Aggregate,
+    CanInitAggregate,
+    CanMutateAggregate,
+    Snapshot,
+    _init_mentions_id,
+)
+from eventsourcing.utils import get_topic
 
 from durable_jobs._domain import events
 from durable_jobs._domain.backoff import Retry, retry_decision
@@ -186,16 +195,44 @@ class JobInstance(Aggregate):
         state or event this code writes) has.
         """
         check_instance_id(instance_id)
-        return cls._create(
-            cls.Started,
-            id=instance_uuid(cls.kind, job, instance_id),
-            timestamp=now,
-            kind=cls.kind,
-            job=job,
-            instance_id=instance_id,
-            state=state,
-            type_version=type_version,
-        )
+        uuid = instance_uuid(cls.kind, job, instance_id)
+        topic = _plain_created_topic(cls)
+        if topic is None or now is None:
+            return cls._create(
+                cls.Started,
+                id=uuid,
+                timestamp=now,
+                kind=cls.kind,
+                job=job,
+                instance_id=instance_id,
+                state=state,
+                type_version=type_version,
+            )
+        # What eventsourcing's _create and the created event's mutate do (the
+        # aggregate's __init__ takes nothing), without their generic steps:
+        # filtering keyword arguments by signature, copies, topic lookups.
+        started: Any = cls.Started  # a dataclass made by eventsourcing's metaclass
+        try:
+            event = started(
+                originator_topic=topic,
+                originator_id=uuid,
+                originator_version=cls.INITIAL_VERSION,
+                timestamp=now,
+                kind=cls.kind,
+                job=job,
+                instance_id=instance_id,
+                state=state,
+                type_version=type_version,
+            )
+        except TypeError as exc:
+            msg = f"Unable to construct '{started.__qualname__}' event: {exc}"
+            raise TypeError(msg) from exc
+        agg = cls.__new__(cls)
+        agg.__base_init__(uuid, cls.INITIAL_VERSION, now)
+        cls.__init__(agg)
+        event.apply(agg)
+        agg._pending_events.append(event)
+        return agg
 
     @classmethod
     def live_instance(
@@ -480,6 +517,18 @@ class JobInstance(Aggregate):
             now=now,
             jitter_seed=(self.id.int & 0xFFFFFFFFFFFF) ^ ticket.run_count,
         )
+
+
+@cache
+def _plain_created_topic(cls: type[JobInstance]) -> str | None:
+    """eventsourcing's topic of aggregate class ``cls`` if :meth:`JobInstance.create`
+    may make its instances itself: its created event has eventsourcing's own
+    ``mutate``, its ``__init__`` takes no argument and no id; else None."""
+    if cls.Started.mutate is not CanInitAggregate.mutate or cls in _init_mentions_id:
+        return None
+    if list(inspect.signature(cls.__init__).parameters) != ["self"]:
+        return None
+    return get_topic(cls)
 
 
 #: Whether ``JobInstance.trigger_event`` applies events of a class itself, by class.
