@@ -8,7 +8,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory, StoredEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    StoredEvent,
+)
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, POPOFactory
 from eventsourcing.utils import Environment
 
@@ -30,36 +35,70 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def __init__(self) -> None:
         super().__init__()
         self._index: dict[UUID, IndexRow] = {}
-        #: The index rows' alarms, earliest first: ``(due_at, uuid hex, uuid)``. Entries
-        #: go stale when an alarm changes (they are dropped when met); a row's current
-        #: alarm always has an entry, so the next alarms are read without a full scan.
-        self._alarms: list[tuple[datetime, str, UUID]] = []
+        #: The index rows' alarms, earliest first: ``(due_at, uuid)`` (uuids order like
+        #: their hex). Entries go stale when an alarm changes (they are dropped when
+        #: met); a row's current alarm always has an entry, so the next alarms are
+        #: read without a full scan.
+        self._alarms: list[tuple[datetime, UUID]] = []
         self._type_versions: set[tuple[str, str, int]] = set()
+        #: ``_stored_events_index[str(id)]`` by the originator id as given (the same
+        #: dicts): a save finds its instance's versions without ``str(uuid)``.
+        self._versions_by_id: dict[UUID | str, dict[int, int]] = {}
+
+    def _versions_of(self, originator_id: UUID | str) -> dict[int, int]:
+        """The ``{version: position}`` of one originator's stored events."""
+        versions = self._versions_by_id.get(originator_id)
+        if versions is None:
+            versions = self._versions_by_id[originator_id] = self._stored_events_index[
+                str(originator_id)
+            ]
+        return versions
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """eventsourcing's checks and table update (``_assert_uniqueness``,
+        ``_update_table``) in one pass, then the index rows, under the lock."""
         with self._database_lock:
-            self._assert_uniqueness(stored_events, **kwargs)
+            table = self._stored_events
+            # Check that no event is recorded already, nor given twice.
+            targets: list[dict[int, int]] = []
+            new: set[tuple[UUID | str, int]] = set()
+            for s in stored_events:
+                versions = self._versions_of(s.originator_id)
+                if s.originator_version in versions:
+                    msg = f"Stored event already recorded: {s}"
+                    raise IntegrityError(msg)
+                new.add((s.originator_id, s.originator_version))
+                targets.append(versions)
+            if len(new) < len(stored_events):
+                msg = f"Stored events are not unique: {stored_events}"
+                raise IntegrityError(msg)
             rows = index_rows_from(kwargs)
             # Nothing is applied before this point, so a fault leaves no trace.
             self._run_fault_hook()
-            ids = self._update_table(stored_events, **kwargs)
+            ids: list[int] = []
+            for s, versions in zip(stored_events, targets, strict=True):
+                table.append(s)
+                position = len(table)
+                versions[s.originator_version] = position - 1
+                ids.append(position)
+            index, alarms = self._index, self._alarms
             for row in rows:
-                old = self._index.get(row.instance_uuid)
-                self._index[row.instance_uuid] = row
-                if row.due_at is not None and (old is None or old.due_at != row.due_at):
-                    heapq.heappush(
-                        self._alarms, (row.due_at, row.instance_uuid.hex, row.instance_uuid)
-                    )
-            if len(self._alarms) > 2 * len(self._index) + 64:
+                uuid = row.instance_uuid
+                old = index.get(uuid)
+                index[uuid] = row
+                due = row.due_at
+                if due is not None and (old is None or old.due_at != due):
+                    heapq.heappush(alarms, (due, uuid))
+            if len(alarms) > 2 * len(index) + 64:
                 self._alarms = [
-                    (r.due_at, r.instance_uuid.hex, r.instance_uuid)
-                    for r in self._index.values()
-                    if r.due_at is not None
+                    (r.due_at, r.instance_uuid) for r in index.values() if r.due_at is not None
                 ]
                 heapq.heapify(self._alarms)
-            self._type_versions.update(type_versions_from(kwargs))
+            versions_given = type_versions_from(kwargs)
+            if versions_given:
+                self._type_versions.update(versions_given)
             return ids
 
     def select_type_versions(self) -> list[tuple[str, str, int]]:
@@ -76,6 +115,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             if row is None or row.version != version or row.status != "terminated":
                 return None
             events = _drop(self, instance_uuid)
+            self._versions_by_id.clear()  # _drop made new version dicts
             counts = (events, _drop(snapshots, instance_uuid) if snapshots is not None else 0)
             del self._index[instance_uuid]
             return counts
@@ -94,13 +134,13 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         """The ``limit`` earliest alarms (due while ``until`` holds, later than ``after``):
         taken off the heap, stale entries dropped, the current ones put back."""
         heap, index = self._alarms, self._index
-        taken: list[tuple[datetime, str, UUID]] = []
+        taken: list[tuple[datetime, UUID]] = []
         seen: set[UUID] = set()
         rows: list[IndexRow] = []
         try:
             while heap and len(rows) < limit:
                 entry = heap[0]
-                due, _, uuid = entry
+                due, uuid = entry
                 if until is not None and not until(due):
                     break
                 heapq.heappop(heap)

@@ -96,15 +96,31 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
+        self._write_rest(c.sqlite_cursor, kwargs)
+        return ids
+
+    def write_rows(self, rows: Sequence[tuple[str, int, str, bytes]], **kwargs: Any) -> None:
+        """:meth:`insert_events` of the event rows' column values ``(originator id hex,
+        version, topic, state)``, without notification ids (the store's saves do not
+        read them): the events in one ``executemany``, not a statement and a
+        ``lastrowid`` each. Same transaction, same errors."""
+        with self.datastore.transaction(commit=True) as c:
+            cursor = c.sqlite_cursor
+            cursor.executemany(self.insert_events_statement, rows)
+            self._write_rest(cursor, kwargs)
+
+    def _write_rest(self, cursor: sqlite3.Cursor, kwargs: dict[str, Any]) -> None:
+        """What a save writes after its events, in their transaction: index rows, type
+        versions, snapshots, the runs' statements; then the fault hook."""
         rows = index_rows_from(kwargs)
         if rows:
-            c.executemany(_UPSERT, [r.as_params() for r in rows])
+            cursor.executemany(_UPSERT, [r.as_params() for r in rows])
         versions = type_versions_from(kwargs)
         if versions:
-            c.executemany(_INSERT_TYPE_VERSION, list(versions))
+            cursor.executemany(_INSERT_TYPE_VERSION, list(versions))
         snapshots = snapshots_from(kwargs)
         if snapshots:
-            c.executemany(
+            cursor.executemany(
                 _INSERT_SNAPSHOT,
                 [
                     (_hex(s.originator_id), s.originator_version, s.topic, s.state)
@@ -112,14 +128,12 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
                 ],
             )
         for uuid, statements in statements_from(kwargs):
-            cursor = c.sqlite_cursor
             for index, st in enumerate(statements):
                 try:
                     cursor.execute(st.sql, () if st.params is None else st.params)
                 except sqlite3.Error as exc:
                     raise StatementFailed(uuid, exc, statement=index) from exc
         self._run_fault_hook()
-        return ids
 
     def select_type_versions(self) -> list[tuple[str, str, int]]:
         with self.datastore.transaction(commit=False) as c:
@@ -158,8 +172,10 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[IndexRow]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return [IndexRow.from_params(tuple(r)) for r in c.fetchall()]
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples, not sqlite3.Row objects to convert
+            cursor.execute(sql, params)
+            return [IndexRow.from_params(r) for r in cursor.fetchall()]
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         return self._rows(
@@ -391,6 +407,22 @@ class SQLiteStore(Store):
         if isinstance(cause, sqlite3.Error) and (cause.sqlite_errorcode & 0xFF) in _NOT_COMMITTED:
             return False
         return super()._outcome_unknown(exc)
+
+    def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """The events' rows (their column values, no ``StoredEvent`` objects) and the
+        rest of a save, without notification ids."""
+        recorder = self._app.recorder
+        assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
+        encode = self._event_encoder
+        rows = []
+        last: UUID | None = None
+        key = ""
+        for e in events:
+            uuid = e.originator_id
+            if uuid is not last:  # a run's events are of one instance: one hex
+                last, key = uuid, uuid.hex
+            rows.append((key, e.originator_version, *encode(e)))
+        recorder.write_rows(rows, **kwargs)
 
     def _indexed(self, uuids: Sequence[UUID]) -> set[UUID] | None:
         recorder = self._app.recorder

@@ -232,3 +232,44 @@ def test_decoded_times_are_plain_utc() -> None:
     assert rebuilt.d.created_at.tzinfo is UTC
     assert rebuilt.d.closed[0].started_at.tzinfo is UTC
     assert rebuilt.d.idempotency["k"].tzinfo is UTC
+
+
+def _dumped_the_earlier_way(event: Any) -> bytes:
+    """The JSON the mapper wrote before it planned each class: ``TypeAdapter.dump_json``
+    without the ids, type version 1 or an unset trace."""
+    exclude = {"originator_id", "originator_version"}
+    if getattr(event, "type_version", None) == 1:
+        exclude.add("type_version")
+    if getattr(event, "trace", 0) is None:
+        exclude.add("trace")
+    adapter = TypeAdapter(type(event))
+    if "originator_topic" not in {f.name for f in dataclasses.fields(event)}:
+        return adapter.dump_json(event, exclude=exclude)
+    data = adapter.dump_python(event, mode="json", exclude=exclude)
+    data["originator_topic"] = mapper.to_stored_event(event).topic.split(".")[0]
+    return json.dumps(data).encode()
+
+
+def test_rows_hold_the_bytes_they_held() -> None:
+    """Each class's plan (serializer, fields left out) writes what dump_json wrote,
+    also for type versions above 1 and traced alarms; the row is a plain StoredEvent."""
+    events = _every_event()
+    inst, _ = TaskInstance.receive(None, "t", "2", {"a": 1}, now=T, idempotency_key="k",
+                                   window=W, type_version=3)  # fmt: skip
+    inst.set_alarm(T + W, now=T)
+    inst.stamp_trace("00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    inst.set_state([1], now=T, type_version=3)
+    events += inst.collect_events()
+    assert any(getattr(e, "trace", None) for e in events)
+    assert any(getattr(e, "type_version", 1) == 3 for e in events)
+    for event in events:
+        stored = mapper.to_stored_event(event)
+        expected = _dumped_the_earlier_way(event)
+        if "originator_topic" in json.loads(stored.state):
+            assert json.loads(stored.state) == json.loads(expected)
+        else:
+            assert stored.state == expected
+        assert stored == StoredEvent(
+            event.originator_id, event.originator_version, stored.topic, stored.state
+        )
+        assert list(vars(stored)) == ["originator_id", "originator_version", "topic", "state"]

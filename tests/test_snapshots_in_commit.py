@@ -187,3 +187,23 @@ async def test_runs_under_a_cross_process_lock_write_their_snapshots_in_the_fenc
     assert inst is not None and inst.version >= 2 * INTERVAL
     assert durable_store.snapshot_version(inst.id) is not None
     assert state == inst.d.state == 0
+
+
+def test_a_save_whose_events_pass_a_multiple_of_the_interval_takes_a_snapshot() -> None:
+    """Versions 3-5 hold 4: the instance is snapshotted as it stands (5); 6-8 hold 8."""
+    store = dj.open_store("memory://", snapshot_interval=4)
+    try:
+        (inst,) = started(1)
+        store.save(inst)
+        assert store.snapshot_version(inst.id) is None
+        inst = ran(inst, NOW + SECOND)
+        store.save(inst)
+        assert inst.version == 5 and store.snapshot_version(inst.id) == 5
+        inst = ran(inst, NOW + 2 * SECOND)
+        store.save(inst)
+        assert inst.version == 8 and store.snapshot_version(inst.id) == 8
+        inst.set_alarm(None, now=NOW + 2 * SECOND)
+        store.save(inst)
+        assert store.snapshot_version(inst.id) == 8
+    finally:
+        store.close()

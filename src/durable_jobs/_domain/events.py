@@ -100,12 +100,17 @@ class Terminated(Event):
 
     def apply(self, aggregate: Any) -> None:
         d = cast("JobInstance", aggregate).d
-        d.live = False
-        d.state = None
-        d.alarm_at = None
-        d.attempt = 0
-        d.first_failure_at = None
-        d.paused = False
+        _assign(
+            d,
+            {
+                "live": False,
+                "state": None,
+                "alarm_at": None,
+                "attempt": 0,
+                "first_failure_at": None,
+                "paused": False,
+            },
+        )
 
 
 class StateChanged(Event):
@@ -180,11 +185,16 @@ class RunSucceeded(Event):
     def apply(self, aggregate: Any) -> None:
         d = cast("JobInstance", aggregate).d
         if self.handler == "execute":
-            d.run_count = self.run_count
-            d.execute_count = _execute_count(d, self.run_count)
-            d.attempt = 0
-            d.first_failure_at = None
-            d.paused = False
+            _assign(
+                d,
+                {
+                    "run_count": self.run_count,
+                    "execute_count": _execute_count(d, self.run_count),
+                    "attempt": 0,
+                    "first_failure_at": None,
+                    "paused": False,
+                },
+            )
 
 
 class RunFailed(Event):
@@ -261,6 +271,14 @@ class EventAdded(Event):
         if self.idempotency_key is not None:
             d.idempotency[self.idempotency_key] = self.timestamp
         d.event_count += 1
+
+
+def _assign(d: InstanceData, values: dict[str, Any]) -> None:
+    """``d.name = value`` for each of ``values`` (fields of the model) at once: what
+    pydantic's ``__setattr__`` does for them, as its models here do not validate
+    assignments (the value goes in ``__dict__``, the name in the fields set)."""
+    d.__dict__.update(values)
+    d.__pydantic_fields_set__.update(values)
 
 
 def _execute_count(d: InstanceData, run_count: int) -> int:

@@ -52,6 +52,8 @@ _MISFIRE_POLICIES: tuple[MisfirePolicy, ...] = ("run_once", "skip")
 
 def _require_aware(name: str, value: datetime) -> datetime:
     """Return `value` in UTC, or raise if it is not a timezone-aware datetime."""
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value  # what the checks and astimezone below give it (on every run)
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.utcoffset() is None:

@@ -42,7 +42,7 @@ from durable_jobs._errors import (
 )
 from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, EncryptedRowError, make_cipher
-from durable_jobs._store.errors import describe_error, driver_errors
+from durable_jobs._store.errors import describe_error, driver_error, driver_errors
 from durable_jobs._store.index import (
     INDEX_KWARG,
     SNAPSHOTS_KWARG,
@@ -56,7 +56,7 @@ from durable_jobs._store.index import (
 )
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._store.rows import RowsAndIndex, index_row_of, label
-from durable_jobs._store.snapshots import due_snapshots, snapshot_rows, write_snapshots
+from durable_jobs._store.snapshots import snapshot_rows, write_snapshots
 from durable_jobs._store.urls import StoreURL
 
 __all__ = [
@@ -325,24 +325,41 @@ class Store(RowsAndIndex, ABC):
         After any error the instances keep their pending events, so a save
         that failed for a passing reason can simply be tried again.
         """
-        rows = [index_row_of(i) for i in instances if i.pending_events]
+        if (
+            statements
+            and not self.supports_statements
+            and any(inst.pending_events for inst in instances)
+        ):
+            raise ConfigurationError(f"The store {self.url} cannot run ctx.execute() statements.")
+        rows: list[IndexRow] = []
+        pending: list[tuple[JobInstance, list[Any]]] = []
+        events: list[Any] = []
+        found: list[tuple[str, str, int]] = []
+        # Snapshots are due for the instances whose new events reach a multiple of it.
+        snapshots = self._app.snapshots
+        interval = self.snapshot_interval if snapshots is not None else 0
+        due: list[JobInstance] = []
+        for inst in instances:
+            if not inst.pending_events:
+                continue
+            rows.append(index_row_of(inst))
+            # Straight to the event store: eventsourcing's Application.save adds
+            # nothing we use here but costs runtime protocol checks on every object.
+            evs = inst.collect_events()
+            pending.append((inst, evs))
+            events.extend(evs)
+            for e in evs:
+                version = getattr(e, "type_version", 1)
+                if version > 1:
+                    found.append((inst.d.kind, inst.d.job, version))
+            # The new events are the versions after ``inst.version - len(evs)``.
+            if interval and inst.version // interval != (inst.version - len(evs)) // interval:
+                due.append(inst)
         if not rows:
             return
-        # Straight to the event store: eventsourcing's Application.save adds
-        # nothing we use here but costs runtime protocol checks on every object.
-        pending = [(inst, inst.collect_events()) for inst in instances]
-        events = [e for _, evs in pending for e in evs]
-        versions = self._new_type_versions(
-            (inst.d.kind, inst.d.job, getattr(e, "type_version", 1))
-            for inst, evs in pending
-            for e in evs
-        )
-        if statements and not self.supports_statements:
-            raise ConfigurationError(f"The store {self.url} cannot run ctx.execute() statements.")
-        snapshots = self._app.snapshots
-        due = due_snapshots(instances, events, self.snapshot_interval) if snapshots else []
+        versions = self._new_type_versions(found) if found else []
         in_commit = bool(due) and self.snapshots_in_commit
-        run_statements = [(u, s) for u, s in statements if s]
+        run_statements = [(u, s) for u, s in statements if s] if statements else []
         try:
             if in_commit:
                 assert snapshots is not None
@@ -412,10 +429,24 @@ class Store(RowsAndIndex, ABC):
         store = self._app.events
         store.recorder.insert_events(list(map(store.mapper.to_stored_event, events)), **kwargs)
 
+    @property
+    def _event_encoder(self) -> Callable[[Any], tuple[str, bytes]]:
+        """The stored ``(topic, state)`` of an event (its JSON, encrypted if the store
+        is), what :meth:`_insert_stored` puts in its row: for adapters that write the
+        rows' values without ``StoredEvent`` objects."""
+        return cast(JsonMapper, self._app.mapper).topic_and_state
+
     def _write(self, write: Callable[[], object], rows: Sequence[IndexRow]) -> None:
         """Run ``write`` (one transaction of events and index ``rows``), mapping driver errors."""
-        with self._errors(lambda exc: self._write_error(exc, rows)):
+        # What ``with self._errors(...)`` does, without a generator context manager
+        # on every save.
+        try:
             write()
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            error = driver_error(exc, lambda e: self._write_error(e, rows), self.url.password)
+            raise error from exc
 
     def _write_error(self, exc: Exception, rows: Sequence[IndexRow]) -> StoreError:
         """The error of a write that failed with the driver's ``exc``."""

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from durable_jobs._errors import DurableJobsError, StoreError
 from durable_jobs._store.urls import scrub, scrub_chain
 
-__all__ = ["describe_error", "driver_errors"]
+__all__ = ["describe_error", "driver_error", "driver_errors"]
 
 
 def describe_error(exc: BaseException, password: str | None = None) -> str:
@@ -40,7 +40,15 @@ def driver_errors(
     except DurableJobsError:
         raise
     except Exception as exc:
-        scrub_chain(exc, password)
-        if callable(error):
-            raise error(exc) from exc
-        raise StoreError(f"{error}: {describe_error(exc, password)}") from exc
+        raise driver_error(exc, error, password) from exc
+
+
+def driver_error(
+    exc: Exception, error: str | Callable[[Exception], DurableJobsError], password: str | None
+) -> DurableJobsError:
+    """The error :func:`driver_errors` raises (from ``exc``) for the driver's ``exc``
+    (not one of ours): ``password`` is removed from its chain first."""
+    scrub_chain(exc, password)
+    if callable(error):
+        return error(exc)
+    return StoreError(f"{error}: {describe_error(exc, password)}")

@@ -90,16 +90,30 @@ class IndexRow:
     def from_params(cls, row: Sequence[Any]) -> IndexRow:
         """Inverse of :meth:`as_params` (a row read back from SQL)."""
         uuid, kind, job, instance_id, status, due_at, version, updated_at = row
+        if not isinstance(uuid, UUID):
+            # Reads of the alarm window meet the same instances again and again.
+            text = uuid
+            uuid = _UUIDS.get(text)
+            if uuid is None:
+                uuid = UUID(hex=text)
+                if len(_UUIDS) >= _MAX_UUIDS:
+                    _UUIDS.clear()
+                _UUIDS[text] = uuid
         return cls(
-            instance_uuid=uuid if isinstance(uuid, UUID) else UUID(hex=uuid),
-            kind=kind,
-            job=job,
-            instance_id=instance_id,
-            status=status,
-            due_at=from_epoch(due_at),
-            version=int(version),
-            updated_at=datetime.fromtimestamp(float(updated_at), UTC),
+            uuid,
+            kind,
+            job,
+            instance_id,
+            status,
+            None if due_at is None else datetime.fromtimestamp(due_at, UTC),
+            int(version),
+            datetime.fromtimestamp(float(updated_at), UTC),
         )
+
+
+#: The uuids of index rows read back, by their text (at most ``_MAX_UUIDS``).
+_UUIDS: dict[str, UUID] = {}
+_MAX_UUIDS: Final = 65536
 
 
 #: The index's columns, in the order of :meth:`IndexRow.as_params`.

@@ -20,7 +20,12 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, StoreError
 from durable_jobs._store.capabilities import DeletesInstances
 from durable_jobs._store.crypto import is_encrypted, row_aad
-from durable_jobs._store.index import INDEX_KWARG, TYPE_VERSIONS_KWARG, IndexRow, InstanceIndex
+from durable_jobs._store.index import (
+    INDEX_KWARG,
+    TYPE_VERSIONS_KWARG,
+    IndexRow,
+    InstanceIndex,
+)
 from durable_jobs._store.snapshots import write_snapshots
 
 if TYPE_CHECKING:
@@ -226,13 +231,8 @@ def label(kind: str, job: str, instance_id: str) -> str:
 def index_row_of(inst: JobInstance) -> IndexRow:
     """The index row of an instance as it stands."""
     d = inst.d
+    # Positional: cheaper than keywords, on every save.
     return IndexRow(
-        instance_uuid=inst.id,
-        kind=d.kind,
-        job=d.job,
-        instance_id=d.instance_id,
-        status=inst.status,
-        due_at=d.alarm_at,
-        version=inst.version,
-        updated_at=inst.modified_on,
-    )
+        inst.id, d.kind, d.job, d.instance_id, inst.status, d.alarm_at, inst.version,
+        inst.modified_on,
+    )  # fmt: skip

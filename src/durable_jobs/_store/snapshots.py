@@ -1,4 +1,4 @@
-"""Snapshots of saved instances: which a save takes, and how they are written.
+"""Snapshots of saved instances: how they are taken and written.
 
 A snapshot is a cache (an instance rebuilds from its events without it), so
 one that cannot be taken or written is logged and left out, never raised. An
@@ -19,21 +19,9 @@ from eventsourcing.persistence import EventStore, Mapper, StoredEvent
 from durable_jobs._domain.instance import InstanceSnapshot, JobInstance
 from durable_jobs._telemetry import log_fields
 
-__all__ = ["due_snapshots", "snapshot_rows", "write_snapshots"]
+__all__ = ["snapshot_rows", "write_snapshots"]
 
 log = logging.getLogger("durable_jobs.store")
-
-
-def due_snapshots(
-    instances: Sequence[JobInstance], events: Sequence[Any], interval: int
-) -> list[JobInstance]:
-    """The ``instances`` whose new ``events`` reached a multiple of ``interval``."""
-    if not interval:
-        return []
-    crossed = {e.originator_id for e in events if e.originator_version % interval == 0}
-    if not crossed:
-        return []
-    return [inst for inst in instances if inst.id in crossed]
 
 
 def snapshot_rows(instances: Sequence[JobInstance], mapper: Mapper[Any]) -> list[StoredEvent]:
