@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -413,6 +414,11 @@ class SQLiteStore(Store):
         rest of a save, without notification ids."""
         recorder = self._app.recorder
         assert isinstance(recorder, SQLiteApplicationRecorderWithIndex)
+        if not _own_inserts(type(recorder)):
+            # A recorder that changes how events are inserted (a subclass's hook) is
+            # given them the stock way, through its hooks.
+            super()._insert_stored(events, kwargs)
+            return
         encode = self._event_encoder
         rows = []
         last: UUID | None = None
@@ -456,3 +462,13 @@ class SQLiteStore(Store):
 
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         return _SQLiteFactory(env, synchronous=self._synchronous())
+
+
+@functools.cache
+def _own_inserts(cls: type[SQLiteApplicationRecorderWithIndex]) -> bool:
+    """Whether recorder class ``cls`` inserts events as this module's recorder does
+    (then :meth:`SQLiteStore._insert_stored` writes the rows itself)."""
+    return (
+        cls.insert_events is SQLiteApplicationRecorderWithIndex.insert_events
+        and cls._insert_events is SQLiteApplicationRecorderWithIndex._insert_events
+    )
