@@ -118,3 +118,22 @@ def test_an_alarm_moved_on_every_commit_does_not_grow_the_heap() -> None:
     assert window.pop_due(T + timedelta(minutes=2)) == [key(1)]
     assert window.next_due() == T + timedelta(days=1)
     assert window.entries == 1
+
+
+def test_a_load_of_rows_out_of_order_still_pops_earliest_first() -> None:
+    """Rows come earliest first from every store, and the window takes them as they come
+    (no push per row); rows out of order (a third-party store's) still pop in order."""
+    window = AlarmWindow(10)
+    window.load([row(2, T + timedelta(seconds=5)), row(1, T), row(3, T + timedelta(seconds=2))])
+    assert window.next_due() == T
+    assert window.pop_due(T + timedelta(seconds=10)) == [key(1), key(3), key(2)]
+
+
+def test_pop_due_drops_entries_that_moved_alarms_left_behind() -> None:
+    window = AlarmWindow(10)
+    window.load([row(1, T), row(2, T + timedelta(seconds=1))])
+    window.set(key(1), T + timedelta(seconds=3))  # moved later: its first entry is stale
+    window.set(key(2), None)  # cleared
+    assert window.pop_due(T + timedelta(seconds=2)) == []
+    assert window.pop_due(T + timedelta(seconds=3)) == [key(1)]
+    assert window.entries == 0 and len(window) == 0

@@ -99,8 +99,10 @@ class ContinuousRunner:
                 attempt=ticket.attempt,
                 due_at=None if manual else committed.d.alarm_at,
                 link=committed.d.alarm_trace,
+                started=started,
             )
-            end = rt.clock.now()
+            end = outcome.ended
+            assert end is not None
             error = outcome.error
             fatal = outcome.fatal
             intents = outcome.value

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from durable_jobs._store.index import IndexRow
@@ -23,9 +23,8 @@ __all__ = ["AlarmKey", "AlarmWindow"]
 _SLACK = 64
 
 
-@dataclass(frozen=True)
-class AlarmKey:
-    """Which instance an alarm belongs to."""
+class AlarmKey(NamedTuple):
+    """Which instance an alarm belongs to (a tuple: made for every alarm read or set)."""
 
     uuid: UUID
     kind: str
@@ -66,21 +65,32 @@ class AlarmWindow:
         version of the row's instance than the row (read while it committed), and
         that version's alarm, which is kept instead of the stale one.
         """
-        self._heap.clear()
-        self._due.clear()
         self.complete = len(rows) < self.size
         self.horizon = None if self.complete or not rows else rows[-1].due_at
+        heap: list[tuple[datetime, int, AlarmKey]] = []
+        due_at: dict[UUID, datetime] = {}
+        self._heap, self._due = heap, due_at
+        seq = self._seq
+        moved: list[tuple[AlarmKey, datetime | None]] = []
         for row in rows:
             due = row.due_at
-            if due is None or row.instance_uuid in running:
+            uuid = row.instance_uuid
+            if due is None or uuid in running:
                 continue
-            key = AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
+            key = AlarmKey(uuid, row.kind, row.job, row.instance_id)
             if newer is not None:
                 known, at = newer(row)
                 if known:
-                    self.set(key, at)
+                    moved.append((key, at))
                     continue
-            self._push(key, due)
+            due_at[uuid] = due
+            seq += 1
+            heap.append((due, seq, key))
+        self._seq = seq
+        # Rows come earliest first, so this only checks (in C) that the list is a heap.
+        heapq.heapify(heap)
+        for key, at in moved:
+            self.set(key, at)
 
     def _push(self, key: AlarmKey, due: datetime) -> None:
         self._due[key.uuid] = due
@@ -140,14 +150,20 @@ class AlarmWindow:
 
     def pop_due(self, now: datetime) -> list[AlarmKey]:
         """Remove and return every alarm due at or before ``now``, earliest first."""
+        heap, current = self._heap, self._due
         due: list[AlarmKey] = []
-        while True:
-            self._clean()
-            if not self._heap or self._heap[0][0] > now:
-                return due
-            _, _, key = heapq.heappop(self._heap)
-            del self._due[key.uuid]
-            due.append(key)
+        while heap:
+            at, _, key = heap[0]
+            uuid = key.uuid
+            if current.get(uuid) != at:
+                heapq.heappop(heap)  # left behind by an alarm that moved
+            elif at > now:
+                break
+            else:
+                heapq.heappop(heap)
+                del current[uuid]
+                due.append(key)
+        return due
 
     def has_due(self, now: datetime) -> bool:
         nxt = self.next_due()

@@ -1,0 +1,150 @@
+"""Run tasks: one task runs the waiting alarms one after another, each run in a context
+of its own (as if it had a task of its own), and every step of a run in that context."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Coroutine, Generator
+from datetime import timedelta
+from typing import Any, cast
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+import durable_jobs as dj
+from _runtime import advance, running
+from durable_jobs._runtime.scheduler import _in_context
+
+HOUR = timedelta(hours=1)
+
+_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("_RUN", default=None)
+
+
+async def test_a_runs_context_holds_across_its_awaits_and_never_reaches_the_next_run(
+    autojump_clock: MockClock,
+) -> None:
+    """With one run task, four runs share it: each starts from a fresh context, and what
+    its handler sets stays set across the handler's own awaits (every step of the run
+    is in its context, not only the first)."""
+    registry = dj.Registry()
+    seen: list[tuple[str | None, str | None]] = []
+
+    @registry.continuous("c", state=int, schedule=dj.every(HOUR), start_immediately=False)
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        before = _RUN.get()
+        _RUN.set(ctx.instance_id)
+        await trio.sleep(1)
+        await trio.lowlevel.checkpoint()
+        seen.append((before, _RUN.get()))
+
+    async with running(registry, "memory://", max_concurrent_runs=1) as jobs:
+        for k in range(4):
+            await jobs.continuous("c").start(f"c{k}", 0)
+        await advance(jobs, HOUR)
+        assert jobs.statistics().runs_in_flight == 0
+    assert sorted(seen) == [(None, f"c{k}") for k in range(4)]
+
+
+async def test_a_timeout_cancels_a_run_on_a_shared_run_task_and_the_next_runs_go_on(
+    autojump_clock: MockClock,
+) -> None:
+    """A cancellation reaches a run through its context (the run task's cancel scope is
+    the run's): the run that overstays its timeout fails, the others run after it."""
+    registry = dj.Registry()
+    ran: list[str] = []
+
+    @registry.continuous(
+        "c",
+        state=int,
+        schedule=dj.every(HOUR),
+        start_immediately=False,
+        timeout=timedelta(seconds=5),
+        retry=None,
+    )
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        if ctx.instance_id == "c0":
+            await trio.sleep(60)
+        ran.append(ctx.instance_id)
+
+    async with running(registry, "memory://", max_concurrent_runs=1) as jobs:
+        for k in range(3):
+            await jobs.continuous("c").start(f"c{k}", 0)
+        await advance(jobs, HOUR + timedelta(minutes=1))
+        history = await jobs.continuous("c").history("c0")
+    failed = [r.data["error_type"] for r in history if r.name == "run_failed"]
+    assert failed == [f"{dj.HandlerTimeout.__module__}.HandlerTimeout"]
+    assert sorted(ran) == ["c1", "c2"]
+
+
+def _steps(
+    context: contextvars.Context, coro: Coroutine[Any, Any, None]
+) -> Generator[Any, Any, None]:
+    """``_in_context(context, coro)`` as the generator that trio drives."""
+    return cast("Generator[Any, Any, None]", _in_context(context, coro))
+
+
+def test_in_context_runs_every_step_in_the_context_and_passes_values_and_errors() -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+    steps: list[int] = []
+
+    class Thrown(Exception):
+        pass
+
+    async def inner() -> None:
+        var.set(1)
+        steps.append(var.get())
+        got = await _Yield("a")
+        steps.append(got)
+        try:
+            await _Yield("b")
+        except Thrown:
+            steps.append(var.get() + 10)
+        var.set(var.get() + 1)
+        steps.append(var.get())
+
+    context = contextvars.copy_context()
+    outer = _steps(context, inner())
+    assert next(outer) == "a"
+    assert var.get() == 0  # the caller's context is untouched
+    assert outer.send(7) == "b"
+    with pytest.raises(StopIteration):
+        outer.throw(Thrown())
+    assert steps == [1, 7, 11, 2]
+    assert var.get() == 0 and context[var] == 2
+
+
+def test_in_context_closes_the_inner_coroutine_when_closed() -> None:
+    closed: list[bool] = []
+
+    async def inner() -> None:
+        try:
+            await _Yield("a")
+        finally:
+            closed.append(True)
+
+    outer = _steps(contextvars.copy_context(), inner())
+    assert next(outer) == "a"
+    outer.close()
+    assert closed == [True]
+
+
+def test_in_context_passes_the_inner_coroutines_error_out() -> None:
+    async def inner() -> None:
+        await _Yield("a")
+        raise KeyError("boom")
+
+    outer = _steps(contextvars.copy_context(), inner())
+    assert next(outer) == "a"
+    with pytest.raises(KeyError, match="boom"):
+        outer.send(None)
+
+
+class _Yield:
+    """An awaitable that yields ``value`` once and returns what is sent back."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return (yield self.value)
