@@ -148,3 +148,30 @@ class _Yield:
 
     def __await__(self) -> Any:
         return (yield self.value)
+
+
+async def test_an_idle_run_task_waits_for_the_next_alarm_and_runs_it_in_a_fresh_context(
+    autojump_clock: MockClock,
+) -> None:
+    """Runs an hour apart (nothing to run in between) take turns on one run task, which
+    waited idle for each, and each starts from a fresh context; the block still ends
+    at once with the task idle."""
+    registry = dj.Registry()
+    tasks: list[object] = []
+    seen: list[str | None] = []
+
+    @registry.continuous("c", state=int, schedule=dj.every(HOUR), start_immediately=False)
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        tasks.append(trio.lowlevel.current_task())
+        seen.append(_RUN.get())
+        _RUN.set(ctx.instance_id)
+
+    async with running(registry, "memory://", max_concurrent_runs=1) as jobs:
+        await jobs.continuous("c").start("a", 0)
+        await advance(jobs, HOUR)
+        await jobs.continuous("c").start("b", 0)
+        await advance(jobs, 3 * HOUR)
+        start = trio.current_time()
+    assert trio.current_time() - start < 1
+    assert len(tasks) == 1 + 3 + 3 and len(set(map(id, tasks))) == 1
+    assert seen == [None] * len(tasks)

@@ -73,8 +73,11 @@ class Scheduler:
         #: Due alarms waiting for one of the ``max_concurrent_runs`` run tasks, each with
         #: the context its run starts from (see :meth:`_runs_task`).
         self._waiting: deque[tuple[AlarmKey, contextvars.Context]] = deque()
-        #: Run tasks alive (at most ``max_concurrent_runs``).
+        #: Run tasks alive (at most ``max_concurrent_runs``), and those of them waiting
+        #: for an alarm to run (parked: they end when the scheduler stops).
         self._running = 0
+        self._parked: deque[trio.lowlevel.Task] = deque()
+        self._stopped = False
         #: Instances whose last run failed inside the runtime: (next try, delay).
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
         self._unknown_jobs: set[tuple[str, str]] = set()
@@ -177,6 +180,10 @@ class Scheduler:
                 self._queued.discard(key.uuid)
                 self.pending -= 1
             self._waiting.clear()
+            # Idle run tasks end (those running end after their run).
+            self._stopped = True
+            while self._parked:
+                trio.lowlevel.reschedule(self._parked.popleft())
             self.rt.notify()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
@@ -354,7 +361,11 @@ class Scheduler:
         self.pending += 1
         # The run starts from a copy of the scheduler's context (see _runs_task).
         context = contextvars.copy_context()
-        if self._running < self.rt.max_concurrent_runs:
+        if self._parked:
+            # An idle run task takes it (wakes once per alarm: never all of them at once).
+            self._waiting.append((key, context))
+            trio.lowlevel.reschedule(self._parked.popleft())
+        elif self._running < self.rt.max_concurrent_runs:
             self._running += 1
             self._runs.start_soon(self._runs_task, key, context, name="durable_jobs runs")
         else:
@@ -371,7 +382,8 @@ class Scheduler:
             runs.start_soon(self._runs_task, key, context, name="durable_jobs runs")
 
     async def _runs_task(self, key: AlarmKey, context: contextvars.Context) -> None:
-        """Run ``key``'s alarm, then the waiting ones, one at a time, while any wait.
+        """Run ``key``'s alarm, then the waiting ones, one at a time; when none waits,
+        wait for the next (until the scheduler stops).
 
         Each run is driven in its own context, a copy of the scheduler's taken when
         its alarm was dispatched: a run never sees the context variables that an
@@ -382,16 +394,29 @@ class Scheduler:
         try:
             while True:
                 await _in_context(context, self._alarm_run(key))
-                if not waiting:
-                    return
-                # Let the other tasks run: a run on a store that does not block may not
-                # yield at all.
-                await trio.lowlevel.checkpoint()
-                if not waiting:
-                    return
+                if waiting:
+                    # Let the other tasks run: a run on a store that does not block
+                    # may not yield at all.
+                    await trio.lowlevel.checkpoint()
+                while not waiting:
+                    if self._stopped:
+                        return
+                    await self._park()
                 key, context = waiting.popleft()
         finally:
             self._running -= 1
+
+    async def _park(self) -> None:
+        """Wait until :meth:`_dispatch` has an alarm for this run task, or the scheduler
+        stopped (cancellable)."""
+        task = trio.lowlevel.current_task()
+        self._parked.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._parked.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _alarm_run(self, key: AlarmKey) -> None:
         try:
