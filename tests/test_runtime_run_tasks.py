@@ -79,9 +79,9 @@ async def test_a_timeout_cancels_a_run_on_a_shared_run_task_and_the_next_runs_go
 
 def _steps(
     context: contextvars.Context, coro: Coroutine[Any, Any, None]
-) -> Generator[Any, Any, None]:
+) -> Generator[Any, Any, bool]:
     """``_in_context(context, coro)`` as the generator that trio drives."""
-    return cast("Generator[Any, Any, None]", _in_context(context, coro))
+    return cast("Generator[Any, Any, bool]", _in_context(context, coro))
 
 
 def test_in_context_runs_every_step_in_the_context_and_passes_values_and_errors() -> None:
@@ -108,8 +108,9 @@ def test_in_context_runs_every_step_in_the_context_and_passes_values_and_errors(
     assert next(outer) == "a"
     assert var.get() == 0  # the caller's context is untouched
     assert outer.send(7) == "b"
-    with pytest.raises(StopIteration):
+    with pytest.raises(StopIteration) as end:
         outer.throw(Thrown())
+    assert end.value.value is True  # it yielded on the way
     assert steps == [1, 7, 11, 2]
     assert var.get() == 0 and context[var] == 2
 
@@ -175,3 +176,13 @@ async def test_an_idle_run_task_waits_for_the_next_alarm_and_runs_it_in_a_fresh_
     assert trio.current_time() - start < 1
     assert len(tasks) == 1 + 3 + 3 and len(set(map(id, tasks))) == 1
     assert seen == [None] * len(tasks)
+
+
+def test_in_context_says_when_the_coroutine_never_yielded() -> None:
+    async def inner() -> None:
+        pass
+
+    outer = _steps(contextvars.copy_context(), inner())
+    with pytest.raises(StopIteration) as end:
+        next(outer)
+    assert end.value.value is False

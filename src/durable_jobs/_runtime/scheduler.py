@@ -393,10 +393,10 @@ class Scheduler:
         waiting = self._waiting
         try:
             while True:
-                await _in_context(context, self._alarm_run(key))
-                if waiting:
+                yielded = await _in_context(context, self._alarm_run(key))
+                if waiting and not yielded:
                     # Let the other tasks run: a run on a store that does not block
-                    # may not yield at all.
+                    # may not have yielded at all (one that waited for its commit did).
                     await trio.lowlevel.checkpoint()
                 while not waiting:
                     if self._stopped:
@@ -494,11 +494,13 @@ class Scheduler:
 @types.coroutine
 def _in_context(
     context: contextvars.Context, coro: Coroutine[Any, Any, None]
-) -> Generator[Any, Any, None]:
+) -> Generator[Any, Any, bool]:
     """Await ``coro`` with every step of it run in ``context`` (what trio does for a
-    task, in the task that awaits this): what it sets there stays there."""
+    task, in the task that awaits this): what it sets there stays there. Returns
+    whether it yielded to trio (let other tasks run) on the way."""
     value: Any = None
     error: BaseException | None = None
+    yielded = False
     while True:
         try:
             if error is None:
@@ -506,7 +508,8 @@ def _in_context(
             else:
                 request, error = context.run(coro.throw, error), None
         except StopIteration:
-            return
+            return yielded
+        yielded = True
         try:
             value = yield request
         except GeneratorExit:
