@@ -94,3 +94,40 @@ def test_metrics_are_not_made_while_dropped_and_are_recorded_once_a_provider_is_
     ]
     # The attributes of one (kind, job, handler, outcome) are made once.
     assert proxy.got[0][2] is proxy.got[4][2]
+
+
+class _Awaitable:
+    """Not a coroutine, but awaitable: awaited all the same."""
+
+    def __await__(self) -> Any:
+        yield from trio.lowlevel.checkpoint().__await__()
+        return "awaited"
+
+
+async def test_a_call_without_a_timeout_awaits_what_is_awaitable_and_applies_then(
+    autojump_clock: MockClock,
+) -> None:
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def c(ctx: object) -> None: ...
+
+    calls = HandlerCalls(VirtualClock())
+
+    async def coroutine(x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return x + 1
+
+    def plain(x: int) -> int:
+        return x * 10
+
+    def then(v: object) -> tuple[str, object]:
+        return ("then", v)
+
+    got = [
+        (await calls.call(c, "execute", fn, 4, instance_id="x", then=then)).value
+        for fn in (coroutine, plain, lambda _: _Awaitable())
+    ]
+    assert got == [("then", 5), ("then", 40), ("then", "awaited")]
+    bad = await calls.call(c, "execute", lambda _: 1 / 0, 4, instance_id="x")
+    assert isinstance(bad.error, ZeroDivisionError) and calls.running == 0
