@@ -113,17 +113,17 @@ class Scheduler:
 
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
-        d = agg.d
+        d, uuid = agg.d, agg.id
         at = d.alarm_at
         if self.run_alarms:
             locks = self.rt.locks
             if len(locks.members) > 1:  # else no worker is preferred: nothing is put off
                 # Another live worker is the preferred one: its alarm waits here a little.
-                later = locks.defer(agg.id, at, self.rt.clock.now(), busy=bool(self._waiting))
+                later = locks.defer(uuid, at, self.rt.clock.now(), busy=bool(self._waiting))
                 at = later or at
-            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), at)
+            self.window.set(AlarmKey(uuid, d.kind, d.job, d.instance_id), at)
         blocked, self._reload_blocked = self._reload_blocked, False
-        if agg.id in self._queued:
+        if uuid in self._queued:
             return  # an alarm run's commit: the scheduler is woken once, when the run ends
         asleep_until = self._asleep_until
         if not blocked and asleep_until is not None and (at is None or at >= asleep_until):
