@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Coroutine, Generator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 from trio.testing import MockClock
 
 import durable_jobs as dj
@@ -17,6 +18,8 @@ from _runtime import advance, running
 from durable_jobs._runtime.scheduler import _in_context
 
 HOUR = timedelta(hours=1)
+#: Later than any alarm of these tests.
+T_FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 _RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("_RUN", default=None)
 
@@ -186,3 +189,36 @@ def test_in_context_says_when_the_coroutine_never_yielded() -> None:
     with pytest.raises(StopIteration) as end:
         next(outer)
     assert end.value.value is False
+
+
+async def test_alarms_count_as_waiting_for_a_run_task_only_beyond_the_idle_ones_woken(
+    autojump_clock: MockClock,
+) -> None:
+    """An alarm handed to an idle run task does not wait for a run task (the index is
+    read, and a preferred worker's alarm is put off, as with free run tasks); one
+    beyond ``max_concurrent_runs`` does."""
+    registry = dj.Registry()
+    gate = trio.Event()
+    entered: list[str] = []
+
+    @registry.continuous("c", state=int, schedule=dj.every(HOUR), start_immediately=False)
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        entered.append(ctx.instance_id)
+        await gate.wait()
+
+    async with running(registry, "memory://", max_concurrent_runs=2) as jobs:
+        scheduler = jobs._rt.scheduler
+        for k in range(3):
+            await jobs.continuous("c").start(f"c{k}", 0)
+        await trio.sleep(HOUR.total_seconds())
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(entered) == 2 and scheduler._backlog()  # the third waits for a slot
+        gate.set()
+        await jobs.wait_idle()
+        assert not scheduler._backlog() and len(scheduler._parked) == 2
+        # Both run tasks idle: the next alarms are handed to them, not queued behind.
+        gate = trio.Event()
+        await trio.sleep(HOUR.total_seconds() - 1)
+        scheduler._dispatch(scheduler.window.pop_due(T_FAR)[0], T_FAR)
+        assert scheduler._woken == 1 and not scheduler._backlog()
+        gate.set()

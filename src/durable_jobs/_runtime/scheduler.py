@@ -77,6 +77,8 @@ class Scheduler:
         #: for an alarm to run (parked: they end when the scheduler stops).
         self._running = 0
         self._parked: deque[trio.lowlevel.Task] = deque()
+        #: Parked run tasks woken and not yet running again (each takes a waiting alarm).
+        self._woken = 0
         self._stopped = False
         #: Instances whose last run failed inside the runtime: (next try, delay).
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
@@ -119,7 +121,7 @@ class Scheduler:
             locks = self.rt.locks
             if len(locks.members) > 1:  # else no worker is preferred: nothing is put off
                 # Another live worker is the preferred one: its alarm waits here a little.
-                later = locks.defer(uuid, at, self.rt.clock.now(), busy=bool(self._waiting))
+                later = locks.defer(uuid, at, self.rt.clock.now(), busy=self._backlog())
                 at = later or at
             self.window.set(AlarmKey(uuid, d.kind, d.job, d.instance_id), at)
         blocked, self._reload_blocked = self._reload_blocked, False
@@ -152,7 +154,7 @@ class Scheduler:
         rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
         # The time of the read, for every row (one clock read, not one a row).
         now = self.rt.clock.now()
-        cache, locks, busy = self.rt.cache, self.rt.locks, bool(self._waiting)
+        cache, locks, busy = self.rt.cache, self.rt.locks, self._backlog()
 
         def newer(row: IndexRow) -> tuple[bool, datetime | None]:
             """Whether this process committed a later version of ``row``'s instance while
@@ -183,6 +185,7 @@ class Scheduler:
             # Idle run tasks end (those running end after their run).
             self._stopped = True
             while self._parked:
+                self._woken += 1
                 trio.lowlevel.reschedule(self._parked.popleft())
             self.rt.notify()
 
@@ -206,7 +209,7 @@ class Scheduler:
                 or (
                     self.window.needs_reload(now)
                     and not self._reload_blocked
-                    and not self._waiting
+                    and not self._backlog()
                 )
                 or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
             ) and trio.current_time() >= retry_reload_at:
@@ -353,7 +356,7 @@ class Scheduler:
         deferred = self.rt.locks.deferred
         if deferred and (due := deferred.pop(key.uuid, None)) is not None:
             # Put off for its preferred worker: still, while this one has work waiting?
-            later = self.rt.locks.defer(key.uuid, due, now, busy=bool(self._waiting))
+            later = self.rt.locks.defer(key.uuid, due, now, busy=self._backlog())
             if later is not None:
                 self.window.set(key, later)
                 return
@@ -364,6 +367,7 @@ class Scheduler:
         if self._parked:
             # An idle run task takes it (wakes once per alarm: never all of them at once).
             self._waiting.append((key, context))
+            self._woken += 1
             trio.lowlevel.reschedule(self._parked.popleft())
         elif self._running < self.rt.max_concurrent_runs:
             self._running += 1
@@ -417,6 +421,12 @@ class Scheduler:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+        self._woken -= 1
+
+    def _backlog(self) -> bool:
+        """Whether due alarms wait for a run task to be free (beyond those that woken
+        idle run tasks are about to take)."""
+        return len(self._waiting) > self._woken
 
     async def _alarm_run(self, key: AlarmKey) -> None:
         try:
