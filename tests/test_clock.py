@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -110,3 +112,28 @@ async def test_durations_may_be_given_in_seconds(autojump_clock: trio.testing.Mo
                 **bad,
             ):
                 pass  # pragma: no cover
+
+
+_NO_TESTING = """
+import sys, threading, trio
+from durable_jobs._runtime.clock import in_thread
+
+async def main():
+    main_thread = threading.get_ident()
+    got = await in_thread(lambda a, b: (a + b, threading.get_ident() != main_thread), 2, 3)
+    assert got == (5, True), got
+    assert "trio.testing" not in sys.modules
+    print("ok")
+
+trio.run(main)
+"""
+
+
+def test_in_thread_without_trio_testing_imported_runs_the_call_in_a_thread() -> None:
+    """An application never imports ``trio.testing``: then no MockClock can exist and
+    ``in_thread`` goes straight to the worker thread (tests always have it imported)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TESTING], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -190,6 +190,24 @@ def _nothing() -> None:
     return None
 
 
+#: Distinct attribute sets kept (jobs x handlers x outcomes; beyond, they are made again).
+_MAX_ATTRIBUTE_SETS = 4096
+
+
+def _attributes(attributes: dict[str, str], made: dict[Any, Any]) -> dict[str, str]:
+    """``attributes``, to be kept in ``made`` (emptied first once it holds too many)."""
+    if len(made) >= _MAX_ATTRIBUTE_SETS:
+        made.clear()
+    return attributes
+
+
+def _dropped(instrument: object) -> bool:
+    """Whether ``instrument`` drops what it is given: OpenTelemetry API's stand-in
+    instruments do until the application sets a meter provider (looked at on every
+    call: that may happen at any time, and they then record)."""
+    return getattr(instrument, "_real_instrument", instrument) is None
+
+
 def _traceparent(trace_id: int, span_id: int, flags: int) -> str:
     return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
 
@@ -232,6 +250,9 @@ class _OpenTelemetry(Telemetry):
         # OpenTelemetry loads a provider named by this variable at its first use.
         self._provider_named = OTEL_PYTHON_TRACER_PROVIDER in os.environ
         meter = (metrics if meter_provider is None else meter_provider).get_meter(SCOPE)
+        #: The attributes of each (kind, job, handler, outcome) and (kind, job), made once.
+        self._run_attributes: dict[tuple[str, ...], dict[str, str]] = {}
+        self._job_attributes: dict[tuple[str, ...], dict[str, str]] = {}
         self._runs = meter.create_counter(
             "durable_jobs.runs", unit="{run}", description="Handler calls, by outcome."
         )
@@ -407,22 +428,40 @@ class _OpenTelemetry(Telemetry):
         return _traceparent(ctx.trace_id, ctx.span_id, int(ctx.trace_flags))
 
     def record_run(self, kind: str, job: str, handler: str, outcome: str, duration: float) -> None:
-        attributes = {
-            "durable_jobs.kind": kind,
-            "durable_jobs.job": job,
-            "durable_jobs.handler": handler,
-            "durable_jobs.outcome": outcome,
-        }
-        self._runs.add(1, attributes)
-        self._duration.record(duration, attributes)
+        runs, durations = self._runs, self._duration
+        if _dropped(runs) and _dropped(durations):
+            return
+        key = (kind, job, handler, outcome)
+        attributes = self._run_attributes.get(key)
+        if attributes is None:
+            attributes = self._run_attributes[key] = _attributes(
+                {
+                    "durable_jobs.kind": kind,
+                    "durable_jobs.job": job,
+                    "durable_jobs.handler": handler,
+                    "durable_jobs.outcome": outcome,
+                },
+                self._run_attributes,
+            )
+        runs.add(1, attributes)
+        durations.record(duration, attributes)
 
     def record_lateness(self, kind: str, job: str, seconds: float) -> None:
-        self._lateness.record(
-            max(seconds, 0.0), {"durable_jobs.kind": kind, "durable_jobs.job": job}
-        )
+        lateness = self._lateness
+        if _dropped(lateness):
+            return
+        key = (kind, job)
+        attributes = self._job_attributes.get(key)
+        if attributes is None:
+            attributes = self._job_attributes[key] = _attributes(
+                {"durable_jobs.kind": kind, "durable_jobs.job": job}, self._job_attributes
+            )
+        lateness.record(max(seconds, 0.0), attributes)
 
     def record_commit(self, size: int) -> None:
-        self._batch.record(size)
+        batch = self._batch
+        if not _dropped(batch):
+            batch.record(size)
 
     def watch(self, source: AlarmSource) -> Callable[[], None]:
         self._sources.add(source)

@@ -51,13 +51,15 @@ class InstanceCache:
 
     def remember(self, agg: JobInstance) -> None:
         """Cache a committed instance (unless a newer version is cached already)."""
-        cached = self._items.get(agg.id)
-        if cached is not None and cached.version > agg.version:
-            return
-        self._items[agg.id] = agg
-        self._items.move_to_end(agg.id)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        items, uuid = self._items, agg.id
+        cached = items.get(uuid)
+        if cached is not None:
+            if cached.version > agg.version:
+                return
+            items.move_to_end(uuid)  # then replaced in place: most recently used
+        items[uuid] = agg
+        while len(items) > self.size:
+            items.popitem(last=False)
 
     def evict(self, uuid: UUID) -> None:
         self._items.pop(uuid, None)

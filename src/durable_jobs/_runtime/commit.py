@@ -84,7 +84,10 @@ class GroupCommit:
         if not self._enabled:
             if not schedule_point and not self.store.blocking:
                 await trio.lowlevel.checkpoint_if_cancelled()
-                self._save_now([_Commit(agg, statements)])
+                if statements:
+                    self._save_now([_Commit(agg, statements)])
+                else:
+                    self.store.save(agg)  # what _save_now makes of it, without the wrapping
             else:
                 await self._save([_Commit(agg, statements)])
             self._count(1)

@@ -33,7 +33,7 @@ class ContinuousRunner:
         rt = self.rt
         uuid = instance_uuid("continuous", job.name, instance_id)
         async with rt.hold(uuid):
-            committed = await rt.load(ContinuousInstance, job.name, instance_id)
+            committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
             if committed is not None and committed.live:
                 return committed, False
             now = rt.clock.now()
@@ -63,7 +63,7 @@ class ContinuousRunner:
         async with rt.hold(uuid, wait=manual) as held:
             if not held:
                 raise Busy
-            committed = await rt.load(ContinuousInstance, job.name, instance_id)
+            committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
             if committed is None or not committed.live:
                 return False, False, False
             began = rt.clock.now()
@@ -99,8 +99,10 @@ class ContinuousRunner:
                 attempt=ticket.attempt,
                 due_at=None if manual else committed.d.alarm_at,
                 link=committed.d.alarm_trace,
+                started=started,
             )
-            end = rt.clock.now()
+            end = outcome.ended
+            assert end is not None
             error = outcome.error
             fatal = outcome.fatal
             intents = outcome.value

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from types import CoroutineType
 from typing import Any, Literal, cast
 
 import trio
@@ -54,6 +55,8 @@ class Outcome:
     value: Any = None
     #: The failure (None: the call succeeded).
     error: BaseException | None = None
+    #: When the call ended, on the job's clock (what its duration was measured to).
+    ended: datetime | None = None
 
     @property
     def fatal(self) -> BaseException | None:
@@ -81,7 +84,7 @@ async def _invoke(
     fn: Callable[..., Any], args: tuple[Any, ...], then: Callable[[Any], Any] | None
 ) -> Any:
     value = fn(*args)
-    if inspect.isawaitable(value):
+    if type(value) is CoroutineType or inspect.isawaitable(value):
         value = await value
     return value if then is None else then(value)
 
@@ -109,6 +112,7 @@ class HandlerCalls:
         attempt: int | None = None,
         due_at: datetime | None = None,
         link: str | None = None,
+        started: datetime | None = None,
     ) -> Outcome:
         """``fn(*args)`` (awaited if it returns an awaitable), then ``then(value)``.
 
@@ -116,20 +120,26 @@ class HandlerCalls:
         traced, measured and logged (see :mod:`durable_jobs._telemetry`): ``run_count``
         and ``attempt`` say which run it is, ``due_at`` is the time of the alarm that
         started it (an alarm run), ``link`` the stored traceparent of the client call
-        that made it due.
+        that made it due. ``started``: the clock's time as the caller read it just
+        before (else it is read here); the outcome says when the call ended.
         """
         kind, name = job.kind, job.name
-        started = self.clock.now()
+        clock = self.clock
+        if started is None:
+            started = clock.now()
         if due_at is not None:
             telemetry.record_lateness(kind, name, (started - due_at).total_seconds())
         with telemetry.handler_call(
             kind, name, role, instance_id, run_count=run_count, attempt=attempt, link=link
         ) as span:
-            outcome = await self._call(job, role, fn, args, instance_id=instance_id, then=then)
+            outcome = await self._call(
+                job, role, fn, args, instance_id=instance_id, then=then, started=started
+            )
             error = outcome.error
             result = outcome_name(error)
             span.finish(result, error)
-        duration = (self.clock.now() - started).total_seconds()
+        ended = outcome.ended = clock.now()
+        duration = (ended - started).total_seconds()
         telemetry.record_run(kind, name, role, result, duration)
         if error is None:
             if log.isEnabledFor(logging.DEBUG):
@@ -166,17 +176,23 @@ class HandlerCalls:
         *,
         instance_id: str,
         then: Callable[[Any], Any] | None,
+        started: datetime,
     ) -> Outcome:
         timeout = job.timeout if role in TIMED else None
         timer: _Timer | None = None
         self.running += 1
         try:
             if timeout is None:
-                # No cancel scope of its own: entering one costs on every run.
-                value = await _invoke(fn, args, then)
+                # No cancel scope of its own: entering one costs on every run (and
+                # _invoke inline: a coroutine less).
+                value = fn(*args)
+                if type(value) is CoroutineType or inspect.isawaitable(value):
+                    value = await value
+                if then is not None:
+                    value = then(value)
             else:
                 with trio.CancelScope() as scope:
-                    timer = self._arm(scope, self.clock.now() + timeout)
+                    timer = self._arm(scope, started + timeout)
                     try:
                         value = await _invoke(fn, args, then)
                     finally:

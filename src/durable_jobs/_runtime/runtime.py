@@ -239,9 +239,15 @@ class Runtime:
             return fn(*args)
         return await in_thread(fn, *args, limiter=self._limiter)
 
-    async def load(self, cls: type[_A], job: str, instance_id: str) -> _A | None:
-        """The committed instance (never to be mutated: decide on a :func:`clone`)."""
-        uuid = instance_uuid(cls.kind, job, instance_id)
+    async def load(
+        self, cls: type[_A], job: str, instance_id: str, uuid: UUID | None = None
+    ) -> _A | None:
+        """The committed instance (never to be mutated: decide on a :func:`clone`).
+
+        ``uuid``: its :func:`instance_uuid`, if the caller has it already.
+        """
+        if uuid is None:
+            uuid = instance_uuid(cls.kind, job, instance_id)
         cache = self.cache
         agg = cache.peek(uuid)
         if self.store.shared:

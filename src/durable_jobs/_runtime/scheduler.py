@@ -9,11 +9,14 @@ when another process's alarm is heard of (:meth:`Scheduler.listen`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
+import types
 from collections import deque
+from collections.abc import Coroutine, Generator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import trio
@@ -67,10 +70,16 @@ class Scheduler:
         self.window = AlarmWindow(window)
         #: Instances with a run started and not finished (running or waiting its turn).
         self._queued: set[UUID] = set()
-        #: Due alarms waiting for one of the ``max_concurrent_runs`` run tasks.
-        self._waiting: deque[AlarmKey] = deque()
-        #: Run tasks alive (at most ``max_concurrent_runs``).
+        #: Due alarms waiting for one of the ``max_concurrent_runs`` run tasks, each with
+        #: the context its run starts from (see :meth:`_runs_task`).
+        self._waiting: deque[tuple[AlarmKey, contextvars.Context]] = deque()
+        #: Run tasks alive (at most ``max_concurrent_runs``), and those of them waiting
+        #: for an alarm to run (parked: they end when the scheduler stops).
         self._running = 0
+        self._parked: deque[trio.lowlevel.Task] = deque()
+        #: Parked run tasks woken and not yet running again (each takes a waiting alarm).
+        self._woken = 0
+        self._stopped = False
         #: Instances whose last run failed inside the runtime: (next try, delay).
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
         self._unknown_jobs: set[tuple[str, str]] = set()
@@ -106,15 +115,17 @@ class Scheduler:
 
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
-        d = agg.d
+        d, uuid = agg.d, agg.id
         at = d.alarm_at
         if self.run_alarms:
-            # Another live worker is the preferred one: its alarm waits here a little.
-            later = self.rt.locks.defer(agg.id, at, self.rt.clock.now(), busy=bool(self._waiting))
-            at = later or at
-            self.window.set(AlarmKey(agg.id, d.kind, d.job, d.instance_id), at)
+            locks = self.rt.locks
+            if len(locks.members) > 1:  # else no worker is preferred: nothing is put off
+                # Another live worker is the preferred one: its alarm waits here a little.
+                later = locks.defer(uuid, at, self.rt.clock.now(), busy=self._backlog())
+                at = later or at
+            self.window.set(AlarmKey(uuid, d.kind, d.job, d.instance_id), at)
         blocked, self._reload_blocked = self._reload_blocked, False
-        if agg.id in self._queued:
+        if uuid in self._queued:
             return  # an alarm run's commit: the scheduler is woken once, when the run ends
         asleep_until = self._asleep_until
         if not blocked and (at is None or (asleep_until is not None and at >= asleep_until)):
@@ -141,21 +152,23 @@ class Scheduler:
 
     async def _reload(self) -> None:
         rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
-        self.window.load(rows, running=self._queued, newer=self._newer)
+        # The time of the read, for every row (one clock read, not one a row).
+        now = self.rt.clock.now()
+        cache, locks, busy = self.rt.cache, self.rt.locks, self._backlog()
+
+        def newer(row: IndexRow) -> tuple[bool, datetime | None]:
+            """Whether this process committed a later version of ``row``'s instance while
+            the index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
+            cached = cache.peek(row.instance_uuid)
+            if cached is None or cached.version <= row.version:
+                # Another live worker is the preferred one: its alarm waits here a little.
+                later = locks.defer(row.instance_uuid, row.due_at, now, busy=busy)
+                return later is not None, later
+            return True, cached.d.alarm_at
+
+        self.window.load(rows, running=self._queued, newer=newer)
         # Alarms of instances already running stay in the index until their commit.
         self._reload_blocked = self.window.needs_reload(self.rt.clock.now())
-
-    def _newer(self, row: IndexRow) -> tuple[bool, datetime | None]:
-        """Whether this process committed a later version of ``row``'s instance while the
-        index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
-        cached = self.rt.cache.peek(row.instance_uuid)
-        if cached is None or cached.version <= row.version:
-            # Another live worker is the preferred one: its alarm waits here a little.
-            later = self.rt.locks.defer(
-                row.instance_uuid, row.due_at, self.rt.clock.now(), busy=bool(self._waiting)
-            )
-            return later is not None, later
-        return True, cached.d.alarm_at
 
     async def run(self, runs: trio.Nursery, *, task_status: trio.TaskStatus[None]) -> None:
         """Start the runs of due alarms in ``runs`` (until cancelled)."""
@@ -165,10 +178,15 @@ class Scheduler:
         finally:
             # Stopped (shutdown): alarms still waiting for a run task do not run now;
             # they stay in the store for the next start.
-            for key in self._waiting:
+            for key, _ in self._waiting:
                 self._queued.discard(key.uuid)
                 self.pending -= 1
             self._waiting.clear()
+            # Idle run tasks end (those running end after their run).
+            self._stopped = True
+            while self._parked:
+                self._woken += 1
+                trio.lowlevel.reschedule(self._parked.popleft())
             self.rt.notify()
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
@@ -191,7 +209,7 @@ class Scheduler:
                 or (
                     self.window.needs_reload(now)
                     and not self._reload_blocked
-                    and not self._waiting
+                    and not self._backlog()
                 )
                 or (poll is not None and trio.current_time() >= last_poll + poll.total_seconds())
             ) and trio.current_time() >= retry_reload_at:
@@ -331,38 +349,90 @@ class Scheduler:
     def _dispatch(self, key: AlarmKey, now: datetime) -> None:
         if key.uuid in self._queued or self._runs is None:
             return
-        broken = self._broken.get(key.uuid)
+        broken = self._broken.get(key.uuid) if self._broken else None
         if broken is not None and broken[0] > now:
             self.window.set(key, broken[0])
             return
         deferred = self.rt.locks.deferred
         if deferred and (due := deferred.pop(key.uuid, None)) is not None:
             # Put off for its preferred worker: still, while this one has work waiting?
-            later = self.rt.locks.defer(key.uuid, due, now, busy=bool(self._waiting))
+            later = self.rt.locks.defer(key.uuid, due, now, busy=self._backlog())
             if later is not None:
                 self.window.set(key, later)
                 return
         self._queued.add(key.uuid)
         self.pending += 1
-        if self._running < self.rt.max_concurrent_runs:
+        # The run starts from a copy of the scheduler's context (see _runs_task).
+        context = contextvars.copy_context()
+        if self._parked:
+            # An idle run task takes it (wakes once per alarm: never all of them at once).
+            self._waiting.append((key, context))
+            self._woken += 1
+            trio.lowlevel.reschedule(self._parked.popleft())
+        elif self._running < self.rt.max_concurrent_runs:
             self._running += 1
-            self._runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+            self._runs.start_soon(self._runs_task, key, context, name="durable_jobs runs")
         else:
-            self._waiting.append(key)
+            self._waiting.append((key, context))
 
     def _start_waiting(self) -> None:
-        """Start the runs of waiting alarms while run tasks are free (in the scheduler's
-        task, so that each run starts from the scheduler's context)."""
+        """Start run tasks for waiting alarms while fewer than ``max_concurrent_runs`` are
+        alive (a run task takes the next waiting alarm itself when its run ends: this
+        only starts those that a cancelled run task left)."""
         waiting, runs = self._waiting, self._runs
         while waiting and runs is not None and self._running < self.rt.max_concurrent_runs:
-            key = waiting.popleft()
+            key, context = waiting.popleft()
             self._running += 1
-            runs.start_soon(self._alarm_run, key, name=f"durable_jobs run {key.job}")
+            runs.start_soon(self._runs_task, key, context, name="durable_jobs runs")
+
+    async def _runs_task(self, key: AlarmKey, context: contextvars.Context) -> None:
+        """Run ``key``'s alarm, then the waiting ones, one at a time; when none waits,
+        wait for the next (until the scheduler stops).
+
+        Each run is driven in its own context, a copy of the scheduler's taken when
+        its alarm was dispatched: a run never sees the context variables that an
+        earlier run's handler set (as if it had a task of its own, which would cost
+        a task per run).
+        """
+        waiting = self._waiting
+        try:
+            while True:
+                yielded = await _in_context(context, self._alarm_run(key))
+                if waiting and not yielded:
+                    # Let the other tasks run: a run on a store that does not block
+                    # may not have yielded at all (one that waited for its commit did).
+                    await trio.lowlevel.checkpoint()
+                while not waiting:
+                    if self._stopped:
+                        return
+                    await self._park()
+                key, context = waiting.popleft()
+        finally:
+            self._running -= 1
+
+    async def _park(self) -> None:
+        """Wait until :meth:`_dispatch` has an alarm for this run task, or the scheduler
+        stopped (cancellable)."""
+        task = trio.lowlevel.current_task()
+        self._parked.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._parked.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        self._woken -= 1
+
+    def _backlog(self) -> bool:
+        """Whether due alarms wait for a run task to be free (beyond those that woken
+        idle run tasks are about to take)."""
+        return len(self._waiting) > self._woken
 
     async def _alarm_run(self, key: AlarmKey) -> None:
         try:
             await self._fire(key)
-            self._broken.pop(key.uuid, None)
+            if self._broken:
+                self._broken.pop(key.uuid, None)
         except Busy:
             self.window.set(key, self.rt.clock.now() + BUSY_RECHECK)
         except RuntimeClosed:
@@ -377,9 +447,6 @@ class Scheduler:
             self._queued.discard(key.uuid)
             self.pending -= 1
             self._reload_blocked = False
-            # The scheduler starts the next waiting alarm's run: spawned from here, its
-            # task would inherit this run's context variables (a handler's, say).
-            self._running -= 1
             self.kick()
 
     def _run_broke(self, key: AlarmKey, exc: Exception) -> None:
@@ -432,3 +499,31 @@ class Scheduler:
         cached = rt.cache.peek(key.uuid)
         if cached is not None:
             self.window.set(key, cached.d.alarm_at)
+
+
+@types.coroutine
+def _in_context(
+    context: contextvars.Context, coro: Coroutine[Any, Any, None]
+) -> Generator[Any, Any, bool]:
+    """Await ``coro`` with every step of it run in ``context`` (what trio does for a
+    task, in the task that awaits this): what it sets there stays there. Returns
+    whether it yielded to trio (let other tasks run) on the way."""
+    value: Any = None
+    error: BaseException | None = None
+    yielded = False
+    while True:
+        try:
+            if error is None:
+                request = context.run(coro.send, value)
+            else:
+                request, error = context.run(coro.throw, error), None
+        except StopIteration:
+            return yielded
+        yielded = True
+        try:
+            value = yield request
+        except GeneratorExit:
+            context.run(coro.close)
+            raise
+        except BaseException as exc:  # thrown into the awaiting task: on to the run
+            error, value = exc, None

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
+from typing import NamedTuple
 from uuid import UUID
 
 from durable_jobs._store.index import IndexRow
 
 __all__ = ["AlarmKey", "AlarmWindow"]
 
+_DUE_AT = attrgetter("due_at")
 #: Heap entries beyond twice the alarms (and this many) make the heap be rebuilt.
 _SLACK = 64
 
 
-@dataclass(frozen=True)
-class AlarmKey:
-    """Which instance an alarm belongs to."""
+class AlarmKey(NamedTuple):
+    """Which instance an alarm belongs to (a tuple: made for every alarm read or set)."""
 
     uuid: UUID
     kind: str
@@ -34,11 +35,20 @@ class AlarmKey:
 
 
 class AlarmWindow:
-    """Alarms known to be due before ``horizon`` (all of them when ``complete``)."""
+    """Alarms known to be due before ``horizon`` (all of them when ``complete``).
+
+    The rows of the last load stay as read (earliest first: a list consumed from its
+    front, no entry made per row); alarms set since are in a heap. An alarm is in
+    ``_due`` while it stands; an entry (row or heap) whose alarm moved, was cleared
+    or was taken is skipped when met.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._heap: list[tuple[datetime, int, AlarmKey]] = []
+        #: The rows of the last load, earliest first, and the first not yet passed.
+        self._rows: list[IndexRow] = []
+        self._next = 0
         self._due: dict[UUID, datetime] = {}
         self._seq = 0
         self.complete = True
@@ -49,8 +59,8 @@ class AlarmWindow:
 
     @property
     def entries(self) -> int:
-        """Entries in the heap: the alarms, and entries an alarm that moved left behind."""
-        return len(self._heap)
+        """Entries kept: the alarms, and entries an alarm that moved left behind."""
+        return len(self._heap) + len(self._rows) - self._next
 
     def load(
         self,
@@ -66,21 +76,28 @@ class AlarmWindow:
         version of the row's instance than the row (read while it committed), and
         that version's alarm, which is kept instead of the stale one.
         """
-        self._heap.clear()
-        self._due.clear()
         self.complete = len(rows) < self.size
         self.horizon = None if self.complete or not rows else rows[-1].due_at
+        kept: list[IndexRow] = []
+        current: dict[UUID, datetime] = {}
+        moved: list[tuple[IndexRow, datetime | None]] = []
         for row in rows:
             due = row.due_at
-            if due is None or row.instance_uuid in running:
+            uuid = row.instance_uuid
+            if due is None or uuid in running:
                 continue
-            key = AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
             if newer is not None:
                 known, at = newer(row)
                 if known:
-                    self.set(key, at)
+                    moved.append((row, at))
                     continue
-            self._push(key, due)
+            current[uuid] = due
+            kept.append(row)
+        # Earliest first already (every store's order): this only checks it, in C.
+        kept.sort(key=_DUE_AT)
+        self._heap, self._rows, self._next, self._due = [], kept, 0, current
+        for row, at in moved:
+            self.set(_key(row), at)
 
     def _push(self, key: AlarmKey, due: datetime) -> None:
         self._due[key.uuid] = due
@@ -119,14 +136,29 @@ class AlarmWindow:
         Every alarm due before the new horizon is among those kept, so the
         window stays exact below it.
         """
-        keys = {key.uuid: key for _, _, key in self._heap}
+        keys = {row.instance_uuid: _key(row) for row in self._rows[self._next :]}
+        keys.update((key.uuid, key) for _, _, key in self._heap)
         kept = heapq.nsmallest(self.size, ((due, uuid) for uuid, due in self._due.items()))
         self.complete = False
         self.horizon = kept[-1][0]
         self._heap.clear()
+        self._rows, self._next = [], 0
         self._due.clear()
         for due, uuid in kept:
             self._push(keys[uuid], due)
+
+    def _first_row(self) -> IndexRow | None:
+        """The earliest loaded row whose alarm stands (the ones before it are passed)."""
+        rows, i, current = self._rows, self._next, self._due
+        end = len(rows)
+        while i < end:
+            row = rows[i]
+            if current.get(row.instance_uuid) == row.due_at:
+                self._next = i
+                return row
+            i += 1
+        self._next = end
+        return None
 
     def _clean(self) -> None:
         heap = self._heap
@@ -136,18 +168,46 @@ class AlarmWindow:
     def next_due(self) -> datetime | None:
         """The earliest alarm in the window."""
         self._clean()
-        return self._heap[0][0] if self._heap else None
+        row = self._first_row()
+        heap = self._heap
+        if row is None:
+            return heap[0][0] if heap else None
+        due = row.due_at
+        assert due is not None  # loaded rows have an alarm
+        return heap[0][0] if heap and heap[0][0] < due else due
 
     def pop_due(self, now: datetime) -> list[AlarmKey]:
         """Remove and return every alarm due at or before ``now``, earliest first."""
+        heap, current, rows = self._heap, self._due, self._rows
         due: list[AlarmKey] = []
+        i, end = self._next, len(rows)
         while True:
-            self._clean()
-            if not self._heap or self._heap[0][0] > now:
-                return due
-            _, _, key = heapq.heappop(self._heap)
-            del self._due[key.uuid]
-            due.append(key)
+            while heap and current.get(heap[0][2].uuid) != heap[0][0]:
+                heapq.heappop(heap)  # left behind by an alarm that moved
+            # The first loaded row whose alarm stands.
+            row, at = None, None
+            while i < end:
+                candidate = rows[i]
+                at = candidate.due_at
+                if at is not None and current.get(candidate.instance_uuid) == at:
+                    row = candidate
+                    break
+                i += 1
+            # The earlier of it and the heap's first (on ties the row: loaded first).
+            if row is not None and at is not None and not (heap and heap[0][0] < at):
+                if at > now:
+                    break
+                del current[row.instance_uuid]
+                due.append(AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id))
+                i += 1
+            elif heap and heap[0][0] <= now:
+                _, _, key = heapq.heappop(heap)
+                del current[key.uuid]
+                due.append(key)
+            else:
+                break
+        self._next = i
+        return due
 
     def has_due(self, now: datetime) -> bool:
         nxt = self.next_due()
@@ -168,3 +228,7 @@ class AlarmWindow:
     def needs_reload(self, now: datetime) -> bool:
         """Whether alarms beyond the horizon may be due by ``now``."""
         return not self.complete and (self.horizon is None or self.horizon <= now)
+
+
+def _key(row: IndexRow) -> AlarmKey:
+    return AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
