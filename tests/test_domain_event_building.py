@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from eventsourcing.domain import Aggregate
 
+from _event_histories import every_event_history
 from durable_jobs._domain import instance as instance_module
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.debounce import DebounceInstance
-from durable_jobs._domain.instance import EVENT_NAMES, Intents, JobInstance, RunTicket
-from durable_jobs._domain.schedules import every
+from durable_jobs._domain.instance import EVENT_NAMES, JobInstance
 from durable_jobs._domain.task import TaskInstance
 
 T = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -28,49 +28,7 @@ def _stock(agg: JobInstance, event_class: type[Any], **kwargs: Any) -> None:
 
 def _histories() -> list[JobInstance]:
     """Instances that recorded every event class the domain triggers."""
-    cont, _ = ContinuousInstance.start(None, "c", "1", now=T, state={"n": 1}, first_run_at=T)
-    ticket = cont.next_ticket(fresh=False)
-    cont.fail_run(ticket, ValueError("x"), now=T, schedule=every(W), retry=None, retry_at=T + W)
-    cont.complete_run(
-        cont.next_ticket(fresh=False), Intents(state=2), now=T, duration=0.5, schedule=every(W)
-    )
-    cont.record_exhausted(RunTicket(3, 2), "pause", now=T)
-    cont.due_now(now=T)
-    cont.stamp_trace("00-" + "1" * 32 + "-" + "2" * 16 + "-01")
-    cont.terminate(now=T, reason="done")
-    cont.restart(now=T, state=None, type_version=2)
-    deb, _ = DebounceInstance.add(
-        None,
-        "d",
-        "1",
-        {"e": 1},
-        now=T,
-        new_state=[{"e": 1}],
-        idempotency_key="k",
-        window=W,
-        flush_after=W,
-        max_events=1,
-    )
-    flush = deb.begin_flush(now=T, manual=False, flush_after=W)
-    assert flush is not None
-    deb.flush_succeeded(flush, now=T, duration=1.0, flush_after=W)
-    deb.add(
-        deb,
-        "d",
-        "1",
-        2,
-        now=T,
-        new_state=2,
-        idempotency_key=None,
-        window=W,
-        flush_after=W,
-        max_events=None,
-    )
-    deb.clear(now=T)
-    task, _ = TaskInstance.receive(None, "t", "1", "go", now=T, idempotency_key=None, window=W)
-    task.set_state(["x" * 100] * 4, now=T)
-    task.set_state(["x" * 100] * 5, now=T)  # a patch
-    return [cont, deb, task]
+    return every_event_history()
 
 
 def test_every_triggered_event_is_the_object_its_init_makes() -> None:

@@ -5,7 +5,7 @@ calls queued for the task that batches them are made even if it stops."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import cast
 from uuid import UUID, uuid4
@@ -146,70 +146,72 @@ async def test_a_lock_call_queued_as_run_stops_is_made(
     assert seen == ["held=True", "released"]
 
 
+@pytest.fixture
+def two_stores(pg_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    """Two Postgres stores on one schema: this process's and another process's."""
+    store, other = dj.open_store(pg_url), dj.open_store(pg_url)
+    assert isinstance(store, PostgresStore) and isinstance(other, PostgresStore)
+    try:
+        yield store, other
+    finally:
+        store.close()
+        other.close()
+
+
 @pytest.mark.postgres
 async def test_a_release_is_not_waited_for_and_comes_before_the_next_take(
-    pg_url: str, autojump_clock: trio.testing.MockClock
+    two_stores: tuple[PostgresStore, PostgresStore], autojump_clock: trio.testing.MockClock
 ) -> None:
     """With the batching task running, leaving a held lock queues its release and
     returns at once; a take of the same instance queued right after it (the next
     holder in this process) goes in the same round, after it: the lock is held and
     fenced, and released in the end (nothing left held in Postgres)."""
-    store, other = dj.open_store(pg_url), dj.open_store(pg_url)
-    assert isinstance(store, PostgresStore) and isinstance(other, PostgresStore)
+    store, other = two_stores
     locks = InstanceLocks(store, timedelta(seconds=30))
     key = uuid4()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(locks.run)
-            await trio.testing.wait_all_tasks_blocked()
-            async with locks.hold(key, wait=False) as held:
-                assert held
-            # Queued, not made yet, and not waited for.
-            assert [(r.op, r.uuid) for r in locks._queue] == [("unlock", key)]
-            assert locks.held == 0
-            async with locks.hold(key, wait=False) as held:
-                assert held
-                assert store.lock_session(key) is not None  # its commits are fenced
-                assert other.try_lock_many([(key, "instance")]) == [False]
-            # A take waits for its round: the release queued before it is made by then.
-            async with locks.hold(uuid4()):
-                pass
-            assert locks.held == 0
-            assert store.lock_session(key) is None
-            nursery.cancel_scope.cancel()
-        # Released in the database: another session takes it at once.
-        assert other.try_lock_many([(key, "instance")]) == [True]
-        other.unlock_many([(key, "instance")])
-    finally:
-        store.close()
-        other.close()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(locks.run)
+        await trio.testing.wait_all_tasks_blocked()
+        async with locks.hold(key, wait=False) as held:
+            assert held
+        # Queued, not made yet, and not waited for.
+        assert [(r.op, r.uuid) for r in locks._queue] == [("unlock", key)]
+        assert locks.held == 0
+        async with locks.hold(key, wait=False) as held:
+            assert held
+            assert store.lock_session(key) is not None  # its commits are fenced
+            assert other.try_lock_many([(key, "instance")]) == [False]
+        # A take waits for its round: the release queued before it is made by then.
+        async with locks.hold(uuid4()):
+            pass
+        assert locks.held == 0
+        assert store.lock_session(key) is None
+        nursery.cancel_scope.cancel()
+    # Released in the database: another session takes it at once.
+    assert other.try_lock_many([(key, "instance")]) == [True]
+    other.unlock_many([(key, "instance")])
 
 
 @pytest.mark.postgres
 async def test_a_calls_release_is_made_before_it_returns(
-    pg_url: str, autojump_clock: trio.testing.MockClock
+    two_stores: tuple[PostgresStore, PostgresStore], autojump_clock: trio.testing.MockClock
 ) -> None:
     """A hold that waits for a busy instance (a client call's, a manual trigger's) has
     its release made before it returns: once the caller is answered, another process
     (a worker, the dashboard, the CLI) can take the instance at once. Only an alarm
     run's release (``wait=False``) is left to the batching task."""
-    store, other = dj.open_store(pg_url), dj.open_store(pg_url)
-    assert isinstance(store, PostgresStore) and isinstance(other, PostgresStore)
+    store, other = two_stores
     locks = InstanceLocks(store, timedelta(seconds=30))
     key = uuid4()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(locks.run)
-            await trio.testing.wait_all_tasks_blocked()
-            async with locks.hold(key) as held:
-                assert held
-            assert locks._queue == []
-            assert other.try_lock_many([(key, "instance")]) == [True]
-            other.unlock_many([(key, "instance")])
-            nursery.cancel_scope.cancel()
-    finally:
-        store.close()
-        other.close()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(locks.run)
+        await trio.testing.wait_all_tasks_blocked()
+        async with locks.hold(key) as held:
+            assert held
+        assert locks._queue == []
+        assert other.try_lock_many([(key, "instance")]) == [True]
+        other.unlock_many([(key, "instance")])
+        nursery.cancel_scope.cancel()
 
 
 class _UnlocksFail:

@@ -15,10 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from durable_jobs._domain.continuous import ContinuousInstance
+from _event_histories import every_event_history
 from durable_jobs._domain.debounce import DebounceInstance
-from durable_jobs._domain.instance import EVENT_NAMES, InstanceSnapshot, Intents, event_classes
-from durable_jobs._domain.schedules import every
+from durable_jobs._domain.instance import EVENT_NAMES, InstanceSnapshot, event_classes
 from durable_jobs._domain.task import TaskInstance
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 
@@ -46,57 +45,7 @@ def _roundtrip(event: Any) -> Any:
 
 
 def _every_event() -> list[Any]:
-    cont, _ = ContinuousInstance.start(None, "c", "1", now=T, state={"n": 1}, first_run_at=T)
-    ticket = cont.next_ticket(fresh=False)
-    cont.fail_run(ticket, ValueError("bad"), now=T, schedule=every(W), retry=None, retry_at=T + W)
-    ticket = cont.next_ticket(fresh=False)
-    cont.fail_run(ticket, KeyError("k"), now=T, schedule=every(W), retry=None, retry_at=None)
-    cont.complete_run(
-        cont.next_ticket(fresh=True),
-        Intents(state=[1, "x"]),
-        now=T,
-        duration=0.5,
-        schedule=every(W),
-    )
-    cont.terminate(now=T, reason="done")
-    cont.restart(now=T, state=None)
-    cont.set_alarm(None, now=T)
-    deb, _ = DebounceInstance.add(
-        None,
-        "d",
-        "1",
-        {"e": 1},
-        now=T,
-        new_state=[{"e": 1}],
-        idempotency_key="k",
-        window=W,
-        flush_after=W,
-        max_events=1,
-    )
-    flush = deb.begin_flush(now=T, manual=False, flush_after=W)
-    assert flush is not None
-    deb.flush_succeeded(flush, now=T, duration=1.0, flush_after=W)
-    deb.add(
-        deb,
-        "d",
-        "1",
-        2,
-        now=T,
-        new_state=2,
-        idempotency_key=None,
-        window=W,
-        flush_after=W,
-        max_events=None,
-    )
-    deb.clear(now=T)
-    from durable_jobs._domain.instance import RunTicket
-
-    deb.record_exhausted(RunTicket(1, 3), "pause", now=T)
-    task, _ = TaskInstance.receive(None, "t", "1", "go", now=T, idempotency_key=None, window=W)
-    task.set_state(["x" * 100] * 4, now=T)
-    task.set_state(["x" * 100] * 5, now=T)  # one item appended: recorded as a patch
-    task.trigger_event(TaskInstance.Resumed, timestamp=T, at=T)
-    return [*cont.collect_events(), *deb.collect_events(), *task.collect_events()]
+    return [e for agg in every_event_history() for e in agg.collect_events()]
 
 
 def test_every_event_class_round_trips() -> None:

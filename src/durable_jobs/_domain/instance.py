@@ -197,17 +197,15 @@ class JobInstance(Aggregate):
         check_instance_id(instance_id)
         uuid = instance_uuid(cls.kind, job, instance_id)
         topic = _plain_created_topic(cls)
+        fields = {
+            "kind": cls.kind,
+            "job": job,
+            "instance_id": instance_id,
+            "state": state,
+            "type_version": type_version,
+        }
         if topic is None or now is None:
-            return cls._create(
-                cls.Started,
-                id=uuid,
-                timestamp=now,
-                kind=cls.kind,
-                job=job,
-                instance_id=instance_id,
-                state=state,
-                type_version=type_version,
-            )
+            return cls._create(cls.Started, id=uuid, timestamp=now, **fields)
         # What eventsourcing's _create and the created event's mutate do (the
         # aggregate's __init__ takes nothing), without their generic steps:
         # filtering keyword arguments by signature, copies, topic lookups.
@@ -218,11 +216,7 @@ class JobInstance(Aggregate):
                 originator_id=uuid,
                 originator_version=cls.INITIAL_VERSION,
                 timestamp=now,
-                kind=cls.kind,
-                job=job,
-                instance_id=instance_id,
-                state=state,
-                type_version=type_version,
+                **fields,
             )
         except TypeError as exc:
             msg = f"Unable to construct '{started.__qualname__}' event: {exc}"
