@@ -186,6 +186,13 @@ class LockSession:
             self._conn, self._mark, self._condemned = conn, mark, False
             self.member = member
             self._last_ok = sent
+            wake = self._wake
+            if wake is not None:
+                # The keeper watches the sockets it knew of when it last went to sleep:
+                # woken, it watches this one too (else a session cut before its next
+                # ping, a quarter of the lease away, goes unnoticed until then).
+                with contextlib.suppress(OSError):
+                    os.write(wake[1], b"c")
         return conn
 
     def _take_member(self, conn: psycopg.Connection[Any]) -> int:
@@ -380,17 +387,21 @@ class LockSession:
                 except psycopg.Error as exc:
                     self._drop(self._describe(exc))
         self._stop.clear()
-        self._wake = os.pipe()
+        wake = os.pipe()
+        with self._books:
+            self._wake = wake
         self._keeper = threading.Thread(
-            target=self._keep, name="durable_jobs lock keeper", daemon=True
+            target=self._keep, args=(wake,), name="durable_jobs lock keeper", daemon=True
         )
         self._keeper.start()
 
     def unwatch(self) -> None:
         """Stop the keeper; lost sessions are no longer reported."""
-        keeper, wake = self._keeper, self._wake
+        keeper = self._keeper
         with self._books:
             self._on_lost = None
+            # No more wake-ups for new connections (the pipe is closed below).
+            wake, self._wake = self._wake, None
         if keeper is None or wake is None:
             return
         self._stop.set()
@@ -400,7 +411,7 @@ class LockSession:
         if not keeper.is_alive():
             os.close(wake[0])
             os.close(wake[1])
-        self._keeper = self._wake = None
+        self._keeper = None
 
     def close(self) -> None:
         self.unwatch()
@@ -411,9 +422,9 @@ class LockSession:
         if conn is not None:
             conn.close()
 
-    def _keep(self) -> None:
-        lease, wake = self._lease, self._wake
-        assert lease is not None and wake is not None
+    def _keep(self, wake: tuple[int, int]) -> None:
+        lease = self._lease
+        assert lease is not None
         interval = lease / PINGS_PER_LEASE
         next_ping = time.monotonic() + interval
         while not self._stop.is_set():
@@ -435,9 +446,14 @@ class LockSession:
             with contextlib.suppress(psycopg.Error, OSError, ValueError):
                 poller.register(conn.pgconn.socket, select.POLLIN)
         timeout = max(0.0, next_ping - time.monotonic())
-        readable = [fd for fd, _ in poller.poll(timeout * 1000) if fd != wake]
+        events = poller.poll(timeout * 1000)
         if self._stop.is_set():
             return next_ping
+        readable = [fd for fd, _ in events if fd != wake]
+        if len(readable) < len(events):
+            # Woken (a new connection to watch): emptied, so that it sleeps again.
+            with contextlib.suppress(OSError):
+                os.read(wake, 4096)
         now = time.monotonic()
         ping = now >= next_ping
         if ping:

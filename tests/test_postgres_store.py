@@ -11,6 +11,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -724,3 +725,24 @@ def test_the_alarm_listener_hears_the_earliest_alarm_of_other_stores(
         assert not listener.drain()
     finally:
         listener.close()
+
+
+def test_a_session_cut_before_the_keepers_first_ping_is_reported_at_once(
+    pg_store: Store, postgres_url: str
+) -> None:
+    """The lock session's connection is opened after its keeper started (the first lock
+    taken): the keeper watches it from then on, so a session cut before the keeper's
+    first ping (a quarter of the lease: 15 minutes here) is reported as soon as the
+    server closes it, and the runs under its locks are stopped then, not at the ping."""
+    assert isinstance(pg_store, PostgresStore)
+    lost = threading.Event()
+    pg_store.watch_locks(3600.0, lambda _session: lost.set())
+    try:
+        assert pg_store.try_lock(uuid4())
+        session = pg_store._locks._conn
+        assert session is not None
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (session.info.backend_pid,))
+        assert lost.wait(60), "the cut session was reported only at the keeper's ping"
+    finally:
+        pg_store.unwatch_locks()
