@@ -173,7 +173,7 @@ def test_an_alarm_of_another_workers_instance_waits_a_little(
     u = next(x for x in iter(uuid.uuid4, None) if not mine.prefers(x))
     due = T
     assert mine.defer(u, due, T, busy=False) == T + PREFERRED_GRACE
-    assert mine.deferred[u] == due
+    assert mine.deferred[u] == (due, None)
     assert mine.defer(u, due, T + PREFERRED_GRACE, busy=False) is None
     later = T + 3 * PREFERRED_GRACE
     assert mine.defer(u, due, later, busy=True) == later + PREFERRED_GRACE

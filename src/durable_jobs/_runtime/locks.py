@@ -259,8 +259,9 @@ class InstanceLocks:
         self.members: tuple[int, ...] = ()
         #: Called when a worker left the list (its alarms are no longer put off).
         self.on_left: Callable[[], None] | None = None
-        #: Due times of the alarms :meth:`defer` put off (the scheduler takes them back).
-        self.deferred: dict[UUID, datetime] = {}
+        #: Due times of the alarms :meth:`defer` put off (the scheduler takes them back),
+        #: and their instance's index version then.
+        self.deferred: dict[UUID, tuple[datetime, int | None]] = {}
         self.member = 0
         self._members_at = -float("inf")
 
@@ -308,7 +309,13 @@ class InstanceLocks:
             _release_failed(uuid, names)
 
     def defer(
-        self, uuid: UUID, due: datetime | None, now: datetime, *, busy: bool
+        self,
+        uuid: UUID,
+        due: datetime | None,
+        now: datetime,
+        *,
+        busy: bool,
+        version: int | None = None,
     ) -> datetime | None:
         """When to look again at ``uuid``'s alarm, due at ``due``, if another live worker
         is preferred for it (None: run it when due).
@@ -327,7 +334,7 @@ class InstanceLocks:
         if later <= now:
             return None
         deferred = self.deferred
-        deferred[uuid] = due
+        deferred[uuid] = (due, version)
         if len(deferred) > MAX_DEFERRED:
             del deferred[next(iter(deferred))]
         return later

@@ -28,12 +28,13 @@ __all__ = [
 ]
 
 #: Whether a worker puts off the alarms of instances that another live worker prefers.
-#: Off: with it on, a worker could take over an instance whose holder's lock session had
-#: just been cut while that holder was still cancelling its run, so the two runs
-#: overlapped for a few milliseconds (tests/test_postgres_lock_loss.py's lost-session
-#: test failed 2 to 3 times in 6). Until that race is closed, every worker runs every due
-#: alarm, as before; the tests of the preference turn it on.
-PREFER_WORKERS = False
+#: It was off for a round: a worker could take over an instance whose holder's lock
+#: session had just been cut while that holder was still running it. Two fixes closed
+#: that: the holder hears of a cut session at once (its keeper watches every connection
+#: of the session, not only those open when it last slept), and a worker that runs an
+#: alarm it had put off for another worker, whose instance is still at the version seen
+#: then, waits the takeover grace first (as after finding the lock held).
+PREFER_WORKERS = True
 #: How late an alarm may be before a worker runs it although another live worker is
 #: the instance's preferred one (see :meth:`InstanceLocks.prefers`).
 PREFERRED_GRACE = timedelta(seconds=2)

@@ -121,7 +121,9 @@ class Scheduler:
             locks = self.rt.locks
             if len(locks.members) > 1:  # else no worker is preferred: nothing is put off
                 # Another live worker is the preferred one: its alarm waits here a little.
-                later = locks.defer(uuid, at, self.rt.clock.now(), busy=self._backlog())
+                later = locks.defer(
+                    uuid, at, self.rt.clock.now(), busy=self._backlog(), version=agg.version
+                )
                 at = later or at
             self.window.set(AlarmKey(uuid, d.kind, d.job, d.instance_id), at)
         blocked, self._reload_blocked = self._reload_blocked, False
@@ -162,7 +164,9 @@ class Scheduler:
             cached = cache.peek(row.instance_uuid)
             if cached is None or cached.version <= row.version:
                 # Another live worker is the preferred one: its alarm waits here a little.
-                later = locks.defer(row.instance_uuid, row.due_at, now, busy=busy)
+                later = locks.defer(
+                    row.instance_uuid, row.due_at, now, busy=busy, version=row.version
+                )
                 return later is not None, later
             return True, cached.d.alarm_at
 
@@ -353,13 +357,21 @@ class Scheduler:
         if broken is not None and broken[0] > now:
             self.window.set(key, broken[0])
             return
-        deferred = self.rt.locks.deferred
-        if deferred and (due := deferred.pop(key.uuid, None)) is not None:
+        locks = self.rt.locks
+        deferred = locks.deferred
+        if deferred and (put_off := deferred.pop(key.uuid, None)) is not None:
+            due, version = put_off
             # Put off for its preferred worker: still, while this one has work waiting?
-            later = self.rt.locks.defer(key.uuid, due, now, busy=self._backlog())
+            later = locks.defer(key.uuid, due, now, busy=self._backlog(), version=version)
             if later is not None:
                 self.window.set(key, later)
                 return
+            # Run here after all: the preferred worker left, or is late. If it is still
+            # at the version seen when the alarm was put off, it may be stopping a run
+            # whose lock session it lost: the run waits the takeover grace, as after
+            # finding the lock held (see LockGuards.after_takeover).
+            scope = "flush" if key.kind == "debounce" else "instance"
+            locks.guards.found_busy(key.uuid, scope, version)
         self._queued.add(key.uuid)
         self.pending += 1
         # The run starts from a copy of the scheduler's context (see _runs_task).
