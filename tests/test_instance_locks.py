@@ -5,7 +5,8 @@ calls queued for the task that batches them are made even if it stops."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import cast
 from uuid import UUID, uuid4
@@ -146,6 +147,18 @@ async def test_a_lock_call_queued_as_run_stops_is_made(
     assert seen == ["held=True", "released"]
 
 
+@asynccontextmanager
+async def batching(store: Store) -> AsyncIterator[InstanceLocks]:
+    """The instance locks of ``store`` with their batching task running; it is stopped
+    at the end (making the calls still queued, as it does when a runtime closes)."""
+    locks = InstanceLocks(store, timedelta(seconds=30))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(locks.run)
+        await trio.testing.wait_all_tasks_blocked()
+        yield locks
+        nursery.cancel_scope.cancel()
+
+
 @pytest.fixture
 def two_stores(pg_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
     """Two Postgres stores on one schema: this process's and another process's."""
@@ -167,11 +180,8 @@ async def test_a_release_is_not_waited_for_and_comes_before_the_next_take(
     holder in this process) goes in the same round, after it: the lock is held and
     fenced, and released in the end (nothing left held in Postgres)."""
     store, other = two_stores
-    locks = InstanceLocks(store, timedelta(seconds=30))
     key = uuid4()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(locks.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with batching(store) as locks:
         async with locks.hold(key, wait=False) as held:
             assert held
         # Queued, not made yet, and not waited for.
@@ -186,7 +196,6 @@ async def test_a_release_is_not_waited_for_and_comes_before_the_next_take(
             pass
         assert locks.held == 0
         assert store.lock_session(key) is None
-        nursery.cancel_scope.cancel()
     # Released in the database: another session takes it at once.
     assert other.try_lock_many([(key, "instance")]) == [True]
     other.unlock_many([(key, "instance")])
@@ -201,17 +210,13 @@ async def test_a_calls_release_is_made_before_it_returns(
     (a worker, the dashboard, the CLI) can take the instance at once. Only an alarm
     run's release (``wait=False``) is left to the batching task."""
     store, other = two_stores
-    locks = InstanceLocks(store, timedelta(seconds=30))
     key = uuid4()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(locks.run)
-        await trio.testing.wait_all_tasks_blocked()
+    async with batching(store) as locks:
         async with locks.hold(key) as held:
             assert held
         assert locks._queue == []
         assert other.try_lock_many([(key, "instance")]) == [True]
         other.unlock_many([(key, "instance")])
-        nursery.cancel_scope.cancel()
 
 
 class _UnlocksFail:
@@ -248,18 +253,14 @@ class _UnlocksFail:
 async def test_a_release_not_waited_for_that_fails_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    locks = InstanceLocks(cast("Store", _UnlocksFail()), timedelta(seconds=30))
     key = uuid4()
     with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(locks.run)
-            await trio.testing.wait_all_tasks_blocked()
+        async with batching(cast("Store", _UnlocksFail())) as locks:
             async with locks.hold(key, wait=False):
                 pass
             assert [r.op for r in locks._queue] == ["unlock"]
             async with locks.hold(uuid4()):  # waits for its round: the release's too
                 pass
-            nursery.cancel_scope.cancel()
     failed = [
         r for r in caplog.records if r.getMessage() == f"Could not release the lock of {key}"
     ]
