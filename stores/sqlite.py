@@ -13,6 +13,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import IO, Any
@@ -128,13 +129,30 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
                     for s in snapshots
                 ],
             )
-        for uuid, statements in statements_from(kwargs):
-            for index, st in enumerate(statements):
-                try:
-                    cursor.execute(st.sql, () if st.params is None else st.params)
-                except sqlite3.Error as exc:
-                    raise StatementFailed(uuid, exc, statement=index) from exc
+        statements = statements_from(kwargs)
+        if statements:
+            self._run_statements(cursor, statements)
         self._run_fault_hook()
+
+    def _run_statements(
+        self, cursor: sqlite3.Cursor, statements: Sequence[tuple[UUID, Sequence[Any]]]
+    ) -> None:
+        """Run the runs' ``ctx.execute`` statements, in order, in the commit's transaction.
+
+        SQLite itself refuses transaction control in them (``COMMIT``, ``SAVEPOINT``,
+        ``ATTACH``...) through an authorizer, whatever text got past ``ctx.execute``'s
+        check: such a statement fails its run (``not authorized``) instead of
+        committing part of the transaction."""
+        _in_statements.active = True
+        try:
+            for uuid, run_statements in statements:
+                for index, st in enumerate(run_statements):
+                    try:
+                        cursor.execute(st.sql, () if st.params is None else st.params)
+                    except sqlite3.Error as exc:
+                        raise StatementFailed(uuid, exc, statement=index) from exc
+        finally:
+            _in_statements.active = False
 
     def select_type_versions(self) -> list[tuple[str, str, int]]:
         with self.datastore.transaction(commit=False) as c:
@@ -246,8 +264,31 @@ def _uri_path(path: str) -> str:
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
+#: What SQLite's authorizer denies in the runs' ``ctx.execute`` statements: ending,
+#: splitting or leaving the commit's transaction, or another database file.
+_DENIED_IN_STATEMENTS = frozenset(
+    {
+        sqlite3.SQLITE_TRANSACTION,
+        sqlite3.SQLITE_SAVEPOINT,
+        sqlite3.SQLITE_ATTACH,
+        sqlite3.SQLITE_DETACH,
+    }
+)
+#: ``.active`` in the thread that is running the runs' statements (see ``_run_statements``).
+_in_statements = threading.local()
+
+
+def _authorize(action: int, *_: object) -> int:
+    """Every connection's SQLite authorizer: it denies :data:`_DENIED_IN_STATEMENTS`
+    while this thread runs the runs' statements, and allows everything else."""
+    if action in _DENIED_IN_STATEMENTS and getattr(_in_statements, "active", False):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 class _SQLitePool(SQLiteConnectionPool):
-    """Connections with our durability setting applied before first use."""
+    """Connections with our durability setting applied before first use, and the
+    authorizer that keeps transaction control out of the runs' statements."""
 
     synchronous = "FULL"
 
@@ -256,6 +297,7 @@ class _SQLitePool(SQLiteConnectionPool):
         cursor = conn.cursor()
         try:
             cursor.execute(f"PRAGMA synchronous={self.synchronous}")
+            cursor.sqlite_cursor.connection.set_authorizer(_authorize)
         finally:
             cursor.sqlite_cursor.close()
         return conn

@@ -477,6 +477,11 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         ("  -- note\n commit", None, "transaction control"),
         ("/* x */ SAVEPOINT a", None, "transaction control"),
         ("rollback to savepoint a", None, "transaction control"),
+        # SQLite skips empty statements and a byte-order mark before a statement.
+        (";COMMIT", None, "transaction control"),
+        (" ;; commit", None, "transaction control"),
+        ("\ufeffCOMMIT", None, "transaction control"),
+        ("\ufeff;\ufeff release a", None, "transaction control"),
         ("INSERT INTO t VALUES (?)", "a", "sequence"),
         ("INSERT INTO t VALUES (?)", 5, "sequence"),
         ("INSERT INTO t VALUES (:a)", {1: 2}, "str keys"),
@@ -503,6 +508,44 @@ async def test_bad_statements_are_refused_in_the_handler(
     [error] = errors
     assert match in str(error)
     assert ledger(sqlite_url) == [("ok", 1, None)]  # the refused one was not recorded
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["COMMIT", "SAVEPOINT s", "RELEASE s", "BEGIN", "ATTACH ':memory:' AS other", "DETACH other"],
+)
+async def test_sqlite_refuses_transaction_control_that_got_past_the_text_check(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, sql: str
+) -> None:
+    """The store's own guard: were a statement that ends or splits the commit's
+    transaction to get past ``ctx.execute``'s check (put straight into the recorded
+    statements here), SQLite refuses it and the run fails as with any failing
+    statement: nothing of it commits, and the runtime goes on."""
+    from durable_jobs._domain.statements import Statement
+
+    create_ledger(sqlite_url)
+    registry = dj.Registry()
+
+    @registry.continuous("g", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def g(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.set_state(ctx.state + 1)
+        ctx.execute(insert_sql(sqlite_url), ("g", ctx.state, "before"))
+        ctx._writes.statements.append(Statement(sql))  # what the text check would refuse
+        ctx.execute(insert_sql(sqlite_url), ("g", ctx.state + 100, "after"))
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, sqlite_url, records=records) as jobs:
+        client = jobs.continuous("g")
+        await client.start("x", 0)
+        await jobs.wait_idle()
+        [failure] = _failures(records)
+        assert "not authorized" in str(failure), failure
+        assert await client.get_state("x") == 0  # nothing of the run committed
+        assert ledger(sqlite_url) == []
+        await advance(jobs, timedelta(hours=1))  # the runtime goes on; the next run fails too
+        assert len(_failures(records)) == 2
+        assert ledger(sqlite_url) == []
+        assert await client.get_state("x") == 0
 
 
 @pytest.mark.postgres

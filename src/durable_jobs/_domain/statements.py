@@ -26,8 +26,11 @@ _TRANSACTION_CONTROL = re.compile(
     r"|VACUUM|ATTACH|DETACH)\b",
     re.IGNORECASE,
 )
-#: Leading comments and whitespace, skipped before looking at the first keyword.
-_LEADING = re.compile(r"(\s+|--[^\n]*(\n|$)|/\*.*?\*/)*", re.DOTALL)
+#: Leading comments, whitespace, empty statements (``;``) and byte-order marks, skipped
+#: before looking at the first keyword: SQLite skips them all before a statement.
+#: (A statement that still gets past this check is refused by the store itself: the
+#: SQLite store denies transaction control while it prepares the runs' statements.)
+_LEADING = re.compile(r"([\s;\ufeff]+|--[^\n]*(\n|$)|/\*.*?\*/)*", re.DOTALL)
 #: Longest statement text accepted (characters).
 MAX_SQL = 100_000
 
