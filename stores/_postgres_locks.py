@@ -42,6 +42,7 @@ import psycopg
 from psycopg import pq
 
 from durable_jobs.adapters import StoreError, driver_errors
+from durable_jobs.stores._postgres_conn import Int8s
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -107,7 +108,11 @@ _MEMBER_IDS: Final = (1 << 31) - 1
 
 def fence_params(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
     """The parameters of :data:`FENCE_QUERY` for (lock key, marker key) pairs."""
-    return {"n": len(pairs), "locks": [p[0] for p in pairs], "marks": [p[1] for p in pairs]}
+    return {
+        "n": len(pairs),
+        "locks": Int8s([p[0] for p in pairs]),
+        "marks": Int8s([p[1] for p in pairs]),
+    }
 
 
 class LockSession:
@@ -307,7 +312,7 @@ class LockSession:
 
     def try_lock_many(self, query: str, keys: Sequence[tuple[UUID, str, int]]) -> list[bool]:
         """Take the locks of ``(uuid, scope, key)``, without waiting; remember those taken."""
-        rows, mark = self.query(query, ([k for _, _, k in keys],))
+        rows, mark = self.query(query, (Int8s([k for _, _, k in keys]),))
         return self.taken(keys, rows, mark)
 
     def taken(
@@ -331,7 +336,7 @@ class LockSession:
         if ours:
             # A session that fails is closed: its locks go with it.
             with contextlib.suppress(StoreError):
-                self.query(query, (ours,))
+                self.query(query, (Int8s(ours),))
 
     def forget(self, keys: Sequence[tuple[UUID, str, int]]) -> list[int]:
         """Forget the locks of ``keys``; the lock keys of those the open session holds

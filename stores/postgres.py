@@ -45,9 +45,12 @@ from durable_jobs.adapters import (
     StoreError,
     scrub_chain,
 )
+from durable_jobs.stores._postgres_commit import EventColumns
 from durable_jobs.stores._postgres_conn import (
     _SERVER_GOING_AWAY,
     READ_ONLY_ENV,
+    Int8s,
+    Uuids,
     _chain,
     _discard_dead,
     advisory_key,
@@ -201,10 +204,10 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         if keyed:
             # One query for the releases and the takes; the rows in one of their own,
             # after it (a query sees what was committed before it began).
-            queries.append((UNLOCKS_AND_TRY_LOCKS, (ours, [k for _, _, k in keyed])))
-            queries.append((self._rows_sql(), (list({u for u, _ in take}),)))
+            queries.append((UNLOCKS_AND_TRY_LOCKS, (Int8s(ours), Int8s([k for _, _, k in keyed]))))
+            queries.append((self._rows_sql(), (Uuids(list({u for u, _ in take})),)))
         elif ours:
-            queries.append((UNLOCKS, (ours,)))
+            queries.append((UNLOCKS, (Int8s(ours),)))
         if members:
             queries.append((MEMBERS_QUERY, (self._namespace,)))
         if not queries:
@@ -243,7 +246,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
         """Read in the lock session (right after taking locks, never from the pool)."""
-        rows, _ = self._locks.query(self._rows_sql(), (list(uuids),))
+        rows, _ = self._locks.query(self._rows_sql(), (Uuids(list(uuids)),))
         return {row[0]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
@@ -303,6 +306,28 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         if snapshots:
             kwargs[SNAPSHOTS_KWARG] = snapshots
         self._write(lambda: self._insert_stored(events, kwargs), rows)
+
+    def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """The events' rows as columns (no ``StoredEvent`` objects), without their
+        notification ids; a recorder that changes how events are inserted (a
+        subclass's hooks) is given them the stock way."""
+        recorder = self._app.recorder
+        if not _own_inserts(type(recorder)):
+            super()._insert_stored(events, kwargs)
+            return
+        assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+        encode = self._event_encoder
+        ids: list[UUID] = []
+        versions: list[int] = []
+        topics: list[str] = []
+        states: list[bytes] = []
+        for e in events:
+            ids.append(e.originator_id)
+            versions.append(e.originator_version)
+            topic, state = encode(e)
+            topics.append(topic)
+            states.append(state)
+        recorder.write_columns(EventColumns(ids, versions, topics, states), **kwargs)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:
         """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""
@@ -440,6 +465,17 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             if isinstance(exc, DurableJobsError):
                 scrub_chain(exc, self.url.password)
             raise
+
+
+def _own_inserts(cls: type[Any]) -> bool:
+    """Whether recorder class ``cls`` inserts events as this module's recorder does
+    (then :meth:`PostgresStore._insert_stored` writes the rows as columns)."""
+    ours = PostgresApplicationRecorderWithIndex
+    return (
+        cls.insert_events is ours.insert_events
+        and cls._insert_events is ours._insert_events
+        and cls._insert_stored_events is ours._insert_stored_events
+    )
 
 
 #: libpq's ``target_session_attrs`` values.
