@@ -142,8 +142,10 @@ class LockSession:
         self._mark = 0
         #: Set when the session counts as lost but its connection was in use.
         self._condemned = False
-        #: (uuid, scope) -> (lock key, marker key of the session that took it).
-        self._held: dict[tuple[UUID, str], tuple[int, int]] = {}
+        #: (uuid's number, scope) -> (lock key, marker key of the session that took it).
+        #: Keyed by the uuid's number: hashed in C (a UUID's hash is a Python call),
+        #: and a tuple of an int and a str is not tracked by the garbage collector.
+        self._held: dict[tuple[int, str], tuple[int, int]] = {}
         #: The scopes ever locked (a commit's fence looks each up per instance).
         self._scopes: set[str] = set()
         #: Membership (see :meth:`join`): the schema's namespace (None: not joined),
@@ -324,7 +326,7 @@ class LockSession:
         with self._books:
             for (uuid, scope, key), ok in zip(keys, taken, strict=True):
                 if ok:
-                    self._held[(uuid, scope)] = (key, mark)
+                    self._held[(uuid.int, scope)] = (key, mark)
                     self._scopes.add(scope)
         return taken
 
@@ -343,13 +345,14 @@ class LockSession:
         (to release)."""
         with self._books:
             mark = self._mark
-            ours = [k for u, s, k in keys if self._held.pop((u, s), (0, -1))[1] == mark]
+            held = self._held
+            ours = [k for u, s, k in keys if held.pop((u.int, s), (0, -1))[1] == mark]
         return ours if mark else []
 
     def session_of(self, uuid: UUID, scope: str) -> int | None:
         """The marker key of the session holding ``uuid``'s ``scope`` lock, if held."""
         # One dict read (atomic): no need of the books' lock, asked on every run.
-        held = self._held.get((uuid, scope))
+        held = self._held.get((uuid.int, scope))
         return None if held is None else held[1]
 
     def is_live(self, mark: int) -> bool:
@@ -366,9 +369,9 @@ class LockSession:
             scopes = self._scopes
             return [
                 pair
-                for uuid in dict.fromkeys(uuids)
+                for number in dict.fromkeys([u.int for u in uuids])
                 for scope in scopes
-                if (pair := held.get((uuid, scope))) is not None
+                if (pair := held.get((number, scope))) is not None
             ]
 
     @property

@@ -156,7 +156,8 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             self._lock_session = LockSession(self._connect, self._describe, str(self.url))
         return self._lock_session
 
-    _lock_keys: dict[tuple[UUID, str], int] | None = None
+    #: Keyed by the uuid's number (hashed in C; the tuple is not tracked by the GC).
+    _lock_keys: dict[tuple[int, str], int] | None = None
 
     def _lock_key(self, uuid: UUID, scope: str) -> int:
         return advisory_key(f"{self.schema}:{scope}:{uuid}")
@@ -168,11 +169,11 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             cache = self._lock_keys = {}
         keyed = []
         for uuid, scope in keys:
-            key = cache.get((uuid, scope))
+            key = cache.get((uuid.int, scope))
             if key is None:
                 if len(cache) >= _LOCK_KEYS_KEPT:
                     cache.clear()
-                key = cache[(uuid, scope)] = self._lock_key(uuid, scope)
+                key = cache[(uuid.int, scope)] = self._lock_key(uuid, scope)
             keyed.append((uuid, scope, key))
         return keyed
 
@@ -205,7 +206,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             # One query for the releases and the takes; the rows in one of their own,
             # after it (a query sees what was committed before it began).
             queries.append((UNLOCKS_AND_TRY_LOCKS, (Int8s(ours), Int8s([k for _, _, k in keyed]))))
-            queries.append((self._rows_sql(), (Uuids(list({u for u, _ in take})),)))
+            # Each instance once (keyed by number: a UUID's hash is a Python call).
+            uuids = list({u.int: u for u, _ in take}.values())
+            queries.append((self._rows_sql(), (Uuids(uuids),)))
         elif ours:
             queries.append((UNLOCKS, (Int8s(ours),)))
         if members:
@@ -270,10 +273,13 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         self._locks.unwatch()
 
     def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
-        return self._locks.session_of(uuid, scope)
+        # Asked on every run: no session opened (nor object made) for the question.
+        locks = self._lock_session
+        return None if locks is None else locks.session_of(uuid, scope)
 
     def session_alive(self, session: int) -> bool:
-        return self._locks.is_live(session)
+        locks = self._lock_session
+        return locks is not None and locks.is_live(session)
 
     def _put(
         self,
