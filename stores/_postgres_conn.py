@@ -366,7 +366,8 @@ class _ArrayDumper(psycopg.adapt.Dumper):
         n = len(values)
         if not n:
             return _pack_empty(0, 0, self.element_oid)
-        if None in values:
+        # By identity (``None in values`` would call a UUID's Python ``__eq__`` each).
+        if any(map(operator.is_, values, repeat(None, n))):
             one = self._one
             body = b"".join(_NULL if v is None else one(v) for v in values)
             return _pack_head(1, 1, self.element_oid, n, 1) + body

@@ -296,10 +296,12 @@ class LockSession:
                 # One after the other, not pipelined: after a pipeline the server does
                 # not arm idle_session_timeout (psycopg's last message is a Flush), and
                 # the lease of a process frozen then would never end.
-                results = [
-                    conn.execute(query, params, prepare=True).fetchall()
-                    for query, params in queries
-                ]
+                # One cursor for them (``conn.execute`` makes one per query).
+                with conn.cursor() as curs:
+                    results = []
+                    for query, params in queries:
+                        curs.execute(query, params, prepare=True)
+                        results.append(curs.fetchall())
             with self._books:
                 condemned, mark = self._condemned, self._mark
                 if not condemned:

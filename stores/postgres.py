@@ -202,6 +202,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         queries: list[tuple[str, Sequence[Any]]] = []
         ours = locks.forget(self._keyed(release)) if release else []
         keyed = self._keyed(take) if take else []
+        uuids: list[UUID] = []
         if keyed:
             # One query for the releases and the takes; the rows in one of their own,
             # after it (a query sees what was committed before it began).
@@ -226,7 +227,8 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         rows: dict[UUID, tuple[Any, ...]] = {}
         if keyed:
             taken = locks.taken(keyed, results[0][len(ours) :], mark)
-            rows = {row[0]: (int(row[1]), *row[2:]) for row in results[1]}
+            # Each row names its instance by its place in ``uuids`` (no UUID to parse).
+            rows = {uuids[row[0] - 1]: (int(row[1]), *row[2:]) for row in results[1]}
         return taken, rows, None if found is None else [r[0] for r in found], locks.member
 
     @property
@@ -239,8 +241,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         if query is None:
             query = self._index_rows_sql = (
                 SQL(
-                    "SELECT instance_uuid, version, kind, job, instance_id FROM {}.{} "
-                    "WHERE instance_uuid = ANY(%b::uuid[])"
+                    "SELECT t.i, x.version, x.kind, x.job, x.instance_id "
+                    "FROM unnest(%b::uuid[]) WITH ORDINALITY AS t(u, i) "
+                    "JOIN {}.{} AS x ON x.instance_uuid = t.u"
                 )
                 .format(Identifier(self.schema), Identifier(INDEX_TABLE))
                 .as_string()
@@ -249,8 +252,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
         """Read in the lock session (right after taking locks, never from the pool)."""
-        rows, _ = self._locks.query(self._rows_sql(), (Uuids(list(uuids)),))
-        return {row[0]: int(row[1]) for row in rows}
+        asked = list(uuids)
+        rows, _ = self._locks.query(self._rows_sql(), (Uuids(asked),))
+        return {asked[row[0] - 1]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
         return self.try_lock_many([(uuid, scope)])[0]
