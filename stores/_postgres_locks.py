@@ -42,6 +42,7 @@ import psycopg
 from psycopg import pq
 
 from durable_jobs.adapters import StoreError, driver_errors
+from durable_jobs.stores._postgres_conn import Int8s
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -107,7 +108,11 @@ _MEMBER_IDS: Final = (1 << 31) - 1
 
 def fence_params(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
     """The parameters of :data:`FENCE_QUERY` for (lock key, marker key) pairs."""
-    return {"n": len(pairs), "locks": [p[0] for p in pairs], "marks": [p[1] for p in pairs]}
+    return {
+        "n": len(pairs),
+        "locks": Int8s([p[0] for p in pairs]),
+        "marks": Int8s([p[1] for p in pairs]),
+    }
 
 
 class LockSession:
@@ -137,8 +142,10 @@ class LockSession:
         self._mark = 0
         #: Set when the session counts as lost but its connection was in use.
         self._condemned = False
-        #: (uuid, scope) -> (lock key, marker key of the session that took it).
-        self._held: dict[tuple[UUID, str], tuple[int, int]] = {}
+        #: (uuid's number, scope) -> (lock key, marker key of the session that took it).
+        #: Keyed by the uuid's number: hashed in C (a UUID's hash is a Python call),
+        #: and a tuple of an int and a str is not tracked by the garbage collector.
+        self._held: dict[tuple[int, str], tuple[int, int]] = {}
         #: The scopes ever locked (a commit's fence looks each up per instance).
         self._scopes: set[str] = set()
         #: Membership (see :meth:`join`): the schema's namespace (None: not joined),
@@ -289,10 +296,12 @@ class LockSession:
                 # One after the other, not pipelined: after a pipeline the server does
                 # not arm idle_session_timeout (psycopg's last message is a Flush), and
                 # the lease of a process frozen then would never end.
-                results = [
-                    conn.execute(query, params, prepare=True).fetchall()
-                    for query, params in queries
-                ]
+                # One cursor for them (``conn.execute`` makes one per query).
+                with conn.cursor() as curs:
+                    results = []
+                    for query, params in queries:
+                        curs.execute(query, params, prepare=True)
+                        results.append(curs.fetchall())
             with self._books:
                 condemned, mark = self._condemned, self._mark
                 if not condemned:
@@ -307,7 +316,7 @@ class LockSession:
 
     def try_lock_many(self, query: str, keys: Sequence[tuple[UUID, str, int]]) -> list[bool]:
         """Take the locks of ``(uuid, scope, key)``, without waiting; remember those taken."""
-        rows, mark = self.query(query, ([k for _, _, k in keys],))
+        rows, mark = self.query(query, (Int8s([k for _, _, k in keys]),))
         return self.taken(keys, rows, mark)
 
     def taken(
@@ -319,7 +328,7 @@ class LockSession:
         with self._books:
             for (uuid, scope, key), ok in zip(keys, taken, strict=True):
                 if ok:
-                    self._held[(uuid, scope)] = (key, mark)
+                    self._held[(uuid.int, scope)] = (key, mark)
                     self._scopes.add(scope)
         return taken
 
@@ -331,20 +340,21 @@ class LockSession:
         if ours:
             # A session that fails is closed: its locks go with it.
             with contextlib.suppress(StoreError):
-                self.query(query, (ours,))
+                self.query(query, (Int8s(ours),))
 
     def forget(self, keys: Sequence[tuple[UUID, str, int]]) -> list[int]:
         """Forget the locks of ``keys``; the lock keys of those the open session holds
         (to release)."""
         with self._books:
             mark = self._mark
-            ours = [k for u, s, k in keys if self._held.pop((u, s), (0, -1))[1] == mark]
+            held = self._held
+            ours = [k for u, s, k in keys if held.pop((u.int, s), (0, -1))[1] == mark]
         return ours if mark else []
 
     def session_of(self, uuid: UUID, scope: str) -> int | None:
         """The marker key of the session holding ``uuid``'s ``scope`` lock, if held."""
         # One dict read (atomic): no need of the books' lock, asked on every run.
-        held = self._held.get((uuid, scope))
+        held = self._held.get((uuid.int, scope))
         return None if held is None else held[1]
 
     def is_live(self, mark: int) -> bool:
@@ -361,9 +371,9 @@ class LockSession:
             scopes = self._scopes
             return [
                 pair
-                for uuid in dict.fromkeys(uuids)
+                for number in dict.fromkeys([u.int for u in uuids])
                 for scope in scopes
-                if (pair := held.get((uuid, scope))) is not None
+                if (pair := held.get((number, scope))) is not None
             ]
 
     @property

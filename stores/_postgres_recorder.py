@@ -42,6 +42,7 @@ from durable_jobs.adapters import (
 )
 from durable_jobs.stores._postgres_commit import (
     FENCE_KWARG,
+    EventColumns,
     insert_in_one_round_trip,
     insert_snapshots_sql,
     stored_columns,
@@ -51,6 +52,10 @@ from durable_jobs.stores._postgres_conn import (
     _READ_ONLY,
     _TRIES,
     READ_ONLY_ENV,
+    Float8s,
+    Int8s,
+    Texts,
+    Uuids,
     _aggregate_insert_once,
     _Reach,
     _ReadsTriedThrice,
@@ -70,6 +75,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FENCE_KWARG",
+    "EventColumns",
     "PostgresApplicationRecorderWithIndex",
     "PostgresFactoryWithIndex",
     "PostgresSnapshotRecorder",
@@ -167,6 +173,10 @@ class PostgresApplicationRecorderWithIndex(
             )
             .as_string()
         )
+        #: The same without the notification ids (:meth:`write_columns`: nobody reads them).
+        self._insert_columns_sql = self._insert_events_sql.removesuffix(
+            " RETURNING notification_id"
+        )
         self._lock_table_sql: list[Any] = [
             q.as_string() if isinstance(q, Composable) else q for q in self.lock_table_statements
         ]
@@ -214,9 +224,12 @@ class PostgresApplicationRecorderWithIndex(
         ]
 
     def _insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent] | EventColumns,
+        **kwargs: Any,
     ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
+        super()._insert_events(curs, cast("Sequence[StoredEvent]", stored_events), **kwargs)
         rows = index_rows_from(kwargs)
         ordered = _newest_in_order(rows) if rows else []
         dues = [None if r.due_at is None else r.due_at.timestamp() for r in ordered]
@@ -242,14 +255,14 @@ class PostgresApplicationRecorderWithIndex(
             curs.execute("SELECT " + ", ".join(calls), params, prepare=True)
         if ordered:
             columns = [
-                [r.instance_uuid for r in ordered],
-                [r.kind for r in ordered],
-                [r.job for r in ordered],
-                [r.instance_id for r in ordered],
-                [r.status for r in ordered],
-                dues,
-                [r.version for r in ordered],
-                [r.updated_at.timestamp() for r in ordered],
+                Uuids([r.instance_uuid for r in ordered]),
+                Texts([r.kind for r in ordered]),
+                Texts([r.job for r in ordered]),
+                Texts([r.instance_id for r in ordered]),
+                Texts([r.status for r in ordered]),
+                Float8s(dues),
+                Int8s([r.version for r in ordered]),
+                Float8s([r.updated_at.timestamp() for r in ordered]),
             ]
             curs.execute(self._upsert_index, columns, prepare=True)
         versions = type_versions_from(kwargs)
@@ -285,7 +298,10 @@ class PostgresApplicationRecorderWithIndex(
         )
 
     def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent] | EventColumns,
+        **kwargs: Any,
     ) -> None:
         """Upstream's (lock the events table, insert; its NOTIFY went first, with
         :meth:`_insert_events`'s settings), with the events sent as typed arrays in
@@ -293,7 +309,12 @@ class PostgresApplicationRecorderWithIndex(
         for statement in self._lock_table_sql:
             curs.execute(statement, prepare=True)
         # The NOTIFY was sent first (see _insert_events): one statement less.
-        curs.execute(self._insert_events_sql, stored_columns(stored_events), prepare=True)
+        sql = (
+            self._insert_columns_sql
+            if isinstance(stored_events, EventColumns)
+            else self._insert_events_sql
+        )
+        curs.execute(sql, stored_columns(stored_events), prepare=True)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -306,6 +327,16 @@ class PostgresApplicationRecorderWithIndex(
         recognised (the stored rows equal ours) and reported as success, not
         as a version conflict. Notification ids are unknown then: None.
         """
+        return self._insert_tried(stored_events, kwargs)
+
+    def write_columns(self, columns: EventColumns, **kwargs: Any) -> None:
+        """:meth:`insert_events` of rows given as columns (no ``StoredEvent`` objects),
+        without their notification ids."""
+        self._insert_tried(columns, kwargs)
+
+    def _insert_tried(
+        self, stored_events: Sequence[StoredEvent] | EventColumns, kwargs: dict[str, Any]
+    ) -> Sequence[int] | None:
         uncertain = False
         reached = _Reach.of(self.datastore)
         reached.check()
@@ -319,7 +350,11 @@ class PostgresApplicationRecorderWithIndex(
                 uncertain = True
                 reached.recheck()
             except IntegrityError:
-                if uncertain and self._already_recorded(stored_events):
+                if uncertain and self._already_recorded(
+                    stored_events.stored_events()
+                    if isinstance(stored_events, EventColumns)
+                    else stored_events
+                ):
                     return None
                 raise
             else:
@@ -431,7 +466,7 @@ class PostgresApplicationRecorderWithIndex(
 
 def _insert_events_once(
     recorder: PostgresApplicationRecorderWithIndex,
-    stored_events: Sequence[StoredEvent],
+    stored_events: Sequence[StoredEvent] | EventColumns,
     **kwargs: Any,
 ) -> Sequence[int] | None:
     """One try of the insert (see :func:`insert_in_one_round_trip`)."""

@@ -45,9 +45,12 @@ from durable_jobs.adapters import (
     StoreError,
     scrub_chain,
 )
+from durable_jobs.stores._postgres_commit import EventColumns
 from durable_jobs.stores._postgres_conn import (
     _SERVER_GOING_AWAY,
     READ_ONLY_ENV,
+    Int8s,
+    Uuids,
     _chain,
     _discard_dead,
     advisory_key,
@@ -153,7 +156,8 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             self._lock_session = LockSession(self._connect, self._describe, str(self.url))
         return self._lock_session
 
-    _lock_keys: dict[tuple[UUID, str], int] | None = None
+    #: Keyed by the uuid's number (hashed in C; the tuple is not tracked by the GC).
+    _lock_keys: dict[tuple[int, str], int] | None = None
 
     def _lock_key(self, uuid: UUID, scope: str) -> int:
         return advisory_key(f"{self.schema}:{scope}:{uuid}")
@@ -165,11 +169,11 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             cache = self._lock_keys = {}
         keyed = []
         for uuid, scope in keys:
-            key = cache.get((uuid, scope))
+            key = cache.get((uuid.int, scope))
             if key is None:
                 if len(cache) >= _LOCK_KEYS_KEPT:
                     cache.clear()
-                key = cache[(uuid, scope)] = self._lock_key(uuid, scope)
+                key = cache[(uuid.int, scope)] = self._lock_key(uuid, scope)
             keyed.append((uuid, scope, key))
         return keyed
 
@@ -198,13 +202,16 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         queries: list[tuple[str, Sequence[Any]]] = []
         ours = locks.forget(self._keyed(release)) if release else []
         keyed = self._keyed(take) if take else []
+        uuids: list[UUID] = []
         if keyed:
             # One query for the releases and the takes; the rows in one of their own,
             # after it (a query sees what was committed before it began).
-            queries.append((UNLOCKS_AND_TRY_LOCKS, (ours, [k for _, _, k in keyed])))
-            queries.append((self._rows_sql(), (list({u for u, _ in take}),)))
+            queries.append((UNLOCKS_AND_TRY_LOCKS, (Int8s(ours), Int8s([k for _, _, k in keyed]))))
+            # Each instance once (keyed by number: a UUID's hash is a Python call).
+            uuids = list({u.int: u for u, _ in take}.values())
+            queries.append((self._rows_sql(), (Uuids(uuids),)))
         elif ours:
-            queries.append((UNLOCKS, (ours,)))
+            queries.append((UNLOCKS, (Int8s(ours),)))
         if members:
             queries.append((MEMBERS_QUERY, (self._namespace,)))
         if not queries:
@@ -220,7 +227,8 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         rows: dict[UUID, tuple[Any, ...]] = {}
         if keyed:
             taken = locks.taken(keyed, results[0][len(ours) :], mark)
-            rows = {row[0]: (int(row[1]), *row[2:]) for row in results[1]}
+            # Each row names its instance by its place in ``uuids`` (no UUID to parse).
+            rows = {uuids[row[0] - 1]: (int(row[1]), *row[2:]) for row in results[1]}
         return taken, rows, None if found is None else [r[0] for r in found], locks.member
 
     @property
@@ -233,8 +241,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         if query is None:
             query = self._index_rows_sql = (
                 SQL(
-                    "SELECT instance_uuid, version, kind, job, instance_id FROM {}.{} "
-                    "WHERE instance_uuid = ANY(%b::uuid[])"
+                    "SELECT t.i, x.version, x.kind, x.job, x.instance_id "
+                    "FROM unnest(%b::uuid[]) WITH ORDINALITY AS t(u, i) "
+                    "JOIN {}.{} AS x ON x.instance_uuid = t.u"
                 )
                 .format(Identifier(self.schema), Identifier(INDEX_TABLE))
                 .as_string()
@@ -243,8 +252,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
 
     def index_versions(self, uuids: Sequence[UUID]) -> dict[UUID, int]:
         """Read in the lock session (right after taking locks, never from the pool)."""
-        rows, _ = self._locks.query(self._rows_sql(), (list(uuids),))
-        return {row[0]: int(row[1]) for row in rows}
+        asked = list(uuids)
+        rows, _ = self._locks.query(self._rows_sql(), (Uuids(asked),))
+        return {asked[row[0] - 1]: int(row[1]) for row in rows}
 
     def try_lock(self, uuid: UUID, scope: str = "instance") -> bool:
         return self.try_lock_many([(uuid, scope)])[0]
@@ -267,10 +277,13 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         self._locks.unwatch()
 
     def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
-        return self._locks.session_of(uuid, scope)
+        # Asked on every run: no session opened (nor object made) for the question.
+        locks = self._lock_session
+        return None if locks is None else locks.session_of(uuid, scope)
 
     def session_alive(self, session: int) -> bool:
-        return self._locks.is_live(session)
+        locks = self._lock_session
+        return locks is not None and locks.is_live(session)
 
     def _put(
         self,
@@ -303,6 +316,28 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         if snapshots:
             kwargs[SNAPSHOTS_KWARG] = snapshots
         self._write(lambda: self._insert_stored(events, kwargs), rows)
+
+    def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """The events' rows as columns (no ``StoredEvent`` objects), without their
+        notification ids; a recorder that changes how events are inserted (a
+        subclass's hooks) is given them the stock way."""
+        recorder = self._app.recorder
+        if not _own_inserts(type(recorder)):
+            super()._insert_stored(events, kwargs)
+            return
+        assert isinstance(recorder, PostgresApplicationRecorderWithIndex)
+        encode = self._event_encoder
+        ids: list[UUID] = []
+        versions: list[int] = []
+        topics: list[str] = []
+        states: list[bytes] = []
+        for e in events:
+            ids.append(e.originator_id)
+            versions.append(e.originator_version)
+            topic, state = encode(e)
+            topics.append(topic)
+            states.append(state)
+        recorder.write_columns(EventColumns(ids, versions, topics, states), **kwargs)
 
     def open_alarm_listener(self) -> PostgresAlarmListener:
         """LISTEN for other processes' alarms (see :class:`PostgresAlarmListener`)."""
@@ -440,6 +475,17 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             if isinstance(exc, DurableJobsError):
                 scrub_chain(exc, self.url.password)
             raise
+
+
+def _own_inserts(cls: type[Any]) -> bool:
+    """Whether recorder class ``cls`` inserts events as this module's recorder does
+    (then :meth:`PostgresStore._insert_stored` writes the rows as columns)."""
+    ours = PostgresApplicationRecorderWithIndex
+    return (
+        cls.insert_events is ours.insert_events
+        and cls._insert_events is ours._insert_events
+        and cls._insert_stored_events is ours._insert_stored_events
+    )
 
 
 #: libpq's ``target_session_attrs`` values.

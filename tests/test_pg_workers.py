@@ -272,8 +272,10 @@ def test_a_lost_lock_is_logged_with_the_instance_fields(
     guards = LockGuards(None, timedelta(seconds=30))
     u = uuid.uuid4()
     guards.names[u] = ("continuous", "tick", "i1")
-    scope = trio.CancelScope()
-    guards._scopes[(u, "instance")] = (5, scope)
+    guard = guards.guard(u, "instance")
+    guard.session = 5
+    guards._guards.add(guard)
+    scope = guard.cancel_scope
     with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
         guards._lost(5)
     assert scope.cancel_called

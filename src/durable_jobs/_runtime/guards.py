@@ -50,11 +50,13 @@ class LockGuards:
     def __init__(self, store: CrossProcessLocks | None, lease: timedelta) -> None:
         self.store = store
         self.lease = lease
-        self._scopes: dict[tuple[UUID, str], tuple[int | None, trio.CancelScope]] = {}
+        #: The guards entered and not yet left (each knows its session and scope).
+        self._guards: set[Guard] = set()
         self._watching = False
         #: Locks this process found held by another process, not taken since, and the
-        #: instance's index version at the time.
-        self._busy: dict[tuple[UUID, str], int | None] = {}
+        #: instance's index version at the time; keyed by (the uuid's number, scope):
+        #: hashed in C (a UUID's hash is a Python call).
+        self._busy: dict[tuple[int, str], int | None] = {}
         #: (kind, job, instance_id) of the instances held, when known (for the logs).
         self.names: dict[UUID, tuple[str, str, str]] = {}
 
@@ -77,21 +79,21 @@ class LockGuards:
             self.store.unwatch_locks()
 
     def _lost(self, session: int) -> None:
-        for (uuid, scope), (held_by, cancel_scope) in list(self._scopes.items()):
-            if held_by == session:
-                names = self.names.get(uuid)
+        for guard in list(self._guards):
+            if guard.session == session:
+                names = self.names.get(guard.uuid)
                 log.warning(
                     "Stopping the work on %s (%s lock lost)",
-                    uuid,
-                    scope,
+                    guard.uuid,
+                    guard.scope,
                     extra={} if names is None else log_fields(*names),
                 )
-                cancel_scope.cancel()
+                guard.cancel_scope.cancel()
 
     def found_busy(self, uuid: UUID, scope: str, version: int | None) -> None:
         """Another process held ``uuid``'s ``scope`` lock when this one tried (the
         instance was at index ``version``)."""
-        self._busy[(uuid, scope)] = version
+        self._busy[(uuid.int, scope)] = version
         if len(self._busy) > _MAX_BUSY:
             del self._busy[next(iter(self._busy))]
 
@@ -99,8 +101,11 @@ class LockGuards:
         """Wait :data:`TAKEOVER_GRACE` if the lock just taken (the instance at index
         ``version``) was last seen held by another process at that same version: its
         holder may be stopping a run whose session it lost."""
-        key = (uuid, scope)
-        if key in self._busy and self._busy.pop(key) == version:
+        busy = self._busy
+        if not busy:
+            return  # the usual case: nothing to look up
+        key = (uuid.int, scope)
+        if key in busy and busy.pop(key) == version:
             await trio.sleep(TAKEOVER_GRACE.total_seconds())
 
     def guard(self, uuid: UUID, scope: str) -> Guard:
@@ -111,29 +116,33 @@ class LockGuards:
 
 class Guard:
     """The context of :meth:`LockGuards.guard` (a plain class: cheaper than a
-    generator context manager on every run)."""
+    generator context manager on every run). Entered, it is in its guards' set (by
+    identity: hashed in C), with the session it runs under."""
 
-    __slots__ = ("cancel_scope", "guards", "key")
+    __slots__ = ("cancel_scope", "guards", "scope", "session", "uuid")
 
     def __init__(self, guards: LockGuards, uuid: UUID, scope: str) -> None:
         self.guards = guards
-        self.key = (uuid, scope)
-        self.cancel_scope: trio.CancelScope | None = None
+        self.uuid = uuid
+        self.scope = scope
+        self.session: int | None = None
+        self.cancel_scope = trio.CancelScope()
 
     def __enter__(self) -> None:
         store = self.guards.store
-        uuid, scope = self.key
-        session = store.lock_session(uuid, scope) if store is not None else None
-        if session is not None and store is not None and not store.session_alive(session):
-            raise _lost(uuid)
-        cancel_scope = trio.CancelScope()
-        self.guards._scopes[self.key] = (session, cancel_scope)
+        if store is not None:
+            session = store.lock_session(self.uuid, self.scope)
+            if session is not None:
+                if not store.session_alive(session):
+                    raise _lost(self.uuid)
+                self.session = session
+        entered = self.guards._guards
+        entered.add(self)
         try:
-            cancel_scope.__enter__()
+            self.cancel_scope.__enter__()
         except BaseException:
-            del self.guards._scopes[self.key]
+            entered.discard(self)
             raise
-        self.cancel_scope = cancel_scope
 
     def __exit__(
         self,
@@ -142,13 +151,12 @@ class Guard:
         tb: TracebackType | None,
     ) -> bool:
         cancel_scope = self.cancel_scope
-        assert cancel_scope is not None
         try:
             swallowed = cancel_scope.__exit__(etype, exc, tb)
         finally:
-            del self.guards._scopes[self.key]
+            self.guards._guards.discard(self)
         if cancel_scope.cancelled_caught:
-            raise _lost(self.key[0])
+            raise _lost(self.uuid)
         return swallowed
 
 
