@@ -18,12 +18,12 @@ from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, P
 from eventsourcing.utils import Environment
 
 from durable_jobs.adapters import (
+    INDEX_KWARG,
+    TYPE_VERSIONS_KWARG,
     ConfigurationError,
     IndexRow,
     InstanceIndex,
     Store,
-    index_rows_from,
-    type_versions_from,
 )
 
 __all__ = ["MemoryApplicationRecorder", "MemoryStore"]
@@ -54,6 +54,14 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             ]
         return versions
 
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = self._insert_events(stored_events, **kwargs)
+        if self._listeners:
+            self._notify_listeners()
+        return ids
+
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -61,27 +69,34 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         ``_update_table``) in one pass, then the index rows, under the lock."""
         with self._database_lock:
             table = self._stored_events
-            # Check that no event is recorded already, nor given twice.
+            # Check that no event is recorded already, nor given twice (an originator's
+            # events are told apart by its versions dict: the same for its uuid and str).
             targets: list[dict[int, int]] = []
-            new: set[tuple[UUID | str, int]] = set()
+            new: set[tuple[int, int]] = set()
+            last_id: UUID | str | None = None
+            versions: dict[int, int] = {}
             for s in stored_events:
-                versions = self._versions_of(s.originator_id)
+                oid = s.originator_id
+                if oid is not last_id:
+                    versions = self._versions_of(oid)
+                    last_id = oid
                 if s.originator_version in versions:
                     msg = f"Stored event already recorded: {s}"
                     raise IntegrityError(msg)
-                new.add((s.originator_id, s.originator_version))
+                new.add((id(versions), s.originator_version))
                 targets.append(versions)
             if len(new) < len(stored_events):
                 msg = f"Stored events are not unique: {stored_events}"
                 raise IntegrityError(msg)
-            rows = index_rows_from(kwargs)
+            rows = kwargs.get(INDEX_KWARG) or ()
             # Nothing is applied before this point, so a fault leaves no trace.
             self._run_fault_hook()
             ids: list[int] = []
+            position = len(table)
             for s, versions in zip(stored_events, targets, strict=True):
                 table.append(s)
-                position = len(table)
-                versions[s.originator_version] = position - 1
+                versions[s.originator_version] = position
+                position += 1
                 ids.append(position)
             index, alarms = self._index, self._alarms
             for row in rows:
@@ -96,7 +111,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                     (r.due_at, r.instance_uuid) for r in index.values() if r.due_at is not None
                 ]
                 heapq.heapify(self._alarms)
-            versions_given = type_versions_from(kwargs)
+            versions_given = kwargs.get(TYPE_VERSIONS_KWARG)
             if versions_given:
                 self._type_versions.update(versions_given)
             return ids

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
+from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import UNCHANGED, Intents
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.values import check_reason
@@ -99,13 +100,21 @@ class _StatefulContext(_Context, Generic[S]):
         state = UNCHANGED
         if self._new_state is not UNCHANGED:
             state = self._codec.dump(self._new_state)  # set_state validated it
-        return Intents(
-            state=state,
-            schedule=schedule,
-            terminate=self._terminate,
-            terminate_reason=self._terminate_reason,
-            state_version=self._codec.version,
+        # Built without Intents' __init__ (see built): made on every run.
+        return built(
+            Intents,
+            {
+                "state": state,
+                "schedule": schedule,
+                "terminate": self._terminate,
+                "terminate_reason": self._terminate_reason,
+                "state_version": self._codec.version,
+            },
         )
+
+    def _intents_of(self, _value: object) -> Intents:
+        """:meth:`_intents` after a handler that returned ``_value`` (ignored)."""
+        return self._intents()
 
 
 @final

@@ -9,6 +9,7 @@ from durable_jobs._definitions.contexts import ContinuousContext
 from durable_jobs._definitions.jobs import ContinuousJob
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.instance import RunTicket
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.exhausted import finish_exhausted
@@ -54,6 +55,25 @@ class ContinuousRunner:
             await rt.save(agg, before=committed)
             return agg, created
 
+    def _context(
+        self,
+        job: ContinuousJob[Any],
+        committed: ContinuousInstance,
+        instance_id: str,
+        ticket: RunTicket,
+    ) -> ContinuousContext[Any]:
+        """A handler's context for the run of ``ticket``, from the committed instance."""
+        d = committed.d
+        return ContinuousContext(
+            codec=job.state_codec,
+            state=self.rt.decode_state(job.state_codec, committed, d.state, d.state_version),
+            instance_id=instance_id,
+            job_name=job.name,
+            run_count=ticket.run_count,
+            attempt=ticket.attempt,
+            writes=self.rt.writes(),
+        )
+
     async def run(
         self, job: ContinuousJob[Any], instance_id: str, *, manual: bool
     ) -> tuple[bool, bool, bool]:
@@ -73,28 +93,16 @@ class ContinuousRunner:
                 await rt.save(agg, before=committed)  # a misfire skip moved the alarm
                 return False, False, False
 
-            def new_ctx() -> ContinuousContext[Any]:
-                return ContinuousContext(
-                    codec=job.state_codec,
-                    state=rt.decode_state(
-                        job.state_codec, committed, committed.d.state, committed.d.state_version
-                    ),
-                    instance_id=instance_id,
-                    job_name=job.name,
-                    run_count=ticket.run_count,
-                    attempt=ticket.attempt,
-                    writes=rt.writes(),
-                )
-
-            ctx = new_ctx()
-            started = rt.clock.now()
+            ctx = self._context(job, committed, instance_id, ticket)
+            # The decision's time is the handler's start: one clock read less per run.
+            started = began
             outcome = await rt.handlers.call(
                 job,
                 "execute",
                 job.execute,
                 ctx,
                 instance_id=instance_id,
-                then=lambda _: ctx._intents(),
+                then=ctx._intents_of,
                 run_count=ticket.run_count,
                 attempt=ticket.attempt,
                 due_at=None if manual else committed.d.alarm_at,
@@ -126,7 +134,7 @@ class ContinuousRunner:
                 )
                 if result is RunEnd.ASK_EXHAUSTED:
                     # The hook sees the committed state, not the failed try's changes.
-                    hook_ctx = new_ctx()
+                    hook_ctx = self._context(job, committed, instance_id, ticket)
                     result, fatal = await finish_exhausted(
                         rt,
                         job,
