@@ -132,9 +132,15 @@ class ContinuousContext(_StatefulContext[S]):
         attempt: int,
         writes: Writes | None = None,
     ) -> None:
-        super().__init__(
-            codec=codec, state=state, instance_id=instance_id, job_name=job_name, writes=writes
-        )
+        # What the base classes' __init__ set, without calling them (one made a run).
+        self._instance_id = instance_id
+        self._job_name = job_name
+        self._writes = writes if writes is not None else Writes(supported=False)
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
         self._run_count = run_count
         self._attempt = attempt
 

@@ -11,6 +11,7 @@ from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import RunTicket
 from durable_jobs._domain.policy import RunEnd
+from durable_jobs._domain.statements import Writes
 from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.exhausted import finish_exhausted
 from durable_jobs._runtime.locks import Busy
@@ -71,7 +72,7 @@ class ContinuousRunner:
             job_name=job.name,
             run_count=ticket.run_count,
             attempt=ticket.attempt,
-            writes=self.rt.writes(),
+            writes=Writes(supported=self.rt.store.supports_statements),  # rt.writes()
         )
 
     async def run(

@@ -37,7 +37,7 @@ from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
-from durable_jobs._telemetry import log_fields, outcome_name, telemetry
+from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]
 
@@ -129,15 +129,24 @@ class HandlerCalls:
             started = clock.now()
         if due_at is not None:
             telemetry.record_lateness(kind, name, (started - due_at).total_seconds())
-        with telemetry.handler_call(
+        traced = telemetry.handler_call(
             kind, name, role, instance_id, run_count=run_count, attempt=attempt, link=link
-        ) as span:
+        )
+        if traced is _UNTRACED:
+            # No span (no tracer provider set): nothing to enter, finish or leave.
             outcome = await self._call(
                 job, role, fn, args, instance_id=instance_id, then=then, started=started
             )
             error = outcome.error
-            result = outcome_name(error)
-            span.finish(result, error)
+            result = "succeeded" if error is None else outcome_name(error)
+        else:
+            with traced as span:
+                outcome = await self._call(
+                    job, role, fn, args, instance_id=instance_id, then=then, started=started
+                )
+                error = outcome.error
+                result = outcome_name(error)
+                span.finish(result, error)
         ended = outcome.ended = clock.now()
         duration = (ended - started).total_seconds()
         telemetry.record_run(kind, name, role, result, duration)

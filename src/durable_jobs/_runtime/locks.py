@@ -62,7 +62,8 @@ class KeyedLocks:
     it (None: none), and it is dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
-        self._locks: dict[UUID, deque[trio.lowlevel.Task] | None] = {}
+        #: By ``key.int``: a uuid's own ``__hash__`` is Python code, an int's is not.
+        self._locks: dict[int, deque[trio.lowlevel.Task] | None] = {}
 
     def __call__(self, key: UUID) -> _KeyHold:
         return _KeyHold(self._locks, key)
@@ -81,12 +82,12 @@ class _KeyHold:
 
     def __init__(
         self,
-        locks: dict[UUID, deque[trio.lowlevel.Task] | None],
+        locks: dict[int, deque[trio.lowlevel.Task] | None],
         key: UUID,
         on_taken: Callable[[], None] | None = None,
     ) -> None:
         self.locks = locks
-        self.key = key
+        self.key = key.int
         self.on_taken = on_taken
 
     async def __aenter__(self) -> bool:
@@ -376,7 +377,7 @@ class InstanceLocks:
 
     def committed(self, uuid: UUID, version: int) -> None:
         """This process wrote ``version`` of an instance it holds."""
-        if uuid in self._fresh:
+        if self._fresh and uuid in self._fresh:
             self._fresh[uuid] = version
 
     async def _call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:

@@ -249,8 +249,10 @@ class Runtime:
         if uuid is None:
             uuid = instance_uuid(cls.kind, job, instance_id)
         cache = self.cache
-        agg = cache.peek(uuid)
-        if self.store.shared:
+        if not self.store.shared:
+            agg = cache.use(uuid)  # counted as a hit if cached
+        else:
+            agg = cache.peek(uuid)
             # Another process may have changed it: check the version, which the
             # lock call already read if this task holds the instance.
             known, version = self.locks.held_version(uuid)
@@ -268,14 +270,14 @@ class Runtime:
                 if version != agg.version:
                     cache.evict(uuid)
                     agg = None
+                else:
+                    cache.hit(uuid)
         if agg is None:
             cache.misses += 1
             agg = await self.loads.get(cls.kind, job, instance_id)
             if agg is None:
                 return None
             cache.remember(agg)
-        else:
-            cache.hit(uuid)
         if not isinstance(agg, cls):
             msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
             raise StoreError(msg)
@@ -302,7 +304,9 @@ class Runtime:
         trace = telemetry.call_trace()
         if trace is not None:
             agg.stamp_trace(trace)
-        events = list(agg.pending_events)
+        # For the observers: the list itself, not a copy (the save takes it over whole,
+        # see JobInstance.collect_events, and leaves it as it is).
+        events = agg._pending_events
         try:
             await self.commits.commit(agg, statements, schedule_point=schedule_point)
         except BaseException:
