@@ -34,24 +34,25 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
 
     def __init__(self) -> None:
         super().__init__()
-        self._index: dict[UUID, IndexRow] = {}
-        #: The index rows' alarms, earliest first: ``(due_at, uuid)`` (uuids order like
-        #: their hex). Entries go stale when an alarm changes (they are dropped when
-        #: met); a row's current alarm always has an entry, so the next alarms are
-        #: read without a full scan.
-        self._alarms: list[tuple[datetime, UUID]] = []
+        #: By ``uuid.int`` (a uuid's own ``__hash__`` is Python code, an int's is not).
+        self._index: dict[int, IndexRow] = {}
+        #: The index rows' alarms, earliest first: ``(due_at, uuid.int)`` (uuids order
+        #: like their int, and their hex). Entries go stale when an alarm changes
+        #: (they are dropped when met); a row's current alarm always has an entry, so
+        #: the next alarms are read without a full scan.
+        self._alarms: list[tuple[datetime, int]] = []
         self._type_versions: set[tuple[str, str, int]] = set()
-        #: ``_stored_events_index[str(id)]`` by the originator id as given (the same
-        #: dicts): a save finds its instance's versions without ``str(uuid)``.
-        self._versions_by_id: dict[UUID | str, dict[int, int]] = {}
+        #: ``_stored_events_index[str(id)]`` by the originator id as given, a uuid by its
+        #: int (the same dicts): a save finds its instance's versions without
+        #: ``str(uuid)``, nor a uuid's Python ``__hash__``.
+        self._versions_by_id: dict[int | str, dict[int, int]] = {}
 
     def _versions_of(self, originator_id: UUID | str) -> dict[int, int]:
         """The ``{version: position}`` of one originator's stored events."""
-        versions = self._versions_by_id.get(originator_id)
+        key = originator_id.int if isinstance(originator_id, UUID) else originator_id
+        versions = self._versions_by_id.get(key)
         if versions is None:
-            versions = self._versions_by_id[originator_id] = self._stored_events_index[
-                str(originator_id)
-            ]
+            versions = self._versions_by_id[key] = self._stored_events_index[str(originator_id)]
         return versions
 
     def insert_events(
@@ -100,7 +101,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                 ids.append(position)
             index, alarms = self._index, self._alarms
             for row in rows:
-                uuid = row.instance_uuid
+                uuid = row.instance_uuid.int
                 old = index.get(uuid)
                 index[uuid] = row
                 due = row.due_at
@@ -108,7 +109,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                     heapq.heappush(alarms, (due, uuid))
             if len(alarms) > 2 * len(index) + 64:
                 self._alarms = [
-                    (r.due_at, r.instance_uuid) for r in index.values() if r.due_at is not None
+                    (r.due_at, key) for key, r in index.items() if r.due_at is not None
                 ]
                 heapq.heapify(self._alarms)
             versions_given = kwargs.get(TYPE_VERSIONS_KWARG)
@@ -126,13 +127,13 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         """Drop one terminated instance's events, snapshots and index row (see
         :meth:`Store.delete_instance`). Later events' positions shift down."""
         with self._database_lock:
-            row = self._index.get(instance_uuid)
+            row = self._index.get(instance_uuid.int)
             if row is None or row.version != version or row.status != "terminated":
                 return None
             events = _drop(self, instance_uuid)
             self._versions_by_id.clear()  # _drop made new version dicts
             counts = (events, _drop(snapshots, instance_uuid) if snapshots is not None else 0)
-            del self._index[instance_uuid]
+            del self._index[instance_uuid.int]
             return counts
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
@@ -149,8 +150,8 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         """The ``limit`` earliest alarms (due while ``until`` holds, later than ``after``):
         taken off the heap, stale entries dropped, the current ones put back."""
         heap, index = self._alarms, self._index
-        taken: list[tuple[datetime, UUID]] = []
-        seen: set[UUID] = set()
+        taken: list[tuple[datetime, int]] = []
+        seen: set[int] = set()
         rows: list[IndexRow] = []
         try:
             while heap and len(rows) < limit:
@@ -173,7 +174,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:
         with self._database_lock:
-            return self._index.get(instance_uuid)
+            return self._index.get(instance_uuid.int)
 
     def select_index(
         self,
@@ -233,7 +234,7 @@ class MemoryStore(Store):
         recorder = self._app.recorder
         assert isinstance(recorder, MemoryApplicationRecorder)
         with recorder._database_lock:
-            return {u for u in uuids if u in recorder._index}
+            return {u for u in uuids if u.int in recorder._index}
 
     def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
         """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`), under the lock."""

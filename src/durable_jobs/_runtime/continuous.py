@@ -81,7 +81,8 @@ class ContinuousRunner:
         """One run of ``execute``: (triggered, terminated, retry_scheduled)."""
         rt = self.rt
         uuid = instance_uuid("continuous", job.name, instance_id)
-        async with rt.hold(uuid, wait=manual) as held:
+        # rt.hold(uuid, wait=manual), one call less.
+        async with rt.locks.hold(uuid, wait=manual, on_taken=rt.check_open) as held:
             if not held:
                 raise Busy
             committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)

@@ -299,7 +299,7 @@ class Runtime:
         is written without letting other tasks run first (a cancellation still
         raises), so the run ends in the step that decided it.
         """
-        if not agg.pending_events:
+        if not agg._pending_events:  # the pending_events property's list
             return
         trace = telemetry.call_trace()
         if trace is not None:
@@ -310,10 +310,10 @@ class Runtime:
         try:
             await self.commits.commit(agg, statements, schedule_point=schedule_point)
         except BaseException:
-            self.cache.evict(agg.id)
+            self.cache.evict(agg._id)
             raise
         self.cache.remember(agg)
-        self.locks.committed(agg.id, agg.version)
+        self.locks.committed(agg._id, agg._version)  # the id and version properties
         self.scheduler.committed(agg)
         if self._observers:
             self._emit(events, agg, before)

@@ -16,7 +16,7 @@ import types
 from collections import deque
 from collections.abc import Coroutine, Generator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import trio
@@ -116,7 +116,7 @@ class Scheduler:
 
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
-        d, uuid = agg.d, agg.id
+        d, uuid = agg.d, agg._id  # the id property's value
         at = d.alarm_at
         if self.run_alarms:
             locks = self.rt.locks
@@ -491,7 +491,8 @@ class Scheduler:
     async def _fire(self, key: AlarmKey) -> None:
         rt = self.rt
         try:
-            job = rt.registry.get(cast("Kind", key.kind), key.job)
+            kind: Kind = key.kind  # type: ignore[assignment]  # (no cast() call a run)
+            job = rt.registry.get(kind, key.job)
         except DurableJobsError:
             if (key.kind, key.job) not in self._unknown_jobs:
                 self._unknown_jobs.add((key.kind, key.job))

@@ -389,8 +389,8 @@ class Store(RowsAndIndex, ABC):
             if getattr(e, "type_version", 1) > 1:
                 return False
         if self._app.snapshots is not None and self.snapshot_interval:
-            interval = self.snapshot_interval
-            if inst.version // interval != (inst.version - len(pending)) // interval:
+            interval, version = self.snapshot_interval, inst._version
+            if version // interval != (version - len(pending)) // interval:
                 return False
         row = index_row_of(inst)
         evs = inst.collect_events()

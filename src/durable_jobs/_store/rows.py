@@ -236,13 +236,14 @@ def index_row_of(inst: JobInstance) -> IndexRow:
     return built(
         IndexRow,
         {
-            "instance_uuid": inst.id,
+            # _id, _version, _modified_on: what eventsourcing's properties return.
+            "instance_uuid": inst._id,
             "kind": d.kind,
             "job": d.job,
             "instance_id": d.instance_id,
             "status": inst.status,
             "due_at": d.alarm_at,
-            "version": inst.version,
-            "updated_at": inst.modified_on,
+            "version": inst._version,
+            "updated_at": inst._modified_on,
         },
     )
