@@ -127,7 +127,7 @@ class ContinuousInstance(JobInstance):
         scheduled time instead: the alarm changes and None is returned.
         A manual run (``trigger``) always runs, as a fresh run.
         """
-        if not self.live:
+        if not self.d.live:  # self.live, without the property call
             return None
         due = self.d.alarm_at
         if not manual:

@@ -157,7 +157,9 @@ class AlarmSet(Event):
 
     def apply(self, aggregate: Any) -> None:
         d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
-        d.alarm_at = self.at
+        # What pydantic's __setattr__ does for a field (see _assign), without its calls.
+        d.__dict__["alarm_at"] = self.at
+        d.__pydantic_fields_set__.add("alarm_at")
         if self.trace is not None:
             d.alarm_trace = self.trace
 

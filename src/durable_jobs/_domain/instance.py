@@ -282,12 +282,12 @@ class JobInstance(Aggregate):
             # Built without the dataclass __init__ (see built) when ``kwargs`` name
             # every field without a default and nothing else (the fields in their
             # declared order, as __init__ sets them); else __init__ says what is wrong.
-            template, required = plan
+            template, required, size = plan
             values = template.copy()
             values["originator_id"] = self._id
             values["originator_version"] = version
             values.update(kwargs)
-            if len(values) != len(template) or not kwargs.keys() >= required:
+            if len(values) != size or not kwargs.keys() >= required:
                 values = None
         if values is not None:
             event = built(event_class, values)
@@ -439,12 +439,14 @@ class JobInstance(Aggregate):
         """
         if not self.d.live:
             return
-        if intents.state_changed:
+        # intents.state_changed and .schedule_changed, without their property calls.
+        if intents.state is not UNCHANGED:
             self.set_state(intents.state, now=now, type_version=intents.state_version)
         if intents.terminate:
             self.terminate(now=now, reason=intents.terminate_reason)
             return
-        self.set_alarm(intents.schedule if intents.schedule_changed else alarm, now=now)
+        schedule = intents.schedule
+        self.set_alarm(alarm if schedule is UNCHANGED else schedule, now=now)
 
     def accepts(self, ticket: RunTicket) -> bool:
         """Whether a run with ``ticket`` may still be committed (live, same generation)."""
@@ -454,7 +456,8 @@ class JobInstance(Aggregate):
         self, ticket: RunTicket, *, handler: Handler, now: datetime, duration: float
     ) -> bool:
         """Record a handler run that returned; False (nothing recorded) if it is stale."""
-        if not self.accepts(ticket):
+        d = self.d
+        if not (d.live and ticket.generation == d.generation):  # self.accepts(ticket)
             return False
         self.trigger_event(
             self.RunSucceeded,
@@ -551,7 +554,7 @@ def _plain_created_topic(cls: type[JobInstance]) -> str | None:
 
 #: Whether ``JobInstance.trigger_event`` applies events of a class itself, by class,
 #: and how it builds them (see :func:`_plain_plan`).
-_PLAIN: dict[type[Any], bool | tuple[dict[str, Any], frozenset[str]]] = {}
+_PLAIN: dict[type[Any], bool | tuple[dict[str, Any], frozenset[str], int]] = {}
 
 
 def _is_plain(cls: type[Any]) -> bool:
@@ -560,11 +563,11 @@ def _is_plain(cls: type[Any]) -> bool:
     return getattr(cls, "mutate", None) is CanMutateAggregate.mutate
 
 
-def _plain_plan(cls: type[Any]) -> bool | tuple[dict[str, Any], frozenset[str]]:
+def _plain_plan(cls: type[Any]) -> bool | tuple[dict[str, Any], frozenset[str], int]:
     """False if events of ``cls`` are not :func:`_is_plain` (``trigger_event`` leaves
     them to eventsourcing); else how it builds one without the dataclass ``__init__``:
     ``(every field, in order, with its default or None; the fields without a
-    default besides the id and version)``, or True (built by ``__init__``) for a
+    default besides the id and version; how many fields)``, or True (built by ``__init__``) for a
     class whose ``__init__`` does more than set its fields."""
     if not _is_plain(cls):
         return False
@@ -595,7 +598,7 @@ def _plain_plan(cls: type[Any]) -> bool | tuple[dict[str, Any], frozenset[str]]:
             return True
     except Exception:
         return True
-    return template, frozenset(required)
+    return template, frozenset(required), len(template)
 
 
 _ID_FIELDS = ("originator_id", "originator_version")

@@ -86,7 +86,7 @@ class ContinuousRunner:
             if not held:
                 raise Busy
             committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
-            if committed is None or not committed.live:
+            if committed is None or not committed.d.live:  # .live, without the property
                 return False, False, False
             began = rt.clock.now()
             agg = clone(committed)
@@ -167,4 +167,4 @@ class ContinuousRunner:
                 break
             if fatal is not None:
                 raise fatal
-            return True, not agg.live, result is RunEnd.RETRY
+            return True, not agg.d.live, result is RunEnd.RETRY
