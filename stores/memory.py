@@ -58,7 +58,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = self._insert_events(stored_events, **kwargs)
+        ids = self._insert(stored_events, kwargs)
         if self._listeners:
             self._notify_listeners()
         return ids
@@ -66,8 +66,12 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        return self._insert(stored_events, kwargs)
+
+    def _insert(self, stored_events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> list[int]:
         """eventsourcing's checks and table update (``_assert_uniqueness``,
-        ``_update_table``) in one pass, then the index rows, under the lock."""
+        ``_update_table``) in one pass, then the index rows, under the lock (the
+        keywords of ``insert_events`` passed on as they are, not unpacked again)."""
         with self._database_lock:
             table = self._stored_events
             # Check that no event is recorded already, nor given twice (an originator's

@@ -65,11 +65,10 @@ class InstanceCache:
 
     def remember(self, agg: JobInstance) -> None:
         """Cache a committed instance (unless a newer version is cached already)."""
-        # _id and _version: what eventsourcing's id and version properties return.
-        items, key = self._items, agg._id.int
+        items, key = self._items, agg.id.int
         cached = items.get(key)
         if cached is not None:
-            if cached._version > agg._version:
+            if cached.version > agg.version:
                 return
             items.move_to_end(key)  # then replaced in place: most recently used
         items[key] = agg

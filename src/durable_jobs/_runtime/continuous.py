@@ -85,7 +85,9 @@ class ContinuousRunner:
         async with rt.locks.hold(uuid, wait=manual, on_taken=rt.check_open) as held:
             if not held:
                 raise Busy
-            committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
+            committed = rt.cached(ContinuousInstance, uuid)  # no coroutine when cached
+            if committed is None:
+                committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
             if committed is None or not committed.d.live:  # .live, without the property
                 return False, False, False
             began = rt.clock.now()
@@ -114,9 +116,10 @@ class ContinuousRunner:
             end = outcome.ended
             assert end is not None
             error = outcome.error
-            fatal = outcome.fatal
+            # outcome.fatal and ctx._statements, without their property calls.
+            fatal = error if error is not None and not isinstance(error, Exception) else None
             intents = outcome.value
-            statements = ctx._statements if error is None else []
+            statements = ctx._writes.statements if error is None else []
             policy = job.policy
             hook_failed: BaseException | None = None
             for tries in range(3):

@@ -239,6 +239,18 @@ class Runtime:
             return fn(*args)
         return await in_thread(fn, *args, limiter=self._limiter)
 
+    def cached(self, cls: type[_A], uuid: UUID) -> _A | None:
+        """What :meth:`load` returns when it needs no store call (a store only this
+        process writes, the instance cached), without a coroutine; else None (then
+        :meth:`load` it, nothing counted yet)."""
+        if self.store.shared:
+            return None
+        agg = self.cache.use(uuid)
+        if agg is not None and not isinstance(agg, cls):
+            msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
+            raise StoreError(msg)
+        return agg
+
     async def load(
         self, cls: type[_A], job: str, instance_id: str, uuid: UUID | None = None
     ) -> _A | None:

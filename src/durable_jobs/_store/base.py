@@ -342,7 +342,8 @@ class Store(RowsAndIndex, ABC):
         interval = self.snapshot_interval if snapshots is not None else 0
         due: list[JobInstance] = []
         for inst in instances:
-            if not inst.pending_events:
+            # _pending_events, _version: what eventsourcing's properties return.
+            if not inst._pending_events:
                 continue
             rows.append(index_row_of(inst))
             # Straight to the event store: eventsourcing's Application.save adds
@@ -355,8 +356,10 @@ class Store(RowsAndIndex, ABC):
                 if version > 1:
                     found.append((inst.d.kind, inst.d.job, version))
             # The new events are the versions after ``inst.version - len(evs)``.
-            if interval and inst.version // interval != (inst.version - len(evs)) // interval:
-                due.append(inst)
+            if interval:
+                version = inst._version
+                if version // interval != (version - len(evs)) // interval:
+                    due.append(inst)
         if not rows:
             return
         versions = self._new_type_versions(found) if found else []

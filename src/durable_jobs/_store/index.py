@@ -75,15 +75,17 @@ class IndexRow:
 
     def as_params(self) -> tuple[Any, ...]:
         """The row as SQL parameters, in column order."""
+        # What to_epoch and UUID.hex give, without their Python calls (on every save).
+        due_at = self.due_at
         return (
-            self.instance_uuid.hex,
+            f"{self.instance_uuid.int:032x}",
             self.kind,
             self.job,
             self.instance_id,
             self.status,
-            to_epoch(self.due_at),
+            None if due_at is None else due_at.timestamp(),
             self.version,
-            to_epoch(self.updated_at),
+            self.updated_at.timestamp(),
         )
 
     @classmethod
