@@ -80,10 +80,13 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             new: set[tuple[int, int]] = set()
             last_id: UUID | str | None = None
             versions: dict[int, int] = {}
+            by_id = self._versions_by_id
             for s in stored_events:
                 oid = s.originator_id
                 if oid is not last_id:
-                    versions = self._versions_of(oid)
+                    # self._versions_of(oid), inline for a uuid already seen.
+                    found = by_id.get(oid.int) if isinstance(oid, UUID) else None
+                    versions = found if found is not None else self._versions_of(oid)
                     last_id = oid
                 if s.originator_version in versions:
                     msg = f"Stored event already recorded: {s}"
@@ -95,7 +98,8 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                 raise IntegrityError(msg)
             rows = kwargs.get(INDEX_KWARG) or ()
             # Nothing is applied before this point, so a fault leaves no trace.
-            self._run_fault_hook()
+            if self.fault_hook is not None:  # self._run_fault_hook(), inline
+                self.fault_hook()
             ids: list[int] = []
             position = len(table)
             for s, versions in zip(stored_events, targets, strict=True):

@@ -113,8 +113,21 @@ class _StatefulContext(_Context, Generic[S]):
         )
 
     def _intents_of(self, _value: object) -> Intents:
-        """:meth:`_intents` after a handler that returned ``_value`` (ignored)."""
-        return self._intents()
+        """:meth:`_intents` after a handler that returned ``_value`` (ignored): the
+        same, without a second call on every run."""
+        state = UNCHANGED
+        if self._new_state is not UNCHANGED:
+            state = self._codec.dump(self._new_state)  # set_state validated it
+        return built(
+            Intents,
+            {
+                "state": state,
+                "schedule": UNCHANGED,
+                "terminate": self._terminate,
+                "terminate_reason": self._terminate_reason,
+                "state_version": self._codec.version,
+            },
+        )
 
 
 @final

@@ -290,7 +290,8 @@ class JobInstance(Aggregate):
             if len(values) != size or not kwargs.keys() >= required:
                 values = None
         if values is not None:
-            event = built(event_class, values)
+            event = _new_object(event_class)  # built(event_class, values), inline
+            _set_attribute(event, "__dict__", values)
         else:
             try:
                 event = event_class(originator_id=self._id, originator_version=version, **kwargs)
@@ -602,6 +603,8 @@ def _plain_plan(cls: type[Any]) -> bool | tuple[dict[str, Any], frozenset[str], 
 
 
 _ID_FIELDS = ("originator_id", "originator_version")
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def error_type_name(error: BaseException) -> str:

@@ -325,7 +325,9 @@ class Runtime:
             self.cache.evict(agg._id)
             raise
         self.cache.remember(agg)
-        self.locks.committed(agg._id, agg._version)  # the id and version properties
+        locks = self.locks
+        if locks.cross is not None:  # else it holds no index versions to update
+            locks.committed(agg._id, agg._version)  # the id and version properties
         self.scheduler.committed(agg)
         if self._observers:
             self._emit(events, agg, before)
