@@ -18,12 +18,12 @@ from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, P
 from eventsourcing.utils import Environment
 
 from durable_jobs.adapters import (
+    INDEX_KWARG,
+    TYPE_VERSIONS_KWARG,
     ConfigurationError,
     IndexRow,
     InstanceIndex,
     Store,
-    index_rows_from,
-    type_versions_from,
 )
 
 __all__ = ["MemoryApplicationRecorder", "MemoryStore"]
@@ -34,58 +34,82 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
 
     def __init__(self) -> None:
         super().__init__()
-        self._index: dict[UUID, IndexRow] = {}
-        #: The index rows' alarms, earliest first: ``(due_at, uuid)`` (uuids order like
-        #: their hex). Entries go stale when an alarm changes (they are dropped when
-        #: met); a row's current alarm always has an entry, so the next alarms are
-        #: read without a full scan.
-        self._alarms: list[tuple[datetime, UUID]] = []
+        #: By ``uuid.int`` (a uuid's own ``__hash__`` is Python code, an int's is not).
+        self._index: dict[int, IndexRow] = {}
+        #: The index rows' alarms, earliest first: ``(due_at, uuid.int)`` (uuids order
+        #: like their int, and their hex). Entries go stale when an alarm changes
+        #: (they are dropped when met); a row's current alarm always has an entry, so
+        #: the next alarms are read without a full scan.
+        self._alarms: list[tuple[datetime, int]] = []
         self._type_versions: set[tuple[str, str, int]] = set()
-        #: ``_stored_events_index[str(id)]`` by the originator id as given (the same
-        #: dicts): a save finds its instance's versions without ``str(uuid)``.
-        self._versions_by_id: dict[UUID | str, dict[int, int]] = {}
+        #: ``_stored_events_index[str(id)]`` by the originator id as given, a uuid by its
+        #: int (the same dicts): a save finds its instance's versions without
+        #: ``str(uuid)``, nor a uuid's Python ``__hash__``.
+        self._versions_by_id: dict[int | str, dict[int, int]] = {}
 
     def _versions_of(self, originator_id: UUID | str) -> dict[int, int]:
         """The ``{version: position}`` of one originator's stored events."""
-        versions = self._versions_by_id.get(originator_id)
+        key = originator_id.int if isinstance(originator_id, UUID) else originator_id
+        versions = self._versions_by_id.get(key)
         if versions is None:
-            versions = self._versions_by_id[originator_id] = self._stored_events_index[
-                str(originator_id)
-            ]
+            versions = self._versions_by_id[key] = self._stored_events_index[str(originator_id)]
         return versions
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = self._insert(stored_events, kwargs)
+        if self._listeners:
+            self._notify_listeners()
+        return ids
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        return self._insert(stored_events, kwargs)
+
+    def _insert(self, stored_events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> list[int]:
         """eventsourcing's checks and table update (``_assert_uniqueness``,
-        ``_update_table``) in one pass, then the index rows, under the lock."""
+        ``_update_table``) in one pass, then the index rows, under the lock (the
+        keywords of ``insert_events`` passed on as they are, not unpacked again)."""
         with self._database_lock:
             table = self._stored_events
-            # Check that no event is recorded already, nor given twice.
+            # Check that no event is recorded already, nor given twice (an originator's
+            # events are told apart by its versions dict: the same for its uuid and str).
             targets: list[dict[int, int]] = []
-            new: set[tuple[UUID | str, int]] = set()
+            new: set[tuple[int, int]] = set()
+            last_id: UUID | str | None = None
+            versions: dict[int, int] = {}
+            by_id = self._versions_by_id
             for s in stored_events:
-                versions = self._versions_of(s.originator_id)
+                oid = s.originator_id
+                if oid is not last_id:
+                    # self._versions_of(oid), inline for a uuid already seen.
+                    found = by_id.get(oid.int) if isinstance(oid, UUID) else None
+                    versions = found if found is not None else self._versions_of(oid)
+                    last_id = oid
                 if s.originator_version in versions:
                     msg = f"Stored event already recorded: {s}"
                     raise IntegrityError(msg)
-                new.add((s.originator_id, s.originator_version))
+                new.add((id(versions), s.originator_version))
                 targets.append(versions)
             if len(new) < len(stored_events):
                 msg = f"Stored events are not unique: {stored_events}"
                 raise IntegrityError(msg)
-            rows = index_rows_from(kwargs)
+            rows = kwargs.get(INDEX_KWARG) or ()
             # Nothing is applied before this point, so a fault leaves no trace.
-            self._run_fault_hook()
+            if self.fault_hook is not None:  # self._run_fault_hook(), inline
+                self.fault_hook()
             ids: list[int] = []
+            position = len(table)
             for s, versions in zip(stored_events, targets, strict=True):
                 table.append(s)
-                position = len(table)
-                versions[s.originator_version] = position - 1
+                versions[s.originator_version] = position
+                position += 1
                 ids.append(position)
             index, alarms = self._index, self._alarms
             for row in rows:
-                uuid = row.instance_uuid
+                uuid = row.instance_uuid.int
                 old = index.get(uuid)
                 index[uuid] = row
                 due = row.due_at
@@ -93,10 +117,10 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                     heapq.heappush(alarms, (due, uuid))
             if len(alarms) > 2 * len(index) + 64:
                 self._alarms = [
-                    (r.due_at, r.instance_uuid) for r in index.values() if r.due_at is not None
+                    (r.due_at, key) for key, r in index.items() if r.due_at is not None
                 ]
                 heapq.heapify(self._alarms)
-            versions_given = type_versions_from(kwargs)
+            versions_given = kwargs.get(TYPE_VERSIONS_KWARG)
             if versions_given:
                 self._type_versions.update(versions_given)
             return ids
@@ -111,13 +135,13 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         """Drop one terminated instance's events, snapshots and index row (see
         :meth:`Store.delete_instance`). Later events' positions shift down."""
         with self._database_lock:
-            row = self._index.get(instance_uuid)
+            row = self._index.get(instance_uuid.int)
             if row is None or row.version != version or row.status != "terminated":
                 return None
             events = _drop(self, instance_uuid)
             self._versions_by_id.clear()  # _drop made new version dicts
             counts = (events, _drop(snapshots, instance_uuid) if snapshots is not None else 0)
-            del self._index[instance_uuid]
+            del self._index[instance_uuid.int]
             return counts
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
@@ -134,8 +158,8 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         """The ``limit`` earliest alarms (due while ``until`` holds, later than ``after``):
         taken off the heap, stale entries dropped, the current ones put back."""
         heap, index = self._alarms, self._index
-        taken: list[tuple[datetime, UUID]] = []
-        seen: set[UUID] = set()
+        taken: list[tuple[datetime, int]] = []
+        seen: set[int] = set()
         rows: list[IndexRow] = []
         try:
             while heap and len(rows) < limit:
@@ -158,7 +182,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:
         with self._database_lock:
-            return self._index.get(instance_uuid)
+            return self._index.get(instance_uuid.int)
 
     def select_index(
         self,
@@ -218,7 +242,7 @@ class MemoryStore(Store):
         recorder = self._app.recorder
         assert isinstance(recorder, MemoryApplicationRecorder)
         with recorder._database_lock:
-            return {u for u in uuids if u in recorder._index}
+            return {u for u in uuids if u.int in recorder._index}
 
     def delete_instance_rows(self, uuid: UUID, version: int) -> tuple[int, int] | None:
         """Purge support (:class:`~durable_jobs.adapters.DeletesInstances`), under the lock."""

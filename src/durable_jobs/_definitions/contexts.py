@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
+from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import UNCHANGED, Intents
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.values import check_reason
@@ -99,12 +100,33 @@ class _StatefulContext(_Context, Generic[S]):
         state = UNCHANGED
         if self._new_state is not UNCHANGED:
             state = self._codec.dump(self._new_state)  # set_state validated it
-        return Intents(
-            state=state,
-            schedule=schedule,
-            terminate=self._terminate,
-            terminate_reason=self._terminate_reason,
-            state_version=self._codec.version,
+        # Built without Intents' __init__ (see built): made on every run.
+        return built(
+            Intents,
+            {
+                "state": state,
+                "schedule": schedule,
+                "terminate": self._terminate,
+                "terminate_reason": self._terminate_reason,
+                "state_version": self._codec.version,
+            },
+        )
+
+    def _intents_of(self, _value: object) -> Intents:
+        """:meth:`_intents` after a handler that returned ``_value`` (ignored): the
+        same, without a second call on every run."""
+        state = UNCHANGED
+        if self._new_state is not UNCHANGED:
+            state = self._codec.dump(self._new_state)  # set_state validated it
+        return built(
+            Intents,
+            {
+                "state": state,
+                "schedule": UNCHANGED,
+                "terminate": self._terminate,
+                "terminate_reason": self._terminate_reason,
+                "state_version": self._codec.version,
+            },
         )
 
 
@@ -123,9 +145,15 @@ class ContinuousContext(_StatefulContext[S]):
         attempt: int,
         writes: Writes | None = None,
     ) -> None:
-        super().__init__(
-            codec=codec, state=state, instance_id=instance_id, job_name=job_name, writes=writes
-        )
+        # What the base classes' __init__ set, without calling them (one made a run).
+        self._instance_id = instance_id
+        self._job_name = job_name
+        self._writes = writes if writes is not None else Writes(supported=False)
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
         self._run_count = run_count
         self._attempt = attempt
 

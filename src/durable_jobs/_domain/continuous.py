@@ -127,7 +127,7 @@ class ContinuousInstance(JobInstance):
         scheduled time instead: the alarm changes and None is returned.
         A manual run (``trigger``) always runs, as a fresh run.
         """
-        if not self.live:
+        if not self.d.live:  # self.live, without the property call
             return None
         due = self.d.alarm_at
         if not manual:
@@ -158,10 +158,11 @@ class ContinuousInstance(JobInstance):
         decision: call again with it as ``exhausted``.
         """
         if error is None:
-            ok = self.complete_run(
-                ticket, intents or Intents(), now=now, duration=duration, schedule=policy.schedule
-            )
-            return RunEnd.DONE if ok else RunEnd.STALE
+            # complete_run(ticket, intents or Intents(), ...), one call less a run.
+            if not self.record_success(ticket, handler="execute", now=now, duration=duration):
+                return RunEnd.STALE
+            self.apply_intents(intents or Intents(), now=now, alarm=policy.schedule.next_fire(now))
+            return RunEnd.DONE
         retry = policy.retry
         retry_at = self.plan_retry(ticket, retry, now=now)
         if retry_at is None and retry is not None and exhausted is None:

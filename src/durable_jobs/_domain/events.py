@@ -99,7 +99,7 @@ class Terminated(Event):
     reason: str | None
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         _assign(
             d,
             {
@@ -121,7 +121,7 @@ class StateChanged(Event):
     type_version: int = 1
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         d.state = self.state
         d.state_version = self.type_version
 
@@ -139,7 +139,7 @@ class StatePatched(Event):
     patch: list[JsonValue]
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         d.state = apply_state_patch(d.state, self.patch)
 
 
@@ -156,8 +156,10 @@ class AlarmSet(Event):
     trace: Annotated[str, StringConstraints(max_length=64)] | None = None
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
-        d.alarm_at = self.at
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
+        # What pydantic's __setattr__ does for a field (see _assign), without its calls.
+        d.__dict__["alarm_at"] = self.at
+        d.__pydantic_fields_set__.add("alarm_at")
         if self.trace is not None:
             d.alarm_trace = self.trace
 
@@ -168,7 +170,7 @@ class AlarmCleared(Event):
     NAME: ClassVar[str] = "alarm_cleared"
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         d.alarm_at = None
         d.alarm_trace = None
 
@@ -183,7 +185,7 @@ class RunSucceeded(Event):
     duration: float
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         if self.handler == "execute":
             _assign(
                 d,
@@ -211,7 +213,7 @@ class RunFailed(Event):
     flush_reason: str | None = None
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         if self.handler != "execute":
             return
         d.run_count = self.run_count
@@ -235,7 +237,7 @@ class RetryExhausted(Event):
     action: str
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         d.attempt = 0
         d.first_failure_at = None
         d.paused = self.action == "pause"
@@ -252,7 +254,7 @@ class Resumed(Event):
     at: UtcDatetime
 
     def apply(self, aggregate: Any) -> None:
-        cast("JobInstance", aggregate).d.paused = False
+        aggregate.d.paused = False  # a JobInstance
 
 
 class EventAdded(Event):
@@ -265,7 +267,7 @@ class EventAdded(Event):
     type_version: int = 1
 
     def apply(self, aggregate: Any) -> None:
-        d = cast("JobInstance", aggregate).d
+        d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         for key in self.expired_keys:
             d.idempotency.pop(key, None)
         if self.idempotency_key is not None:

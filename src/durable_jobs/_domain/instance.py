@@ -10,16 +10,19 @@ caller: the domain never reads a clock.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypeVar, cast
+from uuid import UUID
 
 from eventsourcing.domain import (
     Aggregate,
     CanInitAggregate,
     CanMutateAggregate,
+    DomainEvent,
     Snapshot,
     _init_mentions_id,
 )
@@ -35,6 +38,7 @@ from durable_jobs._domain.data import (
     Intents,
     RunTicket,
     as_utc,
+    built,
 )
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.patch import state_patch
@@ -261,11 +265,11 @@ class JobInstance(Aggregate):
         version are this instance's, set here) and without copying ``kwargs``;
         anything else goes the stock way.
         """
-        plain = _PLAIN.get(event_class)
-        if plain is None:
-            plain = _PLAIN[event_class] = _is_plain(event_class)
+        plan = _PLAIN.get(event_class)
+        if plan is None:
+            plan = _PLAIN[event_class] = _plain_plan(event_class)
         if (
-            not plain
+            plan is False
             or kwargs.get("timestamp") is None
             or "originator_id" in kwargs
             or "originator_version" in kwargs
@@ -273,11 +277,27 @@ class JobInstance(Aggregate):
             super().trigger_event(event_class, **kwargs)
             return
         version = self._version + 1
-        try:
-            event = event_class(originator_id=self._id, originator_version=version, **kwargs)
-        except TypeError as exc:
-            msg = f"Can't construct event {event_class}: {exc}"
-            raise TypeError(msg) from None
+        values: dict[str, Any] | None = None
+        if plan is not True:
+            # Built without the dataclass __init__ (see built) when ``kwargs`` name
+            # every field without a default and nothing else (the fields in their
+            # declared order, as __init__ sets them); else __init__ says what is wrong.
+            template, required, size = plan
+            values = template.copy()
+            values["originator_id"] = self._id
+            values["originator_version"] = version
+            values.update(kwargs)
+            if len(values) != size or not kwargs.keys() >= required:
+                values = None
+        if values is not None:
+            event = _new_object(event_class)  # built(event_class, values), inline
+            _set_attribute(event, "__dict__", values)
+        else:
+            try:
+                event = event_class(originator_id=self._id, originator_version=version, **kwargs)
+            except TypeError as exc:
+                msg = f"Can't construct event {event_class}: {exc}"
+                raise TypeError(msg) from None
         event.apply(self)
         self._version = version
         self._modified_on = event.timestamp
@@ -420,12 +440,14 @@ class JobInstance(Aggregate):
         """
         if not self.d.live:
             return
-        if intents.state_changed:
+        # intents.state_changed and .schedule_changed, without their property calls.
+        if intents.state is not UNCHANGED:
             self.set_state(intents.state, now=now, type_version=intents.state_version)
         if intents.terminate:
             self.terminate(now=now, reason=intents.terminate_reason)
             return
-        self.set_alarm(intents.schedule if intents.schedule_changed else alarm, now=now)
+        schedule = intents.schedule
+        self.set_alarm(alarm if schedule is UNCHANGED else schedule, now=now)
 
     def accepts(self, ticket: RunTicket) -> bool:
         """Whether a run with ``ticket`` may still be committed (live, same generation)."""
@@ -435,7 +457,8 @@ class JobInstance(Aggregate):
         self, ticket: RunTicket, *, handler: Handler, now: datetime, duration: float
     ) -> bool:
         """Record a handler run that returned; False (nothing recorded) if it is stale."""
-        if not self.accepts(ticket):
+        d = self.d
+        if not (d.live and ticket.generation == d.generation):  # self.accepts(ticket)
             return False
         self.trigger_event(
             self.RunSucceeded,
@@ -491,9 +514,14 @@ class JobInstance(Aggregate):
     def next_ticket(self, *, fresh: bool) -> RunTicket:
         """The ticket of the next execute run: a retry of the waiting run unless ``fresh``."""
         d = self.d
+        # Built without RunTicket's __init__ (see built): made on every run.
         if d.attempt and not fresh:
-            return RunTicket(d.run_count, d.attempt + 1, d.generation)
-        return RunTicket(d.run_count + 1, 1, d.generation)
+            run_count, attempt = d.run_count, d.attempt + 1
+        else:
+            run_count, attempt = d.run_count + 1, 1
+        return built(
+            RunTicket, {"run_count": run_count, "attempt": attempt, "generation": d.generation}
+        )
 
     def plan_retry(
         self, ticket: RunTicket, retry: Retry | None, *, now: datetime
@@ -525,14 +553,58 @@ def _plain_created_topic(cls: type[JobInstance]) -> str | None:
     return get_topic(cls)
 
 
-#: Whether ``JobInstance.trigger_event`` applies events of a class itself, by class.
-_PLAIN: dict[type[Any], bool] = {}
+#: Whether ``JobInstance.trigger_event`` applies events of a class itself, by class,
+#: and how it builds them (see :func:`_plain_plan`).
+_PLAIN: dict[type[Any], bool | tuple[dict[str, Any], frozenset[str], int]] = {}
 
 
 def _is_plain(cls: type[Any]) -> bool:
     """Whether events of ``cls`` are applied by eventsourcing's own ``mutate``: check
     the id and version, ``apply``, set the version and time of modification."""
     return getattr(cls, "mutate", None) is CanMutateAggregate.mutate
+
+
+def _plain_plan(cls: type[Any]) -> bool | tuple[dict[str, Any], frozenset[str], int]:
+    """False if events of ``cls`` are not :func:`_is_plain` (``trigger_event`` leaves
+    them to eventsourcing); else how it builds one without the dataclass ``__init__``:
+    ``(every field, in order, with its default or None; the fields without a
+    default besides the id and version; how many fields)``, or True (built by ``__init__``) for a
+    class whose ``__init__`` does more than set its fields."""
+    if not _is_plain(cls):
+        return False
+    params = getattr(cls, "__dataclass_params__", None)
+    if (
+        params is None
+        or not params.frozen
+        or cls.__dictoffset__ == 0  # slots: no __dict__ to set
+        or getattr(cls, "__post_init__", None) is not DomainEvent.__post_init__
+    ):
+        return True
+    template: dict[str, Any] = {}
+    required: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if not f.init or f.default_factory is not dataclasses.MISSING:
+            return True
+        if f.default is dataclasses.MISSING:
+            template[f.name] = None
+            if f.name not in _ID_FIELDS:
+                required.add(f.name)
+        else:
+            template[f.name] = f.default
+    # Its __init__ must do nothing but set the fields: tried once, with stand-ins.
+    values: dict[str, Any] = {name: object() for name in template}
+    values["originator_id"] = UUID(int=0)
+    try:
+        if vars(cls(**values)) != values:
+            return True
+    except Exception:
+        return True
+    return template, frozenset(required), len(template)
+
+
+_ID_FIELDS = ("originator_id", "originator_version")
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def error_type_name(error: BaseException) -> str:

@@ -107,6 +107,8 @@ class Every:
 
     def next_fire(self, after: datetime) -> datetime:
         """Return `after + duration`, in UTC."""
+        if type(after) is datetime and after.tzinfo is UTC:
+            return after + self.duration  # _require_aware's first case, inline (every run)
         return _require_aware("after", after) + self.duration
 
     def describe(self) -> dict[str, object]:

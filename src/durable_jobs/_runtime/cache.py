@@ -28,11 +28,15 @@ def clone(agg: _A) -> _A:
 
 
 class InstanceCache:
-    """Committed instances by uuid, at most ``size`` of them."""
+    """Committed instances by uuid, at most ``size`` of them.
+
+    Kept by ``uuid.int``: a uuid's own ``__hash__`` is Python code, run on every
+    lookup (several a run), an int's is not.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[UUID, JobInstance] = OrderedDict()
+        self._items: OrderedDict[int, JobInstance] = OrderedDict()
         #: Loads served from the cache, and loads that read the store.
         self.hits = 0
         self.misses = 0
@@ -42,24 +46,34 @@ class InstanceCache:
 
     def peek(self, uuid: UUID) -> JobInstance | None:
         """The cached instance, without counting a hit or refreshing it."""
-        return self._items.get(uuid)
+        return self._items.get(uuid.int)
 
     def hit(self, uuid: UUID) -> None:
         """A load used the cached instance: it is the most recently used."""
         self.hits += 1
-        self._items.move_to_end(uuid)
+        self._items.move_to_end(uuid.int)
+
+    def use(self, uuid: UUID) -> JobInstance | None:
+        """The cached instance, counted as a hit and made the most recently used (a
+        :meth:`peek` and a :meth:`hit`); None (nothing counted) if not cached."""
+        items, key = self._items, uuid.int
+        agg = items.get(key)
+        if agg is not None:
+            self.hits += 1
+            items.move_to_end(key)
+        return agg
 
     def remember(self, agg: JobInstance) -> None:
         """Cache a committed instance (unless a newer version is cached already)."""
-        items, uuid = self._items, agg.id
-        cached = items.get(uuid)
+        items, key = self._items, agg.id.int
+        cached = items.get(key)
         if cached is not None:
             if cached.version > agg.version:
                 return
-            items.move_to_end(uuid)  # then replaced in place: most recently used
-        items[uuid] = agg
+            items.move_to_end(key)  # then replaced in place: most recently used
+        items[key] = agg
         while len(items) > self.size:
             items.popitem(last=False)
 
     def evict(self, uuid: UUID) -> None:
-        self._items.pop(uuid, None)
+        self._items.pop(uuid.int, None)

@@ -90,7 +90,12 @@ class GroupCommit:
                     self.store.save(agg)  # what _save_now makes of it, without the wrapping
             else:
                 await self._save([_Commit(agg, statements)])
-            self._count(1)
+            # _count(1), one call less a run.
+            self.commits += 1
+            self.batches += 1
+            if not self.largest_batch:  # max(largest_batch, 1)
+                self.largest_batch = 1
+            telemetry.record_commit(1)
             return
         item = _Commit(agg, statements)
         self._queue.append(item)

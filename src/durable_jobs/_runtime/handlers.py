@@ -37,7 +37,7 @@ from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
-from durable_jobs._telemetry import log_fields, outcome_name, telemetry
+from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]
 
@@ -129,15 +129,45 @@ class HandlerCalls:
             started = clock.now()
         if due_at is not None:
             telemetry.record_lateness(kind, name, (started - due_at).total_seconds())
-        with telemetry.handler_call(
+        traced = telemetry.handler_call(
             kind, name, role, instance_id, run_count=run_count, attempt=attempt, link=link
-        ) as span:
+        )
+        if traced is _UNTRACED and (role not in TIMED or job.timeout is None):
+            # No span (no tracer provider set: nothing to enter, finish or leave) and no
+            # timeout: what _call does then, inline (a coroutine less on every run).
+            self.running += 1
+            try:
+                value = fn(*args)
+                if type(value) is CoroutineType or inspect.isawaitable(value):
+                    value = await value
+                if then is not None:
+                    value = then(value)
+            except trio.Cancelled as exc:
+                if _really_cancelled():
+                    raise
+                outcome = Outcome(error=self._stray_cancel(job, role, instance_id, exc))
+            except BaseException as exc:
+                outcome = Outcome(error=exc)
+            else:
+                outcome = Outcome(value=value)
+            finally:
+                self.running -= 1
+            error = outcome.error
+            result = "succeeded" if error is None else outcome_name(error)
+        elif traced is _UNTRACED:
             outcome = await self._call(
                 job, role, fn, args, instance_id=instance_id, then=then, started=started
             )
             error = outcome.error
-            result = outcome_name(error)
-            span.finish(result, error)
+            result = "succeeded" if error is None else outcome_name(error)
+        else:
+            with traced as span:
+                outcome = await self._call(
+                    job, role, fn, args, instance_id=instance_id, then=then, started=started
+                )
+                error = outcome.error
+                result = outcome_name(error)
+                span.finish(result, error)
         ended = outcome.ended = clock.now()
         duration = (ended - started).total_seconds()
         telemetry.record_run(kind, name, role, result, duration)
@@ -201,14 +231,7 @@ class HandlerCalls:
         except trio.Cancelled as exc:
             if _really_cancelled():
                 raise
-            msg = (
-                f"{role} of {job.kind} job {job.name!r} (instance {instance_id!r}) raised "
-                "trio.Cancelled that did not come from cancelling it (one caught elsewhere "
-                "and re-raised?); the call counts as failed"
-            )
-            error: BaseException = HandlerError(msg)
-            error.__cause__ = exc
-            return Outcome(error=error)
+            return Outcome(error=self._stray_cancel(job, role, instance_id, exc))
         except BaseException as exc:
             if timer is not None and timer.fired:
                 return Outcome(error=self._timed_out(job, role, instance_id, exc))
@@ -218,6 +241,19 @@ class HandlerCalls:
         if timer is not None and timer.fired:
             return Outcome(error=self._timed_out(job, role, instance_id, None))
         return Outcome(value=value)
+
+    def _stray_cancel(
+        self, job: JobDefinition, role: Role, instance_id: str, cause: trio.Cancelled
+    ) -> HandlerError:
+        """The failure of a call that raised a ``trio.Cancelled`` not of its own."""
+        msg = (
+            f"{role} of {job.kind} job {job.name!r} (instance {instance_id!r}) raised "
+            "trio.Cancelled that did not come from cancelling it (one caught elsewhere "
+            "and re-raised?); the call counts as failed"
+        )
+        error = HandlerError(msg)
+        error.__cause__ = cause
+        return error
 
     def _timed_out(
         self, job: JobDefinition, role: Role, instance_id: str, cause: BaseException | None

@@ -19,6 +19,7 @@ The interface the rest of the runtime uses:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -57,10 +58,12 @@ class Busy(Exception):
 
 
 class KeyedLocks:
-    """One ``trio.Lock`` per key, dropped when nobody holds or waits for it."""
+    """One lock per key, in ``_locks`` while held: its entry is the tasks waiting for
+    it (None: none), and it is dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
-        self._locks: dict[UUID, tuple[trio.Lock, list[int]]] = {}
+        #: By ``key.int``: a uuid's own ``__hash__`` is Python code, an int's is not.
+        self._locks: dict[int, deque[trio.lowlevel.Task] | None] = {}
 
     def __call__(self, key: UUID) -> _KeyHold:
         return _KeyHold(self._locks, key)
@@ -68,56 +71,67 @@ class KeyedLocks:
 
 class _KeyHold:
     """Holding one key of :class:`KeyedLocks` (a plain class: cheaper than a generator
-    context manager on every run)."""
+    context manager on every run).
 
-    __slots__ = ("entry", "key", "locks", "on_taken")
+    A free key is taken with one dict entry, no lock object: a ``trio.Lock`` made for
+    every run cost more than the rest of taking it. A held one is waited for in turn
+    (fair, like ``trio.Lock``): the holder hands it to the first waiter on release.
+    """
+
+    __slots__ = ("key", "locks", "on_taken")
 
     def __init__(
         self,
-        locks: dict[UUID, tuple[trio.Lock, list[int]]],
+        locks: dict[int, deque[trio.lowlevel.Task] | None],
         key: UUID,
         on_taken: Callable[[], None] | None = None,
     ) -> None:
         self.locks = locks
-        self.key = key
+        self.key = key.int
         self.on_taken = on_taken
 
     async def __aenter__(self) -> bool:
-        entry = self.locks.get(self.key)
-        if entry is None:
-            entry = self.locks[self.key] = (trio.Lock(), [0])
-        self.entry = entry
-        lock, users = entry
-        users[0] += 1
-        try:
-            # A free lock is taken without a schedule point (a cancellation still
-            # raises here): one task switch less per run. A busy one is waited for.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                lock.acquire_nowait()
-            except trio.WouldBlock:
-                await lock.acquire()
-        except BaseException:
-            self._leave()
-            raise
+        locks = self.locks
+        # A free lock is taken without a schedule point (a cancellation still
+        # raises here): one task switch less per run. A busy one is waited for.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        size = len(locks)
+        locks.setdefault(self.key, None)
+        if len(locks) == size:
+            await self._wait()
         if self.on_taken is not None:
             try:
                 self.on_taken()
             except BaseException:
-                lock.release()
-                self._leave()
+                self._release()
                 raise
         return True
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.entry[0].release()
-        self._leave()
+    async def _wait(self) -> None:
+        """Wait until the holder hands the lock over (cancellable: then not held)."""
+        locks, key = self.locks, self.key
+        waiters = locks[key]
+        if waiters is None:
+            waiters = locks[key] = deque()
+        task = trio.lowlevel.current_task()
+        waiters.append(task)
 
-    def _leave(self) -> None:
-        users = self.entry[1]
-        users[0] -= 1
-        if users[0] == 0:
-            del self.locks[self.key]
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        locks, key = self.locks, self.key
+        waiters = locks.pop(key)
+        if waiters:
+            # Handed over: the first waiter holds it now (the entry stays).
+            trio.lowlevel.reschedule(waiters.popleft())
+            locks[key] = waiters
 
 
 class _LockRequest(Handoff):
@@ -363,7 +377,7 @@ class InstanceLocks:
 
     def committed(self, uuid: UUID, version: int) -> None:
         """This process wrote ``version`` of an instance it holds."""
-        if uuid in self._fresh:
+        if self._fresh and uuid in self._fresh:
             self._fresh[uuid] = version
 
     async def _call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:

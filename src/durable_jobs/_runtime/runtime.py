@@ -239,6 +239,18 @@ class Runtime:
             return fn(*args)
         return await in_thread(fn, *args, limiter=self._limiter)
 
+    def cached(self, cls: type[_A], uuid: UUID) -> _A | None:
+        """What :meth:`load` returns when it needs no store call (a store only this
+        process writes, the instance cached), without a coroutine; else None (then
+        :meth:`load` it, nothing counted yet)."""
+        if self.store.shared:
+            return None
+        agg = self.cache.use(uuid)
+        if agg is not None and not isinstance(agg, cls):
+            msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
+            raise StoreError(msg)
+        return agg
+
     async def load(
         self, cls: type[_A], job: str, instance_id: str, uuid: UUID | None = None
     ) -> _A | None:
@@ -249,8 +261,10 @@ class Runtime:
         if uuid is None:
             uuid = instance_uuid(cls.kind, job, instance_id)
         cache = self.cache
-        agg = cache.peek(uuid)
-        if self.store.shared:
+        if not self.store.shared:
+            agg = cache.use(uuid)  # counted as a hit if cached
+        else:
+            agg = cache.peek(uuid)
             # Another process may have changed it: check the version, which the
             # lock call already read if this task holds the instance.
             known, version = self.locks.held_version(uuid)
@@ -268,14 +282,14 @@ class Runtime:
                 if version != agg.version:
                     cache.evict(uuid)
                     agg = None
+                else:
+                    cache.hit(uuid)
         if agg is None:
             cache.misses += 1
             agg = await self.loads.get(cls.kind, job, instance_id)
             if agg is None:
                 return None
             cache.remember(agg)
-        else:
-            cache.hit(uuid)
         if not isinstance(agg, cls):
             msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
             raise StoreError(msg)
@@ -297,19 +311,23 @@ class Runtime:
         is written without letting other tasks run first (a cancellation still
         raises), so the run ends in the step that decided it.
         """
-        if not agg.pending_events:
+        if not agg._pending_events:  # the pending_events property's list
             return
         trace = telemetry.call_trace()
         if trace is not None:
             agg.stamp_trace(trace)
-        events = list(agg.pending_events)
+        # For the observers: the list itself, not a copy (the save takes it over whole,
+        # see JobInstance.collect_events, and leaves it as it is).
+        events = agg._pending_events
         try:
             await self.commits.commit(agg, statements, schedule_point=schedule_point)
         except BaseException:
-            self.cache.evict(agg.id)
+            self.cache.evict(agg._id)
             raise
         self.cache.remember(agg)
-        self.locks.committed(agg.id, agg.version)
+        locks = self.locks
+        if locks.cross is not None:  # else it holds no index versions to update
+            locks.committed(agg._id, agg._version)  # the id and version properties
         self.scheduler.committed(agg)
         if self._observers:
             self._emit(events, agg, before)

@@ -16,17 +16,17 @@ import types
 from collections import deque
 from collections.abc import Coroutine, Generator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import trio
 
-from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
 from durable_jobs._runtime.locks import Busy
-from durable_jobs._runtime.window import AlarmKey, AlarmWindow
+from durable_jobs._runtime.window import AlarmKey, AlarmWindow, alarm_key
 from durable_jobs._store.capabilities import ListensForAlarms
 from durable_jobs._store.index import IndexRow
 from durable_jobs._telemetry import log_fields
@@ -68,8 +68,9 @@ class Scheduler:
         self.run_alarms = run_alarms
         self.poll_interval = poll_interval
         self.window = AlarmWindow(window)
-        #: Instances with a run started and not finished (running or waiting its turn).
-        self._queued: set[UUID] = set()
+        #: Instances with a run started and not finished (running or waiting its turn),
+        #: by ``uuid.int`` (an int's hash is not Python code, a uuid's is).
+        self._queued: set[int] = set()
         #: Due alarms waiting for one of the ``max_concurrent_runs`` run tasks, each with
         #: the context its run starts from (see :meth:`_runs_task`).
         self._waiting: deque[tuple[AlarmKey, contextvars.Context]] = deque()
@@ -115,7 +116,7 @@ class Scheduler:
 
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
-        d, uuid = agg.d, agg.id
+        d, uuid = agg.d, agg._id  # the id property's value
         at = d.alarm_at
         if self.run_alarms:
             locks = self.rt.locks
@@ -125,9 +126,9 @@ class Scheduler:
                     uuid, at, self.rt.clock.now(), busy=self._backlog(), version=agg.version
                 )
                 at = later or at
-            self.window.set(AlarmKey(uuid, d.kind, d.job, d.instance_id), at)
+            self.window.set(alarm_key(uuid, d.kind, d.job, d.instance_id), at)
         blocked, self._reload_blocked = self._reload_blocked, False
-        if uuid in self._queued:
+        if uuid.int in self._queued:
             return  # an alarm run's commit: the scheduler is woken once, when the run ends
         asleep_until = self._asleep_until
         if not blocked and (at is None or (asleep_until is not None and at >= asleep_until)):
@@ -170,7 +171,7 @@ class Scheduler:
                 return later is not None, later
             return True, cached.d.alarm_at
 
-        self.window.load(rows, running=self._queued, newer=newer)
+        self.window.load(rows, running_ints=self._queued, newer=newer)
         # Alarms of instances already running stay in the index until their commit.
         self._reload_blocked = self.window.needs_reload(self.rt.clock.now())
 
@@ -183,7 +184,7 @@ class Scheduler:
             # Stopped (shutdown): alarms still waiting for a run task do not run now;
             # they stay in the store for the next start.
             for key, _ in self._waiting:
-                self._queued.discard(key.uuid)
+                self._queued.discard(key.uuid.int)
                 self.pending -= 1
             self._waiting.clear()
             # Idle run tasks end (those running end after their run).
@@ -351,7 +352,7 @@ class Scheduler:
     # ---- runs --------------------------------------------------------------------------
 
     def _dispatch(self, key: AlarmKey, now: datetime) -> None:
-        if key.uuid in self._queued or self._runs is None:
+        if key.uuid.int in self._queued or self._runs is None:
             return
         broken = self._broken.get(key.uuid) if self._broken else None
         if broken is not None and broken[0] > now:
@@ -372,7 +373,7 @@ class Scheduler:
             # finding the lock held (see LockGuards.after_takeover).
             scope = "flush" if key.kind == "debounce" else "instance"
             locks.guards.found_busy(key.uuid, scope, version)
-        self._queued.add(key.uuid)
+        self._queued.add(key.uuid.int)
         self.pending += 1
         # The run starts from a copy of the scheduler's context (see _runs_task).
         context = contextvars.copy_context()
@@ -441,8 +442,20 @@ class Scheduler:
         return len(self._waiting) > self._woken
 
     async def _alarm_run(self, key: AlarmKey) -> None:
+        rt = self.rt
         try:
-            await self._fire(key)
+            # The run (what a _fire coroutine of its own would do: one coroutine less).
+            job = self._job_of(key)
+            if job is not None:
+                if isinstance(job, ContinuousJob):
+                    await rt.continuous.run(job, key.instance_id, manual=False)
+                elif isinstance(job, DebounceJob):
+                    await rt.debounce.flush(job, key.instance_id, manual=False)
+                elif isinstance(job, TaskJob):
+                    await rt.task.execute(job, key.instance_id, by_alarm=True)
+                cached = rt.cache.peek(key.uuid)
+                if cached is not None:
+                    self.window.set(key, cached.d.alarm_at)
             if self._broken:
                 self._broken.pop(key.uuid, None)
         except Busy:
@@ -456,7 +469,7 @@ class Scheduler:
         except Exception as exc:
             self._run_broke(key, exc)
         finally:
-            self._queued.discard(key.uuid)
+            self._queued.discard(key.uuid.int)
             self.pending -= 1
             self._reload_blocked = False
             self.kick()
@@ -487,10 +500,12 @@ class Scheduler:
             extra=log_fields(key.kind, key.job, key.instance_id),
         )
 
-    async def _fire(self, key: AlarmKey) -> None:
-        rt = self.rt
+    def _job_of(self, key: AlarmKey) -> JobDefinition | None:
+        """The job of ``key``'s alarm; None (logged once a job) if this registry does
+        not define it."""
         try:
-            job = rt.registry.get(cast("Kind", key.kind), key.job)
+            kind: Kind = key.kind  # type: ignore[assignment]  # (no cast() call a run)
+            return self.rt.registry.get(kind, key.job)
         except DurableJobsError:
             if (key.kind, key.job) not in self._unknown_jobs:
                 self._unknown_jobs.add((key.kind, key.job))
@@ -501,16 +516,7 @@ class Scheduler:
                     key.job,
                     extra=log_fields(key.kind, key.job),
                 )
-            return
-        if isinstance(job, ContinuousJob):
-            await rt.continuous.run(job, key.instance_id, manual=False)
-        elif isinstance(job, DebounceJob):
-            await rt.debounce.flush(job, key.instance_id, manual=False)
-        elif isinstance(job, TaskJob):
-            await rt.task.execute(job, key.instance_id, by_alarm=True)
-        cached = rt.cache.peek(key.uuid)
-        if cached is not None:
-            self.window.set(key, cached.d.alarm_at)
+            return None
 
 
 @types.coroutine

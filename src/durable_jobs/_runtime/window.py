@@ -40,7 +40,8 @@ class AlarmWindow:
     The rows of the last load stay as read (earliest first: a list consumed from its
     front, no entry made per row); alarms set since are in a heap. An alarm is in
     ``_due`` while it stands; an entry (row or heap) whose alarm moved, was cleared
-    or was taken is skipped when met.
+    or was taken is skipped when met. ``_due`` is keyed by ``uuid.int``: a uuid's
+    own ``__hash__`` is Python code, run on every lookup (several a run).
     """
 
     def __init__(self, size: int) -> None:
@@ -49,7 +50,7 @@ class AlarmWindow:
         #: The rows of the last load, earliest first, and the first not yet passed.
         self._rows: list[IndexRow] = []
         self._next = 0
-        self._due: dict[UUID, datetime] = {}
+        self._due: dict[int, datetime] = {}
         self._seq = 0
         self.complete = True
         self.horizon: datetime | None = None
@@ -67,31 +68,34 @@ class AlarmWindow:
         rows: Sequence[IndexRow],
         *,
         running: Container[UUID] = (),
+        running_ints: Container[int] = (),
         newer: Callable[[IndexRow], tuple[bool, datetime | None]] | None = None,
     ) -> None:
         """Replace the window with ``rows`` (the earliest alarms, earliest first).
 
-        Rows of ``running`` instances are left out: their run sets their next alarm
-        when it ends. ``newer(row)`` says whether this process committed a later
-        version of the row's instance than the row (read while it committed), and
-        that version's alarm, which is kept instead of the stale one.
+        Rows of ``running`` instances (or whose ``uuid.int`` is in ``running_ints``)
+        are left out: their run sets their next alarm when it ends. ``newer(row)``
+        says whether this process committed a later version of the row's instance
+        than the row (read while it committed), and that version's alarm, which is
+        kept instead of the stale one.
         """
         self.complete = len(rows) < self.size
         self.horizon = None if self.complete or not rows else rows[-1].due_at
         kept: list[IndexRow] = []
-        current: dict[UUID, datetime] = {}
+        current: dict[int, datetime] = {}
         moved: list[tuple[IndexRow, datetime | None]] = []
         for row in rows:
             due = row.due_at
             uuid = row.instance_uuid
-            if due is None or uuid in running:
+            key = uuid.int
+            if due is None or key in running_ints or uuid in running:
                 continue
             if newer is not None:
                 known, at = newer(row)
                 if known:
                     moved.append((row, at))
                     continue
-            current[uuid] = due
+            current[key] = due
             kept.append(row)
         # Earliest first already (every store's order): this only checks it, in C.
         kept.sort(key=_DUE_AT)
@@ -100,17 +104,21 @@ class AlarmWindow:
             self.set(_key(row), at)
 
     def _push(self, key: AlarmKey, due: datetime) -> None:
-        self._due[key.uuid] = due
+        self._due[key.uuid.int] = due
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, key))
 
     def set(self, key: AlarmKey, due: datetime | None) -> None:
         """Record that ``key``'s alarm is now ``due`` (None: it has none)."""
         if due is None or not (self.complete or (self.horizon is not None and due < self.horizon)):
-            self._due.pop(key.uuid, None)
+            self._due.pop(key.uuid.int, None)
             return
-        if self._due.get(key.uuid) != due:
-            self._push(key, due)
+        current = self._due
+        uuid = key.uuid.int
+        if current.get(uuid) != due:
+            current[uuid] = due
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, key))
             if len(self._due) > 2 * self.size:
                 self._trim()
             elif len(self._heap) > 2 * len(self._due) + _SLACK:
@@ -121,9 +129,9 @@ class AlarmWindow:
         heap until its time came): an alarm moved on every commit (a debounce window
         that slides) must not grow the heap, nor the cost of a pop, without bound."""
         live: list[tuple[datetime, int, AlarmKey]] = []
-        seen: set[UUID] = set()
+        seen: set[int] = set()
         for entry in self._heap:
-            uuid = entry[2].uuid
+            uuid = entry[2].uuid.int
             if uuid not in seen and self._due.get(uuid) == entry[0]:
                 seen.add(uuid)
                 live.append(entry)
@@ -136,8 +144,8 @@ class AlarmWindow:
         Every alarm due before the new horizon is among those kept, so the
         window stays exact below it.
         """
-        keys = {row.instance_uuid: _key(row) for row in self._rows[self._next :]}
-        keys.update((key.uuid, key) for _, _, key in self._heap)
+        keys = {row.instance_uuid.int: _key(row) for row in self._rows[self._next :]}
+        keys.update((key.uuid.int, key) for _, _, key in self._heap)
         kept = heapq.nsmallest(self.size, ((due, uuid) for uuid, due in self._due.items()))
         self.complete = False
         self.horizon = kept[-1][0]
@@ -153,7 +161,7 @@ class AlarmWindow:
         end = len(rows)
         while i < end:
             row = rows[i]
-            if current.get(row.instance_uuid) == row.due_at:
+            if current.get(row.instance_uuid.int) == row.due_at:
                 self._next = i
                 return row
             i += 1
@@ -162,7 +170,7 @@ class AlarmWindow:
 
     def _clean(self) -> None:
         heap = self._heap
-        while heap and self._due.get(heap[0][2].uuid) != heap[0][0]:
+        while heap and self._due.get(heap[0][2].uuid.int) != heap[0][0]:
             heapq.heappop(heap)
 
     def next_due(self) -> datetime | None:
@@ -182,14 +190,14 @@ class AlarmWindow:
         due: list[AlarmKey] = []
         i, end = self._next, len(rows)
         while True:
-            while heap and current.get(heap[0][2].uuid) != heap[0][0]:
+            while heap and current.get(heap[0][2].uuid.int) != heap[0][0]:
                 heapq.heappop(heap)  # left behind by an alarm that moved
             # The first loaded row whose alarm stands.
             row, at = None, None
             while i < end:
                 candidate = rows[i]
                 at = candidate.due_at
-                if at is not None and current.get(candidate.instance_uuid) == at:
+                if at is not None and current.get(candidate.instance_uuid.int) == at:
                     row = candidate
                     break
                 i += 1
@@ -197,12 +205,12 @@ class AlarmWindow:
             if row is not None and at is not None and not (heap and heap[0][0] < at):
                 if at > now:
                     break
-                del current[row.instance_uuid]
-                due.append(AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id))
+                del current[row.instance_uuid.int]
+                due.append(_key(row))
                 i += 1
             elif heap and heap[0][0] <= now:
                 _, _, key = heapq.heappop(heap)
-                del current[key.uuid]
+                del current[key.uuid.int]
                 due.append(key)
             else:
                 break
@@ -230,5 +238,13 @@ class AlarmWindow:
         return not self.complete and (self.horizon is None or self.horizon <= now)
 
 
+_new_tuple = tuple.__new__
+
+
+def alarm_key(uuid: UUID, kind: str, job: str, instance_id: str) -> AlarmKey:
+    """``AlarmKey(uuid, kind, job, instance_id)`` without its Python ``__new__``."""
+    return _new_tuple(AlarmKey, (uuid, kind, job, instance_id))
+
+
 def _key(row: IndexRow) -> AlarmKey:
-    return AlarmKey(row.instance_uuid, row.kind, row.job, row.instance_id)
+    return _new_tuple(AlarmKey, (row.instance_uuid, row.kind, row.job, row.instance_id))

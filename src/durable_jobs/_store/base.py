@@ -325,6 +325,8 @@ class Store(RowsAndIndex, ABC):
         After any error the instances keep their pending events, so a save
         that failed for a passing reason can simply be tried again.
         """
+        if len(instances) == 1 and not statements and self._save_one(instances[0]):
+            return
         if (
             statements
             and not self.supports_statements
@@ -340,7 +342,8 @@ class Store(RowsAndIndex, ABC):
         interval = self.snapshot_interval if snapshots is not None else 0
         due: list[JobInstance] = []
         for inst in instances:
-            if not inst.pending_events:
+            # _pending_events, _version: what eventsourcing's properties return.
+            if not inst._pending_events:
                 continue
             rows.append(index_row_of(inst))
             # Straight to the event store: eventsourcing's Application.save adds
@@ -353,8 +356,10 @@ class Store(RowsAndIndex, ABC):
                 if version > 1:
                     found.append((inst.d.kind, inst.d.job, version))
             # The new events are the versions after ``inst.version - len(evs)``.
-            if interval and inst.version // interval != (inst.version - len(evs)) // interval:
-                due.append(inst)
+            if interval:
+                version = inst._version
+                if version // interval != (version - len(evs)) // interval:
+                    due.append(inst)
         if not rows:
             return
         versions = self._new_type_versions(found) if found else []
@@ -375,6 +380,30 @@ class Store(RowsAndIndex, ABC):
         self._known_versions.update(versions)
         if due and not in_commit:
             self._write_snapshots(due)
+
+    def _save_one(self, inst: JobInstance) -> bool:
+        """:meth:`save` of one instance without statements, new type versions or a
+        snapshot due (a run's commit on a store that does not group them): what the
+        general path does, without its lists. False (nothing done): not such a save."""
+        pending = inst._pending_events
+        if not pending:
+            return True
+        for e in pending:
+            if getattr(e, "type_version", 1) > 1:
+                return False
+        if self._app.snapshots is not None and self.snapshot_interval:
+            interval, version = self.snapshot_interval, inst._version
+            if version // interval != (version - len(pending)) // interval:
+                return False
+        row = index_row_of(inst)
+        evs = inst.collect_events()
+        try:
+            self._put(evs, [row])
+        except BaseException:
+            # Keep the instance as it was: a failed save can be retried as is.
+            inst._pending_events[:0] = evs
+            raise
+        return True
 
     def _write_snapshots(self, due: Sequence[JobInstance]) -> None:
         """Snapshot ``due`` (committed just now) in a transaction of their own."""

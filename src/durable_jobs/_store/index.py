@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -75,15 +75,17 @@ class IndexRow:
 
     def as_params(self) -> tuple[Any, ...]:
         """The row as SQL parameters, in column order."""
+        # What to_epoch and UUID.hex give, without their Python calls (on every save).
+        due_at = self.due_at
         return (
-            self.instance_uuid.hex,
+            f"{self.instance_uuid.int:032x}",
             self.kind,
             self.job,
             self.instance_id,
             self.status,
-            to_epoch(self.due_at),
+            None if due_at is None else due_at.timestamp(),
             self.version,
-            to_epoch(self.updated_at),
+            self.updated_at.timestamp(),
         )
 
     @classmethod
@@ -122,26 +124,31 @@ INDEX_COLUMNS: Final = "instance_uuid, kind, job, instance_id, status, due_at, v
 
 def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:
     """The index rows a save passed down to the recorder's ``insert_events``."""
-    return cast("Sequence[IndexRow]", kwargs.get(INDEX_KWARG) or ())
+    # Typed by annotation, not cast(): these run on every save.
+    rows: Sequence[IndexRow] = kwargs.get(INDEX_KWARG) or ()
+    return rows
 
 
 def statements_from(kwargs: dict[str, Any]) -> RunStatements:
     """The runs' ``ctx.execute`` statements a save passed down to ``insert_events``:
     ``(instance uuid, statements)`` pairs, each statement with ``.sql`` and ``.params``,
     to run in order in the same transaction (see ``Store.supports_statements``)."""
-    return cast("RunStatements", kwargs.get(STATEMENTS_KWARG) or ())
+    statements: RunStatements = kwargs.get(STATEMENTS_KWARG) or ()
+    return statements
 
 
 def snapshots_from(kwargs: dict[str, Any]) -> Sequence[StoredEvent]:
     """The snapshot rows a save passed down to ``insert_events``, to write in its
     transaction to the snapshots table (an existing row at that version is left:
     it holds the same state)."""
-    return cast("Sequence[StoredEvent]", kwargs.get(SNAPSHOTS_KWARG) or ())
+    snapshots: Sequence[StoredEvent] = kwargs.get(SNAPSHOTS_KWARG) or ()
+    return snapshots
 
 
 def type_versions_from(kwargs: dict[str, Any]) -> Sequence[tuple[str, str, int]]:
     """The new ``(kind, job, type_version)`` a save passed down to ``insert_events``."""
-    return cast("Sequence[tuple[str, str, int]]", kwargs.get(TYPE_VERSIONS_KWARG) or ())
+    versions: Sequence[tuple[str, str, int]] = kwargs.get(TYPE_VERSIONS_KWARG) or ()
+    return versions
 
 
 class InstanceIndex(ABC):

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, StoredEvent
 
+from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, StoreError
 from durable_jobs._store.capabilities import DeletesInstances
@@ -231,8 +232,18 @@ def label(kind: str, job: str, instance_id: str) -> str:
 def index_row_of(inst: JobInstance) -> IndexRow:
     """The index row of an instance as it stands."""
     d = inst.d
-    # Positional: cheaper than keywords, on every save.
-    return IndexRow(
-        inst.id, d.kind, d.job, d.instance_id, inst.status, d.alarm_at, inst.version,
-        inst.modified_on,
-    )  # fmt: skip
+    # Built without the dataclass __init__ (see built): on every save.
+    return built(
+        IndexRow,
+        {
+            # _id, _version, _modified_on: what eventsourcing's properties return.
+            "instance_uuid": inst._id,
+            "kind": d.kind,
+            "job": d.job,
+            "instance_id": d.instance_id,
+            "status": inst.status,
+            "due_at": d.alarm_at,
+            "version": inst._version,
+            "updated_at": inst._modified_on,
+        },
+    )
