@@ -6,12 +6,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 import pydantic
 import pydantic_core
 
-from durable_jobs._domain.values import check_finite, check_json_value, check_size
+from durable_jobs._domain.values import (
+    check_finite,
+    check_json_value,
+    check_size,
+    current_limits,
+)
 from durable_jobs._errors import ConfigurationError, ValidationError
 
 __all__ = ["TypeCodec", "TypeVersionError", "Upcaster"]
@@ -26,6 +31,8 @@ Upcaster = Callable[[Any], Any]
 _SCALARS: Final[tuple[type, ...]] = (int, str, bool, float)
 #: Ints stored that way (wider ones take the full path, and its checks).
 _FAST_INT: Final = 2**63
+#: The longest JSON of such an int (``-9223372036854775807``) or bool.
+_FAST_INT_JSON: Final = 20
 
 
 class TypeVersionError(Exception):
@@ -98,6 +105,12 @@ class TypeCodec(Generic[S]):
         """
         scalar = self._scalar
         if type(value) is scalar and scalar is not None:
+            if (
+                (scalar is int or scalar is bool)
+                and -_FAST_INT < cast(int, value) < _FAST_INT
+                and current_limits().for_value(self.what)[1] >= _FAST_INT_JSON
+            ):
+                return value  # its JSON (at most 20 bytes) is under any limit this large
             encoded = _scalar_json(value)
             if encoded is not None:
                 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 from uuid import UUID
 
 from durable_jobs._errors import ConfigurationError, ValidationError
@@ -92,20 +92,24 @@ def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     prefix = _prefixes.get((kind, job))
     if prefix is None:
         prefix = _prefix(kind, job)
-    digest = hashlib.sha1(prefix + instance_id.encode("utf-8"), usedforsecurity=False).digest()
+    # A copy of the prefix's hash: cheaper than a new hash of the whole (OpenSSL's setup).
+    sha1 = prefix.copy()
+    sha1.update(instance_id.encode("utf-8"))
+    digest = sha1.digest()
     return UUID(int=(int.from_bytes(digest[:16]) & _CLEAR_VERSION) | _VERSION_5)
 
 
 #: The version and variant bits of a uuid5 (RFC 4122), as ``uuid.uuid5`` sets them.
 _CLEAR_VERSION: Final = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
 _VERSION_5: Final = (0x8000 << 48) | (5 << 76)
-#: The namespace's bytes and "{kind}:{job}:" as UTF-8, by (kind, job) (checked ones).
-_prefixes: dict[tuple[str, str], bytes] = {}
+#: The SHA-1 of the namespace's bytes and "{kind}:{job}:" as UTF-8, by (kind, job)
+#: (checked ones): copied, never updated itself.
+_prefixes: dict[tuple[str, str], Any] = {}
 
 
-def _prefix(kind: Kind, job: str) -> bytes:
+def _prefix(kind: Kind, job: str) -> Any:
     prefix = NAMESPACE.bytes + f"{check_kind(kind)}:{check_job_name(job)}:".encode()
     if len(_prefixes) >= 1024:
         _prefixes.clear()
-    _prefixes[(kind, job)] = prefix
-    return prefix
+    sha1 = _prefixes[(kind, job)] = hashlib.sha1(prefix, usedforsecurity=False)
+    return sha1

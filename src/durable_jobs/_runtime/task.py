@@ -126,7 +126,9 @@ class TaskRunner:
         d = agg.d
         return TaskContext(
             codec=job.state_codec,
-            state=rt.decode_state(job.state_codec, agg, d.state, d.state_version),
+            state=None
+            if d.state is None
+            else rt.decode_state(job.state_codec, agg, d.state, d.state_version),
             instance_id=d.instance_id,
             job_name=job.name,
             now=rt.clock.now,
@@ -200,8 +202,10 @@ class TaskRunner:
                     attempt=ticket.attempt,
                     due_at=due_at,
                     link=link,
+                    started=started,
                 )
-                end = rt.clock.now()
+                # The call read the clock as it ended (what its duration was measured to).
+                end = outcome.ended or rt.clock.now()
                 if outcome.error is None:
                     statements = ctx._statements
             due_at = None  # the chain's next handlers were not started by the alarm
@@ -276,7 +280,7 @@ class TaskRunner:
         uuid = instance_uuid("task", job.name, instance_id)
         assert job.event_handler is not None
         async with rt.hold(uuid):
-            committed = await rt.load(TaskInstance, job.name, instance_id)
+            committed = await rt.load(TaskInstance, job.name, instance_id, uuid)
             now = rt.clock.now()
             if (
                 key is not None
@@ -352,7 +356,7 @@ class TaskRunner:
         async with rt.hold(uuid, wait=not by_alarm) as held:
             if not held:
                 raise Busy
-            committed = await rt.load(TaskInstance, job.name, instance_id)
+            committed = await rt.load(TaskInstance, job.name, instance_id, uuid)
             if committed is None or not committed.live:
                 return False, False, False
             now = rt.clock.now()
