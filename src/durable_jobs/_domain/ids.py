@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from uuid import UUID
 
 from durable_jobs._errors import ConfigurationError, ValidationError
@@ -75,18 +75,14 @@ def check_kind(kind: object) -> Kind:
     return kind
 
 
-def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
+@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
+def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     """The aggregate id of the instance ``instance_id`` of ``job`` (of ``kind``).
 
     Deterministic, so any process finds the same log: ``uuid5(NAMESPACE,
     f"{kind}:{job}:{instance_id}")``. Job names contain no ``:``, so distinct
     triples give distinct strings.
     """
-    return _instance_uuid(kind, job, instance_id)
-
-
-@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
-def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     # uuid5(NAMESPACE, f"{kind}:{job}:{instance_id}"), with the bytes of the namespace
     # and "{kind}:{job}:" made once per job: a new instance costs half of uuid5's time.
     prefix = _prefixes.get((kind, job))
@@ -97,6 +93,17 @@ def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     sha1.update(instance_id.encode("utf-8"))
     digest = sha1.digest()
     return UUID(int=(int.from_bytes(digest[:16]) & _CLEAR_VERSION) | _VERSION_5)
+
+
+if TYPE_CHECKING:
+
+    def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
+        """See :func:`_instance_uuid`."""
+        ...
+
+else:
+    # The cache itself (a call served from it runs no Python function).
+    instance_uuid = _instance_uuid
 
 
 #: The version and variant bits of a uuid5 (RFC 4122), as ``uuid.uuid5`` sets them.
