@@ -11,10 +11,10 @@ from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.values import (
+    _LIMITS,
     DEFAULT_LIMITS,
     Limits,
     check_reason,
-    current_limits,
     limits_in_effect,
 )
 from durable_jobs._records import RecordedEvent
@@ -43,7 +43,7 @@ def limited(
         job = self._definition
         instance_id = args[0] if args else kwargs.get("id")
         span = telemetry.client_call(job.kind, job.name, name, instance_id)
-        if current_limits() is self._limits:
+        if _LIMITS.get() is self._limits:  # current_limits()
             with span:
                 return await method(self, *args, **kwargs)
         with limits_in_effect(self._limits), span:

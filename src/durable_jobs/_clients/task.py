@@ -41,6 +41,7 @@ class TaskClient(KindClient, Generic[E, S]):
     ) -> None:
         super().__init__(runtime, job, limits)
         self.job = job
+        self._send_call = self._call("send")
 
     @limited
     async def send(
@@ -51,9 +52,8 @@ class TaskClient(KindClient, Generic[E, S]):
     ) -> SendResult:
         """Deliver ``event``: runs ``on_event`` (and ``on_idle``) and commits."""
         check_instance_id(id)
-        key = check_idempotency_key(idempotency_key)
-        value = self.job.event_codec.validate(event)
-        event_json = self.job.event_codec.dump(value)
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+        value, event_json = self.job.event_codec.checked(event)
 
         async def run() -> SendResult:
             agg, created, duplicate = await self._rt.task.send(
@@ -61,7 +61,7 @@ class TaskClient(KindClient, Generic[E, S]):
             )
             return SendResult(created, agg.d.alarm_at, duplicate)
 
-        return await self._rt.command(run, self._call("send"))
+        return await self._rt.command(run, self._send_call)
 
     @limited
     async def trigger(self, id: str) -> TriggerResult:

@@ -6,12 +6,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 import pydantic
 import pydantic_core
 
-from durable_jobs._domain.values import check_finite, check_json_value, check_size
+from durable_jobs._domain.values import (
+    _LIMITS,
+    DEFAULT_LIMITS,
+    check_finite,
+    check_json_value,
+    check_size,
+    current_limits,
+)
 from durable_jobs._errors import ConfigurationError, ValidationError
 
 __all__ = ["TypeCodec", "TypeVersionError", "Upcaster"]
@@ -26,6 +33,8 @@ Upcaster = Callable[[Any], Any]
 _SCALARS: Final[tuple[type, ...]] = (int, str, bool, float)
 #: Ints stored that way (wider ones take the full path, and its checks).
 _FAST_INT: Final = 2**63
+#: The longest JSON of such an int (``-9223372036854775807``) or bool.
+_FAST_INT_JSON: Final = 20
 
 
 class TypeVersionError(Exception):
@@ -66,6 +75,10 @@ class TypeCodec(Generic[S]):
             raise ConfigurationError(msg) from exc
         #: ``tp`` itself if it is one of the plain scalar types (see :meth:`dump`).
         self._scalar: type | None = next((t for t in _SCALARS if tp is t), None)
+        #: ``tp`` itself if it is ``int`` or ``bool`` (see :meth:`checked`).
+        self._small: type | None = tp if tp is int or tp is bool else None
+        #: The :class:`Limits` attribute that bounds a value's size.
+        self._limit_name = DEFAULT_LIMITS.for_value(what)[0]
 
     def validate(self, value: Any) -> S:
         """``value`` as the type, or :class:`ValidationError` (caller's input)."""
@@ -76,6 +89,22 @@ class TypeCodec(Generic[S]):
         except Exception as exc:  # pydantic's error, or one a custom validator raised
             msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
             raise ValidationError(msg) from exc
+
+    def checked(self, value: Any) -> tuple[S, Any]:
+        """``value`` as the type, and as plain JSON data: :meth:`validate` then
+        :meth:`dump`, in one call. An ``int`` (``bool``) of at most 64 bits given for
+        the type ``int`` (``bool``) is both as it is (what those two return for it)
+        when the size limit is at least the longest JSON of one."""
+        small = self._small
+        if small is not None and type(value) is small:
+            n = cast(int, value)
+            if (
+                -_FAST_INT < n < _FAST_INT
+                and getattr(_LIMITS.get(), self._limit_name) >= _FAST_INT_JSON
+            ):
+                return cast(S, n), n
+        valid = self.validate(value)
+        return valid, self.dump(valid)
 
     def to_json(self, value: Any) -> Any:
         """``value`` validated, as plain JSON data (what the log stores)."""
@@ -98,6 +127,12 @@ class TypeCodec(Generic[S]):
         """
         scalar = self._scalar
         if type(value) is scalar and scalar is not None:
+            if (
+                (scalar is int or scalar is bool)
+                and -_FAST_INT < cast(int, value) < _FAST_INT
+                and current_limits().for_value(self.what)[1] >= _FAST_INT_JSON
+            ):
+                return value  # its JSON (at most 20 bytes) is under any limit this large
             encoded = _scalar_json(value)
             if encoded is not None:
                 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from uuid import UUID
 
 from durable_jobs._errors import ConfigurationError, ValidationError
@@ -75,37 +75,48 @@ def check_kind(kind: object) -> Kind:
     return kind
 
 
-def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
+@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
+def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     """The aggregate id of the instance ``instance_id`` of ``job`` (of ``kind``).
 
     Deterministic, so any process finds the same log: ``uuid5(NAMESPACE,
     f"{kind}:{job}:{instance_id}")``. Job names contain no ``:``, so distinct
     triples give distinct strings.
     """
-    return _instance_uuid(kind, job, instance_id)
-
-
-@functools.lru_cache(maxsize=16384)  # hot: every command and run computes it
-def _instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
     # uuid5(NAMESPACE, f"{kind}:{job}:{instance_id}"), with the bytes of the namespace
     # and "{kind}:{job}:" made once per job: a new instance costs half of uuid5's time.
     prefix = _prefixes.get((kind, job))
     if prefix is None:
         prefix = _prefix(kind, job)
-    digest = hashlib.sha1(prefix + instance_id.encode("utf-8"), usedforsecurity=False).digest()
+    # A copy of the prefix's hash: cheaper than a new hash of the whole (OpenSSL's setup).
+    sha1 = prefix.copy()
+    sha1.update(instance_id.encode("utf-8"))
+    digest = sha1.digest()
     return UUID(int=(int.from_bytes(digest[:16]) & _CLEAR_VERSION) | _VERSION_5)
+
+
+if TYPE_CHECKING:
+
+    def instance_uuid(kind: Kind, job: str, instance_id: str) -> UUID:
+        """See :func:`_instance_uuid`."""
+        ...
+
+else:
+    # The cache itself (a call served from it runs no Python function).
+    instance_uuid = _instance_uuid
 
 
 #: The version and variant bits of a uuid5 (RFC 4122), as ``uuid.uuid5`` sets them.
 _CLEAR_VERSION: Final = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
 _VERSION_5: Final = (0x8000 << 48) | (5 << 76)
-#: The namespace's bytes and "{kind}:{job}:" as UTF-8, by (kind, job) (checked ones).
-_prefixes: dict[tuple[str, str], bytes] = {}
+#: The SHA-1 of the namespace's bytes and "{kind}:{job}:" as UTF-8, by (kind, job)
+#: (checked ones): copied, never updated itself.
+_prefixes: dict[tuple[str, str], Any] = {}
 
 
-def _prefix(kind: Kind, job: str) -> bytes:
+def _prefix(kind: Kind, job: str) -> Any:
     prefix = NAMESPACE.bytes + f"{check_kind(kind)}:{check_job_name(job)}:".encode()
     if len(_prefixes) >= 1024:
         _prefixes.clear()
-    _prefixes[(kind, job)] = prefix
-    return prefix
+    sha1 = _prefixes[(kind, job)] = hashlib.sha1(prefix, usedforsecurity=False)
+    return sha1

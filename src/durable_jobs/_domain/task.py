@@ -148,5 +148,5 @@ class TaskInstance(JobInstance):
     ) -> bool:
         """After a failed ``execute``: whether ``on_error`` scheduled a retry (an alarm that
         is not the one a ``trigger`` kept)."""
-        alarm = self.d.alarm_at if self.live else None
+        alarm = self.d.alarm_at if self.d.live else None
         return failed and alarm is not None and (by_alarm or alarm != alarm_before)

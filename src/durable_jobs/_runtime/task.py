@@ -6,13 +6,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from durable_jobs._definitions.contexts import TaskContext
 from durable_jobs._definitions.jobs import TaskJob
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.instance import Handler, Intents, RunTicket
-from durable_jobs._domain.statements import Statement
+from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.task import Failed, TaskInstance
 from durable_jobs._errors import HandlerError
 from durable_jobs._runtime.cache import clone
@@ -118,15 +118,19 @@ class TaskRunner:
         self,
         job: TaskJob[Any, Any],
         agg: TaskInstance,
+        writes: Writes,
         *,
         alarm: datetime | None,
         execute_count: int | None = None,
     ) -> TaskContext[Any]:
+        """The context of one handler call; its ``ctx.execute`` statements go to ``writes``."""
         rt = self.rt
         d = agg.d
         return TaskContext(
             codec=job.state_codec,
-            state=rt.decode_state(job.state_codec, agg, d.state, d.state_version),
+            state=None
+            if d.state is None
+            else rt.decode_state(job.state_codec, agg, d.state, d.state_version),
             instance_id=d.instance_id,
             job_name=job.name,
             now=rt.clock.now,
@@ -134,7 +138,7 @@ class TaskRunner:
             event_count=d.event_count,
             execute_count=d.execute_count if execute_count is None else execute_count,
             created_at=d.created_at,
-            writes=rt.writes(),
+            writes=writes,
         )
 
     async def _handle(
@@ -184,6 +188,8 @@ class TaskRunner:
                 ctx = self._ctx(
                     job,
                     agg,
+                    # What rt.writes() makes, kept here to read its statements afterwards.
+                    writes := Writes(supported=rt.store.supports_statements),
                     alarm=alarm,
                     execute_count=agg.d.execute_count + 1 if counted else None,
                 )
@@ -200,14 +206,17 @@ class TaskRunner:
                     attempt=ticket.attempt,
                     due_at=due_at,
                     link=link,
+                    started=started,
                 )
-                end = rt.clock.now()
+                # The call read the clock as it ended (what its duration was measured to).
+                end = outcome.ended or rt.clock.now()
                 if outcome.error is None:
-                    statements = ctx._statements
+                    statements = writes.statements
             due_at = None  # the chain's next handlers were not started by the alarm
             chain.steps.append(_Step(role, outcome, started, end, statements))
             error = outcome.error
-            chain.fatal = chain.fatal or outcome.fatal
+            if error is not None and not isinstance(error, Exception) and chain.fatal is None:
+                chain.fatal = error  # Outcome.fatal: raised once the chain is committed
             last = not follow_up and step >= len(replay)
             if error is not None:
                 chain.failed = True
@@ -224,9 +233,10 @@ class TaskRunner:
             else:
                 chain.error = None
                 chain.statements.extend(statements)
+                intents: Intents = outcome.value
                 follow = agg.handler_succeeded(
                     ticket,
-                    cast(Intents, outcome.value),
+                    intents,
                     handler=role,
                     now=end,
                     duration=(end - started).total_seconds(),
@@ -276,7 +286,7 @@ class TaskRunner:
         uuid = instance_uuid("task", job.name, instance_id)
         assert job.event_handler is not None
         async with rt.hold(uuid):
-            committed = await rt.load(TaskInstance, job.name, instance_id)
+            committed = await rt.load(TaskInstance, job.name, instance_id, uuid)
             now = rt.clock.now()
             if (
                 key is not None
@@ -352,8 +362,8 @@ class TaskRunner:
         async with rt.hold(uuid, wait=not by_alarm) as held:
             if not held:
                 raise Busy
-            committed = await rt.load(TaskInstance, job.name, instance_id)
-            if committed is None or not committed.live:
+            committed = await rt.load(TaskInstance, job.name, instance_id, uuid)
+            if committed is None or not committed.d.live:
                 return False, False, False
             now = rt.clock.now()
             if by_alarm and (committed.d.alarm_at is None or committed.d.alarm_at > now):
@@ -401,4 +411,4 @@ class TaskRunner:
             retry = agg.retry_scheduled(
                 failed=chain.failed, by_alarm=by_alarm, alarm_before=committed.d.alarm_at
             )
-            return True, not agg.live, retry
+            return True, not agg.d.live, retry

@@ -1,0 +1,53 @@
+"""TypeCodec.checked (the client's validate-and-dump in one call, with its fast path for
+small ints and bools) gives what validate then dump give, and refuses what they refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+from durable_jobs._definitions.codecs import TypeCodec
+from durable_jobs._domain.ids import NAMESPACE, instance_uuid
+from durable_jobs._domain.values import Limits, limits_in_effect
+from durable_jobs._errors import ValidationError
+
+VALUES = [0, 1, -1, 2**63 - 1, -(2**63) + 1, 2**63, -(2**63), 2**70, True, False, "5", 5.0]
+
+
+@pytest.mark.parametrize("tp", [int, bool, str, float])
+@pytest.mark.parametrize("value", VALUES)
+@pytest.mark.parametrize("limit", [1, 5, 19, 20, 21, 1 << 20])
+def test_checked_is_validate_then_dump(tp: type, value: object, limit: int) -> None:
+    codec: TypeCodec[object] = TypeCodec(tp, what="event", job="j")
+    with limits_in_effect(Limits(max_event_bytes=limit)):
+        refused: str | None = None
+        try:
+            expected = codec.validate(value)
+            expected_json = codec.dump(expected)
+        except ValidationError as exc:
+            refused = str(exc)
+        if refused is not None:
+            with pytest.raises(ValidationError) as got:
+                codec.checked(value)
+            assert str(got.value) == refused
+            return
+        valid, data = codec.checked(value)
+    assert (type(valid), valid) == (type(expected), expected)
+    assert (type(data), data) == (type(expected_json), expected_json)
+
+
+def test_state_limit_bounds_state_codecs() -> None:
+    codec: TypeCodec[int] = TypeCodec(int, what="state", job="j")
+    with limits_in_effect(Limits(max_state_bytes=2, max_event_bytes=1 << 20)):
+        assert codec.checked(12) == (12, 12)
+        with pytest.raises(ValidationError, match="max_state_bytes"):
+            codec.checked(123)
+
+
+@pytest.mark.parametrize("instance_id", ["a", "j12345", "é" * 40, "x" * 512])
+def test_instance_uuid_is_uuid5(instance_id: str) -> None:
+    import uuid
+
+    for kind, job in [("task", "q"), ("debounce", "a.b-c"), ("continuous", "_x")]:
+        expected = uuid.uuid5(NAMESPACE, f"{kind}:{job}:{instance_id}")
+        assert instance_uuid(kind, job, instance_id) == expected  # type: ignore[arg-type]
+        assert instance_uuid(kind, job, instance_id) == expected  # type: ignore[arg-type]
