@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from durable_jobs.maintenance import TailEvent, tail_events, tail_position
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
 from durable_jobs.ui._dashboard import Dashboard, _dash, _int_param, _param, _qs
 from durable_jobs.ui._live import events_stream
-from durable_jobs.ui._middleware import BasicAuth, _Headers
+from durable_jobs.ui._middleware import BasicAuth, HostCheck, _Headers
 
 __all__ = ["BasicAuth", "Dashboard", "create_app"]
 
@@ -297,11 +297,16 @@ def create_app(
     allow_actions: bool = False,
     credentials: str | None = None,
     now: Callable[[], datetime] | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    any_address: bool = False,
 ) -> ASGIApp:
     """The dashboard on ``store`` (left open: the caller closes it).
 
     ``credentials`` (``user:password``) turns on HTTP basic auth; ``now`` is
     the clock relative times use (default: the current UTC time).
+    ``allowed_hosts`` are the host names requests may carry in their ``Host``
+    header (others get 400; ``any_address`` accepts any IP address too);
+    ``None`` checks no Host (:func:`durable_jobs.ui.serve` always passes them).
     """
     dash = Dashboard(
         store=store, allow_actions=allow_actions, now=now or (lambda: datetime.now(UTC))
@@ -324,4 +329,6 @@ def create_app(
     wrapped: ASGIApp = _Headers(app)
     if credentials is not None:
         wrapped = BasicAuth(wrapped, credentials)
+    if allowed_hosts is not None:
+        wrapped = HostCheck(wrapped, allowed_hosts, any_address=any_address)
     return wrapped
