@@ -44,6 +44,7 @@ from durable_jobs._errors import ConfigurationError, DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, keys_from_env
 from durable_jobs._store.registry import open_store
+from durable_jobs._store.urls import StoreURL
 from durable_jobs.cli._about import version_option
 
 __all__ = [
@@ -91,7 +92,7 @@ class CliState:
     "store_url",
     envvar=STORE_ENV,
     metavar="URL",
-    help=f"Store URL (memory://, sqlite:///path.db, postgresql://...); default: ${STORE_ENV}.",
+    help=f"Store URL (sqlite:///path.db, postgresql://...); default: ${STORE_ENV}.",
 )
 @version_option
 @click.pass_context
@@ -244,6 +245,12 @@ def opened_store(state: CliState, *, must_exist: bool = True) -> Iterator[Store]
     url = state.store_url
     if not url:
         msg = f"No store given: pass --store URL or set {STORE_ENV}."
+        raise ConfigurationError(msg)
+    if StoreURL.parse(url).scheme == "memory":
+        msg = (
+            "memory:// lives in one process's memory: a command would see it empty (and "
+            "what it wrote would be lost). Give an sqlite:/// or postgresql:// store."
+        )
         raise ConfigurationError(msg)
     store = open_store(
         url,
