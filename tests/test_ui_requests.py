@@ -5,6 +5,7 @@ A real ``durable-jobs ui`` process on a real SQLite file (tests/_ui_fixtures.py)
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -63,3 +64,29 @@ def test_a_foreign_host_header_is_refused_before_any_page_or_action(store_url: s
         status, _ = _fetch(served.base + "/action", host=foreign, data=form)
         assert status == 400
     assert _status(store_url, "continuous", "notes", "page") == "running"
+
+
+def test_a_csrf_token_confirms_only_its_own_action_on_its_own_instance(store_url: str) -> None:
+    form = {"action": "terminate", "kind": "continuous", "job": "notes", "id": "page"}
+    with dashboard(store_url, "--allow-actions") as served:
+        status, body = _fetch(served.base + "/confirm?" + urllib.parse.urlencode(form))
+        assert status == 200
+        found = re.search(r'name="csrf_token" value="([^"]+)"', body)
+        assert found is not None
+        token = found.group(1)
+        others = [
+            {**form, "job": "flaky", "id": "acct-1"},  # another instance
+            {**form, "id": "other"},
+            {**form, "action": "purge"},  # another action
+            {**form, "action": "run_now"},
+        ]
+        for other in others:
+            status, body = _fetch(served.base + "/action", data={**other, "csrf_token": token})
+            assert status == 403, other
+            assert "CSRF token is missing or wrong" in body
+        assert _status(store_url, "continuous", "flaky", "acct-1") == "failed"
+        assert _status(store_url, "continuous", "notes", "page") == "running"
+        status, body = _fetch(served.base + "/action", data={**form, "csrf_token": token})
+        assert status == 200
+        assert "Terminated continuous job &#39;notes&#39; instance &#39;page&#39;" in body
+    assert _status(store_url, "continuous", "notes", "page") == "terminated"

@@ -223,6 +223,7 @@ async def confirm_page(request: Request) -> Response:
     return dash.render(
         "confirm.html",
         request,
+        csrf_token=dash.action_token(action, kind, job, instance_id),
         action=action,
         words=ACTIONS[action],
         kind=kind,
@@ -240,9 +241,13 @@ async def action_post(request: Request) -> Response:
     token = form.get("csrf_token")
     origin = request.headers.get("origin")
     same_origin = origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+    values = {k: form.get(k) for k in ("action", "kind", "job", "id")}
+    named = [v if isinstance(v, str) else "" for v in values.values()]
+    # The token is the one its confirmation page gave for this action on this instance.
+    expected = dash.action_token(*named)
     if (
         not isinstance(token, str)
-        or not hmac.compare_digest(token.encode(), dash.csrf_token.encode())
+        or not hmac.compare_digest(token.encode(), expected.encode())
         or not same_origin
     ):
         return dash.render(
@@ -250,14 +255,14 @@ async def action_post(request: Request) -> Response:
             request,
             status_code=403,
             title="Refused",
-            message="The form's CSRF token is missing or wrong: open the page again and "
+            message="The form's CSRF token is missing or wrong (each confirmation page's "
+            "token confirms its own action on its own instance): open the page again and "
             "confirm from there. Nothing was changed.",
         )
-    values = {k: form.get(k) for k in ("action", "kind", "job", "id")}
-    if not all(isinstance(v, str) and v for v in values.values()):
+    if not all(named):
         msg = "Name an action and the instance: action, kind, job and id."
         raise ValidationError(msg)
-    action, kind, job, instance_id = (str(values[k]) for k in ("action", "kind", "job", "id"))
+    action, kind, job, instance_id = named
     now = dash.now()
     try:
         result = await dash.run(
