@@ -514,8 +514,12 @@ client there).
 `check --app module:attribute` imports the app's `Registry` and decodes every
 live instance's state and pending events with it (types, `version`,
 upcasters), listing those that would fail; exit code 1 if any. Run it before
-deploying changed types. `--json` prints `{{"ok", "checked", "failures":
-[{{"kind", "job", "instance_id", "what", "type_version", "problem"}}]}}`.
+deploying changed types. Live instances of jobs the app does not define are
+not checked (no runtime of this app would run them): the command lists them,
+`Not checked: N live instance(s) of jobs the app does not define: ...`.
+`--json` prints `{{"ok", "checked", "failures": [{{"kind", "job",
+"instance_id", "what", "type_version", "problem"}}], "not_checked":
+[{{"kind", "job", "live_instances"}}]}}`.
 """
 
 
