@@ -211,7 +211,7 @@ HEADER = f"""\
 
 Every job instance keeps its whole history in the store: each run, each try
 and its error, each alarm, each state change. The `durable-jobs` command reads
-that history from any store (`memory://` excepted: it lives in one process),
+that history from any store (`memory://` excepted: it lives in one process, and the commands refuse it),
 with or without an app serving it, and never changes anything. This page
 follows one failure from the first symptom to its cause.
 
@@ -258,7 +258,8 @@ state and the next alarm; then run 4 fails, is retried 30 s and 60 s later
 and the instance is paused (`retry_exhausted`, action `pause`) with no alarm
 left. Times are UTC; `AGO` is relative to now.
 
-`--from`, `--to` and `--last N` select a range; `--states` adds the state each
+`--from`, `--to` (versions from 1, `--from` not after `--to`) and `--last N`
+select a range; `--states` adds the state each
 run started from (the state at the version before the run's record):
 
 """
@@ -325,9 +326,10 @@ BEFORE_JSON = """\
 Every command takes `--json` and prints one JSON document (shapes below) on a
 single line; times are ISO 8601 UTC with a `Z`. Values are exactly as stored
 (JSON escapes what needs it), while human output writes control characters,
-bidi overrides and line separators found in ids, states and messages as
-escapes (`a\\x1b[31m`, `line\\n2`, `\\u202e`), so an instance id cannot
-recolour the terminal or split a table row:
+format characters (bidi overrides, zero-width ones such as `\\u200b`, `\\ufeff`
+and the soft hyphen `\\xad`) and line separators found in ids, states and
+messages as escapes (`a\\x1b[31m`, `line\\n2`, `\\u202e`), so an instance id
+cannot recolour the terminal, split a table row or pass for another id:
 
 """
 
@@ -382,6 +384,13 @@ Safety:
 
 - `--host` (default 127.0.0.1) and `--port` (default 8470; 0 picks a free
   one). Serving another address without `--auth-env` prints a warning.
+- Requests must name the dashboard in their `Host` header, or get 400
+  (a page on another site whose name resolves to your machine, "DNS
+  rebinding", cannot read or act): the `--host` address; on loopback also
+  `localhost`, `127.0.0.1` and `::1`; on `0.0.0.0` or `::` any IP address,
+  `localhost` and the machine's host name. `--allow-host NAME` (repeatable,
+  or `DURABLE_JOBS_UI_ALLOW_HOSTS` holding names separated by spaces) adds
+  a name, e.g. the one a proxy in front forwards.
 - `--auth-env VAR` requires HTTP basic auth with the `user:password` held by
   the environment variable `VAR` (never printed or logged). Basic auth sends
   the password with every request: beyond localhost, put TLS in front.
@@ -389,8 +398,8 @@ Safety:
   shows as text), and pages load only the dashboard's own script and
   stylesheet (no CDN, no build step).
 - `--allow-actions` adds buttons on an instance's page. Each opens a
-  confirmation page whose form carries a CSRF token; only that POST changes
-  anything. No handler runs in the dashboard: an action commits events, and
+  confirmation page whose form carries a CSRF token valid for that action on
+  that instance only; only that POST changes anything. No handler runs in the dashboard: an action commits events, and
   a worker serving the store acts on them.
 
 | action | offered when | commits (as the command) |
@@ -448,7 +457,8 @@ raises `StoreError` naming the instance and version. Every result type has
 "5m ago", "24m late" and "in 5m" are relative to the current time, or to
 `$DURABLE_JOBS_NOW` (an ISO 8601 time) if it is set: that is how this page
 and the tests get the same output on every run (this page used
-`DURABLE_JOBS_NOW={NOW}`). Output goes through rich: colour on a terminal,
+`DURABLE_JOBS_NOW={NOW}`). It only changes what is shown:
+`trigger` and `terminate` date what they write by the real clock. Output goes through rich: colour on a terminal,
 plain text when piped; piped tables are as wide as they need unless
 `$COLUMNS` sets a width.
 
@@ -504,8 +514,12 @@ client there).
 `check --app module:attribute` imports the app's `Registry` and decodes every
 live instance's state and pending events with it (types, `version`,
 upcasters), listing those that would fail; exit code 1 if any. Run it before
-deploying changed types. `--json` prints `{{"ok", "checked", "failures":
-[{{"kind", "job", "instance_id", "what", "type_version", "problem"}}]}}`.
+deploying changed types. Live instances of jobs the app does not define are
+not checked (no runtime of this app would run them): the command lists them,
+`Not checked: N live instance(s) of jobs the app does not define: ...`.
+`--json` prints `{{"ok", "checked", "failures": [{{"kind", "job",
+"instance_id", "what", "type_version", "problem"}}], "not_checked":
+[{{"kind", "job", "live_instances"}}]}}`.
 """
 
 

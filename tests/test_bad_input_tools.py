@@ -166,6 +166,27 @@ async def test_cli_escapes_control_characters_in_human_output(
     assert "\x1b" not in as_json.out and "\n" not in as_json.out.rstrip("\n")
 
 
+INVISIBLE_IDS = ["acme", "acme\u200b", "\ufeffacme", "ac\u00adme", "acme\U000e0041"]
+
+
+async def test_cli_escapes_invisible_format_characters(
+    sqlite_url: str, autojump_clock: MockClock, cli: Any
+) -> None:
+    """Ids differing by a zero-width or other format character do not print alike."""
+    async with running(REGISTRY, sqlite_url) as jobs:
+        for instance_id in INVISIBLE_IDS:
+            await jobs.task("setter").send(instance_id, {"set": instance_id})
+    listed = cli("--store", sqlite_url, "list")
+    assert listed.code == 0, listed.err
+    shown = [row.split()[2] for row in listed.out.splitlines()[2:]]
+    assert sorted(shown) == sorted(
+        ["acme", "acme\\u200b", "\\ufeffacme", "ac\\xadme", "acme\\U000e0041"]
+    )
+    done = cli("--store", sqlite_url, "status", "task", "setter", "acme\u200b")
+    assert done.code == 0, done.err
+    assert "acme\\u200b" in done.out and "\u200b" not in done.out
+
+
 # ---- 5. read-only commands create nothing ----------------------------------------------
 
 

@@ -9,7 +9,7 @@ SQLite and Postgres, in virtual time.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -83,7 +83,9 @@ async def test_trigger_resumes_paused_instances_that_a_runtime_then_runs(
 ) -> None:
     calls: list[str] = []
     failing = {"bad"}
-    clock = dj.VirtualClock(T)
+    # The CLI dates what it writes by the real clock: the runtime's virtual time
+    # starts there, so an hour later (virtual) the alarm trigger set is due.
+    clock = dj.VirtualClock(datetime.now(UTC).replace(microsecond=0))
     async with running(app(calls, failing=failing), durable_store_url, clock=clock) as jobs:
         await jobs.continuous("sync").start("bad", 0)
         await jobs.continuous("sync").start("ok", 0)
@@ -99,12 +101,10 @@ async def test_trigger_resumes_paused_instances_that_a_runtime_then_runs(
     assert cli.json(clock, "status", "continuous", "sync", "ok")["instance"]["status"] == "running"
     version_ok = cli.json(clock, "status", "continuous", "sync", "ok")["instance"]["version"]
     done = cli.json(clock, "trigger", "continuous", "sync", "bad")
-    assert (done["done"], done["status"], done["due_at"]) == (
-        True,
-        "running",
-        # UTC with a Z, as every other JSON document of the tools shows times.
-        clock.now().isoformat().replace("+00:00", "Z"),
-    )
+    assert (done["done"], done["status"]) == (True, "running")
+    # UTC with a Z, as every other JSON document of the tools shows times.
+    assert done["due_at"].endswith("Z")
+    assert datetime.fromisoformat(done["due_at"]) < clock.now()
     code, out, err = cli(clock, "trigger", "debounce", "digest", "bad")
     assert code == 0, err
     assert "Triggered debounce job 'digest' instance 'bad'" in out
@@ -127,6 +127,28 @@ async def test_trigger_resumes_paused_instances_that_a_runtime_then_runs(
         ]
         assert (await jobs.continuous("sync").status("bad")).status == "running"
         assert (await jobs.debounce("digest").status("bad")).status == "idle"
+
+
+async def test_durable_jobs_now_does_not_date_what_the_commands_write(
+    durable_store_url: str, cli: Cli, autojump_clock: trio.testing.MockClock
+) -> None:
+    """$DURABLE_JOBS_NOW is the "now" of displayed relative times only."""
+    async with running(
+        app([], failing=set()), durable_store_url, clock=dj.VirtualClock(T)
+    ) as jobs:
+        await jobs.continuous("sync").start("a", 0)
+        await jobs.continuous("sync").start("b", 0)
+        await jobs.wait_idle()
+    in_2030 = dj.VirtualClock(datetime(2030, 1, 1, tzinfo=UTC))
+    done = cli.json(in_2030, "trigger", "continuous", "sync", "a")
+    assert done["done"] is True
+    assert datetime.fromisoformat(done["due_at"]) <= datetime.now(UTC)  # not in 2030
+    in_2000 = dj.VirtualClock(datetime(2000, 1, 1, tzinfo=UTC))
+    assert cli.json(in_2000, "terminate", "continuous", "sync", "b")["done"] is True
+    records = cli.json(in_2000, "history", "continuous", "sync", "b")["records"]
+    assert records[-1]["name"] == "terminated"
+    dated = [datetime.fromisoformat(r["at"]) for r in records]
+    assert dated == sorted(dated)  # the termination is not dated before the start
 
 
 async def test_terminate_needs_no_handlers_and_keeps_the_counters(

@@ -9,6 +9,7 @@ the Makefile must not pass ``--quiet``; the last test checks that.)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,3 +67,17 @@ def test_make_docs_is_strict_and_not_quiet() -> None:
     [line] = [x for x in makefile.splitlines() if "mkdocs build" in x]
     assert "--strict" in line
     assert "--quiet" not in line and " -q" not in line
+
+
+def test_every_repository_file_the_docs_name_exists() -> None:
+    """A page naming e.g. examples/x.py or tests/x.py names a file that exists."""
+    root = Path(__file__).resolve().parents[1]
+    named = re.compile(r"\b((?:examples|tests|scripts|benchmarks|property_tests)/[\w./-]+\.py)\b")
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    missing = [
+        f"{page.name}: {path}"
+        for page in pages
+        for path in named.findall(page.read_text(encoding="utf-8"))
+        if not (root / path).is_file()
+    ]
+    assert missing == []

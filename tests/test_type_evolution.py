@@ -436,6 +436,35 @@ async def test_cli_check(
     assert Path(sqlite_url.removeprefix("sqlite:///")).read_bytes() == before
 
 
+async def test_cli_check_lists_live_instances_of_jobs_the_app_does_not_define(
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    autojump_clock: Any,
+) -> None:
+    await write_v1(sqlite_url)
+    # An app that defines none of the store's jobs (e.g. a wrong --app).
+    (tmp_path / "app_other.py").write_text(
+        "import durable_jobs\nregistry = durable_jobs.Registry()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    capsys.readouterr()
+    assert cli(["--store", sqlite_url, "check", "--app", "app_other:registry"]) == 0
+    out = capsys.readouterr().out
+    assert "Checked 0 live instance(s): all readable." in out
+    assert "Not checked: 3 live instance(s) of jobs the app does not define" in out
+    assert "continuous counter (1), debounce inbox (1), task notes (1)" in out
+    assert cli(["--store", sqlite_url, "check", "--app", "app_other:registry", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["not_checked"] == [
+        {"kind": "continuous", "job": "counter", "live_instances": 1},
+        {"kind": "debounce", "job": "inbox", "live_instances": 1},
+        {"kind": "task", "job": "notes", "live_instances": 1},
+    ]
+
+
 # ---- definitions ----------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from durable_jobs.cli._app import (
     opened_store,
     store_option,
 )
-from durable_jobs.cli._render import _now, _when
+from durable_jobs.cli._render import _when
 from durable_jobs.maintenance import AdminResult, terminate_instance, trigger_instance
 
 __all__ = ["terminate", "trigger"]
@@ -85,7 +85,8 @@ def terminate(
     store (stop it, or use its client).
     """
     with opened_store(state, must_exist=True) as store:
-        result = terminate_instance(store, kind, job, instance_id, reason=reason, now=_now())
+        # Records are dated by the real clock ($DURABLE_JOBS_NOW is for displayed times only).
+        result = terminate_instance(store, kind, job, instance_id, reason=reason)
     _report(result, as_json, "Terminated {label}", "Nothing done: {label} is {status}.")
 
 
@@ -107,7 +108,7 @@ def trigger(state: CliState, *, kind: str, job: str, instance_id: str, as_json: 
     client's trigger/flush).
     """
     with opened_store(state, must_exist=True) as store:
-        result = trigger_instance(store, kind, job, instance_id, now=_now())
+        result = trigger_instance(store, kind, job, instance_id)
     due = _when(result.due_at)
     _report(
         result,

@@ -14,6 +14,7 @@ import click
 from rich.text import Text
 
 from durable_jobs._definitions.registry import Registry
+from durable_jobs._domain.ids import KINDS
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs.cli._app import (
@@ -23,6 +24,7 @@ from durable_jobs.cli._app import (
     emit_json,
     json_option,
     opened_store,
+    printable,
     set_exit_code,
     store_option,
 )
@@ -35,8 +37,10 @@ Examples:
   durable-jobs check --app myapp.jobs:registry --json --store postgresql://app@db/jobs
 \b
 --json prints {"ok": bool, "checked": N, "failures": [{"kind", "job",
-"instance_id", "what", "type_version", "problem"}]}. Exit code 1 if any
-instance would fail.
+"instance_id", "what", "type_version", "problem"}], "not_checked": [{"kind",
+"job", "live_instances": N}]}. Exit code 1 if any instance would fail.
+Live instances of jobs the app does not define are not checked: they are
+listed (not_checked), and no runtime of this app would run them.
 """
 
 
@@ -83,12 +87,29 @@ def check(state: CliState, *, app_spec: str, as_json: bool) -> None:
     Run it before deploying changed state or event types. Reads only.
     """
     registry = load_registry(app_spec)
+    defined = {(kind, name) for kind in KINDS for name in registry.names(kind)}
     with opened_store(state, must_exist=True) as store:
-        report = Inspector(store).check(registry)
+        inspector = Inspector(store)
+        report = inspector.check(registry)
+        # Jobs the app does not define: their live instances were not checked.
+        skipped = [
+            (s.kind, s.job, s.total - s.by_status.get("terminated", 0))
+            for s in inspector.stats()
+            if (s.kind, s.job) not in defined
+        ]
+        skipped = [(kind, job, live) for kind, job, live in skipped if live]
     if report.failures:
         set_exit_code(1)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(
+            {
+                **report.to_json(),
+                "not_checked": [
+                    {"kind": kind, "job": job, "live_instances": live}
+                    for kind, job, live in skipped
+                ],
+            }
+        )
         return
     out = console()
     for f in report.failures:
@@ -100,3 +121,11 @@ def check(state: CliState, *, app_spec: str, as_json: bool) -> None:
         )
     verdict = "all readable" if report.ok else f"{len(report.failures)} would fail"
     out.print(Text(f"Checked {report.checked} live instance(s): {verdict}."))
+    if skipped:
+        jobs = ", ".join(f"{kind} {job} ({live})" for kind, job, live in skipped)
+        out.print(
+            Text(
+                f"Not checked: {sum(live for _, _, live in skipped)} live instance(s) of "
+                f"jobs the app does not define: {printable(jobs)}."
+            )
+        )

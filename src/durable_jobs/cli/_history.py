@@ -44,6 +44,9 @@ from durable_jobs.cli._render import (
     _when_ago,
 )
 
+#: A version number: from 1 to the largest a store holds (SQLite's INTEGER).
+VERSION = click.IntRange(1, 2**63 - 1)
+
 __all__ = ["diff", "history", "state"]
 
 
@@ -58,8 +61,8 @@ __all__ = ["diff", "history", "state"]
 @click.argument("kind")
 @click.argument("job")
 @click.argument("instance_id", metavar="ID")
-@click.option("--from", "from_version", type=int, help="First version to show.")
-@click.option("--to", "to_version", type=int, help="Last version to show.")
+@click.option("--from", "from_version", type=VERSION, help="First version to show.")
+@click.option("--to", "to_version", type=VERSION, help="Last version to show.")
 @click.option("--last", type=int, help="Only the last N records.")
 @click.option("--states", is_flag=True, help="Show the state each run started from.")
 @store_option
@@ -86,6 +89,9 @@ def history(
     """
     if last is not None and (last < 1 or from_version is not None):
         raise ValidationError("--last takes a number >= 1 and does not go with --from.")
+    if from_version is not None and to_version is not None and from_version > to_version:
+        msg = f"--from {from_version} is after --to {to_version}: give --from <= --to."
+        raise click.UsageError(msg)
     with opened_store(state) as store:
         inspector = Inspector(store)
         summary = inspector.status(kind, job, instance_id)

@@ -60,6 +60,9 @@ class Duration(_ParamType):
 
     name = "duration"
 
+    def __init__(self, minimum: timedelta = timedelta(0)) -> None:
+        self.minimum = minimum
+
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> timedelta:
@@ -67,11 +70,20 @@ class Duration(_ParamType):
             return value
         text = str(value).strip().lower()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            return timedelta(seconds=float(text))
-        parts = _PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            self.fail(f"{value!r} is not a duration (e.g. 30s, 5m, 1h30m, 250ms).", param, ctx)
-        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+            seconds = float(text)
+        else:
+            parts = _PART.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                self.fail(f"{value!r} is not a duration (e.g. 30s, 5m, 1h30m, 250ms).", param, ctx)
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        try:
+            duration = timedelta(seconds=seconds)
+        except OverflowError:
+            self.fail(f"{value!r} is too long: at most {timedelta.max.days}d.", param, ctx)
+        if duration < self.minimum:
+            least = f"{self.minimum.total_seconds() * 1000:g}ms"
+            self.fail(f"{value!r} is too short: at least {least}.", param, ctx)
+        return duration
 
 
 def _label(kind: str, job: str, instance_id: str) -> str:
@@ -204,13 +216,13 @@ JSON (--json): one line per event: {"type": "event", "position", "instance_uuid"
 @click.option("--for", "duration", type=Duration(), help="Stop after this long.")
 @click.option(
     "--after",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, 2**63 - 1),
     help="Start after this global position (default: now; 0: from the beginning).",
 )
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option(
     "--poll",
-    type=Duration(),
+    type=Duration(minimum=timedelta(milliseconds=1)),
     default="250ms",
     show_default=True,
     help="How often to look for new events (Postgres also wakes on NOTIFY).",

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from rich.text import Text
 
+from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.urls import StoreURL
 from durable_jobs.cli._app import (
     CliState,
@@ -30,6 +34,8 @@ from durable_jobs.cli._maintain import KIND
 from durable_jobs.maintenance import check_export, export_jsonl, import_jsonl
 
 __all__ = ["export", "import_"]
+
+_T = TypeVar("_T")
 
 
 EXPORT_EPILOG = """\b
@@ -57,7 +63,8 @@ With --output, --json prints {"instances": N, "events": N, "output": FILE}.
     "--output",
     "-o",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write to FILE (replaced only once the export is complete) instead of stdout.",
+    help="Write to FILE (replaced only once the export is complete; a device or FIFO is "
+    "written in place) instead of stdout.",
 )
 @click.option("--kind", type=KIND, help="Only instances of this kind.")
 @click.option("--job", help="Only instances of this job.")
@@ -79,6 +86,7 @@ def export(
     The file can be imported into another store (`durable-jobs import`), e.g.
     from SQLite to Postgres. Reads only.
     """
+    target = None if output is None else _export_target(output)
     with opened_store(state, must_exist=True) as store:
         if store.encrypted:
             click.echo(
@@ -86,23 +94,34 @@ def export(
                 '(its header says "plaintext": true): protect the file.',
                 err=True,
             )
-        if output is None:
+        if output is None or target is None:
             summary = export_jsonl(store, sys.stdout, kind=kind, job=job, status=status)
             sys.stdout.flush()
             click.echo(
                 f"Exported {summary.instances} instance(s), {summary.events} event(s).", err=True
             )
             return
-        directory = output.resolve().parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+        path, mode = target
+        if mode is not None and not stat.S_ISREG(mode):
+            # A device, FIFO or socket is written in place, never replaced.
+            f = _open_output(output, lambda: open(path, "w", encoding="utf-8"))  # noqa: SIM115
+            with f:
                 summary = export_jsonl(store, f, kind=kind, job=job, status=status)
-            Path(tmp).replace(output)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink()
-            raise
+        else:
+            fd, tmp = _open_output(
+                output,
+                lambda: tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent),
+            )
+            try:
+                if mode is not None:
+                    os.fchmod(fd, stat.S_IMODE(mode))  # an existing file keeps its mode
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    summary = export_jsonl(store, f, kind=kind, job=job, status=status)
+                Path(tmp).replace(path)  # a symlink's target is replaced, the link kept
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(tmp).unlink()
+                raise
     if as_json:
         emit_json(
             {"instances": summary.instances, "events": summary.events, "output": str(output)}
@@ -113,6 +132,32 @@ def export(
                 f"Exported {summary.instances} instance(s), {summary.events} event(s) to {output}."
             )
         )
+
+
+def _export_target(output: Path) -> tuple[Path, int | None]:
+    """The file ``--output`` names (a symlink's target) and its mode if it exists."""
+    path = Path(os.path.realpath(output))
+    try:
+        return path, path.stat().st_mode
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        msg = f"Cannot write --output {output}: {exc.strerror or exc}."
+        raise ConfigurationError(msg) from None
+    if not path.parent.is_dir():
+        why = "is not a directory" if path.parent.exists() else "does not exist"
+        msg = f"Cannot write --output {output}: {path.parent} {why}."
+        raise ConfigurationError(msg)
+    return path, None
+
+
+def _open_output(output: Path, opener: Callable[[], _T]) -> _T:
+    """``opener()``, its OSError as a one-line error naming ``--output``."""
+    try:
+        return opener()
+    except OSError as exc:
+        msg = f"Cannot write --output {output}: {exc.strerror or exc}."
+        raise ConfigurationError(msg) from None
 
 
 IMPORT_EPILOG = """\b

@@ -44,10 +44,25 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
     metavar="VAR",
     help="Require HTTP basic auth with the 'user:password' held by environment variable VAR.",
 )
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    metavar="NAME",
+    multiple=True,
+    envvar="DURABLE_JOBS_UI_ALLOW_HOSTS",
+    help="Also answer requests for host NAME (repeatable; $DURABLE_JOBS_UI_ALLOW_HOSTS: "
+    "names separated by spaces). Others are refused (DNS rebinding).",
+)
 @store_option
 @click.pass_obj
 def ui(
-    state: CliState, *, host: str, port: int, allow_actions: bool, auth_env: str | None
+    state: CliState,
+    *,
+    host: str,
+    port: int,
+    allow_actions: bool,
+    auth_env: str | None,
+    allow_hosts: tuple[str, ...],
 ) -> None:
     """Serve the web dashboard: instances, timelines, alarms and stats, updated live.
 
@@ -89,6 +104,7 @@ def ui(
                         port=port,
                         allow_actions=allow_actions,
                         credentials=credentials,
+                        allow_hosts=allow_hosts,
                         task_status=task_status,
                     )
                 )

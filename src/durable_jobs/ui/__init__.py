@@ -9,8 +9,9 @@ and Jinja2, served by Hypercorn on trio. Read-only unless started with
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import trio
@@ -34,14 +35,29 @@ async def serve(
     credentials: str | None = None,
     now: Callable[[], datetime] | None = None,
     shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+    allow_hosts: Iterable[str] = (),
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard on ``host:port`` until ``shutdown_trigger`` returns (or
     SIGINT/SIGTERM without one). ``task_status.started`` gets the bound URLs
-    (``port=0``: a free port)."""
+    (``port=0``: a free port).
+
+    Requests must name the dashboard in their ``Host`` header (against DNS
+    rebinding): ``host`` itself; on loopback also localhost, 127.0.0.1 and
+    ::1; on 0.0.0.0 or :: any IP address, localhost and the machine's host
+    name; plus ``allow_hosts``.
+    """
     if port:
         _check_bindable(host, port)
-    app = create_app(store, allow_actions=allow_actions, credentials=credentials, now=now)
+    names, any_address = _served_names(host)
+    app = create_app(
+        store,
+        allow_actions=allow_actions,
+        credentials=credentials,
+        now=now,
+        allowed_hosts=[*names, *allow_hosts],
+        any_address=any_address,
+    )
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None  # no request lines (they would hold URLs of instances)
@@ -53,6 +69,28 @@ async def serve(
         task_status=task_status,
         mode="asgi",
     )
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _served_names(host: str) -> tuple[list[str], bool]:
+    """The host names a dashboard bound to ``host`` answers, and whether any IP address is.
+
+    The bound address itself; on loopback also localhost, 127.0.0.1 and ::1; on
+    a wildcard address (0.0.0.0, ::) any IP address, localhost and this
+    machine's host name.
+    """
+    names = [host]
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if host.lower() == "localhost" or (address is not None and address.is_loopback):
+        names += LOOPBACK_NAMES
+    if address is not None and address.is_unspecified:
+        return [*names, *LOOPBACK_NAMES, socket.gethostname()], True
+    return names, False
 
 
 def _check_bindable(host: str, port: int) -> None:

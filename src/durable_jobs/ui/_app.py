@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from durable_jobs.maintenance import TailEvent, tail_events, tail_position
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
 from durable_jobs.ui._dashboard import Dashboard, _dash, _int_param, _param, _qs
 from durable_jobs.ui._live import events_stream
-from durable_jobs.ui._middleware import BasicAuth, _Headers
+from durable_jobs.ui._middleware import BasicAuth, HostCheck, _Headers
 
 __all__ = ["BasicAuth", "Dashboard", "create_app"]
 
@@ -223,6 +223,7 @@ async def confirm_page(request: Request) -> Response:
     return dash.render(
         "confirm.html",
         request,
+        csrf_token=dash.action_token(action, kind, job, instance_id),
         action=action,
         words=ACTIONS[action],
         kind=kind,
@@ -240,9 +241,13 @@ async def action_post(request: Request) -> Response:
     token = form.get("csrf_token")
     origin = request.headers.get("origin")
     same_origin = origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+    values = {k: form.get(k) for k in ("action", "kind", "job", "id")}
+    named = [v if isinstance(v, str) else "" for v in values.values()]
+    # The token is the one its confirmation page gave for this action on this instance.
+    expected = dash.action_token(*named)
     if (
         not isinstance(token, str)
-        or not hmac.compare_digest(token.encode(), dash.csrf_token.encode())
+        or not hmac.compare_digest(token.encode(), expected.encode())
         or not same_origin
     ):
         return dash.render(
@@ -250,14 +255,14 @@ async def action_post(request: Request) -> Response:
             request,
             status_code=403,
             title="Refused",
-            message="The form's CSRF token is missing or wrong: open the page again and "
+            message="The form's CSRF token is missing or wrong (each confirmation page's "
+            "token confirms its own action on its own instance): open the page again and "
             "confirm from there. Nothing was changed.",
         )
-    values = {k: form.get(k) for k in ("action", "kind", "job", "id")}
-    if not all(isinstance(v, str) and v for v in values.values()):
+    if not all(named):
         msg = "Name an action and the instance: action, kind, job and id."
         raise ValidationError(msg)
-    action, kind, job, instance_id = (str(values[k]) for k in ("action", "kind", "job", "id"))
+    action, kind, job, instance_id = named
     now = dash.now()
     try:
         result = await dash.run(
@@ -297,11 +302,16 @@ def create_app(
     allow_actions: bool = False,
     credentials: str | None = None,
     now: Callable[[], datetime] | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    any_address: bool = False,
 ) -> ASGIApp:
     """The dashboard on ``store`` (left open: the caller closes it).
 
     ``credentials`` (``user:password``) turns on HTTP basic auth; ``now`` is
     the clock relative times use (default: the current UTC time).
+    ``allowed_hosts`` are the host names requests may carry in their ``Host``
+    header (others get 400; ``any_address`` accepts any IP address too);
+    ``None`` checks no Host (:func:`durable_jobs.ui.serve` always passes them).
     """
     dash = Dashboard(
         store=store, allow_actions=allow_actions, now=now or (lambda: datetime.now(UTC))
@@ -324,4 +334,6 @@ def create_app(
     wrapped: ASGIApp = _Headers(app)
     if credentials is not None:
         wrapped = BasicAuth(wrapped, credentials)
+    if allowed_hosts is not None:
+        wrapped = HostCheck(wrapped, allowed_hosts, any_address=any_address)
     return wrapped

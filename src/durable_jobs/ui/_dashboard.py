@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ class Dashboard:
     store: Store
     allow_actions: bool
     now: Callable[[], datetime]
-    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     env: jinja2.Environment = field(default_factory=_env)
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
@@ -59,13 +61,17 @@ class Dashboard:
         """Call a blocking store function in a worker thread."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    def action_token(self, action: str, kind: str, job: str, instance_id: str) -> str:
+        """The CSRF token of the form confirming ``action`` on that instance, and no other."""
+        message = "\0".join((action, kind, job, instance_id)).encode("utf-8", "surrogatepass")
+        return hmac.new(self.csrf_key, message, hashlib.sha256).hexdigest()
+
     def render(
         self, name: str, request: Request, status_code: int = 200, **context: Any
     ) -> Response:
         base = {
             "store_url": redact(str(self.store.url)),
             "allow_actions": self.allow_actions,
-            "csrf_token": self.csrf_token,
             "path": request.url.path,
             "now": self.now(),
             "qs": _qs,

@@ -1,10 +1,12 @@
-"""ASGI middleware in front of the dashboard: basic auth and safety headers."""
+"""ASGI middleware in front of the dashboard: the Host check, basic auth and safety headers."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
+import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.responses import Response
@@ -12,7 +14,64 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from durable_jobs._errors import ValidationError
 
-__all__ = ["BasicAuth"]
+__all__ = ["BasicAuth", "HostCheck", "host_name"]
+
+
+def host_name(value: str) -> str:
+    """The host name of a ``Host`` header (no port, no brackets, lower case, no final dot)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        value = value[1:].partition("]")[0]
+    elif value.count(":") == 1:
+        value = value.partition(":")[0]
+    return value.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostCheck:
+    """Answer only requests whose ``Host`` names the dashboard (against DNS rebinding).
+
+    ``hosts`` are the names it is served as; with ``any_address`` (bound to a
+    wildcard address) any IP address is accepted too: a rebinding page needs a
+    domain name of its own, never an address.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: Iterable[str], *, any_address: bool = False) -> None:
+        self.app = app
+        self.hosts = frozenset(host_name(h) for h in hosts)
+        self.any_address = any_address
+
+    def allowed(self, header: str | None) -> bool:
+        if header is None:
+            return False
+        name = host_name(header)
+        return name in self.hosts or (self.any_address and _is_ip(name))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope.get("headers", []):
+            if name == b"host":
+                header = value.decode("latin-1")
+        if self.allowed(header):
+            await self.app(scope, receive, send)
+            return
+        response = Response(
+            "Unknown Host header: this dashboard answers only the names it is served as "
+            "(durable-jobs ui --allow-host NAME adds one).\n",
+            status_code=400,
+            media_type="text/plain",
+        )
+        await response(scope, receive, send)
 
 
 class BasicAuth:

@@ -1,0 +1,99 @@
+"""CLI input an outside review found accepted or answered with a traceback.
+
+Each is a one-line error (JSON with --json) that writes nothing. Real SQLite files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from trio.testing import MockClock
+
+import durable_jobs as dj
+from _cli_fixtures import fill
+from durable_jobs.cli import run
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str) -> str:
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["alarms"], ["stats"], ["export"], ["trigger", "task", "t", "x"]],
+)
+def test_memory_store_is_refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(capsys, "--store", "memory://", *args)
+    assert (code, out) == (1, "")
+    assert "memory://" in one_error_line(err)
+    code, out, err = invoke(capsys, "--store", "memory://", *args, "--json")
+    assert code == 1
+    assert json.loads(err)["type"] == "ConfigurationError"
+
+
+def test_import_into_memory_store_is_refused(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dj.open_store(sqlite_url).close()
+    dump = tmp_path / "dump.jsonl"
+    assert invoke(capsys, "--store", sqlite_url, "export", "-o", str(dump))[0] == 0
+    code, out, err = invoke(capsys, "--store", "memory://", "import", str(dump))
+    assert (code, out) == (1, "")
+    assert "memory://" in one_error_line(err)
+
+
+def usage_error(code: int, out: str, err: str, *words: str) -> None:
+    assert (code, out) == (2, ""), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, err
+
+
+@pytest.mark.parametrize("duration", ["1000000000d", "99999999999999999999d", "9" * 400])
+def test_tail_for_too_long_is_a_usage_error(
+    sqlite_url: str, duration: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dj.open_store(sqlite_url).close()
+    usage_error(*invoke(capsys, "--store", sqlite_url, "tail", "--for", duration), "too long")
+    code, _, err = invoke(capsys, "--store", sqlite_url, "tail", "--for", duration, "--json")
+    assert code == 2 and "too long" in json.loads(err)["error"]
+
+
+def test_tail_poll_and_after_bounds(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    dj.open_store(sqlite_url).close()
+    tail = ("--store", sqlite_url, "tail", "--for", "0")
+    for poll in ("0s", "0", "0.5ms"):
+        usage_error(*invoke(capsys, *tail, "--poll", poll), "--poll", "too short")
+    assert invoke(capsys, *tail, "--poll", "1ms")[0] == 0
+    usage_error(*invoke(capsys, *tail, "--after", str(2**63)), "--after")
+    usage_error(*invoke(capsys, *tail, "--after", "9" * 23), "--after")
+    assert invoke(capsys, *tail, "--after", str(2**63 - 1))[0] == 0
+
+
+async def test_history_version_bounds(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], autojump_clock: MockClock
+) -> None:
+    await fill(sqlite_url)
+    history = ("--store", sqlite_url, "history", "continuous", "sync", "acct-ok")
+    for option in ("--from", "--to"):
+        for value in ("0", "-1", "9" * 23):
+            usage_error(*invoke(capsys, *history, option, value), option)
+    usage_error(*invoke(capsys, *history, "--from", "5", "--to", "2"), "--from 5", "--to 2")
+    code, out, err = invoke(capsys, *history, "--from", "2", "--to", "2", "--json")
+    assert code == 0, err
+    assert [r["version"] for r in json.loads(out)["records"]] == [2]

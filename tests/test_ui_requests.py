@@ -1,0 +1,92 @@
+"""The dashboard over plain HTTP requests: which Host it answers, what a confirmed form may do.
+
+A real ``durable-jobs ui`` process on a real SQLite file (tests/_ui_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import durable_jobs as dj
+from _ui_fixtures import dashboard, fill_store
+
+WAIT = 20  # seconds a request may take before the test fails
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return fill_store(tmp_path / "jobs.db")
+
+
+def _fetch(
+    url: str, *, host: str | None = None, data: dict[str, str] | None = None
+) -> tuple[int, str]:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body)
+    if host is not None:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _status(url: str, kind: str, job: str, instance_id: str) -> str:
+    with dj.Inspector(url) as inspector:
+        summary = inspector.status(kind, job, instance_id)
+    assert summary is not None
+    return summary.status
+
+
+def test_a_foreign_host_header_is_refused_before_any_page_or_action(store_url: str) -> None:
+    form = {"action": "terminate", "kind": "continuous", "job": "notes", "id": "page"}
+    with dashboard(store_url, "--allow-actions", "--allow-host", "dash.example.org") as served:
+        port = served.base.rsplit(":", 1)[1]
+        ours = (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "dash.example.org")
+        for host in ours:
+            status, _ = _fetch(served.base + "/", host=host)
+            assert status == 200, host
+        foreign = f"rebind.evil.example:{port}"
+        status, body = _fetch(served.base + "/", host=foreign)
+        assert status == 400
+        assert "Unknown Host header" in body
+        confirm = served.base + "/confirm?" + urllib.parse.urlencode(form)
+        status, body = _fetch(confirm, host=foreign)
+        assert status == 400
+        assert "csrf_token" not in body
+        status, _ = _fetch(served.base + "/action", host=foreign, data=form)
+        assert status == 400
+    assert _status(store_url, "continuous", "notes", "page") == "running"
+
+
+def test_a_csrf_token_confirms_only_its_own_action_on_its_own_instance(store_url: str) -> None:
+    form = {"action": "terminate", "kind": "continuous", "job": "notes", "id": "page"}
+    with dashboard(store_url, "--allow-actions") as served:
+        status, body = _fetch(served.base + "/confirm?" + urllib.parse.urlencode(form))
+        assert status == 200
+        found = re.search(r'name="csrf_token" value="([^"]+)"', body)
+        assert found is not None
+        token = found.group(1)
+        others = [
+            {**form, "job": "flaky", "id": "acct-1"},  # another instance
+            {**form, "id": "other"},
+            {**form, "action": "purge"},  # another action
+            {**form, "action": "run_now"},
+        ]
+        for other in others:
+            status, body = _fetch(served.base + "/action", data={**other, "csrf_token": token})
+            assert status == 403, other
+            assert "CSRF token is missing or wrong" in body
+        assert _status(store_url, "continuous", "flaky", "acct-1") == "failed"
+        assert _status(store_url, "continuous", "notes", "page") == "running"
+        status, body = _fetch(served.base + "/action", data={**form, "csrf_token": token})
+        assert status == 200
+        assert "Terminated continuous job &#39;notes&#39; instance &#39;page&#39;" in body
+    assert _status(store_url, "continuous", "notes", "page") == "terminated"
