@@ -1087,6 +1087,43 @@ async def test_one_runtime_per_sqlite_file(
         await jobs.continuous("tick").start("a", 0)
 
 
+async def test_one_runtime_per_sqlite_file_whatever_name_reaches_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A symlink or a ``sub/..`` path takes the same lock; a hard-linked file is refused.
+
+    The CLI's "refused while a runtime serves" check is the same claim_runtime.
+    """
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    (tmp_path / "sub").mkdir()
+    real = tmp_path / "real.db"
+    (tmp_path / "link.db").symlink_to(real)
+    other_names = [tmp_path / "link.db", tmp_path / "sub" / ".." / "real.db"]
+    async with running(registry, f"sqlite:///{real}"):
+        for name in other_names:
+            with pytest.raises(dj.ConfigurationError, match="use a Postgres store"):
+                async with running(registry, f"sqlite:///{name}"):
+                    pass  # pragma: no cover - refused before the block
+            with (
+                dj.open_store(f"sqlite:///{name}") as store,  # as the CLI checks
+                pytest.raises(dj.ConfigurationError, match="already serves"),
+            ):
+                store.claim_runtime()
+    (tmp_path / "hard.db").hardlink_to(real)
+    for name in (real, tmp_path / "hard.db"):
+        with pytest.raises(dj.ConfigurationError, match="2 hard links"):
+            async with running(registry, f"sqlite:///{name}"):
+                pass  # pragma: no cover - refused before the block
+    (tmp_path / "hard.db").unlink()
+    async with running(registry, f"sqlite:///{tmp_path / 'link.db'}") as jobs:
+        await jobs.continuous("tick").start("a", 0)
+
+
 async def test_a_pending_retry_survives_a_restart(
     durable_store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
