@@ -795,6 +795,8 @@ async def test_observers_see_every_commit(
         observers=[broken, from_option.append],
     ) as jobs:
         unsubscribe = jobs.subscribe(subscribed.append)
+        with pytest.raises(dj.ConfigurationError, match="never be awaited"):
+            jobs.subscribe(_async_observer)  # type: ignore[arg-type]
         client = jobs.continuous("beat")
         assert (await client.start("o1", Counter(count=0))).created
         summary = [(r.name, r.kind, r.job, r.instance_id, r.version, r.at) for r in from_option]
@@ -956,6 +958,10 @@ async def test_a_malformed_store_url_is_a_configuration_error(
     assert list(tmp_path.iterdir()) == []
 
 
+async def _async_observer(record: object) -> None:  # pragma: no cover - refused
+    pass
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -966,6 +972,10 @@ async def test_a_malformed_store_url_is_a_configuration_error(
         {"clock": "now"},
         {"lease": timedelta(milliseconds=500)},
         {"lease": "30s"},
+        {"lease": timedelta(days=1, seconds=1)},
+        {"lease": timedelta.max},
+        {"observers": 5},
+        {"observers": [_async_observer]},
     ],
     ids=[
         "alarm_window",
@@ -975,6 +985,10 @@ async def test_a_malformed_store_url_is_a_configuration_error(
         "clock",
         "lease_too_short",
         "lease_not_a_duration",
+        "lease_too_long",  # Postgres: TCP_KEEPIDLE out of range
+        "lease_max",  # lock keeper thread overflow
+        "observers_not_a_list",  # was a TypeError
+        "observer_async",  # was never awaited
     ],
 )
 async def test_bad_open_jobs_options_are_configuration_errors(
