@@ -233,7 +233,14 @@ class MemoryStore(Store):
     blocking = False
 
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
-        if self.url.host or self.url.path not in ("", "/"):
+        url = self.url
+        if (
+            url.host
+            or url.path not in ("", "/")
+            or url.username is not None
+            or url.password is not None
+            or url.port is not None
+        ):
             msg = f"The memory store takes no location: use 'memory://', not {str(self.url)!r}."
             raise ConfigurationError(msg)
         return _MemoryFactory(env)

@@ -109,6 +109,33 @@ EXAMPLE_URL: Final = "postgresql://user:password@localhost:5432/dbname?schema=jo
 #: Schema names eventsourcing handles: it looks its composite type up by the
 #: unquoted name ``schema.type``, so upper case or punctuation would break it.
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: Words that cannot start the type name ``schema.type`` unquoted: PostgreSQL's
+#: keywords other than the unreserved ones (``pg_get_keywords()`` categories R, T and
+#: C, to PostgreSQL 17), and the system schema information_schema.
+_KEYWORDS_C: Final = (
+    "between bigint bit boolean char character coalesce dec decimal exists extract float "
+    "greatest grouping inout int integer interval json json_array json_arrayagg "
+    "json_exists json_object json_objectagg json_query json_scalar json_serialize "
+    "json_table json_value least merge_action national nchar none normalize nullif "
+    "numeric out overlay position precision real row setof smallint substring time "
+    "timestamp treat trim values varchar xmlattributes xmlconcat xmlelement xmlexists "
+    "xmlforest xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable"
+)
+_KEYWORDS_R_T: Final = (
+    "all analyse analyze and any array as asc asymmetric authorization binary both case "
+    "cast check collate collation column concurrently constraint create cross "
+    "current_catalog current_date current_role current_schema current_time "
+    "current_timestamp current_user default deferrable desc distinct do else end except "
+    "false fetch for foreign freeze from full grant group having ilike in initially inner "
+    "intersect into is isnull join lateral leading left like limit localtime "
+    "localtimestamp natural not notnull null offset on only or order outer overlaps "
+    "placing primary references returning right select session_user similar some "
+    "symmetric system_user table tablesample then to trailing true union unique user "
+    "using variadic verbose when where window with"
+)
+_RESERVED_SCHEMA_NAMES: Final = frozenset(
+    [*_KEYWORDS_C.split(), *_KEYWORDS_R_T.split(), "information_schema"]
+)
 
 
 class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances):
@@ -132,6 +159,14 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             msg = (
                 f"Invalid schema {schema!r} in store URL {str(self.url)!r}: use 1-63 "
                 "lower-case letters, digits and '_', not starting with a digit."
+            )
+            raise ConfigurationError(msg)
+        if schema in _RESERVED_SCHEMA_NAMES or schema.startswith("pg_"):
+            msg = (
+                f"Invalid schema {schema!r} in store URL {str(self.url)!r}: an SQL keyword "
+                "(other than the unreserved ones), information_schema or a name starting "
+                "with 'pg_' (reserved for system schemas) cannot hold the jobs tables; "
+                "pick another name, e.g. 'jobs'."
             )
             raise ConfigurationError(msg)
         return schema

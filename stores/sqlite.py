@@ -347,12 +347,27 @@ class SQLiteStore(Store):
 
         SQLite is served by one process: two schedulers on one file would both
         run its alarms. The claim is an advisory ``flock`` on ``PATH.runtime-lock``,
-        released by :meth:`release_runtime`, by :meth:`close`, or when the
-        process dies (``kill -9`` included). Readers (``open_store``) need none.
+        ``PATH`` being the file's real path (symlinks and ``..`` resolved, so every
+        name of the file takes the same lock), released by :meth:`release_runtime`,
+        by :meth:`close`, or when the process dies (``kill -9`` included). A file
+        with several hard links is refused: another name would take another lock.
+        Readers (``open_store``) need none.
         """
         if self._runtime_lock is not None:
             raise ConfigurationError(f"A jobs runtime already serves {self.url} in this process.")
-        fd = os.open(f"{self.path}.runtime-lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        path = os.path.realpath(self.path)
+        try:
+            links = os.stat(path).st_nlink
+        except OSError:
+            links = 1  # no file yet (created by the first open), or not ours to judge here
+        if links > 1:
+            msg = (
+                f"The SQLite file of {self.url} has {links} hard links: a jobs runtime could "
+                "serve it under another name unseen (and SQLite keeps a -wal file per name). "
+                "Give the database file a single name (remove the other links)."
+            )
+            raise ConfigurationError(msg)
+        fd = os.open(f"{path}.runtime-lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
         lock = os.fdopen(fd, "a+b")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

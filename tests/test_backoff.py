@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from durable_jobs._domain.backoff import Backoff, Retry, jitter_factor, retry_decision
+from durable_jobs._domain.backoff import (
+    MAX_DURATION,
+    Backoff,
+    Retry,
+    jitter_factor,
+    retry_decision,
+)
 from durable_jobs._errors import ConfigurationError
 
 S = timedelta(seconds=1)
@@ -50,7 +56,27 @@ def test_huge_retry_numbers_are_capped_not_overflowing() -> None:
     assert Backoff.exponential().delay(10**6) == 30 * S
     assert Backoff.exponential(factor=1e300, max=timedelta(days=1)).delay(3) == timedelta(days=1)
     assert Backoff.linear(S, timedelta(days=1), max=7 * S).delay(10**9) == 7 * S
-    assert Backoff.linear(S, timedelta(days=10**6)).delay(10**6) == timedelta.max
+    assert Backoff.linear(S, timedelta(days=10**4)).delay(10**6) == MAX_DURATION  # 100 years
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        Backoff.constant,
+        lambda big: Backoff.linear(S, big),
+        lambda big: Backoff.linear(big, S),
+        lambda big: Backoff.linear(S, S, max=big),
+        lambda big: Backoff.exponential(max=big),
+        lambda big: Retry(5, delay=big),
+        lambda big: Retry(5, max_duration=big),
+    ],
+)
+def test_durations_beyond_a_hundred_years_are_refused(make: Any) -> None:
+    """A retry that far ahead could not be represented (and was recorded as 'no retry')."""
+    make(MAX_DURATION)  # the bound itself is fine
+    for big in (MAX_DURATION + S, timedelta(days=5_000_000), timedelta.max):
+        with pytest.raises(ConfigurationError, match="at most 100 years"):
+            make(big)
 
 
 @pytest.mark.parametrize("retry_number", [0, -1, True, 1.0])
@@ -309,6 +335,6 @@ def test_retry_decision_rejects_naive_times_and_bad_attempts() -> None:
 
 
 def test_a_retry_beyond_the_last_datetime_is_no_retry() -> None:
-    retry = Retry(3, delay=timedelta(days=10**5), jitter=0)
+    retry = Retry(3, delay=MAX_DURATION, jitter=0)
     late = datetime(9999, 1, 1, tzinfo=UTC)
     assert decide(retry, 1, now=late, first=late) is None

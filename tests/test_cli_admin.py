@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,6 +186,27 @@ async def test_terminate_needs_no_handlers_and_keeps_the_counters(
         await advance(jobs, HOUR)
         assert calls == []  # the overdue alarm was removed with the instance
         assert (await jobs.task("remind").status("r1")).status == "not_found"
+
+
+async def test_refused_while_a_runtime_serves_the_file_under_another_name(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The CLI reaching the served file through a symlink or sub/.. is refused too."""
+    real = tmp_path / "real.db"
+    (tmp_path / "link.db").symlink_to(real)
+    (tmp_path / "sub").mkdir()
+    calls: list[str] = []
+    clock = dj.VirtualClock(T)
+    async with running(app(calls, failing=set()), f"sqlite:///{real}", clock=clock) as jobs:
+        await jobs.task("remind").send("r1", "ping")
+        for other in (tmp_path / "link.db", tmp_path / "sub" / ".." / "real.db"):
+            cli = Cli(f"sqlite:///{other}", capsys, monkeypatch)
+            code, out, err = cli(clock, "terminate", "task", "remind", "r1")
+            assert (code, out) == (1, "")
+            assert "while a jobs runtime serves" in err, err
 
 
 async def test_refused_while_a_runtime_serves_an_sqlite_store(

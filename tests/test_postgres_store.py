@@ -149,6 +149,40 @@ def test_default_schema_is_public(postgres_url: str) -> None:
     assert env[PostgresFactory.POSTGRES_ENABLE_DB_FUNCTIONS] == "no"
 
 
+@pytest.mark.parametrize(
+    "schema",
+    ["information_schema", "pg_catalog", "pg_jobs", "select", "user", "order", "between", "int"],
+)
+def test_system_schemas_and_reserved_words_are_refused(postgres_url: str, schema: str) -> None:
+    """information_schema got the jobs tables; a reserved word failed with an SQL syntax
+    error (StoreError), as did a column-name keyword ('between'). All are now a
+    ConfigurationError, and nothing is created."""
+    with pytest.raises(ConfigurationError, match=f"Invalid schema '{schema}'"):
+        open_store(f"{postgres_url}?schema={schema}")
+    with psycopg.connect(postgres_url) as conn:
+        system = schema in ("information_schema", "pg_catalog")
+        found = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+        assert found == (1 if system else 0,)
+        made = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+            "'information_schema' AND table_name LIKE 'dj%'"
+        ).fetchone()
+        assert made == (0,)
+
+
+def test_a_non_reserved_keyword_is_a_usable_schema(postgres_url: str) -> None:
+    """Only keywords that break the tables' type name are refused: 'action' works."""
+    url = f"{postgres_url}?schema=action"
+    try:
+        with open_store(url) as store:
+            assert store.list_instances() == []
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS action CASCADE")
+
+
 def test_db_functions_are_refused(postgres_url: str, pg_schema: str) -> None:
     parts = urlsplit(postgres_url)
     env = Environment(

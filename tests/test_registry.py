@@ -577,6 +577,23 @@ def test_debounce_flush_after_must_be_positive(flush_after: timedelta) -> None:
     assert registry.names("debounce") == []
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"flush_after": timedelta(days=3_000_000)},
+        {"flush_after": timedelta(seconds=1), "window": "sliding", "max_wait": timedelta.max},
+        {"flush_after": timedelta(seconds=1), "idempotency_window": timedelta(days=40_000)},
+    ],
+    ids=["flush_after", "max_wait", "idempotency_window"],
+)
+def test_debounce_durations_beyond_a_hundred_years_are_refused(options: dict[str, Any]) -> None:
+    """Their alarms could not be represented: add() raised a bare OverflowError."""
+    registry = dj.Registry()
+    with pytest.raises(dj.ConfigurationError, match="at most 100 years"):
+        registry.debounce("d", event=int, **options)(_execute)  # type: ignore[no-untyped-call]
+    assert registry.names("debounce") == []
+
+
 @pytest.mark.parametrize("max_events", [0, -1, True, 2.5])
 def test_debounce_max_events_must_be_a_positive_int(max_events: object) -> None:
     """max_events 0 (or negative, or not an int) is refused when defined."""

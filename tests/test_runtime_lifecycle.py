@@ -795,6 +795,8 @@ async def test_observers_see_every_commit(
         observers=[broken, from_option.append],
     ) as jobs:
         unsubscribe = jobs.subscribe(subscribed.append)
+        with pytest.raises(dj.ConfigurationError, match="never be awaited"):
+            jobs.subscribe(_async_observer)  # type: ignore[arg-type]
         client = jobs.continuous("beat")
         assert (await client.start("o1", Counter(count=0))).created
         summary = [(r.name, r.kind, r.job, r.instance_id, r.version, r.at) for r in from_option]
@@ -956,6 +958,10 @@ async def test_a_malformed_store_url_is_a_configuration_error(
     assert list(tmp_path.iterdir()) == []
 
 
+async def _async_observer(record: object) -> None:  # pragma: no cover - refused
+    pass
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -966,6 +972,10 @@ async def test_a_malformed_store_url_is_a_configuration_error(
         {"clock": "now"},
         {"lease": timedelta(milliseconds=500)},
         {"lease": "30s"},
+        {"lease": timedelta(days=1, seconds=1)},
+        {"lease": timedelta.max},
+        {"observers": 5},
+        {"observers": [_async_observer]},
     ],
     ids=[
         "alarm_window",
@@ -975,6 +985,10 @@ async def test_a_malformed_store_url_is_a_configuration_error(
         "clock",
         "lease_too_short",
         "lease_not_a_duration",
+        "lease_too_long",  # Postgres: TCP_KEEPIDLE out of range
+        "lease_max",  # lock keeper thread overflow
+        "observers_not_a_list",  # was a TypeError
+        "observer_async",  # was never awaited
     ],
 )
 async def test_bad_open_jobs_options_are_configuration_errors(
@@ -1084,6 +1098,43 @@ async def test_one_runtime_per_sqlite_file(
         with dj.open_store(sqlite_url) as reader:
             assert reader.list_instances() == []
     async with running(registry, sqlite_url) as jobs:  # released when the first ended
+        await jobs.continuous("tick").start("a", 0)
+
+
+async def test_one_runtime_per_sqlite_file_whatever_name_reaches_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A symlink or a ``sub/..`` path takes the same lock; a hard-linked file is refused.
+
+    The CLI's "refused while a runtime serves" check is the same claim_runtime.
+    """
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    (tmp_path / "sub").mkdir()
+    real = tmp_path / "real.db"
+    (tmp_path / "link.db").symlink_to(real)
+    other_names = [tmp_path / "link.db", tmp_path / "sub" / ".." / "real.db"]
+    async with running(registry, f"sqlite:///{real}"):
+        for name in other_names:
+            with pytest.raises(dj.ConfigurationError, match="use a Postgres store"):
+                async with running(registry, f"sqlite:///{name}"):
+                    pass  # pragma: no cover - refused before the block
+            with (
+                dj.open_store(f"sqlite:///{name}") as store,  # as the CLI checks
+                pytest.raises(dj.ConfigurationError, match="already serves"),
+            ):
+                store.claim_runtime()
+    (tmp_path / "hard.db").hardlink_to(real)
+    for name in (real, tmp_path / "hard.db"):
+        with pytest.raises(dj.ConfigurationError, match="2 hard links"):
+            async with running(registry, f"sqlite:///{name}"):
+                pass  # pragma: no cover - refused before the block
+    (tmp_path / "hard.db").unlink()
+    async with running(registry, f"sqlite:///{tmp_path / 'link.db'}") as jobs:
         await jobs.continuous("tick").start("a", 0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -414,6 +415,22 @@ def test_every_needs_a_positive_duration(duration: timedelta) -> None:
 def test_every_needs_a_timedelta(duration: object) -> None:
     with pytest.raises(ConfigurationError, match="timedelta"):
         every(duration)  # type: ignore[arg-type]
+
+
+def test_every_beyond_a_hundred_years_is_refused() -> None:
+    """Its next alarm could overflow after the handler ran (retried, re-run forever)."""
+    assert every(timedelta(days=36_525)).next_fire(utc(9000, 1, 1)) > utc(9099, 12, 31)
+    for duration in (timedelta(days=36_525, microseconds=1), timedelta(days=3_000_000)):
+        with pytest.raises(ConfigurationError, match="at most 100 years"):
+            every(duration)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -5, 0, 1e300])
+def test_every_of_a_number_never_suggests_an_impossible_timedelta(number: float) -> None:
+    with pytest.raises(ConfigurationError, match="takes a timedelta") as caught:
+        every(number)  # type: ignore[arg-type]
+    assert f"seconds={number}" not in str(caught.value)
+    assert "timedelta(minutes=5)" in str(caught.value)
 
 
 # --- catch_up ----------------------------------------------------------------------------------

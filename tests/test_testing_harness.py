@@ -139,12 +139,27 @@ async def test_an_error_in_the_block_comes_out_as_itself(
             raise KeyError("mine")
 
 
+async def test_a_start_too_late_for_alarms_is_a_configuration_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """start=datetime.max gave a trio ExceptionGroup (an alarm overflowed)."""
+    with pytest.raises(dj.ConfigurationError, match="start must be at most"):
+        async with open_harness(registry, start=datetime.max.replace(tzinfo=UTC)):
+            pass  # pragma: no cover - refused before the block
+
+
 async def test_advance_checks_its_argument(autojump_clock: trio.testing.MockClock) -> None:
     async with open_harness(registry) as harness:
-        with pytest.raises(ValueError, match=">= 0"):
-            await harness.advance(-1)
-        with pytest.raises(TypeError, match="timedelta or a number"):
+        # Library errors (were ValueError / TypeError).
+        for bad in (-1, math.nan, math.inf, timedelta(days=-1)):
+            with pytest.raises(dj.ValidationError, match=">= 0"):
+                await harness.advance(bad)
+            with pytest.raises(dj.ValidationError, match=">= 0"):
+                await harness.restart(down_for=bad)
+        with pytest.raises(dj.ValidationError, match="timedelta or a number"):
             await harness.advance("1s")  # type: ignore[arg-type]
+        with pytest.raises(dj.ValidationError, match="timedelta or a number"):
+            await harness.restart(down_for="x")  # type: ignore[arg-type]
         await harness.advance(1.5)
         await harness.advance_to(T)  # in the past: nothing
         assert harness.now() == T + timedelta(seconds=1.5)
@@ -206,8 +221,10 @@ def test_failure_plan() -> None:
     assert plan.injected == [("a", "execute"), ("a", "execute"), ("a", "on_event")]
     plan.fail_next("a", 0)
     assert plan.pending("a") == 0
-    with pytest.raises(ValueError, match="int >= 0"):
+    with pytest.raises(dj.ValidationError, match="int >= 0"):
         plan.fail_next("a", -1)
+    with pytest.raises(dj.ValidationError, match="instance_id must be a string"):
+        plan.fail_next(5)  # type: ignore[arg-type]
     plan.fail_next("c")
     plan.clear()
     assert plan.pending("c") == 0

@@ -527,6 +527,25 @@ def test_version_and_upcaster_rules() -> None:
     assert t.missing_upcasters(2) == []
 
 
+def test_a_huge_version_is_checked_without_a_loop_over_every_version() -> None:
+    """version=10**12 made open_jobs spin (missing_upcasters listed every step below it)."""
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(HOUR), version=10**12)
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    c.upcast_state(from_version=3)(_noop_up)
+    c.upcast_state(from_version=10)(_noop_up)
+    assert c.missing_upcasters(1) == [
+        "upcast_state(from_version=1)",
+        "upcast_state(from_version=2)",
+        "upcast_state(from_version=N) for N = 4 to 9",
+        f"upcast_state(from_version=N) for N = 11 to {10**12 - 1}",
+    ]
+    assert c.missing_upcasters(10**12) == []
+
+
 async def _async_noop(ctx: Any) -> None:
     pass
 

@@ -86,6 +86,29 @@ def test_memory_store() -> None:
         assert repr(store) == "<MemoryStore memory://>"
     with pytest.raises(dj.ConfigurationError, match="takes no location"):
         dj.open_store("memory://somewhere")
+    for bad in (f"memory://user:{SECRET}@", "memory://user@", "memory://:5"):
+        with pytest.raises(dj.ConfigurationError, match="takes no location") as info:
+            dj.open_store(bad)
+        assert SECRET not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://postgres:\udcff{SECRET}@127.0.0.1:1/test",
+        f"postgresql://post\udcffgres:{SECRET}@127.0.0.1:1/test",
+        "sqlite:///jobs\udcff.db",
+    ],
+    ids=["password", "user", "path"],
+)
+def test_a_url_that_is_not_utf8_is_a_configuration_error_without_its_password(url: str) -> None:
+    """A non-UTF-8 byte (a surrogate escape from argv or the environment) raised a bare
+    UnicodeEncodeError whose repr held the password."""
+    with pytest.raises(dj.ConfigurationError, match="not UTF-8") as info:
+        dj.open_store(url)
+    text = "".join(traceback.format_exception(info.value)) + repr(info.value.args)
+    assert SECRET not in text
+    str(info.value).encode("utf-8")  # printable
 
 
 def test_snapshot_interval_is_checked() -> None:

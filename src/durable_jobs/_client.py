@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, final, overload
@@ -29,6 +29,7 @@ from durable_jobs._clients.results import (
     TriggerResult,
 )
 from durable_jobs._clients.task import TaskClient
+from durable_jobs._definitions.checks import is_async
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
@@ -60,6 +61,10 @@ __all__ = [
     "open_jobs",
     "serve",
 ]
+
+#: The longest lease: its share sets TCP keepalive (at most 32767 s on Linux) and the
+#: server's idle_session_timeout of the lock session; a day keeps both in range.
+_MAX_LEASE = timedelta(days=1)
 
 log = logging.getLogger("durable_jobs.runtime")
 
@@ -133,6 +138,7 @@ class Jobs:
         unsubscribe function. Observers run synchronously after each commit; one that
         raises is logged and ignored."""
         self._check_open("subscribe")
+        _check_observer(observer)
         return self._rt.subscribe(observer)
 
     async def wait_idle(self) -> None:
@@ -182,6 +188,16 @@ def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
     return error
 
 
+def _check_observer(observer: object) -> None:
+    if not callable(observer):
+        raise ConfigurationError(f"observers must be callables (record) -> None, got {observer!r}")
+    if is_async(observer):
+        raise ConfigurationError(
+            f"observers are called synchronously, so an async one would never be "
+            f"awaited: {observer!r}; make it a plain function (it may start a task)"
+        )
+
+
 def _check_options(
     registry: object,
     *,
@@ -208,11 +224,12 @@ def _check_options(
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    if isinstance(observers, str | bytes) or not isinstance(observers, Iterable):
+        raise ConfigurationError(
+            f"observers must be a list of callables (record) -> None, got {observers!r}"
+        )
     for observer in observers:
-        if not callable(observer):
-            raise ConfigurationError(
-                f"observers must be callables (record) -> None, got {observer!r}"
-            )
+        _check_observer(observer)
     poll: timedelta | Literal["auto"] | None = None
     if poll_interval == "auto":
         poll = "auto"
@@ -253,7 +270,7 @@ async def open_jobs(
     a client only (say, a web process): its calls work, and ``trigger``/``flush``
     still run their handler in the caller, but alarms (including runs made due
     now by ``start`` or a full batch) are left to the worker processes serving
-    the same shared store. ``lease`` (shared stores; default 30 s, at least 1 s)
+    the same shared store. ``lease`` (shared stores; default 30 s, 1 s to 1 day)
     bounds how long a worker that stops responding without dying (frozen, paused,
     cut off) keeps its instances: then the others take them, and whatever it
     tries to commit afterwards is refused. ``encryption_key`` (a key from
@@ -289,10 +306,10 @@ async def open_jobs(
         # defaults need not set them again (see _clients.base.limited).
         limits = DEFAULT_LIMITS
     lease = _duration("lease", lease)
-    if lease < MIN_LEASE:
+    if not MIN_LEASE <= lease <= _MAX_LEASE:
         raise ConfigurationError(
-            f"lease must be at least {MIN_LEASE.total_seconds():g} s, got {lease!r}; "
-            "write e.g. timedelta(seconds=30)"
+            f"lease must be at least {MIN_LEASE.total_seconds():g} s and at most one day, "
+            f"got {lease!r}; write e.g. timedelta(seconds=30)"
         )
     owned = isinstance(store, str)
     opened = await _open_store(store, encryption_key)

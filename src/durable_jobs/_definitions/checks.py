@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from durable_jobs._domain.backoff import Retry
+from durable_jobs._domain.backoff import Retry, check_duration_bound
 from durable_jobs._errors import ConfigurationError
 
 #: How long a task's or debounce job's idempotency keys are remembered, by default.
@@ -92,6 +92,7 @@ def check_window(window: object, job: str) -> timedelta:
             f"(default 24 hours), got {window!r}."
         )
         raise ConfigurationError(msg)
+    check_duration_bound(f"idempotency_window of job {job!r}", window)
     return window
 
 
@@ -106,6 +107,7 @@ def check_debounce_window(
             f"got {flush_after!r}."
         )
         raise ConfigurationError(msg)
+    check_duration_bound(f"flush_after of debounce job {name!r}", flush_after)
     if window not in ("fixed", "sliding"):
         msg = f'window of debounce job {name!r} must be "fixed" or "sliding", got {window!r}.'
         raise ConfigurationError(msg)
@@ -123,3 +125,4 @@ def check_debounce_window(
             f"({flush_after}), got {max_wait!r}."
         )
         raise ConfigurationError(msg)
+    check_duration_bound(f"max_wait of debounce job {name!r}", max_wait)

@@ -122,11 +122,22 @@ class JobDefinition:
         ``version`` needs and this job lacks."""
         out: list[str] = []
         for codec in self._codecs():
-            out.extend(
-                f"upcast_{codec.what}(from_version={step})"
-                for step in range(version, self.version)
-                if step not in codec.upcasters
-            )
+            # Runs of missing steps, found from the upcasters there are: never a loop over
+            # range(version, self.version), which may be huge (version=10**12).
+            start = version
+            runs: list[tuple[int, int]] = []
+            for step in sorted(s for s in codec.upcasters if version <= s < self.version):
+                if step > start:
+                    runs.append((start, step - 1))
+                start = step + 1
+            if start < self.version:
+                runs.append((start, self.version - 1))
+            for first, last in runs:
+                if last - first < 3:
+                    steps = range(first, last + 1)
+                    out.extend(f"upcast_{codec.what}(from_version={n})" for n in steps)
+                else:
+                    out.append(f"upcast_{codec.what}(from_version=N) for N = {first} to {last}")
         return out
 
     def __repr__(self) -> str:

@@ -34,6 +34,17 @@ ExhaustedHook: TypeAlias = Callable[[BaseException, Any], Any]
 
 _ON_EXHAUSTED: tuple[OnExhausted, ...] = ("terminate", "pause", "continue")
 _ZERO = timedelta(0)
+#: The longest duration a definition takes (schedule, retry delay, debounce window...):
+#: 100 years, so an alarm set that far ahead is always a representable datetime.
+MAX_DURATION = timedelta(days=36_525)
+
+
+def check_duration_bound(name: str, value: timedelta) -> None:
+    """Refuse a duration above `MAX_DURATION` (its alarm could not be represented)."""
+    if value > MAX_DURATION:
+        raise ConfigurationError(
+            f"{name} must be at most 100 years ({MAX_DURATION.days} days), got {value}"
+        )
 
 
 def _require_timedelta(name: str, value: object, *, positive: bool = False) -> timedelta:
@@ -44,6 +55,7 @@ def _require_timedelta(name: str, value: object, *, positive: bool = False) -> t
     if value < _ZERO or (positive and value == _ZERO):
         need = "positive" if positive else "zero or positive"
         raise ConfigurationError(f"{name} must be {need}, got {value}")
+    check_duration_bound(name, value)
     return value
 
 
@@ -145,7 +157,7 @@ class Backoff:
                 delay = self.initial * (self.factor**steps)
         except OverflowError:
             delay = timedelta.max
-        return delay if self.max is None else min(delay, self.max)
+        return min(delay, MAX_DURATION if self.max is None else self.max)
 
     def describe(self) -> dict[str, object]:
         """Return a JSON-friendly description, e.g. ``{"type": "constant", "seconds": 5.0}``."""

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from durable_jobs._domain.backoff import MAX_DURATION, check_duration_bound
 from durable_jobs._errors import ConfigurationError
 
 __all__ = [
@@ -65,7 +66,12 @@ def _require_aware(name: str, value: datetime) -> datetime:
 
 
 def _not_a_timedelta(value: object) -> ConfigurationError:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
+    number = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= MAX_DURATION.total_seconds()
+    )
     example = f"timedelta(seconds={value!r})" if number else "timedelta(minutes=5)"
     return ConfigurationError(
         f"every() takes a timedelta, got {value!r}; write e.g. every({example})"
@@ -104,6 +110,7 @@ class Every:
                 f"every() needs a positive duration, got {self.duration}; "
                 "pass e.g. timedelta(minutes=5)"
             )
+        check_duration_bound("every() duration", self.duration)
 
     def next_fire(self, after: datetime) -> datetime:
         """Return `after + duration`, in UTC."""

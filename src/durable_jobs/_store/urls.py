@@ -38,6 +38,17 @@ class StoreURL:
             )
             raise ConfigurationError(msg)
         try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            # A byte that is not UTF-8 (a surrogate escape, from a command line or the
+            # environment): it would fail later, in an error whose repr holds the URL.
+            shown = redact(url).encode("utf-8", "backslashreplace").decode("utf-8")
+            msg = (
+                f"Malformed store URL {shown!r}: it holds a byte that is not UTF-8 text "
+                "(a user name, password, host or path must be UTF-8 text)."
+            )
+            raise ConfigurationError(msg) from None
+        try:
             parts = urlsplit(url)
             hosts = _host_list(parts.netloc.rpartition("@")[2])
             port = parts.port if not hosts else None

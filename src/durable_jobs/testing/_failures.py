@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, final
 
+from durable_jobs._errors import ValidationError
+
 __all__ = ["FailurePlan", "InjectedFailure"]
 
 
@@ -41,7 +43,12 @@ class FailurePlan:
         """Make the next ``times`` calls of ``handler`` for ``instance_id`` raise."""
         if isinstance(times, bool) or not isinstance(times, int) or times < 0:
             msg = f"times must be an int >= 0, got {times!r}"
-            raise ValueError(msg)
+            raise ValidationError(msg)
+        named: list[tuple[str, object]] = [("instance_id", instance_id), ("handler", handler)]
+        for name, value in named:
+            if not isinstance(value, str):
+                msg = f"{name} must be a string, got {value!r}"
+                raise ValidationError(msg)
         key = (instance_id, handler)
         self._planned[key] = self._planned.get(key, 0) + times
 

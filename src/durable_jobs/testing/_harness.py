@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, final, overload
 
 import trio
@@ -26,7 +26,7 @@ from durable_jobs._client import (
 )
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
 from durable_jobs._definitions.registry import Registry
-from durable_jobs._errors import ConfigurationError, DurableJobsError
+from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime import clock as _clock_module
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH, VirtualClock, in_thread
@@ -96,6 +96,10 @@ def autojumping() -> Iterator[None]:
         _set_autojump(clock, saved)
 
 
+#: The latest start of a harness: alarms up to 100 years ahead fit before year 10000.
+_LATEST_START = datetime(9899, 1, 1, tzinfo=UTC)
+
+
 def _seconds(name: str, value: timedelta | float) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
@@ -103,10 +107,10 @@ def _seconds(name: str, value: timedelta | float) -> float:
         seconds = float(value)
     else:
         msg = f"{name} must be a timedelta or a number of seconds, got {value!r}"
-        raise TypeError(msg)
+        raise ValidationError(msg)
     if not math.isfinite(seconds) or seconds < 0:
         msg = f"{name} must be finite and >= 0, got {value!r}"
-        raise ValueError(msg)
+        raise ValidationError(msg)
     return seconds
 
 
@@ -345,6 +349,12 @@ async def open_harness(
     """
     _mock_clock()
     clock = VirtualClock(start)
+    if start > _LATEST_START:
+        msg = (
+            f"open_harness start must be at most {_LATEST_START.isoformat()} (alarms up "
+            f"to 100 years ahead must be representable), got {start!r}"
+        )
+        raise ConfigurationError(msg)
     clock.now()  # pin the clock's origin to the trio time of now
     options.setdefault("poll_interval", None)
     owned: Store | None = None
