@@ -304,6 +304,18 @@ BAD_FILES: list[tuple[str, Any, int | None, str]] = [
     ("bad field", lambda ls: _edit_state(ls, 2, at="yesterday"), 3, "not a valid event"),
     ("missing field", lambda ls: _drop_key(ls, 2, "timestamp"), 3, "not a valid event"),
     ("foreign topic", lambda ls: _edit(ls, 2, topic="os:system"), 3, "unknown topic"),
+    (
+        "another kind's event",
+        lambda ls: _edit(ls, 2, topic="durable_jobs:TaskInstance.AlarmSet"),
+        3,
+        "another kind's instances than this continuous instance",
+    ),
+    (
+        "another kind's start",
+        lambda ls: _edit(ls, 1, topic="durable_jobs:TaskInstance.Started"),
+        2,
+        "another kind's instances than this continuous instance",
+    ),
     ("empty line", lambda ls: [*ls[:2], "", *ls[2:]], 3, "not a JSON object"),
 ]
 

@@ -249,6 +249,14 @@ def _add_event(
             f"{label} version {version} does not apply to the instance "
             f"({type(exc).__name__}: {exc})"
         ) from exc
+    # The row's topic must name an event of this instance's own class: the state
+    # says which class the instance is, the topic which event class reads it.
+    owner = type(group.agg)
+    if getattr(owner, type(event).__name__, None) is not type(event):
+        raise bad(
+            f"{label} version {version} has the topic {stored.topic!r}, an event of "
+            f"another kind's instances than this {getattr(owner, 'kind', '?')} instance"
+        )
     group.stored.append(stored)
 
 
