@@ -35,13 +35,42 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-class HostCheck:
+class _Gate:
+    """Pass an HTTP request on to ``app`` if its ``header`` is :meth:`allowed`, else
+    answer with :meth:`refusal` (other scopes pass unchecked)."""
+
+    app: ASGIApp
+    header: bytes
+
+    def allowed(self, header: str | None) -> bool:
+        raise NotImplementedError
+
+    def refusal(self) -> Response:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope.get("headers", []):
+            if name == self.header:
+                header = value.decode("latin-1")
+        if self.allowed(header):
+            await self.app(scope, receive, send)
+            return
+        await self.refusal()(scope, receive, send)
+
+
+class HostCheck(_Gate):
     """Answer only requests whose ``Host`` names the dashboard (against DNS rebinding).
 
     ``hosts`` are the names it is served as; with ``any_address`` (bound to a
     wildcard address) any IP address is accepted too: a rebinding page needs a
     domain name of its own, never an address.
     """
+
+    header = b"host"
 
     def __init__(self, app: ASGIApp, hosts: Iterable[str], *, any_address: bool = False) -> None:
         self.app = app
@@ -54,28 +83,19 @@ class HostCheck:
         name = host_name(header)
         return name in self.hosts or (self.any_address and _is_ip(name))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = None
-        for name, value in scope.get("headers", []):
-            if name == b"host":
-                header = value.decode("latin-1")
-        if self.allowed(header):
-            await self.app(scope, receive, send)
-            return
-        response = Response(
+    def refusal(self) -> Response:
+        return Response(
             "Unknown Host header: this dashboard answers only the names it is served as "
             "(durable-jobs ui --allow-host NAME adds one).\n",
             status_code=400,
             media_type="text/plain",
         )
-        await response(scope, receive, send)
 
 
-class BasicAuth:
+class BasicAuth(_Gate):
     """HTTP basic auth in front of ``app``: every request needs ``user:password``."""
+
+    header = b"authorization"
 
     def __init__(self, app: ASGIApp, credentials: str) -> None:
         user, sep, password = credentials.partition(":")
@@ -86,7 +106,7 @@ class BasicAuth:
         self._user = user.encode()
         self._password = password.encode()
 
-    def _allowed(self, header: str | None) -> bool:
+    def allowed(self, header: str | None) -> bool:
         if header is None or not header.lower().startswith("basic "):
             return False
         try:
@@ -98,24 +118,13 @@ class BasicAuth:
         ok_password = hmac.compare_digest(password, self._password)
         return ok_user and ok_password
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = None
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                header = value.decode("latin-1")
-        if self._allowed(header):
-            await self.app(scope, receive, send)
-            return
-        response = Response(
+    def refusal(self) -> Response:
+        return Response(
             "Authentication required.\n",
             status_code=401,
             media_type="text/plain",
             headers={"WWW-Authenticate": 'Basic realm="durable-jobs", charset="UTF-8"'},
         )
-        await response(scope, receive, send)
 
 
 class _Headers:
