@@ -18,10 +18,12 @@ digest's alarm is 24 minutes late and the others are still pending.
 
 from __future__ import annotations
 
+import pytest
 from pydantic import BaseModel
 
 import durable_jobs as dj
 from _runtime import HOUR, MINUTE, SECOND, T, advance, running
+from durable_jobs.cli import run
 
 END = T + HOUR + 5 * MINUTE
 NOW = T + HOUR + 30 * MINUTE
@@ -91,3 +93,11 @@ async def fill(url: str | dj.Store) -> None:
         await reminder.send("r1", "second")
         await jobs.wait_idle()
         assert jobs.clock.now() == END
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process with ``args``: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -12,20 +12,12 @@ import pytest
 from trio.testing import MockClock
 
 import durable_jobs as dj
-from _cli_fixtures import fill
-from durable_jobs.cli import run
+from _cli_fixtures import fill, invoke
 
 
 @pytest.fixture(autouse=True)
 def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
-
-
-def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_error_line(err: str) -> str:

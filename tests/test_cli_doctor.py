@@ -22,8 +22,7 @@ from psycopg import sql
 from trio.testing import MockClock
 
 import durable_jobs as dj
-from _cli_fixtures import fill
-from durable_jobs.cli import run
+from _cli_fixtures import fill, invoke
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +30,6 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
-
-
-def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def doctor_json(capsys: pytest.CaptureFixture[str], url: str) -> tuple[int, dict[str, Any]]:

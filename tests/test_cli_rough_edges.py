@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from trio.testing import MockClock
 
-from _cli_fixtures import NOW_ISO, fill
-from durable_jobs.cli import run
+from _cli_fixtures import NOW_ISO, fill, invoke
 from durable_jobs.cli._render import _offset, _span, _took
 
 
@@ -20,13 +19,6 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
     monkeypatch.setenv("DURABLE_JOBS_NOW", NOW_ISO)
-
-
-def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = run(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(
