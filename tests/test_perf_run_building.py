@@ -48,7 +48,7 @@ def test_a_run_builds_its_ticket_intents_rows_and_events_cheaply() -> None:
         codec=codec, state={"n": 1}, instance_id="1", job_name="c", run_count=1, attempt=1
     )
     ctx.set_state({"n": 2})
-    intents = ctx._intents_of(None)
+    intents = ctx._intents(None)  # as the run calls it: then(handler return value)
     assert intents == _by_init(intents) and list(vars(intents)) == list(vars(_by_init(intents)))
     assert intents == Intents(state={"n": 2}, state_version=1)
     for plan in (instance_module._PLAIN[type(e)] for e in inst.pending_events[1:]):

@@ -96,7 +96,10 @@ class _StatefulContext(_Context, Generic[S]):
         self._codec.dump(value)
         self._new_state = value
 
-    def _intents(self, schedule: Any = UNCHANGED) -> Intents:
+    def _intents(self, _value: object = None, schedule: Any = UNCHANGED) -> Intents:
+        """What the handler asked for (``schedule``: a task's alarm). ``_value`` is
+        ignored: it lets a run pass this as the handler call's ``then`` (called with
+        the handler's return value) without a wrapper call on every run."""
         state = UNCHANGED
         if self._new_state is not UNCHANGED:
             state = self._codec.dump(self._new_state)  # set_state validated it
@@ -106,23 +109,6 @@ class _StatefulContext(_Context, Generic[S]):
             {
                 "state": state,
                 "schedule": schedule,
-                "terminate": self._terminate,
-                "terminate_reason": self._terminate_reason,
-                "state_version": self._codec.version,
-            },
-        )
-
-    def _intents_of(self, _value: object) -> Intents:
-        """:meth:`_intents` after a handler that returned ``_value`` (ignored): the
-        same, without a second call on every run."""
-        state = UNCHANGED
-        if self._new_state is not UNCHANGED:
-            state = self._codec.dump(self._new_state)  # set_state validated it
-        return built(
-            Intents,
-            {
-                "state": state,
-                "schedule": UNCHANGED,
                 "terminate": self._terminate,
                 "terminate_reason": self._terminate_reason,
                 "state_version": self._codec.version,
@@ -421,7 +407,7 @@ class TaskContext(_StatefulContext[S]):
 
     def intents(self) -> Intents:
         """What the handler asked for so far (for the runtime; not for handlers)."""
-        return self._intents(self._scheduled)
+        return self._intents(schedule=self._scheduled)
 
     def __repr__(self) -> str:
         return f"<TaskContext {self._job_name}/{self._instance_id}>"

@@ -106,7 +106,7 @@ class ContinuousRunner:
                 job.execute,
                 ctx,
                 instance_id=instance_id,
-                then=ctx._intents_of,
+                then=ctx._intents,
                 run_count=ticket.run_count,
                 attempt=ticket.attempt,
                 due_at=None if manual else committed.d.alarm_at,
