@@ -40,7 +40,7 @@ import trio
 
 from durable_jobs import Store, StoreError
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._store.index import RunStatements
+from durable_jobs._store.index import RunStatements, Unreadable
 
 __all__ = [
     "FAULT_MODES",
@@ -222,9 +222,9 @@ class Instrumented(Store):
         self._alive()
         return super().history(uuid, gt=gt, lte=lte)
 
-    def _query(self, fn: Callable[[], Any]) -> Any:
+    def _query(self, fn: Callable[[], Any], unreadable: Unreadable | None = None) -> Any:
         self._alive()
-        return super()._query(fn)
+        return super()._query(fn, unreadable)
 
 
 _CLASSES: dict[type[Store], type[Store]] = {}

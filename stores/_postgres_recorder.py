@@ -35,6 +35,7 @@ from durable_jobs.adapters import (
     LockLost,
     index_rows_from,
     log_fields,
+    rows_from,
     snapshots_from,
     statements_from,
     to_epoch,
@@ -427,7 +428,7 @@ class PostgresApplicationRecorderWithIndex(
             conn.cursor(row_factory=tuple_row) as curs,
         ):
             curs.execute(query, params, prepare=prepare or None)
-            return [IndexRow.from_params(r) for r in curs.fetchall()]
+            return rows_from(curs.fetchall())
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         return self._rows(self._due_alarms_sql, (to_epoch(before), limit), prepare=True)

@@ -38,6 +38,7 @@ from durable_jobs.adapters import (
     StatementFailed,
     Store,
     index_rows_from,
+    rows_from,
     snapshots_from,
     statements_from,
     to_epoch,
@@ -194,7 +195,7 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
             cursor = c.sqlite_cursor
             cursor.row_factory = None  # plain tuples, not sqlite3.Row objects to convert
             cursor.execute(sql, params)
-            return [IndexRow.from_params(r) for r in cursor.fetchall()]
+            return rows_from(cursor.fetchall())
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         return self._rows(

@@ -1055,7 +1055,7 @@ async def test_the_scheduler_survives_a_failing_alarm_index(
                 raise dj.StoreError(msg)
             return real(limit, after)
 
-        store.next_alarms = flaky  # type: ignore[method-assign]
+        store.next_alarms = flaky  # type: ignore[method-assign, assignment]
         registry = dj.Registry()
         runs: list[int] = []
 
@@ -1226,7 +1226,7 @@ async def test_a_store_failing_at_start_raises_its_own_error(
             msg = "the alarm index is unreadable"
             raise dj.StoreError(msg)
 
-        store.next_alarms = broken  # type: ignore[method-assign]
+        store.next_alarms = broken  # type: ignore[method-assign, assignment]
         with pytest.raises(dj.StoreError, match="unreadable"):
             async with running(dj.Registry(), store):
                 pass  # pragma: no cover - the runtime never starts

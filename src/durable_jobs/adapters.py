@@ -14,7 +14,9 @@ application recorder also keeps the instance index (:class:`InstanceIndex`):
   ``supports_statements = True`` also runs the ``ctx.execute`` statements of
   :func:`statements_from`, in order, raising :class:`StatementFailed` when one
   fails; then it calls ``_run_fault_hook()``. It answers the queries of
-  :class:`InstanceIndex`.
+  :class:`InstanceIndex`, turning the rows it reads back into :class:`IndexRow` s
+  with :func:`rows_from` (which names a row that cannot be read, and lets the
+  read-only tools skip it and carry on).
 - ``_is_version_conflict(exc)`` says whether an ``IntegrityError`` of the
   driver means "this event version was already taken"; ``_outcome_unknown(exc)``
   whether a failed write may have committed all the same.
@@ -61,6 +63,7 @@ from durable_jobs._store.index import (
     InstanceIndex,
     from_epoch,
     index_rows_from,
+    rows_from,
     snapshots_from,
     statements_from,
     to_epoch,
@@ -95,6 +98,7 @@ __all__ = [
     "from_epoch",
     "index_rows_from",
     "log_fields",
+    "rows_from",
     "scrub",
     "scrub_chain",
     "snapshots_from",

@@ -9,11 +9,15 @@ aggregate.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
+
+from durable_jobs._errors import StoreError
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import StoredEvent
@@ -29,8 +33,12 @@ __all__ = [
     "IndexRow",
     "InstanceIndex",
     "RunStatements",
+    "Unreadable",
+    "UnreadableRow",
     "from_epoch",
     "index_rows_from",
+    "reporting_unreadable",
+    "rows_from",
     "snapshots_from",
     "statements_from",
     "to_epoch",
@@ -120,6 +128,102 @@ _MAX_UUIDS: Final = 65536
 
 #: The index's columns, in the order of :meth:`IndexRow.as_params`.
 INDEX_COLUMNS: Final = "instance_uuid, kind, job, instance_id, status, due_at, version, updated_at"
+
+
+class UnreadableRow(StoreError):
+    """An index row that cannot be read; ``key`` is its (kind, job, instance_id), if
+    those can be."""
+
+    def __init__(self, message: str, key: tuple[str, str, str] | None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+#: Told of each index row a read leaves out because it cannot be read.
+Unreadable = Callable[[UnreadableRow], None]
+
+#: Set by :func:`reporting_unreadable` around a read of the read-only tools.
+_unreadable: ContextVar[Unreadable | None] = ContextVar("durable_jobs_unreadable", default=None)
+
+
+@contextmanager
+def reporting_unreadable(unreadable: Unreadable | None) -> Iterator[None]:
+    """Within the block, :func:`rows_from` passes each row it cannot read to
+    ``unreadable`` and leaves it out, instead of failing the whole read (None: fail).
+
+    The read-only tools list what they can and report the rest; the runtime
+    never sets it, so a store with a corrupt index row does not serve.
+    """
+    token = _unreadable.set(unreadable)
+    try:
+        yield
+    finally:
+        _unreadable.reset(token)
+
+
+def rows_from(raw: Sequence[Sequence[Any]]) -> list[IndexRow]:
+    """The :class:`IndexRow` s of rows read back from SQL (see :meth:`IndexRow.from_params`).
+
+    A row that cannot be read (a hand-edited ``due_at`` of ``'soon'`` or ``1e300``,
+    say) is a :class:`~durable_jobs.StoreError` naming the instance and the
+    column: raised, or within :func:`reporting_unreadable`, reported and left out.
+    """
+    try:
+        return [IndexRow.from_params(r) for r in raw]
+    except Exception:  # noqa: S110 - found again, row by row, below
+        pass
+    unreadable = _unreadable.get()
+    rows: list[IndexRow] = []
+    for r in raw:
+        try:
+            rows.append(IndexRow.from_params(r))
+        except Exception as exc:
+            error = _unreadable_row(r, exc)
+            if unreadable is None:
+                raise error from exc
+            unreadable(error)
+    return rows
+
+
+def _unreadable_row(row: Sequence[Any], exc: Exception) -> UnreadableRow:
+    names = INDEX_COLUMNS.split(", ")
+    values = dict(zip(names, row, strict=False))
+    uuid = values.get("instance_uuid")
+    what = f"instance {str(uuid)[:40]!r}"
+    kind, job, instance_id = values.get("kind"), values.get("job"), values.get("instance_id")
+    key = None
+    if isinstance(kind, str) and isinstance(job, str) and isinstance(instance_id, str):
+        what = f"{kind[:40]} job {job[:80]!r} instance {instance_id[:80]!r} ({what})"
+        key = (kind, job, instance_id)
+    column = next((n for n in names if not _readable(n, values.get(n))), None)
+    problem = (
+        f"its {column} is {values.get(column)!r:.60}"
+        if column is not None
+        else f"{type(exc).__name__}: {str(exc)[:200]}"
+    )
+    msg = (
+        f"The index row of {what} cannot be read: {problem}. The instance's log is not "
+        "affected; `durable-jobs doctor` lists every such row."
+    )
+    return UnreadableRow(msg, key)
+
+
+def _readable(column: str, value: Any) -> bool:
+    """Whether :meth:`IndexRow.from_params` reads ``value`` in ``column``, as it does."""
+    try:
+        if column == "instance_uuid":
+            return isinstance(value, UUID) or bool(UUID(hex=value))
+        if column in ("kind", "job", "instance_id", "status"):
+            return isinstance(value, str)
+        if column == "version":
+            int(value)
+        elif column == "due_at":
+            return value is None or bool(datetime.fromtimestamp(value, UTC))
+        else:
+            datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError, AttributeError):
+        return False
+    return True
 
 
 def index_rows_from(kwargs: dict[str, Any]) -> Sequence[IndexRow]:

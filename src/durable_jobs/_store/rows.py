@@ -26,6 +26,9 @@ from durable_jobs._store.index import (
     TYPE_VERSIONS_KWARG,
     IndexRow,
     InstanceIndex,
+    Unreadable,
+    UnreadableRow,
+    reporting_unreadable,
 )
 from durable_jobs._store.snapshots import write_snapshots
 
@@ -180,13 +183,26 @@ class RowsAndIndex:
 
     # ---- the index ---------------------------------------------------------------
 
-    def due_alarms(self, before: datetime, limit: int = 1000) -> list[IndexRow]:
-        """Instances whose alarm is due at or before ``before``, earliest first."""
-        return self._query(lambda: self.index.due_alarms(before, limit))
+    def due_alarms(
+        self, before: datetime, limit: int = 1000, *, unreadable: Unreadable | None = None
+    ) -> list[IndexRow]:
+        """Instances whose alarm is due at or before ``before``, earliest first.
 
-    def next_alarms(self, limit: int = 1000, after: datetime | None = None) -> list[IndexRow]:
+        ``unreadable`` (here and in the other index reads): told of each index row
+        that cannot be read, which is then left out; without it such a row fails
+        the read with a :class:`~durable_jobs.StoreError` naming it.
+        """
+        return self._query(lambda: self.index.due_alarms(before, limit), unreadable)
+
+    def next_alarms(
+        self,
+        limit: int = 1000,
+        after: datetime | None = None,
+        *,
+        unreadable: Unreadable | None = None,
+    ) -> list[IndexRow]:
         """The next ``limit`` alarms, earliest first."""
-        return self._query(lambda: self.index.next_alarms(limit, after))
+        return self._query(lambda: self.index.next_alarms(limit, after), unreadable)
 
     def index_row(self, uuid: UUID) -> IndexRow | None:
         """The index row of one instance."""
@@ -200,27 +216,45 @@ class RowsAndIndex:
         status: str | None = None,
         after: tuple[str, str, str] | None = None,
         limit: int = 100,
+        unreadable: Unreadable | None = None,
     ) -> list[IndexRow]:
         """Index rows ordered by (kind, job, instance_id); page with ``after``."""
         return self._query(
             lambda: self.index.select_index(
                 kind=kind, job=job, status=status, after=after, limit=limit
-            )
+            ),
+            unreadable,
         )
 
-    def iter_instances(self, **filters: Any) -> Iterator[IndexRow]:
+    def iter_instances(
+        self, *, unreadable: Unreadable | None = None, **filters: Any
+    ) -> Iterator[IndexRow]:
         """Every index row matching ``filters`` (see :meth:`list_instances`), paged."""
         after: tuple[str, str, str] | None = None
         while True:
-            page = self.list_instances(after=after, limit=500, **filters)
+            # The next page starts after the last row the query returned, read or not.
+            skipped: list[UnreadableRow] = []
+            page = self.list_instances(
+                after=after,
+                limit=500,
+                unreadable=skipped.append if unreadable is not None else None,
+                **filters,
+            )
             yield from page
-            if len(page) < 500:
+            for error in skipped:
+                if unreadable is not None:
+                    unreadable(error)
+            keys = [(r.kind, r.job, r.instance_id) for r in page[-1:]]
+            keys += [e.key for e in skipped if e.key is not None]
+            if len(page) + len(skipped) < 500 or not keys:
                 return
-            last = page[-1]
-            after = (last.kind, last.job, last.instance_id)
+            after = max(keys)
 
-    def _query(self, fn: Callable[[], _T]) -> _T:
-        with self._errors(f"Could not read the store {self.url}"):
+    def _query(self, fn: Callable[[], _T], unreadable: Unreadable | None = None) -> _T:
+        with (
+            self._errors(f"Could not read the store {self.url}"),
+            reporting_unreadable(unreadable),
+        ):
             return fn()
 
 

@@ -72,8 +72,9 @@ def label_of(kind: str, job: str, instance_id: str) -> str:
     return f"{kind} job {job!r} instance {instance_id!r}"
 
 
-def encode_cursor(row: IndexRow) -> str:
-    raw = json.dumps([row.kind, row.job, row.instance_id], ensure_ascii=False)
+def encode_cursor(row: IndexRow | tuple[str, str, str]) -> str:
+    key = row if isinstance(row, tuple) else (row.kind, row.job, row.instance_id)
+    raw = json.dumps(list(key), ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

@@ -27,7 +27,7 @@ from durable_jobs._errors import ConfigurationError, DurableJobsError, Validatio
 from durable_jobs._evolution import CheckReport, check_instances
 from durable_jobs._records import RecordedEvent, to_records
 from durable_jobs._store.base import Store
-from durable_jobs._store.index import IndexRow
+from durable_jobs._store.index import IndexRow, Unreadable, UnreadableRow
 from durable_jobs._store.registry import open_store
 from durable_jobs._tools.args import (
     STATUSES,
@@ -166,12 +166,15 @@ class Inspector:
         status: str | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        unreadable: Unreadable | None = None,
     ) -> InstancePage:
         """Instances ordered by (kind, job, instance id), filtered, ``limit`` at a time.
 
         Pass a page's ``next_cursor`` as ``cursor`` to get the next page
         (``next_cursor`` is None on the last one). An instance whose log cannot
-        be read is listed from the index with its ``error`` set.
+        be read is listed from the index with its ``error`` set. An index row that
+        cannot be read fails the call with a :class:`~durable_jobs.StoreError`
+        naming it or, given ``unreadable``, is passed to it and left out.
         """
         if kind is not None:
             check_kind(kind)
@@ -180,23 +183,53 @@ class Inspector:
         check_filter("cursor", cursor)
         check_limit(limit)
         after = decode_cursor(cursor) if cursor is not None else None
+        skipped: list[UnreadableRow] = []
         rows = self._store.list_instances(
-            kind=kind, job=job, status=status, after=after, limit=limit + 1
+            kind=kind,
+            job=job,
+            status=status,
+            after=after,
+            limit=limit + 1,
+            unreadable=None if unreadable is None else skipped.append,
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        items = [self._summary_of_row(row) for row in rows]
+        # The rows read and those skipped, in index order: the page is the first
+        # ``limit`` of them, and the next one starts after its last, read or not.
+        entries: list[tuple[tuple[str, str, str], IndexRow | UnreadableRow]] = [
+            ((r.kind, r.job, r.instance_id), r) for r in rows
+        ]
+        entries += [(e.key, e) for e in skipped if e.key is not None]
+        entries.sort(key=lambda entry: entry[0])
+        page = entries[:limit]
+        for error in [e for _, e in page if isinstance(e, UnreadableRow)] + [
+            e for e in skipped if e.key is None
+        ]:
+            assert unreadable is not None
+            unreadable(error)
+        items = [self._summary_of_row(e) for _, e in page if isinstance(e, IndexRow)]
+        more = len(entries) > limit
         return InstancePage(
-            items=items, next_cursor=encode_cursor(rows[-1]) if more and rows else None
+            items=items, next_cursor=encode_cursor(page[-1][0]) if more and page else None
         )
 
     def iter_instances(
-        self, *, kind: str | None = None, job: str | None = None, status: str | None = None
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        status: str | None = None,
+        unreadable: Unreadable | None = None,
     ) -> Iterator[InstanceSummary]:
         """Every instance matching the filters (see :meth:`instances`), page by page."""
         cursor: str | None = None
         while True:
-            page = self.instances(kind=kind, job=job, status=status, cursor=cursor, limit=500)
+            page = self.instances(
+                kind=kind,
+                job=job,
+                status=status,
+                cursor=cursor,
+                limit=500,
+                unreadable=unreadable,
+            )
             yield from page.items
             if page.next_cursor is None:
                 return
@@ -338,15 +371,25 @@ class Inspector:
     # ---- alarms and stats --------------------------------------------------------
 
     def alarms(
-        self, *, now: datetime | None = None, overdue: bool = False, limit: int = 100
+        self,
+        *,
+        now: datetime | None = None,
+        overdue: bool = False,
+        limit: int = 100,
+        unreadable: Unreadable | None = None,
     ) -> list[PendingAlarm]:
         """Pending alarms, earliest first (``overdue``: only those due at or before ``now``).
 
         ``now`` defaults to the current UTC time; ``lateness`` is relative to it.
+        ``unreadable``: as for :meth:`instances`.
         """
         when = aware(now) if now is not None else datetime.now(UTC)
         check_limit(limit)
-        rows = self._store.due_alarms(when, limit) if overdue else self._store.next_alarms(limit)
+        rows = (
+            self._store.due_alarms(when, limit, unreadable=unreadable)
+            if overdue
+            else self._store.next_alarms(limit, unreadable=unreadable)
+        )
         return [
             PendingAlarm(
                 kind=row.kind,
@@ -362,18 +405,24 @@ class Inspector:
         ]
 
     def stats(
-        self, *, kind: str | None = None, job: str | None = None, now: datetime | None = None
+        self,
+        *,
+        kind: str | None = None,
+        job: str | None = None,
+        now: datetime | None = None,
+        unreadable: Unreadable | None = None,
     ) -> list[JobStats]:
         """Per job: instances by status, pending and overdue alarms (relative to ``now``).
 
         Read from the index alone (no log is replayed), ordered by kind and job.
+        ``unreadable``: as for :meth:`instances`.
         """
         if kind is not None:
             check_kind(kind)
         check_filter("job", job)
         when = aware(now) if now is not None else datetime.now(UTC)
         acc: dict[tuple[str, str], _Tally] = {}
-        for row in self._store.iter_instances(kind=kind, job=job):
+        for row in self._store.iter_instances(kind=kind, job=job, unreadable=unreadable):
             acc.setdefault((row.kind, row.job), _Tally()).add(row, when)
         return [tally.stats(k, j) for (k, j), tally in sorted(acc.items())]
 

@@ -12,7 +12,7 @@ from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
-from durable_jobs._store.index import IndexRow
+from durable_jobs._store.index import IndexRow, Unreadable
 from durable_jobs._tools.common import instance_json, isoformat, kind_of, one_line
 
 __all__ = ["Divergence", "ReplayReport", "replay_instance", "replay_store"]
@@ -104,15 +104,18 @@ def replay_store(
     kind: str | None = None,
     job: str | None = None,
     status: str | None = None,
+    unreadable: Unreadable | None = None,
 ) -> Iterator[ReplayReport]:
     """:func:`replay_instance` for every indexed instance (filtered), in index order.
 
     An instance whose rows are corrupt gets a report with ``error`` and the
-    check carries on with the next one.
+    check carries on with the next one. An index row that cannot be read fails
+    the replay with a :class:`~durable_jobs.StoreError` naming it or, given
+    ``unreadable``, is passed to it and left out.
     """
     if kind is not None:
         kind_of(kind)
-    for row in store.iter_instances(kind=kind, job=job, status=status):
+    for row in store.iter_instances(kind=kind, job=job, status=status, unreadable=unreadable):
         report = _replay(store, row.instance_uuid, row.kind, row.job, row.instance_id)
         if report is not None:
             yield report

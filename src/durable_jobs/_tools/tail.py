@@ -18,6 +18,7 @@ from durable_jobs._domain.instance import JobInstance, event_classes
 from durable_jobs._errors import StoreError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import ListensForAlarms
+from durable_jobs._store.index import UnreadableRow
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
 
@@ -131,7 +132,10 @@ def _tail_event(
     oid = note.originator_id
     uuid = oid if isinstance(oid, UUID) else UUID(str(oid))
     if uuid not in names:
-        row = store.index_row(uuid)
+        try:
+            row = store.index_row(uuid)
+        except UnreadableRow:
+            row = None  # named from its Started event, as without a row; list reports it
         names[uuid] = (row.kind, row.job, row.instance_id) if row is not None else None
     cls = event_classes().get(note.topic)
     state: Any = None

@@ -11,6 +11,7 @@ from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import PendingAlarm, iso
 from durable_jobs.cli._app import (
     CliState,
+    Unreadable,
     app,
     console,
     emit_json,
@@ -50,11 +51,16 @@ def alarms(state: CliState, overdue: bool, limit: int, as_json: bool) -> None:
     """List pending alarms, earliest first, with how late or how soon each one is.
 
     An overdue alarm is due and has not run: normal for a moment while a
-    scheduler serves the store, a sign that none does if it lasts.
+    scheduler serves the store, a sign that none does if it lasts. An index row
+    that cannot be read is left out and reported on stderr (exit code 1).
     """
     now = _now()
+    unreadable = Unreadable()
     with opened_store(state) as store:
-        found = Inspector(store).alarms(now=now, overdue=overdue, limit=limit)
+        found = Inspector(store).alarms(
+            now=now, overdue=overdue, limit=limit, unreadable=unreadable.append
+        )
+    unreadable.report()
     if as_json:
         emit_json(
             {
@@ -118,11 +124,14 @@ def _lateness(alarm: PendingAlarm) -> Text:
 def stats(state: CliState, kind: str | None, job: str | None, as_json: bool) -> None:
     """Count the instances of each job by status, with their pending and overdue alarms.
 
-    Read from the instance index alone: fast on large stores.
+    Read from the instance index alone: fast on large stores. An index row that
+    cannot be read is left out and reported on stderr (exit code 1).
     """
     now = _now()
+    unreadable = Unreadable()
     with opened_store(state) as store:
-        found = Inspector(store).stats(kind=kind, job=job, now=now)
+        found = Inspector(store).stats(kind=kind, job=job, now=now, unreadable=unreadable.append)
+    unreadable.report()
     if as_json:
         emit_json({"now": iso(now), "jobs": [s.to_json() for s in found]})
         return

@@ -40,7 +40,7 @@ from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.text import Text
 
-from durable_jobs._errors import ConfigurationError, DurableJobsError
+from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
 from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, keys_from_env
 from durable_jobs._store.registry import open_store
@@ -50,6 +50,7 @@ from durable_jobs.cli._about import version_option
 __all__ = [
     "STORE_ENV",
     "CliState",
+    "Unreadable",
     "app",
     "console",
     "emit_json",
@@ -307,6 +308,24 @@ def _error(message: str, kind: str, code: int, *, plain: str | None = None) -> i
     else:
         click.echo(plain if plain is not None else f"error: {printable(text)}", err=True)
     return code
+
+
+class Unreadable:
+    """Collects the index rows a read-only command could not read and left out
+    (pass ``unreadable.append`` to the read); :meth:`report` prints each on stderr,
+    as an error line, and makes the command exit with code 1."""
+
+    def __init__(self) -> None:
+        self.errors: list[StoreError] = []
+
+    def append(self, error: StoreError) -> None:
+        self.errors.append(error)
+
+    def report(self) -> None:
+        for error in self.errors:
+            _error(str(error), type(error).__name__, 1)
+        if self.errors:
+            set_exit_code(1)
 
 
 def _one_line(text: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from durable_jobs._errors import ConfigurationError
+from durable_jobs._store.index import INDEX_COLUMNS, UnreadableRow, reporting_unreadable, rows_from
 from durable_jobs._store.urls import StoreURL, redact, scrub
 from durable_jobs.cli._app import (
     STORE_ENV,
@@ -145,6 +146,8 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
                 return list(conn.execute(f'SELECT count(*) FROM "{table}"'))  # noqa: S608
 
             _count(found, rows, _SQLITE_TABLES)
+            index = conn.execute(f"SELECT {INDEX_COLUMNS} FROM {_SQLITE_TABLES[2]}")  # noqa: S608
+            _check_index_rows(found, index)
     except sqlite3.Error as exc:
         found.problems.append(f"cannot read {path}: {exc}")
     finally:
@@ -203,6 +206,13 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
                 return list(conn.execute(q))
 
             _count(found, rows, _POSTGRES_TABLES)
+            with conn.cursor(name="dj_doctor_index") as index:
+                index.execute(
+                    sql.SQL("SELECT {} FROM {}").format(
+                        sql.SQL(INDEX_COLUMNS), sql.Identifier(schema, _POSTGRES_TABLES[2])
+                    )
+                )
+                _check_index_rows(found, index)
     except psycopg.Error as exc:
         detail = scrub(str(exc).strip() or type(exc).__name__, url.password)
         found.problems.append(f"cannot read: {' '.join(detail.split())}")
@@ -222,12 +232,28 @@ def _count(
     found.snapshots = int(rows(snapshots, False)[0][0])
 
 
+#: How many unreadable index rows ``doctor`` names; the rest are counted.
+_NAMED_ROWS = 20
+
+
+def _check_index_rows(found: Diagnosis, cursor: Any) -> None:
+    """Read every index row as the store does; name those that cannot be read."""
+    bad: list[UnreadableRow] = []
+    with reporting_unreadable(bad.append):
+        while batch := cursor.fetchmany(2000):
+            rows_from(batch)
+    found.problems += [str(e) for e in bad[:_NAMED_ROWS]]
+    if len(bad) > _NAMED_ROWS:
+        found.problems.append(f"and {len(bad) - _NAMED_ROWS} more index rows that cannot be read")
+
+
 @app.command()
 @store_option
 @json_option
 @click.pass_obj
 def doctor(state: CliState, as_json: bool) -> None:
-    """Check a store without changing it: connection, tables, schema version, counts.
+    """Check a store without changing it: connection, tables, schema version, counts,
+    and every index row (each one that cannot be read is named).
 
     Reads through a read-only connection of its own, so a store that does not
     exist (a missing SQLite file or Postgres schema) is reported, not created.

@@ -22,6 +22,7 @@ from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs.cli._app import (
     CliState,
+    Unreadable,
     app,
     console,
     emit_json,
@@ -129,14 +130,16 @@ def replay(
     rebuild and the index row (status, alarm, version).
 
     Reports every divergence; an instance whose rows are corrupt is reported as
-    an error and the check goes on with the others. Reads only.
+    an error and the check goes on with the others (an index row that cannot be
+    read, on stderr). Reads only.
     """
     one = (kind, job, instance_id)
     if check_all == any(v is not None for v in one) or (not check_all and None in one):
         raise click.UsageError("Give either KIND JOB ID (all three) or --all.")
+    unreadable = Unreadable()
     with opened_store(state, must_exist=True) as store:
         if check_all:
-            reports = list(replay_store(store))
+            reports = list(replay_store(store, unreadable=unreadable.append))
         else:
             assert kind is not None and job is not None and instance_id is not None
             report = replay_instance(store, kind, job, instance_id)
@@ -144,7 +147,8 @@ def replay(
                 msg = f"No {_label(kind, job, instance_id)} in the store {store.url}."
                 raise DurableJobsError(msg)
             reports = [report]
-    problems = sum(not r.ok for r in reports)
+    unreadable.report()
+    problems = sum(not r.ok for r in reports) + len(unreadable.errors)
     if problems:
         set_exit_code(1)
     if as_json:
@@ -154,6 +158,7 @@ def replay(
                 "checked": len(reports),
                 "problems": problems,
                 "instances": [r.as_json() for r in reports],
+                "unreadable_index_rows": [str(e) for e in unreadable.errors],
             }
         )
         return

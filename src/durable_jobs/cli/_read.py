@@ -17,6 +17,7 @@ from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import InstanceSummary, record_to_json
 from durable_jobs.cli._app import (
     CliState,
+    Unreadable,
     app,
     console,
     emit_json,
@@ -73,12 +74,20 @@ def list_(
     """List instances: kind, job, id, status, runs, events and next alarm.
 
     Ordered by kind, job and id, LIMIT at a time. An instance whose log cannot
-    be read is listed from the index, with the error.
+    be read is listed from the index, with the error; an index row that cannot be
+    read is left out, reported on stderr, and the exit code is 1.
     """
+    unreadable = Unreadable()
     with opened_store(state) as store:
         page = Inspector(store).instances(
-            kind=kind, job=job, status=status, cursor=cursor, limit=limit
+            kind=kind,
+            job=job,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+            unreadable=unreadable.append,
         )
+    unreadable.report()
     if as_json:
         emit_json(page.to_json())
         return

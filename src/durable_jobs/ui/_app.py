@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 from durable_jobs._domain.ids import KINDS
 from durable_jobs._errors import DurableJobsError, StoreError, ValidationError
 from durable_jobs._store.base import Store
-from durable_jobs._store.index import IndexRow
+from durable_jobs._store.index import IndexRow, Unreadable, UnreadableRow
 from durable_jobs._telemetry import log_fields
 from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
 from durable_jobs._tools.views import InstancePage, InstanceSummary
@@ -55,19 +55,28 @@ async def instances_page(request: Request) -> Response:
         msg = f"limit must be from 1 to {MAX_PAGE}, not {limit}."
         raise ValidationError(msg)
     position = await dash.run(tail_position, dash.store)
+    unreadable: list[StoreError] = []
     if query is None:
         page: InstancePage = await dash.run(
             lambda: dash.inspector.instances(
-                kind=kind, job=job, status=status, cursor=cursor, limit=limit
+                kind=kind,
+                job=job,
+                status=status,
+                cursor=cursor,
+                limit=limit,
+                unreadable=unreadable.append,
             )
         )
     else:
         filters = {"kind": kind, "job": job, "status": status}
-        page = await dash.run(_search, dash, filters, query, cursor, limit)
+        page = await dash.run(
+            lambda: _search(dash, filters, query, cursor, limit, unreadable=unreadable.append)
+        )
     feed = await dash.run(_recent, dash.store, position)
     return dash.render(
         "instances.html",
         request,
+        unreadable=unreadable,
         page=page,
         kinds=KINDS,
         statuses=STATUSES,
@@ -79,7 +88,13 @@ async def instances_page(request: Request) -> Response:
 
 
 def _search(
-    dash: Dashboard, filters: dict[str, str | None], query: str, cursor: str | None, limit: int
+    dash: Dashboard,
+    filters: dict[str, str | None],
+    query: str,
+    cursor: str | None,
+    limit: int,
+    *,
+    unreadable: Unreadable,
 ) -> InstancePage:
     """Instances whose id contains ``query`` (any case), a page at a time."""
     kind, job, status = filters["kind"], filters["job"], filters["status"]
@@ -93,7 +108,12 @@ def _search(
     after = decode_cursor(cursor) if cursor is not None else None
     found: list[tuple[InstanceSummary, IndexRow]] = []
     while True:
-        rows = dash.store.list_instances(kind=kind, job=job, status=status, after=after, limit=500)
+        skipped: list[UnreadableRow] = []
+        rows = dash.store.list_instances(
+            kind=kind, job=job, status=status, after=after, limit=500, unreadable=skipped.append
+        )
+        for error in skipped:
+            unreadable(error)
         for row in rows:
             if needle not in row.instance_id.casefold():
                 continue
@@ -103,9 +123,11 @@ def _search(
                 )
             # The Inspector's summary of an index row (with the error if its log is unreadable).
             found.append((dash.inspector._summary_of_row(row), row))
-        if len(rows) < 500:
+        keys = [(r.kind, r.job, r.instance_id) for r in rows[-1:]]
+        keys += [e.key for e in skipped if e.key is not None]
+        if len(rows) + len(skipped) < 500 or not keys:
             return InstancePage(items=[s for s, _ in found], next_cursor=None)
-        after = (rows[-1].kind, rows[-1].job, rows[-1].instance_id)
+        after = max(keys)
 
 
 def _recent(store: Store, position: int) -> list[TailEvent]:
@@ -180,18 +202,34 @@ async def instance_page(request: Request) -> Response:
 async def alarms_page(request: Request) -> Response:
     dash = _dash(request)
     now = dash.now()
-    overdue = await dash.run(lambda: dash.inspector.alarms(now=now, overdue=True, limit=500))
-    pending = await dash.run(lambda: dash.inspector.alarms(now=now, limit=500))
+    unreadable: list[StoreError] = []
+    overdue = await dash.run(
+        lambda: dash.inspector.alarms(
+            now=now, overdue=True, limit=500, unreadable=unreadable.append
+        )
+    )
+    pending = await dash.run(
+        lambda: dash.inspector.alarms(now=now, limit=500, unreadable=unreadable.append)
+    )
     upcoming = [a for a in pending if not a.overdue]
-    return dash.render("alarms.html", request, overdue=overdue, upcoming=upcoming)
+    # Both reads may meet the same unreadable row.
+    once = list({str(e): e for e in unreadable}.values())
+    return dash.render("alarms.html", request, overdue=overdue, upcoming=upcoming, unreadable=once)
 
 
 async def stats_page(request: Request) -> Response:
     dash = _dash(request)
-    stats = await dash.run(lambda: dash.inspector.stats(now=dash.now()))
+    unreadable: list[StoreError] = []
+    stats = await dash.run(
+        lambda: dash.inspector.stats(now=dash.now(), unreadable=unreadable.append)
+    )
     used = {s for js in stats for s in js.by_status}
     return dash.render(
-        "stats.html", request, stats=stats, statuses=[s for s in STATUSES if s in used]
+        "stats.html",
+        request,
+        stats=stats,
+        statuses=[s for s in STATUSES if s in used],
+        unreadable=unreadable,
     )
 
 

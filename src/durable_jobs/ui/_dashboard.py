@@ -75,6 +75,8 @@ class Dashboard:
             "path": request.url.path,
             "now": self.now(),
             "qs": _qs,
+            # The index rows a page left out because they cannot be read.
+            "unreadable": [],
         }
         html = self.env.get_template(name).render({**base, **context})
         return HTMLResponse(html, status_code=status_code)
