@@ -138,6 +138,13 @@ _RESERVED_SCHEMA_NAMES: Final = frozenset(
 )
 
 
+#: libpq's TLS settings a store URL may carry, passed to every connection
+#: (``?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem``).
+TLS_OPTIONS: Final = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
+#: libpq's ``sslmode`` values.
+SSL_MODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances):
     """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
 
@@ -146,7 +153,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     # Snapshots go in the commit's transaction: no transaction (and round trips) of their own.
     snapshots_in_commit = True
     _snapshots_table_set = False
-    url_options = frozenset({"schema", "connect_timeout", "pool_size", "target_session_attrs"})
+    url_options = frozenset(
+        {"schema", "connect_timeout", "pool_size", "target_session_attrs", *TLS_OPTIONS}
+    )
     shared = True
 
     _factory: PostgresFactoryWithIndex | None = None
@@ -444,6 +453,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             "password": url.password or "",
             "connect_timeout": _whole(url, "connect_timeout", "5"),
             "pool_size": _whole(url, "pool_size", "5"),
+            "tls": libpq_tls(url),
         }
 
     def _factory_env(self) -> dict[str, str]:
@@ -465,12 +475,15 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         self._probe()
         self._factory = PostgresFactoryWithIndex(env)
-        attrs = self._settings()["target_session_attrs"]
+        s = self._settings()
+        attrs = s["target_session_attrs"]
         pool_kwargs = self._factory.datastore.pool.kwargs
-        if attrs is not None and isinstance(pool_kwargs, dict):
-            # Not an eventsourcing setting: every pooled connection asks for it (the
-            # pool is not open yet, so none was made without it).
-            pool_kwargs["target_session_attrs"] = attrs
+        if isinstance(pool_kwargs, dict):
+            # Not eventsourcing settings: every pooled connection asks for them (the
+            # pool is not open yet, so none was made without them).
+            if attrs is not None:
+                pool_kwargs["target_session_attrs"] = attrs
+            pool_kwargs.update(s["tls"])
         return self._factory
 
     def _connect(self, *, autocommit: bool = True, **options: Any) -> psycopg.Connection[Any]:
@@ -491,6 +504,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
                 if s["target_session_attrs"]
                 else {}
             ),
+            **s["tls"],
         )
 
     def _probe(self) -> None:
@@ -545,6 +559,24 @@ def libpq_hosts(url: StoreURL) -> dict[str, Any]:
     else:
         host, port = url.host or "", url.port or 5432
     return {"host": host, "port": port, "target_session_attrs": attrs}
+
+
+def libpq_tls(url: StoreURL) -> dict[str, str]:
+    """The TLS settings of ``url`` (only those it sets), for libpq.
+
+    Unset ones are libpq's: its defaults, or ``PGSSLMODE``, ``PGSSLROOTCERT``...
+    from the environment. The files are read by libpq, which names a missing one.
+    """
+    tls = {name: value for name in TLS_OPTIONS if (value := url.option(name)) is not None}
+    mode = tls.get("sslmode")
+    if mode is not None and mode not in SSL_MODES:
+        msg = f"sslmode must be one of {', '.join(SSL_MODES)}, not {mode[:40]!r}."
+        raise ConfigurationError(msg)
+    for name, value in tls.items():
+        if not value or "\0" in value:
+            msg = f"{name} in the store URL must be a non-empty value, not {value[:40]!r}."
+            raise ConfigurationError(msg)
+    return tls
 
 
 def _whole(url: StoreURL, name: str, default: str) -> int:

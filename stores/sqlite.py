@@ -266,13 +266,15 @@ def _uri_path(path: str) -> str:
 
 
 #: What SQLite's authorizer denies in the runs' ``ctx.execute`` statements: ending,
-#: splitting or leaving the commit's transaction, or another database file.
+#: splitting or leaving the commit's transaction, another database file, or a PRAGMA
+#: (it would change the store's own connection for every later commit).
 _DENIED_IN_STATEMENTS = frozenset(
     {
         sqlite3.SQLITE_TRANSACTION,
         sqlite3.SQLITE_SAVEPOINT,
         sqlite3.SQLITE_ATTACH,
         sqlite3.SQLITE_DETACH,
+        sqlite3.SQLITE_PRAGMA,
     }
 )
 #: ``.active`` in the thread that is running the runs' statements (see ``_run_statements``).

@@ -482,6 +482,16 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         (" ;; commit", None, "transaction control"),
         ("\ufeffCOMMIT", None, "transaction control"),
         ("\ufeff;\ufeff release a", None, "transaction control"),
+        # Session settings would outlive the run on the store's pooled connection.
+        ("PRAGMA query_only = 1", None, "session settings"),
+        (" /* x */ pragma locking_mode = EXCLUSIVE", None, "session settings"),
+        ("SET default_transaction_read_only = on", None, "session settings"),
+        ("set session statement_timeout = 1", None, "session settings"),
+        ("SET search_path TO other", None, "session settings"),
+        ("RESET ALL", None, "session settings"),
+        ("DISCARD ALL", None, "session settings"),
+        ("LISTEN channel", None, "session settings"),
+        ("LOAD 'x'", None, "session settings"),
         ("INSERT INTO t VALUES (?)", "a", "sequence"),
         ("INSERT INTO t VALUES (?)", 5, "sequence"),
         ("INSERT INTO t VALUES (:a)", {1: 2}, "str keys"),
@@ -512,7 +522,16 @@ async def test_bad_statements_are_refused_in_the_handler(
 
 @pytest.mark.parametrize(
     "sql",
-    ["COMMIT", "SAVEPOINT s", "RELEASE s", "BEGIN", "ATTACH ':memory:' AS other", "DETACH other"],
+    [
+        "COMMIT",
+        "SAVEPOINT s",
+        "RELEASE s",
+        "BEGIN",
+        "ATTACH ':memory:' AS other",
+        "DETACH other",
+        "PRAGMA query_only = 1",
+        "PRAGMA locking_mode = EXCLUSIVE",
+    ],
 )
 async def test_sqlite_refuses_transaction_control_that_got_past_the_text_check(
     sqlite_url: str, autojump_clock: trio.testing.MockClock, sql: str
@@ -573,6 +592,31 @@ async def test_postgres_names_resolve_in_the_store_schema_then_public(
     finally:
         run_sql(pg_url, f"DROP TABLE IF EXISTS public.{public_table}")
         run_sql(pg_url, "DROP TABLE IF EXISTS public.ledger_shadow_check")
+
+
+@pytest.mark.postgres
+async def test_postgres_set_local_ends_with_the_run(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """SET LOCAL is accepted: it ends with the run's transaction, so the next
+    commits on the same pooled connections are not read-only."""
+    create_ledger(pg_url)
+    url = pg_url + "&pool_size=1"  # one connection: every later commit reuses it
+    registry = dj.Registry()
+
+    @registry.continuous("s", state=int, schedule=dj.every(MINUTE))
+    async def s(ctx: dj.ContinuousContext[int]) -> None:
+        if ctx.state == 0:
+            ctx.execute("SET LOCAL transaction_read_only = off")
+            ctx.execute("SET LOCAL statement_timeout = '5s'")
+        ctx.execute(insert_sql(url), (ctx.instance_id, ctx.state, None))
+        ctx.set_state(ctx.state + 1)
+
+    async with running(registry, url) as jobs:
+        await jobs.continuous("s").start("x", 0)
+        await jobs.wait_idle()
+        await advance(jobs, 3 * MINUTE)
+    assert ledger(pg_url) == [("x", n, None) for n in range(4)]
 
 
 async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(

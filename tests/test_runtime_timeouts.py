@@ -31,7 +31,21 @@ def failures(history: list[dj.RecordedEvent]) -> list[tuple[str, str, datetime]]
 # ---- the option ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [0, -1, 0.0, timedelta(0), timedelta(seconds=-1), "5", True])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        0,
+        -1,
+        0.0,
+        timedelta(0),
+        timedelta(seconds=-1),
+        "5",
+        True,
+        1e300,
+        10**30,
+        timedelta(days=40_000),
+    ],
+)
 def test_a_timeout_must_be_positive(bad: Any) -> None:
     registry = dj.Registry()
     with pytest.raises(dj.ConfigurationError, match="timeout of job 'c'"):

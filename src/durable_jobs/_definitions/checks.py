@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from durable_jobs._domain.backoff import Retry, check_duration_bound
+from durable_jobs._domain.backoff import MAX_DURATION, Retry, check_duration_bound
 from durable_jobs._errors import ConfigurationError
 
 #: How long a task's or debounce job's idempotency keys are remembered, by default.
@@ -62,14 +62,22 @@ def check_timeout(timeout: object, job: str) -> timedelta | None:
     """A handler timeout: None, or a positive timedelta (or number of seconds)."""
     if timeout is None:
         return None
+    name = f"timeout of job {job!r}"
     if (
         isinstance(timeout, int | float)
         and not isinstance(timeout, bool)
         and math.isfinite(timeout)
         and timeout > 0
     ):
+        if timeout > MAX_DURATION.total_seconds():
+            msg = (
+                f"{name} must be at most 100 years ({MAX_DURATION.days} days), "
+                f"got {timeout!r:.40} seconds"
+            )
+            raise ConfigurationError(msg)
         return timedelta(seconds=timeout)
     if isinstance(timeout, timedelta) and timeout > timedelta(0):
+        check_duration_bound(name, timeout)
         return timeout
     msg = (
         f"timeout of job {job!r} must be None, a positive timedelta or a positive number "

@@ -47,7 +47,8 @@ class _Context:
         that raises, times out or is cancelled runs none of its statements.
         Placeholders are the store driver's (SQLite ``?`` or ``:name``,
         Postgres ``%s`` or ``%(name)s``). Transaction control (``BEGIN``,
-        ``COMMIT``, ``SAVEPOINT``...) is refused with ValidationError. Needs a
+        ``COMMIT``, ``SAVEPOINT``...) and session settings (``PRAGMA``, ``SET``
+        but ``SET LOCAL``, ``RESET``...) are refused with ValidationError. Needs a
         SQLite or Postgres store (ConfigurationError on the memory store).
         """
         self._writes.add(sql, params)

@@ -4,8 +4,8 @@ Recording is pure: nothing runs here. The store runs a run's statements, in
 order, inside the transaction that stores the run's events and index row, so
 the handler's own writes commit exactly when the run does. What can be
 checked without a database is checked here, when the handler calls
-``ctx.execute``: the types, and that the statement does not try to end or
-split the commit's transaction.
+``ctx.execute``: the types, that the statement does not try to end or split
+the commit's transaction, and that it does not change the connection's session.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ _TRANSACTION_CONTROL = re.compile(
     r"(BEGIN|COMMIT|END|ROLLBACK|ABORT|SAVEPOINT|RELEASE|START\s+TRANSACTION"
     r"|PREPARE\s+TRANSACTION|SET\s+TRANSACTION|SET\s+SESSION\s+CHARACTERISTICS"
     r"|VACUUM|ATTACH|DETACH)\b",
+    re.IGNORECASE,
+)
+#: Statements that change the connection's session, which would outlive the run on the
+#: store's own (pooled) connection: SQLite's PRAGMA, Postgres' SET (but SET LOCAL and SET
+#: CONSTRAINTS, which end with the transaction), RESET, DISCARD, LOAD, LISTEN, UNLISTEN.
+_SESSION = re.compile(
+    r"(PRAGMA|SET(?!\s+(LOCAL|CONSTRAINTS)\b)|RESET|DISCARD|LOAD|LISTEN|UNLISTEN)\b",
     re.IGNORECASE,
 )
 #: Leading comments, whitespace, empty statements (``;``) and byte-order marks, skipped
@@ -85,6 +92,15 @@ def check_statement(sql: object, params: object = None) -> Statement:
             f"ctx.execute() refuses transaction control ({head.split(None, 1)[0]!r}): the "
             "statement runs inside the transaction that commits the run, which the library "
             "opens and commits itself. Record only the statements that change your data."
+        )
+        raise ValidationError(msg)
+    if _SESSION.match(head):
+        msg = (
+            f"ctx.execute() refuses session settings ({head.split(None, 1)[0]!r}): the "
+            "statement runs on the store's own connection, which later commits of every "
+            "job share, and a setting would outlive the run. Use SET LOCAL (Postgres), "
+            "which ends with the run's transaction, or set it in the database's own "
+            "configuration."
         )
         raise ValidationError(msg)
     if params is None:

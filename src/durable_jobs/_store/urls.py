@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from durable_jobs._errors import ConfigurationError
@@ -102,7 +102,7 @@ class StoreURL:
         if unknown:
             accepted = ", ".join(sorted(allowed)) or "none"
             # Only option names: a value could be a secret put in the wrong place.
-            where = redact(f"{self.scheme}://{self.host or ''}{self.path}")
+            where = str(replace(self, query={}))
             msg = (
                 f"Unknown option(s) {', '.join(unknown)} in store URL {where!r}; "
                 f"{self.scheme} accepts: {accepted}."

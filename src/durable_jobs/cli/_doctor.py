@@ -158,13 +158,13 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
     import psycopg
     from psycopg import sql
 
-    from durable_jobs.stores.postgres import libpq_hosts
+    from durable_jobs.stores.postgres import libpq_hosts, libpq_tls
 
     schema = url.option("schema", "public") or "public"
     dbname = url.path[1:] if url.path.startswith("/") else url.path
     timeout = url.option("connect_timeout", "5") or "5"
     try:
-        hosts = libpq_hosts(url)
+        hosts = {**libpq_hosts(url), **libpq_tls(url)}
         if hosts["target_session_attrs"] is None:
             del hosts["target_session_attrs"]
         elif hosts["target_session_attrs"] == "read-write":
