@@ -187,13 +187,18 @@ def stored_columns(rows: Sequence[StoredEvent] | EventColumns) -> tuple[Any, ...
 
 
 def insert_snapshots_sql(datastore: PostgresDatastore, table: str) -> str:
-    """The insert of a commit's snapshot rows into ``table``; a row already at that
+    """The insert of a commit's snapshot rows into ``table``, which also drops each
+    instance's older snapshots (an instance reads only its latest: the older ones
+    would only take room, each as large as the state was). A row already at that
     version is left as it is (it holds the same state)."""
     return (
         SQL(
-            "INSERT INTO {schema}.{table} "
-            "(originator_id, originator_version, topic, state) SELECT * FROM unnest("
-            "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) ON CONFLICT DO NOTHING"
+            "WITH new AS (SELECT * FROM unnest("
+            "%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[]) AS n(id, version, topic, state)"
+            "), older AS (DELETE FROM {schema}.{table} t USING new "
+            "WHERE t.originator_id = new.id AND t.originator_version < new.version) "
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM new ON CONFLICT DO NOTHING"
         )
         .format(
             schema=Identifier(datastore.schema),

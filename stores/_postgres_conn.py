@@ -49,6 +49,45 @@ if TYPE_CHECKING:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: Default of the store URL's ``query_timeout`` (seconds).
+QUERY_TIMEOUT: Final = 15
+
+
+class _AnsweredInTime(psycopg.Connection[Any]):
+    """A connection whose every wait for the server ends after :attr:`query_timeout`.
+
+    A server that stops answering without closing the connection (all its
+    processes frozen, a paused VM, a partition that keeps the TCP connection
+    open) would otherwise keep a call waiting until it answers again: the
+    kernel acknowledges what is sent, so neither TCP keepalives nor
+    ``connect_timeout`` end the wait. After ``query_timeout`` seconds without
+    an answer the connection is closed and the call fails as on a lost
+    connection (``OperationalError``): a commit's outcome is then unknown, as
+    after any connection lost during a commit.
+    """
+
+    query_timeout: ClassVar[float] = QUERY_TIMEOUT
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if timeout is not None:  # psycopg's own bounded waits (a cancel, say)
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, self.query_timeout)
+        except psycopg.errors._WaitTimeout:  # psycopg raises it when wait() times out
+            self.pgconn.finish()  # the query is still running there: this session is done
+            msg = (
+                f"no answer from the Postgres server within query_timeout="
+                f"{self.query_timeout:g}s (frozen, overloaded or cut off); the connection "
+                "was closed"
+            )
+            raise psycopg.OperationalError(msg) from None
+
+
+@functools.cache
+def answered_within(seconds: float) -> type[psycopg.Connection[Any]]:
+    """The connection class whose waits for the server end after ``seconds``."""
+    return type("AnsweredInTime", (_AnsweredInTime,), {"query_timeout": seconds})
+
 
 def _retry_reads(func: _F) -> _F:
     """Try again after a pooled connection turned out dead, not after waiting for one.
@@ -159,7 +198,10 @@ def _connect_beside(datastore: PostgresDatastore) -> psycopg.Connection[Any]:
     pool = datastore.pool
     kwargs = pool.kwargs() if callable(pool.kwargs) else (pool.kwargs or {})
     params = {k: v for k, v in kwargs.items() if k != "row_factory"}
-    return psycopg.connect(**params, autocommit=True, connect_timeout=max(1, int(pool.timeout)))
+    connection_class = cast("type[psycopg.Connection[Any]]", pool.connection_class)
+    return connection_class.connect(
+        **params, autocommit=True, connect_timeout=max(1, int(pool.timeout))
+    )
 
 
 def _discard_dead(datastore: PostgresDatastore) -> None:

@@ -48,12 +48,14 @@ from durable_jobs.adapters import (
 from durable_jobs.stores._postgres_commit import EventColumns
 from durable_jobs.stores._postgres_conn import (
     _SERVER_GOING_AWAY,
+    QUERY_TIMEOUT,
     READ_ONLY_ENV,
     Int8s,
     Uuids,
     _chain,
     _discard_dead,
     advisory_key,
+    answered_within,
 )
 from durable_jobs.stores._postgres_listener import PostgresAlarmListener
 from durable_jobs.stores._postgres_locks import MEMBERS_QUERY, LockSession
@@ -154,7 +156,14 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     snapshots_in_commit = True
     _snapshots_table_set = False
     url_options = frozenset(
-        {"schema", "connect_timeout", "pool_size", "target_session_attrs", *TLS_OPTIONS}
+        {
+            "schema",
+            "connect_timeout",
+            "query_timeout",
+            "pool_size",
+            "target_session_attrs",
+            *TLS_OPTIONS,
+        }
     )
     shared = True
 
@@ -453,6 +462,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             "password": url.password or "",
             "connect_timeout": _whole(url, "connect_timeout", "5"),
             "pool_size": _whole(url, "pool_size", "5"),
+            "query_timeout": _whole(url, "query_timeout", str(QUERY_TIMEOUT)),
             "tls": libpq_tls(url),
         }
 
@@ -484,13 +494,15 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             if attrs is not None:
                 pool_kwargs["target_session_attrs"] = attrs
             pool_kwargs.update(s["tls"])
+        # Every pooled connection waits for an answer at most query_timeout.
+        self._factory.datastore.pool.connection_class = answered_within(s["query_timeout"])
         return self._factory
 
     def _connect(self, *, autocommit: bool = True, **options: Any) -> psycopg.Connection[Any]:
         """A new connection of our own (outside eventsourcing's pool), with libpq
         ``options`` (keepalives...)."""
         s = self._settings()
-        return psycopg.connect(
+        return answered_within(s["query_timeout"]).connect(
             **options,
             host=s["host"],
             port=s["port"],

@@ -57,6 +57,10 @@ _INSERT_TYPE_VERSION = (
 SNAPSHOTS_TABLE = "stored_snapshots"
 # A snapshot at a version already there holds the same state: keep the row there.
 _INSERT_SNAPSHOT = f"INSERT OR IGNORE INTO {SNAPSHOTS_TABLE} VALUES (?,?,?,?)"  # noqa: S608
+# An instance reads only its latest snapshot: the older ones would only take room.
+_DROP_OLDER_SNAPSHOTS = (
+    f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id = ? AND originator_version < ?"  # noqa: S608
+)
 _SELECT = f"SELECT {INDEX_COLUMNS} FROM {INDEX_TABLE} "  # noqa: S608
 _UPSERT = (
     f"INSERT INTO {INDEX_TABLE} ({INDEX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?) "  # noqa: S608
@@ -129,6 +133,10 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
                     (_hex(s.originator_id), s.originator_version, s.topic, s.state)
                     for s in snapshots
                 ],
+            )
+            cursor.executemany(
+                _DROP_OLDER_SNAPSHOTS,
+                [(_hex(s.originator_id), s.originator_version) for s in snapshots],
             )
         statements = statements_from(kwargs)
         if statements:

@@ -271,7 +271,7 @@ async def test_purge_json(
     done = cli("purge", "continuous", "sync", "gone", "-y", "--json", "--store", sqlite_url)
     assert done.code == 0, done.err
     result = done.json()
-    assert result["purged"] is True and result["events"] == 16 and result["snapshots"] == 3
+    assert result["purged"] is True and result["events"] == 16 and result["snapshots"] == 1
 
 
 # ---- tail ----------------------------------------------------------------------------

@@ -51,6 +51,20 @@ def test_a_misfire_skip_moves_the_alarm_instead_of_running() -> None:
     assert inst.begin_run(now=late + 2 * HOUR, manual=False, policy=run_once) is not None
 
 
+def test_a_misfire_skip_moves_a_first_slot_that_never_ran() -> None:
+    """start_immediately=False: the first alarm is a slot of the schedule, and a
+    clock that jumps past it (or a stall) skips it like any other; a first run
+    that a start made due at once is not a slot, and runs however late."""
+    policy = ContinuousPolicy(every(HOUR), misfire="skip")
+    inst, _ = ContinuousInstance.start(None, "job", "i", now=T, state=0, first_run_at=T + HOUR)
+    late = T + 5 * HOUR + 10 * timedelta(seconds=1)
+    assert inst.begin_run(now=late, manual=False, policy=policy) is None
+    assert inst.d.alarm_at == T + 6 * HOUR  # on the grid of the missed slot
+    assert inst.begin_run(now=T + 6 * HOUR, manual=False, policy=policy) is not None
+    at_once = continuous(policy)  # first_run_at=T: the start made it due
+    assert at_once.begin_run(now=late, manual=False, policy=policy) is not None
+
+
 def test_finish_run_asks_for_the_exhausted_decision_only_from_a_hook() -> None:
     error = RuntimeError("boom")
     asked = ContinuousPolicy(every(HOUR), retry=Retry(1, on_exhausted=hook))

@@ -976,6 +976,10 @@ async def _async_observer(record: object) -> None:  # pragma: no cover - refused
         {"lease": timedelta.max},
         {"observers": 5},
         {"observers": [_async_observer]},
+        {"shutdown_grace": 1e300},
+        {"poll_interval": 1e300},
+        {"lease": 1e300},
+        {"shutdown_grace": timedelta.max},
     ],
     ids=[
         "alarm_window",
@@ -989,6 +993,10 @@ async def _async_observer(record: object) -> None:  # pragma: no cover - refused
         "lease_max",  # lock keeper thread overflow
         "observers_not_a_list",  # was a TypeError
         "observer_async",  # was never awaited
+        "shutdown_grace_huge",  # these three were OverflowErrors
+        "poll_interval_huge",
+        "lease_huge",
+        "shutdown_grace_max",
     ],
 )
 async def test_bad_open_jobs_options_are_configuration_errors(

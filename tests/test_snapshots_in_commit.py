@@ -207,3 +207,37 @@ def test_a_save_whose_events_pass_a_multiple_of_the_interval_takes_a_snapshot() 
         assert store.snapshot_version(inst.id) == 8
     finally:
         store.close()
+
+
+async def test_an_instance_keeps_only_its_latest_snapshot(
+    durable_store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each snapshot is as large as the state was; an instance reads only its latest,
+    so the older ones are dropped in the commit that writes a new one (a state
+    that grows would otherwise fill the disk at the square of its size). A past
+    version still reads (replayed from the events)."""
+    async with running(registry, durable_store) as jobs:
+        client = jobs.continuous("snap")
+        for instance_id in ("a", "b"):
+            await client.start(instance_id, 0)
+        for _ in range(20):  # 2 events, then 2 a run: five snapshots' worth each
+            await advance(jobs, SECOND)
+    for instance_id in ("a", "b"):
+        inst = durable_store.get("continuous", "snap", instance_id)
+        assert inst is not None
+        assert inst.version >= 4 * INTERVAL
+        latest = durable_store.snapshot_version(inst.id)
+        assert latest is not None
+        assert latest > 3 * INTERVAL
+        # The only one: none at or before an earlier version.
+        assert durable_store.snapshot_version(inst.id, lte=latest - 1) is None
+        rebuilt = durable_store.get_by_uuid(inst.id)
+        assert rebuilt is not None
+        assert rebuilt.d == inst.d
+        early = durable_store.get_by_uuid(inst.id, version=INTERVAL + 1)
+        assert early is not None
+        assert early.version == INTERVAL + 1
+    with dj.Inspector(durable_store) as inspector:
+        past = inspector.state_at("continuous", "snap", "a", version=INTERVAL + 1)
+    assert past is not None
+    assert past.version == INTERVAL + 1

@@ -59,6 +59,17 @@ def test_auth_env_must_hold_user_and_password(
         assert value not in out + err.replace("'user:password'", "")
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "::"])
+def test_actions_on_another_address_need_auth(
+    capsys: pytest.CaptureFixture[str], store_url: str, host: str
+) -> None:
+    """Anyone who could reach it could terminate and purge: refused before serving."""
+    code, out, err = _run(capsys, "ui", "--store", store_url, "--host", host, "--allow-actions")
+    assert code == 1
+    assert err.startswith(f"error: --allow-actions on {host} needs --auth-env")
+    assert "Dashboard on" not in out
+
+
 def test_a_busy_port_is_an_error(capsys: pytest.CaptureFixture[str], store_url: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -32,6 +32,7 @@ from durable_jobs._clients.task import TaskClient
 from durable_jobs._definitions.checks import is_async
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
+from durable_jobs._domain.backoff import MAX_DURATION
 from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._evolution import refuse_unreadable_versions
@@ -90,8 +91,10 @@ class Jobs:
         """The registry being served."""
         return self._rt.registry
 
-    def _check_open(self, method: str) -> None:
-        self._rt.check_open(f"jobs.{method}()")
+    def _check_open(self, method: str, *, here: bool = False) -> None:
+        # Only the awaited calls must come from the serving trio run: a client may be
+        # got anywhere (say, in a thread, for trio.from_thread.run(client.send, ...)).
+        self._rt.check_open(f"jobs.{method}()", here=here)
 
     @property
     def store(self) -> Store:
@@ -143,7 +146,7 @@ class Jobs:
 
     async def wait_idle(self) -> None:
         """Return once every due alarm has run and committed (for tests and scripts)."""
-        self._check_open("wait_idle")
+        self._check_open("wait_idle", here=True)
         await self._rt.wait_idle()
 
     def statistics(self) -> RuntimeStatistics:
@@ -167,12 +170,17 @@ def _job_name(kind: str, job: object) -> str:
 
 
 def _duration(name: str, value: object) -> timedelta:
-    """A timedelta >= 0 from a timedelta or a number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    """A timedelta from 0 to 100 years from a timedelta or a number of seconds."""
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= MAX_DURATION.total_seconds()
+    ):
         value = timedelta(seconds=value)
-    if not isinstance(value, timedelta) or value < timedelta(0):
+    if not isinstance(value, timedelta) or not timedelta(0) <= value <= MAX_DURATION:
         raise ConfigurationError(
-            f"{name} must be a timedelta (or seconds) >= 0, got {value!r}; "
+            f"{name} must be a timedelta (or seconds) from 0 to 100 years, got {value!r:.60}; "
             "write e.g. timedelta(seconds=5)"
         )
     return value
@@ -305,12 +313,7 @@ async def open_jobs(
         # The very object in effect outside any open_jobs: a client call made with the
         # defaults need not set them again (see _clients.base.limited).
         limits = DEFAULT_LIMITS
-    lease = _duration("lease", lease)
-    if not MIN_LEASE <= lease <= _MAX_LEASE:
-        raise ConfigurationError(
-            f"lease must be at least {MIN_LEASE.total_seconds():g} s and at most one day, "
-            f"got {lease!r}; write e.g. timedelta(seconds=30)"
-        )
+    lease = _check_lease(lease)
     owned = isinstance(store, str)
     opened = await _open_store(store, encryption_key)
     if not isinstance(run_alarms, bool):
@@ -325,6 +328,7 @@ async def open_jobs(
         raise ConfigurationError(msg)
     if poll_interval == "auto":
         poll_interval = timedelta(seconds=5) if opened.shared else None
+    opened.begin_serving()
     try:
         opened.claim_runtime()
         # Before any run: the store must hold no instance this code cannot read.
@@ -367,9 +371,20 @@ async def open_jobs(
             raise body_error
     finally:
         opened.release_runtime()
+        opened.end_serving()
         if owned:
             with trio.CancelScope(shield=True):
                 await in_thread(opened.close)
+
+
+def _check_lease(lease: timedelta | float) -> timedelta:
+    checked = _duration("lease", lease)
+    if not MIN_LEASE <= checked <= _MAX_LEASE:
+        raise ConfigurationError(
+            f"lease must be at least {MIN_LEASE.total_seconds():g} s and at most one day, "
+            f"got {checked!r}; write e.g. timedelta(seconds=30)"
+        )
+    return checked
 
 
 async def _open_store(store: object, encryption_key: str | Sequence[str] | None) -> Store:

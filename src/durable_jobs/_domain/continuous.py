@@ -123,8 +123,10 @@ class ContinuousInstance(JobInstance):
         """Plan a run of ``execute``: its ticket, or None if nothing runs now.
 
         An alarm run needs the alarm to be due. Under ``misfire="skip"`` an
-        alarm that is a whole period late (and not a retry) moves to the next
-        scheduled time instead: the alarm changes and None is returned.
+        alarm that is a whole period late (and not a retry, nor the run a start
+        made due at once) moves to the next scheduled time instead: the alarm
+        changes and None is returned, whether the process was down or the clock
+        jumped forward while it ran.
         A manual run (``trigger``) always runs, as a fresh run.
         """
         if not self.d.live:  # self.live, without the property call
@@ -133,7 +135,14 @@ class ContinuousInstance(JobInstance):
         if not manual:
             if due is None or due > now:
                 return None
-            if policy.misfire == "skip" and self.d.attempt == 0 and self.d.run_count:
+            # Not a retry, and a slot of the schedule: after a run, or a first alarm
+            # that is not the start itself (start_immediately=False).
+            d = self.d
+            if (
+                policy.misfire == "skip"
+                and d.attempt == 0
+                and (d.run_count or due != d.created_at)
+            ):
                 at = catch_up(policy.schedule, due, now, "skip")
                 if at > now:
                     self.reschedule(at, now=now)

@@ -81,6 +81,8 @@ class ContinuousRunner:
         """One run of ``execute``: (triggered, terminated, retry_scheduled)."""
         rt = self.rt
         uuid = instance_uuid("continuous", job.name, instance_id)
+        if manual:
+            rt.refuse_own_instance(uuid)  # a trigger from one of its own handlers
         # rt.hold(uuid, wait=manual), one call less.
         async with rt.locks.hold(uuid, wait=manual, on_taken=rt.check_open) as held:
             if not held:

@@ -26,6 +26,7 @@ import inspect
 import logging
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import CoroutineType
@@ -34,10 +35,18 @@ from typing import Any, Literal, cast
 import trio
 
 from durable_jobs._definitions.jobs import JobDefinition
+from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import ExhaustedAction
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
 from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
+
+#: The instance (kind, job, instance id) whose handler the current task is calling,
+#: while it runs: a client call on that same instance would wait for its own run (see
+#: ``Runtime.hold``).
+IN_HANDLER: ContextVar[tuple[Kind, str, str] | None] = ContextVar(
+    "durable_jobs_in_handler", default=None
+)
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]
 
@@ -136,6 +145,7 @@ class HandlerCalls:
             # No span (no tracer provider set: nothing to enter, finish or leave) and no
             # timeout: what _call does then, inline (a coroutine less on every run).
             self.running += 1
+            inside = IN_HANDLER.set((kind, name, instance_id))
             try:
                 value = fn(*args)
                 if type(value) is CoroutineType or inspect.isawaitable(value):
@@ -151,6 +161,7 @@ class HandlerCalls:
             else:
                 outcome = Outcome(value=value)
             finally:
+                IN_HANDLER.reset(inside)
                 self.running -= 1
             error = outcome.error
             result = "succeeded" if error is None else outcome_name(error)
@@ -211,6 +222,7 @@ class HandlerCalls:
         timeout = job.timeout if role in TIMED else None
         timer: _Timer | None = None
         self.running += 1
+        inside = IN_HANDLER.set((job.kind, job.name, instance_id))
         try:
             if timeout is None:
                 # No cancel scope of its own: entering one costs on every run (and
@@ -237,6 +249,7 @@ class HandlerCalls:
                 return Outcome(error=self._timed_out(job, role, instance_id, exc))
             return Outcome(error=exc)
         finally:
+            IN_HANDLER.reset(inside)
             self.running -= 1
         if timer is not None and timer.fired:
             return Outcome(error=self._timed_out(job, role, instance_id, None))

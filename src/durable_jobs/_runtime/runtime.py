@@ -30,6 +30,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._errors import (
     ConcurrencyError,
+    ConfigurationError,
     RuntimeClosed,
     StoreError,
     ValidationError,
@@ -41,7 +42,7 @@ from durable_jobs._runtime.commit import GroupCommit
 from durable_jobs._runtime.continuous import ContinuousRunner
 from durable_jobs._runtime.debounce import DebounceRunner
 from durable_jobs._runtime.guards import DEFAULT_LEASE
-from durable_jobs._runtime.handlers import HandlerCalls
+from durable_jobs._runtime.handlers import IN_HANDLER, HandlerCalls
 from durable_jobs._runtime.loads import BatchedLoads
 from durable_jobs._runtime.locks import InstanceLocks
 from durable_jobs._runtime.scheduler import Scheduler
@@ -96,6 +97,8 @@ class Runtime:
         self._changed: trio.Event | None = None
         self._closing = False
         self._closed = False
+        #: The trio run serving this runtime (set when it starts serving).
+        self._trio_token: trio.lowlevel.TrioToken | None = None
         self._runs_nursery: trio.Nursery | None = None
         self.locks = InstanceLocks(store, lease)
         self.cache = InstanceCache(cache_size)
@@ -113,6 +116,7 @@ class Runtime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`shutdown`: the scheduler, then every run it started."""
+        self._trio_token = trio.lowlevel.current_trio_token()
         unsubscribe = self.clock.on_jump(self.scheduler.kick)
         unwatch = telemetry.watch(self)
         try:
@@ -165,10 +169,26 @@ class Runtime:
         if self._runs_nursery is not None:
             self._runs_nursery.cancel_scope.cancel()
 
-    def check_open(self, call: str | None = None) -> None:
-        """Raise :class:`RuntimeClosed` (naming ``call``) once the block is ending."""
+    def check_open(self, call: str | None = None, *, here: bool = True) -> None:
+        """Raise :class:`RuntimeClosed` (naming ``call``) once the block is ending, and
+        (``here``) :class:`ConfigurationError` for a call from outside the trio run
+        serving it."""
         if self._closing or self._closed:
             raise RuntimeClosed(call)
+        if not here:
+            return
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            token = None
+        if token is not self._trio_token and self._trio_token is not None:
+            where = "outside trio (asyncio?)" if token is None else "from another trio.run"
+            msg = (
+                f"{call or 'A client call'} was made {where}: durable-jobs clients work in "
+                "the trio run whose open_jobs serves them. From another thread, use "
+                "trio.from_thread.run(...) to call into that run."
+            )
+            raise ConfigurationError(msg)
 
     def notify(self) -> None:
         """Wake whoever waits for a change (``wait_idle``, ``shutdown``)."""
@@ -223,10 +243,32 @@ class Runtime:
 
         Work that *starts* under the lock (``starting``) is refused once shutdown began:
         a call that waited for a busy instance must not run after the block ended.
+        A handler's own instance is refused (:class:`ConfigurationError`): its run
+        holds the lock, so the call would wait for itself forever.
         """
+        if starting:
+            self.refuse_own_instance(uuid)
         return self.locks.hold(
             uuid, scope=scope, wait=wait, on_taken=self.check_open if starting else None
         )
+
+    @staticmethod
+    def refuse_own_instance(uuid: UUID) -> None:
+        """Raise :class:`ConfigurationError` if the calling task is in a handler of
+        instance ``uuid`` (whose run holds its lock)."""
+        inside = IN_HANDLER.get()
+        if inside is None:
+            return
+        kind, job, instance_id = inside
+        if instance_uuid(kind, job, instance_id) != uuid:
+            return
+        msg = (
+            f"A handler of {kind} job {job!r} instance {instance_id!r} called the client on "
+            "its own instance: the call would wait for the handler's own run to end, "
+            "forever. Change the instance through the handler's ctx instead (set_state, "
+            "schedule, terminate...), or make the call after the handler returns."
+        )
+        raise ConfigurationError(msg)
 
     def writes(self) -> Writes:
         """A fresh recorder for one handler context's ``ctx.execute`` statements."""

@@ -151,6 +151,31 @@ class Store(RowsAndIndex, ABC):
         or the call: the runtime then waits for :meth:`ping` to pass."""
         return False
 
+    #: Whether an ``open_jobs`` serves this store object now (see :meth:`begin_serving`).
+    _serving: bool = False
+
+    def begin_serving(self) -> None:
+        """Called by ``open_jobs`` first: one runtime at a time per store object.
+
+        Two runtimes on one object would share its cache and, on Postgres, its
+        lock session (whose locks are re-entrant), so both would run one
+        instance at once. Raises :class:`ConfigurationError` while another
+        ``open_jobs`` serves it; :meth:`end_serving` undoes it.
+        """
+        if self._serving:
+            msg = (
+                f"This store object ({self.url}) already serves another open_jobs: two "
+                "runtimes on one store object would run one instance twice at once. Give "
+                "each open_jobs its own store (the URL, or open_store(url) again; several "
+                "of them on one Postgres schema share it safely)."
+            )
+            raise ConfigurationError(msg)
+        self._serving = True
+
+    def end_serving(self) -> None:
+        """Called when ``open_jobs`` ends: undo :meth:`begin_serving`."""
+        self._serving = False
+
     def claim_runtime(self) -> None:
         """Called by ``open_jobs`` before serving: a store that only one runtime may
         serve at a time raises :class:`ConfigurationError` if another one does."""

@@ -87,6 +87,13 @@ def ui(
             # Never echo the value: it may be a password with a typo.
             msg = f"--auth-env {auth_env}: set ${auth_env} to 'user:password' (both non-empty)."
             raise ConfigurationError(msg)
+    elif host not in LOCAL_HOSTS and allow_actions:
+        msg = (
+            f"--allow-actions on {host} needs --auth-env: anyone who can reach the "
+            "dashboard could terminate, trigger and purge instances (a purge cannot be "
+            "undone). Set a user and password with --auth-env, or serve on 127.0.0.1."
+        )
+        raise ConfigurationError(msg)
     elif host not in LOCAL_HOSTS:
         click.echo(
             f"warning: serving on {host} without --auth-env: anyone who can reach it can "

@@ -53,6 +53,8 @@ __all__ = [
 class _Continuous:
     state: Any
     alarm: datetime | None
+    #: When it was started (its first alarm, if start_immediately).
+    created: datetime | None = None
     run_count: int = 0
     attempt: int = 0
     first_failure_at: datetime | None = None
@@ -78,7 +80,7 @@ class ContinuousModel(_Model):
     def start(self, instance_id: str, state: Any) -> tuple[bool, ContinuousStatus]:
         if instance_id not in self.instances:
             first = self.now if self.job.start_immediately else self._next(self.now)
-            self.instances[instance_id] = _Continuous(state=state, alarm=first)
+            self.instances[instance_id] = _Continuous(state=state, alarm=first, created=self.now)
             return True, self.status(instance_id)
         return False, self.status(instance_id)
 
@@ -115,7 +117,8 @@ class ContinuousModel(_Model):
         inst = self.instances[instance_id]
         due = inst.alarm
         assert due is not None
-        if self.job.misfire == "skip" and inst.attempt == 0 and inst.run_count:
+        slot = inst.run_count or due != inst.created  # not the run a start made due
+        if self.job.misfire == "skip" and inst.attempt == 0 and slot:
             # misfire="skip": drop the missed slots (late by a whole slot or more).
             schedule = self.job.schedule
             if self._next(due) <= self.now:

@@ -1,0 +1,92 @@
+"""A handler that calls the client on its own instance.
+
+Its run holds the instance's lock, so such a call would wait for itself
+forever (the instance stuck, nothing logged). It is refused at once with a
+ConfigurationError saying what to do instead, and the run fails as with any
+error; a call on another instance of the same job goes through.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import durable_jobs as dj
+from _runtime import running
+
+MINUTE = timedelta(minutes=1)
+
+
+def _failures(records: list[dj.RecordedEvent]) -> list[str]:
+    return [r.data["error_type"] for r in records if r.name == "run_failed"]
+
+
+async def test_task_and_continuous_handlers_calling_their_own_instance_fail_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = dj.Registry()
+    jobs_of: dict[str, Any] = {}
+    errors: list[str] = []
+
+    @registry.task("t", event=str, state=str)
+    async def t(ctx: dj.TaskContext[str]) -> None:
+        try:
+            await jobs_of["jobs"].task("t").send(ctx.instance_id, "again")
+        except dj.ConfigurationError as exc:
+            errors.append(str(exc))
+            raise
+        await jobs_of["jobs"].task("t").send("other", "fine")  # another instance: allowed
+
+    @t.on_event
+    async def keep(event: str, ctx: dj.TaskContext[str]) -> None:
+        ctx.set_state(event)
+        if event == "go":
+            ctx.schedule(MINUTE)
+
+    @registry.continuous("c", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        await jobs_of["jobs"].continuous("c").trigger(ctx.instance_id)
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, "memory://", records=records) as jobs:
+        jobs_of["jobs"] = jobs
+        await jobs.task("t").send("a", "go")
+        with trio.fail_after(600):  # virtual time: it would hang forever before
+            await trio.sleep(2 * 60)
+            await jobs.wait_idle()
+            await jobs.continuous("c").start("b", 0)
+            await jobs.wait_idle()
+    assert _failures(records)[:2] == ["durable_jobs.ConfigurationError"] * 2
+    assert "task job 't' instance 'a' called the client on its own instance" in errors[0]
+    assert "through the handler's ctx" in errors[0]
+
+
+async def test_on_event_sending_to_its_own_instance_raises_in_the_caller(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = dj.Registry()
+    jobs_of: dict[str, Any] = {}
+
+    @registry.task("t", event=str, state=str)
+    async def t(ctx: dj.TaskContext[str]) -> None:
+        pass
+
+    @t.on_event
+    async def echo(event: str, ctx: dj.TaskContext[str]) -> None:
+        if event == "echo":
+            await jobs_of["jobs"].task("t").send(ctx.instance_id, "echoed")
+        ctx.set_state(event)
+
+    async with running(registry, "memory://") as jobs:
+        jobs_of["jobs"] = jobs
+        with trio.fail_after(60), pytest.raises(dj.HandlerError) as caught:
+            await jobs.task("t").send("a", "echo")
+        assert isinstance(caught.value.__cause__, dj.ConfigurationError)
+        await jobs.task("t").send("a", "plain")
+        state = await jobs.task("t").get_state("a")
+        assert state is not None
+        assert state.state == "plain"
