@@ -251,11 +251,11 @@ class RowsAndIndex:
             after = max(keys)
 
     def _query(self, fn: Callable[[], _T], unreadable: Unreadable | None = None) -> _T:
-        with (
-            self._errors(f"Could not read the store {self.url}"),
-            reporting_unreadable(unreadable),
-        ):
-            return fn()
+        with self._errors(f"Could not read the store {self.url}"):
+            if unreadable is None:  # the runtime's reads: a row that cannot be read fails
+                return fn()
+            with reporting_unreadable(unreadable):
+                return fn()
 
 
 def label(kind: str, job: str, instance_id: str) -> str:
