@@ -195,6 +195,7 @@ def page() -> str:
         BEFORE_ERRORS,
         cli("status", "continuous", "invoice-sync", "initech", expect=1),
         cli("--store", "sqlite:///typo.db", "list", expect=1),
+        AFTER_ERRORS,
         DASHBOARD,
         BEFORE_API,
         api_block(),
@@ -345,6 +346,19 @@ still lists every other instance and marks that one `unreadable`):
 
 """
 
+AFTER_ERRORS = """\
+An *index row* that cannot be read (the one row per instance that holds its
+status and next alarm, edited by hand or by a faulty tool: a `due_at` of
+`'soon'` or `1e300`) does not hide the rest of the store from the read-only
+commands. `list`, `alarms`, `stats` and `replay --all` show every other
+instance, name the row they left out on stderr (`error: The index row of
+continuous job 'tick' instance 'i1' (instance '7d3d…') cannot be read: its
+due_at is 'garbage'. …`), and exit 1; the dashboard shows the same message
+above its table; `doctor` names every such row. An export stops at it (an
+export leaves nothing out), and `open_jobs` refuses the store, naming the
+row, until it is fixed. The instance's log is not affected.
+"""
+
 DASHBOARD = f"""\
 ## The web dashboard: `durable-jobs ui`
 
@@ -383,7 +397,9 @@ tail` (Postgres wakes on NOTIFY; SQLite is polled every quarter second).
 Safety:
 
 - `--host` (default 127.0.0.1) and `--port` (default 8470; 0 picks a free
-  one). Serving another address without `--auth-env` prints a warning.
+  one). Serving another address without `--auth-env` prints a warning, and
+  with `--allow-actions` is refused: anyone who could reach it could terminate
+  and purge instances.
 - Requests must name the dashboard in their `Host` header, or get 400
   (a page on another site whose name resolves to your machine, "DNS
   rebinding", cannot read or act): the `--host` address; on loopback also
@@ -447,7 +463,12 @@ REFERENCE = f"""\
 
 Unknown jobs and instances give `None` or nothing; a malformed kind, job name,
 id, status, cursor or version raises `ValidationError`; an unreadable record
-raises `StoreError` naming the instance and version. Every result type has
+raises `StoreError` naming the instance and version. An index row that cannot
+be read raises `StoreError` naming the instance and the column, unless
+`instances`, `iter_instances`, `alarms` and `stats` are given
+`unreadable=errors.append`: then each such row is passed to it and left out
+(`Store.list_instances`, `iter_instances`, `due_alarms` and `next_alarms` take
+the same keyword). Every result type has
 `to_json()`, the shape `--json` prints.
 
 ## Reference

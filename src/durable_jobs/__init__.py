@@ -52,6 +52,7 @@ from durable_jobs._errors import (
     RuntimeClosed,
     StatementFailed,
     StoreError,
+    UnreadableIndexRow,
     ValidationError,
 )
 from durable_jobs._evolution import CheckFailure, CheckReport
@@ -129,6 +130,7 @@ __all__ = [
     "TaskStatus",
     "TerminateResult",
     "TriggerResult",
+    "UnreadableIndexRow",
     "ValidationError",
     "VirtualClock",
     "__version__",

@@ -24,6 +24,7 @@ __all__ = [
     "RuntimeClosed",
     "StatementFailed",
     "StoreError",
+    "UnreadableIndexRow",
     "ValidationError",
 ]
 
@@ -124,6 +125,21 @@ class StatementFailed(StoreError):
             f"committed: {account}; nothing was written."
         )
         self.__cause__ = error
+
+
+class UnreadableIndexRow(StoreError):
+    """An instance's index row (its status and next alarm) cannot be read: edited by
+    hand or by a faulty tool. The message names the instance and the column; ``key``
+    is its ``(kind, job, instance_id)`` when those columns can be read (else None).
+
+    The instance's log is not affected. The read-only tools report such a row and
+    carry on (see ``unreadable=`` of :class:`durable_jobs.Inspector`'s reads); the
+    runtime refuses to serve the store until it is fixed.
+    """
+
+    def __init__(self, message: str, key: tuple[str, str, str] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class ExportFileError(ValidationError):

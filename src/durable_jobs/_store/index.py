@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
-from durable_jobs._errors import StoreError
+from durable_jobs._errors import UnreadableIndexRow
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import StoredEvent
@@ -34,7 +34,6 @@ __all__ = [
     "InstanceIndex",
     "RunStatements",
     "Unreadable",
-    "UnreadableRow",
     "from_epoch",
     "index_rows_from",
     "reporting_unreadable",
@@ -130,17 +129,8 @@ _MAX_UUIDS: Final = 65536
 INDEX_COLUMNS: Final = "instance_uuid, kind, job, instance_id, status, due_at, version, updated_at"
 
 
-class UnreadableRow(StoreError):
-    """An index row that cannot be read; ``key`` is its (kind, job, instance_id), if
-    those can be."""
-
-    def __init__(self, message: str, key: tuple[str, str, str] | None) -> None:
-        super().__init__(message)
-        self.key = key
-
-
 #: Told of each index row a read leaves out because it cannot be read.
-Unreadable = Callable[[UnreadableRow], None]
+Unreadable = Callable[[UnreadableIndexRow], None]
 
 #: Set by :func:`reporting_unreadable` around a read of the read-only tools.
 _unreadable: ContextVar[Unreadable | None] = ContextVar("durable_jobs_unreadable", default=None)
@@ -185,7 +175,7 @@ def rows_from(raw: Sequence[Sequence[Any]]) -> list[IndexRow]:
     return rows
 
 
-def _unreadable_row(row: Sequence[Any], exc: Exception) -> UnreadableRow:
+def _unreadable_row(row: Sequence[Any], exc: Exception) -> UnreadableIndexRow:
     names = INDEX_COLUMNS.split(", ")
     values = dict(zip(names, row, strict=False))
     uuid = values.get("instance_uuid")
@@ -205,7 +195,7 @@ def _unreadable_row(row: Sequence[Any], exc: Exception) -> UnreadableRow:
         f"The index row of {what} cannot be read: {problem}. The instance's log is not "
         "affected; `durable-jobs doctor` lists every such row."
     )
-    return UnreadableRow(msg, key)
+    return UnreadableIndexRow(msg, key)
 
 
 def _readable(column: str, value: Any) -> bool:

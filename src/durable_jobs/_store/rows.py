@@ -18,7 +18,12 @@ from eventsourcing.persistence import Notification, StoredEvent
 
 from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._errors import ConcurrencyError, DurableJobsError, StoreError
+from durable_jobs._errors import (
+    ConcurrencyError,
+    DurableJobsError,
+    StoreError,
+    UnreadableIndexRow,
+)
 from durable_jobs._store.capabilities import DeletesInstances
 from durable_jobs._store.crypto import is_encrypted, row_aad
 from durable_jobs._store.index import (
@@ -27,7 +32,6 @@ from durable_jobs._store.index import (
     IndexRow,
     InstanceIndex,
     Unreadable,
-    UnreadableRow,
     reporting_unreadable,
 )
 from durable_jobs._store.snapshots import write_snapshots
@@ -233,7 +237,7 @@ class RowsAndIndex:
         after: tuple[str, str, str] | None = None
         while True:
             # The next page starts after the last row the query returned, read or not.
-            skipped: list[UnreadableRow] = []
+            skipped: list[UnreadableIndexRow] = []
             page = self.list_instances(
                 after=after,
                 limit=500,

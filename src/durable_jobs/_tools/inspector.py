@@ -23,11 +23,16 @@ from uuid import UUID
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
+from durable_jobs._errors import (
+    ConfigurationError,
+    DurableJobsError,
+    UnreadableIndexRow,
+    ValidationError,
+)
 from durable_jobs._evolution import CheckReport, check_instances
 from durable_jobs._records import RecordedEvent, to_records
 from durable_jobs._store.base import Store
-from durable_jobs._store.index import IndexRow, Unreadable, UnreadableRow
+from durable_jobs._store.index import IndexRow, Unreadable
 from durable_jobs._store.registry import open_store
 from durable_jobs._tools.args import (
     STATUSES,
@@ -183,7 +188,7 @@ class Inspector:
         check_filter("cursor", cursor)
         check_limit(limit)
         after = decode_cursor(cursor) if cursor is not None else None
-        skipped: list[UnreadableRow] = []
+        skipped: list[UnreadableIndexRow] = []
         rows = self._store.list_instances(
             kind=kind,
             job=job,
@@ -194,13 +199,13 @@ class Inspector:
         )
         # The rows read and those skipped, in index order: the page is the first
         # ``limit`` of them, and the next one starts after its last, read or not.
-        entries: list[tuple[tuple[str, str, str], IndexRow | UnreadableRow]] = [
+        entries: list[tuple[tuple[str, str, str], IndexRow | UnreadableIndexRow]] = [
             ((r.kind, r.job, r.instance_id), r) for r in rows
         ]
         entries += [(e.key, e) for e in skipped if e.key is not None]
         entries.sort(key=lambda entry: entry[0])
         page = entries[:limit]
-        for error in [e for _, e in page if isinstance(e, UnreadableRow)] + [
+        for error in [e for _, e in page if isinstance(e, UnreadableIndexRow)] + [
             e for e in skipped if e.key is None
         ]:
             assert unreadable is not None

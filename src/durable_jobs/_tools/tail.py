@@ -15,10 +15,9 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 
 from durable_jobs._domain.instance import JobInstance, event_classes
-from durable_jobs._errors import StoreError
+from durable_jobs._errors import StoreError, UnreadableIndexRow
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import ListensForAlarms
-from durable_jobs._store.index import UnreadableRow
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
 
@@ -134,7 +133,7 @@ def _tail_event(
     if uuid not in names:
         try:
             row = store.index_row(uuid)
-        except UnreadableRow:
+        except UnreadableIndexRow:
             row = None  # named from its Started event, as without a row; list reports it
         names[uuid] = (row.kind, row.job, row.instance_id) if row is not None else None
     cls = event_classes().get(note.topic)

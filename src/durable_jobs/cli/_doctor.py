@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from durable_jobs._errors import ConfigurationError
-from durable_jobs._store.index import INDEX_COLUMNS, UnreadableRow, reporting_unreadable, rows_from
+from durable_jobs._errors import ConfigurationError, UnreadableIndexRow
+from durable_jobs._store.index import INDEX_COLUMNS, reporting_unreadable, rows_from
 from durable_jobs._store.urls import StoreURL, redact, scrub
 from durable_jobs.cli._app import (
     STORE_ENV,
@@ -238,7 +238,7 @@ _NAMED_ROWS = 20
 
 def _check_index_rows(found: Diagnosis, cursor: Any) -> None:
     """Read every index row as the store does; name those that cannot be read."""
-    bad: list[UnreadableRow] = []
+    bad: list[UnreadableIndexRow] = []
     with reporting_unreadable(bad.append):
         while batch := cursor.fetchmany(2000):
             rows_from(batch)

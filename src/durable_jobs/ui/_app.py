@@ -22,9 +22,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from durable_jobs._domain.ids import KINDS
-from durable_jobs._errors import DurableJobsError, StoreError, ValidationError
+from durable_jobs._errors import (
+    DurableJobsError,
+    StoreError,
+    UnreadableIndexRow,
+    ValidationError,
+)
 from durable_jobs._store.base import Store
-from durable_jobs._store.index import IndexRow, Unreadable, UnreadableRow
+from durable_jobs._store.index import IndexRow, Unreadable
 from durable_jobs._telemetry import log_fields
 from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
 from durable_jobs._tools.views import InstancePage, InstanceSummary
@@ -108,7 +113,7 @@ def _search(
     after = decode_cursor(cursor) if cursor is not None else None
     found: list[tuple[InstanceSummary, IndexRow]] = []
     while True:
-        skipped: list[UnreadableRow] = []
+        skipped: list[UnreadableIndexRow] = []
         rows = dash.store.list_instances(
             kind=kind, job=job, status=status, after=after, limit=500, unreadable=skipped.append
         )
