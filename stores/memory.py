@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,10 +13,11 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     IntegrityError,
+    Notification,
     StoredEvent,
 )
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder, POPOFactory
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, reversed_keys
 
 from durable_jobs.adapters import (
     INDEX_KWARG,
@@ -28,12 +30,24 @@ from durable_jobs.adapters import (
 
 __all__ = ["MemoryApplicationRecorder", "MemoryStore"]
 
+#: An event row as the recorder keeps it: ``(originator key, version, topic, state)``,
+#: the key a uuid's ``int`` (its uuid in ``_uuids``) or the id as given (a str). Rows
+#: of ints, strs and bytes only: the garbage collector stops tracking them at their
+#: first collection, where a ``StoredEvent`` (and its ``__dict__``) would be traversed
+#: by every full collection for as long as the store lives.
+_Row = tuple[int | str, int, str, bytes]
+
 
 class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     """eventsourcing's in-memory recorder plus a dict of index rows, updated under its lock."""
 
     def __init__(self) -> None:
         super().__init__()
+        #: The event rows (see :data:`_Row`), in commit order: what eventsourcing's
+        #: ``_stored_events`` holds, as tuples (``_stored_events_index`` is kept as is).
+        self._rows: list[_Row] = []
+        #: The uuid of each row key that is a uuid's int (the first one given).
+        self._uuids: dict[int, UUID] = {}
         #: By ``uuid.int`` (a uuid's own ``__hash__`` is Python code, an int's is not).
         self._index: dict[int, IndexRow] = {}
         #: The index rows' alarms, earliest first: ``(due_at, uuid.int)`` (uuids order
@@ -58,7 +72,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        ids = self._insert(stored_events, kwargs)
+        ids = self._insert(_rows_of(stored_events), kwargs)
         if self._listeners:
             self._notify_listeners()
         return ids
@@ -66,64 +80,184 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        return self._insert(stored_events, kwargs)
+        return self._insert(_rows_of(stored_events), kwargs)
 
-    def _insert(self, stored_events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> list[int]:
+    def write_rows(
+        self, rows: Sequence[tuple[UUID | str, int, str, bytes]], kwargs: dict[str, Any]
+    ) -> None:
+        """:meth:`insert_events` of the events' ``(originator id, version, topic,
+        state)``, without ``StoredEvent`` objects nor notification ids (the store's
+        saves do not read them). Same checks, same errors."""
+        self._insert(rows, kwargs)
+        if self._listeners:
+            self._notify_listeners()
+
+    def _insert(
+        self, rows: Sequence[tuple[UUID | str, int, str, bytes]], kwargs: dict[str, Any]
+    ) -> list[int]:
         """eventsourcing's checks and table update (``_assert_uniqueness``,
         ``_update_table``) in one pass, then the index rows, under the lock (the
         keywords of ``insert_events`` passed on as they are, not unpacked again)."""
         with self._database_lock:
-            table = self._stored_events
+            table = self._rows
             # Check that no event is recorded already, nor given twice (an originator's
             # events are told apart by its versions dict: the same for its uuid and str).
             targets: list[dict[int, int]] = []
+            keys: list[int | str] = []
             new: set[tuple[int, int]] = set()
             last_id: UUID | str | None = None
             versions: dict[int, int] = {}
-            by_id = self._versions_by_id
-            for s in stored_events:
-                oid = s.originator_id
+            key: int | str = ""
+            by_id, uuids = self._versions_by_id, self._uuids
+            for row in rows:
+                oid, version = row[0], row[1]
                 if oid is not last_id:
                     # self._versions_of(oid), inline for a uuid already seen.
-                    found = by_id.get(oid.int) if isinstance(oid, UUID) else None
-                    versions = found if found is not None else self._versions_of(oid)
+                    if isinstance(oid, UUID):
+                        key = oid.int
+                        found = by_id.get(key)
+                        if found is None:
+                            found = self._versions_of(oid)
+                            uuids.setdefault(key, oid)
+                        versions = found
+                    else:
+                        key = oid
+                        versions = self._versions_of(oid)
                     last_id = oid
-                if s.originator_version in versions:
-                    msg = f"Stored event already recorded: {s}"
+                if version in versions:
+                    msg = f"Stored event already recorded: {StoredEvent(*row)}"
                     raise IntegrityError(msg)
-                new.add((id(versions), s.originator_version))
+                new.add((id(versions), version))
                 targets.append(versions)
-            if len(new) < len(stored_events):
-                msg = f"Stored events are not unique: {stored_events}"
+                keys.append(key)
+            if len(new) < len(rows):
+                given = [StoredEvent(*row) for row in rows]
+                msg = f"Stored events are not unique: {given}"
                 raise IntegrityError(msg)
-            rows = kwargs.get(INDEX_KWARG) or ()
+            index_rows = kwargs.get(INDEX_KWARG) or ()
             # Nothing is applied before this point, so a fault leaves no trace.
             if self.fault_hook is not None:  # self._run_fault_hook(), inline
                 self.fault_hook()
             ids: list[int] = []
             position = len(table)
-            for s, versions in zip(stored_events, targets, strict=True):
-                table.append(s)
-                versions[s.originator_version] = position
+            for (_, version, topic, state), key, versions in zip(rows, keys, targets, strict=True):
+                table.append((key, version, topic, state))
+                versions[version] = position
                 position += 1
                 ids.append(position)
-            index, alarms = self._index, self._alarms
-            for row in rows:
-                uuid = row.instance_uuid.int
-                old = index.get(uuid)
-                index[uuid] = row
-                due = row.due_at
-                if due is not None and (old is None or old.due_at != due):
-                    heapq.heappush(alarms, (due, uuid))
-            if len(alarms) > 2 * len(index) + 64:
-                self._alarms = [
-                    (r.due_at, key) for key, r in index.items() if r.due_at is not None
-                ]
-                heapq.heapify(self._alarms)
+            self._put_index(index_rows)
             versions_given = kwargs.get(TYPE_VERSIONS_KWARG)
             if versions_given:
                 self._type_versions.update(versions_given)
             return ids
+
+    def _put_index(self, rows: Sequence[IndexRow]) -> None:
+        """Keep the index ``rows`` (under the lock), with their alarms."""
+        index, alarms = self._index, self._alarms
+        for row in rows:
+            uuid = row.instance_uuid.int
+            old = index.get(uuid)
+            index[uuid] = row
+            due = row.due_at
+            if due is not None and (old is None or old.due_at != due):
+                heapq.heappush(alarms, (due, uuid))
+        if len(alarms) > 2 * len(index) + 64:
+            self._alarms = [(r.due_at, key) for key, r in index.items() if r.due_at is not None]
+            heapq.heapify(self._alarms)
+
+    def _event(self, row: _Row) -> StoredEvent:
+        """The ``StoredEvent`` of a kept row."""
+        key, version, topic, state = row
+        oid = self._uuids[key] if isinstance(key, int) else key
+        return StoredEvent(
+            originator_id=oid,  # eventsourcing keeps str ids too
+            originator_version=version,
+            topic=topic,
+            state=state,
+        )
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """eventsourcing's ``select_events``, from the kept rows."""
+        with self._database_lock:
+            results: list[StoredEvent] = []
+            index = self._stored_events_index[str(originator_id)]
+            positions = reversed_keys(index) if desc else index.keys()
+            table = self._rows
+            for p in positions:
+                if gt is not None and not p > gt:
+                    continue
+                if lte is not None and not p <= lte:
+                    continue
+                results.append(self._event(table[index[p]]))
+                if len(results) == limit:
+                    break
+            return results
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """eventsourcing's ``select_notifications``, from the kept rows."""
+        with self._database_lock:
+            results: list[Notification] = []
+            if start is None:
+                start = 1
+                inclusive_of_start = True
+            if not inclusive_of_start:
+                start += 1
+            i = max(start, 1) - 1  # zero-based; no negative indexes
+            table = self._rows
+            uuids = self._uuids
+            while stop is None or i <= stop - 1:
+                if i >= len(table):
+                    break
+                key, version, topic, state = table[i]
+                i += 1
+                if topics and topic not in topics:
+                    continue
+                results.append(
+                    Notification(
+                        id=i,
+                        originator_id=uuids[key] if isinstance(key, int) else key,
+                        originator_version=version,
+                        topic=topic,
+                        state=state,
+                    )
+                )
+                if len(results) == limit:
+                    break
+            return results
+
+    def max_notification_id(self) -> int | None:
+        with self._database_lock:
+            return len(self._rows) or None
+
+    def _drop_rows(self, instance_uuid: UUID) -> int:
+        """Remove every event row of ``instance_uuid``; how many (see :func:`_drop`)."""
+        key = instance_uuid.int
+        kept = [r for r in self._rows if r[0] != key]
+        dropped = len(self._rows) - len(kept)
+        if dropped:
+            self._rows = kept
+            self._stored_events_index.clear()
+            uuids = self._uuids
+            for position, (k, version, _, _) in enumerate(kept):
+                oid = str(uuids[k]) if isinstance(k, int) else k
+                self._stored_events_index[oid][version] = position
+        return dropped
 
     def select_type_versions(self) -> list[tuple[str, str, int]]:
         with self._database_lock:
@@ -138,7 +272,7 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
             row = self._index.get(instance_uuid.int)
             if row is None or row.version != version or row.status != "terminated":
                 return None
-            events = _drop(self, instance_uuid)
+            events = self._drop_rows(instance_uuid)
             self._versions_by_id.clear()  # _drop made new version dicts
             counts = (events, _drop(snapshots, instance_uuid) if snapshots is not None else 0)
             del self._index[instance_uuid.int]
@@ -205,6 +339,11 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         return heapq.nsmallest(limit, rows, key=lambda r: (r.kind, r.job, r.instance_id))
 
 
+def _rows_of(stored_events: Sequence[StoredEvent]) -> list[tuple[UUID | str, int, str, bytes]]:
+    """The ``(originator id, version, topic, state)`` of each of ``stored_events``."""
+    return [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events]
+
+
 def _drop(recorder: POPOAggregateRecorder, instance_uuid: UUID) -> int:
     """Remove every row of ``instance_uuid`` from an in-memory recorder; how many."""
     with recorder._database_lock:
@@ -245,6 +384,21 @@ class MemoryStore(Store):
             raise ConfigurationError(msg)
         return _MemoryFactory(env)
 
+    def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """The events' ``(originator id, version, topic, state)``, without ``StoredEvent``
+        objects, given to the recorder's :meth:`~MemoryApplicationRecorder.write_rows`."""
+        recorder = self._app.recorder
+        if not _own_inserts(type(recorder)):
+            # A recorder that changes how events are inserted is given them the stock way.
+            super()._insert_stored(events, kwargs)
+            return
+        assert isinstance(recorder, MemoryApplicationRecorder)
+        # self._event_encoder, without the property's two calls on every save.
+        encode: Callable[[Any], tuple[str, bytes]] = self._app.mapper.topic_and_state  # type: ignore[attr-defined]
+        recorder.write_rows(
+            [(e.originator_id, e.originator_version, *encode(e)) for e in events], kwargs
+        )
+
     def _indexed(self, uuids: Sequence[UUID]) -> set[UUID] | None:
         recorder = self._app.recorder
         assert isinstance(recorder, MemoryApplicationRecorder)
@@ -259,3 +413,14 @@ class MemoryStore(Store):
         snapshot_recorder = snapshots.recorder if snapshots is not None else None
         assert snapshot_recorder is None or isinstance(snapshot_recorder, POPOAggregateRecorder)
         return recorder.delete_instance(uuid, version, snapshot_recorder)
+
+
+@functools.cache
+def _own_inserts(cls: type[ApplicationRecorder]) -> bool:
+    """Whether recorder class ``cls`` inserts events as this module's recorder does
+    (then :meth:`MemoryStore._insert_stored` gives it the rows itself)."""
+    return issubclass(cls, MemoryApplicationRecorder) and (
+        cls.insert_events is MemoryApplicationRecorder.insert_events
+        and cls._insert_events is MemoryApplicationRecorder._insert_events
+        and cls._insert is MemoryApplicationRecorder._insert
+    )

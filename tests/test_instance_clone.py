@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import durable_jobs as dj
 from durable_jobs._domain.batches import Batch, DebounceData
 from durable_jobs._domain.data import InstanceData
 
@@ -35,3 +36,30 @@ def test_a_debounce_clone_has_its_own_closed_batches() -> None:
     c.closed.append(Batch(batch_no=1, event_count=1, state=None, started_at=T, reason="manual"))
     c.idempotency["k"] = T
     assert len(d.closed) == 1 and d.idempotency == {}
+
+
+def test_an_instance_clone_is_equal_and_keeps_its_attributes_without_a_dict() -> None:
+    # Set one by one: its values stay inline, no dict object for the garbage collector.
+    import gc
+
+    from durable_jobs._domain.continuous import ContinuousInstance
+    from durable_jobs._domain.debounce import DebounceInstance
+    from durable_jobs._domain.task import TaskInstance
+    from durable_jobs._runtime.cache import clone
+
+    store = dj.open_store("memory://")
+    try:
+        for cls in (ContinuousInstance, DebounceInstance, TaskInstance):
+            made = cls.create("j", "i", now=T, state={"n": 1})
+            store.save(made)
+            loaded = store.get(cls.kind, "j", "i")
+            for inst in (made, loaded):
+                assert inst is not None
+                c = clone(inst)
+                assert type(c) is cls
+                assert not any(type(r) is dict for r in gc.get_referents(c))
+                assert vars(c).keys() == vars(inst).keys()
+                assert c == inst and c.d is not inst.d
+                assert c.pending_events == [] and c._pending_events is not inst._pending_events
+    finally:
+        store.close()

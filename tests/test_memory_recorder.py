@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -75,3 +78,66 @@ def test_a_save_refused_for_its_statements_keeps_the_pending_events() -> None:
         store.save(inst, statements=[(inst.id, [Statement("SELECT 1", None)])])
     finally:
         store.close()
+
+
+def test_a_stores_saves_keep_rows_the_garbage_collector_stops_tracking() -> None:
+    # Kept as tuples of an int, a str and bytes: after one collection no full
+    # collection traverses them again, however many the store holds.
+    store = dj.open_store("memory://")
+    try:
+        inst, _ = ContinuousInstance.start(None, "j", "i", now=T, state=1, first_run_at=T)
+        store.save(inst)
+        inst.set_alarm(None, now=T)
+        store.save(inst)
+        recorder = store._app.recorder
+        assert isinstance(recorder, MemoryApplicationRecorder)
+        gc.collect()
+        assert len(recorder._rows) == 3
+        assert not any(gc.is_tracked(row) for row in recorder._rows)
+    finally:
+        store.close()
+
+
+def test_rows_saved_without_stored_events_read_back_as_those_the_stock_path_keeps() -> None:
+    # The store's saves give the recorder (id, version, topic, state) rows; a
+    # recorder subclass that changes how events are inserted gets StoredEvents.
+    class Stock(MemoryApplicationRecorder):
+        inserts = 0
+
+        def insert_events(
+            self, stored_events: Sequence[StoredEvent], **kwargs: Any
+        ) -> Sequence[int] | None:
+            assert all(isinstance(s, StoredEvent) for s in stored_events)
+            Stock.inserts += 1
+            return super().insert_events(stored_events, **kwargs)
+
+    def saved(stock: bool) -> MemoryApplicationRecorder:
+        store = dj.open_store("memory://")
+        if stock:
+            store._app.recorder = store._app.events.recorder = Stock()
+        inst, _ = ContinuousInstance.start(None, "j", "i", now=T, state=1, first_run_at=T)
+        other, _ = ContinuousInstance.start(None, "j", "o", now=T, state=2, first_run_at=T)
+        store.save(inst, other)
+        inst.set_alarm(None, now=T)
+        store.save(inst)
+        recorder = store._app.recorder
+        assert isinstance(recorder, MemoryApplicationRecorder)
+        assert type(recorder) is (Stock if stock else MemoryApplicationRecorder)
+        return recorder
+
+    fast, stock = saved(stock=False), saved(stock=True)
+    uuid = ContinuousInstance.start(None, "j", "i", now=T, state=1, first_run_at=T)[0].id
+    last_topic = fast.select_notifications(None, 10)[-1].topic
+    reads: tuple[Callable[[MemoryApplicationRecorder], object], ...] = (
+        lambda r: r.select_events(uuid),
+        lambda r: r.select_events(str(uuid), desc=True, limit=2),
+        lambda r: r.select_events(uuid, gt=1, lte=2),
+        lambda r: r.select_notifications(None, 10),
+        lambda r: r.select_notifications(2, 2, inclusive_of_start=False),
+        lambda r: r.select_notifications(1, 10, stop=4, topics=[last_topic]),
+        lambda r: r.max_notification_id(),
+    )
+    for read in reads:
+        assert read(fast) == read(stock)
+    assert len(fast.select_notifications(None, 10)) == 5
+    assert Stock.inserts == 2

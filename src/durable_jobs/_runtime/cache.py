@@ -19,9 +19,17 @@ _A = TypeVar("_A", bound=JobInstance)
 
 
 def clone(agg: _A) -> _A:
-    """A copy of a committed aggregate to decide on (the cached one is never mutated)."""
+    """A copy of a committed aggregate to decide on (the cached one is never mutated).
+
+    Its attributes (eventsourcing's and ``d``) are set one by one, not through a
+    ``__dict__``: the copy keeps them inline, without a dict object of its own for the
+    garbage collector to traverse while it is cached (one a run).
+    """
     new = object.__new__(type(agg))
-    new.__dict__.update(agg.__dict__)
+    new._id = agg._id
+    new._version = agg._version
+    new._created_on = agg._created_on
+    new._modified_on = agg._modified_on
     new._pending_events = []
     new.d = agg.d.clone()
     return new

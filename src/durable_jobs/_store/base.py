@@ -471,7 +471,14 @@ class Store(RowsAndIndex, ABC):
         }
         if snapshots:
             kwargs[SNAPSHOTS_KWARG] = snapshots
-        self._write(lambda: self._insert_stored(events, kwargs), rows)
+        # self._write(lambda: self._insert_stored(events, kwargs), rows), without the
+        # closure and its two calls on every save.
+        try:
+            self._insert_stored(events, kwargs)
+        except DurableJobsError:
+            raise
+        except Exception as exc:
+            raise self._write_failure(exc, rows) from exc
 
     def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Map ``events`` to stored rows and insert them, with ``kwargs`` for the recorder.
@@ -499,8 +506,12 @@ class Store(RowsAndIndex, ABC):
         except DurableJobsError:
             raise
         except Exception as exc:
-            error = driver_error(exc, lambda e: self._write_error(e, rows), self.url.password)
-            raise error from exc
+            raise self._write_failure(exc, rows) from exc
+
+    def _write_failure(self, exc: Exception, rows: Sequence[IndexRow]) -> DurableJobsError:
+        """What a write of ``rows`` that failed with the driver's ``exc`` raises (its
+        password removed from the chain)."""
+        return driver_error(exc, lambda e: self._write_error(e, rows), self.url.password)
 
     def _write_error(self, exc: Exception, rows: Sequence[IndexRow]) -> StoreError:
         """The error of a write that failed with the driver's ``exc``."""
