@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,10 +23,6 @@ if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["TaskRunner"]
-
-
-def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
-    return ctx.intents()
 
 
 class _Step:
@@ -121,9 +116,11 @@ class TaskRunner:
         writes: Writes,
         *,
         alarm: datetime | None,
+        started: datetime,
         execute_count: int | None = None,
     ) -> TaskContext[Any]:
-        """The context of one handler call; its ``ctx.execute`` statements go to ``writes``."""
+        """The context of one handler call started at ``started``; its ``ctx.execute``
+        statements go to ``writes``."""
         rt = self.rt
         d = agg.d
         return TaskContext(
@@ -139,6 +136,7 @@ class TaskRunner:
             execute_count=d.execute_count if execute_count is None else execute_count,
             created_at=d.created_at,
             writes=writes,
+            started=started,
         )
 
     async def _handle(
@@ -185,15 +183,16 @@ class TaskRunner:
             else:
                 # execute (and the on_error of a failed one) sees its own call counted.
                 counted = role == "execute" or (failed is not None and failed.handler == "execute")
+                started = rt.clock.now()
                 ctx = self._ctx(
                     job,
                     agg,
                     # What rt.writes() makes, kept here to read its statements afterwards.
                     writes := Writes(supported=rt.store.supports_statements),
                     alarm=alarm,
+                    started=started,
                     execute_count=agg.d.execute_count + 1 if counted else None,
                 )
-                started = rt.clock.now()
                 outcome = await rt.handlers.call(
                     job,
                     role,
@@ -201,7 +200,7 @@ class TaskRunner:
                     *args,
                     ctx,
                     instance_id=agg.d.instance_id,
-                    then=functools.partial(_intents_of, ctx),
+                    then=ctx.intents,
                     run_count=ticket.run_count,
                     attempt=ticket.attempt,
                     due_at=due_at,
