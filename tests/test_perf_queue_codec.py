@@ -92,3 +92,27 @@ def test_set_state_then_intents_is_validate_then_dump(tp: type, value: object, l
         ctx.set_state(value)
         state = ctx.intents().state
     assert (type(state), state) == (type(expected), expected)
+
+
+@pytest.mark.parametrize("tp", [int, bool, str, float])
+@pytest.mark.parametrize("value", [*VALUES, None, [1], {"a": 1}, 1.5])
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_read_is_upcast_then_from_json(tp: type, value: object, version: int) -> None:
+    """TypeCodec.read (with its fast path for small ints and bools stored at the current
+    version) gives what upcasting then the JSON round trip give, and refuses what they
+    refuse."""
+    codec: TypeCodec[object] = TypeCodec(
+        tp, what="state", job="j", version=2, upcasters={1: lambda data: data}
+    )
+    refused: Exception | None = None
+    try:
+        expected = codec.from_json(codec.upcast(value, version))
+    except Exception as exc:
+        refused = exc
+    if refused is not None:
+        with pytest.raises(type(refused)) as got:
+            codec.read(value, version)
+        assert str(got.value) == str(refused)
+        return
+    got_value = codec.read(value, version)
+    assert (type(got_value), got_value) == (type(expected), expected)
