@@ -1254,3 +1254,42 @@ async def test_plain_int_state(store_url: str, autojump_clock: trio.testing.Mock
         with pytest.raises(dj.ValidationError):
             await client.send("n", "not a number")
         assert (await client.status("n")).event_count == 2
+
+
+async def test_an_alarm_run_commits_on_memory_without_a_task_switch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On a store that does not block, execute started by the alarm is committed in the
+    task step that ran it (its objects die young); a trigger's commit keeps its
+    schedule point: the task lets others run before it commits."""
+    registry = dj.Registry()
+    order: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            if order and order[-1] == "execute ran":
+                order.append("task switch")
+
+    def observed(record: dj.RecordedEvent) -> None:
+        if record.name == "run_succeeded" and record.data.get("handler") == "execute":
+            order.append("committed")
+
+    @registry.task("t", event=int, state=int)
+    async def t(ctx: Ctx) -> None:
+        order.append("execute ran")
+
+    @t.on_event
+    async def on_event(event: int, ctx: Ctx) -> None:
+        ctx.schedule(timedelta(seconds=event))
+
+    async with dj.open_jobs(
+        registry, "memory://", clock=dj.VirtualClock(T), observers=[observed], poll_interval=None
+    ) as jobs:
+        client = jobs.task(t)
+        await client.send("a", 1)
+        trio.lowlevel.add_instrument(Steps())
+        await advance(jobs, 2 * SECOND)
+        assert order == ["execute ran", "committed"]
+        order.clear()
+        await client.trigger("a")
+        assert order == ["execute ran", "task switch", "committed"]

@@ -19,7 +19,7 @@ from durable_jobs._domain.values import (
 )
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.runtime import Runtime
-from durable_jobs._telemetry import telemetry
+from durable_jobs._telemetry import _UNTRACED, telemetry
 
 __all__ = ["KindClient", "limited"]
 
@@ -44,6 +44,8 @@ def limited(
         instance_id = args[0] if args else kwargs.get("id")
         span = telemetry.client_call(job.kind, job.name, name, instance_id)
         if _LIMITS.get() is self._limits:  # current_limits()
+            if span is _UNTRACED:  # no span: nothing to enter nor leave
+                return await method(self, *args, **kwargs)
             with span:
                 return await method(self, *args, **kwargs)
         with limits_in_effect(self._limits), span:

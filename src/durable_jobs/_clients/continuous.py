@@ -43,7 +43,7 @@ class ContinuousClient(KindClient, Generic[S]):
     async def start(self, id: str, input: S) -> StartResult:
         """Create instance ``id`` with ``input`` as its state (an existing one is kept)."""
         check_instance_id(id)
-        state_json = self.job.state_codec.to_json(input)
+        state_json = self.job.state_codec.checked(input)[1]
 
         async def run() -> StartResult:
             agg, created = await self._rt.continuous.start(self.job, id, state_json)

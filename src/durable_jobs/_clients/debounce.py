@@ -50,8 +50,7 @@ class DebounceClient(KindClient, Generic[E, S]):
         """Add ``event`` to the open batch; returns without waiting for any flush."""
         check_instance_id(id)
         key = check_idempotency_key(idempotency_key)
-        value = self.job.event_codec.validate(event)
-        event_json = self.job.event_codec.dump(value)
+        value, event_json = self.job.event_codec.checked(event)
 
         async def run() -> AddResult:
             agg, opened, duplicate = await self._rt.debounce.add(

@@ -212,7 +212,17 @@ class TypeCodec(Generic[S]):
         """Stored JSON of ``version`` as the type: upcast, then validated.
 
         Raises :class:`TypeVersionError` or pydantic's error if it does not fit.
+        An ``int`` (``bool``) of at most 64 bits stored for the type ``int`` (``bool``)
+        at the current version is returned as it is (what the JSON round trip gives).
         """
+        small = self._small
+        if (
+            small is not None
+            and type(data) is small
+            and version == self.version
+            and -_FAST_INT < cast(int, data) < _FAST_INT
+        ):
+            return cast(S, data)
         return self.from_json(self.upcast(data, version))
 
 

@@ -93,17 +93,19 @@ class _StatefulContext(_Context, Generic[S]):
     def set_state(self, new: S) -> None:
         """Replace the state when the handler returns (validated now: a value that does
         not fit the type or cannot be stored as JSON raises ValidationError here)."""
-        value = self._codec.validate(new)
-        self._codec.dump(value)
-        self._new_state = value
+        self._new_state = self._codec.checked(new)[0]
 
     def _intents(self, _value: object = None, schedule: Any = UNCHANGED) -> Intents:
         """What the handler asked for (``schedule``: a task's alarm). ``_value`` is
         ignored: it lets a run pass this as the handler call's ``then`` (called with
         the handler's return value) without a wrapper call on every run."""
-        state = UNCHANGED
-        if self._new_state is not UNCHANGED:
-            state = self._codec.dump(self._new_state)  # set_state validated it
+        state = new = self._new_state
+        if new is not UNCHANGED:
+            codec = self._codec
+            # set_state validated it; a value of a plain scalar type (immutable) is its
+            # own JSON data, as set_state's dump found (see TypeCodec.dump).
+            if type(new) is not codec._scalar:
+                state = codec.dump(new)
         # Built without Intents' __init__ (see built): made on every run.
         return built(
             Intents,
@@ -352,12 +354,21 @@ class TaskContext(_StatefulContext[S]):
         execute_count: int,
         created_at: datetime,
         writes: Writes | None = None,
+        started: datetime | None = None,
     ) -> None:
-        super().__init__(
-            codec=codec, state=state, instance_id=instance_id, job_name=job_name, writes=writes
-        )
+        # What the base classes' __init__ set, without calling them (one made a call).
+        self._instance_id = instance_id
+        self._job_name = job_name
+        self._writes = writes if writes is not None else Writes(supported=False)
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
         self._now = now
-        self._started = now()  # the handler starts now: schedule() refuses earlier times
+        #: When the handler starts (``started``: ``now()`` as the runtime read it just
+        #: before): schedule() refuses earlier times.
+        self._started = now() if started is None else started
         self._scheduled: Any = UNCHANGED
         self._committed_alarm = scheduled_at
         self._event_count = event_count
@@ -406,8 +417,9 @@ class TaskContext(_StatefulContext[S]):
         """When the instance was created (the job clock's time)."""
         return self._created_at
 
-    def intents(self) -> Intents:
-        """What the handler asked for so far (for the runtime; not for handlers)."""
+    def intents(self, _value: object = None) -> Intents:
+        """What the handler asked for so far (for the runtime; not for handlers).
+        ``_value`` is ignored: it lets a call pass this as the handler call's ``then``."""
         return self._intents(schedule=self._scheduled)
 
     def __repr__(self) -> str:

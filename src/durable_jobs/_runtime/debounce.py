@@ -85,7 +85,7 @@ class DebounceRunner:
                     raise HandlerError(msg) from outcome.error
                 # A state that does not fit (or cannot be stored) is the caller's
                 # ValidationError, not the reducer's failure: nothing is added.
-                new_json = job.state_codec.to_json(outcome.value)
+                new_json = job.state_codec.checked(outcome.value)[1]
             agg = clone(committed) if committed is not None else None
             agg, opened = DebounceInstance.collect(
                 agg,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,10 +23,6 @@ if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["TaskRunner"]
-
-
-def _intents_of(ctx: TaskContext[Any], _: object) -> Intents:
-    return ctx.intents()
 
 
 class _Step:
@@ -119,26 +114,30 @@ class TaskRunner:
         job: TaskJob[Any, Any],
         agg: TaskInstance,
         writes: Writes,
-        *,
         alarm: datetime | None,
-        execute_count: int | None = None,
+        *,
+        started: datetime,
+        counted: bool,
     ) -> TaskContext[Any]:
-        """The context of one handler call; its ``ctx.execute`` statements go to ``writes``."""
+        """The context of one handler call started at ``started`` (``counted``: it sees
+        its own call counted in ``execute_count``); its ``ctx.execute`` statements go to
+        ``writes``."""
         rt = self.rt
         d = agg.d
+        codec = job.state_codec
+        state = d.state
         return TaskContext(
-            codec=job.state_codec,
-            state=None
-            if d.state is None
-            else rt.decode_state(job.state_codec, agg, d.state, d.state_version),
+            codec=codec,
+            state=None if state is None else rt.decode_state(codec, agg, state, d.state_version),
             instance_id=d.instance_id,
             job_name=job.name,
             now=rt.clock.now,
             scheduled_at=alarm,
             event_count=d.event_count,
-            execute_count=d.execute_count if execute_count is None else execute_count,
+            execute_count=d.execute_count + 1 if counted else d.execute_count,
             created_at=d.created_at,
             writes=writes,
+            started=started,
         )
 
     async def _handle(
@@ -167,33 +166,36 @@ class TaskRunner:
         Without ``follow_up`` no handler follows that one.
         """
         rt = self.rt
+        clock = rt.clock
         chain = _Chain()
+        replayed = len(replay)
         failed: Failed | None = None
         link = agg.d.alarm_trace
         while True:
-            statements: list[Statement] = []
             step = len(chain.steps)
-            if step < len(replay):
+            if step < replayed:
                 done = replay[step]
                 assert done.role == role, (done.role, role)
                 outcome, started, end = done.outcome, done.started, done.end
                 statements = done.statements
-            elif step == len(replay) and failed_with is not None:
-                started = rt.clock.now()
+            elif step == replayed and failed_with is not None:
+                started = clock.now()
                 outcome, failed_with = Outcome(error=failed_with), None
-                end = rt.clock.now()
+                end = clock.now()
+                statements = []
             else:
+                started = clock.now()
                 # execute (and the on_error of a failed one) sees its own call counted.
-                counted = role == "execute" or (failed is not None and failed.handler == "execute")
                 ctx = self._ctx(
                     job,
                     agg,
                     # What rt.writes() makes, kept here to read its statements afterwards.
                     writes := Writes(supported=rt.store.supports_statements),
-                    alarm=alarm,
-                    execute_count=agg.d.execute_count + 1 if counted else None,
+                    alarm,
+                    started=started,
+                    counted=role == "execute"
+                    or (failed is not None and failed.handler == "execute"),
                 )
-                started = rt.clock.now()
                 outcome = await rt.handlers.call(
                     job,
                     role,
@@ -201,7 +203,7 @@ class TaskRunner:
                     *args,
                     ctx,
                     instance_id=agg.d.instance_id,
-                    then=functools.partial(_intents_of, ctx),
+                    then=ctx.intents,
                     run_count=ticket.run_count,
                     attempt=ticket.attempt,
                     due_at=due_at,
@@ -209,15 +211,14 @@ class TaskRunner:
                     started=started,
                 )
                 # The call read the clock as it ended (what its duration was measured to).
-                end = outcome.ended or rt.clock.now()
-                if outcome.error is None:
-                    statements = writes.statements
+                end = outcome.ended or clock.now()
+                statements = writes.statements if outcome.error is None else []
             due_at = None  # the chain's next handlers were not started by the alarm
             chain.steps.append(_Step(role, outcome, started, end, statements))
             error = outcome.error
             if error is not None and not isinstance(error, Exception) and chain.fatal is None:
                 chain.fatal = error  # Outcome.fatal: raised once the chain is committed
-            last = not follow_up and step >= len(replay)
+            last = not follow_up and step >= replayed
             if error is not None:
                 chain.failed = True
                 chain.error = error
@@ -264,11 +265,15 @@ class TaskRunner:
         agg: TaskInstance,
         committed: TaskInstance | None,
         statements: list[Statement],
+        *,
+        schedule_point: bool = True,
     ) -> StatementFailed | None:
         """Commit ``agg`` with the chain's ``statements``; the failure if one of them
-        failed (then nothing is committed)."""
+        failed (then nothing is committed). ``schedule_point``: see :meth:`Runtime.save`."""
         try:
-            await self.rt.save(agg, before=committed, statements=statements)
+            await self.rt.save(
+                agg, before=committed, statements=statements, schedule_point=schedule_point
+            )
         except StatementFailed as failed:
             return failed
         return None
@@ -391,7 +396,10 @@ class TaskRunner:
                 )
                 error, fatal = chain.error, fatal or chain.fatal
                 # The statements of the handlers that succeeded: their changes are in agg.
-                failed = await self._save(agg, committed, chain.statements)
+                # An alarm run ends in the step that decided it (see Runtime.save).
+                failed = await self._save(
+                    agg, committed, chain.statements, schedule_point=not by_alarm
+                )
                 if failed is None:
                     break
                 replay, failed_with, last = _settle(chain, failed, settle)
