@@ -266,3 +266,41 @@ async def test_a_release_not_waited_for_that_fails_is_logged(
     ]
     assert len(failed) == 1 and failed[0].exc_info is not None
     assert locks.held == 0
+
+
+class _Recorded(_UnlocksFail):
+    """Cross-process locks (without lock rounds) that record their releases."""
+
+    def __init__(self) -> None:
+        self.released: list[UUID] = []
+
+    def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
+        self.released += [uuid for uuid, _ in keys]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_cancelled_calls_release_is_made_before_the_cancellation_goes_on(
+    batched: bool,
+) -> None:
+    """A call cancelled while it holds an instance (its release waited for, with the
+    batching task running or not) has its lock released all the same before the
+    cancellation leaves the hold."""
+    store = _Recorded()
+    key = uuid4()
+
+    async def cancelled_holder(locks: InstanceLocks) -> None:
+        with trio.CancelScope() as scope:
+            async with locks.hold(key) as held:
+                assert held
+                scope.cancel()
+                await trio.sleep(0)
+            pytest.fail("not cancelled")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert store.released == [key]
+        assert locks.held == 0
+
+    if batched:
+        async with batching(cast("Store", store)) as locks:
+            await cancelled_holder(locks)
+    else:
+        await cancelled_holder(InstanceLocks(cast("Store", store), timedelta(seconds=30)))

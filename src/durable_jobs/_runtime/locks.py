@@ -195,7 +195,7 @@ class _SharedHold:
             raise
         owner.held += 1
         if scope == "instance":
-            owner._fresh[uuid] = taken.version
+            owner._fresh[uuid.int] = taken.version
         if taken.names is not None:
             owner.names[uuid] = taken.names
         self.taken = True
@@ -254,8 +254,9 @@ class InstanceLocks:
         self.guards = LockGuards(self.cross, lease)
         self._instance = KeyedLocks()
         self._flush = KeyedLocks()
-        #: Index versions of the instances this process holds across processes.
-        self._fresh: dict[UUID, int | None] = {}
+        #: Index versions of the instances this process holds across processes, by
+        #: ``uuid.int`` (hashed in C: a UUID's hash is a Python call).
+        self._fresh: dict[int, int | None] = {}
         self._limiter = trio.CapacityLimiter(1)
         self._queue: list[_LockRequest] = []
         self._ready = trio.Event()
@@ -301,7 +302,7 @@ class InstanceLocks:
     async def _release(self, uuid: UUID, scope: str, *, detach: bool = False) -> None:
         """Release a cross-process lock (shielded: a lock taken must be released);
         ``detach``: queue it for the batching task and do not wait for it."""
-        self._fresh.pop(uuid, None)
+        self._fresh.pop(uuid.int, None)
         # Forgotten at any release (a flush lock is released after the instance lock
         # taken inside it): nothing stays behind for instances no longer held.
         names = self.names.pop(uuid, None)
@@ -317,8 +318,13 @@ class InstanceLocks:
             self._ready.set()
             return
         try:
-            with trio.CancelScope(shield=True):
+            if self._running:
+                # Queued for the batching task: its wait is not cancellable already
+                # (no shielded scope to enter and leave on every call).
                 await self._call("unlock", uuid, scope)
+            else:
+                with trio.CancelScope(shield=True):
+                    await self._call("unlock", uuid, scope)
         except DurableJobsError:
             _release_failed(uuid, names)
 
@@ -371,14 +377,19 @@ class InstanceLocks:
 
     def held_version(self, uuid: UUID) -> tuple[bool, int | None]:
         """(known, version): the index version read when this task took ``uuid``'s lock."""
-        if uuid in self._fresh:
-            return True, self._fresh[uuid]
+        fresh = self._fresh
+        number = uuid.int
+        if number in fresh:
+            return True, fresh[number]
         return False, None
 
     def committed(self, uuid: UUID, version: int) -> None:
         """This process wrote ``version`` of an instance it holds."""
-        if self._fresh and uuid in self._fresh:
-            self._fresh[uuid] = version
+        fresh = self._fresh
+        if fresh:
+            number = uuid.int
+            if number in fresh:
+                fresh[number] = version
 
     async def _call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:
         """Take (``op="lock"``, without waiting) or release a cross-process lock.
