@@ -266,3 +266,272 @@ async def test_a_release_not_waited_for_that_fails_is_logged(
     ]
     assert len(failed) == 1 and failed[0].exc_info is not None
     assert locks.held == 0
+
+
+class _Recorded(_UnlocksFail):
+    """Cross-process locks (without lock rounds) that record their releases."""
+
+    def __init__(self) -> None:
+        self.released: list[UUID] = []
+
+    def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
+        self.released += [uuid for uuid, _ in keys]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_cancelled_calls_release_is_made_before_the_cancellation_goes_on(
+    batched: bool,
+) -> None:
+    """A call cancelled while it holds an instance (its release waited for, with the
+    batching task running or not) has its lock released all the same before the
+    cancellation leaves the hold."""
+    store = _Recorded()
+    key = uuid4()
+
+    async def cancelled_holder(locks: InstanceLocks) -> None:
+        with trio.CancelScope() as scope:
+            async with locks.hold(key) as held:
+                assert held
+                scope.cancel()
+                await trio.sleep(0)
+            pytest.fail("not cancelled")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert store.released == [key]
+        assert locks.held == 0
+
+    if batched:
+        async with batching(cast("Store", store)) as locks:
+            await cancelled_holder(locks)
+    else:
+        await cancelled_holder(InstanceLocks(cast("Store", store), timedelta(seconds=30)))
+
+
+class _Counted(_UnlocksFail):
+    """Cross-process locks (without lock rounds), which count their takes and releases;
+    each is held in the session open when it was taken (:meth:`lose_session` ends it:
+    the next take is made in a new one)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, UUID]] = []
+        self.session = 1
+        self.held: dict[UUID, int] = {}
+
+    def lose_session(self) -> None:
+        self.session += 1
+
+    def try_lock_many(self, keys: Sequence[tuple[UUID, str]]) -> list[bool]:
+        self.calls += [("take", uuid) for uuid, _ in keys]
+        self.held.update((uuid, self.session) for uuid, _ in keys)
+        return [True] * len(keys)
+
+    def unlock_many(self, keys: Sequence[tuple[UUID, str]]) -> None:
+        self.calls += [("release", uuid) for uuid, _ in keys]
+        for uuid, _ in keys:
+            self.held.pop(uuid, None)
+
+    def lock_session(self, uuid: UUID, scope: str = "instance") -> int | None:
+        return self.held.get(uuid)
+
+    def session_alive(self, session: int) -> bool:
+        return session == self.session
+
+
+async def _one_after_another(
+    locks: InstanceLocks,
+    key: UUID,
+    *,
+    first_fails: bool = False,
+    second_refused: bool = False,
+    third: bool = False,
+) -> list[str]:
+    """A holds ``key`` while B (and C) queue for it; what each saw."""
+    seen: list[str] = []
+    a_holds, a_done = trio.Event(), trio.Event()
+
+    def refuse() -> None:
+        raise dj.RuntimeClosed("refused")
+
+    async def a() -> None:
+        try:
+            async with locks.hold(key) as held:
+                seen.append(f"A held={held}")
+                a_holds.set()
+                await a_done.wait()
+                if first_fails:
+                    raise ValueError
+        except ValueError:
+            seen.append("A failed")
+
+    async def b(name: str, on_taken: Callable[[], None] | None) -> None:
+        try:
+            async with locks.hold(key, on_taken=on_taken) as held:
+                seen.append(f"{name} held={held}")
+                await trio.sleep(0)
+        except dj.RuntimeClosed:
+            seen.append(f"{name} refused")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a)
+        await a_holds.wait()
+        nursery.start_soon(b, "B", refuse if second_refused else None)
+        await trio.testing.wait_all_tasks_blocked()
+        if third:
+            nursery.start_soon(b, "C", None)
+            await trio.testing.wait_all_tasks_blocked()
+        a_done.set()
+    assert locks.held == 0
+    assert not locks._handed
+    return seen
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_lock_waited_for_here_is_passed_on_without_a_release_and_a_take(
+    batched: bool,
+) -> None:
+    """The next holder in this process gets the cross-process lock with the in-process
+    one: one take and one release in all, and it is held (by this process) throughout."""
+    store, key = _Counted(), uuid4()
+
+    async def check(locks: InstanceLocks) -> None:
+        seen = await _one_after_another(locks, key, third=True)
+        assert seen == ["A held=True", "B held=True", "C held=True"]
+
+    if batched:
+        async with batching(cast("Store", store)) as locks:
+            await check(locks)
+    else:
+        await check(InstanceLocks(cast("Store", store), timedelta(seconds=30)))
+    assert store.calls == [("take", key), ("release", key)]
+
+
+async def test_a_lock_is_not_passed_on_after_a_failure() -> None:
+    """A holder that fails releases its lock; the next one takes it anew."""
+    store, key = _Counted(), uuid4()
+    seen = await _one_after_another(
+        InstanceLocks(cast("Store", store), timedelta(seconds=30)), key, first_fails=True
+    )
+    assert seen == ["A held=True", "A failed", "B held=True"]
+    assert store.calls == [("take", key), ("release", key)] * 2
+
+
+async def test_a_lock_of_a_lost_session_is_not_passed_on() -> None:
+    store, key = _Counted(), uuid4()
+    locks = InstanceLocks(cast("Store", store), timedelta(seconds=30))
+    b_waits = trio.Event()
+
+    async def b() -> None:
+        b_waits.set()
+        async with locks.hold(key):
+            pass
+
+    async with trio.open_nursery() as nursery, locks.hold(key):
+        nursery.start_soon(b)
+        await b_waits.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        store.lose_session()
+    assert store.calls == [("take", key), ("release", key)] * 2
+    assert not locks._handed
+
+
+@pytest.mark.parametrize("third", [False, True])
+async def test_a_lock_passed_on_to_a_refused_task_goes_to_the_next_or_is_released(
+    third: bool,
+) -> None:
+    """The task handed the lock is refused (the runtime is closing): the one after it,
+    if any, holds it; else it is released."""
+    store, key = _Counted(), uuid4()
+    seen = await _one_after_another(
+        InstanceLocks(cast("Store", store), timedelta(seconds=30)),
+        key,
+        second_refused=True,
+        third=third,
+    )
+    assert seen == ["A held=True", "B refused", *(["C held=True"] if third else [])]
+    assert store.calls == [("take", key), ("release", key)]
+
+
+@pytest.mark.postgres
+async def test_a_lock_passed_on_stays_held_in_postgres(
+    two_stores: tuple[PostgresStore, PostgresStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    """While the next holder here has the lock passed on to it, another process cannot
+    take it (it is fenced as before); once that holder is done, it is free."""
+    store, other = two_stores
+    key = uuid4()
+    seen: list[bool] = []
+    async with batching(store) as locks, trio.open_nursery() as nursery, locks.hold(key):
+
+        async def next_holder() -> None:
+            async with locks.hold(key) as held:
+                seen.append(held)
+                assert store.lock_session(key) is not None
+                assert other.try_lock_many([(key, "instance")]) == [False]
+
+        nursery.start_soon(next_holder)
+        await trio.testing.wait_all_tasks_blocked()
+    assert seen == [True]
+    assert other.try_lock_many([(key, "instance")]) == [True]
+    other.unlock_many([(key, "instance")])
+
+
+async def test_after_a_failed_commit_the_index_version_is_read_again() -> None:
+    """A commit that failed may have been written all the same (a connection lost at
+    its end): the version read with the lock is no longer taken as known, so that the
+    next load (this holder's, or the next one's it is passed on to) reads it again."""
+    store, key = _Counted(), uuid4()
+    locks = InstanceLocks(cast("Store", store), timedelta(seconds=30))
+    async with locks.hold(key):
+        assert locks.held_version(key) == (True, None)  # no index row when taken
+        locks.committed(key, 3)
+        assert locks.held_version(key) == (True, 3)
+        locks.unsure(key)
+        assert locks.held_version(key) == (False, None)
+
+
+@pytest.mark.parametrize("alive", [True, False])
+async def test_a_take_whose_release_is_still_queued_takes_the_lock_over(alive: bool) -> None:
+    """A lock released (queued for the batching task) and taken again here before the
+    release was made stays held: neither call is made, and the one release at the end
+    frees it. Not if its session was lost meanwhile: then both calls are made."""
+    store, key = _Counted(), uuid4()
+    async with batching(cast("Store", store)) as locks:
+        async with locks.hold(key, wait=False) as held:
+            assert held
+        assert [r.op for r in locks._queue] == ["unlock"]
+        if not alive:
+            store.lose_session()
+        async with locks.hold(key, wait=False) as held:
+            assert held
+            assert locks.held == 1
+        async with locks.hold(uuid4()):  # waits for its round: the release's too
+            pass
+        assert locks.held == 0
+    takes = [("take", key), ("release", key)]
+    assert [c for c in store.calls if c[1] == key] == (takes if alive else takes * 2)
+
+
+async def test_a_task_woken_as_a_call_releases_takes_its_lock_over() -> None:
+    """A call's release (waited for) is queued and the in-process lock freed at once; a
+    task woken at that moment takes the lock over before the batching task makes the
+    release (it lets the tasks just woken run first): one take and one release in all,
+    and the call returns once its lock went to the next holder."""
+    store, key = _Counted(), uuid4()
+    go = trio.Event()
+    seen: list[str] = []
+
+    async def next_holder(locks: InstanceLocks) -> None:
+        await go.wait()
+        async with locks.hold(key) as held:
+            seen.append(f"next held={held}")
+
+    async with batching(cast("Store", store)) as locks, trio.open_nursery() as nursery:
+        nursery.start_soon(next_holder, locks)
+        await trio.testing.wait_all_tasks_blocked()
+        async with locks.hold(key):
+            go.set()
+        seen.append("call returned")
+    assert seen == ["next held=True", "call returned"] or seen == [
+        "call returned",
+        "next held=True",
+    ]
+    assert store.calls == [("take", key), ("release", key)]

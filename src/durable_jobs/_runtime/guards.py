@@ -24,7 +24,7 @@ from durable_jobs._errors import LockLost
 from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._telemetry import log_fields
 
-__all__ = ["DEFAULT_LEASE", "MIN_LEASE", "TAKEOVER_GRACE", "Guard", "LockGuards"]
+__all__ = ["DEFAULT_LEASE", "MIN_LEASE", "TAKEOVER_GRACE", "Guard", "LockGuards", "RunScope"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
@@ -59,6 +59,9 @@ class LockGuards:
         self._busy: dict[tuple[int, str], int | None] = {}
         #: (kind, job, instance_id) of the instances held, when known (for the logs).
         self.names: dict[UUID, tuple[str, str, str]] = {}
+        #: The cancel scopes of the long-lived tasks that run one run after another
+        #: (see :meth:`run_scope`), by task.
+        self._runs: dict[trio.lowlevel.Task, RunScope] = {}
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -111,22 +114,80 @@ class LockGuards:
     def guard(self, uuid: UUID, scope: str) -> Guard:
         """Run the body under ``uuid``'s ``scope`` lock, just taken: cancelled if its
         session is lost, and then :class:`LockLost` is raised."""
+        runs = self._runs
+        if runs:
+            run = runs.get(trio.lowlevel.current_task())
+            if run is not None and run.guard is None:
+                return Guard(self, uuid, scope, run)
         return Guard(self, uuid, scope)
+
+    def run_scope(self) -> RunScope:
+        """The cancel scope of a task that runs one run after another: the outermost
+        guard of each of its runs is cancelled through it (see :class:`RunScope`)."""
+        return RunScope(self)
+
+
+class RunScope:
+    """A cancel scope a task holds across its runs, which the outermost guard of each
+    run uses instead of a scope of its own (entering and leaving a trio cancel scope
+    on every run cost about 8% of a Postgres run).
+
+    It is entered once, around the task's loop. A guard that is left while the scope
+    is cancelled (its lock was lost) ends the scope there, as its own scope would
+    have ended, and enters a fresh one for the task's next runs: a cancellation never
+    outlives the guard it was meant for.
+    """
+
+    __slots__ = ("guard", "guards", "scope", "task")
+
+    def __init__(self, guards: LockGuards) -> None:
+        self.guards = guards
+        self.scope = trio.CancelScope()
+        #: The guard using the scope (None: none is entered).
+        self.guard: Guard | None = None
+        self.task: trio.lowlevel.Task | None = None
+
+    def __enter__(self) -> None:
+        task = self.task = trio.lowlevel.current_task()
+        self.scope.__enter__()
+        self.guards._runs[task] = self
+
+    def __exit__(
+        self,
+        etype: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self.task is not None:
+            self.guards._runs.pop(self.task, None)
+        return self.scope.__exit__(etype, exc, tb)
+
+    def renew(self) -> None:
+        """A new scope in place of the one just left (cancelled)."""
+        scope = trio.CancelScope()
+        scope.__enter__()
+        self.scope = scope
 
 
 class Guard:
     """The context of :meth:`LockGuards.guard` (a plain class: cheaper than a
     generator context manager on every run). Entered, it is in its guards' set (by
-    identity: hashed in C), with the session it runs under."""
+    identity: hashed in C), with the session it runs under.
 
-    __slots__ = ("cancel_scope", "guards", "scope", "session", "uuid")
+    Its cancel scope is its own, or (``run``) the scope its task holds across runs,
+    which it uses while it is entered."""
 
-    def __init__(self, guards: LockGuards, uuid: UUID, scope: str) -> None:
+    __slots__ = ("cancel_scope", "guards", "run", "scope", "session", "uuid")
+
+    def __init__(
+        self, guards: LockGuards, uuid: UUID, scope: str, run: RunScope | None = None
+    ) -> None:
         self.guards = guards
         self.uuid = uuid
         self.scope = scope
         self.session: int | None = None
-        self.cancel_scope = trio.CancelScope()
+        self.run = run
+        self.cancel_scope = trio.CancelScope() if run is None else run.scope
 
     def __enter__(self) -> None:
         store = self.guards.store
@@ -137,6 +198,11 @@ class Guard:
                     raise _lost(self.uuid)
                 self.session = session
         entered = self.guards._guards
+        run = self.run
+        if run is not None:
+            run.guard = self
+            entered.add(self)
+            return
         entered.add(self)
         try:
             self.cancel_scope.__enter__()
@@ -151,10 +217,22 @@ class Guard:
         tb: TracebackType | None,
     ) -> bool:
         cancel_scope = self.cancel_scope
-        try:
-            swallowed = cancel_scope.__exit__(etype, exc, tb)
-        finally:
+        run = self.run
+        if run is not None:
             self.guards._guards.discard(self)
+            run.guard = None
+            if not cancel_scope.cancel_called:
+                return False
+            # Cancelled for a lost lock: the scope ends here, as a guard's own would.
+            try:
+                swallowed = cancel_scope.__exit__(etype, exc, tb)
+            finally:
+                run.renew()
+        else:
+            try:
+                swallowed = cancel_scope.__exit__(etype, exc, tb)
+            finally:
+                self.guards._guards.discard(self)
         if cancel_scope.cancelled_caught:
             raise _lost(self.uuid)
         return swallowed

@@ -183,7 +183,30 @@ class _SharedHold:
 
     async def __aenter__(self) -> bool:
         owner, uuid, scope = self.owner, self.uuid, self.scope
-        await self.inner.__aenter__()
+        inner = self.inner
+        try:
+            await inner.__aenter__()
+        except BaseException:
+            if owner._handed:
+                await owner._unclaimed(inner, uuid, scope)
+            raise
+        handed = owner._handed
+        if handed and (inner.key, scope) in handed:
+            # The holder before this one, in this process, passed its cross-process
+            # lock on with the in-process one (see __aexit__): held already.
+            handed.discard((inner.key, scope))
+            self.taken = True
+            busy = owner.guards._busy
+            if busy:
+                busy.pop((inner.key, scope), None)  # held here all along: no takeover
+            try:
+                guard = owner.guards.guard(uuid, scope)
+                guard.__enter__()
+                self.guard = guard
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            return True
         try:
             while not (taken := await owner._call("lock", uuid, scope)).result:
                 if not self.wait:
@@ -195,7 +218,7 @@ class _SharedHold:
             raise
         owner.held += 1
         if scope == "instance":
-            owner._fresh[uuid] = taken.version
+            owner._fresh[uuid.int] = taken.version
         if taken.names is not None:
             owner.names[uuid] = taken.names
         self.taken = True
@@ -216,20 +239,50 @@ class _SharedHold:
         tb: TracebackType | None = None,
     ) -> None:
         guard, self.guard = self.guard, None
+        handed = False
         try:
             if guard is not None:
                 # Raises LockLost if the session was lost meanwhile.
                 guard.__exit__(etype, exc, tb)
+            handed = etype is None and self.taken and self._hand_over()
         finally:
+            released = False
             try:
-                if self.taken:
+                if self.taken and not handed:
                     self.taken = False
+                    owner = self.owner
                     # An alarm run's release (it does not wait for a busy instance) is
                     # not waited for; a call's is: once the caller is answered, another
                     # process can take the instance at once.
-                    await self.owner._release(self.uuid, self.scope, detach=not self.wait)
+                    request = owner._queue_release(self.uuid, self.scope, detach=not self.wait)
+                    if request is None:
+                        await owner._release_now(self.uuid, self.scope)
+                    elif self.wait:
+                        # The in-process lock first: a task here waiting for it may take
+                        # the cross-process one over while its release is queued.
+                        released = True
+                        self.inner._release()
+                        await owner._released(request)
+                self.taken = False
             finally:
-                await self.inner.__aexit__()
+                if not released:
+                    self.inner._release()
+
+    def _hand_over(self) -> bool:
+        """Pass the cross-process lock on to the task of this process that waits for the
+        in-process one (it is next, see :class:`_KeyHold`), instead of releasing it for
+        that task to take it again: one lock call less each, and the instance is not
+        free in between anyway. Only a lock whose session is alive is passed on."""
+        inner = self.inner
+        if not inner.locks.get(inner.key):
+            return False  # nobody here waits for it
+        store = self.owner.cross
+        assert store is not None  # only a shared store's holds are _SharedHolds
+        session = store.lock_session(self.uuid, self.scope)
+        if session is None or not store.session_alive(session):
+            return False
+        self.owner._handed.add((inner.key, self.scope))
+        return True
 
 
 def _release_failed(
@@ -254,8 +307,15 @@ class InstanceLocks:
         self.guards = LockGuards(self.cross, lease)
         self._instance = KeyedLocks()
         self._flush = KeyedLocks()
-        #: Index versions of the instances this process holds across processes.
-        self._fresh: dict[UUID, int | None] = {}
+        #: The cross-process locks passed on with their in-process lock to the task
+        #: waiting for it, and not yet claimed by it: (``uuid.int``, scope).
+        self._handed: set[tuple[int, str]] = set()
+        #: Releases queued and not yet in a batch, which the next take of their lock
+        #: in this process takes over (see :meth:`_call`).
+        self._releasing: dict[tuple[int, str], _LockRequest] = {}
+        #: Index versions of the instances this process holds across processes, by
+        #: ``uuid.int`` (hashed in C: a UUID's hash is a Python call).
+        self._fresh: dict[int, int | None] = {}
         self._limiter = trio.CapacityLimiter(1)
         self._queue: list[_LockRequest] = []
         self._ready = trio.Event()
@@ -298,24 +358,71 @@ class InstanceLocks:
             return _KeyHold(locks._locks, uuid, on_taken)
         return _SharedHold(self, locks, uuid, scope, wait=wait, on_taken=on_taken)
 
+    async def _unclaimed(self, inner: _KeyHold, uuid: UUID, scope: str) -> None:
+        """A task handed a cross-process lock (see :meth:`_SharedHold._hand_over`) did not
+        take the in-process one after all (refused by ``on_taken``): the next waiter, if
+        any, has both now; else the cross-process lock is released here."""
+        key = (inner.key, scope)
+        if key in self._handed and inner.key not in inner.locks:
+            self._handed.discard(key)
+            await self._release(uuid, scope, detach=True)
+
+    def unsure(self, uuid: UUID) -> None:
+        """A commit to ``uuid`` failed: whether it wrote anything is not known here (its
+        index version is read again when it is next asked for)."""
+        self._fresh.pop(uuid.int, None)
+
     async def _release(self, uuid: UUID, scope: str, *, detach: bool = False) -> None:
         """Release a cross-process lock (shielded: a lock taken must be released);
         ``detach``: queue it for the batching task and do not wait for it."""
-        self._fresh.pop(uuid, None)
+        request = self._queue_release(uuid, scope, detach=detach)
+        if request is None:
+            await self._release_now(uuid, scope)
+        elif not detach:
+            await self._released(request)
+
+    def _queue_release(self, uuid: UUID, scope: str, *, detach: bool) -> _LockRequest | None:
+        """Forget ``uuid``'s ``scope`` lock here and queue its release for the batching
+        task: it is made before any take queued after it (releases go first in a
+        batch, and the batches in order), so before the next holder in this process
+        takes the lock again, unless that holder takes it over first (see
+        :meth:`_call`); and the task makes the calls queued when it stops. None (and
+        nothing forgotten) if the task is not running."""
+        if not self._running:
+            return None
+        number = uuid.int
+        fresh = self._fresh
+        known = number in fresh
+        version = fresh.pop(number, None)
         # Forgotten at any release (a flush lock is released after the instance lock
         # taken inside it): nothing stays behind for instances no longer held.
         names = self.names.pop(uuid, None)
         self.held -= 1
-        if detach and self._running:
-            # Queued for the batching task, not waited for: it is made before any take
-            # queued after it (releases go first in a batch, and the batches in order),
-            # so before the next holder in this process takes the lock again; and the
-            # task makes the calls queued when it stops. A failure is logged there.
-            request = _LockRequest("unlock", uuid, scope, detached=True)
-            request.names = names
-            self._queue.append(request)
-            self._ready.set()
-            return
+        request = _LockRequest("unlock", uuid, scope, detached=detach)
+        request.names = names
+        if known or scope != "instance":
+            # The index version the next holder here has if it takes the lock over (no
+            # other process can change the instance while it is held).
+            request.version = version
+            self._releasing[(number, scope)] = request
+        self._queue.append(request)
+        self._ready.set()
+        return request
+
+    async def _released(self, request: _LockRequest) -> None:
+        """Wait (uncancellably) until the queued release ``request`` was made."""
+        await request.wait()
+        error = request.error
+        if error is not None:
+            if not isinstance(error, DurableJobsError):
+                raise error
+            _release_failed(request.uuid, request.names)
+
+    async def _release_now(self, uuid: UUID, scope: str) -> None:
+        """Release a cross-process lock without the batching task (shielded)."""
+        self._fresh.pop(uuid.int, None)
+        names = self.names.pop(uuid, None)
+        self.held -= 1
         try:
             with trio.CancelScope(shield=True):
                 await self._call("unlock", uuid, scope)
@@ -371,14 +478,19 @@ class InstanceLocks:
 
     def held_version(self, uuid: UUID) -> tuple[bool, int | None]:
         """(known, version): the index version read when this task took ``uuid``'s lock."""
-        if uuid in self._fresh:
-            return True, self._fresh[uuid]
+        fresh = self._fresh
+        number = uuid.int
+        if number in fresh:
+            return True, fresh[number]
         return False, None
 
     def committed(self, uuid: UUID, version: int) -> None:
         """This process wrote ``version`` of an instance it holds."""
-        if self._fresh and uuid in self._fresh:
-            self._fresh[uuid] = version
+        fresh = self._fresh
+        if fresh:
+            number = uuid.int
+            if number in fresh:
+                fresh[number] = version
 
     async def _call(self, op: str, uuid: UUID, scope: str) -> _LockRequest:
         """Take (``op="lock"``, without waiting) or release a cross-process lock.
@@ -387,6 +499,19 @@ class InstanceLocks:
         round trip (like group commit). The wait is not cancellable: a lock the
         store took must be known, so that it is released.
         """
+        releasing = self._releasing
+        if releasing and op == "lock":
+            queued = releasing.pop((uuid.int, scope), None)
+            if queued is not None and not queued.done and self._alive(uuid, scope):
+                # Its release is still queued: the lock is taken over as it is held (the
+                # release is not made, and this take neither), at the version it had.
+                queued.result = True
+                queued.finish()
+                request = _LockRequest(op, uuid, scope)
+                request.result = True
+                request.version = queued.version
+                request.names = queued.names
+                return request
         request = _LockRequest(op, uuid, scope)
         if not self._running:
             await self._batch([request])
@@ -397,6 +522,19 @@ class InstanceLocks:
         if request.error is not None:
             raise request.error
         return request
+
+    def _alive(self, uuid: UUID, scope: str) -> bool:
+        """Whether ``uuid``'s ``scope`` lock is held here, in a session still alive."""
+        store = self.cross
+        assert store is not None  # only a store with cross-process locks has lock calls
+        session = store.lock_session(uuid, scope)
+        return session is not None and store.session_alive(session)
+
+    def _take_queue(self) -> list[_LockRequest]:
+        """The queued calls, for one batch (a release in it is no longer taken over)."""
+        batch, self._queue = self._queue, []
+        self._releasing.clear()
+        return batch
 
     async def run(self) -> None:
         """Make the queued lock calls, a batch at a time (runs until cancelled).
@@ -419,22 +557,33 @@ class InstanceLocks:
                     else:
                         await self._ready.wait()
                     self._ready = trio.Event()
-                batch, self._queue = self._queue, []
+                if self._releasing:
+                    # Let the tasks woken with these releases run first (a scheduler
+                    # pass, then the runs it starts): the next holder of a lock here
+                    # takes it over while its release is queued (see _call).
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                batch = self._take_queue()
                 with trio.CancelScope(shield=True):
                     await self._batch(batch)
         finally:
             # Stopped (cancelled, say): the calls queued and not yet made are made now
             # (their callers wait for them); a call from now on is made by its caller.
             self._running = False
+            self._releasing.clear()
             with trio.CancelScope(shield=True):
                 while self._queue:
-                    batch, self._queue = self._queue, []
+                    batch = self._take_queue()
                     await self._batch(batch)
 
     async def _batch(self, batch: list[_LockRequest]) -> None:
         """Releases first, then takes, in one store call on the store's own lock
         connection (it neither waits for nor holds up the pooled connections); for the
-        instances taken, the index versions are read in the same call."""
+        instances taken, the index versions are read in the same call. Releases taken
+        over meanwhile (see :meth:`_call`) are done already: they are left out."""
+        batch = [r for r in batch if not r.done]
+        if not batch:
+            return
         if self._rounds is not None:
             await self._round(self._rounds, batch)
             return

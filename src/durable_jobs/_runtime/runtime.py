@@ -365,6 +365,7 @@ class Runtime:
             await self.commits.commit(agg, statements, schedule_point=schedule_point)
         except BaseException:
             self.cache.evict(agg._id)
+            self.locks.unsure(agg._id)
             raise
         self.cache.remember(agg)
         locks = self.locks

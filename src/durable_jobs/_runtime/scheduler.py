@@ -15,6 +15,7 @@ import math
 import types
 from collections import deque
 from collections.abc import Coroutine, Generator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -408,18 +409,24 @@ class Scheduler:
         a task per run).
         """
         waiting = self._waiting
+        locks = self.rt.locks
+        # On a shared store, one cancel scope for the guards of all its runs (see RunScope).
+        run_scope: AbstractContextManager[None] = (
+            locks.guards.run_scope() if locks.cross is not None else nullcontext()
+        )
         try:
-            while True:
-                yielded = await _in_context(context, self._alarm_run(key))
-                if waiting and not yielded:
-                    # Let the other tasks run: a run on a store that does not block
-                    # may not have yielded at all (one that waited for its commit did).
-                    await trio.lowlevel.checkpoint()
-                while not waiting:
-                    if self._stopped:
-                        return
-                    await self._park()
-                key, context = waiting.popleft()
+            with run_scope:
+                while True:
+                    yielded = await _in_context(context, self._alarm_run(key))
+                    if waiting and not yielded:
+                        # Let the other tasks run: a run on a store that does not block
+                        # may not have yielded at all (one that waited for its commit did).
+                        await trio.lowlevel.checkpoint()
+                    while not waiting:
+                        if self._stopped:
+                            return
+                        await self._park()
+                    key, context = waiting.popleft()
         finally:
             self._running -= 1
 
