@@ -55,6 +55,7 @@ EXPECTED = {
     "Store",
     "StatementFailed",
     "StoreError",
+    "UnreadableIndexRow",
     "SystemClock",
     "TaskClient",
     "TaskContext",
