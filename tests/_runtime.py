@@ -51,5 +51,20 @@ async def advance(jobs: dj.Jobs, delta: timedelta) -> None:
     await jobs.wait_idle()
 
 
+def note_registry() -> dj.Registry:
+    """A task job ``note`` whose ``on_event`` keeps the last event as its state."""
+    registry = dj.Registry()
+
+    @registry.task("note", event=str, state=str)
+    async def note(ctx: dj.TaskContext[str]) -> None:
+        pass
+
+    @note.on_event
+    async def keep(event: str, ctx: dj.TaskContext[str]) -> None:
+        ctx.set_state(event)
+
+    return registry
+
+
 def names(records: list[dj.RecordedEvent]) -> list[str]:
     return [r.name for r in records]

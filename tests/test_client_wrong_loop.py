@@ -16,20 +16,7 @@ import pytest
 import trio
 
 import durable_jobs as dj
-
-
-def _registry() -> dj.Registry:
-    registry = dj.Registry()
-
-    @registry.task("note", event=str, state=str)
-    async def note(ctx: dj.TaskContext[str]) -> None:
-        pass
-
-    @note.on_event
-    async def keep(event: str, ctx: dj.TaskContext[str]) -> None:
-        ctx.set_state(event)
-
-    return registry
+from _runtime import note_registry
 
 
 def _other_trio(call: Callable[[], Awaitable[Any]]) -> Any:
@@ -53,7 +40,7 @@ def _asyncio(call: Callable[[], Awaitable[Any]]) -> Any:
 async def test_a_call_from_another_loop_is_refused_and_the_runtime_goes_on(
     sqlite_url: str, runner: Callable[..., Any], where: str
 ) -> None:
-    async with dj.open_jobs(_registry(), sqlite_url) as jobs:
+    async with dj.open_jobs(note_registry(), sqlite_url) as jobs:
         notes = jobs.task("note")
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: notes.send("a", "elsewhere"),
@@ -73,7 +60,7 @@ async def test_a_call_from_another_loop_is_refused_and_the_runtime_goes_on(
 
 
 async def test_a_thread_calls_in_with_from_thread_run(sqlite_url: str) -> None:
-    async with dj.open_jobs(_registry(), sqlite_url) as jobs:
+    async with dj.open_jobs(note_registry(), sqlite_url) as jobs:
 
         def in_a_thread() -> Any:
             client = jobs.task("note")  # a client may be got anywhere

@@ -22,6 +22,7 @@ import trio
 
 import durable_jobs as dj
 from _own_postgres import OwnPostgres
+from _runtime import note_registry
 
 #: How long a call may take before the test calls it hung: several query_timeouts.
 HUNG = 30
@@ -48,27 +49,13 @@ def frozen(server: OwnPostgres) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
-def _registry() -> dj.Registry:
-    registry = dj.Registry()
-
-    @registry.task("note", event=str, state=str)
-    async def note(ctx: dj.TaskContext[str]) -> None:
-        pass
-
-    @note.on_event
-    async def keep(event: str, ctx: dj.TaskContext[str]) -> None:
-        ctx.set_state(event)
-
-    return registry
-
-
 def test_client_calls_fail_instead_of_hanging_and_the_runtime_goes_on() -> None:
     server = OwnPostgres()
     url = f"{server.url}?schema=frozen&connect_timeout=2&query_timeout=2"
     failed: list[str] = []
 
     async def main() -> None:
-        async with dj.open_jobs(_registry(), url) as jobs:
+        async with dj.open_jobs(note_registry(), url) as jobs:
             notes = jobs.task("note")
             await notes.send("a", "before")
             calls: list[tuple[str, Any]] = [

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from durable_jobs._store.crypto import Cipher
     from durable_jobs._store.urls import StoreURL
 
-__all__ = ["RowsAndIndex", "index_row_of", "label"]
+__all__ = ["RowsAndIndex", "index_row_of", "label", "page_end"]
 
 log = logging.getLogger("durable_jobs.store")
 _T = TypeVar("_T")
@@ -248,11 +248,9 @@ class RowsAndIndex:
             for error in skipped:
                 if unreadable is not None:
                     unreadable(error)
-            keys = [(r.kind, r.job, r.instance_id) for r in page[-1:]]
-            keys += [e.key for e in skipped if e.key is not None]
-            if len(page) + len(skipped) < 500 or not keys:
+            after = page_end(page, skipped)
+            if len(page) + len(skipped) < 500 or after is None:
                 return
-            after = max(keys)
 
     def _query(self, fn: Callable[[], _T], unreadable: Unreadable | None = None) -> _T:
         with self._errors(f"Could not read the store {self.url}"):
@@ -260,6 +258,16 @@ class RowsAndIndex:
                 return fn()
             with reporting_unreadable(unreadable):
                 return fn()
+
+
+def page_end(
+    rows: Sequence[IndexRow], skipped: Sequence[UnreadableIndexRow]
+) -> tuple[str, str, str] | None:
+    """The key the next page of an index listing starts after: that of the last row
+    the query returned, read (``rows``) or not (``skipped``); None if none has one."""
+    keys = [(r.kind, r.job, r.instance_id) for r in rows[-1:]]
+    keys += [e.key for e in skipped if e.key is not None]
+    return max(keys, default=None)
 
 
 def label(kind: str, job: str, instance_id: str) -> str:

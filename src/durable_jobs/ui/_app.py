@@ -30,6 +30,7 @@ from durable_jobs._errors import (
 )
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow, Unreadable
+from durable_jobs._store.rows import page_end
 from durable_jobs._telemetry import log_fields
 from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
 from durable_jobs._tools.views import InstancePage, InstanceSummary
@@ -128,11 +129,9 @@ def _search(
                 )
             # The Inspector's summary of an index row (with the error if its log is unreadable).
             found.append((dash.inspector._summary_of_row(row), row))
-        keys = [(r.kind, r.job, r.instance_id) for r in rows[-1:]]
-        keys += [e.key for e in skipped if e.key is not None]
-        if len(rows) + len(skipped) < 500 or not keys:
+        after = page_end(rows, skipped)
+        if len(rows) + len(skipped) < 500 or after is None:
             return InstancePage(items=[s for s, _ in found], next_cursor=None)
-        after = max(keys)
 
 
 def _recent(store: Store, position: int) -> list[TailEvent]:
