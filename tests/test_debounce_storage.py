@@ -160,16 +160,36 @@ _json_values = st.recursive(
 
 
 def _same_json(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """Equal as JSON, keys in the same order (an object's key order is part of its value)."""
+    return json.dumps(a) == json.dumps(b)
 
 
 @settings(max_examples=300, deadline=None)
 @given(old=_json_values, new=_json_values, extra=st.lists(_json_values, max_size=3))
 def test_a_patch_rebuilds_the_new_state_exactly(old: Any, new: Any, extra: list[Any]) -> None:
-    for before, after in [(old, new), ([old], [old, *extra]), ({"a": old, "b": 1}, {"a": new})]:
+    pairs = [(old, new), ([old], [old, *extra]), ({"a": old, "b": 1}, {"a": new})]
+    if isinstance(new, dict):
+        pairs.append((new, dict(reversed(new.items()))))
+    for before, after in pairs:
         patch = state_patch(before, after)
         if patch is not None:
             assert _same_json(apply_state_patch(before, patch), after)
+
+
+def test_a_patch_keeps_the_order_of_an_objects_keys() -> None:
+    padding = {f"padding_{i}": "x" * 50 for i in range(10)}
+    old: dict[str, Any] = {"alice": 3, "bob": 2, **padding}
+    news: list[dict[str, Any]] = [
+        {"carol": 100, "alice": 3, "bob": 2, **padding},  # a new key first
+        {"bob": 2, "alice": 3, **padding},  # two keys swapped
+        {"wrap": {"bob": 2, "alice": 3}, **padding},  # a nested object, reordered
+    ]
+    for new in news:
+        for before in [old, {"wrap": {"alice": 3, "bob": 2}, **padding}]:
+            patch = state_patch(before, new)
+            rebuilt = new if patch is None else apply_state_patch(before, patch)
+            assert list(rebuilt) == list(new)
+            assert _same_json(rebuilt, new)
 
 
 def test_patches_tell_1_from_true() -> None:

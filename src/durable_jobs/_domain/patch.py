@@ -6,10 +6,11 @@ gives the patch from the old state to the new one when that patch is much
 smaller than the new state, and :func:`apply_state_patch` replays it. Both
 work on plain JSON data only, so replay needs no application code.
 
-Values are compared as JSON (``1``, ``1.0`` and ``true`` differ), never with
-Python's ``==`` alone. The common changes (keys of an object replaced,
-items appended to an array) are found directly; any other change to an array
-is diffed by ``jsonpatch``.
+Values are compared as JSON (``1``, ``1.0`` and ``true`` differ, and so do two
+objects with their keys in another order), never with Python's ``==`` alone.
+The common changes (keys of an object replaced, items appended to an array)
+are found directly; an object whose keys changed order is written whole; any
+other change to an array is diffed by ``jsonpatch``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def _pointer(path: str, key: str | int) -> str:
 def _diff(out: list[dict[str, Any]], path: str, old: Any, new: Any) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         if _json(old) == _json(new):
+            return
+        kept = [key for key in old if key in new]
+        if list(new) != kept + [key for key in new if key not in old]:
+            # The keys were put in another order, which add/remove/replace cannot say
+            # (an added key goes last): the object is written whole.
+            out.append({"op": "replace", "path": path, "value": new})
             return
         for key in old:
             if key not in new:
