@@ -66,10 +66,17 @@ class HandlerTimeout(DurableJobsError):
 class RuntimeClosed(DurableJobsError):
     """A call came after its ``open_jobs`` block ended (or while it was ending)."""
 
-    def __init__(self, call: str | None = None) -> None:
+    def __init__(self, call: str | None = None, *, interrupted: bool = False) -> None:
         #: What was refused, e.g. ``"status()"``; None for a run the runtime would start.
         self.call = call
-        if call is None:
+        #: True: the call had begun, and was cancelled when the shutdown grace ran out.
+        self.interrupted = interrupted
+        if interrupted:
+            msg = (
+                f"{call or 'The call'} was cancelled: its open_jobs block ended and the call "
+                "did not finish within the shutdown grace. Nothing of it was committed."
+            )
+        elif call is None:
             msg = "This jobs runtime is closed (its open_jobs block has ended); no new run starts."
         else:
             msg = (

@@ -93,6 +93,9 @@ class Runtime:
         self._observers: list[Observer] = list(observers)
         self._limiter = trio.CapacityLimiter(max(1, store.max_concurrency))
         self._commands = 0
+        #: The cancel scopes of the client commands in flight (each runs in its caller's
+        #: task): cancelled once the shutdown grace is over, like the runs.
+        self._command_scopes: set[trio.CancelScope] = set()
         #: Set at the next change (made only when someone waits: notified on every run).
         self._changed: trio.Event | None = None
         self._closing = False
@@ -115,39 +118,56 @@ class Runtime:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until :meth:`shutdown`: the scheduler, then every run it started."""
+        """Serve until :meth:`shutdown`: the scheduler, then every run it started.
+
+        Once started, a cancellation from outside (``serve`` cancelled, the block
+        around ``open_jobs`` cancelled) does not reach the runs: :meth:`shutdown`
+        gives them ``shutdown_grace`` first, then cancels them.
+        """
         self._trio_token = trio.lowlevel.current_trio_token()
         unsubscribe = self.clock.on_jump(self.scheduler.kick)
         unwatch = telemetry.watch(self)
+        serving = trio.CancelScope()
         try:
-            async with trio.open_nursery() as system:
-                system.start_soon(self.handlers.run)
-                if self.run_alarms:
-                    system.start_soon(self.scheduler.listen)
-                if self.locks.cross is not None:
-                    system.start_soon(self.locks.run)
-                    self.locks.guards.start()
-                if self.store.blocking:
-                    self.commits.start()
-                    system.start_soon(self.commits.run)
-                    system.start_soon(self.loads.run)
-                async with trio.open_nursery() as runs:
-                    self._runs_nursery = runs
-                    async with trio.open_nursery() as sched:
-                        self._scheduler_scope = sched.cancel_scope
-                        if self.run_alarms:
-                            await sched.start(self.scheduler.run, runs)
-                        else:
-                            sched.start_soon(trio.sleep_forever)
-                        task_status.started()
-                # Every run has ended, so no commit is waiting: stop the committers.
-                self.commits.stop()
-                system.cancel_scope.cancel()
+            with serving:
+                await self._serve(serving, task_status)
         finally:
             unsubscribe()
             unwatch()
             self.locks.guards.stop()
             self._closed = True
+
+    async def _serve(self, serving: trio.CancelScope, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as system:
+            system.start_soon(self.handlers.run)
+            if self.run_alarms:
+                system.start_soon(self.scheduler.listen)
+            if self.locks.cross is not None:
+                system.start_soon(self.locks.run)
+                self.locks.guards.start()
+            if self.store.blocking:
+                self.commits.start()
+                system.start_soon(self.commits.run)
+                system.start_soon(self.loads.run)
+            async with trio.open_nursery() as runs:
+                self._runs_nursery = runs
+                async with trio.open_nursery() as sched:
+                    self._scheduler_scope = sched.cancel_scope
+                    if self.run_alarms:
+                        await sched.start(self.scheduler.run, runs)
+                    else:
+                        sched.start_soon(trio.sleep_forever)
+                    # From here on only shutdown() stops the runs (after the grace).
+                    serving.shield = True
+                    task_status.started()
+            # The client commands shutdown() cancelled may still have a commit on its
+            # way: the committers serve them until the last one is out.
+            while self._commands:
+                await self._next_change()
+            # Every run and command has ended, so no commit is waiting: stop the
+            # committers.
+            self.commits.stop()
+            system.cancel_scope.cancel()
 
     _scheduler_scope: trio.CancelScope | None = None
 
@@ -159,13 +179,17 @@ class Runtime:
         with trio.move_on_after(self.shutdown_grace.total_seconds()):
             while self.scheduler.pending or self._commands:
                 await self._next_change()
-        if self.scheduler.pending:
+        if self.scheduler.pending or self._commands:
             log.warning(
-                "%d run(s) still in flight after the %s shutdown grace were cancelled; "
-                "they run again after the next start",
+                "%d run(s) and %d client call(s) still in flight after the %s shutdown "
+                "grace were cancelled; the runs run again after the next start, the calls "
+                "raise RuntimeClosed (nothing of theirs was committed)",
                 self.scheduler.pending,
+                self._commands,
                 self.shutdown_grace,
             )
+        for scope in self._command_scopes:
+            scope.cancel()
         if self._runs_nursery is not None:
             self._runs_nursery.cancel_scope.cancel()
 
@@ -422,21 +446,29 @@ class Runtime:
         """Run a client command, again (reloaded) if another process won a version race."""
         self.check_open(call)
         self._commands += 1
+        # Cancelled by shutdown() once the grace is over (the handler a call runs in its
+        # caller's task, say a task's on_event, is stopped like a run).
+        scope = trio.CancelScope()
+        scopes = self._command_scopes
+        scopes.add(scope)
         try:
-            for attempt in range(1, COMMAND_TRIES + 1):
-                try:
-                    return await fn()
-                except RuntimeClosed as closed:
-                    # The instance was busy and the block ended while the call waited.
-                    if closed.call is None and call is not None:
-                        raise RuntimeClosed(call) from None
-                    raise
-                except ConcurrencyError:
-                    if attempt == COMMAND_TRIES:
+            with scope:
+                for attempt in range(1, COMMAND_TRIES + 1):
+                    try:
+                        return await fn()
+                    except RuntimeClosed as closed:
+                        # The instance was busy and the block ended while the call waited.
+                        if closed.call is None and call is not None:
+                            raise RuntimeClosed(call) from None
                         raise
-                    log.info("version conflict, retrying the command (try %d)", attempt + 1)
-            raise AssertionError("unreachable")  # pragma: no cover
+                    except ConcurrencyError:
+                        if attempt == COMMAND_TRIES:
+                            raise
+                        log.info("version conflict, retrying the command (try %d)", attempt + 1)
+            # Only shutdown() cancels the scope: the grace ran out, nothing was committed.
+            raise RuntimeClosed(call, interrupted=True)
         finally:
+            scopes.discard(scope)
             self._commands -= 1
             self.notify()
 
