@@ -830,7 +830,8 @@ async def test_client_calls_on_a_busy_instance_wait_for_the_run(
     store_url: str, autojump_clock: Clock
 ) -> None:
     """trigger, terminate and task send wait for the run in flight (per-instance lock);
-    status and get_state do not, and show the last committed state."""
+    status, get_state and start of an existing instance do not, and show the last
+    committed state."""
     clock = dj.VirtualClock(T)
     release = trio.Event()
     entered = trio.Event()
@@ -868,6 +869,9 @@ async def test_client_calls_on_a_busy_instance_wait_for_the_run(
         with trio.fail_after(1):  # reads never wait for the run in flight
             assert await c.status("b") == dj.ContinuousStatus("running", 0, T)
             assert await c.get_state("b") == Counter(count=0)
+            # Nor does start of the existing instance (it is returned unchanged).
+            started = await c.start("b", Counter(count=5))
+            assert started == dj.StartResult(False, dj.ContinuousStatus("running", 0, T))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call, "trigger", lambda: c.trigger("b"))
             await trio.sleep(10)

@@ -96,6 +96,29 @@ async def test_a_client_call_waits_for_a_run_in_another_runtime(
         assert await second.continuous("tick").get_state("x") == 2
 
 
+async def test_start_of_an_instance_another_runtime_runs_does_not_wait(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """start of an existing instance returns it unchanged at once, even while another
+    process runs it (it waits for no run); a new one is created as usual."""
+    log: list[tuple[str, int]] = []
+    inside: dict[str, int] = {}
+    clock = dj.VirtualClock(T)
+    async with (
+        running(shared_registry(log, inside), pg_url, clock=clock) as first,
+        running(shared_registry(log, inside), pg_url, clock=clock) as second,
+    ):
+        await first.continuous("tick").start("x", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert inside == {"x": 1}  # the first runtime's run sleeps 5 s
+        with trio.fail_after(1):
+            again = await second.continuous("tick").start("x", 7)
+        assert again == dj.StartResult(False, dj.ContinuousStatus("running", 0, T))
+        assert inside == {"x": 1}
+        created = await second.continuous("tick").start("y", 0)
+        assert created.created
+
+
 def later_registry(ran: list[str], name: str) -> dj.Registry:
     registry = dj.Registry()
 

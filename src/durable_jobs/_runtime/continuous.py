@@ -18,6 +18,8 @@ from durable_jobs._runtime.locks import Busy
 from durable_jobs._store.base import StatementFailed
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["ContinuousRunner"]
@@ -34,27 +36,44 @@ class ContinuousRunner:
     ) -> tuple[ContinuousInstance, bool]:
         rt = self.rt
         uuid = instance_uuid("continuous", job.name, instance_id)
+        if not rt.locks.busy(uuid):
+            async with rt.hold(uuid, wait=False) as held:
+                if held:
+                    return await self._start(job, instance_id, uuid, state_json)
+        # The instance is busy (a run in flight, here or in another process): one that
+        # exists is returned as it is, without waiting for that run.
+        rt.refuse_own_instance(uuid)
+        committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
+        if committed is not None and committed.live:
+            return committed, False
         async with rt.hold(uuid):
-            committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
-            if committed is not None and committed.live:
-                return committed, False
-            now = rt.clock.now()
-            agg = clone(committed) if committed is not None else None
-            policy = job.policy
-            first = ContinuousInstance.first_run_at(
-                policy.schedule, now=now, start_immediately=policy.start_immediately
-            )
-            agg, created = ContinuousInstance.start(
-                agg,
-                job.name,
-                instance_id,
-                now=now,
-                state=state_json,
-                first_run_at=first,
-                type_version=job.version,
-            )
-            await rt.save(agg, before=committed)
-            return agg, created
+            return await self._start(job, instance_id, uuid, state_json)
+
+    async def _start(
+        self, job: ContinuousJob[Any], instance_id: str, uuid: UUID, state_json: Any
+    ) -> tuple[ContinuousInstance, bool]:
+        """``start`` with the instance's lock held."""
+        rt = self.rt
+        committed = await rt.load(ContinuousInstance, job.name, instance_id, uuid)
+        if committed is not None and committed.live:
+            return committed, False
+        now = rt.clock.now()
+        agg = clone(committed) if committed is not None else None
+        policy = job.policy
+        first = ContinuousInstance.first_run_at(
+            policy.schedule, now=now, start_immediately=policy.start_immediately
+        )
+        agg, created = ContinuousInstance.start(
+            agg,
+            job.name,
+            instance_id,
+            now=now,
+            state=state_json,
+            first_run_at=first,
+            type_version=job.version,
+        )
+        await rt.save(agg, before=committed)
+        return agg, created
 
     def _context(
         self,

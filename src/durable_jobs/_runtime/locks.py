@@ -367,6 +367,10 @@ class InstanceLocks:
             self._handed.discard(key)
             await self._release(uuid, scope, detach=True)
 
+    def busy(self, uuid: UUID) -> bool:
+        """Whether a task of this process holds (or is taking) ``uuid``'s instance lock."""
+        return uuid.int in self._instance._locks
+
     def unsure(self, uuid: UUID) -> None:
         """A commit to ``uuid`` failed: whether it wrote anything is not known here (its
         index version is read again when it is next asked for)."""
