@@ -101,6 +101,18 @@ async def test_max_wait_equal_to_flush_after_is_a_fixed_window_with_its_reason(
         assert summary(probe.flushes) == [(2, [1, 2], "max_wait", 1, T + FLUSH_AFTER)]
 
 
+async def test_a_tie_between_the_quiet_period_and_the_cap_is_flush_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The cap is the reason only when it comes strictly first: a batch quiet for the
+    whole flush_after when the cap falls due (a lone event with max_wait ==
+    flush_after) flushes for flush_after."""
+    rig = sliding(max_wait=FLUSH_AFTER)
+    async with rig.run("memory://", 1) as (probe, jobs, _):
+        await advance(jobs, HOUR)
+        assert summary(probe.flushes) == [(1, [1], "flush_after", 1, T + FLUSH_AFTER)]
+
+
 async def test_a_duplicate_key_does_not_move_the_flush(
     store_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -170,12 +182,12 @@ async def test_the_committed_alarm_survives_a_restart(
     await trio.sleep(MINUTE.total_seconds())  # T+4, nothing running
     async with rig.run(durable_store_url) as (probe, jobs, client):
         assert await client.status("b1") == dj.DebounceStatus("debouncing", 2, T, T + 8 * MINUTE)
-        await advance(jobs, 3 * MINUTE)  # T+7
+        await advance(jobs, 3 * MINUTE + 30 * SECOND)  # T+7:30
         capped = await client.add("b1", hook(3))
-        assert capped.will_flush_at == T + MAX_WAIT
-    await trio.sleep(MINUTE.total_seconds())  # T+8: the old alarm passes, no runtime
+        assert capped.will_flush_at == T + MAX_WAIT  # before T+12:30: the cap
+    await trio.sleep(MINUTE.total_seconds())  # T+8:30: the old alarm passes, no runtime
     async with rig.run(durable_store_url) as (probe, jobs, client):
-        await advance(jobs, 4 * MINUTE - SECOND)
+        await advance(jobs, 3 * MINUTE + 30 * SECOND - SECOND)
         assert probe.flushes == []
         await advance(jobs, SECOND)
         assert summary(probe.flushes) == [(3, [1, 2, 3], "max_wait", 1, T + MAX_WAIT)]

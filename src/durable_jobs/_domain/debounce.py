@@ -198,7 +198,8 @@ class DebounceInstance(JobInstance):
 
         ``fixed``: ``flush_after`` after its first event. ``sliding``:
         ``flush_after`` after its latest event, but no later than ``max_wait``
-        after its first (the reason is then ``max_wait``).
+        after its first (the reason is then ``max_wait``, if the cap comes strictly
+        first: on a tie the batch was quiet for ``flush_after``).
         """
         d = self.d
         start = d.batch_started_at
@@ -207,7 +208,7 @@ class DebounceInstance(JobInstance):
         if flush_window == "fixed":
             return start + flush_after, "flush_after"
         quiet = (d.batch_last_added_at or start) + flush_after
-        if max_wait is not None and start + max_wait <= quiet:
+        if max_wait is not None and start + max_wait < quiet:
             return start + max_wait, "max_wait"
         return quiet, "flush_after"
 

@@ -95,7 +95,7 @@ class DebounceModel(_Model):
             return inst.open_started + job.flush_after, "flush_after"
         assert inst.open_last is not None
         quiet = inst.open_last + job.flush_after
-        if job.max_wait is not None and inst.open_started + job.max_wait <= quiet:
+        if job.max_wait is not None and inst.open_started + job.max_wait < quiet:
             return inst.open_started + job.max_wait, "max_wait"
         return quiet, "flush_after"
 
