@@ -147,6 +147,36 @@ async def test_a_base_exception_is_recorded_then_ends_open_jobs(
         assert (await client.status("x")).status == "running"
 
 
+async def test_a_handlers_base_exception_group_ends_open_jobs_as_itself(
+    sqlite_url: str, autojump_clock: MockClock
+) -> None:
+    """A group of several errors from a handler's own nursery (one of them not an
+    Exception) ends open_jobs as that group, not wrapped in the runtime's nurseries'."""
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        async def fails() -> None:
+            raise ValueError("child failed")
+
+        async def stops() -> None:
+            raise Poison("stop")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails)
+            nursery.start_soon(stops)
+
+    async def session() -> None:
+        async with running(registry, sqlite_url) as jobs:
+            await jobs.continuous(c).start("x", 0)
+            await trio.sleep_forever()  # ended by the handler's exception
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        await session()
+    kinds = sorted(type(e).__name__ for e in info.value.exceptions)
+    assert kinds == ["Poison", "ValueError"]
+
+
 async def test_a_base_exception_in_a_task_is_recorded_then_raised_to_the_caller(
     sqlite_url: str, autojump_clock: MockClock
 ) -> None:

@@ -186,12 +186,11 @@ def _duration(name: str, value: object) -> timedelta:
     return value
 
 
-def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one error inside nested single-error groups (None if there are several)."""
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What nested single-error groups (the runtime's nurseries) hold: the one error,
+    or the first group of several (say, a handler's own nursery's)."""
     error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        if len(error.exceptions) != 1:
-            return None
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error
 
@@ -361,12 +360,13 @@ async def open_jobs(
                     with trio.CancelScope(shield=True):
                         await runtime.shutdown()
         except BaseExceptionGroup as group:
-            # The runtime failed (a bug, or a store that broke while starting): one
-            # error comes out as itself, so `except dj.StoreError` catches it.
-            leaf = _only_error(group)
-            if leaf is None:
+            # The runtime failed (a bug, or a store that broke while starting), or a
+            # handler raised a BaseException: it comes out as itself, not wrapped in
+            # the runtime's nurseries' groups, so `except dj.StoreError` catches it.
+            error = _only_error(group)
+            if error is group:
                 raise
-            raise leaf from None
+            raise error from None
         if body_error is not None:
             raise body_error
     finally:
