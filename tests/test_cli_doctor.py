@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,77 @@ def test_doctor_on_memory_and_bad_input(capsys: pytest.CaptureFixture[str]) -> N
     assert err == "error: No store given: pass --store URL or set DURABLE_JOBS_STORE.\n"
     code, out, err = invoke(capsys, "doctor", "--store", "not a url")
     assert code == 1 and err.startswith("error: Malformed store URL")
+
+
+# ---- doctor finds what was changed behind the store's back -------------------------------
+
+
+def _tamper(url: str, postgres_url: str, statement: str) -> None:
+    """Run ``statement`` ({events} is the events table) on the store, as someone with
+    write access to the database would."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute(statement.format(events="stored_events"))
+        return
+    schema = url.rpartition("schema=")[2]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        table = sql.Identifier(schema, "durablejobs_events").as_string(conn)
+        conn.execute(statement.format(events=table).encode())
+
+
+async def test_doctor_names_an_instance_whose_log_lost_its_tail(
+    durable_store_url: str,
+    postgres_url: str,
+    autojump_clock: MockClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Rows deleted from the end of a log (a rollback, a partial restore) would be
+    served as an older state: doctor compares each log's end with its index row."""
+    await fill(durable_store_url)
+    code, report = doctor_json(capsys, durable_store_url)
+    assert code == 0 and report["problems"] == []
+    assert (report["encrypted_events"], report["clear_events"]) == (0, report["events"])
+    _tamper(
+        durable_store_url,
+        postgres_url,
+        "DELETE FROM {events} WHERE originator_version > 3 AND originator_id IN "
+        "(SELECT originator_id FROM {events} GROUP BY originator_id "
+        "HAVING max(originator_version) > 5 LIMIT 1)",
+    )
+    code, report = doctor_json(capsys, durable_store_url)
+    assert code == 1
+    (problem,) = report["problems"]
+    assert "its index row says version" in problem and "its log ends at version 3" in problem
+
+
+async def test_doctor_counts_event_rows_in_clear_beside_encrypted_ones(
+    durable_store_url: str,
+    postgres_url: str,
+    autojump_clock: MockClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store encrypted from its start has no row in clear: one there was put in by
+    something else (a downgrade swap), and doctor shows it."""
+    key = dj.generate_key()
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def c(ctx: dj.ContinuousContext[int]) -> None: ...
+
+    async with dj.open_jobs(registry, durable_store_url, encryption_key=key) as jobs:
+        await jobs.continuous(c).start("x", 0)
+        await jobs.wait_idle()
+    code, report = doctor_json(capsys, durable_store_url)
+    assert code == 0 and report["clear_events"] == 0
+    encrypted = report["encrypted_events"]
+    assert encrypted == report["events"] > 0
+    _tamper(
+        durable_store_url,
+        postgres_url,
+        "UPDATE {events} SET state = '{{}}' WHERE originator_version = 1",
+    )
+    code, report = doctor_json(capsys, durable_store_url)
+    assert (report["encrypted_events"], report["clear_events"]) == (encrypted - 1, 1)
+    code, out, _ = invoke(capsys, "doctor", "--store", durable_store_url)
+    assert f"{encrypted - 1} event rows encrypted, 1 in clear" in out
+    assert "if it was on from the start, they were written by something else" in out

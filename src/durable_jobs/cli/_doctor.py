@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from durable_jobs._errors import ConfigurationError, UnreadableIndexRow
+from durable_jobs._store.crypto import MAGIC
 from durable_jobs._store.index import INDEX_COLUMNS, reporting_unreadable, rows_from
 from durable_jobs._store.urls import StoreURL, redact, scrub
 from durable_jobs.cli._app import (
@@ -55,6 +56,9 @@ class Diagnosis:
     by_status: dict[str, int] = field(default_factory=dict)
     events: int | None = None
     snapshots: int | None = None
+    #: Event rows stored encrypted, and in clear (JSON).
+    encrypted_events: int | None = None
+    clear_events: int | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -76,6 +80,8 @@ class Diagnosis:
             "by_status": self.by_status,
             "events": self.events,
             "snapshots": self.snapshots,
+            "encrypted_events": self.encrypted_events,
+            "clear_events": self.clear_events,
             "problems": self.problems,
         }
 
@@ -148,6 +154,22 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
             _count(found, rows, _SQLITE_TABLES)
             index = conn.execute(f"SELECT {INDEX_COLUMNS} FROM {_SQLITE_TABLES[2]}")  # noqa: S608
             _check_index_rows(found, index)
+            events, _, index_table = _SQLITE_TABLES
+            found.encrypted_events = int(
+                conn.execute(
+                    f"SELECT count(*) FROM {events} WHERE substr(state, 1, ?) = ?",  # noqa: S608
+                    (len(MAGIC), MAGIC),
+                ).fetchone()[0]
+            )
+            _check_log_ends(
+                found,
+                conn.execute(
+                    f"SELECT i.kind, i.job, i.instance_id, i.version, m.last FROM {index_table} i "  # noqa: S608
+                    "LEFT JOIN (SELECT originator_id, max(originator_version) AS last "
+                    f"FROM {events} GROUP BY originator_id) m "
+                    "ON m.originator_id = i.instance_uuid WHERE m.last IS NOT i.version"
+                ),
+            )
     except sqlite3.Error as exc:
         found.problems.append(f"cannot read {path}: {exc}")
     finally:
@@ -213,6 +235,24 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
                     )
                 )
                 _check_index_rows(found, index)
+            events, _, index_table = (sql.Identifier(schema, t) for t in _POSTGRES_TABLES)
+            found.encrypted_events = int(
+                conn.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM {} WHERE substring(state from 1 for %s) = %s"
+                    ).format(events),
+                    (len(MAGIC), MAGIC),
+                ).fetchone()[0]  # type: ignore[index]
+            )
+            ends = conn.execute(
+                sql.SQL(
+                    "SELECT i.kind, i.job, i.instance_id, i.version, m.last FROM {} i "
+                    "LEFT JOIN (SELECT originator_id, max(originator_version) AS last FROM {} "
+                    "GROUP BY originator_id) m ON m.originator_id = i.instance_uuid "
+                    "WHERE m.last IS DISTINCT FROM i.version"
+                ).format(index_table, events)
+            )
+            _check_log_ends(found, ends)
     except psycopg.Error as exc:
         detail = scrub(str(exc).strip() or type(exc).__name__, url.password)
         found.problems.append(f"cannot read: {' '.join(detail.split())}")
@@ -234,6 +274,26 @@ def _count(
 
 #: How many unreadable index rows ``doctor`` names; the rest are counted.
 _NAMED_ROWS = 20
+
+
+def _check_log_ends(found: Diagnosis, cursor: Any) -> None:
+    """Name the instances whose log does not end at the version their index row says
+    (rows deleted from the end of a log, by a rollback or a partial restore, would
+    otherwise be served as an older state), and count the event rows in clear."""
+    assert found.events is not None and found.encrypted_events is not None
+    found.clear_events = found.events - found.encrypted_events
+    mismatched = cursor.fetchall()
+    for kind, job, instance_id, version, last in mismatched[:_NAMED_ROWS]:
+        ends = "has no events" if last is None else f"ends at version {last}"
+        found.problems.append(
+            f"{kind} job {job!r} instance {instance_id!r}: its index row says version "
+            f"{version}, but its log {ends} (events deleted or added outside durable-jobs?)"
+        )
+    if len(mismatched) > _NAMED_ROWS:
+        found.problems.append(
+            f"and {len(mismatched) - _NAMED_ROWS} more instances whose log does not end "
+            "at their index version"
+        )
 
 
 def _check_index_rows(found: Diagnosis, cursor: Any) -> None:
@@ -280,6 +340,17 @@ def doctor(state: CliState, as_json: bool) -> None:
         statuses = ", ".join(f"{status} {n}" for status, n in found.by_status.items())
         out.print(f"instances       {found.instances}" + (f" ({statuses})" if statuses else ""))
         out.print(f"records         {found.events} events, {found.snapshots} snapshots")
+    if found.encrypted_events:
+        out.print(
+            f"encryption      {found.encrypted_events} event rows encrypted, "
+            f"{found.clear_events} in clear"
+            + (
+                " (read as written before encryption was turned on: if it was on from "
+                "the start, they were written by something else)"
+                if found.clear_events
+                else ""
+            )
+        )
     for problem in found.problems:
         out.print(f"problem         {problem}")
     out.print("ok" if found.ok else "not ok")
