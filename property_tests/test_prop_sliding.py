@@ -57,7 +57,7 @@ def expected_flushes(
         if window == "fixed":
             return start + FLUSH_AFTER, "flush_after"
         quiet = last + FLUSH_AFTER
-        if max_wait is not None and start + max_wait <= quiet:
+        if max_wait is not None and start + max_wait < quiet:
             return start + max_wait, "max_wait"
         return quiet, "flush_after"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -270,3 +271,31 @@ async def test_a_lock_found_lost_as_it_is_taken_is_released(
         assert store.lock_session(uuid) is None
     finally:
         store.close()
+
+
+async def test_a_load_whose_cached_instance_is_evicted_meanwhile_reads_it_again(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """On a shared store a load not under the instance's lock reads the index version
+    first; if the cached instance is evicted meanwhile (a lost lock stops the work on
+    it), the load reads it again instead of failing on the cache (a KeyError ended a
+    worker in an outage)."""
+    ran: list[str] = []
+    async with running(later_registry(ran, "a"), pg_url) as jobs:
+        client = jobs.continuous("later")
+        await client.start("x", 0)
+        rt = jobs._rt
+        uuid = instance_uuid("continuous", "later", "x")
+        assert rt.cache.peek(uuid) is not None
+        io = rt.io
+
+        async def evicting_io(fn: Any, *args: Any) -> Any:
+            if fn == rt.store.index_row:
+                rt.cache.evict(uuid)
+            return await io(fn, *args)
+
+        rt.io = evicting_io  # type: ignore[method-assign]
+        try:
+            assert await client.get_state("x") == 0
+        finally:
+            rt.io = io  # type: ignore[method-assign]

@@ -37,7 +37,9 @@ class ContinuousRunner:
         rt = self.rt
         uuid = instance_uuid("continuous", job.name, instance_id)
         if not rt.locks.busy(uuid):
-            async with rt.hold(uuid, wait=False) as held:
+            # Taken only if free in every process; released like any call's (waited
+            # for), so other processes can take the instance once start returns.
+            async with rt.hold(uuid, wait=False, detached=False) as held:
                 if held:
                     return await self._start(job, instance_id, uuid, state_json)
         # The instance is busy (a run in flight, here or in another process): one that

@@ -161,7 +161,7 @@ class _SharedHold:
     :meth:`InstanceLocks.hold`; a plain class: cheaper than a generator context
     manager on every run)."""
 
-    __slots__ = ("guard", "inner", "owner", "scope", "taken", "uuid", "wait")
+    __slots__ = ("detached", "guard", "inner", "owner", "scope", "taken", "uuid", "wait")
 
     def __init__(
         self,
@@ -172,12 +172,14 @@ class _SharedHold:
         *,
         wait: bool,
         on_taken: Callable[[], None] | None,
+        detached: bool | None = None,
     ) -> None:
         self.owner = owner
         self.inner = _KeyHold(locks._locks, uuid, on_taken)
         self.uuid = uuid
         self.scope = scope
         self.wait = wait
+        self.detached = not wait if detached is None else detached
         self.taken = False
         self.guard: Guard | None = None
 
@@ -254,10 +256,11 @@ class _SharedHold:
                     # An alarm run's release (it does not wait for a busy instance) is
                     # not waited for; a call's is: once the caller is answered, another
                     # process can take the instance at once.
-                    request = owner._queue_release(self.uuid, self.scope, detach=not self.wait)
+                    detached = self.detached
+                    request = owner._queue_release(self.uuid, self.scope, detach=detached)
                     if request is None:
                         await owner._release_now(self.uuid, self.scope)
-                    elif self.wait:
+                    elif not detached:
                         # The in-process lock first: a task here waiting for it may take
                         # the cross-process one over while its release is queued.
                         released = True
@@ -346,17 +349,23 @@ class InstanceLocks:
         scope: str = "instance",
         wait: bool = True,
         on_taken: Callable[[], None] | None = None,
+        detached: bool | None = None,
     ) -> AbstractAsyncContextManager[bool]:
         """Hold ``uuid``'s ``scope`` lock in this process and, on a shared store, across
         processes; yields False (not held) if ``wait`` is False and another process has it.
 
         ``on_taken`` runs once the in-process lock is taken; it may raise to refuse
         the work (say, the runtime began to shut down while the call waited).
+        ``detached``: the cross-process release is queued and not waited for (default:
+        when ``wait`` is False, an alarm run's way; a client call waits for it, so
+        another process can take the instance as soon as the caller is answered).
         """
         locks = self._instance if scope == "instance" else self._flush
         if self.cross is None:
             return _KeyHold(locks._locks, uuid, on_taken)
-        return _SharedHold(self, locks, uuid, scope, wait=wait, on_taken=on_taken)
+        return _SharedHold(
+            self, locks, uuid, scope, wait=wait, on_taken=on_taken, detached=detached
+        )
 
     async def _unclaimed(self, inner: _KeyHold, uuid: UUID, scope: str) -> None:
         """A task handed a cross-process lock (see :meth:`_SharedHold._hand_over`) did not

@@ -261,7 +261,13 @@ class Runtime:
     # ---- the common steps of a command --------------------------------------------------
 
     def hold(
-        self, uuid: UUID, *, scope: str = "instance", wait: bool = True, starting: bool = True
+        self,
+        uuid: UUID,
+        *,
+        scope: str = "instance",
+        wait: bool = True,
+        starting: bool = True,
+        detached: bool | None = None,
     ) -> AbstractAsyncContextManager[bool]:
         """Hold ``uuid``'s lock (see :meth:`InstanceLocks.hold`).
 
@@ -273,7 +279,11 @@ class Runtime:
         if starting:
             self.refuse_own_instance(uuid)
         return self.locks.hold(
-            uuid, scope=scope, wait=wait, on_taken=self.check_open if starting else None
+            uuid,
+            scope=scope,
+            wait=wait,
+            on_taken=self.check_open if starting else None,
+            detached=detached,
         )
 
     @staticmethod
@@ -341,10 +351,14 @@ class Runtime:
                     cache.evict(uuid)
                 cache.misses += 1
                 return None
+            if agg is not None and not known:
+                row = await self.io(self.store.index_row, uuid)
+                version = None if row is None else row.version
+                if cache.peek(uuid) is not agg:
+                    # Evicted (or replaced) while the index was read: a lost lock stops
+                    # the work on it, say. Read it again.
+                    agg = None
             if agg is not None:
-                if not known:
-                    row = await self.io(self.store.index_row, uuid)
-                    version = None if row is None else row.version
                 if version != agg.version:
                     cache.evict(uuid)
                     agg = None
