@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from durable_jobs._domain.backoff import OnExhausted
-from durable_jobs._domain.ids import Kind
+from durable_jobs._domain.ids import KINDS, Kind
 
 __all__ = [
     "UNCHANGED",
@@ -24,6 +24,7 @@ __all__ = [
     "UtcDatetime",
     "as_utc",
     "built",
+    "new_data",
 ]
 
 _T = TypeVar("_T")
@@ -170,3 +171,83 @@ class Intents:
     @property
     def schedule_changed(self) -> bool:
         return self.schedule is not UNCHANGED
+
+
+#: JSON values whose pydantic validation (as ``JsonValue``) gives them back as they are.
+_PLAIN_JSON: frozenset[type] = frozenset({type(None), str, int, float, bool})
+#: Per data model: its fields' defaults, in declaration order (a default factory as
+#: itself, to call for each instance), and the fields that have a factory.
+_DEFAULTS: dict[type[InstanceData], tuple[dict[str, Any], tuple[tuple[str, Any], ...]]] = {}
+
+
+def _defaults(cls: type[InstanceData]) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        values: dict[str, Any] = {}
+        factories: list[tuple[str, Any]] = []
+        for name, field in cls.model_fields.items():
+            if field.default_factory is not None:
+                values[name] = None
+                factories.append((name, field.default_factory))
+            else:
+                # A required field (no default) is always given: its place is kept.
+                values[name] = None if field.is_required() else field.default
+        found = _DEFAULTS[cls] = (values, tuple(factories))
+    return found
+
+
+def new_data(
+    cls: type[InstanceData],
+    *,
+    kind: str,
+    job: str,
+    instance_id: str,
+    created_at: datetime,
+    state: Any,
+    state_version: int,
+    **more: Any,
+) -> InstanceData:
+    """``cls(kind=..., ...)``: the data of a new instance (or generation).
+
+    Built as pydantic would build it, without validating again what needs no
+    validation: our own values of the exact types the fields take (a UTC time, a
+    plain JSON ``state``). Anything else is validated by pydantic, as before.
+    """
+    if (
+        type(job) is str
+        and type(instance_id) is str
+        and kind in KINDS
+        and type(created_at) is datetime
+        and created_at.tzinfo is UTC
+        and type(state) in _PLAIN_JSON
+        and type(state_version) is int
+        and not more
+    ):
+        template, factories = _defaults(cls)
+        values = template.copy()
+        values["kind"] = kind
+        values["job"] = job
+        values["instance_id"] = instance_id
+        values["created_at"] = created_at
+        values["state"] = state
+        values["state_version"] = state_version
+        for name, factory in factories:
+            values[name] = factory()
+        new = _new_object(cls)
+        _set_attribute(new, "__dict__", values)
+        _set_attribute(new, "__pydantic_extra__", None)
+        _set_attribute(new, "__pydantic_fields_set__", set(_GIVEN))
+        _set_attribute(new, "__pydantic_private__", None)
+        return new
+    return cls(
+        kind=kind,  # type: ignore[arg-type]  # validated here
+        job=job,
+        instance_id=instance_id,
+        created_at=created_at,
+        state=state,
+        state_version=state_version,
+        **more,
+    )
+
+
+_GIVEN = ("kind", "job", "instance_id", "created_at", "state", "state_version")

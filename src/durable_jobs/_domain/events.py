@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
 from eventsourcing.domain import Aggregate
 from pydantic import JsonValue, StringConstraints
 
-from durable_jobs._domain.data import InstanceData, UtcDatetime
+from durable_jobs._domain.data import InstanceData, UtcDatetime, new_data
 from durable_jobs._domain.patch import apply_state_patch
 
 if TYPE_CHECKING:
-    from durable_jobs._domain.ids import Kind
     from durable_jobs._domain.instance import JobInstance
 
 __all__ = [
@@ -55,9 +54,10 @@ class Started(Event, Aggregate.Created):
     type_version: int = 1
 
     def apply(self, aggregate: Any) -> None:
-        agg = cast("JobInstance", aggregate)
-        agg.d = agg.data_model(
-            kind=cast("Kind", self.kind),
+        # aggregate: a JobInstance; its data built without validating our own values.
+        aggregate.d = new_data(
+            aggregate.data_model,
+            kind=self.kind,
             job=self.job,
             instance_id=self.instance_id,
             created_at=self.timestamp,

@@ -265,8 +265,13 @@ class Scheduler:
         time the deadline stands for (see :meth:`committed`)."""
         self._asleep_until = wake_at
         try:
-            with trio.move_on_at(deadline):
+            if deadline == math.inf:
+                # No timeout to wait for: no cancel scope to make and close (a busy
+                # queue's scheduler sleeps so after nearly every job it dispatches).
                 await self._wake.wait()
+            else:
+                with trio.move_on_at(deadline):
+                    await self._wake.wait()
         finally:
             self._asleep_until = None
         if self._wake.is_set():
