@@ -427,7 +427,9 @@ class PostgresApplicationRecorderWithIndex(
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as curs,
         ):
-            curs.execute(query, params, prepare=prepare or None)
+            # Binary results: a float8 is unpacked, not parsed from its text (the
+            # scheduler reads due rows all the time); the same Python values.
+            curs.execute(query, params, prepare=prepare or None, binary=True)
             return rows_from(curs.fetchall())
 
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:

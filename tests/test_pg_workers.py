@@ -271,7 +271,7 @@ def test_a_lost_lock_is_logged_with_the_instance_fields(
 
     guards = LockGuards(None, timedelta(seconds=30))
     u = uuid.uuid4()
-    guards.names[u] = ("continuous", "tick", "i1")
+    guards.names[u.int] = ("continuous", "tick", "i1")
     guard = guards.guard(u, "instance")
     guard.session = 5
     guards._guards.add(guard)
@@ -328,7 +328,7 @@ async def test_a_failed_release_is_logged_with_the_instance_fields(
     with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
         async with locks.hold(u) as held:
             assert held
-            locks.names[u] = ("continuous", "tick", "i1")
+            locks.names[u.int] = ("continuous", "tick", "i1")
     [record] = [r for r in caplog.records if "Could not release" in r.getMessage()]
     assert (record.dj_kind, record.dj_job, record.dj_instance_id) == (  # type: ignore[attr-defined]
         "continuous",

@@ -57,8 +57,9 @@ class LockGuards:
         #: instance's index version at the time; keyed by (the uuid's number, scope):
         #: hashed in C (a UUID's hash is a Python call).
         self._busy: dict[tuple[int, str], int | None] = {}
-        #: (kind, job, instance_id) of the instances held, when known (for the logs).
-        self.names: dict[UUID, tuple[str, str, str]] = {}
+        #: (kind, job, instance_id) of the instances held, when known (for the logs), by
+        #: ``uuid.int``.
+        self.names: dict[int, tuple[str, str, str]] = {}
         #: The cancel scopes of the long-lived tasks that run one run after another
         #: (see :meth:`run_scope`), by task.
         self._runs: dict[trio.lowlevel.Task, RunScope] = {}
@@ -84,7 +85,7 @@ class LockGuards:
     def _lost(self, session: int) -> None:
         for guard in list(self._guards):
             if guard.session == session:
-                names = self.names.get(guard.uuid)
+                names = self.names.get(guard.uuid.int)
                 log.warning(
                     "Stopping the work on %s (%s lock lost)",
                     guard.uuid,

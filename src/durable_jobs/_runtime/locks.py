@@ -222,13 +222,15 @@ class _SharedHold:
         if scope == "instance":
             owner._fresh[uuid.int] = taken.version
         if taken.names is not None:
-            owner.names[uuid] = taken.names
+            owner.names[uuid.int] = taken.names
         self.taken = True
         try:
-            guard = owner.guards.guard(uuid, scope)
+            guards = owner.guards
+            guard = guards.guard(uuid, scope)
             guard.__enter__()
             self.guard = guard
-            await owner.guards.after_takeover(uuid, scope, taken.version)
+            if guards._busy:  # else after_takeover has nothing to look up: no coroutine
+                await guards.after_takeover(uuid, scope, taken.version)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -246,7 +248,14 @@ class _SharedHold:
             if guard is not None:
                 # Raises LockLost if the session was lost meanwhile.
                 guard.__exit__(etype, exc, tb)
-            handed = etype is None and self.taken and self._hand_over()
+            # Only when a task here waits for the in-process lock (one call less a run).
+            inner = self.inner
+            handed = (
+                etype is None
+                and self.taken
+                and bool(inner.locks.get(inner.key))
+                and self._hand_over()
+            )
         finally:
             released = False
             try:
@@ -325,8 +334,9 @@ class InstanceLocks:
         self._running = False
         #: Cross-process locks this process holds now (both scopes).
         self.held = 0
-        #: (kind, job, instance_id) of instances held across processes, when known.
-        self.names: dict[UUID, tuple[str, str, str]] = {}
+        #: (kind, job, instance_id) of instances held across processes, when known, by
+        #: ``uuid.int`` (hashed in C: a UUID's hash is a Python call).
+        self.names: dict[int, tuple[str, str, str]] = {}
         self.guards.names = self.names
         #: A store whose lock calls are made in one call (one thread hop), and list its
         #: workers.
@@ -409,7 +419,7 @@ class InstanceLocks:
         version = fresh.pop(number, None)
         # Forgotten at any release (a flush lock is released after the instance lock
         # taken inside it): nothing stays behind for instances no longer held.
-        names = self.names.pop(uuid, None)
+        names = self.names.pop(number, None)
         self.held -= 1
         request = _LockRequest("unlock", uuid, scope, detached=detach)
         request.names = names
@@ -434,7 +444,7 @@ class InstanceLocks:
     async def _release_now(self, uuid: UUID, scope: str) -> None:
         """Release a cross-process lock without the batching task (shielded)."""
         self._fresh.pop(uuid.int, None)
-        names = self.names.pop(uuid, None)
+        names = self.names.pop(uuid.int, None)
         self.held -= 1
         try:
             with trio.CancelScope(shield=True):
@@ -657,9 +667,11 @@ class InstanceLocks:
             for r in takes:  # a failed release went with its session
                 r.error = exc
         else:
+            # By the uuid's number: a UUID's hash is a Python call.
+            found_rows = {u.int: row for u, row in rows.items()} if rows else {}
             for r, ok in zip(takes, held, strict=True):
                 r.result = ok
-                row = rows.get(r.uuid)
+                row = found_rows.get(r.uuid.int)
                 if row is not None:
                     r.version = row[0]
                     r.names = (row[1], row[2], row[3])

@@ -316,12 +316,20 @@ class Runtime:
         return await in_thread(fn, *args, limiter=self._limiter)
 
     def cached(self, cls: type[_A], uuid: UUID) -> _A | None:
-        """What :meth:`load` returns when it needs no store call (a store only this
-        process writes, the instance cached), without a coroutine; else None (then
-        :meth:`load` it, nothing counted yet)."""
+        """What :meth:`load` returns when it needs no store call (the instance cached
+        and, on a shared store, at the index version its lock call read), without a
+        coroutine; else None (then :meth:`load` it, nothing counted yet)."""
         if self.store.shared:
-            return None
-        agg = self.cache.use(uuid)
+            # Cached at the index version the lock call read (what load() checks).
+            agg = self.cache.peek(uuid)
+            if agg is None:
+                return None
+            known, version = self.locks.held_version(uuid)
+            if not known or version != agg.version:
+                return None
+            self.cache.hit(uuid)
+        else:
+            agg = self.cache.use(uuid)
         if agg is not None and not isinstance(agg, cls):
             msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
             raise StoreError(msg)
