@@ -8,7 +8,8 @@ instance never overlap, and each alarm is run once, by one of them.
 from __future__ import annotations
 
 import threading
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -77,12 +78,12 @@ async def test_two_runtimes_run_each_alarm_once(
             assert await workers[1].continuous("tick").get_state(instance_id) == len(counts)
 
 
-async def test_a_client_call_waits_for_a_run_in_another_runtime(
-    pg_url: str, autojump_clock: trio.testing.MockClock
-) -> None:
-    """A trigger from one process waits while another process runs the same instance."""
-    log: list[tuple[str, int]] = []
-    inside: dict[str, int] = {}
+@asynccontextmanager
+async def x_running_in_the_first(
+    pg_url: str, log: list[tuple[str, int]], inside: dict[str, int]
+) -> AsyncIterator[dj.Jobs]:
+    """Two runtimes on ``pg_url``; the first starts instance ``x`` of ``tick``, whose
+    immediate run (5 s) is in flight when the second runtime is handed over."""
     clock = dj.VirtualClock(T)
     async with (
         running(shared_registry(log, inside), pg_url, clock=clock) as first,
@@ -90,6 +91,16 @@ async def test_a_client_call_waits_for_a_run_in_another_runtime(
     ):
         await first.continuous("tick").start("x", 0)
         await trio.testing.wait_all_tasks_blocked()
+        yield second
+
+
+async def test_a_client_call_waits_for_a_run_in_another_runtime(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A trigger from one process waits while another process runs the same instance."""
+    log: list[tuple[str, int]] = []
+    inside: dict[str, int] = {}
+    async with x_running_in_the_first(pg_url, log, inside) as second:
         # The first runtime's immediate run sleeps 5 s; the trigger must wait for it.
         result = await second.continuous("tick").trigger("x")
         assert result == dj.TriggerResult(triggered=True, terminated=False, retry_scheduled=False)
@@ -104,13 +115,7 @@ async def test_start_of_an_instance_another_runtime_runs_does_not_wait(
     process runs it (it waits for no run); a new one is created as usual."""
     log: list[tuple[str, int]] = []
     inside: dict[str, int] = {}
-    clock = dj.VirtualClock(T)
-    async with (
-        running(shared_registry(log, inside), pg_url, clock=clock) as first,
-        running(shared_registry(log, inside), pg_url, clock=clock) as second,
-    ):
-        await first.continuous("tick").start("x", 0)
-        await trio.testing.wait_all_tasks_blocked()
+    async with x_running_in_the_first(pg_url, log, inside) as second:
         assert inside == {"x": 1}  # the first runtime's run sleeps 5 s
         with trio.fail_after(1):
             again = await second.continuous("tick").start("x", 7)
