@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FENCE_KWARG",
+    "PIPELINE_KWARG",
     "EventColumns",
     "insert_in_one_round_trip",
     "insert_snapshots_sql",
@@ -48,6 +49,10 @@ __all__ = [
 #: Keyword argument of a fenced insert: the (lock key, session marker) pairs that
 #: must still be held.
 FENCE_KWARG: Final = "dj_fence"
+#: Keyword argument the recorder's ``_insert_events`` hook is given inside
+#: :func:`insert_in_one_round_trip`: the transaction's pipeline, which the handler
+#: statements sync mid-way (see :func:`~._postgres_statements.run_statements`).
+PIPELINE_KWARG: Final = "dj_pipeline"
 _UUID_TYPE: Final = frozenset({UUID})
 _OPEN: Final = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
@@ -108,10 +113,15 @@ def insert_in_one_round_trip(
         try:
             # The pipeline syncs once, when it ends: the one round trip. An error
             # raised inside it is raised once it is closed (no warning).
-            with conn.pipeline():
+            with conn.pipeline() as pipeline:
                 try:
                     _transaction(
-                        recorder, stored_events, kwargs, curs, fence=fence_curs, events=events_curs
+                        recorder,
+                        stored_events,
+                        {**kwargs, PIPELINE_KWARG: pipeline},
+                        curs,
+                        fence=fence_curs,
+                        events=events_curs,
                     )
                 except Exception as exc:
                     error = exc

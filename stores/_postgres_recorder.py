@@ -43,6 +43,7 @@ from durable_jobs.adapters import (
 )
 from durable_jobs.stores._postgres_commit import (
     FENCE_KWARG,
+    PIPELINE_KWARG,
     EventColumns,
     insert_in_one_round_trip,
     insert_snapshots_sql,
@@ -271,7 +272,12 @@ class PostgresApplicationRecorderWithIndex(
             curs.execute(
                 self._insert_type_versions, [list(col) for col in zip(*versions, strict=True)]
             )
-        run_statements(curs, statements_from(kwargs), self._statements_search_path)
+        run_statements(
+            curs,
+            statements_from(kwargs),
+            self._statements_search_path,
+            pipeline=kwargs.get(PIPELINE_KWARG),
+        )
         snapshots = snapshots_from(kwargs)
         if snapshots:
             assert self._insert_snapshots_sql is not None, "use_snapshots_table() first"

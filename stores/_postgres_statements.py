@@ -21,20 +21,34 @@ __all__ = ["out_of_reach", "run_statements"]
 
 
 def run_statements(
-    curs: Cursor[DictRow], runs: Sequence[tuple[UUID, Sequence[Any]]], search_path: Composed
+    curs: Cursor[DictRow],
+    runs: Sequence[tuple[UUID, Sequence[Any]]],
+    search_path: Composed,
+    *,
+    pipeline: psycopg.Pipeline | None = None,
 ) -> None:
     """Run each run's ``ctx.execute`` statements, unqualified names resolving in
     the store's schema first, then ``public`` (``search_path`` sets that); a failing one raises
     :class:`StatementFailed` (the transaction then rolls back).
 
-    All of them go in one round trip: a nested pipeline syncs when it ends,
-    and an error shows up there. When the transaction holds one run's
-    statements, the error names its instance and the failing statement's
-    index: with several statements, each has its own cursor, and the
-    failing one is the first left without a result (those after it were
-    aborted). With several runs it names neither (the group commit then
-    writes each run alone, which finds them), so that a group's statements
-    share one cursor.
+    All of them go in one round trip, synced before and after, and an error
+    shows up there. When the transaction holds one run's statements, the error
+    names its instance and the failing statement's index: with several
+    statements, each has its own cursor, and the failing one is the first left
+    without a result (those after it were aborted). With several runs it names
+    neither (the group commit then writes each run alone, which finds them), so
+    that a group's statements share one cursor.
+
+    ``pipeline`` is the commit's open pipeline (see ``insert_in_one_round_trip``).
+    It is synced itself, not through a nested pipeline block: psycopg ends a
+    nested block with a Flush after its Sync, and a Postgres server that reads a
+    Flush stops the ``idle_in_transaction_session_timeout`` that the Sync
+    started. A process frozen right after its statements (SIGSTOP, a paused VM)
+    then kept its transaction, with the row locks of its index rows, open for as
+    long as it stayed frozen, and the other workers' commits waited for it. Synced
+    directly, the server ends such a transaction after the lease (the commit sets
+    that timeout). Without a pipeline given (a recorder that inserts events
+    eventsourcing's way), a nested block is used.
     """
     if not runs:
         return
@@ -45,15 +59,15 @@ def run_statements(
     setup = conn.cursor() if apart else curs
     sent: list[Cursor[Any]] = []
     try:
-        with conn.pipeline():
-            setup.execute(search_path)
-            for _, statements in runs:
-                for st in statements:
-                    one = curs
-                    if apart:
-                        one = conn.cursor()
-                        sent.append(one)
-                    one.execute(st.sql, st.params)
+        if pipeline is not None:
+            # Errors of the statements queued before these are raised here, as when a
+            # nested block was entered.
+            pipeline.sync()
+            _queue(curs, setup, search_path, runs, sent, apart=apart)
+            pipeline.sync()
+        else:
+            with conn.pipeline():
+                _queue(curs, setup, search_path, runs, sent, apart=apart)
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
             out_of_reach(exc)
@@ -74,3 +88,25 @@ def out_of_reach(exc: psycopg.Error) -> bool:
     """A lost connection or a server going away, not an error of the statement."""
     state = exc.sqlstate or ""
     return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
+
+
+def _queue(
+    curs: Cursor[Any],
+    setup: Cursor[Any],
+    search_path: Composed,
+    runs: Sequence[tuple[UUID, Sequence[Any]]],
+    sent: list[Cursor[Any]],
+    *,
+    apart: bool,
+) -> None:
+    """Queue the search path and every statement of ``runs`` in the open pipeline
+    (on a cursor each when ``apart``, appended to ``sent``)."""
+    setup.execute(search_path)
+    conn = curs.connection
+    for _, statements in runs:
+        for st in statements:
+            one = curs
+            if apart:
+                one = conn.cursor()
+                sent.append(one)
+            one.execute(st.sql, st.params)
