@@ -257,6 +257,25 @@ async def test_import_refuses_existing_instances_and_writes_nothing(
         assert [r.instance_id for r in target.iter_instances()] == ["d1"]
 
 
+async def test_import_into_an_sqlite_store_a_runtime_serves_is_refused(
+    sqlite_url: str, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The serving runtime keeps its alarms in memory and never ran the imported ones
+    (as for terminate and trigger from outside): refused, and nothing is written."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    await fill(source)
+    with opened(source) as store:
+        text = export_text(store)
+    async with running(dj.Registry(), sqlite_url):
+        with opened(sqlite_url) as store:
+            with pytest.raises(dj.ConfigurationError, match="while a jobs runtime serves it"):
+                import_jsonl(store, io.StringIO(text))
+            assert store.last_position() == 0
+    with opened(sqlite_url) as store:  # once it has stopped, the import goes in
+        summary = import_jsonl(store, io.StringIO(text))
+        assert summary.instances == len(FILLED)
+
+
 def export_text_of_one(text: str, instance_id: str) -> str:
     lines = text.splitlines()
     events = [x for x in lines[1:-1] if json.loads(x)["instance_id"] == instance_id]

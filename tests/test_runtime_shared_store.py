@@ -22,6 +22,7 @@ import durable_jobs as dj
 from _runtime import MINUTE, T, running
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._runtime.locks import InstanceLocks
+from durable_jobs._tools.purge import purge_instance
 from durable_jobs.stores.postgres import PostgresStore, alarm_channel
 
 pytestmark = pytest.mark.postgres
@@ -304,3 +305,39 @@ async def test_a_load_whose_cached_instance_is_evicted_meanwhile_reads_it_again(
             assert await client.get_state("x") == 0
         finally:
             rt.io = io  # type: ignore[method-assign]
+
+
+async def test_an_instance_purged_and_started_again_is_run_by_a_live_worker(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A purge removes an instance's log, so the instance started again under the same id
+    counts its versions from 1. A worker that still had the old instance cached, at a
+    higher version, took its cached (terminated: no alarm) state for a newer one than the
+    index row whenever it read the index again, and ran the new instance only once the
+    old one left its cache (never, in an outside test)."""
+    clock = dj.VirtualClock(T)
+    runs: list[int] = []
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(MINUTE))
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        runs.append(ctx.state)
+        ctx.set_state(ctx.state + 1)
+
+    async with (
+        running(registry, pg_url, clock=clock, poll_interval=timedelta(seconds=1)) as worker,
+        running(registry, pg_url, clock=clock, run_alarms=False) as client,
+    ):
+        await client.continuous("c").start("x", 0)
+        await trio.sleep((5 * MINUTE).total_seconds())
+        await worker.wait_idle()
+        assert len(runs) >= 5  # the worker ran it (and has it cached, at version 6 or so)
+        await client.continuous("c").terminate("x")
+        with dj.open_store(pg_url) as store:
+            purge_instance(store, "continuous", "c", "x")
+        runs.clear()
+        await client.continuous("c").start("x", 100)  # its first run is due at once
+        await trio.sleep(5)  # the worker hears of it at once, and reads the index every 1 s
+        await worker.wait_idle()
+        assert runs == [100], "the new instance was not run"
+        assert (await client.continuous("c").status("x")).run_count == 1

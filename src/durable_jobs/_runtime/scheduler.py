@@ -99,6 +99,9 @@ class Scheduler:
         #: The store is out of reach: due runs wait until it answers again.
         self._outage = False
         self._runs: trio.Nursery | None = None
+        #: While the index is read: the versions this process commits meanwhile, and
+        #: their alarms, by ``uuid.int`` (see :meth:`_reload`).
+        self._committed_meanwhile: dict[int, tuple[int, datetime | None]] | None = None
         rt.locks.on_left = self._worker_left
 
     # ---- what the rest of the runtime tells it ----------------------------------------
@@ -119,6 +122,9 @@ class Scheduler:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
         d, uuid = agg.d, agg._id  # the id property's value
         at = d.alarm_at
+        meanwhile = self._committed_meanwhile
+        if meanwhile is not None:
+            meanwhile[uuid.int] = (agg.version, at)
         if self.run_alarms:
             locks = self.rt.locks
             if len(locks.members) > 1:  # else no worker is preferred: nothing is put off
@@ -155,22 +161,33 @@ class Scheduler:
     # ---- the scheduler task ------------------------------------------------------------
 
     async def _reload(self) -> None:
-        rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
+        # What this process commits while the index is read (by ``uuid.int``: the
+        # version and its alarm): a row read meanwhile may be older.
+        meanwhile: dict[int, tuple[int, datetime | None]] = {}
+        self._committed_meanwhile = meanwhile
+        try:
+            rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
+        finally:
+            self._committed_meanwhile = None
         # The time of the read, for every row (one clock read, not one a row).
         now = self.rt.clock.now()
-        cache, locks, busy = self.rt.cache, self.rt.locks, self._backlog()
+        locks, busy = self.rt.locks, self._backlog()
 
         def newer(row: IndexRow) -> tuple[bool, datetime | None]:
             """Whether this process committed a later version of ``row``'s instance while
-            the index was read, and that version's alarm (see :meth:`AlarmWindow.load`)."""
-            cached = cache.peek(row.instance_uuid)
-            if cached is None or cached.version <= row.version:
+            the index was read, and that version's alarm (see :meth:`AlarmWindow.load`).
+
+            Only what was committed during the read counts, not a cached instance's
+            version: a purged instance started again counts its versions from 1, and
+            an older instance in the cache would hide it."""
+            seen = meanwhile.get(row.instance_uuid.int) if meanwhile else None
+            if seen is None or seen[0] <= row.version:
                 # Another live worker is the preferred one: its alarm waits here a little.
                 later = locks.defer(
                     row.instance_uuid, row.due_at, now, busy=busy, version=row.version
                 )
                 return later is not None, later
-            return True, cached.d.alarm_at
+            return True, seen[1]
 
         self.window.load(rows, running_ints=self._queued, newer=newer)
         # Alarms of instances already running stay in the index until their commit.

@@ -17,6 +17,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.values import MAX_NESTING, check_json_value
 from durable_jobs._errors import (
     ConcurrencyError,
+    ConfigurationError,
     ExportFileError,
     InstanceExistsError,
     StoreError,
@@ -81,6 +82,31 @@ def import_jsonl(
     if existing:
         raise InstanceExistsError(existing, str(store.url))
 
+    # Like terminate and trigger: a runtime serving this (SQLite) store keeps its alarms
+    # in memory and would never hear of the imported ones.
+    try:
+        store.claim_runtime()
+    except ConfigurationError as exc:
+        msg = (
+            f"Cannot import into {store.url} while a jobs runtime serves it (it keeps the "
+            "alarms in memory and would not run the imported ones); stop it first. "
+            "Nothing was written."
+        )
+        raise ConfigurationError(msg) from exc
+    try:
+        return _write_all(store, lines, name, expected, batch_events)
+    finally:
+        store.release_runtime()
+
+
+def _write_all(
+    store: Store,
+    lines: Callable[[], Iterable[str]],
+    name: str,
+    expected: dict[UUID, int],
+    batch_events: int,
+) -> ImportSummary:
+    """Write the instances of the export, in batches, and verify them."""
     batch: list[_Group] = []
     size = 0
     for group in _read_export(lines(), name):

@@ -185,7 +185,8 @@ def import_(state: CliState, *, file: str, as_json: bool) -> None:
     number) or an instance the store already has stops the import before
     anything is written. Versions and timestamps are kept, index rows rebuilt,
     and the result is counted again in the store. The store is created if
-    missing.
+    missing. Refused while a jobs runtime serves an SQLite store (it would not
+    run the imported alarms): stop it first.
     """
     # A file is checked before the store is opened, so a malformed one leaves
     # nothing behind (not even a new, empty database or schema). Standard input
