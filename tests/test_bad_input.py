@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -87,7 +88,10 @@ def make_registry() -> dj.Registry:
         elif "set_size" in command:
             ctx.set_state("y" * command["set_size"])
         elif "schedule" in command:
-            ctx.schedule(command["schedule"])
+            # By name: a datetime or timedelta in an Any event would not read back as one.
+            ctx.schedule(SCHEDULES[command["schedule"]])
+        elif "set_tuple" in command:
+            ctx.set_state({"t": (1, 2)})
         elif "terminate_surrogate" in command:
             ctx.terminate("\ud800")
         elif "set" in command:
@@ -97,6 +101,14 @@ def make_registry() -> dj.Registry:
 
 
 REGISTRY = make_registry()
+#: What the setter's ``{"schedule": name}`` event schedules.
+SCHEDULES: dict[str, Any] = {
+    "negative-delay": timedelta(seconds=-5),
+    "past-datetime": T - timedelta(seconds=1),
+    "past-epoch": T.timestamp() - 1,
+    "now": timedelta(0),
+    "in-an-hour": timedelta(hours=1),
+}
 
 
 # ---- 1. NaN and infinities: refused on every path --------------------------------------
@@ -206,6 +218,41 @@ async def test_lone_surrogates_bytes_and_deep_nesting_are_validation_errors(
         assert isinstance(info.value.__cause__, dj.ValidationError)
 
 
+CHANGED_BY_JSON = [
+    pytest.param({1: "one"}, "the key 1", id="int-key"),
+    pytest.param({"tags": {"a", "b"}}, "['tags'] is a set", id="set"),
+    pytest.param((1, 2), "is a tuple", id="tuple"),
+    pytest.param([datetime(2026, 1, 1, tzinfo=UTC)], "[0] is a datetime", id="datetime"),
+]
+
+
+@pytest.mark.parametrize(("value", "where"), CHANGED_BY_JSON)
+async def test_values_a_permissive_type_would_change_are_refused(
+    sqlite_url: str, autojump_clock: MockClock, value: Any, where: str
+) -> None:
+    """With ``Any`` as the type, these read back otherwise (a list, a str key, a str):
+    they were stored and silently changed; now every path refuses them, and nothing is
+    written."""
+    async with running(REGISTRY, sqlite_url) as jobs:
+        anything = jobs.continuous("anything")
+        setter = jobs.task("setter")
+        await setter.send("t1", 1)
+        before = export_body(jobs.store)
+        for call in (
+            lambda: anything.start("a1", value),
+            lambda: jobs.debounce("batch").add("b1", value),
+            lambda: setter.send("t2", value),
+        ):
+            with pytest.raises(dj.ValidationError, match=re.escape(where)):
+                await call()
+        assert export_body(jobs.store) == before
+        # set_state in a handler: the handler call fails on it (its state is not kept).
+        with pytest.raises(dj.HandlerError) as info:
+            await setter.send("t1", {"set_tuple": True})
+        assert isinstance(info.value.__cause__, dj.ValidationError)
+        assert "state['t'] is a tuple" in str(info.value.__cause__)
+
+
 def test_surrogate_ids_through_the_inspector(sqlite_url: str) -> None:
     with dj.open_store(sqlite_url) as store:
         inspector = dj.Inspector(store)
@@ -299,13 +346,9 @@ async def test_bad_limits_are_configuration_errors(
 # ---- 6. alarms in the past -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "when",
-    [timedelta(seconds=-5), T - timedelta(seconds=1), T.timestamp() - 1],
-    ids=["negative-delay", "past-datetime", "past-epoch"],
-)
+@pytest.mark.parametrize("when", ["negative-delay", "past-datetime", "past-epoch"])
 async def test_schedule_in_the_past_is_refused(
-    when: Any, sqlite_url: str, autojump_clock: MockClock
+    when: str, sqlite_url: str, autojump_clock: MockClock
 ) -> None:
     async with running(REGISTRY, sqlite_url) as jobs:
         setter = jobs.task("setter")
@@ -322,7 +365,7 @@ async def test_schedule_in_the_past_is_refused(
 async def test_schedule_now_runs_once(sqlite_url: str, autojump_clock: MockClock) -> None:
     async with running(REGISTRY, sqlite_url) as jobs:
         setter = jobs.task("setter")
-        await setter.send("t1", {"schedule": timedelta(0)})
+        await setter.send("t1", {"schedule": "now"})
         await trio.sleep(1)
         await jobs.wait_idle()
         assert (await setter.status("t1")).execute_count == 1

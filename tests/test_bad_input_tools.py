@@ -16,7 +16,6 @@ import sqlite3
 import stat
 import traceback
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +128,7 @@ async def fill_hostile(url: str) -> None:
     async with running(REGISTRY, url) as jobs:
         for instance_id in HOSTILE_IDS:
             await jobs.task("setter").send(instance_id, {"set": instance_id})
-            await jobs.task("setter").send(instance_id, {"schedule": timedelta(hours=1)})
+            await jobs.task("setter").send(instance_id, {"schedule": "in-an-hour"})
 
 
 def assert_no_raw_controls(text: str) -> None:

@@ -492,6 +492,15 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         ("DISCARD ALL", None, "session settings"),
         ("LISTEN channel", None, "session settings"),
         ("LOAD 'x'", None, "session settings"),
+        # So would objects made in the session (DEALLOCATE drops the store's own
+        # prepared statements).
+        ("DEALLOCATE ALL", None, "leave something in the session"),
+        ("deallocate prepare _pg3_1", None, "leave something in the session"),
+        ("PREPARE q AS SELECT 1", None, "leave something in the session"),
+        ("CREATE TEMP TABLE t2 (a int)", None, "leave something in the session"),
+        ("create temporary view v AS SELECT 1", None, "leave something in the session"),
+        ("CREATE GLOBAL TEMPORARY TABLE t2 (a int)", None, "leave something in the session"),
+        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", None, "leave something in the session"),
         ("INSERT INTO t VALUES (?)", "a", "sequence"),
         ("INSERT INTO t VALUES (?)", 5, "sequence"),
         ("INSERT INTO t VALUES (:a)", {1: 2}, "str keys"),

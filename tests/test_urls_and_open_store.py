@@ -111,6 +111,15 @@ def test_a_url_that_is_not_utf8_is_a_configuration_error_without_its_password(ur
     str(info.value).encode("utf-8")  # printable
 
 
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///{tmp}/j.db"])
+def test_an_unknown_option_is_a_configuration_error(url: str, tmp_path: Path) -> None:
+    """A typo in an option name was a bare TypeError from the store's __init__."""
+    with pytest.raises(dj.ConfigurationError, match="Did you mean 'snapshot_interval'") as info:
+        dj.open_store(url.format(tmp=tmp_path), snapshot_intreval=10)
+    assert "accepted: create, encryption_key, snapshot_interval" in str(info.value)
+    assert not (tmp_path / "j.db").exists()  # nothing created
+
+
 def test_snapshot_interval_is_checked() -> None:
     with pytest.raises(dj.ConfigurationError, match="snapshot_interval"):
         dj.open_store("memory://", snapshot_interval=-1)

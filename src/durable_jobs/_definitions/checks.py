@@ -86,9 +86,20 @@ def check_timeout(timeout: object, job: str) -> timedelta | None:
     raise ConfigurationError(msg)
 
 
+#: The largest type version: the stores keep it in a 64-bit integer column.
+MAX_TYPE_VERSION = 2**63 - 1
+
+
 def check_version(version: object, job: str) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        msg = f"version of job {job!r} must be an int >= 1 (default 1), got {version!r}."
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not 1 <= version <= MAX_TYPE_VERSION
+    ):
+        msg = (
+            f"version of job {job!r} must be an int from 1 to 2**63 - 1 (default 1), "
+            f"got {version!r:.40}."
+        )
         raise ConfigurationError(msg)
     return version
 

@@ -18,6 +18,7 @@ from durable_jobs._domain.values import (
     check_json_value,
     check_size,
     current_limits,
+    spell_path,
 )
 from durable_jobs._errors import ConfigurationError, ValidationError
 
@@ -156,12 +157,15 @@ class TypeCodec(Generic[S]):
             check_json_value(data, self.what)
             encoded = pydantic_core.to_json(data)
             check_size(encoded, self.what)
-            self.adapter.validator.validate_json(encoded)
+            back = self.adapter.validator.validate_json(encoded)
         except ValidationError as exc:
             raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
         except Exception as exc:
             msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
             raise ValidationError(msg) from exc
+        changed = _first_change(value, back, self.what)
+        if changed is not None:
+            raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {changed}")
         return data
 
     def from_json(self, data: Any) -> S:
@@ -224,6 +228,52 @@ class TypeCodec(Generic[S]):
         ):
             return cast(S, data)
         return self.from_json(self.upcast(data, version))
+
+
+#: The containers whose contents :func:`_first_change` compares (anything else is
+#: left to its type: a model or a dataclass reads back as its type says).
+_PLAIN: Final = (dict, list, tuple, set, frozenset)
+_UNWRITTEN: Final = "Nothing was written."
+
+
+def _first_change(value: Any, back: Any, what: str) -> str | None:
+    """Where ``back`` (``value`` written as JSON and read again as its type) differs
+    from ``value`` in the plain containers: a tuple or set read back as a list, an int
+    key as a string, a date as a string... when the declared type does not say what
+    to make of it (``Any``, ``dict``, ``list``). None when it reads back as it was.
+
+    Only the plain containers are walked: other values (models, dataclasses) are
+    their declared type's business, and their equality need not be defined."""
+    stack: list[tuple[Any, Any, Any]] = [(value, back, what)]
+    while stack:
+        v, b, path = stack.pop()
+        if type(v) is not type(b):
+            if isinstance(v, float | int) and isinstance(b, float | int) and v == b:
+                continue  # bool/int/float: JSON keeps the number
+            return (
+                f"{spell_path(path)} is a {type(v).__name__}, which reads back from JSON as a "
+                f"{type(b).__name__} with this type: declare a type that keeps it (e.g. "
+                "set[str], tuple[int, int], datetime). Nothing was written."
+            )
+        if not isinstance(v, _PLAIN):
+            continue
+        if isinstance(v, set | frozenset):
+            if v != b:
+                return f"{spell_path(path)} does not read back from JSON as it is. {_UNWRITTEN}"
+            continue
+        if isinstance(v, dict):
+            if v.keys() != b.keys():
+                key = next(k for k in v if k not in b)
+                return (
+                    f"{spell_path(path)} has the key {key!r:.40}, which reads back from JSON as "
+                    "a string key with this type. Nothing was written."
+                )
+            stack.extend((item, b[k], (path, k)) for k, item in v.items())
+            continue
+        if len(v) != len(b):
+            return f"{spell_path(path)} does not read back from JSON as it is. {_UNWRITTEN}"
+        stack.extend((item, b[i], (path, i)) for i, item in enumerate(v))
+    return None
 
 
 def _scalar_json(value: Any) -> bytes | None:

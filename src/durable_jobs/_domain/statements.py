@@ -33,6 +33,20 @@ _SESSION = re.compile(
     r"(PRAGMA|SET(?!\s+(LOCAL|CONSTRAINTS)\b)|RESET|DISCARD|LOAD|LISTEN|UNLISTEN)\b",
     re.IGNORECASE,
 )
+#: Statements that leave an object in the connection's session, which would outlive the
+#: run on the store's pooled connection and clash with the next run that makes it again,
+#: or break the store's own statements: Postgres' PREPARE and DEALLOCATE (which can drop
+#: the prepared statements the store itself uses), and a temporary table, view or
+#: sequence (Postgres and SQLite) unless it is dropped at commit (``ON COMMIT DROP``).
+_SESSION_OBJECT = re.compile(
+    r"(PREPARE|DEALLOCATE"
+    r"|CREATE\s+(OR\s+REPLACE\s+)?((GLOBAL|LOCAL)\s+)?(TEMP|TEMPORARY)"
+    r"(\s+(UNLOGGED|RECURSIVE))?\s+(TABLE|VIEW|SEQUENCE|TRIGGER))\b",
+    re.IGNORECASE,
+)
+#: A cursor kept open after the commit (Postgres' ``DECLARE ... WITH HOLD``).
+_HELD_CURSOR = re.compile(r"DECLARE\b.*\bWITH\s+HOLD\b", re.IGNORECASE | re.DOTALL)
+_ON_COMMIT_DROP = re.compile(r"\bON\s+COMMIT\s+DROP\b", re.IGNORECASE)
 #: Leading comments, whitespace, empty statements (``;``) and byte-order marks, skipped
 #: before looking at the first keyword: SQLite skips them all before a statement.
 #: (A statement that still gets past this check is refused by the store itself: the
@@ -103,6 +117,20 @@ def check_statement(sql: object, params: object = None) -> Statement:
             "configuration."
         )
         raise ValidationError(msg)
+    kept: str | None = None
+    if _HELD_CURSOR.match(head):
+        kept = "DECLARE ... WITH HOLD"
+    elif (made := _SESSION_OBJECT.match(head)) is not None and not _dropped_at_commit(made, head):
+        kept = " ".join(made.group().split())
+    if kept is not None:
+        msg = (
+            f"ctx.execute() refuses statements that leave something in the session ({kept!r}): "
+            "the statement runs on the store's own connection, which later commits of every "
+            "job share, so what it makes would outlive the run (and DEALLOCATE would drop the "
+            "store's own prepared statements). Use a temporary table with ON COMMIT DROP "
+            "(Postgres), or a regular table."
+        )
+        raise ValidationError(msg)
     if params is None:
         return Statement(sql)
     if isinstance(params, Mapping):
@@ -118,3 +146,9 @@ def check_statement(sql: object, params: object = None) -> Statement:
         )
         raise ValidationError(msg)
     return Statement(sql, tuple(params))
+
+
+def _dropped_at_commit(made: re.Match[str], head: str) -> bool:
+    """Whether the session object ``made`` is a temporary one that ends with the
+    transaction (``ON COMMIT DROP``, Postgres)."""
+    return "TEMP" in made.group().upper() and bool(_ON_COMMIT_DROP.search(head))

@@ -37,6 +37,7 @@ __all__ = [
     "check_text",
     "current_limits",
     "limits_in_effect",
+    "spell_path",
 ]
 
 #: The deepest nesting of lists and objects a state or event may have.
@@ -114,6 +115,11 @@ def _first_surrogate(text: str) -> str:
 #: Where a walk is in a value: the name of the whole value, or (parent, key). Spelled
 #: out (``state['a'][2]``) only for a message: most values are fine.
 _Path: TypeAlias = "str | tuple[_Path, object]"
+
+
+def spell_path(path: _Path) -> str:
+    """A path of (parent, key) links as it reads in a message: ``state['a'][2]``."""
+    return _spell(path)
 
 
 def _spell(path: _Path) -> str:

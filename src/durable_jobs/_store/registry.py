@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -53,4 +55,35 @@ def open_store(url: str, **options: Any) -> Store:
     if not (isinstance(cls, type) and issubclass(cls, Store)):
         msg = f"The entry point {ep.value} for {parsed.scheme!r} is not a durable_jobs Store."
         raise ConfigurationError(msg)
+    _check_options(cls, parsed.scheme, options)
     return cls.from_url(parsed, **options)
+
+
+def _check_options(cls: type[Store], scheme: str, options: dict[str, Any]) -> None:
+    """ConfigurationError for an option the adapter does not take (a typo would
+    otherwise be a bare TypeError from deep inside), naming the accepted ones.
+    An adapter whose ``__init__`` takes ``**kwargs`` checks its options itself."""
+    if not options:
+        return
+    try:
+        params = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: the adapter checks
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = sorted(
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and p.name not in ("self", "url")
+    )
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        hints = [m for u in unknown for m in difflib.get_close_matches(u, accepted, n=1)]
+        hint = f" Did you mean {', '.join(map(repr, hints))}?" if hints else ""
+        msg = (
+            f"Unknown option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))} for a {scheme} store; accepted: "
+            f"{', '.join(accepted) or 'none'}.{hint}"
+        )
+        raise ConfigurationError(msg)
