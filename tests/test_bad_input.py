@@ -24,7 +24,7 @@ import durable_jobs as dj
 from _runtime import T, running
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.values import check_idempotency_key
-from durable_jobs.maintenance import export_jsonl
+from durable_jobs.maintenance import export_jsonl, trigger_instance
 from durable_jobs.testing.strategies import idempotency_keys, instance_ids
 
 MIB = 1024 * 1024
@@ -108,6 +108,7 @@ SCHEDULES: dict[str, Any] = {
     "past-epoch": T.timestamp() - 1,
     "now": timedelta(0),
     "in-an-hour": timedelta(hours=1),
+    "end-of-time": datetime.max.replace(tzinfo=UTC),
 }
 
 
@@ -360,6 +361,28 @@ async def test_schedule_in_the_past_is_refused(
             await jobs.wait_idle()
         status = await setter.status("t1")
         assert (status.scheduled_at, status.execute_count) == (None, 0)
+
+
+async def test_an_alarm_the_index_cannot_keep_is_refused(
+    sqlite_url: str, autojump_clock: MockClock
+) -> None:
+    """An alarm in the last moments of year 9999 was committed, stored in the index as
+    epoch seconds past datetime.max, and every later open of the store failed on that
+    row (UnreadableIndexRow). Refused now, by the handler's schedule() and the admin
+    trigger alike; the store opens again."""
+    async with running(REGISTRY, sqlite_url) as jobs:
+        with pytest.raises(dj.HandlerError) as info:
+            await jobs.task("setter").send("t1", {"schedule": "end-of-time"})
+        assert isinstance(info.value.__cause__, dj.ValidationError)
+        assert "later than the latest alarm" in str(info.value.__cause__)
+    end = datetime.max.replace(tzinfo=UTC)
+    with (
+        dj.open_store(sqlite_url) as store,
+        pytest.raises(dj.ValidationError, match="later than the latest alarm"),
+    ):
+        trigger_instance(store, "task", "setter", "t1", now=end)
+    async with running(REGISTRY, sqlite_url) as jobs:
+        assert (await jobs.task("setter").status("t1")).status == "idle"
 
 
 async def test_schedule_now_runs_once(sqlite_url: str, autojump_clock: MockClock) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import UNCHANGED, Intents
 from durable_jobs._domain.statements import Statement, Writes
-from durable_jobs._domain.values import check_reason
+from durable_jobs._domain.values import check_alarm_time, check_reason
 from durable_jobs._errors import ValidationError
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ def to_alarm_time(when: object, now: datetime, *, earliest: datetime | None = No
             "use timedelta(0) to run again as soon as possible."
         )
         raise ValidationError(msg)
-    return at
+    return check_alarm_time(at, "schedule()")
 
 
 def _alarm_time(when: object, now: datetime) -> datetime:

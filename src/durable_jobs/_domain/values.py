@@ -21,14 +21,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeAlias
 
 from durable_jobs._errors import ConfigurationError, ValidationError
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "LATEST_ALARM",
     "MAX_NESTING",
     "Limits",
+    "check_alarm_time",
     "check_finite",
     "check_idempotency_key",
     "check_json_value",
@@ -39,6 +42,11 @@ __all__ = [
     "limits_in_effect",
     "spell_path",
 ]
+
+#: The latest alarm accepted. The index keeps alarms as epoch seconds (a float), and
+#: one in the last moments of year 9999 would be stored past ``datetime.max``, where it
+#: can no longer be read back: every later open of the store would fail on that row.
+LATEST_ALARM: Final = datetime(9999, 12, 31, tzinfo=UTC)
 
 #: The deepest nesting of lists and objects a state or event may have.
 MAX_NESTING: Final = 100
@@ -260,3 +268,16 @@ def check_reason(reason: object) -> str | None:
         )
         raise ValidationError(msg)
     return reason
+
+
+def check_alarm_time(at: datetime, what: str) -> datetime:
+    """``at`` if the stores can keep it as an alarm, else ValidationError (see
+    :data:`LATEST_ALARM`)."""
+    if at > LATEST_ALARM:
+        msg = (
+            f"{what} got {at.isoformat()}, later than the latest alarm a store keeps "
+            f"({LATEST_ALARM.isoformat()}). To leave an instance without an alarm, do not "
+            "set one; to park it for good, terminate it."
+        )
+        raise ValidationError(msg)
+    return at

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.values import check_alarm_time
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.base import Store
 from durable_jobs._tools.common import holding_instance, instance_json, isoformat, kind_of
@@ -137,7 +138,7 @@ def trigger_instance(
     Postgres, else when one starts). ``done`` is False for an unknown or
     terminated instance, or an empty debounce one.
     """
-    at = now or datetime.now(UTC)
+    at = check_alarm_time(now or datetime.now(UTC), "trigger_instance()")
     return _admin(
         store, kind, job, instance_id, action="trigger", change=lambda agg: agg.due_now(now=at)
     )
