@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ from durable_jobs.maintenance import (
     replay_store,
     tail_events,
     tail_position,
+    terminate_instance,
+    trigger_instance,
 )
 
 #: Small, so that instances filled by the runtime have snapshots.
@@ -274,6 +278,49 @@ async def test_import_into_an_sqlite_store_a_runtime_serves_is_refused(
     with opened(sqlite_url) as store:  # once it has stopped, the import goes in
         summary = import_jsonl(store, io.StringIO(text))
         assert summary.instances == len(FILLED)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        # Both were committed and left the instance unreadable for ever.
+        lambda s: terminate_instance(s, "continuous", "sync", "a", reason=5),  # type: ignore[arg-type]
+        lambda s: terminate_instance(s, "continuous", "sync", "a", now=datetime(2026, 1, 1)),
+        lambda s: terminate_instance(s, "continuous", "sync", "a", reason="x" * 2_000_000),
+        lambda s: trigger_instance(s, "continuous", "sync", "a", now=datetime(2026, 1, 1)),
+        lambda s: trigger_instance(s, "continuous", "sync", "a", now="now"),  # type: ignore[arg-type]
+    ],
+    ids=["int-reason", "naive-now", "huge-reason", "trigger-naive-now", "trigger-str-now"],
+)
+async def test_bad_admin_arguments_are_refused_and_write_nothing(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, call: Any
+) -> None:
+    await fill(sqlite_url)
+    with opened(sqlite_url) as store:
+        before = store.last_position()
+        with pytest.raises(dj.ValidationError):
+            call(store)
+        assert store.last_position() == before
+        assert store.get("continuous", "sync", "a") is not None  # still readable
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"poll_interval": -1},
+        {"poll_interval": 0},
+        {"poll_interval": math.nan},
+        {"duration": math.nan},
+        {"duration": -1},
+        {"limit": 0},
+        {"after": -5},
+    ],
+)
+def test_bad_tail_arguments_are_refused_at_the_call(options: dict[str, Any]) -> None:
+    """They were bare ValueErrors, raised only at the first next() (or, for a NaN
+    duration, a tail that never ended)."""
+    with dj.open_store("memory://") as store, pytest.raises(dj.ValidationError):
+        tail_events(store, **options)
 
 
 def export_text_of_one(text: str, instance_id: str) -> str:

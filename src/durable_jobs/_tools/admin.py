@@ -11,8 +11,8 @@ from uuid import UUID
 
 from durable_jobs._domain.ids import check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._domain.values import check_alarm_time
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._domain.values import check_alarm_time, check_reason
+from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._tools.common import holding_instance, instance_json, isoformat, kind_of
 
@@ -115,14 +115,15 @@ def terminate_instance(
     log and counters stay). No handler runs and no other alarm fires, so it
     needs no registry. ``now`` (default: the wall clock, UTC) stamps the record.
     """
-    at = now or datetime.now(UTC)
+    at = _when(now, "terminate_instance()")
+    checked = check_reason(reason)  # recorded in the log: checked as the client does
     return _admin(
         store,
         kind,
         job,
         instance_id,
         action="terminate",
-        change=lambda agg: agg.terminate(now=at, reason=reason),
+        change=lambda agg: agg.terminate(now=at, reason=checked),
     )
 
 
@@ -138,7 +139,18 @@ def trigger_instance(
     Postgres, else when one starts). ``done`` is False for an unknown or
     terminated instance, or an empty debounce one.
     """
-    at = check_alarm_time(now or datetime.now(UTC), "trigger_instance()")
+    at = check_alarm_time(_when(now, "trigger_instance()"), "trigger_instance()")
     return _admin(
         store, kind, job, instance_id, action="trigger", change=lambda agg: agg.due_now(now=at)
     )
+
+
+def _when(now: object, call: str) -> datetime:
+    """An admin call's ``now``: the wall clock (UTC) for None, else an aware datetime
+    (ValidationError otherwise: it is recorded in the log)."""
+    if now is None:
+        return datetime.now(UTC)
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        msg = f"{call} now must be a timezone-aware datetime or None, got {now!r:.60}."
+        raise ValidationError(msg)
+    return now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import select
 import threading
 import time
@@ -15,7 +16,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 
 from durable_jobs._domain.instance import JobInstance, event_classes
-from durable_jobs._errors import StoreError, UnreadableIndexRow
+from durable_jobs._errors import StoreError, UnreadableIndexRow, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import ListensForAlarms
 
@@ -84,10 +85,30 @@ def tail_events(
     ``limit`` events, or once ``stop`` is set (having reported what was
     committed until then). Shared stores (Postgres) wake up
     on their NOTIFY channel and also poll every ``poll_interval`` (not every
-    commit notifies); the others poll. Reads only.
+    commit notifies); the others poll. Reads only. A bad argument (a
+    ``poll_interval`` that is not a positive finite duration, say) raises
+    :class:`ValidationError` at the call.
     """
-    wait = poll_interval.total_seconds() if isinstance(poll_interval, timedelta) else poll_interval
-    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    wait = _seconds(poll_interval, "poll_interval", positive=True)
+    seconds = None if duration is None else _seconds(duration, "duration", positive=False)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValidationError(f"tail_events() limit must be None or an int >= 1, got {limit!r}.")
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        msg = f"tail_events() after must be None or a position (an int >= 0), got {after!r}."
+        raise ValidationError(msg)
+    # Checked at the call (a generator's body would only run at the first next()).
+    return _tail(store, after, seconds, limit=limit, wait=wait, stop=stop)
+
+
+def _tail(
+    store: Store,
+    after: int | None,
+    seconds: float | None,
+    *,
+    limit: int | None,
+    wait: float,
+    stop: threading.Event | None,
+) -> Generator[TailEvent, None, None]:
     deadline = None if seconds is None else time.monotonic() + seconds
     position = tail_position(store) if after is None else after
     names: dict[UUID, tuple[str, str, str] | None] = {}
@@ -123,6 +144,26 @@ def tail_events(
     finally:
         if listener is not None:
             listener.close()
+
+
+def _seconds(value: object, name: str, *, positive: bool) -> float:
+    """``value`` (a timedelta or seconds) as finite seconds, > 0 (``positive``) or >= 0;
+    else ValidationError."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+        or (positive and seconds == 0)
+    ):
+        what = "> 0" if positive else ">= 0"
+        msg = (
+            f"tail_events() {name} must be a timedelta or seconds {what}, finite, "
+            f"got {value!r:.40}."
+        )
+        raise ValidationError(msg)
+    return float(seconds)
 
 
 def _tail_event(
