@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 import jinja2
@@ -22,7 +23,10 @@ from durable_jobs._store.urls import redact
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs.ui import _format
 
-__all__ = ["Dashboard"]
+__all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots"]
+
+#: How many live streams (open live pages) a dashboard serves at once by default.
+DEFAULT_MAX_LIVE: Final = 16
 
 
 def _env() -> jinja2.Environment:
@@ -43,6 +47,61 @@ def _env() -> jinja2.Environment:
     return env
 
 
+class LiveSlots:
+    """The live streams a dashboard serves at once, at most ``limit`` (thread-safe).
+
+    Each open stream holds a tail of the store in a thread (on Postgres, its own
+    LISTEN connection): the cap bounds them, whoever opens the pages.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+        self._full_since_warned = False
+
+    def take(self) -> LiveSlot | None:
+        """A slot for one more stream, or ``None`` when all are taken."""
+        with self._lock:
+            if self.open >= self.limit:
+                return None
+            self.open += 1
+            self._full_since_warned = False
+            return LiveSlot(self)
+
+    def first_refusal(self) -> bool:
+        """Whether this refusal is the first since a stream was last let in (to warn once)."""
+        with self._lock:
+            first = not self._full_since_warned
+            self._full_since_warned = True
+            return first
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+class LiveSlot:
+    """One stream's slot: given back when its response and its tail thread have both ended."""
+
+    def __init__(self, slots: LiveSlots) -> None:
+        self._slots = slots
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        """One more holder (the tail thread), each of which calls :meth:`release`."""
+        with self._lock:
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self._slots._give_back()
+
+
 @dataclass
 class Dashboard:
     """What the routes share: the store, the settings, the templates."""
@@ -50,12 +109,14 @@ class Dashboard:
     store: Store
     allow_actions: bool
     now: Callable[[], datetime]
+    max_live: int = DEFAULT_MAX_LIVE
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     env: jinja2.Environment = field(default_factory=_env)
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
     def __post_init__(self) -> None:
         self.inspector = Inspector(self.store)
+        self.live = LiveSlots(self.max_live)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a blocking store function in a worker thread."""
