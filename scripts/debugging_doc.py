@@ -421,7 +421,11 @@ Safety:
   the password with every request: beyond localhost, put TLS in front.
 - Every value from the store is HTML-escaped (a state holding `<script>`
   shows as text), and pages load only the dashboard's own script and
-  stylesheet (no CDN, no build step).
+  stylesheet (no CDN, no build step). Control and format characters are
+  shown as escapes, as in the CLI's human output (an id `"\\u202egnp.exe"`
+  shows as `\\u202egnp.exe`, not reversed as `exe.png`; `acme\\u200b` is not
+  `acme`), except newlines and tabs of the JSON and messages shown as
+  blocks; links and forms carry the values as stored.
 - `--allow-actions` adds buttons on an instance's page. Each opens a
   confirmation page whose form carries a CSRF token valid for that action on
   that instance only; only that POST changes anything. No handler runs in the dashboard: an action commits events, and

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import jinja2
 import trio
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -21,6 +22,7 @@ from durable_jobs._errors import ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.urls import redact
 from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.text import printable_lines
 from durable_jobs.ui import _format
 
 __all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots"]
@@ -29,10 +31,39 @@ __all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots"]
 DEFAULT_MAX_LIVE: Final = 16
 
 
+class _Verbatim(str):
+    """A value shown as it is (HTML-escaped only): a form field's value, sent back as data."""
+
+    __slots__ = ()
+
+
+def _verbatim(value: Any) -> _Verbatim:
+    return _Verbatim("" if value is None else value)
+
+
+def _shown(value: Any) -> Any:
+    """What a template shows of ``value``: control and format characters (ESC, bidi
+    overrides such as U+202E, zero-width spaces) written as escapes, as the CLI does,
+    so a stored id cannot show reversed or hide a character; newlines and tabs stay
+    (JSON and tracebacks in ``<pre>``). Markup (a macro's HTML) stays Markup: the
+    escapes add no HTML. A :func:`_verbatim` value (a form field's) is left as it is.
+    """
+    if isinstance(value, _Verbatim):
+        return str(value)
+    if hasattr(value, "__html__"):  # Markup: HTML already; the escapes add none
+        return Markup(printable_lines(value.__html__()))  # noqa: S704
+    if isinstance(value, str):
+        return printable_lines(value)
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return printable_lines(str(value))
+
+
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("durable_jobs.ui", "templates"),
         autoescape=True,
+        finalize=_shown,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -40,6 +71,7 @@ def _env() -> jinja2.Environment:
     env.filters["when"] = _format.when
     env.filters["pretty"] = _format.pretty
     env.filters["short"] = _format.short
+    env.filters["verbatim"] = _verbatim
     env.globals["describe"] = _format.describe
     env.globals["outcome"] = _format.outcome
     env.globals["ago"] = _format.ago
