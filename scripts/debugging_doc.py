@@ -393,15 +393,18 @@ Dashboard on http://127.0.0.1:8470/ (sqlite:///jobs.db, read-only)
 
 Live updates are server-sent events fed by the same tail as `durable-jobs
 tail` (Postgres wakes on NOTIFY; SQLite is polled every quarter second).
-Each open live page (a tab showing the instances page or an instance; a
-hidden tab closes its stream) costs the dashboard a thread and, on Postgres,
-a database connection of its own (LISTEN). The dashboard serves at most
-`--max-live N` of them at once (16 by default; 0: no live updates): one more
-gets HTTP 503 with `Retry-After` and a message saying so, the dashboard logs
-one warning, and the page works on without live updates, saying "live
-updates paused" (it tries again every 30 seconds). Raise `--max-live` for
-more viewers, within the database's `max_connections` (see
-[connection sizing](operations.md#connections-and-pool-sizing)).
+All open live pages (tabs showing the instances page or an instance; a
+hidden tab closes its stream) share one tail of the store: one thread and,
+on Postgres, one LISTEN connection (see
+[connection sizing](operations.md#connections-and-pool-sizing)). Each page
+first catches up on what was committed since it was rendered (a short read
+of its own), then gets the shared tail's events. The dashboard serves at most
+`--max-live N` live pages at once (16 by default; 0: no live updates): one
+more gets HTTP 503 with `Retry-After` and a message saying so, the dashboard
+logs one warning, and the page works on without live updates, saying "live
+updates paused" (it tries again every 30 seconds). A page that falls far
+behind (1000 events) has its stream ended; the browser reconnects and
+catches up.
 
 Safety:
 

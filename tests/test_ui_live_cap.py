@@ -7,6 +7,7 @@ however a stream ends (the page left, the server stopped, the tail failed).
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -16,20 +17,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 import durable_jobs as dj
-from _ui_fixtures import dashboard, fill_store
+from _ui_fixtures import dashboard, fill_store, make_registry
 from durable_jobs._errors import StoreError
-from durable_jobs.ui import _live as live_module
-from durable_jobs.ui import create_app
+from durable_jobs.maintenance import tail_position
+from durable_jobs.stores._postgres_recorder import alarm_channel
+from durable_jobs.ui import _shared_tail, create_app
 from durable_jobs.ui._dashboard import DEFAULT_MAX_LIVE, Dashboard
 
 WAIT = 20  # seconds something may take before the test fails
-TAIL_THREAD = "durable-jobs ui tail"
+SHARED_TAIL = "durable-jobs ui tail"
+CATCH_UP = "durable-jobs ui catch-up"
 
 
 @pytest.fixture
@@ -48,13 +52,13 @@ def _close_streams() -> Iterator[None]:
         _OPEN.pop().close()
 
 
-def _open_stream(base: str) -> tuple[socket.socket, int, str]:
+def _open_stream(base: str, after: int = 999999999) -> tuple[socket.socket, int, str]:
     """A raw ``GET /events``: the socket (left open), the status and what came with it."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     conn = socket.create_connection((host, int(port)), timeout=WAIT)
     _OPEN.append(conn)
     conn.sendall(
-        f"GET /events?after=999999999 HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"GET /events?after={after} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "Accept: text/event-stream\r\n\r\n".encode()
     )
     data = b""
@@ -81,7 +85,8 @@ def _eventually(check: Callable[[], bool], what: str) -> None:
 
 
 def _tail_threads() -> int:
-    return sum(t.name == TAIL_THREAD for t in threading.enumerate())
+    """The dashboard's threads reading the store: its shared tail and any catch-ups."""
+    return sum(t.name in (SHARED_TAIL, CATCH_UP) for t in threading.enumerate())
 
 
 def test_a_stream_beyond_the_cap_gets_503_and_a_closed_one_frees_its_slot(
@@ -239,7 +244,7 @@ def test_a_failed_tail_gives_back_its_slot(
         yield from ()  # a generator, as tail_events is
         raise StoreError("the store went away")
 
-    monkeypatch.setattr(live_module, "tail_events", failing_tail)
+    monkeypatch.setattr(_shared_tail, "tail_events", failing_tail)
     with _served(fill_store(tmp_path / "jobs.db"), max_live=1) as (base, dash, _):
         conn, status, _ = _open_stream(base)
         assert status == 200
@@ -256,7 +261,8 @@ def test_a_disconnected_page_gives_back_its_slot_and_ends_its_tail(tmp_path: Pat
     with _served(fill_store(tmp_path / "jobs.db"), max_live=2) as (base, dash, _):
         conns = [_open_stream(base)[0] for _ in range(2)]
         assert dash.live.open == 2
-        _eventually(lambda: _tail_threads() == before + 2, "a tail thread per stream")
+        # One tail for both (their catch-up reads have ended).
+        _eventually(lambda: _tail_threads() == before + 1, "one shared tail thread")
         for conn in conns:
             conn.close()
         _eventually(lambda: dash.live.open == 0, "the closed streams' slots given back")
@@ -270,3 +276,95 @@ def test_max_live_zero_turns_live_updates_off(tmp_path: Path) -> None:
         assert status == 503
         assert "serves no live streams" in text
         assert dash.live.open == 0
+
+
+def _ids_until(conn: socket.socket, wanted: int, seen: str) -> list[int]:
+    """The ``id:`` of each event a stream sends, until it sends ``wanted``."""
+    data = seen
+    deadline = time.monotonic() + WAIT
+    while True:
+        ids = [int(n) for n in re.findall(r"^id: (\d+)$", data, re.M)]
+        if wanted in ids:
+            return ids
+        assert time.monotonic() < deadline, f"no event {wanted} within {WAIT} s: {ids}"
+        chunk = conn.recv(65536)
+        assert chunk, f"the stream ended before event {wanted}: {ids}"
+        data += chunk.decode()
+
+
+def test_every_stream_gets_each_event_once_in_order_from_one_shared_tail(
+    tmp_path: Path,
+) -> None:
+    url = fill_store(tmp_path / "jobs.db")
+    before = _tail_threads()
+    with _served(url, max_live=4) as (base, dash, _):
+        now = tail_position(dash.store)
+        assert now > 3
+        # One page rendered long ago (it catches up), two rendered now.
+        behind = _open_stream(base, after=1)
+        current = [_open_stream(base, after=now) for _ in range(2)]
+        _eventually(lambda: _tail_threads() == before + 1, "one shared tail, catch-ups done")
+        assert dash.tail.subscribers == 3
+
+        async def add() -> None:
+            async with dj.open_jobs(make_registry(), url) as jobs:
+                await jobs.debounce("digest").add("ann", "live")
+
+        trio.run(add)
+        added = tail_position(dash.store)
+        assert added > now
+        ids = _ids_until(behind[0], added, behind[2])
+        assert ids == sorted(set(ids)), "each event once, in order"
+        assert ids == list(range(2, added + 1))
+        for conn, status, text in current:
+            assert status == 200
+            ids = _ids_until(conn, added, text)
+            assert ids == list(range(now + 1, added + 1))
+        assert _tail_threads() == before + 1
+
+
+@pytest.mark.postgres
+def test_on_postgres_the_streams_share_one_listen_connection(pg_url: str) -> None:
+    async def fill() -> None:
+        async with dj.open_jobs(make_registry(), pg_url) as jobs:
+            await jobs.debounce("digest").add("ann", "first")
+
+    trio.run(fill)
+    schema = pg_url.rsplit("schema=", 1)[1]
+    listen = f'LISTEN "{alarm_channel(schema)}"'
+
+    def listening() -> int:
+        with psycopg.connect(pg_url.split("?", 1)[0], autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s", (listen,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    with _served(pg_url, max_live=8) as (base, dash, stop):
+        for _ in range(6):
+            _open_stream(base, after=1)
+        assert dash.live.open == 6
+        _eventually(lambda: listening() == 1, "one LISTEN connection for the six streams")
+        stop()
+        _eventually(lambda: listening() == 0, "no LISTEN connection once the server stopped")
+
+
+@pytest.mark.postgres
+def test_a_catch_up_read_opens_no_listen_connection(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fill() -> None:
+        async with dj.open_jobs(make_registry(), pg_url) as jobs:
+            await jobs.debounce("digest").add("ann", "first")
+
+    trio.run(fill)
+    with dj.open_store(pg_url) as store:
+
+        def no_listener() -> None:
+            raise AssertionError("a read of what is committed by now opened a LISTEN connection")
+
+        monkeypatch.setattr(store, "open_alarm_listener", no_listener)
+        events = list(dj.maintenance.tail_events(store, after=0, duration=0))
+    assert [e.position for e in events] == list(range(1, len(events) + 1))
+    assert events

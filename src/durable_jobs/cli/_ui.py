@@ -58,9 +58,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
     type=click.IntRange(0),
     default=16,
     show_default=True,
-    help="Serve at most N live streams at once (each open live page holds a thread and, "
-    "on Postgres, a database connection); more pages work without live updates. "
-    "0: no live updates.",
+    help="Serve at most N live streams (open live pages) at once; more pages work "
+    "without live updates. 0: no live updates.",
     metavar="N",
 )
 @store_option

@@ -362,9 +362,10 @@ def create_app(
     ``allowed_hosts`` are the host names requests may carry in their ``Host``
     header (others get 400; ``any_address`` accepts any IP address too);
     ``None`` checks no Host (:func:`durable_jobs.ui.serve` always passes them).
-    ``max_live`` caps the live streams served at once (each holds a tail of the
-    store: a thread and, on Postgres, a database connection); one more gets 503
-    and its page goes on without live updates. 0 turns live updates off.
+    ``max_live`` caps the live streams served at once (they share one tail of
+    the store, but each holds a buffer of events, and a thread while it catches
+    up); one more gets 503 and its page goes on without live updates. 0 turns
+    live updates off.
     """
     if max_live < 0:
         msg = f"max_live must be 0 or more, not {max_live}."

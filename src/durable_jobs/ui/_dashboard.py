@@ -24,6 +24,7 @@ from durable_jobs._store.urls import redact
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.text import printable_lines
 from durable_jobs.ui import _format
+from durable_jobs.ui._shared_tail import SharedTail
 
 __all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots"]
 
@@ -82,8 +83,9 @@ def _env() -> jinja2.Environment:
 class LiveSlots:
     """The live streams a dashboard serves at once, at most ``limit`` (thread-safe).
 
-    Each open stream holds a tail of the store in a thread (on Postgres, its own
-    LISTEN connection): the cap bounds them, whoever opens the pages.
+    The streams share one tail of the store (one thread; on Postgres one LISTEN
+    connection), but each holds a buffer of events and, while it catches up, a
+    thread and a pooled connection: the cap bounds them, whoever opens the pages.
     """
 
     def __init__(self, limit: int) -> None:
@@ -149,6 +151,7 @@ class Dashboard:
     def __post_init__(self) -> None:
         self.inspector = Inspector(self.store)
         self.live = LiveSlots(self.max_live)
+        self.tail = SharedTail(self.store)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a blocking store function in a worker thread."""

@@ -1,11 +1,11 @@
-"""The dashboard's live updates: server-sent events fed by a tail of the store in a thread."""
+"""The dashboard's live updates: server-sent events fed by the dashboard's shared tail."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import trio
@@ -18,15 +18,14 @@ from durable_jobs._errors import DurableJobsError, ValidationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._store.base import Store
 from durable_jobs._tools.views import InstanceSummary
-from durable_jobs.maintenance import TailEvent, tail_events, tail_position
-from durable_jobs.ui._dashboard import LiveSlot, _dash, _param
+from durable_jobs.maintenance import TailEvent, tail_position
+from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param
+from durable_jobs.ui._shared_tail import follow
 
 __all__ = ["events_stream"]
 
 log = logging.getLogger("durable_jobs.ui")
 
-#: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
-TAIL_POLL: Final = 0.25
 #: When a browser refused a live stream (the cap) may try again, in seconds.
 RETRY_AFTER: Final = 30
 
@@ -91,7 +90,7 @@ async def events_stream(request: Request) -> Response:
         return _refused(dash.live.limit, warn=dash.live.first_refusal())
     stop = threading.Event()
     return _LiveResponse(
-        _live(dash.store, after, render, stop, slot),
+        _live(dash, after, render, stop, slot),
         slot=slot,
         stop=stop,
         media_type="text/event-stream",
@@ -103,11 +102,9 @@ def _refused(limit: int, *, warn: bool) -> Response:
     """503 for a stream beyond the cap: the page works on, without live updates."""
     serves = f"already serves {limit} live streams, its cap" if limit else "serves no live streams"
     message = (
-        f"This dashboard {serves} (each open live page "
-        "holds a tail of the store: a thread and, on Postgres, a database connection). "
-        "Pages still work, without live updates. To allow more, start the dashboard with "
-        "--max-live N (create_app(..., max_live=N)); size the database's max_connections "
-        "for it."
+        f"This dashboard {serves} (open live pages). Pages still work, without live "
+        "updates. To allow more, start the dashboard with --max-live N "
+        "(create_app(..., max_live=N))."
     )
     if warn:
         log.warning(
@@ -146,22 +143,58 @@ class _LiveResponse(StreamingResponse):
 
 
 async def _live(
-    store: Store,
+    dash: Dashboard,
     after: int,
     render: Callable[[TailEvent], Awaitable[bytes | None]],
     stop: threading.Event,
     slot: LiveSlot,
 ) -> AsyncGenerator[bytes]:
-    """Bytes of the events committed after ``after``, as a tail in a thread finds them.
+    """Bytes of the events committed after ``after``: first those committed by now
+    (read by a thread of this stream's, which holds ``slot`` until it ends), then
+    those the dashboard's shared tail reads."""
+    try:
+        shared_send, shared = await dash.tail.subscribe(dash.run)
+    except DurableJobsError as exc:
+        log.warning("The live tail stopped: %s", exc)
+        return
+    try:
+        last = after
+        async with shared:
+            yield b"retry: 2000\n\n"
+            async with contextlib.aclosing(_caught_up(dash.store, after, stop, slot)) as caught:
+                async for item in caught:
+                    if isinstance(item, DurableJobsError):
+                        log.warning("The live tail stopped: %s", item)
+                        return
+                    last = item.position
+                    chunk = await render(item)
+                    if chunk:
+                        yield chunk
+            async for item in shared:
+                if isinstance(item, DurableJobsError):
+                    log.warning("The live tail stopped: %s", item)
+                    return
+                if item.position <= last:
+                    continue  # read by the catch-up already
+                last = item.position
+                chunk = await render(item)
+                if chunk:
+                    yield chunk
+    finally:
+        stop.set()
+        dash.tail.unsubscribe(shared_send)
 
-    The thread holds ``slot`` until it ends (``stop`` set, or its channel closed).
-    """
+
+async def _caught_up(
+    store: Store, after: int, stop: threading.Event, slot: LiveSlot
+) -> AsyncGenerator[TailEvent | DurableJobsError]:
+    """The events committed after ``after`` until now, read in a thread holding ``slot``."""
     send, receive = trio.open_memory_channel[TailEvent | DurableJobsError](64)
     token = trio.lowlevel.current_trio_token()
 
     def pump() -> None:
         try:
-            for event in _tail(store, after, stop):
+            for event in follow(store, after, stop, catch_up=True):
                 trio.from_thread.run(send.send, event, trio_token=token)
         except DurableJobsError as exc:
             with contextlib.suppress(
@@ -177,27 +210,10 @@ async def _live(
 
     slot.hold()
     try:
-        threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
+        threading.Thread(target=pump, name="durable-jobs ui catch-up", daemon=True).start()
     except BaseException:
         slot.release()
         raise
-    try:
-        async with receive:
-            yield b"retry: 2000\n\n"
-            async for item in receive:
-                if isinstance(item, DurableJobsError):
-                    log.warning("The live tail stopped: %s", item)
-                    return
-                chunk = await render(item)
-                if chunk:
-                    yield chunk
-    finally:
-        stop.set()
-
-
-def _tail(store: Store, after: int, stop: threading.Event) -> Iterator[TailEvent]:
-    events = tail_events(store, after=after, poll_interval=TAIL_POLL, stop=stop)
-    try:
-        yield from events
-    finally:
-        events.close()
+    async with receive:
+        async for item in receive:
+            yield item
