@@ -80,8 +80,15 @@ def _eventually(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT} s: {what}")
+            threads = sorted(t.name for t in threading.enumerate())
+            raise AssertionError(f"not within {WAIT} s: {what} (threads: {threads})")
         time.sleep(0.05)
+
+
+def _settled() -> int:
+    """No tail thread of an earlier test left (they end within a poll): 0."""
+    _eventually(lambda: _tail_threads() == 0, "the tail threads of earlier tests ended")
+    return 0
 
 
 def _tail_threads() -> int:
@@ -158,10 +165,11 @@ def _dashboard_of(app: Any) -> Dashboard:
 def _served(url: str, max_live: int) -> Iterator[tuple[str, Dashboard, Callable[[], None]]]:
     """The dashboard on store ``url`` served by Hypercorn in a thread: its URL, its state,
     a stop."""
-    with dj.open_store(url) as store:
-        yield from _serving(create_app(store, max_live=max_live))
+    with dj.open_store(url) as store, _serving(create_app(store, max_live=max_live)) as served:
+        yield served
 
 
+@contextmanager
 def _serving(app: Any) -> Iterator[tuple[str, Dashboard, Callable[[], None]]]:
     started: list[str] = []
     ready = threading.Event()
@@ -219,7 +227,7 @@ def _serving(app: Any) -> Iterator[tuple[str, Dashboard, Callable[[], None]]]:
 def test_stopping_the_server_gives_back_every_slot_and_ends_every_tail(
     tmp_path: Path,
 ) -> None:
-    before = _tail_threads()
+    before = _settled()
     with _served(fill_store(tmp_path / "jobs.db"), max_live=3) as (base, dash, stop):
         streams = [_open_stream(base) for _ in range(3)]
         assert [status for _, status, _ in streams] == [200, 200, 200]
@@ -257,7 +265,7 @@ def test_a_failed_tail_gives_back_its_slot(
 
 
 def test_a_disconnected_page_gives_back_its_slot_and_ends_its_tail(tmp_path: Path) -> None:
-    before = _tail_threads()
+    before = _settled()
     with _served(fill_store(tmp_path / "jobs.db"), max_live=2) as (base, dash, _):
         conns = [_open_stream(base)[0] for _ in range(2)]
         assert dash.live.open == 2
@@ -296,7 +304,7 @@ def test_every_stream_gets_each_event_once_in_order_from_one_shared_tail(
     tmp_path: Path,
 ) -> None:
     url = fill_store(tmp_path / "jobs.db")
-    before = _tail_threads()
+    before = _settled()
     with _served(url, max_live=4) as (base, dash, _):
         now = tail_position(dash.store)
         assert now > 3
@@ -321,6 +329,22 @@ def test_every_stream_gets_each_event_once_in_order_from_one_shared_tail(
             ids = _ids_until(conn, added, text)
             assert ids == list(range(now + 1, added + 1))
         assert _tail_threads() == before + 1
+
+
+def test_an_app_served_again_has_live_updates_again(tmp_path: Path) -> None:
+    url = fill_store(tmp_path / "jobs.db")
+    before = _settled()
+    with dj.open_store(url) as store:
+        app = create_app(store, max_live=2)
+        for _ in range(2):
+            with _serving(app) as (base, dash, stop):
+                conn, status, _ = _open_stream(base, after=1)
+                assert status == 200
+                ids = _ids_until(conn, 2, "")
+                assert ids[0] == 2
+                stop()
+                _eventually(lambda: _tail_threads() == before, "the tail ended with the run")
+                _eventually(lambda: dash.live.open == 0, "every slot given back")
 
 
 @pytest.mark.postgres

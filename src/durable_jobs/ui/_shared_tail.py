@@ -54,6 +54,7 @@ class SharedTail:
         self.store = store
         self._subscribers: set[trio.MemorySendChannel[Item]] = set()
         self._running: threading.Event | None = None  # the running thread's stop
+        self._token: trio.lowlevel.TrioToken | None = None  # the trio run it reports to
         self._starting = trio.Lock()
 
     @property
@@ -68,6 +69,12 @@ class SharedTail:
         """
         send, receive = trio.open_memory_channel[Item](BUFFER)
         async with self._starting:
+            if self._token is not trio.lowlevel.current_trio_token():
+                # The app served again: whatever the last run left is of no use.
+                if self._running is not None:
+                    self._running.set()
+                self._running = None
+                self._subscribers.clear()
             if self._running is None:
                 start = await run(tail_position, self.store)
                 self._start(start)
@@ -103,6 +110,7 @@ class SharedTail:
 
         threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
         self._running = stop
+        self._token = token
 
     def _fan_out(self, stop: threading.Event, item: Item) -> None:
         if self._running is not stop:
