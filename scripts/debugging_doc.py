@@ -393,6 +393,18 @@ Dashboard on http://127.0.0.1:8470/ (sqlite:///jobs.db, read-only)
 
 Live updates are server-sent events fed by the same tail as `durable-jobs
 tail` (Postgres wakes on NOTIFY; SQLite is polled every quarter second).
+All open live pages (tabs showing the instances page or an instance; a
+hidden tab closes its stream) share one tail of the store: one thread and,
+on Postgres, one LISTEN connection (see
+[connection sizing](operations.md#connections-and-pool-sizing)). Each page
+first catches up on what was committed since it was rendered (a short read
+of its own), then gets the shared tail's events. The dashboard serves at most
+`--max-live N` live pages at once (16 by default; 0: no live updates): one
+more gets HTTP 503 with `Retry-After` and a message saying so, the dashboard
+logs one warning, and the page works on without live updates, saying "live
+updates paused" (it tries again every 30 seconds). A page that falls far
+behind (1000 events) has its stream ended; the browser reconnects and
+catches up.
 
 Safety:
 
@@ -412,7 +424,11 @@ Safety:
   the password with every request: beyond localhost, put TLS in front.
 - Every value from the store is HTML-escaped (a state holding `<script>`
   shows as text), and pages load only the dashboard's own script and
-  stylesheet (no CDN, no build step).
+  stylesheet (no CDN, no build step). Control and format characters are
+  shown as escapes, as in the CLI's human output (an id `"\\u202egnp.exe"`
+  shows as `\\u202egnp.exe`, not reversed as `exe.png`; `acme\\u200b` is not
+  `acme`), except newlines and tabs of the JSON and messages shown as
+  blocks; links and forms carry the values as stored.
 - `--allow-actions` adds buttons on an instance's page. Each opens a
   confirmation page whose form carries a CSRF token valid for that action on
   that instance only; only that POST changes anything. No handler runs in the dashboard: an action commits events, and

@@ -123,6 +123,27 @@ def test_an_event_committed_by_a_running_runtime_appears_without_a_reload(
         assert not browser.find_elements(By.CSS_SELECTOR, "#timeline em")
 
 
+def test_a_page_refused_its_live_stream_says_live_updates_are_paused(
+    shared_url: str, shared: Served, browser: webdriver.Chrome
+) -> None:
+    paused = "live updates paused"
+    with dashboard(shared_url, "--max-live", "0") as served:
+        for url in (served.base + "/", _instance(served.base, "continuous", "flaky", "acct-1")):
+            browser.get(url)
+            WebDriverWait(browser, WAIT).until(
+                lambda driver: paused in driver.find_element(By.TAG_NAME, "body").text
+            )
+            assert browser.find_elements(By.CSS_SELECTOR, ".live-dot.paused")
+            assert "acct-1" in browser.find_element(By.TAG_NAME, "body").text
+    # A dashboard with room for the stream says nothing of the kind.
+    browser.get(shared.base + "/")
+    WebDriverWait(browser, WAIT).until(
+        lambda driver: driver.execute_script("return document.readyState === 'complete';")
+    )
+    assert paused not in browser.find_element(By.TAG_NAME, "body").text
+    assert not browser.find_elements(By.CSS_SELECTOR, ".live-dot.paused")
+
+
 def test_actions_are_absent_without_allow_actions_and_refused_without_the_csrf_token(
     store_url: str, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:

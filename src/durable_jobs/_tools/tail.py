@@ -112,7 +112,11 @@ def _tail(
     deadline = None if seconds is None else time.monotonic() + seconds
     position = tail_position(store) if after is None else after
     names: dict[UUID, tuple[str, str, str] | None] = {}
-    listener = store.open_alarm_listener() if isinstance(store, ListensForAlarms) else None
+    # A read of what is committed by now (duration 0) never waits: no LISTEN connection.
+    waits = seconds is None or seconds > 0
+    listener = (
+        store.open_alarm_listener() if waits and isinstance(store, ListensForAlarms) else None
+    )
     seen = 0
     ending = False
     try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, keys_from_env
 from durable_jobs._store.registry import open_store
 from durable_jobs._store.urls import StoreURL
+from durable_jobs._tools.text import printable
 from durable_jobs.cli._about import version_option
 
 __all__ = [
@@ -139,41 +139,6 @@ def store_option(fn: _F) -> _F:
         callback=_store_after_command,
         help=f"Store URL; the same as the option before the command (default: ${STORE_ENV}).",
     )(fn)
-
-
-#: Characters never written to a terminal as they are: C0 and C1 controls (ESC
-#: starts terminal commands, a newline would split a table row), line
-#: separators, lone surrogates (from undecodable command-line bytes; they cannot
-#: be encoded), and every format character (Unicode category Cf, as of Unicode
-#: 14): bidirectional overrides and isolates reorder what is shown, and
-#: zero-width ones (U+200B, U+FEFF, the soft hyphen U+00AD) are invisible, so
-#: ``acme`` and ``acme\u200b`` would print alike.
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
-    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
-    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
-    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
-    "\U000e0020-\U000e007f]"
-)
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    ch = match.group()
-    if ch in _NAMED:
-        return _NAMED[ch]
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def printable(text: str) -> str:
-    """``text`` with control, format (bidi, zero-width) and line-separator
-    characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``):
-    what human output shows of data (instance ids, states, messages).
-    ``--json`` output is JSON and left as it is."""
-    return _UNPRINTABLE.sub(_escape, text)
 
 
 class _SafeConsole(Console):

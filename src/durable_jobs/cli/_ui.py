@@ -53,6 +53,15 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
     help="Also answer requests for host NAME (repeatable; $DURABLE_JOBS_UI_ALLOW_HOSTS: "
     "names separated by spaces). Others are refused (DNS rebinding).",
 )
+@click.option(
+    "--max-live",
+    type=click.IntRange(0),
+    default=16,
+    show_default=True,
+    help="Serve at most N live streams (open live pages) at once; more pages work "
+    "without live updates. 0: no live updates.",
+    metavar="N",
+)
 @store_option
 @click.pass_obj
 def ui(
@@ -63,6 +72,7 @@ def ui(
     allow_actions: bool,
     auth_env: str | None,
     allow_hosts: tuple[str, ...],
+    max_live: int,
 ) -> None:
     """Serve the web dashboard: instances, timelines, alarms and stats, updated live.
 
@@ -112,6 +122,7 @@ def ui(
                         allow_actions=allow_actions,
                         credentials=credentials,
                         allow_hosts=allow_hosts,
+                        max_live=max_live,
                         task_status=task_status,
                     )
                 )

@@ -22,6 +22,7 @@ from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.base import Store
 from durable_jobs.ui._actions import ActionRefused
 from durable_jobs.ui._app import BasicAuth, create_app
+from durable_jobs.ui._dashboard import DEFAULT_MAX_LIVE
 
 __all__ = ["ActionRefused", "BasicAuth", "create_app", "serve"]
 
@@ -36,6 +37,7 @@ async def serve(
     now: Callable[[], datetime] | None = None,
     shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
     allow_hosts: Iterable[str] = (),
+    max_live: int = DEFAULT_MAX_LIVE,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard on ``host:port`` until ``shutdown_trigger`` returns (or
@@ -45,7 +47,8 @@ async def serve(
     Requests must name the dashboard in their ``Host`` header (against DNS
     rebinding): ``host`` itself; on loopback also localhost, 127.0.0.1 and
     ::1; on 0.0.0.0 or :: any IP address, localhost and the machine's host
-    name; plus ``allow_hosts``.
+    name; plus ``allow_hosts``. ``max_live`` caps the live streams served at
+    once (see :func:`create_app`).
     """
     if port:
         _check_bindable(host, port)
@@ -57,6 +60,7 @@ async def serve(
         now=now,
         allowed_hosts=[*names, *allow_hosts],
         any_address=any_address,
+        max_live=max_live,
     )
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

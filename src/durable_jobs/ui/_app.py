@@ -36,7 +36,14 @@ from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
 from durable_jobs._tools.views import InstancePage, InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_events, tail_position
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
-from durable_jobs.ui._dashboard import Dashboard, _dash, _int_param, _param, _qs
+from durable_jobs.ui._dashboard import (
+    DEFAULT_MAX_LIVE,
+    Dashboard,
+    _dash,
+    _int_param,
+    _param,
+    _qs,
+)
 from durable_jobs.ui._live import events_stream
 from durable_jobs.ui._middleware import BasicAuth, HostCheck, _Headers
 
@@ -346,6 +353,7 @@ def create_app(
     now: Callable[[], datetime] | None = None,
     allowed_hosts: Iterable[str] | None = None,
     any_address: bool = False,
+    max_live: int = DEFAULT_MAX_LIVE,
 ) -> ASGIApp:
     """The dashboard on ``store`` (left open: the caller closes it).
 
@@ -354,9 +362,19 @@ def create_app(
     ``allowed_hosts`` are the host names requests may carry in their ``Host``
     header (others get 400; ``any_address`` accepts any IP address too);
     ``None`` checks no Host (:func:`durable_jobs.ui.serve` always passes them).
+    ``max_live`` caps the live streams served at once (they share one tail of
+    the store, but each holds a buffer of events, and a thread while it catches
+    up); one more gets 503 and its page goes on without live updates. 0 turns
+    live updates off.
     """
+    if max_live < 0:
+        msg = f"max_live must be 0 or more, not {max_live}."
+        raise ValidationError(msg)
     dash = Dashboard(
-        store=store, allow_actions=allow_actions, now=now or (lambda: datetime.now(UTC))
+        store=store,
+        allow_actions=allow_actions,
+        now=now or (lambda: datetime.now(UTC)),
+        max_live=max_live,
     )
 
     app = Starlette(

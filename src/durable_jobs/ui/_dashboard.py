@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 import jinja2
 import trio
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -20,15 +22,49 @@ from durable_jobs._errors import ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.urls import redact
 from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.text import printable_lines
 from durable_jobs.ui import _format
+from durable_jobs.ui._shared_tail import SharedTail
 
-__all__ = ["Dashboard"]
+__all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots"]
+
+#: How many live streams (open live pages) a dashboard serves at once by default.
+DEFAULT_MAX_LIVE: Final = 16
+
+
+class _Verbatim(str):
+    """A value shown as it is (HTML-escaped only): a form field's value, sent back as data."""
+
+    __slots__ = ()
+
+
+def _verbatim(value: Any) -> _Verbatim:
+    return _Verbatim("" if value is None else value)
+
+
+def _shown(value: Any) -> Any:
+    """What a template shows of ``value``: control and format characters (ESC, bidi
+    overrides such as U+202E, zero-width spaces) written as escapes, as the CLI does,
+    so a stored id cannot show reversed or hide a character; newlines and tabs stay
+    (JSON and tracebacks in ``<pre>``). Markup (a macro's HTML) stays Markup: the
+    escapes add no HTML. A :func:`_verbatim` value (a form field's) is left as it is.
+    """
+    if isinstance(value, _Verbatim):
+        return str(value)
+    if hasattr(value, "__html__"):  # Markup: HTML already; the escapes add none
+        return Markup(printable_lines(value.__html__()))  # noqa: S704
+    if isinstance(value, str):
+        return printable_lines(value)
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return printable_lines(str(value))
 
 
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("durable_jobs.ui", "templates"),
         autoescape=True,
+        finalize=_shown,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -36,11 +72,68 @@ def _env() -> jinja2.Environment:
     env.filters["when"] = _format.when
     env.filters["pretty"] = _format.pretty
     env.filters["short"] = _format.short
+    env.filters["verbatim"] = _verbatim
     env.globals["describe"] = _format.describe
     env.globals["outcome"] = _format.outcome
     env.globals["ago"] = _format.ago
     env.globals["span"] = _format.span
     return env
+
+
+class LiveSlots:
+    """The live streams a dashboard serves at once, at most ``limit`` (thread-safe).
+
+    The streams share one tail of the store (one thread; on Postgres one LISTEN
+    connection), but each holds a buffer of events and, while it catches up, a
+    thread and a pooled connection: the cap bounds them, whoever opens the pages.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+        self._full_since_warned = False
+
+    def take(self) -> LiveSlot | None:
+        """A slot for one more stream, or ``None`` when all are taken."""
+        with self._lock:
+            if self.open >= self.limit:
+                return None
+            self.open += 1
+            self._full_since_warned = False
+            return LiveSlot(self)
+
+    def first_refusal(self) -> bool:
+        """Whether this refusal is the first since a stream was last let in (to warn once)."""
+        with self._lock:
+            first = not self._full_since_warned
+            self._full_since_warned = True
+            return first
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+class LiveSlot:
+    """One stream's slot: given back when its response and its tail thread have both ended."""
+
+    def __init__(self, slots: LiveSlots) -> None:
+        self._slots = slots
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        """One more holder (the tail thread), each of which calls :meth:`release`."""
+        with self._lock:
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self._slots._give_back()
 
 
 @dataclass
@@ -50,12 +143,15 @@ class Dashboard:
     store: Store
     allow_actions: bool
     now: Callable[[], datetime]
+    max_live: int = DEFAULT_MAX_LIVE
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     env: jinja2.Environment = field(default_factory=_env)
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
     def __post_init__(self) -> None:
         self.inspector = Inspector(self.store)
+        self.live = LiveSlots(self.max_live)
+        self.tail = SharedTail(self.store)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a blocking store function in a worker thread."""

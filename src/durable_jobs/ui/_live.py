@@ -1,31 +1,33 @@
-"""The dashboard's live updates: server-sent events fed by a tail of the store in a thread."""
+"""The dashboard's live updates: server-sent events fed by the dashboard's shared tail."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Final
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Final
 
 import trio
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
 from durable_jobs._errors import DurableJobsError, ValidationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._store.base import Store
 from durable_jobs._tools.views import InstanceSummary
-from durable_jobs.maintenance import TailEvent, tail_events, tail_position
-from durable_jobs.ui._dashboard import _dash, _param
+from durable_jobs.maintenance import TailEvent, tail_position
+from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param
+from durable_jobs.ui._shared_tail import follow
 
 __all__ = ["events_stream"]
 
 log = logging.getLogger("durable_jobs.ui")
 
-#: How often a live page's tail looks for new events (Postgres also wakes on NOTIFY).
-TAIL_POLL: Final = 0.25
+#: When a browser refused a live stream (the cap) may try again, in seconds.
+RETRY_AFTER: Final = 30
 
 
 def _sse(event: str, html: str, position: int) -> bytes:
@@ -82,24 +84,117 @@ async def events_stream(request: Request) -> Response:
             out += _sse("summary", dash.macro("summary_panel", summary), event.position)
         return out
 
-    return StreamingResponse(
-        _live(dash.store, after, render),
+    # Taken last: nothing below can fail before the response owns the slot.
+    slot = dash.live.take()
+    if slot is None:
+        return _refused(dash.live.limit, warn=dash.live.first_refusal())
+    stop = threading.Event()
+    return _LiveResponse(
+        _live(dash, after, render, stop, slot),
+        slot=slot,
+        stop=stop,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
+def _refused(limit: int, *, warn: bool) -> Response:
+    """503 for a stream beyond the cap: the page works on, without live updates."""
+    serves = f"already serves {limit} live streams, its cap" if limit else "serves no live streams"
+    message = (
+        f"This dashboard {serves} (open live pages). Pages still work, without live "
+        "updates. To allow more, start the dashboard with --max-live N "
+        "(create_app(..., max_live=N))."
+    )
+    if warn:
+        log.warning(
+            "Live stream refused: %d are open, the cap (--max-live %d). Further refusals "
+            "are not logged until one is let in again.",
+            limit,
+            limit,
+        )
+    return PlainTextResponse(
+        message + "\n",
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"},
+    )
+
+
+class _LiveResponse(StreamingResponse):
+    """A stream that gives back its slot however it ends (disconnect, server stop, error)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, slot: LiveSlot, stop: threading.Event, **kw: Any
+    ) -> None:
+        super().__init__(content, **kw)
+        self._slot = slot
+        self._stop = stop
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stop.set()
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                with trio.CancelScope(shield=True):
+                    await body.aclose()  # closes its channel: the thread ends too
+            self._slot.release()
+
+
 async def _live(
-    store: Store, after: int, render: Callable[[TailEvent], Awaitable[bytes | None]]
-) -> AsyncIterator[bytes]:
-    """Bytes of the events committed after ``after``, as a tail in a thread finds them."""
+    dash: Dashboard,
+    after: int,
+    render: Callable[[TailEvent], Awaitable[bytes | None]],
+    stop: threading.Event,
+    slot: LiveSlot,
+) -> AsyncGenerator[bytes]:
+    """Bytes of the events committed after ``after``: first those committed by now
+    (read by a thread of this stream's, which holds ``slot`` until it ends), then
+    those the dashboard's shared tail reads."""
+    try:
+        shared_send, shared = await dash.tail.subscribe(dash.run)
+    except DurableJobsError as exc:
+        log.warning("The live tail stopped: %s", exc)
+        return
+    try:
+        last = after
+        async with shared:
+            yield b"retry: 2000\n\n"
+            async with contextlib.aclosing(_caught_up(dash.store, after, stop, slot)) as caught:
+                async for item in caught:
+                    if isinstance(item, DurableJobsError):
+                        log.warning("The live tail stopped: %s", item)
+                        return
+                    last = item.position
+                    chunk = await render(item)
+                    if chunk:
+                        yield chunk
+            async for item in shared:
+                if isinstance(item, DurableJobsError):
+                    log.warning("The live tail stopped: %s", item)
+                    return
+                if item.position <= last:
+                    continue  # read by the catch-up already
+                last = item.position
+                chunk = await render(item)
+                if chunk:
+                    yield chunk
+    finally:
+        stop.set()
+        dash.tail.unsubscribe(shared_send)
+
+
+async def _caught_up(
+    store: Store, after: int, stop: threading.Event, slot: LiveSlot
+) -> AsyncGenerator[TailEvent | DurableJobsError]:
+    """The events committed after ``after`` until now, read in a thread holding ``slot``."""
     send, receive = trio.open_memory_channel[TailEvent | DurableJobsError](64)
-    stop = threading.Event()
     token = trio.lowlevel.current_trio_token()
 
     def pump() -> None:
         try:
-            for event in _tail(store, after, stop):
+            for event in follow(store, after, stop, catch_up=True):
                 trio.from_thread.run(send.send, event, trio_token=token)
         except DurableJobsError as exc:
             with contextlib.suppress(
@@ -111,25 +206,14 @@ async def _live(
         finally:
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(send.close, trio_token=token)
+            slot.release()
 
-    threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
+    slot.hold()
     try:
-        yield b"retry: 2000\n\n"
-        async with receive:
-            async for item in receive:
-                if isinstance(item, DurableJobsError):
-                    log.warning("The live tail stopped: %s", item)
-                    return
-                chunk = await render(item)
-                if chunk:
-                    yield chunk
-    finally:
-        stop.set()
-
-
-def _tail(store: Store, after: int, stop: threading.Event) -> Iterator[TailEvent]:
-    events = tail_events(store, after=after, poll_interval=TAIL_POLL, stop=stop)
-    try:
-        yield from events
-    finally:
-        events.close()
+        threading.Thread(target=pump, name="durable-jobs ui catch-up", daemon=True).start()
+    except BaseException:
+        slot.release()
+        raise
+    async with receive:
+        async for item in receive:
+            yield item
