@@ -225,7 +225,10 @@ class DebounceRunner:
     async def clear(self, job: DebounceJob[Any, Any], instance_id: str) -> int:
         rt = self.rt
         uuid = instance_uuid("debounce", job.name, instance_id)
-        async with rt.hold(uuid):
+        # A flush in flight is waited for (its lock first, as a flush takes them): its
+        # batch is no longer the buffer, and its outcome is recorded. Cleared then, it
+        # ran on the batch and left no record of it.
+        async with rt.hold(uuid, scope="flush"), rt.hold(uuid):
             committed = await rt.load(DebounceInstance, job.name, instance_id)
             if committed is None:
                 return 0
