@@ -24,6 +24,7 @@ from durable_jobs._errors import (
     ValidationError,
 )
 from durable_jobs._store.base import Store
+from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
 from durable_jobs._tools.export import EXPORT_FORMAT, EXPORT_VERSION
 
@@ -176,10 +177,15 @@ def _write_batch(store: Store, batch: list[_Group]) -> None:
 
 
 def _verify(store: Store, expected: dict[UUID, int]) -> ImportSummary:
+    # On a shared store (Postgres) a live worker may already have run an imported
+    # instance whose alarm was due: more events than imported is fine there.
+    live_writers = isinstance(store, CrossProcessLocks)
     for uuid, version in expected.items():
         row = store.index_row(uuid)
         last = store.stored_events(uuid, desc=True, limit=1)
         found = last[0].originator_version if last else 0
+        if live_writers and row is not None and found >= version and row.version >= version:
+            continue
         if row is None or row.version != version or found != version:
             msg = (
                 f"Import verification failed for instance {uuid} in {store.url}: expected "
