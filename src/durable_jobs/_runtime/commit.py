@@ -40,7 +40,9 @@ class _Commit(Handoff):
     __slots__ = ("agg", "error", "statements")
 
     def __init__(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
-        super().__init__()
+        # Handoff.__init__'s fields, set here: one call less on every commit.
+        self.done = False
+        self._waiter = None
         self.agg = agg
         self.statements = statements
         self.error: Exception | None = None

@@ -214,6 +214,12 @@ class Runtime:
             )
             raise ConfigurationError(msg)
 
+    def check_closing(self) -> None:
+        """:meth:`check_open` for work the runtime itself started in its own trio run
+        (an alarm run): only the block's end refuses it."""
+        if self._closing or self._closed:
+            raise RuntimeClosed(None)
+
     def notify(self) -> None:
         """Wake whoever waits for a change (``wait_idle``, ``shutdown``)."""
         changed = self._changed

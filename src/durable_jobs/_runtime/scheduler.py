@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Coroutine, Generator
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import trio
@@ -99,6 +99,8 @@ class Scheduler:
         #: The store is out of reach: due runs wait until it answers again.
         self._outage = False
         self._runs: trio.Nursery | None = None
+        #: The registry's jobs by kind and name (read on every alarm run).
+        self._jobs = cast("dict[str, dict[str, JobDefinition]]", rt.registry._jobs)
         rt.locks.on_left = self._worker_left
 
     # ---- what the rest of the runtime tells it ----------------------------------------
@@ -457,7 +459,11 @@ class Scheduler:
         rt = self.rt
         try:
             # The run (what a _fire coroutine of its own would do: one coroutine less).
-            job = self._job_of(key)
+            # registry.get(kind, job), without its calls (a job once registered stays).
+            jobs = self._jobs.get(key.kind)
+            job = None if jobs is None else jobs.get(key.job)
+            if job is None:
+                job = self._job_of(key)
             if job is not None:
                 if isinstance(job, ContinuousJob):
                     await rt.continuous.run(job, key.instance_id, manual=False)
