@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
-from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import UNCHANGED, Intents
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.values import check_reason
@@ -28,6 +27,9 @@ __all__ = [
 
 S = TypeVar("S")
 E = TypeVar("E")
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 class _Context:
@@ -109,9 +111,11 @@ class _StatefulContext(_Context, Generic[S]):
             # own JSON data, as set_state's dump found (see TypeCodec.dump).
             if type(new) is not codec._scalar:
                 state = codec.dump(new)
-        # Built without Intents' __init__ (see built): made on every run.
-        return built(
-            Intents,
+        # Built without Intents' __init__ (built(Intents, ...), inline): on every run.
+        intents = _new_object(Intents)
+        _set_attribute(
+            intents,
+            "__dict__",
             {
                 "state": state,
                 "schedule": schedule,
@@ -120,6 +124,7 @@ class _StatefulContext(_Context, Generic[S]):
                 "state_version": self._codec.version,
             },
         )
+        return intents
 
 
 @final

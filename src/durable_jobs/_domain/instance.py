@@ -38,7 +38,6 @@ from durable_jobs._domain.data import (
     Intents,
     RunTicket,
     as_utc,
-    built,
 )
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.patch import state_patch
@@ -566,9 +565,13 @@ class JobInstance(Aggregate):
             run_count, attempt = d.run_count, d.attempt + 1
         else:
             run_count, attempt = d.run_count + 1, 1
-        return built(
-            RunTicket, {"run_count": run_count, "attempt": attempt, "generation": d.generation}
+        ticket = _new_object(RunTicket)  # built(RunTicket, ...), inline
+        _set_attribute(
+            ticket,
+            "__dict__",
+            {"run_count": run_count, "attempt": attempt, "generation": d.generation},
         )
+        return ticket
 
     def plan_retry(
         self, ticket: RunTicket, retry: Retry | None, *, now: datetime

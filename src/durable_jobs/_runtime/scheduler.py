@@ -27,7 +27,7 @@ from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
 from durable_jobs._runtime.locks import Busy
-from durable_jobs._runtime.window import AlarmKey, AlarmWindow, alarm_key
+from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.capabilities import ListensForAlarms
 from durable_jobs._store.index import IndexRow
 from durable_jobs._telemetry import log_fields
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["Scheduler"]
+
+_new_tuple = tuple.__new__
 
 log = logging.getLogger("durable_jobs.runtime")
 
@@ -129,7 +131,8 @@ class Scheduler:
                     uuid, at, self.rt.clock.now(), busy=self._backlog(), version=agg.version
                 )
                 at = later or at
-            self.window.set(alarm_key(uuid, d.kind, d.job, d.instance_id), at)
+            # alarm_key(uuid, d.kind, d.job, d.instance_id), inline: on every commit.
+            self.window.set(_new_tuple(AlarmKey, (uuid, d.kind, d.job, d.instance_id)), at)
         blocked, self._reload_blocked = self._reload_blocked, False
         if uuid.int in self._queued:
             return  # an alarm run's commit: the scheduler is woken once, when the run ends
