@@ -143,7 +143,9 @@ class _LockRequest(Handoff):
     __slots__ = ("detached", "error", "names", "op", "result", "scope", "uuid", "version")
 
     def __init__(self, op: str, uuid: UUID, scope: str, *, detached: bool = False) -> None:
-        super().__init__()
+        # Handoff.__init__'s fields, set here: one call less for every lock call.
+        self.done = False
+        self._waiter = None
         self.detached = detached
         self.op = op
         self.uuid = uuid

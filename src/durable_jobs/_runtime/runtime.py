@@ -331,7 +331,7 @@ class Runtime:
             if agg is None:
                 return None
             known, version = self.locks.held_version(uuid)
-            if not known or version != agg.version:
+            if not known or version != agg._version:  # the version property's value
                 return None
             self.cache.hit(uuid)
         else:
