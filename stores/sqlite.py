@@ -496,7 +496,7 @@ class SQLiteStore(Store):
         for e in events:
             uuid = e.originator_id
             if uuid is not last:  # a run's events are of one instance: one hex
-                last, key = uuid, uuid.hex
+                last, key = uuid, f"{uuid.int:032x}"  # uuid.hex, without its call
             topic, state = encode(e)
             # The same BLOB, bound as a bytearray: the sqlite3 module binds those at
             # once, while a bytes value first goes through its adapter look-ups (a

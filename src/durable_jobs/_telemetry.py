@@ -349,9 +349,17 @@ class _OpenTelemetry(Telemetry):
         attempt: int | None,
         link: str | None,
     ) -> AbstractContextManager[HandlerSpan]:
-        tracer = self._recording_tracer()
+        tracer = self._tracer
         if tracer is None:
-            return _UNTRACED
+            if (
+                self._tracer_provider is None
+                and getattr(self._trace, "_TRACER_PROVIDER", _UNKNOWN) is None
+                and not self._provider_named
+            ):
+                return _UNTRACED  # _recording_tracer()'s first case, inline: every run
+            tracer = self._recording_tracer()
+            if tracer is None:
+                return _UNTRACED
         return self._handler_span(
             tracer,
             kind,

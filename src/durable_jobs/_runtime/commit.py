@@ -149,7 +149,8 @@ class GroupCommit:
         return functools.partial(self.store.save, statements=statements)
 
     async def _save(self, batch: Sequence[_Commit]) -> None:
-        await self._io(self._call(batch), *(c.agg for c in batch))
+        # A list, not a generator: resumed once per commit of the batch.
+        await self._io(self._call(batch), *[c.agg for c in batch])
 
     def _save_now(self, batch: Sequence[_Commit]) -> None:
         self._call(batch)(*(c.agg for c in batch))

@@ -123,7 +123,12 @@ class _KeyHold:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def __aexit__(self, *exc: object) -> None:
-        self._release()
+        # self._release(), inline: on every run.
+        locks, key = self.locks, self.key
+        waiters = locks.pop(key)
+        if waiters:
+            trio.lowlevel.reschedule(waiters.popleft())
+            locks[key] = waiters
 
     def _release(self) -> None:
         locks, key = self.locks, self.key

@@ -335,7 +335,13 @@ class Runtime:
                 return None
             self.cache.hit(uuid)
         else:
-            agg = self.cache.use(uuid)
+            # self.cache.use(uuid), inline: on every run.
+            cache = self.cache
+            items, key = cache._items, uuid.int
+            agg = items.get(key)
+            if agg is not None:
+                cache.hits += 1
+                items.move_to_end(key)
         if agg is not None and not isinstance(agg, cls):
             msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
             raise StoreError(msg)

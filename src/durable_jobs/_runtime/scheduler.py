@@ -117,7 +117,9 @@ class Scheduler:
         """Make the scheduler look at its window again."""
         self._dirty = self.run_alarms
         self._wake.set()
-        self.rt.notify()
+        rt = self.rt
+        if rt._changed is not None:  # else rt.notify() has nothing to wake: every run
+            rt.notify()
 
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
@@ -474,7 +476,7 @@ class Scheduler:
                     await rt.debounce.flush(job, key.instance_id, manual=False)
                 elif isinstance(job, TaskJob):
                     await rt.task.execute(job, key.instance_id, by_alarm=True)
-                cached = rt.cache.peek(key.uuid)
+                cached = rt.cache._items.get(key.uuid.int)  # rt.cache.peek(key.uuid)
                 if cached is not None:
                     self.window.set(key, cached.d.alarm_at)
             if self._broken:
