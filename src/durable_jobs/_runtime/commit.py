@@ -23,7 +23,7 @@ import trio
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.statements import Statement
 from durable_jobs._errors import DurableJobsError
-from durable_jobs._runtime.parking import Handoff
+from durable_jobs._runtime.parking import Handoff, _cannot_abort
 from durable_jobs._store.base import StatementFailed, Store
 from durable_jobs._telemetry import telemetry
 
@@ -102,8 +102,11 @@ class GroupCommit:
         item = _Commit(agg, statements)
         self._queue.append(item)
         self._ready.set()
-        # The write is already on its way: wait for its outcome even if cancelled.
-        await item.wait()
+        # The write is already on its way: wait for its outcome even if cancelled
+        # (item.wait(), inline: a coroutine less on every run).
+        if not item.done:
+            item._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
         if item.error is not None:
             raise item.error
 

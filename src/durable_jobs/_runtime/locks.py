@@ -41,7 +41,7 @@ from durable_jobs._runtime.members import (
     instance_fields,
     preferred,
 )
-from durable_jobs._runtime.parking import Handoff
+from durable_jobs._runtime.parking import Handoff, _cannot_abort
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
 
@@ -548,7 +548,10 @@ class InstanceLocks:
         else:
             self._queue.append(request)
             self._ready.set()
-            await request.wait()
+            # request.wait(), inline: a coroutine less on every lock call.
+            if not request.done:
+                request._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
         if request.error is not None:
             raise request.error
         return request
