@@ -171,3 +171,62 @@ def test_create_leaves_an_aggregate_of_another_make_to_eventsourcing() -> None:
     assert instance_module._plain_created_topic(Mentions) is None
     inst = Mentions.create("j", "i", now=T, state=None)
     assert inst.seen == inst.id and inst.d.job == "j"
+
+
+@pytest.mark.parametrize("cls", [ContinuousInstance, TaskInstance, DebounceInstance])
+def test_a_run_s_success_and_alarm_are_the_events_the_stock_trigger_makes(
+    cls: type[JobInstance],
+) -> None:
+    """``record_success`` and ``set_alarm`` build their events themselves once
+    ``trigger_event`` has built one of the class (``_FIELDS``): the same events, the
+    same attributes in the same order, and the instance moves on the same way."""
+    for _ in range(2):  # the first run may take trigger_event's way, the second not
+        ours = cls.create("j", "1", now=T, state=1)
+        stock = cls.create("j", "1", now=T, state=1)
+        ticket = ours.next_ticket(fresh=True)
+        later = T + W
+        assert ours.record_success(ticket, handler="execute", now=later, duration=0.25)
+        _stock(
+            stock,
+            stock.RunSucceeded,
+            timestamp=later,
+            handler="execute",
+            run_count=ticket.run_count,
+            attempt=ticket.attempt,
+            duration=0.25,
+        )
+        ours.set_alarm(later + W, now=later)
+        _stock(stock, stock.AlarmSet, timestamp=later, at=later + W)
+        assert ours.pending_events == stock.pending_events
+        assert [list(vars(e).items()) for e in ours.pending_events] == [
+            list(vars(e).items()) for e in stock.pending_events
+        ]
+        assert [repr(e) for e in ours.pending_events] == [repr(e) for e in stock.pending_events]
+        assert (ours.version, ours.modified_on, ours.d) == (
+            stock.version,
+            stock.modified_on,
+            stock.d,
+        )
+    assert instance_module._FIELDS[cls.RunSucceeded] == instance_module._RUN_SUCCEEDED_FIELDS
+    assert instance_module._FIELDS[cls.AlarmSet] == instance_module._ALARM_SET_FIELDS
+
+
+def test_a_success_or_alarm_event_of_other_fields_is_left_to_trigger_event() -> None:
+    class Other(ContinuousInstance):
+        kind = "continuous"
+
+        @dataclasses.dataclass(frozen=True)
+        class AlarmSet(ContinuousInstance.AlarmSet):
+            note: str = "x"
+
+        @dataclasses.dataclass(frozen=True)
+        class RunSucceeded(ContinuousInstance.RunSucceeded):
+            note: str = "y"
+
+    for _ in range(2):
+        inst = Other.create("j", "1", now=T, state=1)
+        inst.record_success(inst.next_ticket(fresh=True), handler="execute", now=T, duration=0)
+        inst.set_alarm(T + W, now=T)
+        success, alarm = inst.pending_events[-2:]
+        assert type(success) is Other.RunSucceeded and vars(success)["note"] == "y"
+        assert type(alarm) is Other.AlarmSet and vars(alarm)["note"] == "x"

@@ -13,8 +13,18 @@ from durable_jobs._runtime.cache import InstanceCache
 
 @dataclass
 class _Instance:
-    id: UUID
-    version: int
+    # The attributes behind eventsourcing's id and version properties (what the
+    # cache reads), and the properties.
+    _id: UUID
+    _version: int
+
+    @property
+    def id(self) -> UUID:
+        return self._id
+
+    @property
+    def version(self) -> int:
+        return self._version
 
 
 def inst(n: int, version: int = 1) -> JobInstance:

@@ -201,11 +201,10 @@ def _attributes(attributes: dict[str, str], made: dict[Any, Any]) -> dict[str, s
     return attributes
 
 
-def _dropped(instrument: object) -> bool:
-    """Whether ``instrument`` drops what it is given: OpenTelemetry API's stand-in
-    instruments do until the application sets a meter provider (looked at on every
-    call: that may happen at any time, and they then record)."""
-    return getattr(instrument, "_real_instrument", instrument) is None
+# Whether an instrument drops what it is given: OpenTelemetry API's stand-in
+# instruments do until the application sets a meter provider, which may happen at
+# any time (they then record), so it is looked at on every call, written inline
+# (``_dropped``): ``getattr(instrument, "_real_instrument", instrument) is None``.
 
 
 def _traceparent(trace_id: int, span_id: int, flags: int) -> str:
@@ -350,9 +349,17 @@ class _OpenTelemetry(Telemetry):
         attempt: int | None,
         link: str | None,
     ) -> AbstractContextManager[HandlerSpan]:
-        tracer = self._recording_tracer()
+        tracer = self._tracer
         if tracer is None:
-            return _UNTRACED
+            if (
+                self._tracer_provider is None
+                and getattr(self._trace, "_TRACER_PROVIDER", _UNKNOWN) is None
+                and not self._provider_named
+            ):
+                return _UNTRACED  # _recording_tracer()'s first case, inline: every run
+            tracer = self._recording_tracer()
+            if tracer is None:
+                return _UNTRACED
         return self._handler_span(
             tracer,
             kind,
@@ -429,7 +436,11 @@ class _OpenTelemetry(Telemetry):
 
     def record_run(self, kind: str, job: str, handler: str, outcome: str, duration: float) -> None:
         runs, durations = self._runs, self._duration
-        if _dropped(runs) and _dropped(durations):
+        # _dropped(runs) and _dropped(durations) (every handler call).
+        if (
+            getattr(runs, "_real_instrument", runs) is None
+            and getattr(durations, "_real_instrument", durations) is None
+        ):
             return
         key = (kind, job, handler, outcome)
         attributes = self._run_attributes.get(key)
@@ -448,7 +459,7 @@ class _OpenTelemetry(Telemetry):
 
     def record_lateness(self, kind: str, job: str, seconds: float) -> None:
         lateness = self._lateness
-        if _dropped(lateness):
+        if getattr(lateness, "_real_instrument", lateness) is None:  # _dropped
             return
         key = (kind, job)
         attributes = self._job_attributes.get(key)
@@ -460,7 +471,7 @@ class _OpenTelemetry(Telemetry):
 
     def record_commit(self, size: int) -> None:
         batch = self._batch
-        if not _dropped(batch):
+        if getattr(batch, "_real_instrument", batch) is not None:  # not _dropped
             batch.record(size)
 
     def watch(self, source: AlarmSource) -> Callable[[], None]:

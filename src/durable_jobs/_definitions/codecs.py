@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar
 
 import pydantic
 import pydantic_core
@@ -97,13 +97,16 @@ class TypeCodec(Generic[S]):
         the type ``int`` (``bool``) is both as it is (what those two return for it)
         when the size limit is at least the longest JSON of one."""
         small = self._small
-        if small is not None and type(value) is small:
-            n = cast(int, value)
-            if (
-                -_FAST_INT < n < _FAST_INT
-                and getattr(_LIMITS.get(), self._limit_name) >= _FAST_INT_JSON
-            ):
-                return cast(S, n), n
+        # Typed Any, not cast() (a Python call, on every job): an int or bool below.
+        n: Any = value
+        if (
+            small is not None
+            and type(value) is small
+            and -_FAST_INT < n < _FAST_INT
+            and getattr(_LIMITS.get(), self._limit_name) >= _FAST_INT_JSON
+        ):
+            same: S = n
+            return same, n
         valid = self.validate(value)
         return valid, self.dump(valid)
 
@@ -127,10 +130,11 @@ class TypeCodec(Generic[S]):
         a string JSON can encode, the size); anything else takes the full path.
         """
         scalar = self._scalar
+        plain: Any = value  # (typed Any, not cast(): a Python call)
         if type(value) is scalar and scalar is not None:
             if (
                 (scalar is int or scalar is bool)
-                and -_FAST_INT < cast(int, value) < _FAST_INT
+                and -_FAST_INT < plain < _FAST_INT
                 and current_limits().for_value(self.what)[1] >= _FAST_INT_JSON
             ):
                 return value  # its JSON (at most 20 bytes) is under any limit this large
@@ -220,13 +224,15 @@ class TypeCodec(Generic[S]):
         at the current version is returned as it is (what the JSON round trip gives).
         """
         small = self._small
+        raw: Any = data  # (typed Any, not cast(): a Python call, on every run)
         if (
             small is not None
             and type(data) is small
             and version == self.version
-            and -_FAST_INT < cast(int, data) < _FAST_INT
+            and -_FAST_INT < raw < _FAST_INT
         ):
-            return cast(S, data)
+            same: S = raw
+            return same
         return self.from_json(self.upcast(data, version))
 
 

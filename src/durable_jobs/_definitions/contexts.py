@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
-from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import UNCHANGED, Intents
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.values import check_alarm_time, check_reason
@@ -28,6 +27,9 @@ __all__ = [
 
 S = TypeVar("S")
 E = TypeVar("E")
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 class _Context:
@@ -109,9 +111,11 @@ class _StatefulContext(_Context, Generic[S]):
             # own JSON data, as set_state's dump found (see TypeCodec.dump).
             if type(new) is not codec._scalar:
                 state = codec.dump(new)
-        # Built without Intents' __init__ (see built): made on every run.
-        return built(
-            Intents,
+        # Built without Intents' __init__ (built(Intents, ...), inline): on every run.
+        intents = _new_object(Intents)
+        _set_attribute(
+            intents,
+            "__dict__",
             {
                 "state": state,
                 "schedule": schedule,
@@ -120,6 +124,7 @@ class _StatefulContext(_Context, Generic[S]):
                 "state_version": self._codec.version,
             },
         )
+        return intents
 
 
 @final
@@ -137,14 +142,15 @@ class ContinuousContext(_StatefulContext[S]):
         attempt: int,
         writes: Writes | None = None,
     ) -> None:
-        _StatefulContext.__init__(
-            self,
-            codec=codec,
-            state=state,
-            instance_id=instance_id,
-            job_name=job_name,
-            writes=writes,
-        )
+        # _StatefulContext.__init__'s fields, set here: one call less on every run.
+        self._instance_id = instance_id
+        self._job_name = job_name
+        self._writes = writes if writes is not None else Writes(supported=False)
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
         self._run_count = run_count
         self._attempt = attempt
 
@@ -358,14 +364,15 @@ class TaskContext(_StatefulContext[S]):
         writes: Writes | None = None,
         started: datetime | None = None,
     ) -> None:
-        _StatefulContext.__init__(
-            self,
-            codec=codec,
-            state=state,
-            instance_id=instance_id,
-            job_name=job_name,
-            writes=writes,
-        )
+        # _StatefulContext.__init__'s fields, set here: one call less on every job.
+        self._instance_id = instance_id
+        self._job_name = job_name
+        self._writes = writes if writes is not None else Writes(supported=False)
+        self._codec = codec
+        self._state = state
+        self._new_state: Any = UNCHANGED
+        self._terminate = False
+        self._terminate_reason: str | None = None
         self._now = now
         #: When the handler starts (``started``: ``now()`` as the runtime read it just
         #: before): schedule() refuses earlier times.

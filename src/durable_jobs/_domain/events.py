@@ -187,16 +187,17 @@ class RunSucceeded(Event):
     def apply(self, aggregate: Any) -> None:
         d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         if self.handler == "execute":
-            _assign(
-                d,
-                {
-                    "run_count": self.run_count,
-                    "execute_count": _execute_count(d, self.run_count),
-                    "attempt": 0,
-                    "first_failure_at": None,
-                    "paused": False,
-                },
-            )
+            run_count = self.run_count
+            # _assign(d, ...) with _execute_count(d, run_count), inline: on every run.
+            values = {
+                "run_count": run_count,
+                "execute_count": d.execute_count + 1 if d.kind == "task" else run_count,
+                "attempt": 0,
+                "first_failure_at": None,
+                "paused": False,
+            }
+            d.__dict__.update(values)
+            d.__pydantic_fields_set__.update(values)
 
 
 class RunFailed(Event):

@@ -38,7 +38,6 @@ from durable_jobs._domain.data import (
     Intents,
     RunTicket,
     as_utc,
-    built,
 )
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.patch import state_patch
@@ -268,6 +267,8 @@ class JobInstance(Aggregate):
         plan = _PLAIN.get(event_class)
         if plan is None:
             plan = _PLAIN[event_class] = _plain_plan(event_class)
+            if not isinstance(plan, bool):
+                _FIELDS[event_class] = tuple(plan[0].items())
         if (
             plan is False
             or kwargs.get("timestamp") is None
@@ -367,8 +368,30 @@ class JobInstance(Aggregate):
             return
         if at is None:
             self.trigger_event(self.AlarmCleared, timestamp=now)
-        else:
-            self.trigger_event(self.AlarmSet, timestamp=now, at=at)
+            return
+        cls = self.AlarmSet
+        if now is None or _FIELDS.get(cls) != _ALARM_SET_FIELDS:
+            self.trigger_event(cls, timestamp=now, at=at)
+            return
+        # What trigger_event(cls, timestamp=now, at=at) does for such a class (it
+        # built one before, see _FIELDS), without its generic steps: on every run.
+        version = self._version + 1
+        event = _new_object(cls)
+        _set_attribute(
+            event,
+            "__dict__",
+            {
+                "originator_id": self._id,
+                "originator_version": version,
+                "timestamp": now,
+                "at": at,
+                "trace": None,
+            },
+        )
+        event.apply(self)
+        self._version = version
+        self._modified_on = now
+        self._pending_events.append(event)
 
     def stamp_trace(self, trace: str) -> None:
         """Record ``trace`` (the traceparent of the client call committing now) on the
@@ -460,14 +483,37 @@ class JobInstance(Aggregate):
         d = self.d
         if not (d.live and ticket.generation == d.generation):  # self.accepts(ticket)
             return False
-        self.trigger_event(
-            self.RunSucceeded,
-            timestamp=now,
-            handler=handler,
-            run_count=ticket.run_count,
-            attempt=ticket.attempt,
-            duration=duration,
+        cls = self.RunSucceeded
+        if now is None or _FIELDS.get(cls) != _RUN_SUCCEEDED_FIELDS:
+            self.trigger_event(
+                cls,
+                timestamp=now,
+                handler=handler,
+                run_count=ticket.run_count,
+                attempt=ticket.attempt,
+                duration=duration,
+            )
+            return True
+        # What trigger_event does for such a class (see set_alarm), on every run.
+        version = self._version + 1
+        event = _new_object(cls)
+        _set_attribute(
+            event,
+            "__dict__",
+            {
+                "originator_id": self._id,
+                "originator_version": version,
+                "timestamp": now,
+                "handler": handler,
+                "run_count": ticket.run_count,
+                "attempt": ticket.attempt,
+                "duration": duration,
+            },
         )
+        event.apply(self)
+        self._version = version
+        self._modified_on = now
+        self._pending_events.append(event)
         return True
 
     def record_failure(
@@ -519,9 +565,13 @@ class JobInstance(Aggregate):
             run_count, attempt = d.run_count, d.attempt + 1
         else:
             run_count, attempt = d.run_count + 1, 1
-        return built(
-            RunTicket, {"run_count": run_count, "attempt": attempt, "generation": d.generation}
+        ticket = _new_object(RunTicket)  # built(RunTicket, ...), inline
+        _set_attribute(
+            ticket,
+            "__dict__",
+            {"run_count": run_count, "attempt": attempt, "generation": d.generation},
         )
+        return ticket
 
     def plan_retry(
         self, ticket: RunTicket, retry: Retry | None, *, now: datetime
@@ -603,6 +653,27 @@ def _plain_plan(cls: type[Any]) -> bool | tuple[dict[str, Any], frozenset[str], 
 
 
 _ID_FIELDS = ("originator_id", "originator_version")
+#: By event class that ``JobInstance.trigger_event`` builds without its ``__init__`` (a
+#: tuple plan, see :func:`_plain_plan`): its fields in declared order with their
+#: defaults (None: required), set when it first builds one. The commands of every run
+#: (``record_success``, ``set_alarm``) then build such an event themselves, when its
+#: fields are the ones they set.
+_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+_RUN_SUCCEEDED_FIELDS = tuple(
+    (name, None)
+    for name in (
+        "originator_id",
+        "originator_version",
+        "timestamp",
+        "handler",
+        "run_count",
+        "attempt",
+        "duration",
+    )
+)
+_ALARM_SET_FIELDS = tuple(
+    (name, None) for name in ("originator_id", "originator_version", "timestamp", "at", "trace")
+)
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 

@@ -73,10 +73,11 @@ class InstanceCache:
 
     def remember(self, agg: JobInstance) -> None:
         """Cache a committed instance (unless a newer version is cached already)."""
-        items, key = self._items, agg.id.int
+        # _id and _version: what eventsourcing's id and version properties return.
+        items, key = self._items, agg._id.int
         cached = items.get(key)
         if cached is not None:
-            if cached.version > agg.version:
+            if cached._version > agg._version:
                 return
             items.move_to_end(key)  # then replaced in place: most recently used
         items[key] = agg

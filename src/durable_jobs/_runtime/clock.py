@@ -9,6 +9,7 @@ twice: a run moves or clears its alarm in the same commit.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import weakref
@@ -77,6 +78,8 @@ class SystemClock(Clock):
         if not isinstance(max_nap, timedelta) or max_nap <= timedelta(0):
             raise ConfigurationError(f"max_nap must be a positive timedelta, got {max_nap!r}")
         self._max_nap = max_nap.total_seconds()
+        # What now() returns, read without a Python frame (two clock reads a run).
+        self.now = functools.partial(datetime.now, UTC)  # type: ignore[method-assign]
 
     def now(self) -> datetime:
         """The system's time, in UTC."""

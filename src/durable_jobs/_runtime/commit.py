@@ -23,7 +23,7 @@ import trio
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.statements import Statement
 from durable_jobs._errors import DurableJobsError
-from durable_jobs._runtime.parking import Handoff
+from durable_jobs._runtime.parking import Handoff, _cannot_abort
 from durable_jobs._store.base import StatementFailed, Store
 from durable_jobs._telemetry import telemetry
 
@@ -40,7 +40,9 @@ class _Commit(Handoff):
     __slots__ = ("agg", "error", "statements")
 
     def __init__(self, agg: JobInstance, statements: Sequence[Statement] = ()) -> None:
-        super().__init__()
+        # Handoff.__init__'s fields, set here: one call less on every commit.
+        self.done = False
+        self._waiter = None
         self.agg = agg
         self.statements = statements
         self.error: Exception | None = None
@@ -100,8 +102,11 @@ class GroupCommit:
         item = _Commit(agg, statements)
         self._queue.append(item)
         self._ready.set()
-        # The write is already on its way: wait for its outcome even if cancelled.
-        await item.wait()
+        # The write is already on its way: wait for its outcome even if cancelled
+        # (item.wait(), inline: a coroutine less on every run).
+        if not item.done:
+            item._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
         if item.error is not None:
             raise item.error
 
@@ -147,7 +152,8 @@ class GroupCommit:
         return functools.partial(self.store.save, statements=statements)
 
     async def _save(self, batch: Sequence[_Commit]) -> None:
-        await self._io(self._call(batch), *(c.agg for c in batch))
+        # A list, not a generator: resumed once per commit of the batch.
+        await self._io(self._call(batch), *[c.agg for c in batch])
 
     def _save_now(self, batch: Sequence[_Commit]) -> None:
         self._call(batch)(*(c.agg for c in batch))

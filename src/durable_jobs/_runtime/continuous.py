@@ -104,8 +104,11 @@ class ContinuousRunner:
         uuid = instance_uuid("continuous", job.name, instance_id)
         if manual:
             rt.refuse_own_instance(uuid)  # a trigger from one of its own handlers
-        # rt.hold(uuid, wait=manual), one call less.
-        async with rt.locks.hold(uuid, wait=manual, on_taken=rt.check_open) as held:
+        # rt.hold(uuid, wait=manual), one call less. An alarm run is made by the
+        # scheduler, in the trio run serving the runtime: only shutdown can refuse it.
+        async with rt.locks.hold(
+            uuid, wait=manual, on_taken=rt.check_open if manual else rt.check_closing
+        ) as held:
             if not held:
                 raise Busy
             committed = rt.cached(ContinuousInstance, uuid)  # no coroutine when cached

@@ -214,6 +214,12 @@ class Runtime:
             )
             raise ConfigurationError(msg)
 
+    def check_closing(self) -> None:
+        """:meth:`check_open` for work the runtime itself started in its own trio run
+        (an alarm run): only the block's end refuses it."""
+        if self._closing or self._closed:
+            raise RuntimeClosed(None)
+
     def notify(self) -> None:
         """Wake whoever waits for a change (``wait_idle``, ``shutdown``)."""
         changed = self._changed
@@ -325,11 +331,17 @@ class Runtime:
             if agg is None:
                 return None
             known, version = self.locks.held_version(uuid)
-            if not known or version != agg.version:
+            if not known or version != agg._version:  # the version property's value
                 return None
             self.cache.hit(uuid)
         else:
-            agg = self.cache.use(uuid)
+            # self.cache.use(uuid), inline: on every run.
+            cache = self.cache
+            items, key = cache._items, uuid.int
+            agg = items.get(key)
+            if agg is not None:
+                cache.hits += 1
+                items.move_to_end(key)
         if agg is not None and not isinstance(agg, cls):
             msg = f"Stored instance {uuid} is a {type(agg).__name__}, expected a {cls.__name__}."
             raise StoreError(msg)

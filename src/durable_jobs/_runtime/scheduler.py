@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Coroutine, Generator
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import trio
@@ -27,7 +27,7 @@ from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
 from durable_jobs._runtime.locks import Busy
-from durable_jobs._runtime.window import AlarmKey, AlarmWindow, alarm_key
+from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.capabilities import ListensForAlarms
 from durable_jobs._store.index import IndexRow
 from durable_jobs._telemetry import log_fields
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["Scheduler"]
+
+_new_tuple = tuple.__new__
 
 log = logging.getLogger("durable_jobs.runtime")
 
@@ -102,6 +104,8 @@ class Scheduler:
         #: While the index is read: the versions this process commits meanwhile, and
         #: their alarms, by ``uuid.int`` (see :meth:`_reload`).
         self._committed_meanwhile: dict[int, tuple[int, datetime | None]] | None = None
+        #: The registry's jobs by kind and name (read on every alarm run).
+        self._jobs = cast("dict[str, dict[str, JobDefinition]]", rt.registry._jobs)
         rt.locks.on_left = self._worker_left
 
     # ---- what the rest of the runtime tells it ----------------------------------------
@@ -116,7 +120,9 @@ class Scheduler:
         """Make the scheduler look at its window again."""
         self._dirty = self.run_alarms
         self._wake.set()
-        self.rt.notify()
+        rt = self.rt
+        if rt._changed is not None:  # else rt.notify() has nothing to wake: every run
+            rt.notify()
 
     def committed(self, agg: JobInstance) -> None:
         """``agg`` was committed: its alarm is now ``agg.d.alarm_at``."""
@@ -133,7 +139,8 @@ class Scheduler:
                     uuid, at, self.rt.clock.now(), busy=self._backlog(), version=agg.version
                 )
                 at = later or at
-            self.window.set(alarm_key(uuid, d.kind, d.job, d.instance_id), at)
+            # alarm_key(uuid, d.kind, d.job, d.instance_id), inline: on every commit.
+            self.window.set(_new_tuple(AlarmKey, (uuid, d.kind, d.job, d.instance_id)), at)
         blocked, self._reload_blocked = self._reload_blocked, False
         if uuid.int in self._queued:
             return  # an alarm run's commit: the scheduler is woken once, when the run ends
@@ -474,7 +481,11 @@ class Scheduler:
         rt = self.rt
         try:
             # The run (what a _fire coroutine of its own would do: one coroutine less).
-            job = self._job_of(key)
+            # registry.get(kind, job), without its calls (a job once registered stays).
+            jobs = self._jobs.get(key.kind)
+            job = None if jobs is None else jobs.get(key.job)
+            if job is None:
+                job = self._job_of(key)
             if job is not None:
                 if isinstance(job, ContinuousJob):
                     await rt.continuous.run(job, key.instance_id, manual=False)
@@ -482,7 +493,7 @@ class Scheduler:
                     await rt.debounce.flush(job, key.instance_id, manual=False)
                 elif isinstance(job, TaskJob):
                     await rt.task.execute(job, key.instance_id, by_alarm=True)
-                cached = rt.cache.peek(key.uuid)
+                cached = rt.cache._items.get(key.uuid.int)  # rt.cache.peek(key.uuid)
                 if cached is not None:
                     self.window.set(key, cached.d.alarm_at)
             if self._broken:

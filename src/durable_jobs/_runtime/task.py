@@ -364,7 +364,14 @@ class TaskRunner:
         """Run ``execute``: (triggered, terminated, retry_scheduled); HandlerError if unhandled."""
         rt = self.rt
         uuid = instance_uuid("task", job.name, instance_id)
-        async with rt.hold(uuid, wait=not by_alarm) as held:
+        if by_alarm:
+            # rt.hold(uuid, wait=False), one call less: the scheduler makes an alarm run
+            # in the trio run serving the runtime, so only shutdown can refuse it.
+            rt.refuse_own_instance(uuid)
+            hold = rt.locks.hold(uuid, wait=False, on_taken=rt.check_closing)
+        else:
+            hold = rt.hold(uuid)
+        async with hold as held:
             if not held:
                 raise Busy
             committed = await rt.load(TaskInstance, job.name, instance_id, uuid)

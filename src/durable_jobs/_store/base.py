@@ -373,7 +373,9 @@ class Store(RowsAndIndex, ABC):
             rows.append(index_row_of(inst))
             # Straight to the event store: eventsourcing's Application.save adds
             # nothing we use here but costs runtime protocol checks on every object.
-            evs = inst.collect_events()
+            # inst.collect_events(), inline: the list handed over whole.
+            evs = inst._pending_events
+            inst._pending_events = []
             pending.append((inst, evs))
             events.extend(evs)
             for e in evs:

@@ -16,7 +16,6 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification, StoredEvent
 
-from durable_jobs._domain.data import built
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import (
     ConcurrencyError,
@@ -278,9 +277,11 @@ def label(kind: str, job: str, instance_id: str) -> str:
 def index_row_of(inst: JobInstance) -> IndexRow:
     """The index row of an instance as it stands."""
     d = inst.d
-    # Built without the dataclass __init__ (see built): on every save.
-    return built(
-        IndexRow,
+    # Built without the dataclass __init__ (built(IndexRow, ...), inline): every save.
+    row = _new_object(IndexRow)
+    _set_attribute(
+        row,
+        "__dict__",
         {
             # _id, _version, _modified_on: what eventsourcing's properties return.
             "instance_uuid": inst._id,
@@ -293,3 +294,8 @@ def index_row_of(inst: JobInstance) -> IndexRow:
             "updated_at": inst._modified_on,
         },
     )
+    return row
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
