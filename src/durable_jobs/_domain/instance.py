@@ -38,6 +38,7 @@ from durable_jobs._domain.data import (
     Intents,
     RunTicket,
     as_utc,
+    built,
 )
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.patch import state_patch
@@ -299,6 +300,11 @@ class JobInstance(Aggregate):
             except TypeError as exc:
                 msg = f"Can't construct event {event_class}: {exc}"
                 raise TypeError(msg) from None
+        self._record(event, version)
+
+    def _record(self, event: Any, version: int) -> None:
+        """Apply ``event``, this instance's next (at ``version``), and keep it pending:
+        the end of every :meth:`trigger_event` and of the run commands' own builds."""
         event.apply(self)
         self._version = version
         self._modified_on = event.timestamp
@@ -376,22 +382,14 @@ class JobInstance(Aggregate):
         # What trigger_event(cls, timestamp=now, at=at) does for such a class (it
         # built one before, see _FIELDS), without its generic steps: on every run.
         version = self._version + 1
-        event = _new_object(cls)
-        _set_attribute(
-            event,
-            "__dict__",
-            {
-                "originator_id": self._id,
-                "originator_version": version,
-                "timestamp": now,
-                "at": at,
-                "trace": None,
-            },
-        )
-        event.apply(self)
-        self._version = version
-        self._modified_on = now
-        self._pending_events.append(event)
+        values = {
+            "originator_id": self._id,
+            "originator_version": version,
+            "timestamp": now,
+            "at": at,
+            "trace": None,
+        }
+        self._record(built(cls, values), version)
 
     def stamp_trace(self, trace: str) -> None:
         """Record ``trace`` (the traceparent of the client call committing now) on the
@@ -496,24 +494,16 @@ class JobInstance(Aggregate):
             return True
         # What trigger_event does for such a class (see set_alarm), on every run.
         version = self._version + 1
-        event = _new_object(cls)
-        _set_attribute(
-            event,
-            "__dict__",
-            {
-                "originator_id": self._id,
-                "originator_version": version,
-                "timestamp": now,
-                "handler": handler,
-                "run_count": ticket.run_count,
-                "attempt": ticket.attempt,
-                "duration": duration,
-            },
-        )
-        event.apply(self)
-        self._version = version
-        self._modified_on = now
-        self._pending_events.append(event)
+        values = {
+            "originator_id": self._id,
+            "originator_version": version,
+            "timestamp": now,
+            "handler": handler,
+            "run_count": ticket.run_count,
+            "attempt": ticket.attempt,
+            "duration": duration,
+        }
+        self._record(built(cls, values), version)
         return True
 
     def record_failure(
