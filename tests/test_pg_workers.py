@@ -372,3 +372,44 @@ async def test_a_worker_that_left_leaves_its_instances_at_once(
         await w0.wait_idle()
     assert {i for i, _ in runs} == set(ids)
     assert max(late) < PREFERRED_GRACE, max(late)
+
+
+async def test_a_process_that_only_sends_is_not_a_worker(
+    pg_url: str, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker and a process that only makes client calls (``run_alarms=False``) on one
+    schema: the client is not listed among the workers, so no alarm waits for it.
+
+    It was: it joined the list with its lock calls, was the preferred worker of
+    about half of the instances, and the worker put their alarms off; an alarm that
+    each send moved again before that wait was over never ran."""
+    monkeypatch.setattr(members_module, "PREFER_WORKERS", True)
+    clock = dj.VirtualClock(T)
+    executed: Counter[str] = Counter()
+    registry = dj.Registry()
+
+    @registry.task("debounced", event=int, state=int)
+    async def debounced(ctx: dj.TaskContext[int]) -> None:
+        executed[ctx.instance_id] += 1
+
+    @debounced.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.schedule(timedelta(seconds=0.2))
+
+    ids = [f"t{n}" for n in range(8)]
+    async with (
+        running(registry, pg_url, clock=clock, poll_interval=timedelta(seconds=1)) as worker,
+        running(registry, pg_url, clock=clock, run_alarms=False) as client,
+    ):
+        sends = client.task(debounced)
+        for k in range(24):
+            for i in ids:
+                await sends.send(i, k)
+            await trio.sleep(0.5)
+        await trio.sleep(5)
+        await worker.wait_idle()
+        members = worker._rt.locks.members
+        assert len(members) == 1, members
+        assert client._rt.locks.members == ()
+    # Every send's alarm ran 0.2 s later, before the next send moved it.
+    assert executed == Counter(dict.fromkeys(ids, 24)), executed

@@ -135,3 +135,37 @@ async def test_when_on_error_raises_both_failures_are_recorded_and_nothing_kept(
         assert failed == [("execute", False), ("on_error", False)] * 2
         assert await client.get_state("r1") == dj.TaskState(1, None)  # no retry, no alarm
         assert idled == []
+
+
+async def test_a_send_whose_on_event_and_on_error_raise_records_both_failures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As for ``execute``: the failure of ``on_event`` (the root cause) is recorded,
+    then that of ``on_error``; the state is unchanged. Only on_error's was before."""
+    registry = dj.Registry()
+
+    @registry.task("remind", event=str, state=int)
+    async def remind(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @remind.on_event
+    async def on_event(event: str, ctx: dj.TaskContext[int]) -> None:
+        ctx.set_state(7)
+        raise ValueError("bad event")
+
+    @remind.on_error
+    async def on_error(error: BaseException, ctx: dj.TaskContext[int]) -> None:
+        raise OnErrorBroke("on_error broke too")
+
+    async with running(registry, "memory://") as jobs:
+        client = jobs.task("remind")
+        with pytest.raises(dj.HandlerError) as raised:
+            await client.send("r1", "go")
+        assert isinstance(raised.value.__cause__, OnErrorBroke)
+        failed = [
+            (r.data["handler"], r.data["error_type"])
+            for r in await client.history("r1")
+            if r.name == "run_failed"
+        ]
+        assert failed == [("on_event", "ValueError"), ("on_error", f"{__name__}.OnErrorBroke")]
+        assert await client.get_state("r1") == dj.TaskState(None, None)  # unchanged

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from pydantic import BaseModel
 
 import durable_jobs as dj
@@ -274,6 +276,49 @@ async def test_upcasters_get_a_copy_and_may_raise(
     with dj.Inspector(durable_store_url) as inspector:
         report = inspector.check(registry)
     assert report.ok  # the broken instance is terminated: nothing left to read
+
+
+async def test_a_flush_of_a_batch_no_upcaster_reads_writes_nothing(
+    durable_store_url: str, autojump_clock: Any
+) -> None:
+    """A debounce batch whose state an upcaster cannot read: ``flush`` (and the alarm)
+    is a StoreError, and the batch stays open with its alarm as it was. The batch
+    used to be closed and its alarm moved before the state was read."""
+
+    def digest(version: int) -> dj.Registry:
+        registry = dj.Registry()
+
+        @registry.debounce(
+            "digest", event=dict, state=dict, flush_after=timedelta(hours=1), version=version
+        )
+        async def flush(ctx: dj.DebounceContext[Any]) -> None:
+            pass
+
+        @flush.on_event
+        def reduce(ctx: dj.DebounceEventContext[Any, Any]) -> Any:
+            return {"n": (ctx.state or {"n": 0})["n"] + 1}
+
+        if version > 1:
+
+            def broken(data: Any) -> Any:
+                raise KeyError("no such field")
+
+            flush.upcast_state(from_version=1)(broken)
+            flush.upcast_event(from_version=1)(lambda data: data)
+        return registry
+
+    async with running(digest(1), durable_store_url) as jobs:
+        await jobs.debounce("digest").add("d1", {"x": 1})
+        await jobs.debounce("digest").add("d1", {"x": 2})
+    with dj.Inspector(durable_store_url) as inspector:
+        before = [r.name for r in inspector.history("debounce", "digest", "d1")]
+    async with running(digest(2), durable_store_url) as jobs:
+        with pytest.raises(dj.StoreError, match="upcaster"):
+            await jobs.debounce("digest").flush("d1")
+        await trio.sleep(2 * 3600)  # the batch's alarm: refused the same way
+    with dj.Inspector(durable_store_url) as inspector:
+        after = [r.name for r in inspector.history("debounce", "digest", "d1")]
+    assert after == before
 
 
 # ---- refusals at open_jobs ----------------------------------------------------------------------

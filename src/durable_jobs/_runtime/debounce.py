@@ -126,10 +126,12 @@ class DebounceRunner:
                 ft = agg.plan_flush(now=rt.clock.now(), manual=manual, policy=job.policy)
                 if ft is None:
                     return False, 0, "empty", False
-                await rt.save(agg, before=committed)
+                # Read before anything is written: a state no upcaster can read is a
+                # StoreError that leaves the batch open and the alarm as they were.
                 state = rt.decode_state(
                     job.state_codec, agg, ft.batch.state, ft.batch.state_version
                 )
+                await rt.save(agg, before=committed)
                 due_at = None if manual else committed.d.alarm_at
             return await self._run_flush(
                 job, instance_id, ft, state, due_at=due_at, link=committed.d.alarm_trace

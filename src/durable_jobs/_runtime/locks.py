@@ -318,8 +318,12 @@ def _release_failed(
 class InstanceLocks:
     """The instance and flush locks of one runtime."""
 
-    def __init__(self, store: Store, lease: timedelta) -> None:
+    def __init__(self, store: Store, lease: timedelta, *, worker: bool = True) -> None:
         self.store = store
+        #: Whether this process runs alarms, and so counts among the store's workers
+        #: (a process that only makes client calls is never preferred for an instance:
+        #: the workers would put off its share of the alarms for nobody).
+        self.worker = worker
         #: The store's cross-process locks (None: a store written by one process).
         self.cross = store if isinstance(store, CrossProcessLocks) else None
         #: Stops the work under a cross-process lock whose session was lost.
@@ -572,8 +576,9 @@ class InstanceLocks:
     async def run(self) -> None:
         """Make the queued lock calls, a batch at a time (runs until cancelled).
 
-        Only a runtime that runs alarms runs this: it counts among the store's
-        workers (see :meth:`prefers`)."""
+        A runtime that runs alarms (:attr:`worker`) counts among the store's workers
+        (see :meth:`prefers`); one that only makes client calls neither joins the
+        list nor reads it."""
         self._running = True
         try:
             while True:
@@ -660,6 +665,7 @@ class InstanceLocks:
         # The list of workers serves only the preference (off: never read, never joined).
         members = (
             _members.PREFER_WORKERS
+            and self.worker
             and self._running
             and now >= self._members_at + MEMBERS_REFRESH.total_seconds()
         )

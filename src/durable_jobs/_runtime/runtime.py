@@ -103,7 +103,7 @@ class Runtime:
         #: The trio run serving this runtime (set when it starts serving).
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._runs_nursery: trio.Nursery | None = None
-        self.locks = InstanceLocks(store, lease)
+        self.locks = InstanceLocks(store, lease, worker=run_alarms)
         self.cache = InstanceCache(cache_size)
         self.commits = GroupCommit(store, self.io)
         self.loads = BatchedLoads(store, self.io)

@@ -337,10 +337,18 @@ class TaskRunner:
                 error, fatal = chain.error, fatal or chain.fatal
                 if error is not None:
                     # Recorded, but the key is not kept: the caller's retry delivers it again.
+                    # Every failure of the chain is recorded, in order: the handler's,
+                    # then that of an on_error that raised in turn.
                     agg, created = receive(None)
-                    agg.record_failure(
-                        ticket, error, handler=chain.failing, now=rt.clock.now(), retry_at=None
-                    )
+                    for done in chain.steps:
+                        if done.outcome.error is not None:
+                            agg.record_failure(
+                                ticket,
+                                done.outcome.error,
+                                handler=done.role,
+                                now=done.end,
+                                retry_at=None,
+                            )
                 failed = await self._save(
                     agg, committed, chain.statements if error is None else []
                 )
@@ -350,10 +358,11 @@ class TaskRunner:
             if fatal is not None:
                 raise fatal
             if error is not None:
+                failures = "failures" if len(chain.steps) > 1 else "failure"
                 msg = (
                     f"{chain.failing} of task job {job.name!r} raised for instance "
-                    f"{instance_id!r}: {error!r}. The event and the failure are recorded; "
-                    "the state is unchanged."
+                    f"{instance_id!r}: {error!r}. The event and the {failures} are "
+                    "recorded; the state is unchanged."
                 )
                 raise HandlerError(msg) from error
             return agg, created, False
