@@ -628,6 +628,60 @@ async def test_postgres_set_local_ends_with_the_run(
     assert ledger(pg_url) == [("x", n, None) for n in range(4)]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "SET LOCAL search_path TO {other}",
+        "SELECT set_config('search_path', '{other}', true)",
+    ],
+)
+async def test_postgres_a_set_local_reaches_no_other_run_of_a_group_commit(
+    pg_url: str, pg_schema: str, setting: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A run's SET LOCAL (or local set_config) lasts to the end of its transaction:
+    that run commits alone, so the runs committed in a group with it do not run their
+    statements with its settings. They did: unqualified names of the others resolved
+    in the schema it set, and their rows went there."""
+    create_ledger(pg_url)
+    other = f"{pg_schema}_other"
+    run_sql(pg_url, f"CREATE SCHEMA {other}")
+    run_sql(pg_url, f"CREATE TABLE {other}.ledger (instance text, n int, note text)")
+    registry = dj.Registry()
+
+    @registry.continuous("many", state=int, schedule=dj.every(MINUTE), start_immediately=False)
+    async def many(ctx: dj.ContinuousContext[int]) -> None:
+        if ctx.instance_id == "setter":
+            ctx.execute(setting.format(other=other))
+        else:
+            ctx.execute(insert_sql(pg_url), (ctx.instance_id, ctx.run_count, None))
+        ctx.set_state(ctx.state + 1)
+
+    store = dj.open_store(pg_url)
+    tried: list[int] = []  # the size of each transaction tried
+    save = store.save
+
+    def counting_save(*instances: Any, **kwargs: Any) -> None:
+        tried.append(len(instances))
+        save(*instances, **kwargs)
+
+    store.save = counting_save  # type: ignore[method-assign]
+    ids = ["setter", *(f"i{n:02}" for n in range(30))]
+    try:
+        async with running(registry, store) as jobs:
+            for i in ids:
+                await jobs.continuous("many").start(i, 0)
+            await advance(jobs, 3 * MINUTE)
+            assert max(tried) > 1  # the runs were committed in shared transactions
+            for i in ids:
+                assert await jobs.continuous("many").get_state(i) == 3
+        assert ledger(pg_url) == sorted((i, n, None) for i in ids[1:] for n in (1, 2, 3))
+        assert run_sql(pg_url, f"SELECT count(*) FROM {other}.ledger") == [(0,)]
+    finally:
+        store.close()
+        run_sql(pg_url, f"DROP SCHEMA IF EXISTS {other} CASCADE")
+
+
 async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
     sqlite_url: str,
 ) -> None:

@@ -190,8 +190,12 @@ async def test_on_error_statement_failing_is_on_error_failing(
     # Asked once: its own statement failing is its failure, not a new one to handle.
     assert seen == ["ValueError"]
     assert ledger(url) == [("a", 9, "taken")]
-    # The failure the send reports and records is on_error's (its statement's error).
-    assert _runs(records) == [("run_failed", "on_error", _db_error(url))]
+    # The failure the send reports is on_error's (its statement's error); both are
+    # recorded, on_event's first.
+    assert _runs(records) == [
+        ("run_failed", "on_event", "ValueError"),
+        ("run_failed", "on_error", _db_error(url)),
+    ]
     assert str(raised.value).startswith("on_error of task job 't' raised for instance 'a'")
 
 

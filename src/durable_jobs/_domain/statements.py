@@ -44,6 +44,13 @@ _SESSION_OBJECT = re.compile(
     r"(\s+(UNLOGGED|RECURSIVE))?\s+(TABLE|VIEW|SEQUENCE|TRIGGER))\b",
     re.IGNORECASE,
 )
+#: Statements whose effect lasts until the end of the transaction and reaches the
+#: statements after them: Postgres' SET LOCAL and SET CONSTRAINTS (at the start), and a
+#: ``set_config(...)`` call anywhere in the text (its third argument may make it local).
+#: A run that records one commits in a transaction of its own, not in a group with other
+#: runs (their statements would run with its settings).
+_TRANSACTION_SETTING = re.compile(r"SET\s+(LOCAL|CONSTRAINTS)\b", re.IGNORECASE)
+_SET_CONFIG = re.compile(r"\bset_config\s*\(", re.IGNORECASE)
 #: A cursor kept open after the commit (Postgres' ``DECLARE ... WITH HOLD``).
 _HELD_CURSOR = re.compile(r"DECLARE\b.*\bWITH\s+HOLD\b", re.IGNORECASE | re.DOTALL)
 _ON_COMMIT_DROP = re.compile(r"\bON\s+COMMIT\s+DROP\b", re.IGNORECASE)
@@ -62,6 +69,9 @@ class Statement:
 
     sql: str
     params: Sequence[Any] | Mapping[str, Any] | None = None
+    #: Whether the statement's effect reaches the statements after it in the transaction
+    #: (a setting, a temporary table): its run then commits in a transaction of its own.
+    alone: bool = False
 
 
 class Writes:
@@ -118,10 +128,13 @@ def check_statement(sql: object, params: object = None) -> Statement:
         )
         raise ValidationError(msg)
     kept: str | None = None
+    alone = bool(_TRANSACTION_SETTING.match(head) or _SET_CONFIG.search(sql))
     if _HELD_CURSOR.match(head):
         kept = "DECLARE ... WITH HOLD"
-    elif (made := _SESSION_OBJECT.match(head)) is not None and not _dropped_at_commit(made, head):
-        kept = " ".join(made.group().split())
+    elif (made := _SESSION_OBJECT.match(head)) is not None:
+        if not _dropped_at_commit(made, head):
+            kept = " ".join(made.group().split())
+        alone = True  # the next run in the transaction could not make it again
     if kept is not None:
         msg = (
             f"ctx.execute() refuses statements that leave something in the session ({kept!r}): "
@@ -132,12 +145,12 @@ def check_statement(sql: object, params: object = None) -> Statement:
         )
         raise ValidationError(msg)
     if params is None:
-        return Statement(sql)
+        return Statement(sql, None, alone)
     if isinstance(params, Mapping):
         if not all(isinstance(k, str) for k in params):
             msg = f"ctx.execute() named parameters need str keys, got {list(params)!r:.80}"
             raise ValidationError(msg)
-        return Statement(sql, dict(params))
+        return Statement(sql, dict(params), alone)
     if isinstance(params, str | bytes | bytearray) or not isinstance(params, Sequence):
         msg = (
             "ctx.execute() takes params as a sequence (tuple or list, for ? or %s "
@@ -145,7 +158,7 @@ def check_statement(sql: object, params: object = None) -> Statement:
             f"{type(params).__name__}: {params!r:.80}"
         )
         raise ValidationError(msg)
-    return Statement(sql, tuple(params))
+    return Statement(sql, tuple(params), alone)
 
 
 def _dropped_at_commit(made: re.Match[str], head: str) -> bool:

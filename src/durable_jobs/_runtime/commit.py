@@ -159,6 +159,16 @@ class GroupCommit:
         self._call(batch)(*(c.agg for c in batch))
 
     async def _save_batch(self, batch: list[_Commit]) -> None:
+        if len(batch) > 1:
+            # A run whose statements change the transaction's settings (SET LOCAL, say)
+            # commits alone, after the others: they must not run with its settings.
+            alone = [c for c in batch if c.statements and any(s.alone for s in c.statements)]
+            if alone:
+                rest = [c for c in batch if not (c.statements and c in alone)]
+                if rest:
+                    await self._save_batch(rest)
+                await self._save_each(alone)
+                return
         try:
             await self._save(batch)
             self._count(len(batch))
