@@ -89,6 +89,13 @@ log = logging.getLogger("durable_jobs.store")
 INDEX_TABLE: Final = "dj_instances"
 #: Keyword argument of a fenced insert: the lease (seconds) bounding an idle transaction.
 LEASE_KWARG: Final = "dj_lease"
+#: Longest a commit's transaction may wait for its process between two of its statements
+#: (seconds), if the lease is longer. A commit holds the events table's lock, so a
+#: process frozen in the middle of one (SIGSTOP, a paused VM) stops every worker's
+#: commits, and the client calls with them, until the server ends its transaction. A
+#: live process sends a commit's statements without a pause: well under a second even
+#: when starved of CPU. Its run then fails to commit and goes again; nothing else is lost.
+COMMIT_IDLE_MAX: Final = 5.0
 DUE_INDEX: Final = "dj_instances_due_at"
 TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
 _COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
@@ -240,9 +247,9 @@ class PostgresApplicationRecorderWithIndex(
         params: list[Any] = []
         lease = kwargs.get(LEASE_KWARG)
         if lease:
-            # A process frozen mid-commit must not hold the events table for longer.
+            # A process frozen mid-commit must not hold the events table for long.
             calls.append("set_config('idle_in_transaction_session_timeout', %b, true)")
-            params.append(f"{int(lease * 1000)}ms")
+            params.append(f"{int(min(lease, COMMIT_IDLE_MAX) * 1000)}ms")
         if stored_events:
             # Upstream's NOTIFY of new events (delivered on commit, as all of these).
             calls.append("pg_notify(%b, '')")

@@ -1,6 +1,7 @@
-"""A worker for test_postgres_frozen_commit.py: ``python _frozen_commit_child.py URL MARK``.
+"""A worker for test_postgres_frozen_commit.py: ``python _frozen_commit_child.py URL MARK
+LEASE``.
 
-It serves one continuous job on a Postgres store with a 2 s lease; each run
+It serves one continuous job on a Postgres store with a lease of LEASE seconds; each run
 writes one handler statement, ``SELECT pg_sleep(0.5) -- MARK``, which runs in
 the run's commit transaction. It prints ``ready`` once served; the parent
 freezes it (SIGSTOP) while that statement runs.
@@ -17,7 +18,7 @@ import durable_jobs as dj
 from _child_output import say
 
 
-async def main(url: str, mark: str) -> None:
+async def main(url: str, mark: str, lease: str) -> None:
     registry = dj.Registry()
 
     @registry.continuous("slow", state=int, schedule=dj.every(timedelta(milliseconds=100)))
@@ -25,11 +26,11 @@ async def main(url: str, mark: str) -> None:
         ctx.set_state(ctx.state + 1)
         ctx.execute(f"SELECT pg_sleep(0.5) -- {mark}")
 
-    async with dj.open_jobs(registry, url, lease=2) as jobs:
+    async with dj.open_jobs(registry, url, lease=float(lease)) as jobs:
         await jobs.continuous("slow").start("s1", 0)
         say("ready")
         await trio.sleep_forever()
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2])
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3])

@@ -1,8 +1,8 @@
 """A worker frozen (SIGSTOP, a paused VM) in the middle of a commit transaction.
 
-Its transaction holds the row locks of the index rows it writes, so every other
-worker's commit that touches them waits for it. The server must end that
-transaction after the lease, as it ends the frozen worker's lock session.
+Its transaction holds the events table's lock and the row locks of the index rows
+it writes, so every other worker's commit waits for it. The server must end that
+transaction after the lease, or after ``COMMIT_IDLE_MAX`` if the lease is longer.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 import _children as children
+from durable_jobs.stores._postgres_recorder import COMMIT_IDLE_MAX
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -44,15 +45,21 @@ def _poll(done: object, what: str) -> None:
         time.sleep(0.05)  # polling the server's state, not timing anything
 
 
+@pytest.mark.parametrize("lease", [2, 120])
 def test_a_transaction_left_open_by_a_frozen_worker_ends_after_the_lease(
-    pg_url: str, postgres_url: str
+    pg_url: str, postgres_url: str, lease: int
 ) -> None:
     """Before the fix, the commit's handler statements were synced through a nested
     psycopg pipeline, which ends with a Flush after its Sync; the server then did not
     count the idle time (``idle_in_transaction_session_timeout``) and the frozen
-    worker's transaction stayed open, with its row locks, as long as it was frozen."""
+    worker's transaction stayed open, with its row locks, as long as it was frozen.
+
+    With a long lease (120 s, longer than this test's patience), the transaction ends
+    after ``COMMIT_IDLE_MAX`` (5 s): it used to be the lease, for which every
+    worker's commits waited."""
+    assert COMMIT_IDLE_MAX < PATIENCE < 120
     mark = secrets.token_hex(8)
-    child = children.Child(CHILD, pg_url, mark)
+    child = children.Child(CHILD, pg_url, mark, str(lease))
     try:
         child.read_until(lambda seen: "ready" in seen)
         for _ in range(10):
@@ -83,5 +90,11 @@ def test_a_transaction_left_open_by_a_frozen_worker_ends_after_the_lease(
             )
         finally:
             child.proc.send_signal(signal.SIGCONT)
+        # Woken, it finds that transaction gone: its run goes again and commits.
+        _poll(
+            lambda: any(state == "active" for _, state in _backends(postgres_url, mark)),
+            "the woken worker's next commit",
+        )
+        assert child.proc.poll() is None
     finally:
         child.cleanup()
