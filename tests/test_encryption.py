@@ -349,6 +349,41 @@ def _no_key_in(text: str) -> None:
         assert key[:20] not in text
 
 
+def test_cli_help_says_how_to_give_several_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """After a key rotation the command line needs the old key too: its help says
+    the variable takes a comma-separated list (it did not, and other separators fail)."""
+    assert cli(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "DURABLE_JOBS_ENCRYPTION_KEY, comma-separated" in out
+    assert "DURABLE_JOBS_ENCRYPTION_KEY=NEW,OLD" in out
+
+
+async def test_an_export_without_the_key_holds_only_rows_kept_in_clear(
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    autojump_clock: Any,
+) -> None:
+    """What the docs say of ``encrypted_store``: an export without a key stops at the
+    first encrypted row; one that succeeds (its filter chose rows written before
+    encryption was on) holds only rows kept in clear and says false."""
+    async with running(make_registry(), sqlite_url) as jobs:
+        await jobs.task("notes").send("n1", Note(text="written before encryption"))
+    async with running(make_registry(), sqlite_url, encryption_key=KEY_A) as jobs:
+        await jobs.debounce("inbox").add("b1", Note(text=SECRETS["batch"]))
+    monkeypatch.delenv("DURABLE_JOBS_ENCRYPTION_KEY", raising=False)
+    capsys.readouterr()
+    assert cli(["--store", sqlite_url, "export", "-o", str(tmp_path / "all.jsonl")]) == 1
+    assert "encrypted and no encryption key was given" in capsys.readouterr().err
+    clear = tmp_path / "clear.jsonl"
+    assert cli(["--store", sqlite_url, "export", "--kind", "task", "-o", str(clear)]) == 0
+    lines = [json.loads(line) for line in clear.read_text().splitlines()]
+    assert (lines[0]["plaintext"], lines[0]["encrypted_store"]) == (True, False)
+    assert lines[-1] == {"type": "footer", "instances": 1, "events": len(lines) - 2}
+    assert SECRETS["batch"] not in clear.read_text()
+
+
 async def test_cli_reads_the_key_from_the_environment(
     durable_store_url: str,
     tmp_path: Path,

@@ -38,8 +38,10 @@ not exported (they are a cache; an import takes new ones). The footer makes a
 truncated file detectable: an import refuses a file without it.
 
 The events are exported decrypted (``plaintext`` is true): the export of an
-encrypted store (``encrypted_store`` true) holds its data in clear and must be
-protected accordingly. An import into a store opened with an encryption key
+encrypted store, made with its key (``encrypted_store`` true), holds its data in
+clear and must be protected accordingly. Without a key the export stops at the
+first encrypted row, so one made without a key (``encrypted_store`` false) holds
+only rows the store keeps in clear. An import into a store opened with an encryption key
 encrypts every row it writes.
 """
 

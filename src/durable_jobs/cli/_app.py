@@ -74,6 +74,11 @@ Examples:
   durable-jobs --store sqlite:///jobs.db history continuous sync acct-42
   DURABLE_JOBS_STORE=postgresql://app@db/jobs durable-jobs alarms --overdue
   durable-jobs --store sqlite:///jobs.db status task order o-7 --json
+
+\b
+An encrypted store is read with the key(s) in $DURABLE_JOBS_ENCRYPTION_KEY,
+comma-separated after a key rotation (the first encrypts what the command
+writes; any of them decrypts): DURABLE_JOBS_ENCRYPTION_KEY=NEW,OLD
 """
 
 

@@ -53,7 +53,8 @@ one line per event, instance by instance, versions in order:
    "timestamp", "topic", "name", "state": {...the stored event...}},
 and a footer {"type": "footer", "instances": N, "events": N}.
 Events are written decrypted (an encrypted store is read with the key(s) in
-$DURABLE_JOBS_ENCRYPTION_KEY): protect the file.
+$DURABLE_JOBS_ENCRYPTION_KEY, and encrypted_store is then true): protect the
+file. Without a key, the export stops at the first encrypted row.
 With --output, --json prints {"instances": N, "events": N, "output": FILE}.
 """
 
