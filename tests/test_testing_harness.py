@@ -164,6 +164,16 @@ async def test_advance_checks_its_argument(autojump_clock: trio.testing.MockCloc
         await harness.advance_to(T)  # in the past: nothing
         assert harness.now() == T + timedelta(seconds=1.5)
         assert "Harness" in repr(harness)
+        # Past the latest time a store keeps: refused before any time passes (a bare
+        # OverflowError escaped, and the clock had jumped, breaking the harness).
+        for far in (10**15, timedelta(days=300_000 * 365), timedelta.max):
+            with pytest.raises(dj.ValidationError, match="latest time a store keeps"):
+                await harness.advance(far)
+            with pytest.raises(dj.ValidationError, match="latest time a store keeps"):
+                await harness.restart(down_for=far)
+        assert harness.now() == T + timedelta(seconds=1.5)
+        await harness.advance(60)
+        assert harness.now() == T + timedelta(seconds=61.5)
 
 
 async def test_the_harness_needs_virtual_time() -> None:

@@ -26,6 +26,7 @@ from durable_jobs._client import (
 )
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
 from durable_jobs._definitions.registry import Registry
+from durable_jobs._domain.values import LATEST_ALARM
 from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime import clock as _clock_module
@@ -220,11 +221,25 @@ class Harness:
 
         Every alarm that comes due meanwhile runs at its own time, in order.
         """
-        seconds = _seconds("delta", delta)
+        seconds = self._within_reach("delta", delta)
         jobs = self.jobs
         with autojumping():
             await trio.sleep(seconds)
             await jobs.wait_idle()
+
+    def _within_reach(self, name: str, value: timedelta | float) -> float:
+        """``value`` in seconds, checked (see :func:`_seconds`) and short enough that the
+        clock stays at or before the latest time a store keeps; else ValidationError,
+        before any time passes."""
+        seconds = _seconds(name, value)
+        left = (LATEST_ALARM - self.now()).total_seconds()
+        if seconds > left:
+            msg = (
+                f"{name} of {value!r} would move the clock past {LATEST_ALARM.date()}, the "
+                f"latest time a store keeps: at most {left:.0f} s from now"
+            )
+            raise ValidationError(msg)
+        return seconds
 
     async def advance_to(self, when: datetime) -> None:
         """:meth:`advance` until the jobs' clock reads ``when`` (nothing if it is past)."""
@@ -239,7 +254,7 @@ class Harness:
         production; call :meth:`wait_idle` first for a clean stop. Returns
         once the new runtime has run what is overdue.
         """
-        seconds = _seconds("down_for", down_for)
+        seconds = self._within_reach("down_for", down_for)
         if self._request is None:
             msg = "restart() needs the harness to be serving (inside open_harness)"
             raise DurableJobsError(msg)
