@@ -81,8 +81,6 @@ class TaskModel(_Model):
         self.job = job
         self.hooks = hooks
         self.instances: dict[str, _Task] = {}
-        #: The handler whose failure the last call left unhandled.
-        self._failing = "on_event"
 
     def status(self, instance_id: str) -> TaskStatus:
         inst = self.instances.get(instance_id)
@@ -149,7 +147,8 @@ class TaskModel(_Model):
         )
         if error is None:
             return SendResult(created=created, scheduled_at=new.alarm, duplicate=False)
-        # Recorded, the state unchanged, the key not kept; one failure record.
+        # Recorded, the state unchanged, the key not kept; the chain's failures recorded.
+        chain = self.runs.get(instance_id, [])[len(runs_before) :]
         if before is None:
             self.instances.pop(instance_id, None)
         else:
@@ -157,11 +156,14 @@ class TaskModel(_Model):
         self.runs[instance_id] = runs_before
         failed, _ = self._receive(instance_id, None)
         self.instances[instance_id] = failed
-        # The failure recorded is the unhandled one's: on_event's, or a later handler's.
-        self._record(
-            instance_id,
-            ExpectedRun(self._failing, failed.run_count, 1, "failed", self.now),
-        )
+        # Each failure of the chain, in order: on_event's (or a later handler's), then
+        # that of an on_error that raised in turn; nothing the chain did besides.
+        for run in chain:
+            if run.outcome == "failed":
+                self._record(
+                    instance_id,
+                    ExpectedRun(run.handler, failed.run_count, 1, "failed", self.now),
+                )
         return error
 
     def trigger(self, instance_id: str) -> TriggerResult | BaseException:
@@ -252,7 +254,6 @@ class TaskModel(_Model):
                 )
             if inst.live:
                 inst.alarm = alarm
-            self._failing = handler
             return RuntimeError(f"injected failure of {handler}")
         hook = self.hooks[handler]
         if handler == "on_event":
