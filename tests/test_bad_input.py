@@ -152,8 +152,12 @@ async def test_reducer_output_is_checked_like_any_state(
 ) -> None:
     async with running(REGISTRY, sqlite_url) as jobs:
         before = export_body(jobs.store)
-        with pytest.raises(dj.ValidationError, match=r"state\['v'\] is nan"):
+        # The reducer's failure, not the caller's (the event fits): a HandlerError, as
+        # for a task's on_event; it was a ValidationError, the caller's-input error.
+        with pytest.raises(dj.HandlerError, match=r"reducer .* does not fit") as info:
             await jobs.debounce("folded").add("f1", {"float": "nan"})
+        assert isinstance(info.value.__cause__, dj.ValidationError)
+        assert "state['v'] is nan" in str(info.value.__cause__)
         assert export_body(jobs.store) == before
 
 

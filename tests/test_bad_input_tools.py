@@ -358,3 +358,34 @@ async def test_a_job_of_the_wrong_type_is_a_configuration_error(autojump_clock: 
     async with running(REGISTRY, "memory://") as jobs:
         with pytest.raises(dj.ConfigurationError, match="takes a job name or definition"):
             jobs.task({"not": "a name"})  # type: ignore[call-overload]
+
+
+def test_export_filters_are_checked_and_odd_file_names_are_export_file_errors(
+    sqlite_url: str, tmp_path: Path, cli: Any
+) -> None:
+    """A typo in ``export --status`` made an empty export that exited 0 (a silently
+    empty backup); a file name with a NUL byte or a lone surrogate gave a bare
+    ValueError from check_export and import_jsonl."""
+    from durable_jobs.maintenance import ExportFileError, check_export, export_jsonl, import_jsonl
+
+    dj.open_store(sqlite_url).close()
+    out = tmp_path / "backup.jsonl"
+    result = cli("--store", sqlite_url, "export", "--status", "runing", "-o", str(out))
+    assert result.code == 1
+    assert "Unknown status 'runing'" in result.err
+    with dj.open_store(sqlite_url) as store:
+        for bad, match in (
+            ({"status": "runing"}, "Unknown status"),
+            ({"status": 5}, "Unknown status"),
+            ({"job": 5}, "job must be a str or None"),
+        ):
+            text = io.StringIO()
+            with pytest.raises(dj.ValidationError, match=match):
+                export_jsonl(store, text, **bad)
+            assert text.getvalue() == ""  # refused before the header
+        for name in ("a\x00.jsonl", "\ud800.jsonl"):
+            with pytest.raises(ExportFileError, match="cannot open a file of that name") as info:
+                check_export(name)
+            str(info.value).encode()  # printable: the name is escaped
+            with pytest.raises(ExportFileError, match="cannot open a file of that name"):
+                import_jsonl(store, name)

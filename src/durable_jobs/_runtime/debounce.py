@@ -11,7 +11,7 @@ from durable_jobs._definitions.jobs import DebounceJob
 from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.policy import RunEnd
-from durable_jobs._errors import HandlerError
+from durable_jobs._errors import HandlerError, ValidationError
 from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.exhausted import finish_exhausted
 from durable_jobs._runtime.locks import Busy
@@ -83,9 +83,18 @@ class DebounceRunner:
                         f"instance {instance_id!r}: {outcome.error!r}. The event was not added."
                     )
                     raise HandlerError(msg) from outcome.error
-                # A state that does not fit (or cannot be stored) is the caller's
-                # ValidationError, not the reducer's failure: nothing is added.
-                new_json = job.state_codec.checked(outcome.value)[1]
+                # A state that does not fit (or cannot be stored) is the reducer's
+                # failure, not the caller's (the event was checked already), as for a
+                # task's on_event: a HandlerError, and nothing is added.
+                try:
+                    new_json = job.state_codec.checked(outcome.value)[1]
+                except ValidationError as invalid:
+                    msg = (
+                        f"The on_event reducer of debounce job {job.name!r} returned a state "
+                        f"that does not fit for instance {instance_id!r}: {invalid} The event "
+                        "was not added."
+                    )
+                    raise HandlerError(msg) from invalid
             agg = clone(committed) if committed is not None else None
             agg, opened = DebounceInstance.collect(
                 agg,

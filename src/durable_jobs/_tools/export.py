@@ -13,6 +13,7 @@ from durable_jobs._domain.instance import event_classes
 from durable_jobs._errors import StoreError
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
+from durable_jobs._tools.args import check_filter, check_status
 from durable_jobs._tools.common import kind_of
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "ExportSummary", "export_jsonl"]
@@ -50,6 +51,9 @@ def export_jsonl(
     """
     if kind is not None:
         kind_of(kind)
+    # A typo must not make an empty export that looks like a good one.
+    check_filter("job", job)
+    check_status(status)
     _write_line(
         out,
         {

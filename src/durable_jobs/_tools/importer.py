@@ -146,6 +146,10 @@ def _export_lines(
                 raise ExportFileError(f"cannot read the file ({exc})", source=path) from exc
             except UnicodeDecodeError as exc:
                 raise ExportFileError(f"not UTF-8 text ({exc})", source=path) from exc
+            except ValueError as exc:  # a NUL byte or a lone surrogate in the name
+                msg = f"cannot open a file of that name ({exc})"
+                # The name escaped: it must not break the output that shows the error.
+                raise ExportFileError(msg, source=ascii(path)) from exc
 
         return path, from_file
     name = getattr(source, "name", None) or "<stream>"
