@@ -22,7 +22,7 @@ import trio
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -648,3 +648,52 @@ async def test_without_a_provider_a_run_does_not_ask_opentelemetry_for_one(
         await advance(jobs, 3 * MINUTE)
         assert await jobs.continuous("otel-unset").get_state("u") == 3
     assert asked == []
+
+
+class _BrokenProcessor(SpanProcessor):
+    """A span processor that raises as spans start or end (a buggy vendor one: the
+    SDK shields exporters, not processors)."""
+
+    def __init__(self, *, on_start: bool, on_end: bool) -> None:
+        self.raise_on_start, self.raise_on_end = on_start, on_end
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.raise_on_start:
+            raise RuntimeError("processor broken on start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.raise_on_end:
+            raise RuntimeError("processor broken on end")
+
+
+@pytest.mark.parametrize(("on_start", "on_end"), [(True, False), (False, True)])
+async def test_a_span_processor_that_raises_changes_nothing_the_jobs_do(
+    on_start: bool,
+    on_end: bool,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Runs commit and client calls return their results, and one warning says why
+    the spans are missing. Before: every alarm run failed (CRITICAL, retried every
+    5 s, the schedule never moved) and ``start`` raised the processor's error for an
+    instance it had committed."""
+    assert isinstance(telemetry, _OpenTelemetry)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(_BrokenProcessor(on_start=on_start, on_end=on_end))
+    telemetry.bind(provider)
+    telemetry._failures.clear()
+    try:
+        async with running(ticker("otel-broken"), "memory://") as jobs:
+            client = jobs.continuous("otel-broken")
+            assert (await client.start("c1", 0)).created
+            await advance(jobs, 3 * MINUTE)
+            status = await client.status("c1")
+            assert (status.status, status.run_count) == ("running", 3)
+            assert await client.get_state("c1") == 3
+    finally:
+        telemetry.bind()
+        provider.shutdown()
+    warnings = [r for r in caplog.records if r.name == "durable_jobs.telemetry"]
+    assert len(warnings) == 1, warnings  # once per error type
+    assert "processor" in warnings[0].getMessage() or warnings[0].exc_info
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -32,6 +32,7 @@ nothing, so the runtime calls it unconditionally.
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,7 @@ __all__ = [
 
 #: The instrumentation scope name of our tracer and meter.
 SCOPE = "durable_jobs"
+log = logging.getLogger("durable_jobs.telemetry")
 
 
 def log_fields(
@@ -236,6 +238,8 @@ class _OpenTelemetry(Telemetry):
         self._trace = trace
         self._empty = context.Context()
         self._sources: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The types of the errors the SDK raised on a span, logged once each.
+        self._failures: set[str] = set()
         self.bind()
 
     def bind(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -331,12 +335,47 @@ class _OpenTelemetry(Telemetry):
         }
         if isinstance(instance_id, str):
             attributes["durable_jobs.instance_id"] = instance_id
-        with tracer.start_as_current_span(f"{kind} {job} {method}", attributes=attributes) as span:
-            token = _CLIENT_SPAN.set(span)
-            try:
+        span = self._start(tracer, f"{kind} {job} {method}", attributes=attributes)
+        if span is None:
+            yield
+            return
+        token = _CLIENT_SPAN.set(span)
+        try:
+            with self._trace.use_span(span, end_on_exit=False):
                 yield
-            finally:
-                _CLIENT_SPAN.reset(token)
+        finally:
+            _CLIENT_SPAN.reset(token)
+            self._end(span)
+
+    def _start(self, tracer: Any, name: str, **options: Any) -> Any:
+        """A new span, or None if the SDK's pipeline raised (see :meth:`_failed`)."""
+        try:
+            return tracer.start_span(name, **options)
+        except Exception as exc:
+            self._failed(exc)
+            return None
+
+    def _end(self, span: Any) -> None:
+        try:
+            span.end()
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """A span processor (or anything else the SDK calls as a span starts or ends)
+        raised: the call or run goes on without it, and the first such error of each
+        type is logged."""
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        if name in self._failures:
+            return
+        self._failures.add(name)
+        log.warning(
+            "OpenTelemetry raised %s while starting or ending a span; durable-jobs goes "
+            "on without that span (check your span processors). Later errors of this "
+            "type are not logged.",
+            name,
+            exc_info=exc,
+        )
 
     def handler_call(
         self,
@@ -414,16 +453,24 @@ class _OpenTelemetry(Telemetry):
                         )
                     )
                 )
-        with tracer.start_as_current_span(
+        span = self._start(
+            tracer,
             f"{kind} {job}",
             context=parent,
             kind=trace.SpanKind.CONSUMER if client is None else trace.SpanKind.INTERNAL,
             attributes=attributes,
             links=links,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            yield HandlerSpan(span)
+        )
+        if span is None:
+            yield _NO_SPAN
+            return
+        try:
+            with trace.use_span(
+                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
+                yield HandlerSpan(span)
+        finally:
+            self._end(span)
 
     def call_trace(self) -> str | None:
         client = _CLIENT_SPAN.get()
