@@ -22,6 +22,7 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from durable_jobs.adapters import StatementFailed, statements_from
 from durable_jobs.stores._postgres_conn import Byteas, Int8s, Texts, Uuids
 from durable_jobs.stores._postgres_locks import (
     FENCE_FAILED,
@@ -135,6 +136,9 @@ def insert_in_one_round_trip(
                         conn.execute("ROLLBACK")
                 if fence and _fence_failed(error):
                     recorder._refuse_lost(0, kwargs)
+                late = _statements_failed_late(recorder, error, kwargs)
+                if late is not None:
+                    raise late from error
                 raise error
             if not stored_events or columns:
                 return None
@@ -165,6 +169,38 @@ def _transaction(
     if stored_events:
         recorder._insert_stored_events(events, stored_events, **kwargs)
     curs.execute("COMMIT")
+
+
+#: Errors that a run's own statements cause in the store's writes after them: a
+#: setting they made (SET LOCAL transaction_read_only, ROLE, statement_timeout,
+#: lock_timeout) reaching the events insert or the COMMIT.
+_SETTING_FAILURES: Final = frozenset({"25006", "42501", "57014", "55P03"})
+
+
+def _statements_failed_late(
+    recorder: PostgresApplicationRecorderWithIndex,
+    error: Exception,
+    kwargs: dict[str, Any],
+) -> StatementFailed | None:
+    """The runs' statements' failure (:class:`StatementFailed`) when ``error``, raised
+    after they all ran, is theirs: a constraint of an application table checked at
+    COMMIT (``DEFERRABLE INITIALLY DEFERRED``), or a setting one of them made that
+    failed the store's own writes after them. Else None (a store error).
+
+    Such a run fails like one whose statement failed (its failure recorded, its
+    retry policy applied), instead of failing to commit again and again."""
+    runs = statements_from(kwargs)
+    if not runs or isinstance(error, StatementFailed) or not isinstance(error, psycopg.Error):
+        return None
+    state = error.sqlstate or ""
+    if state.startswith("23"):
+        # A conflict on the store's own tables (a version taken) is not theirs.
+        ours = set(recorder._relations())
+        if (error.diag.table_name or "") in ours or (error.diag.constraint_name or "") in ours:
+            return None
+    elif state not in _SETTING_FAILURES or not any(st.alone for _, sts in runs for st in sts):
+        return None
+    return StatementFailed(runs[0][0] if len(runs) == 1 else None, error, statement=None)
 
 
 def _fence_failed(exc: Exception) -> bool:

@@ -20,7 +20,7 @@ import trio.testing
 
 import durable_jobs as dj
 from _execute import create_ledger, insert_sql, is_postgres, ledger, placeholder, run_sql
-from _runtime import MINUTE, SECOND, T, advance, running
+from _runtime import HOUR, MINUTE, SECOND, T, advance, running
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -680,6 +680,69 @@ async def test_postgres_a_set_local_reaches_no_other_run_of_a_group_commit(
     finally:
         store.close()
         run_sql(pg_url, f"DROP SCHEMA IF EXISTS {other} CASCADE")
+
+
+@pytest.mark.postgres
+async def test_postgres_a_statement_that_fails_only_at_commit_fails_its_run(
+    pg_url: str, pg_schema: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A deferred foreign key is checked at COMMIT, and a SET LOCAL read-only fails
+    the store's own insert after the statements: either fails its run like a handler
+    error (run_failed, the retry policy), and the runs committed with it are not
+    affected. Before, such a run was never recorded: its alarm failed again and again
+    (an ERROR each time), and a send raised StoreError instead of HandlerError."""
+    dj.open_store(pg_url).close()
+    run_sql(pg_url, "CREATE TABLE {schema}.parent (id int PRIMARY KEY)")
+    run_sql(
+        pg_url,
+        "CREATE TABLE {schema}.child (k text, pid int REFERENCES {schema}.parent (id) "
+        "DEFERRABLE INITIALLY DEFERRED)",
+    )
+    run_sql(pg_url, "INSERT INTO {schema}.parent VALUES (1)")
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "c",
+        state=int,
+        schedule=dj.every(HOUR),
+        retry=dj.Retry(2, delay=MINUTE, jitter=0, on_exhausted="pause"),
+    )
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        if ctx.instance_id == "read-only":
+            ctx.execute("SET LOCAL transaction_read_only = on")
+        pid = 999 if ctx.instance_id == "orphan" else 1  # 999: no parent, seen at COMMIT
+        ctx.execute("INSERT INTO child (k, pid) VALUES (%s, %s)", (ctx.instance_id, pid))
+        ctx.set_state(ctx.state + 1)
+
+    @registry.task("t", event=int, state=int)
+    async def t(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @t.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.execute("INSERT INTO child (k, pid) VALUES (%s, %s)", (ctx.instance_id, event))
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, pg_url, records=records) as jobs:
+        client = jobs.continuous("c")
+        for i in ("good", "orphan", "read-only", "good2"):
+            await client.start(i, 0)
+        await advance(jobs, 2 * HOUR)
+        for bad in ("orphan", "read-only"):
+            status = await client.status(bad)
+            assert (status.status, status.run_count) == ("failed", 1), (bad, status)
+            names = [r.name for r in await client.history(bad)]
+            assert names.count("run_failed") == 2 and "retry_exhausted" in names, names
+        for good in ("good", "good2"):
+            assert await client.get_state(good) == 3
+        with pytest.raises(dj.HandlerError) as raised:
+            await jobs.task("t").send("t1", 999)
+        assert "ForeignKeyViolation" in type(raised.value.__cause__).__name__
+        await jobs.task("t").send("t2", 1)
+    failures = [r.data for r in records if r.name == "run_failed" and r.instance_id == "orphan"]
+    assert failures[0]["error_type"].endswith("ForeignKeyViolation")
+    rows = run_sql(pg_url, "SELECT k FROM {schema}.child ORDER BY k")
+    assert sorted({r[0] for r in rows}) == ["good", "good2", "t2"]
 
 
 async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
