@@ -55,6 +55,7 @@ __all__ = [
     "FENCE_QUERY",
     "MEMBERS_QUERY",
     "LockSession",
+    "SessionLost",
     "fence_params",
 ]
 
@@ -113,6 +114,12 @@ def fence_params(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
         "locks": Int8s([p[0] for p in pairs]),
         "marks": Int8s([p[1] for p in pairs]),
     }
+
+
+class SessionLost(StoreError):
+    """The lock session went without a reply from the server for longer than the
+    lease allows (a slow or stalled server): out of reach for now, like a dropped
+    connection (see ``PostgresStore.unreachable``); the runs under its locks stop."""
 
 
 class LockSession:
@@ -309,7 +316,7 @@ class LockSession:
             if condemned:
                 self._drop("no reply within the lease")
                 msg = f"The instance-lock session on {self._where} was lost (no reply in time)."
-                raise StoreError(msg)
+                raise SessionLost(msg)
             return results, mark
 
     # ---- locks ---------------------------------------------------------------------------
