@@ -50,13 +50,13 @@ async def test_tables_locked_for_longer_than_half_the_lease_is_an_outage_not_an_
     url = f"{pg_url}&query_timeout=5"
     async with dj.open_jobs(registry, url, lease=timedelta(seconds=2)) as jobs:
         client = jobs.continuous("tick")
-        for i in range(5):
-            await client.start(f"i{i}", 0)
+        ids = [f"i{n}" for n in range(5)]
+        for i in ids:
+            await client.start(i, 0)
         locked = threading.Event()
         await trio.to_thread.run_sync(_lock_tables, postgres_url, pg_schema, locked)
         assert locked.is_set()
         # Every instance runs again once the server answers.
-        ids = [f"i{i}" for i in range(5)]
         before = {i: (await client.status(i)).run_count for i in ids}
         with trio.fail_after(30):  # a bound for a hang, not a measure of speed
             for i in ids:
