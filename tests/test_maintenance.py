@@ -456,6 +456,34 @@ def _sqlite_path(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
 
+async def test_replay_of_a_store_a_worker_commits_to_finds_no_divergence(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Replay beside a worker: another process commits to the instance between the
+    replay's reads. The replay read the whole log, then the index row, and reported
+    every instance committed to in between as diverging (exit 1 from the command);
+    it now reads the row first, then the log up to the row's version."""
+    await fill(sqlite_url)
+    with opened(sqlite_url) as store, opened(sqlite_url) as worker:
+        real_history = store.history
+        commits = [0]
+
+        def history_then_a_commit(uuid: Any, **kwargs: Any) -> Any:
+            events = real_history(uuid, **kwargs)
+            # Another process commits to the instance right after the log was read.
+            assert trigger_instance(worker, "continuous", "sync", "b").done
+            commits[0] += 1
+            return events
+
+        store.history = history_then_a_commit  # type: ignore[method-assign]
+        report = replay_instance(store, "continuous", "sync", "b")
+        assert report is not None
+        assert (report.error, report.divergences) == (None, ())
+        assert commits[0] >= 1
+        store.history = real_history  # type: ignore[method-assign]
+        assert all(r.ok for r in replay_store(store))
+
+
 async def test_replay_finds_corrupt_rows_and_divergences_and_carries_on(
     sqlite_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:

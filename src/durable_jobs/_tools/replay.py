@@ -165,14 +165,19 @@ def _replay(
 def _read_consistent(
     store: Store, uuid: UUID
 ) -> tuple[list[JobInstance.Event], IndexRow | None] | None:
-    """The log and then the index row, read again if a commit landed in between."""
+    """The index row, then the log up to the row's version: the two as one commit left
+    them, even while a worker commits more (a commit writes an instance's events and
+    its index row together, and a log only grows). Read again when they still
+    differ (a commit that made the instance, or a purge, in between): only what
+    persists is reported. Reading the whole log first and the row after used to
+    report every instance committed to in between as diverging."""
     for _ in range(5):
-        events = store.history(uuid)
         row = store.index_row(uuid)
+        events = store.history(uuid, lte=None if row is None else row.version)
         if row is None and not events:
             return None
         last = events[-1].originator_version if events else 0
-        if row is None or row.version <= last:
+        if row is not None and row.version == last:
             return events, row
     return events, row
 
