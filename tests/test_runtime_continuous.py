@@ -968,6 +968,38 @@ async def test_x08_an_on_exhausted_hook_decides(
         assert names(history)[-1] == ("alarm_cleared" if action == "pause" else "alarm_set")
 
 
+@pytest.mark.parametrize("call", ["terminate", "set_state"])
+async def test_an_on_exhausted_hook_cannot_terminate_or_set_state_through_ctx(
+    call: str, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hook decides by what it returns. ``ctx.terminate()`` and ``ctx.set_state()``
+    in it did nothing at all, silently (the instance stayed paused, its state as it
+    was); they raise now, which the runtime reports like any hook that raises."""
+    refused: list[BaseException] = []
+
+    def hook(error: BaseException, ctx: dj.ContinuousContext[int]) -> str | None:
+        try:
+            if call == "terminate":
+                ctx.terminate("give up")
+            else:
+                ctx.set_state(-1)
+        except dj.ConfigurationError as exc:
+            refused.append(exc)
+            raise
+        return None  # pragma: no cover - refused above
+
+    f = Flaky("memory://", two_tries(hook))
+    async with f.flaky() as (jobs, client):
+        await client.start("h1", 3)
+        await advance(jobs, 10 * SECOND)
+        assert await client.status("h1") == PAUSED
+        assert await client.get_state("h1") == 3
+    [exc] = refused
+    assert f"ctx.{call}() does nothing in an on_exhausted hook" in str(exc)
+    assert "Return 'terminate'" in str(exc)
+    assert any("on_exhausted" in r.getMessage() for r in caplog.records if r.levelno >= 30)
+
+
 # ---- X09-X11 misfires and cron -----------------------------------------------------------
 
 

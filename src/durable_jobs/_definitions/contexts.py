@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 from durable_jobs._domain.instance import UNCHANGED, Intents
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.values import check_alarm_time, check_reason
-from durable_jobs._errors import ValidationError
+from durable_jobs._errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
     from durable_jobs._definitions.codecs import TypeCodec
@@ -73,6 +73,19 @@ class _Context:
 class _StatefulContext(_Context, Generic[S]):
     """State intents shared by the continuous and task contexts."""
 
+    #: Set on the context an ``on_exhausted`` hook gets: it decides by what it returns,
+    #: so state and termination intents are refused there, not silently dropped.
+    _exhausted_hook = False
+
+    def _refuse_in_hook(self, call: str) -> None:
+        if self._exhausted_hook:
+            msg = (
+                f"ctx.{call}() does nothing in an on_exhausted hook: the hook decides by "
+                "what it returns ('terminate', 'pause' or 'continue'), and the state stays "
+                "the committed one. Return 'terminate' to end the instance."
+            )
+            raise ConfigurationError(msg)
+
     def __init__(
         self,
         *,
@@ -98,6 +111,8 @@ class _StatefulContext(_Context, Generic[S]):
     def set_state(self, new: S) -> None:
         """Replace the state when the handler returns (validated now: a value that does
         not fit the type or cannot be stored as JSON raises ValidationError here)."""
+        if self._exhausted_hook:
+            self._refuse_in_hook("set_state")
         self._new_state = self._codec.checked(new)[0]
 
     def _intents(self, _value: object = None, schedule: Any = UNCHANGED) -> Intents:
@@ -180,6 +195,8 @@ class ContinuousContext(_StatefulContext[S]):
 
     def terminate(self, reason: str | None = None) -> None:
         """End the instance when the handler returns (alarm cancelled, state removed)."""
+        if self._exhausted_hook:
+            self._refuse_in_hook("terminate")
         self._terminate_reason = check_reason(reason)
         self._terminate = True
 

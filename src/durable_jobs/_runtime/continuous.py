@@ -166,6 +166,7 @@ class ContinuousRunner:
                 if result is RunEnd.ASK_EXHAUSTED:
                     # The hook sees the committed state, not the failed try's changes.
                     hook_ctx = self._context(job, committed, instance_id, ticket)
+                    hook_ctx._exhausted_hook = True
                     result, fatal = await finish_exhausted(
                         rt,
                         job,
