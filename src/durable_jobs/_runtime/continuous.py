@@ -83,10 +83,13 @@ class ContinuousRunner:
         committed: ContinuousInstance,
         instance_id: str,
         ticket: RunTicket,
+        *,
+        hook: bool = False,
     ) -> ContinuousContext[Any]:
-        """A handler's context for the run of ``ticket``, from the committed instance."""
+        """A handler's context for the run of ``ticket``, from the committed instance
+        (``hook``: the context of its ``on_exhausted`` hook)."""
         d = committed.d
-        return ContinuousContext(
+        ctx = ContinuousContext(
             codec=job.state_codec,
             state=self.rt.decode_state(job.state_codec, committed, d.state, d.state_version),
             instance_id=instance_id,
@@ -95,6 +98,9 @@ class ContinuousRunner:
             attempt=ticket.attempt,
             writes=Writes(supported=self.rt.store.supports_statements),  # rt.writes()
         )
+        if hook:
+            ctx._exhausted_hook = True
+        return ctx
 
     async def run(
         self, job: ContinuousJob[Any], instance_id: str, *, manual: bool
@@ -165,8 +171,7 @@ class ContinuousRunner:
                 )
                 if result is RunEnd.ASK_EXHAUSTED:
                     # The hook sees the committed state, not the failed try's changes.
-                    hook_ctx = self._context(job, committed, instance_id, ticket)
-                    hook_ctx._exhausted_hook = True
+                    hook_ctx = self._context(job, committed, instance_id, ticket, hook=True)
                     result, fatal = await finish_exhausted(
                         rt,
                         job,
