@@ -55,7 +55,7 @@ __all__ = [
     "FENCE_QUERY",
     "MEMBERS_QUERY",
     "LockSession",
-    "SessionLost",
+    "NoReply",
     "fence_params",
 ]
 
@@ -116,10 +116,11 @@ def fence_params(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
     }
 
 
-class SessionLost(StoreError):
-    """The lock session went without a reply from the server for longer than the
-    lease allows (a slow or stalled server): out of reach for now, like a dropped
-    connection (see ``PostgresStore.unreachable``); the runs under its locks stop."""
+class NoReply(TimeoutError):
+    """The cause of the StoreError of a lock session that went without a reply from the
+    server for longer than the lease allows (a slow or stalled server): the store is
+    out of reach for now, like a dropped connection (see ``PostgresStore.unreachable``);
+    the runs under its locks stop. Not a library error: only a marker of the cause."""
 
 
 class LockSession:
@@ -316,7 +317,7 @@ class LockSession:
             if condemned:
                 self._drop("no reply within the lease")
                 msg = f"The instance-lock session on {self._where} was lost (no reply in time)."
-                raise SessionLost(msg)
+                raise StoreError(msg) from NoReply(msg)
             return results, mark
 
     # ---- locks ---------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from durable_jobs.stores._postgres_conn import (
     answered_within,
 )
 from durable_jobs.stores._postgres_listener import PostgresAlarmListener
-from durable_jobs.stores._postgres_locks import MEMBERS_QUERY, LockSession, SessionLost
+from durable_jobs.stores._postgres_locks import MEMBERS_QUERY, LockSession, NoReply
 from durable_jobs.stores._postgres_recorder import (
     FENCE_KWARG,
     INDEX_TABLE,
@@ -427,7 +427,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         """Whether ``exc`` came from the server being out of reach (down, restarting,
         refusing or dropping connections), not from what was asked of it."""
         for e in _chain(exc):
-            if isinstance(e, PoolTimeout | psycopg.InterfaceError | SessionLost):
+            if isinstance(e, PoolTimeout | psycopg.InterfaceError | NoReply):
                 return True
             if isinstance(e, psycopg.OperationalError):
                 state = e.sqlstate or ""

@@ -28,8 +28,10 @@ LOCKED_FOR = 3.0
 
 def _lock_tables(postgres_url: str, schema: str, locked: threading.Event) -> None:
     with psycopg.connect(postgres_url) as conn:
+        # In the order a commit takes them (the index, then the events), so that this
+        # waits for a commit in flight instead of deadlocking with it.
         conn.execute(
-            f"LOCK TABLE {schema}.durablejobs_events, {schema}.dj_instances "
+            f"LOCK TABLE {schema}.dj_instances, {schema}.durablejobs_events "
             "IN ACCESS EXCLUSIVE MODE"
         )
         locked.set()
