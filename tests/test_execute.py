@@ -155,6 +155,20 @@ async def test_a_trigger_whose_statement_fails_reports_the_retry(
         assert "no_such_table" in failure["message"]
 
 
+def count_transactions(store: dj.Store) -> list[int]:
+    """The size of each transaction ``store`` is asked to write from now on (a list
+    that grows as it writes)."""
+    tried: list[int] = []
+    save = store.save
+
+    def counting_save(*instances: Any, **kwargs: Any) -> None:
+        tried.append(len(instances))
+        save(*instances, **kwargs)
+
+    store.save = counting_save  # type: ignore[method-assign]
+    return tried
+
+
 async def test_a_failing_statement_fails_only_its_own_run_in_a_group_commit(
     url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -176,14 +190,7 @@ async def test_a_failing_statement_fails_only_its_own_run_in_a_group_commit(
         f"INSERT INTO {'{schema}.' if is_postgres(url) else ''}ledger VALUES ('shared', 0, 'x')",
     )
     records: list[dj.RecordedEvent] = []
-    tried: list[int] = []  # the size of each transaction tried
-    save = store.save
-
-    def counting_save(*instances: Any, **kwargs: Any) -> None:
-        tried.append(len(instances))
-        save(*instances, **kwargs)
-
-    store.save = counting_save  # type: ignore[method-assign]
+    tried = count_transactions(store)
     try:
         async with running(registry, store, records=records) as jobs:
             client = jobs.continuous("many")
@@ -658,14 +665,7 @@ async def test_postgres_a_set_local_reaches_no_other_run_of_a_group_commit(
         ctx.set_state(ctx.state + 1)
 
     store = dj.open_store(pg_url)
-    tried: list[int] = []  # the size of each transaction tried
-    save = store.save
-
-    def counting_save(*instances: Any, **kwargs: Any) -> None:
-        tried.append(len(instances))
-        save(*instances, **kwargs)
-
-    store.save = counting_save  # type: ignore[method-assign]
+    tried = count_transactions(store)
     ids = ["setter", *(f"i{n:02}" for n in range(30))]
     try:
         async with running(registry, store) as jobs:
