@@ -229,3 +229,59 @@ async def test_refused_while_a_runtime_serves_an_sqlite_store(
             assert code == 1 and json.loads(err)["type"] == "ConfigurationError"
         assert names(await jobs.task("remind").history("r1")) == names(before)
     assert cli.json(clock, "terminate", "task", "remind", "r1")["done"] is True
+
+
+@pytest.mark.postgres
+async def test_terminate_waits_for_a_run_in_flight_in_a_worker(pg_url: str) -> None:
+    """Postgres, a live worker running the instance: terminate (and trigger) waited
+    for nothing and were refused as busy at once, so an instance whose runs follow
+    each other could never be stopped from the command line. With ``wait`` they wait
+    for the run in flight (as the client's terminate does), then act."""
+    from durable_jobs.maintenance import terminate_instance, trigger_instance
+
+    registry = dj.Registry()
+    running_now = trio.Event()
+    release = trio.Event()
+
+    @registry.continuous("slow", state=int, schedule=dj.every(HOUR))
+    async def slow(ctx: dj.ContinuousContext[int]) -> None:
+        running_now.set()
+        await release.wait()
+        ctx.set_state(ctx.state + 1)
+
+    token = trio.lowlevel.current_trio_token()
+    with dj.open_store(pg_url) as admin:
+        tries = 0
+        try_lock = admin.try_lock  # type: ignore[attr-defined]
+
+        def counted_try_lock(*args: Any) -> bool:
+            nonlocal tries
+            taken: bool = try_lock(*args)
+            tries += 1
+            if not taken and tries == 2:
+                # The run ends while the command waits for it.
+                trio.from_thread.run_sync(release.set, trio_token=token)
+            return taken
+
+        async with dj.open_jobs(registry, pg_url) as jobs:
+            await jobs.continuous("slow").start("i", 0)
+            await running_now.wait()
+            for call in (
+                lambda: terminate_instance(admin, "continuous", "slow", "i"),
+                lambda: trigger_instance(admin, "continuous", "slow", "i"),
+            ):
+                with pytest.raises(dj.ConcurrencyError, match="busy in another process"):
+                    await trio.to_thread.run_sync(call)
+            admin.try_lock = counted_try_lock  # type: ignore[attr-defined]
+            result = await trio.to_thread.run_sync(
+                lambda: terminate_instance(admin, "continuous", "slow", "i", wait=60)
+            )
+            assert result.done and tries >= 3
+            assert (await jobs.continuous("slow").status("i")).status == "not_found"
+            history = await jobs.continuous("slow").history("i")
+        # The run in flight committed first; the termination came after it.
+        recorded = [r.name for r in history]
+        assert recorded[-1] == "terminated" and "run_succeeded" in recorded[:-1], recorded
+    for bad in (-1, float("nan"), 3601, "5", True):
+        with dj.open_store(pg_url) as admin, pytest.raises(dj.ValidationError, match="wait"):
+            terminate_instance(admin, "continuous", "slow", "i", wait=bad)  # type: ignore[arg-type]

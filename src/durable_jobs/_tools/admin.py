@@ -61,6 +61,7 @@ def _admin(
     *,
     action: Literal["terminate", "trigger"],
     change: Callable[[JobInstance], bool],
+    wait: float = 0.0,
 ) -> AdminResult:
     """Load one instance, apply ``change`` (the domain decides), commit what it recorded.
 
@@ -83,7 +84,7 @@ def _admin(
         f"Cannot {action} {label} while a jobs runtime serves {store.url} (it keeps "
         f"instances in memory); stop it first, or call {action} through its client."
     )
-    with holding_instance(store, uuid, label, refused=refused):
+    with holding_instance(store, uuid, label, refused=refused, wait=wait):
         agg = store.get_by_uuid(uuid, label=label)
         if agg is None:
             return result
@@ -108,12 +109,15 @@ def terminate_instance(
     *,
     reason: str | None = None,
     now: datetime | None = None,
+    wait: float = 0.0,
 ) -> AdminResult:
     """Terminate one instance without running anything: what ``terminate(id)`` does.
 
     Its state, alarm, pending retry and buffered events are removed (the
     log and counters stay). No handler runs and no other alarm fires, so it
     needs no registry. ``now`` (default: the wall clock, UTC) stamps the record.
+    On Postgres, an instance a worker is running is waited for up to ``wait``
+    seconds (then :class:`~durable_jobs.ConcurrencyError`, "busy").
     """
     at = _when(now, "terminate_instance()")
     checked = check_reason(reason)  # recorded in the log: checked as the client does
@@ -124,11 +128,18 @@ def terminate_instance(
         instance_id,
         action="terminate",
         change=lambda agg: agg.terminate(now=at, reason=checked),
+        wait=_wait(wait, "terminate_instance()"),
     )
 
 
 def trigger_instance(
-    store: Store, kind: str, job: str, instance_id: str, *, now: datetime | None = None
+    store: Store,
+    kind: str,
+    job: str,
+    instance_id: str,
+    *,
+    now: datetime | None = None,
+    wait: float = 0.0,
 ) -> AdminResult:
     """Make one instance's next run due now, for a runtime serving the store to run.
 
@@ -137,12 +148,34 @@ def trigger_instance(
     ``manual``); its alarm is set to ``now``. Nothing runs here: the run
     happens when a runtime serves the store (at once if one is running on
     Postgres, else when one starts). ``done`` is False for an unknown or
-    terminated instance, or an empty debounce one.
+    terminated instance, or an empty debounce one. ``wait``: as for
+    :func:`terminate_instance`.
     """
     at = check_alarm_time(_when(now, "trigger_instance()"), "trigger_instance()")
     return _admin(
-        store, kind, job, instance_id, action="trigger", change=lambda agg: agg.due_now(now=at)
+        store,
+        kind,
+        job,
+        instance_id,
+        action="trigger",
+        change=lambda agg: agg.due_now(now=at),
+        wait=_wait(wait, "trigger_instance()"),
     )
+
+
+#: Longest wait for a busy instance (seconds): an hour.
+MAX_WAIT = 3600.0
+
+
+def _wait(wait: object, call: str) -> float:
+    """An admin call's ``wait`` in seconds (ValidationError unless 0 to an hour)."""
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        msg = f"{call} wait must be a number of seconds, got {wait!r:.60}."
+        raise ValidationError(msg)
+    if not 0 <= wait <= MAX_WAIT:  # NaN fails both
+        msg = f"{call} wait must be from 0 to {MAX_WAIT:g} seconds, got {wait!r}."
+        raise ValidationError(msg)
+    return float(wait)
 
 
 def _when(now: object, call: str) -> datetime:

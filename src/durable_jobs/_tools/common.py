@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -40,16 +41,21 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+#: Longest pause between two tries of a busy instance's lock (seconds).
+_RETRY_LOCK_MAX = 0.05
+
+
 @contextmanager
 def holding_instance(
-    store: Store, uuid: UUID, label: str, *, refused: Exception
+    store: Store, uuid: UUID, label: str, *, refused: Exception, wait: float = 0.0
 ) -> Iterator[None]:
     """Hold instance ``uuid`` of ``store`` for a change made outside any runtime.
 
     Refused (``refused`` is raised) while a jobs runtime serves an SQLite store: it keeps
     instances in memory and would not see the change. On a shared store (Postgres) the
     instance's cross-process lock is held, so no run of it commits meanwhile; a lock held
-    elsewhere raises :class:`ConcurrencyError`.
+    elsewhere (a run in flight) is tried again for up to ``wait`` seconds, then raises
+    :class:`ConcurrencyError`.
     """
     try:
         store.claim_runtime()
@@ -57,8 +63,17 @@ def holding_instance(
         raise refused from exc
     try:
         locks = store if isinstance(store, CrossProcessLocks) else None
-        if locks is not None and not locks.try_lock(uuid):
-            msg = f"{label} is busy in another process (a run or call holds it); try again."
+        if locks is not None and not _take(locks, uuid, wait):
+            if wait:
+                msg = (
+                    f"{label} was still busy in another process (a run or call holds it) "
+                    f"after {wait:g} s; try again, or wait longer."
+                )
+            else:
+                msg = (
+                    f"{label} is busy in another process (a run or call holds it); try "
+                    "again, or wait for the run to end (wait=, the command line's --wait)."
+                )
             raise ConcurrencyError(msg)
         try:
             yield
@@ -67,3 +82,17 @@ def holding_instance(
                 locks.unlock(uuid)
     finally:
         store.release_runtime()
+
+
+def _take(locks: CrossProcessLocks, uuid: UUID, wait: float) -> bool:
+    """Take ``uuid``'s lock, trying again for up to ``wait`` seconds while it is held
+    (by a run in flight: the lock is free between two runs)."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while not locks.try_lock(uuid):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))  # a poll of another process's lock, not a timing
+        pause = min(pause * 2, _RETRY_LOCK_MAX)
+    return True

@@ -49,6 +49,21 @@ Examples:
 {_JSON_SHAPE}"""
 
 
+#: How long the commands wait by default for a run in flight (Postgres, a live worker).
+DEFAULT_WAIT = 30.0
+
+_wait_option = click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(0, 3600),
+    default=DEFAULT_WAIT,
+    show_default=True,
+    metavar="SECONDS",
+    help="On Postgres, how long to wait for a run of the instance in flight in a "
+    "worker (the instance is busy until it ends); 0: do not wait.",
+)
+
+
 def _label(kind: str, job: str, instance_id: str) -> str:
     return f"{kind} job {job!r} instance {instance_id!r}"
 
@@ -71,22 +86,32 @@ def _report(result: AdminResult, as_json: bool, done: str, not_done: str) -> Non
 @click.argument("job")
 @click.argument("instance_id", metavar="ID")
 @click.option("--reason", help="Recorded with the termination.")
+@_wait_option
 @store_option
 @json_option
 @click.pass_obj
 def terminate(
-    state: CliState, *, kind: str, job: str, instance_id: str, reason: str | None, as_json: bool
+    state: CliState,
+    *,
+    kind: str,
+    job: str,
+    instance_id: str,
+    reason: str | None,
+    wait: float,
+    as_json: bool,
 ) -> None:
     """Terminate one instance, without the app's handlers. Writes.
 
     What the client's terminate(id) does: the state, alarm, pending retry and
     buffered events are removed; the log and counters stay. No handler runs
-    and no other alarm fires. Refused while a jobs runtime serves an SQLite
-    store (stop it, or use its client).
+    and no other alarm fires. On Postgres, a run of the instance in flight in
+    a worker is waited for (--wait), then the instance is terminated and runs
+    no more. Refused while a jobs runtime serves an SQLite store (stop it, or
+    use its client).
     """
     with opened_store(state, must_exist=True) as store:
         # Records are dated by the real clock ($DURABLE_JOBS_NOW is for displayed times only).
-        result = terminate_instance(store, kind, job, instance_id, reason=reason)
+        result = terminate_instance(store, kind, job, instance_id, reason=reason, wait=wait)
     _report(result, as_json, "Terminated {label}", "Nothing done: {label} is {status}.")
 
 
@@ -94,21 +119,25 @@ def terminate(
 @click.argument("kind", type=KIND)
 @click.argument("job")
 @click.argument("instance_id", metavar="ID")
+@_wait_option
 @store_option
 @json_option
 @click.pass_obj
-def trigger(state: CliState, *, kind: str, job: str, instance_id: str, as_json: bool) -> None:
+def trigger(
+    state: CliState, *, kind: str, job: str, instance_id: str, wait: float, as_json: bool
+) -> None:
     """Make one instance's next run due now; resumes a paused instance. Writes.
 
     Runs nothing itself (it needs no handlers): it sets the instance's alarm to
     now, resuming a paused (failed) instance, bringing a waiting retry forward,
     or closing a debounce instance's open batch (reason manual). A runtime
     serving the store runs it: at once on Postgres, when one starts on SQLite.
+    On Postgres, a run of the instance in flight is waited for (--wait).
     Refused while a jobs runtime serves an SQLite store (stop it, or use its
     client's trigger/flush).
     """
     with opened_store(state, must_exist=True) as store:
-        result = trigger_instance(store, kind, job, instance_id)
+        result = trigger_instance(store, kind, job, instance_id, wait=wait)
     due = _when(result.due_at)
     _report(
         result,
