@@ -77,14 +77,14 @@ class _StatefulContext(_Context, Generic[S]):
     #: so state and termination intents are refused there, not silently dropped.
     _exhausted_hook = False
 
-    def _refuse_in_hook(self, call: str) -> None:
-        if self._exhausted_hook:
-            msg = (
-                f"ctx.{call}() does nothing in an on_exhausted hook: the hook decides by "
-                "what it returns ('terminate', 'pause' or 'continue'), and the state stays "
-                "the committed one. Return 'terminate' to end the instance."
-            )
-            raise ConfigurationError(msg)
+    @staticmethod
+    def _refuse_in_hook(call: str) -> None:
+        msg = (
+            f"ctx.{call}() does nothing in an on_exhausted hook: the hook decides by "
+            "what it returns ('terminate', 'pause' or 'continue'), and the state stays "
+            "the committed one. Return 'terminate' to end the instance."
+        )
+        raise ConfigurationError(msg)
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, final
 from uuid import UUID
 
@@ -14,6 +14,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.values import check_alarm_time, check_reason
 from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._store.base import Store
+from durable_jobs._tools.args import check_seconds
 from durable_jobs._tools.common import holding_instance, instance_json, isoformat, kind_of
 
 __all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
@@ -109,7 +110,7 @@ def terminate_instance(
     *,
     reason: str | None = None,
     now: datetime | None = None,
-    wait: float = 0.0,
+    wait: timedelta | float = 0.0,
 ) -> AdminResult:
     """Terminate one instance without running anything: what ``terminate(id)`` does.
 
@@ -117,7 +118,8 @@ def terminate_instance(
     log and counters stay). No handler runs and no other alarm fires, so it
     needs no registry. ``now`` (default: the wall clock, UTC) stamps the record.
     On Postgres, an instance a worker is running is waited for up to ``wait``
-    seconds (then :class:`~durable_jobs.ConcurrencyError`, "busy").
+    (a timedelta or seconds, at most an hour), then
+    :class:`~durable_jobs.ConcurrencyError` ("busy").
     """
     at = _when(now, "terminate_instance()")
     checked = check_reason(reason)  # recorded in the log: checked as the client does
@@ -128,7 +130,7 @@ def terminate_instance(
         instance_id,
         action="terminate",
         change=lambda agg: agg.terminate(now=at, reason=checked),
-        wait=_wait(wait, "terminate_instance()"),
+        wait=check_seconds(wait, "terminate_instance() wait", positive=False, most=MAX_WAIT),
     )
 
 
@@ -139,7 +141,7 @@ def trigger_instance(
     instance_id: str,
     *,
     now: datetime | None = None,
-    wait: float = 0.0,
+    wait: timedelta | float = 0.0,
 ) -> AdminResult:
     """Make one instance's next run due now, for a runtime serving the store to run.
 
@@ -159,23 +161,12 @@ def trigger_instance(
         instance_id,
         action="trigger",
         change=lambda agg: agg.due_now(now=at),
-        wait=_wait(wait, "trigger_instance()"),
+        wait=check_seconds(wait, "trigger_instance() wait", positive=False, most=MAX_WAIT),
     )
 
 
 #: Longest wait for a busy instance (seconds): an hour.
 MAX_WAIT = 3600.0
-
-
-def _wait(wait: object, call: str) -> float:
-    """An admin call's ``wait`` in seconds (ValidationError unless 0 to an hour)."""
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        msg = f"{call} wait must be a number of seconds, got {wait!r:.60}."
-        raise ValidationError(msg)
-    if not 0 <= wait <= MAX_WAIT:  # NaN fails both
-        msg = f"{call} wait must be from 0 to {MAX_WAIT:g} seconds, got {wait!r}."
-        raise ValidationError(msg)
-    return float(wait)
 
 
 def _when(now: object, call: str) -> datetime:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Final, cast
 from uuid import UUID
 
@@ -66,6 +67,26 @@ def check_status(status: str | None) -> None:
     if status is not None and status not in STATUSES:
         msg = f"Unknown status {status!r}: expected one of {', '.join(STATUSES)}."
         raise ValidationError(msg)
+
+
+def check_seconds(value: object, what: str, *, positive: bool, most: float | None = None) -> float:
+    """``value`` (a timedelta or seconds) as finite seconds, > 0 (``positive``) or >= 0,
+    and at most ``most`` if given; else ValidationError naming ``what``."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds < 0
+        or (positive and seconds == 0)
+        or (most is not None and seconds > most)
+    ):
+        bound = "> 0" if positive else ">= 0"
+        if most is not None:
+            bound += f" and <= {most:g}"
+        msg = f"{what} must be a timedelta or seconds {bound}, finite, got {value!r:.40}."
+        raise ValidationError(msg)
+    return float(seconds)
 
 
 def label_of(kind: str, job: str, instance_id: str) -> str:

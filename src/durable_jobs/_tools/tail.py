@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import select
 import threading
 import time
@@ -19,6 +18,7 @@ from durable_jobs._domain.instance import JobInstance, event_classes
 from durable_jobs._errors import StoreError, UnreadableIndexRow, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import ListensForAlarms
+from durable_jobs._tools.args import check_seconds
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
 
@@ -89,8 +89,12 @@ def tail_events(
     ``poll_interval`` that is not a positive finite duration, say) raises
     :class:`ValidationError` at the call.
     """
-    wait = _seconds(poll_interval, "poll_interval", positive=True)
-    seconds = None if duration is None else _seconds(duration, "duration", positive=False)
+    wait = check_seconds(poll_interval, "tail_events() poll_interval", positive=True)
+    seconds = (
+        None
+        if duration is None
+        else check_seconds(duration, "tail_events() duration", positive=False)
+    )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValidationError(f"tail_events() limit must be None or an int >= 1, got {limit!r}.")
     if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
@@ -148,26 +152,6 @@ def _tail(
     finally:
         if listener is not None:
             listener.close()
-
-
-def _seconds(value: object, name: str, *, positive: bool) -> float:
-    """``value`` (a timedelta or seconds) as finite seconds, > 0 (``positive``) or >= 0;
-    else ValidationError."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds < 0
-        or (positive and seconds == 0)
-    ):
-        what = "> 0" if positive else ">= 0"
-        msg = (
-            f"tail_events() {name} must be a timedelta or seconds {what}, finite, "
-            f"got {value!r:.40}."
-        )
-        raise ValidationError(msg)
-    return float(seconds)
 
 
 def _tail_event(
