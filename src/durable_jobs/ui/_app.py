@@ -8,9 +8,10 @@ Every value from the store reaches the page through an autoescaping template.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -377,7 +378,17 @@ def create_app(
         max_live=max_live,
     )
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # Served no more: the store tail's thread ends before the caller may close
+            # the store.
+            await dash.tail.close()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", instances_page),
             Route("/instance", instance_page),

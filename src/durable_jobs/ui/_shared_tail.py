@@ -29,6 +29,8 @@ TAIL_POLL: Final = 0.25
 #: Events a stream may fall behind the shared tail before it is dropped (its
 #: browser reconnects and catches up from the last event it got).
 BUFFER: Final = 1000
+#: How long :meth:`SharedTail.close` waits for the tail's threads to end (seconds).
+CLOSE_WAIT: Final = 10.0
 
 Item = TailEvent | DurableJobsError
 Subscription = tuple[trio.MemorySendChannel[Item], trio.MemoryReceiveChannel[Item]]
@@ -56,6 +58,8 @@ class SharedTail:
         self._running: threading.Event | None = None  # the running thread's stop
         self._token: trio.lowlevel.TrioToken | None = None  # the trio run it reports to
         self._starting = trio.Lock()
+        #: The tail threads started, until :meth:`close` has seen them end.
+        self._threads: list[threading.Thread] = []
 
     @property
     def subscribers(self) -> int:
@@ -108,9 +112,28 @@ class SharedTail:
                 with contextlib.suppress(trio.RunFinishedError):
                     trio.from_thread.run_sync(self._ended, stop, trio_token=token)
 
-        threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True).start()
+        thread = threading.Thread(target=pump, name="durable-jobs ui tail", daemon=True)
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()]
+        self._threads.append(thread)
         self._running = stop
         self._token = token
+
+    async def close(self) -> None:
+        """Stop the tail and wait (up to :data:`CLOSE_WAIT`) for its threads to end: the
+        dashboard stops serving, and its store may be closed next, which must not
+        happen under a read of the tail's thread (the SQLite module can crash then)."""
+        if self._running is not None:
+            self._running.set()
+            self._running = None
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            await trio.to_thread.run_sync(thread.join, CLOSE_WAIT, abandon_on_cancel=True)
+            if thread.is_alive():
+                log.warning("The dashboard's store tail did not stop within %g s.", CLOSE_WAIT)
 
     def _fan_out(self, stop: threading.Event, item: Item) -> None:
         if self._running is not stop:
