@@ -450,3 +450,120 @@ async def test_tail_decrypts_with_the_key(sqlite_url: str, autojump_clock: Any) 
         events = list(tail_events(store, after=0, limit=5, duration=0))
         assert all(e.state is None for e in events)
         assert all("no encryption key was given" in (e.error or "") for e in events)
+
+
+def _all_rows(url: str) -> list[tuple[str, int, bytes]]:
+    with dj.open_store(url, encryption_key=KEY_A) as store:
+        return [
+            (s.originator_id.hex, s.originator_version, bytes(s.state))
+            for r in store.list_instances()
+            for s in store.stored_events(r.instance_uuid)
+        ]
+
+
+async def test_no_tool_writes_in_clear_into_an_encrypted_store_without_the_key(
+    durable_store_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    autojump_clock: Any,
+) -> None:
+    """import, terminate and trigger run without the key refuse a store whose newest row
+    is encrypted, as open_jobs does, and write nothing: a row in clear would hold data in
+    clear and turn that start-up guard off for the next process started without a key."""
+    # An instance in clear from before encryption was turned on, then encrypted rows.
+    async with running(make_registry(), durable_store_url) as jobs:
+        await jobs.task("notes").send("old", Note(text="before encryption"))
+    async with running(make_registry(), durable_store_url, encryption_key=KEY_A) as jobs:
+        await jobs.task("notes").send("n1", Note(text=SECRETS["event"]))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    async with running(make_registry(), other) as jobs:
+        await jobs.task("notes").send("dave", Note(text="dave@example.com"))
+    exported = tmp_path / "other.jsonl"
+    monkeypatch.delenv("DURABLE_JOBS_ENCRYPTION_KEY", raising=False)
+    assert cli(["--store", other, "export", "-o", str(exported)]) == 0
+    before = _all_rows(durable_store_url)
+    capsys.readouterr()
+    for args in (
+        ["import", str(exported)],
+        ["terminate", "task", "notes", "old"],
+        ["trigger", "task", "notes", "old"],
+    ):
+        assert cli(["--store", durable_store_url, *args]) == 1, args
+        err = capsys.readouterr().err
+        assert "encrypted and no encryption key was given" in err, err
+        assert "Nothing was written" in err, err
+    assert _all_rows(durable_store_url) == before
+    with dj.open_store(durable_store_url) as store:
+        with pytest.raises(dj.StoreError, match="Cannot import into"):
+            dj.maintenance.import_jsonl(store, exported)
+        with pytest.raises(dj.StoreError, match="Cannot terminate task job 'notes'"):
+            dj.maintenance.terminate_instance(store, "task", "notes", "old")
+    assert _all_rows(durable_store_url) == before
+    # So a runtime without the key still refuses to start.
+    with pytest.raises(dj.StoreError, match="no encryption key was given"):
+        async with running(make_registry(), durable_store_url):
+            pytest.fail("open_jobs must refuse")  # pragma: no cover
+    # With the key, the same import works and its rows are encrypted.
+    monkeypatch.setenv("DURABLE_JOBS_ENCRYPTION_KEY", KEY_A)
+    assert cli(["--store", durable_store_url, "import", str(exported)]) == 0
+    new = set(_all_rows(durable_store_url)) - set(before)
+    assert len(new) == 4
+    assert all(is_encrypted(state) for _, _, state in new)
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [(None, "NoneType"), ("text", "str"), (7, "int")],
+)
+async def test_a_payload_that_is_not_bytes_is_a_store_error_naming_the_version(
+    sqlite_url: str, autojump_clock: Any, value: object, what: str
+) -> None:
+    """A row whose payload column holds NULL, TEXT or a number (a hand edit, another
+    tool): every reader and the start-up check raise StoreError naming the row."""
+    async with running(make_registry(), sqlite_url) as jobs:
+        for text in ("one", "two"):
+            await jobs.task("notes").send("n1", Note(text=text))
+    path = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    try:
+        (last,) = conn.execute("SELECT max(originator_version) FROM stored_events").fetchone()
+        conn.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_version = ?", (value, last)
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    match = rf"instance 'n1': stored event version {last} is corrupt \(its payload is {what}"
+    with dj.Inspector(sqlite_url) as inspector:
+        with pytest.raises(dj.StoreError, match=match):
+            inspector.history("task", "notes", "n1")
+    with pytest.raises(dj.StoreError, match=match):
+        async with running(make_registry(), sqlite_url):
+            pytest.fail("open_jobs must refuse")  # pragma: no cover
+
+
+async def test_a_row_that_does_not_decrypt_is_named_by_its_version(
+    sqlite_url: str, autojump_clock: Any
+) -> None:
+    await write_secrets(sqlite_url, encryption_key=KEY_A)
+    path = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    try:
+        (oid, state) = conn.execute(
+            "SELECT originator_id, state FROM stored_events WHERE originator_version = 2 "
+            "LIMIT 1"
+        ).fetchone()
+        flipped = bytes(state[:40]) + bytes([state[40] ^ 1]) + bytes(state[41:])
+        conn.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_id = ? "
+            "AND originator_version = 2",
+            (flipped, oid),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    with dj.open_store(sqlite_url, encryption_key=KEY_A, snapshot_interval=0) as store:
+        uuid = next(r.instance_uuid for r in store.list_instances() if r.instance_uuid.hex == oid)
+        with pytest.raises(dj.StoreError, match="stored event version 2 could not be decrypted"):
+            store.history(uuid)

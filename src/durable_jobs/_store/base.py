@@ -263,7 +263,7 @@ class Store(RowsAndIndex, ABC):
         mapper = cast(JsonMapper, self._app.mapper)
         try:
             return mapper.plaintext(stored)
-        except EncryptedRowError as exc:
+        except (EncryptedRowError, CorruptEventError) as exc:
             uuid = stored.originator_id
             raise self._read_error(
                 uuid if isinstance(uuid, UUID) else UUID(str(uuid)), None, exc
@@ -567,8 +567,11 @@ class Store(RowsAndIndex, ABC):
                 row = None
             label = _label(row.kind, row.job, row.instance_id) if row else f"instance {uuid}"
         if isinstance(exc, EncryptedRowError):
+            where = f"stored {exc.row} version {exc.version}"
+            if exc.version is None:
+                where = "a stored row"
             msg = (
-                f"Cannot read {label}: a stored row could not be decrypted: {exc}. Open the "
+                f"Cannot read {label}: {where} could not be decrypted: {exc}. Open the "
                 "store with the right encryption_key (the CLI reads "
                 f"{ENCRYPTION_KEY_ENV}); nothing was changed."
             )

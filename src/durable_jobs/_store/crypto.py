@@ -69,6 +69,10 @@ class EncryptedRowError(Exception):
     The store turns it into a :class:`~durable_jobs.StoreError` naming the row.
     """
 
+    #: Which row: ``event`` or ``snapshot``, and its version (set by the mapper).
+    row: str = "row"
+    version: int | None = None
+
 
 def _aesgcm() -> type[AESGCM]:
     try:

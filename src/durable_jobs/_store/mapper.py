@@ -150,13 +150,23 @@ class JsonMapper(Mapper[UUID]):
         here decrypts it.
         """
         data = stored.state
+        row = "snapshot" if stored.topic == SNAPSHOT_TOPIC else "event"
+        if not isinstance(data, bytes | bytearray | memoryview):
+            # A hand edit or another tool left NULL, TEXT or a number in the column.
+            problem = f"its payload is {type(data).__name__}, not bytes"
+            raise CorruptEventError(stored.originator_id, stored.originator_version, problem, row)
         if not is_encrypted(data):
             return bytes(data)
         if self.row_cipher is None:
-            msg = "it is encrypted and no encryption key was given"
-            raise EncryptedRowError(msg)
+            error = EncryptedRowError("it is encrypted and no encryption key was given")
+            error.row, error.version = row, stored.originator_version
+            raise error
         aad = row_aad(stored.originator_id, stored.originator_version, stored.topic)
-        return self.row_cipher.decrypt(data, aad)
+        try:
+            return self.row_cipher.decrypt(data, aad)
+        except EncryptedRowError as exc:
+            exc.row, exc.version = row, stored.originator_version
+            raise
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         topic, state = self.topic_and_state(domain_event)

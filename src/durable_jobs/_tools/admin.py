@@ -15,7 +15,13 @@ from durable_jobs._domain.values import check_alarm_time, check_reason
 from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._tools.args import check_seconds
-from durable_jobs._tools.common import holding_instance, instance_json, isoformat, kind_of
+from durable_jobs._tools.common import (
+    check_key_for_writes,
+    holding_instance,
+    instance_json,
+    isoformat,
+    kind_of,
+)
 
 __all__ = ["AdminResult", "terminate_instance", "trigger_instance"]
 
@@ -85,6 +91,7 @@ def _admin(
         f"Cannot {action} {label} while a jobs runtime serves {store.url} (it keeps "
         f"instances in memory); stop it first, or call {action} through its client."
     )
+    check_key_for_writes(store, f"{action} {label} in {store.url}")
     with holding_instance(store, uuid, label, refused=refused, wait=wait):
         agg = store.get_by_uuid(uuid, label=label)
         if agg is None:

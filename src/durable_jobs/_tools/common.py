@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from durable_jobs._domain.ids import KINDS, Kind
-from durable_jobs._errors import ConcurrencyError, ConfigurationError
+from durable_jobs._errors import ConcurrencyError, ConfigurationError, StoreError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
 
@@ -39,6 +39,20 @@ def instance_json(kind: str, job: str, instance_id: str, uuid: UUID) -> dict[str
 def one_line(text: str) -> str:
     """``text`` with every run of whitespace (newlines too) as one space."""
     return " ".join(text.split())
+
+
+def check_key_for_writes(store: Store, action: str) -> None:
+    """Refuse to ``action`` (a write) with :class:`StoreError` if the store's newest row
+    cannot be read with the key given (or without one): the runtime's start-up guard.
+
+    No row in clear then lands in an encrypted store from a tool run without the key;
+    such a row would also turn the guard off for the next process started without one.
+    """
+    try:
+        store.check_key()
+    except StoreError as exc:
+        msg = f"Cannot {action}: {exc} Nothing was written."
+        raise StoreError(msg) from exc
 
 
 #: Longest pause between two tries of a busy instance's lock (seconds).

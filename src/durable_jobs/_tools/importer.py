@@ -26,6 +26,7 @@ from durable_jobs._errors import (
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
+from durable_jobs._tools.common import check_key_for_writes
 from durable_jobs._tools.export import EXPORT_FORMAT, EXPORT_VERSION
 
 __all__ = ["ImportSummary", "check_export", "import_jsonl"]
@@ -72,6 +73,7 @@ def import_jsonl(
     that another writer creates during the import stops it with
     :class:`ConcurrencyError` (instances written before it stay).
     """
+    check_key_for_writes(store, f"import into {store.url}")
     name, lines = _export_lines(source)
     expected: dict[UUID, int] = {}
     existing: list[str] = []
