@@ -99,3 +99,47 @@ def test_a_fifo_is_written_in_place(url: str, cli: Any, tmp_path: Path) -> None:
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert _is_export(b"".join(chunks).decode())
     assert list(tmp_path.glob("*.part")) == []
+
+
+@pytest.mark.parametrize("spelling", ["same", "link", "wal", "relative"])
+def test_the_store_itself_is_never_the_output(
+    url: str, cli: Any, tmp_path: Path, spelling: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export "reads only": ``-o`` naming the SQLite store's own file (or a link to
+    it, or the WAL beside it) is refused, and the store still opens afterwards."""
+    database = Path(url.removeprefix("sqlite:///"))
+    before = database.read_bytes()
+    if spelling == "same":
+        out = str(database)
+    elif spelling == "link":
+        link = tmp_path / "alias.jsonl"
+        link.symlink_to(database)
+        out = str(link)
+    elif spelling == "wal":
+        out = str(database) + "-wal"
+    else:
+        monkeypatch.chdir(database.parent)
+        out = database.name
+    code, stdout, err = cli("--store", url, "export", "-o", out)
+    assert (code, stdout) == (1, "")
+    assert err.startswith("error: Cannot write --output") and "store's own file" in err, err
+    assert err.count("\n") == 1
+    assert database.read_bytes() == before
+    with dj.open_store(url) as store:
+        assert store.list_instances() == []
+    code, _, err = cli("--store", url, "export", "-o", str(tmp_path / "fine.jsonl"))
+    assert code == 0, err
+
+
+def test_an_import_into_a_path_no_file_can_have_is_a_one_line_error(
+    cli: Any, tmp_path: Path
+) -> None:
+    export = tmp_path / "e.jsonl"
+    export.write_text(
+        '{"type":"header","format":"durable-jobs-export","version":1,"plaintext":true,'
+        '"encrypted_store":false}\n{"type":"footer","instances":0,"events":0}\n'
+    )
+    code, _, err = cli("--store", "sqlite:///%00x.db", "import", str(export))
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "\x00" not in err

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from rich.text import Text
@@ -32,6 +32,9 @@ from durable_jobs.cli._app import (
 )
 from durable_jobs.cli._maintain import KIND
 from durable_jobs.maintenance import check_export, export_jsonl, import_jsonl
+
+if TYPE_CHECKING:
+    from durable_jobs._store.base import Store
 
 __all__ = ["export", "import_"]
 
@@ -103,6 +106,7 @@ def export(
             )
             return
         path, mode = target
+        _refuse_the_store_itself(store, output, path)
         if mode is not None and not stat.S_ISREG(mode):
             # A device, FIFO or socket is written in place, never replaced.
             f = _open_output(output, lambda: open(path, "w", encoding="utf-8"))  # noqa: SIM115
@@ -150,6 +154,35 @@ def _export_target(output: Path) -> tuple[Path, int | None]:
         msg = f"Cannot write --output {output}: {path.parent} {why}."
         raise ConfigurationError(msg)
     return path, None
+
+
+#: The files SQLite keeps beside a database (``PATH`` + suffix), and the runtime's lock.
+_STORE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".runtime-lock")
+
+
+def _refuse_the_store_itself(store: Store, output: Path, path: Path) -> None:
+    """:class:`ConfigurationError` if ``--output`` (``path``, its real path) is the
+    SQLite store's own file or one SQLite keeps beside it: the export would replace
+    the store it reads ("Reads only")."""
+    try:
+        database = getattr(store, "path", None)
+    except ConfigurationError:  # an SQLite database in memory
+        return
+    if not isinstance(database, str):
+        return  # not a file store
+    real = os.path.realpath(database)
+    for suffix in _STORE_FILE_SUFFIXES:
+        same = str(path) == real + suffix
+        if not same:
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(path, real + suffix)  # a hard link, say
+        if same:
+            msg = (
+                f"Cannot write --output {output}: it is the store's own file "
+                f"({real + suffix}); an export reads the store, it never replaces it. "
+                "Nothing was written."
+            )
+            raise ConfigurationError(msg)
 
 
 def _open_output(output: Path, opener: Callable[[], _T]) -> _T:
@@ -202,7 +235,8 @@ def import_(state: CliState, *, file: str, as_json: bool) -> None:
     except BaseException:
         if new_file is not None:
             for suffix in ("", "-wal", "-shm", "-journal"):
-                with contextlib.suppress(OSError):
+                # ValueError: a path no file can have (a NUL byte): nothing to remove.
+                with contextlib.suppress(OSError, ValueError):
                     Path(new_file + suffix).unlink()
         raise
     if as_json:
