@@ -90,3 +90,51 @@ async def test_on_event_sending_to_its_own_instance_raises_in_the_caller(
         state = await jobs.task("t").get_state("a")
         assert state is not None
         assert state.state == "plain"
+
+
+async def test_a_chain_of_calls_back_to_a_waiting_handler_raises_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """x's on_event sends to y, whose on_event sends back to x: x's call holds x's lock
+    while it waits for y's on_event, so the call back would wait for itself. Refused
+    at once, through any number of hops; a chain that does not come back is fine."""
+    registry = dj.Registry()
+    jobs_of: dict[str, Any] = {}
+    hops = {"x": "y", "y": "z", "z": "x", "p": "q", "q": "r"}  # x->y->z->x is a cycle
+
+    @registry.task("u", event=str, state=str)
+    async def u(ctx: dj.TaskContext[str]) -> None:
+        pass
+
+    @u.on_event
+    async def notify(event: str, ctx: dj.TaskContext[str]) -> None:
+        ctx.set_state(event)
+        following = hops.get(ctx.instance_id)
+        if following is not None:
+            await jobs_of["jobs"].task("u").send(following, f"{event}>{ctx.instance_id}")
+
+    async with running(registry, "memory://") as jobs:
+        jobs_of["jobs"] = jobs
+        with trio.fail_after(60), pytest.raises(dj.HandlerError) as caught:  # virtual time
+            await jobs.task("u").send("x", "go")
+        cause = caught.value
+        while not isinstance(cause, dj.ConfigurationError):
+            assert cause.__cause__ is not None
+            cause = cause.__cause__
+        assert "A handler of task job 'u' instance 'z' called the client on task job 'u' " in (
+            str(cause)
+        )
+        assert "instance 'z' <- task job 'u' instance 'y' <- task job 'u' instance 'x'" in (
+            str(cause)
+        )
+        # Nothing is left waiting: each instance can be called again at once.
+        with trio.fail_after(60):
+            hops.clear()
+            for name in "xyz":
+                await jobs.task("u").send(name, "later")
+            await jobs.task("u").send("p", "go")  # no cycle: p -> q -> r
+        hops.update({"p": "q", "q": "r"})
+        with trio.fail_after(60):
+            await jobs.task("u").send("p", "again")
+        state = await jobs.task("u").get_state("r")
+        assert state is not None and state.state == "again>p>q"

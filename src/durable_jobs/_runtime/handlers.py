@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import CoroutineType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeAlias, cast
 
 import trio
 
@@ -41,12 +41,13 @@ from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
 from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
 
-#: The instance (kind, job, instance id) whose handler the current task is calling,
-#: while it runs: a client call on that same instance would wait for its own run (see
-#: ``Runtime.hold``).
-IN_HANDLER: ContextVar[tuple[Kind, str, str] | None] = ContextVar(
-    "durable_jobs_in_handler", default=None
-)
+#: A handler the current task is calling, of which instance, while it runs:
+#: ``(kind, job, instance_id, outer)``, ``outer`` being the same for the handler whose
+#: client call this handler's call is part of (a send's ``on_event`` runs in the
+#: caller's task), or None. A client call on any instance of the chain would wait for
+#: a run that waits for it (see ``Runtime.refuse_own_instance``).
+InHandler: TypeAlias = "tuple[Kind, str, str, InHandler | None]"
+IN_HANDLER: ContextVar[InHandler | None] = ContextVar("durable_jobs_in_handler", default=None)
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]
 
@@ -145,7 +146,7 @@ class HandlerCalls:
             # No span (no tracer provider set: nothing to enter, finish or leave) and no
             # timeout: what _call does then, inline (a coroutine less on every run).
             self.running += 1
-            inside = IN_HANDLER.set((kind, name, instance_id))
+            inside = IN_HANDLER.set((kind, name, instance_id, IN_HANDLER.get()))
             try:
                 value = fn(*args)
                 if type(value) is CoroutineType or inspect.isawaitable(value):
@@ -222,7 +223,7 @@ class HandlerCalls:
         timeout = job.timeout if role in TIMED else None
         timer: _Timer | None = None
         self.running += 1
-        inside = IN_HANDLER.set((job.kind, job.name, instance_id))
+        inside = IN_HANDLER.set((job.kind, job.name, instance_id, IN_HANDLER.get()))
         try:
             if timeout is None:
                 # No cancel scope of its own: entering one costs on every run (and

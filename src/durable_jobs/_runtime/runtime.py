@@ -295,20 +295,35 @@ class Runtime:
     @staticmethod
     def refuse_own_instance(uuid: UUID) -> None:
         """Raise :class:`ConfigurationError` if the calling task is in a handler of
-        instance ``uuid`` (whose run holds its lock)."""
+        instance ``uuid`` (whose run holds its lock), or in one called by a client
+        call made from a handler of ``uuid`` (x's handler sends to y, whose
+        ``on_event`` sends to x): either way the call would wait for itself."""
         inside = IN_HANDLER.get()
         if inside is None:
             return
-        kind, job, instance_id = inside
-        if instance_uuid(kind, job, instance_id) != uuid:
-            return
-        msg = (
-            f"A handler of {kind} job {job!r} instance {instance_id!r} called the client on "
-            "its own instance: the call would wait for the handler's own run to end, "
-            "forever. Change the instance through the handler's ctx instead (set_state, "
-            "schedule, terminate...), or make the call after the handler returns."
-        )
-        raise ConfigurationError(msg)
+        kind, job, instance_id, outer = inside
+        if instance_uuid(kind, job, instance_id) == uuid:
+            msg = (
+                f"A handler of {kind} job {job!r} instance {instance_id!r} called the client "
+                "on its own instance: the call would wait for the handler's own run to end, "
+                "forever. Change the instance through the handler's ctx instead (set_state, "
+                "schedule, terminate...), or make the call after the handler returns."
+            )
+            raise ConfigurationError(msg)
+        chain = [f"{kind} job {job!r} instance {instance_id!r}"]
+        while outer is not None:
+            o_kind, o_job, o_id, outer = outer
+            chain.append(f"{o_kind} job {o_job!r} instance {o_id!r}")
+            if instance_uuid(o_kind, o_job, o_id) == uuid:
+                calls = " <- ".join(chain)
+                msg = (
+                    f"A handler of {chain[0]} called the client on {chain[-1]}, whose own "
+                    f"handler is waiting for this call (the calls: {calls}): it would wait "
+                    "for that handler's run to end, which waits for it, forever. Break the "
+                    "cycle: make one of the calls after its handler returns (say, from "
+                    "an alarm: ctx.schedule)."
+                )
+                raise ConfigurationError(msg)
 
     def writes(self) -> Writes:
         """A fresh recorder for one handler context's ``ctx.execute`` statements."""
