@@ -508,6 +508,15 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         ("create temporary view v AS SELECT 1", None, "leave something in the session"),
         ("CREATE GLOBAL TEMPORARY TABLE t2 (a int)", None, "leave something in the session"),
         ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", None, "leave something in the session"),
+        # The same objects made by other spellings: in the temporary schema by name,
+        # or by SELECT ... INTO TEMP.
+        ("SELECT 1 AS a INTO TEMP scratch", None, "leave something in the session"),
+        ("WITH s AS (SELECT 1) SELECT * INTO TEMPORARY TABLE x FROM s", None, "leave"),
+        ("CREATE TABLE pg_temp.scratch (a int)", None, "leave something in the session"),
+        ('create view "pg_temp".v as select 1', None, "leave something in the session"),
+        ("CREATE TABLE temp.scratch (a int)", None, "leave something in the session"),
+        ("CREATE VIEW IF NOT EXISTS temp.v AS SELECT 1", None, "leave something"),
+        ("CREATE TRIGGER temp.t AFTER UPDATE ON x BEGIN SELECT 1; END", None, "leave"),
         ("INSERT INTO t VALUES (?)", "a", "sequence"),
         ("INSERT INTO t VALUES (?)", 5, "sequence"),
         ("INSERT INTO t VALUES (:a)", {1: 2}, "str keys"),
@@ -750,3 +759,20 @@ async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
 ) -> None:
     create_ledger(sqlite_url)
     dj.open_store(sqlite_url).close()  # the app's own table does not make it "foreign"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO temp_log VALUES (1)",
+        "INSERT INTO temporary_rows SELECT 1",
+        "CREATE TABLE temp_totals (a int)",
+        "CREATE TABLE pg_temp.scratch (a int) ON COMMIT DROP",
+        "CREATE TEMP TABLE scratch (a int) ON COMMIT DROP",
+        "SELECT 1 INTO x",
+    ],
+)
+def test_statements_that_only_look_like_session_objects_are_accepted(sql: str) -> None:
+    from durable_jobs._domain.statements import check_statement
+
+    assert check_statement(sql).sql == sql

@@ -44,6 +44,18 @@ _SESSION_OBJECT = re.compile(
     r"(\s+(UNLOGGED|RECURSIVE))?\s+(TABLE|VIEW|SEQUENCE|TRIGGER))\b",
     re.IGNORECASE,
 )
+#: The same objects made in the temporary schema by name (``CREATE TABLE pg_temp.x``,
+#: SQLite's ``CREATE VIEW temp.v``, ``CREATE TRIGGER temp.t``), and Postgres' ``SELECT ...
+#: INTO TEMP x`` (anywhere in the text: it follows the select list).
+_TEMP_SCHEMA_OBJECT = re.compile(
+    r"CREATE\s+(OR\s+REPLACE\s+)?(UNLOGGED\s+)?(TABLE|VIEW|SEQUENCE|TRIGGER)"
+    r"\s+(IF\s+NOT\s+EXISTS\s+)?(\"?(pg_temp(_\d+)?|temp)\"?\s*\.)",
+    re.IGNORECASE,
+)
+_INTO_TEMP = re.compile(
+    r"(SELECT|WITH)\b.*\bINTO\s+((GLOBAL|LOCAL)\s+)?(TEMP|TEMPORARY)\b(?!\s*\.)",
+    re.IGNORECASE | re.DOTALL,
+)
 #: Statements whose effect lasts until the end of the transaction and reaches the
 #: statements after them: Postgres' SET LOCAL and SET CONSTRAINTS (at the start), and a
 #: ``set_config(...)`` call anywhere in the text (its third argument may make it local).
@@ -131,8 +143,12 @@ def check_statement(sql: object, params: object = None) -> Statement:
     alone = bool(_TRANSACTION_SETTING.match(head) or _SET_CONFIG.search(sql))
     if _HELD_CURSOR.match(head):
         kept = "DECLARE ... WITH HOLD"
-    elif (made := _SESSION_OBJECT.match(head)) is not None:
-        if not _dropped_at_commit(made, head):
+    elif (
+        made := _SESSION_OBJECT.match(head)
+        or _TEMP_SCHEMA_OBJECT.match(head)
+        or _INTO_TEMP.match(head)
+    ) is not None:
+        if made.re is _INTO_TEMP or not _dropped_at_commit(made, head):
             kept = " ".join(made.group().split())
         alone = True  # the next run in the transaction could not make it again
     if kept is not None:
