@@ -160,7 +160,10 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
                 for index, st in enumerate(run_statements):
                     try:
                         cursor.execute(st.sql, () if st.params is None else st.params)
-                    except sqlite3.Error as exc:
+                    except (sqlite3.Error, OverflowError, ValueError) as exc:
+                        # OverflowError, ValueError (UnicodeEncodeError): a parameter the
+                        # driver cannot bind (an int over 64 bits, a lone surrogate) fails
+                        # the run, as the same parameter does on Postgres.
                         raise StatementFailed(uuid, exc, statement=index) from exc
         finally:
             _in_statements.active = False

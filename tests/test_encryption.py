@@ -551,8 +551,7 @@ async def test_a_row_that_does_not_decrypt_is_named_by_its_version(
     conn = sqlite3.connect(path)
     try:
         (oid, state) = conn.execute(
-            "SELECT originator_id, state FROM stored_events WHERE originator_version = 2 "
-            "LIMIT 1"
+            "SELECT originator_id, state FROM stored_events WHERE originator_version = 2 LIMIT 1"
         ).fetchone()
         flipped = bytes(state[:40]) + bytes([state[40] ^ 1]) + bytes(state[41:])
         conn.execute(

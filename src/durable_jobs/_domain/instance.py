@@ -529,7 +529,7 @@ class JobInstance(Aggregate):
             run_count=ticket.run_count,
             attempt=ticket.attempt,
             error_type=error_type_name(error),
-            message=str(error),
+            message=error_message(error),
             will_retry=retry_at is not None,
             retry_at=retry_at,
             flush_reason=flush_reason,
@@ -666,6 +666,21 @@ _ALARM_SET_FIELDS = tuple(
 )
 _new_object = object.__new__
 _set_attribute = object.__setattr__
+
+
+def error_message(error: BaseException) -> str:
+    """``str(error)``, made storable: a lone surrogate (a file name from ``os.listdir``,
+    bytes decoded with ``surrogateescape``) is written as its escape, and a ``__str__``
+    that raises gives a message saying so. A failure is always recorded."""
+    try:
+        text = str(error)
+    except Exception as exc:  # the error's own __str__ is broken
+        return f"<str() of this {error_type_name(error)} raised {error_type_name(exc)}>"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def error_type_name(error: BaseException) -> str:

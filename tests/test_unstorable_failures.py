@@ -1,0 +1,101 @@
+"""A failure the store cannot keep as it is: an error message with a lone surrogate (a
+file name from ``os.listdir``), an exception whose ``__str__`` raises, a ``ctx.execute``
+parameter SQLite cannot bind. Each is recorded like any failure, the retry policy
+applies, and a task's ``send`` raises ``HandlerError``; before, the commit of the failure
+itself failed, the alarm was retried by the runtime's own backoff for ever and nothing
+reached the history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio.testing
+
+import durable_jobs as dj
+from _execute import run_sql
+from _runtime import HOUR, SECOND, advance, running
+
+SURROGATE = "report-\udcff.csv"  # what os.fsdecode makes of a non-UTF-8 file name
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise KeyError("detail")
+
+
+def _registry(raise_: Any, calls: list[int]) -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "c", state=int, schedule=dj.every(HOUR),
+        retry=dj.Retry(3, delay=10 * SECOND, jitter=0, on_exhausted="terminate"),
+    )  # fmt: skip
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        calls.append(1)
+        raise_(ctx)
+
+    @registry.task("t", event=str, state=str)
+    async def t(ctx: dj.TaskContext[str]) -> None:
+        pass
+
+    @t.on_event
+    async def on(event: str, ctx: dj.TaskContext[str]) -> None:
+        raise_(ctx)
+
+    return registry
+
+
+def _surrogate(ctx: Any) -> None:
+    raise ValueError(f"cannot parse {SURROGATE}")
+
+
+def _unprintable(ctx: Any) -> None:
+    raise Unprintable
+
+
+def _unbindable(ctx: Any) -> None:
+    ctx.execute("INSERT INTO audit (amount) VALUES (?)", (2**64,))
+
+
+def _unbindable_text(ctx: Any) -> None:
+    ctx.execute("INSERT INTO audit (amount) VALUES (?)", (SURROGATE,))
+
+
+def _account(record: dj.RecordedEvent) -> str:
+    return f"{record.data['error_type']}: {record.data['message']}"
+
+
+@pytest.mark.parametrize(
+    ("raise_", "message"),
+    [
+        (_surrogate, "cannot parse report-\\udcff.csv"),
+        (_unprintable, "<str() of this test_unstorable_failures.Unprintable raised KeyError>"),
+        (_unbindable, "OverflowError"),
+        (_unbindable_text, "UnicodeEncodeError"),
+    ],
+)
+async def test_the_failure_is_recorded_and_the_retry_policy_applies(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, raise_: Any, message: str
+) -> None:
+    dj.open_store(sqlite_url).close()  # the store's tables first, then the app's
+    run_sql(sqlite_url, "CREATE TABLE audit (amount)")
+    calls: list[int] = []
+    async with running(_registry(raise_, calls), sqlite_url) as jobs:
+        await jobs.continuous("c").start("a", 0)
+        await advance(jobs, 3 * HOUR)
+        # Retry(3): three tries, then on_exhausted terminates it.
+        assert len(calls) == 3
+        status = await jobs.continuous("c").status("a")
+        assert status.status == "not_found"
+        history = await jobs.continuous("c").history("a")
+        failed = [r for r in history if r.name == "run_failed"]
+        assert len(failed) == 3
+        assert all(message in _account(r) for r in failed), failed[0].data
+        assert history[-1].name == "terminated"
+        with pytest.raises(dj.HandlerError):
+            await jobs.task("t").send("x", "go")
+        history = await jobs.task("t").history("x")
+        assert [r.name for r in history][-1] == "run_failed"
+        assert message in _account(history[-1])
