@@ -455,7 +455,7 @@ async def test_tail_decrypts_with_the_key(sqlite_url: str, autojump_clock: Any) 
 def _all_rows(url: str) -> list[tuple[str, int, bytes]]:
     with dj.open_store(url, encryption_key=KEY_A) as store:
         return [
-            (s.originator_id.hex, s.originator_version, bytes(s.state))
+            (str(s.originator_id), s.originator_version, bytes(s.state))
             for r in store.list_instances()
             for s in store.stored_events(r.instance_uuid)
         ]
@@ -535,9 +535,8 @@ async def test_a_payload_that_is_not_bytes_is_a_store_error_naming_the_version(
     finally:
         conn.close()
     match = rf"instance 'n1': stored event version {last} is corrupt \(its payload is {what}"
-    with dj.Inspector(sqlite_url) as inspector:
-        with pytest.raises(dj.StoreError, match=match):
-            inspector.history("task", "notes", "n1")
+    with dj.Inspector(sqlite_url) as inspector, pytest.raises(dj.StoreError, match=match):
+        inspector.history("task", "notes", "n1")
     with pytest.raises(dj.StoreError, match=match):
         async with running(make_registry(), sqlite_url):
             pytest.fail("open_jobs must refuse")  # pragma: no cover

@@ -117,7 +117,7 @@ async def test_a_chain_of_calls_back_to_a_waiting_handler_raises_at_once(
         jobs_of["jobs"] = jobs
         with trio.fail_after(60), pytest.raises(dj.HandlerError) as caught:  # virtual time
             await jobs.task("u").send("x", "go")
-        cause = caught.value
+        cause: BaseException = caught.value
         while not isinstance(cause, dj.ConfigurationError):
             assert cause.__cause__ is not None
             cause = cause.__cause__

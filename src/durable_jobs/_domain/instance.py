@@ -431,8 +431,21 @@ class JobInstance(Aggregate):
         return accepted is not None and now < accepted + window
 
     def expired_keys(self, *, now: datetime, window: timedelta) -> list[str]:
-        """Accepted keys whose window has passed (forgotten with the next event)."""
-        return [k for k, at in self.d.idempotency.items() if now >= at + window]
+        """Accepted keys whose window has passed (forgotten with the next event).
+
+        Keys are kept in the order they were accepted (a key accepted again after it
+        expired is forgotten first, then added at the end), so the expired ones are at
+        the front: the scan stops at the first key still in its window, and an add
+        costs the same with 10 keys remembered or 100,000. (A clock set back between
+        two adds keeps the later key a little longer, never forgets one too soon.)
+        """
+        expired: list[str] = []
+        horizon = now - window  # accepted at or before it: expired
+        for key, at in self.d.idempotency.items():
+            if at > horizon:
+                break
+            expired.append(key)
+        return expired
 
     def record_event(
         self,

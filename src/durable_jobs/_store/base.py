@@ -106,6 +106,30 @@ class JobsApplication(Application[UUID]):
 _JobsApplication = JobsApplication  # the name adapters used before
 
 
+#: Idempotency keys an instance may remember per ``snapshot_interval`` of events between
+#: two snapshots (see :func:`snapshot_due`).
+KEYS_PER_SNAPSHOT_STEP = 1000
+
+
+def snapshot_due(inst: JobInstance, added: int, interval: int) -> bool:
+    """Whether ``inst``, whose last ``added`` events reach a multiple of ``interval``,
+    is snapshotted now: every ``interval`` events, times one more for each
+    :data:`KEYS_PER_SNAPSHOT_STEP` idempotency keys it remembers.
+
+    A snapshot costs what the instance holds; replaying an event costs about the same
+    whatever it holds. An instance that remembers 20,000 keys is snapshotted every
+    21 x ``interval`` events, so its adds do not pay a whole copy every ``interval``
+    (they got ten times slower), and a load replays at most that many events, which
+    costs about what reading the snapshot does.
+    """
+    steps = 1 + len(inst.d.idempotency) // KEYS_PER_SNAPSHOT_STEP
+    if steps == 1:
+        return True
+    every = interval * steps
+    version = inst._version
+    return version // every != (version - added) // every
+
+
 class Store(RowsAndIndex, ABC):
     """Where job instances live. Open one with :func:`durable_jobs.open_store`.
 
@@ -385,7 +409,9 @@ class Store(RowsAndIndex, ABC):
             # The new events are the versions after ``inst.version - len(evs)``.
             if interval:
                 version = inst._version
-                if version // interval != (version - len(evs)) // interval:
+                if version // interval != (version - len(evs)) // interval and snapshot_due(
+                    inst, len(evs), interval
+                ):
                     due.append(inst)
         if not rows:
             return
@@ -420,7 +446,9 @@ class Store(RowsAndIndex, ABC):
                 return False
         if self._app.snapshots is not None and self.snapshot_interval:
             interval, version = self.snapshot_interval, inst._version
-            if version // interval != (version - len(pending)) // interval:
+            if version // interval != (version - len(pending)) // interval and snapshot_due(
+                inst, len(pending), interval
+            ):
                 return False
         row = index_row_of(inst)
         evs = inst.collect_events()

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC
 from functools import cache
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
@@ -151,7 +151,7 @@ class JsonMapper(Mapper[UUID]):
         """
         data = stored.state
         row = "snapshot" if stored.topic == SNAPSHOT_TOPIC else "event"
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(cast(object, data), bytes | bytearray | memoryview):
             # A hand edit or another tool left NULL, TEXT or a number in the column.
             problem = f"its payload is {type(data).__name__}, not bytes"
             raise CorruptEventError(stored.originator_id, stored.originator_version, problem, row)
