@@ -12,9 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 import durable_jobs as dj
+from _runtime import note_registry, running
 from _ui_fixtures import dashboard, fill_store
+from durable_jobs.ui._app import TIMELINE_PAGE
 
 WAIT = 20  # seconds a request may take before the test fails
 
@@ -90,3 +94,46 @@ def test_a_csrf_token_confirms_only_its_own_action_on_its_own_instance(store_url
         assert status == 200
         assert "Terminated continuous job &#39;notes&#39; instance &#39;page&#39;" in body
     assert _status(store_url, "continuous", "notes", "page") == "terminated"
+
+
+def test_an_instance_timeline_shows_one_page_of_records(tmp_path: Path) -> None:
+    """A long-lived instance's page holds the latest 200 records, with links to the
+    earlier ones (a log of 60,000 records made a 35 MB page, and seconds of server time
+    on every view, whatever version was asked for)."""
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+
+    async def fill() -> None:
+        async with running(note_registry(), url) as jobs:
+            for i in range(150):
+                await jobs.task("note").send("long", f"n{i}")
+
+    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
+    with dj.Inspector(url) as inspector:
+        summary = inspector.status("task", "note", "long")
+    assert summary is not None
+    last = summary.version
+    assert last > 2 * TIMELINE_PAGE  # three pages at least
+
+    def versions(page: str) -> list[int]:
+        return [int(v) for v in re.findall(r'<tr data-key="v(\d+)"', page)]
+
+    base = "/instance?kind=task&job=note&id=long"
+    with dashboard(url) as served:
+        code, page = _fetch(served.base + base + "&v=3")
+        assert code == 200
+        assert versions(page) == list(range(last - TIMELINE_PAGE + 1, last + 1))
+        assert 'data-live="/events?' in page  # the latest page follows new records
+        earlier = re.search(r'href="([^"]*upto=(\d+))" rel="prev"', page)
+        assert earlier is not None and int(earlier.group(2)) == last - TIMELINE_PAGE
+        code, page = _fetch(served.base + earlier.group(1).replace("&amp;", "&"))
+        assert code == 200
+        assert versions(page) == list(
+            range(last - 2 * TIMELINE_PAGE + 1, last - TIMELINE_PAGE + 1)
+        )
+        assert 'data-live="/events?' not in page
+        assert 'rel="next"' in page
+        code, page = _fetch(served.base + base + "&upto=5")
+        assert (code, versions(page)) == (200, [1, 2, 3, 4, 5])
+        assert 'rel="prev"' not in page
+        code, page = _fetch(served.base + base + "&upto=0")
+        assert code == 400

@@ -149,6 +149,10 @@ def _recent(store: Store, position: int) -> list[TailEvent]:
     return [e for e in reversed(events) if e.position <= position]
 
 
+#: Records on one page of an instance's timeline (the latest ones unless ``upto`` says).
+TIMELINE_PAGE = 200
+
+
 async def instance_page(request: Request) -> Response:
     dash = _dash(request)
     kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
@@ -157,6 +161,10 @@ async def instance_page(request: Request) -> Response:
         raise ValidationError(msg)
     version = _int_param(request, "v")
     from_v, to_v = _int_param(request, "from"), _int_param(request, "to")
+    upto = _int_param(request, "upto")  # the timeline's last version (None: the latest)
+    if upto is not None and upto < 1:
+        msg = f"upto must be a version (1 or more), not {upto}."
+        raise ValidationError(msg)
     full = _param(request, "full") is not None
 
     def read() -> dict[str, Any] | None:
@@ -164,7 +172,13 @@ async def instance_page(request: Request) -> Response:
         summary = dash.inspector.status(kind, job, instance_id)
         if summary is None:
             return None
-        records = dash.inspector.history(kind, job, instance_id)
+        # One page of the timeline: a long-lived instance's whole log made pages of
+        # tens of megabytes, and seconds of server time, on every view.
+        end = summary.version if upto is None else min(upto, summary.version)
+        start = max(1, end - TIMELINE_PAGE + 1)
+        records = dash.inspector.history(
+            kind, job, instance_id, from_version=start, to_version=end
+        )
         view = dash.inspector.state_at(kind, job, instance_id, version=version)
         diff = None
         if from_v is not None and to_v is not None:
@@ -173,6 +187,12 @@ async def instance_page(request: Request) -> Response:
             "position": position,
             "summary": summary,
             "records": records,
+            "timeline": {
+                "start": start,
+                "end": end,
+                "last": summary.version,
+                "size": TIMELINE_PAGE,
+            },
             "view": view,
             "diff": diff,
         }
@@ -204,6 +224,7 @@ async def instance_page(request: Request) -> Response:
         actions=actions,
         action_words=ACTIONS,
         live_url="/events?" + _qs(kind=kind, job=job, id=instance_id),
+        page_url="/instance?" + _qs(kind=kind, job=job, id=instance_id),
         full=full,
         from_v=from_v,
         to_v=to_v,
