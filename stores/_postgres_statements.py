@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.sql import SQL, Literal
 
 from durable_jobs.adapters import StatementFailed
 from durable_jobs.stores._postgres_conn import _SERVER_GOING_AWAY
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from psycopg.rows import DictRow
     from psycopg.sql import Composed
 
-__all__ = ["out_of_reach", "run_statements"]
+__all__ = ["STATEMENT_SHARE", "out_of_reach", "run_statements", "statement_limit_ms"]
 
 
 def run_statements(
@@ -84,6 +85,27 @@ def run_statements(
                 one.close()
 
 
+#: Share of the connection's ``query_timeout`` a handler statement may run on the server.
+STATEMENT_SHARE = 0.8
+
+
+def statement_limit_ms(conn: psycopg.Connection[Any]) -> int | None:
+    """The server-side bound of each handler statement (``statement_timeout``, ms):
+    a share of the time this process waits for the commit's answer.
+
+    Without it, a statement slower than ``query_timeout`` went on running on the server
+    after the client gave up, inside the commit's transaction and holding its locks:
+    every other commit waited behind it, and the run was tried again from scratch with
+    nothing recorded, for ever. Cancelled by the server, it fails its run (SQLSTATE
+    57014, "canceling statement due to statement timeout"), which the retry policy
+    bounds. A statement's own ``SET LOCAL statement_timeout`` replaces it.
+    """
+    seconds = getattr(conn, "query_timeout", None)
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        return None
+    return max(1, int(seconds * STATEMENT_SHARE * 1000))
+
+
 def out_of_reach(exc: psycopg.Error) -> bool:
     """A lost connection or a server going away, not an error of the statement."""
     state = exc.sqlstate or ""
@@ -103,6 +125,9 @@ def _queue(
     (on a cursor each when ``apart``, appended to ``sent``)."""
     setup.execute(search_path)
     conn = curs.connection
+    limit = statement_limit_ms(conn)
+    if limit is not None:
+        setup.execute(SQL("SET LOCAL statement_timeout = {}").format(Literal(limit)))
     for _, statements in runs:
         for st in statements:
             one = curs
