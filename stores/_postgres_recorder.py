@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    Notification,
     OperationalError,
     StoredEvent,
 )
@@ -85,6 +86,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("durable_jobs.store")
+
+# Upstream's readers without their 10-attempt retry decorators (see _retry_reads).
+_select_notifications_once = PostgresApplicationRecorder.select_notifications.__wrapped__
+_max_notification_id_once = PostgresApplicationRecorder.max_notification_id.__wrapped__
 
 INDEX_TABLE: Final = "dj_instances"
 #: Keyword argument of a fenced insert: the lease (seconds) bounding an idle transaction.
@@ -422,6 +427,31 @@ class PostgresApplicationRecorderWithIndex(
                 )
                 snapshots = curs.rowcount
             return events, snapshots
+
+    @_retry_reads
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """Upstream's, tried as the other reads are (see :func:`_retry_reads`): the
+        tail of the dashboard and ``tail`` failed after 10 tries, each waiting
+        ``connect_timeout`` for a pooled connection, while the server was down."""
+        return cast(
+            "Sequence[Notification]",
+            _select_notifications_once(
+                self, start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            ),
+        )
+
+    @_retry_reads
+    def max_notification_id(self) -> int | None:
+        """Upstream's, tried as the other reads are (see :meth:`select_notifications`)."""
+        return cast("int | None", _max_notification_id_once(self))
 
     @_retry_reads
     def select_type_versions(self) -> list[tuple[str, str, int]]:
