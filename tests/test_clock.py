@@ -61,6 +61,23 @@ def test_clock_settings_are_checked() -> None:
         dj.VirtualClock(datetime(2026, 1, 1))  # naive
     with pytest.raises(dj.ConfigurationError):
         dj.VirtualClock(T).jump(5)  # type: ignore[arg-type]
+    # Past the times a store keeps: every later read of the clock would fail.
+    with pytest.raises(dj.ValidationError, match="latest time a store keeps"):
+        dj.VirtualClock(datetime.max.replace(tzinfo=UTC))
+
+
+async def test_a_jump_past_the_times_a_store_keeps_is_refused_and_changes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    clock = dj.VirtualClock(T)
+    await trio.sleep(5)
+    before = clock.now()
+    for delta in (timedelta(days=3_000_000), timedelta.max, -timedelta(days=800_000)):
+        with pytest.raises(dj.ValidationError, match="the clock did not move"):
+            clock.jump(delta)
+        assert clock.now() == before
+    clock.jump(timedelta(days=365))  # within: fine
+    assert clock.now() == before + timedelta(days=365)
 
 
 async def test_held_time_stops_autojump_and_restores_it(

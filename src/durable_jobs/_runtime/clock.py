@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, final
 
 import trio
 
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._domain.values import LATEST_ALARM
+from durable_jobs._errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
@@ -110,6 +111,12 @@ class VirtualClock(Clock):
             raise ConfigurationError(
                 f"VirtualClock start must be a timezone-aware datetime, got {start!r}"
             )
+        if start.astimezone(UTC) > LATEST_ALARM:
+            msg = (
+                f"VirtualClock start must be at most {LATEST_ALARM.isoformat()} (the latest "
+                f"time a store keeps), got {start.isoformat()}"
+            )
+            raise ValidationError(msg)
         self._start = start.astimezone(UTC)
         self._base: float | None = None
         self._offset = timedelta(0)
@@ -139,11 +146,30 @@ class VirtualClock(Clock):
         """
         if not isinstance(delta, timedelta):
             raise ConfigurationError(f"jump() takes a timedelta, got {delta!r}")
+        elapsed = timedelta(0)
+        if self._base is not None:  # read in a trio run: time has passed since
+            elapsed = timedelta(microseconds=self._elapsed_us())
+        try:
+            after = self._start + self._offset + elapsed + delta
+        except OverflowError:
+            after = None
+        if after is None or not EARLIEST_TIME <= after <= LATEST_ALARM:
+            # The clock would be read at every step from then on, and fail every time.
+            msg = (
+                f"jump({delta!r}) would move the clock past the times a store keeps "
+                f"({EARLIEST_TIME.date().isoformat()} to {LATEST_ALARM.isoformat()}); the "
+                "clock did not move."
+            )
+            raise ValidationError(msg)
         self._offset += delta
         self._jumped()
 
     def __repr__(self) -> str:
         return f"VirtualClock(start={self._start.isoformat()})"
+
+
+#: The earliest time a jump may move a virtual clock to (a year 1 time cannot be shifted).
+EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
 
 
 def current_mock_clock() -> MockClock | None:
