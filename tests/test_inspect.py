@@ -22,6 +22,7 @@ from _runtime import HOUR, MINUTE, SECOND, T, names
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._store.registry import open_store
 from durable_jobs._tools.diff import json_diff
+from durable_jobs.maintenance import tail_events
 
 
 @pytest.fixture
@@ -209,6 +210,13 @@ async def test_history_ranges_keep_the_state_runs_started_from(
     assert inspector.history("continuous", "sync", "nobody") == []
     with pytest.raises(dj.ValidationError):
         inspector.history("continuous", "sync", "acct-ok", from_version=0)
+    # Beyond what a store can hold: the caller's mistake, not a store failure.
+    with pytest.raises(dj.ValidationError, match="from 1 to 9223372036854775807"):
+        inspector.history("continuous", "sync", "acct-ok", from_version=2**70)
+    with pytest.raises(dj.ValidationError, match="from 1 to 9223372036854775807"):
+        inspector.history("continuous", "sync", "acct-ok", to_version=2**63)
+    with pytest.raises(dj.ValidationError, match="from 0 to 9223372036854775807"):
+        next(tail_events(inspector.store, after=2**70, duration=0))
 
 
 async def test_debounce_history_shows_each_batch(

@@ -137,3 +137,11 @@ def test_an_instance_timeline_shows_one_page_of_records(tmp_path: Path) -> None:
         assert 'rel="prev"' not in page
         code, page = _fetch(served.base + base + "&upto=0")
         assert code == 400
+
+
+def test_a_live_stream_position_out_of_range_is_refused(store_url: str) -> None:
+    with dashboard(store_url) as served:
+        code, body = _fetch(served.base + "/events?after=99999999999999999999999")
+        assert code == 400 and "from 0 to" in body
+        code, _ = _fetch(served.base + "/events?after=abc")
+        assert code == 400

@@ -111,9 +111,20 @@ def decode_cursor(cursor: str) -> tuple[str, str, str]:
     return kind, job, instance_id
 
 
+#: The largest version or position a store holds (a signed 64-bit integer).
+MAX_POSITION = 2**63 - 1
+
+
 def check_version(version: object, name: str) -> None:
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        msg = f"{name} must be a whole number >= 1 (versions count from 1), not {version!r}."
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not 1 <= version <= MAX_POSITION
+    ):
+        msg = (
+            f"{name} must be a whole number from 1 to {MAX_POSITION} (versions count from "
+            f"1), not {version!r}."
+        )
         raise ValidationError(msg)
 
 

@@ -18,7 +18,7 @@ from durable_jobs._domain.instance import JobInstance, event_classes
 from durable_jobs._errors import StoreError, UnreadableIndexRow, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import ListensForAlarms
-from durable_jobs._tools.args import check_seconds
+from durable_jobs._tools.args import MAX_POSITION, check_seconds
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
 
@@ -97,8 +97,13 @@ def tail_events(
     )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValidationError(f"tail_events() limit must be None or an int >= 1, got {limit!r}.")
-    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
-        msg = f"tail_events() after must be None or a position (an int >= 0), got {after!r}."
+    if after is not None and (
+        isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_POSITION
+    ):
+        msg = (
+            "tail_events() after must be None or a position (an int from 0 to "
+            f"{MAX_POSITION}), got {after!r}."
+        )
         raise ValidationError(msg)
     # Checked at the call (a generator's body would only run at the first next()).
     return _tail(store, after, seconds, limit=limit, wait=wait, stop=stop)

@@ -17,6 +17,7 @@ from durable_jobs._domain.ids import KINDS, check_instance_id, instance_uuid
 from durable_jobs._errors import DurableJobsError, ValidationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._store.base import Store
+from durable_jobs._tools.args import MAX_POSITION
 from durable_jobs._tools.views import InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_position
 from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param
@@ -51,7 +52,9 @@ async def events_stream(request: Request) -> Response:
         try:
             after = max(0, int(resume))
         except ValueError:
-            msg = f"after must be a whole number, not {resume[:40]!r}."
+            after = -1
+        if not 0 <= after <= MAX_POSITION:
+            msg = f"after must be a whole number from 0 to {MAX_POSITION}, not {resume[:40]!r}."
             raise ValidationError(msg) from None
     target = None
     if kind is not None and job is not None and instance_id is not None:
