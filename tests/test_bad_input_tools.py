@@ -389,3 +389,38 @@ def test_export_filters_are_checked_and_odd_file_names_are_export_file_errors(
             str(info.value).encode()  # printable: the name is escaped
             with pytest.raises(ExportFileError, match="cannot open a file of that name"):
                 import_jsonl(store, name)
+
+
+# ---- the maintenance functions given the wrong kind of argument -------------------------
+
+
+def test_maintenance_functions_say_which_argument_does_not_fit(tmp_path: Path) -> None:
+    """A path or a binary file where a text stream goes, a URL where an open store goes,
+    None for an export: a ConfigurationError saying what to pass, not an AttributeError
+    or TypeError from inside the library, and nothing written."""
+    from durable_jobs import maintenance as m
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    out = tmp_path / "out.jsonl"
+    with dj.open_store(url) as store, open(tmp_path / "out.bin", "wb") as binary:
+        calls = [
+            (lambda: m.export_jsonl(store, str(out)), "open text stream"),  # type: ignore[arg-type]
+            (lambda: m.export_jsonl(store, binary), "not 'wb'"),  # type: ignore[arg-type]
+            (lambda: m.export_jsonl(url, io.StringIO()), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: m.replay_instance(url, "task", "t", "a"), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: list(m.replay_store(url)), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: m.import_jsonl(store, None), "path or an open text stream"),  # type: ignore[arg-type]
+            (lambda: m.check_export(None), "path or an open text stream"),  # type: ignore[arg-type]
+            (lambda: m.tail_position(url), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: list(m.tail_events(url, duration=0)), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: m.purge_instance(url, "task", "t", "a"), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: m.terminate_instance(url, "task", "t", "a"), "takes an open store"),  # type: ignore[arg-type]
+            (lambda: m.trigger_instance(url, "task", "t", "a"), "takes an open store"),  # type: ignore[arg-type]
+        ]
+        for call, match in calls:
+            with pytest.raises(dj.ConfigurationError, match=match):
+                call()
+        with pytest.raises(dj.ValidationError, match="batch_events"):
+            m.import_jsonl(store, io.StringIO(""), batch_events=-1)
+        assert store.list_instances() == []
+    assert not out.exists()

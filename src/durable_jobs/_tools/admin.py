@@ -14,7 +14,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.values import check_alarm_time, check_reason
 from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._store.base import Store
-from durable_jobs._tools.args import check_seconds
+from durable_jobs._tools.args import check_seconds, check_store
 from durable_jobs._tools.common import (
     check_key_for_writes,
     holding_instance,
@@ -128,6 +128,7 @@ def terminate_instance(
     (a timedelta or seconds, at most an hour), then
     :class:`~durable_jobs.ConcurrencyError` ("busy").
     """
+    check_store(store, "terminate_instance()")
     at = _when(now, "terminate_instance()")
     checked = check_reason(reason)  # recorded in the log: checked as the client does
     return _admin(
@@ -160,6 +161,7 @@ def trigger_instance(
     terminated instance, or an empty debounce one. ``wait``: as for
     :func:`terminate_instance`.
     """
+    check_store(store, "trigger_instance()")
     at = check_alarm_time(_when(now, "trigger_instance()"), "trigger_instance()")
     return _admin(
         store,

@@ -14,6 +14,7 @@ from uuid import UUID
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.status import STATUSES as _DOMAIN_STATUSES
 from durable_jobs._errors import ConfigurationError, ValidationError
+from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
 
 __all__ = [
@@ -141,3 +142,12 @@ def check_limit(limit: object) -> int:
         msg = f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}."
         raise ValidationError(msg)
     return limit
+
+
+def check_store(store: object, call: str) -> None:
+    """:class:`ConfigurationError` unless ``store`` is an open :class:`Store` (a URL, say,
+    is what the Inspector takes, not the maintenance functions)."""
+    if not isinstance(store, Store):
+        given = f"the str {store!r:.80}" if isinstance(store, str) else type(store).__name__
+        msg = f"{call} takes an open store (dj.open_store(url)), not {given}."
+        raise ConfigurationError(msg)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Final, final
@@ -10,10 +12,10 @@ from typing import IO, Any, Final, final
 from eventsourcing.persistence import StoredEvent
 
 from durable_jobs._domain.instance import event_classes
-from durable_jobs._errors import StoreError
+from durable_jobs._errors import ConfigurationError, StoreError
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow
-from durable_jobs._tools.args import check_filter, check_status
+from durable_jobs._tools.args import check_filter, check_status, check_store
 from durable_jobs._tools.common import kind_of
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "ExportSummary", "export_jsonl"]
@@ -49,6 +51,17 @@ def export_jsonl(
     :class:`StoreError` naming the instance and version, and the output then
     has no footer line, which an import refuses. Reads only.
     """
+    check_store(store, "export_jsonl()")
+    if isinstance(out, str | os.PathLike) or not callable(getattr(out, "write", None)):
+        msg = (
+            "export_jsonl() writes to an open text stream, not "
+            f"{type(out).__name__}: with open(path, 'w', encoding='utf-8') as out: ..."
+        )
+        raise ConfigurationError(msg)
+    given: object = out  # typed as text; a caller may still pass a binary file
+    if isinstance(given, io.RawIOBase | io.BufferedIOBase) or "b" in str(getattr(out, "mode", "")):
+        msg = "export_jsonl() writes text (JSON lines): open the file with 'w', not 'wb'."
+        raise ConfigurationError(msg)
     if kind is not None:
         kind_of(kind)
     # A typo must not make an empty export that looks like a good one.

@@ -26,6 +26,7 @@ from durable_jobs._errors import (
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import CrossProcessLocks
 from durable_jobs._store.mapper import CorruptEventError, JsonMapper
+from durable_jobs._tools.args import check_store
 from durable_jobs._tools.common import check_key_for_writes
 from durable_jobs._tools.export import EXPORT_FORMAT, EXPORT_VERSION
 
@@ -73,6 +74,10 @@ def import_jsonl(
     that another writer creates during the import stops it with
     :class:`ConcurrencyError` (instances written before it stay).
     """
+    check_store(store, "import_jsonl()")
+    if not isinstance(batch_events, int) or isinstance(batch_events, bool) or batch_events < 1:
+        msg = f"import_jsonl() batch_events must be a whole number >= 1, not {batch_events!r}."
+        raise ValidationError(msg)
     check_key_for_writes(store, f"import into {store.url}")
     name, lines = _export_lines(source)
     expected: dict[UUID, int] = {}
@@ -137,6 +142,11 @@ def _export_lines(
     source: str | os.PathLike[str] | IO[str],
 ) -> tuple[str, Callable[[], Iterator[str]]]:
     """The name of ``source`` and a function giving its lines (again on each call)."""
+    if not isinstance(source, str | os.PathLike) and not callable(
+        getattr(source, "__iter__", None)
+    ):
+        msg = f"An export is read from a path or an open text stream, not {type(source).__name__}."
+        raise ConfigurationError(msg)
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
 

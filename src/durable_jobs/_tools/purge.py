@@ -12,6 +12,7 @@ from durable_jobs._errors import (
     StoreError,
 )
 from durable_jobs._store.base import Store
+from durable_jobs._tools.args import check_store
 from durable_jobs._tools.common import holding_instance, instance_json, kind_of
 
 __all__ = ["PurgeResult", "purge_instance"]
@@ -51,6 +52,7 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
     held while deleting, so no run of it can commit meanwhile. An unknown
     instance gives ``purged=False``.
     """
+    check_store(store, "purge_instance()")
     uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
     label = f"{kind} job {job!r} instance {instance_id!r}"
     result = PurgeResult(

@@ -13,6 +13,7 @@ from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow, Unreadable
+from durable_jobs._tools.args import check_store
 from durable_jobs._tools.common import instance_json, isoformat, kind_of, one_line
 
 __all__ = ["Divergence", "ReplayReport", "replay_instance", "replay_store"]
@@ -94,6 +95,7 @@ def replay_instance(store: Store, kind: str, job: str, instance_id: str) -> Repl
     an unknown ``kind`` or malformed id raises :class:`ConfigurationError` /
     :class:`ValidationError`. Reads only.
     """
+    check_store(store, "replay_instance()")
     uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
     return _replay(store, uuid, kind, job, instance_id)
 
@@ -113,6 +115,7 @@ def replay_store(
     the replay with a :class:`~durable_jobs.StoreError` naming it or, given
     ``unreadable``, is passed to it and left out.
     """
+    check_store(store, "replay_store()")
     if kind is not None:
         kind_of(kind)
     for row in store.iter_instances(kind=kind, job=job, status=status, unreadable=unreadable):

@@ -18,7 +18,7 @@ from durable_jobs._domain.instance import JobInstance, event_classes
 from durable_jobs._errors import StoreError, UnreadableIndexRow, ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.capabilities import ListensForAlarms
-from durable_jobs._tools.args import MAX_POSITION, check_seconds
+from durable_jobs._tools.args import MAX_POSITION, check_seconds, check_store
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
 
@@ -66,6 +66,7 @@ class TailEvent:
 
 def tail_position(store: Store) -> int:
     """The global position of the latest committed event (0 for an empty store)."""
+    check_store(store, "tail_position()")
     return store.last_position()
 
 
@@ -89,6 +90,7 @@ def tail_events(
     ``poll_interval`` that is not a positive finite duration, say) raises
     :class:`ValidationError` at the call.
     """
+    check_store(store, "tail_events()")
     wait = check_seconds(poll_interval, "tail_events() poll_interval", positive=True)
     seconds = (
         None
