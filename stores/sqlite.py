@@ -9,6 +9,7 @@ commits, never corrupt the file); ``?lock_timeout=SECONDS`` (default 5).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
@@ -269,8 +270,9 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
 _FILE_MODE = 0o600
 #: The tables a durable-jobs SQLite file holds.
 _OUR_TABLES = frozenset({"stored_events", SNAPSHOTS_TABLE, INDEX_TABLE, TYPE_VERSIONS_TABLE})
-#: SQLite primary result codes after which a write did not commit: BUSY, LOCKED, FULL.
-_NOT_COMMITTED = frozenset({5, 6, 13})
+#: SQLite primary result codes after which a write did not commit: BUSY, LOCKED,
+#: READONLY (refused before anything was written), FULL.
+_NOT_COMMITTED = frozenset({5, 6, 8, 13})
 
 
 def _uri_path(path: str) -> str:
@@ -367,7 +369,9 @@ class SQLiteStore(Store):
         name of the file takes the same lock), released by :meth:`release_runtime`,
         by :meth:`close`, or when the process dies (``kill -9`` included). A file
         with several hard links is refused: another name would take another lock.
-        Readers (``open_store``) need none.
+        Readers (``open_store``) need none. A file this process cannot write, or a lock
+        file it cannot open, is a :class:`ConfigurationError` caused by an ``OSError``
+        (the one raised when another runtime holds the claim has no cause).
         """
         if self._runtime_lock is not None:
             raise ConfigurationError(f"A jobs runtime already serves {self.url} in this process.")
@@ -383,7 +387,23 @@ class SQLiteStore(Store):
                 "Give the database file a single name (remove the other links)."
             )
             raise ConfigurationError(msg)
-        fd = os.open(f"{path}.runtime-lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            msg = (
+                f"Cannot serve {self.url}: this process may not write its file {path} "
+                "(a read-only file or mount, or another owner). Nothing was changed."
+            )
+            # An OSError as the cause: not "another runtime serves it" (see claim_runtime).
+            raise ConfigurationError(msg) from PermissionError(errno.EACCES, "not writable", path)
+        try:
+            fd = os.open(f"{path}.runtime-lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        except OSError as exc:
+            msg = (
+                f"Cannot serve {self.url}: its runtime lock file {path}.runtime-lock cannot "
+                f"be opened ({exc.strerror or exc}). A jobs runtime, and the tools that "
+                "write, need a directory they can write in beside the database (for that "
+                "file and SQLite's -wal and -shm files)."
+            )
+            raise ConfigurationError(msg) from exc
         lock = os.fdopen(fd, "a+b")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

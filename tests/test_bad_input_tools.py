@@ -424,3 +424,73 @@ def test_maintenance_functions_say_which_argument_does_not_fit(tmp_path: Path) -
             m.import_jsonl(store, io.StringIO(""), batch_events=-1)
         assert store.list_instances() == []
     assert not out.exists()
+
+
+# ---- an SQLite store the process cannot write beside or in ------------------------------
+
+
+async def test_a_runtime_lock_file_that_cannot_be_opened_is_a_configuration_error(
+    tmp_path: Path, cli: Any
+) -> None:
+    """The lock file beside the database cannot be made (a directory the app may not
+    write in; here, something else under its name): a ConfigurationError naming it, from
+    open_jobs and from the tools that write, not a bare OSError or a traceback, and not
+    "a jobs runtime serves it"."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    dj.open_store(url).close()
+    (tmp_path / "jobs.db.runtime-lock").mkdir()
+    with pytest.raises(dj.ConfigurationError, match=r"runtime lock file .* cannot be opened"):
+        async with running(REGISTRY, url):
+            pytest.fail("open_jobs must refuse")  # pragma: no cover
+    result = cli("--store", url, "trigger", "task", "t", "x")
+    err = result.err
+    assert result.code == 1
+    assert err.startswith("error: Cannot serve") and "runtime lock file" in err, err
+    assert "while a jobs runtime serves" not in err and "Traceback" not in err
+
+
+def test_a_database_file_the_process_may_not_write_is_refused_at_open_jobs() -> None:
+    """As a user who may read but not write the file (root ignores file modes, so the
+    check runs in a child as nobody): open_jobs refuses at once, saying so, instead of
+    starting and failing every write as "may or may not have been committed"."""
+    import shutil
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is needed for this test"
+    # pytest's own temporary directories are the owner's only: one nobody can reach.
+    shared = Path(tempfile.mkdtemp(prefix="dj-ro-"))
+    shared.chmod(0o777)
+    try:
+        _refused_as_nobody(setpriv, shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _refused_as_nobody(setpriv: str, directory: Path) -> None:
+    import subprocess
+    import sys
+
+    database = directory / "jobs.db"
+    url = f"sqlite:///{database}"
+    dj.open_store(url).close()
+    database.chmod(0o444)
+    child = (
+        "import trio, durable_jobs as dj\n"
+        "async def main():\n"
+        f"    async with dj.open_jobs(dj.Registry(), {url!r}):\n"
+        "        pass\n"
+        "try:\n"
+        "    trio.run(main)\n"
+        "except dj.ConfigurationError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused: Cannot serve" in done.stdout and "may not write its file" in done.stdout

@@ -74,6 +74,8 @@ def holding_instance(
     try:
         store.claim_runtime()
     except ConfigurationError as exc:
+        if isinstance(exc.__cause__, OSError):  # the file itself, not a runtime serving it
+            raise
         raise refused from exc
     try:
         locks = store if isinstance(store, CrossProcessLocks) else None

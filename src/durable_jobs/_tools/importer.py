@@ -95,6 +95,8 @@ def import_jsonl(
     try:
         store.claim_runtime()
     except ConfigurationError as exc:
+        if isinstance(exc.__cause__, OSError):  # the file itself, not a runtime serving it
+            raise
         msg = (
             f"Cannot import into {store.url} while a jobs runtime serves it (it keeps the "
             "alarms in memory and would not run the imported ones); stop it first. "
