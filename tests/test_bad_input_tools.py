@@ -15,6 +15,7 @@ import os
 import sqlite3
 import stat
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,7 +404,7 @@ def test_maintenance_functions_say_which_argument_does_not_fit(tmp_path: Path) -
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     out = tmp_path / "out.jsonl"
     with dj.open_store(url) as store, open(tmp_path / "out.bin", "wb") as binary:
-        calls = [
+        calls: list[tuple[Callable[[], object], str]] = [
             (lambda: m.export_jsonl(store, str(out)), "open text stream"),  # type: ignore[arg-type]
             (lambda: m.export_jsonl(store, binary), "not 'wb'"),  # type: ignore[arg-type]
             (lambda: m.export_jsonl(url, io.StringIO()), "takes an open store"),  # type: ignore[arg-type]

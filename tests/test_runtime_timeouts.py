@@ -177,6 +177,29 @@ async def test_a_clock_jump_past_the_timeout_cancels_at_once(
     assert failures(history) == [("execute", TIMEOUT_TYPE, T + 2 * HOUR)]
 
 
+async def test_a_call_that_blocks_past_its_timeout_and_returns_fails(
+    sqlite_url: str, autojump_clock: MockClock
+) -> None:
+    """A blocking call (a synchronous client, time.sleep, a CPU loop: played here by
+    moving trio's clock without a checkpoint) cannot be cancelled; when it returns past
+    its timeout it fails all the same, with nothing of it committed, as it would had
+    it awaited anything after the deadline. It was committed as a success."""
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(HOUR), retry=RETRY, timeout=1)
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        autojump_clock.jump(3 if ctx.attempt == 1 else 0.5)  # blocks 3 s, then 0.5 s
+        ctx.set_state(ctx.state + 1)
+
+    async with running(registry, sqlite_url) as jobs:
+        await jobs.continuous(c).start("x", 0)
+        await advance(jobs, 2 * MINUTE)
+        history = await jobs.continuous(c).history("x")
+        state = await jobs.continuous(c).get_state("x")
+    assert [f[:2] for f in failures(history)] == [("execute", TIMEOUT_TYPE)]
+    assert state == 1  # the first try's change was not kept; the retry's was
+
+
 # ---- debounce ------------------------------------------------------------------------------
 
 

@@ -252,7 +252,10 @@ class HandlerCalls:
         finally:
             IN_HANDLER.reset(inside)
             self.running -= 1
-        if timer is not None and timer.fired:
+        if timer is not None and (timer.fired or self.clock.now() > timer.at):
+            # Fired, or the call returned past its deadline without a checkpoint to
+            # cancel (a blocking call: time.sleep, a synchronous client, a CPU loop): a
+            # call past its timeout fails either way, whether or not it awaited after.
             return Outcome(error=self._timed_out(job, role, instance_id, None))
         return Outcome(value=value)
 
