@@ -697,3 +697,61 @@ async def test_a_span_processor_that_raises_changes_nothing_the_jobs_do(
     assert len(warnings) == 1, warnings  # once per error type
     assert "processor" in warnings[0].getMessage() or warnings[0].exc_info
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_reducer_and_on_exhausted_spans_say_which_run_they_belong_to(
+    spans: InMemorySpanExporter, url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Every handler span carries run_count and attempt: a reducer's (the flush its
+    event's batch will be, try 1) and an on_exhausted hook's (the failed run's), and
+    the hook's span links to the start like the run's own spans do."""
+    registry = dj.Registry()
+
+    def give_up(error: BaseException, ctx: Any) -> str:
+        return "pause"
+
+    @registry.continuous(
+        "otel-fails", state=int, schedule=dj.every(timedelta(hours=1)),
+        retry=dj.Retry(2, delay=timedelta(seconds=10), jitter=0, on_exhausted=give_up),
+    )  # fmt: skip
+    async def fails(ctx: dj.ContinuousContext[int]) -> None:
+        raise RuntimeError("no")
+
+    @registry.debounce("otel-fold", event=int, state=int, flush_after=timedelta(seconds=30))
+    async def fold(ctx: dj.DebounceContext[int]) -> None:
+        pass
+
+    @fold.on_event
+    def add_up(ctx: dj.DebounceEventContext[int, int]) -> int:
+        return (ctx.state or 0) + ctx.event
+
+    async with running(registry, url) as jobs:
+        await jobs.continuous("otel-fails").start("f", 0)
+        await jobs.debounce("otel-fold").add("d", 1)
+        await advance(jobs, MINUTE)
+        await jobs.debounce("otel-fold").add("d", 2)
+        await advance(jobs, MINUTE)
+
+    def handler_spans(handler: str) -> list[dict[str, Any]]:
+        found = [
+            dict(s.attributes or {})
+            for s in spans.get_finished_spans()
+            if (s.attributes or {}).get("durable_jobs.handler") == handler
+        ]
+        assert found, handler
+        return found
+
+    reducers = handler_spans("reducer")
+    assert [(a["durable_jobs.run_count"], a["durable_jobs.attempt"]) for a in reducers] == [
+        (1, 1),
+        (2, 1),
+    ]
+    [hook] = handler_spans("on_exhausted")
+    assert (hook["durable_jobs.run_count"], hook["durable_jobs.attempt"]) == (1, 2)
+    start = one(spans, "continuous otel-fails start")
+    [hook_span] = [
+        s
+        for s in spans.get_finished_spans()
+        if (s.attributes or {}).get("durable_jobs.handler") == "on_exhausted"
+    ]
+    assert linked_to(hook_span) == [ids(start)]

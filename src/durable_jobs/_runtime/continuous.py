@@ -183,6 +183,9 @@ class ContinuousRunner:
                             agg.finish_run, ticket, now=end, policy=policy, error=error
                         ),
                         statement_failed=hook_failed,
+                        run_count=ticket.run_count,
+                        attempt=ticket.attempt,
+                        link=committed.d.alarm_trace,
                     )
                     # The hook's own statements, unless they failed already.
                     statements = hook_ctx._statements if hook_failed is None else []

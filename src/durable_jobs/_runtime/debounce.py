@@ -74,6 +74,9 @@ class DebounceRunner:
                     job.reducer,
                     ctx,
                     instance_id=instance_id,
+                    # The flush the event's batch will be: its span says which run.
+                    run_count=(live.d.run_count if live is not None else 0) + 1,
+                    attempt=1,
                 )
                 if outcome.fatal is not None:
                     raise outcome.fatal
@@ -212,6 +215,9 @@ class DebounceRunner:
                         fatal=fatal,
                         finish=partial(agg.finish_flush, ft, now=end, policy=policy, error=error),
                         statement_failed=hook_failed,
+                        run_count=ft.ticket.run_count,
+                        attempt=ft.ticket.attempt,
+                        link=link,
                     )
                     statements = ctx._statements if hook_failed is None else []
                     hook_statements = bool(statements)

@@ -32,6 +32,9 @@ async def finish_exhausted(
     fatal: BaseException | None,
     finish: _Finish,
     statement_failed: BaseException | None = None,
+    run_count: int | None = None,
+    attempt: int | None = None,
+    link: str | None = None,
 ) -> tuple[RunEnd, BaseException | None]:
     """Asks the job's ``on_exhausted`` (with ``ctx``) what to do, finishes the run with its
     answer through ``finish``; returns that result and the first fatal error (``fatal``, else
@@ -39,7 +42,8 @@ async def finish_exhausted(
 
     ``statement_failed``: the hook was asked already and one of its ``ctx.execute``
     statements failed at the commit. That is the hook failing, as if it had raised: it is
-    not asked again, and the instance is paused.
+    not asked again, and the instance is paused. ``run_count``, ``attempt`` and ``link``
+    are the failed run's, for the hook's span (see :meth:`HandlerCalls.call`).
     """
     assert error is not None
     if statement_failed is not None:
@@ -55,6 +59,6 @@ async def finish_exhausted(
         )
         return finish(exhausted="pause"), fatal
     exhausted, hook_fatal = await rt.handlers.exhausted_action(
-        job, error, ctx, instance_id=instance_id
+        job, error, ctx, instance_id=instance_id, run_count=run_count, attempt=attempt, link=link
     )
     return finish(exhausted=exhausted), fatal or hook_fatal

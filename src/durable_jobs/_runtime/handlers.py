@@ -283,7 +283,15 @@ class HandlerCalls:
         return error
 
     async def exhausted_action(
-        self, job: JobDefinition, error: BaseException, ctx: object, *, instance_id: str
+        self,
+        job: JobDefinition,
+        error: BaseException,
+        ctx: object,
+        *,
+        instance_id: str,
+        run_count: int | None = None,
+        attempt: int | None = None,
+        link: str | None = None,
     ) -> tuple[ExhaustedAction, BaseException | None]:
         """What the retry policy does once the last try failed, and a fatal error of its
         hook (to raise once the outcome is recorded)."""
@@ -291,7 +299,17 @@ class HandlerCalls:
         hook = job.retry.on_exhausted
         if isinstance(hook, str):
             return hook, None
-        outcome = await self.call(job, "on_exhausted", hook, error, ctx, instance_id=instance_id)
+        outcome = await self.call(
+            job,
+            "on_exhausted",
+            hook,
+            error,
+            ctx,
+            instance_id=instance_id,
+            run_count=run_count,
+            attempt=attempt,
+            link=link,
+        )
         if outcome.error is not None:
             # A handler failure (logged by call()): say what it means for the instance.
             log.warning(
