@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Final, cast
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -71,7 +72,6 @@ from durable_jobs.stores._postgres_statements import run_statements
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
-    from uuid import UUID
 
     from psycopg import Cursor
     from psycopg.rows import DictRow
@@ -452,6 +452,27 @@ class PostgresApplicationRecorderWithIndex(
     def max_notification_id(self) -> int | None:
         """Upstream's, tried as the other reads are (see :meth:`select_notifications`)."""
         return cast("int | None", _max_notification_id_once(self))
+
+    @_retry_reads
+    def select_unindexed(self, limit: int) -> list[tuple[UUID, int]]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute(
+                SQL(
+                    "SELECT e.originator_id, max(e.originator_version) FROM {}.{} e "
+                    "LEFT JOIN {}.{} i ON i.instance_uuid = e.originator_id "
+                    "WHERE i.instance_uuid IS NULL GROUP BY e.originator_id LIMIT %s"
+                ).format(
+                    Identifier(self.datastore.schema),
+                    Identifier(self.events_table_name),
+                    Identifier(self.datastore.schema),
+                    Identifier(INDEX_TABLE),
+                ),
+                (limit,),
+            )
+            return [(UUID(str(r[0])), int(r[1])) for r in curs.fetchall()]
 
     @_retry_reads
     def select_type_versions(self) -> list[tuple[str, str, int]]:

@@ -259,6 +259,15 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                 self._stored_events_index[oid][version] = position
         return dropped
 
+    def select_unindexed(self, limit: int) -> list[tuple[UUID, int]]:
+        with self._database_lock:
+            found = [
+                (UUID(key), max(versions))
+                for key, versions in self._stored_events_index.items()
+                if versions and UUID(key).int not in self._index
+            ]
+        return found[:limit]
+
     def select_type_versions(self) -> list[tuple[str, str, int]]:
         with self._database_lock:
             return sorted(self._type_versions)

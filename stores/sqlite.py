@@ -169,6 +169,18 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         finally:
             _in_statements.active = False
 
+    def select_unindexed(self, limit: int) -> list[tuple[UUID, int]]:
+        with self.datastore.transaction(commit=False) as c:
+            events = self.events_table_name
+            c.execute(
+                "SELECT e.originator_id, max(e.originator_version) "  # noqa: S608
+                f'FROM "{events}" e LEFT JOIN {INDEX_TABLE} i '
+                "ON i.instance_uuid = e.originator_id WHERE i.instance_uuid IS NULL "
+                "GROUP BY e.originator_id LIMIT ?",
+                (limit,),
+            )
+            return [(UUID(str(r[0])), int(r[1])) for r in c.fetchall()]
+
     def select_type_versions(self) -> list[tuple[str, str, int]]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT kind, job, version FROM {TYPE_VERSIONS_TABLE}")  # noqa: S608

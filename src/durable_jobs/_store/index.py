@@ -272,6 +272,11 @@ class InstanceIndex(ABC):
         """
         return None
 
+    def select_unindexed(self, limit: int) -> list[tuple[UUID, int]] | None:
+        """Up to ``limit`` instance logs that have no index row: (uuid, last version).
+        None (this default): the adapter cannot tell."""
+        return None
+
     @abstractmethod
     def due_alarms(self, before: datetime, limit: int) -> list[IndexRow]:
         """Instances whose alarm is at or before ``before``, earliest first."""

@@ -211,6 +211,13 @@ class RowsAndIndex:
         """The index row of one instance."""
         return self._query(lambda: self.index.index_row(uuid))
 
+    def unindexed_logs(self, limit: int = 20) -> list[tuple[UUID, int]]:
+        """Up to ``limit`` instance logs that have no index row, as (uuid, last version):
+        a store written to outside durable-jobs, or tables restored from different
+        backups. The runtime never runs such an instance. Empty if the adapter cannot
+        tell."""
+        return self._query(lambda: self.index.select_unindexed(limit)) or []
+
     def list_instances(
         self,
         *,

@@ -67,6 +67,18 @@ def export_jsonl(
     # A typo must not make an empty export that looks like a good one.
     check_filter("job", job)
     check_status(status)
+    if kind is None and job is None and status is None:
+        # An export leaves nothing out: a log the index does not know would be.
+        orphans = store.unindexed_logs(5)
+        if orphans:
+            named = ", ".join(f"{uuid} ({last} events)" for uuid, last in orphans)
+            msg = (
+                f"Cannot export {store.url}: instance logs without an index row ({named}"
+                f"{', ...' if len(orphans) == 5 else ''}) would be left out. `durable-jobs "
+                "doctor` names them all; restore the index table from the same backup as the "
+                "events. Nothing was written."
+            )
+            raise StoreError(msg)
     _write_line(
         out,
         {

@@ -122,6 +122,37 @@ def replay_store(
         report = _replay(store, row.instance_uuid, row.kind, row.job, row.instance_id)
         if report is not None:
             yield report
+    if kind is None and job is None and status is None:
+        # Logs the index does not know: the runtime never runs them (see doctor).
+        for uuid, _ in store.unindexed_logs(MAX_UNINDEXED):
+            report = _replay_unindexed(store, uuid)
+            if report is not None:
+                yield report
+
+
+#: Logs without an index row a replay of the whole store reports at most.
+MAX_UNINDEXED = 1000
+
+
+def _replay_unindexed(store: Store, uuid: UUID) -> ReplayReport | None:
+    """The report of a log that has no index row (named by what its events say)."""
+    try:
+        events = store.history(uuid)
+        full: JobInstance | None = None
+        for event in events:
+            full = event.mutate(full)
+    except Exception as exc:  # an undecodable log: named by its uuid only
+        return ReplayReport(
+            kind="?",
+            job="?",
+            instance_id="?",
+            instance_uuid=uuid,
+            error=f"Its log has no index row and cannot be read: {one_line(str(exc))}",
+        )
+    if not isinstance(full, JobInstance):
+        return None
+    d = full.d
+    return _replay(store, uuid, d.kind, d.job, d.instance_id)
 
 
 def _replay(
@@ -162,7 +193,27 @@ def _replay(
     except DurableJobsError as exc:
         return replace(report, error=one_line(str(exc)))
     divergences = [*_compare_rebuilds(full, rebuilt), *_compare_index(full, row)]
+    divergences += _snapshot_past_the_log(store, uuid, full.version)
     return replace(report, snapshot_version=snapshot_version, divergences=tuple(divergences))
+
+
+def _snapshot_past_the_log(store: Store, uuid: UUID, last: int) -> list[Divergence]:
+    """A latest snapshot newer than the log's last event (a hand edit, a snapshots table
+    restored from another time than the events): the runtime would load it, and its
+    next commit would leave a gap in the log. A commit made meanwhile (the index row
+    has moved on to the snapshot's version) is not one."""
+    try:
+        latest = store.snapshot_version(uuid)
+        if latest is None or latest <= last:
+            return []
+        row = store.index_row(uuid)
+    except DurableJobsError:
+        return []
+    if row is not None and row.version >= latest:
+        return []
+    return [
+        Divergence(source="snapshot", field="latest_version", expected=f"<= {last}", found=latest)
+    ]
 
 
 def _read_consistent(

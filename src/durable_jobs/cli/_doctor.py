@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import click
 
@@ -170,6 +171,14 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
                     "ON m.originator_id = i.instance_uuid WHERE m.last IS NOT i.version"
                 ),
             )
+            _check_unindexed_logs(
+                found,
+                conn.execute(
+                    f"SELECT e.originator_id, max(e.originator_version) FROM {events} e "  # noqa: S608
+                    f"LEFT JOIN {index_table} i ON i.instance_uuid = e.originator_id "
+                    "WHERE i.instance_uuid IS NULL GROUP BY e.originator_id"
+                ),
+            )
     except sqlite3.Error as exc:
         found.problems.append(f"cannot read {path}: {exc}")
     finally:
@@ -253,6 +262,16 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
                 ).format(index_table, events)
             )
             _check_log_ends(found, ends)
+            _check_unindexed_logs(
+                found,
+                conn.execute(
+                    sql.SQL(
+                        "SELECT e.originator_id, max(e.originator_version) FROM {} e "
+                        "LEFT JOIN {} i ON i.instance_uuid = e.originator_id "
+                        "WHERE i.instance_uuid IS NULL GROUP BY e.originator_id"
+                    ).format(events, index_table)
+                ),
+            )
     except psycopg.Error as exc:
         detail = scrub(str(exc).strip() or type(exc).__name__, url.password)
         found.problems.append(f"cannot read: {' '.join(detail.split())}")
@@ -296,6 +315,21 @@ def _check_log_ends(found: Diagnosis, cursor: Any) -> None:
         )
 
 
+def _check_unindexed_logs(found: Diagnosis, cursor: Any) -> None:
+    """Name the logs that have no index row: the runtime never runs such an instance
+    (its alarms are read from the index), ``start`` of its id fails with a version
+    conflict, and an export would leave it out."""
+    orphans = cursor.fetchall()
+    for key, last in orphans[:_NAMED_ROWS]:
+        uuid = UUID(str(key))  # SQLite keeps the hex digits only
+        found.problems.append(
+            f"instance {uuid}: its log ({last} events) has no index row (deleted, or the "
+            "index table restored from another backup than the events?)"
+        )
+    if len(orphans) > _NAMED_ROWS:
+        found.problems.append(f"and {len(orphans) - _NAMED_ROWS} more logs without an index row")
+
+
 def _check_index_rows(found: Diagnosis, cursor: Any) -> None:
     """Read every index row as the store does; name those that cannot be read."""
     bad: list[UnreadableIndexRow] = []
@@ -313,7 +347,7 @@ def _check_index_rows(found: Diagnosis, cursor: Any) -> None:
 @click.pass_obj
 def doctor(state: CliState, as_json: bool) -> None:
     """Check a store without changing it: connection, tables, schema version, counts,
-    and every index row (each one that cannot be read is named).
+    every index row (each one that cannot be read is named) and every log without one.
 
     Reads through a read-only connection of its own, so a store that does not
     exist (a missing SQLite file or Postgres schema) is reported, not created.
