@@ -89,3 +89,33 @@ async def test_a_snapshot_past_the_end_of_its_log_is_a_divergence(
         [report] = list(replay_store(store))
         found = [(d.source, d.field, d.found) for d in report.divergences]
         assert ("snapshot", "latest_version", last + 40) in found
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("instance_id", "acct-1-renamed", "is instance"),
+        ("kind", "bogus", "Unknown job kind"),
+        ("job", "a:b", "Invalid job name"),
+    ],
+)
+async def test_an_index_row_naming_another_instance_is_named_and_not_exported(
+    sqlite_url: str,
+    autojump_clock: trio.testing.MockClock,
+    capsys: pytest.CaptureFixture[str],
+    column: str,
+    value: str,
+    problem: str,
+) -> None:
+    """An index row edited to name another instance than its uuid (a hand "rename"), or
+    a kind, job or id no instance can have: doctor names it, and an export refuses it
+    (its import would refuse the file: the backup could not be restored)."""
+    async with running(_registry(), sqlite_url) as jobs:
+        await jobs.continuous("sync").start("acct-1", 1)
+    run_sql(sqlite_url, f"UPDATE dj_instances SET {column} = ?", (value,))
+    capsys.readouterr()
+    assert cli(["--store", sqlite_url, "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "the index row of instance" in out and problem in out, out
+    with dj.open_store(sqlite_url) as store, pytest.raises(dj.StoreError, match=problem):
+        export_jsonl(store, io.StringIO())

@@ -16,6 +16,7 @@ __all__ = [
     "Kind",
     "check_instance_id",
     "check_job_name",
+    "identity_problem",
     "instance_uuid",
 ]
 
@@ -120,3 +121,21 @@ def _prefix(kind: Kind, job: str) -> Any:
         _prefixes.clear()
     sha1 = _prefixes[(kind, job)] = hashlib.sha1(prefix, usedforsecurity=False)
     return sha1
+
+
+def identity_problem(kind: object, job: object, instance_id: object, uuid: UUID) -> str | None:
+    """What is wrong with a stored ``(kind, job, instance_id)`` said to be instance
+    ``uuid`` (an index row edited by hand, a faulty tool), or None if it is that
+    instance: the same checks an import makes of the row it would write."""
+    try:
+        expected = instance_uuid(
+            check_kind(kind), check_job_name(job), check_instance_id(instance_id)
+        )
+    except (ConfigurationError, ValidationError) as exc:
+        return str(exc)
+    if expected != uuid:
+        return (
+            f"{kind} job {job!r} instance {instance_id!r} is instance {expected}, not the "
+            f"instance {uuid} the row is for"
+        )
+    return None

@@ -11,6 +11,7 @@ from typing import IO, Any, Final, final
 
 from eventsourcing.persistence import StoredEvent
 
+from durable_jobs._domain.ids import identity_problem
 from durable_jobs._domain.instance import event_classes
 from durable_jobs._errors import ConfigurationError, StoreError
 from durable_jobs._store.base import Store
@@ -96,6 +97,14 @@ def export_jsonl(
     )
     instances = events = 0
     for row in store.iter_instances(kind=kind, job=job, status=status):
+        problem = identity_problem(row.kind, row.job, row.instance_id, row.instance_uuid)
+        if problem is not None:
+            # The import of this export would refuse the row: refuse it here, naming it.
+            msg = (
+                f"Cannot export the index row of instance {row.instance_uuid}: {problem} "
+                "(edited outside durable-jobs?). `durable-jobs doctor` names every such row."
+            )
+            raise StoreError(msg)
         stored = store.stored_events(row.instance_uuid)
         for expected, s in enumerate(stored, 1):
             store.decode(s)  # a corrupt row stops the export with a StoreError naming it

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import click
 
+from durable_jobs._domain.ids import identity_problem
 from durable_jobs._errors import ConfigurationError, UnreadableIndexRow
 from durable_jobs._store.crypto import MAGIC
 from durable_jobs._store.index import INDEX_COLUMNS, reporting_unreadable, rows_from
@@ -333,12 +334,23 @@ def _check_unindexed_logs(found: Diagnosis, cursor: Any) -> None:
 def _check_index_rows(found: Diagnosis, cursor: Any) -> None:
     """Read every index row as the store does; name those that cannot be read."""
     bad: list[UnreadableIndexRow] = []
+    wrong: list[str] = []
     with reporting_unreadable(bad.append):
         while batch := cursor.fetchmany(2000):
-            rows_from(batch)
+            for row in rows_from(batch):
+                # A row naming another instance than its uuid (a hand "rename"), or a kind,
+                # job or id no instance can have: an import would refuse the export of it.
+                problem = identity_problem(row.kind, row.job, row.instance_id, row.instance_uuid)
+                if problem is not None:
+                    wrong.append(f"the index row of instance {row.instance_uuid}: {problem}")
     found.problems += [str(e) for e in bad[:_NAMED_ROWS]]
     if len(bad) > _NAMED_ROWS:
         found.problems.append(f"and {len(bad) - _NAMED_ROWS} more index rows that cannot be read")
+    found.problems += wrong[:_NAMED_ROWS]
+    if len(wrong) > _NAMED_ROWS:
+        found.problems.append(
+            f"and {len(wrong) - _NAMED_ROWS} more index rows that name another instance"
+        )
 
 
 @app.command()
