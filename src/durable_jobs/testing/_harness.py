@@ -24,17 +24,18 @@ from durable_jobs._client import (
     TaskClient,
     open_jobs,
 )
-from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, TaskJob
+from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
+from durable_jobs._domain.ids import KINDS, Kind
 from durable_jobs._domain.values import LATEST_ALARM
-from durable_jobs._errors import ConfigurationError, DurableJobsError, ValidationError
+from durable_jobs._errors import ConfigurationError, DurableJobsError, JobNotFound, ValidationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime import clock as _clock_module
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH, VirtualClock, in_thread
 from durable_jobs._runtime.runtime import Observer
 from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
-from durable_jobs.testing._failures import FailurePlan, InjectedFailure
+from durable_jobs.testing._failures import FailurePlan, InjectedFailure, check_handler_name
 from durable_jobs.testing._readouts import _RUN_NAMES, Flush, Run
 
 __all__ = [
@@ -242,7 +243,17 @@ class Harness:
         return seconds
 
     async def advance_to(self, when: datetime) -> None:
-        """:meth:`advance` until the jobs' clock reads ``when`` (nothing if it is past)."""
+        """:meth:`advance` until the jobs' clock reads ``when`` (nothing if it is past).
+
+        ``when`` is an aware datetime; a naive one (or anything else) is a
+        ValidationError, and no time passes: which zone it meant is unknown.
+        """
+        if not isinstance(when, datetime) or when.utcoffset() is None:
+            msg = (
+                f"advance_to() takes an aware datetime (with a tzinfo, say "
+                f"datetime(2026, 1, 2, tzinfo=UTC)), got {when!r}"
+            )
+            raise ValidationError(msg)
         await self.advance(max(timedelta(0), when - self.now()))
 
     async def restart(self, *, down_for: timedelta | float = 0) -> None:
@@ -290,6 +301,35 @@ class Harness:
 
     # -- read-outs --
 
+    def _job_filter(
+        self, job: str | JobDefinition | None, kind: Kind | None = None
+    ) -> tuple[Kind | None, str | None]:
+        """The (kind, name) records of ``job`` have; None for what any job's have.
+
+        A name or definition the registry does not have (of ``kind``, if given) is
+        JobNotFound, as for the clients: filtering on it would read nothing, and
+        an assertion that nothing ran would pass whatever ran.
+        """
+        wanted: object = job  # callers may pass anything
+        if wanted is None:
+            return None, None
+        kinds: tuple[Kind, ...] = KINDS if kind is None else (kind,)
+        if isinstance(wanted, JobDefinition):
+            if wanted.kind in kinds:
+                self.registry.get(wanted.kind, wanted.name)  # JobNotFound if not registered
+                return wanted.kind, wanted.name
+            name = wanted.name
+        elif isinstance(wanted, str):
+            if any(wanted in self.registry.names(k) for k in kinds):
+                return None, wanted
+            name = wanted
+        else:
+            msg = f"job must be a job name or definition, got {wanted!r}"
+            raise ValidationError(msg)
+        what = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+        known = [n for k in kinds for n in self.registry.names(k)]
+        raise JobNotFound(what, name, known)
+
     def recorded(
         self,
         name: str | None = None,
@@ -297,7 +337,11 @@ class Harness:
         job: str | None = None,
         instance_id: str | None = None,
     ) -> list[RecordedEvent]:
-        """The records committed so far, optionally only those with this name, job, id."""
+        """The records committed so far, optionally only those with this name, job, id.
+
+        A ``job`` the registry does not have is :class:`~durable_jobs.JobNotFound`.
+        """
+        self._job_filter(job)
         return [
             r
             for r in self.records
@@ -313,13 +357,19 @@ class Harness:
         *,
         handler: str | None = "execute",
     ) -> list[Run]:
-        """Handler calls recorded so far (of ``handler``; None: every handler), in order."""
-        name = job if job is None or isinstance(job, str) else job.name
+        """Handler calls recorded so far (of ``handler``; None: every handler), in order.
+
+        A ``job`` the registry does not have is :class:`~durable_jobs.JobNotFound`,
+        a ``handler`` that no job has a ValidationError (a typo would read nothing).
+        """
+        kind, name = self._job_filter(job)
+        check_handler_name(handler, allow_none=True)
         return [
             run
             for r in self.records
             if r.name in _RUN_NAMES
             and (name is None or r.job == name)
+            and (kind is None or r.kind == kind)
             and (instance_id is None or r.instance_id == instance_id)
             for run in (Run.from_record(r),)
             if handler is None or run.handler == handler
@@ -330,13 +380,18 @@ class Harness:
         job: str | DebounceJob[Any, Any] | None = None,
         instance_id: str | None = None,
     ) -> list[Flush]:
-        """Successful debounce flushes recorded so far, in order."""
-        name = job if job is None or isinstance(job, str) else job.name
+        """Successful debounce flushes recorded so far, in order.
+
+        A ``job`` that is not one of the registry's debounce jobs is
+        :class:`~durable_jobs.JobNotFound`.
+        """
+        kind, name = self._job_filter(job, "debounce")
         return [
             Flush.from_record(r)
             for r in self.records
             if r.name == "flushed"
             and (name is None or r.job == name)
+            and (kind is None or r.kind == kind)
             and (instance_id is None or r.instance_id == instance_id)
         ]
 

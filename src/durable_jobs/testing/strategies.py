@@ -14,13 +14,26 @@ they shrink towards small, readable ones (whole seconds, ``* * * * *``).
 
 from __future__ import annotations
 
+import dataclasses
+from collections import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, final
+from types import UnionType
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Union,
+    final,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 try:
     from hypothesis import strategies as st
+    from hypothesis.errors import InvalidArgument
 except ImportError as exc:  # pragma: no cover - the testing extra is missing
     msg = (
         "durable_jobs.testing.strategies needs hypothesis: install the testing extra, "
@@ -30,12 +43,13 @@ except ImportError as exc:  # pragma: no cover - the testing extra is missing
 
 import pydantic
 import pydantic_core
+from typing_extensions import is_typeddict  # typing's misses typing_extensions' on 3.11
 
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import Cron, Every, cron, every
 from durable_jobs._domain.values import check_finite, check_json_value
-from durable_jobs._errors import ValidationError
+from durable_jobs._errors import ConfigurationError, ValidationError
 
 __all__ = [
     "TIME_ZONES",
@@ -50,6 +64,7 @@ __all__ = [
     "every_schedules",
     "idempotency_keys",
     "instance_ids",
+    "json_values",
     "retries",
     "schedules",
     "states_for",
@@ -251,8 +266,12 @@ def values_of(tp: Any) -> st.SearchStrategy[Any]:
     Built with ``st.from_type`` (pydantic models, dataclasses, TypedDicts and
     plain types); values that pydantic rejects, that the library refuses to
     store (NaN, infinities, lone surrogates, nesting over 100) or that do not
-    survive a JSON round trip are filtered out. Register a strategy for a type of yours with
-    ``st.register_type_strategy`` if ``from_type`` cannot build it well.
+    survive a JSON round trip are filtered out. ``Any`` within ``tp`` (say
+    ``dict[str, Any]``, or a model's ``Any`` field) can only hold what JSON
+    holds, so it is drawn as :func:`json_values`. Register a strategy for a
+    type of yours with ``st.register_type_strategy`` if ``from_type`` cannot
+    build it well; a type that cannot be drawn at all raises ConfigurationError
+    when the first value is drawn.
     """
     adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(tp)
 
@@ -271,7 +290,147 @@ def values_of(tp: Any) -> st.SearchStrategy[Any]:
         ):
             return _INVALID
 
-    return st.from_type(tp).map(stored).filter(lambda v: v is not _INVALID)
+    return _explained(_drawing(tp, {}), tp).map(stored).filter(lambda v: v is not _INVALID)
+
+
+_short_text = st.text(st.characters(codec="utf-8"), max_size=20)
+
+#: Hashable JSON values: what ``Any`` holds in a set or as a dict key.
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _short_text
+)
+
+
+def json_values(*, max_leaves: int = 10) -> st.SearchStrategy[Any]:
+    """JSON values: None, bools, ints within 64 bits, finite floats, short text (no lone
+    surrogates), and lists and string-keyed dicts of them (up to ``max_leaves`` leaves).
+
+    What :func:`values_of` draws where a type says ``Any``.
+    """
+    return st.recursive(
+        _json_scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(_short_text, inner, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def _mentions_any(tp: Any, seen: set[int]) -> bool:
+    """Whether ``tp`` holds ``Any`` anywhere: in its arguments, or in the fields of the
+    models, dataclasses and TypedDicts it holds (``seen``: the classes looked at)."""
+    if tp is Any:
+        return True
+    args = get_args(tp)
+    if args:
+        return any(_mentions_any(arg, seen) for arg in args if arg is not Ellipsis)
+    fields = _fields(tp)
+    if fields is None or id(tp) in seen:
+        return False
+    seen.add(id(tp))
+    return any(_mentions_any(field, seen) for field, _ in fields.values())
+
+
+def _fields(tp: Any) -> dict[str, tuple[Any, bool]] | None:
+    """The fields of a pydantic model, dataclass or TypedDict ``tp`` as given to it
+    (``{key: (type, required)}``), or None for any other type."""
+    if not isinstance(tp, type):
+        return None
+    if issubclass(tp, pydantic.BaseModel):
+        fields: dict[str, tuple[Any, bool]] = {}
+        for name, info in tp.model_fields.items():
+            key = next(
+                (a for a in (info.validation_alias, info.alias) if isinstance(a, str)), name
+            )
+            fields[key] = (info.annotation, info.is_required())
+        return fields
+    if dataclasses.is_dataclass(tp):
+        hints = get_type_hints(tp)
+        return {
+            f.name: (
+                hints.get(f.name, Any),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(tp)
+            if f.init
+        }
+    if is_typeddict(tp):
+        hints = get_type_hints(tp)
+        required: frozenset[str] = getattr(tp, "__required_keys__", frozenset(hints))
+        return {key: (hint, key in required) for key, hint in hints.items()}
+    return None
+
+
+def _drawing(tp: Any, classes: dict[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """What to draw for ``tp``: ``st.from_type``, except where ``tp`` holds ``Any``,
+    which hypothesis cannot draw: there JSON values, in containers and fields built
+    here. Models, dataclasses and TypedDicts are drawn as dicts of their fields, which
+    :func:`values_of` validates into them (``classes``: those being built, for
+    recursive types)."""
+    if tp is Any:
+        return json_values()
+    if not _mentions_any(tp, set()):
+        return st.from_type(tp)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return _drawing(args[0], classes)  # its constraints are checked by validation
+    if origin is Union or origin is UnionType:
+        return st.one_of([_drawing(arg, classes) for arg in args])
+    if origin in (list, abc.Sequence, abc.MutableSequence):
+        return st.lists(_drawing(args[0], classes), max_size=5)
+    if origin in (set, frozenset, abc.Set, abc.MutableSet):
+        return st.sets(_hashable(args[0], classes), max_size=5)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return st.lists(_drawing(args[0], classes), max_size=5).map(tuple)
+        return st.tuples(*(_drawing(arg, classes) for arg in args))
+    if origin in (dict, abc.Mapping, abc.MutableMapping):
+        keys = _hashable(args[0], classes)
+        return st.dictionaries(keys, _drawing(args[1], classes), max_size=5)
+    fields = _fields(tp)
+    if fields is None:
+        return st.from_type(tp)  # fails when drawn; _explained says what to do
+    if id(tp) not in classes:
+        classes[id(tp)] = st.deferred(
+            lambda: st.fixed_dictionaries(
+                {key: _drawing(hint, classes) for key, (hint, needed) in fields.items() if needed},
+                optional={
+                    key: _drawing(hint, classes)
+                    for key, (hint, needed) in fields.items()
+                    if not needed
+                },
+            )
+        )
+    return classes[id(tp)]
+
+
+def _hashable(tp: Any, classes: dict[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """Set elements and dict keys: JSON scalars where ``tp`` is ``Any``."""
+    return _json_scalars if tp is Any else _drawing(tp, classes)
+
+
+def _explained(strategy: st.SearchStrategy[Any], tp: Any) -> st.SearchStrategy[Any]:
+    """``strategy``, whose failure to build a value of ``tp`` says what to do about it."""
+
+    @st.composite
+    def drawn(draw: st.DrawFn) -> Any:
+        try:
+            return draw(strategy)
+        except InvalidArgument as exc:
+            msg = (
+                f"Cannot draw values of {tp!r}: {exc}. Give the values "
+                "yourself: override events() (inputs() for a continuous job) in your "
+                "machine, draw them with a strategy of yours instead of values_of(), "
+                "events_for() or states_for(), or register one for your type with "
+                "hypothesis.strategies.register_type_strategy()."
+            )
+            raise ConfigurationError(msg) from exc
+
+    return drawn()
 
 
 _INVALID = object()
