@@ -118,6 +118,7 @@ def dashboard(url: str, *args: str, env: dict[str, str] | None = None) -> Iterat
         env={**os.environ, **(env or {})},
     )
     served = Served(base="")
+    first = ""
     try:
         first, served.base = _read_url(proc)
         yield served

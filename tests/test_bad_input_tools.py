@@ -166,13 +166,23 @@ async def test_cli_escapes_control_characters_in_human_output(
     assert "\x1b" not in as_json.out and "\n" not in as_json.out.rstrip("\n")
 
 
-INVISIBLE_IDS = ["acme", "acme\u200b", "\ufeffacme", "ac\u00adme", "acme\U000e0041"]
+#: The last spells out an escape (backslash, "u200b"): it must not show like the second.
+INVISIBLE_IDS = [
+    "acme",
+    "acme\u200b",
+    "\ufeffacme",
+    "ac\u00adme",
+    "acme\U000e0041",
+    "acme\\u200b",
+]
 
 
 async def test_cli_escapes_invisible_format_characters(
     sqlite_url: str, autojump_clock: MockClock, cli: Any
 ) -> None:
-    """Ids differing by a zero-width or other format character do not print alike."""
+    """Ids differing by a zero-width or other format character do not print alike, and
+    an id spelling out an escape does not print like the id with that character: a
+    backslash is shown doubled."""
     async with running(REGISTRY, sqlite_url) as jobs:
         for instance_id in INVISIBLE_IDS:
             await jobs.task("setter").send(instance_id, {"set": instance_id})
@@ -180,11 +190,24 @@ async def test_cli_escapes_invisible_format_characters(
     assert listed.code == 0, listed.err
     shown = [row.split()[2] for row in listed.out.splitlines()[2:]]
     assert sorted(shown) == sorted(
-        ["acme", "acme\\u200b", "\\ufeffacme", "ac\\xadme", "acme\\U000e0041"]
+        ["acme", "acme\\u200b", "\\ufeffacme", "ac\\xadme", "acme\\U000e0041", "acme\\\\u200b"]
     )
     done = cli("--store", sqlite_url, "status", "task", "setter", "acme\u200b")
     assert done.code == 0, done.err
     assert "acme\\u200b" in done.out and "\u200b" not in done.out
+    assert "acme\\\\u200b" not in done.out
+    spelt = cli("--store", sqlite_url, "status", "task", "setter", "acme\\u200b")
+    assert spelt.code == 0, spelt.err
+    assert "acme\\\\u200b" in spelt.out
+    # JSON shown in human output escapes its backslashes itself: not doubled again.
+    state = cli("--store", sqlite_url, "state", "task", "setter", "acme\\u200b")
+    assert '"acme\\\\u200b"' in state.out and "\\\\\\" not in state.out, state.out
+    state = cli("--store", sqlite_url, "state", "task", "setter", "acme\u200b")
+    assert '"acme\\u200b"' in state.out, state.out
+    # --json keeps ids exactly as stored.
+    as_json = cli("--store", sqlite_url, "list", "--json")
+    ids = [i["instance_id"] for i in json.loads(as_json.out)["instances"]]
+    assert sorted(ids) == sorted(INVISIBLE_IDS)
 
 
 # ---- 5. read-only commands create nothing ----------------------------------------------

@@ -7,8 +7,12 @@ debounce batch is closed for a manual flush), "terminate" records the end,
 
 from __future__ import annotations
 
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
@@ -16,6 +20,7 @@ from pydantic import BaseModel
 
 import durable_jobs as dj
 from _runtime import HOUR, MINUTE, SECOND, T, advance, running
+from _ui_fixtures import dashboard
 from durable_jobs.ui._actions import ActionRefused, available, perform
 
 
@@ -201,3 +206,75 @@ async def test_postgres_worker_sees_a_termination_committed_while_it_serves(
                 if (await daily.status("b")).run_count:
                     break
             assert (await daily.status("b")).run_count == 1
+
+
+def _fetch(url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.postgres
+async def test_a_dashboard_action_waits_for_a_run_in_flight_in_a_worker(pg_url: str) -> None:
+    """Postgres, a worker running the instance: a dashboard action was refused at once
+    (409, pointing to ``wait=``/``--wait``, which the dashboard does not have), so an
+    instance whose runs follow each other closely could hardly be acted on. It waits
+    for the run in flight (up to ACTION_WAIT), in a thread of its own: the pages are
+    served meanwhile. Refused still, it says to try again."""
+    registry = dj.Registry()
+    running_now = trio.Event()
+    release = trio.Event()
+
+    @registry.continuous("slow", state=int, schedule=dj.every(HOUR))
+    async def slow(ctx: dj.ContinuousContext[int]) -> None:
+        running_now.set()
+        await release.wait()
+        ctx.set_state(ctx.state + 1)
+
+    form = {"action": "terminate", "kind": "continuous", "job": "slow", "id": "i"}
+    # The store (its schema) exists before the dashboard opens it.
+    with dj.open_store(pg_url) as admin, dashboard(pg_url, "--allow-actions") as served:
+        base = served.base
+        async with dj.open_jobs(registry, pg_url) as jobs:
+            await jobs.continuous("slow").start("i", 0)
+            await running_now.wait()
+            now = datetime.now(UTC)
+            with pytest.raises(ActionRefused, match="still busy") as refused:
+                await trio.to_thread.run_sync(
+                    lambda: perform(admin, *form.values(), now=now, wait=0)
+                )
+            assert "try again in a moment" in str(refused.value)
+            assert "wait=" not in str(refused.value) and "--wait" not in str(refused.value)
+            confirm = base + "/confirm?" + urllib.parse.urlencode(form)
+            status, page = await trio.to_thread.run_sync(_fetch, confirm)
+            assert status == 200
+            fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+            answered: list[tuple[int, str]] = []
+
+            async def confirmed() -> None:
+                answer = await trio.to_thread.run_sync(lambda: _fetch(base + "/action", fields))
+                answered.append(answer)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(confirmed)
+                # The pages are served while the action waits for the run.
+                instance = (
+                    base
+                    + "/instance?"
+                    + urllib.parse.urlencode({"kind": "continuous", "job": "slow", "id": "i"})
+                )
+                for url in (base + "/", base + "/alarms", instance, confirm):
+                    status, _ = await trio.to_thread.run_sync(_fetch, url)
+                    assert status == 200, url
+                assert not answered, answered  # still waiting for the run
+                release.set()
+            status, body = answered[0]
+            assert status == 200, body
+            assert "Terminated continuous job &#39;slow&#39; instance &#39;i&#39;" in body
+            history = await jobs.continuous("slow").history("i")
+    # The run in flight committed first; the termination came after it.
+    recorded = [r.name for r in history]
+    assert recorded[-1] == "terminated" and "run_succeeded" in recorded[:-1], recorded

@@ -17,7 +17,7 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import note_registry, running
-from _ui_fixtures import dashboard, fill_store
+from _ui_fixtures import Note, dashboard, fill_store, make_registry
 from durable_jobs.ui._app import TIMELINE_PAGE
 
 WAIT = 20  # seconds a request may take before the test fails
@@ -40,6 +40,11 @@ def _fetch(
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def _hidden_fields(page: str) -> dict[str, str]:
+    """The hidden fields of a page's forms (a confirmation's token, action, instance)."""
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
 
 
 def _status(url: str, kind: str, job: str, instance_id: str) -> str:
@@ -75,14 +80,17 @@ def test_a_csrf_token_confirms_only_its_own_action_on_its_own_instance(store_url
     with dashboard(store_url, "--allow-actions") as served:
         status, body = _fetch(served.base + "/confirm?" + urllib.parse.urlencode(form))
         assert status == 200
-        found = re.search(r'name="csrf_token" value="([^"]+)"', body)
-        assert found is not None
-        token = found.group(1)
+        fields = _hidden_fields(body)
+        token = fields.pop("csrf_token")
+        assert {k: fields[k] for k in form} == form
+        form = fields  # with the version and generation the page showed
         others = [
             {**form, "job": "flaky", "id": "acct-1"},  # another instance
             {**form, "id": "other"},
             {**form, "action": "purge"},  # another action
             {**form, "action": "run_now"},
+            {**form, "version": str(int(form["version"]) + 1)},  # another version shown
+            {**form, "generation": "2"},
         ]
         for other in others:
             status, body = _fetch(served.base + "/action", data={**other, "csrf_token": token})
@@ -94,6 +102,60 @@ def test_a_csrf_token_confirms_only_its_own_action_on_its_own_instance(store_url
         assert status == 200
         assert "Terminated continuous job &#39;notes&#39; instance &#39;page&#39;" in body
     assert _status(store_url, "continuous", "notes", "page") == "terminated"
+
+
+def test_a_confirmation_acts_only_on_the_instance_its_page_showed(store_url: str) -> None:
+    """A confirmation page opened for one generation, confirmed after that generation
+    was terminated and the id started again, is refused (409, nothing written): it
+    terminated the new generation. Runs of the same generation since the page was
+    shown do not stale it (an instance that runs every second must stay terminable)."""
+    from durable_jobs.maintenance import terminate_instance, trigger_instance
+
+    form = {"action": "terminate", "kind": "continuous", "job": "notes", "id": "page"}
+    with dashboard(store_url, "--allow-actions") as served:
+        served_url = served.base
+        confirm = served_url + "/confirm?" + urllib.parse.urlencode(form)
+        status, page = _fetch(confirm)
+        assert status == 200
+        # The page says which version and generation the operator confirms.
+        seen = re.search(r'id="seen">(.*?)</p>', page, re.S)
+        assert seen is not None
+        assert re.search(r'version <strong class="version">\d+</strong>', seen.group(1))
+        assert 'generation <strong class="generation">1</strong>' in seen.group(1)
+        stale = _hidden_fields(page)
+        assert stale["generation"] == "1"
+        # Meanwhile the generation shown ends elsewhere and the app starts the id again.
+        with dj.open_store(store_url) as store:
+            assert terminate_instance(store, "continuous", "notes", "page").done
+        trio.run(_start_again, store_url)
+        with dj.Inspector(store_url) as inspector:
+            before = inspector.status("continuous", "notes", "page")
+        assert before is not None and before.generation == 2
+        status, body = _fetch(served_url + "/action", data=stale)
+        assert status == 409, body
+        assert "changed since the confirmation page was shown" in body
+        assert "reload the instance&#39;s page" in body
+        with dj.Inspector(store_url) as inspector:
+            after = inspector.status("continuous", "notes", "page")
+        assert after is not None
+        assert (after.status, after.version) == ("running", before.version)
+        # A page of the new generation stays good while the instance moves on.
+        status, page = _fetch(confirm)
+        assert status == 200
+        fresh = _hidden_fields(page)
+        with dj.open_store(store_url) as store:
+            assert trigger_instance(store, "continuous", "notes", "page").done
+        with dj.Inspector(store_url) as inspector:
+            moved = inspector.status("continuous", "notes", "page")
+        assert moved is not None and moved.version > int(fresh["version"])
+        status, body = _fetch(served_url + "/action", data=fresh)
+        assert status == 200, body
+    assert _status(store_url, "continuous", "notes", "page") == "terminated"
+
+
+async def _start_again(url: str) -> None:
+    async with dj.open_jobs(make_registry(), url) as jobs:
+        await jobs.continuous("notes").start("page", Note(text="again"))
 
 
 def test_an_instance_timeline_shows_one_page_of_records(tmp_path: Path) -> None:

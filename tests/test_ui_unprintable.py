@@ -34,8 +34,9 @@ RLO, ZWSP, ESC = "\u202e", "\u200b", "\x1b"
 RAW = (RLO, ZWSP, ESC)
 SPOOF = f"{RLO}gnp.exe"  # shows as "exe.png"
 HIDDEN = f"acme{ZWSP}"  # shows as "acme"
+SPELT = "acme\\u200b"  # spells out HIDDEN's escape: must not show like it
 COLOURED = f"x{ESC}[31my"
-IDS = (SPOOF, HIDDEN, COLOURED)
+IDS = (SPOOF, HIDDEN, COLOURED, SPELT)
 
 
 class Note(BaseModel):
@@ -130,8 +131,12 @@ def test_ids_states_errors_and_reasons_show_escaped_on_every_page_and_stream(
         assert status == 200
         _no_raw(page)
         assert "\\u202egnp.exe" in page
-        assert "acme\\u200b" in page
         assert "x\\x1b[31my" in page
+        # HIDDEN and SPELT show apart: a backslash is shown doubled.
+        shown = re.findall(r'<td><a href="/instance\?[^"]*">([^<]*)</a>', page)
+        assert sorted(shown) == sorted(
+            ["\\u202egnp.exe", "acme\\u200b", "x\\x1b[31my", "acme\\\\u200b"]
+        )
         # Links carry the id percent-encoded, as it is stored.
         assert "id=%E2%80%AEgnp.exe" in page
         for instance_id in IDS:
@@ -146,6 +151,9 @@ def test_ids_states_errors_and_reasons_show_escaped_on_every_page_and_stream(
                 assert state is not None
                 assert state.group(1).startswith("{\n  ")
                 assert "\\u202eolleh" in state.group(1)
+                # JSON escapes its backslashes itself: they are not doubled again.
+                if instance_id == SPELT:
+                    assert "acme\\\\u200b says\\t\\u202eolleh&#34;" in state.group(1)
         _, page = _fetch(_instance_url(base, HIDDEN))
         assert "because \\u202enosaer\\u200b \\x1b[0m" in page
         for path in ("/alarms", "/stats"):
@@ -191,6 +199,9 @@ def test_an_action_on_an_id_holding_a_bidi_override_acts_on_that_id(store_url: s
 def test_the_dashboards_escaping_keeps_markup_newlines_and_tabs() -> None:
     assert printable_lines(f"a\n\tb{RLO}c{ESC}\r") == "a\n\tb\\u202ec\\x1b\\r"
     assert printable(f"a\n\tb{RLO}") == "a\\n\\tb\\u202e"
+    # A backslash is doubled, so text spelling out an escape shows apart from it.
+    assert printable("a\\u200b") == "a\\\\u200b" != printable(f"a{ZWSP}")
+    assert printable_lines("a\\n\n") == "a\\\\n\n"
     env = _env()
     shown = env.from_string("{{ x }}|{{ m }}|{{ v | verbatim }}|{{ n }}").render(
         x=f"<b>{RLO}</b>", m=Markup(f"<i>{ZWSP}</i>"), v=f"{RLO}&", n=3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, final
 from uuid import UUID
@@ -53,6 +54,23 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
     instance gives ``purged=False``.
     """
     check_store(store, "purge_instance()")
+    return purge_checked(store, kind, job, instance_id)
+
+
+def purge_checked(
+    store: Store,
+    kind: str,
+    job: str,
+    instance_id: str,
+    *,
+    wait: float = 0.0,
+    check: Callable[[int, int | None], None] | None = None,
+) -> PurgeResult:
+    """:func:`purge_instance`, waiting up to ``wait`` seconds for the instance's lock
+    (Postgres), and calling ``check(version, generation)`` with the instance's version
+    and generation (None if its log is unreadable) while it is held: it raises to
+    refuse, and nothing is deleted (the dashboard's check that the instance is still
+    the one its confirmation page showed)."""
     uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
     label = f"{kind} job {job!r} instance {instance_id!r}"
     result = PurgeResult(
@@ -62,7 +80,7 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
         f"Cannot purge {label} while a jobs runtime serves {store.url} (it keeps "
         "instances in memory); stop it, then purge."
     )
-    with holding_instance(store, uuid, label, refused=refused):
+    with holding_instance(store, uuid, label, refused=refused, wait=wait):
         row = store.index_row(uuid)
         if row is None:
             return result
@@ -73,6 +91,8 @@ def purge_instance(store: Store, kind: str, job: str, instance_id: str) -> Purge
             except StoreError:
                 agg = None  # a corrupt log: the index row decides
             live = agg is not None and agg.live
+            if check is not None:
+                check(row.version, agg.d.generation if agg is not None else None)
         if live:
             msg = (
                 f"Refusing to purge {label}: it is live (status {row.status!r}). "

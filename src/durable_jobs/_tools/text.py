@@ -2,7 +2,14 @@
 
 The CLI (:func:`printable`) and the dashboard (:func:`printable_lines`) show ids,
 states and messages read from a store; a character that moves the cursor or
-reorders the text (ESC, U+202E) must not act on the terminal or the page.
+reorders the text (ESC, U+202E) must not act on the terminal or the page. A
+backslash is shown doubled, so what is shown reads back one way only: the id
+``acme`` + U+200B shows as ``acme\\u200b``, the id spelling out ``acme\\u200b``
+(backslash, ``u200b``) as ``acme\\\\u200b``.
+
+Text that escapes its backslashes itself (JSON, the ``repr`` of ids quoted in
+messages) goes through :func:`escape_controls` instead: doubling them again would
+only make it harder to read, and it cannot be mistaken for an escape.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["printable", "printable_lines"]
+__all__ = ["escape_controls", "escape_controls_lines", "printable", "printable_lines"]
 
 #: Characters never shown as they are: C0 and C1 controls (ESC starts terminal
 #: commands, a newline would split a table row), line separators, lone
@@ -26,7 +33,9 @@ UNPRINTABLE: Final = re.compile(
     "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
     "\U000e0020-\U000e007f]"
 )
-_NAMED: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: :data:`UNPRINTABLE` and the backslash, which starts every escape shown.
+_UNPRINTABLE_OR_BACKSLASH: Final = re.compile(r"\\|" + UNPRINTABLE.pattern)
+_NAMED: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 #: What :func:`printable_lines` leaves as it is: line breaks and tabs.
 _LAYOUT: Final = frozenset("\n\t")
 
@@ -48,13 +57,27 @@ def _escape_but_layout(match: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """``text`` with control, format (bidi, zero-width) and line-separator
-    characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``):
-    what human output shows of data (instance ids, states, messages).
-    ``--json`` output is JSON and left as it is."""
-    return UNPRINTABLE.sub(_escape, text)
+    characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``) and
+    each backslash doubled (``\\\\``), so no text shows like an escape: what human
+    output shows of data (instance ids, states, messages). ``--json`` output is
+    JSON and left as it is."""
+    return _UNPRINTABLE_OR_BACKSLASH.sub(_escape, text)
 
 
 def printable_lines(text: str) -> str:
     """:func:`printable`, but newlines and tabs stay as they are: for text laid
-    out in lines (the dashboard's ``<pre>`` blocks: JSON, tracebacks)."""
+    out in lines."""
+    return _UNPRINTABLE_OR_BACKSLASH.sub(_escape_but_layout, text)
+
+
+def escape_controls(text: str) -> str:
+    """:func:`printable` without doubling backslashes: for text whose own syntax
+    escapes them (JSON, a message quoting ids with ``repr``), and over text that
+    already went through :func:`printable` (its escapes must not be escaped again)."""
+    return UNPRINTABLE.sub(_escape, text)
+
+
+def escape_controls_lines(text: str) -> str:
+    """:func:`escape_controls`, but newlines and tabs stay as they are (the
+    dashboard's ``<pre>`` blocks: JSON, tracebacks)."""
     return UNPRINTABLE.sub(_escape_but_layout, text)

@@ -44,7 +44,7 @@ from durable_jobs._store.base import Store
 from durable_jobs._store.crypto import ENCRYPTION_KEY_ENV, keys_from_env
 from durable_jobs._store.registry import open_store
 from durable_jobs._store.urls import StoreURL
-from durable_jobs._tools.text import printable
+from durable_jobs._tools.text import escape_controls, printable
 from durable_jobs.cli._about import version_option
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "app",
     "console",
     "emit_json",
+    "escape_controls",
     "fail",
     "json_option",
     "opened_store",
@@ -151,7 +152,9 @@ class _SafeConsole(Console):
 
     Commands pass data through :func:`printable` (before layout, so a newline
     in an id cannot split a row); this is the safety net for anything missed:
-    text segments are escaped, except the newlines rich lays out itself.
+    control characters in text segments are escaped, except the newlines rich
+    lays out itself (backslashes are left alone: the escapes of :func:`printable`
+    must not be escaped again).
     """
 
     def _render_buffer(self, buffer: Iterable[Segment]) -> str:
@@ -165,10 +168,10 @@ class _SafeConsole(Console):
 
 
 def _escape_inline(text: str) -> str:
-    """:func:`printable` for a rendered segment, keeping the line breaks rich made."""
+    """:func:`escape_controls` for a rendered segment, keeping the line breaks rich made."""
     if "\n" not in text:
-        return printable(text)
-    return "\n".join(printable(part) for part in text.split("\n"))
+        return escape_controls(text)
+    return "\n".join(escape_controls(part) for part in text.split("\n"))
 
 
 _console: Console | None = None
@@ -276,7 +279,7 @@ def _error(message: str, kind: str, code: int, *, plain: str | None = None) -> i
         document = {"error": text, "type": kind, "exit_code": code}
         click.echo(json.dumps(document, ensure_ascii=False), err=True)
     else:
-        click.echo(plain if plain is not None else f"error: {printable(text)}", err=True)
+        click.echo(plain if plain is not None else f"error: {escape_controls(text)}", err=True)
     return code
 
 

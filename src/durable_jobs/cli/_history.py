@@ -347,7 +347,7 @@ def diff(
     if not result.changes:
         out.print("  no changes")
     for change in result.changes:
-        path = change.path or "(the whole value)"
+        path = printable(change.path) if change.path else "(the whole value)"
         if change.op == "added":
             out.print(Text(f"  + {path}: {_short(change.new)}", style="green"))
         elif change.op == "removed":

@@ -26,6 +26,7 @@ from durable_jobs.cli._app import (
     app,
     console,
     emit_json,
+    escape_controls,
     json_option,
     opened_store,
     print_wide,
@@ -188,15 +189,16 @@ def _print_replay(reports: list[ReplayReport], problems: int) -> None:
     for r in reports:
         if r.ok:
             continue
-        out.print(Text(f"\n{printable(_label(r.kind, r.job, r.instance_id))}:", style="bold"))
+        label = escape_controls(_label(r.kind, r.job, r.instance_id))  # ids quoted by repr
+        out.print(Text(f"\n{label}:", style="bold"))
         if r.error is not None:
-            out.print(Text(f"  error: {printable(r.error)}", style="red"))
+            out.print(Text(f"  error: {escape_controls(r.error)}", style="red"))
         for d in r.divergences:
             line = (
                 f"  {d.source} {d.field}: full replay says {json.dumps(d.expected, default=str)},"
                 f" {d.source} says {json.dumps(d.found, default=str)}"
             )
-            out.print(Text(printable(line), style="red"))
+            out.print(Text(escape_controls(line), style="red"))
     summary = f"\n{len(reports)} instance(s) checked, {problems} with problems."
     out.print(Text(summary, style="bold red" if problems else "bold green"))
 
@@ -269,9 +271,11 @@ def _tail_line(e: TailEvent) -> Text:
     text.append(f"{printable(who)} v{e.version} ")
     style = "bold red" if e.name in ("run_failed", "retry_exhausted") or e.error else "bold"
     text.append(e.name or e.topic, style=style)
+    # A message quotes ids with repr and _detail escapes the data it quotes: only
+    # control characters are left to escape.
     detail = e.error or _detail(e.name, e.state if isinstance(e.state, dict) else {})
     if detail:
-        text.append(f"  {printable(detail)}")
+        text.append(f"  {escape_controls(detail)}")
     return text
 
 
@@ -294,7 +298,8 @@ def _run(s: dict[str, Any]) -> str:
 def _detail(name: str | None, s: dict[str, Any]) -> str:
     if name == "run_failed":
         retry = f"; retry at {_time(s['retry_at'])}" if s.get("retry_at") else "; no retry"
-        return f"{_run(s)} failed: {s.get('error_type')}: {s.get('message')}{retry}"
+        error = printable(f"{s.get('error_type')}: {s.get('message')}")
+        return f"{_run(s)} failed: {error}{retry}"
     if name == "run_succeeded":
         return f"{_run(s)} ok in {_took(s.get('duration'))}"
     if name == "retry_exhausted":
@@ -304,7 +309,7 @@ def _detail(name: str | None, s: dict[str, Any]) -> str:
     if name in ("batch_closed", "flushed"):
         return f"batch {s.get('batch_no')}: {s.get('reason')}, {s.get('event_count')} event(s)"
     if name == "terminated":
-        return f"reason: {s.get('reason')}"
+        return f"reason: {printable(str(s.get('reason')))}"
     if name == "cleared":
         return f"{s.get('discarded_events')} event(s) discarded"
     if name in ("state_changed", "started"):

@@ -21,9 +21,9 @@ from durable_jobs.cli._app import (
     app,
     console,
     emit_json,
+    escape_controls,
     json_option,
     opened_store,
-    printable,
     store_option,
 )
 from durable_jobs.cli._render import (
@@ -111,7 +111,7 @@ def list_(
     _print_wide(table)
     for item in page.items:
         if item.error is not None:
-            out.print(Text.assemble(("! ", "bold red"), printable(item.error)))
+            out.print(Text.assemble(("! ", "bold red"), escape_controls(item.error)))
     if page.next_cursor is not None:
         out.print(f"More instances: add --cursor {page.next_cursor}")
 

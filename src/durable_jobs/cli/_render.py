@@ -27,6 +27,7 @@ from rich.text import Text
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs.cli._app import (
+    escape_controls,
     fail,
     print_wide,
     printable,
@@ -162,7 +163,8 @@ def _status_text(status: str) -> Text:
 
 
 def _short(value: Any, width: int = 72) -> str:
-    text = printable(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
+    # JSON escapes its backslashes itself: only the characters it leaves raw are escaped.
+    text = escape_controls(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

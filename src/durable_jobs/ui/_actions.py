@@ -8,24 +8,45 @@ closed for a manual flush), so a worker serving the store runs it;
 (:func:`~durable_jobs.maintenance.terminate_instance`); "purge" deletes a
 terminated instance's history (:func:`~durable_jobs.maintenance.purge_instance`).
 
-Each holds the instance's lock while it reads and commits, and is refused on
-an SQLite store that a jobs runtime serves (that process keeps instances in
-memory and would not see the change).
+Each holds the instance's lock while it reads and commits (on Postgres, a run
+of the instance in flight in a worker is waited for, up to :data:`ACTION_WAIT`),
+and is refused on an SQLite store that a jobs runtime serves (that process keeps
+instances in memory and would not see the change). Each applies to the instance
+as its confirmation page showed it (:class:`Seen`): one started again since, or
+purged and started again, is refused.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, final
 
 from durable_jobs._domain.ids import KINDS, check_instance_id
-from durable_jobs._errors import ActionRefused, ConfigurationError, ValidationError
+from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.values import check_alarm_time
+from durable_jobs._errors import (
+    ActionRefused,
+    ConcurrencyError,
+    ConfigurationError,
+    ValidationError,
+)
 from durable_jobs._store.base import Store
-from durable_jobs.maintenance import purge_instance, terminate_instance, trigger_instance
+from durable_jobs._tools.admin import AdminResult, _admin
+from durable_jobs._tools.purge import purge_checked
 
-__all__ = ["ACTIONS", "Action", "ActionRefused", "ActionResult", "available", "perform"]
+__all__ = [
+    "ACTIONS",
+    "ACTION_WAIT",
+    "Action",
+    "ActionRefused",
+    "ActionResult",
+    "Seen",
+    "available",
+    "perform",
+]
 
 Action = Literal["run_now", "resume", "terminate", "purge"]
 
@@ -39,6 +60,24 @@ ACTIONS: Final[dict[str, tuple[str, str]]] = {
 
 #: The reason recorded on a ``terminated`` event committed from the dashboard.
 TERMINATE_REASON: Final = "terminated from the dashboard"
+
+#: How long an action waits for a run of the instance in flight in a worker
+#: (Postgres: the run holds the instance's lock until it commits), in seconds. The
+#: command line waits 30 s by default; a page gets its answer sooner, and the
+#: operator can try again.
+ACTION_WAIT: Final = 10.0
+
+
+@final
+@dataclass(frozen=True)
+class Seen:
+    """The instance as the confirmation page showed it; the action applies to that
+    instance only. Later runs of the same generation are fine (an instance that runs
+    every second must still be terminable); a new generation (terminated and started
+    again) or a lower version (purged and started again) is another instance."""
+
+    version: int
+    generation: int | None
 
 
 @final
@@ -71,9 +110,19 @@ def available(kind: str, status: str, *, buffered: int | None, closed: bool) -> 
 
 
 def perform(
-    store: Store, action: str, kind: str, job: str, instance_id: str, *, now: datetime
+    store: Store,
+    action: str,
+    kind: str,
+    job: str,
+    instance_id: str,
+    *,
+    now: datetime,
+    seen: Seen | None = None,
+    wait: float = ACTION_WAIT,
 ) -> ActionResult:
-    """Do ``action`` on the instance (a blocking store call: run it in a thread)."""
+    """Do ``action`` on the instance if it is still the one ``seen`` (None: whatever it
+    is now). A blocking store call, up to ``wait`` seconds waiting for a run in
+    flight: run it in a thread."""
     if action not in ACTIONS:
         msg = f"Unknown action {action!r}: expected one of {', '.join(ACTIONS)}."
         raise ValidationError(msg)
@@ -82,22 +131,66 @@ def perform(
         raise ValidationError(msg)
     check_instance_id(instance_id)
     label = f"{kind} job {job!r} instance {instance_id!r}"
+
+    def check(version: int, generation: int | None) -> None:
+        # Runs while the instance's lock is held: raising leaves it unchanged.
+        if seen is None:
+            return
+        if version >= seen.version and seen.generation in (None, generation):
+            return
+        shown = _version_words(seen.version, seen.generation)
+        msg = (
+            f"{label} changed since the confirmation page was shown: it showed {shown}, "
+            f"it is now at {_version_words(version, generation)} (started again). Nothing "
+            "was written: reload the instance's page and confirm again if it still applies."
+        )
+        raise ActionRefused(msg)
+
+    def checked(change: Callable[[JobInstance], bool]) -> Callable[[JobInstance], bool]:
+        def apply(agg: JobInstance) -> bool:
+            check(agg.version, agg.d.generation)
+            return change(agg)
+
+        return apply
+
     with _LOCK:
-        if action == "purge":
-            purged = purge_instance(store, kind, job, instance_id)
-            if not purged.purged:
-                raise ActionRefused(f"There is no {label} to purge.")
-            return ActionResult(
-                f"Purged {label}: {purged.events} event(s) and {purged.snapshots} "
-                "snapshot(s) deleted."
-            )
         try:
+            if action == "purge":
+                purged = purge_checked(store, kind, job, instance_id, wait=wait, check=check)
+                if not purged.purged:
+                    raise ActionRefused(f"There is no {label} to purge.")
+                return ActionResult(
+                    f"Purged {label}: {purged.events} event(s) and {purged.snapshots} "
+                    "snapshot(s) deleted."
+                )
+            result: AdminResult
             if action == "terminate":
-                result = terminate_instance(
-                    store, kind, job, instance_id, reason=TERMINATE_REASON, now=now
+                result = _admin(
+                    store,
+                    kind,
+                    job,
+                    instance_id,
+                    action="terminate",
+                    change=checked(lambda agg: agg.terminate(now=now, reason=TERMINATE_REASON)),
+                    wait=wait,
                 )
             else:
-                result = trigger_instance(store, kind, job, instance_id, now=now)
+                at = check_alarm_time(now, "the dashboard's clock")
+                result = _admin(
+                    store,
+                    kind,
+                    job,
+                    instance_id,
+                    action="trigger",
+                    change=checked(lambda agg: agg.due_now(now=at)),
+                    wait=wait,
+                )
+        except ConcurrencyError as exc:  # a run in flight went on past the wait
+            msg = (
+                f"{label} is still busy after {wait:g} s: a run of it in flight in a worker "
+                "holds it. Nothing was written; try again in a moment."
+            )
+            raise ActionRefused(msg) from exc
         except ConfigurationError as exc:  # an SQLite store a runtime serves
             raise ActionRefused(str(exc)) from exc
     if not result.found:
@@ -111,3 +204,7 @@ def perform(
         f"Made the next run of {label} due now (status {result.status}): a worker serving "
         "the store runs it."
     )
+
+
+def _version_words(version: int, generation: int | None) -> str:
+    return f"version {version}" + (f" (generation {generation})" if generation else "")

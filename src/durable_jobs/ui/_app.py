@@ -36,7 +36,7 @@ from durable_jobs._telemetry import log_fields
 from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
 from durable_jobs._tools.views import InstancePage, InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_events, tail_position
-from durable_jobs.ui._actions import ACTIONS, ActionRefused, available, perform
+from durable_jobs.ui._actions import ACTIONS, ActionRefused, Seen, available, perform
 from durable_jobs.ui._dashboard import (
     DEFAULT_MAX_LIVE,
     Dashboard,
@@ -291,15 +291,31 @@ async def confirm_page(request: Request) -> Response:
     if action not in ACTIONS or kind is None or job is None or instance_id is None:
         msg = "Name an action and the instance: action, kind, job and id."
         raise ValidationError(msg)
+    summary = await dash.run(lambda: dash.inspector.status(kind, job, instance_id))
+    if summary is None:
+        return dash.render(
+            "error.html",
+            request,
+            status_code=404,
+            title="Not found",
+            message=f"No {kind} job {job!r} instance {instance_id!r} in this store.",
+        )
+    # The confirmation is of the instance as shown here: the form carries its version
+    # and generation (signed by the token), and the action refuses another generation.
+    version = str(summary.version)
+    generation = "" if summary.generation is None else str(summary.generation)
     return dash.render(
         "confirm.html",
         request,
-        csrf_token=dash.action_token(action, kind, job, instance_id),
+        csrf_token=dash.action_token(action, kind, job, instance_id, version, generation),
         action=action,
         words=ACTIONS[action],
         kind=kind,
         job=job,
         instance_id=instance_id,
+        summary=summary,
+        version=version,
+        generation=generation,
     )
 
 
@@ -312,10 +328,13 @@ async def action_post(request: Request) -> Response:
     token = form.get("csrf_token")
     origin = request.headers.get("origin")
     same_origin = origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
-    values = {k: form.get(k) for k in ("action", "kind", "job", "id")}
-    named = [v if isinstance(v, str) else "" for v in values.values()]
-    # The token is the one its confirmation page gave for this action on this instance.
-    expected = dash.action_token(*named)
+    values = {k: form.get(k) for k in ("action", "kind", "job", "id", "version", "generation")}
+    action, kind, job, instance_id, version, generation = (
+        v if isinstance(v, str) else "" for v in values.values()
+    )
+    # The token is the one its confirmation page gave for this action on this instance,
+    # at the version and generation the page showed.
+    expected = dash.action_token(action, kind, job, instance_id, version, generation)
     if (
         not isinstance(token, str)
         or not hmac.compare_digest(token.encode(), expected.encode())
@@ -327,17 +346,18 @@ async def action_post(request: Request) -> Response:
             status_code=403,
             title="Refused",
             message="The form's CSRF token is missing or wrong (each confirmation page's "
-            "token confirms its own action on its own instance): open the page again and "
-            "confirm from there. Nothing was changed.",
+            "token confirms its own action on its own instance, as the page showed it): "
+            "open the page again and confirm from there. Nothing was changed.",
         )
-    if not all(named):
-        msg = "Name an action and the instance: action, kind, job and id."
+    if not all((action, kind, job, instance_id)) or not version.isdigit():
+        msg = "Name an action and the instance: action, kind, job, id and version."
         raise ValidationError(msg)
-    action, kind, job, instance_id = named
+    seen = Seen(int(version), int(generation) if generation.isdigit() else None)
     now = dash.now()
     try:
-        result = await dash.run(
-            lambda: perform(dash.store, action, kind, job, instance_id, now=now)
+        # Waits (up to ACTION_WAIT) for a run in flight, in a thread of its own.
+        result = await dash.run_action(
+            lambda: perform(dash.store, action, kind, job, instance_id, now=now, seen=seen)
         )
     except (ActionRefused, DurableJobsError) as exc:
         return dash.render(

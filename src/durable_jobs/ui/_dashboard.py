@@ -22,7 +22,7 @@ from durable_jobs._errors import ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.urls import redact
 from durable_jobs._tools.inspector import Inspector
-from durable_jobs._tools.text import printable_lines
+from durable_jobs._tools.text import escape_controls_lines, printable_lines
 from durable_jobs.ui import _format
 from durable_jobs.ui._shared_tail import SharedTail
 
@@ -44,15 +44,21 @@ def _verbatim(value: Any) -> _Verbatim:
 
 def _shown(value: Any) -> Any:
     """What a template shows of ``value``: control and format characters (ESC, bidi
-    overrides such as U+202E, zero-width spaces) written as escapes, as the CLI does,
-    so a stored id cannot show reversed or hide a character; newlines and tabs stay
-    (JSON and tracebacks in ``<pre>``). Markup (a macro's HTML) stays Markup: the
-    escapes add no HTML. A :func:`_verbatim` value (a form field's) is left as it is.
+    overrides such as U+202E, zero-width spaces) written as escapes and backslashes
+    doubled, as the CLI does, so a stored id cannot show reversed, hide a character or
+    pose as another id by spelling out an escape; newlines and tabs stay (JSON and
+    tracebacks in ``<pre>``). A :class:`~durable_jobs.ui._format.Shown` value (JSON, a
+    message quoting ids with ``repr``) and Markup (a macro's HTML, whose values were
+    shown already) have their control characters escaped only: their backslashes are
+    escapes already, and Markup stays Markup (the escapes add no HTML). A
+    :func:`_verbatim` value (a form field's) is left as it is.
     """
     if isinstance(value, _Verbatim):
         return str(value)
     if hasattr(value, "__html__"):  # Markup: HTML already; the escapes add none
-        return Markup(printable_lines(value.__html__()))  # noqa: S704
+        return Markup(escape_controls_lines(value.__html__()))  # noqa: S704
+    if isinstance(value, _format.Shown):
+        return escape_controls_lines(value)
     if isinstance(value, str):
         return printable_lines(value)
     if value is None or isinstance(value, (int, float)):
@@ -147,6 +153,9 @@ class Dashboard:
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     env: jinja2.Environment = field(default_factory=_env)
     limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
+    #: Actions' own thread: one may wait seconds for a run in flight (Postgres), and
+    #: must not take the threads the pages read with.
+    action_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
 
     def __post_init__(self) -> None:
         self.inspector = Inspector(self.store)
@@ -157,14 +166,25 @@ class Dashboard:
         """Call a blocking store function in a worker thread."""
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
-    def action_token(self, action: str, kind: str, job: str, instance_id: str) -> str:
-        """The CSRF token of the form confirming ``action`` on that instance, and no other."""
-        message = "\0".join((action, kind, job, instance_id)).encode("utf-8", "surrogatepass")
+    async def run_action(self, fn: Callable[[], Any]) -> Any:
+        """Call a blocking action in a worker thread of its own: it may wait for a run
+        in flight, and the pages go on being served meanwhile (actions queue here, one
+        at a time, without holding a thread while they queue)."""
+        return await trio.to_thread.run_sync(fn, limiter=self.action_limiter)
+
+    def action_token(self, *fields: str) -> str:
+        """The CSRF token of the form confirming an action on an instance as its page
+        showed it, and no other: ``fields`` are the form's action, kind, job, id,
+        version and generation."""
+        message = "\0".join(fields).encode("utf-8", "surrogatepass")
         return hmac.new(self.csrf_key, message, hashlib.sha256).hexdigest()
 
     def render(
         self, name: str, request: Request, status_code: int = 200, **context: Any
     ) -> Response:
+        if isinstance(context.get("message"), str):
+            # The library's messages quote ids with repr (backslashes escaped already).
+            context["message"] = _format.Shown(context["message"])
         base = {
             "store_url": redact(str(self.store.url)),
             "allow_actions": self.allow_actions,

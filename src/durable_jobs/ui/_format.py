@@ -7,7 +7,18 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["ago", "describe", "outcome", "pretty", "short", "span", "when"]
+from durable_jobs._tools.text import printable
+
+__all__ = ["Shown", "ago", "describe", "outcome", "pretty", "short", "span", "when"]
+
+
+class Shown(str):
+    """Text whose backslashes are escapes already (JSON; a record's description, whose
+    data went through :func:`~durable_jobs._tools.text.printable`; a message quoting ids
+    with ``repr``): the templates escape only its control characters, not its
+    backslashes again."""
+
+    __slots__ = ()
 
 
 def when(at: datetime | str | None) -> str:
@@ -49,15 +60,15 @@ def ago(at: datetime | None, now: datetime) -> str:
     return f"{span(delta)} ago" if delta > timedelta(0) else f"in {span(delta)}"
 
 
-def pretty(value: Any) -> str:
+def pretty(value: Any) -> Shown:
     """``value`` as indented JSON."""
-    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=str)
+    return Shown(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=str))
 
 
-def short(value: Any, width: int = 80) -> str:
+def short(value: Any, width: int = 80) -> Shown:
     """``value`` as one line of JSON, cut at ``width`` characters."""
     text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return Shown(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def outcome(name: str) -> str:
@@ -67,16 +78,24 @@ def outcome(name: str) -> str:
     )
 
 
-def describe(name: str, data: dict[str, Any]) -> str:
-    """What a record says, beyond its name, run, attempt and duration."""
-    g = data.get
+def describe(name: str, data: dict[str, Any]) -> Shown:
+    """What a record says, beyond its name, run, attempt and duration: its JSON as JSON,
+    its text (messages, reasons, keys) through :func:`printable`."""
+    return Shown(_describe(name, data))
+
+
+def _describe(name: str, data: dict[str, Any]) -> str:
+    def g(field: str) -> Any:  # a text field; JSON ones are read with data.get
+        value = data.get(field)
+        return printable(value) if isinstance(value, str) else value
+
     if name == "started":
-        return f"state {short(g('state'))}"
+        return f"state {short(data.get('state'))}"
     if name == "terminated":
         return f"reason: {g('reason')}" if g("reason") else ""
     if name == "state_changed":
         # A large state's small change is recorded as a JSON Patch of the state before.
-        return f"patch {short(g('patch'))}" if "patch" in data else short(g("state"))
+        return f"patch {short(data.get('patch'))}" if "patch" in data else short(data.get("state"))
     if name == "alarm_set":
         return f"alarm at {when(g('at'))}"
     if name == "alarm_cleared":
@@ -95,7 +114,7 @@ def describe(name: str, data: dict[str, Any]) -> str:
         return f"retries exhausted: {g('action')}"
     if name == "event_added":
         key = f" (key {g('idempotency_key')})" if g("idempotency_key") else ""
-        return f"{short(g('event'))}{key}"
+        return f"{short(data.get('event'))}{key}"
     if name in ("batch_closed", "flushed"):
         return f"batch {g('batch_no')}: {g('event_count')} event(s), reason {g('reason')}"
     if name == "cleared":
