@@ -62,7 +62,7 @@ def test_clock_settings_are_checked() -> None:
     with pytest.raises(dj.ConfigurationError):
         dj.VirtualClock(T).jump(5)  # type: ignore[arg-type]
     # Past the times a store keeps: every later read of the clock would fail.
-    with pytest.raises(dj.ValidationError, match="latest time a store keeps"):
+    with pytest.raises(dj.ConfigurationError, match="latest time a store keeps"):
         dj.VirtualClock(datetime.max.replace(tzinfo=UTC))
 
 

@@ -116,7 +116,7 @@ class VirtualClock(Clock):
                 f"VirtualClock start must be at most {LATEST_ALARM.isoformat()} (the latest "
                 f"time a store keeps), got {start.isoformat()}"
             )
-            raise ValidationError(msg)
+            raise ConfigurationError(msg)
         self._start = start.astimezone(UTC)
         self._base: float | None = None
         self._offset = timedelta(0)
