@@ -342,7 +342,7 @@ async def test_import_verification_allows_runs_of_live_workers(
         await advance(jobs, MINUTE)
     with opened(pg_url) as store:
         assert any(row.version > expected[row.instance_uuid] for row in store.iter_instances())
-        summary = _verify(store, expected)
+        summary = _verify(store, expected, set())
     assert summary.instances == len(FILLED)
 
 

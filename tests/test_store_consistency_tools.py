@@ -7,7 +7,9 @@ to leave one out. Real SQLite files and Postgres schemas, edited behind the libr
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 import trio.testing
@@ -119,3 +121,45 @@ async def test_an_index_row_naming_another_instance_is_named_and_not_exported(
     assert "the index row of instance" in out and problem in out, out
     with dj.open_store(sqlite_url) as store, pytest.raises(dj.StoreError, match=problem):
         export_jsonl(store, io.StringIO())
+
+
+async def test_an_interrupted_import_is_finished_with_resume(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An import interrupted after some batches (here: the batches of one job written,
+    as a killed import leaves them) is refused when run again, and finished by the same
+    command with --resume: the instances already written are skipped, the rest written
+    and everything verified. An instance whose log differs is still refused."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    registry = _registry()
+
+    @registry.continuous("other", state=int, schedule=dj.every(HOUR))
+    async def other(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    async with running(registry, source) as jobs:
+        for i in range(3):
+            await jobs.continuous("sync").start(f"s{i}", i)
+            await jobs.continuous("other").start(f"o{i}", i)
+        await advance(jobs, 2 * HOUR)
+    whole, part = tmp_path / "whole.jsonl", tmp_path / "part.jsonl"
+    assert cli(["--store", source, "export", "-o", str(whole)]) == 0
+    assert cli(["--store", source, "export", "--job", "sync", "-o", str(part)]) == 0
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    assert cli(["--store", target, "import", str(part)]) == 0  # what got written
+    capsys.readouterr()
+    assert cli(["--store", target, "import", str(whole)]) == 1
+    assert "already has" in capsys.readouterr().err
+    assert cli(["--store", target, "import", "--resume", "--json", str(whole)]) == 0
+    assert json.loads(capsys.readouterr().out)["instances"] == 6
+    with dj.open_store(source) as a, dj.open_store(target) as b:
+        for row in a.iter_instances():
+            assert [s.state for s in a.stored_events(row.instance_uuid)] == [
+                s.state for s in b.stored_events(row.instance_uuid)
+            ]
+    # A log that is not what the file holds is refused even with --resume.
+    again = f"sqlite:///{tmp_path / 'again.db'}"
+    async with running(registry, again) as jobs:
+        await jobs.continuous("sync").start("s0", 99)
+    assert cli(["--store", again, "import", "--resume", str(whole)]) == 1
+    assert "s0" in capsys.readouterr().err

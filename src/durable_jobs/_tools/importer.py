@@ -62,6 +62,7 @@ def import_jsonl(
     source: str | os.PathLike[str] | IO[str],
     *,
     batch_events: int = IMPORT_BATCH_EVENTS,
+    resume: bool = False,
 ) -> ImportSummary:
     """Import an export file (a path or an open text stream) into ``store``.
 
@@ -70,9 +71,15 @@ def import_jsonl(
     already has raises :class:`InstanceExistsError`; either way nothing is
     written. Then instances are written verbatim (versions, timestamps and
     JSON as exported) with rebuilt index rows, whole instances per
-    transaction, and the result is counted again in the store. An instance
-    that another writer creates during the import stops it with
-    :class:`ConcurrencyError` (instances written before it stay).
+    transaction (batches of about ``batch_events`` events), and the result is
+    counted again in the store. An instance that another writer creates
+    during the import stops it with :class:`ConcurrencyError` (instances
+    written before it stay).
+
+    ``resume``: finish an import that was interrupted (a killed process, a lost
+    connection): an instance the store already has is skipped when its log
+    begins with the export's rows, the same versions, topics and JSON (a
+    runtime may have run it since); any other one is still refused.
     """
     check_store(store, "import_jsonl()")
     if not isinstance(batch_events, int) or isinstance(batch_events, bool) or batch_events < 1:
@@ -80,13 +87,20 @@ def import_jsonl(
         raise ValidationError(msg)
     check_key_for_writes(store, f"import into {store.url}")
     name, lines = _export_lines(source)
+    if not isinstance(cast(object, resume), bool):  # a caller may pass anything
+        msg = f"import_jsonl() resume must be True or False, not {resume!r}."
+        raise ValidationError(msg)
     expected: dict[UUID, int] = {}
     existing: list[str] = []
+    done: set[UUID] = set()  # written by the import this one resumes
     for group in _read_export(lines(), name):
         assert group.agg is not None
         expected[group.uuid] = group.agg.version
         if store.index_row(group.uuid) is not None or store.stored_events(group.uuid, limit=1):
-            existing.append(group.label)
+            if resume and _already_imported(store, group):
+                done.add(group.uuid)
+            else:
+                existing.append(group.label)
     if existing:
         raise InstanceExistsError(existing, str(store.url))
 
@@ -104,9 +118,22 @@ def import_jsonl(
         )
         raise ConfigurationError(msg) from exc
     try:
-        return _write_all(store, lines, name, expected, batch_events)
+        return _write_all(store, lines, name, expected, batch_events, done=done)
     finally:
         store.release_runtime()
+
+
+def _already_imported(store: Store, group: _Group) -> bool:
+    """Whether the store's log of ``group``'s instance begins with the export's rows
+    (what an interrupted import of the same file wrote; a runtime may have added more)."""
+    rows = store.stored_events(group.uuid)
+    if len(rows) < len(group.stored):
+        return False
+    return all(
+        (have.originator_version, have.topic, store.plaintext(have))
+        == (want.originator_version, want.topic, bytes(want.state))
+        for have, want in zip(rows, group.stored, strict=False)
+    )
 
 
 def _write_all(
@@ -115,13 +142,18 @@ def _write_all(
     name: str,
     expected: dict[UUID, int],
     batch_events: int,
+    *,
+    done: set[UUID],
 ) -> ImportSummary:
-    """Write the instances of the export, in batches, and verify them."""
+    """Write the instances of the export (but those ``done`` already), in batches, and
+    verify them."""
     batch: list[_Group] = []
     size = 0
     for group in _read_export(lines(), name):
         if group.uuid not in expected:  # the file changed under us
             raise ExportFileError("the file changed during the import", source=name)
+        if group.uuid in done:
+            continue
         batch.append(group)
         size += len(group.stored)
         if size >= batch_events:
@@ -129,7 +161,7 @@ def _write_all(
             batch, size = [], 0
     if batch:
         _write_batch(store, batch)
-    return _verify(store, expected)
+    return _verify(store, expected, done)
 
 
 def check_export(source: str | os.PathLike[str] | IO[str]) -> int:
@@ -194,15 +226,17 @@ def _write_batch(store: Store, batch: list[_Group]) -> None:
         raise ConcurrencyError(msg) from exc
 
 
-def _verify(store: Store, expected: dict[UUID, int]) -> ImportSummary:
+def _verify(store: Store, expected: dict[UUID, int], done: set[UUID]) -> ImportSummary:
     # On a shared store (Postgres) a live worker may already have run an imported
-    # instance whose alarm was due: more events than imported is fine there.
+    # instance whose alarm was due: more events than imported is fine there, and so it
+    # is for an instance an interrupted import wrote (a runtime may have run it since).
     live_writers = isinstance(store, CrossProcessLocks)
     for uuid, version in expected.items():
         row = store.index_row(uuid)
         last = store.stored_events(uuid, desc=True, limit=1)
         found = last[0].originator_version if last else 0
-        if live_writers and row is not None and found >= version and row.version >= version:
+        more_is_fine = live_writers or uuid in done
+        if more_is_fine and row is not None and found >= version and row.version >= version:
             continue
         if row is None or row.version != version or found != version:
             msg = (

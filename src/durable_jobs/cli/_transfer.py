@@ -209,18 +209,27 @@ JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
 @click.argument(
     "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str)
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an import of this FILE that was interrupted: skip the instances it "
+    "wrote already (a store log that begins with the file's rows).",
+)
 @store_option
 @json_option
 @click.pass_obj
-def import_(state: CliState, *, file: str, as_json: bool) -> None:
+def import_(state: CliState, *, file: str, resume: bool, as_json: bool) -> None:
     """Import an export FILE ('-': stdin) into the store. Writes.
 
     The whole file is checked first: a malformed line (reported with its
     number) or an instance the store already has stops the import before
-    anything is written. Versions and timestamps are kept, index rows rebuilt,
-    and the result is counted again in the store. The store is created if
-    missing. Refused while a jobs runtime serves an SQLite store (it would not
-    run the imported alarms): stop it first.
+    anything is written. Then whole instances are written, a batch per
+    transaction: an import that is interrupted (Ctrl-C, a lost connection)
+    leaves the batches written so far, and the same command with --resume
+    finishes it. Versions and timestamps are kept, index rows rebuilt, and the
+    result is counted again in the store. The store is created if missing.
+    Refused while a jobs runtime serves an SQLite store (it would not run the
+    imported alarms): stop it first.
     """
     # A file is checked before the store is opened, so a malformed one leaves
     # nothing behind (not even a new, empty database or schema). Standard input
@@ -230,7 +239,7 @@ def import_(state: CliState, *, file: str, as_json: bool) -> None:
     new_file = _new_sqlite_file(state)
     try:
         with opened_store(state, must_exist=False) as store:
-            summary = import_jsonl(store, sys.stdin if file == "-" else file)
+            summary = import_jsonl(store, sys.stdin if file == "-" else file, resume=resume)
             url = str(store.url)
     except BaseException:
         if new_file is not None:
