@@ -373,15 +373,23 @@ class LockSession:
         return bool(mark) and mark == self._mark and not self._condemned
 
     def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
-        """(lock key, marker key) of every lock held on ``uuids``: what a commit checks."""
+        """(lock key, marker key) of the instance lock held on each of ``uuids``: what a
+        commit checks.
+
+        Only the ``instance`` scope: every commit is made under its instance's lock, and
+        that lock lives in the same session as any other lock of the instance, so a
+        lost session fails the fence through it. A debounce flush lock being released
+        by a flush that is just ending (its release is queued, not waited for) must not
+        fail the commit of another task: with every scope in the fence, a healthy
+        worker refused its own commits as "lock session lost" when that release landed
+        between reading the books and the fence query.
+        """
         with self._books:
             held = self._held
-            scopes = self._scopes
             return [
                 pair
                 for number in dict.fromkeys([u.int for u in uuids])
-                for scope in scopes
-                if (pair := held.get((number, scope))) is not None
+                if (pair := held.get((number, "instance"))) is not None
             ]
 
     @property
