@@ -499,6 +499,9 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         ("DISCARD ALL", None, "session settings"),
         ("LISTEN channel", None, "session settings"),
         ("LOAD 'x'", None, "session settings"),
+        # Postgres' SET by another name.
+        ("UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'", None, "session"),
+        ('update pg_catalog."pg_settings" set setting = 1', None, "session settings"),
         # So would objects made in the session (DEALLOCATE drops the store's own
         # prepared statements).
         ("DEALLOCATE ALL", None, "leave something in the session"),
@@ -650,6 +653,9 @@ async def test_postgres_set_local_ends_with_the_run(
     [
         "SET LOCAL search_path TO {other}",
         "SELECT set_config('search_path', '{other}', true)",
+        # Quoted, as SQL generators write it.
+        """SELECT "set_config"('search_path', '{other}', true)""",
+        """SELECT pg_catalog."set_config"('search_path', '{other}', true)""",
     ],
 )
 async def test_postgres_a_set_local_reaches_no_other_run_of_a_group_commit(

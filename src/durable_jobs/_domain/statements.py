@@ -30,7 +30,9 @@ _TRANSACTION_CONTROL = re.compile(
 #: store's own (pooled) connection: SQLite's PRAGMA, Postgres' SET (but SET LOCAL and SET
 #: CONSTRAINTS, which end with the transaction), RESET, DISCARD, LOAD, LISTEN, UNLISTEN.
 _SESSION = re.compile(
-    r"(PRAGMA|SET(?!\s+(LOCAL|CONSTRAINTS)\b)|RESET|DISCARD|LOAD|LISTEN|UNLISTEN)\b",
+    r"(PRAGMA|SET(?!\s+(LOCAL|CONSTRAINTS)\b)|RESET|DISCARD|LOAD|LISTEN|UNLISTEN)\b"
+    # UPDATE pg_settings is Postgres' SET by another name.
+    r"|UPDATE\s+(ONLY\s+)?((\"?pg_catalog\"?)\s*\.\s*)?\"?pg_settings\b",
     re.IGNORECASE,
 )
 #: Statements that leave an object in the connection's session, which would outlive the
@@ -62,7 +64,7 @@ _INTO_TEMP = re.compile(
 #: A run that records one commits in a transaction of its own, not in a group with other
 #: runs (their statements would run with its settings).
 _TRANSACTION_SETTING = re.compile(r"SET\s+(LOCAL|CONSTRAINTS)\b", re.IGNORECASE)
-_SET_CONFIG = re.compile(r"\bset_config\s*\(", re.IGNORECASE)
+_SET_CONFIG = re.compile(r"(\b|\")set_config\"?\s*\(", re.IGNORECASE)
 #: A cursor kept open after the commit (Postgres' ``DECLARE ... WITH HOLD``).
 _HELD_CURSOR = re.compile(r"DECLARE\b.*\bWITH\s+HOLD\b", re.IGNORECASE | re.DOTALL)
 _ON_COMMIT_DROP = re.compile(r"\bON\s+COMMIT\s+DROP\b", re.IGNORECASE)
