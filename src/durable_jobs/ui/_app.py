@@ -149,6 +149,18 @@ def _recent(store: Store, position: int) -> list[TailEvent]:
     return [e for e in reversed(events) if e.position <= position]
 
 
+def _not_found(
+    dash: Dashboard, request: Request, kind: str, job: str, instance_id: str
+) -> Response:
+    return dash.render(
+        "error.html",
+        request,
+        status_code=404,
+        title="Not found",
+        message=f"No {kind} job {job!r} instance {instance_id!r} in this store.",
+    )
+
+
 #: Records on one page of an instance's timeline (the latest ones unless ``upto`` says).
 TIMELINE_PAGE = 200
 
@@ -199,13 +211,7 @@ async def instance_page(request: Request) -> Response:
 
     found = await dash.run(read)
     if found is None:
-        return dash.render(
-            "error.html",
-            request,
-            status_code=404,
-            title="Not found",
-            message=f"No {kind} job {job!r} instance {instance_id!r} in this store.",
-        )
+        return _not_found(dash, request, kind, job, instance_id)
     summary = found["summary"]
     actions: list[str] = []
     if dash.allow_actions:
@@ -293,13 +299,7 @@ async def confirm_page(request: Request) -> Response:
         raise ValidationError(msg)
     summary = await dash.run(lambda: dash.inspector.status(kind, job, instance_id))
     if summary is None:
-        return dash.render(
-            "error.html",
-            request,
-            status_code=404,
-            title="Not found",
-            message=f"No {kind} job {job!r} instance {instance_id!r} in this store.",
-        )
+        return _not_found(dash, request, kind, job, instance_id)
     # The confirmation is of the instance as shown here: the form carries its version
     # and generation (signed by the token), and the action refuses another generation.
     version = str(summary.version)
