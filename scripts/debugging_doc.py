@@ -329,8 +329,12 @@ single line; times are ISO 8601 UTC with a `Z`. Values are exactly as stored
 (JSON escapes what needs it), while human output writes control characters,
 format characters (bidi overrides, zero-width ones such as `\\u200b`, `\\ufeff`
 and the soft hyphen `\\xad`) and line separators found in ids, states and
-messages as escapes (`a\\x1b[31m`, `line\\n2`, `\\u202e`), so an instance id
-cannot recolour the terminal, split a table row or pass for another id:
+messages as escapes (`a\\x1b[31m`, `line\\n2`, `\\u202e`), and a backslash in
+them as `\\\\` (JSON shown there, such as a state, escapes its backslashes
+itself), so an instance id cannot recolour the terminal, split a table row or
+pass for another id: `acme` followed by a zero-width space shows as
+`acme\\u200b`, and an id that spells out those six characters as
+`acme\\\\u200b`. The JSON output:
 
 """
 
@@ -360,6 +364,16 @@ row, until it is fixed. The instance's log is not affected.
 """
 
 DASHBOARD = f"""\
+The other way round, a log whose index row is gone (deleted, or the index
+table restored from another backup than the events) is an instance the
+runtime never runs (its alarms are read from the index) and whose id cannot
+be started again: `doctor` names it, `replay --all` reports it (by what its
+events say) with the index row missing, and an export of the whole store
+refuses to leave it out. A snapshot newer than the end of its log (the
+snapshots table restored from another time) is a `replay` divergence
+(`snapshot latest_version`): the runtime would load it and leave a gap in
+the log.
+
 ## The web dashboard: `durable-jobs ui`
 
 The same views in a browser, updated live. The dashboard needs the `ui`
@@ -378,8 +392,10 @@ Dashboard on http://127.0.0.1:8470/ (sqlite:///jobs.db, read-only)
   version: each version number on the timeline links to it); the diff
   between two versions (of the state, or of all the instance's data); the
   timeline of its records, with each run's attempt, duration and outcome,
-  each error with its message, flushes, alarms set and cleared. Records
-  committed while the page is open are added to it.
+  each error with its message, flushes, alarms set and cleared: its latest
+  200 records, with links to earlier ones (`&upto=VERSION` ends the timeline
+  at that version). Records committed while the latest page is open are
+  added to it.
 - **Alarms**: the overdue ones (how late) and the pending ones (due when).
 - **Stats**: per job, instances by status and their alarms.
 
@@ -425,14 +441,22 @@ Safety:
 - Every value from the store is HTML-escaped (a state holding `<script>`
   shows as text), and pages load only the dashboard's own script and
   stylesheet (no CDN, no build step). Control and format characters are
-  shown as escapes, as in the CLI's human output (an id `"\\u202egnp.exe"`
-  shows as `\\u202egnp.exe`, not reversed as `exe.png`; `acme\\u200b` is not
-  `acme`), except newlines and tabs of the JSON and messages shown as
-  blocks; links and forms carry the values as stored.
+  shown as escapes and a backslash as `\\\\`, as in the CLI's human output (an
+  id `"\\u202egnp.exe"` shows as `\\u202egnp.exe`, not reversed as `exe.png`;
+  `"acme\\u200b"`, with a zero-width space, shows as `acme\\u200b` and is not
+  `acme`; an id spelling out `acme\\u200b` shows as `acme\\\\u200b`), except
+  newlines and tabs of the JSON and messages shown as blocks; links and forms
+  carry the values as stored.
 - `--allow-actions` adds buttons on an instance's page. Each opens a
-  confirmation page whose form carries a CSRF token valid for that action on
-  that instance only; only that POST changes anything. No handler runs in the dashboard: an action commits events, and
-  a worker serving the store acts on them.
+  confirmation page that shows the instance's version and generation, and
+  whose form carries a CSRF token valid for that action on that instance as
+  shown only; only that POST changes anything. If the instance was started
+  again since the page was shown (terminated, or purged, and started anew:
+  another generation), the action is refused with "changed since the
+  confirmation page was shown" and nothing changes: reload its page and
+  confirm again. Runs of the same generation since then do not matter. No
+  handler runs in the dashboard: an action commits events, and a worker
+  serving the store acts on them.
 
 | action | offered when | commits (as the command) |
 |---|---|---|
@@ -445,7 +469,11 @@ On SQLite the actions are refused while a jobs runtime serves the file (that
 process keeps instances in memory and would not see them): stop the app
 first. On Postgres each action holds the instance's lock while it commits,
 so it never interleaves with a run, and a worker hears of the new alarm at
-once.
+once. A run of the instance in flight in a worker holds that lock: the action
+waits for it to end, up to 10 seconds (the page answers then), and is
+refused if it is still running ("still busy ... try again in a moment";
+nothing was written). While one action waits, the other pages are served as
+usual; further actions wait their turn.
 
 The screenshots come from `python scripts/dashboard_screenshots.py`, which
 serves this page's store and photographs it in headless Chromium.
