@@ -373,23 +373,29 @@ class LockSession:
         return bool(mark) and mark == self._mark and not self._condemned
 
     def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
-        """(lock key, marker key) of the instance lock held on each of ``uuids``: what a
-        commit checks.
+        """(lock key, marker key) of the locks held on ``uuids`` that a commit checks: each
+        instance lock, and any other lock of them (a debounce flush lock) taken in an
+        earlier session than the current one.
 
-        Only the ``instance`` scope: every commit is made under its instance's lock, and
-        that lock lives in the same session as any other lock of the instance, so a
-        lost session fails the fence through it. A debounce flush lock being released
-        by a flush that is just ending (its release is queued, not waited for) must not
-        fail the commit of another task: with every scope in the fence, a healthy
-        worker refused its own commits as "lock session lost" when that release landed
-        between reading the books and the fence query.
+        Every commit is made under its instance's lock. A flush lock of the current
+        session is covered by it (a lost session fails the fence through the instance
+        lock) and is left out: one being released by a flush that is just ending (its
+        release is queued, not waited for) failed the commit of another task, so a
+        healthy worker refused its own commits as "lock session lost" when that release
+        landed between reading the books and the fence query. A flush lock of an
+        earlier session (the flush's own commit, its instance lock taken again in a new
+        session after the old one was lost) still fails the fence.
         """
         with self._books:
             held = self._held
+            scopes = self._scopes
+            current = self._mark
             return [
                 pair
                 for number in dict.fromkeys([u.int for u in uuids])
-                if (pair := held.get((number, "instance"))) is not None
+                for scope in scopes
+                if (pair := held.get((number, scope))) is not None
+                and (scope == "instance" or pair[1] != current)
             ]
 
     @property

@@ -90,10 +90,17 @@ def test_a_lock_round_releases_takes_and_reads_the_index(pg_url: str) -> None:
         assert held == [True]
         assert rows == {}
         assert b.try_lock_many([(inst.id, "instance"), (other, "instance")]) == [True, False]
-        # The fence of a commit names only the instance locks of its own instances (a
-        # flush lock being released by an ending flush must not fail another commit).
+        # The fence of a commit names the instance locks of its own instances; a flush
+        # lock of this session is left out (one being released by an ending flush must
+        # not fail another commit), one of an earlier session is kept.
         mark = a._locks._mark
         assert a._locks.fence([other, other]) == [(a._lock_key(other, "instance"), mark)]
+        flush_key = (other.int, "flush")
+        a._locks._held[flush_key] = (a._lock_key(other, "flush"), mark + 1)  # as if older
+        assert sorted(a._locks.fence([other])) == sorted(
+            [(a._lock_key(other, "instance"), mark), (a._lock_key(other, "flush"), mark + 1)]
+        )
+        a._locks._held[flush_key] = (a._lock_key(other, "flush"), mark)
         assert a._locks.fence([inst.id]) == []
     finally:
         a.close()
