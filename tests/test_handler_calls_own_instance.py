@@ -138,3 +138,43 @@ async def test_a_chain_of_calls_back_to_a_waiting_handler_raises_at_once(
             await jobs.task("u").send("p", "again")
         state = await jobs.task("u").get_state("r")
         assert state is not None and state.state == "again>p>q"
+
+
+async def test_a_chain_back_to_a_debounce_flush_may_add_but_not_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A debounce flush runs holding the flush lock only: an add that comes back to it
+    through a chain (the flush sends to a task whose on_event adds to the batch) goes
+    through, as adds do during a flush; a flush that comes back would wait for it, and
+    is refused."""
+    registry = dj.Registry()
+    jobs_of: dict[str, Any] = {}
+    flushed: list[int] = []
+    refused: list[str] = []
+
+    @registry.debounce("d", event=str, flush_after=MINUTE)
+    async def d(ctx: dj.DebounceContext[str]) -> None:
+        flushed.append(ctx.event_count)
+        if len(flushed) == 1:
+            await jobs_of["jobs"].task("t").send("y", ctx.instance_id)
+
+    @registry.task("t", event=str, state=str)
+    async def t(ctx: dj.TaskContext[str]) -> None:
+        pass
+
+    @t.on_event
+    async def back(event: str, ctx: dj.TaskContext[str]) -> None:
+        await jobs_of["jobs"].debounce("d").add(event, "follow-up")
+        try:
+            await jobs_of["jobs"].debounce("d").flush(event)
+        except dj.ConfigurationError as exc:
+            refused.append(str(exc))
+
+    async with running(registry, "memory://") as jobs:
+        jobs_of["jobs"] = jobs
+        await jobs.debounce("d").add("x", "first")
+        with trio.fail_after(3600):  # virtual time
+            while len(flushed) < 2:
+                await trio.sleep(10)
+    assert flushed == [1, 1]  # the follow-up was added and flushed in its own batch
+    assert len(refused) == 1 and "debounce job 'd' instance 'x'" in refused[0]

@@ -42,11 +42,20 @@ from durable_jobs._runtime.clock import Clock
 from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
 
 #: A handler the current task is calling, of which instance, while it runs:
-#: ``(kind, job, instance_id, outer)``, ``outer`` being the same for the handler whose
-#: client call this handler's call is part of (a send's ``on_event`` runs in the
-#: caller's task), or None. A client call on any instance of the chain would wait for
-#: a run that waits for it (see ``Runtime.refuse_own_instance``).
-InHandler: TypeAlias = "tuple[Kind, str, str, InHandler | None]"
+#: ``(kind, job, instance_id, holds, outer)``: ``holds`` is the lock its call runs
+#: under (``flush`` for a debounce flush, else ``instance``), ``outer`` the same for the
+#: handler whose client call this handler's call is part of (a send's ``on_event`` runs
+#: in the caller's task), or None. A client call that needs a lock held by a handler of
+#: the chain would wait for a run that waits for it (see ``Runtime.refuse_own_instance``).
+InHandler: TypeAlias = "tuple[Kind, str, str, str, InHandler | None]"
+
+
+def _holds(kind: str, role: str) -> str:
+    """The lock a handler call of ``role`` runs under: a debounce flush (``execute``)
+    holds the flush lock only (adds go on meanwhile); every other call the instance's."""
+    return "flush" if kind == "debounce" and role == "execute" else "instance"
+
+
 IN_HANDLER: ContextVar[InHandler | None] = ContextVar("durable_jobs_in_handler", default=None)
 
 __all__ = ["HandlerCalls", "Outcome", "Role"]
@@ -146,7 +155,9 @@ class HandlerCalls:
             # No span (no tracer provider set: nothing to enter, finish or leave) and no
             # timeout: what _call does then, inline (a coroutine less on every run).
             self.running += 1
-            inside = IN_HANDLER.set((kind, name, instance_id, IN_HANDLER.get()))
+            inside = IN_HANDLER.set(
+                (kind, name, instance_id, _holds(kind, role), IN_HANDLER.get())
+            )
             try:
                 value = fn(*args)
                 if type(value) is CoroutineType or inspect.isawaitable(value):
@@ -223,7 +234,9 @@ class HandlerCalls:
         timeout = job.timeout if role in TIMED else None
         timer: _Timer | None = None
         self.running += 1
-        inside = IN_HANDLER.set((job.kind, job.name, instance_id, IN_HANDLER.get()))
+        inside = IN_HANDLER.set(
+            (job.kind, job.name, instance_id, _holds(job.kind, role), IN_HANDLER.get())
+        )
         try:
             if timeout is None:
                 # No cancel scope of its own: entering one costs on every run (and

@@ -283,7 +283,7 @@ class Runtime:
         holds the lock, so the call would wait for itself forever.
         """
         if starting:
-            self.refuse_own_instance(uuid)
+            self.refuse_own_instance(uuid, scope)
         return self.locks.hold(
             uuid,
             scope=scope,
@@ -293,15 +293,17 @@ class Runtime:
         )
 
     @staticmethod
-    def refuse_own_instance(uuid: UUID) -> None:
+    def refuse_own_instance(uuid: UUID, scope: str = "instance") -> None:
         """Raise :class:`ConfigurationError` if the calling task is in a handler of
         instance ``uuid`` (whose run holds its lock), or in one called by a client
-        call made from a handler of ``uuid`` (x's handler sends to y, whose
-        ``on_event`` sends to x): either way the call would wait for itself."""
+        call made from a handler of ``uuid`` that holds the ``scope`` lock the call
+        needs (x's handler sends to y, whose ``on_event`` sends to x): either way the
+        call would wait for itself. (A debounce flush holds the flush lock only: an
+        ``add`` to it from further down the chain goes through.)"""
         inside = IN_HANDLER.get()
         if inside is None:
             return
-        kind, job, instance_id, outer = inside
+        kind, job, instance_id, _, outer = inside
         if instance_uuid(kind, job, instance_id) == uuid:
             msg = (
                 f"A handler of {kind} job {job!r} instance {instance_id!r} called the client "
@@ -312,9 +314,9 @@ class Runtime:
             raise ConfigurationError(msg)
         chain = [f"{kind} job {job!r} instance {instance_id!r}"]
         while outer is not None:
-            o_kind, o_job, o_id, outer = outer
+            o_kind, o_job, o_id, holds, outer = outer
             chain.append(f"{o_kind} job {o_job!r} instance {o_id!r}")
-            if instance_uuid(o_kind, o_job, o_id) == uuid:
+            if holds == scope and instance_uuid(o_kind, o_job, o_id) == uuid:
                 calls = " <- ".join(chain)
                 msg = (
                     f"A handler of {chain[0]} called the client on {chain[-1]}, whose own "
