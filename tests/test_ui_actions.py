@@ -278,3 +278,35 @@ async def test_a_dashboard_action_waits_for_a_run_in_flight_in_a_worker(pg_url: 
     # The run in flight committed first; the termination came after it.
     recorded = [r.name for r in history]
     assert recorded[-1] == "terminated" and "run_succeeded" in recorded[:-1], recorded
+
+
+async def test_a_terminated_instance_whose_log_is_unreadable_can_be_purged(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Its confirmation page reads the index row (the log cannot be read) and the purge
+    goes through, as the error message itself advises. The
+    page read the log and answered 503, and the purge was refused as "started again"."""
+    import sqlite3
+
+    async with running(make_registry([False]), sqlite_url) as jobs:
+        await jobs.continuous("daily").start("a", Counter())
+        await jobs.continuous("daily").terminate("a")
+    path = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("UPDATE stored_events SET state = x'7b7b7b' WHERE originator_version = 1")
+        conn.commit()
+    finally:
+        conn.close()
+    with dashboard(sqlite_url, "--allow-actions") as served:
+        query = urllib.parse.urlencode(
+            {"action": "purge", "kind": "continuous", "job": "daily", "id": "a"}
+        )
+        code, page = await trio.to_thread.run_sync(_fetch, f"{served.base}/confirm?{query}")
+        assert code == 200, page
+        form = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', page))
+        code, page = await trio.to_thread.run_sync(_fetch, f"{served.base}/action", form)
+        assert code == 200, page
+        assert "Purged continuous job" in page
+    with dj.open_store(sqlite_url) as store:
+        assert store.list_instances() == []

@@ -33,7 +33,7 @@ from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow, Unreadable
 from durable_jobs._store.rows import page_end
 from durable_jobs._telemetry import log_fields
-from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor
+from durable_jobs._tools.args import STATUSES, decode_cursor, encode_cursor, uuid_of
 from durable_jobs._tools.views import InstancePage, InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_events, tail_position
 from durable_jobs.ui._actions import ACTIONS, ActionRefused, Seen, available, perform
@@ -297,7 +297,14 @@ async def confirm_page(request: Request) -> Response:
     if action not in ACTIONS or kind is None or job is None or instance_id is None:
         msg = "Name an action and the instance: action, kind, job and id."
         raise ValidationError(msg)
-    summary = await dash.run(lambda: dash.inspector.status(kind, job, instance_id))
+
+    def read() -> InstanceSummary | None:
+        # The index row first: an instance whose log cannot be read is shown (and can be
+        # purged) as its row says, with the error; its generation is then unknown.
+        row = dash.store.index_row(uuid_of(kind, job, instance_id))
+        return None if row is None else dash.inspector._summary_of_row(row)
+
+    summary = await dash.run(read)
     if summary is None:
         return _not_found(dash, request, kind, job, instance_id)
     # The confirmation is of the instance as shown here: the form carries its version
