@@ -502,6 +502,7 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         # Postgres' SET by another name.
         ("UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'", None, "session"),
         ('update pg_catalog."pg_settings" set setting = 1', None, "session settings"),
+        ("WITH s AS (SELECT 1) UPDATE pg_settings SET setting = 'x'", None, "pg_settings"),
         # So would objects made in the session (DEALLOCATE drops the store's own
         # prepared statements).
         ("DEALLOCATE ALL", None, "leave something in the session"),
@@ -776,6 +777,12 @@ async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
         "CREATE TABLE pg_temp.scratch (a int) ON COMMIT DROP",
         "CREATE TEMP TABLE scratch (a int) ON COMMIT DROP",
         "SELECT 1 INTO x",
+        # A table named temp, and the words in a string or a comment.
+        "WITH m AS (SELECT 1 AS id) INSERT INTO temp (id) SELECT id FROM m",
+        "INSERT INTO temp SELECT 1",
+        "SELECT * FROM notes WHERE body = 'copied INTO temp storage'",
+        "SELECT 1 -- INTO TEMP x",
+        "SELECT $$ UPDATE pg_settings $$",
     ],
 )
 def test_statements_that_only_look_like_session_objects_are_accepted(sql: str) -> None:

@@ -30,9 +30,7 @@ _TRANSACTION_CONTROL = re.compile(
 #: store's own (pooled) connection: SQLite's PRAGMA, Postgres' SET (but SET LOCAL and SET
 #: CONSTRAINTS, which end with the transaction), RESET, DISCARD, LOAD, LISTEN, UNLISTEN.
 _SESSION = re.compile(
-    r"(PRAGMA|SET(?!\s+(LOCAL|CONSTRAINTS)\b)|RESET|DISCARD|LOAD|LISTEN|UNLISTEN)\b"
-    # UPDATE pg_settings is Postgres' SET by another name.
-    r"|UPDATE\s+(ONLY\s+)?((\"?pg_catalog\"?)\s*\.\s*)?\"?pg_settings\b",
+    r"(PRAGMA|SET(?!\s+(LOCAL|CONSTRAINTS)\b)|RESET|DISCARD|LOAD|LISTEN|UNLISTEN)\b",
     re.IGNORECASE,
 )
 #: Statements that leave an object in the connection's session, which would outlive the
@@ -54,9 +52,22 @@ _TEMP_SCHEMA_OBJECT = re.compile(
     r"\s+(IF\s+NOT\s+EXISTS\s+)?(\"?(pg_temp(_\d+)?|temp)\"?\s*\.)",
     re.IGNORECASE,
 )
+#: (Looked for in the statement's code, string literals and comments left out; an
+#: ``INSERT INTO temp ...``, a table named temp, is not one.)
 _INTO_TEMP = re.compile(
-    r"(SELECT|WITH)\b.*\bINTO\s+((GLOBAL|LOCAL)\s+)?(TEMP|TEMPORARY)\b(?!\s*\.)",
-    re.IGNORECASE | re.DOTALL,
+    r"\bINTO\s+((GLOBAL|LOCAL)\s+)?(TEMP|TEMPORARY)\s+(UNLOGGED\s+)?(TABLE\s+)?"
+    r"(?!(VALUES|SELECT|DEFAULT|OVERRIDING|WITH)\b)[A-Za-z_\"]",
+    re.IGNORECASE,
+)
+_SELECT_OR_WITH = re.compile(r"(SELECT|WITH)\b", re.IGNORECASE)
+#: Postgres' ``UPDATE pg_settings``: ``SET`` by another name (anywhere: after a CTE too).
+_PG_SETTINGS = re.compile(
+    r"\bUPDATE\s+(ONLY\s+)?(\"?pg_catalog\"?\s*\.\s*)?\"?pg_settings\b", re.IGNORECASE
+)
+#: What :func:`_code` leaves out: string literals ('...', with '' inside), dollar-quoted
+#: strings ($tag$...$tag$), quoted identifiers are kept; -- and /* */ comments.
+_NOT_CODE = re.compile(
+    r"'(?:[^']|'')*'|\$([A-Za-z_]\w*|)\$.*?\$\1\$|--[^\n]*|/\*.*?\*/", re.DOTALL
 )
 #: Statements whose effect lasts until the end of the transaction and reaches the
 #: statements after them: Postgres' SET LOCAL and SET CONSTRAINTS (at the start), and a
@@ -132,9 +143,12 @@ def check_statement(sql: object, params: object = None) -> Statement:
             "opens and commits itself. Record only the statements that change your data."
         )
         raise ValidationError(msg)
-    if _SESSION.match(head):
+    code = _code(head)
+    pg_settings = _PG_SETTINGS.search(code)
+    if _SESSION.match(head) or pg_settings:
+        what = "UPDATE pg_settings" if pg_settings else _first_words(head)
         msg = (
-            f"ctx.execute() refuses session settings ({head.split(None, 1)[0]!r}): the "
+            f"ctx.execute() refuses session settings ({what!r}): the "
             "statement runs on the store's own connection, which later commits of every "
             "job share, and a setting would outlive the run. Use SET LOCAL (Postgres), "
             "which ends with the run's transaction, or set it in the database's own "
@@ -142,15 +156,13 @@ def check_statement(sql: object, params: object = None) -> Statement:
         )
         raise ValidationError(msg)
     kept: str | None = None
-    alone = bool(_TRANSACTION_SETTING.match(head) or _SET_CONFIG.search(sql))
+    alone = bool(_TRANSACTION_SETTING.match(head) or _SET_CONFIG.search(code))
     if _HELD_CURSOR.match(head):
         kept = "DECLARE ... WITH HOLD"
-    elif (
-        made := _SESSION_OBJECT.match(head)
-        or _TEMP_SCHEMA_OBJECT.match(head)
-        or _INTO_TEMP.match(head)
-    ) is not None:
-        if made.re is _INTO_TEMP or not _dropped_at_commit(made, head):
+    elif _SELECT_OR_WITH.match(head) and _into_temp(code):
+        kept = "SELECT ... INTO TEMP"
+    elif (made := _SESSION_OBJECT.match(head) or _TEMP_SCHEMA_OBJECT.match(head)) is not None:
+        if not _dropped_at_commit(made, head):
             kept = " ".join(made.group().split())
         alone = True  # the next run in the transaction could not make it again
     if kept is not None:
@@ -177,6 +189,26 @@ def check_statement(sql: object, params: object = None) -> Statement:
         )
         raise ValidationError(msg)
     return Statement(sql, tuple(params), alone)
+
+
+def _code(sql: str) -> str:
+    """``sql`` without its string literals and comments (each left as one space), so that
+    a word inside a string (``'copied INTO temp storage'``) is not taken for code."""
+    return _NOT_CODE.sub(" ", sql)
+
+
+def _into_temp(code: str) -> bool:
+    """Whether ``code`` holds a ``SELECT ... INTO TEMP name`` (not ``INSERT INTO temp``)."""
+    for found in _INTO_TEMP.finditer(code):
+        before = code[: found.start()].rstrip().upper()
+        if not before.endswith("INSERT"):
+            return True
+    return False
+
+
+def _first_words(head: str) -> str:
+    """The start of a statement, for a message (the statement itself may be long)."""
+    return " ".join(head.split()[:2])[:60]
 
 
 def _dropped_at_commit(made: re.Match[str], head: str) -> bool:
