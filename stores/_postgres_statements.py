@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.sql import SQL, Literal
 
 from durable_jobs.adapters import StatementFailed
 from durable_jobs.stores._postgres_conn import _SERVER_GOING_AWAY
@@ -85,13 +84,22 @@ def run_statements(
                 one.close()
 
 
-#: Share of the connection's ``query_timeout`` a handler statement may run on the server.
+#: Share of the connection's ``query_timeout`` the handler statements of a commit may
+#: run on the server, all together, counted from the start of its transaction.
 STATEMENT_SHARE = 0.8
+#: Before each handler statement: ``statement_timeout`` set to what is left of that
+#: share (at least 1 ms), local to the transaction.
+_REMAINING = (
+    "SELECT pg_catalog.set_config('statement_timeout', GREATEST(1, %s - "
+    "(extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint)::text, true)"
+)
 
 
 def statement_limit_ms(conn: psycopg.Connection[Any]) -> int | None:
-    """The server-side bound of each handler statement (``statement_timeout``, ms):
-    a share of the time this process waits for the commit's answer.
+    """The server-side bound of a commit's handler statements, all together, from the
+    start of its transaction (ms): a share of the time this process waits for the
+    commit's answer. Before each statement, ``statement_timeout`` is set to what is
+    left of it.
 
     Without it, a statement slower than ``query_timeout`` went on running on the server
     after the client gave up, inside the commit's transaction and holding its locks:
@@ -126,12 +134,19 @@ def _queue(
     setup.execute(search_path)
     conn = curs.connection
     limit = statement_limit_ms(conn)
-    if limit is not None:
-        setup.execute(SQL("SET LOCAL statement_timeout = {}").format(Literal(limit)))
     for _, statements in runs:
+        own_limit = False  # the run set statement_timeout itself (it commits alone)
         for st in statements:
+            if limit is not None and not own_limit:
+                # What is left of the transaction's budget: the client waits for the
+                # whole commit, not for each statement (now() is the transaction's start).
+                setup.execute(_REMAINING, (limit,))
             one = curs
             if apart:
                 one = conn.cursor()
                 sent.append(one)
             one.execute(st.sql, st.params)
+            own_limit = own_limit or "statement_timeout" in st.sql.lower()
+    if limit is not None:
+        # The store's own statements after them (snapshots, the fence) as before.
+        setup.execute("SET LOCAL statement_timeout TO DEFAULT")

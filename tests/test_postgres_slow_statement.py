@@ -22,7 +22,18 @@ from durable_jobs.stores._postgres_statements import STATEMENT_SHARE, statement_
 pytestmark = pytest.mark.postgres
 
 
-async def test_a_statement_slower_than_query_timeout_fails_its_run(pg_url: str) -> None:
+@pytest.mark.parametrize(
+    "sleeps",
+    [
+        [5.0],  # one statement slower than query_timeout
+        [0.6, 0.6],  # each one within it, together past the client's wait
+    ],
+)
+async def test_statements_slower_than_query_timeout_fail_their_run(
+    pg_url: str, sleeps: list[float]
+) -> None:
+    """The budget is the commit's (the client waits query_timeout for the whole commit),
+    not each statement's: two statements of 60% each failed the same endless way."""
     registry = dj.Registry()
     tries: list[int] = []
 
@@ -32,7 +43,8 @@ async def test_a_statement_slower_than_query_timeout_fails_its_run(pg_url: str) 
     )  # fmt: skip
     async def slow(ctx: dj.ContinuousContext[int]) -> None:
         tries.append(ctx.attempt)
-        ctx.execute("SELECT pg_sleep(5)")
+        for seconds in sleeps:
+            ctx.execute("SELECT pg_sleep(%s)", (seconds,))
 
     async with running(registry, pg_url + "&query_timeout=1") as jobs:
         client = jobs.continuous("slow")
