@@ -213,3 +213,13 @@ def test_the_cli_still_imports_printable() -> None:
     from durable_jobs.cli._app import printable as cli_printable
 
     assert cli_printable is printable
+
+
+def test_a_library_message_is_not_escaped_twice_on_a_page() -> None:
+    """A library message quotes ids with repr (its backslashes are escapes already): the
+    pages escape only its control characters, as the CLI does."""
+    from durable_jobs.ui._dashboard import _env
+
+    template = _env().from_string("{{ error | message }}")
+    message = "Cannot read continuous job 'daily' instance 'a\\\\b': corrupt"
+    assert template.render(error=message) == message.replace("'", "&#39;")

@@ -14,6 +14,7 @@ from rich.text import Text
 from durable_jobs._records import RecordedEvent
 from durable_jobs._tools.args import STATUSES
 from durable_jobs._tools.inspector import Inspector
+from durable_jobs._tools.text import printable
 from durable_jobs._tools.views import InstanceSummary, record_to_json
 from durable_jobs.cli._app import (
     CliState,
@@ -206,7 +207,7 @@ def _status_rows(
             (
                 "last error",
                 Text.assemble(
-                    (f"{d['error_type']}: {d['message']}", "red"),
+                    (printable(f"{d['error_type']}: {d['message']}"), "red"),
                     f" (v{last_error.version}, {_when(last_error.at)}, "
                     f"run {last_error.run_count} try {last_error.attempt})",
                 ),

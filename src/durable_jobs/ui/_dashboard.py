@@ -79,6 +79,8 @@ def _env() -> jinja2.Environment:
     env.filters["pretty"] = _format.pretty
     env.filters["short"] = _format.short
     env.filters["verbatim"] = _verbatim
+    # A library message (it quotes ids with repr: their backslashes are escaped already).
+    env.filters["message"] = _format.Shown
     env.globals["describe"] = _format.describe
     env.globals["outcome"] = _format.outcome
     env.globals["ago"] = _format.ago
