@@ -99,3 +99,24 @@ async def test_the_failure_is_recorded_and_the_retry_policy_applies(
         history = await jobs.task("t").history("x")
         assert [r.name for r in history][-1] == "run_failed"
         assert message in _account(history[-1])
+
+
+class Unrepresentable(Exception):
+    def __repr__(self) -> str:
+        raise KeyError("detail")
+
+
+async def test_an_error_whose_repr_raises_still_fails_a_send_with_handler_error(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The send's HandlerError names the error by its repr: one that raises gives a
+    message saying so, not the KeyError of the error class's own bug."""
+
+    def raise_(ctx: Any) -> None:
+        raise Unrepresentable("no detail")
+
+    async with running(_registry(raise_, []), sqlite_url) as jobs:
+        with pytest.raises(dj.HandlerError, match="whose repr\\(\\) raised KeyError"):
+            await jobs.task("t").send("x", "go")
+        history = await jobs.task("t").history("x")
+    assert history[-1].name == "run_failed"

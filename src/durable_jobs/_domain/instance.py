@@ -696,6 +696,15 @@ def error_message(error: BaseException) -> str:
     return text
 
 
+def error_repr(error: BaseException) -> str:
+    """``repr(error)`` for a message, or what it is when its ``__repr__`` raises: a
+    handler's broken error class must not turn a failure into an exception of ours."""
+    try:
+        return repr(error)
+    except Exception as exc:
+        return f"<{error_type_name(error)} whose repr() raised {error_type_name(exc)}>"
+
+
 def error_type_name(error: BaseException) -> str:
     """``module.QualName`` of an exception's type (builtins without the module)."""
     t = type(error)

@@ -10,6 +10,7 @@ from durable_jobs._definitions.contexts import DebounceContext, DebounceEventCon
 from durable_jobs._definitions.jobs import DebounceJob
 from durable_jobs._domain.debounce import DebounceInstance, FlushTicket
 from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.instance import error_repr
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._errors import HandlerError, ValidationError
 from durable_jobs._runtime.cache import clone
@@ -83,7 +84,8 @@ class DebounceRunner:
                 if outcome.error is not None:
                     msg = (
                         f"The on_event reducer of debounce job {job.name!r} raised for "
-                        f"instance {instance_id!r}: {outcome.error!r}. The event was not added."
+                        f"instance {instance_id!r}: {error_repr(outcome.error)}. The event was "
+                        "not added."
                     )
                     raise HandlerError(msg) from outcome.error
                 # A state that does not fit (or cannot be stored) is the reducer's
@@ -115,8 +117,8 @@ class DebounceRunner:
             except StatementFailed as failed:
                 msg = (
                     f"A statement the on_event reducer of debounce job {job.name!r} recorded "
-                    f"for instance {instance_id!r} failed: {failed.error!r}. The event was "
-                    "not added."
+                    f"for instance {instance_id!r} failed: {error_repr(failed.error)}. The "
+                    "event was not added."
                 )
                 raise HandlerError(msg) from failed.error
             return agg, opened, False

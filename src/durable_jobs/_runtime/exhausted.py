@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from durable_jobs._definitions.jobs import JobDefinition
-from durable_jobs._domain.instance import ExhaustedAction
+from durable_jobs._domain.instance import ExhaustedAction, error_repr
 from durable_jobs._domain.policy import RunEnd
 from durable_jobs._telemetry import log_fields
 
@@ -50,11 +50,11 @@ async def finish_exhausted(
         job_kind, name = job.kind, job.name
         log.warning(
             "A statement of the on_exhausted hook of %s job %r instance %r failed when "
-            "committed (%r); the instance is paused",
+            "committed (%s); the instance is paused",
             job_kind,
             name,
             instance_id,
-            statement_failed,
+            error_repr(statement_failed),
             extra=log_fields(job_kind, name, instance_id),
         )
         return finish(exhausted="pause"), fatal

@@ -36,7 +36,7 @@ import trio
 
 from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._domain.ids import Kind
-from durable_jobs._domain.instance import ExhaustedAction
+from durable_jobs._domain.instance import ExhaustedAction, error_repr
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
 from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
@@ -209,13 +209,13 @@ class HandlerCalls:
                 )
         else:
             log.warning(
-                "%s of %s job %r instance %r %s: %r",
+                "%s of %s job %r instance %r %s: %s",
                 role,
                 kind,
                 name,
                 instance_id,
                 result.replace("_", " "),
-                error,
+                error_repr(error),
                 extra=log_fields(kind, name, instance_id, run_count=run_count, attempt=attempt),
             )
         return outcome

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from durable_jobs._definitions.contexts import TaskContext
 from durable_jobs._definitions.jobs import TaskJob
 from durable_jobs._domain.ids import instance_uuid
-from durable_jobs._domain.instance import Handler, Intents, RunTicket
+from durable_jobs._domain.instance import Handler, Intents, RunTicket, error_repr
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._domain.task import Failed, TaskInstance
 from durable_jobs._errors import HandlerError
@@ -361,7 +361,7 @@ class TaskRunner:
                 failures = "failures" if len(chain.steps) > 1 else "failure"
                 msg = (
                     f"{chain.failing} of task job {job.name!r} raised for instance "
-                    f"{instance_id!r}: {error!r}. The event and the {failures} are "
+                    f"{instance_id!r}: {error_repr(error)}. The event and the {failures} are "
                     "recorded; the state is unchanged."
                 )
                 raise HandlerError(msg) from error
@@ -429,7 +429,7 @@ class TaskRunner:
                 )
                 msg = (
                     f"{chain.failing} of task job {job.name!r} raised for instance "
-                    f"{instance_id!r}: {error!r}. The failure is recorded; {kept}."
+                    f"{instance_id!r}: {error_repr(error)}. The failure is recorded; {kept}."
                 )
                 raise HandlerError(msg) from error
             retry = agg.retry_scheduled(
