@@ -73,7 +73,7 @@ def _account(record: dj.RecordedEvent) -> str:
         (_surrogate, "cannot parse report-\\udcff.csv"),
         (_unprintable, "<str() of this test_unstorable_failures.Unprintable raised KeyError>"),
         (_unbindable, "OverflowError"),
-        (_unbindable_text, "UnicodeEncodeError"),
+        (_unbindable_text, "lone surrogate"),
     ],
 )
 async def test_the_failure_is_recorded_and_the_retry_policy_applies(
@@ -120,3 +120,20 @@ async def test_an_error_whose_repr_raises_still_fails_a_send_with_handler_error(
             await jobs.task("t").send("x", "go")
         history = await jobs.task("t").history("x")
     assert history[-1].name == "run_failed"
+
+
+@pytest.mark.postgres
+async def test_postgres_a_parameter_with_a_lone_surrogate_fails_the_send(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Refused when recorded (no driver can send it): the run fails like any handler
+    error. On Postgres the driver's UnicodeEncodeError came at the commit, as a store
+    error: send raised StoreError and a timer run was re-run for ever, unrecorded."""
+    dj.open_store(pg_url).close()
+    run_sql(pg_url, "CREATE TABLE {schema}.audit (amount text)")
+    async with running(_registry(_unbindable_text, []), pg_url) as jobs:
+        with pytest.raises(dj.HandlerError, match="lone surrogate"):
+            await jobs.task("t").send("x", "go")
+        history = await jobs.task("t").history("x")
+    assert history[-1].name == "run_failed"
+    assert run_sql(pg_url, "SELECT count(*) FROM {schema}.audit") == [(0,)]

@@ -131,6 +131,7 @@ def check_statement(sql: object, params: object = None) -> Statement:
         raise ValidationError(msg)
     if not sql.strip():
         raise ValidationError("ctx.execute() got an empty SQL statement.")
+    _check_encodable(sql, "its SQL")
     if len(sql) > MAX_SQL:
         msg = f"ctx.execute() got {len(sql)} characters of SQL; at most {MAX_SQL} are accepted."
         raise ValidationError(msg)
@@ -180,6 +181,8 @@ def check_statement(sql: object, params: object = None) -> Statement:
         if not all(isinstance(k, str) for k in params):
             msg = f"ctx.execute() named parameters need str keys, got {list(params)!r:.80}"
             raise ValidationError(msg)
+        for key, value in params.items():
+            _check_param(value, f"parameter {key!r}")
         return Statement(sql, dict(params), alone)
     if isinstance(params, str | bytes | bytearray) or not isinstance(params, Sequence):
         msg = (
@@ -188,7 +191,35 @@ def check_statement(sql: object, params: object = None) -> Statement:
             f"{type(params).__name__}: {params!r:.80}"
         )
         raise ValidationError(msg)
-    return Statement(sql, tuple(params), alone)
+    values = tuple(params)
+    for index, value in enumerate(values):
+        _check_param(value, f"parameter {index}")
+    return Statement(sql, values, alone)
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """ValidationError if ``text`` holds a lone surrogate (a file name from ``os.listdir``,
+    bytes decoded with ``surrogateescape``): no driver can send it, and it failed the
+    commit as a store error instead of the run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        msg = (
+            f"ctx.execute() got {what} with a lone surrogate ({text!r:.80}), which cannot "
+            "be sent to the database: decode it first (os.fsencode(name).decode('utf-8', "
+            "'replace'), say)."
+        )
+        raise ValidationError(msg) from None
+
+
+def _check_param(value: object, what: str) -> None:
+    """:func:`_check_encodable` of a text parameter, or of the texts of a list of them."""
+    if isinstance(value, str):
+        _check_encodable(value, what)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if isinstance(item, str):
+                _check_encodable(item, what)
 
 
 def _code(sql: str) -> str:
