@@ -88,10 +88,13 @@ def run_statements(
 #: run on the server, all together, counted from the start of its transaction.
 STATEMENT_SHARE = 0.8
 #: Before each handler statement: ``statement_timeout`` set to what is left of that
-#: share (at least 1 ms), local to the transaction.
+#: share, or to the setting in force if it is lower (at least 1 ms), local to the
+#: transaction.
 _REMAINING = (
-    "SELECT pg_catalog.set_config('statement_timeout', GREATEST(1, %s - "
-    "(extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint)::text, true)"
+    "SELECT pg_catalog.set_config('statement_timeout', GREATEST(1, LEAST(%(budget)s - "
+    "(extract(epoch FROM clock_timestamp() - now()) * 1000)::bigint, COALESCE(NULLIF(("
+    "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'statement_timeout'"
+    ")::bigint, 0), %(budget)s)))::text, true)"
 )
 
 
@@ -106,7 +109,8 @@ def statement_limit_ms(conn: psycopg.Connection[Any]) -> int | None:
     every other commit waited behind it, and the run was tried again from scratch with
     nothing recorded, for ever. Cancelled by the server, it fails its run (SQLSTATE
     57014, "canceling statement due to statement timeout"), which the retry policy
-    bounds. A statement's own ``SET LOCAL statement_timeout`` replaces it.
+    bounds. A run's own ``SET LOCAL statement_timeout`` may lower it, not raise it
+    (the client would give up first): longer statements need a longer ``query_timeout``.
     """
     seconds = getattr(conn, "query_timeout", None)
     if not isinstance(seconds, int | float) or seconds <= 0:
@@ -135,18 +139,17 @@ def _queue(
     conn = curs.connection
     limit = statement_limit_ms(conn)
     for _, statements in runs:
-        own_limit = False  # the run set statement_timeout itself (it commits alone)
         for st in statements:
-            if limit is not None and not own_limit:
-                # What is left of the transaction's budget: the client waits for the
-                # whole commit, not for each statement (now() is the transaction's start).
-                setup.execute(_REMAINING, (limit,))
+            if limit is not None:
+                # What is left of the transaction's budget (the client waits for the whole
+                # commit, not for each statement; now() is the transaction's start), or
+                # the setting in force if lower (the database's, or a SET LOCAL of the run).
+                setup.execute(_REMAINING, {"budget": limit})
             one = curs
             if apart:
                 one = conn.cursor()
                 sent.append(one)
             one.execute(st.sql, st.params)
-            own_limit = own_limit or "statement_timeout" in st.sql.lower()
     if limit is not None:
         # The store's own statements after them (snapshots, the fence) as before.
         setup.execute("SET LOCAL statement_timeout TO DEFAULT")
