@@ -503,6 +503,20 @@ async def test_memory_store_refuses_ctx_execute(autojump_clock: trio.testing.Moc
         ("UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'", None, "session"),
         ('update pg_catalog."pg_settings" set setting = 1', None, "session settings"),
         ("WITH s AS (SELECT 1) UPDATE pg_settings SET setting = 'x'", None, "pg_settings"),
+        # Spelled with Unicode escapes, or after an escape string that holds a quote.
+        ("UPDATE U&\"pg\\005fsettings\" SET setting = 'o'", None, "pg_settings"),
+        ("WITH q AS (SELECT E'it\\'s') UPDATE pg_settings SET setting = 'o'", None, "pg_"),
+        # More spellings of temporary objects.
+        ("SELECT 1 AS a INTO pg_temp.x", None, "leave something in the session"),
+        ("SELECT E'O\\'Brien' AS n INTO TEMP x --'", None, "leave something"),
+        ('CREATE TEMP TABLE x ("on commit drop" int)', None, "leave something"),
+        ("CREATE RECURSIVE VIEW pg_temp.v (a) AS SELECT 1", None, "leave something"),
+        ("CREATE FUNCTION pg_temp.f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql", None, "leave"),
+        ("CREATE TABLE [temp].x (a int)", None, "leave something in the session"),
+        ("CREATE TABLE `temp`.x (a int)", None, "leave something in the session"),
+        ("CREATE TABLE 'temp'.x (a int)", None, "leave something in the session"),
+        ("CREATE TABLE temp/**/.x (a int)", None, "leave something in the session"),
+        ('CREATE TABLE U&"pg\\005ftemp".x (a int)', None, "leave something in the session"),
         # So would objects made in the session (DEALLOCATE drops the store's own
         # prepared statements).
         ("DEALLOCATE ALL", None, "leave something in the session"),
@@ -783,6 +797,7 @@ async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
         "SELECT * FROM notes WHERE body = 'copied INTO temp storage'",
         "SELECT 1 -- INTO TEMP x",
         "SELECT $$ UPDATE pg_settings $$",
+        "SELECT E'it\\'s' AS a, 'select 1 into temp x' AS b",
     ],
 )
 def test_statements_that_only_look_like_session_objects_are_accepted(sql: str) -> None:

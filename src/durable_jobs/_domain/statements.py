@@ -48,10 +48,20 @@ _SESSION_OBJECT = re.compile(
 #: SQLite's ``CREATE VIEW temp.v``, ``CREATE TRIGGER temp.t``), and Postgres' ``SELECT ...
 #: INTO TEMP x`` (anywhere in the text: it follows the select list).
 _TEMP_SCHEMA_OBJECT = re.compile(
-    r"CREATE\s+(OR\s+REPLACE\s+)?(UNLOGGED\s+)?(TABLE|VIEW|SEQUENCE|TRIGGER)"
-    r"\s+(IF\s+NOT\s+EXISTS\s+)?(\"?(pg_temp(_\d+)?|temp)\"?\s*\.)",
+    r"CREATE\s+(OR\s+REPLACE\s+)?((UNLOGGED|RECURSIVE|MATERIALIZED)\s+)?"
+    r"(TABLE|VIEW|SEQUENCE|TRIGGER|FUNCTION|PROCEDURE|TYPE|DOMAIN|AGGREGATE)"
+    r"\s+(IF\s+NOT\s+EXISTS\s+)?([\"\[`']?(pg_temp(_\d+)?|temp)[\"\]`']?\s*\.)",
     re.IGNORECASE,
 )
+#: ``SELECT ... INTO pg_temp.x``: a table made in the temporary schema by name.
+_INTO_TEMP_SCHEMA = re.compile(r"\bINTO\s+\"?pg_temp(_\d+)?\"?\s*\.", re.IGNORECASE)
+#: Comments, left out of a statement before its first words are matched.
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+#: Double-quoted identifiers (``"on commit drop"`` is a column name, not the clause).
+_QUOTED_IDENTIFIERS = re.compile(r'"(?:[^"]|"")*"')
+#: Postgres' Unicode-escaped identifiers: ``U&"set\005fconfig"`` is ``set_config``.
+_UNICODE_IDENTIFIER = re.compile(r'\b[Uu]&"((?:[^"]|"")*)"')
+_UNICODE_ESCAPE = re.compile(r"\\(\\|\+[0-9A-Fa-f]{6}|[0-9A-Fa-f]{4})")
 #: (Looked for in the statement's code, string literals and comments left out; an
 #: ``INSERT INTO temp ...``, a table named temp, is not one.)
 _INTO_TEMP = re.compile(
@@ -67,7 +77,10 @@ _PG_SETTINGS = re.compile(
 #: What :func:`_code` leaves out: string literals ('...', with '' inside), dollar-quoted
 #: strings ($tag$...$tag$), quoted identifiers are kept; -- and /* */ comments.
 _NOT_CODE = re.compile(
-    r"'(?:[^']|'')*'|\$([A-Za-z_]\w*|)\$.*?\$\1\$|--[^\n]*|/\*.*?\*/", re.DOTALL
+    # E'...' first: Postgres' escape strings, where \' is a quote inside the string.
+    r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$([A-Za-z_]\w*|)\$.*?\$\1\$"
+    r"|--[^\n]*|/\*.*?\*/",
+    re.DOTALL,
 )
 #: Statements whose effect lasts until the end of the transaction and reaches the
 #: statements after them: Postgres' SET LOCAL and SET CONSTRAINTS (at the start), and a
@@ -160,10 +173,14 @@ def check_statement(sql: object, params: object = None) -> Statement:
     alone = bool(_TRANSACTION_SETTING.match(head) or _SET_CONFIG.search(code))
     if _HELD_CURSOR.match(head):
         kept = "DECLARE ... WITH HOLD"
-    elif _SELECT_OR_WITH.match(head) and _into_temp(code):
+    elif _SELECT_OR_WITH.match(head) and (_into_temp(code) or _INTO_TEMP_SCHEMA.search(code)):
         kept = "SELECT ... INTO TEMP"
-    elif (made := _SESSION_OBJECT.match(head) or _TEMP_SCHEMA_OBJECT.match(head)) is not None:
-        if not _dropped_at_commit(made, head):
+    elif (
+        made := _SESSION_OBJECT.match(head)
+        or _TEMP_SCHEMA_OBJECT.match(_COMMENTS.sub(" ", head))
+        or _TEMP_SCHEMA_OBJECT.match(code)
+    ) is not None:
+        if not _dropped_at_commit(made, _QUOTED_IDENTIFIERS.sub(" ", code)):
             kept = " ".join(made.group().split())
         alone = True  # the next run in the transaction could not make it again
     if kept is not None:
@@ -224,8 +241,20 @@ def _check_param(value: object, what: str) -> None:
 
 def _code(sql: str) -> str:
     """``sql`` without its string literals and comments (each left as one space), so that
-    a word inside a string (``'copied INTO temp storage'``) is not taken for code."""
-    return _NOT_CODE.sub(" ", sql)
+    a word inside a string (``'copied INTO temp storage'``) is not taken for code, and
+    with Postgres' Unicode-escaped identifiers (``U&"set\\005fconfig"``) spelled out."""
+    return _UNICODE_IDENTIFIER.sub(_spelled_out, _NOT_CODE.sub(" ", sql))
+
+
+def _spelled_out(found: re.Match[str]) -> str:
+    def one(escape: re.Match[str]) -> str:
+        code = escape.group(1)
+        return "\\" if code == "\\" else chr(int(code.lstrip("+"), 16))
+
+    try:
+        return '"' + _UNICODE_ESCAPE.sub(one, found.group(1)) + '"'
+    except (ValueError, OverflowError):  # not a code point: left as written
+        return found.group()
 
 
 def _into_temp(code: str) -> bool:
@@ -242,7 +271,8 @@ def _first_words(head: str) -> str:
     return " ".join(head.split()[:2])[:60]
 
 
-def _dropped_at_commit(made: re.Match[str], head: str) -> bool:
+def _dropped_at_commit(made: re.Match[str], code: str) -> bool:
     """Whether the session object ``made`` is a temporary one that ends with the
-    transaction (``ON COMMIT DROP``, Postgres)."""
-    return "TEMP" in made.group().upper() and bool(_ON_COMMIT_DROP.search(head))
+    transaction (``ON COMMIT DROP``, Postgres, in ``code``: the statement without its
+    literals, comments and quoted identifiers)."""
+    return "TEMP" in made.group().upper() and bool(_ON_COMMIT_DROP.search(code))
