@@ -452,7 +452,8 @@ Safety:
   whose form carries a CSRF token valid for that action on that instance as
   shown only; only that POST changes anything. If the instance was started
   again since the page was shown (terminated, or purged, and started anew:
-  another generation), the action is refused with "changed since the
+  another generation, told apart by its number and the time it began), the
+  action is refused with "changed since the
   confirmation page was shown" and nothing changes: reload its page and
   confirm again. Runs of the same generation since then do not matter. No
   handler runs in the dashboard: an action commits events, and a worker

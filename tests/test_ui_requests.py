@@ -153,6 +153,30 @@ def test_a_confirmation_acts_only_on_the_instance_its_page_showed(store_url: str
     assert _status(store_url, "continuous", "notes", "page") == "terminated"
 
 
+def test_a_confirmation_is_refused_after_a_purge_and_a_new_start(store_url: str) -> None:
+    """A purge starts generations at 1 again: the confirmation also carries when the
+    generation it showed began, so a stale page does not act on the new instance."""
+    from durable_jobs.maintenance import purge_instance, terminate_instance
+
+    form = {"action": "terminate", "kind": "continuous", "job": "notes", "id": "page"}
+    with dashboard(store_url, "--allow-actions") as served:
+        status, page = _fetch(served.base + "/confirm?" + urllib.parse.urlencode(form))
+        assert status == 200
+        stale = _hidden_fields(page)
+        assert stale["generation"] == "1" and stale["born"]
+        with dj.open_store(store_url) as store:
+            assert terminate_instance(store, "continuous", "notes", "page").done
+            assert purge_instance(store, "continuous", "notes", "page").purged
+        trio.run(_start_again, store_url)
+        with dj.Inspector(store_url) as inspector:
+            again = inspector.status("continuous", "notes", "page")
+        assert again is not None and again.generation == 1  # the same number as shown
+        status, body = _fetch(served.base + "/action", data=stale)
+        assert status == 409, body
+        assert "changed since the confirmation page was shown" in body
+    assert _status(store_url, "continuous", "notes", "page") == "running"
+
+
 async def _start_again(url: str) -> None:
     async with dj.open_jobs(make_registry(), url) as jobs:
         await jobs.continuous("notes").start("page", Note(text="again"))

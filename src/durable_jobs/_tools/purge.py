@@ -64,13 +64,14 @@ def purge_checked(
     instance_id: str,
     *,
     wait: float = 0.0,
-    check: Callable[[int, int | None], None] | None = None,
+    check: Callable[[int, int | None, str | None], None] | None = None,
 ) -> PurgeResult:
     """:func:`purge_instance`, waiting up to ``wait`` seconds for the instance's lock
-    (Postgres), and calling ``check(version, generation)`` with the instance's version
-    and generation (None if its log is unreadable) while it is held: it raises to
-    refuse, and nothing is deleted (the dashboard's check that the instance is still
-    the one its confirmation page showed)."""
+    (Postgres), and calling ``check(version, generation, born)`` with the instance's
+    version, generation and when that generation began (ISO 8601; both None if its log
+    is unreadable) while it is held: it raises to refuse, and nothing is deleted (the
+    dashboard's check that the instance is still the one its confirmation page
+    showed)."""
     uuid = instance_uuid(kind_of(kind), job, check_instance_id(instance_id))
     label = f"{kind} job {job!r} instance {instance_id!r}"
     result = PurgeResult(
@@ -92,7 +93,11 @@ def purge_checked(
                 agg = None  # a corrupt log: the index row decides
             live = agg is not None and agg.live
             if check is not None:
-                check(row.version, agg.d.generation if agg is not None else None)
+                check(
+                    row.version,
+                    agg.d.generation if agg is not None else None,
+                    agg.d.created_at.isoformat() if agg is not None else None,
+                )
         if live:
             msg = (
                 f"Refusing to purge {label}: it is live (status {row.status!r}). "

@@ -78,6 +78,8 @@ class Seen:
 
     version: int
     generation: int | None
+    #: When that generation began (ISO 8601): a purge starts generations at 1 again.
+    born: str | None = None
 
 
 @final
@@ -132,23 +134,28 @@ def perform(
     check_instance_id(instance_id)
     label = f"{kind} job {job!r} instance {instance_id!r}"
 
-    def check(version: int, generation: int | None) -> None:
+    def check(version: int, generation: int | None, born: str | None) -> None:
         # Runs while the instance's lock is held: raising leaves it unchanged.
         if seen is None:
             return
-        if version >= seen.version and seen.generation in (None, generation):
+        if (
+            version >= seen.version
+            and seen.generation in (None, generation)
+            and seen.born in (None, born)
+        ):
             return
-        shown = _version_words(seen.version, seen.generation)
+        shown = _version_words(seen.version, seen.generation, seen.born)
         msg = (
             f"{label} changed since the confirmation page was shown: it showed {shown}, "
-            f"it is now at {_version_words(version, generation)} (started again). Nothing "
-            "was written: reload the instance's page and confirm again if it still applies."
+            f"it is now at {_version_words(version, generation, born)} (started again). "
+            "Nothing was written: reload the instance's page and confirm again if it still "
+            "applies."
         )
         raise ActionRefused(msg)
 
     def checked(change: Callable[[JobInstance], bool]) -> Callable[[JobInstance], bool]:
         def apply(agg: JobInstance) -> bool:
-            check(agg.version, agg.d.generation)
+            check(agg.version, agg.d.generation, agg.d.created_at.isoformat())
             return change(agg)
 
         return apply
@@ -206,5 +213,8 @@ def perform(
     )
 
 
-def _version_words(version: int, generation: int | None) -> str:
-    return f"version {version}" + (f" (generation {generation})" if generation else "")
+def _version_words(version: int, generation: int | None, born: str | None) -> str:
+    words = f"version {version}" + (f" (generation {generation}" if generation else "")
+    if born:
+        words += f", started {born}" if generation else f" (started {born}"
+    return words + (")" if generation or born else "")

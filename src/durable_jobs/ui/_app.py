@@ -311,10 +311,12 @@ async def confirm_page(request: Request) -> Response:
     # and generation (signed by the token), and the action refuses another generation.
     version = str(summary.version)
     generation = "" if summary.generation is None else str(summary.generation)
+    # When the generation began: a purge starts generations at 1 again.
+    born = "" if summary.created_at is None else summary.created_at.isoformat()
     return dash.render(
         "confirm.html",
         request,
-        csrf_token=dash.action_token(action, kind, job, instance_id, version, generation),
+        csrf_token=dash.action_token(action, kind, job, instance_id, version, generation, born),
         action=action,
         words=ACTIONS[action],
         kind=kind,
@@ -323,6 +325,7 @@ async def confirm_page(request: Request) -> Response:
         summary=summary,
         version=version,
         generation=generation,
+        born=born,
     )
 
 
@@ -335,13 +338,14 @@ async def action_post(request: Request) -> Response:
     token = form.get("csrf_token")
     origin = request.headers.get("origin")
     same_origin = origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
-    values = {k: form.get(k) for k in ("action", "kind", "job", "id", "version", "generation")}
-    action, kind, job, instance_id, version, generation = (
+    fields = ("action", "kind", "job", "id", "version", "generation", "born")
+    values = {k: form.get(k) for k in fields}
+    action, kind, job, instance_id, version, generation, born = (
         v if isinstance(v, str) else "" for v in values.values()
     )
     # The token is the one its confirmation page gave for this action on this instance,
     # at the version and generation the page showed.
-    expected = dash.action_token(action, kind, job, instance_id, version, generation)
+    expected = dash.action_token(action, kind, job, instance_id, version, generation, born)
     if (
         not isinstance(token, str)
         or not hmac.compare_digest(token.encode(), expected.encode())
@@ -359,7 +363,7 @@ async def action_post(request: Request) -> Response:
     if not all((action, kind, job, instance_id)) or not version.isdigit():
         msg = "Name an action and the instance: action, kind, job, id and version."
         raise ValidationError(msg)
-    seen = Seen(int(version), int(generation) if generation.isdigit() else None)
+    seen = Seen(int(version), int(generation) if generation.isdigit() else None, born or None)
     now = dash.now()
     try:
         # Waits (up to ACTION_WAIT) for a run in flight, in a thread of its own.
