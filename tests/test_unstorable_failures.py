@@ -137,3 +137,15 @@ async def test_postgres_a_parameter_with_a_lone_surrogate_fails_the_send(
         history = await jobs.task("t").history("x")
     assert history[-1].name == "run_failed"
     assert run_sql(pg_url, "SELECT count(*) FROM {schema}.audit") == [(0,)]
+
+
+def test_an_error_type_from_a_module_named_with_a_lone_surrogate_is_stored_escaped() -> None:
+    """A module loaded from a file name that is not UTF-8 carries a lone surrogate in
+    its name, and so does the type name of its errors: written as its escape, as in a
+    message (the failure could not be recorded and the run went again for ever)."""
+    from durable_jobs._domain.instance import error_type_name
+
+    odd = type("OddError", (Exception,), {"__module__": "plugins.r\udcffport"})
+    name = error_type_name(odd())
+    assert name == "plugins.r\\udcffport.OddError"
+    name.encode("utf-8")  # storable

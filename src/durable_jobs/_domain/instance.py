@@ -689,11 +689,7 @@ def error_message(error: BaseException) -> str:
         text = str(error)
     except Exception as exc:  # the error's own __str__ is broken
         return f"<str() of this {error_type_name(error)} raised {error_type_name(exc)}>"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    return _storable(text)
 
 
 def error_repr(error: BaseException) -> str:
@@ -706,6 +702,18 @@ def error_repr(error: BaseException) -> str:
 
 
 def error_type_name(error: BaseException) -> str:
-    """``module.QualName`` of an exception's type (builtins without the module)."""
+    """``module.QualName`` of an exception's type (builtins without the module), made
+    storable as :func:`error_message` makes the message (a module loaded from a file
+    name that is not UTF-8 has a lone surrogate in its name)."""
     t = type(error)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    return _storable(name)
+
+
+def _storable(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape (``\\udcff``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
