@@ -247,3 +247,33 @@ def test_the_schema_option_replaces_one_in_the_url() -> None:
 
     url = _with_schema("postgresql://u@h:5432/db?connect_timeout=3&schema=old", "dj_test_x")
     assert url == "postgresql://u@h:5432/db?connect_timeout=3&schema=dj_test_x"
+
+
+LEFT_IN_A_TRANSACTION = """\
+import psycopg
+import pytest
+import durable_jobs as dj
+
+KEPT = []
+
+
+@pytest.mark.durable_jobs_store("postgres")
+def test_leaves_a_transaction_open(durable_jobs_store_url):
+    dj.open_store(durable_jobs_store_url).close()
+    server, _, schema = durable_jobs_store_url.partition("?schema=")
+    conn = psycopg.connect(server)
+    conn.execute(f'SELECT count(*) FROM "{schema}".dj_instances')  # a lock, kept
+    KEPT.append(conn)  # never committed nor closed before the teardown
+"""
+
+
+def test_a_schema_the_test_keeps_locked_fails_the_teardown_not_hangs(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The teardown's DROP SCHEMA waited for ever behind a lock of the test's own
+    connection, and pytest never ended; it fails after a bound, naming the sessions."""
+    root = make_project(tmp_path, STRICT, test_left=LEFT_IN_A_TRANSACTION)
+    code, output = run_pytest(root, "-p", "no:trio", "--durable-jobs-postgres-url", postgres_url)
+    assert code == 1, output
+    assert "could not drop its schema" in output and "idle in transaction" in output, output
+    assert outcome(output) == {"passed": 1, "error": 1}, output

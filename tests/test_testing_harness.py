@@ -483,3 +483,17 @@ def test_without_hypothesis_the_error_says_what_to_install(module: str) -> None:
     )
     assert done.returncode != 0
     assert "pip install durable-jobs[testing]" in done.stderr
+
+
+def test_a_harness_shown_after_its_run_ended_does_not_raise() -> None:
+    """pytest shows a failing scenario's arguments after trio's run ended: the harness's
+    repr read the trio clock there and raised."""
+    kept: list[Harness] = []
+
+    async def scenario() -> None:
+        async with open_harness(registry) as harness:
+            kept.append(harness)
+            assert "at 2026-01-01" in repr(harness)
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert repr(kept[0]).endswith(", closed>")

@@ -396,7 +396,11 @@ class Harness:
         ]
 
     def __repr__(self) -> str:
-        return f"<Harness {self.registry!r} at {self.now().isoformat()}>"
+        try:
+            at = self.now().isoformat()
+        except RuntimeError:  # outside trio (a failure report after the scenario ended)
+            return f"<Harness {self.registry!r}, closed>"
+        return f"<Harness {self.registry!r} at {at}>"
 
 
 @asynccontextmanager

@@ -185,12 +185,37 @@ def _with_schema(url: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=urlencode([*query, ("schema", schema)])))
 
 
+#: How long the teardown waits for the locks its schema's DROP needs (seconds).
+DROP_LOCK_WAIT = 10
+
+
 def _drop_schema(url: str, schema: str) -> None:
+    """Drop the test's schema; a session of the test that still holds a lock on it (a
+    connection of its own left in a transaction) fails the teardown after
+    :data:`DROP_LOCK_WAIT` seconds, naming it, instead of hanging pytest for ever."""
     import psycopg
     from psycopg import sql
 
     with psycopg.connect(_server(url), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{DROP_LOCK_WAIT}s")))
+        try:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+        except psycopg.errors.LockNotAvailable:
+            holders = conn.execute(
+                "SELECT pid, state, left(query, 80) FROM pg_catalog.pg_stat_activity "
+                "WHERE pid IN (SELECT pid FROM pg_catalog.pg_locks WHERE granted) "
+                "AND pid <> pg_backend_pid() AND datname = current_database()"
+            ).fetchall()
+            sessions = "; ".join(f"pid {p} ({st}): {q!r}" for p, st, q in holders) or "-"
+            msg = (
+                f"durable_jobs_store_url could not drop its schema {schema!r} within "
+                f"{DROP_LOCK_WAIT} s: a session still holds a lock on it (a connection of "
+                "the test left in a transaction? commit or close it before the test ends). "
+                f"Sessions holding locks: {sessions}. Drop the schema by hand."
+            )
+            pytest.fail(msg, pytrace=False)
 
 
 @pytest.fixture
