@@ -8,6 +8,7 @@ reached the history.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -149,3 +150,22 @@ def test_an_error_type_from_a_module_named_with_a_lone_surrogate_is_stored_escap
     name = error_type_name(odd())
     assert name == "plugins.r\\udcffport.OddError"
     name.encode("utf-8")  # storable
+
+
+async def test_a_statement_that_fails_at_the_commit_is_logged_as_a_failure(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler returned, so its call was logged as nothing; the run then failed at
+    the commit: that is a handler failure, logged at WARNING (it was not logged at all)."""
+    dj.open_store(sqlite_url).close()
+
+    def bad_statement(ctx: Any) -> None:
+        ctx.execute("INSERT INTO no_such_table (a) VALUES (1)")
+
+    caplog.set_level(logging.WARNING, logger="durable_jobs")
+    async with running(_registry(bad_statement, []), sqlite_url) as jobs:
+        await jobs.continuous("c").start("a", 0)
+        await advance(jobs, HOUR)
+    warned = [r for r in caplog.records if "failed when its run was committed" in r.message]
+    assert warned and all(r.levelno == logging.WARNING for r in warned)
+    assert "no such table" in warned[0].message

@@ -26,7 +26,7 @@ import trio
 from durable_jobs._definitions.codecs import TypeCodec
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
-from durable_jobs._domain.instance import JobInstance
+from durable_jobs._domain.instance import JobInstance, error_repr
 from durable_jobs._domain.statements import Statement, Writes
 from durable_jobs._errors import (
     ConcurrencyError,
@@ -48,7 +48,7 @@ from durable_jobs._runtime.locks import InstanceLocks
 from durable_jobs._runtime.scheduler import Scheduler
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._runtime.task import TaskRunner
-from durable_jobs._store.base import Store
+from durable_jobs._store.base import StatementFailed, Store
 from durable_jobs._telemetry import log_fields, telemetry
 
 __all__ = ["Observer", "Runtime", "RuntimeClosed", "check_key"]
@@ -438,9 +438,21 @@ class Runtime:
         events = agg._pending_events
         try:
             await self.commits.commit(agg, statements, schedule_point=schedule_point)
-        except BaseException:
+        except BaseException as exc:
             self.cache.evict(agg._id)
             self.locks.unsure(agg._id)
+            if isinstance(exc, StatementFailed):
+                # The handler returned, but its run fails now: said as a handler failure is.
+                d = agg.d
+                log.warning(
+                    "A statement a handler of %s job %r instance %r recorded failed when its "
+                    "run was committed: %s; the run fails (nothing of it was written)",
+                    d.kind,
+                    d.job,
+                    d.instance_id,
+                    error_repr(exc.error),
+                    extra=log_fields(d.kind, d.job, d.instance_id),
+                )
             raise
         self.cache.remember(agg)
         locks = self.locks
