@@ -683,3 +683,42 @@ async def test_the_store_records_the_versions_written(
     with dj.open_store(target) as store, exported.open() as f:
         import_jsonl(store, f)
         assert store.recorded_type_versions() == {("continuous", "counter"): {2}}
+
+
+async def test_check_reports_an_upcaster_open_jobs_requires_though_no_json_needs_it(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A task job's version bumped for its state, with only upcast_state: no stored JSON
+    needs an event upcaster (task events are handled at send), but open_jobs refuses to
+    start without one. check said "all readable" and the deploy then failed."""
+
+    def task_registry(version: int) -> dj.Registry:
+        registry = dj.Registry()
+
+        @registry.task("t", event=int, state=int, version=version)
+        async def t(ctx: dj.TaskContext[int]) -> None:
+            pass
+
+        @t.on_event
+        async def keep(event: int, ctx: dj.TaskContext[int]) -> None:
+            ctx.set_state(event)
+
+        if version > 1:
+
+            @t.upcast_state(from_version=1)
+            def up(state: Any) -> Any:
+                return state
+
+        return registry
+
+    async with running(task_registry(1), sqlite_url) as jobs:
+        await jobs.task("t").send("a", 1)
+    with dj.Inspector(sqlite_url) as inspector:
+        report = inspector.check(task_registry(2))
+    assert not report.ok
+    [failure] = report.failures
+    assert (failure.what, failure.type_version) == ("upcasters", 1)
+    assert "upcast_event(from_version=1)" in failure.problem
+    with pytest.raises(dj.ConfigurationError, match="upcast_event"):
+        async with running(task_registry(2), sqlite_url):
+            pytest.fail("open_jobs must refuse")  # pragma: no cover

@@ -144,7 +144,8 @@ class CheckFailure:
     kind: str
     job: str
     instance_id: str
-    #: ``state``, ``open batch`` or ``batch N`` (debounce).
+    #: ``state``, ``open batch`` or ``batch N`` (debounce), or ``upcasters``: one the
+    #: JSON does not need but ``open_jobs`` requires is missing.
     what: str
     #: The job version the JSON was written with.
     type_version: int
@@ -201,9 +202,11 @@ def check_instances(store: Store, registry: Registry) -> CheckReport:
     failures: list[CheckFailure] = []
     for job, agg in _live(store, registry):
         checked += 1
+        failed = False
         for what, data, version in agg.held_json():
             problem = _problem(job.state_codec, data, version)
             if problem is not None:
+                failed = True
                 failures.append(
                     CheckFailure(
                         kind=job.kind,
@@ -212,6 +215,25 @@ def check_instances(store: Store, registry: Registry) -> CheckReport:
                         what=what,
                         type_version=version,
                         problem=problem,
+                    )
+                )
+        if failed:
+            continue
+        # What open_jobs refuses to start without, even where no JSON needs it now (a
+        # task's events are handled at send): the check is the deploy's gate, and must
+        # not pass what the deploy then refuses.
+        for version in sorted({v for v in agg.type_versions() if v < job.version}):
+            missing = job.missing_upcasters(version)
+            if missing:
+                upcasters = ", ".join("@job." + m for m in missing)
+                failures.append(
+                    CheckFailure(
+                        kind=job.kind,
+                        job=job.name,
+                        instance_id=agg.d.instance_id,
+                        what="upcasters",
+                        type_version=version,
+                        problem=f"no upcaster {upcasters}: open_jobs refuses to start without it",
                     )
                 )
     return CheckReport(checked=checked, failures=failures)
