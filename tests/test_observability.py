@@ -755,3 +755,24 @@ async def test_reducer_and_on_exhausted_spans_say_which_run_they_belong_to(
         if (s.attributes or {}).get("durable_jobs.handler") == "on_exhausted"
     ]
     assert linked_to(hook_span) == [ids(start)]
+
+
+async def test_a_run_cancelled_at_shutdown_is_an_interrupted_span(
+    spans: InMemorySpanExporter, url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A run still going when the block ends is cancelled after shutdown_grace: its span
+    says interrupted (it had no outcome at all)."""
+    registry = dj.Registry()
+    started = trio.Event()
+
+    @registry.continuous("otel-long", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def long(ctx: dj.ContinuousContext[int]) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    async with running(registry, url, shutdown_grace=timedelta(seconds=1)) as jobs:
+        await jobs.continuous("otel-long").start("e", 0)
+        await started.wait()
+    [run] = named(spans, "continuous otel-long")
+    assert run.attributes is not None
+    assert run.attributes["durable_jobs.outcome"] == "interrupted"

@@ -184,13 +184,11 @@ class HandlerCalls:
             error = outcome.error
             result = "succeeded" if error is None else outcome_name(error)
         else:
-            with traced as span:
-                outcome = await self._call(
-                    job, role, fn, args, instance_id=instance_id, then=then, started=started
-                )
-                error = outcome.error
-                result = outcome_name(error)
-                span.finish(result, error)
+            outcome = await self._traced(
+                traced, job, role, fn, args, instance_id=instance_id, then=then, started=started
+            )
+            error = outcome.error
+            result = outcome_name(error)
         ended = outcome.ended = clock.now()
         duration = (ended - started).total_seconds()
         telemetry.record_run(kind, name, role, result, duration)
@@ -219,6 +217,33 @@ class HandlerCalls:
                 extra=log_fields(kind, name, instance_id, run_count=run_count, attempt=attempt),
             )
         return outcome
+
+    async def _traced(
+        self,
+        traced: Any,
+        job: JobDefinition,
+        role: Role,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        instance_id: str,
+        then: Callable[[Any], Any] | None,
+        started: datetime,
+    ) -> Outcome:
+        """:meth:`_call` in the handler's span, which says its outcome; a call cancelled
+        from outside (shutdown) is ``interrupted`` (its span and its count)."""
+        with traced as span:
+            try:
+                outcome = await self._call(
+                    job, role, fn, args, instance_id=instance_id, then=then, started=started
+                )
+            except trio.Cancelled:
+                span.finish("interrupted", None)
+                duration = (self.clock.now() - started).total_seconds()
+                telemetry.record_run(job.kind, job.name, role, "interrupted", duration)
+                raise
+            span.finish(outcome_name(outcome.error), outcome.error)
+            return outcome
 
     async def _call(
         self,
