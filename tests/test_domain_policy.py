@@ -65,6 +65,34 @@ def test_a_misfire_skip_moves_a_first_slot_that_never_ran() -> None:
     assert at_once.begin_run(now=late, manual=False, policy=policy) is not None
 
 
+def test_a_run_made_due_by_a_trigger_is_not_a_slot_and_runs_however_late() -> None:
+    """A trigger made while no runtime served the store (the CLI on SQLite, or no worker
+    up) sets the alarm to ring at once: misfire="skip" dropped it as a missed slot when
+    the runtime started later, and the run the operator asked for never came. It runs;
+    the schedule's own slots are still skipped after it, and it survives a rebuild."""
+    policy = ContinuousPolicy(every(HOUR), misfire="skip")
+    inst = continuous(policy)
+    ticket = inst.begin_run(now=T, manual=False, policy=policy)
+    assert ticket is not None
+    assert inst.finish_run(ticket, now=T, policy=policy, intents=Intents()) is RunEnd.DONE
+    triggered = T + 10 * MINUTE
+    assert inst.due_now(now=triggered)
+    events = inst.collect_events()
+    assert inst.d.alarm_manual
+    started = triggered + 2 * HOUR + 5 * MINUTE  # the runtime starts much later
+    ticket = inst.begin_run(now=started, manual=False, policy=policy)
+    assert ticket is not None  # not dropped
+    assert inst.finish_run(ticket, now=started, policy=policy, intents=Intents()) is RunEnd.DONE
+    assert not inst.d.alarm_manual  # the next one is a slot again
+    inst.collect_events()
+    assert inst.begin_run(now=started + 3 * HOUR, manual=False, policy=policy) is None
+    # A rebuild from the log knows the trigger's alarm as well.
+    rebuilt = continuous(policy)
+    for event in events:
+        rebuilt = event.mutate(rebuilt)
+    assert rebuilt.d.alarm_manual
+
+
 def test_finish_run_asks_for_the_exhausted_decision_only_from_a_hook() -> None:
     error = RuntimeError("boom")
     asked = ContinuousPolicy(every(HOUR), retry=Retry(1, on_exhausted=hook))

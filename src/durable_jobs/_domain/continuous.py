@@ -136,12 +136,14 @@ class ContinuousInstance(JobInstance):
             if due is None or due > now:
                 return None
             # Not a retry, and a slot of the schedule: after a run, or a first alarm
-            # that is not the start itself (start_immediately=False).
+            # that is not the start itself (start_immediately=False); not a run asked
+            # for (a trigger made due while no runtime served the store, say).
             d = self.d
             if (
                 policy.misfire == "skip"
                 and d.attempt == 0
                 and (d.run_count or due != d.created_at)
+                and not d.alarm_manual
             ):
                 at = catch_up(policy.schedule, due, now, "skip")
                 if at > now:

@@ -106,6 +106,7 @@ class Terminated(Event):
                 "live": False,
                 "state": None,
                 "alarm_at": None,
+                "alarm_manual": False,
                 "attempt": 0,
                 "first_failure_at": None,
                 "paused": False,
@@ -159,6 +160,7 @@ class AlarmSet(Event):
         d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         # What pydantic's __setattr__ does for a field (see _assign), without its calls.
         d.__dict__["alarm_at"] = self.at
+        d.__dict__["alarm_manual"] = self.at == self.timestamp
         d.__pydantic_fields_set__.add("alarm_at")
         if self.trace is not None:
             d.alarm_trace = self.trace
@@ -173,6 +175,7 @@ class AlarmCleared(Event):
         d: InstanceData = aggregate.d  # aggregate: a JobInstance (no cast() call a run)
         d.alarm_at = None
         d.alarm_trace = None
+        d.alarm_manual = False
 
 
 class RunSucceeded(Event):

@@ -129,6 +129,8 @@ def _dump_data(d: InstanceData) -> dict[str, Any]:
         del data["state_version"]
     if data["alarm_trace"] is None:
         del data["alarm_trace"]
+    if not data["alarm_manual"]:
+        del data["alarm_manual"]
     for batch in data.get("closed", ()):
         if batch["state_version"] == 1:
             del batch["state_version"]
