@@ -98,8 +98,8 @@ class InstanceData(BaseModel):
     # The traceparent of the client call that set the alarm (see AlarmSet.trace).
     alarm_trace: str | None = None
     # Whether the alarm was set to ring at the moment it was set (a trigger, a start
-    # that runs at once, a handler's schedule(now)): a run asked for, not a slot of the
-    # schedule, so misfire="skip" does not drop it however late it runs.
+    # that runs at once): a run asked for, not a slot of the schedule, so a continuous
+    # job's misfire="skip" does not drop it however late it runs.
     alarm_manual: bool = False
     run_count: int = 0
     # The last failed try of the run that is waiting for a retry (0: none waiting).
