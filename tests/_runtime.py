@@ -68,3 +68,20 @@ def note_registry() -> dj.Registry:
 
 def names(records: list[dj.RecordedEvent]) -> list[str]:
     return [r.name for r in records]
+
+
+def parked_job() -> tuple[dj.Registry, trio.Event, trio.Event]:
+    """A continuous job ``slow`` (every hour) whose run sets ``running_now`` and then waits
+    for ``release`` before it adds 1 to its state: a run held in flight by the test.
+    Returns (registry, running_now, release)."""
+    registry = dj.Registry()
+    running_now = trio.Event()
+    release = trio.Event()
+
+    @registry.continuous("slow", state=int, schedule=dj.every(HOUR))
+    async def slow(ctx: dj.ContinuousContext[int]) -> None:
+        running_now.set()
+        await release.wait()
+        ctx.set_state(ctx.state + 1)
+
+    return registry, running_now, release

@@ -17,7 +17,7 @@ import pytest
 import trio.testing
 
 import durable_jobs as dj
-from _runtime import HOUR, MINUTE, SECOND, T, advance, names, running
+from _runtime import HOUR, MINUTE, SECOND, T, advance, names, parked_job, running
 from durable_jobs.cli import run
 
 PAUSE = dj.Retry(max_attempts=2, delay=dj.Backoff.constant(SECOND), jitter=0, on_exhausted="pause")
@@ -239,15 +239,7 @@ async def test_terminate_waits_for_a_run_in_flight_in_a_worker(pg_url: str) -> N
     for the run in flight (as the client's terminate does), then act."""
     from durable_jobs.maintenance import terminate_instance, trigger_instance
 
-    registry = dj.Registry()
-    running_now = trio.Event()
-    release = trio.Event()
-
-    @registry.continuous("slow", state=int, schedule=dj.every(HOUR))
-    async def slow(ctx: dj.ContinuousContext[int]) -> None:
-        running_now.set()
-        await release.wait()
-        ctx.set_state(ctx.state + 1)
+    registry, running_now, release = parked_job()
 
     token = trio.lowlevel.current_trio_token()
     with dj.open_store(pg_url) as admin:

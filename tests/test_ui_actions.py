@@ -19,7 +19,7 @@ import trio
 from pydantic import BaseModel
 
 import durable_jobs as dj
-from _runtime import HOUR, MINUTE, SECOND, T, advance, running
+from _runtime import HOUR, MINUTE, SECOND, T, advance, parked_job, running
 from _ui_fixtures import dashboard
 from durable_jobs.ui._actions import ActionRefused, available, perform
 
@@ -224,15 +224,7 @@ async def test_a_dashboard_action_waits_for_a_run_in_flight_in_a_worker(pg_url: 
     instance whose runs follow each other closely could hardly be acted on. It waits
     for the run in flight (up to ACTION_WAIT), in a thread of its own: the pages are
     served meanwhile. Refused still, it says to try again."""
-    registry = dj.Registry()
-    running_now = trio.Event()
-    release = trio.Event()
-
-    @registry.continuous("slow", state=int, schedule=dj.every(HOUR))
-    async def slow(ctx: dj.ContinuousContext[int]) -> None:
-        running_now.set()
-        await release.wait()
-        ctx.set_state(ctx.state + 1)
+    registry, running_now, release = parked_job()
 
     form = {"action": "terminate", "kind": "continuous", "job": "slow", "id": "i"}
     # The store (its schema) exists before the dashboard opens it.

@@ -188,24 +188,30 @@ def _replay(
     assert isinstance(full, JobInstance)
     report = replace(report, version=full.version, status=full.status)
     try:
-        snapshot_version = store.snapshot_version(uuid, lte=full.version)
+        latest = store.snapshot_version(uuid)
+        # The snapshot a rebuild at the log's end uses: the latest one, unless that one
+        # lies past the end (then it is read again, below the end).
+        snapshot_version = latest
+        if latest is not None and latest > full.version:
+            snapshot_version = store.snapshot_version(uuid, lte=full.version)
         rebuilt = store.get_by_uuid(uuid, version=full.version)
     except DurableJobsError as exc:
         return replace(report, error=one_line(str(exc)))
     divergences = [*_compare_rebuilds(full, rebuilt), *_compare_index(full, row)]
-    divergences += _snapshot_past_the_log(store, uuid, full.version)
+    divergences += _snapshot_past_the_log(store, uuid, full.version, latest)
     return replace(report, snapshot_version=snapshot_version, divergences=tuple(divergences))
 
 
-def _snapshot_past_the_log(store: Store, uuid: UUID, last: int) -> list[Divergence]:
-    """A latest snapshot newer than the log's last event (a hand edit, a snapshots table
-    restored from another time than the events): the runtime would load it, and its
-    next commit would leave a gap in the log. A commit made meanwhile (the index row
-    has moved on to the snapshot's version) is not one."""
+def _snapshot_past_the_log(
+    store: Store, uuid: UUID, last: int, latest: int | None
+) -> list[Divergence]:
+    """A ``latest`` snapshot newer than the log's ``last`` event (a hand edit, a snapshots
+    table restored from another time than the events): the runtime would load it, and
+    its next commit would leave a gap in the log. A commit made meanwhile (the index
+    row has moved on to the snapshot's version) is not one."""
+    if latest is None or latest <= last:
+        return []
     try:
-        latest = store.snapshot_version(uuid)
-        if latest is None or latest <= last:
-            return []
         row = store.index_row(uuid)
     except DurableJobsError:
         return []

@@ -214,7 +214,7 @@ def perform(
 
 
 def _version_words(version: int, generation: int | None, born: str | None) -> str:
-    words = f"version {version}" + (f" (generation {generation}" if generation else "")
+    details = [f"generation {generation}"] if generation else []
     if born:
-        words += f", started {born}" if generation else f" (started {born}"
-    return words + (")" if generation or born else "")
+        details.append(f"started {born}")
+    return f"version {version}" + (f" ({', '.join(details)})" if details else "")
