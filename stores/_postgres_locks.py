@@ -74,20 +74,25 @@ FENCE_MESSAGE: Final = "durable_jobs: instance lock lost"
 #: one backend each. It fails (SQLSTATE :data:`FENCE_FAILED`, its transaction then
 #: aborted: the statements after it are not run and the COMMIT after them rolls back)
 #: unless all are, so that the whole commit is sent at once, COMMIT included.
+#:
+#: Its cost grows with the locks held in the database (one read of ``pg_locks``), not
+#: with their square: the locks held by the backends that hold the commit's markers
+#: (a few rows: ``marks`` is their distinct keys) are joined to the lock keys by hash.
+#: (It once joined every advisory lock to every other of the same backend: 1.8 ms a
+#: commit with 100 locks held, 0.9 s with 2,000.)
 FENCE_QUERY: Final = (
-    "WITH held AS MATERIALIZED (SELECT pid, classid, objid FROM pg_catalog.pg_locks "
+    "WITH held AS MATERIALIZED (SELECT pid, "
+    # pg_locks shows a bigint key as (classid, objid): its upper and lower 32 bits.
+    "(classid::int8 << 32) | objid::int8 AS key FROM pg_catalog.pg_locks "
     "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database = "
-    "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())) "
+    "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())), "
+    "ours AS MATERIALIZED (SELECT l.key AS lock, m.key AS mark FROM held m "
+    "JOIN held l ON l.pid = m.pid WHERE m.key = ANY(%(marks)b::int8[])) "
     "SELECT CASE WHEN count(*) >= %(n)s::int8 THEN count(*) ELSE "
     "('durable_jobs: instance lock lost (' || count(*) || ' of ' || %(n)s::int8 || "
     "' held)')::int8 END "
-    # pg_locks shows a bigint key as (classid, objid): its upper and lower 32 bits.
-    "FROM unnest(%(locks)b::int8[], %(marks)b::int8[]) AS f(lock, mark) WHERE EXISTS ("
-    "SELECT 1 FROM held l JOIN held m ON m.pid = l.pid "
-    "WHERE l.classid = ((f.lock >> 32) & 4294967295)::oid "
-    "AND l.objid = (f.lock & 4294967295)::oid "
-    "AND m.classid = ((f.mark >> 32) & 4294967295)::oid "
-    "AND m.objid = (f.mark & 4294967295)::oid)"
+    "FROM unnest(%(locks)b::int8[], %(pair_marks)b::int8[]) AS f(lock, mark) "
+    "WHERE EXISTS (SELECT 1 FROM ours o WHERE o.lock = f.lock AND o.mark = f.mark)"
 )
 #: The SQLSTATE of a failed fence (invalid_text_representation, from its message cast).
 FENCE_FAILED: Final = "22P02"
@@ -109,10 +114,12 @@ _MEMBER_IDS: Final = (1 << 31) - 1
 
 def fence_params(pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
     """The parameters of :data:`FENCE_QUERY` for (lock key, marker key) pairs."""
+    marks = [p[1] for p in pairs]
     return {
         "n": len(pairs),
         "locks": Int8s([p[0] for p in pairs]),
-        "marks": Int8s([p[1] for p in pairs]),
+        "pair_marks": Int8s(marks),
+        "marks": Int8s(list(dict.fromkeys(marks))),
     }
 
 
