@@ -6,6 +6,7 @@ The store is a real SQLite (or Postgres) store; the test only wraps its
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import trio
@@ -175,3 +176,110 @@ class _NonBlocking:
 
     def __init__(self, store: dj.Store) -> None:
         self.store = store
+
+
+def _instances(prefix: str, n: int) -> list[JobInstance]:
+    return [
+        ContinuousInstance.start(
+            None, "tick", f"{prefix}{i}", now=T, state=0, first_run_at=T + MINUTE, type_version=1
+        )[0]
+        for i in range(n)
+    ]
+
+
+class _HeldSaves:
+    """Wraps ``store.save``: the first transaction waits (in its worker thread) until
+    :attr:`go` is set; records each transaction's size."""
+
+    def __init__(self, store: dj.Store) -> None:
+        self.go = threading.Event()
+        self.writing = threading.Event()
+        self.sizes: list[int] = []
+        self._save = store.save
+        store.save = self  # type: ignore[method-assign]
+
+    def __call__(self, *instances: JobInstance, **kwargs: Any) -> None:
+        self.writing.set()
+        assert self.go.wait(10)
+        self.sizes.append(len(instances))
+        self._save(*instances, **kwargs)
+
+
+async def _wait_for(event: threading.Event) -> None:
+    await trio.to_thread.run_sync(event.wait, 10)
+
+
+async def test_the_writing_thread_takes_the_next_groups_itself(sqlite_url: str) -> None:
+    """Commits queued while a group is being written are written by the same thread
+    call, a group after the other, without waiting for the writer task to be scheduled
+    again (under load that wait was as long as a write)."""
+    store = dj.open_store(sqlite_url)
+    held = _HeldSaves(store)
+    limiter = trio.CapacityLimiter(1)
+    calls: list[str] = []
+
+    async def io(fn: Any, *args: Any) -> Any:
+        calls.append(fn.__name__)
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    commits = GroupCommit(store, io, lambda: limiter.statistics().tasks_waiting > 0)
+    try:
+        async with trio.open_nursery() as writer:
+            commits.start()
+            writer.start_soon(commits.run)
+            async with trio.open_nursery() as callers:
+                for agg in _instances("first", 1):
+                    callers.start_soon(commits.commit, agg)
+                await _wait_for(held.writing)
+                # 150 more while the first is written: two more groups (100 at most).
+                for agg in _instances("more", 150):
+                    callers.start_soon(commits.commit, agg)
+                await trio.testing.wait_all_tasks_blocked()
+                held.go.set()
+            writer.cancel_scope.cancel()
+        assert held.sizes == [1, 100, 50]
+        assert calls == ["_drain"]
+        assert (commits.commits, commits.batches, commits.largest_batch) == (151, 3, 100)
+        assert store.get("continuous", "tick", "more149") is not None
+    finally:
+        store.close()
+
+
+async def test_the_writing_thread_lets_a_waiting_store_call_go_first(sqlite_url: str) -> None:
+    """On SQLite (one thread for store calls) a read that waits while commits keep
+    coming is made after the group being written, not after all of them."""
+    store = dj.open_store(sqlite_url)
+    held = _HeldSaves(store)
+    limiter = trio.CapacityLimiter(1)
+    calls: list[str] = []
+
+    async def io(fn: Any, *args: Any) -> Any:
+        calls.append(fn.__name__)
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    commits = GroupCommit(store, io, lambda: limiter.statistics().tasks_waiting > 0)
+    read: list[int] = []
+
+    async def reader() -> None:
+        # Written by then: the group of the first commit only.
+        await io(lambda: read.append(len(held.sizes)))
+
+    try:
+        async with trio.open_nursery() as writer:
+            commits.start()
+            writer.start_soon(commits.run)
+            async with trio.open_nursery() as callers:
+                for agg in _instances("first", 1):
+                    callers.start_soon(commits.commit, agg)
+                await _wait_for(held.writing)
+                for agg in _instances("more", 10):
+                    callers.start_soon(commits.commit, agg)
+                callers.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                held.go.set()
+            writer.cancel_scope.cancel()
+        assert read == [1]
+        assert held.sizes == [1, 10]
+        assert calls == ["_drain", "<lambda>", "_drain"]
+    finally:
+        store.close()

@@ -1,7 +1,9 @@
 """Group commit: instances waiting to be written go to the store together.
 
-On a blocking store (SQLite, Postgres) one writer task takes everything that
-queued during the previous write and saves it in one transaction. Commits
+On a blocking store (SQLite, Postgres) one writer takes everything that
+queued during the previous write and saves it in one transaction; it runs in a
+worker thread and takes the next group itself, while the trio thread goes on
+with the runs. Commits
 serialise in the store anyway (SQLite has one writer; eventsourcing's
 Postgres recorder locks the events table), so one writer makes the biggest
 groups. A conflict in a group fails only the commit that caused it.
@@ -51,9 +53,17 @@ class _Commit(Handoff):
 class GroupCommit:
     """Writes instances, alone or (while :meth:`run` serves) in groups."""
 
-    def __init__(self, store: Store, io: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        io: Callable[..., Awaitable[Any]],
+        waiting: Callable[[], bool] | None = None,
+    ) -> None:
         self.store = store
         self._io = io
+        #: Whether another store call waits for a thread (read by the writing thread,
+        #: which then lets it go first).
+        self._waiting = waiting
         self._enabled = False
         self._queue: list[_Commit] = []
         self._ready = trio.Event()
@@ -119,31 +129,59 @@ class GroupCommit:
         self._enabled = False
 
     async def run(self) -> None:
-        """Write waiting commits together: everything that queued during the last write."""
+        """Write waiting commits together: everything that queued during the last write.
+
+        The writes are made by a worker thread that goes on to the next group as soon
+        as one is written (see :meth:`_drain`), without waiting for this task to be
+        scheduled again: under load that wait (the trio thread running a whole batch of
+        runs first) was as long as the write itself.
+        """
         while True:
             while not self._queue:
                 await self._ready.wait()
                 self._ready = trio.Event()
-            batch = self._queue[:MAX_GROUP_COMMIT]
-            del self._queue[:MAX_GROUP_COMMIT]
             with trio.CancelScope(shield=True):
-                await self._write(batch)
+                await self._io(self._drain, trio.lowlevel.current_trio_token())
 
-    async def _write(self, batch: list[_Commit]) -> None:
-        try:
-            await self._save_batch(batch)
-        except BaseException as fatal:
-            # Not a store failure (KeyboardInterrupt, a bug): the writer dies and takes
-            # the runtime down with it, but no waiting commit may wait for it forever.
-            for c in batch:
-                if c.error is None:
-                    msg = "The commit's outcome is unknown: the store write was interrupted."
-                    c.error = DurableJobsError(msg)
-                    c.error.__cause__ = fatal
-            raise
-        finally:
-            for c in batch:
-                c.finish()
+    def _drain(self, token: trio.lowlevel.TrioToken) -> None:
+        """(In a worker thread.) Write the queued commits, a group of up to
+        :data:`MAX_GROUP_COMMIT` at a time, until none is left or another store call
+        waits for a thread (on SQLite, with its one connection, a read would otherwise
+        wait until the runs stop committing). Each group's commits are finished by the
+        trio thread (:meth:`_finished`) as soon as it is written.
+
+        Only this thread takes from the queue; the trio thread only appends to it, so
+        a slice and a deletion of the same length take exactly the group."""
+        queue, waiting = self._queue, self._waiting
+        while True:
+            batch = queue[:MAX_GROUP_COMMIT]
+            if not batch:
+                return
+            del queue[: len(batch)]
+            written: list[int] = []
+            try:
+                self._save_batch(batch, written)
+            except BaseException as fatal:
+                # Not a store failure (a bug): the writer dies and takes the runtime
+                # down with it, but no waiting commit may wait for it forever.
+                for c in batch:
+                    if c.error is None:
+                        msg = "The commit's outcome is unknown: the store write was interrupted."
+                        c.error = DurableJobsError(msg)
+                        c.error.__cause__ = fatal
+                token.run_sync_soon(self._finished, batch, written)
+                raise
+            token.run_sync_soon(self._finished, batch, written)
+            if waiting is not None and waiting():
+                return
+
+    def _finished(self, batch: list[_Commit], written: list[int]) -> None:
+        """(In the trio thread.) Count the transactions of a written group and wake its
+        commits."""
+        for size in written:
+            self._count(size)
+        for c in batch:
+            c.finish()
 
     def _call(self, batch: Sequence[_Commit]) -> Callable[..., None]:
         statements = [(c.agg.id, c.statements) for c in batch if c.statements]
@@ -158,7 +196,10 @@ class GroupCommit:
     def _save_now(self, batch: Sequence[_Commit]) -> None:
         self._call(batch)(*(c.agg for c in batch))
 
-    async def _save_batch(self, batch: list[_Commit]) -> None:
+    def _save_batch(self, batch: list[_Commit], written: list[int]) -> None:
+        """Write ``batch`` (in a worker thread), in one transaction if it can; the size
+        of each transaction made goes to ``written``; a commit that failed has its
+        ``error``."""
         if len(batch) > 1:
             # A run whose statements change the transaction's settings (SET LOCAL, say)
             # commits alone, after the others: they must not run with its settings.
@@ -166,35 +207,35 @@ class GroupCommit:
             if alone:
                 rest = [c for c in batch if not (c.statements and c in alone)]
                 if rest:
-                    await self._save_batch(rest)
-                await self._save_each(alone)
+                    self._save_batch(rest, written)
+                self._save_each(alone, written)
                 return
         try:
-            await self._save(batch)
-            self._count(len(batch))
+            self._save_now(batch)
+            written.append(len(batch))
         except StatementFailed as failed:
             # That run's statement failed: it alone fails; the rest go again together.
             rest = [c for c in batch if c.agg.id != failed.instance_uuid]
             if len(rest) == len(batch):
                 # Which run's statement failed is unknown: each run is written alone.
-                await self._save_each(batch)
+                self._save_each(batch, written)
                 return
             for c in batch:
                 if c.agg.id == failed.instance_uuid:
                     c.error = failed
             if rest:
-                await self._save_batch(rest)
+                self._save_batch(rest, written)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc
             else:
                 # One commit's conflict must not fail the others: write each alone.
-                await self._save_each(batch)
+                self._save_each(batch, written)
 
-    async def _save_each(self, batch: Sequence[_Commit]) -> None:
+    def _save_each(self, batch: Sequence[_Commit], written: list[int]) -> None:
         for c in batch:
             try:
-                await self._save([c])
-                self._count(1)
+                self._save_now([c])
+                written.append(1)
             except Exception as one:
                 c.error = one

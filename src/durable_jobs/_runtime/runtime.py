@@ -105,7 +105,7 @@ class Runtime:
         self._runs_nursery: trio.Nursery | None = None
         self.locks = InstanceLocks(store, lease, worker=run_alarms)
         self.cache = InstanceCache(cache_size)
-        self.commits = GroupCommit(store, self.io)
+        self.commits = GroupCommit(store, self.io, self._store_call_waits)
         self.loads = BatchedLoads(store, self.io)
         self.handlers = HandlerCalls(clock)
         self.scheduler = Scheduler(
@@ -330,6 +330,11 @@ class Runtime:
     def writes(self) -> Writes:
         """A fresh recorder for one handler context's ``ctx.execute`` statements."""
         return Writes(supported=self.store.supports_statements)
+
+    def _store_call_waits(self) -> bool:
+        """Whether a store call waits for a thread (a plain read of the limiter's count:
+        called by the group commit's writing thread)."""
+        return self._limiter.statistics().tasks_waiting > 0
 
     async def io(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Call the synchronous store in a worker thread (taking no virtual time)."""
