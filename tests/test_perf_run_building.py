@@ -13,6 +13,7 @@ from durable_jobs._definitions.contexts import ContinuousContext
 from durable_jobs._domain import instance as instance_module
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.instance import Intents, RunTicket
+from durable_jobs._store.index import IndexRow
 from durable_jobs._store.mapper import JsonMapper
 from durable_jobs._store.rows import index_row_of
 
@@ -70,3 +71,20 @@ def test_an_event_whose_init_does_more_is_built_by_it() -> None:
     inst.trigger_event(Stamped, timestamp=T)
     assert instance_module._PLAIN[Stamped] is True
     assert vars(inst.pending_events[-1])["extra"] == 1
+
+
+def test_an_index_row_read_back_is_what_its_init_makes() -> None:
+    """The rows of a window read (about one a run under load) are built without the
+    frozen dataclass's ``__init__``, from SQLite's text uuid and epoch floats and from
+    Postgres's uuid."""
+    inst, _ = ContinuousInstance.start(None, "c", "1", now=T, state={"n": 1}, first_run_at=T)
+    written = index_row_of(inst)
+    text = written.as_params()
+    native = (written.instance_uuid, *text[1:])
+    for params in (text, native, (*text[:5], None, *text[6:])):
+        row = IndexRow.from_params(params)
+        ref = _by_init(row)
+        assert row == ref and repr(row) == repr(ref) and hash(row) == hash(ref)
+        assert list(vars(row)) == list(vars(ref))
+        assert type(row.version) is int and row.updated_at.tzinfo is UTC
+    assert IndexRow.from_params(text) == written
