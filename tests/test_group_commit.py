@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -18,6 +19,7 @@ from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._runtime.commit import GroupCommit
 from durable_jobs._runtime.runtime import Runtime
+from durable_jobs._telemetry import telemetry
 
 
 def ticking_registry() -> dj.Registry:
@@ -281,5 +283,37 @@ async def test_the_writing_thread_lets_a_waiting_store_call_go_first(sqlite_url:
         assert read == [1]
         assert held.sizes == [1, 10]
         assert calls == ["_drain", "<lambda>", "_drain"]
+    finally:
+        store.close()
+
+
+async def test_a_failing_commit_count_wakes_the_callers_and_is_logged(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A written group's callers are woken by a callback of the trio run: an error in
+    counting its transaction (an OpenTelemetry exporter, say) is logged there instead
+    of ending the trio run."""
+    store = dj.open_store(sqlite_url)
+
+    def broken(size: int) -> None:
+        msg = "exporter broke"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(telemetry, "record_commit", broken)
+
+    async def io(fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args)
+
+    commits = GroupCommit(store, io)
+    try:
+        async with trio.open_nursery() as writer:
+            commits.start()
+            writer.start_soon(commits.run)
+            async with trio.open_nursery() as callers:
+                for agg in _instances("c", 3):
+                    callers.start_soon(commits.commit, agg)
+            writer.cancel_scope.cancel()
+        assert store.get("continuous", "tick", "c2") is not None
+        assert "Could not count a group commit's transactions" in caplog.text
     finally:
         store.close()

@@ -17,6 +17,7 @@ others are written again together, without it.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from durable_jobs._store.base import StatementFailed, Store
 from durable_jobs._telemetry import telemetry
 
 __all__ = ["GroupCommit"]
+
+log = logging.getLogger("durable_jobs.runtime")
 
 #: Most commits written in one transaction.
 MAX_GROUP_COMMIT = 100
@@ -176,12 +179,16 @@ class GroupCommit:
                 return
 
     def _finished(self, batch: list[_Commit], written: list[int]) -> None:
-        """(In the trio thread.) Count the transactions of a written group and wake its
-        commits."""
-        for size in written:
-            self._count(size)
+        """(In the trio thread, as a ``run_sync_soon`` callback: it must not raise, or
+        the trio run dies.) Wake the commits of a written group, and count its
+        transactions."""
         for c in batch:
             c.finish()
+        try:
+            for size in written:
+                self._count(size)
+        except Exception:
+            log.exception("Could not count a group commit's transactions")
 
     def _call(self, batch: Sequence[_Commit]) -> Callable[..., None]:
         statements = [(c.agg.id, c.statements) for c in batch if c.statements]
