@@ -317,3 +317,65 @@ async def test_a_failing_commit_count_wakes_the_callers_and_is_logged(
         assert "Could not count a group commit's transactions" in caplog.text
     finally:
         store.close()
+
+
+class _Boom(BaseException):
+    """Not a store failure: what kills the writer (a bug, say)."""
+
+
+async def test_commits_queued_behind_a_writer_that_died_are_not_left_waiting(
+    sqlite_url: str,
+) -> None:
+    """The writer dies on a group (a BaseException from the store call): that group's
+    callers and those queued behind it are told their commit was not written, instead
+    of waiting for ever (and the runtime's shutdown with them)."""
+    store = dj.open_store(sqlite_url)
+    held = _HeldSaves(store)
+    save = held._save
+
+    def boom(*instances: JobInstance, **kwargs: Any) -> None:
+        raise _Boom
+
+    held._save = boom
+
+    async def io(fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args)
+
+    commits = GroupCommit(store, io)
+    outcomes: list[str] = []
+
+    async def commit(agg: JobInstance) -> None:
+        try:
+            await commits.commit(agg)
+        except dj.DurableJobsError as exc:
+            outcomes.append(type(exc).__name__ + ": " + str(exc))
+        else:
+            outcomes.append("written")
+
+    async def serve() -> None:
+        async with trio.open_nursery() as writer:
+            commits.start()
+            writer.start_soon(commits.run)
+            for agg in _instances("first", 1):
+                writer.start_soon(commit, agg)
+            await _wait_for(held.writing)
+            for agg in _instances("behind", 5):
+                writer.start_soon(commit, agg)
+            await trio.testing.wait_all_tasks_blocked()
+            held.go.set()
+
+    try:
+        with pytest.raises(BaseExceptionGroup) as died:
+            await serve()
+        assert died.group_contains(_Boom)
+        assert len(outcomes) == 6
+        assert sum("interrupted" in o for o in outcomes) == 1
+        assert sum("writer stopped before it" in o for o in outcomes) == 5
+        assert store.get("continuous", "tick", "behind0") is None
+        # After the writer is gone a commit is written by its caller.
+        held._save = save
+        agg = _instances("after", 1)[0]
+        await commits.commit(agg)
+        assert store.get("continuous", "tick", "after0") is not None
+    finally:
+        store.close()

@@ -139,12 +139,25 @@ class GroupCommit:
         scheduled again: under load that wait (the trio thread running a whole batch of
         runs first) was as long as the write itself.
         """
-        while True:
-            while not self._queue:
-                await self._ready.wait()
-                self._ready = trio.Event()
-            with trio.CancelScope(shield=True):
-                await self._io(self._drain, trio.lowlevel.current_trio_token())
+        try:
+            while True:
+                while not self._queue:
+                    await self._ready.wait()
+                    self._ready = trio.Event()
+                with trio.CancelScope(shield=True):
+                    await self._io(self._drain, trio.lowlevel.current_trio_token())
+        finally:
+            # Stopped: at shutdown nothing is queued any more; if the writer died (a
+            # bug, say), the commits queued behind the group it failed on are not
+            # written, and their callers must not wait for it forever.
+            self._enabled = False
+            stranded = self._queue[:]
+            del self._queue[:]
+            for c in stranded:
+                c.error = DurableJobsError(
+                    "The commit was not written: the store's writer stopped before it."
+                )
+                c.finish()
 
     def _drain(self, token: trio.lowlevel.TrioToken) -> None:
         """(In a worker thread.) Write the queued commits, a group of up to
