@@ -7,6 +7,7 @@ The store is a real SQLite (or Postgres) store; the test only wraps its
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -211,36 +212,56 @@ async def _wait_for(event: threading.Event) -> None:
     await trio.to_thread.run_sync(event.wait, 10)
 
 
-async def test_the_writing_thread_takes_the_next_groups_itself(sqlite_url: str) -> None:
-    """Commits queued while a group is being written are written by the same thread
-    call, a group after the other, without waiting for the writer task to be scheduled
-    again (under load that wait was as long as a write)."""
-    store = dj.open_store(sqlite_url)
-    held = _HeldSaves(store)
-    limiter = trio.CapacityLimiter(1)
-    calls: list[str] = []
+class _Writer:
+    """A group commit on ``store`` whose first transaction waits (:class:`_HeldSaves`),
+    its store calls made in threads under one limiter (SQLite's), the calls recorded."""
 
-    async def io(fn: Any, *args: Any) -> Any:
-        calls.append(fn.__name__)
-        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+    def __init__(self, store: dj.Store) -> None:
+        self.held = _HeldSaves(store)
+        self.limiter = trio.CapacityLimiter(1)
+        self.calls: list[str] = []
+        self.commits = GroupCommit(
+            store, self.io, lambda: self.limiter.statistics().tasks_waiting > 0
+        )
 
-    commits = GroupCommit(store, io, lambda: limiter.statistics().tasks_waiting > 0)
-    try:
+    async def io(self, fn: Any, *args: Any) -> Any:
+        self.calls.append(fn.__name__)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    async def behind_the_first(
+        self, behind: int, also: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Commit one instance; while it is written, ``behind`` more (and start
+        ``also``); then let the write go. Returns once every commit is written."""
+        commits = self.commits
         async with trio.open_nursery() as writer:
             commits.start()
             writer.start_soon(commits.run)
             async with trio.open_nursery() as callers:
                 for agg in _instances("first", 1):
                     callers.start_soon(commits.commit, agg)
-                await _wait_for(held.writing)
-                # 150 more while the first is written: two more groups (100 at most).
-                for agg in _instances("more", 150):
+                await _wait_for(self.held.writing)
+                for agg in _instances("more", behind):
                     callers.start_soon(commits.commit, agg)
+                if also is not None:
+                    callers.start_soon(also)
                 await trio.testing.wait_all_tasks_blocked()
-                held.go.set()
+                self.held.go.set()
             writer.cancel_scope.cancel()
-        assert held.sizes == [1, 100, 50]
-        assert calls == ["_drain"]
+
+
+async def test_the_writing_thread_takes_the_next_groups_itself(sqlite_url: str) -> None:
+    """Commits queued while a group is being written are written by the same thread
+    call, a group after the other, without waiting for the writer task to be scheduled
+    again (under load that wait was as long as a write)."""
+    store = dj.open_store(sqlite_url)
+    try:
+        w = _Writer(store)
+        # 150 behind the first: two more groups (100 at most).
+        await w.behind_the_first(150)
+        assert w.held.sizes == [1, 100, 50]
+        assert w.calls == ["_drain"]
+        commits = w.commits
         assert (commits.commits, commits.batches, commits.largest_batch) == (151, 3, 100)
         assert store.get("continuous", "tick", "more149") is not None
     finally:
@@ -251,38 +272,18 @@ async def test_the_writing_thread_lets_a_waiting_store_call_go_first(sqlite_url:
     """On SQLite (one thread for store calls) a read that waits while commits keep
     coming is made after the group being written, not after all of them."""
     store = dj.open_store(sqlite_url)
-    held = _HeldSaves(store)
-    limiter = trio.CapacityLimiter(1)
-    calls: list[str] = []
-
-    async def io(fn: Any, *args: Any) -> Any:
-        calls.append(fn.__name__)
-        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
-
-    commits = GroupCommit(store, io, lambda: limiter.statistics().tasks_waiting > 0)
-    read: list[int] = []
-
-    async def reader() -> None:
-        # Written by then: the group of the first commit only.
-        await io(lambda: read.append(len(held.sizes)))
-
     try:
-        async with trio.open_nursery() as writer:
-            commits.start()
-            writer.start_soon(commits.run)
-            async with trio.open_nursery() as callers:
-                for agg in _instances("first", 1):
-                    callers.start_soon(commits.commit, agg)
-                await _wait_for(held.writing)
-                for agg in _instances("more", 10):
-                    callers.start_soon(commits.commit, agg)
-                callers.start_soon(reader)
-                await trio.testing.wait_all_tasks_blocked()
-                held.go.set()
-            writer.cancel_scope.cancel()
+        w = _Writer(store)
+        read: list[int] = []
+
+        async def reader() -> None:
+            # Written by then: the group of the first commit only.
+            await w.io(lambda: read.append(len(w.held.sizes)))
+
+        await w.behind_the_first(10, reader)
         assert read == [1]
-        assert held.sizes == [1, 10]
-        assert calls == ["_drain", "<lambda>", "_drain"]
+        assert w.held.sizes == [1, 10]
+        assert w.calls == ["_drain", "<lambda>", "_drain"]
     finally:
         store.close()
 
@@ -300,20 +301,11 @@ async def test_a_failing_commit_count_wakes_the_callers_and_is_logged(
         raise RuntimeError(msg)
 
     monkeypatch.setattr(telemetry, "record_commit", broken)
-
-    async def io(fn: Any, *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args)
-
-    commits = GroupCommit(store, io)
     try:
-        async with trio.open_nursery() as writer:
-            commits.start()
-            writer.start_soon(commits.run)
-            async with trio.open_nursery() as callers:
-                for agg in _instances("c", 3):
-                    callers.start_soon(commits.commit, agg)
-            writer.cancel_scope.cancel()
-        assert store.get("continuous", "tick", "c2") is not None
+        w = _Writer(store)
+        w.held.go.set()  # nothing held back
+        await w.behind_the_first(2)
+        assert store.get("continuous", "tick", "more1") is not None
         assert "Could not count a group commit's transactions" in caplog.text
     finally:
         store.close()
