@@ -121,18 +121,24 @@ def test_restarts_and_a_stop_lose_nothing_and_runs_resume(
     audit(url, worker)
 
 
-async def test_calls_fail_within_connect_timeout_and_work_again(
-    own_postgres: OwnPostgres,
-) -> None:
-    """Server down: a client call raises StoreError within connect_timeout (not three
-    times it); back up: the same open app works again."""
-    url = store_url(own_postgres, "dj_call_bound")
+def _hourly_beat() -> dj.Registry:
+    """One continuous job, ``beat``, due every hour: nothing runs while a test watches."""
     registry = dj.Registry()
 
     @registry.continuous("beat", state=int, schedule=dj.every(timedelta(hours=1)))
     async def beat(ctx: dj.ContinuousContext[int]) -> None:
         pass
 
+    return registry
+
+
+async def test_calls_fail_within_connect_timeout_and_work_again(
+    own_postgres: OwnPostgres,
+) -> None:
+    """Server down: a client call raises StoreError within connect_timeout (not three
+    times it); back up: the same open app works again."""
+    url = store_url(own_postgres, "dj_call_bound")
+    registry = _hourly_beat()
     async with dj.open_jobs(registry, url) as jobs:
         client = jobs.continuous("beat")
         await client.start("b1", 0)
@@ -162,12 +168,7 @@ async def test_the_tail_reads_fail_within_connect_timeout(own_postgres: OwnPostg
     is down: within connect_timeout. They kept upstream's ten tries, each waiting
     connect_timeout for a pooled connection: dashboard pages took 17 to 32 s to fail."""
     url = store_url(own_postgres, "dj_tail_bound")
-    registry = dj.Registry()
-
-    @registry.continuous("beat", state=int, schedule=dj.every(timedelta(hours=1)))
-    async def beat(ctx: dj.ContinuousContext[int]) -> None:
-        pass
-
+    registry = _hourly_beat()
     async with dj.open_jobs(registry, url) as jobs:
         await jobs.continuous("beat").start("b1", 0)
     with dj.open_store(url) as store:
