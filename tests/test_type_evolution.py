@@ -357,6 +357,35 @@ async def test_missing_upcaster_refuses_to_start(
     assert "upcast_state(from_version=1)" in report.failures[0].problem
 
 
+async def test_a_raised_version_needs_every_upcaster_even_on_an_empty_store(
+    durable_store_url: str, tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Raising ``version`` needs one upcaster per step, even one that returns its input,
+    whatever the store holds: a version-3 job without its upcasters opened on a new
+    store (and wrote version-3 records) until it met older data in another one."""
+    registry = make_registry(3, state_upcasters=(2,), event_upcasters=(1, 2))
+    with pytest.raises(dj.ConfigurationError) as info:
+        async with running(registry, durable_store_url):
+            pytest.fail("open_jobs must refuse")  # pragma: no cover
+    message = str(info.value)
+    assert "continuous job 'counter' is at version 3" in message
+    assert "task job 'notes' is at version 3" in message
+    assert "@job.upcast_state(from_version=1)" in message
+    assert "one upcaster per step" in message
+    assert "inbox" not in message  # the debounce job has every upcaster it needs
+    with dj.open_store(durable_store_url) as store:
+        assert store.list_instances() == []  # nothing was written
+    # The deploy gate agrees with the deploy: check refuses the same registry.
+    with (
+        dj.Inspector(durable_store_url) as inspector,
+        pytest.raises(dj.ConfigurationError, match="one upcaster per step"),
+    ):
+        inspector.check(registry)
+    # With every step (two that change the JSON, none missing) it opens and runs.
+    async with running(make_registry(3), durable_store_url) as jobs:
+        await jobs.continuous("counter").start("c1", StateV3(count=1, unit="u"))
+
+
 async def test_rollback_refuses_to_start(durable_store_url: str, autojump_clock: Any) -> None:
     """A store written by version 2 refuses version 1 of the code: it cannot read it."""
     async with running(make_registry(2), durable_store_url) as jobs:

@@ -7,7 +7,9 @@ that:
 
 * :func:`refuse_unreadable_versions` (run by ``open_jobs`` before any run)
   refuses a store holding live instances of a version no upcaster chain
-  leads from, or of a version newer than the code's (a rollback);
+  leads from, or of a version newer than the code's (a rollback), then (as
+  :func:`refuse_missing_upcasters`) a job whose chain from version 1 has a
+  gap, whatever the store holds;
 * :func:`check_instances` (``Inspector.check``, ``durable-jobs check``)
   decodes every live instance's state and pending batches with the code
   and lists those that would fail.
@@ -37,6 +39,7 @@ __all__ = [
     "CheckFailure",
     "CheckReport",
     "check_instances",
+    "refuse_missing_upcasters",
     "refuse_unreadable_versions",
 ]
 
@@ -132,6 +135,26 @@ def refuse_unreadable_versions(store: Store, registry: Registry) -> None:
             "The store holds instances this code cannot read: "
             + "; ".join(problems)
             + ". Nothing was run."
+        )
+        raise ConfigurationError(msg)
+    refuse_missing_upcasters(registry)
+
+
+def refuse_missing_upcasters(registry: Registry) -> None:
+    """Raise :class:`ConfigurationError` if a job at ``version`` N lacks an upcaster
+    of a step from 1 to N, even where the store holds no JSON that needs it (yet):
+    raising a version needs one per step, even one that returns its input, so a
+    missing one is found before the first deploy that meets older data."""
+    problems = [
+        f"{job.kind} job {job.name!r} is at version {job.version} and has no upcaster "
+        + ", ".join("@job." + m for m in missing)
+        for job in _jobs(registry)
+        if (missing := job.missing_upcasters(1))
+    ]
+    if problems:
+        msg = (
+            "Raising a job's version needs one upcaster per step, even one that returns "
+            "its input: " + "; ".join(problems) + ". open_jobs refuses to start without them."
         )
         raise ConfigurationError(msg)
 

@@ -29,7 +29,7 @@ from durable_jobs._errors import (
     UnreadableIndexRow,
     ValidationError,
 )
-from durable_jobs._evolution import CheckReport, check_instances
+from durable_jobs._evolution import CheckReport, check_instances, refuse_missing_upcasters
 from durable_jobs._records import RecordedEvent, to_records
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow, Unreadable
@@ -155,11 +155,20 @@ class Inspector:
 
         Run it before deploying new job definitions; nothing is written. Instances
         of jobs the registry does not define are not checked.
+
+        Raises :class:`ConfigurationError` where ``open_jobs`` would refuse the
+        registry whatever the store holds: a job missing a required handler, or
+        (when every instance reads) a job at ``version`` N missing the upcaster of
+        a step from 1 to N.
         """
         if not isinstance(cast(object, registry), Registry):
             msg = f"check() needs the app's durable_jobs.Registry, got {registry!r:.80}."
             raise ConfigurationError(msg)
-        return check_instances(self._store, registry)
+        registry.check()  # what open_jobs refuses before it opens the store
+        report = check_instances(self._store, registry)
+        if report.ok:
+            refuse_missing_upcasters(registry)  # what open_jobs refuses next
+        return report
 
     # ---- instances ---------------------------------------------------------------
 
