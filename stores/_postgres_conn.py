@@ -293,7 +293,7 @@ class _SchemaOnce(PostgresAggregateRecorder):
                 for attempt in range(_DDL_TRIES):
                     try:
                         self._create_schema()
-                        super().create_table()
+                        self._create_all()
                     except (IntegrityError, OperationalError) as exc:
                         if attempt == _DDL_TRIES - 1 or not _worth_retrying(exc):
                             raise
@@ -302,6 +302,36 @@ class _SchemaOnce(PostgresAggregateRecorder):
                         return
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def _create_all(self) -> None:
+        """eventsourcing's ``create_table``, without a ``CREATE TYPE`` of a type the
+        schema has: the events and the snapshots recorders declare the same one, and
+        the second ``CREATE TYPE`` failed on the server (eventsourcing suppresses the
+        error, but the server logs it: an ERROR line in every new store's first open,
+        which operators alert on)."""
+        types = [st for st in self.sql_create_statements if "CREATE TYPE" in st.as_string()]
+        if types and self._types_missing():
+            for statement in types:
+                with (
+                    self.datastore.transaction(commit=True) as curs,
+                    # Another process's, between the look and this (no IF NOT EXISTS).
+                    contextlib.suppress(psycopg.errors.DuplicateObject),
+                ):
+                    curs.execute(statement, prepare=False)
+        with self.datastore.transaction(commit=True) as curs:
+            self._create_table(curs)
+        self.datastore.register_type_adapters()
+
+    def _types_missing(self) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                "SELECT count(*) AS n FROM pg_type t JOIN pg_namespace n "
+                "ON n.oid = t.typnamespace WHERE n.nspname = %s AND t.typname = ANY(%s::text[])",
+                (self.datastore.schema, self._types()),
+            )
+            row = curs.fetchone()
+        assert row is not None
+        return int(row["n"]) < len(set(self._types()))
 
     def _create_schema(self) -> None:
         # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on

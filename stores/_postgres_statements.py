@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.generators import send
 
 from durable_jobs.adapters import StatementFailed
 from durable_jobs.stores._postgres_conn import _SERVER_GOING_AWAY
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from psycopg.rows import DictRow
     from psycopg.sql import Composed
 
-__all__ = ["STATEMENT_SHARE", "out_of_reach", "run_statements", "statement_limit_ms"]
+__all__ = ["STATEMENT_SHARE", "out_of_reach", "run_statements", "statement_limit_ms", "synced"]
 
 
 def run_statements(
@@ -62,12 +63,17 @@ def run_statements(
         if pipeline is not None:
             # Errors of the statements queued before these are raised here, as when a
             # nested block was entered.
-            pipeline.sync()
+            synced(pipeline, conn)
             _queue(curs, setup, search_path, runs, sent, apart=apart)
-            pipeline.sync()
+            synced(pipeline, conn)
         else:
             with conn.pipeline():
                 _queue(curs, setup, search_path, runs, sent, apart=apart)
+    except _Unsendable as bad:
+        # Found before anything of it was sent: which one is known, in a group too.
+        raise StatementFailed(
+            runs[0][0] if one_run else None, bad.error, statement=bad.index if one_run else None
+        ) from bad.error
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
             out_of_reach(exc)
@@ -82,6 +88,22 @@ def run_statements(
             setup.close()
             for one in sent:
                 one.close()
+
+
+def synced(pipeline: psycopg.Pipeline, conn: psycopg.Connection[Any]) -> None:
+    """``pipeline.sync()``, once everything queued has been sent to the server.
+
+    psycopg's ``sync()`` stops sending when its queue of commands is empty, with
+    one flush of libpq's output buffer after the last, and then only waits for
+    results. A statement larger than the socket takes at once (a ``ctx.execute``
+    parameter of a few MB, say) was then left partly unsent: the server waited for
+    the rest, this process for the results, until ``query_timeout`` ended the
+    commit as a server that did not answer, and every commit of the process waited
+    behind it. Flushed first (reading what the server sends meanwhile), the sync
+    itself is a few bytes, sent at once.
+    """
+    conn.wait(send(conn.pgconn))
+    pipeline.sync()
 
 
 #: Share of the connection's ``query_timeout`` the handler statements of a commit may
@@ -124,6 +146,15 @@ def out_of_reach(exc: psycopg.Error) -> bool:
     return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
 
 
+class _Unsendable(Exception):
+    """A statement psycopg refused to send: its index in its run's statements."""
+
+    def __init__(self, index: int, error: psycopg.Error) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
 def _queue(
     curs: Cursor[Any],
     setup: Cursor[Any],
@@ -139,7 +170,7 @@ def _queue(
     conn = curs.connection
     limit = statement_limit_ms(conn)
     for _, statements in runs:
-        for st in statements:
+        for index, st in enumerate(statements):
             if limit is not None:
                 # What is left of the transaction's budget (the client waits for the whole
                 # commit, not for each statement; now() is the transaction's start), or
@@ -149,7 +180,16 @@ def _queue(
             if apart:
                 one = conn.cursor()
                 sent.append(one)
-            one.execute(st.sql, st.params)
+            try:
+                one.execute(st.sql, st.params)
+            except TypeError as exc:
+                # psycopg's refusal of parameters of the wrong kind for the placeholders
+                # (a dict for %s, a sequence for %(name)s): the statement's error, as
+                # on SQLite, not the store's (it failed the commit as an outage, and
+                # the run was tried again, unrecorded, for ever).
+                error = psycopg.ProgrammingError(f"{exc} (parameters {type(st.params).__name__})")
+                error.__cause__ = exc
+                raise _Unsendable(index, error) from exc
     if limit is not None:
         # The store's own statements after them (snapshots, the fence) as before.
         setup.execute("SET LOCAL statement_timeout TO DEFAULT")

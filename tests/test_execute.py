@@ -775,6 +775,91 @@ async def test_postgres_a_statement_that_fails_only_at_commit_fails_its_run(
     assert sorted({r[0] for r in rows}) == ["good", "good2", "t2"]
 
 
+async def test_parameters_of_the_wrong_kind_fail_the_run_on_both_stores(
+    url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A dict for positional placeholders (or a sequence for named ones) fails the
+    run like a handler error. On Postgres it failed the commit as a store outage
+    (psycopg raises a plain TypeError): the alarm was tried again unrecorded for
+    ever, the retry policy never applied, and a send raised StoreError."""
+    p = placeholder(url)
+    named = "%(i)s" if is_postgres(url) else ":i"
+    registry = dj.Registry()
+
+    @registry.continuous(
+        "c",
+        state=int,
+        schedule=dj.every(HOUR),
+        retry=dj.Retry(2, delay=MINUTE, jitter=0, on_exhausted="pause"),
+    )
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        if ctx.instance_id == "dict":
+            ctx.execute(f"INSERT INTO ledger (instance, n) VALUES ({p}, {p})", {"a": 1})
+        elif ctx.instance_id == "tuple":
+            ctx.execute(f"INSERT INTO ledger (instance, n) VALUES ({named}, 1)", ("x",))
+        else:
+            ctx.execute(insert_sql(url), (ctx.instance_id, ctx.run_count, "ok"))
+        ctx.set_state(ctx.state + 1)
+
+    @registry.task("t", event=int, state=int)
+    async def t(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @t.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.execute(insert_sql(url), ("second statement fails", event, "never"))
+        ctx.execute(f"INSERT INTO ledger (instance, n) VALUES ({p}, {p})", {"a": event})
+
+    # sqlite3 takes a sequence for named placeholders (by position): no error there.
+    bad_ones = ("dict", "tuple") if is_postgres(url) else ("dict",)
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, url, records=records) as jobs:
+        client = jobs.continuous("c")
+        for i in ("good", *bad_ones):
+            await client.start(i, 0)
+        await jobs.wait_idle()
+        await advance(jobs, MINUTE)
+        for bad in bad_ones:
+            status = await client.status(bad)
+            assert (status.status, status.run_count) == ("failed", 1), (bad, status)
+            names = [r.name for r in await client.history(bad)]
+            assert names.count("run_failed") == 2 and "retry_exhausted" in names, names
+        assert await client.get_state("good") == 1
+        with pytest.raises(dj.HandlerError) as raised:
+            await jobs.task("t").send("t1", 5)
+        assert "ProgrammingError" in type(raised.value.__cause__).__name__
+    failures = [r.data for r in records if r.name == "run_failed" and r.instance_id == "dict"]
+    assert failures[0]["error_type"].endswith("ProgrammingError")
+    assert ledger(url) == [("good", 1, "ok")]
+
+
+async def test_postgres_a_parameter_of_many_megabytes_commits(
+    pg_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A statement larger than the socket takes at once was left partly unsent by
+    psycopg's pipeline sync: the server waited for the rest and this process for
+    its results, until query_timeout failed the commit as a frozen server (and
+    every other commit of the process waited behind it)."""
+    dj.open_store(pg_url).close()
+    run_sql(pg_url, "CREATE TABLE {schema}.blob (n int, b bytea)")
+    registry = dj.Registry()
+
+    @registry.task("t", event=int, state=int)
+    async def t(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @t.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        ctx.execute("INSERT INTO blob VALUES (%s, %s)", (event, b"\x01" * (event << 20)))
+        ctx.set_state(event)
+
+    async with running(registry, pg_url) as jobs:
+        for mb in (32, 1, 48):
+            await jobs.task("t").send(f"m{mb}", mb)
+    rows = run_sql(pg_url, "SELECT n, length(b) FROM {schema}.blob ORDER BY n")
+    assert rows == [(1, 1 << 20), (32, 32 << 20), (48, 48 << 20)]
+
+
 async def test_sqlite_file_with_app_tables_next_to_the_jobs_tables_opens(
     sqlite_url: str,
 ) -> None:
