@@ -137,8 +137,19 @@ class _Reach:
     )
 
     def __init__(self, datastore: PostgresDatastore) -> None:
-        self.datastore = datastore
+        # Weakly: a value of the weak-keyed map that held its key kept every datastore
+        # ever opened alive, with its closed pool (an Inspector or open_jobs per
+        # request leaked about 30 KB each).
+        self._datastore = weakref.ref(datastore)
         self.down = False
+
+    @property
+    def datastore(self) -> PostgresDatastore:
+        datastore = self._datastore()
+        if datastore is None:  # pragma: no cover - callers hold it
+            msg = "the store was closed"
+            raise OperationalError(msg)
+        return datastore
 
     @classmethod
     def of(cls, datastore: PostgresDatastore) -> _Reach:

@@ -7,6 +7,7 @@ versions ever written are kept in ``dj_type_versions``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -28,6 +29,7 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.types.composite import CompositeInfo, register_composite
 
 from durable_jobs.adapters import (
     INDEX_COLUMNS,
@@ -586,6 +588,10 @@ class PostgresFactoryWithIndex(PostgresFactory):
         super().__init__(env)
         # Our pool's own setting (upstream does not expose it): see _POOL_RECONNECT_TIMEOUT.
         self.datastore.pool.reconnect_timeout = _POOL_RECONNECT_TIMEOUT
+        # Before any recorder registers the store's composite type (see _register_types).
+        self.datastore.register_type_adapters = functools.partial(  # type: ignore[method-assign]
+            _register_types, self.datastore
+        )
         if env.get(READ_ONLY_ENV):
             _READ_ONLY.add(self.datastore)
         if self.datastore.enable_db_functions:
@@ -595,6 +601,42 @@ class PostgresFactoryWithIndex(PostgresFactory):
                 "path skips the hook that writes the instance index."
             )
             raise ConfigurationError(msg)
+
+
+#: One ``CompositeInfo`` per distinct composite type seen by this process (by name,
+#: oids and fields): see :func:`_register_types`.
+_SHARED_TYPES: dict[tuple[Any, ...], CompositeInfo] = {}
+
+
+def _register_types(datastore: PostgresDatastore) -> None:
+    """eventsourcing's ``PostgresDatastore.register_type_adapters``, with the type's
+    ``CompositeInfo`` shared by every store of the process that has the same type.
+
+    psycopg keeps the adapter classes it makes for a composite type in caches keyed
+    by the info object (``functools.cache``), and eventsourcing fetches a new info
+    for every store opened: each one left four classes behind for good (an
+    ``Inspector`` or ``open_jobs`` per request grew the process without bound).
+    """
+    names = [n for n in datastore.db_type_names if n not in datastore.psycopg_type_adapters]
+    if not names:
+        return
+    with datastore.get_connection() as conn:
+        for name in names:
+            info = CompositeInfo.fetch(conn, f"{datastore.schema}.{name}")
+            if info is None:
+                continue
+            key = (
+                info.name,
+                info.oid,
+                info.array_oid,
+                tuple(info.field_names),
+                tuple(info.field_types),
+            )
+            info = _SHARED_TYPES.setdefault(key, info)
+            register_composite(info, conn)
+            datastore.psycopg_type_adapters[name] = info
+            assert info.python_type is not None, info
+            datastore.psycopg_python_types[name] = info.python_type
 
 
 def alarm_channel(schema: str) -> str:

@@ -5,6 +5,7 @@ between processes, and the alarm index."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import threading
 import traceback
@@ -23,6 +24,7 @@ from psycopg import sql
 from durable_jobs import (
     ConcurrencyError,
     ConfigurationError,
+    Inspector,
     LockLost,
     StoreError,
     open_store,
@@ -782,3 +784,34 @@ def test_a_session_cut_before_the_keepers_first_ping_is_reported_at_once(
         assert lost.wait(60), "the cut session was reported only at the keeper's ping"
     finally:
         pg_store.unwatch_locks()
+
+
+def _alive(predicate: Any) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if predicate(o))
+
+
+def test_a_store_opened_and_closed_again_and_again_leaves_nothing_behind(pg_url: str) -> None:
+    """An Inspector (or open_jobs) per request: each Postgres store opened and closed
+    stayed in memory for good (a weak-keyed map whose values held their key kept the
+    datastore and its closed pool), and psycopg's caches kept four adapter classes
+    per store (keyed by the type info each store fetched anew): about 30 KB each."""
+
+    def composite_classes(o: object) -> bool:
+        return isinstance(o, type) and "stored_event_uuid" in o.__name__.lower()
+
+    def cycle() -> None:
+        with Inspector(pg_url) as inspector:
+            inspector.stats()
+
+    open_store(pg_url).close()  # the store's tables (an Inspector opens it read-only)
+
+    def datastores(o: object) -> bool:
+        return isinstance(o, PostgresDatastore)
+
+    cycle()
+    # Counted before and after: other tests' stores may be open meanwhile.
+    stores, classes = _alive(datastores), _alive(composite_classes)
+    for _ in range(5):
+        cycle()
+    assert (_alive(datastores), _alive(composite_classes)) == (stores, classes)
