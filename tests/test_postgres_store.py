@@ -815,3 +815,41 @@ def test_a_store_opened_and_closed_again_and_again_leaves_nothing_behind(pg_url:
     for _ in range(5):
         cycle()
     assert (_alive(datastores), _alive(composite_classes)) == (stores, classes)
+
+
+def _snapshot_table_options(pg_url: str, schema: str) -> list[str]:
+    with psycopg.connect(pg_url.partition("?")[0], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = 'durablejobs_snapshots'",
+            (schema,),
+        ).fetchone()
+    assert row is not None
+    return list(row[0] or [])
+
+
+def test_the_snapshots_table_is_vacuumed_like_a_table_rows_are_deleted_from(
+    pg_url: str, pg_schema: str
+) -> None:
+    """eventsourcing creates its tables for appends (autovacuum after 100,000,000 dead
+    rows); a new snapshot deletes the instance's older ones, so the snapshots table
+    kept every one ever replaced (20 live rows, 5,980 dead, 26 MB)."""
+    open_store(pg_url).close()
+    options = _snapshot_table_options(pg_url, pg_schema)
+    assert not [o for o in options if o.startswith("autovacuum_vacuum_")], options
+    # A store made by an earlier release: mended by the next writer that opens it, not
+    # by a reader.
+    with psycopg.connect(pg_url.partition("?")[0], autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {}.durablejobs_snapshots SET (autovacuum_vacuum_threshold = "
+                "100000000, autovacuum_vacuum_scale_factor = 0.5)"
+            ).format(sql.Identifier(pg_schema))
+        )
+    with Inspector(pg_url) as inspector:
+        inspector.stats()
+    assert "autovacuum_vacuum_threshold=100000000" in _snapshot_table_options(pg_url, pg_schema)
+    open_store(pg_url).close()
+    options = _snapshot_table_options(pg_url, pg_schema)
+    assert not [o for o in options if o.startswith("autovacuum_vacuum_")], options
+    assert "autovacuum_enabled=true" in options  # the rest is left as it was
