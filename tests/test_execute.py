@@ -36,6 +36,15 @@ def _failures(records: list[dj.RecordedEvent]) -> list[dict[str, Any]]:
     return [r.data for r in records if r.name == "run_failed"]
 
 
+async def _failed_twice_then_paused(client: dj.ContinuousClient[int], instance_id: str) -> None:
+    """The first run of ``instance_id`` failed both tries of ``Retry(2, ...,
+    on_exhausted="pause")``, each recorded."""
+    status = await client.status(instance_id)
+    assert (status.status, status.run_count) == ("failed", 1), (instance_id, status)
+    names = [r.name for r in await client.history(instance_id)]
+    assert names.count("run_failed") == 2 and "retry_exhausted" in names, names
+
+
 # ---- continuous --------------------------------------------------------------------------
 
 
@@ -759,10 +768,7 @@ async def test_postgres_a_statement_that_fails_only_at_commit_fails_its_run(
             await client.start(i, 0)
         await advance(jobs, 2 * HOUR)
         for bad in ("orphan", "read-only"):
-            status = await client.status(bad)
-            assert (status.status, status.run_count) == ("failed", 1), (bad, status)
-            names = [r.name for r in await client.history(bad)]
-            assert names.count("run_failed") == 2 and "retry_exhausted" in names, names
+            await _failed_twice_then_paused(client, bad)
         for good in ("good", "good2"):
             assert await client.get_state(good) == 3
         with pytest.raises(dj.HandlerError) as raised:
@@ -820,10 +826,7 @@ async def test_parameters_of_the_wrong_kind_fail_the_run_on_both_stores(
         await jobs.wait_idle()
         await advance(jobs, MINUTE)
         for bad in bad_ones:
-            status = await client.status(bad)
-            assert (status.status, status.run_count) == ("failed", 1), (bad, status)
-            names = [r.name for r in await client.history(bad)]
-            assert names.count("run_failed") == 2 and "retry_exhausted" in names, names
+            await _failed_twice_then_paused(client, bad)
         assert await client.get_state("good") == 1
         with pytest.raises(dj.HandlerError) as raised:
             await jobs.task("t").send("t1", 5)
