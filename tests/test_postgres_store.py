@@ -853,3 +853,51 @@ def test_the_snapshots_table_is_vacuumed_like_a_table_rows_are_deleted_from(
     options = _snapshot_table_options(pg_url, pg_schema)
     assert not [o for o in options if o.startswith("autovacuum_vacuum_")], options
     assert "autovacuum_enabled=true" in options  # the rest is left as it was
+
+
+def test_a_role_that_does_not_own_the_snapshots_table_opens_the_store_and_is_told(
+    pg_url: str, pg_schema: str, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mending an older store's snapshots table needs its owner: an app role with
+    only the rights to read and write rows still opens the store, and the log says
+    what the owner should run."""
+    role, password = f"dj_app_{uuid4().hex[:8]}", uuid4().hex
+    open_store(pg_url).close()
+    schema, who = sql.Identifier(pg_schema), sql.Identifier(role)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not (row and row[0]):  # pragma: no cover - the CI server's user is a superuser
+            pytest.skip("the test server's user cannot create a role")
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {}.durablejobs_snapshots SET (autovacuum_vacuum_threshold = "
+                "100000000, autovacuum_vacuum_scale_factor = 0.5)"
+            ).format(schema)
+        )
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(who, sql.Literal(password))
+        )
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, who))
+        conn.execute(
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}"
+            ).format(schema, who)
+        )
+    parts = urlsplit(postgres_url)
+    as_app = parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port or 5432}")
+    try:
+        with (
+            caplog.at_level("WARNING", logger="durable_jobs.store"),
+            open_store(f"{as_app.geturl()}?schema={pg_schema}") as store,
+        ):
+            assert store.list_instances() == []
+        assert "must be owner" in caplog.text
+        assert "RESET (autovacuum_vacuum_threshold, autovacuum_vacuum_scale_factor)" in caplog.text
+        assert password not in caplog.text
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(who))
+            conn.execute(sql.SQL("DROP ROLE {}").format(who))
+    assert "autovacuum_vacuum_threshold=100000000" in _snapshot_table_options(pg_url, pg_schema)
