@@ -267,8 +267,9 @@ class _SchemaOnce(PostgresAggregateRecorder):
     def _types(self) -> list[str]:
         return [self.stored_event_type_name]
 
-    def _missing(self, curs: Cursor[DictRow]) -> bool:
-        """Whether the schema lacks any of this recorder's tables, indexes or types."""
+    def _lacking(self, curs: Cursor[DictRow]) -> tuple[bool, bool]:
+        """Whether the schema lacks any of this recorder's tables and indexes, and
+        whether it lacks any of its types."""
         schema = self.datastore.schema
         curs.execute(
             "SELECT (SELECT count(*) FROM pg_class c "
@@ -281,11 +282,11 @@ class _SchemaOnce(PostgresAggregateRecorder):
         row = curs.fetchone()
         assert row is not None
         relations, types = int(row["relations"]), int(row["types"])
-        return relations < len(set(self._relations())) or types < len(set(self._types()))
+        return relations < len(set(self._relations())), types < len(set(self._types()))
 
     def create_table(self) -> None:
         with self.datastore.transaction(commit=False) as curs:
-            missing = self._missing(curs)
+            missing = any(self._lacking(curs))
         if not missing:
             self.datastore.register_type_adapters()
             return
@@ -335,14 +336,7 @@ class _SchemaOnce(PostgresAggregateRecorder):
 
     def _types_missing(self) -> bool:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                "SELECT count(*) AS n FROM pg_type t JOIN pg_namespace n "
-                "ON n.oid = t.typnamespace WHERE n.nspname = %s AND t.typname = ANY(%s::text[])",
-                (self.datastore.schema, self._types()),
-            )
-            row = curs.fetchone()
-        assert row is not None
-        return int(row["n"]) < len(set(self._types()))
+            return self._lacking(curs)[1]
 
     def _create_schema(self) -> None:
         # Look first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on

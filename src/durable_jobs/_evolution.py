@@ -80,6 +80,11 @@ def _live(
                 yield job, agg
 
 
+def _named(missing: list[str]) -> str:
+    """Missing upcasters (``JobDefinition.missing_upcasters``) as a message names them."""
+    return ", ".join("@job." + m for m in missing)
+
+
 def _at_risk(job: JobDefinition, versions: set[int] | None) -> bool:
     """Whether instances of ``versions`` (None: unknown) may be unreadable by ``job``."""
     if versions is None:
@@ -129,7 +134,7 @@ def refuse_unreadable_versions(store: Store, registry: Registry) -> None:
             continue
         missing = sorted({m for v in counts for m in job.missing_upcasters(v)})
         if missing:
-            problems.append(f"{label} has no upcaster {', '.join('@job.' + m for m in missing)}")
+            problems.append(f"{label} has no upcaster {_named(missing)}")
     if problems:
         msg = (
             "The store holds instances this code cannot read: "
@@ -147,7 +152,7 @@ def refuse_missing_upcasters(registry: Registry) -> None:
     missing one is found before the first deploy that meets older data."""
     problems = [
         f"{job.kind} job {job.name!r} is at version {job.version} and has no upcaster "
-        + ", ".join("@job." + m for m in missing)
+        + _named(missing)
         for job in _jobs(registry)
         if (missing := job.missing_upcasters(1))
     ]
@@ -248,7 +253,7 @@ def check_instances(store: Store, registry: Registry) -> CheckReport:
         for version in sorted({v for v in agg.type_versions() if v < job.version}):
             missing = job.missing_upcasters(version)
             if missing:
-                upcasters = ", ".join("@job." + m for m in missing)
+                upcasters = _named(missing)
                 failures.append(
                     CheckFailure(
                         kind=job.kind,
