@@ -38,7 +38,7 @@ from eventsourcing.postgres import (
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import PoolTimeout
 
-from durable_jobs.adapters import ConfigurationError
+from durable_jobs.adapters import ConfigurationError, error_chain
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -160,7 +160,7 @@ class _Reach:
 
     def failed(self, exc: BaseException) -> None:
         if _waited_in_vain(exc) or any(
-            isinstance(e, psycopg.OperationalError) and not e.sqlstate for e in _chain(exc)
+            isinstance(e, psycopg.OperationalError) and not e.sqlstate for e in error_chain(exc)
         ):
             self.down = True
 
@@ -192,16 +192,7 @@ _POOL_RECONNECT_TIMEOUT: Final = 0.5
 
 def _waited_in_vain(exc: BaseException) -> bool:
     """Whether ``exc`` says no connection came within the pool's timeout."""
-    return any(isinstance(e, PoolTimeout) for e in _chain(exc))
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
+    return any(isinstance(e, PoolTimeout) for e in error_chain(exc))
 
 
 def _connect_beside(datastore: PostgresDatastore) -> psycopg.Connection[Any]:

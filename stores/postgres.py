@@ -43,6 +43,7 @@ from durable_jobs.adapters import (
     ListensForAlarms,
     Store,
     StoreError,
+    error_chain,
     scrub_chain,
 )
 from durable_jobs.stores._postgres_commit import EventColumns
@@ -52,7 +53,6 @@ from durable_jobs.stores._postgres_conn import (
     READ_ONLY_ENV,
     Int8s,
     Uuids,
-    _chain,
     _discard_dead,
     advisory_key,
     answered_within,
@@ -426,7 +426,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     def unreachable(self, exc: BaseException) -> bool:
         """Whether ``exc`` came from the server being out of reach (down, restarting,
         refusing or dropping connections), not from what was asked of it."""
-        for e in _chain(exc):
+        for e in error_chain(exc):
             if isinstance(e, PoolTimeout | psycopg.InterfaceError | NoReply):
                 return True
             if isinstance(e, psycopg.OperationalError):

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -38,6 +39,8 @@ from durable_jobs.adapters import (
     JobsApplication,
     StatementFailed,
     Store,
+    StoreError,
+    error_chain,
     index_rows_from,
     rows_from,
     snapshots_from,
@@ -47,6 +50,8 @@ from durable_jobs.adapters import (
 )
 
 __all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore"]
+
+log = logging.getLogger("durable_jobs.store")
 
 # Statements built from constants only; every value is a bound parameter.
 INDEX_TABLE = "dj_instances"
@@ -278,6 +283,9 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
         return self._rows(sql + "ORDER BY kind, job, instance_id LIMIT ?", (*params, limit))
 
 
+#: The size an -wal file is cut back to when it is next reset (SQLite's
+#: ``journal_size_limit``); it checkpoints at 1,000 pages (4 MB) as it goes.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: Database files (and so their -wal and -shm files) and lock files: owner only.
 _FILE_MODE = 0o600
 #: The tables a durable-jobs SQLite file holds.
@@ -285,6 +293,16 @@ _OUR_TABLES = frozenset({"stored_events", SNAPSHOTS_TABLE, INDEX_TABLE, TYPE_VER
 #: SQLite primary result codes after which a write did not commit: BUSY, LOCKED,
 #: READONLY (refused before anything was written), FULL.
 _NOT_COMMITTED = frozenset({5, 6, 8, 13})
+
+
+class _NotServed(Exception):
+    """The cause of the StoreError of a runtime whose file is gone, or served by another
+    runtime (see ``SQLiteStore._still_served``): how :meth:`SQLiteStore.unreachable`
+    knows it."""
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
 
 
 def _uri_path(path: str) -> str:
@@ -327,6 +345,10 @@ class _SQLitePool(SQLiteConnectionPool):
         cursor = conn.cursor()
         try:
             cursor.execute(f"PRAGMA synchronous={self.synchronous}")
+            # The -wal file is reused from its start after each checkpoint, never made
+            # smaller: after a long reader (a backup, an open sqlite3 shell) held the
+            # checkpoints back it would keep its largest size for good. Cut it back.
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             cursor.sqlite_cursor.connection.set_authorizer(_authorize)
         finally:
             cursor.sqlite_cursor.close()
@@ -371,6 +393,9 @@ class SQLiteStore(Store):
         return path
 
     _runtime_lock: IO[bytes] | None = None
+    #: While a runtime serves the file (see :meth:`claim_runtime`): the file's real
+    #: path, and the (device, inode) of the file and of its lock file then.
+    _claimed: tuple[str, tuple[int, int], tuple[int, int]] | None = None
 
     def claim_runtime(self) -> None:
         """Refuse a second runtime on this file, in this process or another.
@@ -428,11 +453,105 @@ class SQLiteStore(Store):
             )
             raise ConfigurationError(msg) from None
         self._runtime_lock = lock
+        try:
+            served = os.stat(path)
+        except OSError:
+            return  # no file yet: nothing to compare (it is made by the first open)
+        self._claimed = (path, _identity(served), _identity(os.fstat(lock.fileno())))
 
     def release_runtime(self) -> None:
+        self._claimed = None
         if self._runtime_lock is not None:
             self._runtime_lock.close()  # closing the file releases the flock
             self._runtime_lock = None
+
+    def _still_served(self) -> None:
+        """(Before each write of a runtime's.) Raise :class:`StoreError` (nothing written)
+        if the file at the store's path is no longer the one the runtime opened, or if
+        its lock file was deleted and another runtime has taken a new one since.
+
+        SQLite goes on writing to a file that was deleted or moved: every commit
+        would be acknowledged and then lost with the process. And the claim is a lock
+        on ``PATH.runtime-lock``, a file of its own that can be deleted: a deleted one
+        is made again and locked anew, or, if another runtime holds the new one, this
+        runtime writes nothing more (the other serves the file now).
+        """
+        claimed = self._claimed
+        if claimed is None:
+            return
+        path, served, locked = claimed
+        try:
+            now = _identity(os.stat(path))
+        except FileNotFoundError:
+            now = None
+        if now != served:
+            raise StoreError(
+                f"The SQLite file {path} of {self.url} was deleted, moved or replaced "
+                "while this jobs runtime served it: nothing was written, and this runtime "
+                "writes nothing more (SQLite would go on writing to the file it opened, "
+                "and every write would be lost with the process). Put the file back and "
+                "start the process again. Never delete or move a store's files "
+                "(-wal and -shm included) while a process serves it."
+            ) from _NotServed(path)
+        try:
+            lock_now = _identity(os.stat(f"{path}.runtime-lock"))
+        except FileNotFoundError:
+            lock_now = None
+        if lock_now != locked:
+            self._lock_again(path)
+
+    def _lock_again(self, path: str) -> None:
+        """The runtime lock file was deleted (or replaced): lock a new one, or stop."""
+        name = f"{path}.runtime-lock"
+        fd = os.open(name, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        lock = os.fdopen(fd, "a+b")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise StoreError(
+                f"The runtime lock file {name} of {self.url} was deleted while this jobs "
+                "runtime served the file, and another runtime has locked a new one since: "
+                "nothing was written, and this runtime writes nothing more (two would run "
+                "the same instances). Stop one of the two processes; never delete that "
+                "file while a process serves the store."
+            ) from _NotServed(name)
+        old, self._runtime_lock = self._runtime_lock, lock
+        assert self._claimed is not None
+        self._claimed = (path, self._claimed[1], _identity(os.fstat(lock.fileno())))
+        if old is not None:
+            old.close()
+        log.warning(
+            "The runtime lock file %s was deleted while a jobs runtime served %s; it was "
+            "made and locked again (never delete it while a process serves the store)",
+            name,
+            self.url,
+        )
+
+    def _put(self, *args: Any, **kwargs: Any) -> None:
+        if self._claimed is not None:
+            self._still_served()
+        super()._put(*args, **kwargs)
+
+    def ping(self) -> None:
+        self._still_served()
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """A file deleted, moved or taken over by another runtime (see
+        :meth:`_still_served`): the runtime waits (and says so once) instead of
+        retrying every run."""
+        return any(isinstance(e, _NotServed) for e in error_chain(exc))
+
+    def refuses_every_write(self, exc: BaseException) -> bool:
+        """The file locked by another program, full or read-only, or no longer served:
+        every commit of a group would fail alone the same way."""
+        for e in error_chain(exc):
+            if isinstance(e, _NotServed):
+                return True
+            code = getattr(e, "sqlite_errorcode", None)
+            if isinstance(e, sqlite3.Error) and code is not None:
+                return (code & 0xFF) in _NOT_COMMITTED
+        return False
 
     def close(self) -> None:
         self.release_runtime()

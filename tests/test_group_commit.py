@@ -6,8 +6,10 @@ The store is a real SQLite (or Postgres) store; the test only wraps its
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -370,4 +372,48 @@ async def test_commits_queued_behind_a_writer_that_died_are_not_left_waiting(
         await commits.commit(agg)
         assert store.get("continuous", "tick", "after0") is not None
     finally:
+        store.close()
+
+
+async def test_a_group_the_store_refuses_as_a_whole_fails_at_once(tmp_path: Path) -> None:
+    """A group refused because another program holds the SQLite file's lock fails
+    whole, each caller with its own error: each commit was tried alone after it
+    before, each waiting ``lock_timeout`` again, so a send queued behind twenty runs
+    waited twenty-one times as long as ``?lock_timeout`` says (and could not be
+    cancelled meanwhile)."""
+    path = tmp_path / "jobs.db"
+    store = dj.open_store(f"sqlite:///{path}?lock_timeout=0")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        w = _Writer(store)
+        errors: list[BaseException] = []
+
+        async def commit(agg: JobInstance) -> None:
+            try:
+                await w.commits.commit(agg)
+            except dj.StoreError as exc:
+                errors.append(exc)
+
+        other.execute("BEGIN EXCLUSIVE")
+        async with trio.open_nursery() as writer:
+            w.commits.start()
+            writer.start_soon(w.commits.run)
+            async with trio.open_nursery() as callers:
+                callers.start_soon(commit, _instances("first", 1)[0])
+                await _wait_for(w.held.writing)
+                for agg in _instances("more", 5):
+                    callers.start_soon(commit, agg)
+                await trio.testing.wait_all_tasks_blocked()
+                w.held.go.set()
+            writer.cancel_scope.cancel()
+        assert w.held.sizes == [1, 5]  # not [1, 5, 1, 1, 1, 1, 1]
+        assert len(errors) == 6
+        assert len({id(e) for e in errors}) == 6
+        for e in errors:
+            assert "database is locked" in str(e)
+            assert "nothing was written" in str(e)
+        other.execute("ROLLBACK")
+        assert store.get("continuous", "tick", "more0") is None
+    finally:
+        other.close()
         store.close()

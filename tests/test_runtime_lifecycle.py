@@ -20,7 +20,8 @@ import trio.testing
 from pydantic import BaseModel
 
 import durable_jobs as dj
-from _runtime import HOUR, MINUTE, SECOND, T, advance, names, running
+from _runtime import HOUR, MINUTE, SECOND, T, advance, names, note_registry, running
+from durable_jobs.stores.sqlite import WAL_SIZE_LIMIT
 
 Clock = trio.testing.MockClock
 
@@ -1148,6 +1149,117 @@ async def test_one_runtime_per_sqlite_file_whatever_name_reaches_it(
     (tmp_path / "hard.db").unlink()
     async with running(registry, f"sqlite:///{tmp_path / 'link.db'}") as jobs:
         await jobs.continuous("tick").start("a", 0)
+
+
+def _tick_registry() -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.continuous("tick", state=int, schedule=dj.every(MINUTE))
+    async def tick(ctx: dj.ContinuousContext[int]) -> None:
+        ctx.set_state(ctx.state + 1)
+
+    return registry
+
+
+async def test_a_deleted_runtime_lock_file_is_locked_again_before_the_next_write(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim is a lock on ``PATH.runtime-lock``, a file that can be deleted (a
+    clean-up script): a second runtime then started on the file, and both ran the same
+    instances at once. Now the first makes and locks a new one before its next write."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    lock_file = tmp_path / "jobs.db.runtime-lock"
+    async with running(_tick_registry(), url) as jobs:
+        client = jobs.continuous("tick")
+        await client.start("a", 0)
+        lock_file.unlink()
+        await client.start("b", 0)
+        assert lock_file.exists()
+        assert "runtime lock file" in caplog.text
+        with pytest.raises(dj.ConfigurationError, match="already serves"):
+            async with running(_tick_registry(), url):
+                pass  # pragma: no cover - refused before the block
+        before = await client.get_state("a")
+        await advance(jobs, MINUTE)
+        assert await client.get_state("a") == (before or 0) + 1
+
+
+async def test_a_runtime_whose_lock_file_another_runtime_took_writes_nothing_more(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The lock file deleted, and another runtime started on the file before the first
+    wrote again: the first writes nothing more (it says why), the second serves."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with running(_tick_registry(), url) as first:
+        # (Nothing written yet: a write, a run's say, would lock a new file first.)
+        (tmp_path / "jobs.db.runtime-lock").unlink()
+        async with running(_tick_registry(), url) as second:
+            with pytest.raises(dj.StoreError, match="another runtime has locked a new one"):
+                await first.continuous("tick").start("b", 0)
+            await second.continuous("tick").start("c", 0)
+        with dj.open_store(url) as reader:
+            assert [r.instance_id for r in reader.list_instances()] == ["c"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+async def test_a_runtime_whose_file_was_deleted_or_moved_writes_nothing_more(
+    how: str,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQLite goes on writing to the file it opened, deleted or moved: every later
+    commit was acknowledged and then lost (0 of 40 sends there after a restart). Now
+    each write says the file is gone and writes nothing; due runs wait, said once."""
+    path = tmp_path / "jobs.db"
+    url = f"sqlite:///{path}"
+    (tmp_path / "elsewhere").mkdir()
+    async with running(_tick_registry(), url) as jobs:
+        client = jobs.continuous("tick")
+        await client.start("a", 0)
+        for suffix in ("", "-wal", "-shm"):
+            name = tmp_path / f"jobs.db{suffix}"
+            if how == "deleted":
+                name.unlink()
+            else:
+                name.rename(tmp_path / "elsewhere" / name.name)
+        with pytest.raises(dj.StoreError, match="was deleted, moved or replaced") as info:
+            await client.start("b", 0)
+        assert "nothing was written" in str(info.value)
+        await trio.sleep((3 * MINUTE).total_seconds())  # "a" is due meanwhile: it waits
+        out_of_reach = [r for r in caplog.records if "out of reach" in r.getMessage()]
+        assert len(out_of_reach) == 1
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    if how == "moved":
+        with dj.open_store(f"sqlite:///{tmp_path / 'elsewhere' / 'jobs.db'}") as moved:
+            assert [r.instance_id for r in moved.list_instances()] == ["a"]
+
+
+async def test_the_wal_is_cut_back_after_a_long_reader(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A reader holding the checkpoints back (a backup, an open sqlite3 shell) lets
+    the -wal file grow; SQLite then reuses it from its start but never shrinks it, so
+    it kept its largest size (100-390 MB seen) for as long as the runtime ran."""
+    path = tmp_path / "jobs.db"
+    wal = tmp_path / "jobs.db-wal"
+    async with running(note_registry(), f"sqlite:///{path}") as jobs:
+        note = jobs.task("note")
+        await note.send("n0", "x")
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM stored_events").fetchall()
+            for n in range(50):
+                await note.send(f"n{n % 10}", str(n) * 500_000)
+            grown = wal.stat().st_size
+            assert grown > 2 * WAL_SIZE_LIMIT
+            reader.execute("COMMIT")
+        finally:
+            reader.close()
+        for n in range(30):  # a checkpoint, then the next write starts the -wal again
+            await note.send(f"n{n % 10}", "small")
+        assert wal.stat().st_size <= WAL_SIZE_LIMIT
 
 
 async def test_a_pending_retry_survives_a_restart(

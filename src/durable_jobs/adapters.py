@@ -52,7 +52,7 @@ from durable_jobs._store.capabilities import (
     DeletesInstances,
     ListensForAlarms,
 )
-from durable_jobs._store.errors import describe_error, driver_errors
+from durable_jobs._store.errors import describe_error, driver_errors, error_chain
 from durable_jobs._store.index import (
     INDEX_COLUMNS,
     INDEX_KWARG,
@@ -95,6 +95,7 @@ __all__ = [
     "StoreURL",
     "describe_error",
     "driver_errors",
+    "error_chain",
     "from_epoch",
     "index_rows_from",
     "log_fields",

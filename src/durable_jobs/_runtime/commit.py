@@ -16,6 +16,7 @@ others are written again together, without it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,16 @@ class _Commit(Handoff):
         self.agg = agg
         self.statements = statements
         self.error: Exception | None = None
+
+
+def _same_error(exc: Exception) -> Exception:
+    """Another instance of ``exc`` (the same type, message and cause), for another
+    caller to raise: one exception object raised in several tasks would collect all
+    their tracebacks."""
+    other = copy.copy(exc)
+    other.__cause__ = exc.__cause__
+    other.__traceback__ = None
+    return other
 
 
 class GroupCommit:
@@ -248,6 +259,12 @@ class GroupCommit:
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc
+            elif self.store.refuses_every_write(exc):
+                # The store refused the group as a whole (locked by another program,
+                # full, out of reach): each alone would wait for the same refusal.
+                batch[0].error = exc
+                for c in batch[1:]:
+                    c.error = _same_error(exc)
             else:
                 # One commit's conflict must not fail the others: write each alone.
                 self._save_each(batch, written)

@@ -175,6 +175,15 @@ class Store(RowsAndIndex, ABC):
         or the call: the runtime then waits for :meth:`ping` to pass."""
         return False
 
+    def refuses_every_write(self, exc: BaseException) -> bool:
+        """Whether ``exc``, from a save of several instances together, would fail each of
+        them saved alone as well: the store busy, locked, full or out of reach, rather
+        than something about one of them (a version conflict, a statement). The group
+        commit then fails the whole group with it, instead of trying each instance
+        alone, which made every caller wait for the store's own timeout once per
+        instance queued before it."""
+        return self.unreachable(exc)
+
     #: Whether an ``open_jobs`` serves this store object now (see :meth:`begin_serving`).
     _serving: bool = False
 

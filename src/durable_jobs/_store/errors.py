@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from durable_jobs._errors import DurableJobsError, StoreError
 from durable_jobs._store.urls import scrub, scrub_chain
 
-__all__ = ["describe_error", "driver_error", "driver_errors"]
+__all__ = ["describe_error", "driver_error", "driver_errors", "error_chain"]
 
 
 def describe_error(exc: BaseException, password: str | None = None) -> str:
@@ -52,3 +52,15 @@ def driver_error(
     if callable(error):
         return error(exc)
     return StoreError(f"{error}: {describe_error(exc, password)}")
+
+
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__``, else
+    ``__context__``), outermost first: where a store looks for its driver's error
+    behind one of ours (see ``Store.unreachable``)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
