@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, assert_type, cast
 
+import pydantic
 import pytest
 import trio.testing
 from pydantic import BaseModel
@@ -740,3 +741,54 @@ def test_an_unknown_kind_is_a_configuration_error() -> None:
         registry.names(cast(Any, "worker_pool"))
     with pytest.raises(dj.ConfigurationError, match="worker_pool"):
         registry.get(cast(Any, "worker_pool"), "my_task")
+
+
+def test_a_debounce_job_whose_state_can_never_read_its_events_needs_a_reducer() -> None:
+    """With no reducer a debounce job's state is the latest event: registry.check()
+    (run by open_jobs) refuses a state type that can never read one (its schema reads
+    only a JSON kind the event is never stored as), naming the job and the way out; a
+    reducer, or types that may fit, make it acceptable."""
+    registry = dj.Registry()
+    registry.debounce("digest", event=str, state=list[str], flush_after=timedelta(minutes=1))(
+        _execute
+    )
+    with pytest.raises(dj.ConfigurationError) as info:
+        registry.check()
+    message = str(info.value)
+    assert "'digest'" in message
+    assert "add an on_event reducer" in message
+    assert "make the state type match the event type" in message
+    registry.get("debounce", "digest").on_event(lambda ctx: [ctx.event])
+    registry.check()
+
+
+class Before(BaseModel):
+    """A state a model_validator(mode="before") builds from a plain string."""
+
+    items: list[str]
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def wrap(cls, data: Any) -> Any:
+        return {"items": [data]} if isinstance(data, str) else data
+
+
+@pytest.mark.parametrize(
+    ("event", "state"),
+    [
+        (str, int),  # "12" reads as 12: decided per add
+        (int, float),
+        (Webhook, dict[str, Any]),
+        (Webhook, Token),  # an object either way: decided per add
+        (str, Before),
+        (str, str | None),
+        (list[int], tuple[int, ...]),
+    ],
+)
+def test_a_debounce_job_whose_state_may_read_its_events_needs_no_reducer(
+    event: Any, state: Any
+) -> None:
+    """What the schemas cannot decide is left to each add (a HandlerError there)."""
+    registry = dj.Registry()
+    registry.debounce("d", event=event, state=state, flush_after=timedelta(minutes=1))(_execute)
+    registry.check()

@@ -1182,3 +1182,37 @@ async def test_x06_a_pending_retry_survives_a_restart(
         ]
         assert await client.status("b1") == IDLE
         await nothing_more_flushes(jobs, probe, 2)
+
+
+async def test_without_a_reducer_an_event_that_does_not_fit_the_state_is_not_added(
+    store_url: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With no reducer the state is the latest event: an event the state type cannot
+    read is refused as a reducer's state that does not fit (HandlerError, nothing
+    written), not committed as a state that no flush, read or alarm can load."""
+    registry = dj.Registry()
+    flushed: list[int | None] = []
+
+    # The registry cannot tell: "12" reads as the int 12, "twelve" does not.
+    @registry.debounce("counts", event=str, state=int, flush_after=FLUSH_AFTER)
+    async def counts(ctx: dj.DebounceContext[int]) -> None:
+        flushed.append(ctx.state)
+
+    records: list[dj.RecordedEvent] = []
+    async with running(registry, store_url, records=records) as jobs:
+        client = jobs.debounce(counts)
+        with pytest.raises(dj.HandlerError, match="has no on_event reducer") as info:
+            await client.add("a", "twelve", idempotency_key="k1")
+        assert isinstance(info.value.__cause__, dj.ValidationError)
+        assert "The event was not added." in str(info.value)
+        assert await client.status("a") == dj.DebounceStatus("not_found", 0, None, None)
+        assert await client.history("a") == []
+        assert records == []
+        accepted = await client.add("a", "12", idempotency_key="k1")
+        assert (accepted.event_count, accepted.duplicate) == (1, False)
+        assert await client.get_state("a") == 12
+        with pytest.raises(dj.HandlerError):
+            await client.add("a", "thirteen")
+        assert await client.status("a") == dj.DebounceStatus("debouncing", 1, T, T5)
+        await advance(jobs, FLUSH_AFTER)
+        assert flushed == [12]

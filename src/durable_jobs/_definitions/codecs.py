@@ -172,6 +172,45 @@ class TypeCodec(Generic[S]):
             raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {changed}")
         return data
 
+    def check_json(self, data: Any) -> None:
+        """Raise :class:`ValidationError` unless JSON data (of the current version)
+        reads back as the type and is within the size limit: what storing ``data``
+        as this type's value needs (a debounce job's event kept as its state)."""
+        try:
+            encoded = pydantic_core.to_json(data)
+            check_size(encoded, self.what)
+            self.adapter.validator.validate_json(encoded)
+        except ValidationError as exc:
+            raise ValidationError(f"Invalid {self.what} for job {self.job!r}: {exc}") from None
+        except Exception as exc:  # pydantic's error, or one a custom validator raised
+            msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
+            raise ValidationError(msg) from exc
+
+    def dumped_kind(self) -> str | None:
+        """The JSON kind (``"string"``, ``"array"``, ...) every value of the type is
+        stored as, when its schema says so plainly (None: it cannot be told)."""
+        schema: Any = self.adapter.core_schema
+        if "serialization" in schema:  # a custom serializer may write anything
+            return None
+        kind = _JSON_KINDS.get(schema["type"])
+        if schema["type"] in ("model", "dataclass") and schema.get("root_model"):
+            return None
+        return kind
+
+    def only_kind(self) -> str | None:
+        """The one JSON kind stored data must be to read back as the type, when its
+        schema says so plainly: no validator that runs first and may take other data,
+        no union, no lax conversion (a string to a number). None: it cannot be told."""
+        schema: Any = self.adapter.core_schema
+        kind = _JSON_KINDS.get(schema["type"])
+        if kind is None or kind in ("integer", "number", "boolean"):
+            return None  # lax mode reads "12" as 12, "true" as True
+        if schema["type"] in ("model", "dataclass"):
+            inner = schema.get("schema", {}).get("type")
+            if schema.get("root_model") or inner not in ("model-fields", "dataclass-args"):
+                return None  # a root model, or a model_validator(mode="before")
+        return kind
+
     def from_json(self, data: Any) -> S:
         """JSON data of the current version as the type; raises pydantic's error if it
         does not fit."""
@@ -235,6 +274,22 @@ class TypeCodec(Generic[S]):
             return same
         return self.from_json(self.upcast(data, version))
 
+
+#: The JSON kind of the data pydantic's core schema types are stored as (and read from).
+_JSON_KINDS: Final = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "array",
+    "tuple": "array",
+    "set": "array",
+    "frozenset": "array",
+    "dict": "object",
+    "typed-dict": "object",
+    "model": "object",
+    "dataclass": "object",
+}
 
 #: The containers whose contents :func:`_first_change` compares (anything else is
 #: left to its type: a model or a dataclass reads back as its type says).

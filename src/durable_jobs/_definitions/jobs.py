@@ -27,7 +27,7 @@ from durable_jobs._domain.backoff import Retry
 from durable_jobs._domain.ids import Kind, check_job_name
 from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy, Window
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._errors import ConfigurationError, HandlerError, ValidationError
 
 __all__ = ["ContinuousJob", "DebounceJob", "JobDefinition", "TaskJob"]
 
@@ -57,6 +57,11 @@ class JobDefinition:
 
     def missing(self) -> list[str]:
         """Handlers this job still needs (empty when it is complete)."""
+        return []
+
+    def problems(self) -> list[str]:
+        """What makes this job unusable as it is defined (checked once all its handlers
+        could be attached: by ``Registry.check``)."""
         return []
 
     def _codecs(self) -> list[TypeCodec[Any]]:
@@ -257,6 +262,41 @@ class DebounceJob(JobDefinition, Generic[E, S]):
             raise ConfigurationError(msg)
         self.reducer = fn
         return fn
+
+    def problems(self) -> list[str]:
+        """A job with no reducer keeps each event as its state: refused when the state
+        type can never read an event (event=str, state=list[str])."""
+        if self.reducer is not None or self.state_codec is self.event_codec:
+            return []
+        dumped = self.event_codec.dumped_kind()
+        only = self.state_codec.only_kind()
+        if dumped is None or only is None or dumped == only:
+            return []
+        return [
+            f"debounce job {self.name!r} has no on_event reducer, so its state is the latest "
+            f"event, but its event type ({self.event_type!r}) is stored as a JSON {dumped} "
+            f"and its state type ({self.state_type!r}) reads only a JSON {only}: add an "
+            "on_event reducer (@<the job's definition>.on_event) that builds the state, or "
+            "make the state type match the event type"
+        ]
+
+    def event_as_state(self, event_json: Any, instance_id: str) -> Any:
+        """The state JSON after an event when the job has no reducer: the event's own
+        JSON, or :class:`HandlerError` if it does not fit the state type (as a reducer's
+        state that does not fit), and the event is not added."""
+        codec = self.state_codec
+        if codec is not self.event_codec:
+            try:
+                codec.check_json(event_json)
+            except ValidationError as invalid:
+                msg = (
+                    f"Debounce job {self.name!r} has no on_event reducer, so its state is the "
+                    f"latest event, and the event added to instance {instance_id!r} does not "
+                    f"fit its state type: {invalid} Add an on_event reducer that builds the "
+                    "state, or make the state type accept the event. The event was not added."
+                )
+                raise HandlerError(msg) from invalid
+        return event_json
 
 
 @final

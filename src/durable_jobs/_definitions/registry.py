@@ -298,7 +298,8 @@ class Registry:
             raise JobNotFound(kind, name, list(jobs)) from None
 
     def check(self) -> None:
-        """Raise :class:`ConfigurationError` if a job is missing a required handler."""
+        """Raise :class:`ConfigurationError` if a job is missing a required handler, or
+        cannot work as defined (see :meth:`JobDefinition.problems`)."""
         problems = [
             f"{job.kind} job {job.name!r} has no {handler} handler (decorate one with "
             f"@<the job's definition>.{handler}, or pass {handler}= to registry.{job.kind}())"
@@ -308,6 +309,11 @@ class Registry:
         ]
         if problems:
             raise ConfigurationError("Incomplete job definitions: " + "; ".join(problems) + ".")
+        problems = [
+            p for jobs in self._jobs.values() for job in jobs.values() for p in job.problems()
+        ]
+        if problems:
+            raise ConfigurationError("Unusable job definitions: " + "; ".join(problems) + ".")
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{len(v)} {k}" for k, v in self._jobs.items())

@@ -54,7 +54,7 @@ class DebounceRunner:
                 return committed, False, True
             writes = rt.writes()
             if job.reducer is None:
-                new_json = event_json
+                new_json = job.event_as_state(event_json, instance_id)
             else:
                 prior = None
                 if live is not None and live.d.event_count:
