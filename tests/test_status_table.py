@@ -41,7 +41,7 @@ async def test_a_live_instance_reports_a_status_of_its_kinds_row() -> None:
         return None
 
     @execute.on_event
-    async def on_event(ctx: dj.TaskContext[int], event: int) -> None:
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
         return None
 
     async with dj.open_jobs(registry, "memory://", clock=dj.VirtualClock()) as jobs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 
 from durable_jobs._definitions.checks import (
     DEFAULT_IDEMPOTENCY_WINDOW,
@@ -28,6 +28,9 @@ from durable_jobs._domain.ids import Kind, check_job_name
 from durable_jobs._domain.policy import ContinuousPolicy, DebouncePolicy, Window
 from durable_jobs._domain.schedules import MisfirePolicy, Schedule
 from durable_jobs._errors import ConfigurationError, HandlerError, ValidationError
+
+if TYPE_CHECKING:
+    from durable_jobs._definitions.contexts import DebounceEventContext, TaskContext
 
 __all__ = ["ContinuousJob", "DebounceJob", "JobDefinition", "TaskJob"]
 
@@ -254,8 +257,13 @@ class DebounceJob(JobDefinition, Generic[E, S]):
             flush_after, max_events, retry, self.idempotency_window, window, max_wait
         )
 
-    def on_event(self, fn: F) -> F:
-        """Decorator: the reducer ``on_event(ctx) -> new_state`` (plain or async)."""
+    def on_event(
+        self, fn: Callable[[DebounceEventContext[E, S]], S | Awaitable[S]]
+    ) -> Callable[[DebounceEventContext[E, S]], S | Awaitable[S]]:
+        """Decorator: the reducer ``on_event(ctx) -> new_state`` (plain or async).
+
+        Typed with the job's event and state types: a type checker refuses a reducer
+        whose context or returned state does not fit them."""
         check_handler(fn, job=self.name, role="on_event", params="ctx", may_be_sync=True)
         if self.reducer is not None:
             msg = f"Debounce job {self.name!r} already has an on_event reducer."
@@ -312,9 +320,9 @@ class TaskJob(JobDefinition, Generic[E, S]):
         event: Any,
         state: Any,
         execute: Callable[[Any], Awaitable[None]],
-        on_event: Callable[[Any, Any], Awaitable[None]] | None = None,
-        on_idle: Callable[[Any], Awaitable[None]] | None = None,
-        on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
+        on_event: Callable[[E, TaskContext[S]], Awaitable[None]] | None = None,
+        on_idle: Callable[[TaskContext[S]], Awaitable[None]] | None = None,
+        on_error: Callable[[Exception, TaskContext[S]], Awaitable[None]] | None = None,
         idempotency_window: timedelta = DEFAULT_IDEMPOTENCY_WINDOW,
         timeout: timedelta | float | None = None,
         version: int = 1,
@@ -347,17 +355,24 @@ class TaskJob(JobDefinition, Generic[E, S]):
             raise ConfigurationError(msg)
         setattr(self, attr, fn)
 
-    def on_event(self, fn: F) -> F:
-        """Decorator: ``async def on_event(event, ctx)``, run for every ``send``."""
+    def on_event(
+        self, fn: Callable[[E, TaskContext[S]], Awaitable[None]]
+    ) -> Callable[[E, TaskContext[S]], Awaitable[None]]:
+        """Decorator: ``async def on_event(event, ctx)``, run for every ``send``
+        (typed with the job's event and state types, as the next two)."""
         self._attach("event_handler", "on_event", "event, ctx", fn)
         return fn
 
-    def on_idle(self, fn: F) -> F:
+    def on_idle(
+        self, fn: Callable[[TaskContext[S]], Awaitable[None]]
+    ) -> Callable[[TaskContext[S]], Awaitable[None]]:
         """Decorator: ``async def on_idle(ctx)``, run after a handler that left no alarm."""
         self._attach("idle_handler", "on_idle", "ctx", fn)
         return fn
 
-    def on_error(self, fn: F) -> F:
+    def on_error(
+        self, fn: Callable[[Exception, TaskContext[S]], Awaitable[None]]
+    ) -> Callable[[Exception, TaskContext[S]], Awaitable[None]]:
         """Decorator: ``async def on_error(error, ctx)``, run when a handler raised."""
         self._attach("error_handler", "on_error", "error, ctx", fn)
         return fn

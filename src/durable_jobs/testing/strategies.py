@@ -24,11 +24,13 @@ from typing import (
     Annotated,
     Any,
     Literal,
+    TypeVar,
     Union,
     final,
     get_args,
     get_origin,
     get_type_hints,
+    overload,
 )
 
 try:
@@ -50,6 +52,9 @@ from durable_jobs._domain.backoff import Backoff, Retry
 from durable_jobs._domain.schedules import Cron, Every, cron, every
 from durable_jobs._domain.values import check_finite, check_json_value
 from durable_jobs._errors import ConfigurationError, ValidationError
+
+_E = TypeVar("_E")
+_S = TypeVar("_S")
 
 __all__ = [
     "TIME_ZONES",
@@ -436,13 +441,20 @@ def _explained(strategy: st.SearchStrategy[Any], tp: Any) -> st.SearchStrategy[A
 _INVALID = object()
 
 
-def events_for(job: DebounceJob[Any, Any] | TaskJob[Any, Any]) -> st.SearchStrategy[Any]:
+def events_for(job: DebounceJob[_E, Any] | TaskJob[_E, Any]) -> st.SearchStrategy[_E]:
     """Events that ``job`` accepts (from its event type, see :func:`values_of`)."""
     if not isinstance(job, DebounceJob | TaskJob):
         raise TypeError(f"events_for() takes a debounce or task job, got {job!r}")
-    return values_of(job.event_type)
+    events: st.SearchStrategy[_E] = values_of(job.event_type)
+    return events
 
 
+@overload
+def states_for(job: ContinuousJob[_S]) -> st.SearchStrategy[_S]: ...
+@overload
+def states_for(job: DebounceJob[Any, _S] | TaskJob[Any, _S]) -> st.SearchStrategy[_S]: ...
+@overload
+def states_for(job: JobDefinition) -> st.SearchStrategy[Any]: ...
 def states_for(job: JobDefinition) -> st.SearchStrategy[Any]:
     """States of ``job``'s state type (say, a continuous job's ``start`` input)."""
     return values_of(job.state_type)
