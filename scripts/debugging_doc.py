@@ -457,12 +457,16 @@ Safety:
   confirmation page was shown" and nothing changes: reload its page and
   confirm again. Runs of the same generation since then do not matter. No
   handler runs in the dashboard: an action commits events, and a worker
-  serving the store acts on them.
+  serving the store acts on them. A confirmed action redirects to its Done
+  page, which a refresh shows again without sending the form. The form sent
+  twice anyway (a double click) acts once: Resume is refused when the
+  instance is no longer paused, Run now when its next run is due already
+  ("nothing was written").
 
 | action | offered when | commits (as the command) |
 |---|---|---|
-| Run now | a live instance with something to run (debounce: buffered events) | `alarm_set` at now; debounce: the open batch `batch_closed` (reason `manual`), or `resumed` for a batch waiting for a retry (`trigger`) |
-| Resume | a paused instance (status `failed`) | `resumed` and `alarm_set` at now (`trigger`) |
+| Run now | a live instance with something to run (debounce: buffered events); refused while its run is due already | `alarm_set` at now; debounce: the open batch `batch_closed` (reason `manual`), or `resumed` for a batch waiting for a retry (`trigger`) |
+| Resume | a paused instance (status `failed`); refused once it is not | `resumed` and `alarm_set` at now (`trigger`) |
 | Terminate | any live instance | `alarm_cleared` (if an alarm was set) and `terminated`, reason `terminated from the dashboard` (`terminate`) |
 | Purge | a terminated instance | deletes its history (`purge`) |
 

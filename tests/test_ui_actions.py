@@ -302,3 +302,36 @@ async def test_a_terminated_instance_whose_log_is_unreadable_can_be_purged(
         assert "Purged continuous job" in page
     with dj.open_store(sqlite_url) as store:
         assert store.list_instances() == []
+
+
+async def test_resume_and_run_now_sent_twice_act_once(
+    durable_store_url: str, store: dj.Store, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A resume of an instance that is not paused (any more), or a run now of one whose
+    run is due already, is refused and writes nothing: the same form sent twice (a
+    double click, a browser re-sending it) acts once. Before, the second resume wrote
+    another alarm_set, and a second run now on a debounce instance closed whatever
+    batch had opened meanwhile."""
+    fail = [True]
+    registry = make_registry(fail)
+    async with running(registry, durable_store_url) as jobs:
+        await jobs.continuous("daily").start("a", Counter())
+        await advance(jobs, timedelta(days=1, minutes=2))
+        assert (await jobs.continuous("daily").status("a")).status == "failed"
+        await jobs.debounce("digest").add("ann", "x")
+    now = T + timedelta(days=2)
+    perform(store, "resume", "continuous", "daily", "a", now=now)
+    before = _names(store, "continuous", "daily", "a")
+    with pytest.raises(ActionRefused, match="is not paused"):
+        perform(store, "resume", "continuous", "daily", "a", now=now + SECOND)
+    with pytest.raises(ActionRefused, match="due already"):
+        perform(store, "run_now", "continuous", "daily", "a", now=now + SECOND)
+    assert _names(store, "continuous", "daily", "a") == before
+    # The batch opened at T + 1 day 2 min flushes an hour later: run it now, twice.
+    at = T + timedelta(days=1, minutes=10)
+    perform(store, "run_now", "debounce", "digest", "ann", now=at)
+    before = _names(store, "debounce", "digest", "ann")
+    assert before[-1] == "alarm_set"
+    with pytest.raises(ActionRefused, match="due already"):
+        perform(store, "run_now", "debounce", "digest", "ann", now=at + SECOND)
+    assert _names(store, "debounce", "digest", "ann") == before

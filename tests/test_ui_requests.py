@@ -231,3 +231,56 @@ def test_a_live_stream_position_out_of_range_is_refused(store_url: str) -> None:
         assert code == 400 and "from 0 to" in body
         code, _ = _fetch(served.base + "/events?after=abc")
         assert code == 400
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _post_unfollowed(url: str, data: dict[str, str]) -> tuple[int, str]:
+    """POST ``data``; the status and the Location header, the redirect not followed."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    body = urllib.parse.urlencode(data).encode()
+    try:
+        with opener.open(urllib.request.Request(url, data=body), timeout=WAIT) as response:
+            return response.status, response.headers.get("Location", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location", "")
+
+
+def test_an_action_sent_twice_acts_once_and_its_done_page_is_a_get(store_url: str) -> None:
+    """A Resume form sent twice (a double click, or a refresh of the Done page, which
+    was the POST's own answer) resumed the instance twice: the second, on an instance
+    already running, wrote another alarm_set. The POST now redirects (303) to a Done
+    page that a refresh shows again without sending anything, and the form sent again
+    is refused (409: not paused), writing nothing. A Done page the dashboard did not
+    send you to (its query not signed by it) is refused."""
+    form = {"action": "resume", "kind": "continuous", "job": "flaky", "id": "acct-1"}
+    assert _status(store_url, "continuous", "flaky", "acct-1") == "failed"
+    with dashboard(store_url, "--allow-actions") as served:
+        status, page = _fetch(served.base + "/confirm?" + urllib.parse.urlencode(form))
+        assert status == 200
+        fields = _hidden_fields(page)
+        status, location = _post_unfollowed(served.base + "/action", fields)
+        assert status == 303
+        assert location.startswith("/done?")
+        for _ in range(2):  # shown, then refreshed
+            status, body = _fetch(served.base + location)
+            assert status == 200, body
+            assert "Made the next run of continuous job &#39;flaky&#39;" in body
+            assert 'href="/instance?kind=continuous&amp;job=flaky&amp;id=acct-1"' in body
+        with dj.Inspector(store_url) as inspector:
+            before = inspector.history("continuous", "flaky", "acct-1")
+        assert [r.name for r in before][-2:] == ["resumed", "alarm_set"]
+        status, body = _fetch(served.base + "/action", data=fields)
+        assert status == 409, body
+        assert "is not paused" in body
+        assert "nothing was written" in body
+        with dj.Inspector(store_url) as inspector:
+            assert inspector.history("continuous", "flaky", "acct-1") == before
+        forged = location.replace("Made+the+next+run", "Deleted+everything+in")
+        assert forged != location
+        status, body = _fetch(served.base + forged)
+        assert status == 400
+        assert "Deleted everything" not in body

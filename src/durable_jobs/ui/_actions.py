@@ -183,13 +183,20 @@ def perform(
                 )
             else:
                 at = check_alarm_time(now, "the dashboard's clock")
+
+                def due_now(agg: JobInstance) -> bool:
+                    # A form sent twice (a double click) acts once: the second finds
+                    # the instance resumed, or its run due, and writes nothing.
+                    _check_not_done(agg, action, label, at)
+                    return agg.due_now(now=at)
+
                 result = _admin(
                     store,
                     kind,
                     job,
                     instance_id,
                     action="trigger",
-                    change=checked(lambda agg: agg.due_now(now=at)),
+                    change=checked(due_now),
                     wait=wait,
                 )
         except ConcurrencyError as exc:  # a run in flight went on past the wait
@@ -211,6 +218,28 @@ def perform(
         f"Made the next run of {label} due now (status {result.status}): a worker serving "
         "the store runs it."
     )
+
+
+def _check_not_done(agg: JobInstance, action: str, label: str, now: datetime) -> None:
+    """Refuse (:class:`ActionRefused`) a resume of an instance that is not paused, or a
+    run now of one whose next run is due already: done before, by this form sent twice
+    (say), or otherwise. Called under the instance's lock, before anything is written."""
+    d = agg.d
+    if not d.live:
+        return  # terminated: _admin says so
+    if action == "resume" and not d.paused:
+        msg = (
+            f"{label} is not paused (it was resumed already, or ran since the confirmation "
+            "page was shown): nothing was written. Its page shows how it is now."
+        )
+        raise ActionRefused(msg)
+    if action == "run_now" and not d.paused and d.alarm_at is not None and d.alarm_at <= now:
+        msg = (
+            f"The next run of {label} is due already (since {d.alarm_at.isoformat()}), so a "
+            "worker serving the store runs it: nothing was written. Its page shows how it "
+            "is now."
+        )
+        raise ActionRefused(msg)
 
 
 def _version_words(version: int, generation: int | None, born: str | None) -> str:

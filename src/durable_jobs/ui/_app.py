@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -382,8 +382,34 @@ async def action_post(request: Request) -> Response:
         instance_id,
         extra=log_fields(kind, job, instance_id),
     )
-    back = None if action == "purge" else "/instance?" + _qs(kind=kind, job=job, id=instance_id)
-    return dash.render("done.html", request, message=result.message, back=back)
+    back = "" if action == "purge" else "/instance?" + _qs(kind=kind, job=job, id=instance_id)
+    # POST-redirect-GET: refreshing the Done page shows it again and sends nothing. Its
+    # query is signed, so that no link can make the dashboard say what it did not do.
+    signature = dash.action_token("done", result.message, back)
+    done = "/done?" + _qs(message=result.message, back=back, sig=signature)
+    return RedirectResponse(done, status_code=303)
+
+
+async def done_page(request: Request) -> Response:
+    """What an action did, as its POST redirected here to say."""
+    dash = _dash(request)
+    params = request.query_params
+    message, back, signature = params.get("message", ""), params.get("back", ""), params.get("sig")
+    expected = dash.action_token("done", message, back)
+    if (
+        not message
+        or not isinstance(signature, str)
+        or not hmac.compare_digest(signature.encode(), expected.encode())
+    ):
+        return dash.render(
+            "error.html",
+            request,
+            status_code=400,
+            title="Cannot show this",
+            message="This page shows what an action of this dashboard did, after it did "
+            "it; open an instance's page to see how it is now.",
+        )
+    return dash.render("done.html", request, message=message, back=back or None)
 
 
 # ---- errors and the app ------------------------------------------------------------------
@@ -449,6 +475,7 @@ def create_app(
             Route("/events", events_stream),
             Route("/confirm", confirm_page),
             Route("/action", action_post, methods=["POST"]),
+            Route("/done", done_page),
             Mount("/static", StaticFiles(packages=[("durable_jobs.ui", "static")]), name="static"),
         ],
         exception_handlers={DurableJobsError: _bad_input},
