@@ -73,7 +73,7 @@ from durable_jobs.stores._postgres_conn import (
 from durable_jobs.stores._postgres_statements import run_statements
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
     from datetime import datetime
 
     from psycopg import Cursor
@@ -210,6 +210,11 @@ class PostgresApplicationRecorderWithIndex(
         )
         self.sql_next_alarms_after = select + SQL(
             "WHERE due_at IS NOT NULL AND due_at > %s ORDER BY due_at, instance_uuid LIMIT %s"
+        )
+        self.sql_next_alarms_of = select + SQL(
+            "WHERE due_at IS NOT NULL AND (kind, job) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "ORDER BY due_at, instance_uuid LIMIT %s"
         )
         self.sql_index_row = select + SQL("WHERE instance_uuid = %s")
         # Rendered once, prepared: the scheduler reads alarms all the time.
@@ -506,6 +511,12 @@ class PostgresApplicationRecorderWithIndex(
         if after is None:
             return self._rows(self._next_alarms_sql, (limit,), prepare=True)
         return self._rows(self._next_alarms_after_sql, (to_epoch(after), limit), prepare=True)
+
+    def next_alarms_of(self, jobs: Collection[tuple[str, str]], limit: int) -> list[IndexRow]:
+        pairs = sorted(set(jobs))
+        kinds = [kind for kind, _ in pairs]
+        names = [job for _, job in pairs]
+        return self._rows(self.sql_next_alarms_of, (kinds, names, limit))
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:
         rows = self._rows(self._index_row_sql, (instance_uuid,), prepare=True)

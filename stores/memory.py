@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -295,11 +295,20 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         with self._database_lock:
             return self._earliest(limit, None, after)
 
+    def next_alarms_of(self, jobs: Collection[tuple[str, str]], limit: int) -> list[IndexRow]:
+        with self._database_lock:
+            return self._earliest(limit, None, None, set(jobs))
+
     def _earliest(
-        self, limit: int, until: Callable[[datetime], bool] | None, after: datetime | None
+        self,
+        limit: int,
+        until: Callable[[datetime], bool] | None,
+        after: datetime | None,
+        jobs: Container[tuple[str, str]] | None = None,
     ) -> list[IndexRow]:
-        """The ``limit`` earliest alarms (due while ``until`` holds, later than ``after``):
-        taken off the heap, stale entries dropped, the current ones put back."""
+        """The ``limit`` earliest alarms (due while ``until`` holds, later than ``after``,
+        of ``jobs``): taken off the heap, stale entries dropped, the current ones put
+        back."""
         heap, index = self._alarms, self._index
         taken: list[tuple[datetime, int]] = []
         seen: set[int] = set()
@@ -316,7 +325,9 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                     continue  # stale: the alarm changed, or the instance was deleted
                 seen.add(uuid)
                 taken.append(entry)
-                if after is None or due > after:
+                if (after is None or due > after) and (
+                    jobs is None or (row.kind, row.job) in jobs
+                ):
                     rows.append(row)
         finally:
             for entry in taken:

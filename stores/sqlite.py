@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import IO, Any
 from uuid import UUID
@@ -245,6 +245,17 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
             _SELECT + "WHERE due_at IS NOT NULL AND due_at > ? "
             "ORDER BY due_at, instance_uuid LIMIT ?",
             (to_epoch(after), limit),
+        )
+
+    def next_alarms_of(self, jobs: Collection[tuple[str, str]], limit: int) -> list[IndexRow]:
+        pairs = sorted(set(jobs))
+        if not pairs:
+            return []
+        marks = ",".join(["(?,?)"] * len(pairs))
+        return self._rows(
+            _SELECT + f"WHERE due_at IS NOT NULL AND (kind, job) IN (VALUES {marks}) "
+            "ORDER BY due_at, instance_uuid LIMIT ?",
+            (*(value for pair in pairs for value in pair), limit),
         )
 
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:

@@ -10,6 +10,7 @@ when another process's alarm is heard of (:meth:`Scheduler.listen`).
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import math
 import types
@@ -87,6 +88,10 @@ class Scheduler:
         #: Instances whose last run failed inside the runtime: (next try, delay).
         self._broken: dict[UUID, tuple[datetime, timedelta]] = {}
         self._unknown_jobs: set[tuple[str, str]] = set()
+        #: Once an alarm of a job the registry does not define was met: the jobs it
+        #: does define, to which the window's reads are limited from then on (such
+        #: alarms, as many as the window, filled it and kept every other one out).
+        self._only_defined: frozenset[tuple[str, str]] | None = None
         #: Alarm runs in flight.
         self.pending = 0
         self._dirty = run_alarms
@@ -173,7 +178,14 @@ class Scheduler:
         meanwhile: dict[int, tuple[int, datetime | None]] = {}
         self._committed_meanwhile = meanwhile
         try:
-            rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
+            if self._only_defined is None:
+                rows = await self.rt.io(self.rt.store.next_alarms, self.window.size)
+            else:
+                rows = await self.rt.io(
+                    functools.partial(
+                        self.rt.store.next_alarms, self.window.size, jobs=self._only_defined
+                    )
+                )
         finally:
             self._committed_meanwhile = None
         # The time of the read, for every row (one clock read, not one a row).
@@ -547,6 +559,11 @@ class Scheduler:
             kind: Kind = key.kind  # type: ignore[assignment]  # (no cast() call a run)
             return self.rt.registry.get(kind, key.job)
         except DurableJobsError:
+            if self._only_defined is None:
+                self._only_defined = frozenset(
+                    (kind, name) for kind, names in self._jobs.items() for name in names
+                )
+                self._reload_now = True
             if (key.kind, key.job) not in self._unknown_jobs:
                 self._unknown_jobs.add((key.kind, key.job))
                 log.warning(

@@ -9,7 +9,7 @@ aggregate.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -297,6 +297,24 @@ class InstanceIndex(ABC):
     @abstractmethod
     def next_alarms(self, limit: int, after: datetime | None = None) -> list[IndexRow]:
         """The next ``limit`` alarms (strictly after ``after`` if given), earliest first."""
+
+    def next_alarms_of(self, jobs: Collection[tuple[str, str]], limit: int) -> list[IndexRow]:
+        """The next ``limit`` alarms of instances of ``jobs`` (``(kind, job)`` pairs),
+        earliest first: what a runtime reads once it met an alarm of a job its registry
+        does not define (a job removed, or added by a newer release), whose instances
+        wait for a process that defines it and must not fill its window.
+
+        This default reads :meth:`next_alarms` and leaves the others out, reading
+        twice as many again until it has ``limit`` or there are no more; an adapter
+        should filter in its query instead."""
+        wanted = set(jobs)
+        asked = limit
+        while True:
+            rows = self.next_alarms(asked)
+            kept = [r for r in rows if (r.kind, r.job) in wanted]
+            if len(kept) >= limit or len(rows) < asked:
+                return kept[:limit]
+            asked *= 2
 
     @abstractmethod
     def index_row(self, instance_uuid: UUID) -> IndexRow | None:

@@ -8,7 +8,7 @@ and write through the store's eventsourcing application and its recorder's
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -203,8 +203,12 @@ class RowsAndIndex:
         after: datetime | None = None,
         *,
         unreadable: Unreadable | None = None,
+        jobs: Collection[tuple[str, str]] | None = None,
     ) -> list[IndexRow]:
-        """The next ``limit`` alarms, earliest first."""
+        """The next ``limit`` alarms, earliest first; with ``jobs`` (``(kind, job)``
+        pairs), only those of their instances (``after`` is not given then)."""
+        if jobs is not None:
+            return self._query(lambda: self.index.next_alarms_of(jobs, limit), unreadable)
         return self._query(lambda: self.index.next_alarms(limit, after), unreadable)
 
     def index_row(self, uuid: UUID) -> IndexRow | None:
