@@ -405,6 +405,28 @@ async def test_rollback_refuses_to_start(durable_store_url: str, autojump_clock:
         assert await jobs.continuous("counter").get_state("c1") is None
 
 
+@pytest.mark.postgres
+async def test_an_older_worker_during_a_deploy_says_to_finish_it(
+    pg_url: str, autojump_clock: Any
+) -> None:
+    """A process of the old code still running while the new one writes (a rolling
+    deploy): its calls on an instance the new code wrote fail, saying why, not "register
+    an upcaster or terminate the instance" (no upcaster goes back; terminating would
+    throw the state away)."""
+    async with running(make_registry(1), pg_url) as old:
+        await old.continuous("counter").start("c1", StateV1(n=5))
+        async with running(make_registry(2), pg_url) as new:
+            await new.continuous("counter").trigger("c1")
+            assert await new.continuous("counter").get_state("c1") == StateV2(count=6)
+        with pytest.raises(dj.StoreError) as info:
+            await old.continuous("counter").get_state("c1")
+    message = str(info.value)
+    assert "written at version 2" in message
+    assert "older code than the process that wrote it" in message
+    assert "Finish the deploy" in message
+    assert "terminate" not in message
+
+
 # ---- snapshots --------------------------------------------------------------------------------
 
 

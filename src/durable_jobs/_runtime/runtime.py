@@ -501,12 +501,21 @@ class Runtime:
             return codec.read(data, type_version)
         except Exception as exc:
             d = agg.d
+            if type_version > codec.version:
+                # Newer code wrote it: no upcaster goes back, and terminating would
+                # throw its state away.
+                advice = (
+                    "this process runs older code than the process that wrote it (a "
+                    "deploy still under way, or a rollback): it cannot run or change the "
+                    "instance, and processes with the newer code do. Finish the deploy"
+                )
+            else:
+                advice = "register an upcaster or terminate the instance"
             msg = (
                 f"The stored state of {d.kind} job {d.job!r} instance {d.instance_id!r} "
                 f"(version {agg.version - len(agg.pending_events)}) does not fit the job's "
                 "state type "
-                f"{codec.tp!r}: {exc}. Nothing was changed; register an upcaster or "
-                "terminate the instance."
+                f"{codec.tp!r}: {exc}. Nothing was changed; {advice}."
             )
             raise StoreError(msg) from exc
 
