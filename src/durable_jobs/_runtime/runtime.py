@@ -63,6 +63,8 @@ Observer = Callable[[RecordedEvent], None]
 MAX_IDEMPOTENCY_KEY = 1024
 #: Tries of a client command that loses a version race to another process.
 COMMAND_TRIES = 5
+#: How long shutdown waits for the runs it cancelled before it says it is waiting for them.
+STUBBORN_AFTER = timedelta(seconds=1)
 
 
 class Runtime:
@@ -179,19 +181,33 @@ class Runtime:
         with trio.move_on_after(self.shutdown_grace.total_seconds()):
             while self.scheduler.pending or self._commands:
                 await self._next_change()
-        if self.scheduler.pending or self._commands:
-            log.warning(
-                "%d run(s) and %d client call(s) still in flight after the %s shutdown "
-                "grace were cancelled; the runs run again after the next start, the calls "
-                "raise RuntimeClosed (nothing of theirs was committed)",
-                self.scheduler.pending,
-                self._commands,
-                self.shutdown_grace,
-            )
+        if not (self.scheduler.pending or self._commands):
+            return
+        log.warning(
+            "%d run(s) and %d client call(s) still in flight after the %s shutdown grace "
+            "are cancelled: nothing of theirs is committed; the runs run again after the "
+            "next start, the calls raise RuntimeClosed",
+            self.scheduler.pending,
+            self._commands,
+            self.shutdown_grace,
+        )
+        # Once cancelled, a run or call commits nothing, even if its handler shields
+        # itself from the cancellation and returns later (see save).
         for scope in self._command_scopes:
             scope.cancel()
         if self._runs_nursery is not None:
             self._runs_nursery.cancel_scope.cancel()
+        with trio.move_on_after(STUBBORN_AFTER.total_seconds()):
+            while self.scheduler.pending or self._commands:
+                await self._next_change()
+        if self.scheduler.pending or self._commands:
+            log.warning(
+                "Shutdown waits for %d run(s) and %d client call(s) whose handlers go on "
+                "despite the cancellation (shielded from it, or blocking); they will commit "
+                "nothing",
+                self.scheduler.pending,
+                self._commands,
+            )
 
     def check_open(self, call: str | None = None, *, here: bool = True) -> None:
         """Raise :class:`RuntimeClosed` (naming ``call``) once the block is ending, and
@@ -435,6 +451,10 @@ class Runtime:
         """
         if not agg._pending_events:  # the pending_events property's list
             return
+        if self._closing:
+            # Shutdown may have cancelled this run or call (the grace is over) while its
+            # handler was shielded from the cancellation: then it commits nothing.
+            await trio.lowlevel.checkpoint_if_cancelled()
         trace = telemetry.call_trace()
         if trace is not None:
             agg.stamp_trace(trace)
