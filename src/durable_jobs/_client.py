@@ -270,7 +270,9 @@ async def open_jobs(
 
     ``store`` is a URL (opened and closed here) or an open :class:`Store` (left
     open). On exit no new run starts; runs in flight get ``shutdown_grace`` to
-    commit, then are cancelled (they run again after the next start).
+    commit, then are cancelled (they run again after the next start). A
+    ``KeyboardInterrupt`` raised in a handler (Ctrl+C while it ran synchronous
+    code) ends the block the same way (its run commits nothing), then is raised.
     ``poll_interval`` re-reads the alarm index periodically, to see alarms that
     other processes set: ``"auto"`` is 5 s on shared stores (Postgres) and
     never on single-process ones; None turns it off. ``run_alarms=False`` makes
@@ -353,7 +355,10 @@ async def open_jobs(
                 with limits_in_effect(limits):  # the runtime's tasks inherit them
                     await nursery.start(runtime.run)
                 try:
-                    yield Jobs(runtime, limits)
+                    # Cancelled when a handler is interrupted (Ctrl+C while it ran
+                    # synchronous code): the block ends as for a Ctrl+C in it.
+                    with runtime.body:
+                        yield Jobs(runtime, limits)
                 except BaseException as exc:
                     body_error = exc
                 finally:
@@ -367,14 +372,23 @@ async def open_jobs(
             if error is group:
                 raise
             raise error from None
-        if body_error is not None:
-            raise body_error
+        _raise_after(body_error, runtime.interrupted)
     finally:
         opened.release_runtime()
         opened.end_serving()
         if owned:
             with trio.CancelScope(shield=True):
                 await in_thread(opened.close)
+
+
+def _raise_after(body_error: BaseException | None, interrupted: KeyboardInterrupt | None) -> None:
+    """What ends ``open_jobs`` once shut down: the block's own exception, unless a
+    handler was interrupted (then its ``KeyboardInterrupt``, as for a Ctrl+C that came
+    while the block awaited, unless the block raised an error of its own)."""
+    if interrupted is not None and (body_error is None or isinstance(body_error, trio.Cancelled)):
+        raise interrupted
+    if body_error is not None:
+        raise body_error
 
 
 def _check_lease(lease: timedelta | float) -> timedelta:

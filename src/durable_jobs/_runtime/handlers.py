@@ -13,10 +13,19 @@ hook. Timeouts, cancellation and error mapping live here and nowhere else:
 - A ``trio.Cancelled`` that does not come from a cancellation of the call
   itself (one the handler caught elsewhere and re-raised) is the call's
   failure, as a :class:`HandlerError`; a real cancellation (shutdown) goes on.
-- Any other ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, ...)
-  is returned as a *fatal* outcome: the caller records it like any failure,
+- A ``KeyboardInterrupt`` (Ctrl+C arriving while the handler ran synchronous
+  code: Python raises it wherever the main thread is; or a group holding one,
+  from the handler's own nursery) is not the handler's failure: the runtime is
+  told (``on_interrupt``, which shuts it down as for a Ctrl+C in the
+  ``open_jobs`` block: the other runs get the grace), and the call raises it.
+  The run it is part of commits nothing: an alarm run's alarm stays in the
+  store (the run task lets the exception go, see ``Scheduler._alarm_run``), a
+  client call's caller gets it.
+- Any other ``BaseException`` (``SystemExit``, an application's own ...) is
+  returned as a *fatal* outcome: the caller records it like any failure,
   commits, and then raises it, so that ``open_jobs`` ends with it while the
-  history says what happened and the retry policy spaces the next try.
+  history says what happened and the retry policy spaces the next try (a
+  handler that calls ``sys.exit()`` on every run does not crash-loop the app).
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ def _holds(kind: str, role: str) -> str:
 
 IN_HANDLER: ContextVar[InHandler | None] = ContextVar("durable_jobs_in_handler", default=None)
 
-__all__ = ["HandlerCalls", "Outcome", "Role"]
+__all__ = ["HandlerCalls", "Outcome", "Role", "interrupt_of"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
@@ -79,7 +88,8 @@ class Outcome:
 
     @property
     def fatal(self) -> BaseException | None:
-        """A failure that is not an ``Exception``: to raise once it is recorded."""
+        """A failure that is not an ``Exception`` (``SystemExit``, ...): to raise once it
+        is recorded. (A ``KeyboardInterrupt`` is never an outcome: see the module.)"""
         error = self.error
         return error if error is not None and not isinstance(error, Exception) else None
 
@@ -92,6 +102,19 @@ class _Timer:
         self.scope = scope
         self.done = False
         self.fired = False
+
+
+def interrupt_of(error: BaseException) -> KeyboardInterrupt | None:
+    """The ``KeyboardInterrupt`` that ``error`` is, or that a group ``error`` holds
+    (the first), else None."""
+    if isinstance(error, KeyboardInterrupt):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = interrupt_of(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _really_cancelled() -> bool:
@@ -111,8 +134,12 @@ async def _invoke(
 class HandlerCalls:
     """Calls handlers (see the module) and enforces their timeouts on ``clock``."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(
+        self, clock: Clock, on_interrupt: Callable[[KeyboardInterrupt], None] | None = None
+    ) -> None:
         self.clock = clock
+        #: Told of a call that raised a ``KeyboardInterrupt`` (see the module).
+        self.on_interrupt = on_interrupt
         self._timers: list[tuple[datetime, int, _Timer]] = []
         self._seq = 0
         self._wake = trio.Event()
@@ -135,7 +162,8 @@ class HandlerCalls:
     ) -> Outcome:
         """``fn(*args)`` (awaited if it returns an awaitable), then ``then(value)``.
 
-        Returns its :class:`Outcome`; raises only a real cancellation. The call is
+        Returns its :class:`Outcome`; raises only a real cancellation or a
+        ``KeyboardInterrupt`` (after telling ``on_interrupt``). The call is
         traced, measured and logged (see :mod:`durable_jobs._telemetry`): ``run_count``
         and ``attempt`` say which run it is, ``due_at`` is the time of the alarm that
         started it (an alarm run), ``link`` the stored traceparent of the client call
@@ -169,6 +197,10 @@ class HandlerCalls:
                     raise
                 outcome = Outcome(error=self._stray_cancel(job, role, instance_id, exc))
             except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, BaseExceptionGroup)) and self._interrupted(
+                    job, role, instance_id, started, exc
+                ):
+                    raise
                 outcome = Outcome(error=exc)
             else:
                 outcome = Outcome(value=value)
@@ -242,6 +274,10 @@ class HandlerCalls:
                 duration = (self.clock.now() - started).total_seconds()
                 telemetry.record_run(job.kind, job.name, role, "interrupted", duration)
                 raise
+            except BaseException:
+                # A KeyboardInterrupt (counted and logged by _interrupted).
+                span.finish("interrupted", None)
+                raise
             span.finish(outcome_name(outcome.error), outcome.error)
             return outcome
 
@@ -284,6 +320,10 @@ class HandlerCalls:
                 raise
             return Outcome(error=self._stray_cancel(job, role, instance_id, exc))
         except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, BaseExceptionGroup)) and self._interrupted(
+                job, role, instance_id, started, exc
+            ):
+                raise
             if timer is not None and timer.fired:
                 return Outcome(error=self._timed_out(job, role, instance_id, exc))
             return Outcome(error=exc)
@@ -296,6 +336,34 @@ class HandlerCalls:
             # call past its timeout fails either way, whether or not it awaited after.
             return Outcome(error=self._timed_out(job, role, instance_id, None))
         return Outcome(value=value)
+
+    def _interrupted(
+        self,
+        job: JobDefinition,
+        role: Role,
+        instance_id: str,
+        started: datetime,
+        exc: BaseException,
+    ) -> bool:
+        """Whether ``exc`` is (or holds) a ``KeyboardInterrupt``; if so the call is counted
+        and logged as interrupted and ``on_interrupt`` is told (the caller raises it on)."""
+        interrupt = interrupt_of(exc)
+        if interrupt is None:
+            return False
+        duration = (self.clock.now() - started).total_seconds()
+        telemetry.record_run(job.kind, job.name, role, "interrupted", duration)
+        log.warning(
+            "%s of %s job %r instance %r was interrupted (KeyboardInterrupt: Ctrl+C?); its "
+            "run commits nothing and the runtime shuts down",
+            role,
+            job.kind,
+            job.name,
+            instance_id,
+            extra=log_fields(job.kind, job.name, instance_id),
+        )
+        if self.on_interrupt is not None:
+            self.on_interrupt(interrupt)
+        return True
 
     def _stray_cancel(
         self, job: JobDefinition, role: Role, instance_id: str, cause: trio.Cancelled

@@ -102,6 +102,12 @@ class Runtime:
         self._changed: trio.Event | None = None
         self._closing = False
         self._closed = False
+        #: The cancel scope around the ``open_jobs`` block's body (entered there):
+        #: cancelled when a handler call is interrupted (see :meth:`interrupt`).
+        self.body = trio.CancelScope()
+        #: The ``KeyboardInterrupt`` a handler call raised, for ``open_jobs`` to raise
+        #: once shut down.
+        self.interrupted: KeyboardInterrupt | None = None
         #: The trio run serving this runtime (set when it starts serving).
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._runs_nursery: trio.Nursery | None = None
@@ -109,7 +115,7 @@ class Runtime:
         self.cache = InstanceCache(cache_size)
         self.commits = GroupCommit(store, self.io, self._store_call_waits)
         self.loads = BatchedLoads(store, self.io)
-        self.handlers = HandlerCalls(clock)
+        self.handlers = HandlerCalls(clock, self.interrupt)
         self.scheduler = Scheduler(
             self, window=alarm_window, poll_interval=poll_interval, run_alarms=run_alarms
         )
@@ -172,6 +178,18 @@ class Runtime:
             system.cancel_scope.cancel()
 
     _scheduler_scope: trio.CancelScope | None = None
+
+    def interrupt(self, exc: KeyboardInterrupt) -> None:
+        """A handler call raised ``exc`` (Ctrl+C while it ran synchronous code): shut
+        down as for a Ctrl+C in the ``open_jobs`` block. No new run starts, the block's
+        body is cancelled (then ``open_jobs`` gives the runs in flight the grace, as
+        always, and raises ``exc``); the interrupted run commits nothing."""
+        if self.interrupted is None:
+            self.interrupted = exc
+        self._closing = True
+        if self._scheduler_scope is not None:
+            self._scheduler_scope.cancel()
+        self.body.cancel()
 
     async def shutdown(self) -> None:
         """Start no new runs; give runs in flight ``shutdown_grace``, then cancel them."""

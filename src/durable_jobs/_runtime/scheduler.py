@@ -27,6 +27,7 @@ from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefini
 from durable_jobs._domain.ids import Kind
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._errors import ConcurrencyError, DurableJobsError, RuntimeClosed
+from durable_jobs._runtime.handlers import interrupt_of
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._runtime.window import AlarmKey, AlarmWindow
 from durable_jobs._store.capabilities import ListensForAlarms
@@ -520,6 +521,15 @@ class Scheduler:
             self.window.set(key, self.rt.clock.now())
         except Exception as exc:
             self._run_broke(key, exc)
+        except BaseException as exc:
+            interrupt = interrupt_of(exc)
+            if interrupt is None:
+                raise  # a cancellation (shutdown), or a handler's fatal error once recorded
+            # Ctrl+C while the run's handler ran synchronous code: the run committed
+            # nothing, its alarm stays in the store for the next start, and the runtime
+            # shuts down (the other runs get the grace; open_jobs raises it). (Also when
+            # it landed in this run's own steps: then the run ends where it was.)
+            rt.interrupt(interrupt)
         finally:
             self._queued.discard(key.uuid.int)
             self.pending -= 1

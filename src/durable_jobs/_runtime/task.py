@@ -54,7 +54,7 @@ class _Chain:
     def __init__(self) -> None:
         #: The last handler's error, if it was left unhandled.
         self.error: BaseException | None = None
-        #: A fatal error (KeyboardInterrupt, ...) seen on the way, to raise once committed.
+        #: A fatal error (SystemExit, ...) seen on the way, to raise once committed.
         self.fatal: BaseException | None = None
         #: Whether any handler of the chain failed, and whether on_idle ran.
         self.failed = False
