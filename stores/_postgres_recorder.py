@@ -109,6 +109,13 @@ TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
 _COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
 
 
+#: The transaction's synchronous_commit, raised to on if it is off (see _insert_events).
+_DURABLE_COMMIT = (
+    "CASE current_setting('synchronous_commit') WHEN 'off' "
+    "THEN set_config('synchronous_commit', 'on', true) END"
+)
+
+
 class PostgresApplicationRecorderWithIndex(
     _ReadsTriedThrice, _SchemaOnce, PostgresApplicationRecorder, InstanceIndex
 ):
@@ -256,7 +263,10 @@ class PostgresApplicationRecorderWithIndex(
         ordered = _newest_in_order(rows) if rows else []
         dues = [None if r.due_at is None else r.due_at.timestamp() for r in ordered]
         # First, in one statement: the settings and notifications of the transaction.
-        calls: list[str] = []
+        # A commit is acknowledged once it is on disk: a role or database setting of
+        # synchronous_commit=off would acknowledge commits a server crash then loses.
+        # (Any other value, remote_apply say, is the DBA's and is kept.)
+        calls: list[str] = [_DURABLE_COMMIT]
         params: list[Any] = []
         lease = kwargs.get(LEASE_KWARG)
         if lease:
@@ -273,8 +283,7 @@ class PostgresApplicationRecorderWithIndex(
             # alarms (the payload's time) is due.
             calls.append("pg_notify(%b, %b)")
             params += [self.alarm_channel, f"{self.notify_token} {min(set_dues)!r}"]
-        if calls:
-            curs.execute("SELECT " + ", ".join(calls), params, prepare=True)
+        curs.execute("SELECT " + ", ".join(calls), params, prepare=True)
         if ordered:
             columns = [
                 Uuids([r.instance_uuid for r in ordered]),

@@ -147,6 +147,14 @@ TLS_OPTIONS: Final = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
 SSL_MODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
+#: Turns a role's or database's ``idle_session_timeout`` off for one session (Postgres 14
+#: and later; older servers have no such setting, and the statement does nothing).
+_NO_IDLE_TIMEOUT = (
+    "SELECT set_config('idle_session_timeout', '0', false) "
+    "WHERE current_setting('idle_session_timeout', true) IS NOT NULL"
+)
+
+
 class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances):
     """``postgresql://user:password@host:port/db?schema=NAME`` — shared by many processes."""
 
@@ -400,6 +408,9 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             recorder.notify_token = secrets.token_hex(8)
         with self._errors(f"Could not listen for alarms on {self.url}"):
             conn = self._connect(autocommit=True)
+            # It only waits for notifications: a role's idle_session_timeout would end
+            # it every few seconds (and it was opened again, logged each time).
+            conn.execute(_NO_IDLE_TIMEOUT)
             conn.execute(SQL("LISTEN {}").format(Identifier(recorder.alarm_channel)))
         return PostgresAlarmListener(conn, recorder.notify_token, self._describe)
 

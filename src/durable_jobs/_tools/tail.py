@@ -17,7 +17,7 @@ from eventsourcing.persistence import Notification
 from durable_jobs._domain.instance import JobInstance, event_classes
 from durable_jobs._errors import StoreError, UnreadableIndexRow, ValidationError
 from durable_jobs._store.base import Store
-from durable_jobs._store.capabilities import ListensForAlarms
+from durable_jobs._store.capabilities import AlarmListener, ListensForAlarms
 from durable_jobs._tools.args import MAX_POSITION, check_seconds, check_store
 
 __all__ = ["TailEvent", "tail_events", "tail_position"]
@@ -125,9 +125,10 @@ def _tail(
     names: dict[UUID, tuple[str, str, str] | None] = {}
     # A read of what is committed by now (duration 0) never waits: no LISTEN connection.
     waits = seconds is None or seconds > 0
-    listener = (
-        store.open_alarm_listener() if waits and isinstance(store, ListensForAlarms) else None
-    )
+    listens = waits and isinstance(store, ListensForAlarms)
+    listener = _listen(store) if listens else None
+    # When to try again to LISTEN, after a listener was refused or lost (polling meanwhile).
+    listen_again = None if listener is not None or not listens else time.monotonic()
     seen = 0
     ending = False
     try:
@@ -148,10 +149,20 @@ def _tail(
                 ending = True  # one more read: what was committed until now is reported
                 continue
             timeout = wait if remaining is None else min(wait, remaining)
+            if listen_again is not None and time.monotonic() >= listen_again:
+                listener = _listen(store)
+                listen_again = None if listener is not None else time.monotonic() + RELISTEN
             if listener is not None:
                 ready, _, _ = select.select([listener.fileno()], [], [], timeout)
                 if ready:
-                    listener.drain()
+                    try:
+                        listener.drain()
+                    except StoreError:
+                        # Its connection ended (the server's idle_session_timeout, a
+                        # pg_terminate_backend, a restart): poll, and LISTEN again later.
+                        listener.close()
+                        listener = None
+                        listen_again = time.monotonic() + RELISTEN
             elif stop is not None:
                 stop.wait(timeout)
             else:
@@ -159,6 +170,20 @@ def _tail(
     finally:
         if listener is not None:
             listener.close()
+
+
+#: Seconds between tries to LISTEN again, after a listener was refused or lost.
+RELISTEN = 5.0
+
+
+def _listen(store: Store) -> AlarmListener | None:
+    """A LISTEN connection on ``store``, or None if the server refuses one now (a
+    standby, say, or an outage): then the tail polls."""
+    assert isinstance(store, ListensForAlarms)
+    try:
+        return store.open_alarm_listener()
+    except StoreError:
+        return None
 
 
 def _tail_event(
