@@ -103,6 +103,7 @@ def test_testing_surface() -> None:
         "FailurePlan",
         "Flush",
         "Harness",
+        "HarnessStalled",
         "InjectedFailure",
         "Run",
         "StoreConformance",

@@ -205,20 +205,30 @@ def hold_virtual_time() -> Iterator[None]:
     if clock is None:
         yield
         return
+    hold(clock)
+    try:
+        yield
+    finally:
+        release(clock)
+
+
+def hold(clock: MockClock) -> None:
+    """Stop ``clock`` from autojumping until the matching :func:`release` (holds nest)."""
     count, saved = _holds.get(clock, (0, clock.autojump_threshold))
     if count == 0:
         saved = clock.autojump_threshold
         clock.autojump_threshold = math.inf
     _holds[clock] = (count + 1, saved)
-    try:
-        yield
-    finally:
-        count, saved = _holds[clock]
-        if count == 1:
-            del _holds[clock]
-            clock.autojump_threshold = saved
-        else:
-            _holds[clock] = (count - 1, saved)
+
+
+def release(clock: MockClock) -> None:
+    """End one :func:`hold`; the last one gives ``clock`` its threshold back."""
+    count, saved = _holds[clock]
+    if count == 1:
+        del _holds[clock]
+        clock.autojump_threshold = saved
+    else:
+        _holds[clock] = (count - 1, saved)
 
 
 async def in_thread(

@@ -8,11 +8,17 @@ call, e.g. per hypothesis example). Neither needs hypothesis.
 
 from __future__ import annotations
 
+import inspect
+import linecache
 import math
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, final, overload
+from types import CodeType, FrameType
+from typing import Any, Literal, TypeVar, final, overload
 
 import trio
 import trio.testing
@@ -24,6 +30,7 @@ from durable_jobs._client import (
     TaskClient,
     open_jobs,
 )
+from durable_jobs._definitions.contexts import _Context
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import KINDS, Kind
@@ -42,6 +49,7 @@ __all__ = [
     "FailurePlan",
     "Flush",
     "Harness",
+    "HarnessStalled",
     "InjectedFailure",
     "Run",
     "open_harness",
@@ -116,6 +124,217 @@ def _seconds(name: str, value: timedelta | float) -> float:
     return seconds
 
 
+# ---- what the jobs wait on ---------------------------------------------------------------
+
+
+class HarnessStalled(DurableJobsError):
+    """:meth:`Harness.advance` reached its time, but handler calls still running wait on
+    something other than virtual time (a ``trio.Event``, a socket, a worker thread) and
+    nothing moved for the harness's ``stall_timeout`` of real time.
+
+    ``waiting`` describes each such call: its job, instance, handler and the line
+    it waits at. The clock is at the time ``advance`` was asked for, not past it.
+    """
+
+    def __init__(self, message: str, waiting: list[str]) -> None:
+        super().__init__(message)
+        #: One line per handler call still running: job, instance, handler, where it waits.
+        self.waiting = waiting
+
+
+HarnessStalled.__module__ = "durable_jobs.testing"
+
+#: Code objects that tell what a waiting handler waits for (see :func:`_waits`).
+_SLEEP_CODE: CodeType | None = getattr(trio.sleep_until, "__code__", None)
+_THREAD_CODE: CodeType | None = getattr(trio.to_thread.run_sync, "__code__", None)
+#: How often (real seconds) advance looks again while a worker thread or I/O is in flight.
+_POLL = 0.02
+
+
+class _Watch(trio.abc.Instrument):
+    """A trio instrument for the harness's run: counts the steps tasks take (so that
+    :meth:`Harness.advance` can tell a stall from slow progress), and holds virtual
+    time while any task waits for a worker thread (``trio.to_thread.run_sync``):
+    autojump would otherwise count every such wait as idle time and move the clock
+    (a handler's blocking call in a thread "took" minutes, or its whole timeout).
+
+    A thread that makes no progress for ``stall_timeout`` of real time is given
+    up on (a guard thread asks): the clock moves again, so that a handler stuck
+    in a thread cannot freeze the harness (its shutdown grace is virtual time).
+    """
+
+    def __init__(self, clock: trio.testing.MockClock, stall_timeout: float) -> None:
+        self.clock = clock
+        self.stall_timeout = stall_timeout
+        self.steps = 0
+        self.watcher: trio.lowlevel.Task | None = None
+        self._holding = False
+        self._gave_up = False
+        self._checked = 0
+        self._ignore: trio.lowlevel.Task | None = None
+        self._token = trio.lowlevel.current_trio_token()
+        self._cond = threading.Condition()
+        self._holds = 0
+        self._closed = False
+        self._guard_thread = threading.Thread(
+            target=self._guard, name="durable_jobs harness thread guard", daemon=True
+        )
+        self._guard_thread.start()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.watcher and task is not self._ignore:
+            self.steps += 1
+        self._ignore = None
+        count = trio.testing.active_thread_count()
+        if not count:
+            self._gave_up = False
+        busy = count > 0 and not self._gave_up
+        if busy != self._holding:
+            self._set_holding(busy)
+
+    def _set_holding(self, busy: bool) -> None:
+        with self._cond:
+            self._holding = busy
+            self._checked = self.steps
+            self._holds += 1
+            self._cond.notify()
+        if busy:
+            _clock_module.hold(self.clock)
+        else:
+            _clock_module.release(self.clock)
+
+    def _guard(self) -> None:
+        """(guard thread) While time is held, ask trio every ``stall_timeout`` whether
+        anything moved."""
+        with self._cond:
+            while not self._closed:
+                if not self._holding:
+                    self._cond.wait()
+                    continue
+                holds = self._holds
+                self._cond.wait(self.stall_timeout)
+                # (a hold that ended and began again meanwhile gets its own full wait)
+                if self._holding and not self._closed and self._holds == holds:
+                    try:
+                        self._token.run_sync_soon(self._check, holds)
+                    except trio.RunFinishedError:
+                        return
+
+    def _check(self, holds: int) -> None:
+        """(trio) Give up holding time if no task took a step since the last check
+        (of this same hold)."""
+        self._ignore = trio.lowlevel.current_task()  # this callback's own step
+        if holds != self._holds:
+            return
+        if self._holding and self.steps == self._checked:
+            self._gave_up = True
+            self._set_holding(False)
+        self._checked = self.steps
+
+    def close(self) -> None:
+        if self._holding:
+            self._set_holding(False)
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A handler call in flight, and what it waits for."""
+
+    what: str
+    on: Literal["time", "thread", "other"]
+
+
+def _tasks() -> Iterator[trio.lowlevel.Task]:
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        yield task
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+
+
+def _frames(coro: Any) -> Iterator[FrameType]:
+    """The frames of a suspended coroutine, outermost first (through a generator that
+    drives a coroutine by hand, as the runtime does to run one in a context)."""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            return
+        yield frame
+        inner = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if inner is None:
+            inner = next(
+                (
+                    v
+                    for v in frame.f_locals.values()
+                    if inspect.iscoroutine(v) and v.cr_frame is not None and v is not coro
+                ),
+                None,
+            )
+        coro = inner
+
+
+def _handler_codes(registry: Registry) -> dict[CodeType, tuple[JobDefinition, str]]:
+    """The code object of each handler of the registry's jobs: (job, handler name)."""
+    codes: dict[CodeType, tuple[JobDefinition, str]] = {}
+    for kind in KINDS:
+        for name in registry.names(kind):
+            job = registry.get(kind, name)
+            retry = getattr(job, "retry", None)
+            for role, fn in (
+                ("execute", getattr(job, "execute", None)),
+                ("reducer", getattr(job, "reducer", None)),
+                ("on_event", getattr(job, "event_handler", None)),
+                ("on_idle", getattr(job, "idle_handler", None)),
+                ("on_error", getattr(job, "error_handler", None)),
+                ("on_exhausted", getattr(retry, "on_exhausted", None)),
+            ):
+                code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+                if code is not None:
+                    codes.setdefault(code, (job, role))
+    return codes
+
+
+def _waits(registry: Registry) -> list[_Waiting]:
+    """The handler calls in flight in this trio run, and what each waits for."""
+    codes = _handler_codes(registry)
+    found: list[_Waiting] = []
+    for task in _tasks():
+        frames = list(_frames(task.coro))
+        for i, frame in enumerate(frames):
+            hit = codes.get(frame.f_code)
+            if hit is None:
+                continue
+            job, role = hit
+            below = {f.f_code for f in frames[i + 1 :]}
+            on: Literal["time", "thread", "other"]
+            if _THREAD_CODE is not None and _THREAD_CODE in below:
+                on, how = "thread", "waits for a worker thread (trio.to_thread.run_sync)"
+            elif _SLEEP_CODE is not None and _SLEEP_CODE in below:
+                on, how = "time", "sleeps"
+            elif job.timeout is not None:
+                on, how = "time", f"waits (its timeout of {job.timeout} ends it)"
+            else:
+                on, how = "other", "waits on something other than virtual time"
+            ctx = next((v for v in frame.f_locals.values() if isinstance(v, _Context)), None)
+            who = f" instance {ctx.instance_id!r}" if ctx is not None else ""
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            found.append(
+                _Waiting(
+                    f"{job.kind} job {job.name!r}{who}: {role} {how}, at "
+                    f"{frame.f_code.co_filename}:{frame.f_lineno} ({line})",
+                    on,
+                )
+            )
+            break
+    return found
+
+
 # ---- the harness -------------------------------------------------------------------------
 
 
@@ -135,6 +354,8 @@ class Harness:
         clock: VirtualClock,
         options: dict[str, Any],
         observers: Sequence[Observer],
+        *,
+        stall_timeout: float = 5.0,
     ) -> None:
         self.registry = registry
         self.clock = clock
@@ -149,6 +370,9 @@ class Harness:
         self._restarted = trio.Event()
         self._down_for = 0.0
         self._done = False
+        #: Real seconds :meth:`advance` waits for handlers that wait on other than time.
+        self.stall_timeout = stall_timeout
+        self._watch: _Watch | None = None
 
     # -- lifecycle (used by open_harness) --
 
@@ -218,15 +442,72 @@ class Harness:
             await self.jobs.wait_idle()
 
     async def advance(self, delta: timedelta | float) -> None:
-        """Let ``delta`` (a timedelta or seconds) of virtual time pass, then :meth:`wait_idle`.
+        """Let ``delta`` (a timedelta or seconds) of virtual time pass; never more.
 
-        Every alarm that comes due meanwhile runs at its own time, in order.
+        Every alarm that comes due meanwhile runs at its own time, in order;
+        returns once what is due at the end has committed. A handler call still
+        running then, waiting for later time (a ``trio.sleep``, its job's
+        ``timeout``), stays in flight: the clock stops at the end anyway. One
+        that waits on anything else (a ``trio.Event``, a socket, a worker
+        thread) gets :attr:`stall_timeout` real seconds without progress, then
+        :class:`HarnessStalled` names it.
         """
         seconds = self._within_reach("delta", delta)
         jobs = self.jobs
+        target = trio.current_time() + seconds
         with autojumping():
-            await trio.sleep(seconds)
-            await jobs.wait_idle()
+            await trio.sleep_until(target)  # autojump stops at this deadline, if not before
+        await self._settle(jobs)
+
+    async def _settle(self, jobs: Jobs) -> None:
+        """Wait until ``jobs`` is idle, without moving the clock: a task in
+        ``wait_all_tasks_blocked`` keeps trio from autojumping."""
+        stalled: HarnessStalled | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def idle() -> None:
+                await jobs.wait_idle()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(idle)
+            stalled = await self._until_stalled()
+            nursery.cancel_scope.cancel()
+        if stalled is not None:
+            raise stalled  # out of the nursery: not in an ExceptionGroup
+
+    async def _until_stalled(self) -> HarnessStalled | None:
+        """Return once nothing can happen before the clock moves: None, or HarnessStalled
+        if handler calls wait on other than time and nothing moved for stall_timeout."""
+        watch = self._watch
+        assert watch is not None
+        watch.watcher = trio.lowlevel.current_task()
+        steps: int | None = None
+        quiet_since = time.monotonic()
+        while True:
+            await trio.testing.wait_all_tasks_blocked(0 if steps is None else _POLL)
+            threads = trio.testing.active_thread_count()
+            waiting = _waits(self.registry)
+            if not threads and all(w.on == "time" for w in waiting):
+                return None
+            if watch.steps != steps:
+                steps, quiet_since = watch.steps, time.monotonic()
+            elif time.monotonic() - quiet_since >= self.stall_timeout:
+                return self._stalled(waiting, threads)
+
+    def _stalled(self, waiting: list[_Waiting], threads: int) -> HarnessStalled:
+        lines = [w.what for w in waiting if w.on != "time"]
+        if threads and not any(w.on == "thread" for w in waiting):
+            lines.append(f"{threads} worker thread(s) still running (store I/O, or your own)")
+        listed = "".join(f"\n  - {line}" for line in lines)
+        msg = (
+            f"harness.advance() reached {self.now().isoformat()}, but these handler calls "
+            f"are still running, and nothing moved for {self.stall_timeout:g} s of real "
+            f"time:{listed}\nNo virtual time ends such a wait: set what it waits for "
+            "before advancing (start the fake server, fill the channel), make the "
+            "blocking call return, or give the job a timeout=. The clock stopped there "
+            "(open_harness(stall_timeout=...) sets the real-time wait)."
+        )
+        return HarnessStalled(msg, lines)
 
     def _within_reach(self, name: str, value: timedelta | float) -> float:
         """``value`` in seconds, checked (see :func:`_seconds`) and short enough that the
@@ -410,6 +691,7 @@ async def open_harness(
     *,
     start: datetime = VIRTUAL_EPOCH,
     observers: Sequence[Observer] = (),
+    stall_timeout: timedelta | float = 5.0,
     **options: Any,
 ) -> AsyncIterator[Harness]:
     """Serve ``registry`` on ``store`` in virtual time, starting at ``start`` (UTC).
@@ -420,8 +702,12 @@ async def open_harness(
     across :meth:`Harness.restart` (a durable one is reopened from its URL,
     like a new process would). ``options`` go to :func:`durable_jobs.open_jobs`
     (``poll_interval`` defaults to None: one process serves the store).
+    ``stall_timeout`` is how long (real time) :meth:`Harness.advance` waits for
+    handler calls that wait on other than virtual time before it raises
+    :class:`HarnessStalled`.
     """
-    _mock_clock()
+    mock = _mock_clock()
+    stall = _seconds("stall_timeout", stall_timeout)
     clock = VirtualClock(start)
     if start > _LATEST_START:
         msg = (
@@ -439,7 +725,9 @@ async def open_harness(
             await in_thread(opened.close)
         else:
             owned = target = opened
-    harness = Harness(registry, target, clock, options, observers)
+    harness = Harness(registry, target, clock, options, observers, stall_timeout=stall)
+    harness._watch = watch = _Watch(mock, stall)
+    trio.lowlevel.add_instrument(watch)
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
@@ -452,6 +740,8 @@ async def open_harness(
             finally:
                 harness._stop()
     finally:
+        trio.lowlevel.remove_instrument(watch)
+        watch.close()
         if owned is not None:
             with trio.CancelScope(shield=True):
                 await in_thread(owned.close)
