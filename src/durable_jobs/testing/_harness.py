@@ -33,6 +33,7 @@ from durable_jobs._client import (
 from durable_jobs._definitions.contexts import _Context
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
+from durable_jobs._domain.events import Event as DomainEvent
 from durable_jobs._domain.ids import KINDS, Kind
 from durable_jobs._domain.values import LATEST_ALARM
 from durable_jobs._errors import ConfigurationError, DurableJobsError, JobNotFound, ValidationError
@@ -279,25 +280,50 @@ def _frames(coro: Any) -> Iterator[FrameType]:
         coro = inner
 
 
+def _handlers(job: JobDefinition) -> dict[str, Callable[..., Any]]:
+    """The handlers ``job`` has, by the name its calls are recorded under."""
+    retry = getattr(job, "retry", None)
+    return {
+        role: fn
+        for role, fn in (
+            ("execute", getattr(job, "execute", None)),
+            ("reducer", getattr(job, "reducer", None)),
+            ("on_event", getattr(job, "event_handler", None)),
+            ("on_idle", getattr(job, "idle_handler", None)),
+            ("on_error", getattr(job, "error_handler", None)),
+            ("on_exhausted", getattr(retry, "on_exhausted", None)),
+        )
+        if callable(fn)
+    }
+
+
+def _jobs(registry: Registry) -> Iterator[JobDefinition]:
+    for kind in KINDS:
+        for name in registry.names(kind):
+            yield registry.get(kind, name)
+
+
 def _handler_codes(registry: Registry) -> dict[CodeType, tuple[JobDefinition, str]]:
     """The code object of each handler of the registry's jobs: (job, handler name)."""
     codes: dict[CodeType, tuple[JobDefinition, str]] = {}
-    for kind in KINDS:
-        for name in registry.names(kind):
-            job = registry.get(kind, name)
-            retry = getattr(job, "retry", None)
-            for role, fn in (
-                ("execute", getattr(job, "execute", None)),
-                ("reducer", getattr(job, "reducer", None)),
-                ("on_event", getattr(job, "event_handler", None)),
-                ("on_idle", getattr(job, "idle_handler", None)),
-                ("on_error", getattr(job, "error_handler", None)),
-                ("on_exhausted", getattr(retry, "on_exhausted", None)),
-            ):
-                code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
-                if code is not None:
-                    codes.setdefault(code, (job, role))
+    for job in _jobs(registry):
+        for role, fn in _handlers(job).items():
+            code = getattr(inspect.unwrap(fn), "__code__", None)
+            if code is not None:
+                codes.setdefault(code, (job, role))
     return codes
+
+
+def _record_names() -> list[str]:
+    """Every name a record can have (``started``, ``run_failed``, ...; docs/events.md)."""
+    names: set[str] = set()
+    todo: list[type[DomainEvent]] = [DomainEvent]
+    while todo:
+        cls = todo.pop()
+        if cls.NAME:
+            names.add(cls.NAME)
+        todo.extend(cls.__subclasses__())
+    return sorted(names)
 
 
 def _waits(registry: Registry) -> list[_Waiting]:
@@ -620,9 +646,15 @@ class Harness:
     ) -> list[RecordedEvent]:
         """The records committed so far, optionally only those with this name, job, id.
 
-        A ``job`` the registry does not have is :class:`~durable_jobs.JobNotFound`.
+        A ``job`` the registry does not have is :class:`~durable_jobs.JobNotFound`,
+        a ``name`` that no record has a ValidationError (a typo would read nothing).
         """
         self._job_filter(job)
+        if name is not None:
+            known = _record_names()
+            if name not in known:
+                msg = f"{name!r} is not the name of a record; record names: {', '.join(known)}"
+                raise ValidationError(msg)
         return [
             r
             for r in self.records
@@ -645,6 +677,8 @@ class Harness:
         """
         kind, name = self._job_filter(job)
         check_handler_name(handler, allow_none=True)
+        if handler is not None:
+            self._check_handler(handler, kind, name)
         return [
             run
             for r in self.records
@@ -655,6 +689,24 @@ class Harness:
             for run in (Run.from_record(r),)
             if handler is None or run.handler == handler
         ]
+
+    def _check_handler(self, handler: str, kind: Kind | None, name: str | None) -> None:
+        """ValidationError unless a job that ``runs`` reads (all, or ``kind``/``name``)
+        has ``handler``: no call of it could be recorded."""
+        jobs = [
+            j
+            for j in _jobs(self.registry)
+            if (kind is None or j.kind == kind) and (name is None or j.name == name)
+        ]
+        if any(handler in _handlers(j) for j in jobs):
+            return
+        whose = f"job {name!r}" if name is not None else "any job of this registry"
+        have = sorted({role for j in jobs for role in _handlers(j)})
+        msg = (
+            f"handler={handler!r} matches no call: {whose} has no {handler} handler "
+            f"(handlers: {', '.join(have)}; or handler=None for every handler)"
+        )
+        raise ValidationError(msg)
 
     def flushes(
         self,
