@@ -158,6 +158,65 @@ def test_without_pytest_trio(tmp_path: Path) -> None:
     assert outcome(output) == {"passed": 2}, output
 
 
+LEAK_TESTS = """
+from datetime import timedelta
+
+from durable_jobs.testing import FailurePlan
+
+from jobs import digest
+
+failures = FailurePlan()
+
+
+async def test_a_plans_a_failure_no_run_takes(durable_jobs_harness, autojump_clock):
+    failures.fail_next("inbox")
+    failures.fail_next("inbox", job=digest)
+
+
+async def test_b_expects_its_flush_to_succeed(durable_jobs_harness, autojump_clock):
+    await durable_jobs_harness.debounce(digest).add("inbox", "a")
+    await durable_jobs_harness.advance(timedelta(minutes=2))
+    failures.check("inbox")  # would take a failure test_a left behind
+    assert [f.event_count for f in durable_jobs_harness.flushes(digest)] == [1]
+
+
+def test_c_the_sync_runner_checks_too(durable_jobs_run):
+    async def scenario(harness):
+        failures.fail_next("inbox", handler="on_event")
+
+    durable_jobs_run(scenario)
+
+
+def test_d_a_plan_cleared_by_the_test_is_fine(durable_jobs_run):
+    async def scenario(harness):
+        failures.fail_next("inbox")
+        failures.clear()
+
+    durable_jobs_run(scenario)
+"""
+
+
+def test_a_failure_planned_and_not_taken_fails_its_own_test_not_the_next(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path, STRICT + "trio_mode = true\n", test_leak=LEAK_TESTS)
+    code, output = run_pytest(root)
+    assert code == 1, output
+    # The async fixture's teardown runs in the test's trio run (a failure), the
+    # synchronous one's after the test (an error at teardown).
+    assert outcome(output) == {"failed": 1, "passed": 3, "error": 1}, output
+    assert "PASSED test_leak.py::test_b_expects_its_flush_to_succeed" in output, output
+    assert "PASSED test_leak.py::test_d_a_plan_cleared_by_the_test_is_fine" in output, output
+    assert re.search(r"(FAILED|ERROR) test_leak.py::test_a_plans_a_failure_no_run_takes", output)
+    assert re.search(r"(FAILED|ERROR) test_leak.py::test_c_the_sync_runner_checks_too", output)
+    assert (
+        "planned failures that no handler call took: fail_next('inbox', times=1, "
+        "handler='execute'); fail_next('inbox', times=1, handler='execute', job='digest')"
+        in output
+    ), output
+    assert "fail_next('inbox', times=1, handler='on_event')" in output, output
+
+
 def test_the_store_option_chooses_for_unmarked_tests(tmp_path: Path) -> None:
     source = "def test_url(durable_jobs_store_url):\n    print('URL', durable_jobs_store_url)\n"
     root = make_project(tmp_path, STRICT, test_url=source)

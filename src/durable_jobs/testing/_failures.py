@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, final, get_args
 
 from durable_jobs._definitions.jobs import JobDefinition
@@ -74,6 +75,7 @@ class FailurePlan:
         # (job name or None for any job, instance id, handler) -> failures left.
         self._planned: dict[tuple[str | None, str, str], int] = {}
         self.injected: list[tuple[str, str]] = []
+        _PLANS.add(self)
 
     def fail_next(
         self,
@@ -121,6 +123,15 @@ class FailurePlan:
         self._planned.clear()
         self.injected.clear()
 
+    def unused(self) -> list[str]:
+        """The failures planned and not taken yet, one line each (what ``fail_next`` got)."""
+        return [
+            f"fail_next({instance_id!r}, times={left}, handler={handler!r}"
+            + (f", job={job!r})" if job is not None else ")")
+            for (job, instance_id, handler), left in self._planned.items()
+            if left > 0
+        ]
+
     def check(self, ctx: Any, handler: str = "execute") -> None:
         """Raise :class:`InjectedFailure` if a failure of this call is planned.
 
@@ -148,3 +159,22 @@ class FailurePlan:
             self.injected.append((instance_id, handler))
             msg = f"injected failure of {handler} for instance {instance_id!r}"
             raise InjectedFailure(msg)
+
+
+#: Every FailurePlan alive: the pytest plugin checks them after each harness test.
+_PLANS: weakref.WeakSet[FailurePlan] = weakref.WeakSet()
+
+
+def take_unused_failures() -> list[str]:
+    """The failures every :class:`FailurePlan` has planned and not used; clears those plans.
+
+    The pytest plugin calls it after each test that took its harness: a planned
+    failure that no call took would otherwise be taken by the next test's run.
+    """
+    unused: list[str] = []
+    for plan in list(_PLANS):
+        left = plan.unused()
+        if left:
+            unused.extend(left)
+            plan.clear()
+    return unused

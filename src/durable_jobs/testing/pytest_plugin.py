@@ -29,6 +29,11 @@ Fixtures:
     (session) the Postgres server's URL; the test fails, with what to do, when
     none is configured or it cannot be reached.
 
+After a test that took ``durable_jobs_harness`` or ``durable_jobs_run``, a
+failure a :class:`~durable_jobs.testing.FailurePlan` still has planned (no
+call took it) fails the test, and is cleared so that the next test's runs do
+not take it.
+
 Mark: ``@pytest.mark.durable_jobs_store("memory", "sqlite", "postgres")``
 chooses the stores a test runs on; with several names the test runs once per
 store. Unmarked tests use ``--durable-jobs-store`` (default ``memory``).
@@ -51,6 +56,7 @@ import pytest
 
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._store.urls import redact
+from durable_jobs.testing._failures import take_unused_failures
 from durable_jobs.testing._harness import Harness, open_harness, run_harness
 
 __all__ = ["POSTGRES_URL_ENV", "STORE_NAMES", "HarnessRunner"]
@@ -235,17 +241,38 @@ def durable_jobs_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> It
             _drop_schema(server, schema)
 
 
+def _no_unused_failures() -> None:
+    """Fail the test's teardown if a FailurePlan still has failures it planned (and clear
+    them): no call took them, so the test did not test what it meant to, and the next
+    test's runs would take them instead."""
+    unused = take_unused_failures()
+    if unused:
+        listed = "; ".join(unused)
+        msg = (
+            f"The test planned failures that no handler call took: {listed}. The next "
+            "test's runs would have taken them (they are cleared now). Let the runs that "
+            "take them happen (advance far enough), or call failures.clear() at the end "
+            "of the test if leaving them unused is what it meant."
+        )
+        pytest.fail(msg, pytrace=False)
+
+
 @pytest.fixture
 async def durable_jobs_harness(
     durable_jobs_registry: Registry,
     durable_jobs_store_url: str,
     durable_jobs_options: dict[str, Any],
 ) -> AsyncIterator[Harness]:
-    """An open harness on ``durable_jobs_store_url`` (take ``autojump_clock`` too)."""
+    """An open harness on ``durable_jobs_store_url`` (take ``autojump_clock`` too).
+
+    Its teardown fails the test if a :class:`~durable_jobs.testing.FailurePlan`
+    still has planned failures that no call took (and clears them).
+    """
     async with open_harness(
         durable_jobs_registry, durable_jobs_store_url, **durable_jobs_options
     ) as harness:
         yield harness
+    _no_unused_failures()
 
 
 @pytest.fixture
@@ -253,12 +280,17 @@ def durable_jobs_run(
     durable_jobs_registry: Registry,
     durable_jobs_store_url: str,
     durable_jobs_options: dict[str, Any],
-) -> HarnessRunner:
-    """``durable_jobs_run(scenario)``: ``run_harness`` on this test's registry and store."""
+) -> Iterator[HarnessRunner]:
+    """``durable_jobs_run(scenario)``: ``run_harness`` on this test's registry and store.
+
+    Its teardown fails the test if a :class:`~durable_jobs.testing.FailurePlan`
+    still has planned failures that no call took (and clears them).
+    """
 
     def run(scenario: Callable[[Harness], Awaitable[T]], /) -> T:
         return run_harness(
             scenario, durable_jobs_registry, durable_jobs_store_url, **durable_jobs_options
         )
 
-    return run
+    yield run
+    _no_unused_failures()
