@@ -30,6 +30,7 @@ EXPECTED = {
     "FlushResult",
     "HandlerError",
     "HandlerTimeout",
+    "HarnessStalled",
     "Inspector",
     "InstanceExistsError",
     "InstancePage",

@@ -497,3 +497,22 @@ def test_a_harness_shown_after_its_run_ended_does_not_raise() -> None:
 
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
     assert repr(kept[0]).endswith(", closed>")
+
+
+async def test_a_client_kept_across_a_restart_says_to_ask_the_harness_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_harness(registry, start=T) as harness:
+        client = harness.continuous(tick)
+        await client.start("a", 0)
+        await harness.restart()
+        with pytest.raises(dj.RuntimeClosed) as caught:
+            await client.status("a")
+        message = str(caught.value)
+        assert "jobs.continuous('tick').status() was refused" in message
+        assert "harness.restart() replaced it" in message
+        assert "ask the harness for the client again (harness.continuous(job)" in message
+        assert "Open a new block" not in message
+        with pytest.raises(dj.RuntimeClosed, match=r"harness.restart\(\) replaced it"):
+            await client.trigger("a")
+        assert (await harness.continuous(tick).status("a")).status == "running"

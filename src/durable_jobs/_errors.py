@@ -17,6 +17,7 @@ __all__ = [
     "ExportFileError",
     "HandlerError",
     "HandlerTimeout",
+    "HarnessStalled",
     "InstanceExistsError",
     "JobNotFound",
     "LiveInstanceError",
@@ -63,10 +64,27 @@ class HandlerTimeout(DurableJobsError):
     """
 
 
+class HarnessStalled(DurableJobsError):
+    """The testing harness's ``advance`` reached its time, but handler calls still
+    running wait on something other than virtual time (a ``trio.Event``, a socket, a
+    worker thread) and nothing moved for the harness's ``stall_timeout`` of real time.
+
+    ``waiting`` describes each such call: its job, instance, handler and the line
+    it waits at. The clock is at the time ``advance`` was asked for, not past it.
+    """
+
+    def __init__(self, message: str, waiting: list[str]) -> None:
+        super().__init__(message)
+        #: One line per handler call still running: job, instance, handler, where it waits.
+        self.waiting = waiting
+
+
 class RuntimeClosed(DurableJobsError):
     """A call came after its ``open_jobs`` block ended (or while it was ending)."""
 
-    def __init__(self, call: str | None = None, *, interrupted: bool = False) -> None:
+    def __init__(
+        self, call: str | None = None, *, interrupted: bool = False, advice: str | None = None
+    ) -> None:
         #: What was refused, e.g. ``"status()"``; None for a run the runtime would start.
         self.call = call
         #: True: the call had begun, and was cancelled when the shutdown grace ran out.
@@ -78,6 +96,8 @@ class RuntimeClosed(DurableJobsError):
             )
         elif call is None:
             msg = "This jobs runtime is closed (its open_jobs block has ended); no new run starts."
+        elif advice is not None:  # who closed it knows better (the testing harness)
+            msg = f"{call} was refused: this jobs runtime is closed. {advice}"
         else:
             msg = (
                 f"{call} was refused: this jobs runtime is closed (its open_jobs block has "

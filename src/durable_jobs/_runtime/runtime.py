@@ -108,6 +108,8 @@ class Runtime:
         #: The ``KeyboardInterrupt`` a handler call raised, for ``open_jobs`` to raise
         #: once shut down.
         self.interrupted: KeyboardInterrupt | None = None
+        #: What a call refused once closed should do instead (set by the testing harness).
+        self.closed_advice: str | None = None
         #: The trio run serving this runtime (set when it starts serving).
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._runs_nursery: trio.Nursery | None = None
@@ -232,7 +234,7 @@ class Runtime:
         (``here``) :class:`ConfigurationError` for a call from outside the trio run
         serving it."""
         if self._closing or self._closed:
-            raise RuntimeClosed(call)
+            raise RuntimeClosed(call, advice=self.closed_advice)
         if not here:
             return
         try:
@@ -574,7 +576,7 @@ class Runtime:
                     except RuntimeClosed as closed:
                         # The instance was busy and the block ended while the call waited.
                         if closed.call is None and call is not None:
-                            raise RuntimeClosed(call) from None
+                            raise RuntimeClosed(call, advice=self.closed_advice) from None
                         raise
                     except ConcurrencyError:
                         if attempt == COMMAND_TRIES:

@@ -36,7 +36,13 @@ from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.events import Event as DomainEvent
 from durable_jobs._domain.ids import KINDS, Kind
 from durable_jobs._domain.values import LATEST_ALARM
-from durable_jobs._errors import ConfigurationError, DurableJobsError, JobNotFound, ValidationError
+from durable_jobs._errors import (
+    ConfigurationError,
+    DurableJobsError,
+    HarnessStalled,
+    JobNotFound,
+    ValidationError,
+)
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime import clock as _clock_module
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH, VirtualClock, in_thread
@@ -127,23 +133,6 @@ def _seconds(name: str, value: timedelta | float) -> float:
 
 # ---- what the jobs wait on ---------------------------------------------------------------
 
-
-class HarnessStalled(DurableJobsError):
-    """:meth:`Harness.advance` reached its time, but handler calls still running wait on
-    something other than virtual time (a ``trio.Event``, a socket, a worker thread) and
-    nothing moved for the harness's ``stall_timeout`` of real time.
-
-    ``waiting`` describes each such call: its job, instance, handler and the line
-    it waits at. The clock is at the time ``advance`` was asked for, not past it.
-    """
-
-    def __init__(self, message: str, waiting: list[str]) -> None:
-        super().__init__(message)
-        #: One line per handler call still running: job, instance, handler, where it waits.
-        self.waiting = waiting
-
-
-HarnessStalled.__module__ = "durable_jobs.testing"
 
 #: Code objects that tell what a waiting handler waits for (see :func:`_waits`).
 _SLEEP_CODE: CodeType | None = getattr(trio.sleep_until, "__code__", None)
@@ -588,13 +577,20 @@ class Harness:
         first = True
         while True:
             self._request = request = trio.Event()
-            async with self._serving():
+            async with self._serving() as jobs:
                 if first:
                     task_status.started()
                     first = False
                 else:
                     self._restarted.set()
                 await request.wait()
+                if not self._done:
+                    jobs._rt.closed_advice = (
+                        "harness.restart() replaced it with a new one, and clients belong "
+                        "to one runtime: after a restart, ask the harness for the client "
+                        "again (harness.continuous(job), .debounce(job), .task(job), "
+                        "harness.jobs)."
+                    )
             if self._done:
                 self._request = None
                 return
