@@ -419,8 +419,8 @@ of its own), then gets the shared tail's events. The dashboard serves at most
 more gets HTTP 503 with `Retry-After` and a message saying so, the dashboard
 logs one warning, and the page works on without live updates, saying "live
 updates paused" (it tries again every 30 seconds). A page that falls far
-behind (1000 events) has its stream ended; the browser reconnects and
-catches up.
+behind (1000 events) has its stream ended, and so does a catch-up once it has
+sent 1000; the browser reconnects from the last event it got and goes on.
 
 Safety:
 

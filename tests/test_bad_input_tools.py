@@ -27,6 +27,7 @@ from trio.testing import MockClock
 
 import durable_jobs as dj
 from _runtime import running
+from durable_jobs._domain.ids import instance_uuid
 from durable_jobs.cli import run
 from test_bad_input import REGISTRY, export_body
 
@@ -278,6 +279,35 @@ def test_malformed_import_into_a_new_sqlite_path_leaves_no_file(
     done = cli("--store", f"sqlite:///{target}", "import", "-" if via == "stdin" else str(bad))
     assert done.code == 1 and "line 2" in done.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_an_import_nested_too_deep_says_the_limit_users_know_once(
+    tmp_path: Path, cli: Any
+) -> None:
+    """It said "more than 108 levels" (the event's own envelope counted; the limit of
+    stored values is 100), named a path hundreds of characters long, and ended with
+    "Nothing was written.; nothing was written."."""
+    value: Any = 1
+    for _ in range(150):
+        value = [value]
+    uuid = instance_uuid("task", "t", "i")
+    event = {
+        "type": "event", "kind": "task", "job": "t", "instance_id": "i",
+        "instance_uuid": str(uuid), "version": 1, "topic": "x", "state": {"state": value},
+    }  # fmt: skip
+    bad = tmp_path / "deep.jsonl"
+    bad.write_text(
+        '{"type": "header", "format": "durable-jobs-export", "version": 1}\n'
+        + json.dumps(event)
+        + "\n"
+    )
+    done = cli("--store", f"sqlite:///{tmp_path / 'new.db'}", "import", str(bad))
+    assert done.code == 1
+    assert "line 2" in done.err
+    assert "100 levels" in done.err
+    assert "108" not in done.err
+    assert done.err.lower().count("nothing was written") == 1
+    assert len(done.err) < 400
 
 
 # ---- 8. honest SQLite messages; another application's file is left alone -----------------

@@ -396,3 +396,35 @@ def test_a_catch_up_read_opens_no_listen_connection(
         events = list(dj.maintenance.tail_events(store, after=0, duration=0))
     assert [e.position for e in events] == list(range(1, len(events) + 1))
     assert events
+
+
+def test_a_catch_up_ends_the_stream_after_a_buffer_of_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/events?after=0`` re-read the store's whole history in one request (16,000
+    events in 10 s on a store of 100,000, holding a live slot and a connection): a
+    catch-up now ends the stream once it has sent a buffer's worth, as a stream that
+    falls behind does, and the browser reconnects from the last event it got."""
+    url = fill_store(tmp_path / "jobs.db")
+    monkeypatch.setattr(_shared_tail, "BUFFER", 2)
+    before = _settled()
+    with dj.open_store(url) as store:
+        assert tail_position(store) > 3
+        app = create_app(store, max_live=2)
+        with _serving(app) as (base, _, stop):
+            conn, status, first = _open_stream(base, after=0)
+            assert status == 200
+            data = first.encode()
+            deadline = time.monotonic() + WAIT
+            while not data.endswith(b"\r\n0\r\n\r\n"):  # the response's last chunk
+                assert time.monotonic() < deadline, "the stream did not end"
+                chunk = conn.recv(65536)
+                assert chunk, "the connection closed before the response ended"
+                data += chunk
+            ids = [int(n) for n in re.findall(rb"^id: (\d+)$", data, re.M)]
+            assert ids == [1, 2]
+            # Again from the last one it got, as the browser does.
+            conn, status, first = _open_stream(base, after=2)
+            assert _ids_until(conn, 4, first)[:2] == [3, 4]
+            stop()
+            _eventually(lambda: _tail_threads() == before, "the tail threads ended")

@@ -382,7 +382,13 @@ def _parse_event(doc: dict[str, Any], bad: Any) -> tuple[UUID, int, StoredEvent,
     try:
         check_json_value(doc["state"], "the event's 'state'", max_depth=MAX_NESTING + 8)
     except ValidationError as exc:
-        raise bad(str(exc)) from None
+        if "levels deep" in str(exc):
+            # Said without the path (hundreds of characters) and in the limit users know.
+            raise bad(
+                f"the event's 'state' is nested deeper than stored values may be ({MAX_NESTING} "
+                "levels, within the event's own few)"
+            ) from None
+        raise bad(str(exc).removesuffix(" Nothing was written.")) from None
     state = json.dumps(doc["state"], ensure_ascii=False, separators=(",", ":")).encode()
     return uuid, version, StoredEvent(uuid, version, doc["topic"], state), label
 

@@ -20,6 +20,7 @@ from durable_jobs._store.base import Store
 from durable_jobs._tools.args import MAX_POSITION
 from durable_jobs._tools.views import InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_position
+from durable_jobs.ui import _shared_tail
 from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param
 from durable_jobs.ui._shared_tail import follow
 
@@ -164,6 +165,10 @@ async def _live(
         last = after
         async with shared:
             yield b"retry: 2000\n\n"
+            # A catch-up of more than a buffer's worth ends the stream there, as a stream
+            # that falls behind does: its browser reconnects from the last event it got
+            # (an after=0, say, re-read the store's whole history in one request).
+            most = _shared_tail.BUFFER
             async with contextlib.aclosing(_caught_up(dash.store, after, stop, slot)) as caught:
                 async for item in caught:
                     if isinstance(item, DurableJobsError):
@@ -173,6 +178,9 @@ async def _live(
                     chunk = await render(item)
                     if chunk:
                         yield chunk
+                    most -= 1
+                    if most <= 0:
+                        return
             async for item in shared:
                 if isinstance(item, DurableJobsError):
                     log.warning("The live tail stopped: %s", item)
