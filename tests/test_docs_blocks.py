@@ -10,6 +10,8 @@ The rules, block by block (a block's kind is its fence's language):
   ``python snippet.py`` in a fresh interpreter.
 - A block right after ``<!-- docs-check: mypy -->`` cannot run on its own (it
   serves forever, say): it is type-checked with ``mypy --strict`` instead.
+- A block right after ``<!-- docs-check: sql (tests/FILE.py runs it) -->`` is SQL that
+  test file runs (the file must exist).
 - A block right after ``<!-- docs-check: not-ours (reason) -->`` is another
   library's code shown for comparison (durable-effect's TypeScript, APScheduler):
   it is counted, and must say why.
@@ -95,6 +97,11 @@ def how_checked(block: Block) -> str | None:
         return "mypy" if block.lang == "python" else None
     if block.marker == "own-process":
         return "run (own process)" if block.lang == "python" else None
+    if block.marker == "sql":
+        # SQL a test runs: the marker names the test file, which must exist.
+        where = block.reason.strip().strip("()").removesuffix(" runs it")
+        ok = block.lang == "sql" and (ROOT / where).is_file()
+        return f"run ({where})" if ok else None
     if block.marker is not None:
         return None
     if block.lang == "python":

@@ -7,21 +7,28 @@ shared server's own configuration is never changed.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import trio
+from psycopg import sql
 
 import durable_jobs as dj
+from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs.maintenance import TailEvent, tail_events
 from durable_jobs.stores._postgres_recorder import alarm_channel
 
 pytestmark = pytest.mark.postgres
 
 WAIT = 20  # seconds something may take before the test fails
+T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _registry() -> dj.Registry:
@@ -137,3 +144,81 @@ def test_tail_goes_on_when_its_listen_connection_ends(pg_url: str) -> None:
             stop.set()
             thread.join(WAIT)
     assert not failed
+
+
+def _documented_grants() -> str:
+    """The SQL block of docs/operations.md that a test runs (its marker says which)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    found = re.search(
+        r"<!-- docs-check: sql \(tests/test_postgres_role_settings\.py runs it\) -->\s*"
+        r"```sql\n(.*?)```",
+        text,
+        re.DOTALL,
+    )
+    assert found, "the grants block of docs/operations.md"
+    return found.group(1)
+
+
+def _as(postgres_url: str, role: str, schema: str) -> str:
+    parts = urlsplit(postgres_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}")) + f"?schema={schema}"
+
+
+def test_the_documented_grants_are_enough_for_the_app_and_a_reader(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """docs/operations.md's grants, run as written (its names replaced): an admin role
+    makes the store; the app role runs jobs with what it is granted; the reader reads
+    and cannot write."""
+    app, reader = f"{pg_schema}_app", f"{pg_schema}_reader"
+    grants = _documented_grants()
+    for name, to in (("jobs", pg_schema), ("app", app), ("reader", reader)):
+        grants = re.sub(rf"\b{name}\b", to, grants)
+    admin = psycopg.connect(postgres_url.split("?", 1)[0], autocommit=True)
+    try:
+        for role in (app, reader):
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        with dj.open_store(f"{postgres_url}?schema={pg_schema}"):
+            pass  # the admin role makes the schema and the tables
+        for statement in filter(str.strip, grants.split(";")):
+            admin.execute(statement)
+
+        ran: list[str] = []
+
+        async def main() -> None:
+            registry = dj.Registry()
+
+            @registry.task("note", event=str, state=str)
+            async def note(ctx: dj.TaskContext[str]) -> None:
+                ran.append(ctx.instance_id)
+
+            @note.on_event
+            async def keep(event: str, ctx: dj.TaskContext[str]) -> None:
+                ctx.set_state(event)
+                ctx.schedule(timedelta(0))
+
+            async with dj.open_jobs(registry, _as(postgres_url, app, pg_schema)) as jobs:
+                await jobs.task("note").send("a", "hello")
+                await jobs.wait_idle()
+
+        trio.run(main)
+        assert ran == ["a"]
+        with dj.open_store(_as(postgres_url, reader, pg_schema)) as store:
+            assert [r.instance_id for r in store.list_instances()] == ["a"]
+            started, _ = ContinuousInstance.start(
+                None, "tick", "b", now=T, state=0, first_run_at=T, type_version=1
+            )
+            with pytest.raises(dj.StoreError, match="permission denied") as info:
+                store.save(started)
+            assert "nothing was written" in str(info.value)
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            admin.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(pg_schema))
+            )
+        for role in (app, reader):
+            with contextlib.suppress(psycopg.Error):
+                admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        admin.close()
