@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, final
@@ -61,9 +61,19 @@ def to_records(
     job: str,
     instance_id: str,
     before: JobInstance | None = None,
+    rebuild: Callable[[int], JobInstance | None] | None = None,
+    states: bool = True,
 ) -> list[RecordedEvent]:
-    """Records of ``events`` (in order), replayed on ``before`` to know each run's state."""
+    """Records of ``events`` (in order), replayed on ``before`` to know each run's state.
+
+    With ``rebuild`` instead of ``before``, nothing is replayed until the first run
+    record: ``rebuild(version)`` then gives the instance right after record ``version``
+    (the one before that run), and the rest is replayed on it. Records with no run
+    need no earlier state, so the instance is then never rebuilt. With ``states``
+    False, nothing is replayed and run records' ``state_before`` is None.
+    """
     agg = before
+    replaying = states and rebuild is None
     out: list[RecordedEvent] = []
     for event in events:
         data = {
@@ -74,6 +84,10 @@ def to_records(
         }
         name = event.NAME
         run = name in _RUN_RECORDS
+        if run and states and not replaying:
+            assert rebuild is not None
+            agg = rebuild(event.originator_version - 1)
+            replaying = True
         out.append(
             RecordedEvent(
                 name=name,
@@ -86,8 +100,9 @@ def to_records(
                 data=data,
                 run_count=data.get("run_count") if run else None,
                 attempt=data.get("attempt") if run else None,
-                state_before=_state_of(agg) if run else None,
+                state_before=_state_of(agg) if run and states else None,
             )
         )
-        agg = event.mutate(agg)
+        if replaying:
+            agg = event.mutate(agg)
     return out

@@ -286,26 +286,37 @@ class Inspector:
         *,
         from_version: int = 1,
         to_version: int | None = None,
+        states: bool = True,
     ) -> list[RecordedEvent]:
         """The instance's records from ``from_version`` to ``to_version`` (inclusive), oldest
         first, across all its generations; empty if it never existed.
 
         Run records carry ``run_count``, ``attempt`` and ``state_before`` (the
         state the run started from), also when the range starts after the run's
-        earlier records.
+        earlier records. Only the records asked for are read; a run's
+        ``state_before`` rebuilds the instance before the first run shown (from
+        its latest snapshot before it, else from its first record). With
+        ``states`` False, ``state_before`` is None and nothing else is read.
         """
         uuid = uuid_of(kind, job, instance_id)
         check_version(from_version, "from_version")
         if to_version is not None:
             check_version(to_version, "to_version")
         label = label_of(kind, job, instance_id)
-        before = None
-        if from_version > 1:
-            before = self._store.get_by_uuid(uuid, version=from_version - 1, label=label)
-            if before is None or before.version < from_version - 1:
-                return []
         events = self._store.history(uuid, gt=from_version - 1, lte=to_version)
-        return to_records(events, kind=kind, job=job, instance_id=instance_id, before=before)
+        if not events:
+            return []
+
+        def rebuild(version: int) -> JobInstance | None:
+            # Only for a run record's state: from the latest snapshot at or before
+            # ``version`` (the whole log read only when there is none).
+            if version < 1:
+                return None
+            return self._store.get_by_uuid(uuid, version=version, label=label)
+
+        return to_records(
+            events, kind=kind, job=job, instance_id=instance_id, rebuild=rebuild, states=states
+        )
 
     # ---- time travel -------------------------------------------------------------
 

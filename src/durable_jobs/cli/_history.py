@@ -101,14 +101,25 @@ def history(
             end = to_version or summary.version
             from_version = max(1, end - last + 1)
         start = from_version or 1
+        # A run's state_before costs a rebuild: read only when shown.
         records = inspector.history(
-            kind, job, instance_id, from_version=start, to_version=to_version
+            kind,
+            job,
+            instance_id,
+            from_version=start,
+            to_version=to_version,
+            states=states or as_json,
         )
         # The generation the first record shown belongs to (each `started` begins one).
         generation = 0
-        if start > 1 and records:
-            before = inspector.state_at(kind, job, instance_id, version=start - 1)
-            generation = before.data["generation"] if before is not None else 0
+        starts = sum(record.name == "started" for record in records)
+        if start > 1 and starts:  # only a `started` record shows its generation
+            if records[-1].version == summary.version and summary.generation is not None:
+                # The records reach the latest: the generation now, less those they start.
+                generation = summary.generation - starts
+            else:
+                before = inspector.state_at(kind, job, instance_id, version=start - 1)
+                generation = before.data["generation"] if before is not None else 0
     if as_json:
         emit_json(
             {

@@ -150,8 +150,12 @@ def status(state: CliState, kind: str, job: str, instance_id: str, as_json: bool
         if summary is None:
             _not_found(inspector, kind, job, instance_id)
         start = max(1, summary.version - _LAST_ERROR_WINDOW + 1)
-        records = inspector.history(kind, job, instance_id, from_version=start)
-    last_error = _last_error(records)
+        records = inspector.history(kind, job, instance_id, from_version=start, states=False)
+        last_error = _last_error(records)
+        if as_json and last_error is not None:  # its state_before is shown: read it now
+            v = last_error.version
+            again = inspector.history(kind, job, instance_id, from_version=v, to_version=v)
+            last_error = again[0] if again else last_error
     if as_json:
         emit_json(
             {

@@ -189,7 +189,7 @@ async def instance_page(request: Request) -> Response:
         end = summary.version if upto is None else min(upto, summary.version)
         start = max(1, end - TIMELINE_PAGE + 1)
         records = dash.inspector.history(
-            kind, job, instance_id, from_version=start, to_version=end
+            kind, job, instance_id, from_version=start, to_version=end, states=False
         )
         view = dash.inspector.state_at(kind, job, instance_id, version=version)
         diff = None

@@ -75,7 +75,12 @@ async def events_stream(request: Request) -> Response:
 
         def read() -> tuple[list[RecordedEvent], InstanceSummary | None]:
             records = dash.inspector.history(
-                kind, job, instance_id, from_version=event.version, to_version=event.version
+                kind,
+                job,
+                instance_id,
+                from_version=event.version,
+                to_version=event.version,
+                states=False,  # a timeline row does not show it
             )
             return records, dash.inspector.status(kind, job, instance_id)
 
