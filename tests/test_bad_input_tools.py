@@ -17,6 +17,7 @@ import stat
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ from trio.testing import MockClock
 import durable_jobs as dj
 from _runtime import running
 from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._domain.values import MAX_NESTING, check_json_value
 from durable_jobs.cli import run
-from test_bad_input import REGISTRY, export_body
+from durable_jobs.maintenance import export_jsonl, import_jsonl
+from test_bad_input import REGISTRY, export_body, nested
 
 # ---- 2. passwords in malformed URLs ----------------------------------------------------
 
@@ -308,6 +311,143 @@ def test_an_import_nested_too_deep_says_the_limit_users_know_once(
     assert "108" not in done.err
     assert done.err.lower().count("nothing was written") == 1
     assert len(done.err) < 400
+
+
+# ---- 7b. an import holds values to the runtime's size and nesting limits ---------------
+
+MIB = 1024 * 1024
+
+
+async def sized_export(tmp_path: Path, *, state: Any = None, event: Any = None) -> Path:
+    """An export of a task instance whose recorded state (state_changed) and input event
+    (event_added) are replaced by ``state`` and ``event`` (when given)."""
+    async with running(REGISTRY, "memory://") as jobs:
+        await jobs.task("setter").send("t1", {"set": "small"})
+        out = io.StringIO()
+        export_jsonl(jobs.store, out)
+    lines = []
+    for text in out.getvalue().splitlines():
+        doc = json.loads(text)
+        if doc["type"] == "event" and doc["name"] == "state_changed" and state is not None:
+            doc["state"]["state"] = state
+        if doc["type"] == "event" and doc["name"] == "event_added" and event is not None:
+            doc["state"]["event"] = event
+        lines.append(json.dumps(doc))
+    path = tmp_path / "sized.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def json_of_size(size: int) -> str:
+    """A string that is ``size`` bytes as JSON (its quotes included)."""
+    return "x" * (size - 2)
+
+
+@pytest.mark.parametrize("what", ["state", "event"])
+async def test_an_import_refuses_a_value_over_the_size_limit(
+    what: str, tmp_path: Path, autojump_clock: MockClock, cli: Any
+) -> None:
+    """rv4-05: import wrote a 5 MB (even a 100 MB) state or event that every other path
+    refuses, and the instance's next run could not write it back."""
+    flag = f"--max-{what}-bytes"
+    over = await sized_export(tmp_path, **{what: json_of_size(MIB + 1)})
+    target = tmp_path / "over.db"
+    done = cli("--store", f"sqlite:///{target}", "import", str(over))
+    assert done.code == 1
+    assert "1,048,577 bytes as JSON, over the limit of 1,048,576 bytes" in done.err
+    assert f"max_{what}_bytes" in done.err
+    assert flag in done.err
+    assert "line " in done.err
+    assert not target.exists()  # nothing written, not even the file
+    store = dj.open_store("memory://")
+    with pytest.raises(dj.ExportFileError, match=f"its {what} is 1,048,577 bytes") as info:
+        import_jsonl(store, over)
+    assert info.value.line is not None
+    assert export_jsonl(store, io.StringIO()).instances == 0
+    # The app's own larger limit, given to the import, lets it in.
+    done = cli("--store", f"sqlite:///{target}", "import", flag, str(MIB + 1), str(over))
+    assert done.code == 0, done.err
+    limit: dict[str, Any] = {f"max_{what}_bytes": MIB + 1}
+    summary = import_jsonl(store, over, **limit)
+    assert summary.instances == 1
+
+
+@pytest.mark.parametrize("what", ["state", "event"])
+async def test_an_import_accepts_a_value_exactly_at_the_size_limit(
+    what: str, tmp_path: Path, autojump_clock: MockClock, cli: Any
+) -> None:
+    at = await sized_export(tmp_path, **{what: json_of_size(MIB)})
+    done = cli("--store", f"sqlite:///{tmp_path / 'at.db'}", "import", str(at))
+    assert done.code == 0, done.err
+    # A lower limit given to the import applies as well.
+    store = dj.open_store("memory://")
+    lower: dict[str, Any] = {f"max_{what}_bytes": MIB - 1}
+    with pytest.raises(dj.ExportFileError, match=f"--max-{what}-bytes"):
+        import_jsonl(store, at, **lower)
+
+
+@pytest.mark.parametrize("what", ["state", "event"])
+async def test_an_import_refuses_a_value_nested_deeper_than_the_limit(
+    what: str, tmp_path: Path, autojump_clock: MockClock, cli: Any
+) -> None:
+    """The file's own check allowed the event's envelope (8 levels) on top of 100, so a
+    state or event nested 101 to 108 deep was imported."""
+    check_json_value(nested(MAX_NESTING - 1), "state")  # what the runtime takes
+    with pytest.raises(dj.ValidationError, match="levels deep"):
+        check_json_value(nested(MAX_NESTING), "state")  # and refuses
+    deep = await sized_export(tmp_path, **{what: nested(MAX_NESTING)})  # 101 lists
+    done = cli("--store", f"sqlite:///{tmp_path / 'deep.db'}", "import", str(deep))
+    assert done.code == 1
+    assert f"its {what} is nested deeper than stored values may be (100 levels)" in done.err
+    assert done.err.lower().count("nothing was written") == 1
+    ok = await sized_export(tmp_path, **{what: nested(MAX_NESTING - 1)})  # 100 lists
+    done = cli("--store", f"sqlite:///{tmp_path / 'ok.db'}", "import", str(ok))
+    assert done.code == 0, done.err
+
+
+def collecting_registry() -> dj.Registry:
+    registry = dj.Registry()
+
+    @registry.debounce("collect", event=str, state=list[str], flush_after=timedelta(seconds=5))
+    async def collect(ctx: dj.DebounceContext[list[str]]) -> None:
+        pass  # pragma: no cover - never flushed
+
+    @collect.on_event
+    def fold(ctx: dj.DebounceEventContext[str, list[str]]) -> list[str]:
+        return [*(ctx.state or []), ctx.event]
+
+    return registry
+
+
+async def test_an_import_refuses_a_state_patched_over_the_size_limit(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """A debounce batch's state grows by patches (each event within its limit); the state
+    the instance rebuilds to is held to max_state_bytes too."""
+    async with running(collecting_registry(), "memory://") as jobs:
+        # The first event large enough that the second is recorded as a patch.
+        await jobs.debounce("collect").add("b1", "e1" * 50)
+        await jobs.debounce("collect").add("b1", "e2")
+        out = io.StringIO()
+        export_jsonl(jobs.store, out)
+    text = out.getvalue().replace("e1" * 50, "x" * (MIB * 6 // 10))
+    path = tmp_path / "patched.jsonl"
+    path.write_text(text.replace('"e2"', json.dumps("y" * (MIB * 6 // 10))))
+    assert '"op":"add"' in path.read_text()  # the second event is a patch
+    store = dj.open_store("memory://")
+    refused = "the open batch they rebuild is 1,258,297 bytes"
+    with pytest.raises(dj.ExportFileError, match=refused) as info:
+        import_jsonl(store, path)
+    assert info.value.line == 2  # where the instance begins
+    assert "--max-state-bytes" in str(info.value)
+    assert export_jsonl(store, io.StringIO()).instances == 0
+    assert import_jsonl(store, path, max_state_bytes=2 * MIB).instances == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"max_event_bytes": 0}, {"max_state_bytes": "1"}])
+def test_import_size_limits_must_be_sizes(kwargs: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(dj.ConfigurationError, match="must be an int >= 1"):
+        import_jsonl(dj.open_store("memory://"), tmp_path / "x.jsonl", **kwargs)
 
 
 # ---- 8. honest SQLite messages; another application's file is left alone -----------------

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final, cast, final
 from uuid import UUID
 
+import pydantic_core
 from eventsourcing.persistence import StoredEvent
 
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._domain.values import MAX_NESTING, check_json_value
+from durable_jobs._domain.values import DEFAULT_LIMITS, MAX_NESTING, Limits, check_json_value
 from durable_jobs._errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -63,6 +64,8 @@ def import_jsonl(
     *,
     batch_events: int = IMPORT_BATCH_EVENTS,
     resume: bool = False,
+    max_event_bytes: int = DEFAULT_LIMITS.max_event_bytes,
+    max_state_bytes: int = DEFAULT_LIMITS.max_state_bytes,
 ) -> ImportSummary:
     """Import an export file (a path or an open text stream) into ``store``.
 
@@ -80,8 +83,15 @@ def import_jsonl(
     connection): an instance the store already has is skipped when its log
     begins with the export's rows, the same versions, topics and JSON (a
     runtime may have run it since); any other one is still refused.
+
+    Every state and event in the file is held to what the runtime stores:
+    ``max_event_bytes`` and ``max_state_bytes`` are the limits of
+    :func:`~durable_jobs.open_jobs` (1 MiB each by default; pass the app's own
+    when it runs with larger ones), and nesting is at most 100 deep. A value
+    over them is a malformed line.
     """
     check_store(store, "import_jsonl()")
+    limits = _limits(max_event_bytes, max_state_bytes)
     if not isinstance(batch_events, int) or isinstance(batch_events, bool) or batch_events < 1:
         msg = f"import_jsonl() batch_events must be a whole number >= 1, not {batch_events!r}."
         raise ValidationError(msg)
@@ -93,7 +103,7 @@ def import_jsonl(
     expected: dict[UUID, int] = {}
     existing: list[str] = []
     done: set[UUID] = set()  # written by the import this one resumes
-    for group in _read_export(lines(), name):
+    for group in _read_export(lines(), name, limits):
         assert group.agg is not None
         expected[group.uuid] = group.agg.version
         if store.index_row(group.uuid) is not None or store.stored_events(group.uuid, limit=1):
@@ -118,7 +128,7 @@ def import_jsonl(
         )
         raise ConfigurationError(msg) from exc
     try:
-        return _write_all(store, lines, name, expected, batch_events, done=done)
+        return _write_all(store, lines, name, expected, batch_events, done=done, limits=limits)
     finally:
         store.release_runtime()
 
@@ -144,12 +154,13 @@ def _write_all(
     batch_events: int,
     *,
     done: set[UUID],
+    limits: Limits,
 ) -> ImportSummary:
     """Write the instances of the export (but those ``done`` already), in batches, and
     verify them."""
     batch: list[_Group] = []
     size = 0
-    for group in _read_export(lines(), name):
+    for group in _read_export(lines(), name, limits):
         if group.uuid not in expected:  # the file changed under us
             raise ExportFileError("the file changed during the import", source=name)
         if group.uuid in done:
@@ -164,12 +175,24 @@ def _write_all(
     return _verify(store, expected, done)
 
 
-def check_export(source: str | os.PathLike[str] | IO[str]) -> int:
-    """Check an export file as :func:`import_jsonl` does before it writes, without a
-    store: a malformed line raises :class:`ExportFileError`. Returns the number of
-    instances in it. A stream is read to its end."""
+def check_export(
+    source: str | os.PathLike[str] | IO[str],
+    *,
+    max_event_bytes: int = DEFAULT_LIMITS.max_event_bytes,
+    max_state_bytes: int = DEFAULT_LIMITS.max_state_bytes,
+) -> int:
+    """Check an export file as :func:`import_jsonl` does before it writes (with the
+    same size limits), without a store: a malformed line raises
+    :class:`ExportFileError`. Returns the number of instances in it. A stream is
+    read to its end."""
+    limits = _limits(max_event_bytes, max_state_bytes)
     name, lines = _export_lines(source)
-    return sum(1 for _ in _read_export(lines(), name))
+    return sum(1 for _ in _read_export(lines(), name, limits))
+
+
+def _limits(max_event_bytes: int, max_state_bytes: int) -> Limits:
+    """The size limits an import holds values to (ConfigurationError if not sizes)."""
+    return Limits(max_event_bytes=max_event_bytes, max_state_bytes=max_state_bytes)
 
 
 def _export_lines(
@@ -248,7 +271,7 @@ def _verify(store: Store, expected: dict[UUID, int], done: set[UUID]) -> ImportS
     return ImportSummary(len(expected), sum(expected.values()))
 
 
-def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
+def _read_export(lines: Iterable[str], source: str, limits: Limits) -> Iterator[_Group]:
     """The instances of an export file, each complete and rebuilt; raises ExportFileError."""
     mapper = JsonMapper()
     seen: dict[UUID, int] = {}
@@ -257,8 +280,8 @@ def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
     footer = False
     number = 0
 
-    def bad(message: str) -> ExportFileError:
-        return ExportFileError(message, source=source, line=number)
+    def bad(message: str, line: int | None = None) -> ExportFileError:
+        return ExportFileError(message, source=source, line=line or number)
 
     for number, text in enumerate(lines, 1):
         if footer:
@@ -279,7 +302,7 @@ def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
             raise bad("a second header line")
         if kind_of_line == "footer":
             if group is not None:
-                yield _finish(group, bad)
+                yield _finish(group, bad, limits)
                 group = None
             if doc.get("instances") != instances or doc.get("events") != events:
                 raise bad(
@@ -293,7 +316,7 @@ def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
         uuid, version, stored, label = _parse_event(doc, bad)
         if group is None or group.uuid != uuid:
             if group is not None:
-                yield _finish(group, bad)
+                yield _finish(group, bad, limits)
             if uuid in seen:
                 raise bad(
                     f"events of {label} continue here after other instances "
@@ -302,7 +325,7 @@ def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
             seen[uuid] = number
             group = _Group(uuid=uuid, label=label, line=number)
             instances += 1
-        _add_event(group, mapper, version, stored, bad)
+        _add_event(group, mapper, version, stored, bad, limits=limits)
         events += 1
     if number == 0:
         raise ExportFileError("the file is empty", source=source)
@@ -314,7 +337,13 @@ def _read_export(lines: Iterable[str], source: str) -> Iterator[_Group]:
 
 
 def _add_event(
-    group: _Group, mapper: JsonMapper, version: int, stored: StoredEvent, bad: Any
+    group: _Group,
+    mapper: JsonMapper,
+    version: int,
+    stored: StoredEvent,
+    bad: Any,
+    *,
+    limits: Limits,
 ) -> None:
     """Append one event to ``group``, replaying it on the instance rebuilt so far."""
     label = group.label
@@ -341,7 +370,48 @@ def _add_event(
             f"{label} version {version} has the topic {stored.topic!r}, an event of "
             f"another kind's instances than this {getattr(owner, 'kind', '?')} instance"
         )
+    # The user values the event records whole: a state (started, state_changed) or an
+    # input event (event_added). A state patched into being is checked once rebuilt.
+    where = f"{label} version {version}"
+    for attr, what in (("state", "state"), ("event", "event")):
+        if attr in getattr(type(event), "__dataclass_fields__", ()):
+            _check_user_value(getattr(event, attr), what, f"{where}: its {what}", limits, bad)
     group.stored.append(stored)
+
+
+#: By what a user value is: the import_jsonl() option and CLI flag of its limit.
+_LIMIT_OPTIONS: Final = {
+    "event": ("max_event_bytes", "--max-event-bytes"),
+    "state": ("max_state_bytes", "--max-state-bytes"),
+}
+
+
+def _check_user_value(value: Any, what: str, where: str, limits: Limits, bad: Any) -> None:
+    """Raise ``bad(...)`` unless ``value`` (a ``state`` or an ``event``) is what the
+    runtime would store: nested at most MAX_NESTING deep and, as the runtime measures
+    it (its JSON, pydantic's compact UTF-8), within its size limit."""
+    if value is None:
+        return
+    try:
+        check_json_value(value, what)
+    except ValidationError as exc:
+        if "levels deep" in str(exc):
+            raise bad(
+                f"{where} is nested deeper than stored values may be ({MAX_NESTING} levels)"
+            ) from None
+        raise bad(f"{where}: {str(exc).removesuffix(' Nothing was written.')}") from None
+    try:
+        size = len(pydantic_core.to_json(value))
+    except Exception as exc:  # what the runtime's JSON writer cannot write either
+        raise bad(f"{where} cannot be stored as JSON ({exc})") from None
+    name, limit = limits.for_value(what)
+    if size > limit:
+        option, flag = _LIMIT_OPTIONS[what]
+        raise bad(
+            f"{where} is {size:,} bytes as JSON, over the limit of {limit:,} bytes "
+            f"({name} of open_jobs); if the app runs with a larger {name}, import with "
+            f"{flag} (import_jsonl({option}=...)) set to it"
+        )
 
 
 def _check_header(doc: dict[str, Any], bad: Any) -> None:
@@ -393,10 +463,15 @@ def _parse_event(doc: dict[str, Any], bad: Any) -> tuple[UUID, int, StoredEvent,
     return uuid, version, StoredEvent(uuid, version, doc["topic"], state), label
 
 
-def _finish(group: _Group, bad: Any) -> _Group:
+def _finish(group: _Group, bad: Any, limits: Limits) -> _Group:
     agg = group.agg
     assert agg is not None
     d = agg.d
     if f"{d.kind} job {d.job!r} instance {d.instance_id!r}" != group.label:
         raise bad(f"the events of {group.label} (from line {group.line}) rebuild another instance")
+    # The states the runtime will read (a debounce batch's, patched event by event,
+    # too), as rebuilt from the whole log.
+    for held, value, _ in agg.held_json():
+        where = f"{group.label} (its events from this line on): the {held} they rebuild"
+        _check_user_value(value, "state", where, limits, lambda m: bad(m, group.line))
     return group

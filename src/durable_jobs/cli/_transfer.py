@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 from rich.text import Text
 
+from durable_jobs._domain.values import DEFAULT_LIMITS
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.urls import StoreURL
 from durable_jobs.cli._app import (
@@ -215,10 +216,34 @@ JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
     help="Finish an import of this FILE that was interrupted: skip the instances it "
     "wrote already (a store log that begins with the file's rows).",
 )
+@click.option(
+    "--max-event-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMITS.max_event_bytes,
+    show_default=True,
+    help="The largest event (as UTF-8 JSON) the file may hold: the app's max_event_bytes "
+    "of open_jobs, when it runs with a larger one.",
+)
+@click.option(
+    "--max-state-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMITS.max_state_bytes,
+    show_default=True,
+    help="The largest state (as UTF-8 JSON) the file may hold: the app's max_state_bytes "
+    "of open_jobs, when it runs with a larger one.",
+)
 @store_option
 @json_option
 @click.pass_obj
-def import_(state: CliState, *, file: str, resume: bool, as_json: bool) -> None:
+def import_(
+    state: CliState,
+    *,
+    file: str,
+    resume: bool,
+    max_event_bytes: int,
+    max_state_bytes: int,
+    as_json: bool,
+) -> None:
     """Import an export FILE ('-': stdin) into the store. Writes.
 
     The whole file is checked first: a malformed line (reported with its
@@ -230,16 +255,26 @@ def import_(state: CliState, *, file: str, resume: bool, as_json: bool) -> None:
     result is counted again in the store. The store is created if missing.
     Refused while a jobs runtime serves an SQLite store (it would not run the
     imported alarms): stop it first.
+
+    Values are held to what the runtime stores: a state or event over the
+    size limits (1 MiB each, or --max-state-bytes / --max-event-bytes) or
+    nested deeper than 100 is a malformed line.
     """
     # A file is checked before the store is opened, so a malformed one leaves
     # nothing behind (not even a new, empty database or schema). Standard input
     # is read once the store is open; a new SQLite file is removed if it fails.
     if file != "-":
-        check_export(file)
+        check_export(file, max_event_bytes=max_event_bytes, max_state_bytes=max_state_bytes)
     new_file = _new_sqlite_file(state)
     try:
         with opened_store(state, must_exist=False) as store:
-            summary = import_jsonl(store, sys.stdin if file == "-" else file, resume=resume)
+            summary = import_jsonl(
+                store,
+                sys.stdin if file == "-" else file,
+                resume=resume,
+                max_event_bytes=max_event_bytes,
+                max_state_bytes=max_state_bytes,
+            )
             url = str(store.url)
     except BaseException:
         if new_file is not None:
