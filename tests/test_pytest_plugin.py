@@ -193,6 +193,18 @@ def test_d_a_plan_cleared_by_the_test_is_fine(durable_jobs_run):
         failures.clear()
 
     durable_jobs_run(scenario)
+
+
+def test_e_a_test_without_the_fixtures_leaves_a_plan():
+    failures.fail_next("inbox")  # a hypothesis machine's, say: not checked here
+
+
+async def test_f_a_later_harness_test_neither_takes_nor_answers_for_it(
+    durable_jobs_harness, autojump_clock
+):
+    await durable_jobs_harness.debounce(digest).add("inbox", "a")
+    await durable_jobs_harness.advance(timedelta(minutes=2))
+    assert [f.event_count for f in durable_jobs_harness.flushes(digest)] == [1]
 """
 
 
@@ -204,8 +216,11 @@ def test_a_failure_planned_and_not_taken_fails_its_own_test_not_the_next(
     assert code == 1, output
     # The async fixture's teardown runs in the test's trio run (a failure), the
     # synchronous one's after the test (an error at teardown).
-    assert outcome(output) == {"failed": 1, "passed": 3, "error": 1}, output
+    assert outcome(output) == {"failed": 1, "passed": 5, "error": 1}, output
     assert "PASSED test_leak.py::test_b_expects_its_flush_to_succeed" in output, output
+    # A plan left by a test without the plugin's fixtures is dropped before the next
+    # test: it failed the next harness test's teardown, naming failures it never planned.
+    assert "PASSED test_leak.py::test_f_a_later_harness_test_neither_takes" in output, output
     assert "PASSED test_leak.py::test_d_a_plan_cleared_by_the_test_is_fine" in output, output
     assert re.search(r"(FAILED|ERROR) test_leak.py::test_a_plans_a_failure_no_run_takes", output)
     assert re.search(r"(FAILED|ERROR) test_leak.py::test_c_the_sync_runner_checks_too", output)

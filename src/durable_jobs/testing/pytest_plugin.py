@@ -241,6 +241,15 @@ def durable_jobs_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> It
             _drop_schema(server, schema)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each test (its fixtures included): failures an earlier test planned and
+    left are dropped, silently (a test without this plugin's fixtures, a hypothesis
+    machine that meant to leave them): they are that test's, and this test's runs
+    must not take them."""
+    take_unused_failures()
+
+
 def _no_unused_failures() -> None:
     """Fail the test's teardown if a FailurePlan still has failures it planned (and clear
     them): no call took them, so the test did not test what it meant to, and the next
