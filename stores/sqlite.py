@@ -312,6 +312,23 @@ class _NotServed(Exception):
     knows it."""
 
 
+#: The runtime lock file of a database file is its real path and this.
+_LOCK_SUFFIX = ".runtime-lock"
+
+
+def _flocked(name: str) -> IO[bytes] | None:
+    """The file ``name`` (made, owner only, if missing) opened and exclusively
+    ``flock``-ed, or None if another open file holds that lock. Opening it may raise
+    ``OSError``."""
+    lock = os.fdopen(os.open(name, os.O_RDWR | os.O_CREAT, _FILE_MODE), "a+b")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return None
+    return lock
+
+
 def _identity(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
@@ -443,20 +460,16 @@ class SQLiteStore(Store):
             # An OSError as the cause: not "another runtime serves it" (see claim_runtime).
             raise ConfigurationError(msg) from PermissionError(errno.EACCES, "not writable", path)
         try:
-            fd = os.open(f"{path}.runtime-lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            lock = _flocked(path + _LOCK_SUFFIX)
         except OSError as exc:
             msg = (
-                f"Cannot serve {self.url}: its runtime lock file {path}.runtime-lock cannot "
+                f"Cannot serve {self.url}: its runtime lock file {path}{_LOCK_SUFFIX} cannot "
                 f"be opened ({exc.strerror or exc}). A jobs runtime, and the tools that "
                 "write, need a directory they can write in beside the database (for that "
                 "file and SQLite's -wal and -shm files)."
             )
             raise ConfigurationError(msg) from exc
-        lock = os.fdopen(fd, "a+b")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
+        if lock is None:
             msg = (
                 f"Another jobs runtime already serves {self.url}. An SQLite store is served "
                 "by one process (and one open_jobs) at a time; to run several worker "
@@ -505,7 +518,7 @@ class SQLiteStore(Store):
                 "(-wal and -shm included) while a process serves it."
             ) from _NotServed(path)
         try:
-            lock_now = _identity(os.stat(f"{path}.runtime-lock"))
+            lock_now = _identity(os.stat(path + _LOCK_SUFFIX))
         except FileNotFoundError:
             lock_now = None
         if lock_now != locked:
@@ -513,13 +526,9 @@ class SQLiteStore(Store):
 
     def _lock_again(self, path: str) -> None:
         """The runtime lock file was deleted (or replaced): lock a new one, or stop."""
-        name = f"{path}.runtime-lock"
-        fd = os.open(name, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-        lock = os.fdopen(fd, "a+b")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
+        name = path + _LOCK_SUFFIX
+        lock = _flocked(name)
+        if lock is None:
             raise StoreError(
                 f"The runtime lock file {name} of {self.url} was deleted while this jobs "
                 "runtime served the file, and another runtime has locked a new one since: "
