@@ -318,15 +318,7 @@ class PostgresApplicationRecorderWithIndex(
         were ``held`` (then the transaction rolls back)."""
         if held >= len(kwargs.get(FENCE_KWARG) or ()):
             return
-        rows = index_rows_from(kwargs)
-        names = ", ".join(sorted({str(r.instance_uuid) for r in rows}))
-        log.warning(
-            "A commit to instance(s) %s was refused: their lock session was lost "
-            "(connection dropped or lease expired), so another process may run "
-            "them now; nothing was written and the run goes again",
-            names,
-            extra=_log_fields(rows),
-        )
+        names = _names(index_rows_from(kwargs))
         raise LockLost(
             f"The instance lock of {names} was lost (its session ended: connection "
             "dropped or lease expired); this commit was refused and nothing was "
@@ -385,13 +377,32 @@ class PostgresApplicationRecorderWithIndex(
                     raise
                 uncertain = True
                 reached.recheck()
-            except IntegrityError:
+            except (IntegrityError, LockLost) as exc:
+                # After a try whose answer was lost, a duplicate key, or a fence that
+                # fails now (the lock session died with that connection), may be
+                # this same commit, made by the earlier try: then it succeeded, and
+                # must not be reported as refused (the caller would decide and
+                # commit it again).
                 if uncertain and self._already_recorded(
                     stored_events.stored_events()
                     if isinstance(stored_events, EventColumns)
                     else stored_events
                 ):
+                    log.info(
+                        "A commit whose answer was lost had gone through: its events "
+                        "are in the store as written",
+                        extra=_log_fields(index_rows_from(kwargs)),
+                    )
                     return None
+                if isinstance(exc, LockLost):
+                    rows = index_rows_from(kwargs)
+                    log.warning(
+                        "A commit to instance(s) %s was refused: their lock session was "
+                        "lost (connection dropped or lease expired), so another process "
+                        "may run them now; nothing was written and the run goes again",
+                        _names(rows),
+                        extra=_log_fields(rows),
+                    )
                 raise
             else:
                 reached.down = False
@@ -561,6 +572,11 @@ def _insert_events_once(
 ) -> Sequence[int] | None:
     """One try of the insert (see :func:`insert_in_one_round_trip`)."""
     return insert_in_one_round_trip(recorder, stored_events, kwargs)
+
+
+def _names(rows: Sequence[IndexRow]) -> str:
+    """The instances of a commit's index rows, for its messages."""
+    return ", ".join(sorted({str(r.instance_uuid) for r in rows}))
 
 
 def _log_fields(rows: Sequence[IndexRow]) -> dict[str, Any]:
