@@ -48,6 +48,40 @@ def test_malformed_urls_are_configuration_errors_without_passwords(bad: str) -> 
     assert SECRET not in text
 
 
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        (f"postgresql://u:{SECRET}@127.0.0.1:0/db", "0"),
+        (f"postgresql://u:{SECRET}@db.example:65536/db", "65536"),
+        (f"postgres://u:{SECRET}@[::1]:0/db", "0"),
+        (f"postgresql://u:{SECRET}@db1:5432,db2:0/db?target_session_attrs=read-write", "0"),
+    ],
+)
+def test_a_port_out_of_range_is_refused_wherever_a_url_is_read(
+    url: str, port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 0 was taken (libpq then connected to 5432 unsaid): open_store, doctor and
+    every other command refuse it, naming the port, never the password."""
+    from _cli_fixtures import invoke
+
+    expected = f"Invalid port {port} in store URL "
+    with pytest.raises(dj.ConfigurationError, match=expected) as info:
+        dj.open_store(url)
+    assert SECRET not in "".join(traceback.format_exception(info.value))
+    assert "a port is a number from 1 to 65535" in str(info.value)
+    for command in (["doctor"], ["doctor", "--json"], ["list"]):
+        code, out, err = invoke(capsys, "--store", url, *command)
+        assert code != 0 and out == ""
+        assert expected in err and SECRET not in err
+
+
+def test_a_password_that_looks_like_a_port_is_not_quoted() -> None:
+    # 'u:0/x' before the '@': the 0 is part of an unencoded password, not a port.
+    with pytest.raises(dj.ConfigurationError, match="an '@' after the host") as info:
+        dj.open_store("postgresql://u:0/secret@127.0.0.1/db")
+    assert "secret" not in str(info.value) and "port" not in str(info.value)
+
+
 def test_unknown_scheme_names_the_accepted_ones() -> None:
     with pytest.raises(dj.ConfigurationError) as info:
         dj.open_store(f"redis://u:{SECRET}@localhost/0")

@@ -50,7 +50,12 @@ class StoreURL:
             raise ConfigurationError(msg) from None
         try:
             parts = urlsplit(url)
-            hosts = _host_list(parts.netloc.rpartition("@")[2])
+            hostport = parts.netloc.rpartition("@")[2]
+            # Not for a URL with an '@' after its host: what looks like a port there is
+            # part of a password holding a '/' (refused below, without quoting it).
+            if not _at_after_host(url, parts.netloc, parts.query):
+                _check_ports(url, hostport)
+            hosts = _host_list(hostport)
             port = parts.port if not hosts else None
         except ValueError:
             # Not the parser's message: it can quote part of a password ("Port could
@@ -61,9 +66,7 @@ class StoreURL:
                 "'/' as %2F)."
             )
             raise ConfigurationError(msg) from None
-        if "@" in parts.query or (
-            parts.netloc and url.rfind("@") > url.find(parts.netloc) + len(parts.netloc)
-        ):
+        if _at_after_host(url, parts.netloc, parts.query):
             msg = (
                 f"Malformed store URL {redact(url)!r}: an '@' after the host (a password "
                 "holding '/', '?', '#' or '@' must be percent-encoded, e.g. '/' as %2F)."
@@ -131,6 +134,36 @@ class StoreURL:
         return redact(f"{self.scheme}://{netloc}{self.path}" + (f"?{query}" if query else ""))
 
 
+def _at_after_host(url: str, netloc: str, query: str) -> bool:
+    """Whether ``url`` holds an ``@`` after its host (in the path or the query)."""
+    return "@" in query or bool(netloc and url.rfind("@") > url.find(netloc) + len(netloc))
+
+
+def _split_host(item: str) -> tuple[str, str]:
+    """``(host, port text)`` of one ``host[:port]`` (an IPv6 address in brackets);
+    ValueError for text after an IPv6 address's ``]`` that is not ``:port``."""
+    if item.startswith("["):  # an IPv6 address: [::1]:5432
+        host, _, rest = item[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(item)
+        return host, rest[1:]
+    host, _, port_text = item.partition(":")
+    return host, port_text
+
+
+def _check_ports(url: str, hostport: str) -> None:
+    """ConfigurationError for a port given as a number outside 1-65535 (``:0`` included:
+    libpq would take it for no port and connect to 5432)."""
+    for item in hostport.split(","):
+        port_text = _split_host(item)[1]
+        if port_text.isdigit() and not 0 < int(port_text) < 65536:
+            msg = (
+                f"Invalid port {port_text} in store URL {redact(url)!r}: a port is a number "
+                "from 1 to 65535 (leave it out for the default, 5432 for Postgres)."
+            )
+            raise ConfigurationError(msg)
+
+
 def _host_list(hostport: str) -> tuple[tuple[str, int | None], ...]:
     """The hosts of a libpq multi-host netloc (``db1:5432,db2``); empty for one host.
 
@@ -140,13 +173,7 @@ def _host_list(hostport: str) -> tuple[tuple[str, int | None], ...]:
         return ()
     hosts: list[tuple[str, int | None]] = []
     for item in hostport.split(","):
-        if item.startswith("["):  # an IPv6 address: [::1]:5432
-            host, _, rest = item[1:].partition("]")
-            if rest and not rest.startswith(":"):
-                raise ValueError(item)
-            port_text = rest[1:]
-        else:
-            host, _, port_text = item.partition(":")
+        host, port_text = _split_host(item)
         if not host:
             raise ValueError(item)
         port: int | None = None
