@@ -26,6 +26,7 @@ from durable_jobs.adapters import (
     IndexRow,
     InstanceIndex,
     Store,
+    StoreURL,
 )
 
 __all__ = ["MemoryApplicationRecorder", "MemoryStore"]
@@ -391,8 +392,10 @@ class MemoryStore(Store):
     durable = False
     blocking = False
 
-    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
-        url = self.url
+    @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """No options, and nothing after the ``//``."""
+        super().check_url(url)
         if (
             url.host
             or url.path not in ("", "/")
@@ -400,8 +403,10 @@ class MemoryStore(Store):
             or url.password is not None
             or url.port is not None
         ):
-            msg = f"The memory store takes no location: use 'memory://', not {str(self.url)!r}."
+            msg = f"The memory store takes no location: use 'memory://', not {str(url)!r}."
             raise ConfigurationError(msg)
+
+    def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         return _MemoryFactory(env)
 
     def _insert_stored(self, events: Sequence[Any], kwargs: dict[str, Any]) -> None:

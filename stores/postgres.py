@@ -83,6 +83,8 @@ __all__ = [
     "PostgresStore",
     "advisory_key",
     "alarm_channel",
+    "schema_of",
+    "settings_of",
 ]
 
 log = logging.getLogger("durable_jobs.store")
@@ -180,22 +182,14 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
     @property
     def schema(self) -> str:
         """The schema holding this store's tables."""
-        schema = self.url.option("schema", "public") or ""
-        if not _SCHEMA_NAME.fullmatch(schema):
-            msg = (
-                f"Invalid schema {schema!r} in store URL {str(self.url)!r}: use 1-63 "
-                "lower-case letters, digits and '_', not starting with a digit."
-            )
-            raise ConfigurationError(msg)
-        if schema in _RESERVED_SCHEMA_NAMES or schema.startswith("pg_"):
-            msg = (
-                f"Invalid schema {schema!r} in store URL {str(self.url)!r}: an SQL keyword "
-                "(other than the unreserved ones), information_schema or a name starting "
-                "with 'pg_' (reserved for system schemas) cannot hold the jobs tables; "
-                "pick another name, e.g. 'jobs'."
-            )
-            raise ConfigurationError(msg)
-        return schema
+        return schema_of(self.url)
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """Its options, then the settings and the schema name read from it."""
+        super().check_url(url)
+        settings_of(url)
+        schema_of(url)
 
     @property
     def max_concurrency(self) -> int:
@@ -455,27 +449,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         )
 
     def _settings(self) -> dict[str, Any]:
-        url = self.url
-        dbname = url.path[1:] if url.path.startswith("/") else url.path
-        missing = [
-            what
-            for what, value in (("user", url.username), ("host", url.host), ("database", dbname))
-            if not value
-        ]
-        if missing or "/" in dbname:
-            problem = f"no {' and no '.join(missing)}" if missing else "a malformed database name"
-            msg = f"The Postgres store URL {str(url)!r} has {problem}; use e.g. {EXAMPLE_URL!r}."
-            raise ConfigurationError(msg)
-        return {
-            **libpq_hosts(url),
-            "dbname": dbname,
-            "user": url.username,
-            "password": url.password or "",
-            "connect_timeout": _whole(url, "connect_timeout", "5"),
-            "pool_size": _whole(url, "pool_size", "5"),
-            "query_timeout": _whole(url, "query_timeout", str(QUERY_TIMEOUT)),
-            "tls": libpq_tls(url),
-        }
+        return settings_of(self.url)
 
     def _factory_env(self) -> dict[str, str]:
         s = self._settings()
@@ -547,6 +521,53 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             if isinstance(exc, DurableJobsError):
                 scrub_chain(exc, self.url.password)
             raise
+
+
+def schema_of(url: StoreURL) -> str:
+    """The schema named by ``url`` (``public`` by default); ConfigurationError for a name
+    the store cannot use."""
+    schema = url.option("schema", "public") or ""
+    if not _SCHEMA_NAME.fullmatch(schema):
+        msg = (
+            f"Invalid schema {schema!r} in store URL {str(url)!r}: use 1-63 "
+            "lower-case letters, digits and '_', not starting with a digit."
+        )
+        raise ConfigurationError(msg)
+    if schema in _RESERVED_SCHEMA_NAMES or schema.startswith("pg_"):
+        msg = (
+            f"Invalid schema {schema!r} in store URL {str(url)!r}: an SQL keyword "
+            "(other than the unreserved ones), information_schema or a name starting "
+            "with 'pg_' (reserved for system schemas) cannot hold the jobs tables; "
+            "pick another name, e.g. 'jobs'."
+        )
+        raise ConfigurationError(msg)
+    return schema
+
+
+def settings_of(url: StoreURL) -> dict[str, Any]:
+    """The connection settings of ``url`` (ConfigurationError for a value it cannot take):
+    libpq's host(s), port(s) and ``target_session_attrs``, ``dbname``, ``user``,
+    ``password``, ``connect_timeout``, ``pool_size``, ``query_timeout`` and ``tls``."""
+    dbname = url.path[1:] if url.path.startswith("/") else url.path
+    missing = [
+        what
+        for what, value in (("user", url.username), ("host", url.host), ("database", dbname))
+        if not value
+    ]
+    if missing or "/" in dbname:
+        problem = f"no {' and no '.join(missing)}" if missing else "a malformed database name"
+        msg = f"The Postgres store URL {str(url)!r} has {problem}; use e.g. {EXAMPLE_URL!r}."
+        raise ConfigurationError(msg)
+    return {
+        **libpq_hosts(url),
+        "dbname": dbname,
+        "user": url.username,
+        "password": url.password or "",
+        "connect_timeout": _whole(url, "connect_timeout", "5"),
+        "pool_size": _whole(url, "pool_size", "5"),
+        "query_timeout": _whole(url, "query_timeout", str(QUERY_TIMEOUT)),
+        "tls": libpq_tls(url),
+    }
 
 
 def _own_inserts(cls: type[Any]) -> bool:

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.persistence import InfrastructureFactory, StoredEvent
@@ -49,7 +49,10 @@ from durable_jobs.adapters import (
     type_versions_from,
 )
 
-__all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore"]
+if TYPE_CHECKING:
+    from durable_jobs.adapters import StoreURL
+
+__all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore", "path_of"]
 
 log = logging.getLogger("durable_jobs.store")
 
@@ -407,18 +410,15 @@ class SQLiteStore(Store):
     @property
     def path(self) -> str:
         """The database file's path (relative paths are relative to the working directory)."""
-        path = self.url.path
-        if self.url.host or not path.startswith("/") or path in ("/", ""):
-            msg = (
-                f"Malformed SQLite URL {str(self.url)!r}: use 'sqlite:///relative/path.db' "
-                "or 'sqlite:////absolute/path.db' (three slashes, then the path)."
-            )
-            raise ConfigurationError(msg)
-        path = path[1:]
-        if path == ":memory:" or "mode=memory" in path:
-            msg = "An in-memory SQLite database is not supported: use 'memory://' instead."
-            raise ConfigurationError(msg)
-        return path
+        return path_of(self.url)
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """Its options, then the path and the option values read from it."""
+        super().check_url(url)
+        path_of(url)
+        _lock_timeout(url)
+        _synchronous_of(url)
 
     _runtime_lock: IO[bytes] | None = None
     #: While a runtime serves the file (see :meth:`claim_runtime`): the file's real
@@ -591,9 +591,7 @@ class SQLiteStore(Store):
         own (the ones handlers write with ``ctx.execute``). Without ``create`` (read-only tools) a
         missing file, or one without our tables, is refused.
         """
-        self._factory_env()  # the URL's options are checked before anything is created
-        self._synchronous()
-        path = self.path
+        path = self.path  # the URL was checked (check_url) before anything is created
         if path.endswith("/") or os.path.isdir(path):
             msg = (
                 f"The SQLite store path {path!r} in {str(self.url)!r} is a directory; name "
@@ -693,24 +691,49 @@ class SQLiteStore(Store):
         return recorder.delete_instance(uuid, version, table)
 
     def _factory_env(self) -> dict[str, str]:
-        timeout = self.url.option("lock_timeout", "5") or "5"
-        if not timeout.isdigit():
-            msg = f"lock_timeout must be a whole number of seconds, not {timeout!r}."
-            raise ConfigurationError(msg)
-        return {"SQLITE_DBNAME": self.path, "SQLITE_LOCK_TIMEOUT": timeout}
+        return {"SQLITE_DBNAME": self.path, "SQLITE_LOCK_TIMEOUT": _lock_timeout(self.url)}
 
     def _synchronous(self) -> str:
-        synchronous = (self.url.option("synchronous", "full") or "").upper()
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            msg = (
-                "synchronous must be 'full' (default), 'normal' or 'extra', "
-                f"not {synchronous.lower()!r}."
-            )
-            raise ConfigurationError(msg)
-        return synchronous
+        return _synchronous_of(self.url)
 
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
         return _SQLiteFactory(env, synchronous=self._synchronous())
+
+
+def path_of(url: StoreURL) -> str:
+    """The database file's path named by ``url`` (ConfigurationError for a URL that
+    names none, or an in-memory database)."""
+    path = url.path
+    if url.host or not path.startswith("/") or path in ("/", ""):
+        msg = (
+            f"Malformed SQLite URL {str(url)!r}: use 'sqlite:///relative/path.db' "
+            "or 'sqlite:////absolute/path.db' (three slashes, then the path)."
+        )
+        raise ConfigurationError(msg)
+    path = path[1:]
+    if path == ":memory:" or "mode=memory" in path:
+        msg = "An in-memory SQLite database is not supported: use 'memory://' instead."
+        raise ConfigurationError(msg)
+    return path
+
+
+def _lock_timeout(url: StoreURL) -> str:
+    timeout = url.option("lock_timeout", "5") or "5"
+    if not timeout.isdigit():
+        msg = f"lock_timeout must be a whole number of seconds, not {timeout!r}."
+        raise ConfigurationError(msg)
+    return timeout
+
+
+def _synchronous_of(url: StoreURL) -> str:
+    synchronous = (url.option("synchronous", "full") or "").upper()
+    if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        msg = (
+            "synchronous must be 'full' (default), 'normal' or 'extra', "
+            f"not {synchronous.lower()!r}."
+        )
+        raise ConfigurationError(msg)
+    return synchronous
 
 
 @functools.cache

@@ -224,6 +224,74 @@ def test_doctor_on_memory_and_bad_input(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 1 and err.startswith("error: Malformed store URL")
 
 
+# ---- doctor refuses the URLs opening the store refuses -----------------------------------
+
+_PASSWORD = "doctor-s3cret"
+
+
+def _refused_alike(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """doctor refuses ``url`` with open_store's own message (text and --json), exit 1,
+    and never shows the password."""
+    with pytest.raises(dj.ConfigurationError) as refused:
+        dj.open_store(url, create=False)
+    expected = str(refused.value)
+    assert _PASSWORD not in expected
+    code, out, err = invoke(capsys, "doctor", "--store", url)
+    assert (code, out, err) == (1, "", f"error: {expected}\n")
+    code, out, err = invoke(capsys, "doctor", "--store", url, "--json")
+    assert (code, out) == (1, "") and json.loads(err)["error"] == expected
+    assert _PASSWORD not in err
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query",
+    [
+        "options=-c%20statement_timeout%3D1",
+        "pool_size=abc",
+        "connect_timeout=-1",
+        "query_timeout=0",
+        "sslmode=bogus",
+        "target_session_attrs=sideways",
+    ],
+)
+def test_doctor_refuses_a_postgres_url_that_open_store_refuses(
+    query: str, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dj.open_store(pg_url).close()  # the store is there: its own URL is fine
+    assert doctor_json(capsys, pg_url)[0] == 0
+    url = pg_url.replace("postgres@", f"postgres:{_PASSWORD}@", 1)
+    _refused_alike(capsys, f"{url}&{query}")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("schema", ["Jobs", "select", "pg_jobs", "", "x" * 64])
+def test_doctor_says_a_schema_name_is_invalid_not_missing(
+    schema: str, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = postgres_url.replace("postgres@", f"postgres:{_PASSWORD}@", 1)
+    _refused_alike(capsys, f"{url}?schema={schema}")
+
+
+@pytest.mark.parametrize(
+    "query", ["lock_timeout=soon", "synchronous=off", "journal_mode=delete", "schema=jobs"]
+)
+def test_doctor_refuses_a_sqlite_url_that_open_store_refuses(
+    query: str, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dj.open_store(sqlite_url).close()
+    assert doctor_json(capsys, sqlite_url)[0] == 0
+    _refused_alike(capsys, f"{sqlite_url}?{query}")
+
+
+def test_doctor_refuses_what_memory_and_unknown_schemes_refuse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _refused_alike(capsys, f"memory://app:{_PASSWORD}@somewhere")
+    _refused_alike(capsys, "memory://?size=10")
+    _refused_alike(capsys, f"redis://app:{_PASSWORD}@localhost/0")
+
+
 # ---- doctor finds what was changed behind the store's back -------------------------------
 
 

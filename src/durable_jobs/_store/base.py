@@ -236,11 +236,23 @@ class Store(RowsAndIndex, ABC):
             raise ConfigurationError(msg)
         if not isinstance(create, bool):
             raise ConfigurationError(f"create must be True or False, not {create!r}.")
-        url.check_options(set(self.url_options))
+        self.check_url(url)
         self.url = url
         self.snapshot_interval = snapshot_interval
         self.create = create
         self._app = self._open_application()
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """Raise :class:`ConfigurationError` if this adapter refuses ``url`` (an unknown
+        option, a value it cannot take), without opening or creating anything.
+
+        Opening a store checks its URL with this first, and ``durable-jobs doctor``
+        checks with it before it looks: both refuse a URL the same way, with the
+        same message. Adapters that read more of the URL than its option names
+        extend it (calling ``super().check_url(url)``).
+        """
+        url.check_options(set(cls.url_options))
 
     @classmethod
     def from_url(cls, url: StoreURL, **options: Any) -> Self:

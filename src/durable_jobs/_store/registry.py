@@ -11,7 +11,7 @@ from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.urls import StoreURL
 
-__all__ = ["ENTRY_POINT_GROUP", "open_store", "store_schemes"]
+__all__ = ["ENTRY_POINT_GROUP", "adapter_for", "open_store", "store_schemes"]
 
 ENTRY_POINT_GROUP = "durable_jobs.stores"
 
@@ -39,6 +39,17 @@ def open_store(url: str, **options: Any) -> Store:
     A new SQLite file is created with mode 0600.
     """
     parsed = StoreURL.parse(url)
+    cls = adapter_for(parsed)
+    _check_options(cls, parsed.scheme, options)
+    return cls.from_url(parsed, **options)
+
+
+def adapter_for(parsed: StoreURL) -> type[Store]:
+    """The store class of ``parsed``'s scheme (ConfigurationError if none is installed).
+
+    What :func:`open_store` opens; ``durable-jobs doctor`` checks a URL with its
+    :meth:`~Store.check_url`, as opening the store does.
+    """
     adapters = _entry_points()
     ep = adapters.get(parsed.scheme)
     if ep is None:
@@ -55,8 +66,7 @@ def open_store(url: str, **options: Any) -> Store:
     if not (isinstance(cls, type) and issubclass(cls, Store)):
         msg = f"The entry point {ep.value} for {parsed.scheme!r} is not a durable_jobs Store."
         raise ConfigurationError(msg)
-    _check_options(cls, parsed.scheme, options)
-    return cls.from_url(parsed, **options)
+    return cls
 
 
 def _check_options(cls: type[Store], scheme: str, options: dict[str, Any]) -> None:

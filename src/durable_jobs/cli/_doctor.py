@@ -22,6 +22,7 @@ from durable_jobs._domain.ids import identity_problem
 from durable_jobs._errors import ConfigurationError, UnreadableIndexRow
 from durable_jobs._store.crypto import MAGIC
 from durable_jobs._store.index import INDEX_COLUMNS, reporting_unreadable, rows_from
+from durable_jobs._store.registry import adapter_for
 from durable_jobs._store.urls import StoreURL, redact, scrub
 from durable_jobs.cli._app import (
     STORE_ENV,
@@ -99,8 +100,13 @@ class Diagnosis:
 
 
 def diagnose(url: str) -> Diagnosis:
-    """Check the store at ``url`` read-only; never creates or changes anything."""
+    """Check the store at ``url`` read-only; never creates or changes anything.
+
+    A URL that opening the store refuses is refused first, with the same
+    :class:`ConfigurationError` (the adapter's own check: see ``Store.check_url``).
+    """
     parsed = StoreURL.parse(url)
+    adapter_for(parsed).check_url(parsed)
     found = Diagnosis(store=redact(url), scheme=parsed.scheme)
     if parsed.scheme == "memory":
         found.problems.append(
@@ -119,13 +125,9 @@ def diagnose(url: str) -> Diagnosis:
 
 
 def _sqlite(url: StoreURL, found: Diagnosis) -> None:
-    if url.host or not url.path.startswith("/") or url.path in ("/", ""):
-        msg = (
-            f"Malformed SQLite URL {str(url)!r}: use 'sqlite:///relative/path.db' "
-            "or 'sqlite:////absolute/path.db'."
-        )
-        raise ConfigurationError(msg)
-    path = Path(url.path[1:])
+    from durable_jobs.stores.sqlite import path_of
+
+    path = Path(path_of(url))
     if not path.is_file():
         found.problems.append(f"no SQLite file at {path} (doctor creates nothing)")
         return
@@ -190,25 +192,26 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
     import psycopg
     from psycopg import sql
 
-    from durable_jobs.stores.postgres import libpq_hosts, libpq_tls
+    from durable_jobs.stores.postgres import schema_of, settings_of
 
-    schema = url.option("schema", "public") or "public"
-    dbname = url.path[1:] if url.path.startswith("/") else url.path
-    timeout = url.option("connect_timeout", "5") or "5"
+    # The store's own reading of the URL (checked already: see diagnose).
+    schema = schema_of(url)
+    s = settings_of(url)
+    attrs = s["target_session_attrs"]
+    if attrs == "read-write":
+        # The doctor's own session is read-only on purpose, which read-write would
+        # refuse everywhere; "primary" finds the same server.
+        attrs = "primary"
     try:
-        hosts = {**libpq_hosts(url), **libpq_tls(url)}
-        if hosts["target_session_attrs"] is None:
-            del hosts["target_session_attrs"]
-        elif hosts["target_session_attrs"] == "read-write":
-            # The doctor's own session is read-only on purpose, which read-write would
-            # refuse everywhere; "primary" finds the same server.
-            hosts["target_session_attrs"] = "primary"
         conn = psycopg.connect(
-            **hosts,
-            dbname=dbname,
-            user=url.username,
-            password=url.password or "",
-            connect_timeout=int(timeout) if timeout.isdigit() else 5,
+            host=s["host"],
+            port=s["port"],
+            dbname=s["dbname"],
+            user=s["user"],
+            password=s["password"],
+            connect_timeout=s["connect_timeout"],
+            **({"target_session_attrs": attrs} if attrs is not None else {}),
+            **s["tls"],
             options="-c default_transaction_read_only=on",
             autocommit=False,
         )
