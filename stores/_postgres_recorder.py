@@ -37,6 +37,7 @@ from durable_jobs.adapters import (
     ConfigurationError,
     IndexRow,
     InstanceIndex,
+    JobsApplication,
     LockLost,
     index_rows_from,
     log_fields,
@@ -80,7 +81,12 @@ if TYPE_CHECKING:
     from psycopg.rows import DictRow
 
 __all__ = [
+    "EVENTS_TABLE",
     "FENCE_KWARG",
+    "INDEX_TABLE",
+    "SNAPSHOTS_TABLE",
+    "TABLES",
+    "TYPE_VERSIONS_TABLE",
     "EventColumns",
     "PostgresApplicationRecorderWithIndex",
     "PostgresFactoryWithIndex",
@@ -106,6 +112,12 @@ LEASE_KWARG: Final = "dj_lease"
 COMMIT_IDLE_MAX: Final = 5.0
 DUE_INDEX: Final = "dj_instances_due_at"
 TYPE_VERSIONS_TABLE: Final = "dj_type_versions"
+#: eventsourcing's events and snapshots tables: its factory names them after the
+#: application (``<name>_events``, ``<name>_snapshots``, lower case).
+EVENTS_TABLE: Final = f"{JobsApplication.name.lower()}_events"
+SNAPSHOTS_TABLE: Final = f"{JobsApplication.name.lower()}_snapshots"
+#: Every table a store keeps in its schema (what ``durable-jobs doctor`` looks for).
+TABLES: Final = (EVENTS_TABLE, SNAPSHOTS_TABLE, INDEX_TABLE, TYPE_VERSIONS_TABLE)
 _COLUMNS: Final = [c.strip() for c in INDEX_COLUMNS.split(",")]
 
 

@@ -52,7 +52,7 @@ from durable_jobs.adapters import (
 if TYPE_CHECKING:
     from durable_jobs.adapters import StoreURL
 
-__all__ = ["SQLiteApplicationRecorderWithIndex", "SQLiteStore", "path_of"]
+__all__ = ["TABLES", "SQLiteApplicationRecorderWithIndex", "SQLiteStore", "path_of"]
 
 log = logging.getLogger("durable_jobs.store")
 
@@ -62,7 +62,8 @@ TYPE_VERSIONS_TABLE = "dj_type_versions"
 _INSERT_TYPE_VERSION = (
     f"INSERT OR IGNORE INTO {TYPE_VERSIONS_TABLE} (kind, job, version) VALUES (?,?,?)"  # noqa: S608
 )
-#: Where eventsourcing's snapshot recorder keeps snapshots in the same file.
+#: Where eventsourcing's recorders keep the events, and the snapshots, in the same file.
+EVENTS_TABLE = "stored_events"
 SNAPSHOTS_TABLE = "stored_snapshots"
 # A snapshot at a version already there holds the same state: keep the row there.
 _INSERT_SNAPSHOT = f"INSERT OR IGNORE INTO {SNAPSHOTS_TABLE} VALUES (?,?,?,?)"  # noqa: S608
@@ -302,8 +303,9 @@ class SQLiteApplicationRecorderWithIndex(SQLiteApplicationRecorder, InstanceInde
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: Database files (and so their -wal and -shm files) and lock files: owner only.
 _FILE_MODE = 0o600
-#: The tables a durable-jobs SQLite file holds.
-_OUR_TABLES = frozenset({"stored_events", SNAPSHOTS_TABLE, INDEX_TABLE, TYPE_VERSIONS_TABLE})
+#: The tables a durable-jobs SQLite file holds (what ``durable-jobs doctor`` looks for).
+TABLES = (EVENTS_TABLE, SNAPSHOTS_TABLE, INDEX_TABLE, TYPE_VERSIONS_TABLE)
+_OUR_TABLES = frozenset(TABLES)
 #: SQLite primary result codes after which a write did not commit: BUSY, LOCKED,
 #: READONLY (refused before anything was written), FULL.
 _NOT_COMMITTED = frozenset({5, 6, 8, 13})
@@ -636,7 +638,7 @@ class SQLiteStore(Store):
 
     def _holds_foreign_events(self, path: str, tables: set[str]) -> bool:
         """An events table with rows but no index: another eventsourcing app's file."""
-        if "stored_events" not in tables or "dj_instances" in tables:
+        if EVENTS_TABLE not in tables or INDEX_TABLE in tables:
             return False
         with contextlib.closing(
             sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)

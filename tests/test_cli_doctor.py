@@ -101,6 +101,7 @@ async def test_doctor_reports_a_sqlite_store_and_changes_nothing(
         "stored_events": True,
         "stored_snapshots": True,
         "dj_instances": True,
+        "dj_type_versions": True,
     }
     assert report["by_status"] == {"active": 1, "debouncing": 1, "failed": 1, "running": 1}
     assert report["instances"] == 4
@@ -151,8 +152,56 @@ async def test_doctor_reports_a_postgres_store_and_changes_nothing(
         "durablejobs_events": True,
         "durablejobs_snapshots": True,
         "dj_instances": True,
+        "dj_type_versions": True,
     }
     assert census() == before
+
+
+# ---- doctor looks for every table the store makes ----------------------------------------
+
+
+def test_doctor_looks_for_every_table_of_a_sqlite_store(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dj.open_store(sqlite_url).close()
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        made = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    code, report = doctor_json(capsys, sqlite_url)
+    assert code == 0 and report["tables"] == dict.fromkeys(made, True)
+    assert "dj_type_versions" in made
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE dj_type_versions")
+    conn.close()
+    code, report = doctor_json(capsys, sqlite_url)
+    assert code == 1 and report["problems"] == ["tables missing: dj_type_versions"]
+    assert report["tables"]["dj_type_versions"] is False
+
+
+@pytest.mark.postgres
+def test_doctor_looks_for_every_table_of_a_postgres_store(
+    pg_url: str, postgres_url: str, pg_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dj.open_store(pg_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        made = {
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (pg_schema,),
+            )
+        }
+    code, report = doctor_json(capsys, pg_url)
+    assert code == 0 and report["tables"] == dict.fromkeys(made, True)
+    assert "dj_type_versions" in made
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP TABLE {}").format(sql.Identifier(pg_schema, "dj_type_versions"))
+        )
+    code, report = doctor_json(capsys, pg_url)
+    assert code == 1 and report["problems"] == ["tables missing: dj_type_versions"]
+    code, out, _ = invoke(capsys, "doctor", "--store", pg_url)
+    assert "dj_type_versions (missing)" in out and out.endswith("not ok\n")
 
 
 # ---- doctor creates nothing --------------------------------------------------------------
@@ -179,7 +228,7 @@ def test_doctor_on_a_file_that_is_not_a_store_changes_nothing(
     assert code == 1
     assert report["problems"] == ["no durable-jobs tables: nothing was ever stored here"]
     assert report["tables"] == dict.fromkeys(
-        ("stored_events", "stored_snapshots", "dj_instances"), False
+        ("stored_events", "stored_snapshots", "dj_instances", "dj_type_versions"), False
     )
     assert path.read_bytes() == b""
     assert [p.name for p in tmp_path.iterdir()] == ["other.db"]

@@ -41,9 +41,6 @@ __all__ = ["SCHEMA_VERSION", "Diagnosis", "diagnose"]
 #: yet: a store whose tables are all present is at this version.
 SCHEMA_VERSION = 1
 
-_SQLITE_TABLES = ("stored_events", "stored_snapshots", "dj_instances")
-_POSTGRES_TABLES = ("durablejobs_events", "durablejobs_snapshots", "dj_instances")
-
 
 @dataclass
 class Diagnosis:
@@ -125,7 +122,13 @@ def diagnose(url: str) -> Diagnosis:
 
 
 def _sqlite(url: StoreURL, found: Diagnosis) -> None:
-    from durable_jobs.stores.sqlite import path_of
+    from durable_jobs.stores.sqlite import (
+        EVENTS_TABLE,
+        INDEX_TABLE,
+        SNAPSHOTS_TABLE,
+        TABLES,
+        path_of,
+    )
 
     path = Path(path_of(url))
     if not path.is_file():
@@ -146,7 +149,7 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
     try:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         found.connected = True
-        found._tables_found(_SQLITE_TABLES, names)
+        found._tables_found(TABLES, names)
         if found.schema_version is not None:
 
             def rows(table: str, grouped: bool) -> list[tuple[Any, ...]]:
@@ -155,10 +158,10 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
                     return list(conn.execute(f'SELECT status, count(*) FROM "{table}" GROUP BY 1'))  # noqa: S608
                 return list(conn.execute(f'SELECT count(*) FROM "{table}"'))  # noqa: S608
 
-            _count(found, rows, _SQLITE_TABLES)
-            index = conn.execute(f"SELECT {INDEX_COLUMNS} FROM {_SQLITE_TABLES[2]}")  # noqa: S608
+            events, index_table = EVENTS_TABLE, INDEX_TABLE
+            _count(found, rows, events, SNAPSHOTS_TABLE, index_table)
+            index = conn.execute(f"SELECT {INDEX_COLUMNS} FROM {index_table}")  # noqa: S608
             _check_index_rows(found, index)
-            events, _, index_table = _SQLITE_TABLES
             found.encrypted_events = int(
                 conn.execute(
                     f"SELECT count(*) FROM {events} WHERE substr(state, 1, ?) = ?",  # noqa: S608
@@ -192,6 +195,12 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
     import psycopg
     from psycopg import sql
 
+    from durable_jobs.stores._postgres_recorder import (
+        EVENTS_TABLE,
+        INDEX_TABLE,
+        SNAPSHOTS_TABLE,
+        TABLES,
+    )
     from durable_jobs.stores.postgres import schema_of, settings_of
 
     # The store's own reading of the URL (checked already: see diagnose).
@@ -229,7 +238,7 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
         names = conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
         )
-        found._tables_found(_POSTGRES_TABLES, {str(row[0]) for row in names})
+        found._tables_found(TABLES, {str(row[0]) for row in names})
         if found.schema_version is not None:
 
             def rows(table: str, grouped: bool) -> list[tuple[Any, ...]]:
@@ -240,15 +249,13 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
                     q = sql.SQL("SELECT count(*) FROM {}").format(name)
                 return list(conn.execute(q))
 
-            _count(found, rows, _POSTGRES_TABLES)
+            _count(found, rows, EVENTS_TABLE, SNAPSHOTS_TABLE, INDEX_TABLE)
+            events, index_table = (sql.Identifier(schema, t) for t in (EVENTS_TABLE, INDEX_TABLE))
             with conn.cursor(name="dj_doctor_index") as index:
                 index.execute(
-                    sql.SQL("SELECT {} FROM {}").format(
-                        sql.SQL(INDEX_COLUMNS), sql.Identifier(schema, _POSTGRES_TABLES[2])
-                    )
+                    sql.SQL("SELECT {} FROM {}").format(sql.SQL(INDEX_COLUMNS), index_table)
                 )
                 _check_index_rows(found, index)
-            events, _, index_table = (sql.Identifier(schema, t) for t in _POSTGRES_TABLES)
             found.encrypted_events = int(
                 conn.execute(
                     sql.SQL(
@@ -285,10 +292,13 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
 
 
 def _count(
-    found: Diagnosis, rows: Callable[[str, bool], list[tuple[Any, ...]]], tables: tuple[str, ...]
+    found: Diagnosis,
+    rows: Callable[[str, bool], list[tuple[Any, ...]]],
+    events: str,
+    snapshots: str,
+    index: str,
 ) -> None:
     """Fill the counts from ``rows(table, grouped_by_status)``."""
-    events, snapshots, index = tables
     found.by_status = {str(status): int(n) for status, n in sorted(rows(index, True))}
     found.instances = sum(found.by_status.values())
     found.events = int(rows(events, False)[0][0])
