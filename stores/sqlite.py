@@ -14,6 +14,7 @@ import fcntl
 import functools
 import logging
 import os
+import resource
 import sqlite3
 import threading
 from collections.abc import Collection, Sequence
@@ -52,7 +53,13 @@ from durable_jobs.adapters import (
 if TYPE_CHECKING:
     from durable_jobs.adapters import StoreURL
 
-__all__ = ["TABLES", "SQLiteApplicationRecorderWithIndex", "SQLiteStore", "path_of"]
+__all__ = [
+    "TABLES",
+    "SQLiteApplicationRecorderWithIndex",
+    "SQLiteStore",
+    "path_of",
+    "room_problem",
+]
 
 log = logging.getLogger("durable_jobs.store")
 
@@ -338,6 +345,98 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
+#: SQLite's files beside a database file ``PATH``: ``PATH-wal``, ``PATH-shm``, ``PATH-journal``.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _remove_made(path: str, made: tuple[int, int]) -> None:
+    """After a failed first open: remove the database file this open created (if it is
+    still that file) and SQLite's files beside it, so that nothing is left behind (a
+    new file is made by that open, and so are its side files). Best effort."""
+    try:
+        if _identity(os.stat(path)) != made or not _no_tables(path):
+            return  # replaced, or given tables by another process meanwhile: not ours
+        for name in (path + suffix for suffix in _SIDE_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        os.unlink(path)
+    except OSError as exc:
+        log.warning("Could not remove %s after its first open failed: %s", path, exc)
+
+
+def _no_tables(path: str) -> bool:
+    """Whether the database at ``path`` has no table committed (an empty file too)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)) as c:
+            return int(c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]) == 0
+    except sqlite3.Error:  # unreadable (the disk full, say): only an empty file is ours
+        return os.stat(path).st_size == 0
+
+
+#: SQLite's errors of a file it could not create, grow or write: with them, an open
+#: says which of a full disk, a directory it may not write in or a size limit it is.
+_NO_ROOM_CODES = frozenset(
+    {
+        sqlite3.SQLITE_IOERR_SHMOPEN,
+        sqlite3.SQLITE_IOERR_SHMSIZE,
+        sqlite3.SQLITE_IOERR_SHMMAP,
+        sqlite3.SQLITE_IOERR_WRITE,
+        sqlite3.SQLITE_IOERR_TRUNCATE,
+    }
+)
+_NO_ROOM_PRIMARY = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY}
+)
+#: Free space under which a disk counts as full (SQLite's -shm file alone takes 32 KiB).
+_FULL_BELOW = 64 * 1024
+
+
+def room_problem(path: str, exc: BaseException) -> str | None:
+    """What SQLite's error ``exc`` (or one it was raised from) means, in user terms,
+    when it could not create, grow or write a file of the database at ``path``; None
+    for another error."""
+    code = next(
+        (
+            e.sqlite_errorcode
+            for e in error_chain(exc)
+            if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorcode", None) is not None
+        ),
+        None,
+    )
+    if code is None or (code not in _NO_ROOM_CODES and code & 0xFF not in _NO_ROOM_PRIMARY):
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        disk = os.statvfs(directory)
+    except OSError:
+        disk = None
+    if disk is not None and (
+        disk.f_bavail * disk.f_frsize < _FULL_BELOW or (disk.f_files and not disk.f_favail)
+    ):
+        return (
+            f"the disk holding {directory} is full; free some room there (SQLite needs it "
+            "for the database and for its -wal and -shm files beside it)"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"this process may not write in the directory {directory}: SQLite creates its "
+            "-wal and -shm files beside the database (make the directory writable)"
+        )
+    if code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+        return None  # not a file that could not grow: SQLite's own account says it
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return (
+            f"this process may not write files larger than {limit} bytes (its file size "
+            "limit, ulimit -f), which SQLite needs for the database or its -wal and -shm "
+            f"files in {directory}"
+        )
+    return (
+        f"there is no room to write the database or its -wal and -shm files in {directory} "
+        "(a full disk or a quota)"
+    )
+
+
 def _uri_path(path: str) -> str:
     """``path`` for an SQLite ``file:`` URI (``?`` and ``#`` would end the path)."""
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
@@ -580,10 +679,28 @@ class SQLiteStore(Store):
         super().close()
 
     def _open_application(self) -> JobsApplication:
-        self._prepare_file()
-        return super()._open_application()
+        made = self._prepare_file()
+        try:
+            with self._errors(self._open_failed):
+                return JobsApplication(self)
+        except BaseException:
+            if self._factory is not None:
+                self._factory.close()  # the pool's connections: none left open on the files
+            if made is not None:
+                _remove_made(self.path, made)
+            raise
 
-    def _prepare_file(self) -> None:
+    def _open_failed(self, exc: Exception) -> StoreError:
+        """The StoreError of an open that failed: what is wrong in user terms when
+        SQLite could not write or create a file (a full disk, a directory it may not
+        write in, a file size limit), then what SQLite said."""
+        problem = room_problem(self.path, exc)
+        said = self._describe(exc)
+        if problem is None:
+            return StoreError(f"Could not open the store {self.url}: {said}")
+        return StoreError(f"Could not open the store {self.url}: {problem}. SQLite said: {said}")
+
+    def _prepare_file(self) -> tuple[int, int] | None:
         """Create a new database file 0600, or look at an existing one before any change.
 
         SQLite gives the ``-wal`` and ``-shm`` files the database file's mode, so
@@ -592,6 +709,9 @@ class SQLiteStore(Store):
         to WAL mode or given our tables; once it has our tables, the app may add its
         own (the ones handlers write with ``ctx.execute``). Without ``create`` (read-only tools) a
         missing file, or one without our tables, is refused.
+
+        Returns the (device, inode) of the file it created (None: it was there), which
+        a failed first open removes again (see :func:`_remove_made`).
         """
         path = self.path  # the URL was checked (check_url) before anything is created
         if path.endswith("/") or os.path.isdir(path):
@@ -606,11 +726,14 @@ class SQLiteStore(Store):
                 raise ConfigurationError(msg)
             with self._errors(f"Could not create the SQLite store {self.url}"):
                 try:
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
                 except FileExistsError:
                     pass  # created meanwhile: look at it below
                 else:
-                    return
+                    try:
+                        return _identity(os.fstat(fd))
+                    finally:
+                        os.close(fd)
         tables = self._tables(path)
         # A jobs file may also hold the app's own tables (written with ctx.execute).
         foreign = [] if INDEX_TABLE in tables else sorted(tables - _OUR_TABLES)
@@ -624,11 +747,12 @@ class SQLiteStore(Store):
         if not self.create and "dj_instances" not in tables:
             msg = f"The file of {self.url} is not a durable-jobs store (it has no jobs tables)."
             raise ConfigurationError(msg)
+        return None
 
     def _tables(self, path: str) -> set[str]:
         """The table names of the database at ``path``, read without writing anything."""
         with (
-            self._errors(f"Could not open the store {self.url}"),
+            self._errors(self._open_failed),
             contextlib.closing(
                 sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
             ) as conn,
@@ -698,8 +822,11 @@ class SQLiteStore(Store):
     def _synchronous(self) -> str:
         return _synchronous_of(self.url)
 
+    _factory: _SQLiteFactory | None = None
+
     def _make_factory(self, env: Environment) -> InfrastructureFactory[Any]:
-        return _SQLiteFactory(env, synchronous=self._synchronous())
+        self._factory = _SQLiteFactory(env, synchronous=self._synchronous())
+        return self._factory
 
 
 def path_of(url: StoreURL) -> str:

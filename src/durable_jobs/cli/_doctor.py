@@ -144,7 +144,7 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
     except sqlite3.Error as exc:
-        found.problems.append(f"cannot open {path} read-only: {exc}")
+        found.problems.append(f"cannot open {path} read-only: {_sqlite_said(path, exc)}")
         return
     try:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -186,9 +186,17 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
                 ),
             )
     except sqlite3.Error as exc:
-        found.problems.append(f"cannot read {path}: {exc}")
+        found.problems.append(f"cannot read {path}: {_sqlite_said(path, exc)}")
     finally:
         conn.close()
+
+
+def _sqlite_said(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's error, after what it means when a file could not be made or written."""
+    from durable_jobs.stores.sqlite import room_problem
+
+    problem = room_problem(str(path), exc)
+    return str(exc) if problem is None else f"{problem}. SQLite said: {exc}"
 
 
 def _postgres(url: StoreURL, found: Diagnosis) -> None:
