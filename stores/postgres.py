@@ -60,9 +60,12 @@ from durable_jobs.stores._postgres_conn import (
 from durable_jobs.stores._postgres_listener import PostgresAlarmListener
 from durable_jobs.stores._postgres_locks import MEMBERS_QUERY, LockSession, NoReply
 from durable_jobs.stores._postgres_recorder import (
+    EVENTS_TABLE,
     FENCE_KWARG,
     INDEX_TABLE,
     LEASE_KWARG,
+    SNAPSHOTS_TABLE,
+    TABLES,
     PostgresApplicationRecorderWithIndex,
     PostgresFactoryWithIndex,
     PostgresSnapshotRecorder,
@@ -76,6 +79,10 @@ if TYPE_CHECKING:
     from durable_jobs.adapters import IndexRow, StoreURL
 
 __all__ = [
+    "EVENTS_TABLE",
+    "INDEX_TABLE",
+    "SNAPSHOTS_TABLE",
+    "TABLES",
     "PostgresAlarmListener",
     "PostgresApplicationRecorderWithIndex",
     "PostgresFactoryWithIndex",

@@ -203,13 +203,14 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
     import psycopg
     from psycopg import sql
 
-    from durable_jobs.stores._postgres_recorder import (
+    from durable_jobs.stores.postgres import (
         EVENTS_TABLE,
         INDEX_TABLE,
         SNAPSHOTS_TABLE,
         TABLES,
+        schema_of,
+        settings_of,
     )
-    from durable_jobs.stores.postgres import schema_of, settings_of
 
     # The store's own reading of the URL (checked already: see diagnose).
     schema = schema_of(url)
