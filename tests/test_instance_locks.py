@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 from uuid import UUID, uuid4
 
@@ -16,7 +16,9 @@ import trio
 import trio.testing
 
 import durable_jobs as dj
+from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._errors import DurableJobsError
+from durable_jobs._runtime.guards import TAKEOVER_GRACE
 from durable_jobs._runtime.locks import InstanceLocks, KeyedLocks
 from durable_jobs._store.base import Store
 from durable_jobs.stores.postgres import PostgresStore
@@ -535,3 +537,41 @@ async def test_a_task_woken_as_a_call_releases_takes_its_lock_over() -> None:
         "next held=True",
     ]
     assert store.calls == [("take", key), ("release", key)]
+
+
+@pytest.mark.postgres
+async def test_a_call_that_waited_for_a_lock_held_elsewhere_waits_the_takeover_grace(
+    two_stores: tuple[PostgresStore, PostgresStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A call (it waits for a busy instance) whose holder in another process lets the
+    lock go without committing anything (its session was cut while its handler ran,
+    say) waits the takeover grace before it goes on, as an alarm run does: the holder
+    may still be stopping its handler (outside review: a task's on_event in a client
+    process overlapped a worker's execute whose lock session an admin had ended). A
+    holder that committed meanwhile was done: no wait then."""
+    store, other = two_stores
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for commits in (False, True):
+        inst, _ = ContinuousInstance.start(
+            None, "j", f"held-{commits}", now=start, state=1, first_run_at=start
+        )
+        key = inst.id
+        assert other.try_lock_many([(key, "instance")]) == [True]
+        async with batching(store) as locks, trio.open_nursery() as nursery:
+
+            async def holder_lets_go(inst: ContinuousInstance, commits: bool) -> None:
+                await trio.sleep(1)
+                if commits:
+                    other.save(inst)  # a new index version: the holder was done
+                other.unlock_many([(inst.id, "instance")])
+
+            nursery.start_soon(holder_lets_go, inst, commits)
+            began = trio.current_time()
+            async with locks.hold(key) as held:
+                assert held
+                waited = trio.current_time() - began
+        grace = TAKEOVER_GRACE.total_seconds()
+        if commits:
+            assert waited < 1 + grace, waited
+        else:
+            assert waited >= 1 + grace, waited

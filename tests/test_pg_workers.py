@@ -22,7 +22,10 @@ import trio.testing
 
 import durable_jobs as dj
 from _runtime import MINUTE, T, running
+from durable_jobs._domain.ids import instance_uuid
+from durable_jobs._runtime import locks as locks_module
 from durable_jobs._runtime import members as members_module
+from durable_jobs._runtime.guards import TAKEOVER_GRACE
 from durable_jobs._runtime.locks import (
     PREFERRED_GRACE,
     PREFERRED_WAIT_MAX,
@@ -236,10 +239,11 @@ async def test_two_workers_keep_to_their_own_instances(
 
 
 def test_a_refused_commit_is_logged_with_the_instance_fields(
-    pg_url: str, caplog: pytest.LogCaptureFixture
+    pg_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The warning of a commit refused for a lost lock carries the dj_* fields."""
     from durable_jobs.adapters import INDEX_KWARG, LockLost
+    from durable_jobs.stores import _postgres_recorder
     from durable_jobs.stores._postgres_recorder import FENCE_KWARG
 
     registry = dj.Registry()
@@ -258,11 +262,16 @@ def test_a_refused_commit_is_logged_with_the_instance_fields(
         row = store.index_row(store.get("continuous", "tick", "i1").id)  # type: ignore[union-attr]
         recorder = store._app.recorder
         kwargs = {INDEX_KWARG: [row], FENCE_KWARG: [(1, 2)]}
+
+        def fence_fails(self: Any, stored_events: Any, **given: Any) -> None:
+            self._refuse_lost(0, given)  # what the commit does when its fence fails
+
+        monkeypatch.setattr(_postgres_recorder, "_insert_events_once", fence_fails)
         with (
             caplog.at_level(logging.WARNING, logger="durable_jobs.store"),
             pytest.raises(LockLost),
         ):
-            recorder._refuse_lost(0, kwargs)  # type: ignore[attr-defined]
+            recorder._insert_tried([], kwargs)  # type: ignore[attr-defined]
     [record] = [r for r in caplog.records if "was refused" in r.getMessage()]
     assert record.dj_kind == "continuous"  # type: ignore[attr-defined]
     assert record.dj_job == "tick"  # type: ignore[attr-defined]
@@ -348,8 +357,11 @@ async def test_a_worker_that_left_leaves_its_instances_at_once(
 ) -> None:
     """When a worker is gone (its lock session ended), the other reads the index again
     at its next lock call: the alarms it put off for that worker run without waiting
-    out the grace."""
+    out the preferred-worker grace (made long here, to tell the two apart), only the
+    takeover grace (the worker gone may have been stopping a run of them)."""
     monkeypatch.setattr(members_module, "PREFER_WORKERS", True)
+    preferred_grace = timedelta(seconds=30)
+    monkeypatch.setattr(locks_module, "PREFERRED_GRACE", preferred_grace)
     runs: list[tuple[str, int]] = []
     clock = dj.VirtualClock(T)
     ids = [f"i{n}" for n in range(12)]
@@ -377,7 +389,7 @@ async def test_a_worker_that_left_leaves_its_instances_at_once(
         await trio.sleep(3 * 60 + 30)
         await w0.wait_idle()
     assert {i for i, _ in runs} == set(ids)
-    assert max(late) < PREFERRED_GRACE, max(late)
+    assert max(late) < TAKEOVER_GRACE + timedelta(seconds=5) < preferred_grace, max(late)
 
 
 async def test_a_process_that_only_sends_is_not_a_worker(
@@ -419,3 +431,49 @@ async def test_a_process_that_only_sends_is_not_a_worker(
         assert client._rt.locks.members == ()
     # Every send's alarm ran 0.2 s later, before the next send moved it.
     assert executed == Counter(dict.fromkeys(ids, 24)), executed
+
+
+async def test_a_handler_does_not_start_under_a_lock_session_cut_after_the_lock_was_taken(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock session is cut between taking an instance's lock and calling its
+    handler (while the instance is loaded): the store drops the session at once, and
+    the handler is not started under it; the call goes again under a new lock. It
+    was started: on a loaded host the runtime heard of the loss only later, while
+    another process that had taken the instance meanwhile ran it too (outside
+    review: a client's on_event overlapping a worker's execute)."""
+    registry = dj.Registry()
+    store = dj.open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    seen: list[bool] = []
+
+    @registry.task("t", event=int, state=int)
+    async def t(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @t.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        uuid = instance_uuid("task", "t", ctx.instance_id)
+        session = store.lock_session(uuid)
+        seen.append(session is not None and store.session_alive(session))
+
+    try:
+        async with running(registry, store, run_alarms=False) as jobs:
+            runtime = jobs._rt
+            real = type(runtime).load
+            cuts: list[str] = []
+
+            async def load(self: Any, *args: Any, **kwargs: Any) -> Any:
+                if not cuts:
+                    cuts.append("cut")
+                    store._locks._drop("cut by the test")  # what the keeper does
+                return await real(self, *args, **kwargs)
+
+            monkeypatch.setattr(type(runtime), "load", load)
+            await jobs.task(t).send("i1", 1)
+            history = await jobs.task(t).history("i1")
+    finally:
+        store.close()
+    assert cuts == ["cut"]
+    assert seen == [True]  # called once, under a live session
+    assert [r.name for r in history].count("event_added") == 1

@@ -138,6 +138,7 @@ class ContinuousRunner:
                 job.execute,
                 ctx,
                 instance_id=instance_id,
+                lock=uuid,
                 then=ctx._intents,
                 run_count=ticket.run_count,
                 attempt=ticket.attempt,

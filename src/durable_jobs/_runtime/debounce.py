@@ -75,6 +75,7 @@ class DebounceRunner:
                     job.reducer,
                     ctx,
                     instance_id=instance_id,
+                    lock=uuid,
                     # The flush the event's batch will be: its span says which run.
                     run_count=(live.d.run_count if live is not None else 0) + 1,
                     attempt=1,
@@ -180,6 +181,8 @@ class DebounceRunner:
             job.execute,
             ctx,
             instance_id=instance_id,
+            lock=instance_uuid("debounce", job.name, instance_id),
+            lock_scope="flush",
             run_count=ft.ticket.run_count,
             attempt=ft.ticket.attempt,
             due_at=due_at,

@@ -39,7 +39,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from types import CoroutineType
-from typing import Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import trio
 
@@ -49,6 +49,9 @@ from durable_jobs._domain.instance import ExhaustedAction, error_repr
 from durable_jobs._errors import HandlerError, HandlerTimeout
 from durable_jobs._runtime.clock import Clock
 from durable_jobs._telemetry import _UNTRACED, log_fields, outcome_name, telemetry
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 #: A handler the current task is calling, of which instance, while it runs:
 #: ``(kind, job, instance_id, holds, outer)``: ``holds`` is the lock its call runs
@@ -145,6 +148,9 @@ class HandlerCalls:
         self._wake = trio.Event()
         #: Handler calls in progress.
         self.running = 0
+        #: Raises :class:`LockLost` if the session holding an instance's lock (uuid,
+        #: scope) is known lost (see :meth:`LockGuards.check`); set by the runtime.
+        self.check_lock: Callable[[UUID, str], None] | None = None
 
     async def call(
         self,
@@ -159,6 +165,8 @@ class HandlerCalls:
         due_at: datetime | None = None,
         link: str | None = None,
         started: datetime | None = None,
+        lock: UUID | None = None,
+        lock_scope: str = "instance",
     ) -> Outcome:
         """``fn(*args)`` (awaited if it returns an awaitable), then ``then(value)``.
 
@@ -169,11 +177,16 @@ class HandlerCalls:
         started it (an alarm run), ``link`` the stored traceparent of the client call
         that made it due. ``started``: the clock's time as the caller read it just
         before (else it is read here); the outcome says when the call ended.
+
+        ``lock``: the instance whose ``lock_scope`` lock the call is made under; if its
+        session is known lost by now, :class:`LockLost` is raised and ``fn`` is not
+        called (it would run beside whoever took the instance over).
         """
+        if lock is not None and self.check_lock is not None:
+            self.check_lock(lock, lock_scope)
         kind, name = job.kind, job.name
         clock = self.clock
-        if started is None:
-            started = clock.now()
+        started = started or clock.now()  # (a datetime is never false)
         if due_at is not None:
             telemetry.record_lateness(kind, name, (started - due_at).total_seconds())
         traced = telemetry.handler_call(
@@ -224,20 +237,7 @@ class HandlerCalls:
         ended = outcome.ended = clock.now()
         duration = (ended - started).total_seconds()
         telemetry.record_run(kind, name, role, result, duration)
-        if error is None:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "%s of %s job %r instance %r succeeded in %.3fs",
-                    role,
-                    kind,
-                    name,
-                    instance_id,
-                    duration,
-                    extra=log_fields(
-                        kind, name, instance_id, run_count=run_count, attempt=attempt
-                    ),
-                )
-        else:
+        if error is not None:
             log.warning(
                 "%s of %s job %r instance %r %s: %s",
                 role,
@@ -246,6 +246,16 @@ class HandlerCalls:
                 instance_id,
                 result.replace("_", " "),
                 error_repr(error),
+                extra=log_fields(kind, name, instance_id, run_count=run_count, attempt=attempt),
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s of %s job %r instance %r succeeded in %.3fs",
+                role,
+                kind,
+                name,
+                instance_id,
+                duration,
                 extra=log_fields(kind, name, instance_id, run_count=run_count, attempt=attempt),
             )
         return outcome

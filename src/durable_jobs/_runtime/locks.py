@@ -218,8 +218,11 @@ class _SharedHold:
             return True
         try:
             while not (taken := await owner._call("lock", uuid, scope)).result:
+                # A call that waits for it too: if its holder lets it go without
+                # committing (its session was cut while its handler ran), the take
+                # waits the takeover grace, as an alarm run's does.
+                owner.guards.found_busy(uuid, scope, taken.version)
                 if not self.wait:
-                    owner.guards.found_busy(uuid, scope, taken.version)
                     return False
                 await trio.sleep(CROSS_PROCESS_LOCK_POLL.total_seconds())
         except BaseException:

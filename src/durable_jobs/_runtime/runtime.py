@@ -118,6 +118,8 @@ class Runtime:
         self.commits = GroupCommit(store, self.io, self._store_call_waits)
         self.loads = BatchedLoads(store, self.io)
         self.handlers = HandlerCalls(clock, self.interrupt)
+        if self.locks.cross is not None:  # locks in this process cannot be lost
+            self.handlers.check_lock = self.locks.guards.check
         self.scheduler = Scheduler(
             self, window=alarm_window, poll_interval=poll_interval, run_alarms=run_alarms
         )

@@ -203,6 +203,7 @@ class TaskRunner:
                     *args,
                     ctx,
                     instance_id=agg.d.instance_id,
+                    lock=agg._id,
                     then=ctx.intents,
                     run_count=ticket.run_count,
                     attempt=ticket.attempt,
