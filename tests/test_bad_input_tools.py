@@ -14,6 +14,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -688,3 +690,43 @@ def _refused_as_nobody(setpriv: str, directory: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "refused: Cannot serve" in done.stdout and "may not write its file" in done.stdout
+
+
+#: The command-line tool of the Python running the tests.
+CLI = str(Path(sys.executable).with_name("durable-jobs"))
+
+
+@pytest.mark.parametrize("optimize", ["", "1"])
+async def test_an_import_refuses_a_second_started_record_even_under_python_o(
+    optimize: str, tmp_path: Path
+) -> None:
+    """A forged export whose instance is 'started' again at version 2 was refused only
+    by an assert in the aggregate ("does not apply ... (AssertionError: )"); under
+    ``python -O`` the import wrote it, and the instance's log could not be read back
+    (outside review). Now the import says what is wrong, and writes nothing, either
+    way; a log that does not begin with 'started' is refused alike."""
+    exported = await sized_export(tmp_path)
+    lines = [json.loads(text) for text in exported.read_text().splitlines()]
+    started = next(d for d in lines if d.get("name") == "started")
+    forged = []
+    for doc in lines:
+        if doc["type"] == "event" and doc["version"] > 1:
+            doc["version"] += 1
+        forged.append(doc)
+        if doc is started:
+            forged.append({**started, "version": 2})
+    forged[-1]["events"] += 1  # the footer
+    again = tmp_path / "started-twice.jsonl"
+    again.write_text("".join(json.dumps(d) + "\n" for d in forged))
+    target = tmp_path / "forged.db"
+    done = subprocess.run(
+        [CLI, "--store", f"sqlite:///{target}", "import", str(again)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONOPTIMIZE": optimize},
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "version 2 is a 'started' record" in done.stderr, done.stderr
+    assert "AssertionError" not in done.stderr
+    assert not target.exists()

@@ -314,6 +314,22 @@ def test_doctor_refuses_a_postgres_url_that_open_store_refuses(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query", [f"password={_PASSWORD}", f"sslpassword={_PASSWORD}", f"user=x&password={_PASSWORD}"]
+)
+def test_doctor_never_prints_a_password_given_in_the_query(
+    query: str, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside review: doctor printed the URL as given, query string and all, and
+    connected with it (a password in ``?password=`` in the clear on screen)."""
+    dj.open_store(pg_url).close()
+    for args in (["doctor"], ["doctor", "--json"]):
+        code, out, err = invoke(capsys, *args[:1], "--store", f"{pg_url}&{query}", *args[1:])
+        assert code == 1
+        assert _PASSWORD not in out + err
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("schema", ["Jobs", "select", "pg_jobs", "", "x" * 64])
 def test_doctor_says_a_schema_name_is_invalid_not_missing(
     schema: str, postgres_url: str, capsys: pytest.CaptureFixture[str]

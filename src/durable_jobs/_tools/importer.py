@@ -11,6 +11,7 @@ from typing import IO, Any, Final, cast, final
 from uuid import UUID
 
 import pydantic_core
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
@@ -354,9 +355,18 @@ def _add_event(
         )
     try:
         event = mapper.to_domain_event(stored)
-        group.agg = event.mutate(group.agg)
     except CorruptEventError as exc:
         raise bad(f"{label} version {version} is not a valid event ({exc.problem})") from exc
+    # Checked here, not left to the aggregate's asserts (gone under python -O: a
+    # second 'started' then replaced the instance and the file was imported).
+    if isinstance(event, Aggregate.Created) != (version == 1):
+        raise bad(
+            f"{label} version {version} is a {getattr(event, 'NAME', '?')!r} record: "
+            "an instance's log begins with one 'started' record (version 1) and has "
+            "no other"
+        )
+    try:
+        group.agg = event.mutate(group.agg)
     except Exception as exc:
         raise bad(
             f"{label} version {version} does not apply to the instance "
