@@ -30,7 +30,7 @@ overrides a few methods; the real adapter does every read and write.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -217,10 +217,21 @@ class Instrumented(Store):
         return super().get_by_uuid(uuid, version=version, label=label)
 
     def history(
-        self, uuid: UUID, *, gt: int | None = None, lte: int | None = None
+        self,
+        uuid: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        limit: int | None = None,
     ) -> list[JobInstance.Event]:
         self._alive()
-        return super().history(uuid, gt=gt, lte=lte)
+        return super().history(uuid, gt=gt, lte=lte, limit=limit)
+
+    def _pages(
+        self, uuid: UUID, *, gt: int | None, lte: int | None, page: int
+    ) -> Iterator[JobInstance.Event]:
+        self._alive()
+        return super()._pages(uuid, gt=gt, lte=lte, page=page)
 
     def _query(self, fn: Callable[[], Any], unreadable: Unreadable | None = None) -> Any:
         self._alive()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, final
@@ -11,7 +11,7 @@ from uuid import UUID
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs._domain.instance import JobInstance
 
-__all__ = ["RecordedEvent", "to_records"]
+__all__ = ["RecordedEvent", "iter_records", "to_records"]
 
 _BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 _RUN_RECORDS = frozenset({"run_succeeded", "run_failed", "retry_exhausted"})
@@ -72,9 +72,33 @@ def to_records(
     need no earlier state, so the instance is then never rebuilt. With ``states``
     False, nothing is replayed and run records' ``state_before`` is None.
     """
+    return list(
+        iter_records(
+            events,
+            kind=kind,
+            job=job,
+            instance_id=instance_id,
+            before=before,
+            rebuild=rebuild,
+            states=states,
+        )
+    )
+
+
+def iter_records(
+    events: Iterable[JobInstance.Event],
+    *,
+    kind: str,
+    job: str,
+    instance_id: str,
+    before: JobInstance | None = None,
+    rebuild: Callable[[int], JobInstance | None] | None = None,
+    states: bool = True,
+) -> Iterator[RecordedEvent]:
+    """:func:`to_records`, one record at a time: ``events`` are read as the records are
+    taken (a paged read holds one page), the instance carried along."""
     agg = before
     replaying = states and rebuild is None
-    out: list[RecordedEvent] = []
     for event in events:
         data = {
             k: v
@@ -88,7 +112,7 @@ def to_records(
             assert rebuild is not None
             agg = rebuild(event.originator_version - 1)
             replaying = True
-        out.append(
+        yield (
             RecordedEvent(
                 name=name,
                 kind=kind,
@@ -105,4 +129,3 @@ def to_records(
         )
         if replaying:
             agg = event.mutate(agg)
-    return out

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from itertools import chain
 from typing import Any, ClassVar, Self, cast
 from uuid import UUID
 
@@ -592,11 +593,60 @@ class Store(RowsAndIndex, ABC):
         )
 
     def history(
-        self, uuid: UUID, *, gt: int | None = None, lte: int | None = None
+        self,
+        uuid: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        limit: int | None = None,
     ) -> list[JobInstance.Event]:
-        """The recorded events of one instance, oldest first."""
+        """The recorded events of one instance, oldest first (the first ``limit`` of them)."""
         with self._errors(lambda exc: self._read_error(uuid, None, exc)):
-            return cast(list[JobInstance.Event], list(self._app.events.get(uuid, gt=gt, lte=lte)))
+            events = self._app.events.get(uuid, gt=gt, lte=lte, limit=limit)
+            return cast(list[JobInstance.Event], list(events))
+
+    def iter_history(
+        self,
+        uuid: UUID,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        label: str | None = None,
+        page: int = 1000,
+    ) -> Iterator[JobInstance.Event]:
+        """:meth:`history`, read ``page`` events at a time: a long log is never held whole."""
+        with self._errors(lambda exc: self._read_error(uuid, label, exc)):
+            yield from self._pages(uuid, gt=gt, lte=lte, page=page)
+
+    def _pages(
+        self, uuid: UUID, *, gt: int | None, lte: int | None, page: int
+    ) -> Iterator[JobInstance.Event]:
+        after = gt
+        while True:
+            events = cast(
+                list[JobInstance.Event],
+                list(self._app.events.get(uuid, gt=after, lte=lte, limit=page)),
+            )
+            yield from events
+            if len(events) < page:
+                return
+            after = events[-1].originator_version
+
+    def rebuild(
+        self, uuid: UUID, *, version: int, label: str | None = None, page: int = 1000
+    ) -> JobInstance | None:
+        """:meth:`get_by_uuid` at ``version``, the same instance, its log read ``page``
+        events at a time (from the latest snapshot at or before ``version``, else from
+        the first event): a rebuild from a long log holds one page of it."""
+        with self._errors(lambda exc: self._read_error(uuid, label, exc)):
+            snapshots: list[Any] = []
+            if self._app.snapshots is not None:
+                snapshots = list(self._app.snapshots.get(uuid, desc=True, limit=1, lte=version))
+            gt = snapshots[0].originator_version if snapshots else None
+            agg: Any = None
+            for event in chain(snapshots, self._pages(uuid, gt=gt, lte=version, page=page)):
+                agg = event.mutate(agg)
+            return cast("JobInstance | None", agg)
 
     def _errors(
         self, error: str | Callable[[Exception], DurableJobsError]

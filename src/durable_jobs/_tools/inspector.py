@@ -30,7 +30,7 @@ from durable_jobs._errors import (
     ValidationError,
 )
 from durable_jobs._evolution import CheckReport, check_instances, refuse_missing_upcasters
-from durable_jobs._records import RecordedEvent, to_records
+from durable_jobs._records import RecordedEvent, iter_records
 from durable_jobs._store.base import Store
 from durable_jobs._store.index import IndexRow, Unreadable
 from durable_jobs._store.registry import open_store
@@ -57,7 +57,10 @@ from durable_jobs._tools.views import (
     StateDiff,
 )
 
-__all__ = ["Inspector"]
+__all__ = ["HISTORY_PAGE", "Inspector"]
+
+#: Records :meth:`Inspector.iter_history` reads from the store at a time.
+HISTORY_PAGE = 1000
 
 
 def _state_of(agg: JobInstance) -> Any:
@@ -295,26 +298,53 @@ class Inspector:
         state the run started from), also when the range starts after the run's
         earlier records. Only the records asked for are read; a run's
         ``state_before`` rebuilds the instance before the first run shown (from
-        its latest snapshot before it, else from its first record). With
+        its latest snapshot before it, else from its first record), once: later
+        runs' states come from replaying the records shown on it. With
         ``states`` False, ``state_before`` is None and nothing else is read.
         """
+        return list(
+            self.iter_history(
+                kind,
+                job,
+                instance_id,
+                from_version=from_version,
+                to_version=to_version,
+                states=states,
+            )
+        )
+
+    def iter_history(
+        self,
+        kind: str,
+        job: str,
+        instance_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        states: bool = True,
+        page: int | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """:meth:`history`, one record at a time: the log (and the rebuild of the instance
+        before the first run shown) is read ``page`` records at a time, so a long log
+        is never held whole (``page``: :data:`HISTORY_PAGE` by default)."""
+        page = page or HISTORY_PAGE
         uuid = uuid_of(kind, job, instance_id)
         check_version(from_version, "from_version")
         if to_version is not None:
             check_version(to_version, "to_version")
         label = label_of(kind, job, instance_id)
-        events = self._store.history(uuid, gt=from_version - 1, lte=to_version)
-        if not events:
-            return []
 
         def rebuild(version: int) -> JobInstance | None:
             # Only for a run record's state: from the latest snapshot at or before
-            # ``version`` (the whole log read only when there is none).
+            # ``version`` (the log from its start only when there is none), paged.
             if version < 1:
                 return None
-            return self._store.get_by_uuid(uuid, version=version, label=label)
+            return self._store.rebuild(uuid, version=version, label=label, page=page)
 
-        return to_records(
+        events = self._store.iter_history(
+            uuid, gt=from_version - 1, lte=to_version, label=label, page=page
+        )
+        return iter_records(
             events, kind=kind, job=job, instance_id=instance_id, rebuild=rebuild, states=states
         )
 

@@ -28,15 +28,19 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import click
 from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.segment import Segment
+from rich.table import Table
 from rich.text import Text
 
 from durable_jobs._errors import ConfigurationError, DurableJobsError, StoreError
@@ -59,6 +63,7 @@ __all__ = [
     "json_option",
     "opened_store",
     "print_wide",
+    "print_wide_rows",
     "printable",
     "run",
     "set_exit_code",
@@ -68,6 +73,7 @@ __all__ = [
 STORE_ENV = "DURABLE_JOBS_STORE"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 EPILOG = """\b
 Examples:
@@ -206,6 +212,99 @@ def print_wide(renderable: RenderableType) -> None:
                 text.append(seg.text, seg.style)
         text.rstrip()
         out.print(text)
+
+
+#: Rows a streamed table lays out and prints at a time.
+TABLE_PAGE = 500
+
+
+def print_wide_rows(
+    make_table: Callable[[], Table],
+    rows: Callable[[], Iterable[Sequence[RenderableType]]],
+    *,
+    page: int | None = None,
+) -> None:
+    """:func:`print_wide` of the table ``make_table()`` with every row of ``rows()``:
+    the same lines, holding ``page`` rows (:data:`TABLE_PAGE`) at a time.
+
+    ``rows`` is called twice: once to measure its cells (keeping, per column, the
+    widest cell and the one with the longest word: they alone set the column's
+    width), once to print them a page at a time, laid out at the widths the whole
+    table would have.
+    """
+    page = page or TABLE_PAGE
+    out = console()
+    width = out.width if out.is_terminal or os.environ.get("COLUMNS") else _PIPED_WIDTH
+    options = out.options.update(width=width)
+    proxy = make_table()
+    count = len(proxy.columns)
+    widest: list[tuple[int, RenderableType]] = [(-1, "")] * count
+    wordiest: list[tuple[int, RenderableType]] = [(-1, "")] * count
+    any_row = False
+    for row in rows():
+        any_row = True
+        for i, cell in enumerate(row):
+            low, high = Measurement.get(out, options, cell)
+            if high > widest[i][0]:
+                widest[i] = (high, cell)
+            if low > wordiest[i][0]:
+                wordiest[i] = (low, cell)
+    if not any_row:
+        print_wide(proxy)
+        return
+    proxy.add_row(*(cell for _, cell in widest))
+    proxy.add_row(*(cell for _, cell in wordiest))
+    # What Table.__rich_console__ lays the whole table out with.
+    table_options = options.update_width(options.max_width - proxy._extra_width)
+    widths = proxy._calculate_column_widths(out, table_options)
+    first = True
+    chunk: list[Sequence[RenderableType]] = []
+
+    def flush() -> None:
+        nonlocal first
+        table = make_table()
+        table.show_header = table.show_header and first
+        for i, column in enumerate(table.columns):
+            column.width = widths[i] - table._get_padding_width(i)
+        for cells in chunk:
+            table.add_row(*cells)
+        print_wide(table)
+        first = False
+        chunk.clear()
+
+    for row in rows():
+        chunk.append(row)
+        if len(chunk) >= page:
+            flush()
+    if chunk:
+        flush()
+
+
+class Spool(Generic[_T]):
+    """Items written to a temporary file as they come and read back, in order, as
+    often as needed: what a command prints after counting it holds one at a time."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.count = 0
+
+    def add(self, item: _T) -> None:
+        pickle.dump(item, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[_T]:
+        self._file.seek(0)
+        for _ in range(self.count):
+            yield pickle.load(self._file)  # noqa: S301 - our own temporary file
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Spool[_T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def emit_json(document: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 import click
@@ -16,12 +18,14 @@ from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import StateAt, iso, record_to_json
 from durable_jobs.cli._app import (
     CliState,
+    Spool,
     app,
     console,
     emit_json,
     fail,
     json_option,
     opened_store,
+    print_wide_rows,
     printable,
     store_option,
 )
@@ -35,7 +39,6 @@ from durable_jobs.cli._render import (
     _offset,
     _parse_time,
     _print_grid,
-    _print_wide,
     _short,
     _status_text,
     _table,
@@ -92,7 +95,7 @@ def history(
     if from_version is not None and to_version is not None and from_version > to_version:
         msg = f"--from {from_version} is after --to {to_version}: give --from <= --to."
         raise click.UsageError(msg)
-    with opened_store(state) as store:
+    with opened_store(state) as store, Spool[RecordedEvent]() as records:
         inspector = Inspector(store)
         summary = inspector.status(kind, job, instance_id)
         if summary is None:
@@ -101,54 +104,74 @@ def history(
             end = to_version or summary.version
             from_version = max(1, end - last + 1)
         start = from_version or 1
-        # A run's state_before costs a rebuild: read only when shown.
-        records = inspector.history(
+        # The records are read a page at a time and kept on disk until printed (the
+        # heading counts them first). A run's state_before costs a rebuild: read only
+        # when shown.
+        starts, last_version = 0, 0
+        for record in inspector.iter_history(
             kind,
             job,
             instance_id,
             from_version=start,
             to_version=to_version,
             states=states or as_json,
-        )
+        ):
+            records.add(record)
+            starts += record.name == "started"
+            last_version = record.version
         # The generation the first record shown belongs to (each `started` begins one).
         generation = 0
-        starts = sum(record.name == "started" for record in records)
         if start > 1 and starts:  # only a `started` record shows its generation
-            if records[-1].version == summary.version and summary.generation is not None:
+            if last_version == summary.version and summary.generation is not None:
                 # The records reach the latest: the generation now, less those they start.
                 generation = summary.generation - starts
             else:
                 before = inspector.state_at(kind, job, instance_id, version=start - 1)
                 generation = before.data["generation"] if before is not None else 0
-    if as_json:
-        emit_json(
-            {
-                **instance_json(kind, job, instance_id, summary.instance_uuid),
-                "latest_version": summary.version,
-                "records": [record_to_json(r) for r in records],
-            }
+        if as_json:
+            _emit_records(
+                {
+                    **instance_json(kind, job, instance_id, summary.instance_uuid),
+                    "latest_version": summary.version,
+                },
+                records,
+            )
+            return
+        now = _now()
+        _heading(
+            kind,
+            job,
+            instance_id,
+            f": {records.count} of {summary.version} records, now ",
+            _status_text(summary.status),
         )
-        return
-    now = _now()
-    _heading(
-        kind,
-        job,
-        instance_id,
-        f": {len(records)} of {summary.version} records, now ",
-        _status_text(summary.status),
-    )
-    table = _table("V", "TIME (UTC)", "AGO", "EVENT", "DETAILS")
-    for record in records:
-        if record.name == "started":
-            generation += 1
-        table.add_row(
-            str(record.version),
-            _when(record.at),
-            _ago(record.at, now),
-            Text(record.name, style=_EVENT_STYLE.get(record.name, "")),
-            _details(record, generation, states),
-        )
-    _print_wide(table)
+
+        def rows() -> Iterator[tuple[str, str, str, Text, Text]]:
+            g = generation
+            for record in records:
+                if record.name == "started":
+                    g += 1
+                yield (
+                    str(record.version),
+                    _when(record.at),
+                    _ago(record.at, now),
+                    Text(record.name, style=_EVENT_STYLE.get(record.name, "")),
+                    _details(record, g, states),
+                )
+
+        print_wide_rows(lambda: _table("V", "TIME (UTC)", "AGO", "EVENT", "DETAILS"), rows)
+
+
+def _emit_records(head: dict[str, object], records: Iterable[RecordedEvent]) -> None:
+    """:func:`emit_json` of ``head`` with ``"records"`` last, the records written one at a
+    time (the same text as the whole document dumped at once)."""
+    opening = json.dumps({**head, "records": []}, default=str, ensure_ascii=False)
+    assert opening.endswith("[]}")
+    click.echo(opening[:-2], nl=False)
+    for i, record in enumerate(records):
+        text = json.dumps(record_to_json(record), default=str, ensure_ascii=False)
+        click.echo(f", {text}" if i else text, nl=False)
+    click.echo("]}")
 
 
 def _heading(kind: str, job: str, instance_id: str, *rest: str | Text) -> Console:

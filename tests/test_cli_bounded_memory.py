@@ -1,0 +1,135 @@
+"""The commands that read a whole log or a whole store hold a bounded part of it
+(outside review rv4-02, rv4-04, rv4-05).
+
+``history`` kept every record it showed (about 5 KB each: 1.18 GB for an instance of
+240,000 records) and ``replay --all`` every instance's report (677 MB for 150,000);
+``import`` parsed a line whole before refusing it as too large. They now read a page
+at a time (what a table's layout needs is measured first, and the items are kept on
+disk until printed, so the output is the same) and refuse an oversized line before
+reading it whole.
+
+What is held is counted, not timed: the records (or reports) alive at once and the
+rows of the largest table built, with the pages made small. Before the change both
+were the whole log (or store).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from eventsourcing.persistence import StoredEvent
+from rich.table import Table
+
+from _cli_fixtures import NOW_ISO
+from _runtime import note_registry, running
+from durable_jobs import RecordedEvent
+from durable_jobs._tools import inspector as inspector_module
+from durable_jobs.cli import _app, run
+
+SENDS = 150  # 3 records each: the event, its run (on_event) and the state it set
+PAGE = 20
+
+
+@pytest.fixture(scope="module")
+def long_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('long') / 'long.db'}"
+
+    async def fill() -> None:
+        async with running(note_registry(), url) as jobs:
+            for i in range(SENDS):
+                await jobs.task("note").send("long", f"n{i}")
+
+    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
+    return url
+
+
+class Held:
+    """The most objects of a class alive at once, and the most rows a table held."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+        self.objects = 0
+        self.rows = 0
+        alive: dict[int, weakref.ref[Any]] = {}  # by id: a dataclass may not hash
+
+        def track(obj: object) -> None:
+            key = id(obj)
+            alive[key] = weakref.ref(obj, lambda _: alive.pop(key, None))
+            self.objects = max(self.objects, len(alive))
+
+        init = vars(cls)["__init__"]  # a dataclass: its own
+
+        def counting_init(obj: object, *args: Any, **kwargs: Any) -> None:
+            init(obj, *args, **kwargs)
+            track(obj)
+
+        def counting_setstate(obj: object, state: dict[str, Any]) -> None:
+            # What unpickling does without __setstate__ (it does not call __init__).
+            obj.__dict__.update(state)
+            track(obj)
+
+        add_row = Table.add_row
+
+        def counting_add_row(table: Table, *cells: Any, **kwargs: Any) -> None:
+            add_row(table, *cells, **kwargs)
+            self.rows = max(self.rows, table.row_count)
+
+        monkeypatch.setattr(cls, "__init__", counting_init)
+        monkeypatch.setattr(cls, "__setstate__", counting_setstate, raising=False)
+        monkeypatch.setattr(Table, "add_row", counting_add_row)
+
+    def reset(self) -> None:
+        self.objects = self.rows = 0
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DURABLE_JOBS_STORE", raising=False)
+    monkeypatch.setenv("DURABLE_JOBS_NOW", NOW_ISO)
+
+    def invoke(*args: str, code: int = 0) -> str:
+        capsys.readouterr()
+        got = run(list(args))
+        captured = capsys.readouterr()
+        assert got == code, captured.err
+        return captured.out
+
+    return invoke
+
+
+def test_history_holds_a_page_of_records(
+    long_url: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = ("--store", long_url, "history", "task", "note", "long")
+    whole = {extra: cli(*command, *extra) for extra in ((), ("--json",), ("--states",))}
+    held = Held(monkeypatch, RecordedEvent)
+    monkeypatch.setattr(inspector_module, "HISTORY_PAGE", PAGE, raising=False)
+    monkeypatch.setattr(_app, "TABLE_PAGE", PAGE, raising=False)
+    for extra, before in whole.items():
+        held.reset()
+        # The same output, laid out and printed a page at a time.
+        assert cli(*command, *extra) == before
+        assert held.objects <= 2 * PAGE + 2, extra  # 451 before
+        assert held.rows <= PAGE + 2, extra  # 451 before
+
+
+def test_a_run_state_before_the_latest_snapshot_is_rebuilt_a_page_at_a_time(
+    long_url: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store keeps an instance's latest snapshot only (here at the log's end): the
+    # state a run shown started from is rebuilt from the log's first record.
+    command = ("--store", long_url, "history", "task", "note", "long", "--from", "396")
+    shown = {extra: cli(*command, "--to", "399", extra) for extra in ("--json", "--states")}
+    held = Held(monkeypatch, StoredEvent)
+    monkeypatch.setattr(inspector_module, "HISTORY_PAGE", PAGE, raising=False)
+    for extra, before in shown.items():
+        held.reset()
+        assert cli(*command, "--to", "399", extra) == before
+        # A page, or the records after the latest snapshot (at most its interval, 100)
+        # that the instance now is read with: 395 before (the log up to the run).
+        assert held.objects <= 100 + 2, extra
