@@ -29,6 +29,7 @@ from _runtime import note_registry, running
 from durable_jobs import RecordedEvent
 from durable_jobs._tools import inspector as inspector_module
 from durable_jobs.cli import _app, run
+from durable_jobs.maintenance import ReplayReport
 
 SENDS = 150  # 3 records each: the event, its run (on_event) and the state it set
 PAGE = 20
@@ -133,3 +134,36 @@ def test_a_run_state_before_the_latest_snapshot_is_rebuilt_a_page_at_a_time(
         # A page, or the records after the latest snapshot (at most its interval, 100)
         # that the instance now is read with: 395 before (the log up to the run).
         assert held.objects <= 100 + 2, extra
+
+
+INSTANCES = 120
+
+
+@pytest.fixture(scope="module")
+def many_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('many') / 'many.db'}"
+
+    async def fill() -> None:
+        async with running(note_registry(), url) as jobs:
+            for i in range(INSTANCES):
+                await jobs.task("note").send(f"i{i:03d}", "x")
+
+    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
+    return url
+
+
+def test_replay_all_holds_a_page_of_reports(
+    many_url: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = ("--store", many_url, "replay", "--all")
+    whole = {extra: cli(*command, *extra) for extra in ((), ("--json",))}
+    held = Held(monkeypatch, ReplayReport)
+    monkeypatch.setattr(_app, "TABLE_PAGE", PAGE, raising=False)
+    for extra, before in whole.items():
+        held.reset()
+        # The same output, laid out and printed a page at a time.
+        assert cli(*command, *extra) == before
+        assert f"{INSTANCES} instance(s) checked" in before or f'"checked": {INSTANCES}' in before
+        # A report is remade (replace()) as its checks go: a few per instance.
+        assert held.objects <= PAGE + 10, extra  # every report (121) before
+        assert held.rows <= PAGE + 2, extra  # 120 before

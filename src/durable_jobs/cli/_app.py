@@ -53,11 +53,14 @@ from durable_jobs.cli._about import version_option
 
 __all__ = [
     "STORE_ENV",
+    "TABLE_PAGE",
     "CliState",
+    "Spool",
     "Unreadable",
     "app",
     "console",
     "emit_json",
+    "emit_json_items",
     "escape_controls",
     "fail",
     "json_option",
@@ -310,6 +313,22 @@ class Spool(Generic[_T]):
 def emit_json(document: Any) -> None:
     """Print ``document`` as JSON (datetimes and UUIDs as strings) and a newline."""
     click.echo(json.dumps(document, default=str, ensure_ascii=False, sort_keys=False))
+
+
+def emit_json_items(document: dict[str, Any], key: str) -> None:
+    """:func:`emit_json` of ``document``, whose ``key`` is an iterable written one item
+    at a time (the same text as the whole document dumped at once)."""
+    keys = list(document)
+    at = keys.index(key)
+    head = {k: document[k] for k in keys[:at]}
+    rest = {k: document[k] for k in keys[at + 1 :]}
+    opening = json.dumps({**head, key: []}, default=str, ensure_ascii=False)
+    click.echo(opening[:-2], nl=False)  # up to the list's "["
+    for i, item in enumerate(document[key]):
+        text = json.dumps(item, default=str, ensure_ascii=False)
+        click.echo(f", {text}" if i else text, nl=False)
+    closing = json.dumps(rest, default=str, ensure_ascii=False)
+    click.echo(f"], {closing[1:]}" if rest else "]}")
 
 
 def fail(message: str) -> NoReturn:

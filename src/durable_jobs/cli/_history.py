@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import click
@@ -22,6 +21,7 @@ from durable_jobs.cli._app import (
     app,
     console,
     emit_json,
+    emit_json_items,
     fail,
     json_option,
     opened_store,
@@ -129,12 +129,13 @@ def history(
                 before = inspector.state_at(kind, job, instance_id, version=start - 1)
                 generation = before.data["generation"] if before is not None else 0
         if as_json:
-            _emit_records(
+            emit_json_items(
                 {
                     **instance_json(kind, job, instance_id, summary.instance_uuid),
                     "latest_version": summary.version,
+                    "records": (record_to_json(r) for r in records),
                 },
-                records,
+                "records",
             )
             return
         now = _now()
@@ -160,18 +161,6 @@ def history(
                 )
 
         print_wide_rows(lambda: _table("V", "TIME (UTC)", "AGO", "EVENT", "DETAILS"), rows)
-
-
-def _emit_records(head: dict[str, object], records: Iterable[RecordedEvent]) -> None:
-    """:func:`emit_json` of ``head`` with ``"records"`` last, the records written one at a
-    time (the same text as the whole document dumped at once)."""
-    opening = json.dumps({**head, "records": []}, default=str, ensure_ascii=False)
-    assert opening.endswith("[]}")
-    click.echo(opening[:-2], nl=False)
-    for i, record in enumerate(records):
-        text = json.dumps(record_to_json(record), default=str, ensure_ascii=False)
-        click.echo(f", {text}" if i else text, nl=False)
-    click.echo("]}")
 
 
 def _heading(kind: str, job: str, instance_id: str, *rest: str | Text) -> Console:

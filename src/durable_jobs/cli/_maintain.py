@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 from rich.table import Table
@@ -22,14 +23,16 @@ from durable_jobs._errors import DurableJobsError
 from durable_jobs._store.base import Store
 from durable_jobs.cli._app import (
     CliState,
+    Spool,
     Unreadable,
     app,
     console,
     emit_json,
+    emit_json_items,
     escape_controls,
     json_option,
     opened_store,
-    print_wide,
+    print_wide_rows,
     printable,
     set_exit_code,
     store_option,
@@ -138,54 +141,71 @@ def replay(
     if check_all == any(v is not None for v in one) or (not check_all and None in one):
         raise click.UsageError("Give either KIND JOB ID (all three) or --all.")
     unreadable = Unreadable()
-    with opened_store(state, must_exist=True) as store:
-        if check_all:
-            reports = list(replay_store(store, unreadable=unreadable.append))
-        else:
-            assert kind is not None and job is not None and instance_id is not None
-            report = replay_instance(store, kind, job, instance_id)
-            if report is None:
-                msg = f"No {_label(kind, job, instance_id)} in the store {store.url}."
-                raise DurableJobsError(msg)
-            reports = [report]
-    unreadable.report()
-    problems = sum(not r.ok for r in reports) + len(unreadable.errors)
-    if problems:
-        set_exit_code(1)
-    if as_json:
-        emit_json(
-            {
-                "ok": problems == 0,
-                "checked": len(reports),
-                "problems": problems,
-                "instances": [r.as_json() for r in reports],
-                "unreadable_index_rows": [str(e) for e in unreadable.errors],
-            }
-        )
-        return
-    _print_replay(reports, problems)
+    # The reports are kept on disk as they come (a store's worth of them is held
+    # nowhere) and printed once all are in: the counts come first.
+    with Spool[ReplayReport]() as reports:
+        with opened_store(state, must_exist=True) as store:
+            if check_all:
+                found: Iterable[ReplayReport] = replay_store(store, unreadable=unreadable.append)
+            else:
+                assert kind is not None and job is not None and instance_id is not None
+                report = replay_instance(store, kind, job, instance_id)
+                if report is None:
+                    msg = f"No {_label(kind, job, instance_id)} in the store {store.url}."
+                    raise DurableJobsError(msg)
+                found = [report]
+            problems = 0
+            for report in found:
+                reports.add(report)
+                problems += not report.ok
+        unreadable.report()
+        problems += len(unreadable.errors)
+        if problems:
+            set_exit_code(1)
+        if as_json:
+            emit_json_items(
+                {
+                    "ok": problems == 0,
+                    "checked": reports.count,
+                    "problems": problems,
+                    "instances": (r.as_json() for r in reports),
+                    "unreadable_index_rows": [str(e) for e in unreadable.errors],
+                },
+                "instances",
+            )
+            return
+        _print_replay(reports, problems)
 
 
-def _print_replay(reports: list[ReplayReport], problems: int) -> None:
+def _print_replay(reports: Spool[ReplayReport], problems: int) -> None:
     out = console()
-    table = Table(box=None, pad_edge=False)
-    for column in ("instance", "version", "events", "snapshot", "result"):
-        table.add_column(column, justify="right" if column in ("version", "events") else "left")
-    for r in reports:
-        if r.error is not None:
-            result = Text("error", style="bold red")
-        elif r.divergences:
-            result = Text(f"{len(r.divergences)} divergence(s)", style="bold red")
-        else:
-            result = Text("ok", style="green")
-        table.add_row(
-            Text(printable(f"{r.kind} {r.job} {r.instance_id}")),
-            str(r.version) if r.version is not None else "-",
-            str(r.events),
-            f"v{r.snapshot_version}" if r.snapshot_version is not None else "none",
-            result,
-        )
-    print_wide(table)
+
+    def make_table() -> Table:
+        table = Table(box=None, pad_edge=False)
+        for column in ("instance", "version", "events", "snapshot", "result"):
+            justify: Literal["left", "right"] = (
+                "right" if column in ("version", "events") else "left"
+            )
+            table.add_column(column, justify=justify)
+        return table
+
+    def rows() -> Iterator[tuple[Text, str, str, str, Text]]:
+        for r in reports:
+            if r.error is not None:
+                result = Text("error", style="bold red")
+            elif r.divergences:
+                result = Text(f"{len(r.divergences)} divergence(s)", style="bold red")
+            else:
+                result = Text("ok", style="green")
+            yield (
+                Text(printable(f"{r.kind} {r.job} {r.instance_id}")),
+                str(r.version) if r.version is not None else "-",
+                str(r.events),
+                f"v{r.snapshot_version}" if r.snapshot_version is not None else "none",
+                result,
+            )
+
+    print_wide_rows(make_table, rows)
     for r in reports:
         if r.ok:
             continue
@@ -199,7 +219,7 @@ def _print_replay(reports: list[ReplayReport], problems: int) -> None:
                 f" {d.source} says {json.dumps(d.found, default=str)}"
             )
             out.print(Text(escape_controls(line), style="red"))
-    summary = f"\n{len(reports)} instance(s) checked, {problems} with problems."
+    summary = f"\n{reports.count} instance(s) checked, {problems} with problems."
     out.print(Text(summary, style="bold red" if problems else "bold green"))
 
 
