@@ -15,7 +15,11 @@ were the whole log (or store).
 
 from __future__ import annotations
 
+import io
+import sys
+import tracemalloc
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +31,11 @@ from rich.table import Table
 from _cli_fixtures import NOW_ISO
 from _runtime import note_registry, running
 from durable_jobs import RecordedEvent
+from durable_jobs._domain.values import Limits
 from durable_jobs._tools import inspector as inspector_module
+from durable_jobs._tools.importer import line_limit
 from durable_jobs.cli import _app, run
-from durable_jobs.maintenance import ReplayReport
+from durable_jobs.maintenance import ReplayReport, export_jsonl
 
 SENDS = 150  # 3 records each: the event, its run (on_event) and the state it set
 PAGE = 20
@@ -167,3 +173,68 @@ def test_replay_all_holds_a_page_of_reports(
         # A report is remade (replace()) as its checks go: a few per instance.
         assert held.objects <= PAGE + 10, extra  # every report (121) before
         assert held.rows <= PAGE + 2, extra  # 120 before
+
+
+BIG = 6 * 1024 * 1024  # the characters of the value in the line too long
+
+
+@pytest.fixture(scope="module")
+def long_line(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export whose third line's event is a string of BIG characters."""
+
+    async def export() -> str:
+        async with running(note_registry(), "memory://") as jobs:
+            await jobs.task("note").send("big", "PLACE")
+            out = io.StringIO()
+            export_jsonl(jobs.store, out)
+            return out.getvalue()
+
+    text = trio.run(export, clock=trio.testing.MockClock(autojump_threshold=0))
+    lines = text.splitlines(keepends=True)
+    assert '"PLACE"' in lines[2]
+    path = tmp_path_factory.mktemp("import") / "long-line.jsonl"
+    path.write_text("".join([*lines[:2], lines[2].replace("PLACE", "x" * BIG), *lines[3:]]))
+    return path
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_import_refuses_a_line_too_long_before_reading_it_whole(
+    source: str,
+    long_line: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("COLUMNS", "DURABLE_JOBS_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    limits = ("--max-event-bytes", "1024", "--max-state-bytes", "1024")
+    target = tmp_path / "target.db"
+    if source == "stdin":
+        monkeypatch.setattr(sys, "stdin", io.StringIO(long_line.read_text()))
+    capsys.readouterr()
+    tracemalloc.start()
+    try:
+        code = run(
+            [
+                "--store",
+                f"sqlite:///{target}",
+                "import",
+                "-" if source == "stdin" else str(long_line),
+                *limits,
+            ]
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    out, err = capsys.readouterr()
+    assert code == 1
+    limit = line_limit(Limits(max_event_bytes=1024, max_state_bytes=1024))
+    assert limit < BIG // 4
+    # At most a line of the limit's length, read and decoded: 6 MiB and more before
+    # (the line read whole, then parsed).
+    assert peak < 4 * limit + 2_000_000, peak
+    name = "<stream>" if source == "stdin" else str(long_line)  # a StringIO has no name
+    assert err.startswith(f"error: {name}, line 3: the line is longer than 1,064,960 characters")
+    assert err.rstrip().endswith("set to them; nothing was written.")
+    assert out == ""
+    assert not target.exists()  # nothing written, not even a new file

@@ -32,11 +32,23 @@ from durable_jobs._tools.args import check_store
 from durable_jobs._tools.common import check_key_for_writes
 from durable_jobs._tools.export import EXPORT_FORMAT, EXPORT_VERSION
 
-__all__ = ["ImportSummary", "check_export", "import_jsonl"]
+__all__ = ["ImportSummary", "check_export", "import_jsonl", "line_limit"]
 
 
 #: Events written per import transaction (whole instances; one instance may exceed it).
 IMPORT_BATCH_EVENTS: Final = 2000
+
+#: An event line holds a few of an instance's values (its state, or a patch of it, an
+#: input event) and a small envelope: a line longer than this many times the limits
+#: of a state and an event, plus :data:`LINE_ENVELOPE` characters, holds more than
+#: any value within them, and is refused before it is read whole or parsed.
+LINE_LIMIT_FACTOR: Final = 8
+LINE_ENVELOPE: Final = 1024 * 1024
+
+
+def line_limit(limits: Limits) -> int:
+    """The longest line (in characters, its newline aside) an import reads."""
+    return LINE_LIMIT_FACTOR * (limits.max_event_bytes + limits.max_state_bytes) + LINE_ENVELOPE
 
 
 @final
@@ -89,7 +101,9 @@ def import_jsonl(
     ``max_event_bytes`` and ``max_state_bytes`` are the limits of
     :func:`~durable_jobs.open_jobs` (1 MiB each by default; pass the app's own
     when it runs with larger ones), and nesting is at most 100 deep. A value
-    over them is a malformed line.
+    over them is a malformed line, and so is a line longer than
+    :func:`line_limit` of them (8 times both plus 1 MiB), found before it is
+    read whole.
     """
     check_store(store, "import_jsonl()")
     limits = _limits(max_event_bytes, max_state_bytes)
@@ -97,7 +111,7 @@ def import_jsonl(
         msg = f"import_jsonl() batch_events must be a whole number >= 1, not {batch_events!r}."
         raise ValidationError(msg)
     check_key_for_writes(store, f"import into {store.url}")
-    name, lines = _export_lines(source)
+    name, lines = _export_lines(source, limits)
     if not isinstance(cast(object, resume), bool):  # a caller may pass anything
         msg = f"import_jsonl() resume must be True or False, not {resume!r}."
         raise ValidationError(msg)
@@ -187,7 +201,7 @@ def check_export(
     :class:`ExportFileError`. Returns the number of instances in it. A stream is
     read to its end."""
     limits = _limits(max_event_bytes, max_state_bytes)
-    name, lines = _export_lines(source)
+    name, lines = _export_lines(source, limits)
     return sum(1 for _ in _read_export(lines(), name, limits))
 
 
@@ -197,21 +211,26 @@ def _limits(max_event_bytes: int, max_state_bytes: int) -> Limits:
 
 
 def _export_lines(
-    source: str | os.PathLike[str] | IO[str],
+    source: str | os.PathLike[str] | IO[str], limits: Limits
 ) -> tuple[str, Callable[[], Iterator[str]]]:
-    """The name of ``source`` and a function giving its lines (again on each call)."""
+    """The name of ``source`` and a function giving its lines (again on each call).
+
+    A line longer than :func:`line_limit` is an :class:`ExportFileError` naming it,
+    found without reading it whole: lines are read at most that long.
+    """
     if not isinstance(source, str | os.PathLike) and not callable(
         getattr(source, "__iter__", None)
     ):
         msg = f"An export is read from a path or an open text stream, not {type(source).__name__}."
         raise ConfigurationError(msg)
+    longest = line_limit(limits)
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
 
         def from_file() -> Iterator[str]:
             try:
                 with open(path, encoding="utf-8") as f:
-                    yield from f
+                    yield from _bounded_lines(f, longest, path)
             except OSError as exc:
                 raise ExportFileError(f"cannot read the file ({exc})", source=path) from exc
             except UnicodeDecodeError as exc:
@@ -222,13 +241,35 @@ def _export_lines(
                 raise ExportFileError(msg, source=ascii(path)) from exc
 
         return path, from_file
-    name = getattr(source, "name", None) or "<stream>"
-    buffered = list(source)
+    name = str(getattr(source, "name", None) or "<stream>")
+    buffered = list(_bounded_lines(source, longest, name))
 
     def from_buffer() -> Iterator[str]:
         return iter(buffered)
 
-    return str(name), from_buffer
+    return name, from_buffer
+
+
+def _bounded_lines(stream: IO[str] | Iterable[str], longest: int, name: str) -> Iterator[str]:
+    """The lines of ``stream``, each read at most ``longest`` characters (and its
+    newline) long: a longer one is an ExportFileError, the rest of it left unread."""
+    readline = getattr(stream, "readline", None)
+    if not callable(readline):  # any iterable of lines: already read
+        lines: Iterator[str] = iter(stream)
+    else:
+        lines = iter(lambda: readline(longest + 1), "")
+    for number, line in enumerate(lines, 1):
+        if len(line) > longest and not (len(line) == longest + 1 and line.endswith("\n")):
+            msg = (
+                f"the line is longer than {longest:,} characters, more than an event "
+                f"whose values are within the size limits ({LINE_LIMIT_FACTOR} times "
+                "max_event_bytes and max_state_bytes, and a 1 MiB envelope) can take; "
+                "if the app runs with larger limits, import with --max-event-bytes and "
+                "--max-state-bytes (import_jsonl(max_event_bytes=..., max_state_bytes=...)) "
+                "set to them"
+            )
+            raise ExportFileError(msg, source=name, line=number)
+        yield line
 
 
 def _no_constant(name: str) -> Any:
