@@ -33,6 +33,7 @@ from _runtime import note_registry, running
 from durable_jobs import RecordedEvent
 from durable_jobs._domain.values import Limits
 from durable_jobs._tools import inspector as inspector_module
+from durable_jobs._tools import replay as replay_module
 from durable_jobs._tools.importer import line_limit
 from durable_jobs.cli import _app, run
 from durable_jobs.maintenance import ReplayReport, export_jsonl
@@ -238,3 +239,18 @@ def test_import_refuses_a_line_too_long_before_reading_it_whole(
     assert err.rstrip().endswith("set to them; nothing was written.")
     assert out == ""
     assert not target.exists()  # nothing written, not even a new file
+
+
+def test_replay_of_a_long_log_holds_a_page_of_it(
+    long_url: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command = ("--store", long_url, "replay", "task", "note", "long")
+    whole = {extra: cli(*command, *extra) for extra in ((), ("--json",))}
+    held = Held(monkeypatch, StoredEvent)
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE", PAGE, raising=False)
+    for extra, before in whole.items():
+        held.reset()
+        assert cli(*command, *extra) == before
+        # A page, or the records after the latest snapshot (at most its interval, 100)
+        # that the snapshot-based rebuild reads: the whole log (451) before.
+        assert held.objects <= 100 + 2, extra

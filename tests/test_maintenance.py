@@ -465,22 +465,22 @@ async def test_replay_of_a_store_a_worker_commits_to_finds_no_divergence(
     it now reads the row first, then the log up to the row's version."""
     await fill(sqlite_url)
     with opened(sqlite_url) as store, opened(sqlite_url) as worker:
-        real_history = store.history
+        real_history = store.iter_history  # the replay reads the log a page at a time
         commits = [0]
 
         def history_then_a_commit(uuid: Any, **kwargs: Any) -> Any:
-            events = real_history(uuid, **kwargs)
+            events = list(real_history(uuid, **kwargs))
             # Another process commits to the instance right after the log was read.
             assert trigger_instance(worker, "continuous", "sync", "b").done
             commits[0] += 1
-            return events
+            return iter(events)
 
-        store.history = history_then_a_commit  # type: ignore[method-assign]
+        store.iter_history = history_then_a_commit  # type: ignore[method-assign]
         report = replay_instance(store, "continuous", "sync", "b")
         assert report is not None
         assert (report.error, report.divergences) == (None, ())
         assert commits[0] >= 1
-        store.history = real_history  # type: ignore[method-assign]
+        store.iter_history = real_history  # type: ignore[method-assign]
         assert all(r.ok for r in replay_store(store))
 
 

@@ -136,18 +136,26 @@ MAX_UNINDEXED = 1000
 
 def _replay_unindexed(store: Store, uuid: UUID) -> ReplayReport | None:
     """The report of a log that has no index row (named by what its events say)."""
+    full: JobInstance | None = None
+    problem: Exception | None = None
     try:
-        events = store.history(uuid)
-        full: JobInstance | None = None
-        for event in events:
-            full = event.mutate(full)
+        # Read to the end even after an event that does not apply: a row that cannot
+        # be read is what is reported then.
+        for event in store.iter_history(uuid, page=REPLAY_PAGE):
+            if problem is None:
+                try:
+                    full = event.mutate(full)
+                except Exception as exc:
+                    problem = exc
     except Exception as exc:  # an undecodable log: named by its uuid only
+        problem = exc
+    if problem is not None:
         return ReplayReport(
             kind="?",
             job="?",
             instance_id="?",
             instance_uuid=uuid,
-            error=f"Its log has no index row and cannot be read: {one_line(str(exc))}",
+            error=f"Its log has no index row and cannot be read: {one_line(str(problem))}",
         )
     if not isinstance(full, JobInstance):
         return None
@@ -165,26 +173,18 @@ def _replay(
         return replace(report, error=one_line(str(exc)))
     if checked is None:
         return None
-    events, row = checked
-    if not events:
+    replayed, row = checked
+    if not replayed.events:
         version = row.version if row is not None else None
         return replace(
             report,
             error=f"The index has a row for this instance (version {version}) "
             "but its log has no events.",
         )
-    report = replace(report, events=len(events))
-    full: JobInstance | None = None
-    for event in events:
-        try:
-            full = event.mutate(full)
-        except Exception as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-            return replace(
-                report,
-                error=f"Event version {event.originator_version} ({event.NAME}) does not "
-                f"apply to the instance rebuilt so far ({problem}).",
-            )
+    report = replace(report, events=replayed.events)
+    if replayed.failed is not None:
+        return replace(report, error=replayed.failed)
+    full = replayed.full
     assert isinstance(full, JobInstance)
     report = replace(report, version=full.version, status=full.status)
     try:
@@ -222,24 +222,56 @@ def _snapshot_past_the_log(
     ]
 
 
-def _read_consistent(
-    store: Store, uuid: UUID
-) -> tuple[list[JobInstance.Event], IndexRow | None] | None:
-    """The index row, then the log up to the row's version: the two as one commit left
-    them, even while a worker commits more (a commit writes an instance's events and
-    its index row together, and a log only grows). Read again when they still
-    differ (a commit that made the instance, or a purge, in between): only what
+#: Events a replay reads from the store at a time (an instance's log is never held whole).
+REPLAY_PAGE = 1000
+
+
+@dataclass
+class _Replayed:
+    """An instance's log read to ``last`` (``events`` of them) and replayed: ``full``,
+    or ``failed``, the account of the first event that did not apply."""
+
+    events: int = 0
+    last: int = 0
+    full: JobInstance | None = None
+    failed: str | None = None
+
+
+def _replay_log(store: Store, uuid: UUID, lte: int | None) -> _Replayed:
+    """The log up to ``lte``, replayed as it is read a page at a time; read to its end
+    also after an event that does not apply (a row that cannot be read raises)."""
+    out = _Replayed()
+    for event in store.iter_history(uuid, lte=lte, page=REPLAY_PAGE):
+        out.events += 1
+        out.last = event.originator_version
+        if out.failed is not None:
+            continue
+        try:
+            out.full = event.mutate(out.full)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            out.failed = (
+                f"Event version {event.originator_version} ({event.NAME}) does not "
+                f"apply to the instance rebuilt so far ({problem})."
+            )
+    return out
+
+
+def _read_consistent(store: Store, uuid: UUID) -> tuple[_Replayed, IndexRow | None] | None:
+    """The index row, then the log up to the row's version, replayed: the two as one
+    commit left them, even while a worker commits more (a commit writes an instance's
+    events and its index row together, and a log only grows). Read again when they
+    still differ (a commit that made the instance, or a purge, in between): only what
     persists is reported. Reading the whole log first and the row after used to
     report every instance committed to in between as diverging."""
     for _ in range(5):
         row = store.index_row(uuid)
-        events = store.history(uuid, lte=None if row is None else row.version)
-        if row is None and not events:
+        replayed = _replay_log(store, uuid, None if row is None else row.version)
+        if row is None and not replayed.events:
             return None
-        last = events[-1].originator_version if events else 0
-        if row is not None and row.version == last:
-            return events, row
-    return events, row
+        if row is not None and row.version == replayed.last:
+            return replayed, row
+    return replayed, row
 
 
 def _compare_rebuilds(full: JobInstance, rebuilt: JobInstance | None) -> list[Divergence]:
