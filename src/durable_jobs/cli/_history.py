@@ -95,39 +95,40 @@ def history(
     if from_version is not None and to_version is not None and from_version > to_version:
         msg = f"--from {from_version} is after --to {to_version}: give --from <= --to."
         raise click.UsageError(msg)
-    with opened_store(state) as store, Spool[RecordedEvent]() as records:
-        inspector = Inspector(store)
-        summary = inspector.status(kind, job, instance_id)
-        if summary is None:
-            _not_found(inspector, kind, job, instance_id)
-        if last is not None:
-            end = to_version or summary.version
-            from_version = max(1, end - last + 1)
-        start = from_version or 1
-        # The records are read a page at a time and kept on disk until printed (the
-        # heading counts them first). A run's state_before costs a rebuild: read only
-        # when shown.
-        starts, last_version = 0, 0
-        for record in inspector.iter_history(
-            kind,
-            job,
-            instance_id,
-            from_version=start,
-            to_version=to_version,
-            states=states or as_json,
-        ):
-            records.add(record)
-            starts += record.name == "started"
-            last_version = record.version
-        # The generation the first record shown belongs to (each `started` begins one).
-        generation = 0
-        if start > 1 and starts:  # only a `started` record shows its generation
-            if last_version == summary.version and summary.generation is not None:
-                # The records reach the latest: the generation now, less those they start.
-                generation = summary.generation - starts
-            else:
-                before = inspector.state_at(kind, job, instance_id, version=start - 1)
-                generation = before.data["generation"] if before is not None else 0
+    with Spool[RecordedEvent]() as records:  # on disk, read back to print
+        with opened_store(state) as store:
+            inspector = Inspector(store)
+            summary = inspector.status(kind, job, instance_id)
+            if summary is None:
+                _not_found(inspector, kind, job, instance_id)
+            if last is not None:
+                end = to_version or summary.version
+                from_version = max(1, end - last + 1)
+            start = from_version or 1
+            # The records are read a page at a time and kept on disk until printed (the
+            # heading counts them first). A run's state_before costs a rebuild: read only
+            # when shown.
+            starts, last_version = 0, 0
+            for record in inspector.iter_history(
+                kind,
+                job,
+                instance_id,
+                from_version=start,
+                to_version=to_version,
+                states=states or as_json,
+            ):
+                records.add(record)
+                starts += record.name == "started"
+                last_version = record.version
+            # The generation the first record shown belongs to (each `started` begins one).
+            generation = 0
+            if start > 1 and starts:  # only a `started` record shows its generation
+                if last_version == summary.version and summary.generation is not None:
+                    # The records reach the latest: the generation now, less those they start.
+                    generation = summary.generation - starts
+                else:
+                    before = inspector.state_at(kind, job, instance_id, version=start - 1)
+                    generation = before.data["generation"] if before is not None else 0
         if as_json:
             emit_json_items(
                 {
