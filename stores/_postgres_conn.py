@@ -341,8 +341,10 @@ class _SchemaOnce(PostgresAggregateRecorder):
 
 
 _DDL_TRIES: Final = 5
-#: admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping).
-_SERVER_GOING_AWAY: Final = frozenset({"57P01", "57P02", "57P03"})
+#: admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping), and
+#: idle_session_timeout (a session the server ended for want of a ping: the lock
+#: session of a worker cut off from it for its lease).
+_SERVER_GOING_AWAY: Final = frozenset({"57P01", "57P02", "57P03", "57P05"})
 #: Environment setting of a store opened with ``create=False``: its recorders create nothing.
 READ_ONLY_ENV: Final = "DURABLE_JOBS_READ_ONLY"
 #: The datastores of such stores.

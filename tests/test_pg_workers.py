@@ -295,6 +295,8 @@ def test_a_lost_lock_is_logged_with_the_instance_fields(
         guards._lost(5)
     assert scope.cancel_called
     [record] = [r for r in caplog.records if "lock lost" in r.getMessage()]
+    # The message names the instance too, not only its uuid (network review).
+    assert "continuous job 'tick' instance 'i1'" in record.getMessage()
     assert (record.dj_kind, record.dj_job, record.dj_instance_id) == (  # type: ignore[attr-defined]
         "continuous",
         "tick",

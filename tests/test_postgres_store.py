@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import select
 import socket
 import threading
+import time
 import traceback
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -941,3 +943,26 @@ def test_a_role_that_does_not_own_the_snapshots_table_opens_the_store_and_is_tol
             conn.execute(sql.SQL("DROP OWNED BY {}").format(who))
             conn.execute(sql.SQL("DROP ROLE {}").format(who))
     assert "autovacuum_vacuum_threshold=100000000" in _snapshot_table_options(pg_url, pg_schema)
+
+
+def test_a_session_the_server_ended_as_idle_is_the_store_out_of_reach(
+    pg_store: Store, postgres_url: str
+) -> None:
+    """The server ends a session idle for its ``idle_session_timeout`` (what ends the
+    lock session of a worker cut off for its lease): the store out of reach for a
+    while, logged at WARNING and waited out, not an ERROR "could not run" (network
+    review: logged once at ERROR during a one-way loss)."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET idle_session_timeout = '50ms'")
+        ended: psycopg.Error | None = None
+        deadline = time.monotonic() + 30
+        while ended is None and time.monotonic() < deadline:
+            select.select([conn.pgconn.socket], [], [], 1.0)  # the server's goodbye
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                ended = exc
+    assert isinstance(ended, psycopg.errors.IdleSessionTimeout), ended
+    wrapped = StoreError("Could not take or release an instance lock")
+    wrapped.__cause__ = ended
+    assert pg_store.unreachable(wrapped)

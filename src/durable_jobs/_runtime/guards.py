@@ -90,7 +90,9 @@ class LockGuards:
                 names = self.names.get(guard.uuid.int)
                 log.warning(
                     "Stopping the work on %s (%s lock lost)",
-                    guard.uuid,
+                    guard.uuid
+                    if names is None
+                    else f"{names[0]} job {names[1]!r} instance {names[2]!r}",
                     guard.scope,
                     extra={} if names is None else log_fields(*names),
                 )
