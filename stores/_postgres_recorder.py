@@ -379,13 +379,19 @@ class PostgresApplicationRecorderWithIndex(
     ) -> Sequence[int] | None:
         uncertain = False
         reached = _Reach.of(self.datastore)
-        reached.check()
+        try:
+            reached.check()
+        except OperationalError as exc:
+            raise NothingSent(str(exc)) from exc
         for attempt in range(1, _TRIES + 1):
             try:
                 ids = _insert_events_once(self, stored_events, **kwargs)
             except (InterfaceError, OperationalError) as exc:
                 if attempt == _TRIES or _waited_in_vain(exc):
                     reached.failed(exc)
+                    if _waited_in_vain(exc) and not uncertain:
+                        # No connection came: nothing of this write reached the server.
+                        raise NothingSent(str(exc)) from exc
                     raise
                 uncertain = True
                 reached.recheck()
@@ -584,6 +590,11 @@ def _insert_events_once(
 ) -> Sequence[int] | None:
     """One try of the insert (see :func:`insert_in_one_round_trip`)."""
     return insert_in_one_round_trip(recorder, stored_events, kwargs)
+
+
+class NothingSent(OperationalError):
+    """A write that failed before any of it reached the server (no connection came,
+    or the server was known down and still is): certainly not committed."""
 
 
 def _names(rows: Sequence[IndexRow]) -> str:

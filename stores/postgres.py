@@ -66,6 +66,7 @@ from durable_jobs.stores._postgres_recorder import (
     LEASE_KWARG,
     SNAPSHOTS_TABLE,
     TABLES,
+    NothingSent,
     PostgresApplicationRecorderWithIndex,
     PostgresFactoryWithIndex,
     PostgresSnapshotRecorder,
@@ -445,6 +446,12 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
                 state = e.sqlstate or ""
                 return not state or state.startswith("08") or state in _SERVER_GOING_AWAY
         return False
+
+    def _outcome_unknown(self, exc: Exception) -> bool:
+        """A write that never reached the server (see :class:`NothingSent`) did not
+        commit; any other lost connection may have (network review: "may or may not
+        have been committed" when no connection had come)."""
+        return not isinstance(exc, NothingSent) and super()._outcome_unknown(exc)
 
     def _is_version_conflict(self, exc: IntegrityError) -> bool:
         """Only a duplicate (originator_id, originator_version) is a version conflict."""

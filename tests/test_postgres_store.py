@@ -966,3 +966,20 @@ def test_a_session_the_server_ended_as_idle_is_the_store_out_of_reach(
     wrapped = StoreError("Could not take or release an instance lock")
     wrapped.__cause__ = ended
     assert pg_store.unreachable(wrapped)
+
+
+def test_a_save_that_never_got_a_connection_says_nothing_was_written(
+    pg_url: str, opened: list[Store]
+) -> None:
+    """No pooled connection came within connect_timeout (the pool's one connection
+    taken): nothing of the write reached the server, and the error says so, not
+    "may or may not have been committed" (network review: 5 such errors, 0 writes)."""
+    store = open_store(f"{pg_url}&connect_timeout=2&pool_size=1")
+    opened.append(store)
+    inst, _ = ContinuousInstance.start(None, "j", "no-conn", now=T, state=1, first_run_at=T)
+    # The pool's only connection taken:
+    with _recorder(store).datastore.get_connection(), pytest.raises(StoreError) as saving:
+        store.save(inst)
+    assert "nothing was written" in str(saving.value), saving.value
+    assert "may or may not" not in str(saving.value)
+    assert store.get("continuous", "j", "no-conn") is None
