@@ -28,6 +28,7 @@ from trio.testing import MockClock
 import durable_jobs as dj
 from _children import Child
 from _runtime import HOUR, MINUTE, T, running
+from durable_jobs._client import _raise_after
 
 GRACE = timedelta(seconds=3)
 
@@ -244,3 +245,23 @@ def test_ctrl_c_in_a_child_process(tmp_path: Path) -> None:
         check.cleanup()
     (result,) = [line for line in check.lines if line.startswith("CHECKED")]
     assert result == "CHECKED slow 1 sync running 1 1 failed 0", check.lines
+
+
+def test_ctrl_c_in_a_handler_while_the_block_makes_a_call_raises_keyboard_interrupt() -> None:
+    """A run's handler is interrupted while the block's call is on its way back (its
+    commit written, not cancellable): the block, resumed, makes its next call, which
+    is refused (RuntimeClosed: the runtime is shutting down), and open_jobs raised
+    that RuntimeClosed: a Ctrl+C ended a program starting instances in a loop with a
+    RuntimeClosed traceback and exit code 1 (4 times in 6 with a real SIGINT on a
+    busy host). The ``KeyboardInterrupt`` is what ends it, as after a cancellation;
+    an error of the block's own still wins."""
+    interrupted = KeyboardInterrupt()
+    refused = dj.RuntimeClosed("jobs.continuous('tick').start()")
+    with pytest.raises(KeyboardInterrupt) as raised:
+        _raise_after(refused, interrupted)
+    assert raised.value is interrupted
+    own = ValueError("the block's own")
+    with pytest.raises(ValueError, match="the block's own"):
+        _raise_after(own, interrupted)
+    with pytest.raises(dj.RuntimeClosed):
+        _raise_after(refused, None)

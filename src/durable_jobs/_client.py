@@ -34,7 +34,7 @@ from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefini
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.backoff import MAX_DURATION
 from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._errors import ConfigurationError, RuntimeClosed
 from durable_jobs._evolution import refuse_unreadable_versions
 from durable_jobs._runtime.clock import Clock, SystemClock, current_mock_clock, in_thread
 from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
@@ -384,8 +384,14 @@ async def open_jobs(
 def _raise_after(body_error: BaseException | None, interrupted: KeyboardInterrupt | None) -> None:
     """What ends ``open_jobs`` once shut down: the block's own exception, unless a
     handler was interrupted (then its ``KeyboardInterrupt``, as for a Ctrl+C that came
-    while the block awaited, unless the block raised an error of its own)."""
-    if interrupted is not None and (body_error is None or isinstance(body_error, trio.Cancelled)):
+    while the block awaited, unless the block raised an error of its own). A call the
+    block made once the interruption had begun shutting the runtime down was refused
+    (RuntimeClosed): a consequence of the Ctrl+C, not an error of the block's own."""
+    if interrupted is not None and (
+        body_error is None or isinstance(body_error, trio.Cancelled | RuntimeClosed)
+    ):
+        if body_error is not None and interrupted.__context__ is None:
+            interrupted.__context__ = body_error
         raise interrupted
     if body_error is not None:
         raise body_error
