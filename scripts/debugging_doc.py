@@ -435,6 +435,15 @@ Safety:
   `localhost` and the machine's host name. `--allow-host NAME` (repeatable,
   or `DURABLE_JOBS_UI_ALLOW_HOSTS` holding names separated by spaces) adds
   a name, e.g. the one a proxy in front forwards.
+- Requests a browser makes for a page of another site are refused with 403:
+  those whose `Origin` header is not the dashboard's own (`http://` and the
+  `Host` it was asked for), and those marked `Sec-Fetch-Site: cross-site` (an
+  `<img src>`, which sends no `Origin`). A live stream is refused before it
+  takes one of the `--max-live` places (pages of other sites could take
+  them all), and an action even with a valid CSRF token ("sent by a page of
+  another site"; nothing changes). Requests with neither header (curl,
+  scripts) and the dashboard's own pages are served. Behind a proxy, have it
+  pass the browser's `Host` header on unchanged.
 - `--auth-env VAR` requires HTTP basic auth with the `user:password` held by
   the environment variable `VAR` (never printed or logged). Basic auth sends
   the password with every request: beyond localhost, put TLS in front.

@@ -52,14 +52,18 @@ def _close_streams() -> Iterator[None]:
         _OPEN.pop().close()
 
 
-def _open_stream(base: str, after: int = 999999999) -> tuple[socket.socket, int, str]:
-    """A raw ``GET /events``: the socket (left open), the status and what came with it."""
+def _open_stream(
+    base: str, after: int = 999999999, headers: dict[str, str] | None = None
+) -> tuple[socket.socket, int, str]:
+    """A raw ``GET /events`` (with ``headers``): the socket (left open), the status and
+    what came with it."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     conn = socket.create_connection((host, int(port)), timeout=WAIT)
     _OPEN.append(conn)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     conn.sendall(
         f"GET /events?after={after} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
+        f"Accept: text/event-stream\r\n{extra}\r\n".encode()
     )
     data = b""
     deadline = time.monotonic() + WAIT
@@ -70,7 +74,7 @@ def _open_stream(base: str, after: int = 999999999) -> tuple[socket.socket, int,
             break
         data += chunk
         _, sep, body = data.partition(b"\r\n\r\n")
-        if sep and (b"retry:" in body or b"--max-live" in body):
+        if sep and (b"retry:" in body or b"--max-live" in body or b"another site" in body):
             break
     status = int(data.split(b" ", 2)[1])
     return conn, status, data.decode()
@@ -134,6 +138,38 @@ def dashboard_page_ok(base: str) -> bool:
     with urllib.request.urlopen(base + "/", timeout=WAIT) as response:
         page = response.read().decode()
     return response.status == 200 and 'class="note live-paused" hidden' in page
+
+
+def test_a_stream_asked_for_by_another_site_is_refused_and_takes_no_slot(
+    store_url: str,
+) -> None:
+    """A page of another site (an ``EventSource``, or an ``<img src>`` that sends no
+    ``Origin``) gets 403: such pages held every slot, and the dashboard's own got 503."""
+    evil = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    foreign = [
+        evil,
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "image"},
+    ]
+    with dashboard(store_url, "--max-live", "2") as served:
+        for headers in foreign * 2:  # more than the cap
+            conn, status, text = _open_stream(served.base, headers=headers)
+            assert status == 403, headers
+            assert "another site" in text
+            assert "retry:" not in text
+        held = []  # none was let in: both slots are free for the dashboard's own pages
+        port = served.base.rsplit(":", 1)[1]
+        ours = [
+            {},  # curl, a script
+            {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"},
+        ]
+        for headers in ours:
+            conn, status, text = _open_stream(served.base, headers=headers)
+            assert status == 200, text
+            held.append(conn)
+        assert _open_stream(served.base)[1] == 503
+    assert "Live stream refused" in served.log
 
 
 def test_the_cli_default_is_the_dashboards() -> None:

@@ -29,10 +29,14 @@ def store_url(tmp_path: Path) -> str:
 
 
 def _fetch(
-    url: str, *, host: str | None = None, data: dict[str, str] | None = None
+    url: str,
+    *,
+    host: str | None = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     body = urllib.parse.urlencode(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body)
+    request = urllib.request.Request(url, data=body, headers=headers or {})
     if host is not None:
         request.add_header("Host", host)
     try:
@@ -101,6 +105,37 @@ def test_a_csrf_token_confirms_only_its_own_action_on_its_own_instance(store_url
         status, body = _fetch(served.base + "/action", data={**form, "csrf_token": token})
         assert status == 200
         assert "Terminated continuous job &#39;notes&#39; instance &#39;page&#39;" in body
+    assert _status(store_url, "continuous", "notes", "page") == "terminated"
+
+
+def test_a_form_sent_by_another_site_is_refused_as_such(store_url: str) -> None:
+    """A valid token does not let a page of another site act, and the refusal names the
+    Origin, not the token (which is right)."""
+    form = {"action": "terminate", "kind": "continuous", "job": "notes", "id": "page"}
+    with dashboard(store_url, "--allow-actions") as served:
+        status, body = _fetch(served.base + "/confirm?" + urllib.parse.urlencode(form))
+        assert status == 200
+        fields = _hidden_fields(body)
+        foreign = [
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+        ]
+        for headers in foreign:
+            status, body = _fetch(served.base + "/action", data=fields, headers=headers)
+            assert status == 403, headers
+            assert "sent by a page of another site" in body, body
+            assert "CSRF token" not in body
+            assert "Nothing was changed" in body
+        _, body = _fetch(
+            served.base + "/action", data=fields, headers={"Origin": "http://evil.example"}
+        )
+        assert "its Origin is &#39;http://evil.example&#39;, not this dashboard&#39;s" in body
+        assert _status(store_url, "continuous", "notes", "page") == "running"
+        ours = {"Origin": served.base, "Sec-Fetch-Site": "same-origin"}
+        status, body = _fetch(served.base + "/action", data=fields, headers=ours)
+        assert status == 200
+        assert "Terminated continuous job" in body
     assert _status(store_url, "continuous", "notes", "page") == "terminated"
 
 

@@ -26,7 +26,7 @@ from durable_jobs._tools.text import escape_controls_lines, printable_lines
 from durable_jobs.ui import _format
 from durable_jobs.ui._shared_tail import SharedTail
 
-__all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots"]
+__all__ = ["DEFAULT_MAX_LIVE", "Dashboard", "LiveSlots", "cross_site"]
 
 #: How many live streams (open live pages) a dashboard serves at once by default.
 DEFAULT_MAX_LIVE: Final = 16
@@ -223,6 +223,23 @@ def _int_param(request: Request, name: str) -> int | None:
     except ValueError:
         msg = f"{name} must be a whole number, not {value[:40]!r}."
         raise ValidationError(msg) from None
+
+
+def cross_site(request: Request) -> str | None:
+    """Why ``request`` came from a page of another site, or ``None`` if it did not.
+
+    A browser names the page's origin in ``Origin`` (on a POST, and on a cross-origin
+    fetch or ``EventSource``), and marks a request made for a page of another site
+    ``Sec-Fetch-Site: cross-site`` (an ``<img src>`` too, which sends no ``Origin``).
+    A request with neither (curl, a script) is not a browser's for another site.
+    """
+    origin = request.headers.get("origin")
+    ours = f"{request.url.scheme}://{request.url.netloc}"
+    if origin is not None and origin != ours:
+        return f"its Origin is {origin[:100]!r}, not this dashboard's {ours!r}"
+    if request.headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+        return "the browser marked it Sec-Fetch-Site: cross-site"
+    return None
 
 
 def _dash(request: Request) -> Dashboard:

@@ -21,7 +21,7 @@ from durable_jobs._tools.args import MAX_POSITION
 from durable_jobs._tools.views import InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_position
 from durable_jobs.ui import _shared_tail
-from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param
+from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param, cross_site
 from durable_jobs.ui._shared_tail import follow
 
 __all__ = ["events_stream"]
@@ -43,8 +43,17 @@ async def events_stream(request: Request) -> Response:
 
     With ``kind``/``job``/``id``, only that instance's events, as ``record``
     (its timeline row) and ``summary`` (its status panel); else every event,
-    as ``feed`` (a row of the recent-events table).
+    as ``feed`` (a row of the recent-events table). A request made for a page of
+    another site is refused (403) before it takes a slot: such pages could hold
+    every slot, and the dashboard's own pages would get none.
     """
+    foreign = cross_site(request)
+    if foreign is not None:
+        return PlainTextResponse(
+            f"Refused: this live stream was asked for by a page of another site ({foreign}). "
+            "The dashboard streams live updates to its own pages only.\n",
+            status_code=403,
+        )
     dash = _dash(request)
     kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
     resume = request.headers.get("last-event-id") or _param(request, "after")
