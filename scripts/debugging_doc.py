@@ -456,6 +456,12 @@ Safety:
   `acme`; an id spelling out `acme\\u200b` shows as `acme\\\\u200b`), except
   newlines and tabs of the JSON and messages shown as blocks; links and forms
   carry the values as stored.
+- Every response, refusals and errors included (a 401 of `--auth-env`, a 400
+  of the `Host` check), carries a Content-Security-Policy allowing only the
+  dashboard's own script and stylesheet, `X-Frame-Options: DENY`,
+  `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`. All
+  but the static assets (`no-cache`) are `Cache-Control: no-store`: no browser
+  or proxy cache keeps the states and payloads the pages show.
 - `--allow-actions` adds buttons on an instance's page. Each opens a
   confirmation page that shows the instance's version and generation, and
   whose form carries a CSRF token valid for that action on that instance as

@@ -5,11 +5,14 @@ A real ``durable-jobs ui`` process on a real SQLite file (tests/_ui_fixtures.py)
 
 from __future__ import annotations
 
+import base64
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -319,3 +322,94 @@ def test_an_action_sent_twice_acts_once_and_its_done_page_is_a_get(store_url: st
         status, body = _fetch(served.base + forged)
         assert status == 400
         assert "Deleted everything" not in body
+
+
+#: The safety headers every response carries, refusals and errors included.
+SAFETY = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+def _headers_of(
+    url: str,
+    *,
+    auth: str | None = None,
+    host: str | None = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Message]:
+    """The status and headers of a request (a redirect not followed, a stream not read)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers=headers or {})
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    if host is not None:
+        request.add_header("Host", host)
+    try:
+        with opener.open(request, timeout=WAIT) as response:
+            return response.status, response.headers
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers
+
+
+def test_every_response_carries_the_safety_headers_and_no_store(store_url: str) -> None:
+    """Refusals and errors too (the 401 of basic auth had none); every response but the
+    static assets' is ``Cache-Control: no-store``: pages show states and payloads."""
+    auth = "admin:s3cret-pass"
+    instance = {"kind": "continuous", "job": "notes", "id": "page"}
+    confirm = {"action": "terminate", **instance}
+    args = ("--allow-actions", "--auth-env", "DASH_AUTH")
+    with dashboard(store_url, *args, env={"DASH_AUTH": auth}) as served:
+        base = served.base
+        port = base.rsplit(":", 1)[1]
+        _, page = _fetch_auth(base + "/confirm?" + urllib.parse.urlencode(confirm), auth)
+        fields = _hidden_fields(page)
+        assert "csrf_token" in fields
+        evil = {"Origin": "http://evil.example"}
+        requests: list[tuple[int, str, dict[str, Any]]] = [
+            (200, "/", {}),
+            (200, "/?q=page&kind=continuous", {}),
+            (200, "/instance?" + urllib.parse.urlencode(instance), {}),
+            (404, "/instance?" + urllib.parse.urlencode({**instance, "id": "nope"}), {}),
+            (200, "/alarms", {}),
+            (200, "/stats", {}),
+            (200, "/confirm?" + urllib.parse.urlencode(confirm), {}),
+            (400, "/done", {}),
+            (400, "/?limit=9999", {}),
+            (404, "/nope", {}),
+            (200, "/events?after=999999999", {}),
+            (403, "/events", {"headers": evil}),
+            (403, "/action", {"data": {**fields, "csrf_token": "forged"}}),
+            (403, "/action", {"data": fields, "headers": evil}),
+            (303, "/action", {"data": fields}),
+            (401, "/", {"auth": None}),
+            (401, "/events", {"auth": "admin:wrong"}),
+            (400, "/", {"host": f"rebind.evil.example:{port}"}),
+        ]
+        for status, path, kw in requests:
+            got, headers = _headers_of(base + path, **{"auth": auth, **kw})
+            assert got == status, (path, kw)
+            for name, value in SAFETY.items():
+                assert headers.get_all(name) == [value], (path, kw, name, headers)
+            assert headers.get_all("Cache-Control") == ["no-store"], (path, kw, headers)
+        for asset in ("/static/app.css", "/static/live.js"):
+            got, headers = _headers_of(base + asset, auth=auth)
+            assert got == 200
+            for name, value in SAFETY.items():
+                assert headers.get_all(name) == [value], (asset, name)
+            assert headers.get_all("Cache-Control") == ["no-cache"], asset
+    assert _status(store_url, "continuous", "notes", "page") == "terminated"
+
+
+def _fetch_auth(url: str, auth: str) -> tuple[int, str]:
+    token = base64.b64encode(auth.encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=WAIT) as response:
+        return response.status, response.read().decode()

@@ -47,7 +47,7 @@ from durable_jobs.ui._dashboard import (
     cross_site,
 )
 from durable_jobs.ui._live import events_stream
-from durable_jobs.ui._middleware import BasicAuth, HostCheck, _Headers
+from durable_jobs.ui._middleware import BasicAuth, HostCheck, _Headers, _Revalidated
 
 __all__ = ["BasicAuth", "Dashboard", "create_app"]
 
@@ -482,14 +482,19 @@ def create_app(
             Route("/confirm", confirm_page),
             Route("/action", action_post, methods=["POST"]),
             Route("/done", done_page),
-            Mount("/static", StaticFiles(packages=[("durable_jobs.ui", "static")]), name="static"),
+            Mount(
+                "/static",
+                _Revalidated(StaticFiles(packages=[("durable_jobs.ui", "static")])),
+                name="static",
+            ),
         ],
         exception_handlers={DurableJobsError: _bad_input},
     )
     app.state.dashboard = dash
-    wrapped: ASGIApp = _Headers(app)
+    wrapped: ASGIApp = app
     if credentials is not None:
         wrapped = BasicAuth(wrapped, credentials)
     if allowed_hosts is not None:
         wrapped = HostCheck(wrapped, allowed_hosts, any_address=any_address)
-    return wrapped
+    # Outermost: the Host check's and basic auth's refusals carry the headers too.
+    return _Headers(wrapped)

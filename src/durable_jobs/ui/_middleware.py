@@ -128,7 +128,10 @@ class BasicAuth(_Gate):
 
 
 class _Headers:
-    """Safety headers on every response (no framing, no sniffing, no referrer to other sites)."""
+    """Safety headers on every response, refusals and errors included (no framing, no
+    sniffing, no referrer to other sites), and ``Cache-Control: no-store`` on those that
+    set no ``Cache-Control`` of their own: pages show states and event payloads, which
+    no browser or proxy cache should keep (the static assets say ``no-cache``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -140,8 +143,11 @@ class _Headers:
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = [
-                    *message.get("headers", []),
+                    *headers,
                     (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
@@ -154,3 +160,23 @@ class _Headers:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _Revalidated:
+    """``Cache-Control: no-cache`` on the static assets: a browser keeps them, and asks
+    (by ETag) whether they changed before each use, as they do when the package is
+    upgraded. They hold no stored data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"cache-control", b"no-cache"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
