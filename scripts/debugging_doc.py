@@ -438,7 +438,8 @@ Safety:
 - Requests a browser makes for a page of another site are refused with 403:
   those whose `Origin` header is not the dashboard's own (`http://` and the
   `Host` it was asked for), and those marked `Sec-Fetch-Site: cross-site` (an
-  `<img src>`, which sends no `Origin`). A live stream is refused before it
+  `<img src>`, which sends no `Origin`) or `same-site` (a page on another
+  port, such as `localhost:3000`). A live stream is refused before it
   takes one of the `--max-live` places (pages of other sites could take
   them all), and an action even with a valid CSRF token ("sent by a page of
   another site"; nothing changes). Requests with neither header (curl,

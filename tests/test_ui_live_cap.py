@@ -151,6 +151,7 @@ def test_a_stream_asked_for_by_another_site_is_refused_and_takes_no_slot(
         {"Origin": "http://evil.example"},
         {"Origin": "null"},
         {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "image"},
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Dest": "image"},  # localhost:3000
     ]
     with dashboard(store_url, "--max-live", "2") as served:
         for headers in foreign * 2:  # more than the cap

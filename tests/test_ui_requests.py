@@ -123,6 +123,7 @@ def test_a_form_sent_by_another_site_is_refused_as_such(store_url: str) -> None:
             {"Origin": "http://evil.example"},
             {"Origin": "null"},
             {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},  # a page on another port (localhost:3000)
         ]
         for headers in foreign:
             status, body = _fetch(served.base + "/action", data=fields, headers=headers)

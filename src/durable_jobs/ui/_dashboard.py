@@ -230,15 +230,18 @@ def cross_site(request: Request) -> str | None:
 
     A browser names the page's origin in ``Origin`` (on a POST, and on a cross-origin
     fetch or ``EventSource``), and marks a request made for a page of another site
-    ``Sec-Fetch-Site: cross-site`` (an ``<img src>`` too, which sends no ``Origin``).
-    A request with neither (curl, a script) is not a browser's for another site.
+    ``Sec-Fetch-Site: cross-site`` (an ``<img src>`` too, which sends no ``Origin``), or
+    ``same-site`` for one on another port of the same host (``localhost:3000``): the
+    dashboard's own pages' requests are ``same-origin``. A request with neither header
+    (curl, a script) is not a browser's for another page.
     """
     origin = request.headers.get("origin")
     ours = f"{request.url.scheme}://{request.url.netloc}"
     if origin is not None and origin != ours:
         return f"its Origin is {origin[:100]!r}, not this dashboard's {ours!r}"
-    if request.headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
-        return "the browser marked it Sec-Fetch-Site: cross-site"
+    fetch_site = request.headers.get("sec-fetch-site", "").strip().lower()
+    if fetch_site in ("cross-site", "same-site"):
+        return f"the browser marked it Sec-Fetch-Site: {fetch_site}"
     return None
 
 
