@@ -8,8 +8,10 @@ They run :mod:`durable_jobs.maintenance`; the JSON shapes they print are the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -19,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
-from durable_jobs._errors import DurableJobsError
+from durable_jobs._errors import DurableJobsError, StoreError
 from durable_jobs._store.base import Store
 from durable_jobs.cli._app import (
     CliState,
@@ -46,6 +48,7 @@ from durable_jobs.maintenance import (
     replay_instance,
     replay_store,
     tail_events,
+    tail_position,
 )
 
 __all__ = ["purge", "replay", "tail"]
@@ -236,6 +239,14 @@ Ends after --for (e.g. 30s, 5m, 1h30m), after --count events, or with Ctrl-C.
 JSON (--json): one line per event: {"type": "event", "position", "instance_uuid",
   "kind", "job", "instance_id", "version", "timestamp", "topic", "name",
   "state", "error"}; pass the last "position" as --after to carry on.
+
+\b
+While it follows, a store out of reach (a server down or restarting, a network
+  cut) does not end it: it says so once on stderr, tries again every 1 s to 10 s,
+  says when the store is back and goes on after the last event it printed (with
+  --json: {"notice", "type": "out_of_reach" or "back", "position"} on stderr).
+  Other errors end it (exit code 1), as does an outage at the end of --for or in
+  a one-shot read (--for 0).
 """
 
 
@@ -267,9 +278,36 @@ def tail(
     as_json: bool,
 ) -> None:
     """Follow events as they are committed. Reads only."""
-    with opened_store(state, must_exist=True) as store:
+    # Ctrl-C ends a tail: that is how it is meant to stop.
+    with opened_store(state, must_exist=True) as store, contextlib.suppress(KeyboardInterrupt):
+        _follow(store, after=after, duration=duration, count=count, poll=poll, as_json=as_json)
+
+
+#: First and longest wait (seconds) between tries while a followed store is out of reach.
+OUTAGE_RETRY = 1.0
+MAX_OUTAGE_RETRY = 10.0
+
+
+def _follow(
+    store: Store,
+    *,
+    after: int | None,
+    duration: timedelta | None,
+    count: int | None,
+    poll: timedelta,
+    as_json: bool,
+) -> None:
+    """Print the events of ``tail``; while following (not ``--for 0``), ride out the
+    store going out of reach and go on after the last event printed."""
+    deadline = None if duration is None else time.monotonic() + duration.total_seconds()
+    follows = duration is None or duration > timedelta(0)
+    position = tail_position(store) if after is None else after
+    seen = 0
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        limit = None if count is None else count - seen
         events = tail_events(
-            store, after=after, duration=duration, limit=count, poll_interval=poll
+            store, after=position, duration=remaining, limit=limit, poll_interval=poll
         )
         try:
             for event in events:
@@ -277,10 +315,64 @@ def tail(
                     emit_json(event.as_json())
                 else:
                     console().print(_tail_line(event))
-        except KeyboardInterrupt:
-            pass  # Ctrl-C ends a tail: that is how it is meant to stop
+                position = event.position
+                seen += 1
+        except StoreError as exc:
+            # A last read (--for 0, or the end of --for) reports its failure as ever.
+            if not follows or remaining == 0 or not store.unreachable(exc):
+                raise
+            outage = exc
+        else:
+            return
         finally:
             events.close()
+        _wait_for_store(store, outage, position, deadline, as_json=as_json)
+
+
+def _wait_for_store(
+    store: Store, exc: StoreError, position: int, deadline: float | None, *, as_json: bool
+) -> None:
+    """Say once that the store is out of reach, try it with a capped backoff until it
+    answers (then say so) or until ``deadline``, when its error ends the tail."""
+    _notice(
+        f"store out of reach ({exc}); still following after position {position}, trying "
+        f"again every {OUTAGE_RETRY:g} s to {MAX_OUTAGE_RETRY:g} s",
+        "out_of_reach",
+        position,
+        as_json=as_json,
+    )
+    began = time.monotonic()
+    delay = OUTAGE_RETRY
+    while True:
+        pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        try:
+            store.ping()  # after a restart: also replaces the pool's dead connections
+        except StoreError as again:
+            if not store.unreachable(again) or (
+                deadline is not None and time.monotonic() >= deadline
+            ):
+                raise
+            delay = min(delay * 2, MAX_OUTAGE_RETRY)
+            continue
+        took = _took(time.monotonic() - began)
+        _notice(
+            f"store back after {took}; following on after position {position}",
+            "back",
+            position,
+            as_json=as_json,
+        )
+        return
+
+
+def _notice(message: str, kind: str, position: int, *, as_json: bool) -> None:
+    """One line on stderr (stdout has only events): JSON with ``--json``."""
+    text = " ".join(message.split())
+    if as_json:
+        document = {"notice": text, "type": kind, "position": position}
+        click.echo(json.dumps(document, ensure_ascii=False), err=True)
+    else:
+        click.echo(f"tail: {escape_controls(text)}", err=True)
 
 
 def _tail_line(e: TailEvent) -> Text:
