@@ -147,7 +147,7 @@ def _proxied(postgres_url: str, proxy: _Proxy, schema: str) -> str:
     )
 
 
-def _start_tail(url: str, *args: str) -> tuple[subprocess.Popen[str], _Lines, _Lines]:
+def start_tail(url: str, *args: str) -> tuple[subprocess.Popen[str], _Lines, _Lines]:
     """``durable-jobs --store url tail *args`` in a process of its own."""
     command = [sys.executable, "-m", "durable_jobs", "--store", url, "tail", *args]
     tail = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -155,7 +155,7 @@ def _start_tail(url: str, *args: str) -> tuple[subprocess.Popen[str], _Lines, _L
     return tail, _Lines(tail.stdout), _Lines(tail.stderr)
 
 
-def _end(tail: subprocess.Popen[str], out: _Lines, err: _Lines) -> None:
+def end_tail(tail: subprocess.Popen[str], out: _Lines, err: _Lines) -> None:
     if tail.poll() is None:
         tail.kill()
         tail.wait()
@@ -163,7 +163,7 @@ def _end(tail: subprocess.Popen[str], out: _Lines, err: _Lines) -> None:
     err.end()
 
 
-def _write(store: dj.Store, ids: range) -> None:
+def write(store: dj.Store, ids: range) -> None:
     for i in ids:
         inst, _ = ContinuousInstance.start(None, "j", f"i{i}", now=T, state=i, first_run_at=T)
         store.save(inst)
@@ -173,26 +173,26 @@ def test_tail_follows_through_an_outage_with_no_gap_and_no_duplicate(
     postgres_url: str, pg_url: str, pg_schema: str, proxy: _Proxy
 ) -> None:
     with dj.open_store(pg_url) as writer:
-        _write(writer, range(3))  # before the tail starts: it starts from position 0
-        tail, out, err = _start_tail(
+        write(writer, range(3))  # before the tail starts: it starts from position 0
+        tail, out, err = start_tail(
             _proxied(postgres_url, proxy, pg_schema), "--after", "0", "--poll", "50ms", "--json"
         )
         try:
             before = writer.last_position()
             out.wait("events before the outage", lambda lines: len(lines) >= before)
             proxy.cut()
-            _write(writer, range(3, 6))  # during: committed while the tail cannot read
+            write(writer, range(3, 6))  # during: committed while the tail cannot read
             err.wait("outage notice", lambda lines: any("out of reach" in x for x in lines))
-            _write(writer, range(6, 9))
+            write(writer, range(6, 9))
             proxy.restore()
             err.wait("back notice", lambda lines: any('"back"' in x for x in lines))
-            _write(writer, range(9, 12))  # after
+            write(writer, range(9, 12))  # after
             last = writer.last_position()
             out.wait("every event", lambda lines: len(lines) >= last)
             tail.send_signal(signal.SIGINT)  # Ctrl-C
             assert tail.wait(timeout=WAIT) == 0
         finally:
-            _end(tail, out, err)
+            end_tail(tail, out, err)
         expected = [note.id for note in writer.events_after(0, 1000)]
     assert len(expected) == last
     events = [json.loads(x) for x in out.lines]
@@ -256,10 +256,10 @@ def test_ctrl_c_ends_a_tail_waiting_out_an_outage(
     postgres_url: str, pg_url: str, pg_schema: str, proxy: _Proxy
 ) -> None:
     with dj.open_store(pg_url) as writer:
-        _write(writer, range(1))
+        write(writer, range(1))
         last = writer.last_position()
     url = _proxied(postgres_url, proxy, pg_schema)
-    tail, out, err = _start_tail(url, "--after", "0", "--poll", "50ms")
+    tail, out, err = start_tail(url, "--after", "0", "--poll", "50ms")
     try:
         out.wait("events", lambda lines: len(lines) == last)
         proxy.cut()
@@ -267,7 +267,7 @@ def test_ctrl_c_ends_a_tail_waiting_out_an_outage(
         tail.send_signal(signal.SIGINT)
         assert tail.wait(timeout=WAIT) == 0
     finally:
-        _end(tail, out, err)
+        end_tail(tail, out, err)
     (notice,) = err.lines
     assert notice.startswith("tail: store out of reach (Could not read the store postgresql://")
     assert notice.endswith(
@@ -282,16 +282,16 @@ def test_an_outage_that_outlasts_for_ends_the_tail_with_its_error(
 ) -> None:
     """What was committed until the end of ``--for`` cannot be reported: exit code 1."""
     with dj.open_store(pg_url) as writer:
-        _write(writer, range(1))
+        write(writer, range(1))
         last = writer.last_position()
     url = _proxied(postgres_url, proxy, pg_schema)
-    tail, out, err = _start_tail(url, "--after", "0", "--for", "10s", "--poll", "50ms", "--json")
+    tail, out, err = start_tail(url, "--after", "0", "--for", "10s", "--poll", "50ms", "--json")
     try:
         out.wait("events", lambda lines: len(lines) == last)
         proxy.cut()
         assert tail.wait(timeout=WAIT) == 1
     finally:
-        _end(tail, out, err)
+        end_tail(tail, out, err)
     assert [json.loads(x)["position"] for x in out.lines] == list(range(1, last + 1))
     notice, error = (json.loads(x) for x in err.lines)
     assert notice["type"] == "out_of_reach"

@@ -9,6 +9,8 @@ connections again, and nothing acknowledged is lost.
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,6 +24,7 @@ from _own_postgres import OwnPostgres
 from _pg_workers import Worker, workers
 from durable_jobs._domain.debounce import DebounceInstance
 from durable_jobs.maintenance import tail_events, tail_position
+from test_cli_tail_outage import end_tail, start_tail, write
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -190,3 +193,43 @@ async def test_the_tail_reads_fail_within_connect_timeout(own_postgres: OwnPostg
         finally:
             own_postgres.start()
         assert tail_position(store) > 0
+
+
+def test_the_tail_command_follows_through_a_stop_and_a_restart(
+    own_postgres: OwnPostgres,
+) -> None:
+    """``durable-jobs tail`` (a process of its own) waits out the server stopped, then
+    restarted, and prints every event once, in order, with a notice on stderr."""
+    url = store_url(own_postgres, "dj_tail_follows")
+    with dj.open_store(url) as writer:
+        write(writer, range(2))
+    tail, out, err = start_tail(url, "--after", "0", "--poll", "50ms", "--json")
+    try:
+        with dj.open_store(url) as writer:
+            first = writer.last_position()
+        out.wait("events", lambda lines: len(lines) == first)
+        own_postgres.stop()
+        try:
+            err.wait("outage notice", lambda lines: '"out_of_reach"' in "".join(lines))
+        finally:
+            own_postgres.start()
+        err.wait("back notice", lambda lines: '"back"' in "".join(lines))
+        with dj.open_store(url) as writer:
+            write(writer, range(2, 4))
+            second = writer.last_position()
+            out.wait("events", lambda lines: len(lines) == second)
+            own_postgres.restart()  # the tail may or may not try a read meanwhile
+            write(writer, range(4, 6))
+            last = writer.last_position()
+            expected = [note.id for note in writer.events_after(0, 1000)]
+        out.wait("every event", lambda lines: len(lines) == last)
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(timeout=60) == 0
+    finally:
+        end_tail(tail, out, err)
+    assert [json.loads(x)["position"] for x in out.lines] == expected
+    notices = [json.loads(x) for x in err.lines]
+    kinds = [n["type"] for n in notices]
+    assert kinds[:2] == ["out_of_reach", "back"]
+    assert kinds[2:] in ([], ["out_of_reach", "back"])
+    assert notices[0]["position"] == first
