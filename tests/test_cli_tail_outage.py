@@ -8,10 +8,8 @@ after the outage.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 import durable_jobs as dj
+from _proxy import TcpProxy
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._errors import StoreError
 from durable_jobs.cli import run
@@ -35,67 +34,6 @@ T = datetime(2026, 1, 1, tzinfo=UTC)
 SECRET = "tail-Zq7-sEcReT"
 #: Longest wait for a condition (the tail retries at most every 10 s).
 WAIT = 60.0
-
-
-class _Proxy:
-    """A TCP proxy to the test server that can be cut (every connection dropped, new
-    ones closed at once) and restored."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.down = threading.Event()
-        self.closed = False
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.down.is_set() or self.closed:
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.down.set()
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def restore(self) -> None:
-        self.down.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self.closed = True
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-        self.listener.close()
 
 
 class _Lines:
@@ -131,14 +69,14 @@ class _Lines:
 
 
 @pytest.fixture
-def proxy(postgres_url: str) -> Iterator[_Proxy]:
+def proxy(postgres_url: str) -> Iterator[TcpProxy]:
     parts = urlsplit(postgres_url)
-    p = _Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    p = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     yield p
     p.close()
 
 
-def _proxied(postgres_url: str, proxy: _Proxy, schema: str) -> str:
+def _proxied(postgres_url: str, proxy: TcpProxy, schema: str) -> str:
     parts = urlsplit(postgres_url)
     user = quote(parts.username or "postgres", safe="")
     return (
@@ -170,7 +108,7 @@ def write(store: dj.Store, ids: range) -> None:
 
 
 def test_tail_follows_through_an_outage_with_no_gap_and_no_duplicate(
-    postgres_url: str, pg_url: str, pg_schema: str, proxy: _Proxy
+    postgres_url: str, pg_url: str, pg_schema: str, proxy: TcpProxy
 ) -> None:
     with dj.open_store(pg_url) as writer:
         write(writer, range(3))  # before the tail starts: it starts from position 0
@@ -253,7 +191,7 @@ def test_a_tail_ends_on_an_error_it_cannot_ride_out(
 
 
 def test_ctrl_c_ends_a_tail_waiting_out_an_outage(
-    postgres_url: str, pg_url: str, pg_schema: str, proxy: _Proxy
+    postgres_url: str, pg_url: str, pg_schema: str, proxy: TcpProxy
 ) -> None:
     with dj.open_store(pg_url) as writer:
         write(writer, range(1))
@@ -278,7 +216,7 @@ def test_ctrl_c_ends_a_tail_waiting_out_an_outage(
 
 
 def test_an_outage_that_outlasts_for_ends_the_tail_with_its_error(
-    postgres_url: str, pg_url: str, pg_schema: str, proxy: _Proxy
+    postgres_url: str, pg_url: str, pg_schema: str, proxy: TcpProxy
 ) -> None:
     """What was committed until the end of ``--for`` cannot be reported: exit code 1."""
     with dj.open_store(pg_url) as writer:

@@ -4,7 +4,6 @@ between processes, and the alarm index."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import select
 import socket
@@ -23,6 +22,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
 from psycopg import sql
 
+from _proxy import TcpProxy
 from durable_jobs import (
     ConcurrencyError,
     ConfigurationError,
@@ -293,64 +293,10 @@ def test_password_never_shown_by_an_open_store(
     assert "***" in str(store)
 
 
-class _Proxy:
-    """A TCP proxy to the test server that can be cut, to play a server going away."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.cut = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.cut.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.cut.is_set():
-                client.close()
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """Drop every connection and refuse new ones."""
-        if self.cut.is_set():
-            return
-        self.cut.set()
-        # Wake the accept() call so the serving thread sees the cut and ends.
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-        self.listener.close()
-        for s in self.sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        self.thread.join(timeout=10)
-
-
 def test_server_going_away_is_a_store_error_not_a_hang(postgres_url: str, pg_schema: str) -> None:
     """Once open, a vanished server fails saves and reads with StoreError (no password)."""
     parts = urlsplit(postgres_url)
-    proxy = _Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     try:
         url = _with_auth(postgres_url, parts.username or "postgres", SECRET)
         url = url.replace(f"{parts.hostname}:{parts.port or 5432}", f"127.0.0.1:{proxy.port}")
