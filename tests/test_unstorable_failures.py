@@ -169,3 +169,29 @@ async def test_a_statement_that_fails_at_the_commit_is_logged_as_a_failure(
     warned = [r for r in caplog.records if "failed when its run was committed" in r.message]
     assert warned and all(r.levelno == logging.WARNING for r in warned)
     assert "no such table" in warned[0].message
+
+
+async def test_a_huge_error_message_is_recorded_cut_and_says_so(
+    sqlite_url: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler's error that carries megabytes (a whole response body in its message)
+    was recorded whole, once per failed try, and logged whole: the record keeps the
+    first 65,536 characters and says how many more there were."""
+    huge = "<html>" + "x" * 3_000_000
+
+    def _huge(ctx: Any) -> None:
+        raise RuntimeError(huge)
+
+    calls: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="durable_jobs"):
+        async with running(_registry(_huge, calls), sqlite_url) as jobs:
+            await jobs.continuous("c").start("a", 0)
+            await advance(jobs, 3 * HOUR)
+            history = await jobs.continuous("c").history("a")
+    failed = [r for r in history if r.name == "run_failed"]
+    assert len(failed) == 3
+    message = failed[0].data["message"]
+    assert message.startswith("<html>xxx")
+    assert message.endswith(f"... [{len(huge) - 65_536:,} more characters not recorded]")
+    assert len(message) < 66_000
+    assert max(len(r.getMessage()) for r in caplog.records) < 70_000

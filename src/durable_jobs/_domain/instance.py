@@ -683,22 +683,38 @@ _new_object = object.__new__
 _set_attribute = object.__setattr__
 
 
+#: The longest error message recorded (characters): the rest is cut, and the message
+#: says how much (a handler's error carrying a whole response body, say, was recorded
+#: whole, once per failed try).
+MAX_ERROR_MESSAGE = 64 * 1024
+
+
+def _clipped(text: str) -> str:
+    if len(text) <= MAX_ERROR_MESSAGE:
+        return text
+    return (
+        f"{text[:MAX_ERROR_MESSAGE]}... [{len(text) - MAX_ERROR_MESSAGE:,} more characters "
+        "not recorded]"
+    )
+
+
 def error_message(error: BaseException) -> str:
     """``str(error)``, made storable: a lone surrogate (a file name from ``os.listdir``,
     bytes decoded with ``surrogateescape``) is written as its escape, and a ``__str__``
-    that raises gives a message saying so. A failure is always recorded."""
+    that raises gives a message saying so; at most :data:`MAX_ERROR_MESSAGE`
+    characters of it (the rest cut, and said). A failure is always recorded."""
     try:
         text = str(error)
     except Exception as exc:  # the error's own __str__ is broken
         return f"<str() of this {error_type_name(error)} raised {error_type_name(exc)}>"
-    return _storable(text)
+    return _storable(_clipped(text))
 
 
 def error_repr(error: BaseException) -> str:
     """``repr(error)`` for a message, or what it is when its ``__repr__`` raises: a
     handler's broken error class must not turn a failure into an exception of ours."""
     try:
-        return repr(error)
+        return _clipped(repr(error))
     except Exception as exc:
         return f"<{error_type_name(error)} whose repr() raised {error_type_name(exc)}>"
 
