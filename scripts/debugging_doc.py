@@ -436,8 +436,9 @@ Safety:
   or `DURABLE_JOBS_UI_ALLOW_HOSTS` holding names separated by spaces) adds
   a name, e.g. the one a proxy in front forwards.
 - Requests a browser makes for a page of another site are refused with 403:
-  those whose `Origin` header is not the dashboard's own (`http://` and the
-  `Host` it was asked for), and those marked `Sec-Fetch-Site: cross-site` (an
+  those whose `Origin` header is not the dashboard's own (`http://` or
+  `https://`, the latter for a proxy in front that adds TLS, and the `Host`
+  it was asked for), and those marked `Sec-Fetch-Site: cross-site` (an
   `<img src>`, which sends no `Origin`) or `same-site` (a page on another
   port, such as `localhost:3000`). A live stream is refused before it
   takes one of the `--max-live` places (pages of other sites could take

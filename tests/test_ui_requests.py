@@ -135,8 +135,15 @@ def test_a_form_sent_by_another_site_is_refused_as_such(store_url: str) -> None:
             served.base + "/action", data=fields, headers={"Origin": "http://evil.example"}
         )
         assert "its Origin is &#39;http://evil.example&#39;, not this dashboard&#39;s" in body
+        for scheme in ("https", "ftp"):  # another host, and this one in another scheme
+            other = {"Origin": f"{scheme}://evil.example"}
+            assert _fetch(served.base + "/action", data=fields, headers=other)[0] == 403
+        netloc = served.base.split("://", 1)[1]
+        other = {"Origin": f"ftp://{netloc}"}
+        assert _fetch(served.base + "/action", data=fields, headers=other)[0] == 403
         assert _status(store_url, "continuous", "notes", "page") == "running"
-        ours = {"Origin": served.base, "Sec-Fetch-Site": "same-origin"}
+        # Behind a proxy that adds TLS, the page is https:// with the same host: served.
+        ours = {"Origin": f"https://{netloc}", "Sec-Fetch-Site": "same-origin"}
         status, body = _fetch(served.base + "/action", data=fields, headers=ours)
         assert status == 200
         assert "Terminated continuous job" in body

@@ -236,9 +236,18 @@ def cross_site(request: Request) -> str | None:
     (curl, a script) is not a browser's for another page.
     """
     origin = request.headers.get("origin")
-    ours = f"{request.url.scheme}://{request.url.netloc}"
-    if origin is not None and origin != ours:
-        return f"its Origin is {origin[:100]!r}, not this dashboard's {ours!r}"
+    if origin is not None:
+        # http:// or https:// with the host (and port) the request was sent to: behind
+        # a proxy that adds TLS, the browser's page is https:// while this server is
+        # asked in http:// (the proxy passes the Host on); a page of the same host and
+        # port is this dashboard's either way.
+        netloc = request.url.netloc.lower()
+        scheme, _, rest = origin.lower().partition("://")
+        if scheme not in ("http", "https") or rest != netloc:
+            return (
+                f"its Origin is {origin[:100]!r}, not this dashboard's "
+                f"'http://{netloc}' (or https://)"
+            )
     fetch_site = request.headers.get("sec-fetch-site", "").strip().lower()
     if fetch_site in ("cross-site", "same-site"):
         return f"the browser marked it Sec-Fetch-Site: {fetch_site}"
