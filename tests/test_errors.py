@@ -8,9 +8,11 @@ import inspect
 import io
 import pkgutil
 import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from trio.testing import MockClock
 
 import durable_jobs as dj
 import durable_jobs.maintenance
@@ -71,6 +73,24 @@ def test_a_raised_job_not_found_shows_its_public_name() -> None:
         registry.get("task", "missing")
     assert repr(type(info.value)) == "<class 'durable_jobs.JobNotFound'>"
     assert _last_line(info.value).startswith("durable_jobs.JobNotFound: No task job named")
+
+
+async def test_a_job_asked_for_as_another_kind_is_named_with_its_kind(
+    autojump_clock: MockClock,
+) -> None:
+    """``jobs.task(heartbeat)`` with a continuous job said only "No task job named
+    'heartbeat' is registered" (a newcomer's review): it says what it is and what to
+    call instead."""
+    registry = dj.Registry()
+
+    @registry.continuous("heartbeat", state=int, schedule=dj.every(timedelta(minutes=1)))
+    async def heartbeat(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    async with dj.open_jobs(registry, "memory://") as jobs:
+        with pytest.raises(dj.JobNotFound) as info:
+            jobs.task(heartbeat)  # type: ignore[call-overload]
+    assert "'heartbeat' is a continuous job: use jobs.continuous('heartbeat')." in str(info.value)
 
 
 def test_a_raised_configuration_error_shows_its_public_name() -> None:

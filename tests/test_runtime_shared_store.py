@@ -11,6 +11,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -228,8 +229,16 @@ async def test_a_client_only_process_leaves_alarms_to_the_workers(
 async def test_a_client_only_process_needs_a_shared_store(
     sqlite_url: str, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """Refused before anything is written: the SQLite file was created first (a
+    newcomer's review), and an open Store object is refused as well."""
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    assert not path.exists()
     with pytest.raises(dj.ConfigurationError, match="Postgres"):
         async with running(dj.Registry(), sqlite_url, run_alarms=False):
+            pass  # pragma: no cover
+    assert not path.exists()
+    with dj.open_store(sqlite_url) as store, pytest.raises(dj.ConfigurationError):
+        async with running(dj.Registry(), store, run_alarms=False):
             pass  # pragma: no cover
 
 

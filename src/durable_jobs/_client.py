@@ -41,7 +41,8 @@ from durable_jobs._runtime.guards import DEFAULT_LEASE, MIN_LEASE
 from durable_jobs._runtime.runtime import Observer, Runtime
 from durable_jobs._runtime.statistics import RuntimeStatistics
 from durable_jobs._store.base import Store
-from durable_jobs._store.registry import open_store
+from durable_jobs._store.registry import adapter_for, open_store
+from durable_jobs._store.urls import StoreURL
 
 __all__ = [
     "AddResult",
@@ -316,17 +317,12 @@ async def open_jobs(
         limits = DEFAULT_LIMITS
     lease = _check_lease(lease)
     owned = isinstance(store, str)
+    _check_run_alarms(run_alarms, store)
     opened = await _open_store(store, encryption_key)
-    if not isinstance(run_alarms, bool):
-        raise ConfigurationError(f"run_alarms must be True or False, got {run_alarms!r}")
     if not run_alarms and not opened.shared:
-        msg = (
-            f"run_alarms=False needs a store that several processes serve (Postgres); on "
-            f"{opened.url} nothing else would run the alarms."
-        )
         if owned:
             opened.close()
-        raise ConfigurationError(msg)
+        raise ConfigurationError(_alone_msg(opened.url))
     if poll_interval == "auto":
         poll_interval = timedelta(seconds=5) if opened.shared else None
     opened.begin_serving()
@@ -405,6 +401,24 @@ def _check_lease(lease: timedelta | float) -> timedelta:
             f"got {checked!r}; write e.g. timedelta(seconds=30)"
         )
     return checked
+
+
+def _check_run_alarms(run_alarms: object, store: object) -> None:
+    """``run_alarms`` is a bool, and False only with a store URL of a shared store:
+    refused before the store is opened (opening a new SQLite path creates the file)."""
+    if not isinstance(run_alarms, bool):
+        raise ConfigurationError(f"run_alarms must be True or False, got {run_alarms!r}")
+    if not run_alarms and isinstance(store, str):
+        parsed = StoreURL.parse(store)
+        if not adapter_for(parsed).shared:
+            raise ConfigurationError(_alone_msg(parsed))
+
+
+def _alone_msg(url: object) -> str:
+    return (
+        f"run_alarms=False needs a store that several processes serve (Postgres); on "
+        f"{url} nothing else would run the alarms."
+    )
 
 
 async def _open_store(store: object, encryption_key: str | Sequence[str] | None) -> Store:

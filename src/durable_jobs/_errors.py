@@ -45,10 +45,21 @@ class ValidationError(DurableJobsError):
 class JobNotFound(DurableJobsError, LookupError):
     """No job of that kind is registered under that name."""
 
-    def __init__(self, kind: str, name: str, known: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        known: list[str] | None = None,
+        *,
+        other_kinds: list[str] | None = None,
+    ) -> None:
         self.kind = kind
         self.name = name
         hint = f" Registered {kind} jobs: {', '.join(sorted(known))}." if known else ""
+        if other_kinds:
+            # jobs.task(a_continuous_job), say: the name is right, the kind is not.
+            kinds = " and ".join(f"a {k} job" for k in sorted(other_kinds))
+            hint += f" {name!r} is {kinds}: use jobs.{sorted(other_kinds)[0]}({name!r})."
         super().__init__(f"No {kind} job named {name!r} is registered.{hint}")
 
 

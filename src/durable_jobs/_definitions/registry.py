@@ -295,7 +295,8 @@ class Registry:
         try:
             return jobs[name]
         except KeyError:
-            raise JobNotFound(kind, name, list(jobs)) from None
+            others: list[str] = [k for k, of_kind in self._jobs.items() if name in of_kind]
+            raise JobNotFound(kind, name, list(jobs), other_kinds=others) from None
 
     def check(self) -> None:
         """Raise :class:`ConfigurationError` if a job is missing a required handler, or
