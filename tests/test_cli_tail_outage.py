@@ -223,7 +223,7 @@ def test_an_outage_that_outlasts_for_ends_the_tail_with_its_error(
         write(writer, range(1))
         last = writer.last_position()
     url = _proxied(postgres_url, proxy, pg_schema)
-    tail, out, err = start_tail(url, "--after", "0", "--for", "10s", "--poll", "50ms", "--json")
+    tail, out, err = start_tail(url, "--after", "0", "--for", "6s", "--poll", "50ms", "--json")
     try:
         out.wait("events", lambda lines: len(lines) == last)
         proxy.cut()
