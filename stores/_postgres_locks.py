@@ -23,7 +23,9 @@ things keep two runs of one instance from overlapping or both committing:
   the lease: the server itself ends the session of a process that stopped
   pinging (frozen, paused, cut off), which frees its locks after ``lease``.
   The same process gives its runs up after half the lease without a
-  confirmed round trip, before the server can hand them to anyone else.
+  confirmed round trip, before the server can hand them to anyone else, and
+  starts no handler under such a session even before its keeper has looked
+  (:meth:`LockSession.is_live`: a process just woken from a freeze).
 """
 
 from __future__ import annotations
@@ -373,11 +375,18 @@ class LockSession:
         return None if held is None else held[1]
 
     def is_live(self, mark: int) -> bool:
-        """Whether the session with marker key ``mark`` is open and not taken as lost."""
+        """Whether the session with marker key ``mark`` is open, not taken as lost, and
+        confirmed (a round trip answered) within half the lease."""
         # Without the books' lock (asked on every run): a session being dropped or
         # condemned meanwhile reads as either the state before or not live, as a read
         # just before or after the lock would.
-        return bool(mark) and mark == self._mark and not self._condemned
+        if not (mark and mark == self._mark and not self._condemned):
+            return False
+        # Nothing confirmed it for half the lease: the keeper gives it up as soon as it
+        # runs, but in a process just woken from a freeze it has not run yet, and a run
+        # started a handler there, on a state other workers had moved on from since.
+        lease = self._lease
+        return lease is None or time.monotonic() - self._last_ok <= lease * GIVE_UP_SHARE
 
     def fence(self, uuids: Sequence[UUID]) -> list[tuple[int, int]]:
         """(lock key, marker key) of the locks held on ``uuids`` that a commit checks: each

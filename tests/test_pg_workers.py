@@ -9,6 +9,7 @@ the instances another live worker is preferred for wait a little.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -479,3 +480,48 @@ async def test_a_handler_does_not_start_under_a_lock_session_cut_after_the_lock_
     assert cuts == ["cut"]
     assert seen == [True]  # called once, under a live session
     assert [r.name for r in history].count("event_added") == 1
+
+
+async def test_a_handler_does_not_start_under_a_lock_session_unconfirmed_for_half_the_lease(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process woken from a freeze longer than half the lease: its keeper has not yet
+    looked at its lock session (nothing confirmed it since the freeze), and a run
+    started a handler at once, on a state other workers had moved on from (the
+    verifying review: 13 ms after SIGCONT, 14 runs behind). The session counts as
+    lost as soon as half the lease passes unconfirmed, as the keeper would take it."""
+    registry = dj.Registry()
+    store = dj.open_store(pg_url)
+    assert isinstance(store, PostgresStore)
+    seen: list[bool] = []
+
+    @registry.task("t", event=int, state=int)
+    async def t(ctx: dj.TaskContext[int]) -> None:
+        pass
+
+    @t.on_event
+    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+        locks = store._locks
+        assert locks is not None
+        seen.append(time.monotonic() - locks._last_ok <= 15)  # confirmed within lease/2
+
+    try:
+        async with running(registry, store, run_alarms=False, lease=30) as jobs:
+            runtime = jobs._rt
+            real = type(runtime).load
+            frozen: list[str] = []
+
+            async def load(self: Any, *args: Any, **kwargs: Any) -> Any:
+                if not frozen:
+                    frozen.append("frozen")
+                    locks = store._locks
+                    assert locks is not None
+                    locks._last_ok -= 16  # as if the process had been stopped 16 s
+                return await real(self, *args, **kwargs)
+
+            monkeypatch.setattr(type(runtime), "load", load)
+            await jobs.task(t).send("i1", 1)
+    finally:
+        store.close()
+    assert frozen == ["frozen"]
+    assert seen == [True]  # called once, under a confirmed session
