@@ -598,8 +598,9 @@ class NothingSent(OperationalError):
 
 
 def _names(rows: Sequence[IndexRow]) -> str:
-    """The instances of a commit's index rows, for its messages."""
-    return ", ".join(sorted({str(r.instance_uuid) for r in rows}))
+    """The instances of a commit's index rows, for its messages (by job and id: a uuid
+    alone told an operator nothing)."""
+    return ", ".join(sorted({f"{r.kind} job {r.job!r} instance {r.instance_id!r}" for r in rows}))
 
 
 def _log_fields(rows: Sequence[IndexRow]) -> dict[str, Any]:

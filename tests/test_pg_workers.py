@@ -274,6 +274,7 @@ def test_a_refused_commit_is_logged_with_the_instance_fields(
         ):
             recorder._insert_tried([], kwargs)  # type: ignore[attr-defined]
     [record] = [r for r in caplog.records if "was refused" in r.getMessage()]
+    assert "continuous job 'tick' instance 'i1'" in record.getMessage()  # not only a uuid
     assert record.dj_kind == "continuous"  # type: ignore[attr-defined]
     assert record.dj_job == "tick"  # type: ignore[attr-defined]
     assert record.dj_instance_id == "i1"  # type: ignore[attr-defined]
