@@ -377,7 +377,7 @@ the log.
 ## The web dashboard: `durable-jobs ui`
 
 The same views in a browser, updated live. The dashboard needs the `ui`
-extra (`pip install 'durable-jobs[ui]'`); it is served on 127.0.0.1 and reads
+extra (`pip install './durable-jobs[ui]'` from your checkout); it is served on 127.0.0.1 and reads
 only, unless told otherwise:
 
 ```console
