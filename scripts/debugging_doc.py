@@ -245,8 +245,10 @@ filter; `--limit` and `--cursor` page through large stores.
 """
 
 AFTER_STATUS = """\
-`last error` is the latest failed run of the current generation, with the
-version of its record, so you know where to look in the history.
+`last error` is the latest failure that no later run of the same handler made
+good (looked for among the generation's last 500 records), with the version of
+its record, so you know where to look in the history. A failure followed by a
+good run of the same handler shows no last error; the history still has it.
 
 ## 3. `history`: what happened, and when?
 
