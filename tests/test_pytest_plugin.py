@@ -313,7 +313,7 @@ def test_importing_durable_jobs_testing_needs_no_pytest() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "StoreConformance needs pytest: pip install durable-jobs[testing]" in done.stdout
+    assert "StoreConformance needs pytest: pip install 'durable-jobs[testing]'" in done.stdout
 
 
 def test_the_schema_option_replaces_one_in_the_url() -> None:

@@ -486,7 +486,7 @@ def test_without_hypothesis_the_error_says_what_to_install(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode != 0
-    assert "pip install durable-jobs[testing]" in done.stderr
+    assert "pip install 'durable-jobs[testing]'" in done.stderr
 
 
 def test_a_harness_shown_after_its_run_ended_does_not_raise() -> None:

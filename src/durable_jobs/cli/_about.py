@@ -27,7 +27,7 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 @dataclass(frozen=True)
 class Extra:
-    """One optional extra (``pip install durable-jobs[name]``) and its packages' versions."""
+    """One optional extra (``pip install 'durable-jobs[name]'``) and its packages' versions."""
 
     name: str
     packages: dict[str, str | None]

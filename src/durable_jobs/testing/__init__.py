@@ -16,7 +16,7 @@
   ``durable_jobs_store`` mark.
 
 The strategies and machines need hypothesis, and :class:`StoreConformance`
-and the plugin need pytest: ``pip install durable-jobs[testing]``. This
+and the plugin need pytest: ``pip install 'durable-jobs[testing]'``. This
 module itself needs neither: ``StoreConformance`` is imported on first use.
 """
 
@@ -57,7 +57,7 @@ def __getattr__(name: str) -> Any:
         try:
             from durable_jobs.testing._conformance import StoreConformance
         except ImportError as exc:
-            msg = "StoreConformance needs pytest: pip install durable-jobs[testing]"
+            msg = "StoreConformance needs pytest: pip install 'durable-jobs[testing]'"
             raise ImportError(msg) from exc
         return StoreConformance
     msg = f"module {__name__!r} has no attribute {name!r}"

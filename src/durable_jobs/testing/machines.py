@@ -1,6 +1,6 @@
 """hypothesis state machines that check a registered job against a reference model.
 
-Needs hypothesis (``pip install durable-jobs[testing]``). Subclass the
+Needs hypothesis (``pip install 'durable-jobs[testing]'``). Subclass the
 machine of your job's kind, name your registry and job, and hand the
 ``TestCase`` to pytest::
 
@@ -38,7 +38,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the testing extra is missing
     msg = (
         "durable_jobs.testing.machines needs hypothesis: install the testing extra, "
-        "`pip install durable-jobs[testing]`."
+        "`pip install 'durable-jobs[testing]'`."
     )
     raise ImportError(msg) from exc
 

@@ -1,6 +1,6 @@
 """hypothesis strategies for durable-jobs: schedules, retry policies, ids, events, commands.
 
-Needs hypothesis (``pip install durable-jobs[testing]``)::
+Needs hypothesis (``pip install 'durable-jobs[testing]'``)::
 
     from hypothesis import given
     from durable_jobs.testing import strategies as djst
@@ -39,7 +39,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the testing extra is missing
     msg = (
         "durable_jobs.testing.strategies needs hypothesis: install the testing extra, "
-        "`pip install durable-jobs[testing]`."
+        "`pip install 'durable-jobs[testing]'`."
     )
     raise ImportError(msg) from exc
 
