@@ -89,3 +89,20 @@ async def test_history_version_bounds(
     code, out, err = invoke(capsys, *history, "--from", "2", "--to", "2", "--json")
     assert code == 0, err
     assert [r["version"] for r in json.loads(out)["records"]] == [2]
+
+
+async def test_an_instance_not_found_points_where_listing_finds_something(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], autojump_clock: MockClock
+) -> None:
+    """A misspelt job name was told to try `durable-jobs list --job <the same name>`,
+    which finds nothing either (a newcomer's review): with no instance of that job at
+    all, it says so and points to `stats`, which lists the jobs the store has."""
+    await fill(sqlite_url)
+    code, _, err = invoke(capsys, "--store", sqlite_url, "status", "continuous", "sync", "nope")
+    assert code == 1
+    assert "see `durable-jobs list --kind continuous --job sync`" in err
+    code, _, err = invoke(capsys, "--store", sqlite_url, "status", "continuous", "synk", "acct-ok")
+    assert code == 1
+    assert "nor any instance of a continuous job named 'synk'" in err
+    assert "`durable-jobs stats --kind continuous`" in err
+    assert "list --kind continuous --job synk" not in err

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import io
@@ -124,3 +125,15 @@ def test_the_hierarchy_is_unchanged() -> None:
     assert issubclass(dj.JobNotFound, LookupError)
     for name in _errors.__all__:
         assert issubclass(getattr(dj, name), dj.DurableJobsError)
+
+
+def test_open_jobs_under_asyncio_says_to_use_trio() -> None:
+    """Under ``asyncio.run`` it failed with trio's bare "RuntimeError: must be called
+    from async context" (a newcomer's review)."""
+
+    async def main() -> None:
+        async with dj.open_jobs(dj.Registry(), "memory://"):
+            pass  # pragma: no cover
+
+    with pytest.raises(dj.ConfigurationError, match=r"start it with trio\.run\(main\)"):
+        asyncio.run(main())

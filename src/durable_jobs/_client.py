@@ -216,6 +216,16 @@ def _check_options(
     observers: Sequence[object],
 ) -> tuple[Clock, timedelta, timedelta | Literal["auto"] | None]:
     """``open_jobs``'s arguments checked (ConfigurationError) and normalised."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        # Under asyncio.run (say), trio's own "must be called from async context" said
+        # nothing a newcomer could act on.
+        msg = (
+            "open_jobs() runs in a trio program: start it with trio.run(main), not "
+            "asyncio.run() or another event loop (durable-jobs is built on trio)."
+        )
+        raise ConfigurationError(msg) from None
     if not isinstance(registry, Registry):
         raise ConfigurationError(f"open_jobs() needs a durable_jobs.Registry, got {registry!r}")
     registry.check()

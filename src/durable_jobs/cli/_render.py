@@ -190,9 +190,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def _not_found(inspector: Inspector, kind: str, job: str, instance_id: str) -> NoReturn:
+    where = f"No {kind} job {job!r} instance {instance_id!r} in the store {inspector.store.url}"
+    if inspector.instances(kind=kind, job=job, limit=1).items:
+        fail(f"{where}; see `durable-jobs list --kind {kind} --job {job}`.")
+    # Not one instance of that job (a misspelt job name, say): listing it finds nothing.
     fail(
-        f"No {kind} job {job!r} instance {instance_id!r} in the store {inspector.store.url}; "
-        f"see `durable-jobs list --kind {kind} --job {job}`."
+        f"{where}, nor any instance of a {kind} job named {job!r}; "
+        f"`durable-jobs stats --kind {kind}` lists the {kind} jobs the store has."
     )
 
 
