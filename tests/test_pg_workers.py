@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
@@ -437,15 +438,30 @@ async def test_a_process_that_only_sends_is_not_a_worker(
     assert executed == Counter(dict.fromkeys(ids, 24)), executed
 
 
-async def test_a_handler_does_not_start_under_a_lock_session_cut_after_the_lock_was_taken(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+def _cut(locks: Any) -> None:
+    locks._drop("cut by the test")  # what the keeper does on seeing the close
+
+
+def _unconfirmed(locks: Any) -> None:
+    locks._last_ok -= 16  # as if the process had been stopped 16 s (lease 30 s)
+
+
+@pytest.mark.parametrize("lose", [_cut, _unconfirmed], ids=["cut", "unconfirmed"])
+async def test_a_handler_does_not_start_under_a_lock_session_lost_after_the_lock_was_taken(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, lose: Callable[[Any], None]
 ) -> None:
-    """The lock session is cut between taking an instance's lock and calling its
-    handler (while the instance is loaded): the store drops the session at once, and
-    the handler is not started under it; the call goes again under a new lock. It
-    was started: on a loaded host the runtime heard of the loss only later, while
-    another process that had taken the instance meanwhile ran it too (outside
-    review: a client's on_event overlapping a worker's execute)."""
+    """Between taking an instance's lock and calling its handler (while the instance
+    is loaded), the lock session is lost: the handler is not started under it, and
+    the call goes again under a new lock.
+
+    ``cut``: the session's connection closed; the store drops it at once, but the
+    runtime heard of it only later on a loaded host, after the handler had started,
+    while another process that had taken the instance meanwhile ran it too (outside
+    review: a client's on_event overlapping a worker's execute).
+    ``unconfirmed``: a process woken from a freeze longer than half the lease, whose
+    keeper has not looked yet: a run started a handler at once, on a state other
+    workers had moved on from (the verifying review: 13 ms after SIGCONT, 14 runs
+    behind); such a session is not live, as the keeper would take it."""
     registry = dj.Registry()
     store = dj.open_store(pg_url)
     assert isinstance(store, PostgresStore)
@@ -457,20 +473,22 @@ async def test_a_handler_does_not_start_under_a_lock_session_cut_after_the_lock_
 
     @t.on_event
     async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
-        uuid = instance_uuid("task", "t", ctx.instance_id)
-        session = store.lock_session(uuid)
-        seen.append(session is not None and store.session_alive(session))
+        session = store.lock_session(instance_uuid("task", "t", ctx.instance_id))
+        locks = store._locks
+        assert locks is not None
+        confirmed = time.monotonic() - locks._last_ok <= 15  # within half the lease
+        seen.append(session is not None and store.session_alive(session) and confirmed)
 
     try:
-        async with running(registry, store, run_alarms=False) as jobs:
+        async with running(registry, store, run_alarms=False, lease=30) as jobs:
             runtime = jobs._rt
             real = type(runtime).load
-            cuts: list[str] = []
+            lost: list[str] = []
 
             async def load(self: Any, *args: Any, **kwargs: Any) -> Any:
-                if not cuts:
-                    cuts.append("cut")
-                    store._locks._drop("cut by the test")  # what the keeper does
+                if not lost:
+                    lost.append("lost")
+                    lose(store._locks)
                 return await real(self, *args, **kwargs)
 
             monkeypatch.setattr(type(runtime), "load", load)
@@ -478,51 +496,6 @@ async def test_a_handler_does_not_start_under_a_lock_session_cut_after_the_lock_
             history = await jobs.task(t).history("i1")
     finally:
         store.close()
-    assert cuts == ["cut"]
-    assert seen == [True]  # called once, under a live session
+    assert lost == ["lost"]
+    assert seen == [True]  # called once, under a live, confirmed session
     assert [r.name for r in history].count("event_added") == 1
-
-
-async def test_a_handler_does_not_start_under_a_lock_session_unconfirmed_for_half_the_lease(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A process woken from a freeze longer than half the lease: its keeper has not yet
-    looked at its lock session (nothing confirmed it since the freeze), and a run
-    started a handler at once, on a state other workers had moved on from (the
-    verifying review: 13 ms after SIGCONT, 14 runs behind). The session counts as
-    lost as soon as half the lease passes unconfirmed, as the keeper would take it."""
-    registry = dj.Registry()
-    store = dj.open_store(pg_url)
-    assert isinstance(store, PostgresStore)
-    seen: list[bool] = []
-
-    @registry.task("t", event=int, state=int)
-    async def t(ctx: dj.TaskContext[int]) -> None:
-        pass
-
-    @t.on_event
-    async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
-        locks = store._locks
-        assert locks is not None
-        seen.append(time.monotonic() - locks._last_ok <= 15)  # confirmed within lease/2
-
-    try:
-        async with running(registry, store, run_alarms=False, lease=30) as jobs:
-            runtime = jobs._rt
-            real = type(runtime).load
-            frozen: list[str] = []
-
-            async def load(self: Any, *args: Any, **kwargs: Any) -> Any:
-                if not frozen:
-                    frozen.append("frozen")
-                    locks = store._locks
-                    assert locks is not None
-                    locks._last_ok -= 16  # as if the process had been stopped 16 s
-                return await real(self, *args, **kwargs)
-
-            monkeypatch.setattr(type(runtime), "load", load)
-            await jobs.task(t).send("i1", 1)
-    finally:
-        store.close()
-    assert frozen == ["frozen"]
-    assert seen == [True]  # called once, under a confirmed session
