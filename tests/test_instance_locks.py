@@ -18,7 +18,7 @@ import trio.testing
 import durable_jobs as dj
 from durable_jobs._domain.continuous import ContinuousInstance
 from durable_jobs._errors import DurableJobsError
-from durable_jobs._runtime.guards import TAKEOVER_GRACE
+from durable_jobs._runtime.guards import TAKEOVER_GRACE, LockGuards
 from durable_jobs._runtime.locks import InstanceLocks, KeyedLocks
 from durable_jobs._store.base import Store
 from durable_jobs.stores.postgres import PostgresStore
@@ -575,3 +575,21 @@ async def test_a_call_that_waited_for_a_lock_held_elsewhere_waits_the_takeover_g
             assert waited < 1 + grace, waited
         else:
             assert waited >= 1 + grace, waited
+
+
+@pytest.mark.parametrize(("lease", "grace"), [(30, 2.0), (8, 2.0), (4, 1.0), (1, 0.25)])
+async def test_the_takeover_grace_is_a_quarter_of_a_short_lease(
+    lease: float, grace: float, autojump_clock: trio.testing.MockClock
+) -> None:
+    """2 s, or a quarter of the lease if that is shorter: with a 4 s lease a frozen
+    worker's instances were taken over up to 3 s after it (the verifying review);
+    a short lease asks for quick takeovers."""
+    guards = LockGuards(None, timedelta(seconds=lease))
+    key = uuid4()
+    guards.found_busy(key, "instance", 3)
+    began = trio.current_time()
+    await guards.after_takeover(key, "instance", 3)
+    assert trio.current_time() - began == pytest.approx(grace)
+    began = trio.current_time()
+    await guards.after_takeover(key, "instance", 3)  # seen busy once: waited once
+    assert trio.current_time() == began

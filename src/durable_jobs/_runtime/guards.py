@@ -120,7 +120,8 @@ class LockGuards:
             del self._busy[next(iter(self._busy))]
 
     async def after_takeover(self, uuid: UUID, scope: str, version: int | None) -> None:
-        """Wait :data:`TAKEOVER_GRACE` if the lock just taken (the instance at index
+        """Wait :data:`TAKEOVER_GRACE` (a quarter of the lease if that is shorter: a short
+        lease asks for quick takeovers) if the lock just taken (the instance at index
         ``version``) was last seen held by another process at that same version: its
         holder may be stopping a run whose session it lost."""
         busy = self._busy
@@ -128,7 +129,7 @@ class LockGuards:
             return  # the usual case: nothing to look up
         key = (uuid.int, scope)
         if key in busy and busy.pop(key) == version:
-            await trio.sleep(TAKEOVER_GRACE.total_seconds())
+            await trio.sleep(min(TAKEOVER_GRACE, self.lease / 4).total_seconds())
 
     def guard(self, uuid: UUID, scope: str) -> Guard:
         """Run the body under ``uuid``'s ``scope`` lock, just taken: cancelled if its
