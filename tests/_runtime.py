@@ -7,12 +7,14 @@ follows it: hours pass in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
 import durable_jobs as dj
 
@@ -64,6 +66,20 @@ def note_registry() -> dj.Registry:
         ctx.set_state(event)
 
     return registry
+
+
+def sqlite_of_notes(path: Path, sends: Iterable[tuple[str, str]]) -> str:
+    """A new SQLite store at ``path`` where :func:`note_registry`'s ``note`` was sent
+    each ``(instance id, event)`` of ``sends`` in turn (in virtual time); its URL."""
+    url = f"sqlite:///{path}"
+
+    async def fill() -> None:
+        async with running(note_registry(), url) as jobs:
+            for instance_id, event in sends:
+                await jobs.task("note").send(instance_id, event)
+
+    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
+    return url
 
 
 def names(records: list[dj.RecordedEvent]) -> list[str]:

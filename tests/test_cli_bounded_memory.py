@@ -29,7 +29,7 @@ from eventsourcing.persistence import StoredEvent
 from rich.table import Table
 
 from _cli_fixtures import NOW_ISO
-from _runtime import note_registry, running
+from _runtime import note_registry, running, sqlite_of_notes
 from durable_jobs import RecordedEvent
 from durable_jobs._domain.values import Limits
 from durable_jobs._tools import inspector as inspector_module
@@ -44,15 +44,8 @@ PAGE = 20
 
 @pytest.fixture(scope="module")
 def long_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('long') / 'long.db'}"
-
-    async def fill() -> None:
-        async with running(note_registry(), url) as jobs:
-            for i in range(SENDS):
-                await jobs.task("note").send("long", f"n{i}")
-
-    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
-    return url
+    path = tmp_path_factory.mktemp("long") / "long.db"
+    return sqlite_of_notes(path, (("long", f"n{i}") for i in range(SENDS)))
 
 
 class Held:
@@ -148,15 +141,8 @@ INSTANCES = 120
 
 @pytest.fixture(scope="module")
 def many_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('many') / 'many.db'}"
-
-    async def fill() -> None:
-        async with running(note_registry(), url) as jobs:
-            for i in range(INSTANCES):
-                await jobs.task("note").send(f"i{i:03d}", "x")
-
-    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
-    return url
+    path = tmp_path_factory.mktemp("many") / "many.db"
+    return sqlite_of_notes(path, ((f"i{i:03d}", "x") for i in range(INSTANCES)))
 
 
 def test_replay_all_holds_a_page_of_reports(

@@ -20,7 +20,7 @@ import trio.testing
 
 import durable_jobs as dj
 from _cli_fixtures import NOW_ISO
-from _runtime import note_registry, running
+from _runtime import sqlite_of_notes
 from durable_jobs._store.mapper import JsonMapper
 from durable_jobs.cli import run
 from durable_jobs.ui import create_app
@@ -31,15 +31,8 @@ SENDS = 1000  # 3 records each: the event, its run (on_event) and the state it s
 
 @pytest.fixture(scope="module")
 def long_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('long') / 'long.db'}"
-
-    async def fill() -> None:
-        async with running(note_registry(), url) as jobs:
-            for i in range(SENDS):
-                await jobs.task("note").send("long", f"n{i}")
-
-    trio.run(fill, clock=trio.testing.MockClock(autojump_threshold=0))
-    return url
+    path = tmp_path_factory.mktemp("long") / "long.db"
+    return sqlite_of_notes(path, (("long", f"n{i}") for i in range(SENDS)))
 
 
 @pytest.fixture
