@@ -65,6 +65,16 @@ def _recorder(store: Store) -> PostgresApplicationRecorderWithIndex:
     return recorder
 
 
+def _end_lock_session(store: PostgresStore, postgres_url: str) -> None:
+    """End ``store``'s lock session from outside, as an admin's pg_terminate_backend.
+    With a timeout it returns once the backend is gone (and its locks with it): without
+    one, a commit right after could still find them held (1 run in 20)."""
+    session = store._locks._conn
+    assert session is not None
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (session.info.backend_pid,))
+
+
 def _count(store: Store, table: str) -> int:
     recorder = _recorder(store)
     query = sql.SQL("SELECT count(*) AS n FROM {}.{}").format(
@@ -478,12 +488,7 @@ def test_a_commit_under_a_lost_lock_is_refused_and_rolled_back(
     inst = _start()
     pg_store.save(inst)
     assert pg_store.try_lock(inst.id)
-    session = pg_store._locks._conn
-    assert session is not None
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        # With a timeout it returns once the backend is gone (and its locks with it):
-        # without one, the commit below could still find them held (1 run in 20).
-        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (session.info.backend_pid,))
+    _end_lock_session(pg_store, postgres_url)
     inst.reschedule(T + timedelta(hours=1), now=T)
     with pytest.raises(LockLost):
         pg_store.save(inst)
@@ -519,8 +524,6 @@ def test_a_commit_whose_answer_and_lock_session_were_lost_is_not_refused_if_it_w
     inst = _start()
     pg_store.save(inst)
     assert pg_store.try_lock(inst.id)
-    session = pg_store._locks._conn
-    assert session is not None
     real = postgres_recorder._insert_events_once
     calls: list[str] = []
 
@@ -530,8 +533,7 @@ def test_a_commit_whose_answer_and_lock_session_were_lost_is_not_refused_if_it_w
             return real(self, stored_events, **kwargs)
         if first_try == "commit, then drop":
             real(self, stored_events, **kwargs)
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (session.info.backend_pid,))
+        _end_lock_session(pg_store, postgres_url)
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(postgres_recorder, "_insert_events_once", flaky)
@@ -765,10 +767,7 @@ def test_a_session_cut_before_the_keepers_first_ping_is_reported_at_once(
     pg_store.watch_locks(3600.0, lambda _session: lost.set())
     try:
         assert pg_store.try_lock(uuid4())
-        session = pg_store._locks._conn
-        assert session is not None
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (session.info.backend_pid,))
+        _end_lock_session(pg_store, postgres_url)
         assert lost.wait(60), "the cut session was reported only at the keeper's ping"
     finally:
         pg_store.unwatch_locks()
