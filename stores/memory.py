@@ -100,45 +100,25 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
         ``_update_table``) in one pass, then the index rows, under the lock (the
         keywords of ``insert_events`` passed on as they are, not unpacked again)."""
         with self._database_lock:
-            table = self._rows
             # Check that no event is recorded already, nor given twice (an originator's
             # events are told apart by its versions dict: the same for its uuid and str).
-            targets: list[dict[int, int]] = []
-            keys: list[int | str] = []
-            new: set[tuple[int, int]] = set()
-            last_id: UUID | str | None = None
-            versions: dict[int, int] = {}
-            key: int | str = ""
-            by_id, uuids = self._versions_by_id, self._uuids
-            for row in rows:
-                oid, version = row[0], row[1]
-                if oid is not last_id:
-                    # self._versions_of(oid), inline for a uuid already seen.
-                    if isinstance(oid, UUID):
-                        key = oid.int
-                        found = by_id.get(key)
-                        if found is None:
-                            found = self._versions_of(oid)
-                            uuids.setdefault(key, oid)
-                        versions = found
-                    else:
-                        key = oid
-                        versions = self._versions_of(oid)
-                    last_id = oid
-                if version in versions:
-                    msg = f"Stored event already recorded: {StoredEvent(*row)}"
-                    raise IntegrityError(msg)
-                new.add((id(versions), version))
-                targets.append(versions)
-                keys.append(key)
-            if len(new) < len(rows):
-                given = [StoredEvent(*row) for row in rows]
-                msg = f"Stored events are not unique: {given}"
-                raise IntegrityError(msg)
+            one = self._one_originator(rows)
+            if one is not None:
+                # A save's usual rows: one instance, versions ascending (none twice).
+                key, versions = one
+                for row in rows:
+                    if row[1] in versions:
+                        msg = f"Stored event already recorded: {StoredEvent(*row)}"
+                        raise IntegrityError(msg)
+                keys: Sequence[int | str] = (key,) * len(rows)
+                targets: Sequence[dict[int, int]] = (versions,) * len(rows)
+            else:
+                keys, targets = self._checked_targets(rows)
             index_rows = kwargs.get(INDEX_KWARG) or ()
             # Nothing is applied before this point, so a fault leaves no trace.
             if self.fault_hook is not None:  # self._run_fault_hook(), inline
                 self.fault_hook()
+            table = self._rows
             ids: list[int] = []
             position = len(table)
             for (_, version, topic, state), key, versions in zip(rows, keys, targets, strict=True):
@@ -146,11 +126,68 @@ class MemoryApplicationRecorder(POPOApplicationRecorder, InstanceIndex):
                 versions[version] = position
                 position += 1
                 ids.append(position)
-            self._put_index(index_rows)
+            if index_rows:
+                self._put_index(index_rows)
             versions_given = kwargs.get(TYPE_VERSIONS_KWARG)
             if versions_given:
                 self._type_versions.update(versions_given)
             return ids
+
+    def _one_originator(
+        self, rows: Sequence[tuple[UUID | str, int, str, bytes]]
+    ) -> tuple[int | str, dict[int, int]] | None:
+        """The row key and versions dict of ``rows``' one originator, if they are all of
+        one (the same object) with versions strictly ascending; else ``None``."""
+        if not rows:
+            return None
+        oid = rows[0][0]
+        last = -1
+        for row in rows:
+            if row[0] is not oid or row[1] <= last:
+                return None
+            last = row[1]
+        if isinstance(oid, UUID):
+            # self._versions_of(oid), inline for a uuid already seen.
+            key: int | str = oid.int
+            versions = self._versions_by_id.get(key)
+            if versions is None:
+                versions = self._versions_of(oid)
+                self._uuids.setdefault(oid.int, oid)
+            return key, versions
+        return oid, self._versions_of(oid)
+
+    def _checked_targets(
+        self, rows: Sequence[tuple[UUID | str, int, str, bytes]]
+    ) -> tuple[list[int | str], list[dict[int, int]]]:
+        """Each row's key and versions dict, any rows: IntegrityError if one is recorded
+        already or given twice."""
+        targets: list[dict[int, int]] = []
+        keys: list[int | str] = []
+        new: set[tuple[int, int]] = set()
+        last_id: UUID | str | None = None
+        versions: dict[int, int] = {}
+        key: int | str = ""
+        for row in rows:
+            oid, version = row[0], row[1]
+            if oid is not last_id:
+                if isinstance(oid, UUID):
+                    key = oid.int
+                    self._uuids.setdefault(key, oid)
+                else:
+                    key = oid
+                versions = self._versions_of(oid)
+                last_id = oid
+            if version in versions:
+                msg = f"Stored event already recorded: {StoredEvent(*row)}"
+                raise IntegrityError(msg)
+            new.add((id(versions), version))
+            targets.append(versions)
+            keys.append(key)
+        if len(new) < len(rows):
+            given = [StoredEvent(*row) for row in rows]
+            msg = f"Stored events are not unique: {given}"
+            raise IntegrityError(msg)
+        return keys, targets
 
     def _put_index(self, rows: Sequence[IndexRow]) -> None:
         """Keep the index ``rows`` (under the lock), with their alarms."""

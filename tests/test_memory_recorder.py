@@ -6,7 +6,7 @@ import gc
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
@@ -30,6 +30,16 @@ def test_inserts_check_versions_and_keep_the_tables_eventsourcing_reads() -> Non
         recorder.insert_events([_row(b, 2), _row(a, 2)])
     with pytest.raises(IntegrityError, match="not unique"):
         recorder.insert_events([_row(b, 2), _row(b, 2)])
+    # One instance's rows, ascending (a save's usual rows), or not; the same uuid as
+    # equal objects: each refused if one is recorded already or given twice.
+    with pytest.raises(IntegrityError, match="already recorded"):
+        recorder.insert_events([_row(a, 3), _row(a, 2)])
+    with pytest.raises(IntegrityError, match="already recorded"):
+        recorder.insert_events([_row(b, 2), _row(b, 1)])
+    with pytest.raises(IntegrityError, match="not unique"):
+        recorder.insert_events([_row(b, 3), _row(b, 2), _row(b, 3)])
+    with pytest.raises(IntegrityError, match="not unique"):
+        recorder.insert_events([_row(b, 2), _row(UUID(str(b)), 2)])
     # A refused insert wrote nothing.
     assert recorder.max_notification_id() == 3
     # The id as a string names the same log.
