@@ -193,7 +193,11 @@ class ContinuousRunner:
                     hook_statements = bool(statements)
                 try:
                     await rt.save(
-                        agg, before=committed, statements=statements, schedule_point=manual
+                        agg,
+                        before=committed,
+                        statements=statements,
+                        schedule_point=manual,
+                        run=(ticket.run_count, ticket.attempt),
                     )
                 except StatementFailed as failed:
                     if hook_statements:

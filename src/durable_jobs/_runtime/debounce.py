@@ -53,6 +53,7 @@ class DebounceRunner:
             ):
                 return committed, False, True
             writes = rt.writes()
+            run_count = (live.d.run_count if live is not None else 0) + 1
             if job.reducer is None:
                 new_json = job.event_as_state(event_json, instance_id)
             else:
@@ -77,7 +78,7 @@ class DebounceRunner:
                     instance_id=instance_id,
                     lock=uuid,
                     # The flush the event's batch will be: its span says which run.
-                    run_count=(live.d.run_count if live is not None else 0) + 1,
+                    run_count=run_count,
                     attempt=1,
                 )
                 if outcome.fatal is not None:
@@ -114,7 +115,10 @@ class DebounceRunner:
                 type_version=job.version,
             )
             try:
-                await rt.save(agg, before=committed, statements=writes.statements)
+                # Said as the reducer's own failure is: the run its batch will be.
+                await rt.save(
+                    agg, before=committed, statements=writes.statements, run=(run_count, 1)
+                )
             except StatementFailed as failed:
                 msg = (
                     f"A statement the on_event reducer of debounce job {job.name!r} recorded "
@@ -227,7 +231,12 @@ class DebounceRunner:
                     statements = ctx._statements if hook_failed is None else []
                     hook_statements = bool(statements)
                 try:
-                    await rt.save(agg, before=committed, statements=statements)
+                    await rt.save(
+                        agg,
+                        before=committed,
+                        statements=statements,
+                        run=(ft.ticket.run_count, ft.ticket.attempt),
+                    )
                 except StatementFailed as failed:
                     if hook_statements:
                         # The hook failed, not the flush: its error stays the one recorded.

@@ -58,6 +58,15 @@ log = logging.getLogger("durable_jobs.runtime")
 _A = TypeVar("_A", bound=JobInstance)
 _T = TypeVar("_T")
 
+#: Which run a commit is (its run count and attempt), or how to tell it from the
+#: statement that failed (a task chain's handlers may be different runs).
+RunOf = tuple[int, int] | Callable[[StatementFailed], tuple[int, int]]
+
+
+def _run_of(run: RunOf, failed: StatementFailed) -> tuple[int, int]:
+    return run(failed) if callable(run) else run
+
+
 Observer = Callable[[RecordedEvent], None]
 #: Longest key accepted for ``idempotency_key`` (characters).
 MAX_IDEMPOTENCY_KEY = 1024
@@ -462,11 +471,14 @@ class Runtime:
         before: JobInstance | None,
         statements: Sequence[Statement] = (),
         schedule_point: bool = True,
+        run: RunOf | None = None,
     ) -> None:
         """Commit ``agg``'s pending events (and run the handler's ``statements`` in the
         same transaction); then it is the committed, cached instance.
 
-        A failing statement raises :class:`StatementFailed` and nothing is written.
+        A failing statement raises :class:`StatementFailed` and nothing is written; its
+        warning names the run (``run``: its run count and attempt, or how to tell them
+        from the failure) as a handler failure's does.
         ``schedule_point=False`` (an alarm run's commit): a store that does not block
         is written without letting other tasks run first (a cancellation still
         raises), so the run ends in the step that decided it.
@@ -491,6 +503,7 @@ class Runtime:
             if isinstance(exc, StatementFailed):
                 # The handler returned, but its run fails now: said as a handler failure is.
                 d = agg.d
+                run_count, attempt = (None, None) if run is None else _run_of(run, exc)
                 log.warning(
                     "A statement a handler of %s job %r instance %r recorded failed when its "
                     "run was committed: %s; the run fails (nothing of it was written)",
@@ -498,7 +511,9 @@ class Runtime:
                     d.job,
                     d.instance_id,
                     error_repr(exc.error),
-                    extra=log_fields(d.kind, d.job, d.instance_id),
+                    extra=log_fields(
+                        d.kind, d.job, d.instance_id, run_count=run_count, attempt=attempt
+                    ),
                 )
             raise
         self.cache.remember(agg)

@@ -28,7 +28,7 @@ __all__ = ["TaskRunner"]
 class _Step:
     """One handler call of a chain: what it came to, and the statements it recorded."""
 
-    __slots__ = ("end", "outcome", "role", "started", "statements")
+    __slots__ = ("end", "outcome", "role", "started", "statements", "ticket")
 
     def __init__(
         self,
@@ -37,8 +37,12 @@ class _Step:
         started: datetime,
         end: datetime,
         statements: list[Statement],
+        *,
+        ticket: RunTicket,
     ) -> None:
         self.role = role
+        #: The run (and try) the call was.
+        self.ticket = ticket
         self.outcome = outcome
         self.started = started
         self.end = end
@@ -80,6 +84,11 @@ class _Chain:
             if statement < first:
                 return k
         return 0
+
+    def run_of(self, failed: StatementFailed) -> tuple[int, int]:
+        """The run count and attempt of the handler that recorded ``failed``'s statement."""
+        ticket = self.steps[self.blame(failed.statement)].ticket
+        return ticket.run_count, ticket.attempt
 
 
 #: Commits a chain may take: a chain has at most four handlers (``on_event``,
@@ -215,7 +224,7 @@ class TaskRunner:
                 end = outcome.ended or clock.now()
                 statements = writes.statements if outcome.error is None else []
             due_at = None  # the chain's next handlers were not started by the alarm
-            chain.steps.append(_Step(role, outcome, started, end, statements))
+            chain.steps.append(_Step(role, outcome, started, end, statements, ticket=ticket))
             error = outcome.error
             if error is not None and not isinstance(error, Exception) and chain.fatal is None:
                 chain.fatal = error  # Outcome.fatal: raised once the chain is committed
@@ -265,15 +274,20 @@ class TaskRunner:
         self,
         agg: TaskInstance,
         committed: TaskInstance | None,
+        chain: _Chain,
         statements: list[Statement],
         *,
         schedule_point: bool = True,
     ) -> StatementFailed | None:
-        """Commit ``agg`` with the chain's ``statements``; the failure if one of them
+        """Commit ``agg`` with ``chain``'s ``statements``; the failure if one of them
         failed (then nothing is committed). ``schedule_point``: see :meth:`Runtime.save`."""
         try:
             await self.rt.save(
-                agg, before=committed, statements=statements, schedule_point=schedule_point
+                agg,
+                before=committed,
+                statements=statements,
+                schedule_point=schedule_point,
+                run=chain.run_of,
             )
         except StatementFailed as failed:
             return failed
@@ -351,7 +365,7 @@ class TaskRunner:
                                 retry_at=None,
                             )
                 failed = await self._save(
-                    agg, committed, chain.statements if error is None else []
+                    agg, committed, chain, chain.statements if error is None else []
                 )
                 if failed is None:
                     break
@@ -415,7 +429,7 @@ class TaskRunner:
                 # The statements of the handlers that succeeded: their changes are in agg.
                 # An alarm run ends in the step that decided it (see Runtime.save).
                 failed = await self._save(
-                    agg, committed, chain.statements, schedule_point=not by_alarm
+                    agg, committed, chain, chain.statements, schedule_point=not by_alarm
                 )
                 if failed is None:
                     break
