@@ -131,6 +131,18 @@ async def test_durations_may_be_given_in_seconds(autojump_clock: trio.testing.Mo
                 pass  # pragma: no cover
 
 
+@pytest.mark.parametrize("name", ["shutdown_grace", "poll_interval", "lease"])
+async def test_seconds_below_a_microsecond_are_refused_not_zero(
+    name: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A positive number of seconds a timedelta would round to 0 is refused as such,
+    not taken as 0 (nor refused as if it were not positive)."""
+    tiny: dict[str, Any] = {name: 1e-9}
+    with pytest.raises(dj.ConfigurationError, match=rf"^{name} must be at least a microsecond"):
+        async with dj.open_jobs(dj.Registry(), "memory://", clock=dj.VirtualClock(), **tiny):
+            pass  # pragma: no cover
+
+
 _NO_TESTING = """
 import sys, threading, trio
 from durable_jobs._runtime.clock import in_thread

@@ -534,6 +534,17 @@ def test_every_needs_a_timedelta() -> None:
         dj.every(cast(Any, 60))
 
 
+def test_every_of_a_number_suggests_a_valid_timedelta() -> None:
+    """every(5) suggests timedelta(seconds=5); a number below a microsecond is not
+    suggested as timedelta(seconds=...), which would be 0 and refused in turn."""
+    with pytest.raises(dj.ConfigurationError, match=r"every\(timedelta\(seconds=5\)\)"):
+        dj.every(cast(Any, 5))
+    with pytest.raises(dj.ConfigurationError) as refused:
+        dj.every(cast(Any, 1e-9))
+    assert "seconds=1e-09" not in str(refused.value)
+    assert "every(timedelta(minutes=5))" in str(refused.value)
+
+
 @pytest.mark.parametrize("misfire", ["sometimes", "RUN_ONCE", None, ""])
 def test_bad_misfire_policy_is_refused(misfire: object) -> None:
     """misfire must be 'run_once' or 'skip'."""

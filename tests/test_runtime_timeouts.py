@@ -57,6 +57,24 @@ def test_a_timeout_must_be_positive(bad: Any) -> None:
     assert registry.names("continuous") == []
 
 
+@pytest.mark.parametrize("tiny", [1e-9, 4e-7, 5e-7])
+def test_a_timeout_below_a_microsecond_is_refused_not_zero(tiny: float) -> None:
+    """A positive number of seconds that a timedelta would round to 0 (every call
+    would time out at once) is refused, and the message says why."""
+    registry = dj.Registry()
+    with pytest.raises(dj.ConfigurationError, match=r"at least a microsecond.*rounds to 0"):
+        registry.continuous("c", state=int, schedule=dj.every(MINUTE), timeout=tiny)
+    with pytest.raises(dj.ConfigurationError, match="rounds to 0"):
+        registry.debounce("d", event=int, flush_after=MINUTE, timeout=tiny)
+    with pytest.raises(dj.ConfigurationError, match="rounds to 0"):
+        registry.task("t", event=int, state=int, timeout=tiny)
+
+    @registry.task("u", event=int, state=int, timeout=1e-6)
+    async def tight(ctx: dj.TaskContext[int]) -> None: ...
+
+    assert tight.timeout == timedelta(microseconds=1)
+
+
 def test_a_timeout_is_a_timedelta_or_seconds() -> None:
     registry = dj.Registry()
 

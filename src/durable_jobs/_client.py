@@ -32,7 +32,7 @@ from durable_jobs._clients.task import TaskClient
 from durable_jobs._definitions.checks import is_async
 from durable_jobs._definitions.jobs import ContinuousJob, DebounceJob, JobDefinition, TaskJob
 from durable_jobs._definitions.registry import Registry
-from durable_jobs._domain.backoff import MAX_DURATION
+from durable_jobs._domain.backoff import MAX_DURATION, from_seconds
 from durable_jobs._domain.values import DEFAULT_LIMITS, Limits, limits_in_effect
 from durable_jobs._errors import ConfigurationError, RuntimeClosed
 from durable_jobs._evolution import refuse_unreadable_versions
@@ -178,7 +178,7 @@ def _duration(name: str, value: object) -> timedelta:
         and math.isfinite(value)
         and abs(value) <= MAX_DURATION.total_seconds()
     ):
-        value = timedelta(seconds=value)
+        value = from_seconds(name, value)
     if not isinstance(value, timedelta) or not timedelta(0) <= value <= MAX_DURATION:
         raise ConfigurationError(
             f"{name} must be a timedelta (or seconds) from 0 to 100 years, got {value!r:.60}; "

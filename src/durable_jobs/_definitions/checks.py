@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from durable_jobs._domain.backoff import MAX_DURATION, Retry, check_duration_bound
+from durable_jobs._domain.backoff import MAX_DURATION, Retry, check_duration_bound, from_seconds
 from durable_jobs._errors import ConfigurationError
 
 #: How long a task's or debounce job's idempotency keys are remembered, by default.
@@ -75,7 +75,7 @@ def check_timeout(timeout: object, job: str) -> timedelta | None:
                 f"got {timeout!r:.40} seconds"
             )
             raise ConfigurationError(msg)
-        return timedelta(seconds=timeout)
+        return from_seconds(name, timeout)
     if isinstance(timeout, timedelta) and timeout > timedelta(0):
         check_duration_bound(name, timeout)
         return timeout

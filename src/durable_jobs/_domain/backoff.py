@@ -47,6 +47,19 @@ def check_duration_bound(name: str, value: timedelta) -> None:
         )
 
 
+def from_seconds(name: str, seconds: float) -> timedelta:
+    """A finite number of seconds as a timedelta, refused (ConfigurationError) when it
+    is positive but rounds to zero: a timedelta holds whole microseconds."""
+    value = timedelta(seconds=seconds)
+    if seconds > 0 and value == _ZERO:
+        raise ConfigurationError(
+            f"{name} must be at least a microsecond (the smallest duration a timedelta "
+            f"holds), got {seconds!r} seconds, which rounds to 0; write e.g. "
+            "timedelta(milliseconds=1)"
+        )
+    return value
+
+
 def _require_timedelta(name: str, value: object, *, positive: bool = False) -> timedelta:
     if not isinstance(value, timedelta):
         raise ConfigurationError(

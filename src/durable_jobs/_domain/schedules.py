@@ -71,6 +71,8 @@ def _not_a_timedelta(value: object) -> ConfigurationError:
         and not isinstance(value, bool)
         and math.isfinite(value)
         and 0 < value <= MAX_DURATION.total_seconds()
+        # Below a microsecond it would be timedelta(0), which every() refuses too.
+        and timedelta(seconds=value) > timedelta(0)
     )
     example = f"timedelta(seconds={value!r})" if number else "timedelta(minutes=5)"
     return ConfigurationError(
