@@ -55,7 +55,7 @@ async def finish_exhausted(
             name,
             instance_id,
             error_repr(statement_failed),
-            extra=log_fields(job_kind, name, instance_id),
+            extra=log_fields(job_kind, name, instance_id, run_count=run_count, attempt=attempt),
         )
         return finish(exhausted="pause"), fatal
     exhausted, hook_fatal = await rt.handlers.exhausted_action(

@@ -74,6 +74,12 @@ __all__ = ["HandlerCalls", "Outcome", "Role", "interrupt_of"]
 
 log = logging.getLogger("durable_jobs.runtime")
 
+#: What an ``on_exhausted`` hook may return, by kind (and None, which pauses):
+#: ``"continue"`` is for continuous jobs (a debounce batch is never dropped).
+_EXHAUSTED_ACTIONS: dict[str, tuple[str, ...]] = {
+    "continuous": ("terminate", "pause", "continue"),
+}
+
 Role = Literal["execute", "on_event", "on_idle", "on_error", "reducer", "on_exhausted"]
 #: The roles a job's ``timeout`` bounds (its async handlers).
 TIMED: frozenset[Role] = frozenset({"execute", "on_event", "on_idle", "on_error"})
@@ -426,6 +432,7 @@ class HandlerCalls:
             attempt=attempt,
             link=link,
         )
+        fields = log_fields(job.kind, job.name, instance_id, run_count=run_count, attempt=attempt)
         if outcome.error is not None:
             # A handler failure (logged by call()): say what it means for the instance.
             log.warning(
@@ -434,21 +441,27 @@ class HandlerCalls:
                 job.name,
                 instance_id,
                 exc_info=outcome.error,
-                extra=log_fields(job.kind, job.name, instance_id),
+                extra=fields,
             )
             return "pause", outcome.fatal
         decision = outcome.value
         if decision is None:
             return "pause", None
-        if decision not in ("terminate", "pause", "continue"):
+        valid = _EXHAUSTED_ACTIONS.get(job.kind, ("terminate", "pause"))
+        if decision not in valid:
+            # "continue" on a debounce job would drop its batch: never done silently.
+            expected = ", ".join(repr(v) for v in valid)
+            why = "; 'continue' is for continuous jobs" if decision == "continue" else ""
             log.warning(
                 "The on_exhausted hook of %s job %r instance %r returned %r (expected "
-                "'terminate', 'pause', 'continue' or None); the instance is paused",
+                "%s or None%s); the instance is paused",
                 job.kind,
                 job.name,
                 instance_id,
                 decision,
-                extra=log_fields(job.kind, job.name, instance_id),
+                expected,
+                why,
+                extra=fields,
             )
             return "pause", None
         return cast(ExhaustedAction, decision), None
