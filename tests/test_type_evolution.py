@@ -262,16 +262,22 @@ async def test_upcasters_get_a_copy_and_may_raise(
 
     registry.get("continuous", "counter").upcast_state(from_version=1)(mutating)
 
+    raised = KeyError("no such field")
+
     def broken(data: dict[str, Any]) -> dict[str, Any]:
-        raise KeyError("no such field")
+        raise raised
 
     registry.get("task", "notes").upcast_state(from_version=1)(broken)
     async with running(registry, durable_store_url) as jobs:
         counter = jobs.continuous("counter")
         assert await counter.get_state("c1") == StateV2(count=50)
         assert await counter.get_state("c1") == StateV2(count=50)
-        with pytest.raises(dj.StoreError, match=r"task job 'notes' instance 't1'.*upcaster"):
+        with pytest.raises(
+            dj.StoreError, match=r"task job 'notes' instance 't1'.*upcaster.*raised KeyError"
+        ) as info:
             await jobs.task("notes").get_state("t1")
+        # The decode error is the upcaster's own, for the caller to catch or inspect.
+        assert info.value.__cause__ is raised
         assert (await jobs.task("notes").terminate("t1")).terminated
     with dj.Inspector(durable_store_url) as inspector:
         report = inspector.check(registry)
@@ -421,6 +427,8 @@ async def test_an_older_worker_during_a_deploy_says_to_finish_it(
         with pytest.raises(dj.StoreError) as info:
             await old.continuous("counter").get_state("c1")
     message = str(info.value)
+    # No decode error under it to give: the message says it all (no private class).
+    assert info.value.__cause__ is None
     assert "written at version 2" in message
     assert "older code than the process that wrote it" in message
     assert "Finish the deploy" in message

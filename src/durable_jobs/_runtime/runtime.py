@@ -23,7 +23,7 @@ from uuid import UUID
 
 import trio
 
-from durable_jobs._definitions.codecs import TypeCodec
+from durable_jobs._definitions.codecs import TypeCodec, TypeVersionError
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._domain.ids import Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance, error_repr
@@ -574,7 +574,11 @@ class Runtime:
                 "state type "
                 f"{codec.tp!r}: {exc}. Nothing was changed; {advice}."
             )
-            raise StoreError(msg) from exc
+            # The decode error itself: pydantic's, or what the user's upcaster raised
+            # (never our own wrapper of it, which users cannot import); a version with
+            # no way to it is said whole by the message.
+            cause = exc.__cause__ if isinstance(exc, TypeVersionError) else exc
+            raise StoreError(msg) from cause
 
     async def command(self, fn: Callable[[], Awaitable[_T]], call: str | None = None) -> _T:
         """Run a client command, again (reloaded) if another process won a version race."""
