@@ -669,10 +669,18 @@ class Store(RowsAndIndex, ABC):
             where = f"stored {exc.row} version {exc.version}"
             if exc.version is None:
                 where = "a stored row"
+            key = f"encryption_key (the CLI reads {ENCRYPTION_KEY_ENV})"
+            if exc.altered:
+                # Both stay possible: a key id is short, so another key may share it.
+                advice = (
+                    f"Either the {key} is not the one that row was written with, or that "
+                    "row was altered or moved in the database (restore it from a backup)"
+                )
+            else:
+                advice = f"Open the store with the right {key}"
             msg = (
-                f"Cannot read {label}: {where} could not be decrypted: {exc}. Open the "
-                "store with the right encryption_key (the CLI reads "
-                f"{ENCRYPTION_KEY_ENV}); nothing was changed."
+                f"Cannot read {label}: {where} could not be decrypted: {exc}. {advice}; "
+                "nothing was changed."
             )
         elif isinstance(exc, CorruptEventError):
             msg = (

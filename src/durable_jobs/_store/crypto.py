@@ -72,6 +72,9 @@ class EncryptedRowError(Exception):
     #: Which row: ``event`` or ``snapshot``, and its version (set by the mapper).
     row: str = "row"
     version: int | None = None
+    #: Whether one of the keys given is the row's by its key id, and yet it does not
+    #: decrypt: the row was altered or moved, unless that key id is another key's too.
+    altered: bool = False
 
 
 def _aesgcm() -> type[AESGCM]:
@@ -153,8 +156,10 @@ class Cipher:
         try:
             return bytes(aead.decrypt(nonce, data[_HEADER:], aad))
         except Exception as exc:  # cryptography's InvalidTag: tampered, or moved
-            msg = "it is encrypted and does not decrypt with its key (tampered with or moved)"
-            raise EncryptedRowError(msg) from exc
+            msg = "it is encrypted and does not decrypt with the key given that its key id names"
+            error = EncryptedRowError(msg)
+            error.altered = True
+            raise error from exc
 
     def __repr__(self) -> str:
         return f"<Cipher AES-256-GCM, {self.key_count} key(s)>"
