@@ -535,7 +535,9 @@ async def test_cli_check(
     assert cli(["--store", sqlite_url, "check", "--app", "no_colon"]) == 1
     assert "module:attribute" in capsys.readouterr().err
     assert cli(["--store", sqlite_url, "check", "--app", "json:dumps"]) == 1
-    assert "not a durable_jobs.Registry" in capsys.readouterr().err
+    assert "is a function, not a durable_jobs.Registry" in capsys.readouterr().err
+    assert cli(["--store", sqlite_url, "check", "--app", "sys:maxsize"]) == 1
+    assert "'sys:maxsize' is an int, not a durable_jobs.Registry" in capsys.readouterr().err
     # Read only: the file is unchanged.
     assert Path(sqlite_url.removeprefix("sqlite:///")).read_bytes() == before
 

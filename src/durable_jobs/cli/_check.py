@@ -65,7 +65,9 @@ def load_registry(spec: str) -> Registry:
             msg = f"{module_name!r} has no attribute {attribute!r} (from --app)."
             raise ConfigurationError(msg) from None
     if not isinstance(value, Registry):
-        msg = f"--app {spec!r:.120} is a {type(value).__name__}, not a durable_jobs.Registry."
+        kind = type(value).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        msg = f"--app {spec!r:.120} is {article} {kind}, not a durable_jobs.Registry."
         raise ConfigurationError(msg)
     return value
 
