@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -285,6 +285,24 @@ def test_bad_window_options_are_refused(options: dict[str, Any], message: str) -
     with pytest.raises(dj.ConfigurationError, match=message):
         job_class("d", event=int, state=None, flush_after=FLUSH_AFTER, execute=execute, **options)
     assert registry.names("debounce") == []
+
+
+def test_a_number_of_seconds_for_a_window_is_refused_saying_what_to_write() -> None:
+    """flush_after and max_wait take a timedelta, as every() does (a bare number is not
+    silently taken as seconds); the refusal says what to write, when that would do."""
+    registry = dj.Registry()
+    with pytest.raises(dj.ConfigurationError, match=r"write timedelta\(seconds=30\)"):
+        registry.debounce("d", event=int, flush_after=cast(Any, 30))
+    with pytest.raises(dj.ConfigurationError, match=r"write timedelta\(seconds=3600\)"):
+        registry.debounce(
+            "d", event=int, flush_after=FLUSH_AFTER, window="sliding", max_wait=cast(Any, 3600)
+        )
+    # 60 s would be shorter than flush_after: not suggested.
+    with pytest.raises(dj.ConfigurationError) as refused:
+        registry.debounce(
+            "d", event=int, flush_after=FLUSH_AFTER, window="sliding", max_wait=cast(Any, 60)
+        )
+    assert "write timedelta" not in str(refused.value)
 
 
 def test_the_options_reach_the_policy() -> None:

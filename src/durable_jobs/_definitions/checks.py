@@ -115,6 +115,22 @@ def check_window(window: object, job: str) -> timedelta:
     return window
 
 
+def _write_seconds(value: object, least: timedelta = timedelta(0)) -> str:
+    """For a number given where a timedelta is needed (the debounce windows, like
+    every(), take no bare numbers): what to write instead, if that would be taken
+    (more than 0 and at least ``least``)."""
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= MAX_DURATION.total_seconds()
+        and timedelta(seconds=value) > timedelta(0)
+        and timedelta(seconds=value) >= least
+    ):
+        return f" A number is not taken as seconds here: write timedelta(seconds={value!r})."
+    return ""
+
+
 def check_debounce_window(
     window: object, max_wait: object, flush_after: object, name: str
 ) -> None:
@@ -123,7 +139,7 @@ def check_debounce_window(
     if not isinstance(flush_after, timedelta) or flush_after <= timedelta(0):
         msg = (
             f"flush_after of debounce job {name!r} must be a positive timedelta, "
-            f"got {flush_after!r}."
+            f"got {flush_after!r}.{_write_seconds(flush_after)}"
         )
         raise ConfigurationError(msg)
     check_duration_bound(f"flush_after of debounce job {name!r}", flush_after)
@@ -141,7 +157,7 @@ def check_debounce_window(
     if not isinstance(max_wait, timedelta) or max_wait < flush_after:
         msg = (
             f"max_wait of debounce job {name!r} must be a timedelta >= flush_after "
-            f"({flush_after}), got {max_wait!r}."
+            f"({flush_after}), got {max_wait!r}.{_write_seconds(max_wait, flush_after)}"
         )
         raise ConfigurationError(msg)
     check_duration_bound(f"max_wait of debounce job {name!r}", max_wait)
