@@ -33,7 +33,7 @@ from _runtime import running
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.values import MAX_NESTING, check_json_value
 from durable_jobs.cli import run
-from durable_jobs.maintenance import export_jsonl, import_jsonl
+from durable_jobs.maintenance import check_export, export_jsonl, import_jsonl
 from test_bad_input import REGISTRY, export_body, nested
 
 # ---- 2. passwords in malformed URLs ----------------------------------------------------
@@ -450,6 +450,26 @@ async def test_an_import_refuses_a_state_patched_over_the_size_limit(
 def test_import_size_limits_must_be_sizes(kwargs: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(dj.ConfigurationError, match="must be an int >= 1"):
         import_jsonl(dj.open_store("memory://"), tmp_path / "x.jsonl", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["max_event_bytes", "max_state_bytes"])
+@pytest.mark.parametrize("value", [2**40 + 1, 2**63 - 1, 10**23])
+def test_import_size_limits_have_a_ceiling(name: str, value: int, tmp_path: Path) -> None:
+    """A limit so large that the longest line an import reads overflowed a C size was an
+    OverflowError traceback (an outside review): a ConfigurationError naming the ceiling."""
+    path = tmp_path / "x.jsonl"
+    path.write_text("")
+    limits: dict[str, Any] = {name: value}
+    store = dj.open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        with pytest.raises(dj.ConfigurationError, match=f"{name} must be at most 1099511627776"):
+            import_jsonl(store, path, **limits)
+        with pytest.raises(dj.ConfigurationError, match=f"{name} must be at most 1099511627776"):
+            check_export(path, **limits)
+        with pytest.raises(dj.ExportFileError):  # the ceiling itself is a limit an import takes
+            check_export(path, **{name: 2**40})
+    finally:
+        store.close()
 
 
 # ---- 8. honest SQLite messages; another application's file is left alone -----------------

@@ -44,6 +44,10 @@ IMPORT_BATCH_EVENTS: Final = 2000
 #: any value within them, and is refused before it is read whole or parsed.
 LINE_LIMIT_FACTOR: Final = 8
 LINE_ENVELOPE: Final = 1024 * 1024
+#: The largest ``max_event_bytes`` / ``max_state_bytes`` an import takes (1 TiB): far
+#: above any value the runtime can hold in memory, and low enough that the longest line
+#: (:func:`line_limit`) is a size the operating system can read.
+MAX_IMPORT_LIMIT: Final = 1024**4
 
 
 def line_limit(limits: Limits) -> int:
@@ -100,7 +104,8 @@ def import_jsonl(
     Every state and event in the file is held to what the runtime stores:
     ``max_event_bytes`` and ``max_state_bytes`` are the limits of
     :func:`~durable_jobs.open_jobs` (1 MiB each by default; pass the app's own
-    when it runs with larger ones), and nesting is at most 100 deep. A value
+    when it runs with larger ones; at most 1 TiB each, else
+    :class:`ConfigurationError`), and nesting is at most 100 deep. A value
     over them is a malformed line, and so is a line longer than
     :func:`line_limit` of them (8 times both plus 1 MiB), found before it is
     read whole.
@@ -206,8 +211,20 @@ def check_export(
 
 
 def _limits(max_event_bytes: int, max_state_bytes: int) -> Limits:
-    """The size limits an import holds values to (ConfigurationError if not sizes)."""
-    return Limits(max_event_bytes=max_event_bytes, max_state_bytes=max_state_bytes)
+    """The size limits an import holds values to (ConfigurationError if not sizes, or
+    sizes over :data:`MAX_IMPORT_LIMIT`)."""
+    limits = Limits(max_event_bytes=max_event_bytes, max_state_bytes=max_state_bytes)
+    for name, value in (
+        ("max_event_bytes", max_event_bytes),
+        ("max_state_bytes", max_state_bytes),
+    ):
+        if value > MAX_IMPORT_LIMIT:
+            msg = (
+                f"{name} must be at most {MAX_IMPORT_LIMIT} (1 TiB) for an import, "
+                f"got {value!r:.40}. Nothing was written."
+            )
+            raise ConfigurationError(msg)
+    return limits
 
 
 def _export_lines(

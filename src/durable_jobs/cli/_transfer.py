@@ -22,6 +22,7 @@ from rich.text import Text
 from durable_jobs._domain.values import DEFAULT_LIMITS
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._store.urls import StoreURL
+from durable_jobs._tools.importer import MAX_IMPORT_LIMIT
 from durable_jobs.cli._app import (
     CliState,
     app,
@@ -218,7 +219,7 @@ JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
 )
 @click.option(
     "--max-event-bytes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_IMPORT_LIMIT),
     default=DEFAULT_LIMITS.max_event_bytes,
     show_default=True,
     help="The largest event (as UTF-8 JSON) the file may hold: the app's max_event_bytes "
@@ -226,7 +227,7 @@ JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
 )
 @click.option(
     "--max-state-bytes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_IMPORT_LIMIT),
     default=DEFAULT_LIMITS.max_state_bytes,
     show_default=True,
     help="The largest state (as UTF-8 JSON) the file may hold: the app's max_state_bytes "
