@@ -598,7 +598,10 @@ does. `trigger` makes the instance's next run due now: it resumes a paused
 instance's open batch (reason `manual`); a runtime serving the store then
 runs it (at once on Postgres; on SQLite when one starts). Both write, and
 both are refused while a runtime serves an SQLite store (stop it, or use the
-client there).
+client there). An instance that does not exist (a typo in the job name or the
+id) is an error, exit code 1, as for `status`, and nothing is written; an
+instance with nothing to do (terminated already, or for `trigger` nothing to
+run) prints `Nothing done: ...` and exits 0 (`--json`: `"done": false`).
 
 `check --app module:attribute` imports the app's `Registry` and decodes every
 live instance's state and pending events with it (types, `version`,

@@ -176,8 +176,9 @@ async def test_terminate_needs_no_handlers_and_keeps_the_counters(
     assert (status["run_count"], status["event_count"]) == (3, 4)  # both counters kept
     again = cli.json(clock, "terminate", "task", "remind", "r1")
     assert (again["done"], again["found"]) == (False, True)
-    unknown = cli.json(clock, "terminate", "task", "remind", "nobody")
-    assert (unknown["done"], unknown["found"]) == (False, False)
+    code, out, err = cli(clock, "terminate", "task", "remind", "nobody")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: No task job 'remind' instance 'nobody' in the store")
     history = cli.json(clock, "history", "task", "remind", "r1")["records"]
     assert [r["name"] for r in history[-2:]] == ["alarm_cleared", "terminated"]
     assert history[-1]["data"]["reason"] == "user left"
@@ -277,3 +278,38 @@ async def test_terminate_waits_for_a_run_in_flight_in_a_worker(pg_url: str) -> N
     for bad in (-1, float("nan"), 3601, "5", True):
         with dj.open_store(pg_url) as admin, pytest.raises(dj.ValidationError, match="wait"):
             terminate_instance(admin, "continuous", "slow", "i", wait=bad)  # type: ignore[arg-type]
+
+
+async def test_a_missing_instance_or_job_is_an_error_nothing_to_do_is_not(
+    durable_store_url: str, cli: Cli, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`terminate`/`trigger` of an instance or job that does not exist said "Nothing
+    done" and exited 0 while `status` of it exited 1 (an outside review): a script could
+    not tell a typo from success. Now it is the same error as `status` (exit code 1,
+    JSON on stderr with --json), and nothing is written; an existing instance with
+    nothing to do (terminated already) still exits 0."""
+    clock = dj.VirtualClock(T)
+    async with running(app([], failing=set()), durable_store_url, clock=clock) as jobs:
+        await jobs.continuous("sync").start("c0", 0)
+        await jobs.debounce("digest").add("d0", "a")
+    history = cli.json(clock, "history", "continuous", "sync", "c0")["records"]
+    for command in ("terminate", "trigger"):
+        for job, instance_id in (("sync", "nosuch"), ("nojob", "c0")):
+            code, out, err = cli(clock, command, "continuous", job, instance_id)
+            assert (code, out) == (1, ""), err
+            assert err.startswith(f"error: No continuous job {job!r} instance {instance_id!r}")
+            assert err.count("\n") == 1
+            code, out, err = cli(clock, command, "continuous", job, instance_id, "--json")
+            assert (code, out) == (1, "")
+            assert json.loads(err)["exit_code"] == 1
+            assert cli(clock, "status", "continuous", job, instance_id)[0] == 1
+    assert cli.json(clock, "history", "continuous", "sync", "c0")["records"] == history
+    assert len(cli.json(clock, "list")["instances"]) == 2  # nothing created
+
+    assert cli.json(clock, "terminate", "continuous", "sync", "c0")["done"] is True
+    for command in ("terminate", "trigger"):
+        code, out, err = cli(clock, command, "continuous", "sync", "c0")
+        assert code == 0, err
+        assert out.startswith("Nothing done: continuous job 'sync' instance 'c0' is terminated")
+        again = cli.json(clock, command, "continuous", "sync", "c0")
+        assert (again["done"], again["found"]) == (False, True)

@@ -12,6 +12,7 @@ import click
 from rich.text import Text
 
 from durable_jobs._domain.ids import KINDS
+from durable_jobs._tools.inspector import Inspector
 from durable_jobs.cli._app import (
     CliState,
     app,
@@ -21,7 +22,7 @@ from durable_jobs.cli._app import (
     opened_store,
     store_option,
 )
-from durable_jobs.cli._render import _when
+from durable_jobs.cli._render import _not_found, _when
 from durable_jobs.maintenance import AdminResult, terminate_instance, trigger_instance
 
 __all__ = ["terminate", "trigger"]
@@ -29,9 +30,13 @@ __all__ = ["terminate", "trigger"]
 KIND = click.Choice(KINDS)
 
 _JSON_SHAPE = """\b
-JSON (--json): {"action", "done": bool, "found": bool, "kind", "job",
+JSON (--json): {"action", "done": bool, "found": true, "kind", "job",
   "instance_id", "instance_uuid", "status", "due_at", "version"}; "done" is
   false when nothing was written (see above).
+
+\b
+Exit code 0 when the instance exists, also when there was nothing to do;
+1 when it does not (a typo in JOB or ID): an error, as for status.
 """
 
 TERMINATE_EPILOG = f"""\b
@@ -73,9 +78,7 @@ def _report(result: AdminResult, as_json: bool, done: str, not_done: str) -> Non
         emit_json(result.as_json())
         return
     label = _label(result.kind, result.job, result.instance_id)
-    if not result.found:
-        console().print(Text(f"Nothing done: there is no {label}."))
-    elif result.done:
+    if result.done:
         console().print(Text(f"{done.format(label=label)} (version {result.version})."))
     else:
         console().print(Text(not_done.format(label=label, status=result.status)))
@@ -108,10 +111,15 @@ def terminate(
     a worker is waited for (--wait), then the instance is terminated and runs
     no more. Refused while a jobs runtime serves an SQLite store (stop it, or
     use its client).
+
+    An instance that is terminated already is left as it is ("Nothing done",
+    exit code 0); one that does not exist is an error (exit code 1).
     """
     with opened_store(state, must_exist=True) as store:
         # Records are dated by the real clock ($DURABLE_JOBS_NOW is for displayed times only).
         result = terminate_instance(store, kind, job, instance_id, reason=reason, wait=wait)
+        if not result.found:
+            _not_found(Inspector(store), kind, job, instance_id)
     _report(result, as_json, "Terminated {label}", "Nothing done: {label} is {status}.")
 
 
@@ -135,9 +143,15 @@ def trigger(
     On Postgres, a run of the instance in flight is waited for (--wait).
     Refused while a jobs runtime serves an SQLite store (stop it, or use its
     client's trigger/flush).
+
+    An instance with nothing to run (terminated, or a debounce instance with no
+    buffered events) is left as it is ("Nothing done", exit code 0); one that does not
+    exist is an error (exit code 1).
     """
     with opened_store(state, must_exist=True) as store:
         result = trigger_instance(store, kind, job, instance_id, wait=wait)
+        if not result.found:
+            _not_found(Inspector(store), kind, job, instance_id)
     due = _when(result.due_at)
     _report(
         result,
