@@ -530,8 +530,9 @@ REFERENCE = f"""\
 | `stats(kind=, job=, now=None)` | `list[JobStats]`, by kind and job |
 
 Unknown jobs and instances give `None` or nothing; a malformed kind, job name,
-id, status, cursor or version raises `ValidationError`; an unreadable record
-raises `StoreError` naming the instance and version. An index row that cannot
+id, status, cursor or version (or a `history` range whose `from_version` is
+after its `to_version`, which the CLI refuses too) raises `ValidationError`; an
+unreadable record raises `StoreError` naming the instance and version. An index row that cannot
 be read raises `StoreError` naming the instance and the column, unless
 `instances`, `iter_instances`, `alarms` and `stats` are given
 `unreadable=errors.append`: then each such row is passed to it and left out

@@ -219,6 +219,24 @@ async def test_history_ranges_keep_the_state_runs_started_from(
         next(tail_events(inspector.store, after=2**70, duration=0))
 
 
+async def test_a_reversed_history_range_is_refused_as_the_cli_refuses_it(
+    inspector: dj.Inspector, autojump_clock: MockClock
+) -> None:
+    """`history(from_version=10, to_version=2)` returned [] while `durable-jobs history
+    --from 10 --to 2` is refused (an outside review): a ValidationError, also for an
+    instance that does not exist, and before anything is read."""
+    refused = "from_version 10 is after to_version 2: give from_version <= to_version"
+    for instance_id in ("acct-ok", "nobody"):
+        with pytest.raises(dj.ValidationError, match=refused):
+            inspector.history("continuous", "sync", instance_id, from_version=10, to_version=2)
+        with pytest.raises(dj.ValidationError, match=refused):
+            inspector.iter_history(
+                "continuous", "sync", instance_id, from_version=10, to_version=2
+            )
+    one = inspector.history("continuous", "sync", "acct-ok", from_version=3, to_version=3)
+    assert [record.version for record in one] == [3]
+
+
 async def test_debounce_history_shows_each_batch(
     inspector: dj.Inspector, autojump_clock: MockClock
 ) -> None:

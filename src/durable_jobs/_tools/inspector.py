@@ -292,7 +292,8 @@ class Inspector:
         states: bool = True,
     ) -> list[RecordedEvent]:
         """The instance's records from ``from_version`` to ``to_version`` (inclusive), oldest
-        first, across all its generations; empty if it never existed.
+        first, across all its generations; empty if it never existed. A
+        ``from_version`` after ``to_version`` is a :class:`ValidationError`.
 
         Run records carry ``run_count``, ``attempt`` and ``state_before`` (the
         state the run started from), also when the range starts after the run's
@@ -332,6 +333,12 @@ class Inspector:
         check_version(from_version, "from_version")
         if to_version is not None:
             check_version(to_version, "to_version")
+            if from_version > to_version:
+                msg = (
+                    f"from_version {from_version} is after to_version {to_version}: give "
+                    "from_version <= to_version."
+                )
+                raise ValidationError(msg)
         label = label_of(kind, job, instance_id)
 
         def rebuild(version: int) -> JobInstance | None:
