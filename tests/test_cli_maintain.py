@@ -77,6 +77,8 @@ async def test_export_import_replay_between_stores(
     assert done.json() == {
         "instances": len(FILLED),
         "events": summary["events"],
+        "skipped_instances": 0,
+        "skipped_events": 0,
         "verified": True,
         "store": target,
     }

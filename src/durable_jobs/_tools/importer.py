@@ -58,10 +58,28 @@ def line_limit(limits: Limits) -> int:
 @final
 @dataclass(frozen=True)
 class ImportSummary:
-    """What :func:`import_jsonl` wrote, counted again in the target store afterwards."""
+    """What :func:`import_jsonl` imported, counted again in the target store afterwards.
+
+    ``instances`` and ``events`` are the file's, all in the store now. With
+    ``resume``, ``skipped_instances`` and ``skipped_events`` of them were
+    there already (written by the import it resumes) and not written again:
+    when they equal ``instances`` and ``events``, the call wrote nothing.
+    """
 
     instances: int
     events: int
+    skipped_instances: int = 0
+    skipped_events: int = 0
+
+    @property
+    def written_instances(self) -> int:
+        """The instances this call wrote."""
+        return self.instances - self.skipped_instances
+
+    @property
+    def written_events(self) -> int:
+        """The events this call wrote."""
+        return self.events - self.skipped_events
 
 
 @dataclass
@@ -327,7 +345,12 @@ def _verify(store: Store, expected: dict[UUID, int], done: set[UUID]) -> ImportS
                 f"{row.version if row else None})."
             )
             raise StoreError(msg)
-    return ImportSummary(len(expected), sum(expected.values()))
+    return ImportSummary(
+        len(expected),
+        sum(expected.values()),
+        skipped_instances=len(done),
+        skipped_events=sum(expected[uuid] for uuid in done),
+    )
 
 
 def _read_export(lines: Iterable[str], source: str, limits: Limits) -> Iterator[_Group]:

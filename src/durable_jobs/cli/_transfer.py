@@ -33,7 +33,7 @@ from durable_jobs.cli._app import (
     store_option,
 )
 from durable_jobs.cli._maintain import KIND
-from durable_jobs.maintenance import check_export, export_jsonl, import_jsonl
+from durable_jobs.maintenance import ImportSummary, check_export, export_jsonl, import_jsonl
 
 if TYPE_CHECKING:
     from durable_jobs._store.base import Store
@@ -203,7 +203,10 @@ Examples:
   durable-jobs --store sqlite:///copy.db import - < jobs.jsonl
 
 \b
-JSON (--json): {"instances": N, "events": N, "verified": true, "store": URL}
+JSON (--json): {"instances": N, "events": N, "skipped_instances": N,
+  "skipped_events": N, "verified": true, "store": URL}: the file's instances and
+  events, all in the store now; with --resume, the skipped ones were there
+  already (the interrupted import wrote them) and were not written again.
 """
 
 
@@ -252,8 +255,10 @@ def import_(
     anything is written. Then whole instances are written, a batch per
     transaction: an import that is interrupted (Ctrl-C, a lost connection)
     leaves the batches written so far, and the same command with --resume
-    finishes it. Versions and timestamps are kept, index rows rebuilt, and the
-    result is counted again in the store. The store is created if missing.
+    finishes it, saying how many instances it skipped (on an import that had
+    finished: "Nothing new to import", and nothing is written). Versions and
+    timestamps are kept, index rows rebuilt, and the result is counted again in
+    the store. The store is created if missing.
     Refused while a jobs runtime serves an SQLite store (it would not run the
     imported alarms): stop it first.
 
@@ -289,17 +294,35 @@ def import_(
             {
                 "instances": summary.instances,
                 "events": summary.events,
+                "skipped_instances": summary.skipped_instances,
+                "skipped_events": summary.skipped_events,
                 "verified": True,
                 "store": url,
             }
         )
     else:
-        console().print(
-            Text(
-                f"Imported {summary.instances} instance(s), {summary.events} event(s) into "
-                f"{url}; verified: the store has them all."
-            )
+        console().print(Text(_imported(summary, url)))
+
+
+def _imported(summary: ImportSummary, url: str) -> str:
+    """What an import did, in a line: a resumed one says what it skipped."""
+    if not summary.skipped_instances:
+        return (
+            f"Imported {summary.instances} instance(s), {summary.events} event(s) into "
+            f"{url}; verified: the store has them all."
         )
+    if not summary.written_instances:
+        return (
+            f"Nothing new to import: {url} has all {summary.instances} instance(s), "
+            f"{summary.events} event(s) of the file already (an earlier import of it wrote "
+            "them); nothing was written. Verified: the store has them all."
+        )
+    return (
+        f"Imported {summary.written_instances} instance(s), {summary.written_events} "
+        f"event(s) into {url}, finishing an earlier import (the {summary.skipped_instances} "
+        f"instance(s), {summary.skipped_events} event(s) it wrote were skipped); verified: "
+        f"the store has all {summary.instances} instance(s), {summary.events} event(s)."
+    )
 
 
 def _new_sqlite_file(state: CliState) -> str | None:
