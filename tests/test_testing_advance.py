@@ -168,3 +168,153 @@ async def test_a_worker_thread_that_never_returns_fails_advance(
                 assert harness.runs(fetch) == []
     finally:
         release.set()
+
+
+# ---- busy loops and stuck threads (an outside review: both hung the harness for ever) ----
+
+
+@contextmanager
+def spinning_until_released(seconds: float) -> Iterator[threading.Event]:
+    """An event a busy-looping handler polls: set after ``seconds`` of real time, so that
+    a harness that cannot stop the loop itself fails the test instead of hanging it."""
+    release = threading.Event()
+    timer = threading.Timer(seconds, release.set)
+    timer.start()
+    try:
+        yield release
+    finally:
+        timer.cancel()
+        release.set()
+
+
+@pytest.mark.parametrize("timeout", [None, timedelta(seconds=2)])
+async def test_a_busy_looping_handler_fails_advance_naming_it(
+    autojump_clock: trio.testing.MockClock, timeout: timedelta | None
+) -> None:
+    registry = dj.Registry()
+
+    with spinning_until_released(30) as release:
+
+        @registry.continuous(
+            "poll", state=int, schedule=dj.every(timedelta(minutes=10)), timeout=timeout
+        )
+        async def poll(ctx: dj.ContinuousContext[int]) -> None:
+            while not release.is_set():
+                await trio.sleep(0)  # a polling loop that never waits
+
+        async with open_harness(registry, start=T, stall_timeout=0.05) as harness:
+            await harness.continuous(poll).start("a", 0)
+            with pytest.raises(HarnessStalled) as caught:
+                await harness.advance(timedelta(minutes=30))
+            assert not release.is_set(), "advance only returned once the loop was released"
+            message = str(caught.value)
+            assert "continuous job 'poll' instance 'a': execute keeps running" in message
+            assert "await trio.sleep(0)" in message
+            assert "test_testing_advance.py" in message
+            assert len(caught.value.waiting) == 1
+        # The harness stopped the loop itself (its shutdown cancelled it).
+        assert not release.is_set(), "the harness only stopped once the loop was released"
+
+
+async def test_a_busy_loop_fails_wait_idle_and_a_timeout_then_ends_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = dj.Registry()
+
+    with spinning_until_released(30) as release:
+
+        @registry.task("t", event=int, state=int, timeout=timedelta(seconds=2))
+        async def t(ctx: dj.TaskContext[int]) -> None:
+            while not release.is_set():
+                await trio.sleep(0)
+
+        @t.on_event
+        async def on_event(event: int, ctx: dj.TaskContext[int]) -> None:
+            ctx.schedule(timedelta(seconds=1))
+
+        async with open_harness(registry, start=T, stall_timeout=0.05) as harness:
+            await harness.task(t).send("x", 1)
+            with pytest.raises(HarnessStalled, match=r"harness\.advance"):
+                await harness.advance(timedelta(seconds=10))
+            assert harness.now() == T + timedelta(seconds=1)  # where the loop began
+            # From now on the clock jumps over the loop: its timeout ends it.
+            await harness.jobs.wait_idle()
+            [run] = harness.runs(t, "x")
+            assert run.error_type == "durable_jobs.HandlerTimeout"
+            assert run.at == T + timedelta(seconds=3)
+        assert not release.is_set()
+
+
+async def test_a_handler_that_polls_with_sleeps_is_not_a_stall(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = dj.Registry()
+    polls: list[int] = []
+
+    @registry.continuous("poll", state=int, schedule=dj.every(timedelta(hours=1)))
+    async def poll(ctx: dj.ContinuousContext[int]) -> None:
+        for n in range(600):  # ten minutes of polling, once a second
+            polls.append(n)
+            await trio.sleep(1)
+        ctx.set_state(ctx.state + 1)
+
+    with real_time_limit(60), trio.fail_after(DAY):
+        # The smallest stall_timeout: the clock moves at every poll, which is progress.
+        async with open_harness(registry, start=T, stall_timeout=0.001) as harness:
+            await harness.continuous(poll).start("a", 0)
+            await harness.advance(timedelta(hours=2))
+            assert [r.outcome for r in harness.runs(poll, "a")] == ["succeeded"] * 2
+            assert len(polls) == 1200
+
+
+async def test_a_stuck_worker_thread_does_not_keep_the_harness_from_stopping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = dj.Registry()
+    release = threading.Event()
+    timer = threading.Timer(30, release.set)  # a harness that waits for it fails, not hangs
+
+    @registry.continuous("fetch", state=int, schedule=dj.every(timedelta(minutes=10)))
+    async def fetch(ctx: dj.ContinuousContext[int]) -> None:
+        await trio.to_thread.run_sync(release.wait)  # not abandon_on_cancel
+
+    timer.start()
+    try:
+        async with open_harness(registry, start=T, stall_timeout=0.05) as harness:
+            await harness.continuous(fetch).start("b", 0)
+            with pytest.raises(HarnessStalled, match="waits for a worker thread"):
+                await harness.advance(timedelta(minutes=5))
+        assert not release.is_set(), "the harness waited for the stuck thread to return"
+    finally:
+        timer.cancel()
+        release.set()
+
+
+def test_a_state_machine_reports_a_busy_looping_handler() -> None:
+    from hypothesis import settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from durable_jobs.testing.machines import ContinuousMachine
+
+    reg = dj.Registry()
+
+    with spinning_until_released(60) as release:
+
+        @reg.continuous("poll", state=int, schedule=dj.every(timedelta(minutes=10)))
+        async def poll(ctx: dj.ContinuousContext[int]) -> None:
+            while not release.is_set():
+                await trio.sleep(0)
+
+        class PollMachine(ContinuousMachine):
+            registry = reg
+            job = poll
+            harness_options = {"stall_timeout": 0.05}
+
+        with pytest.raises(HarnessStalled, match=r"'poll' instance '.*': execute keeps running"):
+            run_state_machine_as_test(
+                PollMachine,
+                settings=settings(
+                    max_examples=3, stateful_step_count=3, deadline=None, database=None
+                ),
+            )
+        assert not release.is_set()

@@ -106,7 +106,11 @@ class HarnessThread:
         harness = self.harness
 
         async def run() -> T:
-            with autojumping(), trio.fail_after(STUCK_AFTER):
+            with (
+                harness._guarded(f"the step {getattr(fn, '__qualname__', fn)}"),
+                autojumping(),
+                trio.fail_after(STUCK_AFTER),
+            ):
                 return await fn(harness, *args)
 
         try:

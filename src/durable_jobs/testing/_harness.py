@@ -11,13 +11,12 @@ from __future__ import annotations
 import inspect
 import linecache
 import math
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import CodeType, FrameType
+from types import CodeType
 from typing import Any, Literal, TypeVar, final, overload
 
 import trio
@@ -51,6 +50,7 @@ from durable_jobs._store.base import Store
 from durable_jobs._store.registry import open_store
 from durable_jobs.testing._failures import FailurePlan, InjectedFailure, check_handler_name
 from durable_jobs.testing._readouts import _RUN_NAMES, Flush, Run
+from durable_jobs.testing._watch import THREAD_CODE, Watch, all_tasks, coroutine_frames
 
 __all__ = [
     "FailurePlan",
@@ -136,97 +136,8 @@ def _seconds(name: str, value: timedelta | float) -> float:
 
 #: Code objects that tell what a waiting handler waits for (see :func:`_waits`).
 _SLEEP_CODE: CodeType | None = getattr(trio.sleep_until, "__code__", None)
-_THREAD_CODE: CodeType | None = getattr(trio.to_thread.run_sync, "__code__", None)
 #: How often (real seconds) advance looks again while a worker thread or I/O is in flight.
 _POLL = 0.02
-
-
-class _Watch(trio.abc.Instrument):
-    """A trio instrument for the harness's run: counts the steps tasks take (so that
-    :meth:`Harness.advance` can tell a stall from slow progress), and holds virtual
-    time while any task waits for a worker thread (``trio.to_thread.run_sync``):
-    autojump would otherwise count every such wait as idle time and move the clock
-    (a handler's blocking call in a thread "took" minutes, or its whole timeout).
-
-    A thread that makes no progress for ``stall_timeout`` of real time is given
-    up on (a guard thread asks): the clock moves again, so that a handler stuck
-    in a thread cannot freeze the harness (its shutdown grace is virtual time).
-    """
-
-    def __init__(self, clock: trio.testing.MockClock, stall_timeout: float) -> None:
-        self.clock = clock
-        self.stall_timeout = stall_timeout
-        self.steps = 0
-        self.watcher: trio.lowlevel.Task | None = None
-        self._holding = False
-        self._gave_up = False
-        self._checked = 0
-        self._ignore: trio.lowlevel.Task | None = None
-        self._token = trio.lowlevel.current_trio_token()
-        self._cond = threading.Condition()
-        self._holds = 0
-        self._closed = False
-        self._guard_thread = threading.Thread(
-            target=self._guard, name="durable_jobs harness thread guard", daemon=True
-        )
-        self._guard_thread.start()
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is not self.watcher and task is not self._ignore:
-            self.steps += 1
-        self._ignore = None
-        count = trio.testing.active_thread_count()
-        if not count:
-            self._gave_up = False
-        busy = count > 0 and not self._gave_up
-        if busy != self._holding:
-            self._set_holding(busy)
-
-    def _set_holding(self, busy: bool) -> None:
-        with self._cond:
-            self._holding = busy
-            self._checked = self.steps
-            self._holds += 1
-            self._cond.notify()
-        if busy:
-            _clock_module.hold(self.clock)
-        else:
-            _clock_module.release(self.clock)
-
-    def _guard(self) -> None:
-        """(guard thread) While time is held, ask trio every ``stall_timeout`` whether
-        anything moved."""
-        with self._cond:
-            while not self._closed:
-                if not self._holding:
-                    self._cond.wait()
-                    continue
-                holds = self._holds
-                self._cond.wait(self.stall_timeout)
-                # (a hold that ended and began again meanwhile gets its own full wait)
-                if self._holding and not self._closed and self._holds == holds:
-                    try:
-                        self._token.run_sync_soon(self._check, holds)
-                    except trio.RunFinishedError:
-                        return
-
-    def _check(self, holds: int) -> None:
-        """(trio) Give up holding time if no task took a step since the last check
-        (of this same hold)."""
-        self._ignore = trio.lowlevel.current_task()  # this callback's own step
-        if holds != self._holds:
-            return
-        if self._holding and self.steps == self._checked:
-            self._gave_up = True
-            self._set_holding(False)
-        self._checked = self.steps
-
-    def close(self) -> None:
-        if self._holding:
-            self._set_holding(False)
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,39 +145,7 @@ class _Waiting:
     """A handler call in flight, and what it waits for."""
 
     what: str
-    on: Literal["time", "thread", "other"]
-
-
-def _tasks() -> Iterator[trio.lowlevel.Task]:
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task is None:
-            continue
-        yield task
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-
-
-def _frames(coro: Any) -> Iterator[FrameType]:
-    """The frames of a suspended coroutine, outermost first (through a generator that
-    drives a coroutine by hand, as the runtime does to run one in a context)."""
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            return
-        yield frame
-        inner = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        if inner is None:
-            inner = next(
-                (
-                    v
-                    for v in frame.f_locals.values()
-                    if inspect.iscoroutine(v) and v.cr_frame is not None and v is not coro
-                ),
-                None,
-            )
-        coro = inner
+    on: Literal["time", "thread", "busy", "other"]
 
 
 def _handlers(job: JobDefinition) -> dict[str, Callable[..., Any]]:
@@ -315,34 +194,54 @@ def _record_names() -> list[str]:
     return sorted(names)
 
 
-def _waits(registry: Registry) -> list[_Waiting]:
-    """The handler calls in flight in this trio run, and what each waits for."""
+_Wait = Literal["time", "thread", "busy", "other"]
+
+
+def _how(job: JobDefinition, below: set[CodeType], busy: bool) -> tuple[_Wait, str]:
+    """What a handler call of ``job`` waits for, given the code of the frames it is in."""
+    if busy:
+        return "busy", (
+            "keeps running without waiting (a busy loop: each await returns at once), so "
+            "virtual time cannot pass and no timeout= ends it"
+        )
+    if THREAD_CODE is not None and THREAD_CODE in below:
+        return "thread", "waits for a worker thread (trio.to_thread.run_sync)"
+    if _SLEEP_CODE is not None and _SLEEP_CODE in below:
+        return "time", "sleeps"
+    if job.timeout is not None:
+        return "time", f"waits (its timeout of {job.timeout} ends it)"
+    return "other", "waits on something other than virtual time"
+
+
+def _waits(registry: Registry, busy: Collection[trio.lowlevel.Task] = ()) -> list[_Waiting]:
+    """The handler calls in flight in this trio run, and what each waits for (those in
+    the ``busy`` tasks: nothing, they keep running)."""
     codes = _handler_codes(registry)
     found: list[_Waiting] = []
-    for task in _tasks():
-        frames = list(_frames(task.coro))
+    for task in all_tasks():
+        frames = list(coroutine_frames(task.coro))
         for i, frame in enumerate(frames):
             hit = codes.get(frame.f_code)
             if hit is None:
                 continue
             job, role = hit
-            below = {f.f_code for f in frames[i + 1 :]}
-            on: Literal["time", "thread", "other"]
-            if _THREAD_CODE is not None and _THREAD_CODE in below:
-                on, how = "thread", "waits for a worker thread (trio.to_thread.run_sync)"
-            elif _SLEEP_CODE is not None and _SLEEP_CODE in below:
-                on, how = "time", "sleeps"
-            elif job.timeout is not None:
-                on, how = "time", f"waits (its timeout of {job.timeout} ends it)"
-            else:
-                on, how = "other", "waits on something other than virtual time"
+            on, how = _how(job, {f.f_code for f in frames[i + 1 :]}, task in busy)
             ctx = next((v for v in frame.f_locals.values() if isinstance(v, _Context)), None)
             who = f" instance {ctx.instance_id!r}" if ctx is not None else ""
-            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            # The innermost frame in the handler's own file: the line it loops or waits at.
+            at = next(
+                (
+                    f
+                    for f in reversed(frames[i:])
+                    if f.f_code.co_filename == frame.f_code.co_filename
+                ),
+                frame,
+            )
+            line = linecache.getline(at.f_code.co_filename, at.f_lineno).strip()
             found.append(
                 _Waiting(
                     f"{job.kind} job {job.name!r}{who}: {role} {how}, at "
-                    f"{frame.f_code.co_filename}:{frame.f_lineno} ({line})",
+                    f"{at.f_code.co_filename}:{at.f_lineno} ({line})",
                     on,
                 )
             )
@@ -387,7 +286,7 @@ class Harness:
         self._done = False
         #: Real seconds :meth:`advance` waits for handlers that wait on other than time.
         self.stall_timeout = stall_timeout
-        self._watch: _Watch | None = None
+        self._watch: Watch | None = None
 
     # -- lifecycle (used by open_harness) --
 
@@ -453,8 +352,44 @@ class Harness:
 
     async def wait_idle(self) -> None:
         """Return once every alarm due by now has run and committed."""
-        with autojumping():
+        with self._guarded("harness.wait_idle()"), autojumping():
             await self.jobs.wait_idle()
+
+    @contextmanager
+    def _guarded(self, call: str) -> Iterator[None]:
+        """Raise HarnessStalled out of the block (``call`` in the message) if a busy loop
+        keeps the run from ever waiting, so that virtual time cannot pass, for
+        ``stall_timeout`` of real time."""
+        watch = self._watch
+        if watch is None:  # pragma: no cover - set by open_harness
+            yield
+            return
+        with trio.CancelScope() as scope:
+            watch.guard(scope)
+            try:
+                yield
+            finally:
+                watch.unguard(scope)
+        if scope.cancelled_caught:
+            raise self._busy_stalled(call, watch.spinners)
+
+    def _busy_stalled(self, call: str, spinners: list[trio.lowlevel.Task]) -> HarnessStalled:
+        lines = [w.what for w in _waits(self.registry, spinners) if w.on == "busy"]
+        if not lines:
+            lines = [f"task {task.name!r} keeps running without waiting" for task in spinners]
+        listed = "".join(f"\n  - {line}" for line in lines)
+        msg = (
+            f"{call} is stuck at {self.now().isoformat()}: these handler calls keep "
+            f"running without ever waiting, and for {self.stall_timeout:g} s of real time "
+            f"the clock did not move and nothing was committed:{listed}\nVirtual time passes "
+            "only while every task waits, so a busy loop (say `while True: await "
+            "trio.sleep(0)`, polling for something) stops the clock, and no timeout= can "
+            "end it: wait for what it polls for (a trio.Event, a channel), or sleep between "
+            "polls (`await trio.sleep(1)`). From now on the clock jumps over such a loop, "
+            "so that the harness can still stop (open_harness(stall_timeout=...) sets the "
+            "real-time wait)."
+        )
+        return HarnessStalled(msg, lines)
 
     async def advance(self, delta: timedelta | float) -> None:
         """Let ``delta`` (a timedelta or seconds) of virtual time pass; never more.
@@ -465,14 +400,16 @@ class Harness:
         ``timeout``), stays in flight: the clock stops at the end anyway. One
         that waits on anything else (a ``trio.Event``, a socket, a worker
         thread) gets :attr:`stall_timeout` real seconds without progress, then
-        :class:`HarnessStalled` names it.
+        :class:`HarnessStalled` names it; so does one that never waits (a busy loop,
+        which keeps virtual time from passing at all).
         """
         seconds = self._within_reach("delta", delta)
         jobs = self.jobs
         target = trio.current_time() + seconds
-        with autojumping():
-            await trio.sleep_until(target)  # autojump stops at this deadline, if not before
-        await self._settle(jobs)
+        with self._guarded("harness.advance()"):
+            with autojumping():
+                await trio.sleep_until(target)  # autojump stops at this deadline, if not before
+            await self._settle(jobs)
 
     async def _settle(self, jobs: Jobs) -> None:
         """Wait until ``jobs`` is idle, without moving the clock: a task in
@@ -568,7 +505,8 @@ class Harness:
         self._down_for = seconds
         self._restarted = trio.Event()
         self._request.set()
-        await self._restarted.wait()
+        with self._guarded("harness.restart()"):
+            await self._restarted.wait()
         self.restarts += 1
         await self.wait_idle()
 
@@ -774,7 +712,7 @@ async def open_harness(
         else:
             owned = target = opened
     harness = Harness(registry, target, clock, options, observers, stall_timeout=stall)
-    harness._watch = watch = _Watch(mock, stall)
+    harness._watch = watch = Watch(mock, stall, lambda: len(harness.records))
     trio.lowlevel.add_instrument(watch)
     body_error: BaseException | None = None
     try:
