@@ -9,9 +9,9 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -19,10 +19,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from durable_jobs._definitions.jobs import JobDefinition
 from durable_jobs._definitions.registry import Registry
 from durable_jobs._errors import ConfigurationError
+from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH
 from durable_jobs.testing import strategies as djst
 from durable_jobs.testing._driver import HarnessThread
-from durable_jobs.testing._harness import FailurePlan, Harness
+from durable_jobs.testing._harness import FailurePlan, Harness, InjectedFailure
 from durable_jobs.testing._models import (
     UNKNOWN,
     ContinuousModel,
@@ -30,8 +31,11 @@ from durable_jobs.testing._models import (
     ExpectedRun,
     TaskModel,
 )
+from durable_jobs.testing._readouts import Run
 
 __all__ = ["JobMachine"]
+
+T = TypeVar("T")
 
 
 def _runner_strategy(name: str) -> st.SearchStrategy[Any]:
@@ -77,6 +81,7 @@ class JobMachine(RuleBasedStateMachine):
         # hook), and must do so before a runtime is open in the loop thread.
         self.model = self._make_model(job, self.start)
         self._tmp: str | None = None
+        self._records_seen = 0
         url = self.store
         if "{tmp}" in url:
             self._tmp = tempfile.mkdtemp(prefix="durable-jobs-")
@@ -172,6 +177,19 @@ class JobMachine(RuleBasedStateMachine):
     def _client(self, harness: Harness) -> Any:
         raise NotImplementedError
 
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``self.driver.call(fn, *args)``; then an AssertionError if one of the job's
+        handlers raised meanwhile without a planned failure (see :func:`_handler_errors`)."""
+        result = self.driver.call(fn, *args)
+        records = self.driver.harness.records
+        new, self._records_seen = records[self._records_seen :], len(records)
+        job = self.job
+        assert job is not None
+        errors = _handler_errors(job, new)
+        if errors:
+            raise AssertionError(errors)
+        return result
+
     def _now(self) -> datetime:
         async def now(harness: Harness) -> datetime:
             return harness.now()
@@ -187,7 +205,7 @@ class JobMachine(RuleBasedStateMachine):
         async def run(harness: Harness) -> None:
             await harness.advance(delta)
 
-        self.driver.call(run)
+        self._call(run)
         self.model.advance(self.model.now + delta)
 
     @precondition(lambda self: self.restarts)
@@ -198,7 +216,7 @@ class JobMachine(RuleBasedStateMachine):
         async def run(harness: Harness) -> None:
             await harness.restart(down_for=down_for)
 
-        self.driver.call(run)
+        self._call(run)
         self.model.advance(self.model.now + down_for, running=False)
         self.model.settle()
 
@@ -274,6 +292,35 @@ class JobMachine(RuleBasedStateMachine):
                     f"instance {instance_id!r}: {what} is {_fmt(got)}, the model expects "
                     f"{_fmt(value)}"
                 )
+
+
+#: The error type a run_failed record gives a FailurePlan failure.
+_INJECTED = f"{InjectedFailure.__module__}.{InjectedFailure.__qualname__}"
+
+
+def _handler_errors(job: JobDefinition, records: Sequence[RecordedEvent]) -> str:
+    """What ``job``'s handlers raised in ``records`` that no planned failure explains
+    (the model knows no other failure: it would only see its consequences), or ''."""
+    failed = [
+        Run.from_record(r)
+        for r in records
+        if r.name == "run_failed" and r.kind == job.kind and r.job == job.name
+    ]
+    lines = [
+        f"  - {run.handler} of instance {run.instance_id!r} (run {run.run_count}, attempt "
+        f"{run.attempt}, at {run.at.isoformat()}) raised {run.error_type}: {run.error}"
+        for run in failed
+        if run.error_type != _INJECTED
+    ]
+    if not lines:
+        return ""
+    listed = "\n".join(lines)
+    return (
+        f"a handler of {job.kind} job {job.name!r} raised, and no planned failure "
+        f"(FailurePlan) explains it (the model expects a call to fail only when a failure "
+        f"is planned for it):\n{listed}\nFix the handler for these inputs (the steps "
+        "below reproduce it), or keep such inputs out of the machine's strategies."
+    )
 
 
 def _run_tuple(run: ExpectedRun) -> tuple[str, int, int, str, datetime]:

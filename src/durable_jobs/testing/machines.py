@@ -126,7 +126,7 @@ class ContinuousMachine(JobMachine):
             await harness.wait_idle()
             return result
 
-        result = self.driver.call(run)
+        result = self._call(run)
         created, status = self.model.start(instance_id, value)
         assert (result.created, result.status) == (created, status), (
             f"start({instance_id!r}) gave {result}, the model expects created={created}, "
@@ -143,7 +143,7 @@ class ContinuousMachine(JobMachine):
             await harness.wait_idle()
             return result
 
-        result = self.driver.call(run)
+        result = self._call(run)
         expected = self.model.trigger(instance_id)
         assert result == expected, f"trigger({instance_id!r}) gave {result}, expected {expected}"
         self.model.settle()
@@ -155,7 +155,7 @@ class ContinuousMachine(JobMachine):
         async def run(harness: Harness) -> Any:
             return await self._client(harness).terminate(instance_id)
 
-        result = self.driver.call(run)
+        result = self._call(run)
         expected = self.model.terminate(instance_id)
         assert result.terminated == expected, (
             f"terminate({instance_id!r}) gave {result}, expected terminated={expected}"
@@ -240,7 +240,7 @@ class DebounceMachine(JobMachine):
             await harness.wait_idle()
             return result
 
-        result = self.driver.call(run)
+        result = self._call(run)
         expected = self.model.add(instance_id, event, key)
         assert result == expected, f"add({instance_id!r}, ...) gave {result}, expected {expected}"
         self.model.settle()
@@ -254,7 +254,7 @@ class DebounceMachine(JobMachine):
             await harness.wait_idle()
             return result
 
-        result = self.driver.call(run)
+        result = self._call(run)
         expected = self.model.flush(instance_id)
         assert result == expected, f"flush({instance_id!r}) gave {result}, expected {expected}"
         self.model.settle()
@@ -266,7 +266,7 @@ class DebounceMachine(JobMachine):
         async def run(harness: Harness) -> Any:
             return await self._client(harness).clear(instance_id)
 
-        result = self.driver.call(run)
+        result = self._call(run)
         expected = self.model.clear(instance_id)
         assert result == expected, f"clear({instance_id!r}) gave {result}, expected {expected}"
 
@@ -374,7 +374,7 @@ class TaskMachine(JobMachine):
             await harness.wait_idle()
             return result
 
-        result = self.driver.call(run)
+        result = self._call(run)
         if isinstance(expected, BaseException):
             assert isinstance(result, HandlerError), (
                 f"{what} gave {result}, the model expects a HandlerError"
@@ -412,7 +412,7 @@ class TaskMachine(JobMachine):
         async def run(harness: Harness) -> Any:
             return await self._client(harness).terminate(instance_id)
 
-        result = self.driver.call(run)
+        result = self._call(run)
         expected = self.model.terminate(instance_id)
         assert result.terminated == expected, (
             f"terminate({instance_id!r}) gave {result}, expected terminated={expected}"
