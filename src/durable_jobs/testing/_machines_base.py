@@ -21,6 +21,7 @@ from durable_jobs._definitions.registry import Registry
 from durable_jobs._errors import ConfigurationError
 from durable_jobs._records import RecordedEvent
 from durable_jobs._runtime.clock import VIRTUAL_EPOCH
+from durable_jobs._store.registry import open_store
 from durable_jobs.testing import strategies as djst
 from durable_jobs.testing._driver import HarnessThread
 from durable_jobs.testing._harness import FailurePlan, Harness, InjectedFailure
@@ -54,7 +55,8 @@ class JobMachine(RuleBasedStateMachine):
     Class attributes to set: ``registry``, ``job`` (its definition), and
     optionally ``failures`` (the :class:`~durable_jobs.testing.FailurePlan`
     the job's handlers consult: without it no failure is injected),
-    ``store`` (default ``memory://``), ``instance_ids`` (the ids the commands
+    ``store`` (default ``memory://``; override :meth:`setup_store` to create
+    your own tables in each fresh one), ``instance_ids`` (the ids the commands
     use), ``start`` (the virtual clock's start), ``restarts`` (whether to
     restart the runtime between steps), ``harness_options`` (for
     ``open_jobs``). Override :meth:`time_steps` to choose how far time jumps.
@@ -89,6 +91,9 @@ class JobMachine(RuleBasedStateMachine):
         if self.failures is not None:
             self.failures.clear()
         try:
+            if type(self).setup_store is not JobMachine.setup_store:
+                open_store(url).close()  # the jobs' tables first: the store wants them so
+                self.setup_store(url)
             self.driver = HarnessThread(
                 registry, url, start=self.start, **dict(self.harness_options)
             )
@@ -120,6 +125,16 @@ class JobMachine(RuleBasedStateMachine):
             )
             raise ConfigurationError(msg)
         return registry, job
+
+    def setup_store(self, url: str) -> None:
+        """Prepare each example's fresh store before the jobs open it: override to create
+        what the handlers need in it (the table ``ctx.execute`` writes to, say).
+
+        ``url`` is ``store`` with ``{tmp}`` and ``{unique}`` filled in. The jobs'
+        own tables are already there (a SQLite file that holds other tables first
+        is refused); the runtime is not open yet. Does nothing by default.
+        """
+        return
 
     def _make_model(
         self, job: JobDefinition, now: datetime
