@@ -3,16 +3,18 @@ exception was not named, and a shrunk step could print as code that does not run
 
 from __future__ import annotations
 
+import datetime
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 import durable_jobs as dj
 from durable_jobs.testing import FailurePlan
+from durable_jobs.testing import strategies as djst
 from durable_jobs.testing.machines import ContinuousMachine, ModelContext
 
 failures = FailurePlan()
@@ -62,3 +64,23 @@ def test_a_handler_that_raises_is_named_with_its_exception() -> None:
     assert "raised KeyError: 'cursor'" in report
     assert "no planned failure (FailurePlan) explains it" in report
     assert "value=2" in report  # the shrunk steps come with it
+
+
+@pytest.mark.parametrize(
+    "resolution", [timedelta(seconds=1), timedelta(minutes=10), timedelta(milliseconds=250)]
+)
+def test_a_shrunk_duration_prints_as_the_timedelta_that_ran(resolution: timedelta) -> None:
+    ran: list[timedelta] = []
+
+    class Steps(RuleBasedStateMachine):
+        @rule(delta=djst.durations(timedelta(0), timedelta(days=2), resolution=resolution))
+        def advance(self, delta: timedelta) -> None:
+            ran.append(delta)
+            assert delta < timedelta(hours=1)
+
+    report = failure_of(Steps, max_examples=200)
+    [step] = [line for line in report.splitlines() if line.startswith("state.advance(")]
+    printed = step.removeprefix("state.advance(delta=").removesuffix(")")
+    # Valid Python that means the step that failed (it read `2400 * resolution`).
+    assert eval(printed, {"timedelta": timedelta, "datetime": datetime}) == ran[-1]
+    assert ran[-1] >= timedelta(hours=1)

@@ -105,7 +105,14 @@ def durations(
     high = max_value // resolution
     if low > high:
         raise ValueError(f"no multiple of {resolution} lies in [{min_value}, {max_value}]")
-    return st.integers(low, high).map(lambda n: n * resolution)
+    # Built as timedelta(seconds=...) (or microseconds=), not mapped with a lambda:
+    # hypothesis prints a shrunk step with the drawn value in the call that made it,
+    # and `n * resolution` pasted into a test is a NameError (and reads as µs).
+    step = resolution // timedelta(microseconds=1)
+    if step % 1_000_000 == 0:
+        seconds = step // 1_000_000
+        return st.builds(timedelta, seconds=st.integers(low, high).map(seconds.__mul__))
+    return st.builds(timedelta, microseconds=st.integers(low, high).map(step.__mul__))
 
 
 def every_schedules(
