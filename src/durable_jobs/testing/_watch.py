@@ -199,7 +199,9 @@ class Watch(trio.abc.Instrument):
                 elif self._holding and now - quiet_since >= self.stall_timeout:
                     quiet_since = now
                 else:
-                    gap = True  # a period in which nothing ran: no busy loop
+                    # Nothing ran for a while: no busy loop (a loaded machine may pause
+                    # one for a period or two, hence not at once).
+                    gap = gap or now - quiet_since >= self.stall_timeout / 2
                     continue
                 try:
                     self._token.run_sync_soon(self._tick, gap)
@@ -208,8 +210,8 @@ class Watch(trio.abc.Instrument):
                 gap = False
 
     def _tick(self, gap: bool) -> None:
-        """(trio) One look: give up a stalled thread, catch a busy loop (``gap``: some
-        period since the last look had no step)."""
+        """(trio) One look: give up a stalled thread, catch a busy loop (``gap``: nothing
+        ran for half of stall_timeout since the last look)."""
         self._ticker = trio.lowlevel.current_task()  # runs every run_sync_soon callback
         now = time.monotonic()
         busy, self._busy = self._busy, set()
@@ -221,8 +223,8 @@ class Watch(trio.abc.Instrument):
             elif now - self._hold_since >= self.stall_timeout:
                 self._gave_up = True
                 self._set_holding(False)
-        if gap:
-            self._spun = False  # a period with no step: no busy loop is left
+        if self._spun and not any(_alive(task) for task in self.spinners):
+            self._spun = False  # the busy loops are over
         self._look_for_a_busy_loop(now, busy, threaded or gap)
 
     def _look_for_a_busy_loop(
@@ -267,6 +269,11 @@ class Watch(trio.abc.Instrument):
                 if frame.f_code is THREAD_CODE:
                     _abandon(task, frame)
                     break
+
+
+def _alive(task: trio.lowlevel.Task) -> bool:
+    """Whether ``task`` has not finished (its coroutine still has a frame)."""
+    return getattr(task.coro, "cr_frame", None) is not None
 
 
 def _abandon(task: trio.lowlevel.Task, frame: FrameType) -> None:
