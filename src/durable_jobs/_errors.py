@@ -76,12 +76,14 @@ class HandlerTimeout(DurableJobsError):
 
 
 class HarnessStalled(DurableJobsError):
-    """The testing harness's ``advance`` reached its time, but handler calls still
-    running wait on something other than virtual time (a ``trio.Event``, a socket, a
-    worker thread) and nothing moved for the harness's ``stall_timeout`` of real time.
+    """A testing harness call could not end: handler calls wait on something other
+    than virtual time (a ``trio.Event``, a socket, a worker thread), or keep running
+    without ever waiting (a busy loop, which stops the clock), and nothing moved for
+    the harness's ``stall_timeout`` of real time.
 
     ``waiting`` describes each such call: its job, instance, handler and the line
-    it waits at. The clock is at the time ``advance`` was asked for, not past it.
+    it waits at. After a wait, the clock is at the time ``advance`` was asked for,
+    not past it; after a busy loop, it is where the loop began.
     """
 
     def __init__(self, message: str, waiting: list[str]) -> None:
