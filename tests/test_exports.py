@@ -11,6 +11,7 @@ import durable_jobs.testing
 EXPECTED = {
     "ActionRefused",
     "AddResult",
+    "BacklogFull",
     "Backoff",
     "CheckFailure",
     "CheckReport",

@@ -39,6 +39,7 @@ from durable_jobs._domain.schedules import cron, every
 from durable_jobs._domain.values import Limits
 from durable_jobs._errors import (
     ActionRefused,
+    BacklogFull,
     ConcurrencyError,
     ConfigurationError,
     DurableJobsError,
@@ -77,6 +78,7 @@ from durable_jobs._tools.views import (
 __all__ = [
     "ActionRefused",
     "AddResult",
+    "BacklogFull",
     "Backoff",
     "CheckFailure",
     "CheckReport",

@@ -11,6 +11,7 @@ from uuid import UUID
 
 __all__ = [
     "ActionRefused",
+    "BacklogFull",
     "ConcurrencyError",
     "ConfigurationError",
     "DurableJobsError",
@@ -90,6 +91,13 @@ class HarnessStalled(DurableJobsError):
         super().__init__(message)
         #: One line per handler call still running: job, instance, handler, where it waits.
         self.waiting = waiting
+
+
+class BacklogFull(DurableJobsError):
+    """A debounce ``add`` was refused: the instance already holds its job's
+    ``max_backlog`` closed batches waiting for their flush (failing, retrying or
+    still running), and this event would close one more. Nothing was written;
+    the message names the job, the instance and what to do."""
 
 
 class RuntimeClosed(DurableJobsError):

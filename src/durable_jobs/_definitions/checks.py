@@ -14,6 +14,8 @@ from durable_jobs._errors import ConfigurationError
 
 #: How long a task's or debounce job's idempotency keys are remembered, by default.
 DEFAULT_IDEMPOTENCY_WINDOW = timedelta(hours=24)
+#: How many closed batches a debounce instance keeps waiting for their flush.
+DEFAULT_MAX_BACKLOG = 1000
 
 
 def is_async(fn: Callable[..., Any]) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final
 
 from durable_jobs._definitions.checks import (
     DEFAULT_IDEMPOTENCY_WINDOW,
+    DEFAULT_MAX_BACKLOG,
     check_debounce_window,
     check_handler,
     check_retry,
@@ -217,14 +218,16 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         version: int = 1,
         window: Window = "fixed",
         max_wait: timedelta | None = None,
+        max_backlog: int | None = DEFAULT_MAX_BACKLOG,
     ) -> None:
         self._check_common(name, timeout, version)
         check_debounce_window(window, max_wait, flush_after, name)
-        if max_events is not None and (
-            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
-        ):
-            msg = f"max_events of debounce job {name!r} must be an int >= 1 or None."
-            raise ConfigurationError(msg)
+        for option, value in (("max_events", max_events), ("max_backlog", max_backlog)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                msg = f"{option} of debounce job {name!r} must be an int >= 1 or None: {value!r}."
+                raise ConfigurationError(msg)
         retry = check_retry(retry, name)
         if retry is not None and retry.on_exhausted == "continue":
             msg = (
@@ -253,8 +256,9 @@ class DebounceJob(JobDefinition, Generic[E, S]):
         #: What the domain reads to plan and finish flushes.
         self.window: Window = window
         self.max_wait = max_wait
+        self.max_backlog = max_backlog
         self.policy = DebouncePolicy(
-            flush_after, max_events, retry, self.idempotency_window, window, max_wait
+            flush_after, max_events, retry, self.idempotency_window, window, max_wait, max_backlog
         )
 
     def on_event(

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, final, overload
 
 from durable_jobs._definitions.checks import (
     DEFAULT_IDEMPOTENCY_WINDOW,
+    DEFAULT_MAX_BACKLOG,
     check_debounce_window,
     check_timeout,
 )
@@ -130,6 +131,7 @@ class Registry:
         version: int = 1,
         window: Window = "fixed",
         max_wait: timedelta | None = None,
+        max_backlog: int | None = DEFAULT_MAX_BACKLOG,
     ) -> Callable[[Callable[[DebounceContext[E]], Awaitable[None]]], DebounceJob[E, E]]: ...
     @overload
     def debounce(
@@ -146,6 +148,7 @@ class Registry:
         version: int = 1,
         window: Window = "fixed",
         max_wait: timedelta | None = None,
+        max_backlog: int | None = DEFAULT_MAX_BACKLOG,
     ) -> Callable[[Callable[[DebounceContext[S]], Awaitable[None]]], DebounceJob[E, S]]: ...
     @overload
     def debounce(
@@ -162,6 +165,7 @@ class Registry:
         version: int = 1,
         window: Window = "fixed",
         max_wait: timedelta | None = None,
+        max_backlog: int | None = DEFAULT_MAX_BACKLOG,
     ) -> Callable[[Callable[[DebounceContext[Any]], Awaitable[None]]], DebounceJob[Any, Any]]: ...
     def debounce(
         self,
@@ -177,6 +181,7 @@ class Registry:
         version: int = 1,
         window: Window = "fixed",
         max_wait: timedelta | None = None,
+        max_backlog: int | None = DEFAULT_MAX_BACKLOG,
     ) -> Callable[[Callable[[Any], Awaitable[None]]], DebounceJob[Any, Any]]:
         """Decorator: register ``async def execute(ctx)`` as a debounce job's flush.
 
@@ -185,6 +190,9 @@ class Registry:
         after its first event; ``window="sliding"`` moves it to ``flush_after``
         after every accepted event, but never later than ``max_wait`` after the
         first (``max_wait=None``: no cap, a steady stream then never flushes).
+        ``max_backlog`` bounds the closed batches an instance keeps while their
+        flush fails, retries or runs: an ``add`` that would close one more raises
+        :class:`~durable_jobs.BacklogFull` (``None``: no bound).
         """
         check_job_name(name)
         check_timeout(timeout, name)
@@ -204,6 +212,7 @@ class Registry:
                 version=version,
                 window=window,
                 max_wait=max_wait,
+                max_backlog=max_backlog,
             )
             self._add(job)
             return job

@@ -26,6 +26,7 @@ from durable_jobs._domain.instance import (
     register_aggregate,
 )
 from durable_jobs._domain.policy import DebouncePolicy, RunEnd, Window
+from durable_jobs._errors import BacklogFull
 
 __all__ = ["DebounceInstance", "FlushTicket"]
 
@@ -147,6 +148,7 @@ class DebounceInstance(JobInstance):
         type_version: int = 1,
         flush_window: Window = "fixed",
         max_wait: timedelta | None = None,
+        max_backlog: int | None = None,
     ) -> tuple[DebounceInstance, bool]:
         """Add an event whose folded state is ``new_state``; True if it opened a batch.
 
@@ -154,8 +156,12 @@ class DebounceInstance(JobInstance):
         by the batch's first event; a ``sliding`` one moves with every event
         (capped by ``max_wait`` from the first). Reaching ``max_events`` closes
         the batch in this same commit and makes its flush due now. ``event`` and
-        ``new_state`` are JSON of the job's ``type_version``.
+        ``new_state`` are JSON of the job's ``type_version``. Raises
+        :class:`BacklogFull` (nothing recorded) when that close would put more
+        than ``max_backlog`` closed batches in the queue (see :meth:`check_backlog`).
         """
+        if existing is not None:
+            existing.check_backlog(max_events=max_events, max_backlog=max_backlog, now=now)
         inst = cls.live_instance(
             existing, job, instance_id, now=now, state=None, type_version=type_version
         )
@@ -175,6 +181,50 @@ class DebounceInstance(JobInstance):
             now=now, flush_after=flush_after, flush_window=flush_window, max_wait=max_wait
         )
         return inst, opened
+
+    def backlog_full(self, *, max_events: int | None, max_backlog: int | None) -> bool:
+        """True if one more event would close a batch beyond ``max_backlog`` closed ones."""
+        d = self.d
+        return (
+            max_backlog is not None
+            and max_events is not None
+            and d.live
+            and len(d.closed) >= max_backlog
+            and d.event_count + 1 >= max_events
+        )
+
+    def at_backlog_bound(self, max_backlog: int | None) -> bool:
+        """True if the queue of closed batches holds exactly ``max_backlog`` of them."""
+        return max_backlog is not None and self.d.live and len(self.d.closed) == max_backlog
+
+    def backlog_status(self, *, now: datetime) -> str:
+        """What the oldest closed batch's flush is doing, in words."""
+        d = self.d
+        if d.paused:
+            return "failed (paused: no retry is pending)"
+        if d.attempt and d.closed_due_at is not None and d.closed_due_at > now:
+            return f"retrying (try {d.attempt + 1} is due at {d.closed_due_at.isoformat()})"
+        return "flushing (its flush is running or due now)"
+
+    def check_backlog(
+        self, *, max_events: int | None, max_backlog: int | None, now: datetime
+    ) -> None:
+        """Raise :class:`BacklogFull` if an add now would close a batch beyond the bound."""
+        if not self.backlog_full(max_events=max_events, max_backlog=max_backlog):
+            return
+        d = self.d
+        waiting = sum(b.event_count for b in d.closed)
+        msg = (
+            f"Debounce job {d.job!r} refused an add to instance {d.instance_id!r}: it "
+            f"already holds {len(d.closed)} closed batches ({waiting} events) waiting for "
+            f"their flush (the job's max_backlog), and this event would close one more. The "
+            f"oldest batch's flush is {self.backlog_status(now=now)}. Nothing was "
+            "written; add it again later. To unblock: fix the flush handler (or what it "
+            f"calls), then flush({d.instance_id!r}) to flush the waiting batches; or "
+            f"clear({d.instance_id!r}) to drop them unprocessed; or raise max_backlog "
+            "(each waiting batch keeps its state in the instance)."
+        )
+        raise BacklogFull(msg)
 
     def close_batch(self, reason: FlushReason, *, now: datetime) -> None:
         """Freeze the open batch into the queue of closed batches."""
@@ -401,6 +451,7 @@ class DebounceInstance(JobInstance):
             type_version=type_version,
             flush_window=policy.window,
             max_wait=policy.max_wait,
+            max_backlog=policy.max_backlog,
         )
 
     def plan_flush(

@@ -47,6 +47,9 @@ class DebouncePolicy:
     #: but never later than ``max_wait`` after the first event (None: no cap).
     window: Window = "fixed"
     max_wait: timedelta | None = None
+    #: How many closed batches may wait for their flush (running, retrying or
+    #: failed); an add that would close one more is refused (None: no bound).
+    max_backlog: int | None = 1000
 
 
 class RunEnd(enum.Enum):

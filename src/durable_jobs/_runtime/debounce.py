@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,29 @@ from durable_jobs._runtime.cache import clone
 from durable_jobs._runtime.exhausted import finish_exhausted
 from durable_jobs._runtime.locks import Busy
 from durable_jobs._store.base import StatementFailed
+from durable_jobs._telemetry import log_fields
 
 if TYPE_CHECKING:
     from durable_jobs._runtime.runtime import Runtime
 
 __all__ = ["DebounceRunner"]
+
+log = logging.getLogger("durable_jobs.runtime")
+
+
+def _warn_backlog_full(job: DebounceJob[Any, Any], agg: DebounceInstance, now: datetime) -> None:
+    """Once, as an instance's queue of closed batches reaches its bound."""
+    log.warning(
+        "Debounce job %r instance %r now holds %d closed batches waiting for their "
+        "flush, its max_backlog; its flush is %s. Adds that would close another batch "
+        "raise BacklogFull until a flush succeeds (fix the handler, then flush(id); or "
+        "clear(id); or raise max_backlog).",
+        job.name,
+        agg.d.instance_id,
+        len(agg.d.closed),
+        agg.backlog_status(now=now),
+        extra=log_fields("debounce", job.name, agg.d.instance_id),
+    )
 
 
 class DebounceRunner:
@@ -52,6 +71,12 @@ class DebounceRunner:
                 and committed.is_duplicate(key, now=now, window=job.policy.idempotency_window)
             ):
                 return committed, False, True
+            policy = job.policy
+            if live is not None:
+                # Refused before the reducer runs: nothing of this add is done.
+                live.check_backlog(
+                    max_events=policy.max_events, max_backlog=policy.max_backlog, now=now
+                )
             writes = rt.writes()
             run_count = (live.d.run_count if live is not None else 0) + 1
             if job.reducer is None:
@@ -126,6 +151,10 @@ class DebounceRunner:
                     "event was not added."
                 )
                 raise HandlerError(msg) from failed.error
+            if agg.at_backlog_bound(policy.max_backlog) and not (
+                live is not None and live.at_backlog_bound(policy.max_backlog)
+            ):
+                _warn_backlog_full(job, agg, now)
             return agg, opened, False
 
     async def flush(

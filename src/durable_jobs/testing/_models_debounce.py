@@ -10,6 +10,7 @@ from typing import Any, Literal
 from durable_jobs._client import AddResult, ClearResult, DebounceStatus, FlushResult
 from durable_jobs._definitions.jobs import DebounceJob
 from durable_jobs._domain.ids import Kind
+from durable_jobs._errors import BacklogFull
 from durable_jobs.testing._models_base import UNKNOWN, ExpectedRun, _Model
 
 __all__ = ["DebounceModel"]
@@ -129,6 +130,15 @@ class DebounceModel(_Model):
                 return AddResult(inst.buffered, self.alarm(inst), created=False, duplicate=True)
         live = inst if inst is not None and inst.live else None
         count = (live.open_count if live is not None else 0) + 1
+        bound, max_events = self.job.max_backlog, self.job.max_events
+        if (
+            live is not None
+            and bound is not None
+            and max_events is not None
+            and len(live.closed) >= bound
+            and count >= max_events
+        ):
+            raise BacklogFull(f"{instance_id!r}: {len(live.closed)} batches wait")
         if self.job.reducer is None:
             new_state = event
         elif self._reduce is None:
