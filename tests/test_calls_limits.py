@@ -4,6 +4,8 @@ same (the defaults, or a call made from one of its own handlers)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from trio.testing import MockClock
 
@@ -51,3 +53,40 @@ async def test_limits_of_open_jobs_apply_in_the_calling_task_and_its_handlers(
         assert (await jobs.task("t").send("a", "small")).created
         assert current_limits() is DEFAULT_LIMITS  # the call did not leave its limits set
     assert [limits.max_event_bytes for limits in seen] == [16]
+
+
+async def test_a_state_built_by_user_code_over_the_limit_is_a_handler_error(
+    autojump_clock: MockClock,
+) -> None:
+    """The caller's input over a limit is a ValidationError; a state the job's own code
+    built (a debounce reducer's result, a task on_event's state) is that code's
+    failure: HandlerError caused by the ValidationError, and the state is not kept."""
+    reg = dj.Registry()
+
+    @reg.debounce("d", event=str, state=str, flush_after=timedelta(minutes=1))
+    async def d(ctx: dj.DebounceContext[str]) -> None:
+        pass
+
+    @d.on_event
+    def grow(ctx: dj.DebounceEventContext[str, str]) -> str:
+        return ctx.event * 10
+
+    @reg.task("t", event=str, state=str)
+    async def t(ctx: dj.TaskContext[str]) -> None:
+        pass
+
+    @t.on_event
+    async def t_event(event: str, ctx: dj.TaskContext[str]) -> None:
+        ctx.set_state(event * 10)
+
+    async with running(reg, "memory://", max_state_bytes=64) as jobs:
+        with pytest.raises(dj.HandlerError) as raised:
+            await jobs.debounce(d).add("a", "x" * 10)
+        assert isinstance(raised.value.__cause__, dj.ValidationError)
+        assert "max_state_bytes" in str(raised.value.__cause__)
+        assert (await jobs.debounce(d).status("a")).status == "not_found"
+        assert (await jobs.debounce(d).add("a", "x")).event_count == 1  # under it: fine
+        with pytest.raises(dj.HandlerError) as raised:
+            await jobs.task(t).send("b", "x" * 10)
+        assert isinstance(raised.value.__cause__, dj.ValidationError)
+        assert (await jobs.task(t).get_state("b")).state is None  # type: ignore[union-attr]
