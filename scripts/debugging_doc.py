@@ -238,7 +238,8 @@ AFTER_LIST = """\
 that is merely retrying stays `running`, with its next try as its alarm).
 `RUNS` counts runs; the retries of a run do not count again. `VER` is the
 number of records in the instance's log. `--kind`, `--job` and `--status`
-filter; `--limit` and `--cursor` page through large stores.
+filter; `--limit` (100 by default, at most 10000) and `--cursor` page through
+large stores.
 
 ## 2. `status`: what is it doing now?
 

@@ -130,3 +130,11 @@ async def test_tail_says_try_and_formats_times_like_history(
         capsys, "--store", sqlite_url, "history", "continuous", "sync", "acct-bad"
     )
     assert "execute run 1 try 1 failed: ConnectionError" in history
+
+
+@pytest.mark.parametrize("command", ["list", "alarms"])
+def test_limit_help_says_its_range(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`--limit` is refused over 10000: its help says so."""
+    code, out, _ = invoke(capsys, command, "--help")
+    assert code == 0
+    assert "from 1 to 10000" in " ".join(out.split())

@@ -6,7 +6,7 @@ import click
 from rich.text import Text
 
 from durable_jobs._domain.status import KIND_STATUSES
-from durable_jobs._tools.args import STATUSES
+from durable_jobs._tools.args import MAX_LIMIT, STATUSES
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.views import PendingAlarm, iso
 from durable_jobs.cli._app import (
@@ -43,7 +43,13 @@ __all__ = ["alarms", "stats"]
     )
 )
 @click.option("--overdue", is_flag=True, help="Only alarms that are due and have not run.")
-@click.option("--limit", type=int, default=100, show_default=True, help="At most this many.")
+@click.option(
+    "--limit",
+    type=int,
+    default=100,
+    show_default=True,
+    help=f"At most this many, from 1 to {MAX_LIMIT}.",
+)
 @store_option
 @json_option
 @click.pass_obj

@@ -12,7 +12,7 @@ import click
 from rich.text import Text
 
 from durable_jobs._records import RecordedEvent
-from durable_jobs._tools.args import STATUSES
+from durable_jobs._tools.args import MAX_LIMIT, STATUSES
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs._tools.text import printable
 from durable_jobs._tools.views import InstanceSummary, record_to_json
@@ -57,7 +57,13 @@ __all__ = ["list_", "status"]
 @click.option("--kind", help="Only instances of this kind (continuous, debounce, task).")
 @click.option("--job", help="Only instances of this job.")
 @click.option("--status", help=f"Only instances in this status ({', '.join(STATUSES)}).")
-@click.option("--limit", type=int, default=100, show_default=True, help="Instances per page.")
+@click.option(
+    "--limit",
+    type=int,
+    default=100,
+    show_default=True,
+    help=f"Instances per page, from 1 to {MAX_LIMIT}.",
+)
 @click.option("--cursor", help="Continue after a previous page (its next_cursor).")
 @store_option
 @json_option
