@@ -197,3 +197,39 @@ def test_the_testing_model_knows_the_bound() -> None:
     with pytest.raises(dj.BacklogFull):
         model.add("wh", 3)
     assert model.status("wh").event_count == 3
+
+
+async def test_a_healthy_flush_at_the_bound_warns_nothing(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reaching the bound while the flush only runs is back-pressure, not a failure."""
+    caplog.set_level(logging.WARNING, logger="durable_jobs")
+    sink = Sink(max_backlog=1)
+    sink.down = False
+    async with running(sink.registry, "memory://") as jobs:
+        client = jobs.debounce(sink.job)
+        for n in range(8):
+            await client.add("wh", n)
+            await jobs.wait_idle()
+        assert sink.flushed == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert backlog_warnings(caplog) == []
+
+
+async def test_a_flush_failing_at_the_bound_warns_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With max_backlog=1 the bound is reached before the flush fails: the failure says so."""
+    caplog.set_level(logging.WARNING, logger="durable_jobs")
+    sink = Sink(max_backlog=1)
+    async with running(sink.registry, "memory://") as jobs:
+        client = jobs.debounce(sink.job)
+        for n in range(3):
+            await client.add("wh", n)
+            await jobs.wait_idle()
+        assert len(backlog_warnings(caplog)) == 1
+        for n in range(3):
+            with pytest.raises(dj.BacklogFull):
+                await client.add("wh", 3 + n)
+        assert (await client.flush("wh")).reason == "failed"  # by hand: says it again
+        await jobs.wait_idle()
+    assert len(backlog_warnings(caplog)) == 2

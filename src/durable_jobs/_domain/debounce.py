@@ -197,6 +197,10 @@ class DebounceInstance(JobInstance):
         """True if the queue of closed batches holds exactly ``max_backlog`` of them."""
         return max_backlog is not None and self.d.live and len(self.d.closed) == max_backlog
 
+    def stuck_at_backlog_bound(self, max_backlog: int | None) -> bool:
+        """At the bound, and the oldest batch's flush has failed (paused, or retrying)."""
+        return self.at_backlog_bound(max_backlog) and (self.d.paused or self.d.attempt > 0)
+
     def backlog_status(self, *, now: datetime) -> str:
         """What the oldest closed batch's flush is doing, in words."""
         d = self.d

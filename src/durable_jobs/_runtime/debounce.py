@@ -151,7 +151,9 @@ class DebounceRunner:
                     "event was not added."
                 )
                 raise HandlerError(msg) from failed.error
-            if agg.at_backlog_bound(policy.max_backlog) and not (
+            # Once per episode: as this add fills the queue behind a failed flush (a
+            # flush that only runs is back-pressure, and says nothing).
+            if agg.stuck_at_backlog_bound(policy.max_backlog) and not (
                 live is not None and live.at_backlog_bound(policy.max_backlog)
             ):
                 _warn_backlog_full(job, agg, now)
@@ -275,6 +277,13 @@ class DebounceRunner:
                         error, statements = failed.error, []
                     continue
                 break
+        if (
+            error is not None
+            and ft.ticket.attempt == 1
+            and agg.at_backlog_bound(policy.max_backlog)
+        ):
+            # The queue was full before this flush first failed: now it is stuck.
+            _warn_backlog_full(job, agg, end)
         if fatal is not None:
             raise fatal
         if error is None:
