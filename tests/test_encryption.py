@@ -296,6 +296,14 @@ def test_missing_cryptography_is_a_configuration_error(
         dj.open_store("memory://", encryption_key=KEY_A)
 
 
+def _events_table(conn: sqlite3.Connection) -> str:
+    """The name of the events table of the SQLite store open in ``conn``."""
+    names: list[str] = [
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    ]
+    return next(name for name in names if "event" in name and "snapshot" not in name)
+
+
 async def test_a_moved_or_tampered_row_does_not_decrypt(
     sqlite_url: str, autojump_clock: Any
 ) -> None:
@@ -303,11 +311,7 @@ async def test_a_moved_or_tampered_row_does_not_decrypt(
     path = sqlite_url.removeprefix("sqlite:///")
     conn = sqlite3.connect(path)
     try:
-        table = next(
-            name
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            if "event" in name and "snapshot" not in name
-        )
+        table = _events_table(conn)
         # Copy version 2's ciphertext over version 3 of the same instance.
         (oid,) = conn.execute(f"SELECT originator_id FROM {table} LIMIT 1").fetchone()
         conn.execute(
@@ -336,11 +340,7 @@ async def test_one_altered_row_with_the_right_key_says_both_possibilities(
     path = sqlite_url.removeprefix("sqlite:///")
     conn = sqlite3.connect(path)
     try:
-        table = next(
-            name
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            if "event" in name and "snapshot" not in name
-        )
+        table = _events_table(conn)
         rowid, oid, version, state = conn.execute(
             f"SELECT rowid, originator_id, originator_version, state FROM {table} "
             "ORDER BY rowid DESC LIMIT 1"
