@@ -8,6 +8,7 @@ import json
 import math
 import sqlite3
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -138,6 +139,11 @@ def event_lines(text: str) -> list[str]:
     return text.splitlines()[1:]
 
 
+def snapshot_of_url(url: str) -> dict[Any, Any]:
+    with opened(url) as store:
+        return snapshot_of(store)
+
+
 @contextmanager
 def opened(url: str) -> Iterator[dj.Store]:
     with dj.open_store(url, snapshot_interval=SNAPSHOT_INTERVAL) as store:
@@ -196,6 +202,34 @@ async def test_round_trip_sqlite_to_postgres_and_back(
             assert [r.ok for r in reports] == [True] * len(FILLED)
         # The import took snapshots of the long instances, as a save would have.
         assert target.snapshot_version(uuid_of("continuous", "sync", "a")) is not None
+
+
+async def test_an_import_from_a_stream_holds_one_line_at_a_time(
+    sqlite_url: str, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A stream (``durable-jobs import -`` reads standard input) was read into a list
+    of its lines before it was checked and written: an import of a 10 GB export from
+    a pipe needed 10 GB of memory. It goes to a temporary file instead."""
+    big = "x" * 150_000
+    with opened(sqlite_url) as store:
+        async with running(registry(), store) as jobs:
+            for n in range(48):
+                await jobs.task("order").send(f"o{n}", f"{n}{big}")
+        text = export_text(store)
+    assert len(text) > 13_000_000
+    target_url = f"sqlite:///{tmp_path / 'target.db'}"
+    with opened(target_url) as target:
+        stream = io.StringIO(text)
+        tracemalloc.start()
+        try:
+            summary = import_jsonl(target, stream, batch_events=1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert summary.instances == 48
+        assert snapshot_of(target) == snapshot_of_url(sqlite_url)
+    # A few lines' worth (a line is about 0.3 MB here), never the whole 14 MB.
+    assert peak < len(text) // 4, (peak, len(text))
 
 
 async def test_round_trip_postgres_to_sqlite(

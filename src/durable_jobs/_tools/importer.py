@@ -3,8 +3,10 @@ kept, index rows rebuilt; nothing is written unless the whole file is sound."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final, cast, final
@@ -126,7 +128,8 @@ def import_jsonl(
     :class:`ConfigurationError`), and nesting is at most 100 deep. A value
     over them is a malformed line, and so is a line longer than
     :func:`line_limit` of them (8 times both plus 1 MiB), found before it is
-    read whole.
+    read whole. A stream is copied to a temporary file as it is read (it is read
+    twice: checked, then written), so memory stays at a few lines and one batch.
     """
     check_store(store, "import_jsonl()")
     limits = _limits(max_event_bytes, max_state_bytes)
@@ -134,10 +137,23 @@ def import_jsonl(
         msg = f"import_jsonl() batch_events must be a whole number >= 1, not {batch_events!r}."
         raise ValidationError(msg)
     check_key_for_writes(store, f"import into {store.url}")
-    name, lines = _export_lines(source, limits)
     if not isinstance(cast(object, resume), bool):  # a caller may pass anything
         msg = f"import_jsonl() resume must be True or False, not {resume!r}."
         raise ValidationError(msg)
+    with _export_lines(source, limits) as (name, lines):
+        return _import(store, name, lines, resume=resume, batch_events=batch_events, limits=limits)
+
+
+def _import(
+    store: Store,
+    name: str,
+    lines: Callable[[], Iterable[str]],
+    *,
+    resume: bool,
+    batch_events: int,
+    limits: Limits,
+) -> ImportSummary:
+    """:func:`import_jsonl` once its arguments are checked and its file is open."""
     expected: dict[UUID, int] = {}
     existing: list[str] = []
     done: set[UUID] = set()  # written by the import this one resumes
@@ -224,8 +240,8 @@ def check_export(
     :class:`ExportFileError`. Returns the number of instances in it. A stream is
     read to its end."""
     limits = _limits(max_event_bytes, max_state_bytes)
-    name, lines = _export_lines(source, limits)
-    return sum(1 for _ in _read_export(lines(), name, limits))
+    with _export_lines(source, limits) as (name, lines):
+        return sum(1 for _ in _read_export(lines(), name, limits))
 
 
 def _limits(max_event_bytes: int, max_state_bytes: int) -> Limits:
@@ -245,9 +261,10 @@ def _limits(max_event_bytes: int, max_state_bytes: int) -> Limits:
     return limits
 
 
+@contextlib.contextmanager
 def _export_lines(
     source: str | os.PathLike[str] | IO[str], limits: Limits
-) -> tuple[str, Callable[[], Iterator[str]]]:
+) -> Iterator[tuple[str, Callable[[], Iterator[str]]]]:
     """The name of ``source`` and a function giving its lines (again on each call).
 
     A line longer than :func:`line_limit` is an :class:`ExportFileError` naming it,
@@ -275,14 +292,21 @@ def _export_lines(
                 # The name escaped: it must not break the output that shows the error.
                 raise ExportFileError(msg, source=ascii(path)) from exc
 
-        return path, from_file
+        yield path, from_file
+        return
     name = str(getattr(source, "name", None) or "<stream>")
-    buffered = list(_bounded_lines(source, longest, name))
+    # A stream is read once, but checked and then written: its lines go to a temporary
+    # file (deleted when closed or collected), not to memory, so an import of any size
+    # from standard input holds one line at a time. "\n" ends a line, nothing else.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n") as spool:
+        for line in _bounded_lines(source, longest, name):
+            spool.write(line if line.endswith("\n") else line + "\n")
 
-    def from_buffer() -> Iterator[str]:
-        return iter(buffered)
+        def from_spool() -> Iterator[str]:
+            spool.seek(0)
+            yield from spool
 
-    return name, from_buffer
+        yield name, from_spool
 
 
 def _bounded_lines(stream: IO[str] | Iterable[str], longest: int, name: str) -> Iterator[str]:
