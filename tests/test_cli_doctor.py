@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from trio.testing import MockClock
 
 import durable_jobs as dj
 from _cli_fixtures import fill, invoke
+from durable_jobs.cli._doctor import dead_rows_note, sqlite_notes
 
 
 @pytest.fixture(autouse=True)
@@ -429,3 +431,106 @@ async def test_doctor_counts_event_rows_in_clear_beside_encrypted_ones(
     code, out, _ = invoke(capsys, "doctor", "--store", durable_store_url)
     assert f"{encrypted - 1} event rows encrypted, 1 in clear" in out
     assert "if it was on from the start, they were written by something else" in out
+
+
+# ---- sizes and upkeep notes ---------------------------------------------------------------
+
+
+async def test_doctor_reports_sizes_of_a_sqlite_store(
+    tmp_path: Path, autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "jobs.db"
+    url = f"sqlite:///{path}"
+    await fill(url)
+    code, report = doctor_json(capsys, url)
+    assert code == 0 and report["notes"] == []
+    assert report["sizes"] == {"file": path.stat().st_size, "wal": 0, "free": 0}
+    code, out, _ = invoke(capsys, "doctor", "--store", url)
+    assert (
+        code == 0
+        and "\nsize            0.0 MB file, 0.0 MB -wal, 0.0 MB of the file free\n" in out
+    )
+
+
+def test_sqlite_notes_name_a_large_wal_and_free_pages() -> None:
+    mb = 2**20
+    assert sqlite_notes({"file": 500 * mb, "wal": 10 * mb, "free": 100 * mb}) == []
+    wal, free = sqlite_notes({"file": 500 * mb, "wal": 300 * mb, "free": 400 * mb})
+    assert wal.startswith("the -wal file is 300.0 MB: checkpoints were held back by a long reader")
+    assert free.startswith("400.0 MB of the 500.0 MB file is free pages (purged instances)")
+    assert "VACUUM, with every runtime and tool closed" in free
+
+
+def test_dead_rows_note_says_what_holds_them() -> None:
+    def note(**kw: Any) -> str | None:
+        args: dict[str, Any] = {
+            "vacuumed_ago": 30.0,
+            "autovacuum_off": None,
+            "oldest_transaction": None,
+        } | kw
+        return dead_rows_note("dj_instances", args.pop("live", 50), args.pop("dead"), **args)
+
+    assert note(dead=9_999) is None  # few
+    assert note(dead=20_000, live=5_000) is None  # not many against the live ones
+    assert note(dead=20_000) == (
+        "dj_instances has 20,000 dead rows against 50 live, last vacuumed 30 s ago: "
+        "autovacuum does not keep up (check that it runs, and its "
+        "autovacuum_vacuum_scale_factor and cost limits for this table)"
+    )
+    held = note(dead=20_000, oldest_transaction=(4242, "backup", 3 * 3600.0))
+    assert held is not None and held.endswith(
+        "a transaction open for 3 h (pid 4242, application 'backup') keeps vacuum from "
+        "removing them; end it"
+    )
+    # A transaction open for a few seconds is ordinary work, not the cause.
+    assert "does not keep up" in str(note(dead=20_000, oldest_transaction=(1, "", 5.0)))
+    off = note(dead=20_000, vacuumed_ago=None, autovacuum_off="on the server (autovacuum = off)")
+    assert off is not None and off.endswith(
+        "never vacuumed: autovacuum is off on the server (autovacuum = off); turn it on or "
+        "VACUUM it yourself"
+    )
+
+
+@pytest.mark.postgres
+async def test_doctor_reports_sizes_and_dead_rows_of_a_postgres_store(
+    pg_url: str, postgres_url: str, autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An SRE's review: doctor said nothing of a bloated index table (every run updates
+    its instance's row; dead rows that vacuum does not remove slow every read)."""
+    await fill(pg_url)
+    schema = pg_url.rpartition("schema=")[2]
+    code, report = doctor_json(capsys, pg_url)
+    assert code == 0
+    sizes = report["sizes"]
+    assert set(sizes) == set(report["tables"])
+    assert sizes["durablejobs_events"] > 0 and all(n >= 0 for n in sizes.values())
+    index = sql.Identifier(schema, "dj_instances")
+
+    def dead_rows() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(index))
+            with conn.transaction():
+                conn.cursor().executemany(
+                    sql.SQL("UPDATE {} SET version = version WHERE instance_id = %s").format(
+                        index
+                    ),
+                    [("acct-ok",)] * 10_500,
+                )
+            # Counted in the shared statistics before this session goes idle (Postgres 15+).
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            conn.execute("SELECT 1")
+
+    dead_rows()
+    code, report = doctor_json(capsys, pg_url)
+    assert code == 0  # advice, not a problem
+    (note,) = report["notes"]
+    assert note.startswith("dj_instances has 10,5")  # and the few dead rows of the fill
+    assert "dead rows against 4 live" in note and "autovacuum is off" in note
+    # (Its read of the index rows let Postgres prune those rows: they are made again.)
+    dead_rows()
+    code, out, _ = invoke(capsys, "doctor", "--store", pg_url)
+    said = " ".join(out.split())  # (lines wrapped at the console's width)
+    assert code == 0 and said.endswith(" ok")
+    assert re.search(
+        r" note dj_instances has [\d,]+ dead rows against 4 live, never vacuumed", said
+    )

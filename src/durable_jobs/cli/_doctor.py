@@ -59,7 +59,14 @@ class Diagnosis:
     #: Event rows stored encrypted, and in clear (JSON).
     encrypted_events: int | None = None
     clear_events: int | None = None
+    #: Bytes on disk: per table with its indexes (Postgres), or the database file,
+    #: its ``-wal`` file and the free pages inside the file (SQLite, keys ``file``,
+    #: ``wal``, ``free``).
+    sizes: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: Advice that does not make the store unusable (exit code stays 0): dead rows
+    #: that vacuum does not remove, a large ``-wal`` file, free pages to give back.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +89,9 @@ class Diagnosis:
             "snapshots": self.snapshots,
             "encrypted_events": self.encrypted_events,
             "clear_events": self.clear_events,
+            "sizes": self.sizes,
             "problems": self.problems,
+            "notes": self.notes,
         }
 
     def _tables_found(self, expected: tuple[str, ...], present: set[str]) -> None:
@@ -185,6 +194,14 @@ def _sqlite(url: StoreURL, found: Diagnosis) -> None:
                     "WHERE i.instance_uuid IS NULL GROUP BY e.originator_id"
                 ),
             )
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * page_size
+        found.sizes = {
+            "file": _file_size(path),
+            "wal": _file_size(wal),
+            "free": free,
+        }
+        found.notes += sqlite_notes(found.sizes)
     except sqlite3.Error as exc:
         found.problems.append(f"cannot read {path}: {_sqlite_said(path, exc)}")
     finally:
@@ -292,12 +309,143 @@ def _postgres(url: StoreURL, found: Diagnosis) -> None:
                     ).format(events, index_table)
                 ),
             )
+            _postgres_upkeep(conn, schema, TABLES, found)
     except psycopg.Error as exc:
         detail = scrub(str(exc).strip() or type(exc).__name__, url.password)
         found.problems.append(f"cannot read: {' '.join(detail.split())}")
     finally:
         conn.rollback()
         conn.close()
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # no -wal file: closed cleanly
+        return 0
+
+
+#: Notes start at these: below them nothing is worth a line.
+MANY_DEAD_ROWS = 10_000
+BIG_WAL = 64 * 2**20
+MUCH_FREE = 64 * 2**20
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def sqlite_notes(sizes: dict[str, int]) -> list[str]:
+    """Advice on an SQLite store's files (``Diagnosis.sizes``)."""
+    notes: list[str] = []
+    wal, free, file = sizes.get("wal", 0), sizes.get("free", 0), sizes.get("file", 0)
+    if wal >= BIG_WAL:
+        notes.append(
+            f"the -wal file is {_megabytes(wal)}: checkpoints were held back by a long "
+            "reader (a backup, an sqlite3 shell left in a transaction); it is cut back to "
+            "16 MB at its next reset once no reader holds it"
+        )
+    if free >= MUCH_FREE and free * 2 >= file:
+        notes.append(
+            f"{_megabytes(free)} of the {_megabytes(file)} file is free pages (purged "
+            "instances): later writes reuse them; VACUUM, with every runtime and tool "
+            "closed, gives them back to the disk"
+        )
+    return notes
+
+
+def dead_rows_note(
+    table: str,
+    live: int,
+    dead: int,
+    *,
+    vacuumed_ago: float | None,
+    autovacuum_off: str | None,
+    oldest_transaction: tuple[int, str, float] | None,
+) -> str | None:
+    """Advice on one Postgres table's dead rows (None: nothing worth saying).
+
+    ``vacuumed_ago``: seconds since its last (auto)vacuum, None if never;
+    ``autovacuum_off``: where autovacuum is turned off for it (None: it is on);
+    ``oldest_transaction``: (pid, application name, seconds open) of the oldest
+    transaction in the database, which keeps vacuum from removing any row it
+    may still see.
+    """
+    if dead < MANY_DEAD_ROWS or dead < 10 * max(live, 1):
+        return None
+    said = f"{table} has {dead:,} dead rows against {live:,} live"
+    said += (
+        ", never vacuumed" if vacuumed_ago is None else f", last vacuumed {_ago(vacuumed_ago)} ago"
+    )
+    if autovacuum_off is not None:
+        return f"{said}: autovacuum is off {autovacuum_off}; turn it on or VACUUM it yourself"
+    if oldest_transaction is not None and oldest_transaction[2] >= 600:
+        pid, name, seconds = oldest_transaction
+        return (
+            f"{said}: a transaction open for {_ago(seconds)} (pid {pid}"
+            + (f", application {name!r}" if name else "")
+            + ") keeps vacuum from removing them; end it"
+        )
+    return (
+        f"{said}: autovacuum does not keep up (check that it runs, and its "
+        "autovacuum_vacuum_scale_factor and cost limits for this table)"
+    )
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def _postgres_upkeep(conn: Any, schema: str, tables: tuple[str, ...], found: Diagnosis) -> None:
+    """Sizes, dead rows and autovacuum of the store's tables (from Postgres's statistics,
+    which lag commits by up to a second or so)."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), "
+        "coalesce(s.n_dead_tup, 0), extract(epoch FROM now() - greatest("
+        "s.last_autovacuum, s.last_vacuum)), "
+        "coalesce(c.reloptions, '{}'::text[]) @> '{autovacuum_enabled=false}'::text[] "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r'",
+        (schema, list(tables)),
+    ).fetchall()
+    oldest = conn.execute(
+        "SELECT pid, application_name, extract(epoch FROM now() - xact_start) "
+        "FROM pg_stat_activity WHERE datname = current_database() AND xact_start IS NOT NULL "
+        "AND pid <> pg_backend_pid() ORDER BY xact_start LIMIT 1"
+    ).fetchone()
+    oldest_transaction = (
+        None if oldest is None else (int(oldest[0]), str(oldest[1] or ""), float(oldest[2]))
+    )
+    server_off = conn.execute("SELECT current_setting('autovacuum') = 'off'").fetchone()[0]
+    by_name = {str(r[0]): r for r in rows}
+    for table in tables:
+        if table not in by_name:
+            continue
+        _, size, live, dead, ago, off = by_name[table]
+        found.sizes[table] = int(size)
+        note = dead_rows_note(
+            table,
+            int(live),
+            int(dead),
+            vacuumed_ago=None if ago is None else float(ago),
+            autovacuum_off=(
+                "on the server (autovacuum = off)"
+                if server_off
+                else "for this table (autovacuum_enabled = false)"
+                if off
+                else None
+            ),
+            oldest_transaction=oldest_transaction,
+        )
+        if note is not None:
+            found.notes.append(note)
 
 
 def _count(
@@ -419,6 +567,21 @@ def doctor(state: CliState, as_json: bool) -> None:
                 else ""
             )
         )
+    if found.sizes:
+        out.print(f"size            {_sizes_line(found)}")
     for problem in found.problems:
         out.print(f"problem         {problem}")
+    for note in found.notes:
+        out.print(f"note            {note}")
     out.print("ok" if found.ok else "not ok")
+
+
+def _sizes_line(found: Diagnosis) -> str:
+    sizes = found.sizes
+    if found.scheme == "sqlite":
+        return (
+            f"{_megabytes(sizes['file'])} file, {_megabytes(sizes['wal'])} -wal, "
+            f"{_megabytes(sizes['free'])} of the file free"
+        )
+    parts = ", ".join(f"{name} {_megabytes(n)}" for name, n in sizes.items())
+    return f"{_megabytes(sum(sizes.values()))} ({parts})"
