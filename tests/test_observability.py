@@ -178,6 +178,9 @@ async def test_a_failed_run_records_the_exception_and_logs_a_warning(
         "dj_run_count": 1,
         "dj_attempt": 1,
     }
+    # With its traceback: where the handler raised (the history keeps type and message).
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+    assert 'raise RuntimeError("boom")' in caplog.text
 
 
 async def test_successful_runs_log_nothing_above_debug(

@@ -94,7 +94,7 @@ def test_a_timeout_is_a_timedelta_or_seconds() -> None:
 
 
 async def test_a_continuous_execute_past_its_timeout_fails_and_is_retried(
-    sqlite_url: str, autojump_clock: MockClock
+    sqlite_url: str, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = dj.Registry()
     tries: list[tuple[int, datetime]] = []
@@ -119,6 +119,9 @@ async def test_a_continuous_execute_past_its_timeout_fails_and_is_retried(
     (failed,) = [r for r in history if r.name == "run_failed"]
     assert failed.data["will_retry"] is True
     assert "within its timeout of 0:00:30" in failed.data["message"]
+    # Its WARNING has no traceback: it would show the runtime's cancellation, not the handler.
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "timed out" in warning.getMessage() and warning.exc_info is None
 
 
 def ctx_now(jobs: dj.Jobs) -> datetime:

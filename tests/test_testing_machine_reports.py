@@ -84,3 +84,11 @@ def test_a_shrunk_duration_prints_as_the_timedelta_that_ran(resolution: timedelt
     # Valid Python that means the step that failed (it read `2400 * resolution`).
     assert eval(printed, {"timedelta": timedelta, "datetime": datetime}) == ran[-1]
     assert ran[-1] >= timedelta(hours=1)
+
+
+def test_a_handler_that_raises_is_shown_where_it_raised() -> None:
+    """The report named the exception but not the line of the handler that raised it
+    (the history keeps its type and message only): its traceback's end comes with it."""
+    report = failure_of(SyncMachine, max_examples=100, stateful_step_count=10)
+    assert 'cursors["cursor"]  # the handler\'s bug' in report
+    assert "in sync\n" in report and "KeyError: 'cursor'" in report

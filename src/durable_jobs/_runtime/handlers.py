@@ -252,6 +252,9 @@ class HandlerCalls:
                 instance_id,
                 result.replace("_", " "),
                 error_repr(error),
+                # Where in the handler it raised (a timeout's or an interruption's
+                # traceback is the runtime's own: nothing to show).
+                exc_info=error if result == "failed" else None,
                 extra=log_fields(kind, name, instance_id, run_count=run_count, attempt=attempt),
             )
         elif log.isEnabledFor(logging.DEBUG):

@@ -6,6 +6,7 @@ install when hypothesis is missing).
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import tempfile
@@ -90,6 +91,7 @@ class JobMachine(RuleBasedStateMachine):
         url = url.replace("{tmp}", self._tmp or "").replace("{unique}", secrets.token_hex(6))
         if self.failures is not None:
             self.failures.clear()
+        self._tracebacks = _Tracebacks()
         try:
             if type(self).setup_store is not JobMachine.setup_store:
                 open_store(url).close()  # the jobs' tables first: the store wants them so
@@ -100,6 +102,7 @@ class JobMachine(RuleBasedStateMachine):
         except BaseException:
             self._remove_tmp()
             raise
+        _RUNTIME_LOG.addHandler(self._tracebacks)
 
     def _configured(self) -> tuple[Registry, JobDefinition]:
         name = type(self).__name__
@@ -151,6 +154,7 @@ class JobMachine(RuleBasedStateMachine):
         try:
             self.driver.close()
         finally:
+            _RUNTIME_LOG.removeHandler(self._tracebacks)
             self._remove_tmp()
 
     # -- strategies (override to taste) --
@@ -200,7 +204,7 @@ class JobMachine(RuleBasedStateMachine):
         new, self._records_seen = records[self._records_seen :], len(records)
         job = self.job
         assert job is not None
-        errors = _handler_errors(job, new)
+        errors = _handler_errors(job, new, self._tracebacks.found)
         if errors:
             raise AssertionError(errors)
         return result
@@ -313,20 +317,63 @@ class JobMachine(RuleBasedStateMachine):
 _INJECTED = f"{InjectedFailure.__module__}.{InjectedFailure.__qualname__}"
 
 
-def _handler_errors(job: JobDefinition, records: Sequence[RecordedEvent]) -> str:
+#: The runtime's logger: it logs each failed handler call with its traceback.
+_RUNTIME_LOG = logging.getLogger("durable_jobs.runtime")
+
+#: The last lines of a traceback a report shows (the handler's own frames are last).
+_TRACEBACK_LINES = 12
+
+_RunKey = tuple[str, str, str, int, int]
+
+
+class _Tracebacks(logging.Handler):
+    """Keeps the traceback of each failed handler call the runtime logs, by (kind, job,
+    instance id, run, attempt): the history keeps only the exception's type and message."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.found: dict[_RunKey, str] = {}
+        self._format = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = vars(record)
+        run, attempt = fields.get("dj_run_count"), fields.get("dj_attempt")
+        if record.exc_info is None or not isinstance(run, int) or not isinstance(attempt, int):
+            return
+        kind, job, instance_id = (
+            str(fields.get(name)) for name in ("dj_kind", "dj_job", "dj_instance_id")
+        )
+        self.found[kind, job, instance_id, run, attempt] = self._format.formatException(
+            record.exc_info
+        )
+
+
+def _handler_errors(
+    job: JobDefinition,
+    records: Sequence[RecordedEvent],
+    tracebacks: Mapping[_RunKey, str] | None = None,
+) -> str:
     """What ``job``'s handlers raised in ``records`` that no planned failure explains
-    (the model knows no other failure: it would only see its consequences), or ''."""
+    (the model knows no other failure: it would only see its consequences), or ''.
+    Each comes with the end of its traceback when ``tracebacks`` has it."""
     failed = [
         Run.from_record(r)
         for r in records
         if r.name == "run_failed" and r.kind == job.kind and r.job == job.name
     ]
-    lines = [
-        f"  - {run.handler} of instance {run.instance_id!r} (run {run.run_count}, attempt "
-        f"{run.attempt}, at {run.at.isoformat()}) raised {run.error_type}: {run.error}"
-        for run in failed
-        if run.error_type != _INJECTED
-    ]
+    lines = []
+    for run in failed:
+        if run.error_type == _INJECTED:
+            continue
+        lines.append(
+            f"  - {run.handler} of instance {run.instance_id!r} (run {run.run_count}, attempt "
+            f"{run.attempt}, at {run.at.isoformat()}) raised {run.error_type}: {run.error}"
+        )
+        key = (job.kind, job.name, run.instance_id, run.run_count, run.attempt)
+        text = (tracebacks or {}).get(key)
+        if text:
+            tail = text.rstrip("\n").splitlines()[-_TRACEBACK_LINES:]
+            lines += ["      " + line for line in tail]
     if not lines:
         return ""
     listed = "\n".join(lines)
