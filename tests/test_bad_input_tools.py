@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,13 @@ from _runtime import running
 from durable_jobs._domain.ids import instance_uuid
 from durable_jobs._domain.values import MAX_NESTING, check_json_value
 from durable_jobs.cli import run
-from durable_jobs.maintenance import check_export, export_jsonl, import_jsonl
+from durable_jobs.maintenance import (
+    check_export,
+    export_jsonl,
+    import_jsonl,
+    terminate_instance,
+    trigger_instance,
+)
 from test_bad_input import REGISTRY, export_body, nested
 
 # ---- 2. passwords in malformed URLs ----------------------------------------------------
@@ -750,3 +756,58 @@ async def test_an_import_refuses_a_second_started_record_even_under_python_o(
     assert "version 2 is a 'started' record" in done.stderr, done.stderr
     assert "AssertionError" not in done.stderr
     assert not target.exists()
+
+
+# ---- times that no UTC datetime can hold ------------------------------------------------
+
+#: Valid aware datetimes whose UTC time falls outside the years 1 to 9999.
+EDGE_TIMES = [
+    datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))),
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+]
+
+
+@pytest.mark.parametrize("at", EDGE_TIMES, ids=["latest-14h", "earliest+14h"])
+async def test_a_time_out_of_utc_range_is_refused_and_writes_nothing(
+    at: datetime, sqlite_url: str, autojump_clock: MockClock, capsys: Any
+) -> None:
+    """`state --at 9999-12-31T23:59:59-14:00` printed an OverflowError traceback, the
+    Inspector and open_harness raised a bare OverflowError, and
+    `terminate_instance(now=...)` wrote a record no read could decode again (an
+    outside review)."""
+    async with running(REGISTRY, sqlite_url) as jobs:
+        await jobs.task("setter").send("o1", 1)
+    with dj.open_store(sqlite_url) as store:
+        before = store.history(instance_uuid("task", "setter", "o1"))
+        for admin in (terminate_instance, trigger_instance):
+            with pytest.raises(dj.ValidationError, match="within the years 1 to 9999 in UTC"):
+                admin(store, "task", "setter", "o1", now=at)
+        assert store.history(instance_uuid("task", "setter", "o1")) == before
+    inspector = dj.Inspector(sqlite_url)
+    for read in (
+        lambda: inspector.state_at("task", "setter", "o1", at=at),
+        lambda: inspector.alarms(now=at),
+        lambda: inspector.stats(now=at),
+    ):
+        with pytest.raises(dj.ValidationError, match="within the years 1 to 9999 in UTC"):
+            read()
+    with pytest.raises(dj.ConfigurationError, match="within the years 1 to 9999 in UTC"):
+        dj.VirtualClock(at)
+    capsys.readouterr()
+    for extra in ((), ("--json",)):
+        code = run(
+            [
+                "--store",
+                sqlite_url,
+                "state",
+                "task",
+                "setter",
+                "o1",
+                "--at",
+                at.isoformat(),
+                *extra,
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err, err
+        assert "is out of range: in UTC it falls outside the years 1 to 9999" in err

@@ -38,7 +38,11 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         msg = "a stored time must be timezone-aware"
         raise ValueError(msg)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        msg = f"a stored time must fall within the years 1 to 9999 in UTC, not {value.isoformat()}"
+        raise ValueError(msg) from None
 
 
 #: A timezone-aware datetime that is normalised to ``datetime.UTC`` when validated.

@@ -62,7 +62,11 @@ def _require_aware(name: str, value: datetime) -> datetime:
             f"{name}={value!r} is a naive datetime; pass a timezone-aware one, "
             "e.g. datetime(2024, 1, 1, tzinfo=timezone.utc)"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        msg = f"{name}={value.isoformat()} falls outside the years 1 to 9999 in UTC"
+        raise ValueError(msg) from None
 
 
 def _not_a_timedelta(value: object) -> ConfigurationError:

@@ -111,13 +111,18 @@ class VirtualClock(Clock):
             raise ConfigurationError(
                 f"VirtualClock start must be a timezone-aware datetime, got {start!r}"
             )
-        if start.astimezone(UTC) > LATEST_ALARM:
+        try:
+            utc_start = start.astimezone(UTC)
+        except OverflowError:
+            msg = f"VirtualClock start must fall within the years 1 to 9999 in UTC, got {start!r}"
+            raise ConfigurationError(msg) from None
+        if utc_start > LATEST_ALARM:
             msg = (
                 f"VirtualClock start must be at most {LATEST_ALARM.isoformat()} (the latest "
                 f"time a store keeps), got {start.isoformat()}"
             )
             raise ConfigurationError(msg)
-        self._start = start.astimezone(UTC)
+        self._start = utc_start
         self._base: float | None = None
         self._offset = timedelta(0)
 

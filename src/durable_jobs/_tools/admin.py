@@ -186,4 +186,10 @@ def _when(now: object, call: str) -> datetime:
     if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
         msg = f"{call} now must be a timezone-aware datetime or None, got {now!r:.60}."
         raise ValidationError(msg)
-    return now
+    try:
+        # In UTC, as every stored time (one that no UTC datetime can hold would be
+        # written and then never read back).
+        return now.astimezone(UTC)
+    except OverflowError:
+        msg = f"{call} now must fall within the years 1 to 9999 in UTC, not {now.isoformat()}."
+        raise ValidationError(msg) from None

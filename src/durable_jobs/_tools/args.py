@@ -133,7 +133,11 @@ def aware(at: datetime) -> datetime:
     if not isinstance(at, datetime) or at.tzinfo is None:
         msg = f"A time must be a timezone-aware datetime, not {at!r}."
         raise ValidationError(msg)
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        msg = f"A time must fall within the years 1 to 9999 in UTC, not {at.isoformat()}."
+        raise ValidationError(msg) from None
 
 
 def check_limit(limit: object) -> int:

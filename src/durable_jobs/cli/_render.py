@@ -24,7 +24,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from durable_jobs._errors import ConfigurationError
+from durable_jobs._errors import ConfigurationError, ValidationError
 from durable_jobs._tools.inspector import Inspector
 from durable_jobs.cli._app import (
     escape_controls,
@@ -76,7 +76,12 @@ def _now() -> datetime:
 def _parse_time(text: str) -> datetime:
     """An ISO 8601 time; without an offset it is UTC."""
     at = datetime.fromisoformat(text.strip())
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid ISO time that no UTC datetime can hold.
+        msg = f"{text.strip()!r} is out of range: in UTC it falls outside the years 1 to 9999."
+        raise ValidationError(msg) from None
 
 
 def _when(at: datetime | None) -> str:
