@@ -475,6 +475,20 @@ async def test_cli_reads_the_key_from_the_environment(
     assert cli(["--store", target, "state", "task", "notes", "n1", "--json"]) == 0
     assert SECRETS["event"] in capsys.readouterr().out
 
+    # Import into a store without a key: refused (it would store the data in clear),
+    # nothing written, not even the new file; with --allow-plaintext, on purpose.
+    monkeypatch.delenv("DURABLE_JOBS_ENCRYPTION_KEY")
+    clear = tmp_path / "clear.db"
+    assert cli(["--store", f"sqlite:///{clear}", "import", str(exported)]) == 1
+    err = capsys.readouterr().err
+    assert 'is an export of an encrypted store (its header says "encrypted_store": true)' in err
+    assert "--allow-plaintext" in err and "Nothing was written." in err
+    assert not clear.exists()
+    args = ["--store", f"sqlite:///{clear}", "import", "--allow-plaintext", str(exported)]
+    assert cli(args) == 0
+    capsys.readouterr()
+    assert SECRETS["event"].encode() in raw_sqlite(f"sqlite:///{clear}")
+
     # A malformed key in the environment: a clear error, the value never echoed.
     monkeypatch.setenv("DURABLE_JOBS_ENCRYPTION_KEY", "hunter2-not-a-key")
     assert cli(["--store", target, "list"]) == 1

@@ -103,6 +103,7 @@ def import_jsonl(
     resume: bool = False,
     max_event_bytes: int = DEFAULT_LIMITS.max_event_bytes,
     max_state_bytes: int = DEFAULT_LIMITS.max_state_bytes,
+    allow_plaintext: bool = False,
 ) -> ImportSummary:
     """Import an export file (a path or an open text stream) into ``store``.
 
@@ -130,6 +131,10 @@ def import_jsonl(
     :func:`line_limit` of them (8 times both plus 1 MiB), found before it is
     read whole. A stream is copied to a temporary file as it is read (it is read
     twice: checked, then written), so memory stays at a few lines and one batch.
+
+    An export of an encrypted store (its header says ``"encrypted_store": true``)
+    into a store opened without a key would store its data in clear: that is
+    refused with :class:`ConfigurationError` unless ``allow_plaintext``.
     """
     check_store(store, "import_jsonl()")
     limits = _limits(max_event_bytes, max_state_bytes)
@@ -140,8 +145,19 @@ def import_jsonl(
     if not isinstance(cast(object, resume), bool):  # a caller may pass anything
         msg = f"import_jsonl() resume must be True or False, not {resume!r}."
         raise ValidationError(msg)
+    if not isinstance(cast(object, allow_plaintext), bool):
+        msg = f"import_jsonl() allow_plaintext must be True or False, not {allow_plaintext!r}."
+        raise ValidationError(msg)
     with _export_lines(source, limits) as (name, lines):
-        return _import(store, name, lines, resume=resume, batch_events=batch_events, limits=limits)
+        return _import(
+            store,
+            name,
+            lines,
+            resume=resume,
+            batch_events=batch_events,
+            limits=limits,
+            allow_plaintext=allow_plaintext,
+        )
 
 
 def _import(
@@ -152,6 +168,7 @@ def _import(
     resume: bool,
     batch_events: int,
     limits: Limits,
+    allow_plaintext: bool,
 ) -> ImportSummary:
     """:func:`import_jsonl` once its arguments are checked and its file is open."""
     expected: dict[UUID, int] = {}
@@ -167,6 +184,16 @@ def _import(
                 existing.append(group.label)
     if existing:
         raise InstanceExistsError(existing, str(store.url))
+    if not store.encrypted and not allow_plaintext and _from_encrypted_store(lines):
+        msg = (
+            f"{name} is an export of an encrypted store (its header says "
+            f'"encrypted_store": true), and {store.url} is opened without an encryption '
+            "key: the import would store its data in clear. Give the store's key "
+            "($DURABLE_JOBS_ENCRYPTION_KEY, or encryption_key= of open_store) to keep it "
+            "encrypted, or pass --allow-plaintext (allow_plaintext=True) to store it in "
+            "clear on purpose. Nothing was written."
+        )
+        raise ConfigurationError(msg)
 
     # Like terminate and trigger: a runtime serving this (SQLite) store keeps its alarms
     # in memory and would never hear of the imported ones.
@@ -185,6 +212,14 @@ def _import(
         return _write_all(store, lines, name, expected, batch_events, done=done, limits=limits)
     finally:
         store.release_runtime()
+
+
+def _from_encrypted_store(lines: Callable[[], Iterable[str]]) -> bool:
+    """Whether the header line (checked already) says the export is of an encrypted store."""
+    for text in lines():
+        header = json.loads(text)
+        return isinstance(header, dict) and header.get("encrypted_store") is True
+    return False
 
 
 def _already_imported(store: Store, group: _Group) -> bool:
@@ -304,7 +339,10 @@ def _export_lines(
 
         def from_spool() -> Iterator[str]:
             spool.seek(0)
-            yield from spool
+            # Not `yield from spool`: closing this generator early (a reader that
+            # stops after the header) would close the file for the next reader.
+            for line in spool:  # noqa: UP028
+                yield line
 
         yield name, from_spool
 

@@ -221,6 +221,12 @@ JSON (--json): {"instances": N, "events": N, "skipped_instances": N,
     "wrote already (a store log that begins with the file's rows).",
 )
 @click.option(
+    "--allow-plaintext",
+    is_flag=True,
+    help="Import an export of an encrypted store into a store opened without a key, "
+    "storing its data in clear (refused without this flag).",
+)
+@click.option(
     "--max-event-bytes",
     type=click.IntRange(1, MAX_IMPORT_LIMIT),
     default=DEFAULT_LIMITS.max_event_bytes,
@@ -244,6 +250,7 @@ def import_(
     *,
     file: str,
     resume: bool,
+    allow_plaintext: bool,
     max_event_bytes: int,
     max_state_bytes: int,
     as_json: bool,
@@ -280,6 +287,7 @@ def import_(
                 resume=resume,
                 max_event_bytes=max_event_bytes,
                 max_state_bytes=max_state_bytes,
+                allow_plaintext=allow_plaintext,
             )
             url = str(store.url)
     except BaseException:
