@@ -155,5 +155,11 @@ def test_a_frozen_worker_is_fenced_and_rejoins(pg_url: str, tmp_path: Path) -> N
         # Whatever the frozen one committed on s1 came after the other's run: fresh runs.
         assert all(float(c.split()[4]) > min(taken) for c in stale), stale
         assert "was refused" in frozen.stderr() or "lock session" in frozen.stderr()
+        # Its run in flight at the freeze (a 3 s sleep, over by the time it woke) was
+        # cancelled as the process woke up: it had gone on to finish, beside the other
+        # worker's run of s1, before the keeper thread reported the session lost.
+        in_flight = [r for r in frozen.runs("s1") if r[0] < stopped < r[1]]
+        assert [outcome for _, _, outcome in in_flight] == ["cancelled"], in_flight
+        assert "Stopping the work on continuous job 'slow' instance 's1'" in frozen.stderr()
     counts = run_counts(pg_url)
     assert counts == list(range(1, len(counts) + 1))

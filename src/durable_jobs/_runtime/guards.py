@@ -13,6 +13,7 @@ run is not committed and runs again later under a new lock.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import suppress
 from datetime import timedelta
 from types import TracebackType
@@ -65,6 +66,7 @@ class LockGuards:
         #: The cancel scopes of the long-lived tasks that run one run after another
         #: (see :meth:`run_scope`), by task.
         self._runs: dict[trio.lowlevel.Task, RunScope] = {}
+        self._wakes = _WakeCheck(self)
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -78,16 +80,37 @@ class LockGuards:
 
         self.store.watch_locks(self.lease.total_seconds(), lost)
         self._watching = True
+        trio.lowlevel.add_instrument(self._wakes)
 
     def stop(self) -> None:
         if self._watching and self.store is not None:
             self._watching = False
+            with suppress(KeyError, RuntimeError):  # (not added, or the trio run is over)
+                trio.lowlevel.remove_instrument(self._wakes)
             self.store.unwatch_locks()
+
+    def check_sessions(self) -> None:
+        """Stop the runs whose lock session is no longer confirmed (nothing answered it
+        for half the lease): called as the trio loop wakes up, before it steps any task.
+
+        A worker frozen past its lease (SIGSTOP, a paused VM) wakes up with handlers
+        whose waits ran out meanwhile; the store's keeper thread, frozen too, reports the
+        lost session a few milliseconds later, and until then those handlers went on (an
+        outside review: every one finished, beside the worker that had taken their
+        instances over). Checked here first, they are cancelled at their next
+        checkpoint instead."""
+        store = self.store
+        guards = self._guards
+        if store is None or not guards:
+            return
+        for session in {g.session for g in guards if g.session is not None}:
+            if not store.session_alive(session):
+                self._lost(session)
 
     def _lost(self, session: int) -> None:
         for guard in list(self._guards):
-            if guard.session == session:
-                names = self.names.get(guard.uuid.int)
+            if guard.session == session and not guard.cancel_scope.cancel_called:
+                names = guard.names or self.names.get(guard.uuid.int)
                 log.warning(
                     "Stopping the work on %s (%s lock lost)",
                     guard.uuid
@@ -147,6 +170,26 @@ class LockGuards:
         return RunScope(self)
 
 
+class _WakeCheck(trio.abc.Instrument):
+    """Runs :meth:`LockGuards.check_sessions` when the trio loop wakes from waiting for
+    I/O, before the tasks it wakes are stepped: at most every :data:`_WAKE_CHECK_EVERY`
+    seconds (a process that was frozen comes back later than that)."""
+
+    def __init__(self, guards: LockGuards) -> None:
+        self.guards = guards
+        self._next = 0.0
+
+    def after_io_wait(self, timeout: float) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + _WAKE_CHECK_EVERY
+            self.guards.check_sessions()
+
+
+#: Seconds between two wake-up checks of the lock sessions (see :class:`_WakeCheck`).
+_WAKE_CHECK_EVERY = 0.01
+
+
 class RunScope:
     """A cancel scope a task holds across its runs, which the outermost guard of each
     run uses instead of a scope of its own (entering and leaving a trio cancel scope
@@ -197,13 +240,16 @@ class Guard:
     Its cancel scope is its own, or (``run``) the scope its task holds across runs,
     which it uses while it is entered."""
 
-    __slots__ = ("cancel_scope", "guards", "run", "scope", "session", "uuid")
+    __slots__ = ("cancel_scope", "guards", "names", "run", "scope", "session", "uuid")
 
     def __init__(
         self, guards: LockGuards, uuid: UUID, scope: str, run: RunScope | None = None
     ) -> None:
         self.guards = guards
         self.uuid = uuid
+        #: (kind, job, instance id) for the logs, as known when the lock was taken: a
+        #: debounce flush lock outlives the instance lock, whose release forgets them.
+        self.names = guards.names.get(uuid.int) if guards.names else None
         self.scope = scope
         self.session: int | None = None
         self.run = run
