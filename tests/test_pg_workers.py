@@ -307,6 +307,28 @@ def test_a_lost_lock_is_logged_with_the_instance_fields(
     )
 
 
+def test_a_lost_flush_lock_is_logged_with_the_instance_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A debounce flush lock outlives its instance lock, whose release forgot the
+    instance's names: the warning said only "Stopping the work on <uuid> (flush lock
+    lost)", without dj_* fields (an outside review, 8 of 8 records)."""
+    from durable_jobs._runtime.guards import LockGuards
+
+    guards = LockGuards(None, timedelta(seconds=30))
+    u = uuid.uuid4()
+    guards.names[u.int] = ("debounce", "digest", "d1")
+    guard = guards.guard(u, "flush")  # taken while the instance lock was held
+    del guards.names[u.int]  # the instance lock released
+    guard.session = 5
+    guards._guards.add(guard)
+    with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
+        guards._lost(5)
+    [record] = [r for r in caplog.records if "lock lost" in r.getMessage()]
+    assert "debounce job 'digest' instance 'd1' (flush lock lost)" in record.getMessage()
+    assert record.dj_instance_id == "d1"  # type: ignore[attr-defined]
+
+
 class _FailingUnlocks:
     """Cross-process locks whose releases fail."""
 
