@@ -13,6 +13,8 @@ import contextlib
 import functools
 import hashlib
 import operator
+import os
+import socket
 import struct
 import time
 import weakref
@@ -500,3 +502,10 @@ for _wrapper, _dumper in (
     _dumper.oid = _info.array_oid
     # Every connection made from now on (the pool's and the lock session's).
     psycopg.adapters.register_dumper(_wrapper, _dumper)
+
+
+def application_name(role: str) -> str:
+    """The ``application_name`` of this process's connections of ``role`` (``pool``,
+    ``locks``, ``listener``, ``probe``), as ``pg_stat_activity`` shows it: which
+    worker (host and pid) and which of its connections a backend serves."""
+    return f"durable-jobs {role} {socket.gethostname()[:24]}:{os.getpid()}"

@@ -44,7 +44,7 @@ import psycopg
 from psycopg import pq
 
 from durable_jobs.adapters import StoreError, driver_errors
-from durable_jobs.stores._postgres_conn import Int8s
+from durable_jobs.stores._postgres_conn import Int8s, application_name
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -181,10 +181,10 @@ class LockSession:
     def _open(self) -> psycopg.Connection[Any]:
         """A new session (mutex held): connection, lease settings, marker lock."""
         lease = self._lease
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"application_name": application_name("locks")}
         if lease is not None:
             # The client side of a cut connection gives up within the lease too.
-            options = {
+            options |= {
                 "keepalives": 1,
                 "keepalives_idle": max(1, int(lease / PINGS_PER_LEASE)),
                 "keepalives_interval": max(1, int(lease / PINGS_PER_LEASE)),

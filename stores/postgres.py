@@ -56,6 +56,7 @@ from durable_jobs.stores._postgres_conn import (
     _discard_dead,
     advisory_key,
     answered_within,
+    application_name,
 )
 from durable_jobs.stores._postgres_listener import PostgresAlarmListener
 from durable_jobs.stores._postgres_locks import MEMBERS_QUERY, LockSession, NoReply
@@ -409,7 +410,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         if not recorder.notify_token:
             recorder.notify_token = secrets.token_hex(8)
         with self._errors(f"Could not listen for alarms on {self.url}"):
-            conn = self._connect(autocommit=True)
+            conn = self._connect(autocommit=True, application_name=application_name("listener"))
             # It only waits for notifications: a role's idle_session_timeout would end
             # it every few seconds (and it was opened again, logged each time).
             conn.execute(_NO_IDLE_TIMEOUT)
@@ -493,6 +494,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
             if attrs is not None:
                 pool_kwargs["target_session_attrs"] = attrs
             pool_kwargs.update(s["tls"])
+            pool_kwargs["application_name"] = application_name("pool")
         # Every pooled connection waits for an answer at most query_timeout.
         self._factory.datastore.pool.connection_class = answered_within(s["query_timeout"])
         return self._factory
@@ -501,6 +503,7 @@ class PostgresStore(Store, CrossProcessLocks, ListensForAlarms, DeletesInstances
         """A new connection of our own (outside eventsourcing's pool), with libpq
         ``options`` (keepalives...)."""
         s = self._settings()
+        options.setdefault("application_name", application_name("probe"))
         return answered_within(s["query_timeout"]).connect(
             **options,
             host=s["host"],

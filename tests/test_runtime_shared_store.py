@@ -7,6 +7,8 @@ instance never overlap, and each alarm is run once, by one of them.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -350,3 +352,29 @@ async def test_an_instance_purged_and_started_again_is_run_by_a_live_worker(
         await worker.wait_idle()
         assert runs == [100], "the new instance was not run"
         assert (await client.continuous("c").status("x")).run_count == 1
+
+
+@pytest.mark.postgres
+async def test_each_connection_names_its_worker_and_role(pg_url: str, postgres_url: str) -> None:
+    """pg_stat_activity showed every connection of every worker with an empty
+    application_name: an operator could not tell the workers, nor a worker's lock
+    session, listener and pool, apart (an outside review)."""
+    registry = dj.Registry()
+
+    @registry.continuous("c", state=int, schedule=dj.every(MINUTE))
+    async def c(ctx: dj.ContinuousContext[int]) -> None:
+        pass
+
+    async with dj.open_jobs(registry, pg_url) as jobs:
+        await jobs.continuous(c).start("a", 0)
+        await jobs.wait_idle()  # its first run took the instance's lock: a lock session
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            names = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                    (f"durable-jobs % {socket.gethostname()[:24]}:{os.getpid()}",),
+                )
+            ]
+    roles = sorted({name.split()[1] for name in names})
+    assert roles == ["listener", "locks", "pool"], names
