@@ -9,6 +9,7 @@ SQLite file switched to WAL, and files readable by everyone.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -454,7 +455,7 @@ async def test_an_import_refuses_a_state_patched_over_the_size_limit(
 
 @pytest.mark.parametrize("kwargs", [{"max_event_bytes": 0}, {"max_state_bytes": "1"}])
 def test_import_size_limits_must_be_sizes(kwargs: dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(dj.ConfigurationError, match="must be an int >= 1"):
+    with pytest.raises(dj.ConfigurationError, match="must be an int from 1 to"):
         import_jsonl(dj.open_store("memory://"), tmp_path / "x.jsonl", **kwargs)
 
 
@@ -468,9 +469,10 @@ def test_import_size_limits_have_a_ceiling(name: str, value: int, tmp_path: Path
     limits: dict[str, Any] = {name: value}
     store = dj.open_store(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
-        with pytest.raises(dj.ConfigurationError, match=f"{name} must be at most 1099511627776"):
+        ceiling = f"{name} must be an int from 1 to 1099511627776"
+        with pytest.raises(dj.ConfigurationError, match=ceiling):
             import_jsonl(store, path, **limits)
-        with pytest.raises(dj.ConfigurationError, match=f"{name} must be at most 1099511627776"):
+        with pytest.raises(dj.ConfigurationError, match=ceiling):
             check_export(path, **limits)
         with pytest.raises(dj.ExportFileError):  # the ceiling itself is a limit an import takes
             check_export(path, **{name: 2**40})
@@ -811,3 +813,34 @@ async def test_a_time_out_of_utc_range_is_refused_and_writes_nothing(
         err = capsys.readouterr().err
         assert code == 1 and "Traceback" not in err, err
         assert "is out of range: in UTC it falls outside the years 1 to 9999" in err
+
+
+def test_option_values_no_one_means_are_refused_with_their_range(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """`terminate --wait nan` named an internal function (other bad waits are usage
+    errors); `open_jobs(max_key_bytes=10**30)` was accepted; `lease=inf` and `lease=0`
+    gave two different ranges (an outside review)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    dj.open_store(url).close()
+    capsys.readouterr()
+    for wait in ("nan", "-nan", "inf"):
+        assert run(["--store", url, "terminate", "task", "t", "x", "--wait", wait]) == 2
+        err = capsys.readouterr().err
+        assert "Invalid value for '--wait'" in err and "terminate_instance()" not in err
+
+    async def opened(**options: Any) -> None:
+        async with dj.open_jobs(REGISTRY, "memory://", **options):
+            pass  # pragma: no cover - refused
+
+    for name in ("max_key_bytes", "max_event_bytes", "max_state_bytes"):
+        with pytest.raises(dj.ConfigurationError, match=f"{name} must be an int from 1 to"):
+            trio.run(functools.partial(opened, **{name: 10**30}))
+    messages = set()
+    for lease in (float("inf"), 0, 10**12, "30"):
+        with pytest.raises(dj.ConfigurationError) as refused:
+            trio.run(functools.partial(opened, lease=lease))
+        messages.add(str(refused.value).split(", got")[0])
+    assert messages == {
+        "lease must be a timedelta (or seconds) of at least 1 s and at most one day"
+    }

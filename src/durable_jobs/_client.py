@@ -404,11 +404,23 @@ def _raise_after(body_error: BaseException | None, interrupted: KeyboardInterrup
 
 
 def _check_lease(lease: timedelta | float) -> timedelta:
-    checked = _duration("lease", lease)
-    if not MIN_LEASE <= checked <= _MAX_LEASE:
+    checked = (
+        _duration("lease", lease)  # (its own error for a duration that rounds to 0)
+        if isinstance(lease, timedelta)
+        or (
+            isinstance(lease, int | float)
+            and not isinstance(lease, bool)
+            and math.isfinite(lease)
+            and abs(lease) <= MAX_DURATION.total_seconds()
+        )
+        else None  # not a duration at all: the message below says what is
+    )
+    if checked is None or not MIN_LEASE <= checked <= _MAX_LEASE:
+        shown = lease if checked is None else checked
         raise ConfigurationError(
-            f"lease must be at least {MIN_LEASE.total_seconds():g} s and at most one day, "
-            f"got {checked!r}; write e.g. timedelta(seconds=30)"
+            f"lease must be a timedelta (or seconds) of at least "
+            f"{MIN_LEASE.total_seconds():g} s and at most one day, got {shown!r:.60}; "
+            "write e.g. timedelta(seconds=30)"
         )
     return checked
 

@@ -53,6 +53,10 @@ MAX_NESTING: Final = 100
 MIB: Final = 1024 * 1024
 
 
+#: The largest size limit accepted (1 TiB): a larger one is a mistake, not a limit.
+MAX_LIMIT: Final = 1024**4
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Maximum sizes, in bytes of UTF-8 JSON (keys: bytes of UTF-8 text)."""
@@ -64,8 +68,15 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "max_state_bytes", "max_key_bytes"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"{name} must be an int >= 1 (bytes), got {value!r}"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= MAX_LIMIT
+            ):
+                msg = (
+                    f"{name} must be an int from 1 to {MAX_LIMIT} (1 TiB), in bytes, "
+                    f"got {value!r:.60}"
+                )
                 raise ConfigurationError(msg)
 
     def for_value(self, what: str) -> tuple[str, int]:

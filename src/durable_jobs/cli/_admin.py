@@ -8,6 +8,9 @@ the store acts on them. An SQLite store a runtime is serving is refused.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import click
 from rich.text import Text
 
@@ -24,6 +27,21 @@ from durable_jobs.cli._app import (
 )
 from durable_jobs.cli._render import _not_found, _when
 from durable_jobs.maintenance import AdminResult, terminate_instance, trigger_instance
+
+
+class _Seconds(click.FloatRange):
+    """Seconds from ``min`` to ``max``; ``nan`` is refused too (a FloatRange lets it
+    through: it compares false with both ends)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
+
+
+_WAIT_SECONDS = _Seconds(0, 3600)
+
 
 __all__ = ["terminate", "trigger"]
 
@@ -60,7 +78,7 @@ DEFAULT_WAIT = 30.0
 _wait_option = click.option(
     "--wait",
     "wait",
-    type=click.FloatRange(0, 3600),
+    type=_WAIT_SECONDS,
     default=DEFAULT_WAIT,
     show_default=True,
     metavar="SECONDS",
