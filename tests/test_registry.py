@@ -6,6 +6,7 @@ Everything the decorators can check without running a job is a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, assert_type, cast
@@ -670,6 +671,27 @@ def test_a_state_type_pydantic_cannot_handle_is_refused(where: str) -> None:
     state: Any = int if where == "debounce_event" else Opaque
     with pytest.raises(dj.ConfigurationError, match="Opaque"):
         _define(registry, kind, _execute, event=event, state=state)
+    assert listing(registry) == {"continuous": [], "debounce": [], "task": []}
+
+
+@pytest.mark.parametrize(
+    "where", ["continuous", "debounce_event", "debounce_state", "task_event", "task_state"]
+)
+@pytest.mark.parametrize(
+    "bad",
+    [lambda: 1, print, functools.partial(dict), dict.fromkeys, str.upper],
+    ids=["lambda", "builtin", "partial", "classmethod", "method"],
+)
+def test_a_function_as_a_state_or_event_type_is_refused(where: str, bad: Any) -> None:
+    """``state=lambda: 1`` was accepted (pydantic validates a callable's arguments),
+    then every start failed with "Arguments must be a tuple, list or a dictionary"."""
+    registry = dj.Registry()
+    kind, _, what = where.partition("_")
+    what = what or "state"
+    types: dict[str, Any] = {"event": int, "state": int, what: bad}
+    with pytest.raises(dj.ConfigurationError, match=f"The {what} type of job 'job'") as info:
+        _define(registry, kind, _execute, **types)
+    assert "is a function, not a type" in str(info.value)
     assert listing(registry) == {"continuous": [], "debounce": [], "task": []}
 
 

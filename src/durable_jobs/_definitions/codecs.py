@@ -4,6 +4,8 @@ with pydantic, at the job's type version, older versions brought up by upcasters
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
@@ -64,6 +66,15 @@ class TypeCodec(Generic[S]):
         self.job = job
         self.version = version
         self.upcasters: dict[int, Upcaster] = {} if upcasters is None else upcasters
+        if inspect.isroutine(tp) or isinstance(tp, functools.partial):
+            # pydantic would take it (as "validate the arguments of a call") and refuse
+            # every value at the first start.
+            msg = (
+                f"The {what} type of job {job!r} ({tp!r}) is a function, not a type: pass "
+                f"the type itself (e.g. {what}=int or {what}=dict[str, Any]), not a function "
+                "that makes a value."
+            )
+            raise ConfigurationError(msg)
         try:
             self.adapter: pydantic.TypeAdapter[S] = pydantic.TypeAdapter(tp)
             self.adapter.json_schema()  # a type pydantic cannot serialise fails now
