@@ -22,6 +22,7 @@ from trio.testing import MockClock
 
 import durable_jobs as dj
 from _runtime import T, running
+from durable_jobs._definitions.codecs import TypeCodec
 from durable_jobs._domain.ids import check_instance_id
 from durable_jobs._domain.values import check_idempotency_key
 from durable_jobs.maintenance import export_jsonl, trigger_instance
@@ -256,6 +257,86 @@ async def test_values_a_permissive_type_would_change_are_refused(
             await setter.send("t1", {"set_tuple": True})
         assert isinstance(info.value.__cause__, dj.ValidationError)
         assert "state['t'] is a tuple" in str(info.value.__cause__)
+
+
+def make_typed_registry() -> dj.Registry:
+    """Jobs whose types take only string keys: pydantic refuses an int key itself."""
+    registry = dj.Registry()
+
+    @registry.continuous("anything", state=Any, schedule=dj.every(timedelta(hours=1)))
+    async def anything(ctx: dj.ContinuousContext[Any]) -> None:
+        pass
+
+    @registry.continuous("typed", state=dict[str, Any], schedule=dj.every(timedelta(hours=1)))
+    async def typed(ctx: dj.ContinuousContext[dict[str, Any]]) -> None:
+        pass
+
+    @registry.task("typed_task", event=dict[str, Any], state=Any)
+    async def typed_task(ctx: dj.TaskContext[Any]) -> None:
+        pass
+
+    @typed_task.on_event
+    async def keep(event: dict[str, Any], ctx: dj.TaskContext[Any]) -> None:
+        pass
+
+    return registry
+
+
+#: A value, and what every refusal of it says (as a state, where it is named "state").
+PLAINLY_REFUSED = [
+    pytest.param({1: 2}, "state has the key 1, which is not a string", id="int-key"),
+    pytest.param({"a": 10**5000}, "state['a'] is an int of more than 4,300 digits", id="huge-int"),
+    pytest.param(
+        {"n": [-(10**4300)]}, "state['n'][0] is an int of more than 4,300", id="huge-negative"
+    ),
+    pytest.param(
+        {"\udfff": 1},
+        "a key of state contains a lone surrogate (U+DFFF at position 0), which is not "
+        "valid Unicode",
+        id="surrogate-key",
+    ),
+    pytest.param(
+        {"x": {"a\ud800": 1}}, "a key of state['x'] contains a lone surrogate", id="nested"
+    ),
+]
+
+
+@pytest.mark.parametrize(("value", "says"), PLAINLY_REFUSED)
+async def test_a_state_or_event_that_cannot_be_stored_is_refused_plainly(
+    autojump_clock: MockClock, value: Any, says: str
+) -> None:
+    """With ``dict[str, Any]`` an int key gave pydantic's dump ("1 validation error for
+    dict[str,any] ... errors.pydantic.dev"), an int of 5,001 digits "Invalid JSON:
+    number out of range at line 1 column 4307", and a key with a lone surrogate "reads
+    back from JSON as a string key" (pydantic's JSON mode had made it U+FFFD)."""
+    async with running(make_typed_registry(), "memory://") as jobs:
+        await jobs.task("typed_task").send("t1", {"ok": 1})
+        before = export_body(jobs.store)
+        calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("state", lambda: jobs.continuous("typed").start("c1", value)),
+            ("event", lambda: jobs.task("typed_task").send("t1", value)),
+        ]
+        if "has the key" not in says:  # (with Any, an int key reads back as a str key)
+            calls.append(("state", lambda: jobs.continuous("anything").start("c1", value)))
+        for what, call in calls:
+            with pytest.raises(dj.ValidationError) as info:
+                await call()
+            text = str(info.value)
+            assert says.replace("state", what, 1) in text
+            assert text.endswith("Nothing was written."), text
+            for raw in ("pydantic", "Invalid JSON", "reads back", "string_type"):
+                assert raw not in text, text
+        assert export_body(jobs.store) == before
+
+
+def test_a_key_that_is_not_a_string_is_named_where_it_is() -> None:
+    codec: TypeCodec[Any] = TypeCodec(dict[str, list[dict[str, int]]], what="state", job="j")
+    says = "state['x'][1] has the key 2, which is not a string: JSON object keys are strings"
+    with pytest.raises(dj.ValidationError, match=re.escape(says)):
+        codec.checked({"x": [{}, {"a": 1, 2: 3}]})
+    # Another problem too: pydantic's own message names them all.
+    with pytest.raises(dj.ValidationError, match="2 validation errors"):
+        codec.checked({"x": [{2: 3}, {"a": "b"}]})
 
 
 def test_surrogate_ids_through_the_inspector(sqlite_url: str) -> None:

@@ -414,6 +414,43 @@ async def test_an_import_refuses_a_value_nested_deeper_than_the_limit(
     assert done.code == 0, done.err
 
 
+@pytest.mark.parametrize("what", ["state", "event"])
+async def test_an_import_refuses_an_int_too_long_as_the_runtime_does(
+    what: str, tmp_path: Path, autojump_clock: MockClock, cli: Any
+) -> None:
+    """It said "Exceeds the limit (4300 digits) for integer string conversion; use
+    sys.set_int_max_str_digits() to increase the limit" (Python's json.loads), where a
+    start says where the int is and why it is refused."""
+    path = await sized_export(tmp_path, **{what: {"a": ["HUGE"]}})
+    path.write_text(path.read_text().replace('"HUGE"', "-1" + "0" * 5000))
+    with pytest.raises(dj.ExportFileError) as info:
+        import_jsonl(dj.open_store("memory://"), path)
+    text = str(info.value)
+    assert f"['{what}']['a'][0] is an int of more than 4,300 digits, too large" in text
+    assert "set_int_max_str_digits" not in text
+    assert text.lower().count("nothing was written") == 1
+    assert len(text) < 400
+    done = cli("--store", f"sqlite:///{tmp_path / 'long.db'}", "import", str(path))
+    assert done.code == 1
+    assert "is an int of more than 4,300 digits" in done.err
+    # 4,300 digits (the sign not counted) are read, and stored.
+    path.write_text(path.read_text().replace("-1" + "0" * 5000, "-" + "9" * 4300))
+    assert import_jsonl(dj.open_store("memory://"), path).instances == 1
+
+
+async def test_an_import_of_a_lone_surrogate_says_nothing_was_written_once(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    """It ended "...cannot be stored; nothing was written.; nothing was written."."""
+    path = await sized_export(tmp_path, state={"a": "x\udfff"})
+    with pytest.raises(dj.ExportFileError) as info:
+        import_jsonl(dj.open_store("memory://"), path)
+    text = str(info.value)
+    assert "contains a lone surrogate (U+DFFF at position 1), which is not valid" in text
+    assert text.lower().count("nothing was written") == 1, text
+    assert text.endswith("valid Unicode and cannot be stored; nothing was written."), text
+
+
 def collecting_registry() -> dj.Registry:
     registry = dj.Registry()
 

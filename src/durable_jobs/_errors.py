@@ -200,6 +200,9 @@ class ExportFileError(ValidationError):
         self.line = line
         self.source = source
         where = f"{source}, line {line}" if line is not None else source
+        # A message may come from a check that says so itself: said once, as one sentence.
+        for said in (" Nothing was written.", "; nothing was written.", "."):
+            message = message.removesuffix(said)
         super().__init__(f"{where}: {message}; nothing was written.")
 
 

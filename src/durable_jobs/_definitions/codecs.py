@@ -98,7 +98,10 @@ class TypeCodec(Generic[S]):
             return self.adapter.validator.validate_python(value)  # type: ignore[no-any-return]
         except ValidationError:
             raise
-        except Exception as exc:  # pydantic's error, or one a custom validator raised
+        except pydantic.ValidationError as exc:
+            msg = f"Invalid {self.what} for job {self.job!r}: {_explain(exc, self.what) or exc}"
+            raise ValidationError(msg) from exc
+        except Exception as exc:  # one a custom validator raised
             msg = f"Invalid {self.what} for job {self.job!r}: {exc}"
             raise ValidationError(msg) from exc
 
@@ -346,6 +349,26 @@ def _first_change(value: Any, back: Any, what: str) -> str | None:
             return f"{spell_path(path)} does not read back from JSON as it is. {_UNWRITTEN}"
         stack.extend((item, b[i], (path, i)) for i, item in enumerate(v))
     return None
+
+
+def _explain(exc: pydantic.ValidationError, what: str) -> str | None:
+    """A plain message for pydantic's error when every problem is a key that is not a
+    string where the type takes string keys (None: pydantic's own says it best)."""
+    errors = exc.errors(include_url=False)
+    if not all(
+        e["type"] == "string_type" and len(e["loc"]) > 1 and e["loc"][-1] == "[key]"
+        for e in errors
+    ):
+        return None
+    *parents, _, _ = errors[0]["loc"]
+    key = errors[0]["input"]
+    path: Any = what
+    for step in parents:
+        path = (path, step)
+    return (
+        f"{spell_path(path)} has the key {key!r:.40}, which is not a string: JSON object "
+        "keys are strings, and this type takes string keys. Nothing was written."
+    )
 
 
 def _scalar_json(value: Any) -> bytes | None:

@@ -29,8 +29,10 @@ from durable_jobs._errors import ConfigurationError, ValidationError
 __all__ = [
     "DEFAULT_LIMITS",
     "LATEST_ALARM",
+    "MAX_INT_DIGITS",
     "MAX_NESTING",
     "Limits",
+    "LongInt",
     "check_alarm_time",
     "check_finite",
     "check_idempotency_key",
@@ -50,6 +52,12 @@ LATEST_ALARM: Final = datetime(9999, 12, 31, tzinfo=UTC)
 
 #: The deepest nesting of lists and objects a state or event may have.
 MAX_NESTING: Final = 100
+#: The most digits an int in a stored value may have (the sign not counted): pydantic's
+#: JSON reader, and Python's ``int()`` by default, refuse longer ones.
+MAX_INT_DIGITS: Final = 4300
+#: Ints of at most this many bits have at most MAX_INT_DIGITS digits (2**14283 < 10**4300).
+_SHORT_INT_BITS: Final = 14283
+_TOO_MANY_DIGITS: Final = 10**MAX_INT_DIGITS
 MIB: Final = 1024 * 1024
 
 
@@ -119,7 +127,7 @@ def check_text(text: str, what: str) -> None:
     if _bad_text(text):
         msg = (
             f"{what} contains a lone surrogate ({_first_surrogate(text)}), which is not "
-            "valid Unicode and cannot be stored; nothing was written."
+            "valid Unicode and cannot be stored. Nothing was written."
         )
         raise ValidationError(msg)
 
@@ -150,6 +158,39 @@ def _spell(path: _Path) -> str:
     return path + "".join(steps)
 
 
+class LongInt:
+    """An int in JSON text with more than :data:`MAX_INT_DIGITS` digits, as a JSON
+    reader that is told to keep it (``parse_int``) gives it: :func:`check_json_value`
+    refuses it with the same message as such an int in a value."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<an int of {len(self.text.lstrip('-')):,} digits>"
+
+    @staticmethod
+    def parse(text: str) -> int | LongInt:
+        """``text`` (a JSON int) as an int, or a LongInt if it has too many digits."""
+        if len(text) > MAX_INT_DIGITS and len(text.lstrip("-")) > MAX_INT_DIGITS:
+            return LongInt(text)
+        return int(text)
+
+
+def _long_int(path: _Path) -> ValidationError:
+    return ValidationError(
+        f"{_spell(path)} is an int of more than {MAX_INT_DIGITS:,} digits, too large to "
+        "store (JSON readers refuse longer numbers); store it as a str. Nothing was written."
+    )
+
+
+def _too_long(value: int) -> bool:
+    """Whether the int ``value`` has more than MAX_INT_DIGITS digits."""
+    return value.bit_length() > _SHORT_INT_BITS and abs(value) >= _TOO_MANY_DIGITS
+
+
 def _non_finite(value: float, path: _Path) -> ValidationError:
     return ValidationError(
         f"{_spell(path)} is {value!r}: NaN and infinities cannot be stored (JSON has no such "
@@ -159,7 +200,8 @@ def _non_finite(value: float, path: _Path) -> ValidationError:
 
 def check_finite(value: Any, what: str) -> None:
     """Raise ValidationError if ``value`` (plain Python data: dicts, lists, tuples,
-    sets, scalars) holds a NaN or an infinite float anywhere.
+    sets, scalars) holds a NaN or an infinite float anywhere, or a key with a lone
+    surrogate.
 
     Needed on top of :func:`check_json_value` because pydantic's JSON mode
     turns them into ``None`` in some places (an ``Any`` field) and not in
@@ -177,6 +219,9 @@ def check_finite(value: Any, what: str) -> None:
             for key, v in item.items():
                 if isinstance(key, float) and not math.isfinite(key):
                     raise _non_finite(key, f"a key of {_spell(path)}")
+                if isinstance(key, str) and _bad_text(key):
+                    # Checked here: pydantic's JSON mode replaces it with U+FFFD.
+                    check_text(key, f"a key of {_spell(path)}")
                 stack.append((v, (path, key), depth + 1))
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend((v, (path, i), depth + 1) for i, v in enumerate(item))
@@ -192,8 +237,14 @@ def check_json_value(data: Any, what: str, *, max_depth: int = MAX_NESTING) -> N
     stack: list[tuple[Any, _Path, int]] = [(data, what, 0)]
     while stack:
         value, path, depth = stack.pop()
-        if value is None or isinstance(value, bool | int):
+        if value is None or isinstance(value, bool):
             continue
+        if isinstance(value, int):
+            if _too_long(value):
+                raise _long_int(path)
+            continue
+        if isinstance(value, LongInt):
+            raise _long_int(path)
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise _non_finite(value, path)

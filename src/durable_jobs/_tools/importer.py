@@ -18,7 +18,13 @@ from eventsourcing.persistence import StoredEvent
 
 from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uuid
 from durable_jobs._domain.instance import JobInstance
-from durable_jobs._domain.values import DEFAULT_LIMITS, MAX_NESTING, Limits, check_json_value
+from durable_jobs._domain.values import (
+    DEFAULT_LIMITS,
+    MAX_NESTING,
+    Limits,
+    LongInt,
+    check_json_value,
+)
 from durable_jobs._errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -431,7 +437,8 @@ def _read_export(lines: Iterable[str], source: str, limits: Limits) -> Iterator[
         if footer:
             raise bad("a line after the footer line")
         try:
-            doc = json.loads(text, parse_constant=_no_constant)
+            # An int too long to read is kept (LongInt): refused where it is, as the runtime does.
+            doc = json.loads(text, parse_constant=_no_constant, parse_int=LongInt.parse)
         except json.JSONDecodeError as exc:
             raise bad(f"not a JSON object ({exc.msg} at column {exc.colno})") from exc
         except (ValueError, RecursionError) as exc:
