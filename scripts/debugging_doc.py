@@ -458,9 +458,14 @@ Safety:
   shown as escapes and a backslash as `\\\\`, as in the CLI's human output (an
   id `"\\u202egnp.exe"` shows as `\\u202egnp.exe`, not reversed as `exe.png`;
   `"acme\\u200b"`, with a zero-width space, shows as `acme\\u200b` and is not
-  `acme`; an id spelling out `acme\\u200b` shows as `acme\\\\u200b`), except
-  newlines and tabs of the JSON and messages shown as blocks; links and forms
-  carry the values as stored.
+  `acme`; an id spelling out `acme\\u200b` shows as `acme\\\\u200b`; an id
+  `"a\\nb"` shows as `a\\nb` in tables, headings, titles and the live feed),
+  except newlines and tabs of the JSON and messages shown as blocks.
+- An instance id is taken as sent (`?id=` is not trimmed: `"trail "` and
+  `"trail"` are two instances; only the search box drops the spaces around
+  its text), and links and forms carry ids exactly as stored (forms send
+  them percent-encoded, as `iq`: a browser sends a form field's newlines as
+  CRLF).
 - Every response, refusals and errors included (a 401 of `--auth-env`, a 400
   of the `Host` check), carries a Content-Security-Policy allowing only the
   dashboard's own script and stylesheet, `X-Frame-Options: DENY`,

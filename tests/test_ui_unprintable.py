@@ -3,8 +3,8 @@
 An id such as ``"\\u202egnp.exe"`` would otherwise show reversed ("exe.png"):
 HTML escaping leaves bidi overrides, zero-width spaces and ESC as they are.
 Each value a template shows goes through the same escaping as the CLI's
-``printable()``, keeping newlines and tabs (JSON and tracebacks in ``<pre>``);
-form fields send the stored value back unchanged.
+``printable()``, JSON and messages keeping their newlines and tabs (blocks in
+``<pre>``); form fields send the stored value back unchanged.
 """
 
 from __future__ import annotations
@@ -174,8 +174,9 @@ def test_ids_states_errors_and_reasons_show_escaped_on_every_page_and_stream(
 def test_an_action_on_an_id_holding_a_bidi_override_acts_on_that_id(store_url: str) -> None:
     with dashboard(store_url, "--allow-actions") as served:
         _, page = _fetch(_instance_url(served.base, SPOOF))
-        # The forms send the id back as it is stored.
-        assert f'name="id" value="{SPOOF}"' in page
+        # The forms send the id back as it is stored (percent-encoded: iq).
+        quoted = urllib.parse.quote(SPOOF, safe="")
+        assert f'name="iq" value="{quoted}"' in page
         confirm = (
             served.base
             + "/confirm?"
@@ -185,7 +186,7 @@ def test_an_action_on_an_id_holding_a_bidi_override_acts_on_that_id(store_url: s
         )
         status, page = _fetch(confirm)
         assert status == 200
-        assert f'name="id" value="{SPOOF}"' in page
+        assert f'name="iq" value="{quoted}"' in page
         form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', page))
         status, page = _fetch(served.base + "/action", data=form)
         assert status == 200, page

@@ -1,8 +1,9 @@
 """Stored strings made safe to show: control and format characters written as escapes.
 
-The CLI (:func:`printable`) and the dashboard (:func:`printable_lines`) show ids,
-states and messages read from a store; a character that moves the cursor or
-reorders the text (ESC, U+202E) must not act on the terminal or the page. A
+The CLI and the dashboard (:func:`printable`; the dashboard's blocks of lines
+with :func:`printable_lines`) show ids, states and messages read from a store; a
+character that moves the cursor or reorders the text (ESC, U+202E) must not act
+on the terminal or the page. A
 backslash is shown doubled, so what is shown reads back one way only: the id
 ``acme`` + U+200B shows as ``acme\\u200b``, the id spelling out ``acme\\u200b``
 (backslash, ``u200b``) as ``acme\\\\u200b``.

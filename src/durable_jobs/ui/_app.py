@@ -44,7 +44,9 @@ from durable_jobs.ui._dashboard import (
     _int_param,
     _param,
     _qs,
+    _search_param,
     cross_site,
+    instance_id_of,
 )
 from durable_jobs.ui._live import events_stream
 from durable_jobs.ui._middleware import BasicAuth, HostCheck, _Headers, _Revalidated
@@ -64,7 +66,7 @@ FEED_SIZE: Final = 20
 async def instances_page(request: Request) -> Response:
     dash = _dash(request)
     kind, job, status = _param(request, "kind"), _param(request, "job"), _param(request, "status")
-    query, cursor = _param(request, "q"), _param(request, "cursor")
+    query, cursor = _search_param(request, "q"), _param(request, "cursor")
     limit = _int_param(request, "limit") or PAGE_SIZE
     if not 1 <= limit <= MAX_PAGE:
         msg = f"limit must be from 1 to {MAX_PAGE}, not {limit}."
@@ -168,7 +170,8 @@ TIMELINE_PAGE = 200
 
 async def instance_page(request: Request) -> Response:
     dash = _dash(request)
-    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    kind, job = _param(request, "kind"), _param(request, "job")
+    instance_id = instance_id_of(request.query_params)
     if kind is None or job is None or instance_id is None:
         msg = "Name the instance: kind, job and id."
         raise ValidationError(msg)
@@ -294,7 +297,8 @@ async def confirm_page(request: Request) -> Response:
     if refused is not None:
         return refused
     action = _param(request, "action")
-    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    kind, job = _param(request, "kind"), _param(request, "job")
+    instance_id = instance_id_of(request.query_params)
     if action not in ACTIONS or kind is None or job is None or instance_id is None:
         msg = "Name an action and the instance: action, kind, job and id."
         raise ValidationError(msg)
@@ -348,11 +352,12 @@ async def action_post(request: Request) -> Response:
         )
     form = await request.form()
     token = form.get("csrf_token")
-    fields = ("action", "kind", "job", "id", "version", "generation", "born")
+    fields = ("action", "kind", "job", "version", "generation", "born")
     values = {k: form.get(k) for k in fields}
-    action, kind, job, instance_id, version, generation, born = (
+    action, kind, job, version, generation, born = (
         v if isinstance(v, str) else "" for v in values.values()
     )
+    instance_id = instance_id_of(form) or ""
     # The token is the one its confirmation page gave for this action on this instance,
     # at the version and generation the page showed.
     expected = dash.action_token(action, kind, job, instance_id, version, generation, born)

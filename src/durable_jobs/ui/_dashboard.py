@@ -6,11 +6,11 @@ import hashlib
 import hmac
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 import trio
@@ -22,7 +22,7 @@ from durable_jobs._errors import ValidationError
 from durable_jobs._store.base import Store
 from durable_jobs._store.urls import redact
 from durable_jobs._tools.inspector import Inspector
-from durable_jobs._tools.text import escape_controls_lines, printable_lines
+from durable_jobs._tools.text import escape_controls_lines, printable, printable_lines
 from durable_jobs.ui import _format
 from durable_jobs.ui._shared_tail import SharedTail
 
@@ -44,14 +44,16 @@ def _verbatim(value: Any) -> _Verbatim:
 
 def _shown(value: Any) -> Any:
     """What a template shows of ``value``: control and format characters (ESC, bidi
-    overrides such as U+202E, zero-width spaces) written as escapes and backslashes
-    doubled, as the CLI does, so a stored id cannot show reversed, hide a character or
-    pose as another id by spelling out an escape; newlines and tabs stay (JSON and
-    tracebacks in ``<pre>``). A :class:`~durable_jobs.ui._format.Shown` value (JSON, a
-    message quoting ids with ``repr``) and Markup (a macro's HTML, whose values were
-    shown already) have their control characters escaped only: their backslashes are
-    escapes already, and Markup stays Markup (the escapes add no HTML). A
-    :func:`_verbatim` value (a form field's) is left as it is.
+    overrides such as U+202E, zero-width spaces, newlines and tabs) written as escapes
+    and backslashes doubled, as the CLI does, so a stored id cannot show reversed, hide
+    a character, pose as another id by spelling out an escape, or show ``"a\\nb"`` as
+    ``"a b"``: a plain string is a single-line value (an id, a job name, a title). A
+    :class:`~durable_jobs.ui._format.Shown` value (JSON, a message quoting ids with
+    ``repr``) and Markup (a macro's HTML, whose values were shown already) have their
+    control characters escaped only, newlines and tabs kept (JSON and messages shown as
+    blocks in ``<pre>``): their backslashes are escapes already, and Markup stays Markup
+    (the escapes add no HTML). A :func:`_verbatim` value (a form field's) is left as it
+    is.
     """
     if isinstance(value, _Verbatim):
         return str(value)
@@ -60,9 +62,10 @@ def _shown(value: Any) -> Any:
     if isinstance(value, _format.Shown):
         return escape_controls_lines(value)
     if isinstance(value, str):
-        return printable_lines(value)
+        return printable(value)
     if value is None or isinstance(value, (int, float)):
         return value
+    # An object shown by its str: an error, a message (a block).
     return printable_lines(str(value))
 
 
@@ -79,6 +82,7 @@ def _env() -> jinja2.Environment:
     env.filters["pretty"] = _format.pretty
     env.filters["short"] = _format.short
     env.filters["verbatim"] = _verbatim
+    env.filters["quoted"] = _quoted
     # A library message (it quotes ids with repr: their backslashes are escaped already).
     env.filters["message"] = _format.Shown
     env.globals["describe"] = _format.describe
@@ -210,12 +214,40 @@ def _qs(**params: Any) -> str:
 
 
 def _param(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name, "").strip()
-    return value or None
+    """The query parameter ``name`` exactly as sent (``None`` if absent or empty): an
+    instance id may begin or end with spaces, NBSP or newlines, and the id ``"trail "``
+    is another instance than ``"trail"``."""
+    return request.query_params.get(name) or None
+
+
+def _quoted(value: str) -> str:
+    """``value`` percent-encoded (ASCII only), as the pages' forms send an id (``iq``)."""
+    return quote(value, safe="")
+
+
+def instance_id_of(values: Mapping[str, Any]) -> str | None:
+    """The instance id a query or a form names, exactly as stored (``None`` if none):
+    ``id`` as sent (a link's), or ``iq``, the id percent-encoded (a form's: a browser
+    sends a form field's newlines as CRLF, and the id ``"a\\nb"`` would come back as
+    ``"a\\r\\nb"``). Naming it both ways is refused."""
+    raw, quoted = values.get("id"), values.get("iq")
+    if quoted is not None and raw is not None:
+        raise ValidationError("Name the instance's id once: id or iq, not both.")
+    if isinstance(quoted, str) and quoted:
+        try:
+            return unquote(quoted, errors="strict")
+        except UnicodeDecodeError:
+            raise ValidationError("iq must be an id percent-encoded in UTF-8.") from None
+    return raw if isinstance(raw, str) and raw else None
+
+
+def _search_param(request: Request, name: str) -> str | None:
+    """A search box's text, its surrounding whitespace dropped (``None`` if none is left)."""
+    return request.query_params.get(name, "").strip() or None
 
 
 def _int_param(request: Request, name: str) -> int | None:
-    value = _param(request, name)
+    value = _search_param(request, name)
     if value is None:
         return None
     try:

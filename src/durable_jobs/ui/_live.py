@@ -21,7 +21,14 @@ from durable_jobs._tools.args import MAX_POSITION
 from durable_jobs._tools.views import InstanceSummary
 from durable_jobs.maintenance import TailEvent, tail_position
 from durable_jobs.ui import _shared_tail
-from durable_jobs.ui._dashboard import Dashboard, LiveSlot, _dash, _param, cross_site
+from durable_jobs.ui._dashboard import (
+    Dashboard,
+    LiveSlot,
+    _dash,
+    _param,
+    cross_site,
+    instance_id_of,
+)
 from durable_jobs.ui._shared_tail import follow
 
 __all__ = ["events_stream"]
@@ -55,7 +62,8 @@ async def events_stream(request: Request) -> Response:
             status_code=403,
         )
     dash = _dash(request)
-    kind, job, instance_id = _param(request, "kind"), _param(request, "job"), _param(request, "id")
+    kind, job = _param(request, "kind"), _param(request, "job")
+    instance_id = instance_id_of(request.query_params)
     resume = request.headers.get("last-event-id") or _param(request, "after")
     after: int | None = None
     if resume is not None:
