@@ -433,7 +433,9 @@ Safety:
   and purge instances.
 - Requests must name the dashboard in their `Host` header, or get 400
   (a page on another site whose name resolves to your machine, "DNS
-  rebinding", cannot read or act): the `--host` address; on loopback also
+  rebinding", cannot read or act). A `Host` is a name or an address and
+  an optional port, nothing else (`127.0.0.1:8470@evil.example` is
+  refused). The names: the `--host` address; on loopback also
   `localhost`, `127.0.0.1` and `::1`; on `0.0.0.0` or `::` any IP address,
   `localhost` and the machine's host name. `--allow-host NAME` (repeatable,
   or `DURABLE_JOBS_UI_ALLOW_HOSTS` holding names separated by spaces) adds

@@ -73,6 +73,19 @@ def test_a_foreign_host_header_is_refused_before_any_page_or_action(store_url: s
         status, body = _fetch(served.base + "/", host=foreign)
         assert status == 400
         assert "Unknown Host header" in body
+        # A Host is host[:port], nothing else: a part of one that reads like ours is not.
+        for malformed in (
+            f"127.0.0.1:{port}@rebind.evil.example",
+            f"localhost:{port}/rebind.evil.example",
+            f"localhost rebind.evil.example:{port}",
+            f"localhost:{port}:{port}",
+            f"[::1]rebind.evil.example:{port}",
+            f"[::1:{port}",
+            f"localhost:{port}?x",
+        ):
+            status, body = _fetch(served.base + "/", host=malformed)
+            assert status == 400, malformed
+            assert "Unknown Host header" in body
         confirm = served.base + "/confirm?" + urllib.parse.urlencode(form)
         status, body = _fetch(confirm, host=foreign)
         assert status == 400

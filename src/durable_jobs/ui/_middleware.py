@@ -6,8 +6,9 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,8 +18,27 @@ from durable_jobs._errors import ValidationError
 __all__ = ["BasicAuth", "HostCheck", "host_name"]
 
 
-def host_name(value: str) -> str:
-    """The host name of a ``Host`` header (no port, no brackets, lower case, no final dot)."""
+#: A ``Host`` header: a name or an IPv4 address, or an IPv6 address in brackets, and
+#: an optional port; nothing else (no ``user@``, path, space or second colon).
+_HOST: Final = re.compile(r"(?:([a-z0-9_.-]+)|\[([0-9a-f:.]+)\])(?::[0-9]{1,5})?", re.ASCII)
+
+
+def host_name(value: str) -> str | None:
+    """The host name of a ``Host`` header (no port, no brackets, lower case, no final
+    dot), or ``None`` if it is not ``host[:port]``: ``127.0.0.1:8080@evil.example``
+    names no host of ours, however a part of it reads."""
+    found = _HOST.fullmatch(value.strip().lower())
+    if found is None:
+        return None
+    name, address = found.groups()
+    if address is not None and not _is_ip(address):
+        return None
+    return (name or address).rstrip(".")
+
+
+def _configured_name(value: str) -> str:
+    """A name the dashboard is served as (``--allow-host``: a name, an address, maybe
+    with a port or brackets) as :func:`host_name` gives it."""
     value = value.strip().lower()
     if value.startswith("["):
         value = value[1:].partition("]")[0]
@@ -74,13 +94,15 @@ class HostCheck(_Gate):
 
     def __init__(self, app: ASGIApp, hosts: Iterable[str], *, any_address: bool = False) -> None:
         self.app = app
-        self.hosts = frozenset(host_name(h) for h in hosts)
+        self.hosts = frozenset(_configured_name(host) for host in hosts)
         self.any_address = any_address
 
     def allowed(self, header: str | None) -> bool:
         if header is None:
             return False
         name = host_name(header)
+        if name is None:
+            return False
         return name in self.hosts or (self.any_address and _is_ip(name))
 
     def refusal(self) -> Response:
