@@ -469,11 +469,14 @@ Safety:
   them percent-encoded, as `iq`: a browser sends a form field's newlines as
   CRLF).
 - Every response, refusals and errors included (a 401 of `--auth-env`, a 400
-  of the `Host` check), carries a Content-Security-Policy allowing only the
-  dashboard's own script and stylesheet, `X-Frame-Options: DENY`,
-  `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`. All
-  but the static assets (`no-cache`) are `Cache-Control: no-store`: no browser
-  or proxy cache keeps the states and payloads the pages show.
+  of the `Host` check, the server's own 400 or 431 for a request it cannot
+  parse or whose head is too large), carries a Content-Security-Policy
+  allowing only the dashboard's own script and stylesheet,
+  `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
+  `Referrer-Policy: same-origin`. All but the static assets (`no-cache`) and
+  the server's own refusals (which have no body) are
+  `Cache-Control: no-store`: no browser or proxy cache keeps the states and
+  payloads the pages show.
 - `--allow-actions` adds buttons on an instance's page. Each opens a
   confirmation page that shows the instance's version and generation, and
   whose form carries a CSRF token valid for that action on that instance as

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -429,6 +430,43 @@ def test_every_response_carries_the_safety_headers_and_no_store(store_url: str) 
                 assert headers.get_all(name) == [value], (asset, name)
             assert headers.get_all("Cache-Control") == ["no-cache"], asset
     assert _status(store_url, "continuous", "notes", "page") == "terminated"
+
+
+def _raw_head(base: str, target: bytes) -> tuple[int, list[tuple[str, str]]]:
+    """The status and headers answered to ``GET target``, sent as bytes as they are."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=WAIT) as conn:
+        conn.sendall(b"GET " + target + f" HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_line, *lines = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    fields = [line.partition(":") for line in lines]
+    return int(status_line.split()[1]), [(k.strip().lower(), v.strip()) for k, _, v in fields]
+
+
+def test_the_servers_own_refusals_carry_the_safety_headers(store_url: str) -> None:
+    """Hypercorn answers a request it cannot parse or will not take before the app sees
+    it (a NUL in the path, a request head beyond its limit): with the safety headers
+    too, once each."""
+    with dashboard(store_url) as served:
+        refused = (
+            (b"/?q=" + b"x" * 300_000, 431),
+            (b"/inst\x00ance", 400),
+        )
+        for target, expected in refused:
+            status, headers = _raw_head(served.base, target)
+            assert status == expected, target[:20]
+            for name, value in SAFETY.items():
+                assert [v for k, v in headers if k == name.lower()] == [value], (expected, name)
+        # The app's responses carry them once each too.
+        status, headers = _raw_head(served.base, b"/")
+        assert status == 200
+        for name, value in SAFETY.items():
+            assert [v for k, v in headers if k == name.lower()] == [value], name
 
 
 def _fetch_auth(url: str, auth: str) -> tuple[int, str]:

@@ -23,8 +23,18 @@ from durable_jobs._store.base import Store
 from durable_jobs.ui._actions import ActionRefused
 from durable_jobs.ui._app import BasicAuth, create_app
 from durable_jobs.ui._dashboard import DEFAULT_MAX_LIVE
+from durable_jobs.ui._middleware import SAFETY_HEADERS, _Headers
 
 __all__ = ["ActionRefused", "BasicAuth", "create_app", "serve"]
+
+
+class _Config(Config):
+    """Hypercorn's settings, with :data:`SAFETY_HEADERS` on every response it sends: it
+    answers some requests itself, before the app sees them (a NUL in the path, a query
+    string beyond its limit)."""
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        return [*super().response_headers(protocol), *SAFETY_HEADERS]
 
 
 async def serve(
@@ -62,7 +72,11 @@ async def serve(
         any_address=any_address,
         max_live=max_live,
     )
-    config = Config()
+    # The server adds the safety headers to every response, the app's and its own
+    # refusals (400 for a malformed request, 431 for too large a request head).
+    assert isinstance(app, _Headers)
+    app = _Headers(app.app, safety=False)
+    config = _Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None  # no request lines (they would hold URLs of instances)
     config.graceful_timeout = 1.0

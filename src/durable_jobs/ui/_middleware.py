@@ -149,14 +149,29 @@ class BasicAuth(_Gate):
         )
 
 
-class _Headers:
-    """Safety headers on every response, refusals and errors included (no framing, no
-    sniffing, no referrer to other sites), and ``Cache-Control: no-store`` on those that
-    set no ``Cache-Control`` of their own: pages show states and event payloads, which
-    no browser or proxy cache should keep (the static assets say ``no-cache``)."""
+#: On every response, refusals and errors included: no framing, no sniffing, no
+#: referrer to other sites, only the dashboard's own script and stylesheet.
+SAFETY_HEADERS: Final = (
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'",
+    ),
+)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class _Headers:
+    """:data:`SAFETY_HEADERS` on every response, refusals and errors included (unless
+    ``safety`` is off: :func:`durable_jobs.ui.serve` has the server add them, to its own
+    refusals too), and ``Cache-Control: no-store`` on those that set no
+    ``Cache-Control`` of their own: pages show states and event payloads, which no
+    browser or proxy cache should keep (the static assets say ``no-cache``)."""
+
+    def __init__(self, app: ASGIApp, *, safety: bool = True) -> None:
         self.app = app
+        self.safety = safety
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -168,17 +183,9 @@ class _Headers:
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"cache-control" for name, _ in headers):
                     headers.append((b"cache-control", b"no-store"))
-                message["headers"] = [
-                    *headers,
-                    (b"x-frame-options", b"DENY"),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"same-origin"),
-                    (
-                        b"content-security-policy",
-                        b"default-src 'self'; script-src 'self'; style-src 'self'; "
-                        b"frame-ancestors 'none'",
-                    ),
-                ]
+                if self.safety:
+                    headers.extend(SAFETY_HEADERS)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
