@@ -329,6 +329,28 @@ def test_a_lost_flush_lock_is_logged_with_the_instance_fields(
     assert record.dj_instance_id == "d1"  # type: ignore[attr-defined]
 
 
+def test_a_lost_session_is_logged_once_per_guard_and_stops_later_guards(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The wake-up check and the keeper thread may both report one loss: the stopped
+    guard is logged once; a guard that entered under that session afterwards is still
+    stopped by a later report."""
+    from durable_jobs._runtime.guards import LockGuards
+
+    guards = LockGuards(None, timedelta(seconds=30))
+    first, second = (guards.guard(uuid.uuid4(), "instance") for _ in range(2))
+    first.session = 5
+    guards._guards.add(first)
+    with caplog.at_level(logging.WARNING, logger="durable_jobs.runtime"):
+        guards._lost(5)
+        guards._lost(5)
+        second.session = 5
+        guards._guards.add(second)
+        guards._lost(5)
+    assert first.cancel_scope.cancel_called and second.cancel_scope.cancel_called
+    assert len([r for r in caplog.records if "lock lost" in r.getMessage()]) == 2
+
+
 class _FailingUnlocks:
     """Cross-process locks whose releases fail."""
 

@@ -67,8 +67,6 @@ class LockGuards:
         #: (see :meth:`run_scope`), by task.
         self._runs: dict[trio.lowlevel.Task, RunScope] = {}
         self._wakes = _WakeCheck(self)
-        #: The sessions reported lost (a lost session is never live again).
-        self._lost_sessions: set[int] = set()
 
     def start(self) -> None:
         """Have the store watch its lock sessions and report losses to this trio run."""
@@ -110,12 +108,11 @@ class LockGuards:
                 self._lost(session)
 
     def _lost(self, session: int) -> None:
-        # Once per session: the wake-up check and the keeper thread may both report it.
-        if session in self._lost_sessions:
-            return
-        self._lost_sessions.add(session)
         for guard in list(self._guards):
             if guard.session == session:
+                # Stopped: not reported again (the wake-up check and the keeper thread
+                # may both report one loss), while guards entered later are.
+                guard.session = None
                 names = guard.names or self.names.get(guard.uuid.int)
                 log.warning(
                     "Stopping the work on %s (%s lock lost)",
