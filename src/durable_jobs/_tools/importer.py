@@ -20,6 +20,7 @@ from durable_jobs._domain.ids import KINDS, Kind, check_instance_id, instance_uu
 from durable_jobs._domain.instance import JobInstance
 from durable_jobs._domain.values import (
     DEFAULT_LIMITS,
+    MAX_LIMIT,
     MAX_NESTING,
     Limits,
     LongInt,
@@ -55,7 +56,7 @@ LINE_ENVELOPE: Final = 1024 * 1024
 #: The largest ``max_event_bytes`` / ``max_state_bytes`` an import takes (1 TiB): far
 #: above any value the runtime can hold in memory, and low enough that the longest line
 #: (:func:`line_limit`) is a size the operating system can read.
-MAX_IMPORT_LIMIT: Final = 1024**4
+MAX_IMPORT_LIMIT: Final = MAX_LIMIT
 
 
 def line_limit(limits: Limits) -> int:
@@ -286,20 +287,9 @@ def check_export(
 
 
 def _limits(max_event_bytes: int, max_state_bytes: int) -> Limits:
-    """The size limits an import holds values to (ConfigurationError if not sizes, or
-    sizes over :data:`MAX_IMPORT_LIMIT`)."""
-    limits = Limits(max_event_bytes=max_event_bytes, max_state_bytes=max_state_bytes)
-    for name, value in (
-        ("max_event_bytes", max_event_bytes),
-        ("max_state_bytes", max_state_bytes),
-    ):
-        if value > MAX_IMPORT_LIMIT:
-            msg = (
-                f"{name} must be at most {MAX_IMPORT_LIMIT} (1 TiB) for an import, "
-                f"got {value!r:.40}. Nothing was written."
-            )
-            raise ConfigurationError(msg)
-    return limits
+    """The size limits an import holds values to (ConfigurationError if not sizes from 1
+    to :data:`MAX_IMPORT_LIMIT`: :class:`Limits` checks them)."""
+    return Limits(max_event_bytes=max_event_bytes, max_state_bytes=max_state_bytes)
 
 
 @contextlib.contextmanager
